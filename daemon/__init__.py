@@ -1,0 +1,1 @@
+"""dropsync daemon: config, ingest, merge driving, delivery and the CLI."""

@@ -1,0 +1,183 @@
+"""The ``dropsync`` command line.
+
+Exit codes: 0 ok, 2 usage or config error (the message names the file and
+key), 1 any other failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import anyio
+import orjson
+
+from daemon.config import Config, load_config
+from daemon.errors import ConfigError, DropsyncError, SecretError, UsageError
+from daemon.logs import configure_logging
+from daemon.secrets import read_secret
+from store.errors import StoreError
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"dropsync: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    common = _Parser(add_help=False)
+    common.add_argument(
+        "--config",
+        metavar="FILE",
+        help="TOML config (default: $DROPSYNC_CONFIG, else built-in defaults)",
+    )
+    parser = _Parser(prog="dropsync", description=__doc__, parents=[common])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = sub.add_parser("run", parents=[common], help="run the daemon in the foreground")
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="ingest as usual but only show what would be sent to providers",
+    )
+    demo = sub.add_parser(
+        "demo",
+        parents=[common],
+        help="run the daemon on built-in emulated providers and sample files",
+    )
+    demo.add_argument(
+        "--dir",
+        default="dropsync-demo",
+        help="where the demo store and drop folder go (default: ./dropsync-demo)",
+    )
+    demo.add_argument(
+        "--exit-when-synced",
+        action="store_true",
+        help="exit 0 once every provider's outbox is empty",
+    )
+    status = sub.add_parser("status", parents=[common], help="what is pending and why")
+    status.add_argument("--json", action="store_true")
+    ingest = sub.add_parser("ingest", parents=[common], help="ingest files once")
+    ingest.add_argument("files", nargs="+", metavar="FILE")
+    ingest.add_argument(
+        "--collection",
+        help="collection for files outside the drop folder (default: the file's folder name)",
+    )
+    sub.add_parser("check-config", parents=[common], help="validate the config and secrets")
+    emulate = sub.add_parser("emulate", parents=[common], help="run the provider emulators")
+    emulate.add_argument("--host", default="127.0.0.1")
+    emulate.add_argument("--crm-port", type=int, default=8081)
+    emulate.add_argument("--favourites-port", type=int, default=8082)
+    why = sub.add_parser("why", parents=[common], help="LWW audit of one key")
+    why.add_argument("collection")
+    why.add_argument("key")
+    why.add_argument("--json", action="store_true")
+    resync = sub.add_parser(
+        "resync",
+        parents=[common],
+        help="queue every record for a provider again and clear its pause",
+    )
+    resync.add_argument("provider")
+    resync.add_argument("--dry-run", action="store_true")
+    dead = sub.add_parser("dead-letters", parents=[common], help="list, retry or drop")
+    dead.add_argument("action", choices=["list", "retry", "drop"])
+    dead.add_argument("--provider")
+    dead.add_argument("--id", type=int, action="append", default=[], dest="ids")
+    dead.add_argument("--all", action="store_true", help="retry/drop every dead letter")
+    dead.add_argument("--json", action="store_true")
+    return parser
+
+
+def _config(args: argparse.Namespace) -> Config:
+    from daemon.providers import check_provider_options
+
+    config = load_config(args.config)
+    check_provider_options(config)
+    return config
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2, default=str).decode() + "\n")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """``dropsync run``."""
+    from daemon.runner import Daemon
+
+    config = _config(args)
+    configure_logging(config.log_level)
+    daemon = Daemon(config, config_arg=args.config, dry_run=args.dry_run)
+    return anyio.run(daemon.run)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """``dropsync demo``."""
+    from daemon.demo import run_demo
+
+    return run_demo(Path(args.dir), exit_when_synced=args.exit_when_synced)
+
+
+def cmd_emulate(args: argparse.Namespace) -> int:
+    """``dropsync emulate``."""
+    from daemon.demo import run_emulators
+
+    return run_emulators(args.host, crm_port=args.crm_port, favourites_port=args.favourites_port)
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    """``dropsync check-config``: the config, its providers' options and their secrets."""
+    config = _config(args)
+    for provider in config.providers.values():
+        if provider.secret is not None:
+            try:
+                read_secret(provider.secret, provider.name)
+            except SecretError as exc:
+                raise ConfigError(config.source, f"providers.{provider.name}", str(exc)) from None
+    print(
+        f"ok: {config.source}: store {config.store_path}, drop folder {config.drop_path}, "
+        f"{len(config.collections)} collection(s), {len(config.providers)} provider(s)"
+    )
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``dropsync`` console script."""
+    from daemon import commands
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command not in ("run", "demo", "emulate"):
+        # One-shot commands print their results on stdout; log lines go to stderr.
+        configure_logging("info", sys.stderr)
+    handlers = {
+        "run": cmd_run,
+        "demo": cmd_demo,
+        "emulate": cmd_emulate,
+        "check-config": cmd_check_config,
+        "status": commands.cmd_status,
+        "ingest": commands.cmd_ingest,
+        "why": commands.cmd_why,
+        "resync": commands.cmd_resync,
+        "dead-letters": commands.cmd_dead_letters,
+    }
+    try:
+        return handlers[args.command](args)
+    except (ConfigError, UsageError) as exc:
+        print(f"dropsync: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (StoreError, DropsyncError) as exc:
+        print(f"dropsync: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return EXIT_FAILURE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,258 @@
+"""The store-reading and maintenance subcommands: status, ingest, why, resync, dead-letters."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import anyio
+import orjson
+
+from daemon.audit import source_of, version_json, why_winner
+from daemon.config import Config, load_config
+from daemon.documents import format_timestamp
+from daemon.errors import UsageError
+from daemon.ingest import Ingestor, IngestReport
+from store import cursors, outbox, queries
+from store.db import now_ms
+from store.handle import Store
+
+
+def _dump(value: Any) -> str:
+    return orjson.dumps(value, option=orjson.OPT_INDENT_2, default=str).decode()
+
+
+def _age(ms: int | None) -> str:
+    if ms is None:
+        return "-"
+    seconds = max(0, now_ms() - ms) / 1000
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+def format_status(config: Config, summary: dict[str, Any]) -> str:
+    """The human-readable ``status`` report."""
+    lines = [f"store {config.store_path} (schema {summary['schema_version']})"]
+    providers = summary["providers"]
+    if not providers:
+        lines.append("providers: none configured")
+    for row in providers:
+        line = (
+            f"  {row['provider']:<16} {row['state']:<12} pending {row['pending']:>8}  "
+            f"oldest {_age(row['oldest_enqueued_at'])}  dead letters {row['dead_letters']}"
+        )
+        if row["state"] in ("backing-off", "offline") and row["next_attempt_at"]:
+            line += f"  next attempt {format_timestamp(row['next_attempt_at'])}"
+        if row["state"] != "online" and row["last_error"]:
+            line += f"\n{'':20}last error: {row['last_error']}"
+        lines.append(line)
+    files = summary["files"]
+    lines.append(
+        f"inbox pending {summary['inbox_pending']}; files done {files['done']}, "
+        f"quarantined {files['quarantined']}, in progress {files['processing']}"
+    )
+    for row in summary["recent_quarantined"]:
+        lines.append(f"  quarantined: {row['path']}: {row['error']}")
+    return "\n".join(lines)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """``dropsync status [--json]``: read-only, safe while the daemon runs."""
+    config = load_config(args.config)
+
+    async def read() -> dict[str, Any]:
+        async with await Store.open(config.store_path, readonly=True) as store:
+            return await queries.status_summary(store.db)
+
+    summary = anyio.run(read)
+    print(_dump(summary) if args.json else format_status(config, summary))
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    """``dropsync ingest FILE...``: the daemon's ingest path, once."""
+    config = load_config(args.config)
+
+    async def ingest() -> list[IngestReport | str]:
+        results: list[IngestReport | str] = []
+        async with await Store.open(config.store_path) as store:
+            ingestor = Ingestor(store, config)
+            for name in args.files:
+                path = Path(name)
+                if not path.is_file():
+                    results.append(f"{name}: no such file")
+                    continue
+                if ingestor.collection_of(path) is not None and not args.collection:
+                    report = await ingestor.ingest_dropped(path)
+                else:
+                    collection = args.collection or path.resolve().parent.name
+                    report = await ingestor.ingest_in_place(path, collection)
+                results.append(report if report is not None else f"{name}: not ingested")
+        return results
+
+    failed = False
+    for result in anyio.run(ingest):
+        if isinstance(result, str):
+            print(f"dropsync: {result}", file=sys.stderr)
+            failed = True
+        else:
+            print(orjson.dumps(result.as_json(), default=str).decode())
+            failed |= result.status != "done"
+    return 1 if failed else 0
+
+
+def cmd_why(args: argparse.Namespace) -> int:
+    """``dropsync why COLLECTION KEY``: every version seen and why the winner won."""
+    config = load_config(args.config)
+
+    async def read() -> tuple[list[queries.VersionSeen], dict[str, Any] | None, list[Any]]:
+        async with await Store.open(config.store_path, readonly=True) as store:
+            versions = await queries.versions_seen(store.db, args.collection, args.key)
+            record = await queries.current_record(store.db, args.collection, args.key)
+            delivery = await queries.outbox_for_key(store.db, args.collection, args.key)
+            return versions, record, delivery
+
+    versions, record, delivery = anyio.run(read)
+    if not versions and record is None:
+        print(
+            f"dropsync: no version of {args.collection}/{args.key} was ever seen", file=sys.stderr
+        )
+        return 1
+    if args.json:
+        print(
+            _dump(
+                {
+                    "collection": args.collection,
+                    "key": args.key,
+                    "current": record,
+                    "why": why_winner(versions, record),
+                    "versions": [version_json(v, record) for v in versions],
+                    "providers": delivery,
+                }
+            )
+        )
+        return 0
+    if record is None:
+        print(f"{args.collection}/{args.key}: no current version")
+    else:
+        kind = "delete (tombstone)" if record["deleted"] else "upsert"
+        print(
+            f"{args.collection}/{args.key}: current version "
+            f"{format_timestamp(record['updated_at'])}"
+            f" {kind} from {record['origin']}"
+        )
+        print(f"why: {why_winner(versions, record)}")
+    print("versions seen, oldest first:")
+    for version in versions:
+        entry = version_json(version, record)
+        print(
+            f"  #{version.inbox_id or '-':<8} {entry['updated_at_iso'] or '?':<25} "
+            f"{version.op or '?':<7} {source_of(version):<32} {entry['explanation']}"
+        )
+    for row in delivery:
+        print(
+            f"  provider {row['provider']}: {row['state']} (version "
+            f"{format_timestamp(row['updated_at'])})"
+        )
+    return 0
+
+
+def cmd_resync(args: argparse.Namespace) -> int:
+    """``dropsync resync PROVIDER``: queue everything again, clear its pause and cursors."""
+    config = load_config(args.config)
+    provider = config.providers.get(args.provider)
+    if provider is None:
+        raise UsageError(
+            f"unknown provider {args.provider!r}; configured: "
+            f"{', '.join(sorted(config.providers)) or 'none'}"
+        )
+    collections = [name for name, c in config.collections.items() if args.provider in c.providers]
+
+    async def resync() -> int:
+        async with await Store.open(config.store_path) as store:
+            if args.dry_run:
+                return await _dry_run_resync(store, config, args.provider, collections)
+            async with store.write() as db:
+                queued = await outbox.requeue_collection(
+                    db, args.provider, collections, now=now_ms()
+                )
+                await outbox.clear_auth_failures(db, args.provider)
+            await store.call(cursors.reset_cursors, args.provider)
+            return queued
+
+    queued = anyio.run(resync)
+    verb = "would queue" if args.dry_run else "queued"
+    print(
+        f"{args.provider}: {verb} {queued} record(s) from "
+        f"{', '.join(collections) or 'no collections'}"
+    )
+    return 0
+
+
+async def _dry_run_resync(store: Store, config: Config, name: str, collections: list[str]) -> int:
+    """Queue inside a transaction, show the batches through the real flusher, roll back."""
+    from daemon.delivery import Flusher
+    from daemon.logs import configure_logging
+    from daemon.providers import open_provider
+
+    configure_logging(config.log_level)
+    provider_config = config.providers[name]
+    await store.db.execute("BEGIN IMMEDIATE")
+    try:
+        queued = await outbox.requeue_collection(store.db, name, collections, now=now_ms())
+        async with open_provider(provider_config) as provider:
+            flusher = Flusher(_Unlocked(store), provider_config, provider, dry_run=True)
+            while await flusher.flush_once():
+                pass
+    finally:
+        await store.db.execute("ROLLBACK")
+    return queued
+
+
+class _Unlocked(Store):
+    """A store view whose write()/read() join the transaction already open (dry runs)."""
+
+    def __init__(self, store: Store) -> None:
+        super().__init__(store.db, store.path)
+
+    def write(self) -> Any:
+        return self.read()
+
+
+def cmd_dead_letters(args: argparse.Namespace) -> int:
+    """``dropsync dead-letters list|retry|drop``."""
+    config = load_config(args.config)
+    if args.action != "list" and not (args.ids or args.provider or args.all):
+        raise UsageError(f"dead-letters {args.action} needs --id N, --provider NAME or --all")
+
+    async def act() -> Any:
+        readonly = args.action == "list"
+        async with await Store.open(config.store_path, readonly=readonly) as store:
+            if readonly:
+                return await queries.dead_letters(store.db, args.provider, limit=1000)
+            async with store.write() as db:
+                if args.action == "retry":
+                    return await outbox.retry_dead_letters(
+                        db, provider=args.provider, ids=args.ids, now=now_ms()
+                    )
+                return await outbox.drop_dead_letters(db, provider=args.provider, ids=args.ids)
+
+    result = anyio.run(act)
+    if args.action == "list":
+        if args.json:
+            print(_dump(result))
+        elif not result:
+            print("no dead letters")
+        for row in [] if args.json else result:
+            print(
+                f"#{row['id']} {row['provider']} {row['collection']}/{row['key']} "
+                f"version {format_timestamp(row['updated_at'])}: {row['reason']}"
+            )
+        return 0
+    print(f"{'re-queued' if args.action == 'retry' else 'dropped'} {result} dead letter(s)")
+    return 0

@@ -1,0 +1,312 @@
+"""Configuration: frozen dataclasses loaded from one TOML file.
+
+Where the file comes from: ``--config``, else ``$DROPSYNC_CONFIG``, else the
+built-in defaults (no file needed). Relative paths resolve against
+``$STATE_DIRECTORY`` when systemd sets it, else the working directory.
+Every validation error names the file and the dotted key.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from daemon.errors import ConfigError
+
+PROVIDER_KINDS = ("favourites", "crm", "registrations", "churn")
+BUILTIN = "<built-in defaults>"
+
+
+@dataclass(frozen=True, slots=True)
+class SecretRef:
+    """Where a secret lives: exactly one of an env var, a file, or a systemd credential."""
+
+    env: str | None = None
+    file: Path | None = None
+    credential: str | None = None
+
+    def describe(self) -> str:
+        """A safe, value-free description of the source, for messages."""
+        if self.env:
+            return f"environment variable {self.env}"
+        if self.file:
+            return f"file {self.file}"
+        return f"credential {self.credential}"
+
+
+@dataclass(frozen=True, slots=True)
+class CollectionConfig:
+    """A drop subfolder / inbox collection and where its winning changes go."""
+
+    name: str
+    key: str | None = None  # dotted path; None: infer from the recognised shape
+    timestamp: str | None = None
+    providers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderConfig:
+    """One external provider; ``options`` holds the keys its kind adds."""
+
+    name: str
+    kind: str
+    base_url: str
+    secret: SecretRef | None = None
+    batch_max_items: int | None = None
+    timeout_s: float = 30.0
+    backoff_base_s: float = 1.0
+    backoff_cap_s: float = 300.0
+    pull_interval_s: float = 60.0
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The whole daemon configuration."""
+
+    source: str
+    store_path: Path
+    drop_path: Path
+    collections: Mapping[str, CollectionConfig]
+    providers: Mapping[str, ProviderConfig]
+    max_clock_skew_ms: int = 5 * 60 * 1000
+    shutdown_grace_s: float = 10.0
+    settle_ms: int = 50
+    rescan_s: float = 30.0
+    ingest_batch: int = 5000
+    inbox_poll_s: float = 0.5
+    log_level: str = "info"
+
+    def collection(self, name: str) -> CollectionConfig:
+        """The config of ``name``; an unconfigured collection gets the shape-inferring default."""
+        return self.collections.get(name) or CollectionConfig(name=name)
+
+    def routes(self) -> dict[str, tuple[str, ...]]:
+        """Collection name -> providers its winning changes are sent to."""
+        return {name: c.providers for name, c in self.collections.items() if c.providers}
+
+
+def base_directory() -> Path:
+    """Where relative paths point: ``$STATE_DIRECTORY`` under systemd, else the cwd."""
+    state = os.environ.get("STATE_DIRECTORY")
+    if state:
+        # systemd may pass several colon-separated directories; the first is ours.
+        return Path(state.split(":")[0])
+    return Path.cwd()
+
+
+def config_location(explicit: str | None) -> Path | None:
+    """The config file to read, or None for the built-in defaults."""
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get("DROPSYNC_CONFIG")
+    return Path(env) if env else None
+
+
+def load_config(explicit: str | None = None) -> Config:
+    """Load and validate the configuration (see module docstring for where it comes from)."""
+    path = config_location(explicit)
+    if path is None:
+        return parse_config({}, BUILTIN)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(str(path), "", "file not found") from None
+    except OSError as exc:
+        raise ConfigError(str(path), "", f"cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(str(path), "", "not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), "", f"invalid TOML: {exc}") from None
+    return parse_config(raw, str(path))
+
+
+class _Table:
+    """Typed access to one TOML table that reports errors with file and dotted key."""
+
+    def __init__(self, source: str, prefix: str, raw: object) -> None:
+        if not isinstance(raw, dict):
+            raise ConfigError(source, prefix, "expected a table")
+        self.source = source
+        self.prefix = prefix
+        self.raw: dict[str, Any] = raw
+        self.used: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}.{name}" if self.prefix else name
+
+    def fail(self, name: str, problem: str) -> ConfigError:
+        return ConfigError(self.source, self.key(name), problem)
+
+    def get(self, name: str) -> Any:
+        self.used.add(name)
+        return self.raw.get(name)
+
+    def string(self, name: str, default: str | None = None) -> str | None:
+        value = self.get(name)
+        if value is None:
+            return default
+        if not isinstance(value, str) or not value:
+            raise self.fail(name, "expected a non-empty string")
+        return value
+
+    def number(self, name: str, default: float, *, minimum: float = 0.0) -> float:
+        value = self.get(name)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
+            raise self.fail(name, f"expected a number >= {minimum:g}")
+        return float(value)
+
+    def integer(self, name: str, default: int | None, *, minimum: int = 1) -> int | None:
+        value = self.get(name)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise self.fail(name, f"expected an integer >= {minimum}")
+        return value
+
+    def strings(self, name: str) -> tuple[str, ...]:
+        value = self.get(name)
+        if value is None:
+            return ()
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise self.fail(name, "expected a list of non-empty strings")
+        return tuple(value)
+
+    def table(self, name: str) -> _Table:
+        value = self.get(name)
+        return _Table(self.source, self.key(name), {} if value is None else value)
+
+    def rest(self) -> dict[str, Any]:
+        """Keys not read yet (a kind's own options)."""
+        return {k: v for k, v in self.raw.items() if k not in self.used}
+
+    def reject_unknown(self) -> None:
+        for name in self.raw:
+            if name not in self.used:
+                raise self.fail(name, "unknown key")
+
+
+def _path(value: str) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else base_directory() / path
+
+
+def _secret(table: _Table) -> SecretRef | None:
+    env = table.string("secret_env")
+    file = table.string("secret_file")
+    credential = table.string("credential")
+    given = [
+        name
+        for name, v in (("secret_env", env), ("secret_file", file), ("credential", credential))
+        if v
+    ]
+    if len(given) > 1:
+        raise table.fail(
+            given[1],
+            f"give only one of secret_env, secret_file, credential (found {', '.join(given)})",
+        )
+    if table.get("secret") is not None or table.get("token") is not None:
+        name = "secret" if "secret" in table.raw else "token"
+        raise table.fail(
+            name, "secrets never go in the config file: use secret_env, secret_file or credential"
+        )
+    if not given:
+        return None
+    return SecretRef(env=env, file=_path(file) if file else None, credential=credential)
+
+
+def _collection(name: str, table: _Table) -> CollectionConfig:
+    config = CollectionConfig(
+        name=name,
+        key=table.string("key"),
+        timestamp=table.string("timestamp"),
+        providers=table.strings("providers"),
+    )
+    table.reject_unknown()
+    return config
+
+
+def _provider(name: str, table: _Table) -> ProviderConfig:
+    kind = table.string("kind")
+    if kind is None:
+        raise table.fail("kind", f"missing; expected one of {', '.join(PROVIDER_KINDS)}")
+    if kind not in PROVIDER_KINDS:
+        raise table.fail(
+            "kind", f"unknown kind {kind!r}; expected one of {', '.join(PROVIDER_KINDS)}"
+        )
+    base_url = table.string("base_url")
+    if base_url is None or not base_url.startswith(("http://", "https://")):
+        raise table.fail("base_url", "expected an http:// or https:// URL")
+    config = ProviderConfig(
+        name=name,
+        kind=kind,
+        base_url=base_url.rstrip("/"),
+        secret=_secret(table),
+        batch_max_items=table.integer("batch_max_items", None),
+        timeout_s=table.number("timeout_s", 30.0, minimum=0.001),
+        backoff_base_s=table.number("backoff_base_s", 1.0, minimum=0.001),
+        backoff_cap_s=table.number("backoff_cap_s", 300.0, minimum=0.001),
+        pull_interval_s=table.number("pull_interval_s", 60.0, minimum=0.01),
+        options=table.rest(),
+    )
+    return config
+
+
+def parse_config(raw: Mapping[str, Any], source: str) -> Config:
+    """Validate a parsed TOML document; ``source`` names it in errors."""
+    top = _Table(source, "", dict(raw))
+    store = top.table("store")
+    store_path = _path(store.string("path", "dropsync.db") or "dropsync.db")
+    store.reject_unknown()
+    drop = top.table("drop")
+    drop_path = _path(drop.string("path", "drop") or "drop")
+    settle_ms = drop.integer("settle_ms", 50, minimum=0) or 0
+    rescan_s = drop.number("rescan_s", 30.0, minimum=0.1)
+    ingest_batch = drop.integer("batch", 5000) or 5000
+    drop.reject_unknown()
+    daemon = top.table("daemon")
+    skew_s = daemon.number("max_clock_skew_s", 300.0)
+    grace_s = daemon.number("shutdown_grace_s", 10.0)
+    inbox_poll_s = daemon.number("inbox_poll_s", 0.5, minimum=0.01)
+    log_level = daemon.string("log_level", "info") or "info"
+    if log_level not in ("debug", "info", "warning", "error"):
+        raise daemon.fail("log_level", "expected one of debug, info, warning, error")
+    daemon.reject_unknown()
+
+    providers_table = top.table("providers")
+    providers = {name: _provider(name, providers_table.table(name)) for name in providers_table.raw}
+    collections_table = top.table("collections")
+    collections: dict[str, CollectionConfig] = {}
+    for name in collections_table.raw:
+        if name.startswith(".") or "/" in name:
+            raise collections_table.fail(name, "a collection name is a plain folder name")
+        sub = collections_table.table(name)
+        collection = _collection(name, sub)
+        for provider in collection.providers:
+            if provider not in providers:
+                raise sub.fail(
+                    "providers",
+                    f"names provider {provider!r}, which is not defined under [providers]",
+                )
+        collections[name] = collection
+    top.reject_unknown()
+    return Config(
+        source=source,
+        store_path=store_path,
+        drop_path=drop_path,
+        collections=collections,
+        providers=providers,
+        max_clock_skew_ms=int(skew_s * 1000),
+        shutdown_grace_s=grace_s,
+        settle_ms=settle_ms,
+        rescan_s=rescan_s,
+        ingest_batch=ingest_batch,
+        inbox_poll_s=inbox_poll_s,
+        log_level=log_level,
+    )

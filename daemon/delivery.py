@@ -1,0 +1,350 @@
+"""The delivery engine: one flusher per provider, written once for every adapter.
+
+A flusher takes the oldest outbox entries up to the provider's batch limit,
+drops (to dead letters) what the adapter's local check refuses, sends the rest,
+and records the outcome in one transaction. What the provider's answer means is
+decided by the error's type (``adapters.errors``):
+
+* success: entries leave the outbox, ``delivered`` and ``deliveries`` record it
+* ProviderUnavailable: provider ``offline``; RetryableError: ``backing-off``; the
+  next attempt waits ``Retry-After`` when given, else exponential backoff with
+  full jitter (``backoff_base_s`` .. ``backoff_cap_s``); the time is stored, so a
+  restart keeps it
+* AuthError: ``auth-failed``; every entry is kept; a reload, ``dropsync resync``,
+  or a restart (which probes once) resumes
+* PermanentError: the batch is split in halves until the offending records are
+  alone; those go to ``dead_letters`` with the provider's reason
+
+Delivery is at least once; each batch carries an idempotency key derived from
+the (provider, collection, key, version) of its entries.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import anyio
+import orjson
+import structlog
+
+from adapters.base import (
+    OutgoingChange,
+    Provider,
+    PushResult,
+    batch_idempotency_key,
+    change_idempotency_key,
+)
+from adapters.errors import AuthError, PermanentError, ProviderUnavailable, RetryableError
+from daemon.config import ProviderConfig
+from store import outbox
+from store.db import now_ms
+from store.handle import Store
+
+log = structlog.get_logger("dropsync.delivery")
+
+IDLE_RECHECK_S = 5.0
+_MIN_DELAY_S = 0.05
+
+
+class _Paused(Exception):
+    """The provider stops taking batches for now (backoff or auth failure)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Exponential backoff with full jitter."""
+
+    base_s: float
+    cap_s: float
+
+    def delay(self, failures: int, rng: random.Random) -> float:
+        """Seconds to wait after ``failures`` consecutive failures."""
+        ceiling = min(self.cap_s, self.base_s * (2 ** min(failures - 1, 62)))
+        return max(_MIN_DELAY_S, rng.uniform(0, ceiling))
+
+
+def to_outgoing(provider: str, entry: outbox.OutboxEntry) -> OutgoingChange:
+    """The adapter's view of an outbox entry."""
+    body = orjson.loads(entry.body) if entry.body is not None else None
+    return OutgoingChange(
+        entry_id=entry.id,
+        collection=entry.collection,
+        key=entry.key,
+        updated_at=entry.updated_at,
+        deleted=entry.deleted,
+        body=body if isinstance(body, dict) else None,
+        idempotency_key=change_idempotency_key(
+            provider, entry.collection, entry.key, entry.updated_at
+        ),
+    )
+
+
+def split_by_bytes(
+    entries: Sequence[outbox.OutboxEntry], max_items: int, max_bytes: int
+) -> list[list[outbox.OutboxEntry]]:
+    """Cut a batch into requests within the item and byte limits (one oversized entry alone)."""
+    requests: list[list[outbox.OutboxEntry]] = []
+    current: list[outbox.OutboxEntry] = []
+    size = 0
+    for entry in entries:
+        entry_size = len(entry.body or "") + 64
+        if current and (len(current) >= max_items or size + entry_size > max_bytes):
+            requests.append(current)
+            current, size = [], 0
+        current.append(entry)
+        size += entry_size
+    if current:
+        requests.append(current)
+    return requests
+
+
+class Flusher:
+    """Delivers one provider's outbox, forever (or once through, in dry-run mode)."""
+
+    def __init__(
+        self,
+        store: Store,
+        config: ProviderConfig,
+        provider: Provider,
+        *,
+        dry_run: bool = False,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.store = store
+        self.config = config
+        self.name = config.name
+        self.provider = provider
+        self.dry_run = dry_run
+        self.backoff = Backoff(config.backoff_base_s, config.backoff_cap_s)
+        self.rng = rng or random.Random()
+        self.batch_limit = min(
+            config.batch_max_items or provider.limits.max_items, provider.limits.max_items
+        )
+        self._wake = anyio.Event()
+        self._dry_run_after = 0
+
+    def wake(self) -> None:
+        """New entries are waiting: stop idling."""
+        self._wake.set()
+
+    async def _idle(self, seconds: float) -> None:
+        with anyio.move_on_after(seconds):
+            await self._wake.wait()
+        self._wake = anyio.Event()
+
+    async def run(self) -> None:
+        """Flush until cancelled."""
+        if not self.provider.limits.can_push:
+            return
+        probe = True  # after a restart, an auth-failed provider gets one attempt
+        while True:
+            async with self.store.read() as db:
+                state = await outbox.provider_state(db, self.name)
+            now = now_ms()
+            if state is not None and state.state == "auth-failed" and not probe:
+                await self._idle(IDLE_RECHECK_S)  # resync/reload changes the state
+                continue
+            probe = False
+            if state is not None and state.next_attempt_at and state.next_attempt_at > now:
+                await anyio.sleep((state.next_attempt_at - now) / 1000)
+                continue
+            if not await self.flush_once():
+                await self._idle(IDLE_RECHECK_S)
+
+    async def flush_once(self) -> bool:
+        """Send one batch; False when there was nothing to send (or the provider paused)."""
+        async with self.store.read() as db:
+            entries = await outbox.take_batch(
+                db, self.name, self.batch_limit, after_id=self._dry_run_after
+            )
+        if not entries:
+            return False
+        if self.dry_run:
+            self._dry_run_after = entries[-1].id
+        sendable = await self._drop_unsendable(entries)
+        try:
+            for request in split_by_bytes(
+                sendable, self.batch_limit, self.provider.limits.max_bytes
+            ):
+                await self._send(request)
+        except _Paused:
+            return False
+        return True
+
+    async def _drop_unsendable(self, entries: list[outbox.OutboxEntry]) -> list[outbox.OutboxEntry]:
+        refused: dict[str, list[outbox.OutboxEntry]] = {}
+        sendable = []
+        for entry in entries:
+            reason = self.provider.check(to_outgoing(self.name, entry))
+            if reason is None:
+                sendable.append(entry)
+            else:
+                refused.setdefault(reason, []).append(entry)
+        for reason, group in refused.items():
+            log.warning(
+                "dead_lettered",
+                provider=self.name,
+                items=len(group),
+                reason=reason,
+                local=True,
+                dry_run=self.dry_run,
+            )
+            if not self.dry_run:
+                async with self.store.write() as db:
+                    await outbox.dead_letter(
+                        db, self.name, group, reason=reason, http_status=None, now=now_ms()
+                    )
+        return sendable
+
+    async def _send(self, entries: list[outbox.OutboxEntry]) -> None:
+        changes = [to_outgoing(self.name, e) for e in entries]
+        key = batch_idempotency_key(changes)
+        if self.dry_run:
+            log.info(
+                "dry_run_batch",
+                provider=self.name,
+                items=len(changes),
+                batch_id=key,
+                keys=[c.key for c in changes[:10]],
+                bytes=sum(len(e.body or "") for e in entries),
+            )
+            return
+        started = time.perf_counter()
+        try:
+            result = await self.provider.push(changes, idempotency_key=key)
+        except AuthError as exc:
+            await self._failed(entries, key, started, exc, state="auth-failed", delay=None)
+            raise _Paused from None
+        except RetryableError as exc:
+            failures = await self._failures() + 1
+            delay = (
+                exc.retry_after
+                if exc.retry_after is not None
+                else self.backoff.delay(failures, self.rng)
+            )
+            state = "offline" if isinstance(exc, ProviderUnavailable) else "backing-off"
+            await self._failed(
+                entries, key, started, exc, state=state, delay=delay, failures=failures
+            )
+            raise _Paused from None
+        except PermanentError as exc:
+            await self._rejected(entries, key, started, exc)
+            return
+        await self._delivered(entries, key, started, result)
+
+    async def _failures(self) -> int:
+        async with self.store.read() as db:
+            state = await outbox.provider_state(db, self.name)
+        return state.failures if state else 0
+
+    async def _failed(
+        self,
+        entries: list[outbox.OutboxEntry],
+        key: str,
+        started: float,
+        exc: Exception,
+        *,
+        state: str,
+        delay: float | None,
+        failures: int = 0,
+    ) -> None:
+        now = now_ms()
+        next_attempt = None if delay is None else now + int(delay * 1000)
+        async with self.store.write() as db:
+            await outbox.record_attempt(
+                db,
+                provider=self.name,
+                batch_id=key,
+                items=len(entries),
+                state="failed",
+                now=now,
+                http_status=getattr(exc, "status", None),
+                latency_ms=(time.perf_counter() - started) * 1000,
+                error=str(exc),
+            )
+            await outbox.count_attempt(db, [e.id for e in entries])
+            await outbox.set_provider_state(
+                db,
+                self.name,
+                state=state,
+                now=now,
+                next_attempt_at=next_attempt,
+                failures=failures,
+                last_error=str(exc),
+            )
+        log.warning(
+            f"provider_{state.replace('-', '_')}",
+            provider=self.name,
+            error=str(exc),
+            retry_in_s=delay,
+            failures=failures,
+            items=len(entries),
+        )
+
+    async def _rejected(
+        self, entries: list[outbox.OutboxEntry], key: str, started: float, exc: PermanentError
+    ) -> None:
+        now = now_ms()
+        async with self.store.write() as db:
+            await outbox.record_attempt(
+                db,
+                provider=self.name,
+                batch_id=key,
+                items=len(entries),
+                state="rejected",
+                now=now,
+                http_status=exc.status,
+                latency_ms=(time.perf_counter() - started) * 1000,
+                error=exc.reason,
+            )
+            if len(entries) == 1:
+                await outbox.dead_letter(
+                    db, self.name, entries, reason=exc.reason, http_status=exc.status, now=now
+                )
+        if len(entries) == 1:
+            log.warning(
+                "dead_lettered",
+                provider=self.name,
+                key=entries[0].key,
+                collection=entries[0].collection,
+                status=exc.status,
+                reason=exc.reason,
+            )
+            return
+        middle = len(entries) // 2
+        await self._send(entries[:middle])
+        await self._send(entries[middle:])
+
+    async def _delivered(
+        self, entries: list[outbox.OutboxEntry], key: str, started: float, result: PushResult
+    ) -> None:
+        now = now_ms()
+        latency = (time.perf_counter() - started) * 1000
+        async with self.store.write() as db:
+            delivery_id = await outbox.record_attempt(
+                db,
+                provider=self.name,
+                batch_id=key,
+                items=len(entries),
+                state=result.state,
+                now=now,
+                http_status=result.status,
+                latency_ms=latency,
+                remote_ref=result.remote_ref,
+            )
+            await outbox.mark_delivered(
+                db, self.name, entries, delivery_id=delivery_id, state=result.state, now=now
+            )
+            await outbox.set_provider_state(db, self.name, state="online", now=now, ok=True)
+        log.info(
+            "batch_delivered",
+            provider=self.name,
+            items=len(entries),
+            state=result.state,
+            status=result.status,
+            latency_ms=round(latency, 1),
+            remote_ref=result.remote_ref,
+        )

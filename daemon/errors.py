@@ -1,0 +1,38 @@
+"""Errors of the daemon package.
+
+DropsyncError                 base; the CLI maps it to exit code 1
+├── ConfigError               bad or unreadable config: names the file and key (exit 2)
+├── UsageError                wrong use of the command line (exit 2)
+├── SecretError               a provider secret cannot be read (names the source only)
+└── DocumentError             one document of a drop file or inbox row is unusable; the
+                              reason is written to the quarantine receipt or inbox row
+"""
+
+from __future__ import annotations
+
+
+class DropsyncError(Exception):
+    """Base class of the daemon's own errors."""
+
+
+class ConfigError(DropsyncError):
+    """The configuration is invalid; the message names the file, the key and what is expected."""
+
+    def __init__(self, source: str, key: str, problem: str) -> None:
+        self.source = source
+        self.key = key
+        self.problem = problem
+        where = f"{source}: {key}" if key else source
+        super().__init__(f"{where}: {problem}")
+
+
+class SecretError(DropsyncError):
+    """A secret could not be loaded from its configured source."""
+
+
+class DocumentError(DropsyncError):
+    """A document cannot be turned into a change; ``str(error)`` is the actionable reason."""
+
+
+class UsageError(DropsyncError):
+    """The command line was used wrongly; the message says how to use it."""

@@ -1,0 +1,105 @@
+"""The SQL inbox applier: picks up rows other programs INSERT into ``inbox``.
+
+No busy polling: on a slow tick it reads ``PRAGMA data_version``, which only
+changes when another connection commits, and reads the inbox only then (or
+when woken). Bad rows are marked ``rejected`` with a reason; nothing raises.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+
+import anyio
+import structlog
+
+from daemon.config import Config
+from daemon.documents import inbox_change
+from daemon.errors import DocumentError
+from store.db import now_ms
+from store.handle import Store
+from store.merge import (
+    Change,
+    MergeResult,
+    apply_changes,
+    data_version,
+    pending_inbox,
+    reject_inbox_rows,
+)
+
+log = structlog.get_logger("dropsync.inbox")
+
+BATCH = 5000
+
+
+class InboxApplier:
+    """Applies pending SQL inbox rows through the one LWW merge."""
+
+    def __init__(
+        self, store: Store, config: Config, on_merge: Callable[[MergeResult], None]
+    ) -> None:
+        self.store = store
+        self.config = config
+        self.on_merge = on_merge
+        self._version: int | None = None
+
+    def _apply_batch(
+        self, conn: sqlite3.Connection
+    ) -> tuple[int, MergeResult, list[tuple[int, str]]]:
+        """One transaction (in the store's thread): validate and merge up to BATCH rows."""
+        rows = pending_inbox(conn, BATCH)
+        now = now_ms()
+        changes: list[Change] = []
+        rejected: list[tuple[int, str]] = []
+        for row in rows:
+            try:
+                changes.append(
+                    inbox_change(row, max_skew_ms=self.config.max_clock_skew_ms, now_ms=now)
+                )
+            except DocumentError as exc:
+                row_id = row[0]
+                assert isinstance(row_id, int)
+                rejected.append((row_id, str(exc)))
+        if rejected:
+            reject_inbox_rows(conn, rejected, now=now)
+        merged = apply_changes(conn, changes, self.config.routes(), now=now)
+        return len(rows), merged, rejected
+
+    async def apply_pending(self) -> int:
+        """Apply every pending row; returns how many rows were processed."""
+        total = 0
+        while True:
+            count, merged, rejected = await self.store.transact(self._apply_batch)
+            if not count:
+                break
+            total += count
+            for row_id, reason in rejected[:20]:
+                log.warning("inbox_row_rejected", inbox_id=row_id, reason=reason)
+            log.info(
+                "inbox_applied",
+                rows=count,
+                applied=merged.applied,
+                unchanged=merged.unchanged,
+                rejected=len(rejected),
+            )
+            self.on_merge(merged)
+            if count < BATCH:
+                break
+        return total
+
+    async def changed(self) -> bool:
+        """True when another connection committed since the last call."""
+        version = await self.store.call(data_version)
+        changed = version != self._version
+        self._version = version
+        return changed
+
+    async def run(self) -> None:
+        """Apply pending rows now, then whenever another process commits."""
+        # Read the version before applying, so a commit made meanwhile is seen next tick.
+        await self.changed()
+        await self.apply_pending()
+        while True:
+            await anyio.sleep(self.config.inbox_poll_s)
+            if await self.changed():
+                await self.apply_pending()

@@ -1,0 +1,206 @@
+"""Running the configured providers: one flusher (and puller, for two-way kinds) each.
+
+On reload every provider task is restarted with the new config; the outbox and
+provider states live in the store, so nothing is lost by the restart.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterable
+
+import anyio
+import structlog
+
+from adapters.base import IncomingChange, Provider
+from adapters.errors import AuthError, ProviderError
+from adapters.registry import OptionError, build_provider, parse_options
+from daemon.config import Config, ProviderConfig
+from daemon.delivery import Flusher
+from daemon.documents import canonical, format_timestamp
+from daemon.errors import ConfigError, SecretError
+from daemon.secrets import read_secret
+from store import cursors, outbox
+from store.db import now_ms
+from store.handle import Store
+from store.merge import Change, MergeResult, apply_changes
+
+log = structlog.get_logger("dropsync.providers")
+
+
+def check_provider_options(config: Config) -> None:
+    """Validate each provider's kind-specific options (raises ConfigError naming the key)."""
+    for provider in config.providers.values():
+        try:
+            parse_options(provider.kind, provider.options)
+        except OptionError as exc:
+            raise ConfigError(
+                config.source, f"providers.{provider.name}.{exc.key}", exc.problem
+            ) from None
+
+
+def open_provider(config: ProviderConfig) -> Provider:
+    """Build the adapter for ``config``, reading its secret (errors name the source only)."""
+    secret = read_secret(config.secret, config.name) if config.secret else None
+    return build_provider(
+        name=config.name,
+        kind=config.kind,
+        base_url=config.base_url,
+        options=config.options,
+        secret=secret,
+        timeout_s=config.timeout_s,
+        batch_max_items=config.batch_max_items,
+    )
+
+
+def incoming_to_change(
+    provider: str, incoming: IncomingChange, *, max_skew_ms: int, now: int
+) -> Change | None:
+    """A pulled change as a merge change; None (logged) if it is dated too far ahead."""
+    if incoming.updated_at > now + max_skew_ms:
+        log.warning(
+            "pull_change_rejected",
+            provider=provider,
+            key=incoming.key,
+            reason=f"timestamp {format_timestamp(incoming.updated_at)} is ahead of the "
+            "clock by more than daemon.max_clock_skew_s",
+        )
+        return None
+    body, digest = canonical(incoming.body)
+    return Change(
+        incoming.collection,
+        incoming.key,
+        incoming.updated_at,
+        incoming.deleted,
+        None if incoming.body is None else body,
+        digest,
+        provider,
+    )
+
+
+class ProviderSupervisor:
+    """Owns the provider tasks; ``wake`` nudges flushers when new entries are queued."""
+
+    def __init__(
+        self,
+        store: Store,
+        config: Config,
+        *,
+        dry_run: bool = False,
+        on_merge: Callable[[MergeResult], None] = lambda result: None,
+    ) -> None:
+        self.store = store
+        self.config = config
+        self.dry_run = dry_run
+        self.on_merge = on_merge
+        self.flushers: dict[str, Flusher] = {}
+        self._scope: anyio.CancelScope | None = None
+
+    def wake(self, providers: Iterable[str]) -> None:
+        """Tell these providers' flushers that entries are waiting."""
+        for name in providers:
+            flusher = self.flushers.get(name)
+            if flusher is not None:
+                flusher.wake()
+
+    def wake_all(self) -> None:
+        """Wake every flusher (e.g. after another process changed the store)."""
+        self.wake(list(self.flushers))
+
+    def reload(self, config: Config) -> None:
+        """Restart every provider task with ``config``."""
+        self.config = config
+        if self._scope is not None:
+            self._scope.cancel()
+
+    async def run(self) -> None:
+        """Run provider tasks until cancelled, restarting them on reload."""
+        while True:
+            async with self.store.write() as db:
+                await outbox.register_providers(
+                    db, [(p.name, p.kind) for p in self.config.providers.values()], now=now_ms()
+                )
+            self._scope = anyio.CancelScope()
+            with self._scope:
+                async with anyio.create_task_group() as tg:
+                    for provider_config in self.config.providers.values():
+                        tg.start_soon(self._run_provider, provider_config)
+                    await anyio.sleep_forever()
+            self.flushers = {}
+
+    async def _unusable(self, config: ProviderConfig, reason: str) -> None:
+        log.error("provider_unusable", provider=config.name, reason=reason)
+        async with self.store.write() as db:
+            await outbox.set_provider_state(
+                db, config.name, state="auth-failed", now=now_ms(), last_error=reason
+            )
+
+    async def _run_provider(self, config: ProviderConfig) -> None:
+        try:
+            provider = open_provider(config)
+        except (SecretError, OptionError) as exc:
+            await self._unusable(config, str(exc))
+            return
+        async with provider, anyio.create_task_group() as tg:
+            flusher = Flusher(self.store, config, provider, dry_run=self.dry_run)
+            self.flushers[config.name] = flusher
+            tg.start_soon(flusher.run)
+            if provider.limits.can_pull and not self.dry_run:
+                tg.start_soon(self._pull_loop, config, provider)
+
+    async def pull_once(self, config: ProviderConfig, provider: Provider) -> int:
+        """Pull every page available now; returns how many changes were merged."""
+        total = 0
+        while True:
+            cursor = await self.store.call(cursors.get_cursor, config.name)
+            page = await provider.pull(cursor)
+            now = now_ms()
+            changes = [
+                change
+                for incoming in page.changes
+                if (
+                    change := incoming_to_change(
+                        config.name, incoming, max_skew_ms=self.config.max_clock_skew_ms, now=now
+                    )
+                )
+                is not None
+            ]
+            merged = await self.store.transact(
+                _merge_pulled, changes, self.config.routes(), config.name, page.cursor, now
+            )
+            total += len(changes)
+            if merged.applied:
+                log.info(
+                    "pulled", provider=config.name, changes=len(changes), applied=merged.applied
+                )
+            self.on_merge(merged)
+            if not page.more:
+                return total
+
+    async def _pull_loop(self, config: ProviderConfig, provider: Provider) -> None:
+        while True:
+            try:
+                await self.pull_once(config, provider)
+            except AuthError as exc:
+                async with self.store.write() as db:
+                    await outbox.set_provider_state(
+                        db, config.name, state="auth-failed", now=now_ms(), last_error=str(exc)
+                    )
+                log.warning("pull_auth_failed", provider=config.name, error=str(exc))
+            except ProviderError as exc:
+                log.warning("pull_failed", provider=config.name, error=str(exc))
+            await anyio.sleep(config.pull_interval_s)
+
+
+def _merge_pulled(
+    conn: sqlite3.Connection,
+    changes: list[Change],
+    routes: dict[str, tuple[str, ...]],
+    provider: str,
+    cursor: str | None,
+    now: int,
+) -> MergeResult:
+    """One transaction: merge a pulled page and move the provider's cursor past it."""
+    merged = apply_changes(conn, changes, routes, now=now)
+    cursors.set_cursor(conn, provider, cursor, now=now)
+    return merged

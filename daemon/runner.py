@@ -1,0 +1,209 @@
+"""``dropsync run``: every part of the daemon under one anyio task group.
+
+Start-up: open and migrate the store, finish files a previous run left in
+``.processing/``, start the watcher, the inbox applier and the providers, then
+tell systemd ``READY=1``. SIGTERM/SIGINT: stop taking work; the transaction in
+progress commits (store writes are shielded from cancellation) and the process
+exits 0; if that takes longer than ``daemon.shutdown_grace_s`` it exits 1.
+SIGHUP: reload the config; a bad one is refused and logged, the old one keeps
+running.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import anyio
+import structlog
+
+from daemon.config import Config, load_config
+from daemon.errors import ConfigError
+from daemon.inbox import InboxApplier
+from daemon.ingest import Ingestor, IngestReport
+from daemon.logs import configure_logging
+from daemon.notify import Notifier, run_watchdog
+from daemon.providers import ProviderSupervisor, check_provider_options
+from daemon.watcher import DropWatcher, candidate_files
+from store import outbox
+from store.handle import Store
+from store.merge import MergeResult
+from store.queries import status_summary
+
+log = structlog.get_logger("dropsync.daemon")
+
+STATUS_EVERY_S = 10.0
+
+
+def summary_line(summary: dict[str, object]) -> str:
+    """The one-line STATUS= text: pending per provider and which are not online."""
+    providers = summary.get("providers")
+    parts = []
+    troubled = []
+    if isinstance(providers, list):
+        for row in providers:
+            parts.append(f"{row['provider']}={row['pending']}")
+            if row["state"] != "online":
+                troubled.append(f"{row['provider']} {row['state']}")
+    text = "pending " + (" ".join(parts) if parts else "none")
+    if troubled:
+        text += "; " + ", ".join(troubled)
+    return text + f"; inbox {summary.get('inbox_pending', 0)}"
+
+
+class Daemon:
+    """The running daemon; ``run()`` returns the process exit code."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        config_arg: str | None = None,
+        dry_run: bool = False,
+        exit_when_synced: bool = False,
+        on_ready: Callable[[], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.config_arg = config_arg
+        self.dry_run = dry_run
+        self.exit_when_synced = exit_when_synced
+        self.on_ready = on_ready
+        self.notifier = Notifier.from_environment()
+        self.exit_code = 0
+        self._overdue_timer: threading.Timer | None = None
+
+    def _merged(self, result: MergeResult) -> None:
+        if self.supervisor is not None and result.providers:
+            self.supervisor.wake(result.providers)
+
+    async def _ingest(self, path: Path) -> IngestReport | None:
+        report = await self.ingestor.ingest_dropped(path)
+        if report is not None and report.providers:
+            self.supervisor.wake(report.providers)
+        return report
+
+    async def run(self) -> int:
+        """Run until a stop signal (or, with ``exit_when_synced``, until all is delivered)."""
+        config = self.config
+        self.store = await Store.open(config.store_path)
+        self.supervisor: ProviderSupervisor = ProviderSupervisor(
+            self.store, config, dry_run=self.dry_run, on_merge=self._merged
+        )
+        self.ingestor = Ingestor(self.store, config)
+        self.inbox = InboxApplier(self.store, config, self._merged)
+        self.watcher = DropWatcher(config, self._ingest)
+        log.info(
+            "daemon_starting",
+            store=str(config.store_path),
+            drop=str(config.drop_path),
+            config=config.source,
+            providers=sorted(config.providers),
+            pid=os.getpid(),
+        )
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._signals, tg.cancel_scope)
+                for report in await self.ingestor.recover():
+                    self._merged(MergeResult(providers=report.providers))
+                tg.start_soon(self.watcher.run)
+                tg.start_soon(self.inbox.run)
+                tg.start_soon(self.supervisor.run)
+                await self.watcher.ready.wait()
+                self.notifier.ready(status="started")
+                log.info("daemon_ready")
+                if self.on_ready is not None:
+                    self.on_ready()
+                tg.start_soon(run_watchdog, self.notifier)
+                tg.start_soon(self._status_loop)
+                if self.exit_when_synced:
+                    tg.start_soon(self._exit_when_synced, tg.cancel_scope)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.store.close()
+            self.notifier.close()
+            if self._overdue_timer is not None:
+                self._overdue_timer.cancel()
+        log.info("daemon_stopped", exit_code=self.exit_code)
+        return self.exit_code
+
+    async def _signals(self, scope: anyio.CancelScope) -> None:
+        debug_block = os.environ.get("DROPSYNC_DEBUG_HOOKS") == "1"
+        wanted = [signal.SIGTERM, signal.SIGINT, signal.SIGHUP]
+        if debug_block:
+            wanted.append(signal.SIGUSR2)
+        with anyio.open_signal_receiver(*wanted) as signals:
+            async for signum in signals:
+                if signum == signal.SIGHUP:
+                    await self._reload()
+                elif signum == signal.SIGUSR2:
+                    log.warning("debug_block_event_loop", seconds=5)
+                    time.sleep(5)  # noqa: ASYNC251 -- deliberately blocks the loop (watchdog tests)
+                else:
+                    self._stop(scope, signal.Signals(signum).name)
+                    return
+
+    def _stop(self, scope: anyio.CancelScope, reason: str) -> None:
+        self.notifier.stopping()
+        log.info("daemon_stopping", reason=reason, grace_s=self.config.shutdown_grace_s)
+        if self._overdue_timer is None:
+            self._overdue_timer = threading.Timer(self.config.shutdown_grace_s, _overdue)
+            self._overdue_timer.daemon = True
+            self._overdue_timer.start()
+        scope.cancel()
+
+    async def _reload(self) -> None:
+        self.notifier.reloading()
+        try:
+            config = load_config(self.config_arg)
+            check_provider_options(config)
+        except ConfigError as exc:
+            log.error("config_reload_failed", error=str(exc))
+            self.notifier.ready(status=f"reload refused: {exc}")
+            return
+        if config.store_path != self.config.store_path:
+            log.warning(
+                "config_store_path_ignored",
+                reason="changing [store] path needs a restart",
+                path=str(config.store_path),
+            )
+        configure_logging(config.log_level)
+        self.config = config
+        self.ingestor.config = config
+        self.inbox.config = config
+        self.watcher.config = config
+        async with self.store.write() as db:
+            await outbox.clear_auth_failures(db)
+        self.supervisor.reload(config)
+        log.info("config_reloaded", config=config.source, providers=sorted(config.providers))
+        self.notifier.ready(status="reloaded")
+
+    async def _status_loop(self) -> None:
+        while True:
+            async with self.store.read() as db:
+                summary = await status_summary(db)
+            self.notifier.status(summary_line(summary))
+            await anyio.sleep(STATUS_EVERY_S)
+
+    async def _exit_when_synced(self, scope: anyio.CancelScope) -> None:
+        while True:
+            await anyio.sleep(0.2)
+            if candidate_files(self.config.drop_path) or any(
+                any(folder.iterdir()) for folder in self.config.drop_path.glob("*/.processing")
+            ):
+                continue
+            async with self.store.read() as db:
+                summary = await status_summary(db)
+            providers = summary["providers"]
+            if summary["inbox_pending"] == 0 and all(p["pending"] == 0 for p in providers):
+                log.info("synced", providers=[p["provider"] for p in providers])
+                self._stop(scope, "synced")
+                return
+
+
+def _overdue() -> None:
+    log.error("shutdown_overdue", reason="the current work did not finish within the grace")
+    os._exit(1)

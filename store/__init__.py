@@ -1,0 +1,1 @@
+"""dropsync's SQLite store: the only package that holds SQL."""

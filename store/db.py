@@ -1,0 +1,174 @@
+"""Opening the store: connection settings, numbered migrations, transactions.
+
+The schema version is ``PRAGMA user_version`` (the number of the last applied
+migration) mirrored in ``schema_migrations`` for humans. Migrations are the
+files ``store/migrations/NNNN_name.sql``, applied in order, each in its own
+transaction. A file with a higher version than this program knows is refused.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import aiosqlite
+import anyio
+
+from store.errors import SchemaTooNew, StoreBusy, StoreError
+
+_MIGRATION_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One numbered schema step."""
+
+    version: int
+    name: str
+    sql: str
+
+
+def migrations() -> list[Migration]:
+    """All migrations shipped with this program, in order."""
+    found = []
+    for entry in resources.files("store.migrations").iterdir():
+        match = _MIGRATION_NAME.match(entry.name)
+        if match:
+            found.append(Migration(int(match[1]), match[2], entry.read_text(encoding="utf-8")))
+    found.sort(key=lambda m: m.version)
+    expected = list(range(1, len(found) + 1))
+    if [m.version for m in found] != expected:
+        raise StoreError(f"migrations are not numbered 1..{len(found)}")
+    return found
+
+
+def latest_version() -> int:
+    """The schema version this program writes."""
+    return len(migrations())
+
+
+def now_ms() -> int:
+    """The current time as epoch milliseconds UTC."""
+    return int(time.time() * 1000)
+
+
+async def _configure(db: aiosqlite.Connection) -> None:
+    await db.execute("PRAGMA busy_timeout = 5000")
+    await db.execute("PRAGMA synchronous = FULL")
+    await db.execute("PRAGMA cache_size = -16384")
+    await db.execute("PRAGMA temp_store = MEMORY")
+
+
+async def open_store(
+    path: Path, *, readonly: bool = False, target: int | None = None
+) -> aiosqlite.Connection:
+    """Open (and create or migrate, unless ``readonly``) the store at ``path``.
+
+    ``target`` stops migrating at that version (tests build old files with it).
+    The connection is in autocommit mode: use ``transaction()`` for writes.
+    """
+    if readonly:
+        if not path.exists():
+            raise StoreError(f"store {path} does not exist (has the daemon run yet?)")
+        uri = f"{path.resolve().as_uri()}?mode=ro"
+        db = await aiosqlite.connect(uri, uri=True, isolation_level=None)
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = await aiosqlite.connect(path, isolation_level=None)
+    try:
+        await _configure(db)
+        if not readonly:
+            mode = await (await db.execute("PRAGMA journal_mode = WAL")).fetchone()
+            if mode is None or str(mode[0]).lower() != "wal":
+                raise StoreError(f"store {path}: cannot switch to WAL mode")
+        await _check_and_migrate(db, path, readonly=readonly, target=target)
+    except BaseException:
+        await db.close()
+        raise
+    return db
+
+
+async def schema_version(db: aiosqlite.Connection) -> int:
+    """The store's ``PRAGMA user_version``."""
+    row = await (await db.execute("PRAGMA user_version")).fetchone()
+    return int(row[0]) if row else 0
+
+
+async def _check_and_migrate(
+    db: aiosqlite.Connection, path: Path, *, readonly: bool, target: int | None
+) -> None:
+    steps = migrations()
+    current = await schema_version(db)
+    if current > len(steps):
+        raise SchemaTooNew(
+            f"store {path} has schema version {current}, but this dropsync knows versions up to "
+            f"{len(steps)}: it was written by a newer dropsync. Upgrade dropsync, or point "
+            "[store] path at another file."
+        )
+    goal = len(steps) if target is None else target
+    if current >= goal:
+        return
+    if readonly:
+        raise StoreError(
+            f"store {path} has schema version {current}, older than {goal}: start the daemon "
+            "once to migrate it"
+        )
+    await db.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations ("
+        " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)"
+    )
+    for step in steps[current:goal]:
+        try:
+            await db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise StoreBusy(f"store {path} is locked by another writer: {exc}") from None
+        try:
+            # executescript would COMMIT first; run statement by statement instead.
+            for statement in _statements(step.sql):
+                await db.execute(statement)
+            await db.execute(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                (step.version, step.name, now_ms()),
+            )
+            await db.execute(f"PRAGMA user_version = {step.version}")
+            await db.execute("COMMIT")
+        except BaseException:
+            await db.execute("ROLLBACK")
+            raise
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration script into complete statements."""
+    statements: list[str] = []
+    buffer = ""
+    for line in script.splitlines(keepends=True):
+        if not buffer and line.lstrip().startswith("--"):
+            continue
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            if buffer.strip():
+                statements.append(buffer.strip())
+            buffer = ""
+    if buffer.strip():
+        raise StoreError(f"incomplete statement in migration: {buffer.strip()[:80]}")
+    return statements
+
+
+@asynccontextmanager
+async def transaction(db: aiosqlite.Connection) -> AsyncIterator[aiosqlite.Connection]:
+    """An IMMEDIATE write transaction: committed on success, rolled back on any error."""
+    await db.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await db.execute("ROLLBACK")
+        raise
+    with anyio.CancelScope(shield=True):
+        await db.execute("COMMIT")

@@ -1,0 +1,97 @@
+"""The daemon's handle on the store: one connection, one writer at a time."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+import aiosqlite
+import anyio
+
+from store.db import open_store, transaction
+
+T = TypeVar("T")
+
+
+class Store:
+    """One aiosqlite connection (one thread owns it) shared by the daemon's tasks.
+
+    ``write()`` serialises write transactions between tasks; ``read()`` gives
+    the connection to a task between transactions, so it never sees another
+    task's half-done work.
+    """
+
+    def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
+        self.db = db
+        self.path = path
+        self._lock = anyio.Lock()
+
+    @classmethod
+    async def open(cls, path: Path, *, readonly: bool = False) -> Store:
+        """Open (creating and migrating unless ``readonly``) the store at ``path``."""
+        return cls(await open_store(path, readonly=readonly), path)
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[aiosqlite.Connection]:
+        """A write transaction, committed on success; waits for other tasks' transactions."""
+        async with self._lock, transaction(self.db) as db:
+            yield db
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(conn, *args)`` in the connection's thread, between transactions.
+
+        aiosqlite's worker thread owns the connection; handing it a whole unit of
+        work (``Connection._execute``) costs one round trip instead of one per
+        statement, and lets the event loop parse the next batch meanwhile.
+        """
+        async with self._lock:
+            with anyio.CancelScope(shield=True):
+                result = await self._run(fn, *args)
+        return result
+
+    async def transact(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(conn, *args)`` in one IMMEDIATE transaction in the connection's thread.
+
+        Committed if ``fn`` returns, rolled back if it raises. Once started it is
+        not cancelled: a stop request lets the transaction finish first.
+        """
+        async with self._lock:
+            with anyio.CancelScope(shield=True):
+                result: T = await self._run(_in_transaction, fn, *args)
+        return result
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        # aiosqlite's worker thread owns the connection; _execute runs fn there.
+        execute = cast(Callable[..., Awaitable[T]], self.db._execute)
+        return await execute(fn, self.db._conn, *args)
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[aiosqlite.Connection]:
+        """The connection, outside any other task's transaction."""
+        async with self._lock:
+            yield self.db
+
+    async def close(self) -> None:
+        """Close the connection (waits for a running transaction to finish)."""
+        async with self._lock:
+            await self.db.close()
+
+    async def __aenter__(self) -> Store:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+def _in_transaction(conn: sqlite3.Connection, fn: Callable[..., T], *args: Any) -> T:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = fn(conn, *args)
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return result

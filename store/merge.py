@@ -1,0 +1,275 @@
+"""Last-write-wins merge of changes into ``records``, and fan-out to the outbox.
+
+The rule (documented in docs/schema.md): versions are ordered by the tuple
+``(updated_at, deleted, digest, origin)`` and the greatest wins. So a newer
+timestamp wins; at equal timestamps a delete beats an upsert; then the larger
+digest of the canonical body; then the larger origin name. The order is total,
+so any permutation of the same set of changes, with duplicates, leaves the same
+``records``. Deletes keep a tombstone row, so an older upsert cannot resurrect
+the key. Every change is logged in ``inbox`` with its outcome, which is what
+``dropsync why`` reads.
+
+The caller holds the write transaction. The functions here are synchronous and
+take the ``sqlite3.Connection`` itself: the daemon runs a whole batch as one call
+in the store's thread (``Store.transact``), one round trip per batch.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import orjson
+
+Version = tuple[int, int, str, str]  # (updated_at, deleted, digest, origin)
+
+
+class Change(NamedTuple):
+    """One normalised change, ready to merge."""
+
+    collection: str
+    key: str
+    ts: int  # epoch ms UTC
+    deleted: bool
+    body: str | None  # canonical JSON text
+    digest: str
+    origin: str  # 'drop', 'sql' or a provider name
+    file_id: int | None = None
+    doc_index: int | None = None
+    inbox_id: int | None = None  # set when the change is an existing SQL inbox row
+
+
+@dataclass(slots=True)
+class MergeResult:
+    """What one ``apply_changes`` call did."""
+
+    applied: int = 0
+    unchanged: int = 0
+    providers: set[str] = field(default_factory=set)  # providers with new outbox entries
+
+
+_Unlogged = tuple[int, int] | None  # (file_id, doc_index) of a version not in the inbox log
+_Current = tuple[Version, _Unlogged]
+
+
+def _current_versions(
+    db: sqlite3.Connection, changes: Sequence[Change]
+) -> dict[tuple[str, str], _Current]:
+    keys: dict[str, set[str]] = {}
+    for change in changes:
+        keys.setdefault(change.collection, set()).add(change.key)
+    current: dict[tuple[str, str], _Current] = {}
+    for collection, names in keys.items():
+        rows = db.execute(
+            "SELECT key, updated_at, deleted, digest, origin, change_id, file_id, doc_index "
+            "FROM records WHERE collection = ? AND key IN (SELECT value FROM json_each(?))",
+            (collection, orjson.dumps(list(names)).decode()),
+        ).fetchall()
+        for key, updated_at, deleted, digest, origin, change_id, file_id, doc_index in rows:
+            unlogged = (file_id, doc_index) if change_id is None and file_id is not None else None
+            current[(collection, key)] = ((updated_at, deleted, digest, origin), unlogged)
+    return current
+
+
+def _next_inbox_id(db: sqlite3.Connection) -> int:
+    row = db.execute("SELECT COALESCE(MAX(id), 0) FROM inbox").fetchone()
+    return int(row[0]) + 1 if row else 1
+
+
+_INSERT_INBOX = (
+    "INSERT INTO inbox (id, collection, key, op, body, updated_at, origin, file_id, doc_index, "
+    "received_at, status, digest, ts, processed_at) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def apply_changes(
+    db: sqlite3.Connection,
+    changes: Sequence[Change],
+    routes: Mapping[str, Sequence[str]],
+    *,
+    now: int,
+) -> MergeResult:
+    """Merge ``changes`` (in order) into ``records``; log them in ``inbox``; fill the outbox.
+
+    Must run inside a write transaction. A change that becomes the current
+    version is fanned out to every provider routed for its collection except
+    the one it came from.
+
+    A drop-file document that creates a new key is not copied into the inbox
+    log: its ``records`` row names its file and index. It is logged (as
+    ``superseded``) when a later version displaces it, so the log plus
+    ``records`` always hold every version seen; bulk first loads stay lean.
+    """
+    result = MergeResult()
+    if not changes:
+        return result
+    current = _current_versions(db, changes)
+    winners: dict[tuple[str, str], tuple[Change, int | None, bool]] = {}
+    new_rows: list[tuple[object, ...]] = []
+    updated_rows: list[tuple[object, ...]] = []
+    next_id = _next_inbox_id(db)
+    for change in changes:
+        ident = (change.collection, change.key)
+        version = (change.ts, int(change.deleted), change.digest, change.origin)
+        entry = current.get(ident)
+        best = entry[0] if entry is not None else None
+        won = best is None or version > best
+        unlogged: _Unlogged = None
+        if won:
+            content_changed = best is None or best[:3] != version[:3]
+            status = "applied" if content_changed else "duplicate"
+            if entry is not None and entry[1] is not None:
+                # The version being displaced was never logged: log it now.
+                assert best is not None
+                file_id, doc_index = entry[1]
+                new_rows.append(
+                    (
+                        next_id,
+                        change.collection,
+                        change.key,
+                        "delete" if best[1] else "upsert",
+                        None,
+                        best[0],
+                        best[3],
+                        file_id,
+                        doc_index,
+                        now,
+                        "superseded",
+                        best[2],
+                        best[0],
+                        now,
+                    )
+                )
+                next_id += 1
+            if best is None and change.inbox_id is None and change.file_id is not None:
+                unlogged = (change.file_id, change.doc_index or 0)
+            current[ident] = (version, unlogged)
+        else:
+            content_changed = False
+            status = "duplicate" if version == best else "superseded"
+        row_id: int | None
+        if unlogged is not None:
+            row_id = None
+        elif change.inbox_id is None:
+            row_id = next_id
+            next_id += 1
+            new_rows.append(
+                (
+                    row_id,
+                    change.collection,
+                    change.key,
+                    "delete" if change.deleted else "upsert",
+                    None if change.file_id is not None else change.body,
+                    change.ts,
+                    change.origin,
+                    change.file_id,
+                    change.doc_index,
+                    now,
+                    status,
+                    change.digest,
+                    change.ts,
+                    now,
+                )
+            )
+        else:
+            row_id = change.inbox_id
+            updated_rows.append((status, change.digest, change.ts, now, row_id))
+        if won:
+            previous = winners.get(ident)
+            fan_out = content_changed or (previous is not None and previous[2])
+            winners[ident] = (change, row_id, fan_out)
+        if status == "applied":
+            result.applied += 1
+        else:
+            result.unchanged += 1
+
+    if new_rows:
+        db.executemany(_INSERT_INBOX, new_rows)
+    if updated_rows:
+        db.executemany(
+            "UPDATE inbox SET status = ?, reason = NULL, digest = ?, ts = ?, processed_at = ? "
+            "WHERE id = ?",
+            updated_rows,
+        )
+    _write_winners(db, winners.values(), routes, now, result)
+    return result
+
+
+def _write_winners(
+    db: sqlite3.Connection,
+    winners: Iterable[tuple[Change, int | None, bool]],
+    routes: Mapping[str, Sequence[str]],
+    now: int,
+    result: MergeResult,
+) -> None:
+    record_rows = []
+    outbox_rows = []
+    for change, row_id, fan_out in winners:
+        record_rows.append(
+            (
+                change.collection,
+                change.key,
+                change.body,
+                change.ts,
+                int(change.deleted),
+                change.origin,
+                change.digest,
+                row_id,
+                change.file_id,
+                change.doc_index,
+                now,
+            )
+        )
+        if not fan_out:
+            continue
+        for provider in routes.get(change.collection, ()):
+            if provider != change.origin:
+                outbox_rows.append((provider, change.collection, change.key, change.ts, now))
+                result.providers.add(provider)
+    if record_rows:
+        db.executemany(
+            "INSERT INTO records (collection, key, body, updated_at, deleted, origin, digest, "
+            "change_id, file_id, doc_index, merged_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (collection, key) DO UPDATE SET body = excluded.body, "
+            "updated_at = excluded.updated_at, deleted = excluded.deleted, "
+            "origin = excluded.origin, digest = excluded.digest, "
+            "change_id = excluded.change_id, file_id = excluded.file_id, "
+            "doc_index = excluded.doc_index, merged_at = excluded.merged_at",
+            record_rows,
+        )
+    if outbox_rows:
+        db.executemany(
+            "INSERT INTO outbox (provider, collection, key, updated_at, enqueued_at) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (provider, collection, key) "
+            "DO UPDATE SET updated_at = excluded.updated_at",
+            outbox_rows,
+        )
+
+
+def pending_inbox(db: sqlite3.Connection, limit: int) -> list[tuple[object, ...]]:
+    """The oldest unprocessed inbox rows: (id, collection, key, op, body, updated_at)."""
+    rows = db.execute(
+        "SELECT id, collection, key, op, body, updated_at FROM inbox "
+        "WHERE status = 'pending' ORDER BY id LIMIT ?",
+        (limit,),
+    ).fetchall()
+    return [tuple(row) for row in rows]
+
+
+def reject_inbox_rows(
+    db: sqlite3.Connection, rejected: Sequence[tuple[int, str]], *, now: int
+) -> None:
+    """Mark inbox rows as rejected, each with its reason."""
+    db.executemany(
+        "UPDATE inbox SET status = 'rejected', reason = ?, processed_at = ? WHERE id = ?",
+        [(reason, now, row_id) for row_id, reason in rejected],
+    )
+
+
+def data_version(db: sqlite3.Connection) -> int:
+    """``PRAGMA data_version``: changes when another connection commits."""
+    row = db.execute("PRAGMA data_version").fetchone()
+    return int(row[0]) if row else 0

@@ -1,0 +1,263 @@
+"""Outbox, delivery attempts, dead letters and provider state: the delivery engine's SQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import aiosqlite
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderState:
+    """A ``providers`` row."""
+
+    name: str
+    kind: str
+    state: str
+    next_attempt_at: int | None
+    failures: int
+    last_error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    """An outbox entry joined with the record version it sends."""
+
+    id: int
+    collection: str
+    key: str
+    updated_at: int
+    deleted: bool
+    body: str | None
+    attempts: int
+
+
+async def register_providers(
+    db: aiosqlite.Connection, providers: Iterable[tuple[str, str]], *, now: int
+) -> None:
+    """Make sure each configured (name, kind) has a state row; existing state is kept."""
+    await db.executemany(
+        "INSERT INTO providers (name, kind, updated_at) VALUES (?, ?, ?) "
+        "ON CONFLICT (name) DO UPDATE SET kind = excluded.kind",
+        [(name, kind, now) for name, kind in providers],
+    )
+
+
+async def provider_state(db: aiosqlite.Connection, name: str) -> ProviderState | None:
+    """The state row of one provider."""
+    row = await (
+        await db.execute(
+            "SELECT name, kind, state, next_attempt_at, failures, last_error FROM providers "
+            "WHERE name = ?",
+            (name,),
+        )
+    ).fetchone()
+    return ProviderState(*row) if row else None
+
+
+async def set_provider_state(
+    db: aiosqlite.Connection,
+    name: str,
+    *,
+    state: str,
+    now: int,
+    next_attempt_at: int | None = None,
+    failures: int = 0,
+    last_error: str | None = None,
+    ok: bool = False,
+) -> None:
+    """Record a provider's state after an attempt (``ok``: it just accepted something)."""
+    await db.execute(
+        "UPDATE providers SET state = ?, next_attempt_at = ?, failures = ?, last_error = ?, "
+        "last_attempt_at = ?, updated_at = ?, last_ok_at = CASE WHEN ? THEN ? ELSE last_ok_at END "
+        "WHERE name = ?",
+        (state, next_attempt_at, failures, last_error, now, now, ok, now, name),
+    )
+
+
+async def take_batch(
+    db: aiosqlite.Connection, provider: str, limit: int, *, after_id: int = 0
+) -> list[OutboxEntry]:
+    """The oldest ``limit`` pending entries of a provider (with id > ``after_id``) and bodies."""
+    rows = await db.execute_fetchall(
+        "SELECT o.id, o.collection, o.key, o.updated_at, r.deleted, r.body, o.attempts "
+        "FROM outbox o JOIN records r ON r.collection = o.collection AND r.key = o.key "
+        "WHERE o.provider = ? AND o.id > ? ORDER BY o.id LIMIT ?",
+        (provider, after_id, limit),
+    )
+    return [OutboxEntry(i, c, k, u, bool(d), b, a) for i, c, k, u, d, b, a in rows]
+
+
+async def pending_count(db: aiosqlite.Connection, provider: str | None = None) -> int:
+    """Pending outbox entries, for one provider or all."""
+    if provider is None:
+        row = await (await db.execute("SELECT COUNT(*) FROM outbox")).fetchone()
+    else:
+        row = await (
+            await db.execute("SELECT COUNT(*) FROM outbox WHERE provider = ?", (provider,))
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+async def record_attempt(
+    db: aiosqlite.Connection,
+    *,
+    provider: str,
+    batch_id: str,
+    items: int,
+    state: str,
+    now: int,
+    http_status: int | None = None,
+    latency_ms: float | None = None,
+    remote_ref: str | None = None,
+    error: str | None = None,
+) -> int:
+    """Log one request attempt in ``deliveries``; returns its id."""
+    cursor = await db.execute(
+        "INSERT INTO deliveries (provider, batch_id, items, state, http_status, latency_ms, "
+        "remote_ref, error, attempted_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (provider, batch_id, items, state, http_status, latency_ms, remote_ref, error, now),
+    )
+    assert cursor.lastrowid is not None
+    return cursor.lastrowid
+
+
+async def count_attempt(db: aiosqlite.Connection, entry_ids: Sequence[int]) -> None:
+    """Add one to the attempt counter of these entries."""
+    await db.executemany(
+        "UPDATE outbox SET attempts = attempts + 1 WHERE id = ?", [(i,) for i in entry_ids]
+    )
+
+
+async def mark_delivered(
+    db: aiosqlite.Connection,
+    provider: str,
+    entries: Sequence[OutboxEntry],
+    *,
+    delivery_id: int,
+    state: str,
+    now: int,
+) -> None:
+    """Remove delivered entries (unless a newer version arrived meanwhile) and log them."""
+    await db.executemany(
+        "DELETE FROM outbox WHERE id = ? AND updated_at = ?",
+        [(e.id, e.updated_at) for e in entries],
+    )
+    await db.executemany(
+        "INSERT INTO delivered (provider, collection, key, updated_at, state, delivery_id, at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (provider, collection, key) DO UPDATE SET "
+        "updated_at = excluded.updated_at, state = excluded.state, "
+        "delivery_id = excluded.delivery_id, at = excluded.at",
+        [(provider, e.collection, e.key, e.updated_at, state, delivery_id, now) for e in entries],
+    )
+
+
+async def dead_letter(
+    db: aiosqlite.Connection,
+    provider: str,
+    entries: Sequence[OutboxEntry],
+    *,
+    reason: str,
+    http_status: int | None,
+    now: int,
+) -> None:
+    """Move entries from the outbox to ``dead_letters`` with the reason."""
+    await db.executemany(
+        "INSERT INTO dead_letters (provider, collection, key, updated_at, http_status, reason, "
+        "attempts, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (provider, e.collection, e.key, e.updated_at, http_status, reason, e.attempts + 1, now)
+            for e in entries
+        ],
+    )
+    await db.executemany(
+        "DELETE FROM outbox WHERE id = ? AND updated_at = ?",
+        [(e.id, e.updated_at) for e in entries],
+    )
+
+
+def _selection(provider: str | None, ids: Sequence[int]) -> tuple[str, list[object]]:
+    clauses: list[str] = []
+    params: list[object] = []
+    if provider:
+        clauses.append("provider = ?")
+        params.append(provider)
+    if ids:
+        clauses.append(f"id IN ({', '.join('?' * len(ids))})")
+        params.extend(ids)
+    return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+async def retry_dead_letters(
+    db: aiosqlite.Connection, *, provider: str | None, ids: Sequence[int], now: int
+) -> int:
+    """Put dead letters back in the outbox (at their record's current version); returns count."""
+    where, params = _selection(provider, ids)
+    cursor = await db.execute(
+        "INSERT INTO outbox (provider, collection, key, updated_at, enqueued_at) "
+        "SELECT d.provider, d.collection, d.key, r.updated_at, ? FROM dead_letters d "
+        f"JOIN records r ON r.collection = d.collection AND r.key = d.key {where or ' WHERE 1'} "
+        "ON CONFLICT (provider, collection, key) DO UPDATE SET updated_at = excluded.updated_at",
+        [now, *params],
+    )
+    moved = cursor.rowcount
+    await db.execute(f"DELETE FROM dead_letters{where}", params)
+    return moved
+
+
+async def drop_dead_letters(
+    db: aiosqlite.Connection, *, provider: str | None, ids: Sequence[int]
+) -> int:
+    """Delete dead letters for good; returns how many."""
+    where, params = _selection(provider, ids)
+    cursor = await db.execute(f"DELETE FROM dead_letters{where}", params)
+    return cursor.rowcount
+
+
+async def requeue_collection(
+    db: aiosqlite.Connection, provider: str, collections: Sequence[str], *, now: int
+) -> int:
+    """Queue every current record of ``collections`` for ``provider`` (a full resync)."""
+    total = 0
+    for collection in collections:
+        cursor = await db.execute(
+            "INSERT INTO outbox (provider, collection, key, updated_at, enqueued_at) "
+            "SELECT ?, collection, key, updated_at, ? FROM records WHERE collection = ? "
+            "AND origin <> ? ON CONFLICT (provider, collection, key) "
+            "DO UPDATE SET updated_at = excluded.updated_at",
+            (provider, now, collection, provider),
+        )
+        total += cursor.rowcount
+    return total
+
+
+async def confirm_remote(
+    db: aiosqlite.Connection, provider: str, remote_ref: str, *, now: int
+) -> int:
+    """A provider callback confirmed job ``remote_ref``: mark its deliveries confirmed."""
+    cursor = await db.execute(
+        "UPDATE deliveries SET state = 'confirmed' WHERE provider = ? AND remote_ref = ?",
+        (provider, remote_ref),
+    )
+    await db.execute(
+        "UPDATE delivered SET state = 'confirmed', at = ? WHERE provider = ? AND delivery_id IN "
+        "(SELECT id FROM deliveries WHERE provider = ? AND remote_ref = ?)",
+        (now, provider, provider, remote_ref),
+    )
+    return cursor.rowcount
+
+
+async def clear_auth_failures(db: aiosqlite.Connection, provider: str | None = None) -> None:
+    """Let auth-failed (or backing-off) providers try again now (reload, resync)."""
+    if provider is None:
+        await db.execute(
+            "UPDATE providers SET state = 'online', next_attempt_at = NULL, failures = 0 "
+            "WHERE state = 'auth-failed'"
+        )
+    else:
+        await db.execute(
+            "UPDATE providers SET state = 'online', next_attempt_at = NULL, failures = 0 "
+            "WHERE name = ?",
+            (provider,),
+        )

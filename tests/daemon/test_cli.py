@@ -1,0 +1,139 @@
+"""The CLI in-process: why, status, ingest, check-config, exit codes."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import anyio
+import orjson
+import pytest
+
+from daemon.cli import main
+from daemon.config import load_config
+from daemon.ingest import Ingestor
+from store.handle import Store
+
+
+def write_config(tmp_path: Path, extra: str = "") -> Path:
+    path = tmp_path / "dropsync.toml"
+    path.write_text(
+        f'[store]\npath = "{tmp_path / "s.db"}"\n[drop]\npath = "{tmp_path / "drop"}"\n'
+        '[collections.contacts]\nkey = "email"\ntimestamp = "at"\n' + extra
+    )
+    return path
+
+
+def ingest(config_path: Path, name: str, docs: list[dict[str, object]]) -> None:
+    config = load_config(str(config_path))
+    folder = config.drop_path / "contacts"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_bytes(orjson.dumps(docs))
+
+    async def run() -> None:
+        async with await Store.open(config.store_path) as store:
+            await Ingestor(store, config).ingest_dropped(folder / name)
+
+    anyio.run(run)
+
+
+def test_why_lists_every_version_and_the_reason(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path)
+    ingest(config, "one.json", [{"email": "a@x", "at": 100, "v": 1}])
+    ingest(config, "two.json", [{"email": "a@x", "at": 300, "v": 2}])
+    ingest(config, "three.json", [{"email": "a@x", "at": 200, "v": 3}])
+    assert main(["why", "contacts", "a@x", "--config", str(config), "--json"]) == 0
+    report = orjson.loads(capsys.readouterr().out)
+    assert report["current"]["updated_at"] == 300
+    explained = [(v["updated_at"], v["source"], v["explanation"]) for v in report["versions"]]
+    assert explained[0][0] == 100 and "older timestamp" in explained[0][2]
+    assert explained[0][1] == "file one.json #0"
+    assert explained[1][:2] == (300, "file two.json #0")
+    assert explained[1][2] == "current version"
+    assert explained[2][0] == 200 and "older timestamp" in explained[2][2]
+    assert "newest timestamp of 3" in report["why"]
+    assert main(["why", "contacts", "a@x", "--config", str(config)]) == 0
+    assert "current version" in capsys.readouterr().out
+
+
+def test_why_of_unknown_key_fails(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = write_config(tmp_path)
+    ingest(config, "one.json", [{"email": "a@x", "at": 100}])
+    assert main(["why", "contacts", "nobody", "--config", str(config)]) == 1
+    assert "no version" in capsys.readouterr().err
+
+
+def test_status_json_is_read_only_and_reports_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path)
+    ingest(config, "one.json", [{"email": "a@x", "at": 100}, {"email": "b@x"}])
+    assert main(["status", "--json", "--config", str(config)]) == 0
+    status = orjson.loads(capsys.readouterr().out)
+    assert status["files"]["quarantined"] == 1
+    assert main(["status", "--config", str(config)]) == 0
+    assert "quarantined" in capsys.readouterr().out
+
+
+def test_status_without_a_store_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = write_config(tmp_path)
+    assert main(["status", "--config", str(config)]) == 1
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_config_errors_name_file_and_key_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path, "[collections.other]\nproviders = ['nope']\n")
+    assert main(["check-config", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert str(config) in err and "collections.other.providers" in err and "nope" in err
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[store\n")
+    assert main(["check-config", "--config", str(bad)]) == 2
+    assert "invalid TOML" in capsys.readouterr().err
+    assert main(["check-config", "--config", str(tmp_path / "missing.toml")]) == 2
+
+
+def test_secret_in_config_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = write_config(
+        tmp_path,
+        '[providers.crm]\nkind = "crm"\nbase_url = "http://127.0.0.1:1"\ntoken = "hunter2"\n',
+    )
+    assert main(["check-config", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "providers.crm.token" in err and "hunter2" not in err
+
+
+def test_usage_error_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["frobnicate"])
+    assert exited.value.code == 2
+
+
+def test_defaults_need_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DROPSYNC_CONFIG", raising=False)
+    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
+    config = load_config(None)
+    assert config.store_path == tmp_path / "dropsync.db"
+    assert config.drop_path == tmp_path / "drop"
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path / "state"))
+    assert load_config(None).store_path == tmp_path / "state/dropsync.db"
+    assert os.environ["STATE_DIRECTORY"]
+
+
+def test_ingest_command_outside_drop_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path)
+    source = tmp_path / "elsewhere/contacts.json"
+    source.parent.mkdir()
+    source.write_bytes(orjson.dumps([{"email": "z@x", "at": 5}]))
+    code = main(["ingest", "--config", str(config), "--collection", "contacts", str(source)])
+    assert code == 0
+    assert orjson.loads(capsys.readouterr().out)["applied"] == 1
+    assert source.exists()
+    assert main(["ingest", "--config", str(config), str(tmp_path / "nope.json")]) == 1

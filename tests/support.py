@@ -1,0 +1,133 @@
+"""Test support: the daemon as a real subprocess, bounded waits, free ports."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def wait_until(predicate: Callable[[], object], *, timeout: float = 30.0, what: str = "") -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds.
+
+    The timeout only bounds a hang; no test asserts on how long anything took.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what or predicate}")
+        time.sleep(0.05)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def query(db: Path, sql: str, params: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
+    """Read the store with a separate sqlite3 connection, as a user would."""
+    raw = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    try:
+        return raw.execute(sql, params).fetchall()
+    finally:
+        raw.close()
+
+
+class DaemonProcess:
+    """``dropsync run`` as a subprocess; its JSON log lines go to a file the test reads."""
+
+    def __init__(self, workdir: Path, config: str, env: dict[str, str] | None = None) -> None:
+        self.workdir = workdir
+        self.config_path = workdir / "dropsync.toml"
+        self.config_path.write_text(config)
+        self.log_path = workdir / "daemon.log"
+        self.env = {**os.environ, **(env or {})}
+        if "NOTIFY_SOCKET" not in (env or {}):
+            self.env.pop("NOTIFY_SOCKET", None)
+        self.process: subprocess.Popen[bytes] | None = None
+        self._log_offset = 0
+
+    def start(self, *extra: str) -> DaemonProcess:
+        """Start the daemon and wait for its ``daemon_ready`` log line."""
+        self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "daemon.cli", "run", "--config", str(self.config_path), *extra],
+            cwd=self.workdir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+        )
+        log.close()
+        self.wait_for("daemon_ready")
+        return self
+
+    def events(self) -> list[dict[str, Any]]:
+        """The JSON log events of the current run."""
+        if not self.log_path.exists():
+            return []
+        lines = self.log_path.read_bytes()[self._log_offset :].splitlines()
+        found = []
+        for line in lines:
+            try:
+                found.append(orjson.loads(line))
+            except orjson.JSONDecodeError:
+                found.append({"event": "raw", "text": line.decode(errors="replace")})
+        return found
+
+    def wait_for(self, event: str, timeout: float = 60.0, **fields: object) -> dict[str, Any]:
+        """Wait for a log event with the given fields (fails early if the daemon died)."""
+
+        def seen() -> dict[str, Any] | None:
+            for entry in self.events():
+                if entry.get("event") == event and all(
+                    entry.get(k) == v for k, v in fields.items()
+                ):
+                    return entry
+            if self.process is not None and self.process.poll() is not None:
+                raise AssertionError(
+                    f"daemon exited ({self.process.returncode}) before "
+                    f"{event}: {self.log_path.read_text()[-3000:]}"
+                )
+            return None
+
+        return wait_until(seen, timeout=timeout, what=f"log event {event} {fields}")  # type: ignore[no-any-return]
+
+    def send_signal(self, signum: int) -> None:
+        """Send a signal to the daemon."""
+        assert self.process is not None
+        self.process.send_signal(signum)
+
+    def stop(self, signum: int = signal.SIGTERM, timeout: float = 60.0) -> int:
+        """Signal the daemon and return its exit code."""
+        assert self.process is not None
+        self.process.send_signal(signum)
+        return self.process.wait(timeout=timeout)
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to clean up."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait(timeout=30)
+
+    def close(self) -> None:
+        """Make sure the process is gone (test teardown)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=30)
