@@ -152,7 +152,7 @@ class DocumentReader:
             )
         body, digest = canonical(document)
         return Change(
-            self.collection, key, ts, deleted, body, digest, self.origin, file_id, doc_index
+            self.collection, key, body, ts, deleted, self.origin, digest, file_id, doc_index
         )
 
     def _favourite(self, document: Mapping[str, Any]) -> tuple[str, int, bool]:
@@ -204,10 +204,10 @@ def inbox_change(row: tuple[object, ...], *, max_skew_ms: int, now_ms: int) -> C
     return Change(
         collection,
         key,
+        None if document is None else text,
         ts,
         op == "delete",
-        None if document is None else text,
-        digest,
         "sql",
+        digest,
         inbox_id=row_id,
     )

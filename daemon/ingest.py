@@ -274,7 +274,7 @@ class Ingestor:
         failures: list[DocumentFailure] = []
         providers: set[str] = set()
         # Parse the next batch while the store's thread commits the previous one.
-        send, receive = anyio.create_memory_object_stream[tuple[list[Change], int, int]](1)
+        send, receive = anyio.create_memory_object_stream[tuple[list[Change], int, int]](0)
 
         async def commit_batches() -> None:
             async with receive:

@@ -70,11 +70,11 @@ def incoming_to_change(
     return Change(
         incoming.collection,
         incoming.key,
+        None if incoming.body is None else body,
         incoming.updated_at,
         incoming.deleted,
-        None if incoming.body is None else body,
-        digest,
         provider,
+        digest,
     )
 
 

@@ -17,7 +17,7 @@ in the store's thread (``Store.transact``), one round trip per batch.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -27,18 +27,23 @@ Version = tuple[int, int, str, str]  # (updated_at, deleted, digest, origin)
 
 
 class Change(NamedTuple):
-    """One normalised change, ready to merge."""
+    """One normalised change, ready to merge.
+
+    The first ten fields are, in order, the parameters of the ``records`` row a
+    winning change becomes (see ``_UPSERT_RECORD``), so a winner is written
+    without building another tuple.
+    """
 
     collection: str
     key: str
+    body: str | None  # canonical JSON text
     ts: int  # epoch ms UTC
     deleted: bool
-    body: str | None  # canonical JSON text
-    digest: str
     origin: str  # 'drop', 'sql' or a provider name
+    digest: str
     file_id: int | None = None
     doc_index: int | None = None
-    inbox_id: int | None = None  # set when the change is an existing SQL inbox row
+    inbox_id: int | None = None  # its inbox row, once it has one
 
 
 @dataclass(slots=True)
@@ -51,16 +56,20 @@ class MergeResult:
 
 
 _Unlogged = tuple[int, int] | None  # (file_id, doc_index) of a version not in the inbox log
-_Current = tuple[Version, _Unlogged]
+_Stored = tuple[Version, _Unlogged]
+
+
+def _version(change: Change) -> Version:
+    return (change.ts, int(change.deleted), change.digest, change.origin)
 
 
 def _current_versions(
     db: sqlite3.Connection, changes: Sequence[Change]
-) -> dict[tuple[str, str], _Current]:
+) -> dict[tuple[str, str], _Stored | Change]:
     keys: dict[str, set[str]] = {}
     for change in changes:
         keys.setdefault(change.collection, set()).add(change.key)
-    current: dict[tuple[str, str], _Current] = {}
+    current: dict[tuple[str, str], _Stored | Change] = {}
     for collection, names in keys.items():
         rows = db.execute(
             "SELECT key, updated_at, deleted, digest, origin, change_id, file_id, doc_index "
@@ -83,6 +92,34 @@ _INSERT_INBOX = (
     "received_at, status, digest, ts, processed_at) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+# Parameters: the first ten fields of a Change; merged_at is the batch's time.
+_UPSERT_RECORD = (
+    "INSERT INTO records (collection, key, body, updated_at, deleted, origin, digest, file_id, "
+    "doc_index, change_id, merged_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {now}) "
+    "ON CONFLICT (collection, key) DO UPDATE SET body = excluded.body, "
+    "updated_at = excluded.updated_at, deleted = excluded.deleted, origin = excluded.origin, "
+    "digest = excluded.digest, change_id = excluded.change_id, file_id = excluded.file_id, "
+    "doc_index = excluded.doc_index, merged_at = excluded.merged_at"
+)
+
+
+def _log_row(change: Change, row_id: int, status: str, now: int) -> tuple[object, ...]:
+    return (
+        row_id,
+        change.collection,
+        change.key,
+        "delete" if change.deleted else "upsert",
+        None if change.file_id is not None else change.body,
+        change.ts,
+        change.origin,
+        change.file_id,
+        change.doc_index,
+        now,
+        status,
+        change.digest,
+        change.ts,
+        now,
+    )
 
 
 def apply_changes(
@@ -95,7 +132,7 @@ def apply_changes(
     """Merge ``changes`` (in order) into ``records``; log them in ``inbox``; fill the outbox.
 
     Must run inside a write transaction. A change that becomes the current
-    version is fanned out to every provider routed for its collection except
+    version is queued for every provider routed for its collection except
     the one it came from.
 
     A drop-file document that creates a new key is not copied into the inbox
@@ -107,24 +144,35 @@ def apply_changes(
     if not changes:
         return result
     current = _current_versions(db, changes)
-    winners: dict[tuple[str, str], tuple[Change, int | None, bool]] = {}
+    winners: list[Change] = []
+    fresh: list[Change] = []  # winners with new content: these go to the outbox
     new_rows: list[tuple[object, ...]] = []
     updated_rows: list[tuple[object, ...]] = []
     next_id = _next_inbox_id(db)
+    applied = 0
     for change in changes:
         ident = (change.collection, change.key)
-        version = (change.ts, int(change.deleted), change.digest, change.origin)
         entry = current.get(ident)
-        best = entry[0] if entry is not None else None
+        if entry is None and change.file_id is not None and change.inbox_id is None:
+            # The bulk case: a key seen for the first time, from a drop file.
+            current[ident] = change
+            winners.append(change)
+            fresh.append(change)
+            applied += 1
+            continue
+        version = _version(change)
+        if entry is None:
+            best, unlogged = None, None
+        elif isinstance(entry, Change):
+            best = _version(entry)
+            unlogged = (entry.file_id, entry.doc_index or 0) if entry.inbox_id is None else None
+        else:
+            best, unlogged = entry
         won = best is None or version > best
-        unlogged: _Unlogged = None
         if won:
-            content_changed = best is None or best[:3] != version[:3]
-            status = "applied" if content_changed else "duplicate"
-            if entry is not None and entry[1] is not None:
+            status = "applied" if best is None or best[:3] != version[:3] else "duplicate"
+            if best is not None and unlogged is not None:
                 # The version being displaced was never logged: log it now.
-                assert best is not None
-                file_id, doc_index = entry[1]
                 new_rows.append(
                     (
                         next_id,
@@ -134,8 +182,8 @@ def apply_changes(
                         None,
                         best[0],
                         best[3],
-                        file_id,
-                        doc_index,
+                        unlogged[0],
+                        unlogged[1],
                         now,
                         "superseded",
                         best[2],
@@ -144,48 +192,23 @@ def apply_changes(
                     )
                 )
                 next_id += 1
-            if best is None and change.inbox_id is None and change.file_id is not None:
-                unlogged = (change.file_id, change.doc_index or 0)
-            current[ident] = (version, unlogged)
         else:
-            content_changed = False
             status = "duplicate" if version == best else "superseded"
-        row_id: int | None
-        if unlogged is not None:
-            row_id = None
-        elif change.inbox_id is None:
-            row_id = next_id
+        logged = change
+        if change.inbox_id is None:
+            new_rows.append(_log_row(change, next_id, status, now))
+            logged = change._replace(inbox_id=next_id)
             next_id += 1
-            new_rows.append(
-                (
-                    row_id,
-                    change.collection,
-                    change.key,
-                    "delete" if change.deleted else "upsert",
-                    None if change.file_id is not None else change.body,
-                    change.ts,
-                    change.origin,
-                    change.file_id,
-                    change.doc_index,
-                    now,
-                    status,
-                    change.digest,
-                    change.ts,
-                    now,
-                )
-            )
         else:
-            row_id = change.inbox_id
-            updated_rows.append((status, change.digest, change.ts, now, row_id))
+            updated_rows.append((status, change.digest, change.ts, now, change.inbox_id))
         if won:
-            previous = winners.get(ident)
-            fan_out = content_changed or (previous is not None and previous[2])
-            winners[ident] = (change, row_id, fan_out)
+            current[ident] = logged
+            winners.append(logged)
         if status == "applied":
-            result.applied += 1
-        else:
-            result.unchanged += 1
-
+            fresh.append(logged)
+            applied += 1
+    result.applied = applied
+    result.unchanged = len(changes) - applied
     if new_rows:
         db.executemany(_INSERT_INBOX, new_rows)
     if updated_rows:
@@ -194,52 +217,25 @@ def apply_changes(
             "WHERE id = ?",
             updated_rows,
         )
-    _write_winners(db, winners.values(), routes, now, result)
+    if winners:
+        db.executemany(_UPSERT_RECORD.format(now=int(now)), map(tuple, winners))
+        _fan_out(db, fresh, routes, now, result)
     return result
 
 
-def _write_winners(
+def _fan_out(
     db: sqlite3.Connection,
-    winners: Iterable[tuple[Change, int | None, bool]],
+    winners: Sequence[Change],
     routes: Mapping[str, Sequence[str]],
     now: int,
     result: MergeResult,
 ) -> None:
-    record_rows = []
+    """Queue each new version for every routed provider except its origin (coalescing)."""
     outbox_rows = []
-    for change, row_id, fan_out in winners:
-        record_rows.append(
-            (
-                change.collection,
-                change.key,
-                change.body,
-                change.ts,
-                int(change.deleted),
-                change.origin,
-                change.digest,
-                row_id,
-                change.file_id,
-                change.doc_index,
-                now,
-            )
-        )
-        if not fan_out:
-            continue
+    for change in winners:
         for provider in routes.get(change.collection, ()):
             if provider != change.origin:
                 outbox_rows.append((provider, change.collection, change.key, change.ts, now))
-                result.providers.add(provider)
-    if record_rows:
-        db.executemany(
-            "INSERT INTO records (collection, key, body, updated_at, deleted, origin, digest, "
-            "change_id, file_id, doc_index, merged_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT (collection, key) DO UPDATE SET body = excluded.body, "
-            "updated_at = excluded.updated_at, deleted = excluded.deleted, "
-            "origin = excluded.origin, digest = excluded.digest, "
-            "change_id = excluded.change_id, file_id = excluded.file_id, "
-            "doc_index = excluded.doc_index, merged_at = excluded.merged_at",
-            record_rows,
-        )
     if outbox_rows:
         db.executemany(
             "INSERT INTO outbox (provider, collection, key, updated_at, enqueued_at) "
@@ -247,6 +243,7 @@ def _write_winners(
             "DO UPDATE SET updated_at = excluded.updated_at",
             outbox_rows,
         )
+        result.providers.update(row[0] for row in outbox_rows)
 
 
 def pending_inbox(db: sqlite3.Connection, limit: int) -> list[tuple[object, ...]]:

@@ -26,7 +26,7 @@ def change(
         body if body is not None else {"k": key, "ts": ts}, option=orjson.OPT_SORT_KEYS
     )
     return Change(
-        "contacts", key, ts, deleted, raw.decode(), hashlib.sha256(raw).hexdigest()[:32], origin
+        "contacts", key, raw.decode(), ts, deleted, origin, hashlib.sha256(raw).hexdigest()[:32]
     )
 
 
