@@ -21,6 +21,7 @@ the (provider, collection, key, version) of its entries.
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections.abc import Sequence
@@ -149,7 +150,8 @@ class Flusher:
                 continue
             probe = False
             if state is not None and state.next_attempt_at and state.next_attempt_at > now:
-                await anyio.sleep((state.next_attempt_at - now) / 1000)
+                # The loop re-checks the clock, so a timer that fires early cannot send early.
+                await anyio.sleep((state.next_attempt_at - now) / 1000 + 0.002)
                 continue
             if not await self.flush_once():
                 await self._idle(IDLE_RECHECK_S)
@@ -221,7 +223,7 @@ class Flusher:
         except RetryableError as exc:
             failures = await self._failures() + 1
             delay = (
-                exc.retry_after
+                max(exc.retry_after, _MIN_DELAY_S)
                 if exc.retry_after is not None
                 else self.backoff.delay(failures, self.rng)
             )
@@ -252,7 +254,8 @@ class Flusher:
         failures: int = 0,
     ) -> None:
         now = now_ms()
-        next_attempt = None if delay is None else now + int(delay * 1000)
+        # Rounded up, plus 1 ms for the truncation of now_ms(): never a moment early.
+        next_attempt = None if delay is None else now + math.ceil(delay * 1000) + 1
         async with self.store.write() as db:
             await outbox.record_attempt(
                 db,

@@ -1,0 +1,129 @@
+"""Outbox, delivery log, dead letters and provider state, on a real store."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import orjson
+import pytest
+
+from store import outbox
+from store.handle import Store
+from store.merge import Change, apply_changes
+
+pytestmark = pytest.mark.anyio
+ROUTES = {"contacts": ("crm",)}
+
+
+def change(key: str, ts: int, origin: str = "drop") -> Change:
+    raw = orjson.dumps({"email": key, "ts": ts})
+    return Change(
+        "contacts", key, raw.decode(), ts, False, origin, hashlib.sha256(raw).hexdigest()[:32]
+    )
+
+
+async def merge(store: Store, *changes: Change, now: int = 1000) -> None:
+    await store.transact(lambda conn: apply_changes(conn, list(changes), ROUTES, now=now))
+
+
+async def test_delivered_entry_leaves_unless_a_newer_version_arrived(tmp_path: Path) -> None:
+    async with await Store.open(tmp_path / "s.db") as store:
+        await merge(store, change("a", 1), change("b", 1))
+        async with store.read() as db:
+            batch = await outbox.take_batch(db, "crm", 10)
+        assert [(e.key, e.updated_at) for e in batch] == [("a", 1), ("b", 1)]
+        assert orjson.loads(batch[0].body or "null") == {"email": "a", "ts": 1}
+        await merge(store, change("b", 2), now=2000)  # arrives while the batch is in flight
+        async with store.write() as db:
+            attempt = await outbox.record_attempt(
+                db,
+                provider="crm",
+                batch_id="k",
+                items=2,
+                state="accepted",
+                now=3000,
+                http_status=201,
+                remote_ref="job1",
+            )
+            await outbox.mark_delivered(
+                db, "crm", batch, delivery_id=attempt, state="accepted", now=3000
+            )
+        async with store.read() as db:
+            left = await outbox.take_batch(db, "crm", 10)
+            delivered = await db.execute_fetchall(
+                "SELECT key, updated_at, state FROM delivered ORDER BY key"
+            )
+        assert [(e.key, e.updated_at) for e in left] == [("b", 2)]
+        assert [tuple(r) for r in delivered] == [("a", 1, "accepted"), ("b", 1, "accepted")]
+        async with store.write() as db:
+            assert await outbox.confirm_remote(db, "crm", "job1", now=4000) == 1
+        async with store.read() as db:
+            states = await db.execute_fetchall("SELECT DISTINCT state FROM delivered")
+        assert [r[0] for r in states] == ["confirmed"]
+
+
+async def test_dead_letter_retry_and_drop(tmp_path: Path) -> None:
+    async with await Store.open(tmp_path / "s.db") as store:
+        await merge(store, change("a", 1), change("b", 1), change("c", 1))
+        async with store.write() as db:
+            batch = await outbox.take_batch(db, "crm", 10)
+            await outbox.dead_letter(
+                db, "crm", batch, reason="HTTP 422: bad email", http_status=422, now=5
+            )
+        async with store.read() as db:
+            assert await outbox.pending_count(db, "crm") == 0
+            letters = await db.execute_fetchall(
+                "SELECT id, key, reason, http_status FROM dead_letters ORDER BY key"
+            )
+        assert [r[1:] for r in letters] == [
+            ("a", "HTTP 422: bad email", 422),
+            ("b", "HTTP 422: bad email", 422),
+            ("c", "HTTP 422: bad email", 422),
+        ]
+        async with store.write() as db:
+            assert (
+                await outbox.retry_dead_letters(db, provider=None, ids=[letters[0][0]], now=6) == 1
+            )
+            assert await outbox.drop_dead_letters(db, provider="crm", ids=[letters[1][0]]) == 1
+        async with store.read() as db:
+            pending = await outbox.take_batch(db, "crm", 10)
+            remaining = await db.execute_fetchall("SELECT key FROM dead_letters")
+        assert [e.key for e in pending] == ["a"]
+        assert [r[0] for r in remaining] == ["c"]
+        async with store.write() as db:
+            assert await outbox.retry_dead_letters(db, provider="crm", ids=[], now=7) == 1
+        async with store.read() as db:
+            assert await outbox.pending_count(db, "crm") == 2
+
+
+async def test_provider_state_survives_reopen_and_resync_requeues(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    async with await Store.open(path) as store:
+        await merge(store, change("a", 1), change("b", 1, origin="crm"))
+        async with store.write() as db:
+            await outbox.register_providers(db, [("crm", "crm")], now=1)
+            await outbox.set_provider_state(
+                db,
+                "crm",
+                state="backing-off",
+                now=2,
+                next_attempt_at=99_999,
+                failures=3,
+                last_error="HTTP 503",
+            )
+    async with await Store.open(path) as store:
+        async with store.read() as db:
+            state = await outbox.provider_state(db, "crm")
+        assert state is not None
+        assert (state.state, state.next_attempt_at, state.failures) == ("backing-off", 99_999, 3)
+        async with store.write() as db:
+            await outbox.register_providers(db, [("crm", "crm")], now=3)  # keeps state
+            queued = await outbox.requeue_collection(db, "crm", ["contacts"], now=4)
+            await outbox.clear_auth_failures(db, "crm")
+        async with store.read() as db:
+            state = await outbox.provider_state(db, "crm")
+            keys = [e.key for e in await outbox.take_batch(db, "crm", 10)]
+        # b came from crm itself, so it is not sent back.
+        assert queued == 1 and keys == ["a"]
+        assert state is not None and (state.state, state.next_attempt_at) == ("online", None)
