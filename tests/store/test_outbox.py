@@ -73,8 +73,10 @@ async def test_dead_letter_retry_and_drop(tmp_path: Path) -> None:
             )
         async with store.read() as db:
             assert await outbox.pending_count(db, "crm") == 0
-            letters = await db.execute_fetchall(
-                "SELECT id, key, reason, http_status FROM dead_letters ORDER BY key"
+            letters = list(
+                await db.execute_fetchall(
+                    "SELECT id, key, reason, http_status FROM dead_letters ORDER BY key"
+                )
             )
         assert [r[1:] for r in letters] == [
             ("a", "HTTP 422: bad email", 422),
