@@ -1,25 +1,33 @@
-"""Provider kinds: option validation and adapter construction."""
+"""Provider kinds: option validation and adapter construction, by kind name."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
+from adapters import crm, favourites
 from adapters.base import Provider
+from adapters.options import OptionError
 
+__all__ = ["KINDS", "OptionError", "build_provider", "parse_options"]
 
-class OptionError(Exception):
-    """A kind-specific option is wrong; ``key`` names it, ``problem`` says what is expected."""
+Builder = Callable[[str, str, Mapping[str, Any], "str | None", float, "int | None"], Provider]
 
-    def __init__(self, key: str, problem: str) -> None:
-        super().__init__(f"{key}: {problem}")
-        self.key = key
-        self.problem = problem
+KINDS: dict[str, tuple[Callable[[Mapping[str, Any]], object], Builder]] = {
+    "crm": (crm.parse_options, crm.build),
+    "favourites": (favourites.parse_options, favourites.build),
+}
 
 
 def parse_options(kind: str, options: Mapping[str, Any]) -> object:
-    """Validate the options of ``kind``."""
-    return dict(options)
+    """Validate the options of ``kind`` (raises OptionError naming the key)."""
+    if kind not in KINDS:
+        raise OptionError(
+            "kind",
+            f"provider kind {kind!r} is not available in this version "
+            f"(available: {', '.join(sorted(KINDS))})",
+        )
+    return KINDS[kind][0](options)
 
 
 def build_provider(
@@ -32,5 +40,6 @@ def build_provider(
     timeout_s: float,
     batch_max_items: int | None,
 ) -> Provider:
-    """The adapter for ``kind``."""
-    raise OptionError("kind", f"provider kind {kind!r} is not available yet")
+    """The adapter for one configured provider."""
+    parse_options(kind, options)
+    return KINDS[kind][1](name, base_url, options, secret, timeout_s, batch_max_items)

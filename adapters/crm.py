@@ -1,0 +1,200 @@
+"""The hotel CRM bulk-sync adapter (seed 001): push only.
+
+``POST {base_url}/account/{account_id}/sync_data`` with ``Authorization: Token
+token=<secret>``, at most 1000 contacts a request. A record's body is a contact;
+a ``purchase`` object inside it is taken out and sent as the request's purchase,
+so a record with a purchase travels in a request of its own (the API takes one
+purchase per request). A record whose purchase lacks ``transaction_code``,
+``price``, ``currency`` or the product UUID (``UUID`` or ``product_uuid``) is
+refused locally and never sent. The API has no delete: a tombstone is not sent
+and counts as delivered. 201 ``{status: queued, _id}`` means accepted; the job id
+is kept, and the webhook (when configured) later confirms it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Self
+
+import orjson
+
+from adapters.base import (
+    IDEMPOTENCY_HEADER,
+    OutgoingChange,
+    ProviderLimits,
+    PullPage,
+    PushResult,
+)
+from adapters.errors import PermanentError
+from adapters.http import make_client, send
+from adapters.options import OptionReader
+
+MAX_CONTACTS = 1000
+PURCHASE_FIELDS = ("transaction_code", "price", "currency")
+
+
+@dataclass(frozen=True, slots=True)
+class CrmOptions:
+    """The CRM kind's own config keys."""
+
+    account_id: str
+    origin: str = "dropsync"
+    webhook_url: str | None = None
+    validate_emails: bool = False
+    create_if_invalid: bool = False
+    create_if_no_credit: bool = False
+    contacts_extra_fields: tuple[str, ...] = ()
+    purchase_extra_fields: tuple[str, ...] = ()
+
+
+def parse_options(options: Mapping[str, Any]) -> CrmOptions:
+    """Validate ``[providers.NAME]`` keys of kind crm."""
+    read = OptionReader(options)
+    parsed = CrmOptions(
+        account_id=read.string("account_id", required=True) or "",
+        origin=read.string("origin") or "dropsync",
+        webhook_url=read.string("webhook_url"),
+        validate_emails=read.boolean("validate_emails"),
+        create_if_invalid=read.boolean("create_if_invalid"),
+        create_if_no_credit=read.boolean("create_if_no_credit"),
+        contacts_extra_fields=read.strings("contacts_extra_fields"),
+        purchase_extra_fields=read.strings("purchase_extra_fields"),
+    )
+    read.reject_unknown()
+    return parsed
+
+
+def purchase_problem(purchase: Any) -> str | None:
+    """Why a purchase can never be accepted, or None."""
+    if not isinstance(purchase, dict):
+        return "purchase must be a JSON object"
+    missing = [f for f in PURCHASE_FIELDS if purchase.get(f) in (None, "")]
+    if not (purchase.get("UUID") or purchase.get("product_uuid")):
+        missing.append("product UUID (UUID or product_uuid)")
+    if missing:
+        return f"purchase is missing required field(s): {', '.join(missing)}"
+    return None
+
+
+class CrmProvider:
+    """Pushes contacts (and purchases) to the CRM."""
+
+    def __init__(
+        self,
+        name: str,
+        base_url: str,
+        options: CrmOptions,
+        secret: str | None,
+        timeout_s: float,
+        batch_max_items: int | None,
+    ) -> None:
+        self.name = name
+        self.options = options
+        self.limits = ProviderLimits(
+            max_items=min(batch_max_items or MAX_CONTACTS, MAX_CONTACTS), can_push=True
+        )
+        headers = {"Accept": "application/json", "Content-Type": "application/json"}
+        if secret is not None:
+            headers["Authorization"] = f"Token token={secret}"
+        self.client = make_client(base_url, timeout_s, headers)
+        self.path = f"/account/{options.account_id}/sync_data"
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.client.aclose()
+
+    def check(self, change: OutgoingChange) -> str | None:
+        """Purchases must carry their required fields; contacts need an email."""
+        if change.deleted:
+            return None
+        body = change.body or {}
+        if not body.get("email"):
+            return "contact has no email (the CRM requires one)"
+        if "purchase" in body:
+            return purchase_problem(body["purchase"])
+        return None
+
+    def _options(self) -> dict[str, Any]:
+        options: dict[str, Any] = {
+            "email_validation": {
+                "validate": self.options.validate_emails,
+                "create_if_invalid": self.options.create_if_invalid,
+                "create_if_no_credit": self.options.create_if_no_credit,
+            }
+        }
+        if self.options.webhook_url:
+            options["webhook"] = {
+                "url": self.options.webhook_url,
+                "contacts_extra_fields": list(self.options.contacts_extra_fields),
+                "purchase_extra_fields": list(self.options.purchase_extra_fields),
+            }
+        return options
+
+    async def push(self, batch: Sequence[OutgoingChange], *, idempotency_key: str) -> PushResult:
+        """One request for the plain contacts, one for each contact with a purchase."""
+        plain: list[dict[str, Any]] = []
+        requests: list[tuple[list[dict[str, Any]], Any]] = []
+        for change in batch:
+            if change.deleted or change.body is None:
+                continue
+            contact = dict(change.body)
+            purchase = contact.pop("purchase", None)
+            if purchase is None:
+                plain.append(contact)
+            else:
+                requests.append(([contact], purchase))
+        if plain:
+            requests.insert(0, (plain, None))
+        jobs: list[str] = []
+        status = 204
+        for number, (contacts, purchase) in enumerate(requests):
+            body: dict[str, Any] = {
+                "origin": self.options.origin,
+                "options": self._options(),
+                "contacts": contacts,
+            }
+            if purchase is not None:
+                body["purchase"] = purchase
+            key = idempotency_key if len(requests) == 1 else f"{idempotency_key}:{number}"
+            response = await send(
+                self.client,
+                "POST",
+                self.path,
+                content=orjson.dumps(body),
+                headers={IDEMPOTENCY_HEADER: key},
+            )
+            status = response.status_code
+            try:
+                reply = response.json()
+            except ValueError:
+                reply = {}
+            if isinstance(reply, dict) and reply.get("_id"):
+                jobs.append(str(reply["_id"]))
+        if not requests:
+            return PushResult(state="confirmed", status=status)
+        return PushResult(state="accepted", status=status, remote_ref=",".join(jobs) or None)
+
+    async def pull(self, cursor: str | None) -> PullPage:
+        """The CRM API has nothing to pull."""
+        raise PermanentError("the CRM kind is push-only")
+
+
+def build(
+    name: str,
+    base_url: str,
+    options: Mapping[str, Any],
+    secret: str | None,
+    timeout_s: float,
+    batch_max_items: int | None,
+) -> CrmProvider:
+    """The adapter for a ``kind = "crm"`` provider."""
+    return CrmProvider(name, base_url, parse_options(options), secret, timeout_s, batch_max_items)

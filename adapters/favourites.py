@@ -1,0 +1,217 @@
+"""The event-app favourites adapter (seed 000): two-way.
+
+Each user has a bearer token: the provider's secret is a JSON object mapping
+user -> token. Records are keyed ``user:item`` with bodies ``{user, item, action,
+actionDate}`` (actionDate GMT ISO-8601 with milliseconds); ``action: DELETE`` is a
+delete. ``push`` sends one ``POST /postUserFavorites`` per user; ``pull`` reads
+``GET /getUserFavorites`` for every user (the API has no "since" parameter, so
+each pull returns everything and the LWW merge keeps only what is newer).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, Self
+
+import orjson
+
+from adapters.base import (
+    IDEMPOTENCY_HEADER,
+    IncomingChange,
+    OutgoingChange,
+    ProviderLimits,
+    PullPage,
+    PushResult,
+)
+from adapters.errors import PermanentError
+from adapters.http import make_client, send
+from adapters.options import OptionError, OptionReader
+
+
+@dataclass(frozen=True, slots=True)
+class FavouritesOptions:
+    """The favourites kind's own config keys."""
+
+    collection: str = "favourites"
+    read_only: bool = False
+    users: tuple[str, ...] = ()
+
+
+def parse_options(options: Mapping[str, Any]) -> FavouritesOptions:
+    """Validate ``[providers.NAME]`` keys of kind favourites."""
+    read = OptionReader(options)
+    parsed = FavouritesOptions(
+        collection=read.string("collection") or "favourites",
+        read_only=read.boolean("read_only"),
+        users=read.strings("users"),
+    )
+    read.reject_unknown()
+    return parsed
+
+
+def parse_tokens(secret: str | None) -> dict[str, str]:
+    """The user -> token map from the secret (errors never quote the secret)."""
+    if secret is None:
+        raise OptionError("secret_env", "favourites needs a secret: a JSON object user -> token")
+    try:
+        tokens = orjson.loads(secret)
+    except orjson.JSONDecodeError:
+        raise OptionError(
+            "secret_env", "the secret is not a JSON object of user -> token"
+        ) from None
+    if not isinstance(tokens, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in tokens.items()
+    ):
+        raise OptionError("secret_env", "the secret must map each user (text) to a token (text)")
+    return tokens
+
+
+def to_ms(value: str) -> int:
+    """GMT ISO-8601 to epoch ms."""
+    moment = datetime.fromisoformat(value)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000 + 0.5)
+
+
+def to_action_date(ms: int) -> str:
+    """Epoch ms to GMT ISO-8601 with milliseconds, as in the document."""
+    moment = datetime.fromtimestamp(ms / 1000, tz=UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+class FavouritesProvider:
+    """Syncs favourites both ways, one request per user."""
+
+    def __init__(
+        self,
+        name: str,
+        base_url: str,
+        options: FavouritesOptions,
+        tokens: dict[str, str],
+        timeout_s: float,
+        batch_max_items: int | None,
+    ) -> None:
+        self.name = name
+        self.options = options
+        self.tokens = tokens
+        self.limits = ProviderLimits(
+            max_items=min(batch_max_items or 1000, 1000),
+            can_push=not options.read_only,
+            can_pull=True,
+        )
+        self.client = make_client(base_url, timeout_s, {"Accept": "application/json"})
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.client.aclose()
+
+    @staticmethod
+    def user_of(change: OutgoingChange) -> str:
+        """The record's user: the body's ``user``, else the key before the first ':'."""
+        body = change.body or {}
+        user = body.get("user")
+        return str(user) if user else change.key.split(":", 1)[0]
+
+    def check(self, change: OutgoingChange) -> str | None:
+        """A token for the user, and an item to name."""
+        user = self.user_of(change)
+        if user not in self.tokens:
+            return f"no token configured for user {user!r}"
+        body = change.body or {}
+        if not body.get("item") and ":" not in change.key:
+            return "favourite has no item"
+        return None
+
+    def _auth(self, user: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[user]}"}
+
+    async def push(self, batch: Sequence[OutgoingChange], *, idempotency_key: str) -> PushResult:
+        """POST each user's items."""
+        if self.options.read_only:
+            raise PermanentError("provider is read-only", reason="provider is read-only")
+        by_user: dict[str, list[dict[str, Any]]] = {}
+        for change in batch:
+            user = self.user_of(change)
+            if user not in self.tokens:
+                reason = f"no token configured for user {user!r}"
+                raise PermanentError(reason, reason=reason)
+            body = change.body or {}
+            item = body.get("item") or change.key.split(":", 1)[1]
+            by_user.setdefault(user, []).append(
+                {
+                    "item": item,
+                    "action": "DELETE" if change.deleted else "ADD",
+                    "actionDate": to_action_date(change.updated_at),
+                }
+            )
+        status = 200
+        for user, items in by_user.items():
+            response = await send(
+                self.client,
+                "POST",
+                "/postUserFavorites",
+                content=orjson.dumps(items),
+                headers={
+                    **self._auth(user),
+                    "Content-Type": "application/json",
+                    IDEMPOTENCY_HEADER: f"{idempotency_key}:{user}",
+                },
+            )
+            status = response.status_code
+        return PushResult(state="confirmed", status=status)
+
+    async def pull(self, cursor: str | None) -> PullPage:
+        """Every item of every (configured) user."""
+        changes: list[IncomingChange] = []
+        users = self.options.users or tuple(self.tokens)
+        for user in users:
+            if user not in self.tokens:
+                continue
+            response = await send(self.client, "GET", "/getUserFavorites", headers=self._auth(user))
+            items = response.json()
+            if not isinstance(items, list):
+                raise PermanentError(
+                    "getUserFavorites did not return a list", reason="unexpected response shape"
+                )
+            for item in items:
+                try:
+                    when = to_ms(item["actionDate"])
+                    deleted = item["action"] == "DELETE"
+                    name = str(item["item"])
+                except (KeyError, TypeError, ValueError):
+                    continue  # an item we cannot read is skipped, not fatal
+                body = {
+                    "user": user,
+                    "item": name,
+                    "action": item["action"],
+                    "actionDate": item["actionDate"],
+                }
+                changes.append(
+                    IncomingChange(self.options.collection, f"{user}:{name}", when, deleted, body)
+                )
+        return PullPage(changes=changes, cursor=None)
+
+
+def build(
+    name: str,
+    base_url: str,
+    options: Mapping[str, Any],
+    secret: str | None,
+    timeout_s: float,
+    batch_max_items: int | None,
+) -> FavouritesProvider:
+    """The adapter for a ``kind = "favourites"`` provider."""
+    return FavouritesProvider(
+        name, base_url, parse_options(options), parse_tokens(secret), timeout_s, batch_max_items
+    )

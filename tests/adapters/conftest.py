@@ -1,0 +1,23 @@
+"""Emulators on free loopback ports."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from adapters.emulators.common import EmulatorServer
+from adapters.emulators.crm import CrmEmulator
+from adapters.emulators.favourites import FavouritesEmulator
+
+
+@pytest.fixture
+def crm_server() -> Iterator[EmulatorServer]:
+    with EmulatorServer(CrmEmulator({"acc_1": "crm-secret"})) as server:
+        yield server
+
+
+@pytest.fixture
+def favourites_server() -> Iterator[EmulatorServer]:
+    with EmulatorServer(FavouritesEmulator({"tok-a": "alice", "tok-b": "bob"})) as server:
+        yield server

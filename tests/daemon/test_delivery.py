@@ -1,0 +1,318 @@
+"""The delivery engine against the real emulators: batching, offline, throttling,
+dead letters, restarts mid-backoff, two-way favourites."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from pathlib import Path
+from typing import Any
+
+import anyio
+import orjson
+import pytest
+
+from adapters.crm import CrmProvider
+from adapters.crm import parse_options as crm_options
+from adapters.emulators.common import EmulatorServer
+from adapters.emulators.crm import CrmEmulator
+from adapters.emulators.favourites import FavouritesEmulator
+from adapters.favourites import FavouritesProvider
+from adapters.favourites import parse_options as favourite_options
+from daemon.config import ProviderConfig, parse_config
+from daemon.delivery import Flusher
+from daemon.documents import DocumentReader
+from daemon.providers import ProviderSupervisor
+from store import outbox
+from store.handle import Store
+from store.merge import Change, apply_changes
+
+pytestmark = pytest.mark.anyio
+ROUTES = {"contacts": ("crm",), "favourites": ("fav",)}
+
+
+def contact_change(i: int, ts: int = 1_700_000_000_000, email: str | None = None) -> Change:
+    raw = orjson.dumps(
+        {"email": email or f"guest{i}@example.com", "n": i}, option=orjson.OPT_SORT_KEYS
+    )
+    return Change(
+        "contacts",
+        email or f"guest{i}@example.com",
+        raw.decode(),
+        ts,
+        False,
+        "drop",
+        hashlib.sha256(raw).hexdigest()[:32],
+    )
+
+
+async def merge(store: Store, changes: list[Change]) -> None:
+    await store.transact(
+        lambda conn: apply_changes(conn, changes, ROUTES, now=int(time.time() * 1000))
+    )
+
+
+def crm_config(server: EmulatorServer, **kwargs: Any) -> ProviderConfig:
+    return ProviderConfig(
+        name="crm",
+        kind="crm",
+        base_url=server.base_url,
+        backoff_base_s=kwargs.pop("backoff_base_s", 0.05),
+        backoff_cap_s=kwargs.pop("backoff_cap_s", 0.2),
+        **kwargs,
+    )
+
+
+def crm_provider(server: EmulatorServer, secret: str = "crm-secret") -> CrmProvider:
+    return CrmProvider(
+        "crm",
+        server.base_url,
+        crm_options({"account_id": "acc_1"}),
+        secret,
+        timeout_s=5,
+        batch_max_items=None,
+    )
+
+
+@pytest.fixture
+def crm_server() -> Iterator[EmulatorServer]:
+    with EmulatorServer(CrmEmulator({"acc_1": "crm-secret"})) as server:
+        yield server
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    opened = await Store.open(tmp_path / "s.db")
+    async with opened.write() as db:
+        await outbox.register_providers(db, [("crm", "crm"), ("fav", "favourites")], now=1)
+    yield opened
+    await opened.close()
+
+
+async def pending(store: Store, provider: str = "crm") -> int:
+    async with store.read() as db:
+        return await outbox.pending_count(db, provider)
+
+
+async def run_until(
+    flusher: Flusher, done: Callable[[], Awaitable[bool]], limit_s: float = 30
+) -> None:
+    """Run a flusher until ``done()`` (checked every 20 ms); the timeout only bounds a hang."""
+    with anyio.fail_after(limit_s):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(flusher.run)
+            while not await done():  # noqa: ASYNC110 -- polling the store, not an event
+                await anyio.sleep(0.02)
+            tg.cancel_scope.cancel()
+
+
+async def test_2500_contacts_go_out_as_3_requests(crm_server: EmulatorServer, store: Store) -> None:
+    await merge(store, [contact_change(i) for i in range(2500)])
+    async with crm_provider(crm_server) as provider:
+        flusher = Flusher(store, crm_config(crm_server), provider)
+        await run_until(flusher, lambda: _zero(store))
+    emulator = crm_server.emulator
+    assert isinstance(emulator, CrmEmulator)
+    assert len(emulator.requests("/account")) == 3
+    assert len(emulator.contacts) == 2500
+    assert max(emulator.applied.values()) == 1
+    async with store.read() as db:
+        attempts = await db.execute_fetchall(
+            "SELECT items, state, http_status, remote_ref FROM deliveries ORDER BY id"
+        )
+    assert [r[0] for r in attempts] == [1000, 1000, 500]
+    assert {(r[1], r[2]) for r in attempts} == {("accepted", 201)}
+    assert all(r[3] for r in attempts)
+
+
+async def _zero(store: Store) -> bool:
+    return await pending(store) == 0
+
+
+async def test_offline_then_online_delivers_everything_once(
+    crm_server: EmulatorServer, store: Store
+) -> None:
+    crm_server.stop()
+    await merge(store, [contact_change(i) for i in range(50)])
+    async with crm_provider(crm_server) as provider:
+        flusher = Flusher(store, crm_config(crm_server), provider)
+
+        async def went_offline() -> bool:
+            async with store.read() as db:
+                state = await outbox.provider_state(db, "crm")
+            return state is not None and state.state == "offline"
+
+        await run_until(flusher, went_offline)
+        await merge(store, [contact_change(i, ts=1_700_000_000_001) for i in range(25, 75)])
+        crm_server.start()
+        await run_until(flusher, lambda: _zero(store))
+    emulator = crm_server.emulator
+    assert isinstance(emulator, CrmEmulator)
+    assert len(emulator.contacts) == 75
+    assert max(emulator.applied.values()) == 1
+    async with store.read() as db:
+        state = await outbox.provider_state(db, "crm")
+    assert state is not None and state.state == "online"
+
+
+@pytest.mark.parametrize("form", ["seconds", "http-date"])
+async def test_retry_after_is_honoured(crm_server: EmulatorServer, store: Store, form: str) -> None:
+    value = (
+        "2"
+        if form == "seconds"
+        else format_datetime(datetime.now(UTC) + timedelta(seconds=3), usegmt=True)
+    )
+    crm_server.faults.update(status=429, count=1, retry_after=value)
+    await merge(store, [contact_change(1)])
+    async with crm_provider(crm_server) as provider:
+        flusher = Flusher(store, crm_config(crm_server), provider)
+        await run_until(flusher, lambda: _zero(store))
+    first, second = crm_server.emulator.requests("/account")
+    assert first.status == 429 and second.status == 201
+    if form == "seconds":
+        assert second.monotonic - first.monotonic >= 2.0
+    else:
+        # An HTTP-date has whole seconds: the retry is not before that date.
+        assert (
+            second.wall
+            >= datetime.strptime(value, "%a, %d %b %Y %H:%M:%S GMT").replace(tzinfo=UTC).timestamp()
+        )
+
+
+async def test_one_bad_record_is_dead_lettered_and_the_rest_delivered(
+    crm_server: EmulatorServer,
+    store: Store,
+) -> None:
+    good = [contact_change(i) for i in range(9)]
+    bad = contact_change(99, email="not-an-address")
+    await merge(store, [*good[:4], bad, *good[4:]])
+    async with crm_provider(crm_server) as provider:
+        flusher = Flusher(store, crm_config(crm_server), provider)
+        await run_until(flusher, lambda: _zero(store))
+    emulator = crm_server.emulator
+    assert isinstance(emulator, CrmEmulator)
+    assert set(emulator.contacts) == {c.key for c in good}
+    async with store.write() as db:
+        letters = list(
+            await db.execute_fetchall("SELECT id, key, http_status, reason FROM dead_letters")
+        )
+        assert [(r[1], r[2]) for r in letters] == [("not-an-address", 422)]
+        assert "not a valid address" in letters[0][3]
+        assert await outbox.retry_dead_letters(db, provider="crm", ids=[], now=1) == 1
+    assert await pending(store) == 1
+
+
+async def test_restart_mid_backoff_keeps_the_next_attempt_time(
+    crm_server: EmulatorServer,
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "restart.db"
+    crm_server.faults.update(status=503, retry_after="3600")
+    async with await Store.open(path) as first:
+        async with first.write() as db:
+            await outbox.register_providers(db, [("crm", "crm")], now=1)
+        await merge(first, [contact_change(1)])
+        async with crm_provider(crm_server) as provider:
+            flusher = Flusher(first, crm_config(crm_server), provider)
+
+            async def backing_off() -> bool:
+                async with first.read() as db:
+                    state = await outbox.provider_state(db, "crm")
+                return state is not None and state.state == "backing-off"
+
+            await run_until(flusher, backing_off)
+        async with first.read() as db:
+            before = await outbox.provider_state(db, "crm")
+    assert before is not None and before.next_attempt_at is not None
+    crm_server.faults.clear()
+    arrived = len(crm_server.emulator.requests("/account"))
+    async with await Store.open(path) as second:
+        async with second.write() as db:
+            await outbox.register_providers(db, [("crm", "crm")], now=2)
+        async with crm_provider(crm_server) as provider:
+            flusher = Flusher(second, crm_config(crm_server), provider)
+            with anyio.move_on_after(1.0):
+                await flusher.run()
+        async with second.read() as db:
+            after = await outbox.provider_state(db, "crm")
+    assert after == before
+    assert len(crm_server.emulator.requests("/account")) == arrived
+
+
+async def test_favourites_two_way_newer_wins_on_both_sides(tmp_path: Path) -> None:
+    emulator = FavouritesEmulator({"tok-a": "alice"})
+    emulator.seed(
+        "alice",
+        [
+            {"item": "s1", "action": "ADD", "actionDate": "2024-01-01T00:00:00.000Z"},
+            {"item": "s2", "action": "ADD", "actionDate": "2024-03-01T00:00:00.000Z"},
+        ],
+    )
+    with EmulatorServer(emulator) as server:
+        config = parse_config(
+            {
+                "store": {"path": str(tmp_path / "f.db")},
+                "drop": {"path": str(tmp_path / "drop")},
+                "daemon": {"max_clock_skew_s": 300},
+                "providers": {
+                    "fav": {
+                        "kind": "favourites",
+                        "base_url": server.base_url,
+                        "secret_env": "UNUSED",
+                    }
+                },
+                "collections": {"favourites": {"providers": ["fav"]}},
+            },
+            "test",
+        )
+        async with await Store.open(config.store_path) as store:
+            # Local: a DELETE of s1 newer than the remote ADD; an ADD of s2 older than remote.
+            reader = DocumentReader(
+                config.collection("favourites"),
+                origin="drop",
+                max_skew_ms=300_000,
+                now_ms=int(time.time() * 1000),
+            )
+            local = [
+                reader.change(
+                    {
+                        "user": "alice",
+                        "item": "s1",
+                        "action": "DELETE",
+                        "actionDate": "2024-02-01T00:00:00.000Z",
+                    }
+                ),
+                reader.change(
+                    {
+                        "user": "alice",
+                        "item": "s2",
+                        "action": "DELETE",
+                        "actionDate": "2024-02-01T00:00:00.000Z",
+                    }
+                ),
+            ]
+            await store.transact(lambda c: apply_changes(c, local, config.routes(), now=1))
+            supervisor = ProviderSupervisor(store, config)
+            provider = FavouritesProvider(
+                "fav", server.base_url, favourite_options({}), {"alice": "tok-a"}, 5, None
+            )
+            async with provider:
+                await supervisor.pull_once(config.providers["fav"], provider)
+                flusher = Flusher(store, config.providers["fav"], provider)
+                await run_until(flusher, lambda: _zero_for(store, "fav"))
+            async with store.read() as db:
+                rows = await db.execute_fetchall(
+                    "SELECT key, deleted, origin FROM records ORDER BY key"
+                )
+    # s1: the local DELETE (newer) wins here and at the provider.
+    # s2: the remote ADD (newer) wins here, and the provider keeps it.
+    assert [tuple(r) for r in rows] == [("alice:s1", 1, "drop"), ("alice:s2", 0, "fav")]
+    assert emulator.items["alice"]["s1"]["action"] == "DELETE"
+    assert emulator.items["alice"]["s2"]["action"] == "ADD"
+
+
+async def _zero_for(store: Store, provider: str) -> bool:
+    return await pending(store, provider) == 0
