@@ -1,15 +1,44 @@
-"""``dropsync demo`` and ``dropsync emulate``: the daemon on built-in emulated providers."""
+"""``dropsync demo`` and ``dropsync emulate``: the daemon on built-in emulated providers.
+
+The emulators are real HTTP servers on 127.0.0.1 (``adapters.emulators``). The demo
+writes a sample drop folder, starts the CRM and favourites emulators on free ports,
+and runs the daemon against them with demo credentials passed in environment
+variables (never in a file).
+"""
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
 from pathlib import Path
 
 import anyio
 import orjson
 
+from adapters.emulators.common import EmulatorServer
+from adapters.emulators.crm import CrmEmulator
+from adapters.emulators.favourites import FavouritesEmulator
 from daemon.config import parse_config
 from daemon.logs import configure_logging
 from daemon.runner import Daemon
+
+DEMO_ACCOUNT = "acc_1"
+DEMO_CRM_TOKEN = "demo-crm-token"
+DEMO_FAVOURITE_TOKENS = {"alice": "demo-token-alice", "bob": "demo-token-bob"}
+
+
+def emulators(
+    crm_port: int = 0, favourites_port: int = 0, host: str = "127.0.0.1"
+) -> tuple[EmulatorServer, EmulatorServer]:
+    """The CRM and favourites emulators with the demo credentials (not started)."""
+    crm = EmulatorServer(CrmEmulator({DEMO_ACCOUNT: DEMO_CRM_TOKEN}), crm_port, host)
+    favourites = FavouritesEmulator({v: k for k, v in DEMO_FAVOURITE_TOKENS.items()})
+    favourites.seed(
+        "alice",
+        [{"item": "session_21982", "action": "ADD", "actionDate": "2024-05-02T10:45:12.798Z"}],
+    )
+    return crm, EmulatorServer(favourites, favourites_port, host)
 
 
 def sample_files(drop: Path) -> None:
@@ -27,6 +56,21 @@ def sample_files(drop: Path) -> None:
                 "name_first": "Bob",
                 "name_last": "Ray",
                 "updated_at": "2024-05-03T08:00:00Z",
+                "purchase": {
+                    "transaction_code": "T-1001",
+                    "price": 340,
+                    "currency": "USD",
+                    "product_uuid": "room-deluxe",
+                    "status": "check_in",
+                },
+            },
+        ],
+        "favourites/app.json": [
+            {
+                "user": "bob",
+                "item": "session_114582",
+                "action": "ADD",
+                "actionDate": "2024-05-03T12:15:00.128Z",
             },
         ],
         "users/users.json": [
@@ -45,21 +89,67 @@ def sample_files(drop: Path) -> None:
 
 
 def run_demo(directory: Path, *, exit_when_synced: bool) -> int:
-    """Run the daemon on sample files in ``directory``."""
+    """Run the daemon on sample files in ``directory`` against the emulators."""
     directory = directory.resolve()
-    config = parse_config(
-        {
-            "store": {"path": str(directory / "dropsync.db")},
-            "drop": {"path": str(directory / "drop")},
-            "collections": {"contacts": {"key": "email", "timestamp": "updated_at"}},
-        },
-        "<demo>",
-    )
-    sample_files(config.drop_path)
-    configure_logging(config.log_level)
-    return anyio.run(Daemon(config, exit_when_synced=exit_when_synced).run)
+    crm, favourites = emulators()
+    with crm, favourites:
+        os.environ["DROPSYNC_DEMO_CRM_TOKEN"] = DEMO_CRM_TOKEN
+        os.environ["DROPSYNC_DEMO_FAVOURITES_TOKENS"] = orjson.dumps(DEMO_FAVOURITE_TOKENS).decode()
+        config = parse_config(
+            {
+                "store": {"path": str(directory / "dropsync.db")},
+                "drop": {"path": str(directory / "drop")},
+                "providers": {
+                    "crm": {
+                        "kind": "crm",
+                        "base_url": crm.base_url,
+                        "account_id": DEMO_ACCOUNT,
+                        "secret_env": "DROPSYNC_DEMO_CRM_TOKEN",
+                        "origin": "dropsync-demo",
+                    },
+                    "favourites": {
+                        "kind": "favourites",
+                        "base_url": favourites.base_url,
+                        "secret_env": "DROPSYNC_DEMO_FAVOURITES_TOKENS",
+                        "pull_interval_s": 5,
+                    },
+                },
+                "collections": {
+                    "contacts": {"key": "email", "timestamp": "updated_at", "providers": ["crm"]},
+                    "favourites": {"providers": ["favourites"]},
+                },
+            },
+            "<demo>",
+        )
+        sample_files(config.drop_path)
+        configure_logging(config.log_level)
+        print(
+            f"dropsync demo: store {config.store_path}, drop folder {config.drop_path}; "
+            f"CRM emulator {crm.base_url}, favourites emulator {favourites.base_url}",
+            flush=True,
+        )
+        return anyio.run(Daemon(config, exit_when_synced=exit_when_synced).run)
 
 
 def run_emulators(host: str, *, crm_port: int, favourites_port: int) -> int:
-    """Serve the provider emulators until interrupted."""
-    raise NotImplementedError
+    """Serve the provider emulators until SIGINT/SIGTERM."""
+    crm, favourites = emulators(crm_port, favourites_port, host)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    with crm, favourites:
+        print(
+            f"CRM emulator:        {crm.base_url}  (POST /account/{DEMO_ACCOUNT}/sync_data, "
+            f"Authorization: Token token={DEMO_CRM_TOKEN})",
+            flush=True,
+        )
+        print(
+            f"favourites emulator: {favourites.base_url}  (GET /getUserFavorites, POST "
+            f"/postUserFavorites, Bearer {', '.join(DEMO_FAVOURITE_TOKENS.values())})",
+            flush=True,
+        )
+        print(
+            "faults: POST /_emulator/faults, state: GET /_emulator/state; Ctrl-C stops", flush=True
+        )
+        stop.wait()
+    return 0

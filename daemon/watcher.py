@@ -23,13 +23,15 @@ from daemon.ingest import IngestReport, is_ignored
 log = structlog.get_logger("dropsync.watcher")
 
 
-def candidate_files(drop: Path) -> list[Path]:
-    """Files waiting in ``<drop>/<collection>/``, oldest first."""
+def candidate_files(drop: Path, only: str | None = None) -> list[Path]:
+    """Files waiting in ``<drop>/<collection>/`` (or only that collection), oldest first."""
     found: list[tuple[float, Path]] = []
     if not drop.is_dir():
         return []
     for collection in os.scandir(drop):
         if not collection.is_dir() or collection.name.startswith("."):
+            continue
+        if only is not None and collection.name != only:
             continue
         for entry in os.scandir(collection.path):
             path = Path(entry.path)
@@ -119,6 +121,11 @@ class DropWatcher:
                 path = Path(name)
                 if self._relevant(path):
                     self._enqueue(path)
+                elif path.parent == drop and path.is_dir() and not path.name.startswith("."):
+                    # A new collection folder: files written into it before the watch on it
+                    # was in place would otherwise wait for the rescan.
+                    for entry in candidate_files(drop, only=path.name):
+                        self._enqueue(entry)
 
     async def run(self) -> None:
         """Watch, rescan and ingest until cancelled."""

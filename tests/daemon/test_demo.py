@@ -1,0 +1,76 @@
+"""``dropsync demo`` and ``dropsync emulate`` as a user runs them."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from tests.support import free_port, query, wait_until
+
+
+def test_demo_syncs_sample_files_to_the_emulators_and_exits_0(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "daemon.cli", "demo", "--exit-when-synced"],
+        check=False,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert '"event":"synced"' in done.stdout
+    db = tmp_path / "dropsync-demo/dropsync.db"
+    assert query(db, "SELECT COUNT(*) FROM outbox") == [(0,)]
+    delivered = query(db, "SELECT provider, COUNT(*) FROM delivered GROUP BY 1 ORDER BY 1")
+    assert delivered == [("crm", 2), ("favourites", 1)]
+    # The favourite pulled from the emulator is in the store, and was not sent back.
+    assert query(db, "SELECT origin FROM records WHERE key = 'alice:session_21982'") == [
+        ("favourites",)
+    ]
+
+
+def test_emulate_serves_both_emulators_until_sigterm() -> None:
+    crm_port, favourites_port = free_port(), free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "daemon.cli",
+            "emulate",
+            "--crm-port",
+            str(crm_port),
+            "--favourites-port",
+            str(favourites_port),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+
+        def up() -> bool:
+            try:
+                return (
+                    httpx.get(
+                        f"http://127.0.0.1:{favourites_port}/_emulator/state", timeout=1
+                    ).status_code
+                    == 200
+                )
+            except httpx.HTTPError:
+                return False
+
+        wait_until(up, what="emulators")
+        response = httpx.post(
+            f"http://127.0.0.1:{crm_port}/account/acc_1/sync_data",
+            json={"origin": "test", "contacts": [{"email": "a@example.com"}]},
+            headers={"Authorization": "Token token=demo-crm-token"},
+        )
+        assert response.status_code == 201 and response.json()["status"] == "queued"
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()

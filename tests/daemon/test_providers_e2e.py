@@ -1,0 +1,159 @@
+"""The daemon subprocess against an emulator: auth failure and recovery, secrets kept secret."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from adapters.emulators.common import EmulatorServer
+from adapters.emulators.crm import CrmEmulator
+from tests.support import DaemonProcess, query, wait_until
+
+SECRET = "s3cr3t-crm-token-7f9e2a"
+
+
+@pytest.fixture
+def crm() -> Iterator[EmulatorServer]:
+    with EmulatorServer(CrmEmulator({"acc_1": SECRET})) as server:
+        yield server
+
+
+def config(tmp_path: Path, base_url: str, secret_line: str) -> str:
+    return f"""
+[store]
+path = "{tmp_path / "store.db"}"
+[drop]
+path = "{tmp_path / "drop"}"
+settle_ms = 10
+[collections.contacts]
+key = "email"
+timestamp = "updated_at"
+providers = ["crm"]
+[providers.crm]
+kind = "crm"
+base_url = "{base_url}"
+account_id = "acc_1"
+backoff_base_s = 0.05
+backoff_cap_s = 0.5
+{secret_line}
+"""
+
+
+def drop_contacts(tmp_path: Path, name: str, count: int) -> None:
+    folder = tmp_path / "drop/contacts"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.tmp").write_bytes(
+        orjson.dumps(
+            [
+                {"email": f"{name}{i}@example.com", "updated_at": 1_700_000_000_000 + i}
+                for i in range(count)
+            ]
+        )
+    )
+    (folder / f"{name}.tmp").rename(folder / f"{name}.json")
+
+
+def status(tmp_path: Path) -> dict[str, object]:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "daemon.cli",
+            "status",
+            "--json",
+            "--config",
+            str(tmp_path / "dropsync.toml"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    result: dict[str, object] = json.loads(done.stdout)
+    return result
+
+
+def test_401_pauses_keeps_everything_and_reload_with_the_fixed_secret_resumes(
+    tmp_path: Path,
+    crm: EmulatorServer,
+) -> None:
+    secret_file = tmp_path / "crm.secret"
+    secret_file.write_text("wrong-token\n")
+    daemon = DaemonProcess(
+        tmp_path, config(tmp_path, crm.base_url, f'secret_file = "{secret_file}"')
+    )
+    try:
+        daemon.start()
+        drop_contacts(tmp_path, "a", 5)
+        daemon.wait_for("provider_auth_failed")
+        report = status(tmp_path)
+        providers = report["providers"]
+        assert isinstance(providers, list) and len(providers) == 1
+        provider: dict[str, object] = providers[0]
+        assert provider["state"] == "auth-failed" and provider["pending"] == 5
+        error = str(provider["last_error"])
+        assert "401" in error and "wrong-token" not in error
+        human = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "daemon.cli",
+                "status",
+                "--config",
+                str(tmp_path / "dropsync.toml"),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert "auth-failed" in human
+
+        secret_file.write_text(SECRET + "\n")
+        daemon.send_signal(signal.SIGHUP)
+        daemon.wait_for("config_reloaded")
+        wait_until(
+            lambda: query(tmp_path / "store.db", "SELECT COUNT(*) FROM outbox") == [(0,)],
+            what="delivery after reload",
+        )
+        assert len(crm.emulator.contacts) == 5  # type: ignore[attr-defined]
+        assert daemon.stop() == 0
+    finally:
+        daemon.close()
+
+
+def test_credential_secret_is_used_and_never_logged_or_stored(
+    tmp_path: Path,
+    crm: EmulatorServer,
+) -> None:
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / "crm").write_text(SECRET)
+    daemon = DaemonProcess(
+        tmp_path,
+        config(tmp_path, crm.base_url, 'credential = "crm"'),
+        env={"CREDENTIALS_DIRECTORY": str(credentials)},
+    )
+    try:
+        daemon.start()
+        drop_contacts(tmp_path, "c", 3)
+        wait_until(
+            lambda: len(crm.emulator.contacts) == 3,  # type: ignore[attr-defined]
+            what="contacts at the emulator",
+        )
+        crm.faults.update(status=401, count=1)
+        drop_contacts(tmp_path, "d", 1)
+        daemon.wait_for("provider_auth_failed")
+        assert daemon.stop() == 0
+    finally:
+        daemon.close()
+    assert SECRET not in daemon.log_path.read_text()
+    assert SECRET.encode() not in (tmp_path / "store.db").read_bytes()
+    wal = tmp_path / "store.db-wal"
+    assert not wal.exists() or SECRET.encode() not in wal.read_bytes()
+    assert SECRET not in json.dumps(status(tmp_path))
