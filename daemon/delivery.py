@@ -126,6 +126,7 @@ class Flusher:
         )
         self._wake = anyio.Event()
         self._dry_run_after = 0
+        self._outgoing: dict[int, OutgoingChange] = {}
 
     def wake(self) -> None:
         """New entries are waiting: stop idling."""
@@ -166,6 +167,8 @@ class Flusher:
             return False
         if self.dry_run:
             self._dry_run_after = entries[-1].id
+        # Each entry is decoded once; its OutgoingChange rides along through retries and splits.
+        self._outgoing = {e.id: to_outgoing(self.name, e) for e in entries}
         sendable = await self._drop_unsendable(entries)
         try:
             for request in split_by_bytes(
@@ -180,7 +183,7 @@ class Flusher:
         refused: dict[str, list[outbox.OutboxEntry]] = {}
         sendable = []
         for entry in entries:
-            reason = self.provider.check(to_outgoing(self.name, entry))
+            reason = self.provider.check(self._outgoing[entry.id])
             if reason is None:
                 sendable.append(entry)
             else:
@@ -202,7 +205,7 @@ class Flusher:
         return sendable
 
     async def _send(self, entries: list[outbox.OutboxEntry]) -> None:
-        changes = [to_outgoing(self.name, e) for e in entries]
+        changes = [self._outgoing[e.id] for e in entries]
         key = batch_idempotency_key(changes)
         if self.dry_run:
             log.info(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from typing import Any
 
 import httpx
@@ -51,11 +52,29 @@ class CrmEmulator(Emulator):
         self.contacts: dict[str, dict[str, Any]] = {}
         self.purchases: list[dict[str, Any]] = []
         self.jobs: list[str] = []
+        self.first_seen: dict[str, float] = {}  # email -> wall time it first arrived
         self.webhook_delay_s = webhook_delay_s
 
+    def reset(self) -> None:
+        """Forget faults, requests and every contact received."""
+        super().reset()
+        with self.lock:
+            self.contacts.clear()
+            self.purchases.clear()
+            self.jobs.clear()
+            self.first_seen.clear()
+
     def routes(self) -> list[Route]:
-        """POST /account/{account_id}/sync_data."""
-        return [Route("/account/{account_id}/sync_data", self.sync_data, methods=["POST"])]
+        """POST /account/{account_id}/sync_data; GET /_emulator/contacts (email -> arrival)."""
+        return [
+            Route("/account/{account_id}/sync_data", self.sync_data, methods=["POST"]),
+            Route("/_emulator/contacts", self.contacts_seen, methods=["GET"]),
+        ]
+
+    async def contacts_seen(self, request: Request) -> Response:
+        """When each contact first arrived (wall clock), for latency measurements."""
+        with self.lock:
+            return JSONResponse({"first_seen": dict(self.first_seen), "count": len(self.contacts)})
 
     async def sync_data(self, request: Request) -> Response:
         """The documented endpoint."""
@@ -97,8 +116,10 @@ class CrmEmulator(Emulator):
         if purchase is not None and (problem := purchase_problem(purchase)):
             return 422, {"error": "Unprocessable Entity", "message": problem}
         job = secrets.token_hex(12)
+        arrived = time.time()
         with self.lock:
             for contact in contacts:
+                self.first_seen.setdefault(contact["email"], arrived)
                 self.contacts[contact["email"]] = contact
                 self.applied[f"{contact['email']}@{orjson.dumps(contact).decode()}"] += 1
             if purchase is not None:

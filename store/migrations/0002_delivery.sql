@@ -26,6 +26,7 @@ CREATE TABLE outbox (
     attempts    INTEGER NOT NULL DEFAULT 0,
     UNIQUE (provider, collection, key)
 );
+CREATE INDEX outbox_by_provider ON outbox (provider, id);
 
 -- One row per request attempt (a batch).
 CREATE TABLE deliveries (
