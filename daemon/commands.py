@@ -61,6 +61,11 @@ def format_status(config: Config, summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _kinds(config: Config) -> list[tuple[str, str]]:
+    """(name, kind) of every configured provider, for the ``providers`` table."""
+    return [(p.name, p.kind) for p in config.providers.values()]
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     """``dropsync status [--json]``: read-only, safe while the daemon runs."""
     config = load_config(args.config)
@@ -81,6 +86,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     async def ingest() -> list[IngestReport | str]:
         results: list[IngestReport | str] = []
         async with await Store.open(config.store_path) as store:
+            async with store.write() as db:
+                await outbox.register_providers(db, _kinds(config), now=now_ms())
             ingestor = Ingestor(store, config)
             for name in args.files:
                 path = Path(name)
@@ -178,6 +185,7 @@ def cmd_resync(args: argparse.Namespace) -> int:
             if args.dry_run:
                 return await _dry_run_resync(store, config, args.provider, collections)
             async with store.write() as db:
+                await outbox.register_providers(db, _kinds(config), now=now_ms())
                 queued = await outbox.requeue_collection(
                     db, args.provider, collections, now=now_ms()
                 )
@@ -197,10 +205,8 @@ def cmd_resync(args: argparse.Namespace) -> int:
 async def _dry_run_resync(store: Store, config: Config, name: str, collections: list[str]) -> int:
     """Queue inside a transaction, show the batches through the real flusher, roll back."""
     from daemon.delivery import Flusher
-    from daemon.logs import configure_logging
     from daemon.providers import open_provider
 
-    configure_logging(config.log_level)
     provider_config = config.providers[name]
     await store.db.execute("BEGIN IMMEDIATE")
     try:

@@ -137,3 +137,38 @@ def test_ingest_command_outside_drop_folder(
     assert orjson.loads(capsys.readouterr().out)["applied"] == 1
     assert source.exists()
     assert main(["ingest", "--config", str(config), str(tmp_path / "nope.json")]) == 1
+
+
+def test_resync_dry_run_sends_nothing_and_changes_nothing_then_resync_queues(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from adapters.emulators.common import EmulatorServer
+    from adapters.emulators.crm import CrmEmulator
+
+    monkeypatch.setenv("TEST_CRM_TOKEN", "tok")
+    with EmulatorServer(CrmEmulator({"acc_1": "tok"})) as server:
+        config = write_config(
+            tmp_path,
+            f'[providers.crm]\nkind = "crm"\nbase_url = "{server.base_url}"\n'
+            'account_id = "acc_1"\nsecret_env = "TEST_CRM_TOKEN"\n',
+        )
+        ingest(config, "one.json", [{"email": f"p{i}@x.io", "at": i} for i in range(3)])
+        assert main(["resync", "crm", "--dry-run", "--config", str(config)]) == 0
+        out = capsys.readouterr()
+        assert "crm: would queue 0 record(s)" in out.out  # contacts is not routed to crm yet
+        routed = config.read_text().replace(
+            'timestamp = "at"\n', 'timestamp = "at"\nproviders = ["crm"]\n', 1
+        )
+        config.write_text(routed)
+        assert main(["resync", "crm", "--dry-run", "--config", str(config)]) == 0
+        out = capsys.readouterr()
+        assert "would queue 3 record(s)" in out.out and "dry_run_batch" in out.err
+        assert server.emulator.requests("/account") == []
+        assert main(["status", "--json", "--config", str(config)]) == 0
+        assert orjson.loads(capsys.readouterr().out)["providers"] == []
+        assert main(["resync", "crm", "--config", str(config)]) == 0
+        assert "queued 3 record(s)" in capsys.readouterr().out
+        assert main(["status", "--json", "--config", str(config)]) == 0
+        [provider] = orjson.loads(capsys.readouterr().out)["providers"]
+        assert provider["pending"] == 3 and server.emulator.requests("/account") == []
+        assert main(["resync", "nope", "--config", str(config)]) == 2
