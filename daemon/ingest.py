@@ -207,9 +207,14 @@ class Ingestor:
                 if path.is_file() and not is_ignored(path):
                     collection = processing.parent.name
                     log.info("ingest_resume", collection=collection, file=path.name)
-                    reports.append(
-                        await self._ingest(path, collection, path.name, move=True, recovering=True)
-                    )
+                    try:
+                        reports.append(
+                            await self._ingest(
+                                path, collection, path.name, move=True, recovering=True
+                            )
+                        )
+                    except Exception:
+                        log.exception("ingest_failed", file=str(path))
         return reports
 
     async def _ingest(

@@ -95,6 +95,10 @@ class DropWatcher:
                     await self.ingest(path)
             except OSError as exc:
                 log.error("ingest_io_error", file=str(path), error=str(exc))
+            except Exception:
+                # Never let one file stop the daemon; it stays in .processing/ and is
+                # retried at the next start.
+                log.exception("ingest_failed", file=str(path))
             finally:
                 self._queued.discard(path)
 
