@@ -12,14 +12,16 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Literal, Protocol, Self, runtime_checkable
+from typing import Any, Literal, NamedTuple, Protocol, Self, runtime_checkable
 
 JSONObject = Mapping[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
-class OutgoingChange:
-    """One outbox entry to deliver: the latest version of a record for one provider."""
+class OutgoingChange(NamedTuple):
+    """One outbox entry to deliver: the latest version of a record for one provider.
+
+    A NamedTuple: thousands are made per batch, and it is the cheapest immutable record.
+    """
 
     entry_id: int
     collection: str

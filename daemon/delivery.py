@@ -26,6 +26,7 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import anyio
 import orjson
@@ -329,22 +330,19 @@ class Flusher:
     ) -> None:
         now = now_ms()
         latency = (time.perf_counter() - started) * 1000
-        async with self.store.write() as db:
-            delivery_id = await outbox.record_attempt(
-                db,
+        await self.store.transact(
+            partial(
+                outbox.deliver_batch,
                 provider=self.name,
+                entries=entries,
                 batch_id=key,
-                items=len(entries),
                 state=result.state,
-                now=now,
                 http_status=result.status,
                 latency_ms=latency,
                 remote_ref=result.remote_ref,
+                now=now,
             )
-            await outbox.mark_delivered(
-                db, self.name, entries, delivery_id=delivery_id, state=result.state, now=now
-            )
-            await outbox.set_provider_state(db, self.name, state="online", now=now, ok=True)
+        )
         log.info(
             "batch_delivered",
             provider=self.name,

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import aiosqlite
 
@@ -20,8 +22,7 @@ class ProviderState:
     last_error: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class OutboxEntry:
+class OutboxEntry(NamedTuple):
     """An outbox entry joined with the record version it sends."""
 
     id: int
@@ -87,6 +88,43 @@ async def take_batch(
         (provider, after_id, limit),
     )
     return [OutboxEntry(i, c, k, u, bool(d), b, a) for i, c, k, u, d, b, a in rows]
+
+
+def deliver_batch(
+    db: sqlite3.Connection,
+    provider: str,
+    entries: Sequence[OutboxEntry],
+    *,
+    batch_id: str,
+    state: str,
+    http_status: int,
+    latency_ms: float,
+    remote_ref: str | None,
+    now: int,
+) -> None:
+    """One transaction's work after a provider took a batch (run in the store's thread)."""
+    cursor = db.execute(
+        "INSERT INTO deliveries (provider, batch_id, items, state, http_status, latency_ms, "
+        "remote_ref, attempted_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (provider, batch_id, len(entries), state, http_status, latency_ms, remote_ref, now),
+    )
+    delivery_id = cursor.lastrowid
+    db.executemany(
+        "DELETE FROM outbox WHERE id = ? AND updated_at = ?",
+        [(e.id, e.updated_at) for e in entries],
+    )
+    db.executemany(
+        "INSERT INTO delivered (provider, collection, key, updated_at, state, delivery_id, at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (provider, collection, key) DO UPDATE SET "
+        "updated_at = excluded.updated_at, state = excluded.state, "
+        "delivery_id = excluded.delivery_id, at = excluded.at",
+        [(provider, e.collection, e.key, e.updated_at, state, delivery_id, now) for e in entries],
+    )
+    db.execute(
+        "UPDATE providers SET state = 'online', next_attempt_at = NULL, failures = 0, "
+        "last_error = NULL, last_attempt_at = ?, last_ok_at = ?, updated_at = ? WHERE name = ?",
+        (now, now, now, provider),
+    )
 
 
 async def pending_count(db: aiosqlite.Connection, provider: str | None = None) -> int:
