@@ -56,3 +56,70 @@ def run_child(module: str, *args: str) -> dict[str, Any]:
 def emit(result: dict[str, Any]) -> None:
     """Print the one JSON line a bench reports."""
     print(json.dumps(result), flush=True)
+
+
+def build_records(
+    path: Path, rows: int, *, pending_for: str | None = None, pending: int = 0
+) -> None:
+    """Fill a migrated store with ``rows`` churn-envelope records (and a pending backlog)."""
+    import sqlite3
+
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA synchronous = OFF")
+    db.execute("PRAGMA journal_mode = WAL")
+    db.execute("BEGIN")
+    db.execute(
+        "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < ?) "
+        "INSERT INTO records (collection, key, body, updated_at, deleted, origin, digest, "
+        "merged_at) SELECT 'users', CAST(i AS TEXT), "
+        'printf(\'{"createdAt":1696814606000,"data":{"city":"Limassol","email":'
+        '"user%d@example.com","id":%d},"updatedAt":%d}\', i, i, 1696821819000 + i), '
+        "1696821819000 + i, 0, 'drop', printf('%032x', i), 0 FROM n",
+        (rows,),
+    )
+    if pending_for is not None and pending:
+        db.execute(
+            "INSERT INTO outbox (provider, collection, key, updated_at, enqueued_at) "
+            "SELECT ?, collection, key, updated_at, 1700000000000 FROM records LIMIT ?",
+            (pending_for, pending),
+        )
+    db.execute("COMMIT")
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+
+
+def migrate(path: Path) -> None:
+    """Create (or migrate) a store at ``path`` with the daemon's own migrations."""
+    import anyio
+
+    from store.db import open_store
+
+    async def run() -> None:
+        db = await open_store(path)
+        await db.close()
+
+    anyio.run(run)
+
+
+def start_daemon(
+    config: Path, log: Path, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], float]:
+    """``dropsync run`` as a subprocess; returns it and the seconds until ``daemon_ready``."""
+    import os
+    import time
+
+    handle = log.open("wb")
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "daemon.cli", "run", "--config", str(config)],
+        cwd=ROOT,
+        stdout=handle,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **(env or {})},
+    )
+    handle.close()
+    while b'"daemon_ready"' not in log.read_bytes():
+        if process.poll() is not None:
+            raise RuntimeError(f"daemon exited: {log.read_text()[-2000:]}")
+        time.sleep(0.005)
+    return process, time.perf_counter() - started

@@ -92,7 +92,7 @@ async def _migrate(path: Path) -> None:
     await db.close()
 
 
-def start_emulator(port: int) -> subprocess.Popen[bytes]:
+def start_emulator(port: int, favourites_port: int = 0) -> subprocess.Popen[bytes]:
     """``dropsync emulate`` in its own process, so it does not share our GIL."""
     process = subprocess.Popen(
         [

@@ -47,7 +47,8 @@ from store.handle import Store
 
 log = structlog.get_logger("dropsync.delivery")
 
-IDLE_RECHECK_S = 5.0
+# Flushers are woken by merges and by commits of other programs; this is a safety net.
+IDLE_RECHECK_S = 30.0
 _MIN_DELAY_S = 0.05
 
 

@@ -36,11 +36,17 @@ class InboxApplier:
     """Applies pending SQL inbox rows through the one LWW merge."""
 
     def __init__(
-        self, store: Store, config: Config, on_merge: Callable[[MergeResult], None]
+        self,
+        store: Store,
+        config: Config,
+        on_merge: Callable[[MergeResult], None],
+        on_external_change: Callable[[], None] = lambda: None,
     ) -> None:
         self.store = store
         self.config = config
         self.on_merge = on_merge
+        # Another program committed (an inbox INSERT, `dropsync resync`, a dead-letter retry).
+        self.on_external_change = on_external_change
         self._version: int | None = None
 
     def _apply_batch(
@@ -102,4 +108,5 @@ class InboxApplier:
         while True:
             await anyio.sleep(self.config.inbox_poll_s)
             if await self.changed():
+                self.on_external_change()
                 await self.apply_pending()

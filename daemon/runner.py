@@ -36,7 +36,7 @@ from store.queries import status_summary
 
 log = structlog.get_logger("dropsync.daemon")
 
-STATUS_EVERY_S = 10.0
+STATUS_EVERY_S = 30.0
 
 
 def summary_line(summary: dict[str, object]) -> str:
@@ -94,7 +94,9 @@ class Daemon:
             self.store, config, dry_run=self.dry_run, on_merge=self._merged
         )
         self.ingestor = Ingestor(self.store, config)
-        self.inbox = InboxApplier(self.store, config, self._merged)
+        self.inbox = InboxApplier(
+            self.store, config, self._merged, on_external_change=self.supervisor.wake_all
+        )
         self.watcher = DropWatcher(config, self._ingest)
         log.info(
             "daemon_starting",
