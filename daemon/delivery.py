@@ -129,6 +129,7 @@ class Flusher:
         self._wake = anyio.Event()
         self._dry_run_after = 0
         self._outgoing: dict[int, OutgoingChange] = {}
+        self.paused = False
 
     def wake(self) -> None:
         """New entries are waiting: stop idling."""
@@ -156,7 +157,7 @@ class Flusher:
                 # The loop re-checks the clock, so a timer that fires early cannot send early.
                 await anyio.sleep((state.next_attempt_at - now) / 1000 + 0.002)
                 continue
-            if not await self.flush_once():
+            if not await self.flush_once() and not self.paused:
                 await self._idle(IDLE_RECHECK_S)
 
     async def flush_once(self) -> bool:
@@ -165,6 +166,7 @@ class Flusher:
             entries = await outbox.take_batch(
                 db, self.name, self.batch_limit, after_id=self._dry_run_after
             )
+        self.paused = False
         if not entries:
             return False
         if self.dry_run:
@@ -178,6 +180,7 @@ class Flusher:
             ):
                 await self._send(request)
         except _Paused:
+            self.paused = True  # run() goes back to waiting for the stored next attempt
             return False
         return True
 
