@@ -85,6 +85,11 @@ def main() -> None:
         view = timed(lambda: raw.execute("SELECT * FROM pending_by_provider").fetchall())
         oldest = timed(
             lambda: raw.execute(
+                "SELECT * FROM pending_entries WHERE provider = 'crm0' ORDER BY id LIMIT 100"
+            ).fetchall()
+        )
+        oldest_by_time = timed(
+            lambda: raw.execute(
                 "SELECT * FROM pending_entries WHERE provider = 'crm0' ORDER BY enqueued_at "
                 "LIMIT 100"
             ).fetchall()
@@ -123,6 +128,10 @@ def main() -> None:
             },
             "pending_by_provider_ms": {"best": round(view[0], 1), "median": round(view[1], 1)},
             "oldest_100_pending_ms": {"best": round(oldest[0], 1), "median": round(oldest[1], 1)},
+            "oldest_100_by_enqueued_at_ms": {
+                "best": round(oldest_by_time[0], 1),
+                "median": round(oldest_by_time[1], 1),
+            },
             "status_cli_ms": {"best": round(cli[0], 1), "median": round(cli[1], 1)},
             "reference_python_start_ms": {
                 "best": round(interpreter[0], 1),

@@ -87,9 +87,10 @@ SELECT p.name AS provider,
        p.last_ok_at
 FROM providers p;
 
--- Every pending entry with its age, oldest first per provider.
+-- Every pending entry with its age. id is queue order (the same order as enqueued_at), and
+-- ORDER BY id is answered through an index: use it for "the oldest N pending".
 CREATE VIEW pending_entries AS
-SELECT o.provider, o.collection, o.key, o.updated_at, o.enqueued_at, o.attempts,
+SELECT o.id, o.provider, o.collection, o.key, o.updated_at, o.enqueued_at, o.attempts,
        ((CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)) - o.enqueued_at) / 1000.0
            AS age_s
 FROM outbox o;
