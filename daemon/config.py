@@ -78,7 +78,7 @@ class Config:
     settle_ms: int = 50
     rescan_s: float = 30.0
     ingest_batch: int = 5000
-    inbox_poll_s: float = 0.5
+    inbox_poll_s: float = 1.0
     log_level: str = "info"
 
     def collection(self, name: str) -> CollectionConfig:
@@ -273,7 +273,7 @@ def parse_config(raw: Mapping[str, Any], source: str) -> Config:
     daemon = top.table("daemon")
     skew_s = daemon.number("max_clock_skew_s", 300.0)
     grace_s = daemon.number("shutdown_grace_s", 10.0)
-    inbox_poll_s = daemon.number("inbox_poll_s", 0.5, minimum=0.01)
+    inbox_poll_s = daemon.number("inbox_poll_s", 1.0, minimum=0.01)
     log_level = daemon.string("log_level", "info") or "info"
     if log_level not in ("debug", "info", "warning", "error"):
         raise daemon.fail("log_level", "expected one of debug, info, warning, error")

@@ -115,7 +115,7 @@ class DropWatcher:
             drop,
             debounce=50,
             step=20,
-            rust_timeout=500,  # how soon a stop is noticed by the watcher thread
+            rust_timeout=1000,  # how soon a stop is noticed by the watcher thread
             recursive=True,
             yield_on_timeout=False,
             watch_filter=lambda change, name: change != watchfiles.Change.deleted,
