@@ -15,8 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import orjson
 
@@ -28,7 +27,7 @@ from adapters.base import (
     PushResult,
 )
 from adapters.errors import PermanentError
-from adapters.http import make_client, send
+from adapters.http import HttpAdapter, make_client, send
 from adapters.options import OptionReader
 
 MAX_CONTACTS = 1000
@@ -78,7 +77,7 @@ def purchase_problem(purchase: Any) -> str | None:
     return None
 
 
-class CrmProvider:
+class CrmProvider(HttpAdapter):
     """Pushes contacts (and purchases) to the CRM."""
 
     def __init__(
@@ -100,17 +99,6 @@ class CrmProvider:
             headers["Authorization"] = f"Token token={secret}"
         self.client = make_client(base_url, timeout_s, headers)
         self.path = f"/account/{options.account_id}/sync_data"
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.client.aclose()
 
     def check(self, change: OutgoingChange) -> str | None:
         """Purchases must carry their required fields; contacts need an email."""

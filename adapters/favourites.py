@@ -13,8 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import orjson
 
@@ -27,7 +26,7 @@ from adapters.base import (
     PushResult,
 )
 from adapters.errors import PermanentError
-from adapters.http import make_client, send
+from adapters.http import HttpAdapter, make_client, send
 from adapters.options import OptionError, OptionReader
 
 
@@ -83,7 +82,7 @@ def to_action_date(ms: int) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
 
 
-class FavouritesProvider:
+class FavouritesProvider(HttpAdapter):
     """Syncs favourites both ways, one request per user."""
 
     def __init__(
@@ -104,17 +103,6 @@ class FavouritesProvider:
             can_pull=True,
         )
         self.client = make_client(base_url, timeout_s, {"Accept": "application/json"})
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.client.aclose()
 
     @staticmethod
     def user_of(change: OutgoingChange) -> str:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 
 import httpx
 
@@ -18,6 +19,23 @@ from adapters.errors import (
 )
 
 MAX_REASON = 2000
+
+
+class HttpAdapter:
+    """Base of the HTTP adapters: owns the httpx client, closes it on exit."""
+
+    client: httpx.AsyncClient
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.client.aclose()
 
 
 def make_client(

@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 
+import aiosqlite
 import anyio
 import orjson
 import structlog
@@ -39,7 +40,13 @@ from adapters.base import (
     batch_idempotency_key,
     change_idempotency_key,
 )
-from adapters.errors import AuthError, PermanentError, ProviderUnavailable, RetryableError
+from adapters.errors import (
+    AuthError,
+    PermanentError,
+    ProviderError,
+    ProviderUnavailable,
+    RetryableError,
+)
 from daemon.config import ProviderConfig
 from store import outbox
 from store.db import now_ms
@@ -255,7 +262,7 @@ class Flusher:
         entries: list[outbox.OutboxEntry],
         key: str,
         started: float,
-        exc: Exception,
+        exc: ProviderError,
         *,
         state: str,
         delay: float | None,
@@ -265,17 +272,7 @@ class Flusher:
         # Rounded up, plus 1 ms for the truncation of now_ms(): never a moment early.
         next_attempt = None if delay is None else now + math.ceil(delay * 1000) + 1
         async with self.store.write() as db:
-            await outbox.record_attempt(
-                db,
-                provider=self.name,
-                batch_id=key,
-                items=len(entries),
-                state="failed",
-                now=now,
-                http_status=getattr(exc, "status", None),
-                latency_ms=(time.perf_counter() - started) * 1000,
-                error=str(exc),
-            )
+            await self._log_attempt(db, entries, key, started, "failed", exc.status, str(exc), now)
             await outbox.count_attempt(db, [e.id for e in entries])
             await outbox.set_provider_state(
                 db,
@@ -295,21 +292,36 @@ class Flusher:
             items=len(entries),
         )
 
+    async def _log_attempt(
+        self,
+        db: aiosqlite.Connection,
+        entries: list[outbox.OutboxEntry],
+        key: str,
+        started: float,
+        state: str,
+        status: int | None,
+        error: str,
+        now: int,
+    ) -> None:
+        await outbox.record_attempt(
+            db,
+            provider=self.name,
+            batch_id=key,
+            items=len(entries),
+            state=state,
+            now=now,
+            http_status=status,
+            latency_ms=(time.perf_counter() - started) * 1000,
+            error=error,
+        )
+
     async def _rejected(
         self, entries: list[outbox.OutboxEntry], key: str, started: float, exc: PermanentError
     ) -> None:
         now = now_ms()
         async with self.store.write() as db:
-            await outbox.record_attempt(
-                db,
-                provider=self.name,
-                batch_id=key,
-                items=len(entries),
-                state="rejected",
-                now=now,
-                http_status=exc.status,
-                latency_ms=(time.perf_counter() - started) * 1000,
-                error=exc.reason,
+            await self._log_attempt(
+                db, entries, key, started, "rejected", exc.status, exc.reason, now
             )
             if len(entries) == 1:
                 await outbox.dead_letter(
