@@ -230,20 +230,25 @@ def _fan_out(
     now: int,
     result: MergeResult,
 ) -> None:
-    """Queue each new version for every routed provider except its origin (coalescing)."""
-    outbox_rows = []
+    """Queue each new version for every routed provider except its origin (coalescing).
+
+    One statement per (collection, provider), its keys and versions passed as one JSON
+    array: SQLite unpacks it far faster than binding a parameter tuple per row.
+    """
+    queued: dict[tuple[str, str], list[tuple[str, int]]] = {}
     for change in winners:
         for provider in routes.get(change.collection, ()):
             if provider != change.origin:
-                outbox_rows.append((provider, change.collection, change.key, change.ts, now))
-    if outbox_rows:
-        db.executemany(
+                queued.setdefault((change.collection, provider), []).append((change.key, change.ts))
+    for (collection, provider), versions in queued.items():
+        db.execute(
             "INSERT INTO outbox (provider, collection, key, updated_at, enqueued_at) "
-            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (provider, collection, key) "
+            "SELECT ?, ?, value ->> 0, value ->> 1, ? FROM json_each(?) WHERE 1 "
+            "ON CONFLICT (provider, collection, key) "
             "DO UPDATE SET updated_at = excluded.updated_at",
-            outbox_rows,
+            (provider, collection, now, orjson.dumps(versions).decode()),
         )
-        result.providers.update(row[0] for row in outbox_rows)
+        result.providers.add(provider)
 
 
 def pending_inbox(db: sqlite3.Connection, limit: int) -> list[tuple[object, ...]]:
