@@ -131,10 +131,14 @@ class DocumentReader:
         if "actionDate" in document and "item" in document and "action" in document:
             key, ts, deleted = self._favourite(document)
         elif "data" in document and "updatedAt" in document:
-            key_field = self.key_path or "data.id"
-            ts_field = self.ts_path or "updatedAt"
-            key = _key_text((self._key or _DATA_ID)(document), key_field)
-            ts = parse_timestamp((self._ts or _UPDATED_AT)(document), ts_field)
+            raw_key = (self._key or _DATA_ID)(document)
+            raw_ts = (self._ts or _UPDATED_AT)(document)
+            # The common case (integer id, epoch-ms integer) without the general checks.
+            if type(raw_key) is int and type(raw_ts) is int and 0 <= raw_ts <= _MAX_TS:
+                key, ts = str(raw_key), raw_ts
+            else:
+                key = _key_text(raw_key, self.key_path or "data.id")
+                ts = parse_timestamp(raw_ts, self.ts_path or "updatedAt")
         elif self._key is not None and self._ts is not None:
             key = _key_text(self._key(document), str(self.key_path))
             ts = parse_timestamp(self._ts(document), str(self.ts_path))
@@ -150,7 +154,11 @@ class DocumentReader:
                 "ahead of this machine's clock (daemon.max_clock_skew_s); a future-dated "
                 "version would win every later change: fix the source's clock or the value"
             )
-        body, digest = canonical(document)
+        try:
+            raw = orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
+        except TypeError as exc:
+            raise DocumentError(f"cannot encode document as JSON: {exc}") from None
+        body, digest = raw.decode(), hashlib.sha256(raw).hexdigest()[:32]
         return Change(
             self.collection, key, body, ts, deleted, self.origin, digest, file_id, doc_index
         )

@@ -157,3 +157,20 @@ def test_credential_secret_is_used_and_never_logged_or_stored(
     wal = tmp_path / "store.db-wal"
     assert not wal.exists() or SECRET.encode() not in wal.read_bytes()
     assert SECRET not in json.dumps(status(tmp_path))
+
+
+def test_run_dry_run_shows_batches_and_sends_nothing(tmp_path: Path, crm: EmulatorServer) -> None:
+    daemon = DaemonProcess(
+        tmp_path, config(tmp_path, crm.base_url, 'secret_env = "T_CRM"'), env={"T_CRM": SECRET}
+    )
+    try:
+        daemon.start("--dry-run")
+        drop_contacts(tmp_path, "dry", 4)
+        batch = daemon.wait_for("dry_run_batch")
+        assert batch["items"] == 4 and batch["provider"] == "crm"
+        assert daemon.stop() == 0
+    finally:
+        daemon.close()
+    assert crm.emulator.requests("/account") == []
+    assert query(tmp_path / "store.db", "SELECT COUNT(*) FROM outbox") == [(4,)]
+    assert query(tmp_path / "store.db", "SELECT COUNT(*) FROM deliveries") == [(0,)]
