@@ -21,13 +21,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import anyio
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import ROOT, build_records, emit, migrate, start_daemon
-from store.handle import Store
 from store.queries import status_summary
+from store.readonly import open_readonly
 
 
 def timed(action: Callable[[], object], repeat: int = 5) -> tuple[float, float]:
@@ -53,10 +51,13 @@ def config_text(work: Path) -> str:
     )
 
 
-async def status_in_process(path: Path) -> None:
+def status_in_process(path: Path) -> None:
     """The status query as the CLI runs it."""
-    async with await Store.open(path, readonly=True) as store:
-        await status_summary(store.db)
+    db = open_readonly(path)
+    try:
+        status_summary(db)
+    finally:
+        db.close()
 
 
 def main() -> None:
@@ -81,7 +82,7 @@ def main() -> None:
             "('crm0','crm',0),('crm1','crm',0),('crm2','crm',0),('crm3','crm',0)"
         )
         raw.commit()
-        status_query = timed(lambda: anyio.run(status_in_process, db_path))
+        status_query = timed(lambda: status_in_process(db_path))
         view = timed(lambda: raw.execute("SELECT * FROM pending_by_provider").fetchall())
         oldest = timed(
             lambda: raw.execute(

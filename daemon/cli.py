@@ -12,12 +12,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-import anyio
 import orjson
 
 from daemon.config import Config, load_config
 from daemon.errors import ConfigError, DropsyncError, SecretError, UsageError
-from daemon.logs import configure_logging
 from daemon.secrets import read_secret
 from store.errors import StoreError
 
@@ -109,6 +107,9 @@ def _print_json(value: Any) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """``dropsync run``."""
+    import anyio
+
+    from daemon.logs import configure_logging
     from daemon.runner import Daemon
 
     config = _config(args)
@@ -153,7 +154,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command not in ("run", "demo", "emulate"):
+    if args.command not in ("run", "demo", "emulate", "status"):
+        from daemon.logs import configure_logging
+
         # One-shot commands print their results on stdout; log lines go to stderr.
         configure_logging("info", sys.stderr)
     handlers = {

@@ -4,20 +4,29 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import anyio
 import orjson
 
 from daemon.audit import source_of, version_json, why_winner
 from daemon.config import Config, load_config
 from daemon.documents import format_timestamp
 from daemon.errors import UsageError
-from daemon.ingest import Ingestor, IngestReport
-from store import cursors, outbox, queries
-from store.db import now_ms
-from store.handle import Store
+from store import queries
+from store.readonly import open_readonly
+
+# The read-only commands (status, why, dead-letters list) need no event loop: the
+# modules for writing are imported by the commands that write, so `status` starts fast.
+if TYPE_CHECKING:
+    from daemon.ingest import IngestReport
+    from store.handle import Store
+
+
+def now_ms() -> int:
+    """The current time as epoch milliseconds UTC."""
+    return int(time.time() * 1000)
 
 
 def _dump(value: Any) -> str:
@@ -69,18 +78,23 @@ def _kinds(config: Config) -> list[tuple[str, str]]:
 def cmd_status(args: argparse.Namespace) -> int:
     """``dropsync status [--json]``: read-only, safe while the daemon runs."""
     config = load_config(args.config)
-
-    async def read() -> dict[str, Any]:
-        async with await Store.open(config.store_path, readonly=True) as store:
-            return await queries.status_summary(store.db)
-
-    summary = anyio.run(read)
+    db = open_readonly(config.store_path)
+    try:
+        summary = queries.status_summary(db)
+    finally:
+        db.close()
     print(_dump(summary) if args.json else format_status(config, summary))
     return 0
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
     """``dropsync ingest FILE...``: the daemon's ingest path, once."""
+    import anyio
+
+    from daemon.ingest import Ingestor
+    from store import outbox
+    from store.handle import Store
+
     config = load_config(args.config)
 
     async def ingest() -> list[IngestReport | str]:
@@ -117,14 +131,13 @@ def cmd_why(args: argparse.Namespace) -> int:
     """``dropsync why COLLECTION KEY``: every version seen and why the winner won."""
     config = load_config(args.config)
 
-    async def read() -> tuple[list[queries.VersionSeen], dict[str, Any] | None, list[Any]]:
-        async with await Store.open(config.store_path, readonly=True) as store:
-            versions = await queries.versions_seen(store.db, args.collection, args.key)
-            record = await queries.current_record(store.db, args.collection, args.key)
-            delivery = await queries.outbox_for_key(store.db, args.collection, args.key)
-            return versions, record, delivery
-
-    versions, record, delivery = anyio.run(read)
+    db = open_readonly(config.store_path)
+    try:
+        versions = queries.versions_seen(db, args.collection, args.key)
+        record = queries.current_record(db, args.collection, args.key)
+        delivery = queries.outbox_for_key(db, args.collection, args.key)
+    finally:
+        db.close()
     if not versions and record is None:
         print(
             f"dropsync: no version of {args.collection}/{args.key} was ever seen", file=sys.stderr
@@ -171,6 +184,11 @@ def cmd_why(args: argparse.Namespace) -> int:
 
 def cmd_resync(args: argparse.Namespace) -> int:
     """``dropsync resync PROVIDER``: queue everything again, clear its pause and cursors."""
+    import anyio
+
+    from store import cursors, outbox
+    from store.handle import Store
+
     config = load_config(args.config)
     provider = config.providers.get(args.provider)
     if provider is None:
@@ -206,6 +224,17 @@ async def _dry_run_resync(store: Store, config: Config, name: str, collections: 
     """Queue inside a transaction, show the batches through the real flusher, roll back."""
     from daemon.delivery import Flusher
     from daemon.providers import open_provider
+    from store import outbox
+    from store.handle import Store
+
+    class _Unlocked(Store):
+        """A store view whose write()/read() join the transaction already open."""
+
+        def __init__(self, store: Store) -> None:
+            super().__init__(store.db, store.path)
+
+        def write(self) -> Any:
+            return self.read()
 
     provider_config = config.providers[name]
     await store.db.execute("BEGIN IMMEDIATE")
@@ -220,45 +249,47 @@ async def _dry_run_resync(store: Store, config: Config, name: str, collections: 
     return queued
 
 
-class _Unlocked(Store):
-    """A store view whose write()/read() join the transaction already open (dry runs)."""
-
-    def __init__(self, store: Store) -> None:
-        super().__init__(store.db, store.path)
-
-    def write(self) -> Any:
-        return self.read()
-
-
 def cmd_dead_letters(args: argparse.Namespace) -> int:
     """``dropsync dead-letters list|retry|drop``."""
     config = load_config(args.config)
     if args.action != "list" and not (args.ids or args.provider or args.all):
         raise UsageError(f"dead-letters {args.action} needs --id N, --provider NAME or --all")
 
-    async def act() -> Any:
-        readonly = args.action == "list"
-        async with await Store.open(config.store_path, readonly=readonly) as store:
-            if readonly:
-                return await queries.dead_letters(store.db, args.provider, limit=1000)
-            async with store.write() as db:
-                if args.action == "retry":
-                    return await outbox.retry_dead_letters(
-                        db, provider=args.provider, ids=args.ids, now=now_ms()
-                    )
-                return await outbox.drop_dead_letters(db, provider=args.provider, ids=args.ids)
+    if args.action == "list":
+        db = open_readonly(config.store_path)
+        try:
+            letters = queries.dead_letters(db, args.provider, limit=1000)
+        finally:
+            db.close()
+        return _print_dead_letters(letters, as_json=args.json)
+
+    import anyio
+
+    from store import outbox
+    from store.handle import Store
+
+    async def act() -> int:
+        async with await Store.open(config.store_path) as store, store.write() as db:
+            if args.action == "retry":
+                return await outbox.retry_dead_letters(
+                    db, provider=args.provider, ids=args.ids, now=now_ms()
+                )
+            return await outbox.drop_dead_letters(db, provider=args.provider, ids=args.ids)
 
     result = anyio.run(act)
-    if args.action == "list":
-        if args.json:
-            print(_dump(result))
-        elif not result:
-            print("no dead letters")
-        for row in [] if args.json else result:
-            print(
-                f"#{row['id']} {row['provider']} {row['collection']}/{row['key']} "
-                f"version {format_timestamp(row['updated_at'])}: {row['reason']}"
-            )
-        return 0
     print(f"{'re-queued' if args.action == 'retry' else 'dropped'} {result} dead letter(s)")
+    return 0
+
+
+def _print_dead_letters(letters: list[dict[str, Any]], *, as_json: bool) -> int:
+    if as_json:
+        print(_dump(letters))
+        return 0
+    if not letters:
+        print("no dead letters")
+    for row in letters:
+        print(
+            f"#{row['id']} {row['provider']} {row['collection']}/{row['key']} "
+            f"version {format_timestamp(row['updated_at'])}: {row['reason']}"
+        )
     return 0

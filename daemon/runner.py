@@ -185,8 +185,7 @@ class Daemon:
 
     async def _status_loop(self) -> None:
         while True:
-            async with self.store.read() as db:
-                summary = await status_summary(db)
+            summary = await self.store.call(status_summary)
             self.notifier.status(summary_line(summary))
             await anyio.sleep(STATUS_EVERY_S)
 
@@ -197,8 +196,7 @@ class Daemon:
                 any(folder.iterdir()) for folder in self.config.drop_path.glob("*/.processing")
             ):
                 continue
-            async with self.store.read() as db:
-                summary = await status_summary(db)
+            summary = await self.store.call(status_summary)
             providers = summary["providers"]
             if summary["inbox_pending"] == 0 and all(p["pending"] == 0 for p in providers):
                 log.info("synced", providers=[p["provider"] for p in providers])

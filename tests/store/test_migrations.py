@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from store.db import latest_version, migrations, open_store
+from store.db import open_store
 from store.errors import SchemaTooNew, StoreError
+from store.schema import latest_version, migrations
 
 pytestmark = pytest.mark.anyio
 
