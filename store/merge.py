@@ -200,7 +200,7 @@ def apply_changes(
             logged = change._replace(inbox_id=next_id)
             next_id += 1
         else:
-            updated_rows.append((status, change.digest, change.ts, now, change.inbox_id))
+            updated_rows.append((change.inbox_id, status, change.digest, change.ts))
         if won:
             current[ident] = logged
             winners.append(logged)
@@ -212,10 +212,12 @@ def apply_changes(
     if new_rows:
         db.executemany(_INSERT_INBOX, new_rows)
     if updated_rows:
-        db.executemany(
-            "UPDATE inbox SET status = ?, reason = NULL, digest = ?, ts = ?, processed_at = ? "
-            "WHERE id = ?",
-            updated_rows,
+        # One statement for the whole batch (a JSON array): far cheaper than a bound row each.
+        db.execute(
+            "UPDATE inbox SET status = u.value ->> 1, reason = NULL, digest = u.value ->> 2, "
+            "ts = u.value ->> 3, processed_at = ? FROM json_each(?) AS u "
+            "WHERE inbox.id = u.value ->> 0",
+            (now, orjson.dumps(updated_rows).decode()),
         )
     if winners:
         db.executemany(_UPSERT_RECORD.format(now=int(now)), map(tuple, winners))
