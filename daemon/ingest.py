@@ -121,6 +121,15 @@ def iter_documents(path: Path) -> Iterator[tuple[int, object, int | None]]:
     Syntax errors in a JSON file end the stream (nothing after them can be read);
     in NDJSON only the bad line is lost.
     """
+    if path.suffix not in DOCUMENT_SUFFIXES:
+        yield (
+            0,
+            DocumentFailure(
+                0, f"unsupported file type {path.suffix or '(none)'!r}: drop .json or .ndjson files"
+            ),
+            None,
+        )
+        return
     with path.open("rb") as handle:
         if path.suffix == ".ndjson":
             index = 0

@@ -109,8 +109,6 @@ class Daemon:
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._signals, tg.cancel_scope)
-                for report in await self.ingestor.recover():
-                    self._merged(MergeResult(providers=report.providers))
                 tg.start_soon(self.watcher.run)
                 tg.start_soon(self.inbox.run)
                 tg.start_soon(self.supervisor.run)
@@ -120,6 +118,9 @@ class Daemon:
                 if self.on_ready is not None:
                     self.on_ready()
                 tg.start_soon(run_watchdog, self.notifier)
+                # Files a killed run left half done are finished after READY, so a large one
+                # cannot hold up start-up.
+                tg.start_soon(self._recover)
                 tg.start_soon(self._status_loop)
                 if self.exit_when_synced:
                     tg.start_soon(self._exit_when_synced, tg.cancel_scope)
@@ -131,6 +132,10 @@ class Daemon:
                 self._overdue_timer.cancel()
         log.info("daemon_stopped", exit_code=self.exit_code)
         return self.exit_code
+
+    async def _recover(self) -> None:
+        for report in await self.ingestor.recover():
+            self._merged(MergeResult(providers=report.providers))
 
     async def _signals(self, scope: anyio.CancelScope) -> None:
         debug_block = os.environ.get("DROPSYNC_DEBUG_HOOKS") == "1"

@@ -167,3 +167,15 @@ def test_empty_file_is_a_bad_document(tmp_path: Path) -> None:
     path.write_bytes(b"  \n")
     [(index, failure, _)] = list(iter_documents(path))
     assert index == 0 and "empty" in str(getattr(failure, "reason", ""))
+
+
+async def test_unsupported_file_type_is_quarantined_with_a_reason(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    path = drop(config, "users", "export.csv", b"id,email\n1,a@x\n")
+    async with await Store.open(config.store_path) as store:
+        report = await Ingestor(store, config).ingest_dropped(path)
+    assert report is not None and report.status == "quarantined"
+    receipt = orjson.loads(
+        (config.drop_path / "users/.quarantine/export.csv.error.json").read_bytes()
+    )
+    assert "unsupported file type '.csv'" in receipt["errors"][0]["reason"]
