@@ -316,3 +316,28 @@ async def test_favourites_two_way_newer_wins_on_both_sides(tmp_path: Path) -> No
 
 async def _zero_for(store: Store, provider: str) -> bool:
     return await pending(store, provider) == 0
+
+
+async def test_flaky_provider_gets_everything_exactly_once(
+    crm_server: EmulatorServer, store: Store
+) -> None:
+    # Random 500s, cut connections after the request was applied, and a burst of 503s.
+    crm_server.faults.update(failure_rate=0.3, seed=11, drop=3)
+    await merge(store, [contact_change(i) for i in range(3000)])
+    async with crm_provider(crm_server) as provider:
+        flusher = Flusher(
+            store,
+            crm_config(crm_server, backoff_base_s=0.01, backoff_cap_s=0.05, batch_max_items=100),
+            provider,
+        )
+        crm_server.faults.update(status=503, count=3, retry_after="0")
+        await run_until(flusher, lambda: _zero(store), limit_s=60)
+    emulator = crm_server.emulator
+    assert isinstance(emulator, CrmEmulator)
+    assert len(emulator.contacts) == 3000
+    assert max(emulator.applied.values()) == 1  # retries of applied batches were replayed
+    statuses = {a.status for a in emulator.requests("/account")}
+    assert {201, 500, 503} <= statuses
+    async with store.read() as db:
+        letters = await db.execute_fetchall("SELECT COUNT(*) FROM dead_letters")
+    assert [tuple(r) for r in letters] == [(0,)]
