@@ -110,9 +110,12 @@ IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 
 def change_idempotency_key(provider: str, collection: str, key: str, updated_at: int) -> str:
-    """The idempotency key of one (provider, collection, key, version)."""
-    raw = f"{provider}\x1f{collection}\x1f{key}\x1f{updated_at}".encode()
-    return hashlib.sha256(raw).hexdigest()[:32]
+    """The idempotency key of one (provider, collection, key, version): the four, joined.
+
+    Requests carry ``batch_idempotency_key``, a hash of these; the item keys themselves
+    are never sent, so they need not be short.
+    """
+    return f"{provider}\x1f{collection}\x1f{key}\x1f{updated_at}"
 
 
 def batch_idempotency_key(batch: Sequence[OutgoingChange]) -> str:
