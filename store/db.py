@@ -33,29 +33,21 @@ async def _configure(db: aiosqlite.Connection) -> None:
     await db.execute("PRAGMA temp_store = MEMORY")
 
 
-async def open_store(
-    path: Path, *, readonly: bool = False, target: int | None = None
-) -> aiosqlite.Connection:
-    """Open (and create or migrate, unless ``readonly``) the store at ``path``.
+async def open_store(path: Path, *, target: int | None = None) -> aiosqlite.Connection:
+    """Open, creating or migrating it, the store at ``path`` for writing.
 
     ``target`` stops migrating at that version (tests build old files with it).
     The connection is in autocommit mode: use ``transaction()`` for writes.
+    Readers use ``store.readonly.open_readonly`` instead.
     """
-    if readonly:
-        if not path.exists():
-            raise StoreError(f"store {path} does not exist (has the daemon run yet?)")
-        uri = f"{path.resolve().as_uri()}?mode=ro"
-        db = await aiosqlite.connect(uri, uri=True, isolation_level=None)
-    else:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        db = await aiosqlite.connect(path, isolation_level=None)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = await aiosqlite.connect(path, isolation_level=None)
     try:
         await _configure(db)
-        if not readonly:
-            mode = await (await db.execute("PRAGMA journal_mode = WAL")).fetchone()
-            if mode is None or str(mode[0]).lower() != "wal":
-                raise StoreError(f"store {path}: cannot switch to WAL mode")
-        await _check_and_migrate(db, path, readonly=readonly, target=target)
+        mode = await (await db.execute("PRAGMA journal_mode = WAL")).fetchone()
+        if mode is None or str(mode[0]).lower() != "wal":
+            raise StoreError(f"store {path}: cannot switch to WAL mode")
+        await _check_and_migrate(db, path, target=target)
     except BaseException:
         await db.close()
         raise
@@ -68,9 +60,7 @@ async def schema_version(db: aiosqlite.Connection) -> int:
     return int(row[0]) if row else 0
 
 
-async def _check_and_migrate(
-    db: aiosqlite.Connection, path: Path, *, readonly: bool, target: int | None
-) -> None:
+async def _check_and_migrate(db: aiosqlite.Connection, path: Path, *, target: int | None) -> None:
     steps = migrations()
     current = await schema_version(db)
     if current > len(steps):
@@ -82,11 +72,6 @@ async def _check_and_migrate(
     goal = len(steps) if target is None else target
     if current >= goal:
         return
-    if readonly:
-        raise StoreError(
-            f"store {path} has schema version {current}, older than {goal}: start the daemon "
-            "once to migrate it"
-        )
     await db.execute(
         "CREATE TABLE IF NOT EXISTS schema_migrations ("
         " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)"

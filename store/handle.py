@@ -30,9 +30,9 @@ class Store:
         self._lock = anyio.Lock()
 
     @classmethod
-    async def open(cls, path: Path, *, readonly: bool = False) -> Store:
-        """Open (creating and migrating unless ``readonly``) the store at ``path``."""
-        return cls(await open_store(path, readonly=readonly), path)
+    async def open(cls, path: Path) -> Store:
+        """Open (creating or migrating it) the store at ``path``."""
+        return cls(await open_store(path), path)
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[aiosqlite.Connection]:

@@ -9,6 +9,7 @@ import pytest
 
 from store.db import open_store
 from store.errors import SchemaTooNew, StoreError
+from store.readonly import open_readonly
 from store.schema import latest_version, migrations
 
 pytestmark = pytest.mark.anyio
@@ -57,6 +58,22 @@ async def test_newer_store_is_refused_with_a_clear_message(tmp_path: Path) -> No
         await open_store(path)
 
 
-async def test_readonly_open_of_missing_store_explains(tmp_path: Path) -> None:
+def test_readonly_open_of_missing_store_explains(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="does not exist"):
-        await open_store(tmp_path / "missing.db", readonly=True)
+        open_readonly(tmp_path / "missing.db")
+
+
+async def test_readonly_open_refuses_newer_and_older_schemas(tmp_path: Path) -> None:
+    old = tmp_path / "old.db"
+    db = await open_store(old, target=latest_version() - 1)
+    await db.close()
+    with pytest.raises(StoreError, match="start the daemon once"):
+        open_readonly(old)
+    new = tmp_path / "new.db"
+    db = await open_store(new)
+    await db.close()
+    raw = sqlite3.connect(new)
+    raw.execute(f"PRAGMA user_version = {latest_version() + 1}")
+    raw.close()
+    with pytest.raises(SchemaTooNew):
+        open_readonly(new)
