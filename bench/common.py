@@ -123,3 +123,193 @@ def start_daemon(
             raise RuntimeError(f"daemon exited: {log.read_text()[-2000:]}")
         time.sleep(0.005)
     return process, time.perf_counter() - started
+
+
+# Helpers for the idle, store and inbox benches: the daemon as a real ``dropsync`` process.
+
+
+def dropsync_command() -> list[str]:
+    """The installed ``dropsync`` console script, else ``python -m daemon.cli``."""
+    script = Path(sys.executable).parent / "dropsync"
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-m", "daemon.cli"]
+
+
+def free_port() -> int:
+    """A loopback TCP port nothing listens on right now."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def log_has_event(log: Path, event: str) -> bool:
+    """True once ``log`` (the daemon's JSON lines) holds a line whose ``event`` is ``event``."""
+    data = log.read_bytes()
+    if event.encode() not in data:
+        return False
+    for line in data.splitlines():
+        if event.encode() not in line:
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and record.get("event") == event:
+            return True
+    return False
+
+
+def start_dropsync(
+    config: Path, log: Path, env: dict[str, str] | None = None, timeout: float = 120.0
+) -> tuple[subprocess.Popen[bytes], float]:
+    """``dropsync run --config CONFIG`` as a subprocess, stdout (JSON log lines) to ``log``.
+
+    Returns the process and the seconds from starting it until its
+    ``{"event":"daemon_ready",...}`` line appeared.
+    """
+    import os
+    import time
+
+    with log.open("wb") as handle:
+        started = time.perf_counter()
+        process = subprocess.Popen(
+            [*dropsync_command(), "run", "--config", str(config)],
+            cwd=config.parent,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+        )
+    while not log_has_event(log, "daemon_ready"):
+        if process.poll() is not None:
+            raise RuntimeError(f"daemon exited: {log.read_text()[-2000:]}")
+        if time.perf_counter() - started > timeout:
+            process.kill()
+            raise RuntimeError(f"daemon not ready after {timeout} s: {log.read_text()[-2000:]}")
+        time.sleep(0.002)
+    return process, time.perf_counter() - started
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 60.0) -> int:
+    """SIGTERM, wait (SIGKILL after ``timeout``); returns the exit code."""
+    import signal
+
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode
+
+
+def best_median(values: list[float], digits: int = 1) -> dict[str, float]:
+    """``{"best": min, "median": median}`` of ``values``, rounded."""
+    import statistics
+
+    return {"best": round(min(values), digits), "median": round(statistics.median(values), digits)}
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all its threads, living and exited), in seconds."""
+    import os
+
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def proc_status(pid: int) -> dict[str, int]:
+    """The numeric fields of /proc/PID/status (VmRSS, VmHWM in kB, Threads, ...)."""
+    return proc_status_file(Path(f"/proc/{pid}/status"))
+
+
+def proc_context_switches(pid: int) -> int:
+    """Context switches (voluntary and not) summed over a process's living threads."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            status = proc_status_file(task / "status")
+        except OSError:
+            continue  # the thread ended meanwhile
+        total += status.get("voluntary_ctxt_switches", 0)
+        total += status.get("nonvoluntary_ctxt_switches", 0)
+    return total
+
+
+def proc_status_file(path: Path) -> dict[str, int]:
+    """The numeric fields of one /proc status file."""
+    values: dict[str, int] = {}
+    for line in path.read_text().splitlines():
+        name, _, rest = line.partition(":")
+        parts = rest.split()
+        if parts and parts[0].isdigit():
+            values[name] = int(parts[0])
+    return values
+
+
+def start_emulators(crm_port: int, favourites_port: int) -> subprocess.Popen[bytes]:
+    """``dropsync emulate`` (CRM and favourites) in its own process, once both answer."""
+    import time
+    import urllib.error
+    import urllib.request
+
+    process = subprocess.Popen(
+        [
+            *dropsync_command(),
+            "emulate",
+            "--crm-port",
+            str(crm_port),
+            "--favourites-port",
+            str(favourites_port),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    waiting = {crm_port, favourites_port}
+    while waiting and time.monotonic() < deadline:
+        for port in sorted(waiting):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_emulator/state", timeout=1):
+                    waiting.discard(port)
+            except (urllib.error.URLError, OSError):
+                time.sleep(0.05)
+    if waiting:
+        process.kill()
+        raise RuntimeError(f"emulators did not start on {sorted(waiting)}")
+    return process
+
+
+def emulator_requests(port: int) -> list[dict[str, Any]]:
+    """Every request an emulator has logged (method, path, wall time, status)."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/_emulator/state", timeout=10) as reply:
+        state = json.loads(reply.read())
+    return list(state["requests"])
+
+
+def run_py_spy(pid: int, out: Path, seconds: float) -> subprocess.Popen[bytes]:
+    """``py-spy record`` of ``pid`` for ``seconds`` (raw flame-graph lines, all threads)."""
+    spy = Path(sys.executable).parent / "py-spy"
+    return subprocess.Popen(
+        [
+            str(spy if spy.exists() else "py-spy"),
+            "record",
+            "--pid",
+            str(pid),
+            "--duration",
+            str(max(1, round(seconds))),
+            "--threads",
+            "--format",
+            "raw",
+            "--output",
+            str(out),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
