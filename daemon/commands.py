@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from daemon.audit import source_of, version_json, why_winner
 from daemon.config import Config, load_config
 from daemon.documents import format_timestamp
 from daemon.errors import UsageError
@@ -129,6 +128,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 def cmd_why(args: argparse.Namespace) -> int:
     """``dropsync why COLLECTION KEY``: every version seen and why the winner won."""
+    from daemon.audit import source_of, version_json, why_winner
+
     config = load_config(args.config)
 
     db = open_readonly(config.store_path)

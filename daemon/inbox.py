@@ -30,6 +30,7 @@ from store.merge import (
 log = structlog.get_logger("dropsync.inbox")
 
 BATCH = 5000
+BUSY_POLL_S = 0.05
 
 
 class InboxApplier:
@@ -105,8 +106,14 @@ class InboxApplier:
         # Read the version before applying, so a commit made meanwhile is seen next tick.
         await self.changed()
         await self.apply_pending()
+        busy_until = 0.0
         while True:
-            await anyio.sleep(self.config.inbox_poll_s)
+            # After a commit by another program, look again soon: a writer inserting in many
+            # transactions is followed closely; once it has been quiet a second, back to the
+            # slow tick that keeps the idle daemon cheap.
+            quick = anyio.current_time() < busy_until
+            await anyio.sleep(BUSY_POLL_S if quick else self.config.inbox_poll_s)
             if await self.changed():
+                busy_until = anyio.current_time() + 1.0
                 self.on_external_change()
                 await self.apply_pending()
