@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from daemon.documents import format_timestamp
+from daemon.clock import format_timestamp
 from store.queries import VersionSeen
 
 

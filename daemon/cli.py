@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
-import orjson
-
-from daemon.config import Config, load_config
 from daemon.errors import ConfigError, DropsyncError, SecretError, UsageError
-from daemon.secrets import read_secret
 from store.errors import StoreError
+
+# Subcommands import what they need when they run: `status` must start fast.
+if TYPE_CHECKING:
+    from daemon.config import Config
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -94,15 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _config(args: argparse.Namespace) -> Config:
+    from daemon.config import load_config
     from daemon.providers import check_provider_options
 
     config = load_config(args.config)
     check_provider_options(config)
     return config
-
-
-def _print_json(value: Any) -> None:
-    sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2, default=str).decode() + "\n")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -134,6 +131,8 @@ def cmd_emulate(args: argparse.Namespace) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     """``dropsync check-config``: the config, its providers' options and their secrets."""
+    from daemon.secrets import read_secret
+
     config = _config(args)
     for provider in config.providers.values():
         if provider.secret is not None:
@@ -150,8 +149,6 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``dropsync`` console script."""
-    from daemon import commands
-
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command not in ("run", "demo", "emulate", "status"):
@@ -159,19 +156,29 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         # One-shot commands print their results on stdout; log lines go to stderr.
         configure_logging("info", sys.stderr)
+    if args.command == "status":
+        from daemon.status import cmd_status
+
+        return _run(cmd_status, args)
+    from daemon import commands
+
     handlers = {
         "run": cmd_run,
         "demo": cmd_demo,
         "emulate": cmd_emulate,
         "check-config": cmd_check_config,
-        "status": commands.cmd_status,
         "ingest": commands.cmd_ingest,
         "why": commands.cmd_why,
         "resync": commands.cmd_resync,
         "dead-letters": commands.cmd_dead_letters,
     }
+    return _run(handlers[args.command], args)
+
+
+def _run(handler: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """Run one subcommand; errors a user can act on become a message and an exit code."""
     try:
-        return handlers[args.command](args)
+        return handler(args)
     except (ConfigError, UsageError) as exc:
         print(f"dropsync: {exc}", file=sys.stderr)
         return EXIT_USAGE

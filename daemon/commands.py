@@ -1,17 +1,19 @@
-"""The store-reading and maintenance subcommands: status, ingest, why, resync, dead-letters."""
+"""The store-reading and maintenance subcommands: ingest, why, resync, dead-letters.
+
+``status`` lives in ``daemon.status``, which imports as little as it can.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from daemon.clock import format_timestamp, now_ms
 from daemon.config import Config, load_config
-from daemon.documents import format_timestamp
 from daemon.errors import UsageError
 from store import queries
 from store.readonly import open_readonly
@@ -23,67 +25,13 @@ if TYPE_CHECKING:
     from store.handle import Store
 
 
-def now_ms() -> int:
-    """The current time as epoch milliseconds UTC."""
-    return int(time.time() * 1000)
-
-
 def _dump(value: Any) -> str:
     return orjson.dumps(value, option=orjson.OPT_INDENT_2, default=str).decode()
-
-
-def _age(ms: int | None) -> str:
-    if ms is None:
-        return "-"
-    seconds = max(0, now_ms() - ms) / 1000
-    if seconds < 120:
-        return f"{seconds:.0f}s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f}m"
-    return f"{seconds / 3600:.1f}h"
-
-
-def format_status(config: Config, summary: dict[str, Any]) -> str:
-    """The human-readable ``status`` report."""
-    lines = [f"store {config.store_path} (schema {summary['schema_version']})"]
-    providers = summary["providers"]
-    if not providers:
-        lines.append("providers: none configured")
-    for row in providers:
-        line = (
-            f"  {row['provider']:<16} {row['state']:<12} pending {row['pending']:>8}  "
-            f"oldest {_age(row['oldest_enqueued_at'])}  dead letters {row['dead_letters']}"
-        )
-        if row["state"] in ("backing-off", "offline") and row["next_attempt_at"]:
-            line += f"  next attempt {format_timestamp(row['next_attempt_at'])}"
-        if row["state"] != "online" and row["last_error"]:
-            line += f"\n{'':20}last error: {row['last_error']}"
-        lines.append(line)
-    files = summary["files"]
-    lines.append(
-        f"inbox pending {summary['inbox_pending']}; files done {files['done']}, "
-        f"quarantined {files['quarantined']}, in progress {files['processing']}"
-    )
-    for row in summary["recent_quarantined"]:
-        lines.append(f"  quarantined: {row['path']}: {row['error']}")
-    return "\n".join(lines)
 
 
 def _kinds(config: Config) -> list[tuple[str, str]]:
     """(name, kind) of every configured provider, for the ``providers`` table."""
     return [(p.name, p.kind) for p in config.providers.values()]
-
-
-def cmd_status(args: argparse.Namespace) -> int:
-    """``dropsync status [--json]``: read-only, safe while the daemon runs."""
-    config = load_config(args.config)
-    db = open_readonly(config.store_path)
-    try:
-        summary = queries.status_summary(db)
-    finally:
-        db.close()
-    print(_dump(summary) if args.json else format_status(config, summary))
-    return 0
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:

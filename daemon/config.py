@@ -1,4 +1,4 @@
-"""Configuration: frozen dataclasses loaded from one TOML file.
+"""Configuration: frozen dataclasses loaded from one TOML file (read by ``daemon.config_file``).
 
 Where the file comes from: ``--config``, else ``$DROPSYNC_CONFIG``, else the
 built-in defaults (no file needed). Relative paths resolve against
@@ -8,17 +8,19 @@ Every validation error names the file and the dotted key.
 
 from __future__ import annotations
 
-import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from daemon.errors import ConfigError
+from daemon.config_file import (
+    Table,
+    read_config_file,
+    resolve_path,
+    store_location,
+)
 
 PROVIDER_KINDS = ("favourites", "crm", "registrations", "churn")
-BUILTIN = "<built-in defaults>"
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,114 +92,13 @@ class Config:
         return {name: c.providers for name, c in self.collections.items() if c.providers}
 
 
-def base_directory() -> Path:
-    """Where relative paths point: ``$STATE_DIRECTORY`` under systemd, else the cwd."""
-    state = os.environ.get("STATE_DIRECTORY")
-    if state:
-        # systemd may pass several colon-separated directories; the first is ours.
-        return Path(state.split(":")[0])
-    return Path.cwd()
-
-
-def config_location(explicit: str | None) -> Path | None:
-    """The config file to read, or None for the built-in defaults."""
-    if explicit:
-        return Path(explicit)
-    env = os.environ.get("DROPSYNC_CONFIG")
-    return Path(env) if env else None
-
-
 def load_config(explicit: str | None = None) -> Config:
     """Load and validate the configuration (see module docstring for where it comes from)."""
-    path = config_location(explicit)
-    if path is None:
-        return parse_config({}, BUILTIN)
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(str(path), "", "file not found") from None
-    except OSError as exc:
-        raise ConfigError(str(path), "", f"cannot read: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(str(path), "", "not UTF-8 text") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(str(path), "", f"invalid TOML: {exc}") from None
-    return parse_config(raw, str(path))
+    raw, source = read_config_file(explicit)
+    return parse_config(raw, source)
 
 
-class _Table:
-    """Typed access to one TOML table that reports errors with file and dotted key."""
-
-    def __init__(self, source: str, prefix: str, raw: object) -> None:
-        if not isinstance(raw, dict):
-            raise ConfigError(source, prefix, "expected a table")
-        self.source = source
-        self.prefix = prefix
-        self.raw: dict[str, Any] = raw
-        self.used: set[str] = set()
-
-    def key(self, name: str) -> str:
-        return f"{self.prefix}.{name}" if self.prefix else name
-
-    def fail(self, name: str, problem: str) -> ConfigError:
-        return ConfigError(self.source, self.key(name), problem)
-
-    def get(self, name: str) -> Any:
-        self.used.add(name)
-        return self.raw.get(name)
-
-    def string(self, name: str, default: str | None = None) -> str | None:
-        value = self.get(name)
-        if value is None:
-            return default
-        if not isinstance(value, str) or not value:
-            raise self.fail(name, "expected a non-empty string")
-        return value
-
-    def number(self, name: str, default: float, *, minimum: float = 0.0) -> float:
-        value = self.get(name)
-        if value is None:
-            return default
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
-            raise self.fail(name, f"expected a number >= {minimum:g}")
-        return float(value)
-
-    def integer(self, name: str, default: int | None, *, minimum: int = 1) -> int | None:
-        value = self.get(name)
-        if value is None:
-            return default
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise self.fail(name, f"expected an integer >= {minimum}")
-        return value
-
-    def strings(self, name: str) -> tuple[str, ...]:
-        value = self.get(name)
-        if value is None:
-            return ()
-        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-            raise self.fail(name, "expected a list of non-empty strings")
-        return tuple(value)
-
-    def table(self, name: str) -> _Table:
-        value = self.get(name)
-        return _Table(self.source, self.key(name), {} if value is None else value)
-
-    def rest(self) -> dict[str, Any]:
-        """Keys not read yet (a kind's own options)."""
-        return {k: v for k, v in self.raw.items() if k not in self.used}
-
-    def reject_unknown(self) -> None:
-        for name in self.raw:
-            if name not in self.used:
-                raise self.fail(name, "unknown key")
-
-
-def _path(value: str) -> Path:
-    path = Path(value).expanduser()
-    return path if path.is_absolute() else base_directory() / path
-
-
-def _secret(table: _Table) -> SecretRef | None:
+def _secret(table: Table) -> SecretRef | None:
     env = table.string("secret_env")
     file = table.string("secret_file")
     credential = table.string("credential")
@@ -218,10 +119,10 @@ def _secret(table: _Table) -> SecretRef | None:
         )
     if not given:
         return None
-    return SecretRef(env=env, file=_path(file) if file else None, credential=credential)
+    return SecretRef(env=env, file=resolve_path(file) if file else None, credential=credential)
 
 
-def _collection(name: str, table: _Table) -> CollectionConfig:
+def _collection(name: str, table: Table) -> CollectionConfig:
     config = CollectionConfig(
         name=name,
         key=table.string("key"),
@@ -232,7 +133,7 @@ def _collection(name: str, table: _Table) -> CollectionConfig:
     return config
 
 
-def _provider(name: str, table: _Table) -> ProviderConfig:
+def _provider(name: str, table: Table) -> ProviderConfig:
     kind = table.string("kind")
     if kind is None:
         raise table.fail("kind", f"missing; expected one of {', '.join(PROVIDER_KINDS)}")
@@ -260,12 +161,10 @@ def _provider(name: str, table: _Table) -> ProviderConfig:
 
 def parse_config(raw: Mapping[str, Any], source: str) -> Config:
     """Validate a parsed TOML document; ``source`` names it in errors."""
-    top = _Table(source, "", dict(raw))
-    store = top.table("store")
-    store_path = _path(store.string("path", "dropsync.db") or "dropsync.db")
-    store.reject_unknown()
+    top = Table(source, "", dict(raw))
+    store_path = store_location(top)
     drop = top.table("drop")
-    drop_path = _path(drop.string("path", "drop") or "drop")
+    drop_path = resolve_path(drop.string("path", "drop") or "drop")
     settle_ms = drop.integer("settle_ms", 50, minimum=0) or 0
     rescan_s = drop.number("rescan_s", 30.0, minimum=0.1)
     ingest_batch = drop.integer("batch", 5000) or 5000

@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from daemon.clock import format_timestamp
 from daemon.config import CollectionConfig
 from daemon.errors import DocumentError
 from store.merge import Change
@@ -60,12 +61,6 @@ def parse_timestamp(value: object, field: str) -> int:
     if not 0 <= ms <= _MAX_TS:
         raise DocumentError(f"{field} = {value!r} is out of range (epoch ms 0 .. year 9999)")
     return ms
-
-
-def format_timestamp(ms: int) -> str:
-    """Epoch ms as ISO-8601 UTC with milliseconds, e.g. ``2017-05-02T10:45:12.798Z``."""
-    moment = datetime.fromtimestamp(ms / 1000, tz=UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
 
 
 def canonical(document: object) -> tuple[str, str]:

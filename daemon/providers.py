@@ -15,9 +15,10 @@ import structlog
 from adapters.base import IncomingChange, Provider
 from adapters.errors import AuthError, ProviderError
 from adapters.registry import OptionError, build_provider, parse_options
+from daemon.clock import format_timestamp
 from daemon.config import Config, ProviderConfig
 from daemon.delivery import Flusher
-from daemon.documents import canonical, format_timestamp
+from daemon.documents import canonical
 from daemon.errors import ConfigError, SecretError
 from daemon.secrets import read_secret
 from store import cursors, outbox

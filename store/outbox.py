@@ -128,12 +128,12 @@ def deliver_batch(
 
 
 async def pending_count(db: aiosqlite.Connection, provider: str | None = None) -> int:
-    """Pending outbox entries, for one provider or all."""
+    """Pending outbox entries, for one provider or all (from the running count, not a scan)."""
     if provider is None:
-        row = await (await db.execute("SELECT COUNT(*) FROM outbox")).fetchone()
+        row = await (await db.execute("SELECT TOTAL(pending) FROM outbox_pending")).fetchone()
     else:
         row = await (
-            await db.execute("SELECT COUNT(*) FROM outbox WHERE provider = ?", (provider,))
+            await db.execute("SELECT pending FROM outbox_pending WHERE provider = ?", (provider,))
         ).fetchone()
     return int(row[0]) if row else 0
 

@@ -8,8 +8,7 @@ daemon runs them in its store thread with ``Store.call``.
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 
 def _rows(db: sqlite3.Connection, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
@@ -42,8 +41,7 @@ def status_summary(db: sqlite3.Connection) -> dict[str, Any]:
     }
 
 
-@dataclass(frozen=True, slots=True)
-class VersionSeen:
+class VersionSeen(NamedTuple):
     """One change to a key, as logged in the inbox."""
 
     inbox_id: int | None  # None: the current version, known from ``records`` only

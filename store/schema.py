@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from importlib import resources
+from pathlib import Path
+from typing import NamedTuple
 
 from store.errors import StoreError
 
 _MIGRATION_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
 
-@dataclass(frozen=True, slots=True)
-class Migration:
+class Migration(NamedTuple):
     """One numbered schema step."""
 
     version: int
@@ -23,7 +22,8 @@ class Migration:
 def migrations() -> list[Migration]:
     """All migrations shipped with this program, in order."""
     found = []
-    for entry in resources.files("store.migrations").iterdir():
+    # The .sql files ship inside the package (see pyproject's package-data).
+    for entry in (Path(__file__).parent / "migrations").iterdir():
         match = _MIGRATION_NAME.match(entry.name)
         if match:
             found.append(Migration(int(match[1]), match[2], entry.read_text(encoding="utf-8")))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from daemon.config import CollectionConfig
-from daemon.documents import DocumentReader, format_timestamp, inbox_change, parse_timestamp
+from daemon.documents import DocumentReader, inbox_change, parse_timestamp
 from daemon.errors import DocumentError
 
 NOW = 1_700_000_000_000
@@ -50,10 +50,6 @@ def test_timestamps_normalise_to_epoch_ms(value: object, expected: int) -> None:
 def test_other_timestamps_are_bad_records(value: object) -> None:
     with pytest.raises(DocumentError, match="t"):
         parse_timestamp(value, "t")
-
-
-def test_format_timestamp_is_gmt_with_milliseconds() -> None:
-    assert format_timestamp(1493721912798) == "2017-05-02T10:45:12.798Z"
 
 
 def test_churn_envelope_defaults_to_data_id_and_updated_at() -> None:

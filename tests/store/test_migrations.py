@@ -47,6 +47,27 @@ async def test_store_from_previous_migration_opens_and_migrates(tmp_path: Path) 
     raw.execute("SELECT * FROM pending_by_provider").fetchall()
 
 
+async def test_migration_3_counts_the_existing_backlog(tmp_path: Path) -> None:
+    path = tmp_path / "v2.db"
+    db = await open_store(path, target=2)
+    await db.executemany(
+        "INSERT INTO outbox (provider, collection, key, updated_at, enqueued_at) "
+        "VALUES (?, 'contacts', ?, 1, 1)",
+        [("crm", f"k{n}") for n in range(5)] + [("fav", "k0")],
+    )
+    await db.commit()
+    await db.close()
+    db = await open_store(path)
+    await db.execute("DELETE FROM outbox WHERE provider = 'crm' AND key = 'k0'")
+    await db.commit()
+    await db.close()
+    raw = sqlite3.connect(path)
+    rows = raw.execute("SELECT provider, pending FROM pending_by_provider ORDER BY 1").fetchall()
+    counts = raw.execute("SELECT provider, pending FROM outbox_pending ORDER BY 1").fetchall()
+    assert rows == []  # no provider registered yet: the view lists configured providers
+    assert counts == [("crm", 4), ("fav", 1)]
+
+
 async def test_newer_store_is_refused_with_a_clear_message(tmp_path: Path) -> None:
     path = tmp_path / "new.db"
     db = await open_store(path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import sqlite3
 from pathlib import Path
 
 import orjson
@@ -21,6 +22,18 @@ def change(key: str, ts: int, origin: str = "drop") -> Change:
     return Change(
         "contacts", key, raw.decode(), ts, False, origin, hashlib.sha256(raw).hexdigest()[:32]
     )
+
+
+async def assert_pending_counts_match(store: Store) -> None:
+    """The trigger-kept ``outbox_pending`` equals a real count of ``outbox``."""
+    async with store.read() as db:
+        kept = await db.execute_fetchall(
+            "SELECT provider, pending FROM outbox_pending WHERE pending != 0 ORDER BY 1"
+        )
+        counted = await db.execute_fetchall(
+            "SELECT provider, COUNT(*) FROM outbox GROUP BY provider ORDER BY 1"
+        )
+    assert [tuple(r) for r in kept] == [tuple(r) for r in counted]
 
 
 async def merge(store: Store, *changes: Change, now: int = 1000) -> None:
@@ -61,6 +74,7 @@ async def test_delivered_entry_leaves_unless_a_newer_version_arrived(tmp_path: P
         async with store.read() as db:
             states = await db.execute_fetchall("SELECT DISTINCT state FROM delivered")
         assert [r[0] for r in states] == ["confirmed"]
+        await assert_pending_counts_match(store)
 
 
 async def test_dead_letter_retry_and_drop(tmp_path: Path) -> None:
@@ -97,6 +111,7 @@ async def test_dead_letter_retry_and_drop(tmp_path: Path) -> None:
             assert await outbox.retry_dead_letters(db, provider="crm", ids=[], now=7) == 1
         async with store.read() as db:
             assert await outbox.pending_count(db, "crm") == 2
+        await assert_pending_counts_match(store)
 
 
 async def test_provider_state_survives_reopen_and_resync_requeues(tmp_path: Path) -> None:
@@ -129,3 +144,25 @@ async def test_provider_state_survives_reopen_and_resync_requeues(tmp_path: Path
         # b came from crm itself, so it is not sent back.
         assert queued == 1 and keys == ["a"]
         assert state is not None and (state.state, state.next_attempt_at) == ("online", None)
+        await assert_pending_counts_match(store)
+
+
+async def test_pending_count_follows_coalescing_and_hand_edits(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    async with await Store.open(path) as store:
+        await merge(store, change("a", 1), change("b", 1))
+        await merge(store, change("a", 2), change("c", 2))  # a coalesces: still one entry
+        async with store.read() as db:
+            assert await outbox.pending_count(db, "crm") == 3
+            assert await outbox.pending_count(db) == 3
+        await assert_pending_counts_match(store)
+    # An operator clears part of the backlog by hand with sqlite3.
+    raw = sqlite3.connect(path)
+    raw.execute("DELETE FROM outbox WHERE key IN ('a', 'b')")
+    raw.commit()
+    raw.close()
+    async with await Store.open(path) as store:
+        async with store.read() as db:
+            assert await outbox.pending_count(db, "crm") == 1
+            assert await outbox.pending_count(db, "nobody") == 0
+        await assert_pending_counts_match(store)

@@ -1,0 +1,62 @@
+"""``dropsync status``: what is pending for each provider, and why.
+
+Operators run this often, on big stores, while the daemon writes: it opens the
+store read-only, asks only indexed questions (see ``store.queries.status_summary``)
+and imports nothing it does not print with (no event loop, no orjson, not even
+the full config: only ``[store]`` is read), so the whole command takes little
+more than starting Python.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from daemon.clock import format_age, format_timestamp
+from daemon.config_file import store_path_of
+from store.queries import status_summary
+from store.readonly import open_readonly
+
+
+def format_status(store_path: Path, summary: dict[str, Any]) -> str:
+    """The human-readable ``status`` report."""
+    lines = [f"store {store_path} (schema {summary['schema_version']})"]
+    providers = summary["providers"]
+    if not providers:
+        lines.append("providers: none configured")
+    for row in providers:
+        line = (
+            f"  {row['provider']:<16} {row['state']:<12} pending {row['pending']:>8}  "
+            f"oldest {format_age(row['oldest_enqueued_at'])}  "
+            f"dead letters {row['dead_letters']}"
+        )
+        if row["state"] in ("backing-off", "offline") and row["next_attempt_at"]:
+            line += f"  next attempt {format_timestamp(row['next_attempt_at'])}"
+        if row["state"] != "online" and row["last_error"]:
+            line += f"\n{'':20}last error: {row['last_error']}"
+        lines.append(line)
+    files = summary["files"]
+    lines.append(
+        f"inbox pending {summary['inbox_pending']}; files done {files['done']}, "
+        f"quarantined {files['quarantined']}, in progress {files['processing']}"
+    )
+    for row in summary["recent_quarantined"]:
+        lines.append(f"  quarantined: {row['path']}: {row['error']}")
+    return "\n".join(lines)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """``dropsync status [--json]``: read-only, safe while the daemon runs."""
+    store_path = store_path_of(args.config)
+    db = open_readonly(store_path)
+    try:
+        summary = status_summary(db)
+    finally:
+        db.close()
+    if args.json:
+        print(json.dumps(summary, indent=2, default=str))
+    else:
+        print(format_status(store_path, summary))
+    return 0
