@@ -83,6 +83,23 @@ def test_status_without_a_store_says_so(tmp_path: Path, capsys: pytest.CaptureFi
     assert "does not exist" in capsys.readouterr().err
 
 
+def test_status_reads_only_the_store_table(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path)
+    ingest(config, "one.json", [{"email": "a@x", "at": 100}])
+    # A provider half-written by an operator: status still answers; check-config does not.
+    config.write_text(config.read_text() + "\n[providers.half]\nkind = 'crm'\n")
+    assert main(["status", "--json", "--config", str(config)]) == 0
+    assert orjson.loads(capsys.readouterr().out)["schema_version"] >= 3
+    assert main(["check-config", "--config", str(config)]) == 2
+    assert "providers.half.base_url" in capsys.readouterr().err
+    # A mistake in [store] itself is reported, with the file and key.
+    config.write_text(config.read_text().replace("[store]\n", "[store]\npaht = 'x'\n"))
+    assert main(["status", "--config", str(config)]) == 2
+    assert "store.paht: unknown key" in capsys.readouterr().err
+
+
 def test_config_errors_name_file_and_key_and_exit_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
