@@ -1,8 +1,11 @@
 """The SQL inbox applier: picks up rows other programs INSERT into ``inbox``.
 
-No busy polling: on a slow tick it reads ``PRAGMA data_version``, which only
-changes when another connection commits, and reads the inbox only then (or
-when woken). Bad rows are marked ``rejected`` with a reason; nothing raises.
+No busy polling: it reads ``PRAGMA data_version``, which only changes when
+another connection commits, and reads the inbox only then. It looks when the
+store's write-ahead log is written to (every commit, by any program, writes
+there; the file watcher reports it at once), and on a slow tick as a safety net
+for file systems without change notification. Bad rows are marked ``rejected``
+with a reason; nothing raises.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from collections.abc import Callable
 
 import anyio
 import structlog
+import watchfiles
 
 from daemon.config import Config
 from daemon.documents import inbox_change
@@ -49,6 +53,7 @@ class InboxApplier:
         # Another program committed (an inbox INSERT, `dropsync resync`, a dead-letter retry).
         self.on_external_change = on_external_change
         self._version: int | None = None
+        self._wal_written = anyio.Event()
 
     def _apply_batch(
         self, conn: sqlite3.Connection
@@ -101,19 +106,41 @@ class InboxApplier:
         self._version = version
         return changed
 
+    async def _watch_wal(self) -> None:
+        """Wake the applier whenever the store's write-ahead log is written to."""
+        wal = str(self.store.path.resolve()) + "-wal"
+        try:
+            async for _ in watchfiles.awatch(
+                self.store.path.resolve().parent,
+                debounce=50,
+                step=50,  # how often the watcher thread looks; each look costs a little CPU
+                rust_timeout=5000,
+                recursive=False,
+                yield_on_timeout=False,
+                watch_filter=lambda change, name: name == wal,
+                ignore_permission_denied=True,
+            ):
+                self._wal_written.set()
+        except (OSError, RuntimeError) as exc:
+            # Only the prompt pick-up is lost: the slow tick still finds every commit.
+            log.warning("inbox_watch_unavailable", error=str(exc), tick_s=self.config.inbox_poll_s)
+
     async def run(self) -> None:
         """Apply pending rows now, then whenever another process commits."""
-        # Read the version before applying, so a commit made meanwhile is seen next tick.
+        # Read the version before applying, so a commit made meanwhile is seen next time.
         await self.changed()
         await self.apply_pending()
         busy_until = 0.0
-        while True:
-            # After a commit by another program, look again soon: a writer inserting in many
-            # transactions is followed closely; once it has been quiet a second, back to the
-            # slow tick that keeps the idle daemon cheap.
-            quick = anyio.current_time() < busy_until
-            await anyio.sleep(BUSY_POLL_S if quick else self.config.inbox_poll_s)
-            if await self.changed():
-                busy_until = anyio.current_time() + 1.0
-                self.on_external_change()
-                await self.apply_pending()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._watch_wal)
+            while True:
+                # After a commit by another program, look again soon even without a
+                # notification; once it has been quiet a second, back to the slow tick.
+                quick = anyio.current_time() < busy_until
+                with anyio.move_on_after(BUSY_POLL_S if quick else self.config.inbox_poll_s):
+                    await self._wal_written.wait()
+                self._wal_written = anyio.Event()
+                if await self.changed():
+                    busy_until = anyio.current_time() + 1.0
+                    self.on_external_change()
+                    await self.apply_pending()

@@ -15,7 +15,7 @@ import pytest
 from tests.support import DaemonProcess, query, wait_until
 
 
-def config_text(tmp_path: Path, batch: int = 5000) -> str:
+def config_text(tmp_path: Path, batch: int = 5000, inbox_poll_s: float = 0.1) -> str:
     return f"""
 [store]
 path = "{tmp_path / "store.db"}"
@@ -24,7 +24,7 @@ path = "{tmp_path / "drop"}"
 batch = {batch}
 settle_ms = 20
 [daemon]
-inbox_poll_s = 0.1
+inbox_poll_s = {inbox_poll_s}
 shutdown_grace_s = 20
 [collections.contacts]
 key = "email"
@@ -131,6 +131,37 @@ def test_insert_into_inbox_by_another_process_is_applied(
     assert rows[1][0] == "rejected" and "not valid JSON" in rows[1][1]
     assert query(db, "SELECT key, origin FROM records") == [("ann@example.com", "sql")]
     assert daemon.stop() == 0
+
+
+def test_inbox_commits_are_picked_up_without_waiting_for_the_tick(tmp_path: Path) -> None:
+    # With an hour between safety ticks, only the write-ahead-log notification can wake
+    # the applier within wait_until's deadline.
+    daemon = DaemonProcess(tmp_path, config_text(tmp_path, inbox_poll_s=3600))
+    try:
+        daemon.start()
+        db = sqlite3.connect(tmp_path / "store.db", timeout=10)
+        for n in range(3):
+            db.execute(
+                "INSERT INTO inbox (collection, key, op, body, updated_at) "
+                "VALUES ('contacts', ?, 'upsert', ?, ?)",
+                (f"u{n}@x", orjson.dumps({"email": f"u{n}@x"}).decode(), 1_600_000_000_000 + n),
+            )
+            db.commit()
+            wait_until(
+                lambda n=n: (
+                    query(
+                        tmp_path / "store.db",
+                        "SELECT 1 FROM records WHERE key = ?",
+                        (f"u{n}@x",),
+                    )
+                    or None
+                ),
+                what=f"inbox row {n} applied",
+            )
+        db.close()
+        assert daemon.stop() == 0
+    finally:
+        daemon.close()
 
 
 def test_sighup_with_a_bad_config_keeps_the_old_one(daemon: DaemonProcess, tmp_path: Path) -> None:
