@@ -80,6 +80,7 @@ class Config:
     settle_ms: int = 50
     rescan_s: float = 30.0
     ingest_batch: int = 5000
+    parser_process_min_bytes: int = 8 << 20
     inbox_poll_s: float = 1.0
     log_level: str = "info"
 
@@ -168,6 +169,7 @@ def parse_config(raw: Mapping[str, Any], source: str) -> Config:
     settle_ms = drop.integer("settle_ms", 50, minimum=0) or 0
     rescan_s = drop.number("rescan_s", 30.0, minimum=0.1)
     ingest_batch = drop.integer("batch", 5000) or 5000
+    parser_process_min_mb = drop.number("parser_process_min_mb", 8.0)
     drop.reject_unknown()
     daemon = top.table("daemon")
     skew_s = daemon.number("max_clock_skew_s", 300.0)
@@ -206,6 +208,7 @@ def parse_config(raw: Mapping[str, Any], source: str) -> Config:
         settle_ms=settle_ms,
         rescan_s=rescan_s,
         ingest_batch=ingest_batch,
+        parser_process_min_bytes=int(parser_process_min_mb * (1 << 20)),
         inbox_poll_s=inbox_poll_s,
         log_level=log_level,
     )

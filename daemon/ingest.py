@@ -15,19 +15,22 @@ from __future__ import annotations
 import hashlib
 import os
 import sqlite3
-from collections.abc import Iterator
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import anyio
-import ijson
 import orjson
 import structlog
 
 from daemon.config import Config
-from daemon.documents import DocumentReader
-from daemon.errors import DocumentError
+from daemon.parse import (
+    DocumentFailure,
+    ParseJob,
+    parse_here,
+    parse_in_process,
+)
 from store import files as ledger
 from store.db import now_ms
 from store.handle import Store
@@ -36,7 +39,6 @@ from store.merge import Change, MergeResult, apply_changes
 log = structlog.get_logger("dropsync.ingest")
 
 IGNORED_SUFFIXES = (".tmp", ".part")
-DOCUMENT_SUFFIXES = (".json", ".ndjson")
 PROCESSING, DONE, QUARANTINE = ".processing", ".done", ".quarantine"
 MAX_LISTED_ERRORS = 1000
 _READ_CHUNK = 1 << 20
@@ -45,22 +47,6 @@ _READ_CHUNK = 1 << 20
 def is_ignored(path: Path) -> bool:
     """Names starting with ``.`` or ending in ``.tmp``/``.part`` wait until renamed."""
     return path.name.startswith(".") or path.name.endswith(IGNORED_SUFFIXES)
-
-
-@dataclass(slots=True)
-class DocumentFailure:
-    """One document that could not be applied."""
-
-    index: int
-    reason: str
-    line: int | None = None
-
-    def as_json(self) -> dict[str, Any]:
-        """The receipt entry."""
-        entry: dict[str, Any] = {"index": self.index, "reason": self.reason}
-        if self.line is not None:
-            entry["line"] = self.line
-        return entry
 
 
 @dataclass(slots=True)
@@ -104,70 +90,6 @@ def file_digest(path: Path) -> tuple[str, int]:
             digest.update(chunk)
             size += len(chunk)
     return digest.hexdigest(), size
-
-
-def _first_byte(handle: IO[bytes]) -> bytes:
-    """The first non-blank byte of the file (after a UTF-8 BOM); the handle is rewound."""
-    head = handle.read(4096)
-    while head and not head.strip():
-        head = handle.read(4096)
-    handle.seek(0)
-    return head.removeprefix(b"\xef\xbb\xbf").lstrip()[:1]
-
-
-def iter_documents(path: Path) -> Iterator[tuple[int, object, int | None]]:
-    """Yield ``(index, document, line)``; a ``DocumentFailure`` stands in for a bad one.
-
-    Syntax errors in a JSON file end the stream (nothing after them can be read);
-    in NDJSON only the bad line is lost.
-    """
-    if path.suffix not in DOCUMENT_SUFFIXES:
-        yield (
-            0,
-            DocumentFailure(
-                0, f"unsupported file type {path.suffix or '(none)'!r}: drop .json or .ndjson files"
-            ),
-            None,
-        )
-        return
-    with path.open("rb") as handle:
-        if path.suffix == ".ndjson":
-            index = 0
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    yield index, orjson.loads(line), number
-                except orjson.JSONDecodeError as exc:
-                    yield index, DocumentFailure(index, f"invalid JSON: {exc}", number), number
-                index += 1
-            return
-        first = _first_byte(handle)
-        if not first:
-            yield (
-                0,
-                DocumentFailure(0, "file is empty: expected a JSON array, object or NDJSON"),
-                None,
-            )
-            return
-        prefix = "item" if first == b"[" else ""
-        index = 0
-        try:
-            for document in ijson.items(
-                handle, prefix, use_float=True, multiple_values=True, buf_size=1 << 18
-            ):
-                yield index, document, None
-                index += 1
-        except ijson.JSONError as exc:
-            yield (
-                index,
-                DocumentFailure(
-                    index,
-                    f"invalid JSON after {index} document(s): {exc}; the rest of the file "
-                    "could not be read",
-                ),
-                None,
-            )
 
 
 class Ingestor:
@@ -278,16 +200,19 @@ class Ingestor:
                 report.duplicate_of = duplicate
                 return report
             resume_from, counts = 0, [0, 0, 0]
-        reader = DocumentReader(
+        job = ParseJob(
+            path,
             config.collection(collection),
-            origin="drop",
+            file_id=file_id,
+            resume_from=resume_from,
+            batch_size=config.ingest_batch,
             max_skew_ms=config.max_clock_skew_ms,
             now_ms=now_ms(),
         )
         routes = config.routes()
         failures: list[DocumentFailure] = []
         providers: set[str] = set()
-        # Parse the next batch while the store's thread commits the previous one.
+        # The store's thread commits one batch while the next is parsed.
         send, receive = anyio.create_memory_object_stream[tuple[list[Change], int, int]](0)
 
         async def commit_batches() -> None:
@@ -298,36 +223,14 @@ class Ingestor:
                     )
                     providers.update(merged.providers)
 
-        async with anyio.create_task_group() as tg:
+        in_parser_process = size >= config.parser_process_min_bytes
+        batches = parse_in_process(job) if in_parser_process else parse_here(job)
+        async with anyio.create_task_group() as tg, aclosing(batches):
             tg.start_soon(commit_batches)
             async with send:
-                batch: list[Change] = []
-                seen = resume_from
-                batch_rejected = 0
-                for index, document, line in iter_documents(path):
-                    failure = None
-                    if isinstance(document, DocumentFailure):
-                        failure = document
-                    else:
-                        try:
-                            change = reader.change(document, file_id=file_id, doc_index=index)
-                        except DocumentError as exc:
-                            failure = DocumentFailure(index, str(exc), line)
-                        else:
-                            if index >= resume_from:
-                                batch.append(change)
-                    if index < resume_from:
-                        if failure is not None:
-                            failures.append(failure)  # re-listed for the receipt only
-                        continue
-                    seen = index + 1
-                    if failure is not None:
-                        failures.append(failure)
-                        batch_rejected += 1
-                    if len(batch) >= config.ingest_batch:
-                        await send.send((batch, seen, batch_rejected))
-                        batch, batch_rejected = [], 0
-                await send.send((batch, seen, batch_rejected))
+                async for parsed in batches:
+                    failures.extend(parsed.failures)
+                    await send.send((parsed.changes, parsed.seen, parsed.rejected))
         status = "quarantined" if failures else "done"
         report = await self._file_away(
             path,

@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import orjson
@@ -15,7 +16,9 @@ import pytest
 from tests.support import DaemonProcess, query, wait_until
 
 
-def config_text(tmp_path: Path, batch: int = 5000, inbox_poll_s: float = 0.1) -> str:
+def config_text(
+    tmp_path: Path, batch: int = 5000, inbox_poll_s: float = 0.1, parser_process_min_mb: int = 8
+) -> str:
     return f"""
 [store]
 path = "{tmp_path / "store.db"}"
@@ -23,6 +26,7 @@ path = "{tmp_path / "store.db"}"
 path = "{tmp_path / "drop"}"
 batch = {batch}
 settle_ms = 20
+parser_process_min_mb = {parser_process_min_mb}
 [daemon]
 inbox_poll_s = {inbox_poll_s}
 shutdown_grace_s = 20
@@ -147,17 +151,10 @@ def test_inbox_commits_are_picked_up_without_waiting_for_the_tick(tmp_path: Path
                 (f"u{n}@x", orjson.dumps({"email": f"u{n}@x"}).decode(), 1_600_000_000_000 + n),
             )
             db.commit()
-            wait_until(
-                lambda n=n: (
-                    query(
-                        tmp_path / "store.db",
-                        "SELECT 1 FROM records WHERE key = ?",
-                        (f"u{n}@x",),
-                    )
-                    or None
-                ),
-                what=f"inbox row {n} applied",
+            applied = partial(
+                query, tmp_path / "store.db", "SELECT 1 FROM records WHERE key = ?", (f"u{n}@x",)
             )
+            wait_until(applied, what=f"inbox row {n} applied")
         db.close()
         assert daemon.stop() == 0
     finally:
@@ -176,9 +173,14 @@ def test_sighup_with_a_bad_config_keeps_the_old_one(daemon: DaemonProcess, tmp_p
     assert daemon.stop() == 0
 
 
-def test_sigkill_mid_ingest_then_restart_equals_a_clean_run(tmp_path: Path) -> None:
+@pytest.mark.parametrize("parser_process_min_mb", [0, 1000], ids=["parser-process", "parsed-here"])
+def test_sigkill_mid_ingest_then_restart_equals_a_clean_run(
+    tmp_path: Path, parser_process_min_mb: int
+) -> None:
     content = envelopes(60_000)
-    crashed = DaemonProcess(tmp_path, config_text(tmp_path, batch=1000))
+    crashed = DaemonProcess(
+        tmp_path, config_text(tmp_path, batch=1000, parser_process_min_mb=parser_process_min_mb)
+    )
     try:
         crashed.start()
         drop_file(tmp_path / "drop/users", "big.json", content)

@@ -11,17 +11,28 @@ import pytest
 
 from daemon import ingest as ingest_module
 from daemon.config import Config, parse_config
-from daemon.ingest import Ingestor, iter_documents
+from daemon.ingest import Ingestor
+from daemon.parse import iter_documents
 from store.handle import Store
 
 pytestmark = pytest.mark.anyio
+BOTH_PARSERS = pytest.mark.parametrize(
+    "parser_process", [False, True], ids=["parsed-here", "parser-process"]
+)
 
 
-def make_config(tmp_path: Path, **collections: dict[str, object]) -> Config:
+def make_config(
+    tmp_path: Path, parser_process: bool = False, **collections: dict[str, object]
+) -> Config:
     return parse_config(
         {
             "store": {"path": str(tmp_path / "s.db")},
-            "drop": {"path": str(tmp_path / "drop"), "batch": 3},
+            "drop": {
+                "path": str(tmp_path / "drop"),
+                "batch": 3,
+                # 0: every file goes through a parser process; the default: tests' files never do
+                "parser_process_min_mb": 0 if parser_process else 8,
+            },
             "collections": collections,
         },
         "test.toml",
@@ -73,10 +84,12 @@ async def test_single_object_and_ndjson_files(tmp_path: Path) -> None:
     assert [r[0] for r in records(config)] == ["1", "2", "3", "4"]
 
 
+@BOTH_PARSERS
 async def test_bad_document_quarantines_file_with_receipt_and_good_ones_apply(
     tmp_path: Path,
+    parser_process: bool,
 ) -> None:
-    config = make_config(tmp_path)
+    config = make_config(tmp_path, parser_process)
     docs = [envelope(1), {"data": {"id": 2}, "updatedAt": "last tuesday"}, envelope(3)]
     bad = drop(config, "users", "mixed.json", orjson.dumps(docs))
     async with await Store.open(config.store_path) as store:
@@ -91,10 +104,12 @@ async def test_bad_document_quarantines_file_with_receipt_and_good_ones_apply(
     assert [r[0] for r in records(config)] == ["1", "3"]
 
 
+@BOTH_PARSERS
 async def test_syntax_error_names_the_document_and_next_file_still_ingests(
     tmp_path: Path,
+    parser_process: bool,
 ) -> None:
-    config = make_config(tmp_path)
+    config = make_config(tmp_path, parser_process)
     broken = drop(
         config,
         "users",
@@ -127,10 +142,11 @@ async def test_same_content_twice_changes_nothing(tmp_path: Path) -> None:
     assert before == after
 
 
+@BOTH_PARSERS
 async def test_resume_after_crash_applies_nothing_twice(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, parser_process: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    config = make_config(tmp_path)
+    config = make_config(tmp_path, parser_process)
     content = orjson.dumps([envelope(i) for i in range(10)])
     path = drop(config, "users", "big.json", content)
     original = ingest_module._commit_batch

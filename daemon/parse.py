@@ -1,0 +1,244 @@
+"""Reading a drop file's documents into batches of changes, here or in a parser process.
+
+Parsing (ijson, shape recognition, timestamps, the canonical body and its digest)
+is most of the CPU work of an ingest, and it needs no store. A big file is
+therefore parsed in a separate process, which streams ready batches to the
+daemon over a pipe: the parser uses one core while the daemon's store thread
+writes on the other, instead of the two taking turns for one interpreter lock.
+Small files are parsed in the daemon itself, where a new process would cost more
+than it saves. Both ways yield exactly the same batches (``parse_batches``).
+
+If the parser process dies, the ingest fails like any other error: the file stays
+in ``.processing/`` with its committed progress, and is resumed at the next start.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import signal
+from collections.abc import AsyncGenerator, Iterator
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import IO, Any, NamedTuple
+
+import anyio
+import ijson
+import orjson
+
+from daemon.config import CollectionConfig
+from daemon.documents import DocumentReader
+from daemon.errors import DocumentError, DropsyncError
+from store.merge import Change
+
+DOCUMENT_SUFFIXES = (".json", ".ndjson")
+
+
+@dataclass(slots=True)
+class DocumentFailure:
+    """One document that could not be applied."""
+
+    index: int
+    reason: str
+    line: int | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        """The receipt entry."""
+        entry: dict[str, Any] = {"index": self.index, "reason": self.reason}
+        if self.line is not None:
+            entry["line"] = self.line
+        return entry
+
+
+@dataclass(frozen=True, slots=True)
+class ParseJob:
+    """Everything needed to parse one file (sent to the parser process as is)."""
+
+    path: Path
+    collection: CollectionConfig
+    file_id: int
+    resume_from: int  # documents before this index were committed by an earlier run
+    batch_size: int
+    max_skew_ms: int
+    now_ms: int
+    origin: str = field(default="drop")
+
+
+class ParsedBatch(NamedTuple):
+    """Up to ``batch_size`` changes, with the file's progress after them."""
+
+    changes: list[Change]
+    seen: int  # documents read so far, this batch included
+    failures: list[DocumentFailure]  # bad documents found since the previous batch
+    rejected: int  # how many of those are new (at or after resume_from)
+
+
+class ParserProcessError(DropsyncError):
+    """The parser process ended without finishing its file."""
+
+
+def _first_byte(handle: IO[bytes]) -> bytes:
+    """The first non-blank byte of the file (after a UTF-8 BOM); the handle is rewound."""
+    head = handle.read(4096)
+    while head and not head.strip():
+        head = handle.read(4096)
+    handle.seek(0)
+    return head.removeprefix(b"\xef\xbb\xbf").lstrip()[:1]
+
+
+def iter_documents(path: Path) -> Iterator[tuple[int, object, int | None]]:
+    """Yield ``(index, document, line)``; a ``DocumentFailure`` stands in for a bad one.
+
+    Syntax errors in a JSON file end the stream (nothing after them can be read);
+    in NDJSON only the bad line is lost.
+    """
+    if path.suffix not in DOCUMENT_SUFFIXES:
+        yield (
+            0,
+            DocumentFailure(
+                0, f"unsupported file type {path.suffix or '(none)'!r}: drop .json or .ndjson files"
+            ),
+            None,
+        )
+        return
+    with path.open("rb") as handle:
+        if path.suffix == ".ndjson":
+            index = 0
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    yield index, orjson.loads(line), number
+                except orjson.JSONDecodeError as exc:
+                    yield index, DocumentFailure(index, f"invalid JSON: {exc}", number), number
+                index += 1
+            return
+        first = _first_byte(handle)
+        if not first:
+            yield (
+                0,
+                DocumentFailure(0, "file is empty: expected a JSON array, object or NDJSON"),
+                None,
+            )
+            return
+        prefix = "item" if first == b"[" else ""
+        index = 0
+        try:
+            for document in ijson.items(
+                handle, prefix, use_float=True, multiple_values=True, buf_size=1 << 18
+            ):
+                yield index, document, None
+                index += 1
+        except ijson.JSONError as exc:
+            yield (
+                index,
+                DocumentFailure(
+                    index,
+                    f"invalid JSON after {index} document(s): {exc}; the rest of the file "
+                    "could not be read",
+                ),
+                None,
+            )
+
+
+def parse_batches(job: ParseJob) -> Iterator[ParsedBatch]:
+    """The file's documents as batches of changes; the last batch may be empty."""
+    reader = DocumentReader(
+        job.collection, origin=job.origin, max_skew_ms=job.max_skew_ms, now_ms=job.now_ms
+    )
+    batch: list[Change] = []
+    failures: list[DocumentFailure] = []
+    rejected = 0
+    seen = job.resume_from
+    for index, document, line in iter_documents(job.path):
+        failure = None
+        if isinstance(document, DocumentFailure):
+            failure = document
+        else:
+            try:
+                change = reader.change(document, file_id=job.file_id, doc_index=index)
+            except DocumentError as exc:
+                failure = DocumentFailure(index, str(exc), line)
+            else:
+                if index >= job.resume_from:
+                    batch.append(change)
+        if index < job.resume_from:
+            if failure is not None:
+                failures.append(failure)  # re-listed for the receipt only
+            continue
+        seen = index + 1
+        if failure is not None:
+            failures.append(failure)
+            rejected += 1
+        if len(batch) >= job.batch_size:
+            yield ParsedBatch(batch, seen, failures, rejected)
+            batch, failures, rejected = [], [], 0
+    yield ParsedBatch(batch, seen, failures, rejected)
+
+
+async def parse_here(job: ParseJob) -> AsyncGenerator[ParsedBatch, None]:
+    """``parse_batches`` in this process (the event loop runs between batches)."""
+    for parsed in parse_batches(job):
+        yield parsed
+
+
+def _as_change(row: tuple[object, ...]) -> Change:
+    """A received row as a ``Change`` (the class's own constructor, without its Python code)."""
+    return tuple.__new__(Change, row)
+
+
+def _parser_process(sender: Connection, job: ParseJob) -> None:
+    """The parser process: send each batch, then None; or the exception that stopped it."""
+    # Stopping is the daemon's decision: it kills this process, or closes the pipe by exiting.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        for parsed in parse_batches(job):
+            # Plain tuples: a NamedTuple pickles through Python code, a tuple in C.
+            sender.send((list(map(tuple, parsed.changes)), *parsed[1:]))
+        sender.send(None)
+    except BrokenPipeError:
+        pass  # the daemon stopped listening (shutdown, or it died): nothing to do
+    except Exception as exc:  # reported to the daemon, which decides
+        try:
+            sender.send(exc)
+        except Exception:  # the exception itself would not pickle
+            sender.send(ParserProcessError(f"{type(exc).__name__}: {exc}"))
+    finally:
+        sender.close()
+
+
+async def parse_in_process(job: ParseJob) -> AsyncGenerator[ParsedBatch, None]:
+    """``parse_batches`` in a new parser process, batches streamed back over a pipe.
+
+    The pipe's buffer is the only queue: the parser waits while the daemon is a
+    batch behind, so memory does not grow with the file.
+    """
+    context = multiprocessing.get_context("spawn")
+    receiver, sender = context.Pipe(duplex=False)
+    process = context.Process(
+        target=_parser_process, args=(sender, job), name="dropsync-parser", daemon=True
+    )
+    process.start()
+    sender.close()
+    try:
+        while True:
+            try:
+                message = await anyio.to_thread.run_sync(receiver.recv)
+            except EOFError:
+                await anyio.to_thread.run_sync(process.join)
+                raise ParserProcessError(
+                    f"the parser process of {job.path.name} ended early "
+                    f"(exit code {process.exitcode}); the file is resumed at the next start"
+                ) from None
+            if message is None:
+                return
+            if isinstance(message, Exception):
+                raise message
+            rows, seen, failures, rejected = message
+            yield ParsedBatch(list(map(_as_change, rows)), seen, failures, rejected)
+    finally:
+        receiver.close()
+        if process.is_alive():
+            process.kill()
+        await anyio.to_thread.run_sync(process.join)

@@ -1,0 +1,99 @@
+"""Parsing drop files into batches, in the daemon and in a parser process."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+from collections.abc import AsyncGenerator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from daemon.config import CollectionConfig
+from daemon.parse import (
+    ParsedBatch,
+    ParseJob,
+    ParserProcessError,
+    parse_batches,
+    parse_here,
+    parse_in_process,
+)
+
+pytestmark = pytest.mark.anyio
+NOW = 1_700_000_000_000
+
+
+def envelope(i: int) -> dict[str, object]:
+    return {"data": {"id": i, "email": f"u{i}@x"}, "createdAt": 1, "updatedAt": 1000 + i}
+
+
+def job(path: Path, *, resume_from: int = 0, batch_size: int = 3) -> ParseJob:
+    return ParseJob(
+        path,
+        CollectionConfig(name="users"),
+        file_id=7,
+        resume_from=resume_from,
+        batch_size=batch_size,
+        max_skew_ms=60_000,
+        now_ms=NOW,
+    )
+
+
+async def collect(batches: AsyncGenerator[ParsedBatch, None]) -> list[ParsedBatch]:
+    return [batch async for batch in batches]
+
+
+@pytest.mark.parametrize("resume_from", [0, 4])
+async def test_parser_process_yields_exactly_what_parsing_here_does(
+    tmp_path: Path, resume_from: int
+) -> None:
+    docs: list[object] = [envelope(i) for i in range(9)]
+    docs[2] = {"data": {"id": 2}, "updatedAt": "last tuesday"}
+    docs[6] = ["not", "an", "object"]
+    path = tmp_path / "users.json"
+    path.write_bytes(orjson.dumps(docs))
+    here = await collect(parse_here(job(path, resume_from=resume_from)))
+    there = await collect(parse_in_process(job(path, resume_from=resume_from)))
+    assert there == here
+    assert here == list(parse_batches(job(path, resume_from=resume_from)))
+    changes = [c for batch in there for c in batch.changes]
+    assert [c.doc_index for c in changes] == [i for i in (0, 1, 3, 4, 5, 7, 8) if i >= resume_from]
+    assert all(c.file_id == 7 and c.origin == "drop" for c in changes)
+    # Failures before resume_from are listed again for the receipt but not counted again.
+    assert [f.index for batch in there for f in batch.failures] == [2, 6]
+    assert sum(batch.rejected for batch in there) == (2 if resume_from == 0 else 1)
+    assert there[-1].seen == 9
+
+
+async def test_an_error_in_the_parser_process_reaches_the_daemon(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        await collect(parse_in_process(job(tmp_path / "gone.json")))
+
+
+async def test_a_parser_process_that_dies_fails_the_ingest_and_is_cleaned_up(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "users.ndjson"
+    path.write_bytes(b"\n".join(orjson.dumps(envelope(i)) for i in range(20_000)))
+    batches = parse_in_process(job(path, batch_size=100))
+    first = await anext(batches)
+    assert len(first.changes) == 100
+    [parser] = [p for p in multiprocessing.active_children() if p.name == "dropsync-parser"]
+    assert parser.pid is not None
+    os.kill(parser.pid, signal.SIGKILL)
+    with pytest.raises(ParserProcessError, match="ended early"):
+        async for _ in batches:
+            pass
+    assert not parser.is_alive()
+
+
+async def test_closing_early_stops_the_parser_process(tmp_path: Path) -> None:
+    path = tmp_path / "users.ndjson"
+    path.write_bytes(b"\n".join(orjson.dumps(envelope(i)) for i in range(20_000)))
+    batches = parse_in_process(job(path, batch_size=100))
+    await anext(batches)
+    [parser] = [p for p in multiprocessing.active_children() if p.name == "dropsync-parser"]
+    await batches.aclose()
+    assert not parser.is_alive()
