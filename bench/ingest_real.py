@@ -9,6 +9,7 @@ same ``Ingestor.ingest_dropped`` the watcher calls.
 from __future__ import annotations
 
 import os
+import resource
 import sys
 import time
 from pathlib import Path
@@ -47,7 +48,13 @@ async def ingest(workdir: Path, source: Path) -> dict[str, float]:
         report = await Ingestor(store, config).ingest_dropped(dropped)
         elapsed = time.perf_counter() - started
     assert report is not None and report.status == "done", report
-    return {"docs": report.applied, "seconds": elapsed, "peak_rss_mb": peak_rss_mb()}
+    return {
+        "docs": report.applied,
+        "seconds": elapsed,
+        "peak_rss_mb": peak_rss_mb(),
+        # The parser process has been joined, so it is among this process's waited-for children.
+        "parser_peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+    }
 
 
 def main() -> None:

@@ -14,7 +14,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 import sqlite3
+import subprocess
+import sys
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,10 +30,12 @@ import structlog
 
 from daemon.config import Config
 from daemon.parse import (
+    PARSER_ARGS,
     DocumentFailure,
+    ParsedBatch,
     ParseJob,
-    parse_here,
-    parse_in_process,
+    ParserProcessError,
+    parse_batches,
 )
 from store import files as ledger
 from store.db import now_ms
@@ -316,6 +322,58 @@ class Ingestor:
             error=error,
         )
         return report
+
+
+async def parse_here(job: ParseJob) -> AsyncGenerator[ParsedBatch, None]:
+    """The file's batches, parsed in this process (the event loop runs between batches)."""
+    for parsed in parse_batches(job):
+        yield parsed
+
+
+async def parse_in_process(job: ParseJob) -> AsyncGenerator[ParsedBatch, None]:
+    """The file's batches, parsed by a parser process (see ``daemon.parse``).
+
+    The pipe's buffer is the only queue: the parser waits while the daemon is a
+    batch behind, so memory does not grow with the file.
+    """
+    process = await anyio.to_thread.run_sync(_start_parser)
+    assert process.stdin is not None and process.stdout is not None
+    stdout = process.stdout
+    try:
+        with process.stdin:
+            process.stdin.write(pickle.dumps(job))
+        while True:
+            try:
+                message = await anyio.to_thread.run_sync(pickle.load, stdout)
+            except (EOFError, pickle.UnpicklingError):  # it died, maybe mid-batch
+                code = await anyio.to_thread.run_sync(process.wait)
+                raise ParserProcessError(
+                    f"the parser process of {job.path.name} ended early (exit code {code}); "
+                    "the file is resumed at the next start"
+                ) from None
+            if message is None:
+                return
+            if isinstance(message, Exception):
+                raise message
+            rows, seen, failures, rejected = message
+            yield ParsedBatch(list(map(_as_change, rows)), seen, failures, rejected)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        stdout.close()
+        await anyio.to_thread.run_sync(process.wait)
+
+
+def _start_parser() -> subprocess.Popen[bytes]:
+    """A new parser process; its errors (stderr) go where the daemon's go."""
+    return subprocess.Popen(
+        [sys.executable, *PARSER_ARGS], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+
+
+def _as_change(row: tuple[object, ...]) -> Change:
+    """A received row as a ``Change`` (the class's own constructor, without its Python code)."""
+    return tuple.__new__(Change, row)
 
 
 def _unique(path: Path) -> Path:

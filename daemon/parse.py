@@ -2,27 +2,30 @@
 
 Parsing (ijson, shape recognition, timestamps, the canonical body and its digest)
 is most of the CPU work of an ingest, and it needs no store. A big file is
-therefore parsed in a separate process, which streams ready batches to the
-daemon over a pipe: the parser uses one core while the daemon's store thread
+therefore parsed in a separate process (``parser_main``, which imports only
+this module's few dependencies), streaming ready batches to the
+daemon over its stdout: the parser uses one core while the daemon's store thread
 writes on the other, instead of the two taking turns for one interpreter lock.
 Small files are parsed in the daemon itself, where a new process would cost more
 than it saves. Both ways yield exactly the same batches (``parse_batches``).
 
-If the parser process dies, the ingest fails like any other error: the file stays
-in ``.processing/`` with its committed progress, and is resumed at the next start.
+The pipe: the daemon writes the pickled ``ParseJob`` to the parser's stdin; the
+parser writes one pickle per batch (plain tuples), then ``None``, or the exception
+that stopped it. If the parser dies, the ingest fails like any other error: the
+file stays in ``.processing/`` with its committed progress, and is resumed at the
+next start.
 """
 
 from __future__ import annotations
 
-import multiprocessing
+import pickle
 import signal
-from collections.abc import AsyncGenerator, Iterator
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
-import anyio
 import ijson
 import orjson
 
@@ -75,6 +78,10 @@ class ParsedBatch(NamedTuple):
 
 class ParserProcessError(DropsyncError):
     """The parser process ended without finishing its file."""
+
+
+# How the daemon starts a parser process (``sys.executable`` first).
+PARSER_ARGS = ("-c", "from daemon.parse import parser_main; parser_main()")
 
 
 def _first_byte(handle: IO[bytes]) -> bytes:
@@ -176,69 +183,26 @@ def parse_batches(job: ParseJob) -> Iterator[ParsedBatch]:
     yield ParsedBatch(batch, seen, failures, rejected)
 
 
-async def parse_here(job: ParseJob) -> AsyncGenerator[ParsedBatch, None]:
-    """``parse_batches`` in this process (the event loop runs between batches)."""
-    for parsed in parse_batches(job):
-        yield parsed
-
-
-def _as_change(row: tuple[object, ...]) -> Change:
-    """A received row as a ``Change`` (the class's own constructor, without its Python code)."""
-    return tuple.__new__(Change, row)
-
-
-def _parser_process(sender: Connection, job: ParseJob) -> None:
-    """The parser process: send each batch, then None; or the exception that stopped it."""
+def parser_main() -> None:
+    """The parser process: read the job from stdin, write the batches to stdout."""
     # Stopping is the daemon's decision: it kills this process, or closes the pipe by exiting.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    out = sys.stdout.buffer
     try:
+        job = pickle.load(sys.stdin.buffer)
         for parsed in parse_batches(job):
             # Plain tuples: a NamedTuple pickles through Python code, a tuple in C.
-            sender.send((list(map(tuple, parsed.changes)), *parsed[1:]))
-        sender.send(None)
+            rows = list(map(tuple, parsed.changes))
+            pickle.dump((rows, *parsed[1:]), out, protocol=pickle.HIGHEST_PROTOCOL)
+            out.flush()
+        pickle.dump(None, out)
+        out.flush()
     except BrokenPipeError:
         pass  # the daemon stopped listening (shutdown, or it died): nothing to do
     except Exception as exc:  # reported to the daemon, which decides
         try:
-            sender.send(exc)
+            pickle.dump(exc, out)
         except Exception:  # the exception itself would not pickle
-            sender.send(ParserProcessError(f"{type(exc).__name__}: {exc}"))
-    finally:
-        sender.close()
-
-
-async def parse_in_process(job: ParseJob) -> AsyncGenerator[ParsedBatch, None]:
-    """``parse_batches`` in a new parser process, batches streamed back over a pipe.
-
-    The pipe's buffer is the only queue: the parser waits while the daemon is a
-    batch behind, so memory does not grow with the file.
-    """
-    context = multiprocessing.get_context("spawn")
-    receiver, sender = context.Pipe(duplex=False)
-    process = context.Process(
-        target=_parser_process, args=(sender, job), name="dropsync-parser", daemon=True
-    )
-    process.start()
-    sender.close()
-    try:
-        while True:
-            try:
-                message = await anyio.to_thread.run_sync(receiver.recv)
-            except EOFError:
-                await anyio.to_thread.run_sync(process.join)
-                raise ParserProcessError(
-                    f"the parser process of {job.path.name} ended early "
-                    f"(exit code {process.exitcode}); the file is resumed at the next start"
-                ) from None
-            if message is None:
-                return
-            if isinstance(message, Exception):
-                raise message
-            rows, seen, failures, rejected = message
-            yield ParsedBatch(list(map(_as_change, rows)), seen, failures, rejected)
-    finally:
-        receiver.close()
-        if process.is_alive():
-            process.kill()
-        await anyio.to_thread.run_sync(process.join)
+            pickle.dump(ParserProcessError(f"{type(exc).__name__}: {exc}"), out)
+        out.flush()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import signal
 from collections.abc import AsyncGenerator
@@ -12,14 +11,8 @@ import orjson
 import pytest
 
 from daemon.config import CollectionConfig
-from daemon.parse import (
-    ParsedBatch,
-    ParseJob,
-    ParserProcessError,
-    parse_batches,
-    parse_here,
-    parse_in_process,
-)
+from daemon.ingest import parse_here, parse_in_process
+from daemon.parse import ParsedBatch, ParseJob, ParserProcessError, parse_batches
 
 pytestmark = pytest.mark.anyio
 NOW = 1_700_000_000_000
@@ -39,6 +32,28 @@ def job(path: Path, *, resume_from: int = 0, batch_size: int = 3) -> ParseJob:
         max_skew_ms=60_000,
         now_ms=NOW,
     )
+
+
+def parser_processes() -> list[int]:
+    """PIDs of this process's children that run the parser."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        if parent == os.getpid() and b"parser_main" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def gone(pid: int) -> bool:
+    """True once ``pid`` has exited and been reaped."""
+    return not Path(f"/proc/{pid}").exists()
 
 
 async def collect(batches: AsyncGenerator[ParsedBatch, None]) -> list[ParsedBatch]:
@@ -80,13 +95,12 @@ async def test_a_parser_process_that_dies_fails_the_ingest_and_is_cleaned_up(
     batches = parse_in_process(job(path, batch_size=100))
     first = await anext(batches)
     assert len(first.changes) == 100
-    [parser] = [p for p in multiprocessing.active_children() if p.name == "dropsync-parser"]
-    assert parser.pid is not None
-    os.kill(parser.pid, signal.SIGKILL)
+    [parser] = parser_processes()
+    os.kill(parser, signal.SIGKILL)
     with pytest.raises(ParserProcessError, match="ended early"):
         async for _ in batches:
             pass
-    assert not parser.is_alive()
+    assert gone(parser)
 
 
 async def test_closing_early_stops_the_parser_process(tmp_path: Path) -> None:
@@ -94,6 +108,6 @@ async def test_closing_early_stops_the_parser_process(tmp_path: Path) -> None:
     path.write_bytes(b"\n".join(orjson.dumps(envelope(i)) for i in range(20_000)))
     batches = parse_in_process(job(path, batch_size=100))
     await anext(batches)
-    [parser] = [p for p in multiprocessing.active_children() if p.name == "dropsync-parser"]
+    [parser] = parser_processes()
     await batches.aclose()
-    assert not parser.is_alive()
+    assert gone(parser)
