@@ -22,7 +22,7 @@ from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import anyio
 import orjson
@@ -336,20 +336,20 @@ async def parse_in_process(job: ParseJob) -> AsyncGenerator[ParsedBatch, None]:
     The pipe's buffer is the only queue: the parser waits while the daemon is a
     batch behind, so memory does not grow with the file.
     """
-    process = await anyio.to_thread.run_sync(_start_parser)
-    assert process.stdin is not None and process.stdout is not None
-    stdout = process.stdout
+    process, stream = await anyio.to_thread.run_sync(_start_parser)
+    assert process.stdin is not None
     try:
         with process.stdin:
             process.stdin.write(pickle.dumps(job))
         while True:
             try:
-                message = await anyio.to_thread.run_sync(pickle.load, stdout)
-            except (EOFError, pickle.UnpicklingError):  # it died, maybe mid-batch
+                message = await anyio.to_thread.run_sync(pickle.load, stream)
+            except Exception as exc:  # EOF or a cut-off pickle: it died, maybe mid-batch
+                process.kill()
                 code = await anyio.to_thread.run_sync(process.wait)
                 raise ParserProcessError(
-                    f"the parser process of {job.path.name} ended early (exit code {code}); "
-                    "the file is resumed at the next start"
+                    f"the parser process of {job.path.name} ended early (exit code {code}, "
+                    f"{type(exc).__name__}); the file is resumed at the next start"
                 ) from None
             if message is None:
                 return
@@ -360,15 +360,25 @@ async def parse_in_process(job: ParseJob) -> AsyncGenerator[ParsedBatch, None]:
     finally:
         if process.poll() is None:
             process.kill()
-        stdout.close()
+        stream.close()
         await anyio.to_thread.run_sync(process.wait)
 
 
-def _start_parser() -> subprocess.Popen[bytes]:
-    """A new parser process; its errors (stderr) go where the daemon's go."""
-    return subprocess.Popen(
-        [sys.executable, *PARSER_ARGS], stdin=subprocess.PIPE, stdout=subprocess.PIPE
-    )
+def _start_parser() -> tuple[subprocess.Popen[bytes], IO[bytes]]:
+    """A new parser process and the pipe its batches come through (see ``daemon.parse``)."""
+    read_end, write_end = os.pipe()
+    try:
+        process = subprocess.Popen(
+            [sys.executable, *PARSER_ARGS, str(write_end)],
+            stdin=subprocess.PIPE,
+            pass_fds=(write_end,),
+        )
+    except BaseException:
+        os.close(read_end)
+        raise
+    finally:
+        os.close(write_end)
+    return process, os.fdopen(read_end, "rb")
 
 
 def _as_change(row: tuple[object, ...]) -> Change:

@@ -9,15 +9,18 @@ writes on the other, instead of the two taking turns for one interpreter lock.
 Small files are parsed in the daemon itself, where a new process would cost more
 than it saves. Both ways yield exactly the same batches (``parse_batches``).
 
-The pipe: the daemon writes the pickled ``ParseJob`` to the parser's stdin; the
+The pipes: the daemon writes the pickled ``ParseJob`` to the parser's stdin; the
 parser writes one pickle per batch (plain tuples), then ``None``, or the exception
-that stopped it. If the parser dies, the ingest fails like any other error: the
-file stays in ``.processing/`` with its committed progress, and is resumed at the
-next start.
+that stopped it, to a pipe of its own (its file descriptor is the one argument;
+stdout and stderr stay the daemon's, so a stray print cannot garble the stream).
+If the parser dies, the ingest fails like any other error: the file stays in
+``.processing/`` with its committed progress, and is resumed at the next start.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import pickle
 import signal
 import sys
@@ -80,7 +83,7 @@ class ParserProcessError(DropsyncError):
     """The parser process ended without finishing its file."""
 
 
-# How the daemon starts a parser process (``sys.executable`` first).
+# How the daemon starts a parser process: ``sys.executable``, these, then the pipe's fd.
 PARSER_ARGS = ("-c", "from daemon.parse import parser_main; parser_main()")
 
 
@@ -184,11 +187,11 @@ def parse_batches(job: ParseJob) -> Iterator[ParsedBatch]:
 
 
 def parser_main() -> None:
-    """The parser process: read the job from stdin, write the batches to stdout."""
+    """The parser process: read the job from stdin, write the batches to the fd in argv."""
     # Stopping is the daemon's decision: it kills this process, or closes the pipe by exiting.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    out = sys.stdout.buffer
+    out = os.fdopen(int(sys.argv[1]), "wb")
     try:
         job = pickle.load(sys.stdin.buffer)
         for parsed in parse_batches(job):
@@ -206,3 +209,6 @@ def parser_main() -> None:
         except Exception:  # the exception itself would not pickle
             pickle.dump(ParserProcessError(f"{type(exc).__name__}: {exc}"), out)
         out.flush()
+    finally:
+        with contextlib.suppress(BrokenPipeError):
+            out.close()
