@@ -77,6 +77,13 @@ def purchase_problem(purchase: Any) -> str | None:
     return None
 
 
+def _without_purchase(contact: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The contact without its ``purchase`` key (the contact itself when it has none)."""
+    if "purchase" not in contact:
+        return contact
+    return {name: value for name, value in contact.items() if name != "purchase"}
+
+
 class CrmProvider(HttpAdapter):
     """Pushes contacts (and purchases) to the CRM."""
 
@@ -129,17 +136,17 @@ class CrmProvider(HttpAdapter):
 
     async def push(self, batch: Sequence[OutgoingChange], *, idempotency_key: str) -> PushResult:
         """One request for the plain contacts, one for each contact with a purchase."""
-        plain: list[dict[str, Any]] = []
-        requests: list[tuple[list[dict[str, Any]], Any]] = []
+        plain: list[Mapping[str, Any]] = []
+        requests: list[tuple[list[Mapping[str, Any]], Any]] = []
         for change in batch:
             if change.deleted or change.body is None:
                 continue
-            contact = dict(change.body)
-            purchase = contact.pop("purchase", None)
+            purchase = change.body.get("purchase")
             if purchase is None:
-                plain.append(contact)
-            else:
-                requests.append(([contact], purchase))
+                # The common case is sent as is (no copy); a "purchase": null is left out.
+                plain.append(_without_purchase(change.body))
+                continue
+            requests.append(([_without_purchase(change.body)], purchase))
         if plain:
             requests.insert(0, (plain, None))
         jobs: list[str] = []

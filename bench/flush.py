@@ -209,9 +209,7 @@ def main() -> None:
             "ratio": round(rate / reference_rate, 3),
             # CPU of this process per 1000-record request (the emulator runs in another).
             "cpu_ms_per_request": round(CPU_SECONDS["real"] * 1000 / len(bodies), 2),
-            "reference_cpu_ms_per_request": round(
-                CPU_SECONDS["reference"] * 1000 / len(bodies), 2
-            ),
+            "reference_cpu_ms_per_request": round(CPU_SECONDS["reference"] * 1000 / len(bodies), 2),
             "targets": {"records_per_s": 50_000, "ratio": 0.8},
             "met": {"records_per_s": rate >= 50_000, "ratio": rate / reference_rate >= 0.8},
         }

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import aiosqlite
+import orjson
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,16 +110,22 @@ def deliver_batch(
         (provider, batch_id, len(entries), state, http_status, latency_ms, remote_ref, now),
     )
     delivery_id = cursor.lastrowid
-    db.executemany(
-        "DELETE FROM outbox WHERE id = ? AND updated_at = ?",
-        [(e.id, e.updated_at) for e in entries],
+    # The batch as one JSON array [[id, collection, key, updated_at], ...]: one statement
+    # each for the outbox and the delivery state, instead of a bound row each.
+    versions = orjson.dumps([(e.id, e.collection, e.key, e.updated_at) for e in entries]).decode()
+    db.execute(
+        # An entry whose version changed while in flight stays: the newer one is still to send.
+        "DELETE FROM outbox WHERE id IN (SELECT o.id FROM json_each(?) AS v "
+        "JOIN outbox o ON o.id = v.value ->> 0 AND o.updated_at = v.value ->> 3)",
+        (versions,),
     )
-    db.executemany(
+    db.execute(
         "INSERT INTO delivered (provider, collection, key, updated_at, state, delivery_id, at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (provider, collection, key) DO UPDATE SET "
+        "SELECT ?, v.value ->> 1, v.value ->> 2, v.value ->> 3, ?, ?, ? FROM json_each(?) AS v "
+        "WHERE 1 ON CONFLICT (provider, collection, key) DO UPDATE SET "
         "updated_at = excluded.updated_at, state = excluded.state, "
         "delivery_id = excluded.delivery_id, at = excluded.at",
-        [(provider, e.collection, e.key, e.updated_at, state, delivery_id, now) for e in entries],
+        (provider, state, delivery_id, now, versions),
     )
     db.execute(
         "UPDATE providers SET state = 'online', next_attempt_at = NULL, failures = 0, "
@@ -165,29 +172,6 @@ async def count_attempt(db: aiosqlite.Connection, entry_ids: Sequence[int]) -> N
     """Add one to the attempt counter of these entries."""
     await db.executemany(
         "UPDATE outbox SET attempts = attempts + 1 WHERE id = ?", [(i,) for i in entry_ids]
-    )
-
-
-async def mark_delivered(
-    db: aiosqlite.Connection,
-    provider: str,
-    entries: Sequence[OutboxEntry],
-    *,
-    delivery_id: int,
-    state: str,
-    now: int,
-) -> None:
-    """Remove delivered entries (unless a newer version arrived meanwhile) and log them."""
-    await db.executemany(
-        "DELETE FROM outbox WHERE id = ? AND updated_at = ?",
-        [(e.id, e.updated_at) for e in entries],
-    )
-    await db.executemany(
-        "INSERT INTO delivered (provider, collection, key, updated_at, state, delivery_id, at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (provider, collection, key) DO UPDATE SET "
-        "updated_at = excluded.updated_at, state = excluded.state, "
-        "delivery_id = excluded.delivery_id, at = excluded.at",
-        [(provider, e.collection, e.key, e.updated_at, state, delivery_id, now) for e in entries],
     )
 
 

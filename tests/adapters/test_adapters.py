@@ -154,11 +154,14 @@ async def test_purchase_goes_alone_and_missing_fields_are_refused_locally(
         reason = provider.check(bad)
         assert reason is not None and "transaction_code" in reason and "currency" in reason
         assert provider.check(good) is None
-        await provider.push([contact(1), good], idempotency_key="p")
+        await provider.push([contact(1), good, contact(7, purchase=None)], idempotency_key="p")
     emulator = crm_server.emulator
     assert isinstance(emulator, CrmEmulator)
+    # One request for the plain contacts (a null purchase is no purchase), one for the sale.
     assert len(emulator.jobs) == 2 and emulator.purchases[0]["transaction_code"] == "t1"
+    assert len(emulator.purchases) == 1
     assert "purchase" not in emulator.contacts["guest5@example.com"]
+    assert "purchase" not in emulator.contacts["guest7@example.com"]
 
 
 def test_options_are_validated_by_key() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+from functools import partial
 from pathlib import Path
 
 import orjson
@@ -48,20 +49,19 @@ async def test_delivered_entry_leaves_unless_a_newer_version_arrived(tmp_path: P
         assert [(e.key, e.updated_at) for e in batch] == [("a", 1), ("b", 1)]
         assert orjson.loads(batch[0].body or "null") == {"email": "a", "ts": 1}
         await merge(store, change("b", 2), now=2000)  # arrives while the batch is in flight
-        async with store.write() as db:
-            attempt = await outbox.record_attempt(
-                db,
+        await store.transact(
+            partial(
+                outbox.deliver_batch,
                 provider="crm",
+                entries=batch,
                 batch_id="k",
-                items=2,
                 state="accepted",
-                now=3000,
                 http_status=201,
+                latency_ms=1.0,
                 remote_ref="job1",
+                now=3000,
             )
-            await outbox.mark_delivered(
-                db, "crm", batch, delivery_id=attempt, state="accepted", now=3000
-            )
+        )
         async with store.read() as db:
             left = await outbox.take_batch(db, "crm", 10)
             delivered = await db.execute_fetchall(
