@@ -17,6 +17,12 @@ decided by the error's type (``adapters.errors``):
 
 Delivery is at least once; each batch carries an idempotency key derived from
 the (provider, collection, key, version) of its entries.
+
+While the outbox has more, the flusher keeps going: it takes the next batch, then
+records the delivered one in the store's thread while it prepares and sends the
+next (the next batch is taken after the entries just sent, which are still in
+the outbox until recorded). Every other write waits for that recording first, so
+the provider's state is always written in the order things happened.
 """
 
 from __future__ import annotations
@@ -135,6 +141,10 @@ class Flusher:
         self._dry_run_after = 0
         self._outgoing: dict[int, OutgoingChange] = {}
         self.paused = False
+        # Delivered batches not yet recorded, and the recording under way (see _settle).
+        self._unrecorded: list[tuple[list[outbox.OutboxEntry], str, float, PushResult]] = []
+        self._recording: anyio.Event | None = None
+        self._recording_error: Exception | None = None
 
     def wake(self) -> None:
         """New entries are waiting: stop idling."""
@@ -166,28 +176,77 @@ class Flusher:
                 await self._idle(IDLE_RECHECK_S)
 
     async def flush_once(self) -> bool:
-        """Send one batch; False when there was nothing to send (or the provider paused)."""
-        async with self.store.read() as db:
-            entries = await outbox.take_batch(
-                db, self.name, self.batch_limit, after_id=self._dry_run_after
-            )
+        """Send until the outbox is empty (or the provider pauses); False if nothing was sent."""
+        entries = await self._take(self._dry_run_after)
         self.paused = False
         if not entries:
             return False
         if self.dry_run:
             self._dry_run_after = entries[-1].id
+            await self._flush_batch(entries)
+            return True
+        error: Exception | None = None  # raised as itself, not inside an ExceptionGroup
+        async with anyio.create_task_group() as recorder:
+            try:
+                while entries:
+                    await self._flush_batch(entries)
+                    # Taken before the recording starts, so the two need not wait for each other.
+                    entries = await self._take(entries[-1].id)
+                    self._record_in_background(recorder)
+            except _Paused:
+                self.paused = True  # run() goes back to waiting for the stored next attempt
+            except Exception as exc:
+                error = exc
+            finally:
+                with anyio.CancelScope(shield=True):
+                    try:
+                        await self._settle()
+                    except Exception as exc:
+                        error = error or exc
+        if error is not None:
+            raise error
+        return not self.paused
+
+    async def _take(self, after_id: int) -> list[outbox.OutboxEntry]:
+        async with self.store.read() as db:
+            return await outbox.take_batch(db, self.name, self.batch_limit, after_id=after_id)
+
+    async def _flush_batch(self, entries: list[outbox.OutboxEntry]) -> None:
         # Each entry is decoded once; its OutgoingChange rides along through retries and splits.
         self._outgoing = {e.id: to_outgoing(self.name, e) for e in entries}
         sendable = await self._drop_unsendable(entries)
-        try:
-            for request in split_by_bytes(
-                sendable, self.batch_limit, self.provider.limits.max_bytes
-            ):
-                await self._send(request)
-        except _Paused:
-            self.paused = True  # run() goes back to waiting for the stored next attempt
-            return False
-        return True
+        for request in split_by_bytes(sendable, self.batch_limit, self.provider.limits.max_bytes):
+            await self._send(request)
+
+    def _record_in_background(self, recorder: anyio.abc.TaskGroup) -> None:
+        """Start recording the delivered batches; ``_settle`` waits for it."""
+        batches, self._unrecorded = self._unrecorded, []
+        if not batches:
+            return
+        done = self._recording = anyio.Event()
+
+        async def record() -> None:
+            try:
+                for batch in batches:
+                    await self._record_delivered(*batch)
+            except Exception as exc:  # raised by _settle, in the flusher's own flow
+                self._recording_error = exc
+            finally:
+                done.set()
+
+        recorder.start_soon(record)
+
+    async def _settle(self) -> None:
+        """Wait until every delivered batch is recorded: called before any other write."""
+        if self._recording is not None:
+            await self._recording.wait()
+            self._recording = None
+        if self._recording_error is not None:
+            error, self._recording_error = self._recording_error, None
+            raise error
+        batches, self._unrecorded = self._unrecorded, []
+        for batch in batches:
+            await self._record_delivered(*batch)
 
     async def _drop_unsendable(self, entries: list[outbox.OutboxEntry]) -> list[outbox.OutboxEntry]:
         refused: dict[str, list[outbox.OutboxEntry]] = {}
@@ -208,6 +267,7 @@ class Flusher:
                 dry_run=self.dry_run,
             )
             if not self.dry_run:
+                await self._settle()
                 async with self.store.write() as db:
                     await outbox.dead_letter(
                         db, self.name, group, reason=reason, http_status=None, now=now_ms()
@@ -251,6 +311,7 @@ class Flusher:
         await self._delivered(entries, key, started, result)
 
     async def _failures(self) -> int:
+        await self._settle()  # a recorded delivery resets the count
         async with self.store.read() as db:
             state = await outbox.provider_state(db, self.name)
         return state.failures if state else 0
@@ -266,6 +327,7 @@ class Flusher:
         delay: float | None,
         failures: int = 0,
     ) -> None:
+        await self._settle()
         now = now_ms()
         # Rounded up, plus 1 ms for the truncation of now_ms(): never a moment early.
         next_attempt = None if delay is None else now + math.ceil(delay * 1000) + 1
@@ -316,6 +378,7 @@ class Flusher:
     async def _rejected(
         self, entries: list[outbox.OutboxEntry], key: str, started: float, exc: PermanentError
     ) -> None:
+        await self._settle()
         now = now_ms()
         async with self.store.write() as db:
             await self._log_attempt(
@@ -342,8 +405,13 @@ class Flusher:
     async def _delivered(
         self, entries: list[outbox.OutboxEntry], key: str, started: float, result: PushResult
     ) -> None:
+        """The provider took the batch: recorded by ``flush_once`` (or the next write)."""
+        self._unrecorded.append((entries, key, (time.perf_counter() - started) * 1000, result))
+
+    async def _record_delivered(
+        self, entries: list[outbox.OutboxEntry], key: str, latency: float, result: PushResult
+    ) -> None:
         now = now_ms()
-        latency = (time.perf_counter() - started) * 1000
         await self.store.transact(
             partial(
                 outbox.deliver_batch,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
@@ -15,11 +15,13 @@ import anyio
 import orjson
 import pytest
 
+from adapters.base import OutgoingChange, PullPage, PushResult
 from adapters.crm import CrmProvider
 from adapters.crm import parse_options as crm_options
 from adapters.emulators.common import EmulatorServer
 from adapters.emulators.crm import CrmEmulator
 from adapters.emulators.favourites import FavouritesEmulator
+from adapters.errors import ProviderUnavailable
 from adapters.favourites import FavouritesProvider
 from adapters.favourites import parse_options as favourite_options
 from daemon.config import ProviderConfig, parse_config
@@ -341,3 +343,59 @@ async def test_flaky_provider_gets_everything_exactly_once(
     async with store.read() as db:
         letters = await db.execute_fetchall("SELECT COUNT(*) FROM dead_letters")
     assert [tuple(r) for r in letters] == [(0,)]
+
+
+class DownOnSecondPush:
+    """The real CRM adapter, except that its second push finds the provider down."""
+
+    def __init__(self, inner: CrmProvider) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.limits = inner.limits
+        self.pushes = 0
+
+    async def __aenter__(self) -> DownOnSecondPush:
+        await self.inner.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self.inner.__aexit__(*exc_info)
+
+    def check(self, change: OutgoingChange) -> str | None:
+        return self.inner.check(change)
+
+    async def push(self, batch: Sequence[OutgoingChange], *, idempotency_key: str) -> PushResult:
+        self.pushes += 1
+        if self.pushes == 2:
+            raise ProviderUnavailable("connection refused")
+        return await self.inner.push(batch, idempotency_key=idempotency_key)
+
+    async def pull(self, cursor: str | None) -> PullPage:
+        return await self.inner.pull(cursor)
+
+
+async def test_a_failure_after_a_delivered_batch_is_recorded_after_it(
+    crm_server: EmulatorServer, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The first batch's delivery is recorded while the second is sent; the second one's
+    # failure must still be written last, so the provider ends up offline, not online.
+    # The recording is made slow, so that the failure comes first unless it waits.
+    record = Flusher._record_delivered
+
+    async def slow_record(self: Flusher, *args: Any) -> None:
+        await anyio.sleep(0.3)
+        await record(self, *args)
+
+    monkeypatch.setattr(Flusher, "_record_delivered", slow_record)
+    await merge(store, [contact_change(i) for i in range(2500)])
+    async with DownOnSecondPush(crm_provider(crm_server)) as provider:
+        flusher = Flusher(store, crm_config(crm_server, backoff_base_s=60), provider)
+        assert await flusher.flush_once() is False
+    assert flusher.paused
+    assert await pending(store) == 1500
+    async with store.read() as db:
+        state = await outbox.provider_state(db, "crm")
+        attempts = await db.execute_fetchall("SELECT items, state FROM deliveries ORDER BY id")
+    assert state is not None and state.state == "offline" and state.failures == 1
+    assert state.next_attempt_at is not None
+    assert [tuple(r) for r in attempts] == [(1000, "accepted"), (1000, "failed")]
