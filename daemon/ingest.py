@@ -36,6 +36,7 @@ from daemon.parse import (
     ParseJob,
     ParserProcessError,
     parse_batches,
+    read_message,
 )
 from store import files as ledger
 from store.db import now_ms
@@ -158,7 +159,8 @@ class Ingestor:
         self, path: Path, collection: str, name: str, *, move: bool, recovering: bool = False
     ) -> IngestReport:
         config = self.config
-        sha256, size = file_digest(path)
+        # In a thread: hashing a 2 GB file takes seconds, and the event loop must not wait.
+        sha256, size = await anyio.to_thread.run_sync(file_digest, path)
         async with self.store.read() as db:
             previous = await ledger.latest_with_content(db, collection, sha256)
         if previous is not None and recovering and previous.status != "processing":
@@ -343,20 +345,18 @@ async def parse_in_process(job: ParseJob) -> AsyncGenerator[ParsedBatch, None]:
             process.stdin.write(pickle.dumps(job))
         while True:
             try:
-                message = await anyio.to_thread.run_sync(pickle.load, stream)
-            except Exception as exc:  # EOF or a cut-off pickle: it died, maybe mid-batch
+                # Decoded in the reading thread: the event loop only passes batches on.
+                parsed = await anyio.to_thread.run_sync(read_message, stream)
+            except (ParserProcessError, ValueError, EOFError) as exc:  # it died, maybe mid-batch
                 process.kill()
                 code = await anyio.to_thread.run_sync(process.wait)
                 raise ParserProcessError(
-                    f"the parser process of {job.path.name} ended early (exit code {code}, "
-                    f"{type(exc).__name__}); the file is resumed at the next start"
+                    f"the parser process of {job.path.name} ended early (exit code {code}: "
+                    f"{exc}); the file is resumed at the next start"
                 ) from None
-            if message is None:
+            if parsed is None:
                 return
-            if isinstance(message, Exception):
-                raise message
-            rows, seen, failures, rejected = message
-            yield ParsedBatch(list(map(_as_change, rows)), seen, failures, rejected)
+            yield parsed
     finally:
         if process.poll() is None:
             process.kill()
@@ -379,11 +379,6 @@ def _start_parser() -> tuple[subprocess.Popen[bytes], IO[bytes]]:
     finally:
         os.close(write_end)
     return process, os.fdopen(read_end, "rb")
-
-
-def _as_change(row: tuple[object, ...]) -> Change:
-    """A received row as a ``Change`` (the class's own constructor, without its Python code)."""
-    return tuple.__new__(Change, row)
 
 
 def _unique(path: Path) -> Path:

@@ -10,9 +10,10 @@ Small files are parsed in the daemon itself, where a new process would cost more
 than it saves. Both ways yield exactly the same batches (``parse_batches``).
 
 The pipes: the daemon writes the pickled ``ParseJob`` to the parser's stdin; the
-parser writes one pickle per batch (plain tuples), then ``None``, or the exception
-that stopped it, to a pipe of its own (its file descriptor is the one argument;
-stdout and stderr stay the daemon's, so a stray print cannot garble the stream).
+parser writes one message per batch (``marshal`` data of plain tuples), then an
+end message, or the exception that stopped it, to a pipe of its own (its file
+descriptor is the one argument; stdout and stderr stay the daemon's, so a stray
+print cannot garble the stream).
 If the parser dies, the ingest fails like any other error: the file stays in
 ``.processing/`` with its committed progress, and is resumed at the next start.
 """
@@ -20,9 +21,11 @@ If the parser dies, the ingest fails like any other error: the file stays in
 from __future__ import annotations
 
 import contextlib
+import marshal
 import os
 import pickle
 import signal
+import struct
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -186,6 +189,55 @@ def parse_batches(job: ParseJob) -> Iterator[ParsedBatch]:
     yield ParsedBatch(batch, seen, failures, rejected)
 
 
+# One message on the parser's pipe: a tag byte and the payload's length, then the payload.
+_HEADER = struct.Struct("<cI")
+_BATCH, _DONE, _ERROR = b"B", b"D", b"E"
+
+
+def _write_message(out: IO[bytes], tag: bytes, payload: bytes = b"") -> None:
+    out.write(_HEADER.pack(tag, len(payload)))
+    out.write(payload)
+    out.flush()
+
+
+def _encode_batch(parsed: ParsedBatch) -> bytes:
+    """A batch as ``marshal`` data: plain tuples of str, int, bool and None.
+
+    marshal is the cheapest encoding both ways (no memo, no classes), and both ends
+    run the same interpreter (the parser is started with ``sys.executable``).
+    """
+    failures = [(f.index, f.reason, f.line) for f in parsed.failures]
+    return marshal.dumps((list(map(tuple, parsed.changes)), parsed.seen, failures, parsed.rejected))
+
+
+def read_message(stream: IO[bytes]) -> ParsedBatch | None:
+    """The parser's next batch, or None at the end; raises what stopped the parser.
+
+    ``ParserProcessError`` when the stream ends early or is garbled (the parser died).
+    """
+    header = stream.read(_HEADER.size)
+    if len(header) < _HEADER.size:
+        raise ParserProcessError("the stream ended before the parser finished")
+    tag, length = _HEADER.unpack(header)
+    payload = stream.read(length)
+    if len(payload) < length:
+        raise ParserProcessError("the stream ended in the middle of a batch")
+    if tag == _DONE:
+        return None
+    if tag == _ERROR:
+        error = pickle.loads(payload)
+        raise error if isinstance(error, Exception) else ParserProcessError(repr(error))
+    if tag != _BATCH:
+        raise ParserProcessError(f"unexpected message {tag!r} on the parser's pipe")
+    rows, seen, failures, rejected = marshal.loads(payload)
+    return ParsedBatch(
+        [tuple.__new__(Change, row) for row in rows],  # no Python-level __new__ per row
+        seen,
+        [DocumentFailure(*failure) for failure in failures],
+        rejected,
+    )
+
+
 def parser_main() -> None:
     """The parser process: read the job from stdin, write the batches to the fd in argv."""
     # Stopping is the daemon's decision: it kills this process, or closes the pipe by exiting.
@@ -195,20 +247,17 @@ def parser_main() -> None:
     try:
         job = pickle.load(sys.stdin.buffer)
         for parsed in parse_batches(job):
-            # Plain tuples: a NamedTuple pickles through Python code, a tuple in C.
-            rows = list(map(tuple, parsed.changes))
-            pickle.dump((rows, *parsed[1:]), out, protocol=pickle.HIGHEST_PROTOCOL)
-            out.flush()
-        pickle.dump(None, out)
-        out.flush()
+            _write_message(out, _BATCH, _encode_batch(parsed))
+        _write_message(out, _DONE)
     except BrokenPipeError:
         pass  # the daemon stopped listening (shutdown, or it died): nothing to do
     except Exception as exc:  # reported to the daemon, which decides
         try:
-            pickle.dump(exc, out)
+            payload = pickle.dumps(exc)
         except Exception:  # the exception itself would not pickle
-            pickle.dump(ParserProcessError(f"{type(exc).__name__}: {exc}"), out)
-        out.flush()
+            payload = pickle.dumps(ParserProcessError(f"{type(exc).__name__}: {exc}"))
+        with contextlib.suppress(BrokenPipeError):
+            _write_message(out, _ERROR, payload)
     finally:
         with contextlib.suppress(BrokenPipeError):
             out.close()
