@@ -36,6 +36,7 @@ from adapters.crm import parse_options as crm_options
 from bench.common import emit
 from daemon.config import ProviderConfig
 from daemon.delivery import Flusher
+from daemon.memory import tune_garbage_collector
 from store import outbox
 from store.db import open_store
 from store.handle import Store
@@ -122,6 +123,7 @@ def start_emulator(port: int, favourites_port: int = 0) -> subprocess.Popen[byte
 
 async def flush_real(path: Path, base_url: str) -> float:
     """Seconds for the real Flusher to empty the outbox."""
+    tune_garbage_collector()  # as the daemon does at start
     store = await Store.open(path)
     config = ProviderConfig(name="crm", kind="crm", base_url=base_url)
     provider = CrmProvider("crm", base_url, crm_options({"account_id": ACCOUNT}), TOKEN, 60, None)

@@ -19,6 +19,7 @@ import anyio
 from bench.common import emit, peak_rss_mb
 from daemon.config import parse_config
 from daemon.ingest import Ingestor
+from daemon.memory import tune_garbage_collector
 from store.handle import Store
 
 
@@ -43,6 +44,7 @@ async def ingest(workdir: Path, source: Path) -> dict[str, float]:
     dropped = folder / source.name
     if not dropped.exists():
         os.link(source, dropped)
+    tune_garbage_collector()  # as the daemon does at start
     async with await Store.open(config.store_path) as store:
         started = time.perf_counter()
         report = await Ingestor(store, config).ingest_dropped(dropped)

@@ -39,10 +39,12 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     import anyio
 
     from daemon.ingest import Ingestor
+    from daemon.memory import tune_garbage_collector
     from store import outbox
     from store.handle import Store
 
     config = load_config(args.config)
+    tune_garbage_collector()
 
     async def ingest() -> list[IngestReport | str]:
         results: list[IngestReport | str] = []

@@ -38,6 +38,7 @@ import orjson
 from daemon.config import CollectionConfig
 from daemon.documents import DocumentReader
 from daemon.errors import DocumentError, DropsyncError
+from daemon.memory import tune_garbage_collector
 from store.merge import Change
 
 DOCUMENT_SUFFIXES = (".json", ".ndjson")
@@ -243,6 +244,7 @@ def parser_main() -> None:
     # Stopping is the daemon's decision: it kills this process, or closes the pipe by exiting.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    tune_garbage_collector()
     out = os.fdopen(int(sys.argv[1]), "wb")
     try:
         job = pickle.load(sys.stdin.buffer)

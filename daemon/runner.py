@@ -26,6 +26,7 @@ from daemon.errors import ConfigError
 from daemon.inbox import InboxApplier
 from daemon.ingest import Ingestor, IngestReport
 from daemon.logs import configure_logging
+from daemon.memory import tune_garbage_collector
 from daemon.notify import Notifier, run_watchdog
 from daemon.providers import ProviderSupervisor, check_provider_options
 from daemon.watcher import DropWatcher, candidate_files
@@ -89,6 +90,7 @@ class Daemon:
     async def run(self) -> int:
         """Run until a stop signal (or, with ``exit_when_synced``, until all is delivered)."""
         config = self.config
+        tune_garbage_collector()
         self.store = await Store.open(config.store_path)
         self.supervisor: ProviderSupervisor = ProviderSupervisor(
             self.store, config, dry_run=self.dry_run, on_merge=self._merged
