@@ -33,7 +33,9 @@ from store.merge import (
 
 log = structlog.get_logger("dropsync.inbox")
 
-BATCH = 5000
+# Rows per transaction: small enough that a program inserting into the inbox is rarely kept
+# waiting for the write lock (SQLite's busy handler then sleeps in coarse steps).
+BATCH = 1000
 BUSY_POLL_S = 0.05
 
 
