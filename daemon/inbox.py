@@ -115,7 +115,7 @@ class InboxApplier:
             async for _ in watchfiles.awatch(
                 self.store.path.resolve().parent,
                 debounce=50,
-                step=50,  # how often the watcher thread looks; each look costs a little CPU
+                step=100,  # how often the watcher thread looks; each look costs a little CPU
                 rust_timeout=5000,
                 recursive=False,
                 yield_on_timeout=False,
