@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 from collections.abc import AsyncGenerator
@@ -12,7 +13,7 @@ import pytest
 
 from daemon.config import CollectionConfig
 from daemon.ingest import parse_here, parse_in_process
-from daemon.parse import ParsedBatch, ParseJob, ParserProcessError, parse_batches
+from daemon.parse import ParsedBatch, ParseJob, ParserProcessError, parse_batches, read_message
 
 pytestmark = pytest.mark.anyio
 NOW = 1_700_000_000_000
@@ -111,3 +112,13 @@ async def test_closing_early_stops_the_parser_process(tmp_path: Path) -> None:
     [parser] = parser_processes()
     await batches.aclose()
     assert gone(parser)
+
+
+@pytest.mark.parametrize(
+    "stream",
+    [b"", b"B\x10\x00", b"B\x10\x00\x00\x00short", b"Z\x00\x00\x00\x00"],
+    ids=["empty", "cut-header", "cut-payload", "unknown-tag"],
+)
+def test_a_garbled_stream_is_a_parser_failure(stream: bytes) -> None:
+    with pytest.raises(ParserProcessError):
+        read_message(io.BytesIO(stream))
