@@ -83,7 +83,9 @@ def test_dropped_file_reaches_a_separate_reader_and_sigterm_exits_0(
         lambda: query(db, "SELECT key, updated_at FROM records ORDER BY key"), what="records"
     )
     assert rows == [("ann@example.com", 1704067200000), ("bob@example.com", 1704067200000)]
-    assert (tmp_path / "drop/contacts/.done/c.json").exists()
+    # The file is filed away right after its last batch commits (not in the same instant).
+    wait_until((tmp_path / "drop/contacts/.done/c.json").exists, what="filed in .done")
+    assert not (tmp_path / "drop/contacts/c.json").exists()
     assert daemon.stop(signal.SIGTERM) == 0
     assert any(e["event"] == "daemon_stopped" for e in daemon.events())
 
@@ -100,10 +102,16 @@ def test_malformed_file_is_quarantined_and_the_next_good_file_ingested(
     assert errors[0]["index"] == 0 and "updated_at" in errors[0]["reason"]
     drop_file(folder, "good.json", b'{"email": "g@example.com", "updated_at": 5}')
     wait_until(lambda: query(tmp_path / "store.db", "SELECT key FROM records"), what="good")
-    assert query(tmp_path / "store.db", "SELECT status FROM files ORDER BY id") == [
-        ("quarantined",),
-        ("done",),
-    ]
+    statuses = wait_until(
+        lambda: (
+            rows
+            if (rows := query(tmp_path / "store.db", "SELECT status FROM files ORDER BY id"))[-1]
+            != ("processing",)
+            else None
+        ),
+        what="good file finished",
+    )
+    assert statuses == [("quarantined",), ("done",)]
     assert daemon.stop() == 0
 
 
