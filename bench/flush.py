@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sqlite3
 import statistics
@@ -38,6 +39,7 @@ from adapters.crm import parse_options as crm_options
 from bench.common import emit
 from daemon.config import ProviderConfig
 from daemon.delivery import Flusher
+from daemon.logs import configure_logging
 from daemon.memory import tune_garbage_collector
 from store import outbox
 from store.db import open_store
@@ -126,6 +128,12 @@ def start_emulator(port: int, favourites_port: int = 0) -> subprocess.Popen[byte
 async def flush_real(path: Path, base_url: str) -> float:
     """Seconds for the real Flusher to empty the outbox."""
     tune_garbage_collector()  # as the daemon does at start
+    with open(os.devnull, "w") as devnull:  # noqa: ASYNC230 -- once, before the clock starts
+        configure_logging("info", devnull)  # JSON lines, as the daemon logs under systemd
+        return await _flush_real(path, base_url)
+
+
+async def _flush_real(path: Path, base_url: str) -> float:
     store = await Store.open(path)
     config = ProviderConfig(name="crm", kind="crm", base_url=base_url)
     provider = CrmProvider("crm", base_url, crm_options({"account_id": ACCOUNT}), TOKEN, 60, None)

@@ -7,8 +7,10 @@ transactions), then measures:
 
 * ``dropsync status --json`` as a subprocess (the installed console script), wall time,
   best and median of 5; beside it, in the same run, a bare interpreter start
-  (``python -c pass``) and the status queries run in this process, so the part the
-  store answers and the part that is process start-up can be told apart;
+  (``python -c pass``), a minimal status script (the stdlib modules a status command
+  needs, the config read, the view asked, JSON printed) and the status queries run in
+  this process, so the part the store answers and the part that is process start-up
+  can be told apart;
 * ``SELECT * FROM pending_by_provider`` and the 100 oldest pending entries of the
   provider with the backlog, via sqlite3 (best and median of 5): ``ORDER BY id`` as
   docs/schema.md recommends, and ``ORDER BY enqueued_at`` as a user may write it;
@@ -51,6 +53,18 @@ OLDEST_BY_ID = "SELECT * FROM pending_entries WHERE provider = 'crm0' ORDER BY i
 OLDEST_BY_TIME = (
     "SELECT * FROM pending_entries WHERE provider = 'crm0' ORDER BY enqueued_at LIMIT 100"
 )
+
+
+# The least a status command can do, as a reference: the stdlib modules it needs (argparse,
+# tomllib, sqlite3, json), read the config, open the store read-only, ask the view, print.
+MINIMAL_STATUS = """
+import argparse, json, sqlite3, sys, tomllib
+argparse.ArgumentParser().parse_args([])
+with open(sys.argv[1], "rb") as f:
+    tomllib.load(f)
+db = sqlite3.connect("file:" + sys.argv[2] + "?mode=ro", uri=True)
+print(json.dumps(db.execute("SELECT * FROM pending_by_provider").fetchall(), indent=2))
+"""
 
 
 def timed(action: Callable[[], object], repeat: int = 5) -> list[float]:
@@ -125,6 +139,10 @@ def main() -> None:
         interpreter = timed(
             lambda: subprocess.run([sys.executable, "-c", "pass"], check=True), args.repeat
         )
+        floor_cmd = [sys.executable, "-c", MINIMAL_STATUS, str(config), str(db_path)]
+        floor = timed(
+            lambda: subprocess.run(floor_cmd, check=True, capture_output=True), args.repeat
+        )
         in_process = timed(lambda: status_in_process(db_path), args.repeat)
         reader = sqlite3.connect(f"{db_path.resolve().as_uri()}?mode=ro", uri=True)
         view = timed(
@@ -165,6 +183,7 @@ def main() -> None:
             "status_cli_ms": best_median(cli),
             "status_cli_output_ok": status_ok,
             "reference_python_start_ms": best_median(interpreter),
+            "reference_minimal_status_ms": best_median(floor),
             "status_queries_in_process_ms": best_median(in_process),
             "pending_by_provider_ms": best_median(view),
             "oldest_100_pending_by_id_ms": best_median(oldest),
