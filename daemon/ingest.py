@@ -361,7 +361,8 @@ async def parse_in_process(job: ParseJob) -> AsyncGenerator[ParsedBatch, None]:
         if process.poll() is None:
             process.kill()
         stream.close()
-        await anyio.to_thread.run_sync(process.wait)
+        with anyio.CancelScope(shield=True):  # reaped even when the ingest is cancelled
+            await anyio.to_thread.run_sync(process.wait)
 
 
 def _start_parser() -> tuple[subprocess.Popen[bytes], IO[bytes]]:

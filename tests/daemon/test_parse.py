@@ -6,8 +6,10 @@ import io
 import os
 import signal
 from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from pathlib import Path
 
+import anyio
 import orjson
 import pytest
 
@@ -122,3 +124,16 @@ async def test_closing_early_stops_the_parser_process(tmp_path: Path) -> None:
 def test_a_garbled_stream_is_a_parser_failure(stream: bytes) -> None:
     with pytest.raises(ParserProcessError):
         read_message(io.BytesIO(stream))
+
+
+async def test_cancelling_the_ingest_stops_and_reaps_the_parser(tmp_path: Path) -> None:
+    path = tmp_path / "users.ndjson"
+    path.write_bytes(b"\n".join(orjson.dumps(envelope(i)) for i in range(20_000)))
+    parsers: list[int] = []
+    with anyio.CancelScope() as scope:
+        async with aclosing(parse_in_process(job(path, batch_size=100))) as batches:
+            async for _ in batches:
+                parsers = parsers or parser_processes()
+                scope.cancel()
+    assert scope.cancelled_caught
+    assert len(parsers) == 1 and gone(parsers[0])
