@@ -28,8 +28,37 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"dropsync: error: {message}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of every subcommand."""
+COMMANDS = (
+    "run",
+    "demo",
+    "status",
+    "ingest",
+    "check-config",
+    "emulate",
+    "why",
+    "resync",
+    "dead-letters",
+)
+
+
+def command_in(argv: Sequence[str]) -> str | None:
+    """The subcommand named in ``argv`` (the first word that is not an option), if known."""
+    words = iter(argv)
+    for word in words:
+        if word == "--config":
+            next(words, None)  # its value
+        elif not word.startswith("-"):
+            return word if word in COMMANDS else None
+    return None
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser of every subcommand, or of ``only`` alone.
+
+    Building all of them takes longer than ``status`` takes to answer, so ``main``
+    builds just the one being run (help and usage errors name every command when
+    no known command was given).
+    """
     common = _Parser(add_help=False)
     common.add_argument(
         "--config",
@@ -39,57 +68,69 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="dropsync", description=__doc__, parents=[common])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    run = sub.add_parser("run", parents=[common], help="run the daemon in the foreground")
-    run.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="ingest as usual but only show what would be sent to providers",
-    )
-    demo = sub.add_parser(
-        "demo",
-        parents=[common],
-        help="run the daemon on built-in emulated providers and sample files",
-    )
-    demo.add_argument(
-        "--dir",
-        default="dropsync-demo",
-        help="where the demo store and drop folder go (default: ./dropsync-demo)",
-    )
-    demo.add_argument(
-        "--exit-when-synced",
-        action="store_true",
-        help="exit 0 once every provider's outbox is empty",
-    )
-    status = sub.add_parser("status", parents=[common], help="what is pending and why")
-    status.add_argument("--json", action="store_true")
-    ingest = sub.add_parser("ingest", parents=[common], help="ingest files once")
-    ingest.add_argument("files", nargs="+", metavar="FILE")
-    ingest.add_argument(
-        "--collection",
-        help="collection for files outside the drop folder (default: the file's folder name)",
-    )
-    sub.add_parser("check-config", parents=[common], help="validate the config and secrets")
-    emulate = sub.add_parser("emulate", parents=[common], help="run the provider emulators")
-    emulate.add_argument("--host", default="127.0.0.1")
-    emulate.add_argument("--crm-port", type=int, default=8081)
-    emulate.add_argument("--favourites-port", type=int, default=8082)
-    why = sub.add_parser("why", parents=[common], help="LWW audit of one key")
-    why.add_argument("collection")
-    why.add_argument("key")
-    why.add_argument("--json", action="store_true")
-    resync = sub.add_parser(
-        "resync",
-        parents=[common],
-        help="queue every record for a provider again and clear its pause",
-    )
-    resync.add_argument("provider")
-    resync.add_argument("--dry-run", action="store_true")
-    dead = sub.add_parser("dead-letters", parents=[common], help="list, retry or drop")
-    dead.add_argument("action", choices=["list", "retry", "drop"])
-    dead.add_argument("--provider")
-    dead.add_argument("--id", type=int, action="append", default=[], dest="ids")
-    dead.add_argument("--all", action="store_true", help="retry/drop every dead letter")
-    dead.add_argument("--json", action="store_true")
+    def wanted(name: str) -> bool:
+        return only is None or only == name
+
+    if wanted("run"):
+        run = sub.add_parser("run", parents=[common], help="run the daemon in the foreground")
+        run.add_argument(
+            "--dry-run",
+            action="store_true",
+            help="ingest as usual but only show what would be sent to providers",
+        )
+    if wanted("demo"):
+        demo = sub.add_parser(
+            "demo",
+            parents=[common],
+            help="run the daemon on built-in emulated providers and sample files",
+        )
+        demo.add_argument(
+            "--dir",
+            default="dropsync-demo",
+            help="where the demo store and drop folder go (default: ./dropsync-demo)",
+        )
+        demo.add_argument(
+            "--exit-when-synced",
+            action="store_true",
+            help="exit 0 once every provider's outbox is empty",
+        )
+    if wanted("status"):
+        status = sub.add_parser("status", parents=[common], help="what is pending and why")
+        status.add_argument("--json", action="store_true")
+    if wanted("ingest"):
+        ingest = sub.add_parser("ingest", parents=[common], help="ingest files once")
+        ingest.add_argument("files", nargs="+", metavar="FILE")
+        ingest.add_argument(
+            "--collection",
+            help="collection for files outside the drop folder (default: the file's folder name)",
+        )
+    if wanted("check-config"):
+        sub.add_parser("check-config", parents=[common], help="validate the config and secrets")
+    if wanted("emulate"):
+        emulate = sub.add_parser("emulate", parents=[common], help="run the provider emulators")
+        emulate.add_argument("--host", default="127.0.0.1")
+        emulate.add_argument("--crm-port", type=int, default=8081)
+        emulate.add_argument("--favourites-port", type=int, default=8082)
+    if wanted("why"):
+        why = sub.add_parser("why", parents=[common], help="LWW audit of one key")
+        why.add_argument("collection")
+        why.add_argument("key")
+        why.add_argument("--json", action="store_true")
+    if wanted("resync"):
+        resync = sub.add_parser(
+            "resync",
+            parents=[common],
+            help="queue every record for a provider again and clear its pause",
+        )
+        resync.add_argument("provider")
+        resync.add_argument("--dry-run", action="store_true")
+    if wanted("dead-letters"):
+        dead = sub.add_parser("dead-letters", parents=[common], help="list, retry or drop")
+        dead.add_argument("action", choices=["list", "retry", "drop"])
+        dead.add_argument("--provider")
+        dead.add_argument("--id", type=int, action="append", default=[], dest="ids")
+        dead.add_argument("--all", action="store_true", help="retry/drop every dead letter")
+        dead.add_argument("--json", action="store_true")
     return parser
 
 
@@ -149,8 +190,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``dropsync`` console script."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    words = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(command_in(words)).parse_args(words)
     if args.command not in ("run", "demo", "emulate", "status"):
         from daemon.logs import configure_logging
 

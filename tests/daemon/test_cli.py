@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import anyio
 import orjson
 import pytest
 
-from daemon.cli import main
+from daemon.cli import COMMANDS, build_parser, command_in, main
 from daemon.config import load_config
 from daemon.ingest import Ingestor
 from store.handle import Store
@@ -189,3 +190,22 @@ def test_resync_dry_run_sends_nothing_and_changes_nothing_then_resync_queues(
         [provider] = orjson.loads(capsys.readouterr().out)["providers"]
         assert provider["pending"] == 3 and server.emulator.requests("/account") == []
         assert main(["resync", "nope", "--config", str(config)]) == 2
+
+
+def test_the_parser_of_one_command_parses_as_the_full_one() -> None:
+    subparsers = next(
+        action
+        for action in build_parser()._actions
+        if isinstance(action, argparse._SubParsersAction)
+    )
+    assert set(subparsers.choices) == set(COMMANDS)
+    for words in (
+        ["status", "--json"],
+        ["--config", "status", "why", "contacts", "a@x"],
+        ["dead-letters", "retry", "--id", "3", "--config=c.toml"],
+    ):
+        command = command_in(words)
+        assert command == words[2 if words[0] == "--config" else 0]
+        assert build_parser(command).parse_args(words) == build_parser().parse_args(words)
+    assert command_in(["--config", "x.toml"]) is None
+    assert command_in(["nonsense"]) is None
