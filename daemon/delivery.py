@@ -18,10 +18,11 @@ decided by the error's type (``adapters.errors``):
 Delivery is at least once; each batch carries an idempotency key derived from
 the (provider, collection, key, version) of its entries.
 
-While the outbox has more, the flusher keeps going: it takes the next batch, then
-records the delivered one in the store's thread while it prepares and sends the
-next (the next batch is taken after the entries just sent, which are still in
-the outbox until recorded). Every other write waits for that recording first, so
+While the outbox has more, the flusher keeps going, three batches at a time: while
+one batch's request is in flight, the next is taken and prepared (decoded,
+checked) and the previous one's delivery is recorded in the store's thread. The
+next batch is taken after the entries in flight, which stay in the outbox until
+their delivery is recorded. Every other write waits for that recording first, so
 the provider's state is always written in the order things happened.
 """
 
@@ -188,10 +189,10 @@ class Flusher:
         error: Exception | None = None  # raised as itself, not inside an ExceptionGroup
         async with anyio.create_task_group() as recorder:
             try:
+                requests = await self._prepare(entries)
                 while entries:
-                    await self._flush_batch(entries)
-                    # Taken before the recording starts, so the two need not wait for each other.
-                    entries = await self._take(entries[-1].id)
+                    entries, requests = await self._send_and_prepare_next(entries, requests)
+                    # The next batch was taken before this recording starts: no waiting on it.
                     self._record_in_background(recorder)
             except _Paused:
                 self.paused = True  # run() goes back to waiting for the stored next attempt
@@ -212,11 +213,49 @@ class Flusher:
             return await outbox.take_batch(db, self.name, self.batch_limit, after_id=after_id)
 
     async def _flush_batch(self, entries: list[outbox.OutboxEntry]) -> None:
-        # Each entry is decoded once; its OutgoingChange rides along through retries and splits.
-        self._outgoing = {e.id: to_outgoing(self.name, e) for e in entries}
-        sendable = await self._drop_unsendable(entries)
-        for request in split_by_bytes(sendable, self.batch_limit, self.provider.limits.max_bytes):
+        for request in await self._prepare(entries):
             await self._send(request)
+        self._forget(entries)
+
+    async def _prepare(self, entries: list[outbox.OutboxEntry]) -> list[list[outbox.OutboxEntry]]:
+        """Decode the batch, dead-letter what the adapter refuses, cut the rest into requests."""
+        # Each entry is decoded once; its OutgoingChange rides along through retries and splits.
+        self._outgoing.update((e.id, to_outgoing(self.name, e)) for e in entries)
+        sendable = await self._drop_unsendable(entries)
+        return split_by_bytes(sendable, self.batch_limit, self.provider.limits.max_bytes)
+
+    def _forget(self, entries: list[outbox.OutboxEntry]) -> None:
+        for entry in entries:
+            self._outgoing.pop(entry.id, None)
+
+    async def _send_and_prepare_next(
+        self, entries: list[outbox.OutboxEntry], requests: list[list[outbox.OutboxEntry]]
+    ) -> tuple[list[outbox.OutboxEntry], list[list[outbox.OutboxEntry]]]:
+        """Send a prepared batch; while it is in flight, take and prepare the one after it."""
+        following: list[outbox.OutboxEntry] = []
+        prepared: list[list[outbox.OutboxEntry]] = []
+        errors: list[BaseException] = []  # raised as themselves, not in an ExceptionGroup
+
+        async def take_next() -> None:
+            try:
+                following.extend(await self._take(entries[-1].id))
+                prepared.extend(await self._prepare(following))
+            except Exception as exc:
+                errors.append(exc)
+
+        async with anyio.create_task_group() as ahead:
+            ahead.start_soon(take_next)
+            try:
+                for request in requests:
+                    await self._send(request)
+            except Exception as exc:  # _Paused included: the next batch is not sent
+                ahead.cancel_scope.cancel()
+                errors.insert(0, exc)
+        self._forget(entries)
+        if errors:
+            self._forget(following)
+            raise errors[0]
+        return following, prepared
 
     def _record_in_background(self, recorder: anyio.abc.TaskGroup) -> None:
         """Start recording the delivered batches; ``_settle`` waits for it."""

@@ -116,6 +116,7 @@ async def test_2500_contacts_go_out_as_3_requests(crm_server: EmulatorServer, st
     async with crm_provider(crm_server) as provider:
         flusher = Flusher(store, crm_config(crm_server), provider)
         await run_until(flusher, lambda: _zero(store))
+    assert flusher._outgoing == {}
     emulator = crm_server.emulator
     assert isinstance(emulator, CrmEmulator)
     assert len(emulator.requests("/account")) == 3
@@ -392,6 +393,7 @@ async def test_a_failure_after_a_delivered_batch_is_recorded_after_it(
         flusher = Flusher(store, crm_config(crm_server, backoff_base_s=60), provider)
         assert await flusher.flush_once() is False
     assert flusher.paused
+    assert flusher._outgoing == {}  # nothing held for the batches not sent
     assert await pending(store) == 1500
     async with store.read() as db:
         state = await outbox.provider_state(db, "crm")
