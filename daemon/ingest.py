@@ -20,7 +20,7 @@ import subprocess
 import sys
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -335,14 +335,43 @@ async def parse_here(job: ParseJob) -> AsyncGenerator[ParsedBatch, None]:
 async def parse_in_process(job: ParseJob) -> AsyncGenerator[ParsedBatch, None]:
     """The file's batches, parsed by a parser process (see ``daemon.parse``).
 
+    Should the parser not start, or die, the rest of the file is parsed here, from
+    the last batch received (and a warning says so): a big file never waits for a
+    restart because of its parser.
+    """
+    seen = job.resume_from
+    try:
+        async with aclosing(_parse_by_parser(job)) as batches:
+            async for parsed in batches:
+                seen = parsed.seen
+                yield parsed
+        return
+    except ParserProcessError as exc:
+        log.warning(
+            "parser_process_failed", file=job.path.name, error=str(exc), parse_here_from=seen
+        )
+    async for parsed in parse_here(replace(job, resume_from=seen)):
+        # Documents before `seen` were passed on already, their failures included.
+        yield parsed._replace(failures=[f for f in parsed.failures if f.index >= seen])
+
+
+async def _parse_by_parser(job: ParseJob) -> AsyncGenerator[ParsedBatch, None]:
+    """The batches of a parser process; ParserProcessError if it cannot start or dies.
+
     The pipe's buffer is the only queue: the parser waits while the daemon is a
     batch behind, so memory does not grow with the file.
     """
-    process, stream = await anyio.to_thread.run_sync(_start_parser)
+    try:
+        process, stream = await anyio.to_thread.run_sync(_start_parser)
+    except OSError as exc:
+        raise ParserProcessError(f"cannot start a parser process: {exc}") from None
     assert process.stdin is not None
     try:
-        with process.stdin:
-            process.stdin.write(pickle.dumps(job))
+        try:
+            with process.stdin:
+                process.stdin.write(pickle.dumps(job))
+        except OSError as exc:  # it died before reading its job
+            raise ParserProcessError(f"the parser process did not take its job: {exc}") from None
         while True:
             try:
                 # Decoded in the reading thread: the event loop only passes batches on.
@@ -351,8 +380,7 @@ async def parse_in_process(job: ParseJob) -> AsyncGenerator[ParsedBatch, None]:
                 process.kill()
                 code = await anyio.to_thread.run_sync(process.wait)
                 raise ParserProcessError(
-                    f"the parser process of {job.path.name} ended early (exit code {code}: "
-                    f"{exc}); the file is resumed at the next start"
+                    f"the parser process ended early (exit code {code}: {exc})"
                 ) from None
             if parsed is None:
                 return

@@ -14,8 +14,8 @@ parser writes one message per batch (``marshal`` data of plain tuples), then an
 end message, or the exception that stopped it, to a pipe of its own (its file
 descriptor is the one argument; stdout and stderr stay the daemon's, so a stray
 print cannot garble the stream).
-If the parser dies, the ingest fails like any other error: the file stays in
-``.processing/`` with its committed progress, and is resumed at the next start.
+If the parser cannot start or dies, the daemon parses the rest of the file
+itself, from the last batch it received (``daemon.ingest.parse_in_process``).
 """
 
 from __future__ import annotations

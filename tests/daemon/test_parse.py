@@ -12,7 +12,9 @@ from pathlib import Path
 import anyio
 import orjson
 import pytest
+from structlog.testing import capture_logs
 
+from daemon import ingest as ingest_module
 from daemon.config import CollectionConfig
 from daemon.ingest import parse_here, parse_in_process
 from daemon.parse import ParsedBatch, ParseJob, ParserProcessError, parse_batches, read_message
@@ -90,20 +92,46 @@ async def test_an_error_in_the_parser_process_reaches_the_daemon(tmp_path: Path)
         await collect(parse_in_process(job(tmp_path / "gone.json")))
 
 
-async def test_a_parser_process_that_dies_fails_the_ingest_and_is_cleaned_up(
-    tmp_path: Path,
-) -> None:
+async def test_if_the_parser_dies_the_rest_of_the_file_is_parsed_here(tmp_path: Path) -> None:
+    docs: list[object] = [envelope(i) for i in range(20_000)]
+    docs[150] = {"data": {"id": 150}, "updatedAt": "soon"}  # received before the parser dies
+    docs[19_000] = ["not an object"]  # found after, by the daemon itself
     path = tmp_path / "users.ndjson"
-    path.write_bytes(b"\n".join(orjson.dumps(envelope(i)) for i in range(20_000)))
-    batches = parse_in_process(job(path, batch_size=100))
-    first = await anext(batches)
-    assert len(first.changes) == 100
-    [parser] = parser_processes()
-    os.kill(parser, signal.SIGKILL)
-    with pytest.raises(ParserProcessError, match="ended early"):
-        async for _ in batches:
-            pass
+    path.write_bytes(b"\n".join(orjson.dumps(d) for d in docs))
+    received: list[ParsedBatch] = []
+    with capture_logs() as logs:
+        async with aclosing(parse_in_process(job(path, batch_size=100))) as batches:
+            async for parsed in batches:
+                received.append(parsed)
+                if len(received) == 2:
+                    [parser] = parser_processes()
+                    os.kill(parser, signal.SIGKILL)
     assert gone(parser)
+    [warning] = [e for e in logs if e["event"] == "parser_process_failed"]
+    assert warning["log_level"] == "warning" and warning["parse_here_from"] >= 200
+    # Every document exactly once, every bad one listed once: as if nothing had happened.
+    indexes = [c.doc_index for batch in received for c in batch.changes]
+    assert indexes == [i for i in range(20_000) if i not in (150, 19_000)]
+    assert [f.index for batch in received for f in batch.failures] == [150, 19_000]
+    assert sum(batch.rejected for batch in received) == 2
+    assert received[-1].seen == 20_000
+
+
+async def test_a_parser_that_cannot_start_leaves_the_parsing_to_the_daemon(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "users.json"
+    path.write_bytes(orjson.dumps([envelope(i) for i in range(7)]))
+
+    def refused() -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(ingest_module, "_start_parser", refused)
+    with capture_logs() as logs:
+        batches = await collect(parse_in_process(job(path)))
+    assert batches == await collect(parse_here(job(path)))
+    assert [e["event"] for e in logs] == ["parser_process_failed"]
+    assert "Operation not permitted" in logs[0]["error"]
 
 
 async def test_closing_early_stops_the_parser_process(tmp_path: Path) -> None:
