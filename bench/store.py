@@ -1,9 +1,9 @@
 """Bench: a 10M-row store: ``dropsync status --json``, the pending views, start to READY.
 
 ``python bench/store.py --rows 10000000`` creates a store with the daemon's own schema
-(migrated by ``store.db.open_store``), fills ``records`` with N rows and ``outbox`` with
-a backlog of ``--pending`` entries for one of four providers (plain sqlite3, large
-transactions), then measures:
+(migrated by ``store.db.open_store``), fills ``records`` with N rows, ``outbox`` with
+a backlog of ``--pending`` entries for one of four providers and the ``files`` ledger
+with ``--files`` files (plain sqlite3, large transactions), then measures:
 
 * ``dropsync status --json`` as a subprocess (the installed console script), wall time,
   best and median of 5; beside it, in the same run, a bare interpreter start
@@ -104,6 +104,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, help="records (default 10M)")
     parser.add_argument("--pending", type=int, help="crm0's backlog (default 1M)")
+    parser.add_argument("--files", type=int, default=100_000, help="drop files in the ledger")
     parser.add_argument("--repeat", type=int, default=5, help="runs per query figure")
     parser.add_argument("--starts", type=int, default=3, help="daemon starts to READY")
     parser.add_argument("--quick", action="store_true", help="200k rows, a 20k backlog")
@@ -119,6 +120,16 @@ def main() -> None:
         started = time.perf_counter()
         build_records(db_path, args.rows, pending_for="crm0", pending=args.pending)
         raw = sqlite3.connect(db_path)
+        # The drop-file ledger of a long-running daemon: one file in 50 quarantined.
+        raw.execute(
+            "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < ?) "
+            "INSERT INTO files (collection, name, path, sha256, size, status, error, "
+            "received_at, finished_at) SELECT 'users', 'f' || i || '.json', "
+            "'drop/users/.done/f' || i || '.json', printf('%064x', i), 1000, "
+            "CASE WHEN i % 50 = 0 THEN 'quarantined' ELSE 'done' END, "
+            "CASE WHEN i % 50 = 0 THEN '1 document(s) rejected' END, i, i FROM n",
+            (args.files,),
+        )
         raw.execute(
             "INSERT INTO providers (name, kind, state, updated_at) VALUES "
             "('crm0', 'crm', 'offline', 0), ('crm1', 'crm', 'online', 0), "
@@ -177,6 +188,7 @@ def main() -> None:
             "bench": "store",
             "rows": args.rows,
             "pending": args.pending,
+            "files": args.files,
             "providers": 4,
             "store_mb": round(size_mb),
             "build_s": round(built, 1),

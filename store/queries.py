@@ -21,11 +21,7 @@ def status_summary(db: sqlite3.Connection) -> dict[str, Any]:
     """Everything ``dropsync status`` shows; each query uses an index (fast on big stores)."""
     providers = _rows(db, "SELECT * FROM pending_by_provider ORDER BY provider")
     inbox = _rows(db, "SELECT COUNT(*) AS pending FROM inbox WHERE status = 'pending'")
-    files = _rows(
-        db,
-        "SELECT SUM(status = 'processing') AS processing, SUM(status = 'quarantined') AS "
-        "quarantined, SUM(status = 'done') AS done FROM files",
-    )
+    counts = dict(db.execute("SELECT status, files FROM files_by_status").fetchall())
     quarantined = _rows(
         db,
         "SELECT id, collection, name, path, error, finished_at FROM files "
@@ -36,7 +32,7 @@ def status_summary(db: sqlite3.Connection) -> dict[str, Any]:
         "schema_version": version[0]["user_version"],
         "providers": providers,
         "inbox_pending": inbox[0]["pending"],
-        "files": {k: v or 0 for k, v in files[0].items()},
+        "files": {k: counts.get(k, 0) for k in ("processing", "quarantined", "done")},
         "recent_quarantined": quarantined,
     }
 

@@ -1,6 +1,6 @@
--- 0003: a running count of pending outbox entries per provider, kept by triggers, so that
--- "how much is pending" is answered without counting millions of rows. The triggers also
--- keep it right when an operator deletes or inserts outbox rows by hand.
+-- 0003: running counts kept by triggers, so that `status` and the views answer without
+-- counting millions of rows: pending outbox entries per provider, and drop files per status.
+-- The triggers also keep them right when an operator edits those tables by hand.
 
 CREATE TABLE outbox_pending (
     provider TEXT PRIMARY KEY,
@@ -46,3 +46,33 @@ SELECT p.name AS provider,
        p.last_error,
        p.last_ok_at
 FROM providers p;
+
+CREATE TABLE files_by_status (
+    status TEXT PRIMARY KEY,
+    files  INTEGER NOT NULL
+) WITHOUT ROWID;
+
+INSERT INTO files_by_status (status, files)
+SELECT status, COUNT(*) FROM files GROUP BY status;
+
+CREATE TRIGGER files_by_status_insert AFTER INSERT ON files
+BEGIN
+    INSERT INTO files_by_status (status, files) VALUES (NEW.status, 1)
+    ON CONFLICT (status) DO UPDATE SET files = files + 1;
+END;
+
+CREATE TRIGGER files_by_status_delete AFTER DELETE ON files
+BEGIN
+    UPDATE files_by_status SET files = files - 1 WHERE status = OLD.status;
+END;
+
+CREATE TRIGGER files_by_status_update AFTER UPDATE OF status ON files
+WHEN OLD.status IS NOT NEW.status
+BEGIN
+    UPDATE files_by_status SET files = files - 1 WHERE status = OLD.status;
+    INSERT INTO files_by_status (status, files) VALUES (NEW.status, 1)
+    ON CONFLICT (status) DO UPDATE SET files = files + 1;
+END;
+
+-- The latest quarantined files, without reading the whole ledger.
+CREATE INDEX files_by_status_id ON files (status, id);

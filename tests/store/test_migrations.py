@@ -68,6 +68,35 @@ async def test_migration_3_counts_the_existing_backlog(tmp_path: Path) -> None:
     assert counts == [("crm", 4), ("fav", 1)]
 
 
+async def test_migration_3_counts_files_by_status_and_keeps_counting(tmp_path: Path) -> None:
+    path = tmp_path / "v2.db"
+    db = await open_store(path, target=2)
+    await db.executemany(
+        "INSERT INTO files (collection, name, path, sha256, size, status, received_at) "
+        "VALUES ('users', ?, ?, 'x', 1, ?, 1)",
+        [("a", "a", "done"), ("b", "b", "done"), ("c", "c", "processing")],
+    )
+    await db.commit()
+    await db.close()
+    db = await open_store(path)
+    await db.execute("UPDATE files SET status = 'quarantined' WHERE name = 'c'")
+    await db.execute(
+        "INSERT INTO files (collection, name, path, sha256, size, status, received_at) "
+        "VALUES ('users', 'd', 'd', 'y', 1, 'processing', 2)"
+    )
+    await db.execute("DELETE FROM files WHERE name = 'a'")
+    await db.commit()
+    await db.close()
+    raw = sqlite3.connect(path)
+    kept = raw.execute("SELECT status, files FROM files_by_status WHERE files > 0 ORDER BY 1")
+    counted = raw.execute("SELECT status, COUNT(*) FROM files GROUP BY status ORDER BY 1")
+    assert kept.fetchall() == counted.fetchall() == [
+        ("done", 1),
+        ("processing", 1),
+        ("quarantined", 1),
+    ]
+
+
 async def test_newer_store_is_refused_with_a_clear_message(tmp_path: Path) -> None:
     path = tmp_path / "new.db"
     db = await open_store(path)
