@@ -376,7 +376,7 @@ async def _parse_by_parser(job: ParseJob) -> AsyncGenerator[ParsedBatch, None]:
             try:
                 # Decoded in the reading thread: the event loop only passes batches on.
                 parsed = await anyio.to_thread.run_sync(read_message, stream)
-            except (ParserProcessError, ValueError, EOFError) as exc:  # it died, maybe mid-batch
+            except ParserProcessError as exc:  # it died, maybe mid-batch
                 process.kill()
                 code = await anyio.to_thread.run_sync(process.wait)
                 raise ParserProcessError(

@@ -225,18 +225,22 @@ def read_message(stream: IO[bytes]) -> ParsedBatch | None:
         raise ParserProcessError("the stream ended in the middle of a batch")
     if tag == _DONE:
         return None
-    if tag == _ERROR:
-        error = pickle.loads(payload)
-        raise error if isinstance(error, Exception) else ParserProcessError(repr(error))
-    if tag != _BATCH:
+    if tag not in (_BATCH, _ERROR):
         raise ParserProcessError(f"unexpected message {tag!r} on the parser's pipe")
-    rows, seen, failures, rejected = marshal.loads(payload)
-    return ParsedBatch(
-        [tuple.__new__(Change, row) for row in rows],  # no Python-level __new__ per row
-        seen,
-        [DocumentFailure(*failure) for failure in failures],
-        rejected,
-    )
+    try:
+        if tag == _ERROR:
+            error = pickle.loads(payload)
+        else:
+            rows, seen, failures, rejected = marshal.loads(payload)
+            return ParsedBatch(
+                [tuple.__new__(Change, row) for row in rows],  # no Python-level __new__ per row
+                seen,
+                [DocumentFailure(*failure) for failure in failures],
+                rejected,
+            )
+    except (ValueError, TypeError, EOFError, pickle.UnpicklingError) as exc:
+        raise ParserProcessError(f"a garbled message on the parser's pipe: {exc}") from None
+    raise error if isinstance(error, Exception) else ParserProcessError(repr(error))
 
 
 def parser_main() -> None:

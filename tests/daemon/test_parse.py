@@ -146,8 +146,15 @@ async def test_closing_early_stops_the_parser_process(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "stream",
-    [b"", b"B\x10\x00", b"B\x10\x00\x00\x00short", b"Z\x00\x00\x00\x00"],
-    ids=["empty", "cut-header", "cut-payload", "unknown-tag"],
+    [
+        b"",
+        b"B\x10\x00",
+        b"B\x10\x00\x00\x00short",
+        b"Z\x00\x00\x00\x00",
+        b"B\x03\x00\x00\x00xyz",
+        b"E\x03\x00\x00\x00xyz",
+    ],
+    ids=["empty", "cut-header", "cut-payload", "unknown-tag", "bad-batch", "bad-error"],
 )
 def test_a_garbled_stream_is_a_parser_failure(stream: bytes) -> None:
     with pytest.raises(ParserProcessError):

@@ -90,11 +90,15 @@ async def test_migration_3_counts_files_by_status_and_keeps_counting(tmp_path: P
     raw = sqlite3.connect(path)
     kept = raw.execute("SELECT status, files FROM files_by_status WHERE files > 0 ORDER BY 1")
     counted = raw.execute("SELECT status, COUNT(*) FROM files GROUP BY status ORDER BY 1")
-    assert kept.fetchall() == counted.fetchall() == [
-        ("done", 1),
-        ("processing", 1),
-        ("quarantined", 1),
-    ]
+    assert (
+        kept.fetchall()
+        == counted.fetchall()
+        == [
+            ("done", 1),
+            ("processing", 1),
+            ("quarantined", 1),
+        ]
+    )
 
 
 async def test_newer_store_is_refused_with_a_clear_message(tmp_path: Path) -> None:
