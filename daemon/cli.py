@@ -7,6 +7,7 @@ key), 1 any other failure.
 from __future__ import annotations
 
 import argparse
+import sqlite3
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -225,6 +226,14 @@ def _run(handler: Callable[[argparse.Namespace], int], args: argparse.Namespace)
         return EXIT_USAGE
     except (StoreError, DropsyncError) as exc:
         print(f"dropsync: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except sqlite3.Error as exc:
+        # A damaged store, or one edited by hand beyond its schema: say so, no traceback.
+        print(
+            f"dropsync: the store could not answer: {exc} "
+            "(check it with: sqlite3 STORE 'PRAGMA integrity_check')",
+            file=sys.stderr,
+        )
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return EXIT_FAILURE

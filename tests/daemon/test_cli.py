@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sqlite3
 from pathlib import Path
 
 import anyio
@@ -99,6 +100,21 @@ def test_status_reads_only_the_store_table(
     config.write_text(config.read_text().replace("[store]\n", "[store]\npaht = 'x'\n"))
     assert main(["status", "--config", str(config)]) == 2
     assert "store.paht: unknown key" in capsys.readouterr().err
+
+
+def test_a_store_missing_a_table_is_an_error_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path)
+    ingest(config, "one.json", [{"email": "a@x", "at": 100}])
+    raw = sqlite3.connect(tmp_path / "s.db")
+    raw.execute("DROP TABLE files_by_status")
+    raw.commit()
+    raw.close()
+    assert main(["status", "--config", str(config)]) == 1
+    err = capsys.readouterr().err
+    assert "no such table: files_by_status" in err and "integrity_check" in err
+    assert "Traceback" not in err
 
 
 def test_config_errors_name_file_and_key_and_exit_2(
