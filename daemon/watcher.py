@@ -114,7 +114,7 @@ class DropWatcher:
         async for changes in watchfiles.awatch(
             drop,
             debounce=50,
-            step=50,  # how often the watcher thread looks: each look costs idle CPU
+            step=100,  # how often the watcher thread looks: each look costs idle CPU
             rust_timeout=1000,  # how soon a stop is noticed by the watcher thread
             recursive=True,
             yield_on_timeout=False,
