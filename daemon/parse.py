@@ -232,6 +232,12 @@ def read_message(stream: IO[bytes]) -> ParsedBatch | None:
             error = pickle.loads(payload)
         else:
             rows, seen, failures, rejected = marshal.loads(payload)
+            if rows and len(rows[0]) != len(Change._fields):
+                # The package was replaced on disk while the daemon runs (an upgrade).
+                raise ParserProcessError(
+                    "the parser process runs another version of dropsync "
+                    f"({len(rows[0])} fields a change, this daemon has {len(Change._fields)})"
+                )
             return ParsedBatch(
                 [tuple.__new__(Change, row) for row in rows],  # no Python-level __new__ per row
                 seen,

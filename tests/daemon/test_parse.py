@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
+import marshal
 import os
 import signal
+import struct
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from pathlib import Path
@@ -159,6 +161,16 @@ async def test_closing_early_stops_the_parser_process(tmp_path: Path) -> None:
 def test_a_garbled_stream_is_a_parser_failure(stream: bytes) -> None:
     with pytest.raises(ParserProcessError):
         read_message(io.BytesIO(stream))
+
+
+def test_a_parser_of_another_version_is_a_parser_failure() -> None:
+    # After an upgrade on disk, a new parser may send rows of another shape.
+    payload = marshal.dumps(
+        ([("users", "k", "{}", 1, False, "drop", "d", 7, 0, None, "x")], 1, [], 0)
+    )
+    stream = io.BytesIO(struct.pack("<cI", b"B", len(payload)) + payload)
+    with pytest.raises(ParserProcessError, match="another version"):
+        read_message(stream)
 
 
 async def test_cancelling_the_ingest_stops_and_reaps_the_parser(tmp_path: Path) -> None:
