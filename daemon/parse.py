@@ -257,7 +257,10 @@ def parser_main() -> None:
     tune_garbage_collector()
     out = os.fdopen(int(sys.argv[1]), "wb")
     try:
-        job = pickle.load(sys.stdin.buffer)
+        try:
+            job = pickle.load(sys.stdin.buffer)
+        except Exception as exc:  # e.g. a parser of another version: the daemon parses instead
+            raise ParserProcessError(f"the parser could not read its job: {exc!r}") from None
         for parsed in parse_batches(job):
             _write_message(out, _BATCH, _encode_batch(parsed))
         _write_message(out, _DONE)
