@@ -179,13 +179,16 @@ async def _dry_run_resync(store: Store, config: Config, name: str, collections: 
     from store.handle import Store
 
     class _Unlocked(Store):
-        """A store view whose write()/read() join the transaction already open."""
+        """A store view whose write()/read()/snapshot() join the transaction already open."""
 
         def __init__(self, store: Store) -> None:
             super().__init__(store.db, store.path)
 
         def write(self) -> Any:
             return self.read()
+
+        def snapshot(self) -> Any:
+            return self.read()  # another connection would not see the uncommitted requeue
 
     provider_config = config.providers[name]
     await store.db.execute("BEGIN IMMEDIATE")

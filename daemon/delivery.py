@@ -209,7 +209,9 @@ class Flusher:
         return not self.paused
 
     async def _take(self, after_id: int) -> list[outbox.OutboxEntry]:
-        async with self.store.read() as db:
+        # From the read-only connection: taking the next batch does not wait for the
+        # recording of the previous one (whose entries it skips: they are before after_id).
+        async with self.store.snapshot() as db:
             return await outbox.take_batch(db, self.name, self.batch_limit, after_id=after_id)
 
     async def _flush_batch(self, entries: list[outbox.OutboxEntry]) -> None:

@@ -54,6 +54,18 @@ async def open_store(path: Path, *, target: int | None = None) -> aiosqlite.Conn
     return db
 
 
+async def open_reader(path: Path) -> aiosqlite.Connection:
+    """A read-only connection to a store the writer has opened (WAL: it never blocks it)."""
+    db = await aiosqlite.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        await db.execute("PRAGMA busy_timeout = 5000")
+        await db.execute("PRAGMA cache_size = -4096")  # the writer's cache is the big one
+    except BaseException:
+        await db.close()
+        raise
+    return db
+
+
 async def schema_version(db: aiosqlite.Connection) -> int:
     """The store's ``PRAGMA user_version``."""
     row = await (await db.execute("PRAGMA user_version")).fetchone()

@@ -11,7 +11,7 @@ from typing import Any, TypeVar, cast
 import aiosqlite
 import anyio
 
-from store.db import open_store, transaction
+from store.db import open_reader, open_store, transaction
 
 T = TypeVar("T")
 
@@ -21,13 +21,16 @@ class Store:
 
     ``write()`` serialises write transactions between tasks; ``read()`` gives
     the connection to a task between transactions, so it never sees another
-    task's half-done work.
+    task's half-done work. ``snapshot()`` is a second, read-only connection for
+    reads that need not wait for the writer: it sees the last committed state.
     """
 
     def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
         self.db = db
         self.path = path
         self._lock = anyio.Lock()
+        self._reader: aiosqlite.Connection | None = None
+        self._reader_lock = anyio.Lock()
 
     @classmethod
     async def open(cls, path: Path) -> Store:
@@ -74,8 +77,24 @@ class Store:
         async with self._lock:
             yield self.db
 
+    @asynccontextmanager
+    async def snapshot(self) -> AsyncIterator[aiosqlite.Connection]:
+        """A read-only connection that does not wait for the writer (opened on first use).
+
+        What it reads is the last committed state: a transaction under way in the
+        writer's connection is not seen until it commits.
+        """
+        async with self._reader_lock:
+            if self._reader is None:
+                self._reader = await open_reader(self.path)
+            yield self._reader
+
     async def close(self) -> None:
-        """Close the connection (waits for a running transaction to finish)."""
+        """Close the connections (waits for a running transaction to finish)."""
+        async with self._reader_lock:
+            if self._reader is not None:
+                await self._reader.close()
+                self._reader = None
         async with self._lock:
             await self.db.close()
 

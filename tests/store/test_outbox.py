@@ -7,6 +7,7 @@ import sqlite3
 from functools import partial
 from pathlib import Path
 
+import anyio
 import orjson
 import pytest
 
@@ -166,3 +167,26 @@ async def test_pending_count_follows_coalescing_and_hand_edits(tmp_path: Path) -
             assert await outbox.pending_count(db, "crm") == 1
             assert await outbox.pending_count(db, "nobody") == 0
         await assert_pending_counts_match(store)
+
+
+async def test_snapshot_reads_committed_state_without_waiting_for_the_writer(
+    tmp_path: Path,
+) -> None:
+    async with await Store.open(tmp_path / "s.db") as store:
+        await merge(store, change("a", 1))
+        with anyio.fail_after(10):  # bounds a hang: a snapshot must not wait for the writer
+            async with store.write() as db:
+                await db.execute(
+                    "INSERT INTO records (collection, key, body, updated_at, deleted, origin, "
+                    "digest, merged_at) VALUES ('contacts', 'b', '{}', 1, 0, 'drop', 'd', 1)"
+                )
+                await db.execute(
+                    "INSERT INTO outbox (provider, collection, key, updated_at, enqueued_at) "
+                    "VALUES ('crm', 'contacts', 'b', 1, 1)"
+                )
+                async with store.snapshot() as snapshot:
+                    during = await outbox.take_batch(snapshot, "crm", 10)
+        async with store.snapshot() as snapshot:
+            after = await outbox.take_batch(snapshot, "crm", 10)
+    assert [e.key for e in during] == ["a"]  # the open transaction is not seen
+    assert [e.key for e in after] == ["a", "b"]  # once committed, it is
