@@ -54,9 +54,9 @@ from adapters.errors import (
     ProviderUnavailable,
     RetryableError,
 )
+from daemon.clock import now_ms
 from daemon.config import ProviderConfig
 from store import outbox
-from store.db import now_ms
 from store.handle import Store
 
 log = structlog.get_logger("dropsync.delivery")
@@ -64,6 +64,10 @@ log = structlog.get_logger("dropsync.delivery")
 # Flushers are woken by merges and by commits of other programs; this is a safety net.
 IDLE_RECHECK_S = 30.0
 _MIN_DELAY_S = 0.05
+
+
+# A batch the provider took, not yet recorded: entries, batch key, latency (ms), result.
+_Delivered = tuple[list[outbox.OutboxEntry], str, float, PushResult]
 
 
 class _Paused(Exception):
@@ -143,7 +147,7 @@ class Flusher:
         self._outgoing: dict[int, OutgoingChange] = {}
         self.paused = False
         # Delivered batches not yet recorded, and the recording under way (see _settle).
-        self._unrecorded: list[tuple[list[outbox.OutboxEntry], str, float, PushResult]] = []
+        self._unrecorded: list[_Delivered] = []
         self._recording: anyio.Event | None = None
         self._recording_error: Exception | None = None
 
@@ -268,8 +272,7 @@ class Flusher:
 
         async def record() -> None:
             try:
-                for batch in batches:
-                    await self._record_delivered(*batch)
+                await self._record_all(batches)
             except Exception as exc:  # raised by _settle, in the flusher's own flow
                 self._recording_error = exc
             finally:
@@ -286,6 +289,9 @@ class Flusher:
             error, self._recording_error = self._recording_error, None
             raise error
         batches, self._unrecorded = self._unrecorded, []
+        await self._record_all(batches)
+
+    async def _record_all(self, batches: list[_Delivered]) -> None:
         for batch in batches:
             await self._record_delivered(*batch)
 

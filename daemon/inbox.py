@@ -17,10 +17,10 @@ import anyio
 import structlog
 import watchfiles
 
+from daemon.clock import now_ms
 from daemon.config import Config
 from daemon.documents import inbox_change
 from daemon.errors import DocumentError
-from store.db import now_ms
 from store.handle import Store
 from store.merge import (
     Change,
@@ -110,10 +110,11 @@ class InboxApplier:
 
     async def _watch_wal(self) -> None:
         """Wake the applier whenever the store's write-ahead log is written to."""
-        wal = str(self.store.path.resolve()) + "-wal"
+        store = self.store.path.resolve()
+        wal = f"{store}-wal"
         try:
             async for _ in watchfiles.awatch(
-                self.store.path.resolve().parent,
+                store.parent,
                 debounce=50,
                 step=100,  # how often the watcher thread looks; each look costs a little CPU
                 rust_timeout=5000,

@@ -28,6 +28,7 @@ import anyio
 import orjson
 import structlog
 
+from daemon.clock import now_ms
 from daemon.config import Config
 from daemon.parse import (
     PARSER_ARGS,
@@ -39,7 +40,6 @@ from daemon.parse import (
     read_message,
 )
 from store import files as ledger
-from store.db import now_ms
 from store.handle import Store
 from store.merge import Change, MergeResult, apply_changes
 

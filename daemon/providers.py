@@ -15,14 +15,13 @@ import structlog
 from adapters.base import IncomingChange, Provider
 from adapters.errors import AuthError, ProviderError
 from adapters.registry import OptionError, build_provider, parse_options
-from daemon.clock import format_timestamp
+from daemon.clock import format_timestamp, now_ms
 from daemon.config import Config, ProviderConfig
 from daemon.delivery import Flusher
 from daemon.documents import canonical
 from daemon.errors import ConfigError, SecretError
 from daemon.secrets import read_secret
 from store import cursors, outbox
-from store.db import now_ms
 from store.handle import Store
 from store.merge import Change, MergeResult, apply_changes
 
