@@ -18,17 +18,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-
-from adapters.base import (
+from dropsync.adapters.base import (
     IDEMPOTENCY_HEADER,
     OutgoingChange,
     ProviderLimits,
     PullPage,
     PushResult,
 )
-from adapters.errors import PermanentError
-from adapters.http import HttpAdapter, make_client, send
-from adapters.options import OptionReader
+from dropsync.adapters.errors import PermanentError
+from dropsync.adapters.http import HttpAdapter, make_client, send
+from dropsync.adapters.options import OptionReader
 
 MAX_CONTACTS = 1000
 PURCHASE_FIELDS = ("transaction_code", "price", "currency")

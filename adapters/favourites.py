@@ -16,8 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-
-from adapters.base import (
+from dropsync.adapters.base import (
     IDEMPOTENCY_HEADER,
     IncomingChange,
     OutgoingChange,
@@ -25,9 +24,9 @@ from adapters.base import (
     PullPage,
     PushResult,
 )
-from adapters.errors import PermanentError
-from adapters.http import HttpAdapter, make_client, send
-from adapters.options import OptionError, OptionReader
+from dropsync.adapters.errors import PermanentError
+from dropsync.adapters.http import HttpAdapter, make_client, send
+from dropsync.adapters.options import OptionError, OptionReader
 
 
 @dataclass(frozen=True, slots=True)

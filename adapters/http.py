@@ -9,8 +9,7 @@ from types import TracebackType
 from typing import Any, Self
 
 import httpx
-
-from adapters.errors import (
+from dropsync.adapters.errors import (
     AuthError,
     PermanentError,
     ProviderThrottled,

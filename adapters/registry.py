@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from adapters import crm, favourites
-from adapters.base import Provider
-from adapters.options import OptionError
+from dropsync.adapters import crm, favourites
+from dropsync.adapters.base import Provider
+from dropsync.adapters.options import OptionError
 
 __all__ = ["KINDS", "OptionError", "build_provider", "parse_options"]
 

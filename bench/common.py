@@ -91,8 +91,7 @@ def build_records(
 def migrate(path: Path) -> None:
     """Create (or migrate) a store at ``path`` with the daemon's own migrations."""
     import anyio
-
-    from store.db import open_store
+    from dropsync.store.db import open_store
 
     async def run() -> None:
         db = await open_store(path)
@@ -111,7 +110,7 @@ def start_daemon(
     handle = log.open("wb")
     started = time.perf_counter()
     process = subprocess.Popen(
-        [sys.executable, "-m", "daemon.cli", "run", "--config", str(config)],
+        [sys.executable, "-m", "dropsync.daemon.cli", "run", "--config", str(config)],
         cwd=ROOT,
         stdout=handle,
         stderr=subprocess.STDOUT,
@@ -129,11 +128,11 @@ def start_daemon(
 
 
 def dropsync_command() -> list[str]:
-    """The installed ``dropsync`` console script, else ``python -m daemon.cli``."""
+    """The installed ``dropsync`` console script, else ``python -m dropsync.daemon.cli``."""
     script = Path(sys.executable).parent / "dropsync"
     if script.exists():
         return [str(script)]
-    return [sys.executable, "-m", "daemon.cli"]
+    return [sys.executable, "-m", "dropsync.daemon.cli"]
 
 
 def free_port() -> int:

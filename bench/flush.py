@@ -34,16 +34,17 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from adapters.crm import CrmProvider
-from adapters.crm import parse_options as crm_options
+from dropsync.adapters.crm import CrmProvider
+from dropsync.adapters.crm import parse_options as crm_options
+from dropsync.daemon.config import ProviderConfig
+from dropsync.daemon.delivery import Flusher
+from dropsync.daemon.logs import configure_logging
+from dropsync.daemon.memory import tune_garbage_collector
+from dropsync.store import outbox
+from dropsync.store.db import open_store
+from dropsync.store.handle import Store
+
 from bench.common import emit
-from daemon.config import ProviderConfig
-from daemon.delivery import Flusher
-from daemon.logs import configure_logging
-from daemon.memory import tune_garbage_collector
-from store import outbox
-from store.db import open_store
-from store.handle import Store
 
 TOKEN = "demo-crm-token"
 CPU_SECONDS: dict[str, float] = {}  # this process's CPU time during each side
@@ -104,7 +105,7 @@ def start_emulator(port: int, favourites_port: int = 0) -> subprocess.Popen[byte
         [
             sys.executable,
             "-m",
-            "daemon.cli",
+            "dropsync.daemon.cli",
             "emulate",
             "--crm-port",
             str(port),

@@ -15,12 +15,12 @@ import time
 from pathlib import Path
 
 import anyio
+from dropsync.daemon.config import parse_config
+from dropsync.daemon.ingest import Ingestor
+from dropsync.daemon.memory import tune_garbage_collector
+from dropsync.store.handle import Store
 
 from bench.common import emit, peak_rss_mb
-from daemon.config import parse_config
-from daemon.ingest import Ingestor
-from daemon.memory import tune_garbage_collector
-from store.handle import Store
 
 
 async def ingest(workdir: Path, source: Path) -> dict[str, float]:

@@ -64,7 +64,14 @@ secret_env = "BENCH_CRM_TOKEN"
         emulator = start_emulator(args.port)
         log = (work / "daemon.log").open("wb")
         daemon = subprocess.Popen(
-            [sys.executable, "-m", "daemon.cli", "run", "--config", str(work / "dropsync.toml")],
+            [
+                sys.executable,
+                "-m",
+                "dropsync.daemon.cli",
+                "run",
+                "--config",
+                str(work / "dropsync.toml"),
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
             env={**os.environ, "BENCH_CRM_TOKEN": "demo-crm-token"},

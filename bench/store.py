@@ -35,6 +35,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from dropsync.store.queries import status_summary
+from dropsync.store.readonly import open_readonly
+
 from bench.common import (
     best_median,
     build_records,
@@ -44,8 +47,6 @@ from bench.common import (
     start_dropsync,
     stop_process,
 )
-from store.queries import status_summary
-from store.readonly import open_readonly
 
 TARGET_MS = 50.0
 TARGET_READY_S = 1.0

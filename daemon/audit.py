@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from daemon.clock import format_timestamp
-from store.queries import VersionSeen
+from dropsync.daemon.clock import format_timestamp
+from dropsync.store.queries import VersionSeen
 
 
 def _when(ts: int | None) -> str:

@@ -13,12 +13,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
-from daemon.errors import ConfigError, DropsyncError, SecretError, UsageError
-from store.errors import StoreError
+from dropsync.daemon.errors import ConfigError, DropsyncError, SecretError, UsageError
+from dropsync.store.errors import StoreError
 
 # Subcommands import what they need when they run: `status` must start fast.
 if TYPE_CHECKING:
-    from daemon.config import Config
+    from dropsync.daemon.config import Config
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -136,8 +136,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 
 def _config(args: argparse.Namespace) -> Config:
-    from daemon.config import load_config
-    from daemon.providers import check_provider_options
+    from dropsync.daemon.config import load_config
+    from dropsync.daemon.providers import check_provider_options
 
     config = load_config(args.config)
     check_provider_options(config)
@@ -147,9 +147,8 @@ def _config(args: argparse.Namespace) -> Config:
 def cmd_run(args: argparse.Namespace) -> int:
     """``dropsync run``."""
     import anyio
-
-    from daemon.logs import configure_logging
-    from daemon.runner import Daemon
+    from dropsync.daemon.logs import configure_logging
+    from dropsync.daemon.runner import Daemon
 
     config = _config(args)
     configure_logging(config.log_level)
@@ -159,21 +158,21 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """``dropsync demo``."""
-    from daemon.demo import run_demo
+    from dropsync.daemon.demo import run_demo
 
     return run_demo(Path(args.dir), exit_when_synced=args.exit_when_synced)
 
 
 def cmd_emulate(args: argparse.Namespace) -> int:
     """``dropsync emulate``."""
-    from daemon.demo import run_emulators
+    from dropsync.daemon.demo import run_emulators
 
     return run_emulators(args.host, crm_port=args.crm_port, favourites_port=args.favourites_port)
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     """``dropsync check-config``: the config, its providers' options and their secrets."""
-    from daemon.secrets import read_secret
+    from dropsync.daemon.secrets import read_secret
 
     config = _config(args)
     for provider in config.providers.values():
@@ -194,15 +193,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     words = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(command_in(words)).parse_args(words)
     if args.command not in ("run", "demo", "emulate", "status"):
-        from daemon.logs import configure_logging
+        from dropsync.daemon.logs import configure_logging
 
         # One-shot commands print their results on stdout; log lines go to stderr.
         configure_logging("info", sys.stderr)
     if args.command == "status":
-        from daemon.status import cmd_status
+        from dropsync.daemon.status import cmd_status
 
         return _run(cmd_status, args)
-    from daemon import commands
+    from dropsync.daemon import commands
 
     handlers = {
         "run": cmd_run,

@@ -11,18 +11,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
-
-from daemon.clock import format_timestamp, now_ms
-from daemon.config import Config, load_config
-from daemon.errors import UsageError
-from store import queries
-from store.readonly import open_readonly
+from dropsync.daemon.clock import format_timestamp, now_ms
+from dropsync.daemon.config import Config, load_config
+from dropsync.daemon.errors import UsageError
+from dropsync.store import queries
+from dropsync.store.readonly import open_readonly
 
 # The read-only commands (status, why, dead-letters list) need no event loop: the
 # modules for writing are imported by the commands that write, so `status` starts fast.
 if TYPE_CHECKING:
-    from daemon.ingest import IngestReport
-    from store.handle import Store
+    from dropsync.daemon.ingest import IngestReport
+    from dropsync.store.handle import Store
 
 
 def _dump(value: Any) -> str:
@@ -37,11 +36,10 @@ def _kinds(config: Config) -> list[tuple[str, str]]:
 def cmd_ingest(args: argparse.Namespace) -> int:
     """``dropsync ingest FILE...``: the daemon's ingest path, once."""
     import anyio
-
-    from daemon.ingest import Ingestor
-    from daemon.memory import tune_garbage_collector
-    from store import outbox
-    from store.handle import Store
+    from dropsync.daemon.ingest import Ingestor
+    from dropsync.daemon.memory import tune_garbage_collector
+    from dropsync.store import outbox
+    from dropsync.store.handle import Store
 
     config = load_config(args.config)
     tune_garbage_collector()
@@ -78,7 +76,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 def cmd_why(args: argparse.Namespace) -> int:
     """``dropsync why COLLECTION KEY``: every version seen and why the winner won."""
-    from daemon.audit import source_of, version_json, why_winner
+    from dropsync.daemon.audit import source_of, version_json, why_winner
 
     config = load_config(args.config)
 
@@ -136,9 +134,8 @@ def cmd_why(args: argparse.Namespace) -> int:
 def cmd_resync(args: argparse.Namespace) -> int:
     """``dropsync resync PROVIDER``: queue everything again, clear its pause and cursors."""
     import anyio
-
-    from store import cursors, outbox
-    from store.handle import Store
+    from dropsync.store import cursors, outbox
+    from dropsync.store.handle import Store
 
     config = load_config(args.config)
     provider = config.providers.get(args.provider)
@@ -173,10 +170,10 @@ def cmd_resync(args: argparse.Namespace) -> int:
 
 async def _dry_run_resync(store: Store, config: Config, name: str, collections: list[str]) -> int:
     """Queue inside a transaction, show the batches through the real flusher, roll back."""
-    from daemon.delivery import Flusher
-    from daemon.providers import open_provider
-    from store import outbox
-    from store.handle import Store
+    from dropsync.daemon.delivery import Flusher
+    from dropsync.daemon.providers import open_provider
+    from dropsync.store import outbox
+    from dropsync.store.handle import Store
 
     class _Unlocked(Store):
         """A store view whose write()/read()/snapshot() join the transaction already open."""
@@ -218,9 +215,8 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
         return _print_dead_letters(letters, as_json=args.json)
 
     import anyio
-
-    from store import outbox
-    from store.handle import Store
+    from dropsync.store import outbox
+    from dropsync.store.handle import Store
 
     async def act() -> int:
         async with await Store.open(config.store_path) as store, store.write() as db:

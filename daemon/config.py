@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from daemon.config_file import (
+from dropsync.daemon.config_file import (
     Table,
     read_config_file,
     resolve_path,

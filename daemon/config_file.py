@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from daemon.errors import ConfigError
+from dropsync.daemon.errors import ConfigError
 
 BUILTIN = "<built-in defaults>"
 DEFAULT_STORE = "dropsync.db"

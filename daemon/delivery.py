@@ -39,27 +39,26 @@ import aiosqlite
 import anyio
 import orjson
 import structlog
-
-from adapters.base import (
+from dropsync.adapters.base import (
     OutgoingChange,
     Provider,
     PushResult,
     batch_idempotency_key,
     change_idempotency_key,
 )
-from adapters.errors import (
+from dropsync.adapters.errors import (
     AuthError,
     PermanentError,
     ProviderError,
     ProviderUnavailable,
     RetryableError,
 )
-from daemon.clock import now_ms
-from daemon.config import ProviderConfig
-from store import outbox
-from store.handle import Store
+from dropsync.daemon.clock import now_ms
+from dropsync.daemon.config import ProviderConfig
+from dropsync.store import outbox
+from dropsync.store.handle import Store
 
-log = structlog.get_logger("dropsync.delivery")
+log = structlog.get_logger(__name__)
 
 # Flushers are woken by merges and by commits of other programs; this is a safety net.
 IDLE_RECHECK_S = 30.0

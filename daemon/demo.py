@@ -15,13 +15,12 @@ from pathlib import Path
 
 import anyio
 import orjson
-
-from adapters.emulators.common import EmulatorServer
-from adapters.emulators.crm import CrmEmulator
-from adapters.emulators.favourites import FavouritesEmulator
-from daemon.config import parse_config
-from daemon.logs import configure_logging
-from daemon.runner import Daemon
+from dropsync.adapters.emulators.common import EmulatorServer
+from dropsync.adapters.emulators.crm import CrmEmulator
+from dropsync.adapters.emulators.favourites import FavouritesEmulator
+from dropsync.daemon.config import parse_config
+from dropsync.daemon.logs import configure_logging
+from dropsync.daemon.runner import Daemon
 
 DEMO_ACCOUNT = "acc_1"
 DEMO_CRM_TOKEN = "demo-crm-token"

@@ -20,11 +20,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
-
-from daemon.clock import format_timestamp
-from daemon.config import CollectionConfig
-from daemon.errors import DocumentError
-from store.merge import Change
+from dropsync.daemon.clock import format_timestamp
+from dropsync.daemon.config import CollectionConfig
+from dropsync.daemon.errors import DocumentError
+from dropsync.store.merge import Change
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MS = timedelta(milliseconds=1)

@@ -16,13 +16,12 @@ from collections.abc import Callable
 import anyio
 import structlog
 import watchfiles
-
-from daemon.clock import now_ms
-from daemon.config import Config
-from daemon.documents import inbox_change
-from daemon.errors import DocumentError
-from store.handle import Store
-from store.merge import (
+from dropsync.daemon.clock import now_ms
+from dropsync.daemon.config import Config
+from dropsync.daemon.documents import inbox_change
+from dropsync.daemon.errors import DocumentError
+from dropsync.store.handle import Store
+from dropsync.store.merge import (
     Change,
     MergeResult,
     apply_changes,
@@ -31,7 +30,7 @@ from store.merge import (
     reject_inbox_rows,
 )
 
-log = structlog.get_logger("dropsync.inbox")
+log = structlog.get_logger(__name__)
 
 # Rows per transaction: small enough that a program inserting into the inbox is rarely kept
 # waiting for the write lock (SQLite's busy handler then sleeps in coarse steps).

@@ -27,10 +27,9 @@ from typing import IO, Any
 import anyio
 import orjson
 import structlog
-
-from daemon.clock import now_ms
-from daemon.config import Config
-from daemon.parse import (
+from dropsync.daemon.clock import now_ms
+from dropsync.daemon.config import Config
+from dropsync.daemon.parse import (
     PARSER_ARGS,
     DocumentFailure,
     ParsedBatch,
@@ -39,11 +38,11 @@ from daemon.parse import (
     parse_batches,
     read_message,
 )
-from store import files as ledger
-from store.handle import Store
-from store.merge import Change, MergeResult, apply_changes
+from dropsync.store import files as ledger
+from dropsync.store.handle import Store
+from dropsync.store.merge import Change, MergeResult, apply_changes
 
-log = structlog.get_logger("dropsync.ingest")
+log = structlog.get_logger(__name__)
 
 IGNORED_SUFFIXES = (".tmp", ".part")
 PROCESSING, DONE, QUARANTINE = ".processing", ".done", ".quarantine"

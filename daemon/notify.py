@@ -28,7 +28,7 @@ from collections.abc import Mapping
 import anyio
 import structlog
 
-log = structlog.get_logger("dropsync.notify")
+log = structlog.get_logger(__name__)
 
 # A datagram to a full notify socket would block the event loop; give up after this.
 SEND_TIMEOUT_S = 1.0

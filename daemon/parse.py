@@ -34,12 +34,11 @@ from typing import IO, Any, NamedTuple
 
 import ijson
 import orjson
-
-from daemon.config import CollectionConfig
-from daemon.documents import DocumentReader
-from daemon.errors import DocumentError, DropsyncError
-from daemon.memory import tune_garbage_collector
-from store.merge import Change
+from dropsync.daemon.config import CollectionConfig
+from dropsync.daemon.documents import DocumentReader
+from dropsync.daemon.errors import DocumentError, DropsyncError
+from dropsync.daemon.memory import tune_garbage_collector
+from dropsync.store.merge import Change
 
 DOCUMENT_SUFFIXES = (".json", ".ndjson")
 
@@ -88,7 +87,7 @@ class ParserProcessError(DropsyncError):
 
 
 # How the daemon starts a parser process: ``sys.executable``, these, then the pipe's fd.
-PARSER_ARGS = ("-c", "from daemon.parse import parser_main; parser_main()")
+PARSER_ARGS = ("-P", "-c", "from dropsync.daemon.parse import parser_main; parser_main()")
 
 
 def _first_byte(handle: IO[bytes]) -> bytes:

@@ -11,21 +11,20 @@ from collections.abc import Callable, Iterable
 
 import anyio
 import structlog
+from dropsync.adapters.base import IncomingChange, Provider
+from dropsync.adapters.errors import AuthError, ProviderError
+from dropsync.adapters.registry import OptionError, build_provider, parse_options
+from dropsync.daemon.clock import format_timestamp, now_ms
+from dropsync.daemon.config import Config, ProviderConfig
+from dropsync.daemon.delivery import Flusher
+from dropsync.daemon.documents import canonical
+from dropsync.daemon.errors import ConfigError, SecretError
+from dropsync.daemon.secrets import read_secret
+from dropsync.store import cursors, outbox
+from dropsync.store.handle import Store
+from dropsync.store.merge import Change, MergeResult, apply_changes
 
-from adapters.base import IncomingChange, Provider
-from adapters.errors import AuthError, ProviderError
-from adapters.registry import OptionError, build_provider, parse_options
-from daemon.clock import format_timestamp, now_ms
-from daemon.config import Config, ProviderConfig
-from daemon.delivery import Flusher
-from daemon.documents import canonical
-from daemon.errors import ConfigError, SecretError
-from daemon.secrets import read_secret
-from store import cursors, outbox
-from store.handle import Store
-from store.merge import Change, MergeResult, apply_changes
-
-log = structlog.get_logger("dropsync.providers")
+log = structlog.get_logger(__name__)
 
 
 def check_provider_options(config: Config) -> None:

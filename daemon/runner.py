@@ -20,22 +20,21 @@ from pathlib import Path
 
 import anyio
 import structlog
+from dropsync.daemon.config import Config, load_config
+from dropsync.daemon.errors import ConfigError
+from dropsync.daemon.inbox import InboxApplier
+from dropsync.daemon.ingest import Ingestor, IngestReport
+from dropsync.daemon.logs import configure_logging
+from dropsync.daemon.memory import tune_garbage_collector
+from dropsync.daemon.notify import Notifier, run_watchdog
+from dropsync.daemon.providers import ProviderSupervisor, check_provider_options
+from dropsync.daemon.watcher import DropWatcher, candidate_files
+from dropsync.store import outbox
+from dropsync.store.handle import Store
+from dropsync.store.merge import MergeResult
+from dropsync.store.queries import status_summary
 
-from daemon.config import Config, load_config
-from daemon.errors import ConfigError
-from daemon.inbox import InboxApplier
-from daemon.ingest import Ingestor, IngestReport
-from daemon.logs import configure_logging
-from daemon.memory import tune_garbage_collector
-from daemon.notify import Notifier, run_watchdog
-from daemon.providers import ProviderSupervisor, check_provider_options
-from daemon.watcher import DropWatcher, candidate_files
-from store import outbox
-from store.handle import Store
-from store.merge import MergeResult
-from store.queries import status_summary
-
-log = structlog.get_logger("dropsync.daemon")
+log = structlog.get_logger(__name__)
 
 STATUS_EVERY_S = 30.0
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from daemon.config import SecretRef
-from daemon.errors import SecretError
+from dropsync.daemon.config import SecretRef
+from dropsync.daemon.errors import SecretError
 
 
 def read_secret(ref: SecretRef, provider: str) -> str:

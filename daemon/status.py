@@ -14,10 +14,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from daemon.clock import format_age, format_timestamp
-from daemon.config_file import store_path_of
-from store.queries import status_summary
-from store.readonly import open_readonly
+from dropsync.daemon.clock import format_age, format_timestamp
+from dropsync.daemon.config_file import store_path_of
+from dropsync.store.queries import status_summary
+from dropsync.store.readonly import open_readonly
 
 
 def format_status(store_path: Path, summary: dict[str, Any]) -> str:

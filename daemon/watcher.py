@@ -16,11 +16,10 @@ from pathlib import Path
 import anyio
 import structlog
 import watchfiles
+from dropsync.daemon.config import Config
+from dropsync.daemon.ingest import IngestReport, is_ignored
 
-from daemon.config import Config
-from daemon.ingest import IngestReport, is_ignored
-
-log = structlog.get_logger("dropsync.watcher")
+log = structlog.get_logger(__name__)
 
 
 def candidate_files(drop: Path, only: str | None = None) -> list[Path]:

@@ -16,9 +16,8 @@ from pathlib import Path
 
 import aiosqlite
 import anyio
-
-from store.errors import SchemaTooNew, StoreBusy, StoreError
-from store.schema import migrations
+from dropsync.store.errors import SchemaTooNew, StoreBusy, StoreError
+from dropsync.store.schema import migrations
 
 
 def now_ms() -> int:

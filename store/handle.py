@@ -10,8 +10,7 @@ from typing import Any, TypeVar, cast
 
 import aiosqlite
 import anyio
-
-from store.db import open_reader, open_store, transaction
+from dropsync.store.db import open_reader, open_store, transaction
 
 T = TypeVar("T")
 

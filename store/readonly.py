@@ -5,8 +5,8 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from store.errors import SchemaTooNew, StoreError
-from store.schema import latest_version
+from dropsync.store.errors import SchemaTooNew, StoreError
+from dropsync.store.schema import latest_version
 
 
 def open_readonly(path: Path) -> sqlite3.Connection:

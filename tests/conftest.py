@@ -5,8 +5,7 @@ from __future__ import annotations
 import sys
 
 import pytest
-
-from daemon.logs import configure_logging
+from dropsync.daemon.logs import configure_logging
 
 # Log lines go to stderr so tests can read a command's stdout as data.
 configure_logging("info", sys.stderr)

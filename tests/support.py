@@ -68,7 +68,15 @@ class DaemonProcess:
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "daemon.cli", "run", "--config", str(self.config_path), *extra],
+            [
+                sys.executable,
+                "-m",
+                "dropsync.daemon.cli",
+                "run",
+                "--config",
+                str(self.config_path),
+                *extra,
+            ],
             cwd=self.workdir,
             stdout=log,
             stderr=subprocess.STDOUT,

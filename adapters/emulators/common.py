@@ -25,12 +25,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import uvicorn
+from dropsync.adapters.base import IDEMPOTENCY_HEADER
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-
-from adapters.base import IDEMPOTENCY_HEADER
 
 
 @dataclass

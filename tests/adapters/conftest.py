@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-
-from adapters.emulators.common import EmulatorServer
-from adapters.emulators.crm import CrmEmulator
-from adapters.emulators.favourites import FavouritesEmulator
+from dropsync.adapters.emulators.common import EmulatorServer
+from dropsync.adapters.emulators.crm import CrmEmulator
+from dropsync.adapters.emulators.favourites import FavouritesEmulator
 
 
 @pytest.fixture

@@ -8,23 +8,22 @@ from typing import Any
 
 import httpx
 import pytest
-
-from adapters.base import OutgoingChange, batch_idempotency_key, change_idempotency_key
-from adapters.crm import CrmProvider, parse_options
-from adapters.emulators.common import EmulatorServer
-from adapters.emulators.crm import CrmEmulator
-from adapters.emulators.favourites import FavouritesEmulator
-from adapters.errors import (
+from dropsync.adapters.base import OutgoingChange, batch_idempotency_key, change_idempotency_key
+from dropsync.adapters.crm import CrmProvider, parse_options
+from dropsync.adapters.emulators.common import EmulatorServer
+from dropsync.adapters.emulators.crm import CrmEmulator
+from dropsync.adapters.emulators.favourites import FavouritesEmulator
+from dropsync.adapters.errors import (
     AuthError,
     PermanentError,
     ProviderThrottled,
     ProviderUnavailable,
     RetryableError,
 )
-from adapters.favourites import FavouritesProvider, parse_tokens
-from adapters.favourites import parse_options as favourite_options
-from adapters.http import parse_retry_after
-from adapters.options import OptionError
+from dropsync.adapters.favourites import FavouritesProvider, parse_tokens
+from dropsync.adapters.favourites import parse_options as favourite_options
+from dropsync.adapters.http import parse_retry_after
+from dropsync.adapters.options import OptionError
 
 pytestmark = pytest.mark.anyio
 

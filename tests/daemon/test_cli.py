@@ -10,11 +10,10 @@ from pathlib import Path
 import anyio
 import orjson
 import pytest
-
-from daemon.cli import COMMANDS, build_parser, command_in, main
-from daemon.config import load_config
-from daemon.ingest import Ingestor
-from store.handle import Store
+from dropsync.daemon.cli import COMMANDS, build_parser, command_in, main
+from dropsync.daemon.config import load_config
+from dropsync.daemon.ingest import Ingestor
+from dropsync.store.handle import Store
 
 
 def write_config(tmp_path: Path, extra: str = "") -> Path:
@@ -176,8 +175,8 @@ def test_ingest_command_outside_drop_folder(
 def test_resync_dry_run_sends_nothing_and_changes_nothing_then_resync_queues(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from adapters.emulators.common import EmulatorServer
-    from adapters.emulators.crm import CrmEmulator
+    from dropsync.adapters.emulators.common import EmulatorServer
+    from dropsync.adapters.emulators.crm import CrmEmulator
 
     monkeypatch.setenv("TEST_CRM_TOKEN", "tok")
     with EmulatorServer(CrmEmulator({"acc_1": "tok"})) as server:

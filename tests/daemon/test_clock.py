@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from daemon.clock import format_age, format_timestamp
-from daemon.documents import parse_timestamp
+from dropsync.daemon.clock import format_age, format_timestamp
+from dropsync.daemon.documents import parse_timestamp
 
 
 def test_format_timestamp_is_gmt_with_milliseconds() -> None:

@@ -219,7 +219,7 @@ def test_sigkill_mid_ingest_then_restart_equals_a_clean_run(
         [
             sys.executable,
             "-m",
-            "daemon.cli",
+            "dropsync.daemon.cli",
             "ingest",
             "--config",
             str(clean_config),

@@ -14,23 +14,22 @@ from typing import Any
 import anyio
 import orjson
 import pytest
-
-from adapters.base import OutgoingChange, PullPage, PushResult
-from adapters.crm import CrmProvider
-from adapters.crm import parse_options as crm_options
-from adapters.emulators.common import EmulatorServer
-from adapters.emulators.crm import CrmEmulator
-from adapters.emulators.favourites import FavouritesEmulator
-from adapters.errors import ProviderUnavailable
-from adapters.favourites import FavouritesProvider
-from adapters.favourites import parse_options as favourite_options
-from daemon.config import ProviderConfig, parse_config
-from daemon.delivery import Flusher
-from daemon.documents import DocumentReader
-from daemon.providers import ProviderSupervisor
-from store import outbox
-from store.handle import Store
-from store.merge import Change, apply_changes
+from dropsync.adapters.base import OutgoingChange, PullPage, PushResult
+from dropsync.adapters.crm import CrmProvider
+from dropsync.adapters.crm import parse_options as crm_options
+from dropsync.adapters.emulators.common import EmulatorServer
+from dropsync.adapters.emulators.crm import CrmEmulator
+from dropsync.adapters.emulators.favourites import FavouritesEmulator
+from dropsync.adapters.errors import ProviderUnavailable
+from dropsync.adapters.favourites import FavouritesProvider
+from dropsync.adapters.favourites import parse_options as favourite_options
+from dropsync.daemon.config import ProviderConfig, parse_config
+from dropsync.daemon.delivery import Flusher
+from dropsync.daemon.documents import DocumentReader
+from dropsync.daemon.providers import ProviderSupervisor
+from dropsync.store import outbox
+from dropsync.store.handle import Store
+from dropsync.store.merge import Change, apply_changes
 
 pytestmark = pytest.mark.anyio
 ROUTES = {"contacts": ("crm",), "favourites": ("fav",)}

@@ -14,7 +14,7 @@ from tests.support import free_port, query, wait_until
 
 def test_demo_syncs_sample_files_to_the_emulators_and_exits_0(tmp_path: Path) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "daemon.cli", "demo", "--exit-when-synced"],
+        [sys.executable, "-m", "dropsync.daemon.cli", "demo", "--exit-when-synced"],
         check=False,
         cwd=tmp_path,
         capture_output=True,
@@ -39,7 +39,7 @@ def test_emulate_serves_both_emulators_until_sigterm() -> None:
         [
             sys.executable,
             "-m",
-            "daemon.cli",
+            "dropsync.daemon.cli",
             "emulate",
             "--crm-port",
             str(crm_port),

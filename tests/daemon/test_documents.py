@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import pytest
-
-from daemon.config import CollectionConfig
-from daemon.documents import DocumentReader, inbox_change, parse_timestamp
-from daemon.errors import DocumentError
+from dropsync.daemon.config import CollectionConfig
+from dropsync.daemon.documents import DocumentReader, inbox_change, parse_timestamp
+from dropsync.daemon.errors import DocumentError
 
 NOW = 1_700_000_000_000
 

@@ -8,12 +8,11 @@ from typing import Any
 
 import orjson
 import pytest
-
-from daemon import ingest as ingest_module
-from daemon.config import Config, parse_config
-from daemon.ingest import Ingestor
-from daemon.parse import iter_documents
-from store.handle import Store
+from dropsync.daemon import ingest as ingest_module
+from dropsync.daemon.config import Config, parse_config
+from dropsync.daemon.ingest import Ingestor
+from dropsync.daemon.parse import iter_documents
+from dropsync.store.handle import Store
 
 pytestmark = pytest.mark.anyio
 BOTH_PARSERS = pytest.mark.parametrize(

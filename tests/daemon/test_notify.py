@@ -11,9 +11,8 @@ from pathlib import Path
 
 import anyio
 import pytest
+from dropsync.daemon.notify import Notifier, run_watchdog
 from structlog.testing import capture_logs
-
-from daemon.notify import Notifier, run_watchdog
 
 
 @pytest.fixture

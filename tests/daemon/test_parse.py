@@ -14,12 +14,17 @@ from pathlib import Path
 import anyio
 import orjson
 import pytest
+from dropsync.daemon import ingest as ingest_module
+from dropsync.daemon.config import CollectionConfig
+from dropsync.daemon.ingest import parse_here, parse_in_process
+from dropsync.daemon.parse import (
+    ParsedBatch,
+    ParseJob,
+    ParserProcessError,
+    parse_batches,
+    read_message,
+)
 from structlog.testing import capture_logs
-
-from daemon import ingest as ingest_module
-from daemon.config import CollectionConfig
-from daemon.ingest import parse_here, parse_in_process
-from daemon.parse import ParsedBatch, ParseJob, ParserProcessError, parse_batches, read_message
 
 pytestmark = pytest.mark.anyio
 NOW = 1_700_000_000_000

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import orjson
 import pytest
+from dropsync.adapters.emulators.common import EmulatorServer
+from dropsync.adapters.emulators.crm import CrmEmulator
 
-from adapters.emulators.common import EmulatorServer
-from adapters.emulators.crm import CrmEmulator
 from tests.support import DaemonProcess, query, wait_until
 
 SECRET = "s3cr3t-crm-token-7f9e2a"
@@ -65,7 +65,7 @@ def status(tmp_path: Path) -> dict[str, object]:
         [
             sys.executable,
             "-m",
-            "daemon.cli",
+            "dropsync.daemon.cli",
             "status",
             "--json",
             "--config",
@@ -103,7 +103,7 @@ def test_401_pauses_keeps_everything_and_reload_with_the_fixed_secret_resumes(
             [
                 sys.executable,
                 "-m",
-                "daemon.cli",
+                "dropsync.daemon.cli",
                 "status",
                 "--config",
                 str(tmp_path / "dropsync.toml"),

@@ -10,11 +10,10 @@ from pathlib import Path
 import anyio
 import orjson
 import pytest
+from dropsync.store.handle import Store
+from dropsync.store.merge import Change, apply_changes
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from store.handle import Store
-from store.merge import Change, apply_changes
 
 ROUTES = {"contacts": ("crm", "fav")}
 

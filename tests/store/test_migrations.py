@@ -6,11 +6,10 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-
-from store.db import open_store
-from store.errors import SchemaTooNew, StoreError
-from store.readonly import open_readonly
-from store.schema import latest_version, migrations
+from dropsync.store.db import open_store
+from dropsync.store.errors import SchemaTooNew, StoreError
+from dropsync.store.readonly import open_readonly
+from dropsync.store.schema import latest_version, migrations
 
 pytestmark = pytest.mark.anyio
 

@@ -10,10 +10,9 @@ from pathlib import Path
 import anyio
 import orjson
 import pytest
-
-from store import outbox
-from store.handle import Store
-from store.merge import Change, apply_changes
+from dropsync.store import outbox
+from dropsync.store.handle import Store
+from dropsync.store.merge import Change, apply_changes
 
 pytestmark = pytest.mark.anyio
 ROUTES = {"contacts": ("crm",)}
