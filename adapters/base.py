@@ -9,8 +9,9 @@ letters live there, never in an adapter.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, NamedTuple, Protocol, Self, runtime_checkable
 
@@ -55,6 +56,9 @@ class PushResult:
     state: Literal["accepted", "confirmed"]
     status: int
     remote_ref: str | None = None
+    # A partial success (file batches): (part index, the provider's reason) of each part it
+    # skipped; the engine sends each such part once more on its own, then dead-letters it.
+    skipped: tuple[tuple[int, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +78,9 @@ class ProviderLimits:
     max_bytes: int = 8 * 1024 * 1024
     can_push: bool = True
     can_pull: bool = False
+    # True: the provider takes batches as files (see FileBatchProvider); max_bytes is then
+    # the most one upload carries.
+    file_batches: bool = False
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -103,6 +110,56 @@ class Provider(Protocol):
 
     async def pull(self, cursor: str | None) -> PullPage:
         """Fetch changes since ``cursor`` (None: everything)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class FilePart:
+    """One file of a file batch, written by the engine from the adapter's documents."""
+
+    path: Path
+    meta: Mapping[str, Any]  # what the provider is told about this file (e.g. brand, table)
+    items: int
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    """A change that cannot be sent yet (it stays queued); ``reason`` is shown by ``status``."""
+
+    reason: str
+
+
+@runtime_checkable
+class FileBatchProvider(Provider, Protocol):
+    """A provider that takes batches as files (``limits.file_batches``).
+
+    The engine streams the pending entries into files on disk, one group of files per
+    ``group_of`` value, each at most ``max_file_bytes``, as a JSON array of ``document``s;
+    then ``push_files`` uploads them. ``mapped`` is what the provider's callbacks told us
+    (for churn: client brand id -> its brand id), read from the store before each batch.
+    """
+
+    max_file_bytes: int
+
+    def group_of(self, change: OutgoingChange, mapped: Mapping[str, int]) -> Hashable | Waiting:
+        """Which group of files ``change`` goes into, or why it must wait."""
+        ...
+
+    def file_meta(self, group: Hashable) -> Mapping[str, Any]:
+        """What the provider is told about a file of ``group``."""
+        ...
+
+    def document(self, change: OutgoingChange) -> bytes:
+        """The JSON text of one array element for ``change``."""
+        ...
+
+    def verify_file(self, part: FilePart) -> str | None:
+        """Check a written file again before sending it once more; why it is unusable, or None."""
+        ...
+
+    async def push_files(self, parts: Sequence[FilePart], *, idempotency_key: str) -> PushResult:
+        """Upload the files in one request; ``PushResult.skipped`` names refused parts."""
         ...
 
 

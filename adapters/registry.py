@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from dropsync.adapters import crm, favourites
+from dropsync.adapters import churn, crm, favourites
 from dropsync.adapters.base import Provider
 from dropsync.adapters.options import OptionError
 
@@ -14,6 +14,7 @@ __all__ = ["KINDS", "OptionError", "build_provider", "parse_options"]
 Builder = Callable[[str, str, Mapping[str, Any], "str | None", float, "int | None"], Provider]
 
 KINDS: dict[str, tuple[Callable[[Mapping[str, Any]], object], Builder]] = {
+    "churn": (churn.parse_options, churn.build),
     "crm": (crm.parse_options, crm.build),
     "favourites": (favourites.parse_options, favourites.build),
 }

@@ -125,6 +125,12 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         )
         resync.add_argument("provider")
         resync.add_argument("--dry-run", action="store_true")
+        resync.add_argument(
+            "--unconfirmed",
+            action="store_true",
+            help="send again only the records of batches accepted but not confirmed within "
+            "the provider's confirm_timeout_s",
+        )
     if wanted("dead-letters"):
         dead = sub.add_parser("dead-letters", parents=[common], help="list, retry or drop")
         dead.add_argument("action", choices=["list", "retry", "drop"])

@@ -145,6 +145,8 @@ def cmd_resync(args: argparse.Namespace) -> int:
             f"{', '.join(sorted(config.providers)) or 'none'}"
         )
     collections = [name for name, c in config.collections.items() if args.provider in c.providers]
+    if getattr(args, "unconfirmed", False):
+        return _resync_unconfirmed(config, args.provider)
 
     async def resync() -> int:
         async with await Store.open(config.store_path) as store:
@@ -165,6 +167,27 @@ def cmd_resync(args: argparse.Namespace) -> int:
         f"{args.provider}: {verb} {queued} record(s) from "
         f"{', '.join(collections) or 'no collections'}"
     )
+    return 0
+
+
+def _resync_unconfirmed(config: Config, name: str) -> int:
+    """``resync NAME --unconfirmed``: queue again the records of unconfirmed batches only."""
+    import anyio
+    from dropsync.daemon.providers import confirm_timeouts
+    from dropsync.store import callbacks, outbox
+    from dropsync.store.handle import Store
+
+    async def requeue() -> tuple[int, int]:
+        async with await Store.open(config.store_path) as store:
+            async with store.write() as db:
+                await outbox.register_providers(db, _kinds(config), now=now_ms())
+            await store.transact(callbacks.set_confirm_timeouts, confirm_timeouts(config))
+            return await store.transact(
+                lambda db: callbacks.requeue_unconfirmed(db, name, now=now_ms())
+            )
+
+    batches, queued = anyio.run(requeue)
+    print(f"{name}: queued {queued} record(s) of {batches} unconfirmed batch(es) again")
     return 0
 
 

@@ -64,6 +64,20 @@ class ProviderConfig:
     backoff_cap_s: float = 300.0
     pull_interval_s: float = 60.0
     options: Mapping[str, Any] = field(default_factory=dict)
+    callback_secret: SecretRef | None = None  # the key of signed callbacks (churn)
+    webhook_token: SecretRef | None = None  # the unguessable webhook path segment (crm)
+    confirm_timeout_s: float = 24 * 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerConfig:
+    """The callback listener (``[listener]``): where it listens, what providers are told."""
+
+    host: str = "127.0.0.1"
+    port: int = 8787
+    public_url: str = "http://127.0.0.1:8787"
+    request_timeout_s: float = 10.0
+    max_connections: int = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +97,7 @@ class Config:
     parser_process_min_bytes: int = 8 << 20
     inbox_poll_s: float = 1.0
     log_level: str = "info"
+    listener: ListenerConfig | None = None  # None: no [listener] table, no listener
 
     def collection(self, name: str) -> CollectionConfig:
         """The config of ``name``; an unconfigured collection gets the shape-inferring default."""
@@ -99,19 +114,23 @@ def load_config(explicit: str | None = None) -> Config:
     return parse_config(raw, source)
 
 
-def _secret(table: Table) -> SecretRef | None:
-    env = table.string("secret_env")
-    file = table.string("secret_file")
-    credential = table.string("credential")
-    given = [
-        name
-        for name, v in (("secret_env", env), ("secret_file", file), ("credential", credential))
-        if v
-    ]
+def _secret(
+    table: Table, names: tuple[str, str, str] = ("secret_env", "secret_file", "credential")
+) -> SecretRef | None:
+    env = table.string(names[0])
+    file = table.string(names[1])
+    credential = table.string(names[2])
+    given = [name for name, v in zip(names, (env, file, credential), strict=True) if v]
     if len(given) > 1:
         raise table.fail(
             given[1],
-            f"give only one of secret_env, secret_file, credential (found {', '.join(given)})",
+            f"give only one of {', '.join(names)} (found {', '.join(given)})",
+        )
+    if names[0] != "secret_env":
+        return (
+            SecretRef(env=env, file=resolve_path(file) if file else None, credential=credential)
+            if given
+            else None
         )
     if table.get("secret") is not None or table.get("token") is not None:
         name = "secret" if "secret" in table.raw else "token"
@@ -155,6 +174,13 @@ def _provider(name: str, table: Table) -> ProviderConfig:
         backoff_base_s=table.number("backoff_base_s", 1.0, minimum=0.001),
         backoff_cap_s=table.number("backoff_cap_s", 300.0, minimum=0.001),
         pull_interval_s=table.number("pull_interval_s", 60.0, minimum=0.01),
+        callback_secret=_secret(
+            table, ("callback_secret_env", "callback_secret_file", "callback_credential")
+        ),
+        webhook_token=_secret(
+            table, ("webhook_token_env", "webhook_token_file", "webhook_token_credential")
+        ),
+        confirm_timeout_s=table.number("confirm_timeout_s", 24 * 3600.0, minimum=0.001),
         options=table.rest(),
     )
     return config
@@ -180,6 +206,7 @@ def parse_config(raw: Mapping[str, Any], source: str) -> Config:
         raise daemon.fail("log_level", "expected one of debug, info, warning, error")
     daemon.reject_unknown()
 
+    listener = _listener(top)
     providers_table = top.table("providers")
     providers = {name: _provider(name, providers_table.table(name)) for name in providers_table.raw}
     collections_table = top.table("collections")
@@ -196,6 +223,13 @@ def parse_config(raw: Mapping[str, Any], source: str) -> Config:
                     f"names provider {provider!r}, which is not defined under [providers]",
                 )
         collections[name] = collection
+    for churn in providers.values():
+        if listener is not None and churn.kind == "churn" and churn.callback_secret is None:
+            raise providers_table.table(churn.name).fail(
+                "callback_secret_env",
+                "the listener needs the churn tool's callback secret to verify its callbacks: "
+                "set callback_secret_env, callback_secret_file or callback_credential",
+            )
     top.reject_unknown()
     return Config(
         source=source,
@@ -211,4 +245,29 @@ def parse_config(raw: Mapping[str, Any], source: str) -> Config:
         parser_process_min_bytes=int(parser_process_min_mb * (1 << 20)),
         inbox_poll_s=inbox_poll_s,
         log_level=log_level,
+        listener=listener,
     )
+
+
+def _listener(top: Table) -> ListenerConfig | None:
+    """The ``[listener]`` table, or None when the file has none."""
+    if top.raw.get("listener") is None:
+        top.used.add("listener")
+        return None
+    table = top.table("listener")
+    host = table.string("host", "127.0.0.1") or "127.0.0.1"
+    port = table.integer("port", 8787, minimum=0)
+    if port is None or port > 65535:
+        raise table.fail("port", "expected a TCP port (0 to 65535)")
+    public_url = table.string("public_url")
+    if public_url is not None and not public_url.startswith(("http://", "https://")):
+        raise table.fail("public_url", "expected an http:// or https:// URL")
+    config = ListenerConfig(
+        host=host,
+        port=port,
+        public_url=(public_url or f"http://{host}:{port}").rstrip("/"),
+        request_timeout_s=table.number("request_timeout_s", 10.0, minimum=0.1),
+        max_connections=table.integer("max_connections", 64) or 64,
+    )
+    table.reject_unknown()
+    return config

@@ -19,8 +19,9 @@ from dropsync.daemon.config import Config, ProviderConfig
 from dropsync.daemon.delivery import Flusher
 from dropsync.daemon.documents import canonical
 from dropsync.daemon.errors import ConfigError, SecretError
+from dropsync.daemon.filebatch import FileBatchFlusher
 from dropsync.daemon.secrets import read_secret
-from dropsync.store import cursors, outbox
+from dropsync.store import callbacks, cursors, outbox
 from dropsync.store.handle import Store
 from dropsync.store.merge import Change, MergeResult, apply_changes
 
@@ -38,14 +39,33 @@ def check_provider_options(config: Config) -> None:
             ) from None
 
 
-def open_provider(config: ProviderConfig) -> Provider:
-    """Build the adapter for ``config``, reading its secret (errors name the source only)."""
+def confirm_timeouts(config: Config) -> dict[str, int | None]:
+    """Per provider, how long an accepted batch may wait for its confirmation (ms), for the
+    kinds whose deliveries are confirmed by a callback the listener receives; else None."""
+    timeouts: dict[str, int | None] = {}
+    for provider in config.providers.values():
+        confirms = config.listener is not None and (
+            provider.kind == "churn"
+            or (provider.kind == "crm" and provider.webhook_token is not None)
+        )
+        timeouts[provider.name] = int(provider.confirm_timeout_s * 1000) if confirms else None
+    return timeouts
+
+
+def open_provider(config: ProviderConfig, *, webhook_url: str | None = None) -> Provider:
+    """Build the adapter for ``config``, reading its secret (errors name the source only).
+
+    ``webhook_url``: the listener's CRM webhook URL for this provider, when it has one.
+    """
     secret = read_secret(config.secret, config.name) if config.secret else None
+    options = config.options
+    if webhook_url is not None and config.kind == "crm":
+        options = {**options, "webhook_url": webhook_url}
     return build_provider(
         name=config.name,
         kind=config.kind,
         base_url=config.base_url,
-        options=config.options,
+        options=options,
         secret=secret,
         timeout_s=config.timeout_s,
         batch_max_items=config.batch_max_items,
@@ -93,6 +113,8 @@ class ProviderSupervisor:
         self.dry_run = dry_run
         self.on_merge = on_merge
         self.flushers: dict[str, Flusher] = {}
+        self.adapters: dict[str, Provider] = {}  # the running adapters (the listener uses them)
+        self.webhook_url: Callable[[str], str | None] = lambda name: None
         self._scope: anyio.CancelScope | None = None
 
     def wake(self, providers: Iterable[str]) -> None:
@@ -101,6 +123,10 @@ class ProviderSupervisor:
             flusher = self.flushers.get(name)
             if flusher is not None:
                 flusher.wake()
+
+    def adapter(self, name: str) -> Provider | None:
+        """The running adapter of provider ``name``, if it runs."""
+        return self.adapters.get(name)
 
     def wake_all(self) -> None:
         """Wake every flusher (e.g. after another process changed the store)."""
@@ -119,6 +145,7 @@ class ProviderSupervisor:
                 await outbox.register_providers(
                     db, [(p.name, p.kind) for p in self.config.providers.values()], now=now_ms()
                 )
+            await self.store.transact(callbacks.set_confirm_timeouts, confirm_timeouts(self.config))
             self._scope = anyio.CancelScope()
             with self._scope:
                 async with anyio.create_task_group() as tg:
@@ -126,6 +153,7 @@ class ProviderSupervisor:
                         tg.start_soon(self._run_provider, provider_config)
                     await anyio.sleep_forever()
             self.flushers = {}
+            self.adapters = {}
 
     async def _unusable(self, config: ProviderConfig, reason: str) -> None:
         log.error("provider_unusable", provider=config.name, reason=reason)
@@ -136,12 +164,14 @@ class ProviderSupervisor:
 
     async def _run_provider(self, config: ProviderConfig) -> None:
         try:
-            provider = open_provider(config)
+            provider = open_provider(config, webhook_url=self.webhook_url(config.name))
         except (SecretError, OptionError) as exc:
             await self._unusable(config, str(exc))
             return
         async with provider, anyio.create_task_group() as tg:
-            flusher = Flusher(self.store, config, provider, dry_run=self.dry_run)
+            kind = FileBatchFlusher if provider.limits.file_batches else Flusher
+            flusher = kind(self.store, config, provider, dry_run=self.dry_run)
+            self.adapters[config.name] = provider
             self.flushers[config.name] = flusher
             tg.start_soon(flusher.run)
             if provider.limits.can_pull and not self.dry_run:

@@ -24,6 +24,7 @@ from dropsync.daemon.config import Config, load_config
 from dropsync.daemon.errors import ConfigError
 from dropsync.daemon.inbox import InboxApplier
 from dropsync.daemon.ingest import Ingestor, IngestReport
+from dropsync.daemon.listener import Listener
 from dropsync.daemon.logs import configure_logging
 from dropsync.daemon.memory import tune_garbage_collector
 from dropsync.daemon.notify import Notifier, run_watchdog
@@ -99,6 +100,15 @@ class Daemon:
             self.store, config, self._merged, on_external_change=self.supervisor.wake_all
         )
         self.watcher = DropWatcher(config, self._ingest)
+        self.listener: Listener | None = None
+        if config.listener is not None:
+            self.listener = Listener(
+                self.store,
+                config,
+                wake=self.supervisor.wake,
+                adapter=self.supervisor.adapter,
+            )
+            self.supervisor.webhook_url = self.listener.webhook_url
         log.info(
             "daemon_starting",
             store=str(config.store_path),
@@ -113,6 +123,8 @@ class Daemon:
                 tg.start_soon(self.watcher.run)
                 tg.start_soon(self.inbox.run)
                 tg.start_soon(self.supervisor.run)
+                if self.listener is not None:
+                    tg.start_soon(self.listener.run)
                 await self.watcher.ready.wait()
                 self.notifier.ready(status="started")
                 log.info("daemon_ready")
@@ -185,6 +197,8 @@ class Daemon:
         self.watcher.config = config
         async with self.store.write() as db:
             await outbox.clear_auth_failures(db)
+        if self.listener is not None:
+            self.listener.reload(config)
         self.supervisor.reload(config)
         log.info("config_reloaded", config=config.source, providers=sorted(config.providers))
         self.notifier.ready(status="reloaded")

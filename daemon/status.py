@@ -34,8 +34,15 @@ def format_status(store_path: Path, summary: dict[str, Any]) -> str:
         )
         if row["state"] in ("backing-off", "offline") and row["next_attempt_at"]:
             line += f"  next attempt {format_timestamp(row['next_attempt_at'])}"
+        if row.get("unconfirmed"):
+            line += (
+                f"  unconfirmed {row['unconfirmed']} batch(es), {row['unconfirmed_items']} "
+                "record(s) (dropsync resync NAME --unconfirmed)"
+            )
         if row["state"] != "online" and row["last_error"]:
             line += f"\n{'':20}last error: {row['last_error']}"
+        if row.get("waiting"):
+            line += f"\n{'':20}waiting: {row['waiting']}"
         lines.append(line)
     files = summary["files"]
     lines.append(
@@ -44,6 +51,12 @@ def format_status(store_path: Path, summary: dict[str, Any]) -> str:
     )
     for row in summary["recent_quarantined"]:
         lines.append(f"  quarantined: {row['path']}: {row['error']}")
+    for row in summary.get("integration_errors", []):
+        what = row["error"] or (row["body"] or "").strip().replace("\n", " | ")
+        lines.append(
+            f"  integration errors ({row['provider']}, {format_timestamp(row['fetched_at'])}): "
+            f"{what}"
+        )
     return "\n".join(lines)
 
 

@@ -28,12 +28,18 @@ def status_summary(db: sqlite3.Connection) -> dict[str, Any]:
         "WHERE status = 'quarantined' ORDER BY id DESC LIMIT 5",
     )
     version = _rows(db, "PRAGMA user_version")
+    integration_errors = _rows(
+        db,
+        "SELECT id, provider, fetched_at, url, substr(body, 1, 500) AS body, error "
+        "FROM integration_errors ORDER BY id DESC LIMIT 3",
+    )
     return {
         "schema_version": version[0]["user_version"],
         "providers": providers,
         "inbox_pending": inbox[0]["pending"],
         "files": {k: counts.get(k, 0) for k in ("processing", "quarantined", "done")},
         "recent_quarantined": quarantined,
+        "integration_errors": integration_errors,
     }
 
 

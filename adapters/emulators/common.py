@@ -16,6 +16,7 @@ offline) and ``start()`` opens it again on the same port.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import threading
 import time
@@ -27,7 +28,7 @@ from typing import Any
 import uvicorn
 from dropsync.adapters.base import IDEMPOTENCY_HEADER
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -147,6 +148,15 @@ class Emulator:
     ) -> Response:
         """Log the arrival, inject faults, replay repeats, else ``apply`` the body."""
         body = await request.body()
+        return await self.handle_request(request, lambda: apply(body))
+
+    async def handle_request(
+        self, request: Request, run: Callable[[], Awaitable[tuple[int, Any]]]
+    ) -> Response:
+        """``handle`` for a route that reads the body itself (``run``: a streamed upload).
+
+        A fault answers after draining the body, so the client sees the status.
+        """
         key = request.headers.get(IDEMPOTENCY_HEADER)
         arrival = Arrival(time.monotonic(), time.time(), request.method, request.url.path, key)
         faults = self.faults
@@ -164,6 +174,9 @@ class Emulator:
             if drop:
                 faults.drop -= 1
         if status is not None:
+            with contextlib.suppress(ClientDisconnect):
+                async for _ in request.stream():
+                    pass
             self._log(arrival, status)
             headers = {}
             if status in (429, 503) and faults.retry_after is not None:
@@ -174,7 +187,7 @@ class Emulator:
         with self.lock:
             replay = self.replies.get(key) if key else None
         if replay is None:
-            replay = await apply(body)
+            replay = await run()
             if key and 200 <= replay[0] < 300:
                 with self.lock:
                     self.replies[key] = replay

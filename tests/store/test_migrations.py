@@ -130,3 +130,26 @@ async def test_readonly_open_refuses_newer_and_older_schemas(tmp_path: Path) -> 
     raw.close()
     with pytest.raises(SchemaTooNew):
         open_readonly(new)
+
+
+async def test_migration_4_reports_unconfirmed_batches_of_an_old_store(tmp_path: Path) -> None:
+    path = tmp_path / "v3.db"
+    db = await open_store(path, target=3)
+    await db.execute("INSERT INTO providers (name, kind, updated_at) VALUES ('churn', 'churn', 1)")
+    await db.execute(
+        "INSERT INTO deliveries (provider, batch_id, items, state, attempted_at) "
+        "VALUES ('churn', 'b', 7, 'accepted', 1)"
+    )
+    await db.commit()
+    await db.close()
+    db = await open_store(path)
+    rows = await db.execute_fetchall(
+        "SELECT pending, unconfirmed, unconfirmed_items, waiting FROM pending_by_provider"
+    )
+    assert [tuple(r) for r in rows] == [(0, 0, 0, None)]  # no confirm timeout known yet
+    await db.execute("UPDATE providers SET confirm_timeout_ms = 1000")
+    rows = await db.execute_fetchall(
+        "SELECT unconfirmed, unconfirmed_items FROM pending_by_provider"
+    )
+    await db.close()
+    assert [tuple(r) for r in rows] == [(1, 7)]

@@ -1,0 +1,387 @@
+"""The churn tool's database sync (seed 003): push as files, confirmed by signed callbacks.
+
+``POST {base_url}/client-files`` with ``Authorization: Bearer <token>``, a
+``multipart/form-data`` body: one ``files`` part per JSON file (an array of
+``{data, createdAt, updatedAt}`` documents, epoch ms) and one ``data`` field, the
+JSON array of ``{brandId, tableName}`` for the files, in the same order. The
+engine (``daemon.filebatch``) writes the files; this adapter says which file a
+record goes into (``group_of``: its brand and table), what one document is, and
+uploads. Answers: 200 ``{statusCode: 200, message}`` accepted; 206 ``{statusCode:
+206, message: "... skipped files: <names>"}`` accepted except the files named; 401
+auth failure; anything else as the other kinds. The tool has no delete: a
+tombstone is not sent and counts as delivered.
+
+Callbacks (sync status, brand creation) carry ``{data, signature}``; the
+signature rule is ``callback_signature`` (one function).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
+from urllib.parse import urljoin, urlsplit
+
+import httpx
+import ijson
+import orjson
+from dropsync.adapters.base import (
+    FilePart,
+    OutgoingChange,
+    ProviderLimits,
+    PullPage,
+    PushResult,
+    Waiting,
+)
+from dropsync.adapters.errors import PermanentError, ProviderError, RetryableError
+from dropsync.adapters.http import MAX_REASON, HttpAdapter, make_client, send
+from dropsync.adapters.multipart import FieldPart, FileUpload, MultipartBody
+from dropsync.adapters.options import OptionError, OptionReader
+
+MAX_FILE_MB = 2048  # the document's "up to 2GB per file"
+UPLOAD_PATH = "/client-files"
+ERRORS_PATH = "/client-data/integration-errors"
+
+
+def signed_payload(data: Any) -> bytes:
+    """The bytes a callback's signature covers: the compact JSON text of its ``data``.
+
+    Separators ``,`` and ``:``, keys in the order received, non-ASCII as UTF-8. The
+    document does not say; this is the assumption (docs/providers.md), kept in this one
+    function so that another rule is a one-line change.
+    """
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def callback_signature(secret: str, data: Any) -> str:
+    """The lowercase hex HMAC-SHA512 of ``signed_payload(data)`` keyed with ``secret``."""
+    return hmac.new(secret.encode(), signed_payload(data), hashlib.sha512).hexdigest()
+
+
+def signature_valid(secret: str, data: Any, signature: object) -> bool:
+    """Whether ``signature`` is the right one for ``data`` (compared in constant time)."""
+    if not isinstance(signature, str) or len(signature) != 128:
+        return False
+    return hmac.compare_digest(callback_signature(secret, data), signature.lower())
+
+
+@dataclass(frozen=True, slots=True)
+class ChurnOptions:
+    """The churn kind's own config keys."""
+
+    tables: Mapping[str, str] = field(default_factory=dict)
+    brand_id: int | None = None
+    brand_field: str | None = None
+    max_file_bytes: int = MAX_FILE_MB << 20
+    max_upload_bytes: int = 8 << 30
+    auth_scheme: str = "Bearer"
+    max_callback_age_s: float = 300.0
+    integration_log_max_bytes: int = 5 << 20
+
+
+def _number(read: OptionReader, name: str, default: float, minimum: float) -> float:
+    read.used.add(name)
+    value = read.options.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
+        raise OptionError(name, f"expected a number >= {minimum:g}")
+    return float(value)
+
+
+def parse_options(options: Mapping[str, Any]) -> ChurnOptions:
+    """Validate ``[providers.NAME]`` keys of kind churn."""
+    read = OptionReader(options)
+    read.used.update(("callback_secret_env", "callback_secret_file", "callback_credential"))
+    read.used.add("tables")
+    tables = options.get("tables", {})
+    if not isinstance(tables, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and v for k, v in tables.items()
+    ):
+        raise OptionError("tables", 'expected a table of collection = "tableName"')
+    read.used.add("brand_id")
+    brand_id = options.get("brand_id")
+    if brand_id is not None and (isinstance(brand_id, bool) or not isinstance(brand_id, int)):
+        raise OptionError("brand_id", "expected an integer (the churn tool's brand id)")
+    brand_field = read.string("brand_field")
+    if (brand_id is None) == (brand_field is None):
+        raise OptionError("brand_id", "give exactly one of brand_id (a fixed brand) or brand_field")
+    max_file_mb = _number(read, "max_file_mb", MAX_FILE_MB, 0.001)
+    if max_file_mb > MAX_FILE_MB:
+        raise OptionError("max_file_mb", f"the churn tool takes files of at most {MAX_FILE_MB} MB")
+    parsed = ChurnOptions(
+        tables=dict(tables),
+        brand_id=brand_id,
+        brand_field=brand_field,
+        max_file_bytes=int(max_file_mb * (1 << 20)),
+        max_upload_bytes=int(_number(read, "max_upload_mb", 8192, 0.001) * (1 << 20)),
+        auth_scheme=read.string("auth_scheme") or "Bearer",
+        max_callback_age_s=_number(read, "max_callback_age_s", 300.0, 1.0),
+        integration_log_max_bytes=int(
+            _number(read, "integration_log_max_mb", 5.0, 0.001) * (1 << 20)
+        ),
+    )
+    read.reject_unknown()
+    return parsed
+
+
+def dotted(body: Mapping[str, Any] | None, path: str) -> Any:
+    """The value at a dotted path in a JSON object, or None."""
+    value: Any = body
+    for name in path.split("."):
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(name)
+    return value
+
+
+def brand_text(value: Any) -> str | None:
+    """A client brand id as the ``brands`` table keeps it (JSON scalars as text)."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, str | int):
+        return str(value)
+    return None
+
+
+def is_envelope(body: Mapping[str, Any] | None) -> bool:
+    """Whether a record body already is the tool's ``{data, createdAt, updatedAt}`` document."""
+    return (
+        body is not None
+        and isinstance(body.get("data"), Mapping)
+        and isinstance(body.get("createdAt"), int)
+        and isinstance(body.get("updatedAt"), int)
+    )
+
+
+class ChurnProvider(HttpAdapter):
+    """Uploads records as JSON files to the churn tool."""
+
+    def __init__(
+        self,
+        name: str,
+        base_url: str,
+        options: ChurnOptions,
+        secret: str | None,
+        timeout_s: float,
+        batch_max_items: int | None,
+    ) -> None:
+        self.name = name
+        self.options = options
+        self.max_file_bytes = options.max_file_bytes
+        self.limits = ProviderLimits(
+            max_items=batch_max_items or 5000,
+            max_bytes=options.max_upload_bytes,
+            file_batches=True,
+        )
+        self._secret = secret
+        headers = {"Accept": "application/json"}
+        if secret is not None:
+            headers["Authorization"] = f"{options.auth_scheme} {secret}"
+        self.client = make_client(base_url, timeout_s, headers)
+
+    def scrub(self, text: str) -> str:
+        """``text`` without the token (a provider may echo the request back)."""
+        return text.replace(self._secret, "[secret]") if self._secret else text
+
+    def table_of(self, collection: str) -> str:
+        """The tool's tableName for a collection."""
+        return self.options.tables.get(collection, collection)
+
+    def check(self, change: OutgoingChange) -> str | None:
+        """A record needs a brand (when taken from the record) and an object body."""
+        if change.deleted:
+            return None
+        if change.body is None:
+            return "record has no body"
+        if self.options.brand_field is not None:
+            value = dotted(change.body, self.options.brand_field)
+            if brand_text(value) is None:
+                return f"record has no brand id (a string or integer) at {self.options.brand_field}"
+        return None
+
+    def group_of(self, change: OutgoingChange, mapped: Mapping[str, int]) -> Hashable | Waiting:
+        """(brand id, tableName); a record of a brand no callback has mapped yet waits."""
+        table = self.table_of(change.collection)
+        if self.options.brand_id is not None:
+            return (self.options.brand_id, table)
+        client = brand_text(dotted(change.body, self.options.brand_field or ""))
+        brand = mapped.get(client or "")
+        if brand is None:
+            return Waiting(f"client brand {client!r} has no brand callback yet")
+        return (brand, table)
+
+    def file_meta(self, group: Hashable) -> Mapping[str, Any]:
+        """``{brandId, tableName}`` for the ``data`` field."""
+        brand, table = cast(tuple[int, str], group)
+        return {"brandId": brand, "tableName": table}
+
+    def document(self, change: OutgoingChange) -> bytes:
+        """The record as the tool's document: as is when it has that shape, else wrapped."""
+        body = change.body or {}
+        if is_envelope(body):
+            return orjson.dumps(body)
+        return orjson.dumps(
+            {"data": body, "createdAt": change.updated_at, "updatedAt": change.updated_at}
+        )
+
+    def verify_file(self, part: FilePart) -> str | None:
+        """The file must still be a JSON array of documents of the tool's shape (streamed)."""
+        try:
+            with part.path.open("rb") as file:
+                for index, document in enumerate(ijson.items(file, "item", use_float=True)):
+                    if not is_envelope(document):
+                        return (
+                            f"file {part.path.name}: document {index} is not "
+                            "{data, createdAt, updatedAt}"
+                        )
+        except (OSError, ijson.JSONError) as exc:
+            return f"file {part.path.name} is not a readable JSON array: {exc}"
+        return None
+
+    async def push(self, batch: Sequence[OutgoingChange], *, idempotency_key: str) -> PushResult:
+        """Not used: the engine sends this kind's batches as files (``push_files``)."""
+        raise PermanentError("the churn kind takes file batches only")
+
+    async def push_files(self, parts: Sequence[FilePart], *, idempotency_key: str) -> PushResult:
+        """One multipart upload of every part."""
+        data = orjson.dumps([dict(part.meta) for part in parts]).decode()
+        body = MultipartBody(
+            [
+                FieldPart("data", data),
+                *(FileUpload("files", part.path.name, part.path) for part in parts),
+            ]
+        )
+        try:
+            response = await send(
+                self.client,
+                "POST",
+                UPLOAD_PATH,
+                content=body.stream(),
+                # No Idempotency-Key: the tool documents none, and a batch sent again after
+                # a failed sync must be processed again (documents are upserts by id).
+                headers=body.headers,
+                timeout=httpx.Timeout(self.client.timeout.connect, read=None, write=None),
+            )
+        except ProviderError as exc:
+            raise _scrubbed(exc, self.scrub) from None
+        return self._result(response, parts)
+
+    def _result(self, response: httpx.Response, parts: Sequence[FilePart]) -> PushResult:
+        status = response.status_code
+        try:
+            reply = response.json()
+        except ValueError:
+            reply = None
+        message = reply.get("message") if isinstance(reply, dict) else None
+        if (
+            status not in (200, 206)
+            or not isinstance(reply, dict)
+            or reply.get("statusCode") != status
+            or not isinstance(message, str)
+        ):
+            text = self.scrub(response.text[:MAX_REASON])
+            raise RetryableError(
+                f"unexpected answer to the upload (not the documented "
+                f"{{statusCode, message}}): HTTP {status}: {text}",
+                status=status,
+            )
+        if status == 200:
+            return PushResult(state="accepted", status=status)
+        named = [i for i, part in enumerate(parts) if part.path.name in message]
+        reason = f"HTTP 206: {self.scrub(message)[:MAX_REASON]}"
+        skipped = named or list(range(len(parts)))
+        return PushResult(
+            state="accepted", status=status, skipped=tuple((i, reason) for i in skipped)
+        )
+
+    async def fetch_integration_errors(self) -> tuple[str | None, str | None, str | None]:
+        """The latest integration error log: (url, body, error); never raises."""
+        try:
+            try:
+                response = await send(self.client, "GET", ERRORS_PATH)
+            except PermanentError as exc:
+                if exc.status != 405:
+                    raise
+                response = await send(self.client, "POST", ERRORS_PATH)
+        except ProviderError as exc:
+            return None, None, self.scrub(f"fetching {ERRORS_PATH}: {exc}")[:MAX_REASON]
+        url = _url_in(response)
+        if url is None:
+            return None, None, self.scrub(f"{ERRORS_PATH} answered no URL: {response.text[:200]}")
+        try:
+            body = await download(url, self.options.integration_log_max_bytes)
+        except ValueError as exc:
+            return url, None, self.scrub(str(exc))
+        return url, body, None
+
+    async def pull(self, cursor: str | None) -> PullPage:
+        """The churn tool has nothing to pull."""
+        raise PermanentError("the churn kind is push-only")
+
+
+def _scrubbed(exc: ProviderError, scrub: Any) -> ProviderError:
+    exc.args = (scrub(str(exc)),)
+    if isinstance(exc, PermanentError):
+        exc.reason = scrub(exc.reason)
+    return exc
+
+
+def _url_in(response: httpx.Response) -> str | None:
+    """The URL an integration-errors answer holds: a JSON string, ``{url}``, or plain text."""
+    try:
+        value: Any = response.json()
+    except ValueError:
+        value = response.text.strip()
+    if isinstance(value, dict):
+        value = value.get("url") or value.get("URL") or value.get("link")
+    if isinstance(value, str) and urlsplit(value.strip()).scheme in ("http", "https"):
+        return value.strip()
+    return None
+
+
+async def download(url: str, max_bytes: int, *, max_redirects: int = 5) -> str:
+    """GET ``url`` without credentials: http(s) only, redirects only to the same host, at most
+    ``max_bytes`` (raises ValueError saying why not)."""
+    host = urlsplit(url).hostname
+    async with httpx.AsyncClient(timeout=30, follow_redirects=False) as client:
+        for _ in range(max_redirects + 1):
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https"):
+                raise ValueError(f"refusing to download a {parts.scheme or 'relative'} URL")
+            if parts.hostname != host:
+                raise ValueError(f"refusing a redirect to another host ({parts.hostname})")
+            try:
+                async with client.stream("GET", url) as response:
+                    if response.is_redirect:
+                        url = urljoin(url, response.headers.get("location", ""))
+                        continue
+                    if response.status_code != 200:
+                        raise ValueError(f"downloading the error log: HTTP {response.status_code}")
+                    chunks: list[bytes] = []
+                    size = 0
+                    async for chunk in response.aiter_bytes():
+                        size += len(chunk)
+                        if size > max_bytes:
+                            raise ValueError(
+                                f"the error log is larger than {max_bytes} bytes "
+                                "(integration_log_max_mb)"
+                            )
+                        chunks.append(chunk)
+                    return b"".join(chunks).decode("utf-8", errors="replace")
+            except httpx.HTTPError as exc:
+                raise ValueError(f"downloading the error log: {type(exc).__name__}") from None
+        raise ValueError("too many redirects downloading the error log")
+
+
+def build(
+    name: str,
+    base_url: str,
+    options: Mapping[str, Any],
+    secret: str | None,
+    timeout_s: float,
+    batch_max_items: int | None,
+) -> ChurnProvider:
+    """The adapter for a ``kind = "churn"`` provider."""
+    return ChurnProvider(name, base_url, parse_options(options), secret, timeout_s, batch_max_items)

@@ -1,0 +1,421 @@
+"""The callback listener: an HTTP server inside the daemon's task group.
+
+Runs only when the config has a ``[listener]`` table (uvicorn on the daemon's own
+event loop). Routes:
+
+* ``POST /callbacks/churn/sync-status[/NAME]``, ``POST /callbacks/churn/brand[/NAME]``:
+  the churn tool's signed callbacks (``adapters.churn.signature_valid``). A wrong or
+  flipped signature, a ``data.timestamp`` further than ``max_callback_age_s`` from
+  now, or a signature accepted before (a replay, remembered in the store) is
+  refused with 401 and changes nothing.
+* ``POST /webhooks/crm/TOKEN``: the CRM's webhook; the CRM signs nothing, so the
+  unguessable TOKEN (``webhook_token_*``) is the guard; another path is 404.
+* ``GET /healthz`` (200 with each provider's state while the store answers, else
+  503), ``GET /metrics`` (Prometheus text format).
+
+Bodies over ``MAX_BODY`` are refused (413); a body not received within
+``request_timeout_s`` is answered 408. No secret (callback key, webhook token,
+provider token) is ever logged or answered.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import socket
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import anyio
+import structlog
+import uvicorn
+from dropsync.adapters import churn
+from dropsync.adapters.churn import ChurnProvider, signature_valid
+from dropsync.daemon.clock import now_ms
+from dropsync.daemon.config import Config, ProviderConfig
+from dropsync.daemon.errors import SecretError
+from dropsync.daemon.metrics import render_metrics
+from dropsync.daemon.secrets import read_secret
+from dropsync.store import callbacks
+from dropsync.store.handle import Store
+from dropsync.store.readonly import open_readonly
+from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+log = structlog.get_logger(__name__)
+
+MAX_BODY = 1 << 20
+
+
+class _Refused(Exception):
+    """The request is answered with ``status`` and ``message`` (the message is secret-free)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn without its own signal handlers: the daemon's task group owns the signals."""
+
+    def install_signal_handlers(self) -> None:  # uvicorn < 0.29
+        return
+
+    def capture_signals(self) -> Any:  # uvicorn >= 0.29
+        import contextlib
+
+        return contextlib.nullcontext()
+
+
+class Listener:
+    """The callback listener; ``run()`` serves until cancelled."""
+
+    def __init__(
+        self,
+        store: Store,
+        config: Config,
+        *,
+        wake: Callable[[list[str]], None],
+        adapter: Callable[[str], object | None],
+    ) -> None:
+        self.store = store
+        self.wake = wake
+        self.adapter = adapter
+        self.secrets: dict[str, str] = {}
+        self.tokens: dict[str, str] = {}
+        self.config = config
+        self.reload(config)
+        self._task_group: anyio.abc.TaskGroup | None = None
+
+    def reload(self, config: Config) -> None:
+        """Take a new config: read the callback secrets and webhook tokens again."""
+        self.config = config
+        secrets: dict[str, str] = {}
+        tokens: dict[str, str] = {}
+        for provider in config.providers.values():
+            try:
+                if provider.kind == "churn" and provider.callback_secret is not None:
+                    secrets[provider.name] = read_secret(provider.callback_secret, provider.name)
+                if provider.kind == "crm" and provider.webhook_token is not None:
+                    tokens[provider.name] = read_secret(provider.webhook_token, provider.name)
+            except SecretError as exc:
+                log.error("callback_secret_unreadable", provider=provider.name, error=str(exc))
+        self.secrets, self.tokens = secrets, tokens
+
+    def webhook_url(self, provider: str) -> str | None:
+        """The CRM webhook URL of ``provider`` (contains its token: never log it)."""
+        token = self.tokens.get(provider)
+        if token is None or self.config.listener is None:
+            return None
+        return f"{self.config.listener.public_url}/webhooks/crm/{token}"
+
+    def app(self) -> Starlette:
+        """The ASGI application."""
+        return Starlette(
+            routes=[
+                Route("/callbacks/churn/sync-status", self.sync_status, methods=["POST"]),
+                Route(
+                    "/callbacks/churn/sync-status/{provider}", self.sync_status, methods=["POST"]
+                ),
+                Route("/callbacks/churn/brand", self.brand, methods=["POST"]),
+                Route("/callbacks/churn/brand/{provider}", self.brand, methods=["POST"]),
+                Route("/webhooks/crm/{token}", self.crm_webhook, methods=["POST"]),
+                Route("/healthz", self.healthz, methods=["GET"]),
+                Route("/metrics", self.metrics, methods=["GET"]),
+            ]
+        )
+
+    async def run(self) -> None:
+        """Serve on ``[listener] host:port`` until cancelled."""
+        settings = self.config.listener
+        assert settings is not None
+        server = _EmbeddedServer(
+            uvicorn.Config(
+                self.app(),
+                host=settings.host,
+                port=settings.port,
+                lifespan="off",
+                log_config=None,
+                log_level="warning",
+                access_log=False,
+                limit_concurrency=settings.max_connections,
+                timeout_keep_alive=5,
+                h11_max_incomplete_event_size=16 << 10,
+                server_header=False,
+            )
+        )
+        async with anyio.create_task_group() as tg:
+            self._task_group = tg
+            try:
+                await server.serve()
+            except SystemExit:  # uvicorn exits when it cannot bind: the daemon goes on
+                log.error(
+                    "listener_failed",
+                    host=settings.host,
+                    port=settings.port,
+                    reason="cannot listen on that address (in use, or not allowed)",
+                )
+            finally:
+                for listening in server.servers:
+                    listening.close()
+                tg.cancel_scope.cancel()
+
+    @staticmethod
+    def bound_port(sock: socket.socket) -> int:
+        """The port a socket is bound to."""
+        return int(sock.getsockname()[1])
+
+    # -- reading requests ------------------------------------------------------------------
+
+    async def _body(self, request: Request) -> bytes:
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
+            raise _Refused(413, f"request body over {MAX_BODY} bytes")
+        settings = self.config.listener
+        timeout = settings.request_timeout_s if settings else 10.0
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            with anyio.fail_after(timeout):
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > MAX_BODY:
+                        raise _Refused(413, f"request body over {MAX_BODY} bytes")
+                    chunks.append(chunk)
+        except TimeoutError:
+            raise _Refused(408, "request body not received in time") from None
+        except ClientDisconnect:
+            raise _Refused(400, "client went away") from None
+        return b"".join(chunks)
+
+    async def _json(self, request: Request) -> Any:
+        raw = await self._body(request)
+        try:
+            return json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            raise _Refused(400, "body is not UTF-8 JSON") from None
+
+    def _churn_provider(self, request: Request) -> ProviderConfig:
+        name = request.path_params.get("provider")
+        churns = [p for p in self.config.providers.values() if p.kind == "churn"]
+        if name is not None:
+            chosen = [p for p in churns if p.name == name]
+        else:
+            chosen = churns if len(churns) == 1 else []
+        if not chosen:
+            raise _Refused(404, "no such churn provider (name it as the last path segment)")
+        return chosen[0]
+
+    async def _signed(self, request: Request, provider: ProviderConfig) -> tuple[Any, str]:
+        """The verified ``data`` and its signature (raises _Refused with 401 if not valid)."""
+        body = await self._json(request)
+        if not isinstance(body, dict) or not isinstance(body.get("data"), dict):
+            raise _Refused(400, "expected {data: {...}, signature}")
+        secret = self.secrets.get(provider.name)
+        if secret is None:
+            raise _Refused(401, "no callback secret is configured for this provider")
+        if not signature_valid(secret, body["data"], body.get("signature")):
+            raise _Refused(401, "signature does not match")
+        return body["data"], str(body["signature"]).lower()
+
+    # -- churn callbacks -------------------------------------------------------------------
+
+    async def sync_status(self, request: Request) -> Response:
+        """The database sync status callback."""
+        return await self._answer(request, "sync-status", self._sync_status)
+
+    async def _sync_status(self, request: Request) -> dict[str, Any]:
+        provider = self._churn_provider(request)
+        data, signature = await self._signed(request, provider)
+        timestamp, status = data.get("timestamp"), data.get("status")
+        if not isinstance(timestamp, int) or isinstance(timestamp, bool):
+            raise _Refused(401, "data.timestamp is missing")
+        max_age = churn.parse_options(provider.options).max_callback_age_s
+        now = now_ms()
+        if abs(now - timestamp) > max_age * 1000:
+            raise _Refused(401, "data.timestamp is further from now than max_callback_age_s")
+        if status not in (200, 400):
+            raise _Refused(400, "data.status must be 200 or 400")
+
+        def apply(db: Any) -> tuple[int, int] | None:
+            if not callbacks.remember_signature(
+                db, provider.name, "sync-status", signature, now=now
+            ):
+                return None
+            if status == 200:
+                return callbacks.confirm_accepted_before(db, provider.name, timestamp, now=now), 0
+            return callbacks.fail_accepted_before(
+                db,
+                provider.name,
+                timestamp,
+                now=now,
+                error="the churn tool reported a failed sync (status 400)",
+            )
+
+        outcome = await self.store.transact(apply)
+        if outcome is None:
+            raise _Refused(401, "signature already accepted (replay)")
+        deliveries, queued = outcome
+        log.info(
+            "sync_status_received",
+            provider=provider.name,
+            status=status,
+            deliveries=deliveries,
+            queued_again=queued,
+        )
+        if status == 400:
+            if queued:
+                self.wake([provider.name])
+            if self._task_group is not None:
+                self._task_group.start_soon(self._fetch_integration_errors, provider.name)
+        return {"ok": True, "deliveries": deliveries}
+
+    async def _fetch_integration_errors(self, name: str) -> None:
+        adapter = self.adapter(name)
+        if not isinstance(adapter, ChurnProvider):
+            log.warning(
+                "integration_errors_not_fetched",
+                provider=name,
+                reason="the provider is not running",
+            )
+            return
+        url, body, error = await adapter.fetch_integration_errors()
+        await self.store.transact(
+            partial(
+                callbacks.save_integration_error,
+                provider=name,
+                url=url,
+                body=body,
+                error=error,
+                now=now_ms(),
+            )
+        )
+        log.warning(
+            "integration_errors_fetched", provider=name, url=url, error=error, bytes=len(body or "")
+        )
+
+    async def brand(self, request: Request) -> Response:
+        """The brand creation callback."""
+        return await self._answer(request, "brand", self._brand)
+
+    async def _brand(self, request: Request) -> dict[str, Any]:
+        provider = self._churn_provider(request)
+        data, signature = await self._signed(request, provider)
+        stop_churn_id = data.get("stopChurnBrandId")
+        client = churn.brand_text(data.get("brandIdFromClient"))
+        if not isinstance(stop_churn_id, int) or isinstance(stop_churn_id, bool) or not client:
+            raise _Refused(400, "expected data.stopChurnBrandId (integer), brandIdFromClient")
+        now = now_ms()
+
+        def apply(db: Any) -> bool | None:
+            if not callbacks.remember_signature(db, provider.name, "brand", signature, now=now):
+                return None
+            return callbacks.save_brand(db, provider.name, client, stop_churn_id, now=now)
+
+        changed = await self.store.transact(apply)
+        if changed is None:
+            raise _Refused(401, "signature already accepted (replay)")
+        log.info(
+            "brand_mapped",
+            provider=provider.name,
+            client_brand_id=client,
+            stop_churn_brand_id=stop_churn_id,
+            changed=changed,
+        )
+        self.wake([provider.name])
+        return {"ok": True}
+
+    # -- CRM webhook -----------------------------------------------------------------------
+
+    async def crm_webhook(self, request: Request) -> Response:
+        """The CRM's job webhook, at its token path."""
+        return await self._answer(request, "crm-webhook", self._crm_webhook)
+
+    async def _crm_webhook(self, request: Request) -> dict[str, Any]:
+        given = str(request.path_params.get("token", "")).encode()
+        name = None
+        for provider, token in self.tokens.items():
+            if hmac.compare_digest(token.encode(), given):
+                name = provider
+        if name is None:
+            raise _Refused(404, "not found")
+        body = await self._json(request)
+        job = body.get("_id") if isinstance(body, dict) else None
+        if not isinstance(job, str | int) or isinstance(job, bool) or not str(job):
+            raise _Refused(400, "expected {_id, status, contacts}")
+        contacts = []
+        for contact in body.get("contacts") or []:
+            if isinstance(contact, dict) and isinstance(contact.get("email"), str):
+                user, crm_id = contact.get("user_id"), contact.get("_id")
+                contacts.append(
+                    (
+                        contact["email"],
+                        None if user is None else str(user),
+                        None if crm_id is None else str(crm_id),
+                    )
+                )
+        now = now_ms()
+
+        def apply(db: Any) -> int:
+            confirmed = callbacks.confirm_job(db, name, str(job), now=now)
+            if confirmed:
+                callbacks.save_crm_contacts(db, name, str(job), contacts, now=now)
+            return confirmed
+
+        confirmed = await self.store.transact(apply)
+        if not confirmed:
+            log.warning("webhook_unknown_job", provider=name, job=str(job)[:100])
+        else:
+            log.info("webhook_confirmed", provider=name, job=str(job), contacts=len(contacts))
+        return {"ok": True, "confirmed": confirmed}
+
+    # -- health and metrics ----------------------------------------------------------------
+
+    async def healthz(self, request: Request) -> Response:
+        """200 with each provider's state while the store answers; 503 otherwise."""
+        try:
+            with anyio.fail_after(5):
+                states = await anyio.to_thread.run_sync(self._read, callbacks.provider_states)
+        except Exception as exc:
+            log.warning("healthz_store_unavailable", error=f"{type(exc).__name__}: {exc}")
+            return JSONResponse({"status": "store unavailable"}, status_code=503)
+        return JSONResponse({"status": "ok", "providers": states})
+
+    async def metrics(self, request: Request) -> Response:
+        """The Prometheus text format."""
+        try:
+            with anyio.fail_after(10):
+                snapshot = await anyio.to_thread.run_sync(self._read, callbacks.metrics_snapshot)
+        except Exception as exc:
+            log.warning("metrics_store_unavailable", error=f"{type(exc).__name__}: {exc}")
+            return Response("store unavailable\n", status_code=503)
+        body, content_type = render_metrics(snapshot)
+        return Response(body, media_type=content_type)
+
+    def _read(self, question: Callable[[Any], Any]) -> Any:
+        db = open_readonly(self.store.path)
+        try:
+            return question(db)
+        finally:
+            db.close()
+
+    async def _answer(self, request: Request, route: str, handler: Any) -> Response:
+        try:
+            return JSONResponse(await handler(request))
+        except _Refused as refusal:
+            log.warning(
+                "callback_refused",
+                route=route,
+                status=refusal.status,
+                reason=refusal.message,
+                provider=request.path_params.get("provider"),
+            )
+            return JSONResponse({"error": refusal.message}, status_code=refusal.status)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")

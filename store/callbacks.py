@@ -1,0 +1,226 @@
+"""What providers tell the daemon after a delivery: confirmations, failures, brand mappings,
+integration error logs, CRM contact ids, and the replay memory of signed callbacks.
+
+Plain functions over a ``sqlite3.Connection``, run in the store's thread (``Store.transact``
+or ``Store.call``), so that one callback is one transaction.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+
+def remember_signature(
+    db: sqlite3.Connection, provider: str, kind: str, signature: str, *, now: int
+) -> bool:
+    """Record an accepted callback's signature; False if it was accepted before (a replay)."""
+    cursor = db.execute(
+        "INSERT INTO callback_signatures (signature, provider, kind, received_at) "
+        "VALUES (?, ?, ?, ?) ON CONFLICT (signature) DO NOTHING",
+        (signature, provider, kind, now),
+    )
+    return cursor.rowcount == 1
+
+
+def confirm_accepted_before(db: sqlite3.Connection, provider: str, before: int, *, now: int) -> int:
+    """Every ``accepted`` delivery of ``provider`` attempted at or before ``before`` is
+    ``confirmed``, with its records in ``delivered``; returns how many deliveries."""
+    ids = _accepted_before(db, provider, before)
+    _set_state(db, ids, "confirmed", None)
+    db.executemany(
+        "UPDATE delivered SET state = 'confirmed', requeued = 0, at = ? "
+        "WHERE provider = ? AND delivery_id = ?",
+        [(now, provider, i) for i in ids],
+    )
+    return len(ids)
+
+
+def fail_accepted_before(
+    db: sqlite3.Connection, provider: str, before: int, *, error: str, now: int
+) -> tuple[int, int]:
+    """A failure callback: ``accepted`` deliveries up to ``before`` become ``failed``; their
+    records are queued again unless a failure already queued them once.
+
+    Returns (deliveries failed, records queued again).
+    """
+    ids = _accepted_before(db, provider, before)
+    _set_state(db, ids, "failed", error)
+    queued = 0
+    for delivery_id in ids:
+        cursor = db.execute(
+            "INSERT INTO outbox (provider, collection, key, updated_at, enqueued_at) "
+            "SELECT d.provider, d.collection, d.key, r.updated_at, ? FROM delivered d "
+            "JOIN records r ON r.collection = d.collection AND r.key = d.key "
+            "WHERE d.provider = ? AND d.delivery_id = ? AND d.requeued = 0 "
+            "ON CONFLICT (provider, collection, key) DO NOTHING",
+            (now, provider, delivery_id),
+        )
+        queued += max(cursor.rowcount, 0)
+        db.execute(
+            "UPDATE delivered SET requeued = 1 WHERE provider = ? AND delivery_id = ?",
+            (provider, delivery_id),
+        )
+    return len(ids), queued
+
+
+def _accepted_before(db: sqlite3.Connection, provider: str, before: int) -> list[int]:
+    return [
+        row[0]
+        for row in db.execute(
+            "SELECT id FROM deliveries WHERE provider = ? AND state = 'accepted' "
+            "AND attempted_at <= ? ORDER BY id",
+            (provider, before),
+        )
+    ]
+
+
+def _set_state(db: sqlite3.Connection, ids: Sequence[int], state: str, error: str | None) -> None:
+    db.executemany(
+        "UPDATE deliveries SET state = ?, error = COALESCE(?, error) WHERE id = ?",
+        [(state, error, i) for i in ids],
+    )
+
+
+def confirm_job(db: sqlite3.Connection, provider: str, job_id: str, *, now: int) -> int:
+    """The provider's webhook confirmed job ``job_id``: the deliveries that carry it (alone
+    or in their comma-separated ``remote_ref``) are ``confirmed``; returns how many."""
+    ids = [
+        row[0]
+        for row in db.execute(
+            "SELECT id FROM deliveries WHERE provider = ? AND remote_ref IS NOT NULL "
+            "AND (remote_ref = ? OR instr(',' || remote_ref || ',', ',' || ? || ',') > 0)",
+            (provider, job_id, job_id),
+        )
+    ]
+    _set_state(db, ids, "confirmed", None)
+    db.executemany(
+        "UPDATE delivered SET state = 'confirmed', requeued = 0, at = ? "
+        "WHERE provider = ? AND delivery_id = ?",
+        [(now, provider, i) for i in ids],
+    )
+    return len(ids)
+
+
+def save_crm_contacts(
+    db: sqlite3.Connection,
+    provider: str,
+    job_id: str,
+    contacts: Sequence[tuple[str, str | None, str | None]],
+    *,
+    now: int,
+) -> None:
+    """Keep the CRM's own id of each contact: (email, user_id, crm_id) rows."""
+    db.executemany(
+        "INSERT INTO crm_contacts (provider, email, user_id, crm_id, job_id, received_at) "
+        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (provider, email) DO UPDATE SET "
+        "user_id = COALESCE(excluded.user_id, user_id), crm_id = COALESCE(excluded.crm_id, "
+        "crm_id), job_id = excluded.job_id, received_at = excluded.received_at",
+        [(provider, email, user, crm_id, job_id, now) for email, user, crm_id in contacts],
+    )
+
+
+def save_brand(
+    db: sqlite3.Connection, provider: str, client_brand_id: str, stop_churn_id: int, *, now: int
+) -> bool:
+    """Map a client brand to the churn tool's id; False if it was already mapped so."""
+    cursor = db.execute(
+        "INSERT INTO brands (provider, client_brand_id, stop_churn_brand_id, received_at) "
+        "VALUES (?, ?, ?, ?) ON CONFLICT (provider, client_brand_id) DO UPDATE SET "
+        "stop_churn_brand_id = excluded.stop_churn_brand_id, received_at = excluded.received_at "
+        "WHERE stop_churn_brand_id IS NOT excluded.stop_churn_brand_id",
+        (provider, client_brand_id, stop_churn_id, now),
+    )
+    return cursor.rowcount == 1
+
+
+def brand_map(db: sqlite3.Connection, provider: str) -> dict[str, int]:
+    """Client brand id -> the churn tool's brand id, for one provider."""
+    return dict(
+        db.execute(
+            "SELECT client_brand_id, stop_churn_brand_id FROM brands WHERE provider = ?",
+            (provider,),
+        ).fetchall()
+    )
+
+
+def save_integration_error(
+    db: sqlite3.Connection,
+    provider: str,
+    *,
+    url: str | None,
+    body: str | None,
+    error: str | None,
+    now: int,
+) -> None:
+    """Keep a fetched integration error log (or why it could not be fetched)."""
+    db.execute(
+        "INSERT INTO integration_errors (provider, fetched_at, url, body, error) "
+        "VALUES (?, ?, ?, ?, ?)",
+        (provider, now, url, body, error),
+    )
+
+
+def set_confirm_timeouts(db: sqlite3.Connection, timeouts: dict[str, int | None]) -> None:
+    """How long each provider's accepted batches may wait for a confirmation (ms; None: never
+    confirmed, so never ``unconfirmed``)."""
+    db.executemany(
+        "UPDATE providers SET confirm_timeout_ms = ? WHERE name = ?",
+        [(ms, name) for name, ms in timeouts.items()],
+    )
+
+
+def set_waiting(db: sqlite3.Connection, provider: str, reason: str | None) -> None:
+    """Why some of the provider's entries wait in the outbox (None: none wait)."""
+    db.execute("UPDATE providers SET waiting = ? WHERE name = ?", (reason, provider))
+
+
+def requeue_unconfirmed(db: sqlite3.Connection, provider: str, *, now: int) -> tuple[int, int]:
+    """Queue again exactly the records of the provider's ``unconfirmed`` deliveries (accepted
+    longer ago than its confirm timeout); those deliveries become ``failed``.
+
+    Returns (deliveries, records queued).
+    """
+    row = db.execute(
+        "SELECT confirm_timeout_ms FROM providers WHERE name = ?", (provider,)
+    ).fetchone()
+    if row is None or row[0] is None:
+        return 0, 0
+    ids = _accepted_before(db, provider, now - int(row[0]) - 1)
+    queued = 0
+    for delivery_id in ids:
+        cursor = db.execute(
+            "INSERT INTO outbox (provider, collection, key, updated_at, enqueued_at) "
+            "SELECT d.provider, d.collection, d.key, r.updated_at, ? FROM delivered d "
+            "JOIN records r ON r.collection = d.collection AND r.key = d.key "
+            "WHERE d.provider = ? AND d.delivery_id = ? "
+            "ON CONFLICT (provider, collection, key) DO NOTHING",
+            (now, provider, delivery_id),
+        )
+        queued += max(cursor.rowcount, 0)
+    _set_state(db, ids, "failed", "no confirmation within confirm_timeout_s; queued again")
+    return len(ids), queued
+
+
+def metrics_snapshot(db: sqlite3.Connection) -> dict[str, Any]:
+    """The figures ``/metrics`` exposes, in one read."""
+    return {
+        "providers": db.execute(
+            "SELECT provider, state, pending, dead_letters, last_ok_at, unconfirmed "
+            "FROM pending_by_provider"
+        ).fetchall(),
+        "deliveries": db.execute(
+            "SELECT provider, state, COUNT(*), COALESCE(SUM(items), 0) FROM deliveries "
+            "GROUP BY provider, state"
+        ).fetchall(),
+        "files": db.execute("SELECT status, files FROM files_by_status").fetchall(),
+        "inbox_pending": db.execute(
+            "SELECT COUNT(*) FROM inbox WHERE status = 'pending'"
+        ).fetchone()[0],
+    }
+
+
+def provider_states(db: sqlite3.Connection) -> dict[str, str]:
+    """Each provider's state, for ``/healthz``."""
+    return dict(db.execute("SELECT name, state FROM providers ORDER BY name").fetchall())

@@ -1,0 +1,173 @@
+"""Which outbox entries went into which file of a file batch in flight.
+
+A file batch can hold millions of entries, too many to keep in memory: the
+delivery engine notes them here, in a scratch database attached to the writer's
+connection (``spool``), next to the files themselves. It is not part of the
+store's schema: it is recreated at start and emptied once each outcome is
+recorded. Plain functions over a ``sqlite3.Connection`` (the store's thread).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def attach(db: sqlite3.Connection, path: Path) -> None:
+    """Attach (a fresh) scratch database at ``path`` as ``spool``, if not attached yet."""
+    names = [row[1] for row in db.execute("PRAGMA database_list")]
+    if "spool" in names:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    db.execute("ATTACH DATABASE ? AS spool", (str(path),))
+    db.execute("PRAGMA spool.journal_mode = OFF")
+    db.execute("PRAGMA spool.synchronous = OFF")
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS spool.entries ("
+        "batch INTEGER NOT NULL, part INTEGER NOT NULL, entry_id INTEGER NOT NULL, "
+        "collection TEXT NOT NULL, key TEXT NOT NULL, updated_at INTEGER NOT NULL, "
+        "attempts INTEGER NOT NULL)"
+    )
+    db.execute("CREATE INDEX IF NOT EXISTS spool.entries_part ON entries (batch, part)")
+
+
+def add(
+    db: sqlite3.Connection,
+    batch: int,
+    rows: Sequence[tuple[int, int, str, str, int, int]],
+) -> None:
+    """Note (part, entry_id, collection, key, updated_at, attempts) rows of a batch."""
+    db.executemany(
+        "INSERT INTO spool.entries (batch, part, entry_id, collection, key, updated_at, "
+        "attempts) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [(batch, *row) for row in rows],
+    )
+
+
+def deliver_parts(
+    db: sqlite3.Connection,
+    provider: str,
+    batch: int,
+    parts: Sequence[int],
+    *,
+    state: str,
+    delivery_id: int,
+    now: int,
+) -> None:
+    """The provider took these parts: their entries leave the outbox (unless a newer version
+    was queued meanwhile) and ``delivered`` records them."""
+    for part in parts:
+        db.execute(
+            "INSERT INTO delivered (provider, collection, key, updated_at, state, delivery_id, "
+            "at) SELECT ?, collection, key, updated_at, ?, ?, ? FROM spool.entries "
+            "WHERE batch = ? AND part = ? AND 1 ON CONFLICT (provider, collection, key) "
+            "DO UPDATE SET updated_at = excluded.updated_at, state = excluded.state, "
+            "delivery_id = excluded.delivery_id, at = excluded.at",
+            (provider, state, delivery_id, now, batch, part),
+        )
+        db.execute(
+            "DELETE FROM outbox WHERE id IN (SELECT o.id FROM spool.entries s "
+            "JOIN outbox o ON o.id = s.entry_id AND o.updated_at = s.updated_at "
+            "WHERE s.batch = ? AND s.part = ?)",
+            (batch, part),
+        )
+
+
+def count_attempt(db: sqlite3.Connection, batch: int, parts: Sequence[int]) -> None:
+    """One more failed attempt for the entries of these parts."""
+    for part in parts:
+        db.execute(
+            "UPDATE outbox SET attempts = attempts + 1 WHERE id IN "
+            "(SELECT entry_id FROM spool.entries WHERE batch = ? AND part = ?)",
+            (batch, part),
+        )
+
+
+def dead_letter_parts(
+    db: sqlite3.Connection,
+    provider: str,
+    batch: int,
+    parts: Sequence[int],
+    *,
+    reason: str,
+    http_status: int | None,
+    now: int,
+) -> int:
+    """Move the entries of these parts to ``dead_letters``; returns how many."""
+    moved = 0
+    for part in parts:
+        cursor = db.execute(
+            "INSERT INTO dead_letters (provider, collection, key, updated_at, http_status, "
+            "reason, attempts, created_at) SELECT ?, s.collection, s.key, s.updated_at, ?, ?, "
+            "s.attempts + 1, ? FROM spool.entries s JOIN outbox o ON o.id = s.entry_id "
+            "AND o.updated_at = s.updated_at WHERE s.batch = ? AND s.part = ?",
+            (provider, http_status, reason, now, batch, part),
+        )
+        moved += max(cursor.rowcount, 0)
+        db.execute(
+            "DELETE FROM outbox WHERE id IN (SELECT o.id FROM spool.entries s "
+            "JOIN outbox o ON o.id = s.entry_id AND o.updated_at = s.updated_at "
+            "WHERE s.batch = ? AND s.part = ?)",
+            (batch, part),
+        )
+    return moved
+
+
+def part_sizes(db: sqlite3.Connection, batch: int) -> dict[int, int]:
+    """Entries per part of a batch."""
+    return dict(
+        db.execute(
+            "SELECT part, COUNT(*) FROM spool.entries WHERE batch = ? GROUP BY part", (batch,)
+        ).fetchall()
+    )
+
+
+def forget(db: sqlite3.Connection, batch: int) -> None:
+    """The batch's outcome is recorded: drop its notes."""
+    db.execute("DELETE FROM spool.entries WHERE batch = ?", (batch,))
+
+
+def add_rows(
+    db: sqlite3.Connection, batch: int, rows: Sequence[tuple[int, int, str, str, int, int]]
+) -> None:
+    """``add`` in one transaction of the scratch database only."""
+    db.execute("BEGIN")
+    try:
+        add(db, batch, rows)
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
+def record_delivered(
+    db: sqlite3.Connection,
+    provider: str,
+    batch: int,
+    parts: Sequence[int],
+    *,
+    batch_id: str,
+    state: str,
+    http_status: int | None,
+    latency_ms: float,
+    remote_ref: str | None,
+    now: int,
+) -> int:
+    """One transaction's work after the provider took these parts; returns the items."""
+    sizes = part_sizes(db, batch)
+    items = sum(sizes.get(part, 0) for part in parts)
+    cursor = db.execute(
+        "INSERT INTO deliveries (provider, batch_id, items, state, http_status, latency_ms, "
+        "remote_ref, attempted_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (provider, batch_id, items, state, http_status, latency_ms, remote_ref, now),
+    )
+    assert cursor.lastrowid is not None
+    deliver_parts(db, provider, batch, parts, state=state, delivery_id=cursor.lastrowid, now=now)
+    db.execute(
+        "UPDATE providers SET state = 'online', next_attempt_at = NULL, failures = 0, "
+        "last_error = NULL, last_attempt_at = ?, last_ok_at = ?, updated_at = ? WHERE name = ?",
+        (now, now, now, provider),
+    )
+    return items

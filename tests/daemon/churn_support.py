@@ -1,0 +1,141 @@
+"""Shared set-up of the churn and listener tests: the supervisor and the listener on one
+anyio loop (real HTTP on loopback), the churn emulator in its thread."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import orjson
+from dropsync.daemon.config import Config, parse_config
+from dropsync.daemon.listener import Listener
+from dropsync.daemon.providers import ProviderSupervisor
+from dropsync.store.handle import Store
+from dropsync.store.merge import Change, apply_changes
+
+TOKEN = "churn-tok-9f8e7d6c5b"
+CALLBACK_SECRET = "cb-secret-4a5b6c7d8e"
+WEBHOOK_TOKEN = "wh-token-0c1d2e3f4a5b6c7d"
+
+
+def churn_config(
+    tmp_path: Path,
+    base_url: str,
+    port: int,
+    *,
+    provider: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Config:
+    """A config with collections users and orders routed to one churn provider."""
+    churn = {
+        "kind": "churn",
+        "base_url": base_url,
+        "secret_env": "CHURN_TOKEN",
+        "callback_secret_env": "CHURN_CALLBACK_SECRET",
+        "tables": {"users": "user", "orders": "order"},
+        "brand_field": "data.brand",
+        "backoff_base_s": 0.05,
+        "backoff_cap_s": 0.2,
+        **(provider or {}),
+    }
+    raw: dict[str, Any] = {
+        "store": {"path": str(tmp_path / "store.db")},
+        "drop": {"path": str(tmp_path / "drop")},
+        "listener": {"port": port, "public_url": f"http://127.0.0.1:{port}"},
+        "collections": {
+            "users": {"key": "data.id", "timestamp": "updatedAt", "providers": ["churn"]},
+            "orders": {"key": "data.id", "timestamp": "updatedAt", "providers": ["churn"]},
+        },
+        "providers": {"churn": churn},
+    }
+    for name, value in (extra or {}).items():
+        raw.setdefault(name, {}).update(value)
+    return parse_config(raw, "test.toml")
+
+
+def document(collection: str, i: int, brand: str, ts: int = 1_700_000_000_000) -> Change:
+    """A churn envelope record of ``collection`` with client brand ``brand``."""
+    body = orjson.dumps(
+        {"createdAt": ts, "data": {"brand": brand, "id": i, "name": f"n{i}"}, "updatedAt": ts},
+        option=orjson.OPT_SORT_KEYS,
+    ).decode()
+    return Change(
+        collection, str(i), body, ts, False, "drop", hashlib.sha256(body.encode()).hexdigest()[:32]
+    )
+
+
+async def merge(store: Store, config: Config, changes: list[Change]) -> None:
+    """Merge changes as the inbox would (their outbox entries are queued)."""
+    await store.transact(
+        lambda conn: apply_changes(conn, changes, config.routes(), now=int(time.time() * 1000))
+    )
+
+
+async def eventually(predicate: Callable[[], Any], what: str, limit_s: float = 30) -> Any:
+    """Poll ``predicate`` (sync or async) until truthy; the timeout only bounds a hang."""
+    with anyio.fail_after(limit_s):
+        while True:
+            value = predicate()
+            if hasattr(value, "__await__"):
+                value = await value
+            if value:
+                return value
+            await anyio.sleep(0.02)
+    raise AssertionError(what)  # pragma: no cover
+
+
+class Running:
+    """The running parts, for the test body."""
+
+    def __init__(
+        self, store: Store, supervisor: ProviderSupervisor, listener: Listener, port: int
+    ) -> None:
+        self.store = store
+        self.supervisor = supervisor
+        self.listener = listener
+        self.url = f"http://127.0.0.1:{port}"
+
+    async def rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """Read the store (between transactions)."""
+        async with self.store.read() as db:
+            return [tuple(r) for r in await db.execute_fetchall(sql, params)]
+
+    async def post(self, path: str, body: bytes, **headers: str) -> httpx.Response:
+        """POST to the listener."""
+        async with httpx.AsyncClient(timeout=10) as client:
+            return await client.post(self.url + path, content=body, headers=headers)
+
+
+@asynccontextmanager
+async def running(config: Config, port: int) -> AsyncIterator[Running]:
+    """The supervisor and the listener, as the daemon runs them."""
+    store = await Store.open(config.store_path)
+    supervisor = ProviderSupervisor(store, config)
+    listener = Listener(store, config, wake=supervisor.wake, adapter=supervisor.adapter)
+    supervisor.webhook_url = listener.webhook_url
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(supervisor.run)
+            tg.start_soon(listener.run)
+            parts = Running(store, supervisor, listener, port)
+
+            async def up() -> bool:
+                try:
+                    async with httpx.AsyncClient(timeout=2) as client:
+                        return (await client.get(parts.url + "/healthz")).status_code == 200
+                except httpx.HTTPError:
+                    return False
+
+            await eventually(up, "the listener answers")
+            await eventually(lambda: supervisor.flushers, "the flushers run")
+            yield parts
+            tg.cancel_scope.cancel()
+    finally:
+        with anyio.CancelScope(shield=True):
+            await store.close()

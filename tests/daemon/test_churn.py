@@ -1,0 +1,201 @@
+"""The churn provider end to end over loopback: files streamed to the emulator, brands
+mapped by its callbacks, partial success, confirmations, failures and their error log."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from dropsync.adapters.emulators.churn import ERROR_LOG, ChurnEmulator
+from dropsync.adapters.emulators.common import EmulatorServer
+from dropsync.daemon.status import format_status
+from dropsync.store import callbacks
+from dropsync.store.queries import status_summary
+from dropsync.store.readonly import open_readonly
+
+from tests.daemon.churn_support import (
+    CALLBACK_SECRET,
+    TOKEN,
+    churn_config,
+    document,
+    eventually,
+    merge,
+    running,
+)
+from tests.support import free_port
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(autouse=True)
+def secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHURN_TOKEN", TOKEN)
+    monkeypatch.setenv("CHURN_CALLBACK_SECRET", CALLBACK_SECRET)
+
+
+@pytest.fixture
+def port() -> int:
+    return free_port()
+
+
+@pytest.fixture
+def emulator(port: int) -> Iterator[EmulatorServer]:
+    churn = ChurnEmulator(TOKEN, CALLBACK_SECRET, callback_base=None, callback_delay_s=0.05)
+    with EmulatorServer(churn) as server:
+        yield server
+
+
+def churn_of(server: EmulatorServer) -> ChurnEmulator:
+    assert isinstance(server.emulator, ChurnEmulator)
+    return server.emulator
+
+
+async def map_brands(store: object, mapping: dict[str, int]) -> None:
+    for client, ours in mapping.items():
+        await store.transact(  # type: ignore[attr-defined]
+            lambda db, c=client, o=ours: callbacks.save_brand(db, "churn", c, o, now=1)
+        )
+
+
+async def test_two_tables_two_brands_arrive_as_wellformed_multipart_once_each(
+    tmp_path: Path, port: int, emulator: EmulatorServer
+) -> None:
+    # Small files: each (brand, table) group spans several files under the cap.
+    config = churn_config(tmp_path, emulator.base_url, port, provider={"max_file_mb": 0.001})
+    churn = churn_of(emulator)
+    async with running(config, port) as daemon:
+        await map_brands(daemon.store, {"acme": 15, "globex": 16})
+        changes = [
+            document(collection, i, brand)
+            for collection in ("users", "orders")
+            for i in range(30)
+            for brand in (("acme",) if i % 2 else ("globex",))
+        ]
+        await merge(daemon.store, config, changes)
+        daemon.supervisor.wake(["churn"])
+        await eventually(lambda: len(churn.documents) == 60, "every document arrives")
+        await eventually(lambda: daemon.rows("SELECT COUNT(*) FROM outbox"), "outbox read")
+        assert await daemon.rows("SELECT COUNT(*) FROM outbox") == [(0,)]
+        assert await daemon.rows(
+            "SELECT state, items FROM deliveries WHERE provider = 'churn'"
+        ) == [("accepted", 60)]
+    upload = churn.uploads[0]
+    assert len(churn.uploads) == 1 and not upload["skipped"]
+    assert len(upload["files"]) > 4  # several files per group: the cap holds
+    assert {tuple(f["meta"].items()) for f in upload["files"]} == {
+        (("brandId", b), ("tableName", t)) for b in (15, 16) for t in ("user", "order")
+    }
+    brands = {"acme": 15, "globex": 16}
+    tables = {"user": "user", "order": "order"}
+    for brand_id, table, doc in churn.documents:
+        # The data array entry of each file matches that file's documents.
+        assert brands[doc["data"]["brand"]] == brand_id
+        assert table in tables
+    assert sorted(churn.applied.values()) == [1] * 60
+    assert not list((tmp_path / ".store.db.spool" / "churn").glob("*/*.json"))
+
+
+async def test_unmapped_brand_waits_until_the_brand_callback_arrives(
+    tmp_path: Path, port: int, emulator: EmulatorServer
+) -> None:
+    config = churn_config(tmp_path, emulator.base_url, port)
+    churn = churn_of(emulator)
+    churn.callback_base = f"http://127.0.0.1:{port}/callbacks/churn"
+    churn.callback_delay_s = 3600  # no sync-status callback in this test
+    async with running(config, port) as daemon:
+        await merge(daemon.store, config, [document("users", i, "initech") for i in range(5)])
+        daemon.supervisor.wake(["churn"])
+        waiting = await eventually(
+            lambda: daemon.rows("SELECT waiting, pending FROM pending_by_provider"),
+            "the provider says why",
+        )
+        await eventually(
+            lambda: daemon.rows("SELECT 1 FROM pending_by_provider WHERE waiting IS NOT NULL"),
+            "waiting is shown",
+        )
+        waiting = await daemon.rows("SELECT waiting, pending FROM pending_by_provider")
+        assert "initech" in waiting[0][0] and waiting[0][1] == 5
+        assert churn.uploads == []
+        async with httpx.AsyncClient() as client:
+            answer = await client.post(
+                f"{emulator.base_url}/_emulator/brand",
+                json={"stopChurnBrandId": 77, "brandIdFromClient": "initech"},
+            )
+        assert answer.json() == {"status": 200}
+        await eventually(lambda: len(churn.documents) == 5, "the waiting records go out")
+        assert {brand for brand, _, _ in churn.documents} == {77}
+        await eventually(
+            lambda: daemon.rows("SELECT 1 FROM pending_by_provider WHERE waiting IS NULL"),
+            "nothing waits any more",
+        )
+
+
+async def test_206_sends_the_skipped_file_alone_once_then_dead_letters_it(
+    tmp_path: Path, port: int, emulator: EmulatorServer
+) -> None:
+    config = churn_config(tmp_path, emulator.base_url, port)
+    churn = churn_of(emulator)
+    async with running(config, port) as daemon:
+        await map_brands(daemon.store, {"acme": 15, "globex": 16})
+        # Two files: acme first (file 0001), globex second (file 0002), skipped every time.
+        churn.skip_matching.append("-0002.json")
+        changes = [document("users", i, "acme") for i in range(3)]
+        changes += [document("users", 100 + i, "globex") for i in range(4)]
+        await merge(daemon.store, config, changes)
+        daemon.supervisor.wake(["churn"])
+        await eventually(
+            lambda: daemon.rows("SELECT COUNT(*) FROM dead_letters HAVING COUNT(*) = 4"),
+            "the skipped file's records are dead-lettered",
+        )
+        letters = await daemon.rows("SELECT key, http_status, reason FROM dead_letters")
+        assert sorted(k for k, _, _ in letters) == ["100", "101", "102", "103"]
+        assert all(s == 206 and "skipped twice" in r and "-0002.json" in r for _, s, r in letters)
+        assert await daemon.rows("SELECT COUNT(*) FROM outbox") == [(0,)]
+        delivered = await daemon.rows("SELECT key FROM delivered ORDER BY key")
+        assert [k for (k,) in delivered] == ["0", "1", "2"]
+    assert len(churn.uploads) == 2
+    first, second = churn.uploads
+    assert [f["meta"]["brandId"] for f in first["files"]] == [15]
+    assert len(first["skipped"]) == 1 and first["skipped"][0].endswith("-0002.json")
+    assert second["files"] == [] and second["skipped"] == first["skipped"]  # only it, again
+    assert sorted(churn.applied.values()) == [1, 1, 1]
+
+
+async def test_sync_status_400_fetches_the_error_log_and_status_shows_it(
+    tmp_path: Path, port: int, emulator: EmulatorServer
+) -> None:
+    config = churn_config(tmp_path, emulator.base_url, port)
+    churn = churn_of(emulator)
+    churn.callback_base = f"http://127.0.0.1:{port}/callbacks/churn"
+    churn.sync_status = 400
+    churn.errors_get_405 = True  # GET refused: the daemon falls back to POST
+    async with running(config, port) as daemon:
+        await map_brands(daemon.store, {"acme": 15})
+        await merge(daemon.store, config, [document("users", i, "acme") for i in range(3)])
+        daemon.supervisor.wake(["churn"])
+        await eventually(
+            lambda: daemon.rows("SELECT body FROM integration_errors WHERE body IS NOT NULL"),
+            "the error log is stored",
+        )
+        # The failed records were queued once more and sent again; their second failure does
+        # not queue them again.
+        await eventually(lambda: len(churn.uploads) >= 2, "the failed records are sent again")
+        await eventually(
+            lambda: daemon.rows(
+                "SELECT COUNT(*) FROM deliveries WHERE state = 'failed' HAVING COUNT(*) = 2"
+            ),
+            "both uploads failed",
+        )
+        rows = await daemon.rows("SELECT provider, url, body, error FROM integration_errors")
+    assert rows[0][0] == "churn" and rows[0][2] == ERROR_LOG and rows[0][3] is None
+    assert rows[0][1].endswith("/_emulator/error-log")
+    assert len(churn.uploads) == 2
+    db = open_readonly(config.store_path)
+    try:
+        report = format_status(config.store_path, status_summary(db))
+    finally:
+        db.close()
+    assert "integration errors (churn" in report and "not a valid address" in report
+    assert TOKEN not in report and CALLBACK_SECRET not in report
