@@ -65,6 +65,12 @@ class DaemonProcess:
 
     def start(self, *extra: str) -> DaemonProcess:
         """Start the daemon and wait for its ``daemon_ready`` log line."""
+        self.spawn(*extra)
+        self.wait_for("daemon_ready")
+        return self
+
+    def spawn(self, *extra: str) -> DaemonProcess:
+        """Start the daemon without waiting for it to be ready (to kill it anywhere)."""
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
@@ -83,8 +89,11 @@ class DaemonProcess:
             env=self.env,
         )
         log.close()
-        self.wait_for("daemon_ready")
         return self
+
+    def mark_log(self) -> None:
+        """From now on, ``events`` and ``wait_for`` see only lines logged after this moment."""
+        self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
 
     def events(self) -> list[dict[str, Any]]:
         """The JSON log events of the current run."""
