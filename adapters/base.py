@@ -9,7 +9,7 @@ letters live there, never in an adapter.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -59,6 +59,25 @@ class PushResult:
     # A partial success (file batches): (part index, the provider's reason) of each part it
     # skipped; the engine sends each such part once more on its own, then dead-letters it.
     skipped: tuple[tuple[int, str], ...] = ()
+    # Request kinds (``RequestOutcome``): what the provider decided about each entry of the
+    # batch, and records its answer proves (merged in the same transaction as the delivery).
+    outcomes: Sequence[RequestOutcome] = ()
+    changes: Sequence[IncomingChange] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RequestOutcome:
+    """The provider's decision on one request record (e.g. a 2-way registration).
+
+    A request is an outbox entry like any other; a kind that answers per request
+    returns one outcome per decided entry. ``remote_ref`` is the provider's id of
+    what it created (a registration id), ``reason`` its words when it refused.
+    """
+
+    entry_id: int
+    status: Literal["confirmed", "refused"]
+    reason: str | None = None
+    remote_ref: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +87,73 @@ class PullPage:
     changes: Sequence[IncomingChange]
     cursor: str | None
     more: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PullStream:
+    """One resource a provider is pulled by, with a cursor of its own (``cursors.name``).
+
+    ``remove_outdated``: after a complete *full* pull of this stream, the provider's
+    records of ``collection`` that it no longer returned become tombstones.
+    ``derived``: after a pull of this stream, the daemon hands the collection's live
+    records to ``StreamPuller.derive`` (records computed from others, e.g. master sessions).
+    """
+
+    name: str
+    collection: str
+    remove_outdated: bool = False
+    derived: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class StreamPage:
+    """One page of a stream pull.
+
+    ``cursor``: the greatest position seen so far in this pull (the provider's own
+    value), stored once the pull is settled. ``last``: no page follows. On the last
+    page, ``settled`` says the listing held still while it was paged (same total, every
+    item read once), so the cursor may move and, for a ``full`` pull (not filtered by a
+    cursor), records not returned are known to be gone.
+    """
+
+    changes: Sequence[IncomingChange]
+    cursor: str | None
+    last: bool = False
+    settled: bool = False
+    full: bool = False
+
+
+@runtime_checkable
+class StreamPuller(Protocol):
+    """A provider pulled per resource, page by page (the daemon commits each page)."""
+
+    def pull_streams(self) -> Sequence[PullStream]:
+        """The streams to pull, in order."""
+        ...
+
+    def stream_pages(self, stream: PullStream, since: str | None) -> AsyncIterator[StreamPage]:
+        """The pages of one pull of ``stream``; ``since`` is the stored cursor (None: full)."""
+        ...
+
+    def derive(
+        self, stream: PullStream, records: Sequence[tuple[str, int, bool, JSONObject | None]]
+    ) -> Sequence[IncomingChange]:
+        """Changes that keep derived records right, given the collection's records
+        as (key, updated_at, deleted, body)."""
+        ...
+
+
+Lookup = Callable[[str, Mapping[str, str]], Awaitable[Sequence[tuple[str, int, JSONObject]]]]
+"""Live (key, updated_at, body) records of a collection whose body has these field values."""
+
+
+@runtime_checkable
+class NeedsLookup(Protocol):
+    """A provider that reads current records while it sends (given by the daemon)."""
+
+    def attach_lookup(self, lookup: Lookup) -> None:
+        """Keep ``lookup`` for later use."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

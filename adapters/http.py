@@ -82,13 +82,20 @@ def check_response(response: httpx.Response) -> None:
     raise PermanentError(reason, status=status, reason=reason)
 
 
-async def send(client: httpx.AsyncClient, method: str, url: str, **kwargs: Any) -> httpx.Response:
-    """Send a request; transport failures become ProviderUnavailable, statuses are checked."""
+async def request(
+    client: httpx.AsyncClient, method: str, url: str, **kwargs: Any
+) -> httpx.Response:
+    """Send a request; transport failures become ProviderUnavailable; statuses are not checked."""
     try:
-        response = await client.request(method, url, **kwargs)
+        return await client.request(method, url, **kwargs)
     except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
         raise ProviderUnavailable(f"{type(exc).__name__}: {exc}") from None
     except httpx.HTTPError as exc:
         raise RetryableError(f"{type(exc).__name__}: {exc}") from None
+
+
+async def send(client: httpx.AsyncClient, method: str, url: str, **kwargs: Any) -> httpx.Response:
+    """Send a request; transport failures become ProviderUnavailable, statuses are checked."""
+    response = await request(client, method, url, **kwargs)
     check_response(response)
     return response

@@ -42,6 +42,22 @@ class OptionReader:
             raise OptionError(name, "expected true or false")
         return value
 
+    def integer(self, name: str, default: int, *, minimum: int, maximum: int) -> int:
+        """A whole number within ``minimum .. maximum``."""
+        self.used.add(name)
+        value = self.options.get(name, default)
+        if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+            raise OptionError(name, f"expected a whole number from {minimum} to {maximum}")
+        return value
+
+    def table(self, name: str) -> dict[str, Any]:
+        """A sub-table (``name = { ... }`` or ``[providers.X.name]``); empty when absent."""
+        self.used.add(name)
+        value = self.options.get(name, {})
+        if not isinstance(value, dict):
+            raise OptionError(name, "expected a table")
+        return value
+
     def strings(self, name: str) -> tuple[str, ...]:
         """A list of strings."""
         self.used.add(name)

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from dropsync.adapters import churn, crm, favourites
+from dropsync.adapters import churn, crm, favourites, registrations
 from dropsync.adapters.base import Provider
 from dropsync.adapters.options import OptionError
 
-__all__ = ["KINDS", "OptionError", "build_provider", "parse_options"]
+__all__ = ["KINDS", "SECRET_REQUIRED", "OptionError", "build_provider", "parse_options"]
 
 Builder = Callable[[str, str, Mapping[str, Any], "str | None", float, "int | None"], Provider]
 
@@ -17,7 +17,11 @@ KINDS: dict[str, tuple[Callable[[Mapping[str, Any]], object], Builder]] = {
     "churn": (churn.parse_options, churn.build),
     "crm": (crm.parse_options, crm.build),
     "favourites": (favourites.parse_options, favourites.build),
+    "registrations": (registrations.parse_options, registrations.build),
 }
+
+# Kinds that cannot work without a secret: a config without one is refused at load.
+SECRET_REQUIRED = {"registrations": "the provider's password"}
 
 
 def parse_options(kind: str, options: Mapping[str, Any]) -> object:

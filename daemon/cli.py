@@ -112,6 +112,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         emulate.add_argument("--host", default="127.0.0.1")
         emulate.add_argument("--crm-port", type=int, default=8081)
         emulate.add_argument("--favourites-port", type=int, default=8082)
+        emulate.add_argument("--registrations-port", type=int, default=8083)
     if wanted("why"):
         why = sub.add_parser("why", parents=[common], help="LWW audit of one key")
         why.add_argument("collection")
@@ -173,7 +174,12 @@ def cmd_emulate(args: argparse.Namespace) -> int:
     """``dropsync emulate``."""
     from dropsync.daemon.demo import run_emulators
 
-    return run_emulators(args.host, crm_port=args.crm_port, favourites_port=args.favourites_port)
+    return run_emulators(
+        args.host,
+        crm_port=args.crm_port,
+        favourites_port=args.favourites_port,
+        registrations_port=args.registrations_port,
+    )
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

@@ -79,6 +79,17 @@ class ListenerConfig:
     request_timeout_s: float = 10.0
     max_connections: int = 64
 
+    def request_collections(self) -> tuple[str, ...]:
+        """Collections whose records are requests this provider decides (routed to it implicitly).
+
+        A registrations provider takes ``<collection_prefix>registration_requests``
+        (``adapters.registrations.REQUESTS``; a test holds the two names together).
+        """
+        if self.kind != "registrations":
+            return ()
+        prefix = self.options.get("collection_prefix", "")
+        return (f"{prefix if isinstance(prefix, str) else ''}registration_requests",)
+
 
 @dataclass(frozen=True, slots=True)
 class Config:
@@ -104,8 +115,20 @@ class Config:
         return self.collections.get(name) or CollectionConfig(name=name)
 
     def routes(self) -> dict[str, tuple[str, ...]]:
-        """Collection name -> providers its winning changes are sent to."""
-        return {name: c.providers for name, c in self.collections.items() if c.providers}
+        """Collection name -> providers its winning changes are sent to.
+
+        Besides the configured routes, each provider's request collections go to it.
+        """
+        routes = {name: c.providers for name, c in self.collections.items() if c.providers}
+        for provider in self.providers.values():
+            for collection in provider.request_collections():
+                if provider.name not in routes.get(collection, ()):
+                    routes[collection] = (*routes.get(collection, ()), provider.name)
+        return routes
+
+    def request_collections(self) -> dict[str, str]:
+        """Request collection -> the provider that decides its records."""
+        return {c: p.name for p in self.providers.values() for c in p.request_collections()}
 
 
 def load_config(explicit: str | None = None) -> Config:

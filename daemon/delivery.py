@@ -30,8 +30,9 @@ from __future__ import annotations
 
 import math
 import random
+import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 
@@ -57,6 +58,7 @@ from dropsync.daemon.clock import now_ms
 from dropsync.daemon.config import ProviderConfig
 from dropsync.store import outbox
 from dropsync.store.handle import Store
+from dropsync.store.merge import MergeResult
 
 log = structlog.get_logger(__name__)
 
@@ -67,6 +69,10 @@ _MIN_DELAY_S = 0.05
 
 # A batch the provider took, not yet recorded: entries, batch key, latency (ms), result.
 _Delivered = tuple[list[outbox.OutboxEntry], str, float, PushResult]
+# Records a push's per-request outcomes and proven records, in the delivery's transaction.
+AnswerRecorder = Callable[
+    [sqlite3.Connection, Sequence[outbox.OutboxEntry], PushResult, int], MergeResult
+]
 
 
 class _Paused(Exception):
@@ -130,8 +136,12 @@ class Flusher:
         *,
         dry_run: bool = False,
         rng: random.Random | None = None,
+        record_answer: AnswerRecorder | None = None,
+        on_merge: Callable[[MergeResult], None] = lambda result: None,
     ) -> None:
         self.store = store
+        self.record_answer = record_answer
+        self.on_merge = on_merge
         self.config = config
         self.name = config.name
         self.provider = provider
@@ -458,19 +468,27 @@ class Flusher:
         self, entries: list[outbox.OutboxEntry], key: str, latency: float, result: PushResult
     ) -> None:
         now = now_ms()
-        await self.store.transact(
-            partial(
-                outbox.deliver_batch,
-                provider=self.name,
-                entries=entries,
-                batch_id=key,
-                state=result.state,
-                http_status=result.status,
-                latency_ms=latency,
-                remote_ref=result.remote_ref,
-                now=now,
-            )
+        deliver = partial(
+            outbox.deliver_batch,
+            provider=self.name,
+            entries=entries,
+            batch_id=key,
+            state=result.state,
+            http_status=result.status,
+            latency_ms=latency,
+            remote_ref=result.remote_ref,
+            now=now,
         )
+        record_answer = self.record_answer
+        if record_answer is None or not (result.outcomes or result.changes):
+            await self.store.transact(deliver)
+        else:
+
+            def deliver_and_answer(conn: sqlite3.Connection) -> MergeResult:
+                deliver(conn)
+                return record_answer(conn, entries, result, now)
+
+            self.on_merge(await self.store.transact(deliver_and_answer))
         log.info(
             "batch_delivered",
             provider=self.name,

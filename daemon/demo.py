@@ -18,6 +18,7 @@ import orjson
 from dropsync.adapters.emulators.common import EmulatorServer
 from dropsync.adapters.emulators.crm import CrmEmulator
 from dropsync.adapters.emulators.favourites import FavouritesEmulator
+from dropsync.adapters.emulators.registrations import RegistrationsEmulator
 from dropsync.daemon.config import parse_config
 from dropsync.daemon.logs import configure_logging
 from dropsync.daemon.runner import Daemon
@@ -25,6 +26,7 @@ from dropsync.daemon.runner import Daemon
 DEMO_ACCOUNT = "acc_1"
 DEMO_CRM_TOKEN = "demo-crm-token"
 DEMO_FAVOURITE_TOKENS = {"alice": "demo-token-alice", "bob": "demo-token-bob"}
+DEMO_REGISTRATIONS = {"username": "fp-bot", "password": "demo-lenos-password", "event": "ev-2026"}
 
 
 def emulators(
@@ -38,6 +40,38 @@ def emulators(
         [{"item": "session_21982", "action": "ADD", "actionDate": "2024-05-02T10:45:12.798Z"}],
     )
     return crm, EmulatorServer(favourites, favourites_port, host)
+
+
+def registrations_emulator(port: int = 0, host: str = "127.0.0.1") -> EmulatorServer:
+    """The event-registration emulator with the demo credentials and a small event."""
+    emulator = RegistrationsEmulator(
+        username=DEMO_REGISTRATIONS["username"],
+        password=DEMO_REGISTRATIONS["password"],
+        event_id=DEMO_REGISTRATIONS["event"],
+    )
+    emulator.seed(participants=20, sessions=6)
+    emulator.put(
+        "sessions",
+        [
+            {
+                "id": "s1",
+                "title": "Keynote A",
+                "startTime": "2026-06-01T09:00:00Z",
+                "in_slot": True,
+                "capacity": 2,
+            },
+            {
+                "id": "s2",
+                "title": "Keynote B",
+                "startTime": "2026-06-01T09:00:00Z",
+                "in_slot": True,
+                "capacity": 50,
+            },
+        ],
+    )
+    emulator.put("locations", [{"id": "l1", "name": "Hall 1"}])
+    emulator.put("sessionTags", [{"id": "t1", "name": "Keynote"}])
+    return EmulatorServer(emulator, port, host)
 
 
 def sample_files(drop: Path) -> None:
@@ -130,13 +164,16 @@ def run_demo(directory: Path, *, exit_when_synced: bool) -> int:
         return anyio.run(Daemon(config, exit_when_synced=exit_when_synced).run)
 
 
-def run_emulators(host: str, *, crm_port: int, favourites_port: int) -> int:
+def run_emulators(
+    host: str, *, crm_port: int, favourites_port: int, registrations_port: int = 8083
+) -> int:
     """Serve the provider emulators until SIGINT/SIGTERM."""
     crm, favourites = emulators(crm_port, favourites_port, host)
+    registrations = registrations_emulator(registrations_port, host)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    with crm, favourites:
+    with crm, favourites, registrations:
         print(
             f"CRM emulator:        {crm.base_url}  (POST /account/{DEMO_ACCOUNT}/sync_data, "
             f"Authorization: Token token={DEMO_CRM_TOKEN})",
@@ -145,6 +182,12 @@ def run_emulators(host: str, *, crm_port: int, favourites_port: int) -> int:
         print(
             f"favourites emulator: {favourites.base_url}  (GET /getUserFavorites, POST "
             f"/postUserFavorites, Bearer {', '.join(DEMO_FAVOURITE_TOKENS.values())})",
+            flush=True,
+        )
+        print(
+            f"registrations emulator: {registrations.base_url}  (POST /api/v1/login "
+            f"{{username: {DEMO_REGISTRATIONS['username']}, password: "
+            f"{DEMO_REGISTRATIONS['password']}}}, event {DEMO_REGISTRATIONS['event']})",
             flush=True,
         )
         print(

@@ -64,7 +64,10 @@ class InboxApplier:
         now = now_ms()
         changes: list[Change] = []
         rejected: list[tuple[int, str]] = []
-        for row in rows:
+        requests = self.config.request_collections()
+        for given in rows:
+            # A request without a time is dated when it is read.
+            row = (*given[:5], now) if given[5] is None and given[1] in requests else given
             try:
                 changes.append(
                     inbox_change(row, max_skew_ms=self.config.max_clock_skew_ms, now_ms=now)

@@ -7,23 +7,31 @@ provider states live in the store, so nothing is lost by the restart.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import anyio
 import structlog
-from dropsync.adapters.base import IncomingChange, Provider
+from dropsync.adapters.base import JSONObject, NeedsLookup, Provider, StreamPuller
 from dropsync.adapters.errors import AuthError, ProviderError
-from dropsync.adapters.registry import OptionError, build_provider, parse_options
-from dropsync.daemon.clock import format_timestamp, now_ms
+from dropsync.adapters.registry import (
+    SECRET_REQUIRED,
+    OptionError,
+    build_provider,
+    parse_options,
+)
+from dropsync.daemon.clock import now_ms
 from dropsync.daemon.config import Config, ProviderConfig
 from dropsync.daemon.delivery import Flusher
-from dropsync.daemon.documents import canonical
 from dropsync.daemon.errors import ConfigError, SecretError
 from dropsync.daemon.filebatch import FileBatchFlusher
+from dropsync.daemon.pulls import StreamPull, incoming_to_change
+from dropsync.daemon.requests import answer_recorder, set_routes
 from dropsync.daemon.secrets import read_secret
-from dropsync.store import callbacks, cursors, outbox
+from dropsync.store import callbacks, cursors, outbox, pulled
 from dropsync.store.handle import Store
 from dropsync.store.merge import Change, MergeResult, apply_changes
+
+__all__ = ["ProviderSupervisor", "check_provider_options", "incoming_to_change", "open_provider"]
 
 log = structlog.get_logger(__name__)
 
@@ -37,6 +45,13 @@ def check_provider_options(config: Config) -> None:
             raise ConfigError(
                 config.source, f"providers.{provider.name}.{exc.key}", exc.problem
             ) from None
+        if provider.secret is None and provider.kind in SECRET_REQUIRED:
+            raise ConfigError(
+                config.source,
+                f"providers.{provider.name}.secret_env",
+                f"missing; {SECRET_REQUIRED[provider.kind]} is required "
+                "(secret_env, secret_file or credential)",
+            )
 
 
 def confirm_timeouts(config: Config) -> dict[str, int | None]:
@@ -69,31 +84,6 @@ def open_provider(config: ProviderConfig, *, webhook_url: str | None = None) -> 
         secret=secret,
         timeout_s=config.timeout_s,
         batch_max_items=config.batch_max_items,
-    )
-
-
-def incoming_to_change(
-    provider: str, incoming: IncomingChange, *, max_skew_ms: int, now: int
-) -> Change | None:
-    """A pulled change as a merge change; None (logged) if it is dated too far ahead."""
-    if incoming.updated_at > now + max_skew_ms:
-        log.warning(
-            "pull_change_rejected",
-            provider=provider,
-            key=incoming.key,
-            reason=f"timestamp {format_timestamp(incoming.updated_at)} is ahead of the "
-            "clock by more than daemon.max_clock_skew_s",
-        )
-        return None
-    body, digest = canonical(incoming.body)
-    return Change(
-        incoming.collection,
-        incoming.key,
-        None if incoming.body is None else body,
-        incoming.updated_at,
-        incoming.deleted,
-        provider,
-        digest,
     )
 
 
@@ -146,6 +136,7 @@ class ProviderSupervisor:
                     db, [(p.name, p.kind) for p in self.config.providers.values()], now=now_ms()
                 )
             await self.store.transact(callbacks.set_confirm_timeouts, confirm_timeouts(self.config))
+            await self.store.transact(set_routes, self.config)
             self._scope = anyio.CancelScope()
             with self._scope:
                 async with anyio.create_task_group() as tg:
@@ -168,14 +159,28 @@ class ProviderSupervisor:
         except (SecretError, OptionError) as exc:
             await self._unusable(config, str(exc))
             return
+        if isinstance(provider, NeedsLookup):
+            provider.attach_lookup(self._lookup)
         async with provider, anyio.create_task_group() as tg:
             kind = FileBatchFlusher if provider.limits.file_batches else Flusher
-            flusher = kind(self.store, config, provider, dry_run=self.dry_run)
+            flusher = kind(
+                self.store,
+                config,
+                provider,
+                dry_run=self.dry_run,
+                record_answer=answer_recorder(config.name, lambda: self.config),
+                on_merge=self.on_merge,
+            )
             self.adapters[config.name] = provider
             self.flushers[config.name] = flusher
             tg.start_soon(flusher.run)
             if provider.limits.can_pull and not self.dry_run:
                 tg.start_soon(self._pull_loop, config, provider)
+
+    async def _lookup(
+        self, collection: str, fields: Mapping[str, str]
+    ) -> Sequence[tuple[str, int, JSONObject]]:
+        return await self.store.call(pulled.find_records, collection, fields)
 
     async def pull_once(self, config: ProviderConfig, provider: Provider) -> int:
         """Pull every page available now; returns how many changes were merged."""
@@ -207,9 +212,21 @@ class ProviderSupervisor:
                 return total
 
     async def _pull_loop(self, config: ProviderConfig, provider: Provider) -> None:
+        probe = True  # after a (re)start an auth-failed provider gets one attempt, as flushers do
         while True:
+            if not probe:
+                async with self.store.read() as db:
+                    state = await outbox.provider_state(db, config.name)
+                if state is not None and state.state == "auth-failed":
+                    # Repeating refused credentials can lock the account: wait for a reload.
+                    await anyio.sleep(config.pull_interval_s)
+                    continue
+            probe = False
             try:
-                await self.pull_once(config, provider)
+                if isinstance(provider, StreamPuller):
+                    await StreamPull(self.store, self.config, config, provider, self.on_merge).run()
+                else:
+                    await self.pull_once(config, provider)
             except AuthError as exc:
                 async with self.store.write() as db:
                     await outbox.set_provider_state(

@@ -8,6 +8,9 @@ import pytest
 from dropsync.adapters.emulators.common import EmulatorServer
 from dropsync.adapters.emulators.crm import CrmEmulator
 from dropsync.adapters.emulators.favourites import FavouritesEmulator
+from dropsync.adapters.emulators.registrations import RegistrationsEmulator
+
+REGISTRATIONS_PASSWORD = "pa55-w0rd-registrations"
 
 
 @pytest.fixture
@@ -19,4 +22,10 @@ def crm_server() -> Iterator[EmulatorServer]:
 @pytest.fixture
 def favourites_server() -> Iterator[EmulatorServer]:
     with EmulatorServer(FavouritesEmulator({"tok-a": "alice", "tok-b": "bob"})) as server:
+        yield server
+
+
+@pytest.fixture
+def registrations_server() -> Iterator[EmulatorServer]:
+    with EmulatorServer(RegistrationsEmulator(password=REGISTRATIONS_PASSWORD)) as server:
         yield server

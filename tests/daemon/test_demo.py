@@ -33,8 +33,8 @@ def test_demo_syncs_sample_files_to_the_emulators_and_exits_0(tmp_path: Path) ->
     ]
 
 
-def test_emulate_serves_both_emulators_until_sigterm() -> None:
-    crm_port, favourites_port = free_port(), free_port()
+def test_emulate_serves_every_emulator_until_sigterm() -> None:
+    crm_port, favourites_port, registrations_port = free_port(), free_port(), free_port()
     process = subprocess.Popen(
         [
             sys.executable,
@@ -45,6 +45,8 @@ def test_emulate_serves_both_emulators_until_sigterm() -> None:
             str(crm_port),
             "--favourites-port",
             str(favourites_port),
+            "--registrations-port",
+            str(registrations_port),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -69,6 +71,17 @@ def test_emulate_serves_both_emulators_until_sigterm() -> None:
             headers={"Authorization": "Token token=demo-crm-token"},
         )
         assert response.status_code == 201 and response.json()["status"] == "queued"
+        login = httpx.post(
+            f"http://127.0.0.1:{registrations_port}/api/v1/login",
+            json={"username": "fp-bot", "password": "demo-lenos-password"},
+        )
+        assert login.status_code == 200
+        sessions = httpx.get(
+            f"http://127.0.0.1:{registrations_port}/api/v1/events/ev-2026/sessions",
+            params={"page": 1, "pageSize": 500},
+            headers={"Authorization": f"Bearer {login.json()['token']}"},
+        )
+        assert sessions.json()["total"] == 6
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
     finally:

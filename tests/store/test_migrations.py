@@ -153,3 +153,26 @@ async def test_migration_4_reports_unconfirmed_batches_of_an_old_store(tmp_path:
     )
     await db.close()
     assert [tuple(r) for r in rows] == [(1, 7)]
+
+
+async def test_migration_5_shows_existing_requests_as_pending(tmp_path: Path) -> None:
+    path = tmp_path / "v4.db"
+    db = await open_store(path, target=4)
+    await db.execute(
+        "INSERT INTO records (collection, key, body, updated_at, deleted, origin, digest, "
+        "merged_at) VALUES ('registration_requests', 'q1', "
+        '\'{"participantId":"p1","sessionId":"s1"}\', 5, 0, \'sql\', \'d\', 6)'
+    )
+    await db.commit()
+    await db.close()
+    db = await open_store(path)
+    await db.execute(
+        "INSERT INTO request_routes (collection, provider, kind) "
+        "VALUES ('registration_requests', 'lenos', 'registrations')"
+    )
+    rows = await db.execute_fetchall(
+        "SELECT provider, key, participant_id, session_id, action, status, requested_at "
+        "FROM registration_requests"
+    )
+    await db.close()
+    assert [tuple(r) for r in rows] == [("lenos", "q1", "p1", "s1", "register", "pending", 6)]

@@ -1,0 +1,614 @@
+"""The event-registration adapter (seed 002): pulled incrementally, with 2-way registration.
+
+Wire contract (docs/providers.md; every path is a config template): a login with username
+and password gives a bearer token; each of participants, sessions, registrations,
+locations and sessionTags is listed page by page, with ``utcModifiedDate`` = the stored
+cursor for an incremental pull; a registration request is a POST (register) or a DELETE
+(cancel) asked at once, one request at a time. The password and the token are removed
+from every text that leaves this module (``adapters.redact``).
+"""
+
+from __future__ import annotations
+
+import re
+import string
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import quote
+
+import httpx
+import orjson
+import structlog
+from dropsync.adapters.base import (
+    IDEMPOTENCY_HEADER,
+    IncomingChange,
+    JSONObject,
+    Lookup,
+    OutgoingChange,
+    ProviderLimits,
+    PullPage,
+    PullStream,
+    PushResult,
+    RequestOutcome,
+    StreamPage,
+)
+from dropsync.adapters.errors import AuthError, PermanentError, ProviderError, RetryableError
+from dropsync.adapters.http import MAX_REASON, check_response, make_client, request
+from dropsync.adapters.options import OptionError, OptionReader
+from dropsync.adapters.redact import MIN_SECRET, Redactor
+from dropsync.adapters.registrations_data import (
+    PageError,
+    RegistrationRequest,
+    find_unrepresentable,
+    item_identity,
+    load_json,
+    master_sessions,
+    parse_modified,
+    parse_page,
+    parse_request,
+    participant_body,
+)
+
+log = structlog.get_logger(__name__)
+
+# Provider resource name -> collection name (before the prefix).
+RESOURCES = {
+    "participants": "participants",
+    "sessions": "sessions",
+    "registrations": "registrations",
+    "locations": "locations",
+    "sessionTags": "session_tags",
+}
+REQUESTS = "registration_requests"
+DEFAULT_PATHS = {
+    "login": "/api/v1/login",
+    **{resource: f"/api/v1/events/{{eventId}}/{resource}" for resource in RESOURCES},
+    "register": "/api/v1/events/{eventId}/registrations",
+    "cancel": "/api/v1/events/{eventId}/registrations/{id}",
+}
+_PLACEHOLDERS = {"eventId", "id"}
+_FIXED_MAPPING = ("fp_ext_id", "fp_status")
+_HEADER_SAFE = re.compile(r"[\x21-\x7e]{1,4096}")
+REFUSING = (409, 422)  # the contract's refusals; any other 4xx refuses only with a JSON reason
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrationsOptions:
+    """The registrations kind's own config keys."""
+
+    username: str
+    event_id: str
+    concurrent_sessions_title: str | None = None
+    remove_outdated: tuple[str, ...] = ()
+    incremental: bool = True
+    collection_prefix: str = ""
+    page_size: int = 500
+    paths: Mapping[str, str] | None = None
+
+    def collection(self, name: str) -> str:
+        """A collection's name with the prefix."""
+        return self.collection_prefix + name
+
+    def path(self, name: str) -> str:
+        """The path template of ``name`` (configured, else the default contract's)."""
+        return (self.paths or {}).get(name) or DEFAULT_PATHS[name]
+
+
+def _refuse_mapping(options: Mapping[str, Any]) -> None:
+    for name in _FIXED_MAPPING:
+        if name in options:
+            raise OptionError(name, f"the mapping of {name} is fixed by the provider's document")
+    mapping = options.get("mapping")
+    if isinstance(mapping, dict):
+        for table, value in mapping.items():
+            names = value if isinstance(value, dict) else {table: value}
+            for field in (*names, *(v for v in names.values() if isinstance(v, str))):
+                if field in _FIXED_MAPPING:
+                    raise OptionError(
+                        f"mapping.{table}",
+                        "fp_ext_id and fp_status are mapped as the provider's document says "
+                        "(fp_ext_id = the provider's id; fp_status = active when "
+                        "RegistrationStatus is Registered, else cancelled); no config changes them",
+                    )
+    if "mapping" in options:
+        raise OptionError("mapping", "field mappings are not configurable for this kind")
+
+
+def _paths(raw: dict[str, Any]) -> dict[str, str]:
+    paths: dict[str, str] = {}
+    for name, template in raw.items():
+        key = f"paths.{name}"
+        if name not in DEFAULT_PATHS:
+            raise OptionError(key, f"unknown path; expected one of {', '.join(DEFAULT_PATHS)}")
+        if not isinstance(template, str) or not template.startswith("/"):
+            raise OptionError(key, "expected a path starting with '/'")
+        try:
+            fields = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+        except ValueError as exc:
+            raise OptionError(key, f"not a path template: {exc}") from None
+        if not fields <= _PLACEHOLDERS:
+            raise OptionError(key, "placeholders are {eventId} and, for cancel, {id}")
+        if name == "cancel" and "id" not in fields:
+            raise OptionError(key, "the cancel path needs the registration's {id}")
+        paths[name] = template
+    return paths
+
+
+def parse_options(options: Mapping[str, Any]) -> RegistrationsOptions:
+    """Validate ``[providers.NAME]`` keys of kind registrations."""
+    _refuse_mapping(options)
+    read = OptionReader(options)
+    prefix = options.get("collection_prefix", "")
+    read.used.add("collection_prefix")
+    if not isinstance(prefix, str) or prefix.startswith(".") or "/" in prefix:
+        raise OptionError("collection_prefix", "expected text usable in a folder name")
+    remove = read.strings("remove_outdated")
+    for name in remove:
+        if name not in RESOURCES.values():
+            raise OptionError(
+                "remove_outdated", f"{name!r} is not one of {', '.join(RESOURCES.values())}"
+            )
+    parsed = RegistrationsOptions(
+        username=read.string("username", required=True) or "",
+        event_id=read.string("event_id", required=True) or "",
+        concurrent_sessions_title=read.string("concurrent_sessions_title"),
+        remove_outdated=remove,
+        incremental=read.boolean("incremental", True),
+        collection_prefix=prefix,
+        page_size=read.integer("page_size", 500, minimum=1, maximum=10_000),
+        paths=_paths(read.table("paths")),
+    )
+    read.reject_unknown()
+    return parsed
+
+
+def request_collections(options: Mapping[str, Any]) -> tuple[str, ...]:
+    """The collections a provider of this kind takes requests from (routed to it implicitly)."""
+    return (parse_options(options).collection(REQUESTS),)
+
+
+def _provider_time(response: httpx.Response) -> int:
+    """The provider's clock from its ``Date`` header (else ours), in epoch ms."""
+    header = response.headers.get("date")
+    if header:
+        try:
+            return int(parsedate_to_datetime(header).timestamp() * 1000)
+        except (TypeError, ValueError, OverflowError):
+            pass
+    return int(time.time() * 1000)
+
+
+class RegistrationsProvider:
+    """Pulls an event's five resources; asks the provider about registration requests."""
+
+    def __init__(
+        self,
+        name: str,
+        base_url: str,
+        options: RegistrationsOptions,
+        password: str,
+        timeout_s: float,
+    ) -> None:
+        self.name = name
+        self.options = options
+        self._password = password
+        self.redactor = Redactor([password])
+        # One request at a time: a half-answered batch would be asked again as a whole.
+        self.limits = ProviderLimits(max_items=1, can_push=True, can_pull=True)
+        self.client = make_client(base_url, timeout_s, {"Accept": "application/json"})
+        self._token: str | None = None
+        self._token_until = 0.0
+        self._lookup: Lookup | None = None
+        self.requests_collection = options.collection(REQUESTS)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.client.aclose()
+
+    def attach_lookup(self, lookup: Lookup) -> None:
+        """The daemon's read of current records (to find a registration to cancel)."""
+        self._lookup = lookup
+
+    # ----- the wire -----------------------------------------------------------------------
+
+    def _url(self, name: str, **values: str) -> str:
+        fields = {"eventId": self.options.event_id, **values}
+        return self.options.path(name).format(**{k: quote(v, safe="") for k, v in fields.items()})
+
+    def _clean(self, exc: Exception) -> ProviderError:
+        """Any failure as a provider error whose texts carry no secret."""
+        if isinstance(exc, ProviderError):
+            return self.redactor.error(exc)
+        return RetryableError(f"unexpected failure: {type(exc).__name__}")
+
+    def _answer(self, what: str, response: httpx.Response) -> str:
+        text = response.content[:MAX_REASON].decode("utf-8", "replace")
+        return self.redactor.text(f"{what} answered HTTP {response.status_code}: {text}")
+
+    def _check(self, what: str, response: httpx.Response, *, request: bool = False) -> None:
+        """Raise for an answer that is not 2xx (3xx and 408 keep everything queued).
+
+        For a request (``request``), a 4xx that is not a refusal (no ``reason``) is not the
+        request's fault but the setup's (a wrong path, say): it stays pending, retried.
+        """
+        status = response.status_code
+        if 300 <= status < 400:
+            location = self.redactor.text(response.headers.get("location", "")[:500])
+            raise RetryableError(
+                f"{what} answered a redirect (HTTP {status} to {location or 'nowhere'}): "
+                "base_url or paths point at the wrong place",
+                status=status,
+            )
+        if status == 408 or (request and 400 <= status < 500 and status not in (401, 403, 429)):
+            raise RetryableError(self._answer(what, response), status=status)
+        check_response(response)
+
+    async def _login(self) -> str:
+        response = await request(
+            self.client,
+            "POST",
+            self._url("login"),
+            content=orjson.dumps({"username": self.options.username, "password": self._password}),
+            headers={"Content-Type": "application/json"},
+        )
+        if response.status_code in (401, 403):
+            raise AuthError(self._answer("login", response), status=response.status_code)
+        self._check("login", response)
+        try:
+            body = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            body = None
+        token = body.get("token") if isinstance(body, dict) else None
+        expires = body.get("expiresIn") if isinstance(body, dict) else None
+        if (
+            response.status_code != 200
+            or not isinstance(token, str)
+            or not _HEADER_SAFE.fullmatch(token)
+            or len(token) < MIN_SECRET
+            or isinstance(expires, bool)
+            or not isinstance(expires, int | float)
+            or not expires > 0
+        ):
+            if isinstance(token, str):
+                self.redactor.add(token)
+            raise RetryableError(
+                self._answer("login (expected 200 {token, expiresIn})", response),
+                status=response.status_code,
+            )
+        self.redactor.add(token)
+        self._token = token
+        ttl = min(float(expires), 366 * 86400.0)
+        self._token_until = time.monotonic() + ttl - min(60.0, ttl / 10)
+        return token
+
+    async def _authorised(
+        self, method: str, url: str, *, headers: Mapping[str, str] | None = None, **kwargs: Any
+    ) -> httpx.Response:
+        """A data request with the session token; a 401 logs in again, once."""
+        retried = False
+        while True:
+            token = self._token
+            if token is None or time.monotonic() >= self._token_until:
+                token = await self._login()
+            sent = {**(headers or {}), "Authorization": f"Bearer {token}"}
+            response = await request(self.client, method, url, headers=sent, **kwargs)
+            if response.status_code != 401 or retried:
+                return response
+            self._token, retried = None, True
+
+    # ----- pull ---------------------------------------------------------------------------
+
+    def pull_streams(self) -> Sequence[PullStream]:
+        """The five resources, in the order the document lists them."""
+        return [
+            PullStream(
+                name=resource,
+                collection=self.options.collection(collection),
+                remove_outdated=collection in self.options.remove_outdated,
+                derived=resource == "sessions" and bool(self.options.concurrent_sessions_title),
+            )
+            for resource, collection in RESOURCES.items()
+        ]
+
+    async def pull(self, cursor: str | None) -> PullPage:
+        """Not used: the daemon pulls this kind per stream (``stream_pages``)."""
+        raise PermanentError("the registrations kind is pulled per resource")
+
+    async def stream_pages(
+        self, stream: PullStream, since: str | None
+    ) -> AsyncIterator[StreamPage]:
+        """Every page of one pull of ``stream`` (full: ``since`` is None or incremental is off)."""
+        full = since is None or not self.options.incremental
+        greatest = None if full or since is None else (parse_modified(since) or 0, since)
+        url = self._url(stream.name)
+        size = self.options.page_size
+        page_number, read, total = 1, 0, None
+        seen: set[str] = set()
+        settled = True
+        while True:
+            params: dict[str, str | int] = {"page": page_number, "pageSize": size}
+            if not full and since is not None:
+                params["utcModifiedDate"] = since
+            try:
+                page, changes, keys, skipped, top = await self._page(stream, url, params)
+            except Exception as exc:
+                raise self._clean(exc) from None
+            if total is None:
+                total = page.total
+            elif page.total != total:
+                settled = False  # the listing moved while it was paged
+            settled = settled and not skipped
+            if top is not None and (greatest is None or top[0] > greatest[0]):
+                greatest = top
+            read += len(page.items)
+            seen.update(keys)
+            last = not page.items or read >= page.total
+            if last:
+                settled = settled and read == total and len(seen) == total
+            yield StreamPage(
+                changes=changes,
+                cursor=None if greatest is None else greatest[1],
+                last=last,
+                settled=settled,
+                full=full,
+            )
+            if last:
+                return
+            page_number += 1
+
+    async def _page(
+        self, stream: PullStream, url: str, params: Mapping[str, str | int]
+    ) -> tuple[Any, list[IncomingChange], list[str], int, tuple[int, str] | None]:
+        response = await self._authorised("GET", url, params=params)
+        self._check(stream.name, response)
+        raw = response.content
+        try:
+            value, exact = load_json(raw)
+            page = parse_page(value)
+        except PageError as exc:
+            raise RetryableError(
+                self._answer(f"{stream.name} (expected {{items, total}}: {exc})", response),
+                status=response.status_code,
+            ) from None
+        if response.status_code != 200:
+            raise RetryableError(self._answer(f"{stream.name} (expected 200)", response))
+        echoed = self.redactor.contains(raw)
+        changes: list[IncomingChange] = []
+        keys: list[str] = []
+        skipped = 0
+        top: tuple[int, str] | None = None
+        participants = stream.name == "participants"
+        for item in page.items:
+            try:
+                key, ms, modified = item_identity(item)
+                if exact and (bad := find_unrepresentable(item)) is not None:
+                    raise ValueError(f"item {key[:64]} holds {bad[:40]}, which no number can hold")
+            except ValueError as exc:
+                skipped += 1
+                log.warning(
+                    "pull_item_skipped",
+                    provider=self.name,
+                    resource=stream.name,
+                    reason=self.redactor.text(str(exc)),
+                )
+                continue
+            keys.append(key)
+            if top is None or ms > top[0]:
+                top = (ms, modified)
+            body: dict[str, Any] = participant_body(item, key) if participants else item
+            if echoed:
+                body = self._scrub(body)
+            changes.append(IncomingChange(stream.collection, key, ms, False, body))
+        return page, changes, keys, skipped, top
+
+    def _scrub(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.redactor.text(value)
+        if isinstance(value, dict):
+            return {self._scrub(k): self._scrub(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self._scrub(v) for v in value]
+        return value
+
+    def derive(
+        self, stream: PullStream, records: Sequence[tuple[str, int, bool, JSONObject | None]]
+    ) -> Sequence[IncomingChange]:
+        """Master sessions for concurrent sessions (only with concurrent_sessions_title)."""
+        title = self.options.concurrent_sessions_title
+        if stream.name != "sessions" or not title:
+            return []
+        return master_sessions(stream.collection, records, title)
+
+    # ----- 2-way registration -------------------------------------------------------------
+
+    def check(self, change: OutgoingChange) -> str | None:
+        """Only registration requests go to this kind."""
+        if change.collection != self.requests_collection:
+            return (
+                f"a registrations provider takes only {self.requests_collection} records; "
+                f"route {change.collection} elsewhere"
+            )
+        return None
+
+    async def push(self, batch: Sequence[OutgoingChange], *, idempotency_key: str) -> PushResult:
+        """Ask the provider about each request; each gets an outcome (or the batch raises)."""
+        outcomes: list[RequestOutcome] = []
+        changes: list[IncomingChange] = []
+        status = 204
+        for change in batch:
+            if change.deleted:
+                continue  # a withdrawn request: nothing to ask
+            try:
+                wanted = parse_request(change.body)
+            except ValueError as exc:
+                outcomes.append(RequestOutcome(change.entry_id, "refused", str(exc)))
+                continue
+            key = idempotency_key if len(batch) == 1 else f"{idempotency_key}:{change.entry_id}"
+            try:
+                if wanted.action == "register":
+                    outcome, status = await self._register(change, wanted, key, changes)
+                else:
+                    outcome, status = await self._cancel(change, wanted, key, changes)
+            except Exception as exc:
+                raise self._clean(exc) from None
+            outcomes.append(outcome)
+        return PushResult(state="confirmed", status=status, outcomes=outcomes, changes=changes)
+
+    def _refusal(self, what: str, response: httpx.Response) -> str | None:
+        """The provider's reason when ``response`` refuses the request, else None."""
+        status = response.status_code
+        if not 400 <= status < 500 or status in (401, 403, 408, 429):
+            return None
+        try:
+            body = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            body = None
+        reason = body.get("reason") if isinstance(body, dict) else None
+        if isinstance(reason, str) and reason:
+            return self.redactor.text(reason[:MAX_REASON])
+        if status in REFUSING:
+            return self._answer(what, response)
+        return None
+
+    async def _register(
+        self,
+        change: OutgoingChange,
+        wanted: RegistrationRequest,
+        key: str,
+        changes: list[IncomingChange],
+    ) -> tuple[RequestOutcome, int]:
+        response = await self._authorised(
+            "POST",
+            self._url("register"),
+            content=orjson.dumps(
+                {"participantId": wanted.participant, "sessionId": wanted.session}
+            ),
+            headers={"Content-Type": "application/json", IDEMPOTENCY_HEADER: key},
+        )
+        reason = self._refusal("registration", response)
+        if reason is not None:
+            return RequestOutcome(change.entry_id, "refused", reason), response.status_code
+        self._check("registration", response, request=True)
+        try:
+            body = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            body = None
+        reg_id = body.get("id") if isinstance(body, dict) else None
+        state = body.get("status") if isinstance(body, dict) else None
+        if (
+            response.status_code != 201
+            or isinstance(reg_id, bool)
+            or not isinstance(reg_id, str | int)
+            or reg_id == ""
+            or not isinstance(state, str)
+        ):
+            raise RetryableError(
+                self._answer("registration (expected 201 {id, status})", response),
+                status=response.status_code,
+            )
+        registration = str(reg_id)
+        # Dated a second before the provider's clock: the registration as the next pull
+        # brings it (with the provider's own utcModifiedDate) always wins over this copy.
+        changes.append(
+            IncomingChange(
+                self.options.collection("registrations"),
+                registration,
+                _provider_time(response) - 1000,
+                False,
+                {
+                    "id": registration,
+                    "participantId": wanted.participant,
+                    "sessionId": wanted.session,
+                    "status": self.redactor.text(state),
+                },
+            )
+        )
+        return (
+            RequestOutcome(change.entry_id, "confirmed", remote_ref=registration),
+            response.status_code,
+        )
+
+    async def _find_registration(
+        self, wanted: RegistrationRequest
+    ) -> tuple[str, int, JSONObject] | None:
+        if self._lookup is None:
+            return None
+        found = await self._lookup(
+            self.options.collection("registrations"),
+            {"participantId": wanted.participant, "sessionId": wanted.session},
+        )
+        active = [(k, ts, b) for k, ts, b in found if b.get("status") != "Cancelled"]
+        return max(active, key=lambda r: r[1]) if active else None
+
+    async def _cancel(
+        self,
+        change: OutgoingChange,
+        wanted: RegistrationRequest,
+        key: str,
+        changes: list[IncomingChange],
+    ) -> tuple[RequestOutcome, int]:
+        current = await self._find_registration(wanted)
+        registration = wanted.registration_id or (current[0] if current else None)
+        if registration is None:
+            unknown = (
+                f"no active registration of participant {wanted.participant} to session "
+                f"{wanted.session} is known here (give registrationId, or wait for a pull)"
+            )
+            return RequestOutcome(change.entry_id, "refused", unknown), 0
+        response = await self._authorised(
+            "DELETE", self._url("cancel", id=registration), headers={IDEMPOTENCY_HEADER: key}
+        )
+        reason = self._refusal("cancellation", response)
+        if reason is not None:
+            return RequestOutcome(change.entry_id, "refused", reason), response.status_code
+        self._check("cancellation", response, request=True)
+        if response.status_code not in (200, 204):
+            raise RetryableError(self._answer("cancellation (expected 204)", response))
+        previous = current[1] if current and current[0] == registration else 0
+        body = dict(current[2]) if current and current[0] == registration else {}
+        body.update(
+            id=registration,
+            participantId=wanted.participant,
+            sessionId=wanted.session,
+            status="Cancelled",
+        )
+        changes.append(
+            IncomingChange(
+                self.options.collection("registrations"),
+                registration,
+                max(previous + 1, _provider_time(response) - 1000),
+                False,
+                body,
+            )
+        )
+        return (
+            RequestOutcome(change.entry_id, "confirmed", remote_ref=registration),
+            response.status_code,
+        )
+
+
+def build(
+    name: str,
+    base_url: str,
+    options: Mapping[str, Any],
+    secret: str | None,
+    timeout_s: float,
+    batch_max_items: int | None,
+) -> RegistrationsProvider:
+    """The adapter for a ``kind = "registrations"`` provider (the secret is the password)."""
+    if not secret:
+        raise OptionError("secret_env", "the provider's password is required")
+    if len(secret) < MIN_SECRET:
+        raise OptionError("secret_env", f"the password is shorter than {MIN_SECRET} characters")
+    return RegistrationsProvider(name, base_url, parse_options(options), secret, timeout_s)
