@@ -68,17 +68,6 @@ class ProviderConfig:
     webhook_token: SecretRef | None = None  # the unguessable webhook path segment (crm)
     confirm_timeout_s: float = 24 * 3600.0
 
-
-@dataclass(frozen=True, slots=True)
-class ListenerConfig:
-    """The callback listener (``[listener]``): where it listens, what providers are told."""
-
-    host: str = "127.0.0.1"
-    port: int = 8787
-    public_url: str = "http://127.0.0.1:8787"
-    request_timeout_s: float = 10.0
-    max_connections: int = 64
-
     def request_collections(self) -> tuple[str, ...]:
         """Collections whose records are requests this provider decides (routed to it implicitly).
 
@@ -89,6 +78,17 @@ class ListenerConfig:
             return ()
         prefix = self.options.get("collection_prefix", "")
         return (f"{prefix if isinstance(prefix, str) else ''}registration_requests",)
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerConfig:
+    """The callback listener (``[listener]``): where it listens, what providers are told."""
+
+    host: str = "127.0.0.1"
+    port: int = 8787
+    public_url: str = "http://127.0.0.1:8787"
+    request_timeout_s: float = 10.0
+    max_connections: int = 64
 
 
 @dataclass(frozen=True, slots=True)
