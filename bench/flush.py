@@ -111,6 +111,8 @@ def start_emulator(port: int, favourites_port: int = 0) -> subprocess.Popen[byte
             str(port),
             "--favourites-port",
             "0",
+            "--registrations-port",
+            "0",
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -2,7 +2,8 @@
 
 Written once for every kind that implements ``adapters.base.StreamPuller``:
 
-* Each page is merged and committed on its own (memory stays one page deep).
+* Each page is merged and committed on its own; the next page is fetched meanwhile
+  (memory stays a few pages deep).
 * The stream's cursor (``cursors`` row named after the stream) moves only in the
   transaction of the last page, and only when the adapter says the pull *settled*
   (every page read, the listing held still). An interrupted or unsettled pull leaves
@@ -21,6 +22,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Sequence
 
+import anyio
 import structlog
 from dropsync.adapters.base import IncomingChange, PullStream, StreamPage, StreamPuller
 from dropsync.daemon.clock import format_timestamp, now_ms
@@ -110,32 +112,54 @@ class StreamPull:
         return applied
 
     async def pull_stream(self, stream: PullStream) -> int:
-        """One pull of one stream, page by page."""
+        """One pull of one stream, page by page: the next page is fetched while one commits."""
         since = await self.store.call(cursors.get_cursor, self.name, stream.name)
         returned: set[str] | None = set() if stream.remove_outdated else None
         applied = pages = items = 0
-        async for page in self.provider.stream_pages(stream, since):
-            pages += 1
-            items += len(page.changes)
-            if returned is not None:
-                # Every key the provider returned, taken or not: it is not outdated.
-                returned.update(change.key for change in page.changes)
-            merged = await self.store.transact(
-                self._commit_page, stream, page, returned if page.last else None
-            )
-            applied += merged.applied
-            self.on_merge(merged)
-            if page.last:
-                if not page.settled:
-                    log.warning(
-                        "pull_unsettled",
-                        provider=self.name,
-                        stream=stream.name,
-                        reason="the listing changed while it was paged, or items were "
-                        "skipped: the cursor stays and nothing is removed; the next pull "
-                        "reads the same range again",
-                    )
-                break
+        # One page waits in the channel while one commits and the next is fetched.
+        send, receive = anyio.create_memory_object_stream[StreamPage](1)
+        failures: list[Exception] = []  # raised as themselves, not in an ExceptionGroup
+
+        async def fetch() -> None:
+            async with send:
+                try:
+                    async for page in self.provider.stream_pages(stream, since):
+                        await send.send(page)
+                        if page.last:
+                            break
+                except Exception as exc:
+                    failures.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(fetch)
+            async with receive:
+                async for page in receive:
+                    pages += 1
+                    items += len(page.changes)
+                    if returned is not None:
+                        # Every key the provider returned, taken or not: it is not outdated.
+                        returned.update(change.key for change in page.changes)
+                    try:
+                        merged = await self.store.transact(
+                            self._commit_page, stream, page, returned if page.last else None
+                        )
+                    except Exception as exc:
+                        failures.insert(0, exc)
+                        tg.cancel_scope.cancel()
+                        break
+                    applied += merged.applied
+                    self.on_merge(merged)
+                    if page.last and not page.settled:
+                        log.warning(
+                            "pull_unsettled",
+                            provider=self.name,
+                            stream=stream.name,
+                            reason="the listing changed while it was paged, or items were "
+                            "skipped: the cursor stays and nothing is removed; the next pull "
+                            "reads the same range again",
+                        )
+        if failures:
+            raise failures[0]
         if applied or pages > 1:
             log.info(
                 "pulled",

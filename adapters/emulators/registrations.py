@@ -15,7 +15,8 @@ Control routes (beside the common ``/_emulator/faults|state|reset``):
 ``POST /_emulator/items/{resource}`` (a JSON list of items to add or change; a missing
 ``utcModifiedDate`` is set to now), ``DELETE /_emulator/items/{resource}/{id}``,
 ``POST /_emulator/tokens`` ``{"expire": true}`` (every token expires now) or
-``{"ttl_requests": N}`` (a token expires after N data requests). Fault ``stall_ms`` (see
+``{"ttl_requests": N}`` (a token expires after N data requests), ``POST /_emulator/seed``
+``{"participants": N, "sessions": M}`` (generated items). Fault ``stall_ms`` (see
 ``RegistrationsEmulator.stall_ms``) holds a registration's answer after applying it.
 ``RegistrationsEmulator.queue_raw`` makes the next contract requests answer exactly as given
 (any status, headers and bytes; ``{authorization}`` and ``{body}`` in the bytes are replaced
@@ -217,6 +218,7 @@ class RegistrationsEmulator(Emulator):
             Route("/_emulator/items/{resource}", self.control_put, methods=["POST"]),
             Route("/_emulator/items/{resource}/{item_id}", self.control_remove, methods=["DELETE"]),
             Route("/_emulator/tokens", self.control_tokens, methods=["POST"]),
+            Route("/_emulator/seed", self.control_seed, methods=["POST"]),
         ]
 
     async def login(self, request: Request) -> Response:
@@ -407,6 +409,14 @@ class RegistrationsEmulator(Emulator):
     async def control_remove(self, request: Request) -> Response:
         """Delete an item outright."""
         self.remove(request.path_params["resource"], request.path_params["item_id"])
+        return JSONResponse({"ok": True})
+
+    async def control_seed(self, request: Request) -> Response:
+        """Generate items: ``{"participants": N, "sessions": M, "at_ms": T}`` (see ``seed``)."""
+        body = orjson.loads(await request.body() or b"{}")
+        self.seed(
+            int(body.get("participants", 0)), int(body.get("sessions", 0)), at_ms=body.get("at_ms")
+        )
         return JSONResponse({"ok": True})
 
     async def control_tokens(self, request: Request) -> Response:

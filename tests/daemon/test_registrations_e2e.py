@@ -215,3 +215,33 @@ def test_the_password_and_tokens_never_leave_the_adapter(
     for name, text in texts.items():
         for secret in secrets:
             assert secret.encode() not in text, f"a secret in the {name}"
+
+
+@pytest.mark.parametrize(
+    ("drop", "key"),
+    [
+        ("username", "providers.lenos.username"),
+        ("event_id", "providers.lenos.event_id"),
+        ("secret_env", "providers.lenos.secret_env"),
+    ],
+)
+def test_check_config_names_a_missing_credential(tmp_path: Path, drop: str, key: str) -> None:
+    lines = {
+        "kind": '"registrations"',
+        "base_url": '"http://127.0.0.1:9"',
+        "username": '"fp-bot"',
+        "event_id": '"ev-2026"',
+        "secret_env": '"LENOS_PASSWORD"',
+    }
+    body = "\n".join(f"{k} = {v}" for k, v in lines.items() if k != drop)
+    config = tmp_path / "dropsync.toml"
+    config.write_text(f'[store]\npath = "{tmp_path / "s.db"}"\n[providers.lenos]\n{body}\n')
+    done = subprocess.run(
+        [sys.executable, "-m", "dropsync.daemon.cli", "check-config", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={"LENOS_PASSWORD": PASSWORD, "PATH": "/usr/bin:/bin"},
+    )
+    assert done.returncode == 2
+    assert key in done.stderr and PASSWORD not in done.stderr + done.stdout
