@@ -13,14 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dropsync.adapters.registry import KINDS
 from dropsync.daemon.config_file import (
     Table,
     read_config_file,
     resolve_path,
     store_location,
 )
-
-PROVIDER_KINDS = ("favourites", "crm", "registrations", "churn")
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,11 +178,9 @@ def _collection(name: str, table: Table) -> CollectionConfig:
 def _provider(name: str, table: Table) -> ProviderConfig:
     kind = table.string("kind")
     if kind is None:
-        raise table.fail("kind", f"missing; expected one of {', '.join(PROVIDER_KINDS)}")
-    if kind not in PROVIDER_KINDS:
-        raise table.fail(
-            "kind", f"unknown kind {kind!r}; expected one of {', '.join(PROVIDER_KINDS)}"
-        )
+        raise table.fail("kind", f"missing; expected one of {', '.join(KINDS)}")
+    if kind not in KINDS:
+        raise table.fail("kind", f"unknown kind {kind!r}; expected one of {', '.join(KINDS)}")
     base_url = table.string("base_url")
     if base_url is None or not base_url.startswith(("http://", "https://")):
         raise table.fail("base_url", "expected an http:// or https:// URL")

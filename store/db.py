@@ -9,7 +9,6 @@ transaction. A file with a higher version than this program knows is refused.
 from __future__ import annotations
 
 import sqlite3
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -18,11 +17,6 @@ import aiosqlite
 import anyio
 from dropsync.store.errors import SchemaTooNew, StoreBusy, StoreError
 from dropsync.store.schema import migrations
-
-
-def now_ms() -> int:
-    """The current time as epoch milliseconds UTC."""
-    return int(time.time() * 1000)
 
 
 async def _configure(db: aiosqlite.Connection) -> None:
@@ -96,9 +90,12 @@ async def _check_and_migrate(db: aiosqlite.Connection, path: Path, *, target: in
             # executescript would COMMIT first; run statement by statement instead.
             for statement in _statements(step.sql):
                 await db.execute(statement)
+            # The store's functions take the time from their caller (``now=``); a
+            # migration is stamped with SQLite's own clock, in epoch ms like every column.
             await db.execute(
-                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
-                (step.version, step.name, now_ms()),
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES "
+                "(?, ?, CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER))",
+                (step.version, step.name),
             )
             await db.execute(f"PRAGMA user_version = {step.version}")
             await db.execute("COMMIT")

@@ -17,6 +17,9 @@ import orjson
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# Set by an autouse fixture (tests/conftest.py): whether the running test is marked e2e.
+RUNNING_E2E_TEST: bool | None = None
+
 
 def wait_until(predicate: Callable[[], object], *, timeout: float = 30.0, what: str = "") -> Any:
     """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds.
@@ -52,8 +55,16 @@ def query(db: Path, sql: str, params: tuple[object, ...] = ()) -> list[tuple[Any
 class DaemonProcess:
     """``dropsync run`` as a subprocess; its JSON log lines go to a file the test reads."""
 
-    def __init__(self, workdir: Path, config: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        config: str,
+        env: dict[str, str] | None = None,
+        *,
+        cwd: Path | None = None,
+    ) -> None:
         self.workdir = workdir
+        self.cwd = cwd or workdir
         self.config_path = workdir / "dropsync.toml"
         self.config_path.write_text(config)
         self.log_path = workdir / "daemon.log"
@@ -63,27 +74,26 @@ class DaemonProcess:
         self.process: subprocess.Popen[bytes] | None = None
         self._log_offset = 0
 
-    def start(self, *extra: str) -> DaemonProcess:
-        """Start the daemon and wait for its ``daemon_ready`` log line."""
-        self.spawn(*extra)
+    def start(self, *extra: str, config_first: bool = False) -> DaemonProcess:
+        """Start the daemon and wait for its ``daemon_ready`` log line.
+
+        ``config_first``: ``dropsync --config FILE run`` instead of ``run --config FILE``.
+        """
+        self.spawn(*extra, config_first=config_first)
         self.wait_for("daemon_ready")
         return self
 
-    def spawn(self, *extra: str) -> DaemonProcess:
+    def spawn(self, *extra: str, config_first: bool = False) -> DaemonProcess:
         """Start the daemon without waiting for it to be ready (to kill it anywhere)."""
+        if RUNNING_E2E_TEST is False:
+            raise AssertionError("a test that starts the daemon is marked @pytest.mark.e2e")
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = self.log_path.open("ab")
+        option = ["--config", str(self.config_path)]
+        words = [*option, "run", *extra] if config_first else ["run", *option, *extra]
         self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "dropsync.daemon.cli",
-                "run",
-                "--config",
-                str(self.config_path),
-                *extra,
-            ],
-            cwd=self.workdir,
+            [sys.executable, "-m", "dropsync.daemon.cli", *words],
+            cwd=self.cwd,
             stdout=log,
             stderr=subprocess.STDOUT,
             env=self.env,

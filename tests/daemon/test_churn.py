@@ -10,7 +10,7 @@ import httpx
 import pytest
 from dropsync.adapters.emulators.churn import ERROR_LOG, ChurnEmulator
 from dropsync.adapters.emulators.common import EmulatorServer
-from dropsync.daemon.status import format_status
+from dropsync.daemon.cli.status import format_status
 from dropsync.store import callbacks
 from dropsync.store.queries import status_summary
 from dropsync.store.readonly import open_readonly

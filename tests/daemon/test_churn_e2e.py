@@ -7,12 +7,15 @@ from pathlib import Path
 
 import httpx
 import orjson
+import pytest
 from dropsync.adapters.emulators.churn import ChurnEmulator
 from dropsync.adapters.emulators.common import EmulatorServer
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.daemon.churn_support import CALLBACK_SECRET, TOKEN
 from tests.support import DaemonProcess, free_port, query, wait_until
+
+pytestmark = pytest.mark.e2e  # a real daemon subprocess: `pytest -m "not e2e"` skips these
 
 
 def config(tmp_path: Path, base_url: str, port: int) -> str:

@@ -10,7 +10,8 @@ from pathlib import Path
 import anyio
 import orjson
 import pytest
-from dropsync.daemon.cli import COMMANDS, build_parser, command_in, main
+from dropsync.daemon.cli import main
+from dropsync.daemon.cli.app import COMMANDS, build_parser, command_in
 from dropsync.daemon.config import load_config
 from dropsync.daemon.ingest import Ingestor
 from dropsync.store.handle import Store

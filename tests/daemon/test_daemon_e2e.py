@@ -15,6 +15,8 @@ import pytest
 
 from tests.support import DaemonProcess, query, wait_until
 
+pytestmark = pytest.mark.e2e  # a real daemon subprocess: `pytest -m "not e2e"` skips these
+
 
 def config_text(
     tmp_path: Path, batch: int = 5000, inbox_poll_s: float = 0.1, parser_process_min_mb: int = 8

@@ -8,8 +8,11 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.support import free_port, query, wait_until
+
+pytestmark = pytest.mark.e2e  # a real daemon subprocess: `pytest -m "not e2e"` skips these
 
 
 def test_demo_syncs_sample_files_to_the_emulators_and_exits_0(tmp_path: Path) -> None:

@@ -16,6 +16,8 @@ from dropsync.adapters.emulators.crm import CrmEmulator
 
 from tests.support import DaemonProcess, query, wait_until
 
+pytestmark = pytest.mark.e2e  # a real daemon subprocess: `pytest -m "not e2e"` skips these
+
 SECRET = "s3cr3t-crm-token-7f9e2a"
 
 

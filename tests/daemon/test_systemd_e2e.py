@@ -12,6 +12,8 @@ import pytest
 
 from tests.support import DaemonProcess, wait_until
 
+pytestmark = pytest.mark.e2e  # a real daemon subprocess: `pytest -m "not e2e"` skips these
+
 
 class NotifySocket:
     """A datagram socket standing in for systemd's ``$NOTIFY_SOCKET``."""

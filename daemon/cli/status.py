@@ -4,24 +4,29 @@ Operators run this often, on big stores, while the daemon writes: it opens the
 store read-only, asks only indexed questions (see ``store.queries.status_summary``)
 and imports nothing it does not print with (no event loop, no orjson, not even
 the full config: only ``[store]`` is read), so the whole command takes little
-more than starting Python.
+more than starting Python. ``tests/test_design_rules.py`` holds it to that.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
-from dropsync.daemon.clock import format_age, format_timestamp
-from dropsync.daemon.config_file import store_path_of
-from dropsync.store.queries import status_summary
-from dropsync.store.readonly import open_readonly
+from dropsync.daemon.cli.common import EXIT_OK
+
+HELP = "what is pending for each provider and why; inbox and file counts (read-only)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--json``."""
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
 def format_status(store_path: Path, summary: dict[str, Any]) -> str:
     """The human-readable ``status`` report."""
+    from dropsync.daemon.clock import format_age, format_timestamp
+
     lines = [f"store {store_path} (schema {summary['schema_version']})"]
     providers = summary["providers"]
     if not providers:
@@ -60,8 +65,12 @@ def format_status(store_path: Path, summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def cmd_status(args: argparse.Namespace) -> int:
-    """``dropsync status [--json]``: read-only, safe while the daemon runs."""
+def run(args: argparse.Namespace) -> int:
+    """Read-only, safe while the daemon runs."""
+    from dropsync.daemon.config_file import store_path_of
+    from dropsync.store.queries import status_summary
+    from dropsync.store.readonly import open_readonly
+
     store_path = store_path_of(args.config)
     db = open_readonly(store_path)
     try:
@@ -69,7 +78,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     finally:
         db.close()
     if args.json:
+        import json
+
         print(json.dumps(summary, indent=2, default=str))
     else:
         print(format_status(store_path, summary))
-    return 0
+    return EXIT_OK

@@ -1,0 +1,9 @@
+"""``python -m dropsync.daemon.cli``: the same as the ``dropsync`` console script."""
+
+from __future__ import annotations
+
+import sys
+
+from dropsync.daemon.cli.app import main
+
+sys.exit(main())

@@ -1,0 +1,33 @@
+"""``dropsync check-config``: the config, its providers' options and their secrets."""
+
+from __future__ import annotations
+
+import argparse
+
+from dropsync.daemon.cli.common import EXIT_OK, checked_config, log_to_stderr
+
+HELP = "validate the config file, each provider's options and that every secret can be read"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """No arguments of its own (``--config`` is global)."""
+
+
+def run(args: argparse.Namespace) -> int:
+    """Check everything the daemon would check at start; print a one-line summary."""
+    from dropsync.daemon.errors import ConfigError, SecretError
+    from dropsync.daemon.secrets import read_secret
+
+    log_to_stderr()
+    config = checked_config(args)
+    for provider in config.providers.values():
+        if provider.secret is not None:
+            try:
+                read_secret(provider.secret, provider.name)
+            except SecretError as exc:
+                raise ConfigError(config.source, f"providers.{provider.name}", str(exc)) from None
+    print(
+        f"ok: {config.source}: store {config.store_path}, drop folder {config.drop_path}, "
+        f"{len(config.collections)} collection(s), {len(config.providers)} provider(s)"
+    )
+    return EXIT_OK

@@ -1,0 +1,56 @@
+"""What the command modules share: exit codes, the checked config, output helpers.
+
+Imports here are cheap (stdlib only at module level): ``status`` loads this module.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dropsync.daemon.config import Config
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+
+def checked_config(args: argparse.Namespace) -> Config:
+    """The whole config named by ``--config`` (or its defaults), providers' options checked."""
+    from dropsync.daemon.config import load_config
+    from dropsync.daemon.providers import check_provider_options
+
+    config = load_config(args.config)
+    check_provider_options(config)
+    return config
+
+
+def config_of(args: argparse.Namespace) -> Config:
+    """The whole config named by ``--config`` (or its defaults)."""
+    from dropsync.daemon.config import load_config
+
+    return load_config(args.config)
+
+
+def refuse_config(args: argparse.Namespace, command: str, instead: str) -> None:
+    """A command that reads no config file refuses ``--config`` rather than ignore it."""
+    if args.config:
+        from dropsync.daemon.errors import UsageError
+
+        raise UsageError(
+            f"{command} reads no config file (given --config {args.config}): {instead}"
+        )
+
+
+def log_to_stderr() -> None:
+    """Log lines of a one-shot command go to stderr: its stdout is its result."""
+    from dropsync.daemon.logs import configure_logging
+
+    configure_logging("info", sys.stderr)
+
+
+def dump_json(value: Any) -> str:
+    """``value`` as indented JSON (anything unknown as its ``str``)."""
+    import orjson
+
+    return orjson.dumps(value, option=orjson.OPT_INDENT_2, default=str).decode()

@@ -1,0 +1,86 @@
+"""``dropsync dead-letters list|retry|drop``: what providers refused, with their reasons."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from dropsync.daemon.cli.common import EXIT_OK, config_of, dump_json, log_to_stderr
+
+HELP = "list, retry or drop what providers refused, with their reasons"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``list|retry|drop``, ``--provider``, ``--id``, ``--all``, ``--json``."""
+    parser.add_argument(
+        "action",
+        choices=["list", "retry", "drop"],
+        help="list them, queue them again (retry), or delete them (drop)",
+    )
+    parser.add_argument("--provider", metavar="NAME", help="only this provider's dead letters")
+    parser.add_argument(
+        "--id",
+        type=int,
+        action="append",
+        default=[],
+        dest="ids",
+        metavar="N",
+        help="only dead letter N (repeat for several)",
+    )
+    parser.add_argument("--all", action="store_true", help="retry or drop every dead letter")
+    parser.add_argument("--json", action="store_true", help="list as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    """List (read-only), or retry/drop in one transaction."""
+    from dropsync.daemon.errors import UsageError
+
+    config = config_of(args)
+    if args.action != "list" and not (args.ids or args.provider or args.all):
+        raise UsageError(f"dead-letters {args.action} needs --id N, --provider NAME or --all")
+
+    if args.action == "list":
+        from dropsync.store import queries
+        from dropsync.store.readonly import open_readonly
+
+        db = open_readonly(config.store_path)
+        try:
+            letters = queries.dead_letters(db, args.provider, limit=1000)
+        finally:
+            db.close()
+        return _print_dead_letters(letters, as_json=args.json)
+
+    import anyio
+    from dropsync.daemon.clock import now_ms
+    from dropsync.store import outbox
+    from dropsync.store.handle import Store
+
+    log_to_stderr()
+
+    async def act() -> int:
+        async with await Store.open(config.store_path) as store, store.write() as db:
+            if args.action == "retry":
+                return await outbox.retry_dead_letters(
+                    db, provider=args.provider, ids=args.ids, now=now_ms()
+                )
+            return await outbox.drop_dead_letters(db, provider=args.provider, ids=args.ids)
+
+    result = anyio.run(act)
+    print(f"{'re-queued' if args.action == 'retry' else 'dropped'} {result} dead letter(s)")
+    return EXIT_OK
+
+
+def _print_dead_letters(letters: list[dict[str, Any]], *, as_json: bool) -> int:
+    from dropsync.daemon.clock import format_timestamp
+
+    if as_json:
+        print(dump_json(letters))
+        return EXIT_OK
+    if not letters:
+        print("no dead letters")
+    for row in letters:
+        print(
+            f"#{row['id']} {row['provider']} {row['collection']}/{row['key']} "
+            f"version {format_timestamp(row['updated_at'])}: {row['reason']}"
+        )
+    return EXIT_OK

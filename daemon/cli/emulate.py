@@ -1,0 +1,50 @@
+"""``dropsync emulate``: the provider emulators alone, until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+
+from dropsync.daemon.cli.common import refuse_config
+
+HELP = "run the provider emulators alone (CRM on 8081, favourites on 8082, registrations on 8083)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--host``, ``--crm-port``, ``--favourites-port``."""
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)"
+    )
+    parser.add_argument(
+        "--crm-port",
+        type=int,
+        default=8081,
+        metavar="PORT",
+        help="port of the CRM emulator (default: 8081)",
+    )
+    parser.add_argument(
+        "--favourites-port",
+        type=int,
+        default=8082,
+        metavar="PORT",
+        help="port of the favourites emulator (default: 8082)",
+    )
+    parser.add_argument(
+        "--registrations-port",
+        type=int,
+        default=8083,
+        metavar="PORT",
+        help="port of the registrations emulator (default: 8083)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve the emulators until a stop signal."""
+    refuse_config(args, "emulate", "the emulators take --host and their ports")
+    from dropsync.daemon.demo import run_emulators
+
+    return run_emulators(
+        args.host,
+        crm_port=args.crm_port,
+        favourites_port=args.favourites_port,
+        registrations_port=args.registrations_port,
+    )

@@ -1,0 +1,104 @@
+"""How a command ends: its exit code, and every error as one line an operator can act on.
+
+* An error the user can act on (config, usage, store, the daemon's own errors, a
+  store SQLite cannot read) is its message: ``dropsync: ...`` on stderr for
+  one-shot commands. Exit 2 for config and usage errors, 1 for the rest.
+* Anything else (a defect) is a ``fatal_error`` event: one JSON line at level
+  ``error`` (readable console output on a terminal) with the exception's type,
+  message and the frames it went through, never a multi-line traceback, never
+  the values of local variables. Exit 1.
+* The daemon commands (``run``, ``demo``: ``LOG_STREAM = "stdout"``) write every
+  error that ends them as a ``fatal_error`` event in their log stream, so
+  ``jq 'select(.level == "error")'`` over their output finds it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sqlite3
+import sys
+import traceback
+from collections.abc import Callable
+
+from dropsync.daemon.cli.common import EXIT_FAILURE, EXIT_USAGE
+from dropsync.daemon.errors import ConfigError, DropsyncError, UsageError
+from dropsync.store.errors import StoreError
+
+
+def run_reporting_errors(
+    name: str, run: Callable[[argparse.Namespace], int], args: argparse.Namespace
+) -> int:
+    """Run one command; any error becomes a one-line report and an exit code."""
+    try:
+        return run(args)
+    except KeyboardInterrupt:
+        return EXIT_FAILURE
+    except Exception as raised:
+        exc = sole_exception(raised)
+        code, message = _known(exc)
+        stream = _log_stream(name)
+        if message is not None and stream == "stderr":
+            print(f"dropsync: {message}", file=sys.stderr)
+        else:
+            _log_fatal(name, exc, message, code, stream)
+        return code
+
+
+def sole_exception(exc: BaseException) -> BaseException:
+    """The one exception inside (nested) exception groups of one member, else ``exc``."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _known(exc: BaseException) -> tuple[int, str | None]:
+    """(exit code, message) of an error the user can act on; (1, None) for a defect."""
+    if isinstance(exc, ConfigError | UsageError):
+        return EXIT_USAGE, str(exc)
+    if isinstance(exc, StoreError | DropsyncError):
+        return EXIT_FAILURE, str(exc)
+    if isinstance(exc, sqlite3.DatabaseError):
+        # A damaged store, or one edited by hand beyond its schema.
+        return EXIT_FAILURE, (
+            f"the store could not answer: {exc} "
+            "(check it with: sqlite3 STORE 'PRAGMA integrity_check')"
+        )
+    return EXIT_FAILURE, None
+
+
+def _log_stream(name: str) -> str:
+    from dropsync.daemon.cli.app import load_command
+
+    return str(getattr(load_command(name), "LOG_STREAM", "stderr"))
+
+
+def frames(exc: BaseException) -> list[str]:
+    """Where ``exc`` went through, innermost last: ``file:line in function`` (no values)."""
+    return [f"{f.filename}:{f.lineno} in {f.name}" for f in traceback.extract_tb(exc.__traceback__)]
+
+
+def describe(exc: BaseException) -> str:
+    """``Type: message`` of ``exc``; every member of an exception group."""
+    if isinstance(exc, BaseExceptionGroup):
+        return "; ".join(describe(sole_exception(member)) for member in exc.exceptions)
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _log_fatal(name: str, exc: BaseException, message: str | None, code: int, stream: str) -> None:
+    import structlog
+    from dropsync.daemon.logs import configure_logging
+
+    if not structlog.is_configured():
+        configure_logging("info", sys.stdout if stream == "stdout" else sys.stderr)
+    fields: dict[str, object] = {"command": name, "exit_code": code}
+    if message is not None:
+        fields["error"] = message
+    else:
+        fields["error"] = describe(exc)
+        fields["exception"] = f"{type(exc).__module__}.{type(exc).__qualname__}"
+        fields["traceback"] = frames(exc)
+        cause = exc.__cause__ or exc.__context__
+        if cause is not None:
+            fields["cause"] = describe(cause)
+    structlog.get_logger("dropsync.daemon.cli").error("fatal_error", **fields)

@@ -1,0 +1,128 @@
+"""``dropsync resync PROVIDER``: queue every record for a provider again, clear its pause."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING, Any
+
+from dropsync.daemon.cli.common import EXIT_OK, config_of, log_to_stderr
+
+if TYPE_CHECKING:
+    from dropsync.daemon.config import Config
+    from dropsync.store.handle import Store
+
+HELP = "queue every record routed to a provider again, and clear its pause and cursors"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``PROVIDER``, ``--dry-run``."""
+    parser.add_argument("provider", metavar="PROVIDER", help="a provider name from the config")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="show the batches it would send and change nothing",
+    )
+    parser.add_argument(
+        "--unconfirmed",
+        action="store_true",
+        help="send again only the records of batches accepted but not confirmed within "
+        "the provider's confirm_timeout_s",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Queue (or, with ``--dry-run``, show) everything routed to the provider."""
+    import anyio
+    from dropsync.daemon.clock import now_ms
+    from dropsync.daemon.errors import UsageError
+    from dropsync.store import cursors, outbox
+    from dropsync.store.handle import Store
+
+    log_to_stderr()
+    config = config_of(args)
+    provider = config.providers.get(args.provider)
+    if provider is None:
+        raise UsageError(
+            f"unknown provider {args.provider!r}; configured: "
+            f"{', '.join(sorted(config.providers)) or 'none'}"
+        )
+    collections = [name for name, c in config.collections.items() if args.provider in c.providers]
+    kinds = [(p.name, p.kind) for p in config.providers.values()]
+    if args.unconfirmed:
+        return _resync_unconfirmed(config, args.provider, kinds)
+
+    async def resync() -> int:
+        async with await Store.open(config.store_path) as store:
+            if args.dry_run:
+                return await _dry_run_resync(store, config, args.provider, collections)
+            async with store.write() as db:
+                await outbox.register_providers(db, kinds, now=now_ms())
+                queued = await outbox.requeue_collection(
+                    db, args.provider, collections, now=now_ms()
+                )
+                await outbox.clear_auth_failures(db, args.provider)
+            await store.call(cursors.reset_cursors, args.provider)
+            return queued
+
+    queued = anyio.run(resync)
+    verb = "would queue" if args.dry_run else "queued"
+    print(
+        f"{args.provider}: {verb} {queued} record(s) from "
+        f"{', '.join(collections) or 'no collections'}"
+    )
+    return EXIT_OK
+
+
+def _resync_unconfirmed(config: Config, name: str, kinds: list[tuple[str, str]]) -> int:
+    """``resync NAME --unconfirmed``: queue again the records of unconfirmed batches only."""
+    import anyio
+    from dropsync.daemon.clock import now_ms
+    from dropsync.daemon.providers import confirm_timeouts
+    from dropsync.store import callbacks, outbox
+    from dropsync.store.handle import Store
+
+    async def requeue() -> tuple[int, int]:
+        async with await Store.open(config.store_path) as store:
+            async with store.write() as db:
+                await outbox.register_providers(db, kinds, now=now_ms())
+            await store.transact(callbacks.set_confirm_timeouts, confirm_timeouts(config))
+            return await store.transact(
+                lambda db: callbacks.requeue_unconfirmed(db, name, now=now_ms())
+            )
+
+    batches, queued = anyio.run(requeue)
+    print(f"{name}: queued {queued} record(s) of {batches} unconfirmed batch(es) again")
+    return EXIT_OK
+
+
+async def _dry_run_resync(store: Store, config: Config, name: str, collections: list[str]) -> int:
+    """Queue inside a transaction, show the batches through the real flusher, roll back."""
+    from dropsync.daemon.clock import now_ms
+    from dropsync.daemon.delivery import Flusher
+    from dropsync.daemon.providers import open_provider
+    from dropsync.store import outbox
+    from dropsync.store.handle import Store
+
+    class _Unlocked(Store):
+        """A store view whose write()/read()/snapshot() join the transaction already open."""
+
+        def __init__(self, store: Store) -> None:
+            super().__init__(store.db, store.path)
+
+        def write(self) -> Any:
+            return self.read()
+
+        def snapshot(self) -> Any:
+            return self.read()  # another connection would not see the uncommitted requeue
+
+    provider_config = config.providers[name]
+    await store.db.execute("BEGIN IMMEDIATE")
+    try:
+        queued = await outbox.requeue_collection(store.db, name, collections, now=now_ms())
+        async with open_provider(provider_config) as provider:
+            flusher = Flusher(_Unlocked(store), provider_config, provider, dry_run=True)
+            while await flusher.flush_once():
+                pass
+    finally:
+        await store.db.execute("ROLLBACK")
+    return queued

@@ -1,0 +1,31 @@
+"""``dropsync run``: the daemon in the foreground (what systemd starts)."""
+
+from __future__ import annotations
+
+import argparse
+
+from dropsync.daemon.cli.common import checked_config
+
+HELP = "run the daemon in the foreground (what systemd starts)"
+LOG_STREAM = "stdout"  # the daemon's log lines, and the error that ends it
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--dry-run``."""
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="ingest as usual but only show the batches it would send to providers",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the daemon until SIGTERM/SIGINT; its exit code."""
+    import anyio
+    from dropsync.daemon.logs import configure_logging
+    from dropsync.daemon.runner import Daemon
+
+    config = checked_config(args)
+    configure_logging(config.log_level)
+    daemon = Daemon(config, config_arg=args.config, dry_run=args.dry_run)
+    return anyio.run(daemon.run)

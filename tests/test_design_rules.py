@@ -1,0 +1,274 @@
+"""The design's rules, held by tests: each fails when its rule is broken.
+
+* layering: ``store`` and ``adapters`` never import ``daemon``; ``store`` never imports
+  ``adapters``;
+* ``status`` (and ``--help``, ``--version``) stays light: no event loop, no HTTP client,
+  no structlog, nothing of the daemon's runtime;
+* ``Change``'s fields are, in order, the columns of the ``records`` upsert;
+* one copy of each rule: one ``now_ms``; the provider kinds come from the adapter registry.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import pytest
+from dropsync.adapters.registry import KINDS
+from dropsync.daemon.config import parse_config
+from dropsync.daemon.errors import ConfigError
+from dropsync.store import merge
+from dropsync.store.handle import Store
+from dropsync.store.merge import Change, apply_changes
+
+from tests.support import ROOT, query
+
+CODE_FOLDERS = {
+    "daemon": "dropsync.daemon",
+    "store": "dropsync.store",
+    "adapters": "dropsync.adapters",
+}
+
+
+def _modules(folder: str) -> Iterator[tuple[Path, str]]:
+    """(file, dotted module name) of every module in a code folder."""
+    for path in sorted((ROOT / folder).rglob("*.py")):
+        parts = path.relative_to(ROOT / folder).with_suffix("").parts
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        yield path, ".".join((CODE_FOLDERS[folder], *parts))
+
+
+def imports_of(path: Path, module: str) -> set[str]:
+    """Every module ``path`` imports, anywhere in it (functions, TYPE_CHECKING blocks too)."""
+    found: set[str] = set()
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                base = f"{anchor}.{base}" if base else anchor
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names)
+        elif (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and re.fullmatch(r"dropsync\.(daemon|store|adapters)(\.\w+)*", node.value)
+        ):
+            found.add(node.value)  # importlib.import_module("dropsync.daemon...") counts too
+    return found
+
+
+FORBIDDEN = {
+    "store": ("dropsync.daemon", "dropsync.adapters"),
+    "adapters": ("dropsync.daemon",),
+}
+
+
+def layering_violations() -> list[str]:
+    """``file: imported module`` for every import that crosses the layers the wrong way."""
+    found = []
+    for folder, forbidden in FORBIDDEN.items():
+        for path, module in _modules(folder):
+            for name in sorted(imports_of(path, module)):
+                if (name + ".").startswith(tuple(f + "." for f in forbidden)):
+                    found.append(f"{path.relative_to(ROOT)}: imports {name}")
+    return found
+
+
+def test_store_and_adapters_never_import_the_layers_above() -> None:
+    assert layering_violations() == []
+
+
+def test_the_layering_check_sees_imports_of_every_shape(tmp_path: Path) -> None:
+    sample = tmp_path / "sample.py"
+    sample.write_text(
+        "from typing import TYPE_CHECKING\n"
+        "import dropsync.daemon.clock\n"
+        "if TYPE_CHECKING:\n    from dropsync.daemon.config import Config\n"
+        "def f():\n    from ..daemon import runner\n"
+        "    importlib.import_module('dropsync.daemon.logs')\n"
+    )
+    found = imports_of(sample, "dropsync.store.sample")
+    assert {
+        "dropsync.daemon.clock",
+        "dropsync.daemon.config",
+        "dropsync.daemon.runner",
+        "dropsync.daemon.logs",
+    } <= found
+
+
+# --- status stays light ----------------------------------------------------------------------
+
+HEAVY = {"anyio", "aiosqlite", "httpx", "structlog", "orjson", "watchfiles", "ijson", "uvicorn"}
+# Everything of dropsync that `status` may load: the CLI's frame, its own module, and the
+# stdlib-only helpers that find and read the store.
+STATUS_MODULES = {
+    "dropsync",
+    "dropsync.daemon",
+    "dropsync.daemon.cli",
+    "dropsync.daemon.cli.app",
+    "dropsync.daemon.cli.common",
+    "dropsync.daemon.cli.outcome",
+    "dropsync.daemon.cli.status",
+    "dropsync.daemon.clock",
+    "dropsync.daemon.config_file",
+    "dropsync.daemon.errors",
+    "dropsync.store",
+    "dropsync.store.errors",
+    "dropsync.store.queries",
+    "dropsync.store.readonly",
+    "dropsync.store.schema",
+}
+# Not third-party code the command loads: site's own hooks and the coverage measurement.
+HARNESS = (
+    "__main__",
+    "_distutils_hack",
+    "__editable__",
+    "coverage",
+    "_virtualenv",
+    "sitecustomize",
+)
+
+
+def modules_loaded_by(argv: list[str], tmp_path: Path) -> tuple[int, set[str]]:
+    """Run ``dropsync ARGV`` in a fresh interpreter; its exit code and ``sys.modules`` at exit."""
+    listing = tmp_path / "modules.txt"
+    script = (
+        "import atexit, sys\n"
+        f"atexit.register(lambda: open({str(listing)!r}, 'w').write('\\n'.join(sys.modules)))\n"
+        "from dropsync.daemon.cli import main\n"
+        f"sys.exit(main({argv!r}))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=False, timeout=60
+    )
+    return done.returncode, set(listing.read_text().splitlines())
+
+
+def third_party(modules: set[str]) -> set[str]:
+    """Top-level modules that are neither the standard library, dropsync, nor the harness."""
+    tops = {name.partition(".")[0] for name in modules}
+    return {
+        top
+        for top in tops
+        if top not in sys.stdlib_module_names and top != "dropsync" and not top.startswith(HARNESS)
+    }
+
+
+@pytest.fixture
+def store_config(tmp_path: Path) -> Path:
+    """A config naming a migrated, empty store."""
+    config = tmp_path / "dropsync.toml"
+    config.write_text(f'[store]\npath = "{tmp_path / "s.db"}"\n')
+
+    async def create() -> None:
+        async with await Store.open(tmp_path / "s.db"):
+            pass
+
+    anyio.run(create)
+    return config
+
+
+@pytest.mark.parametrize("words", [["status"], ["status", "--json"]])
+def test_status_loads_no_heavy_module_and_nothing_of_the_daemon_runtime(
+    tmp_path: Path, store_config: Path, words: list[str]
+) -> None:
+    code, modules = modules_loaded_by([*words, "--config", str(store_config)], tmp_path)
+    assert code == 0
+    assert modules & HEAVY == set()
+    assert third_party(modules) == set()
+    assert {m for m in modules if m.startswith("dropsync")} <= STATUS_MODULES
+
+
+@pytest.mark.parametrize("words", [["--help"], ["--version"], ["status", "--help"]])
+def test_help_and_version_load_no_heavy_module(tmp_path: Path, words: list[str]) -> None:
+    code, modules = modules_loaded_by(words, tmp_path)
+    assert code == 0
+    assert third_party(modules) == set()
+    runtime = {m for m in modules if m.startswith("dropsync.") and ".cli" not in m}
+    assert runtime <= STATUS_MODULES
+
+
+# --- Change and the records upsert ------------------------------------------------------------
+
+# The two fields whose names differ from their columns.
+COLUMN_OF_FIELD = {"ts": "updated_at", "inbox_id": "change_id"}
+
+
+def upsert_columns() -> list[str]:
+    """The column list of ``INSERT INTO records (...)`` in store/merge.py."""
+    match = re.search(r"INSERT INTO records \(([^)]*)\)", merge._UPSERT_RECORD)
+    assert match, "store.merge._UPSERT_RECORD is not an INSERT INTO records (...)"
+    return [column.strip() for column in match[1].split(",")]
+
+
+def test_change_fields_are_the_records_upsert_columns_in_order() -> None:
+    columns = upsert_columns()
+    fields = [COLUMN_OF_FIELD.get(name, name) for name in Change._fields]
+    assert columns[: len(fields)] == fields
+    assert columns[len(fields) :] == ["merged_at"]
+
+
+def test_a_merged_change_lands_in_the_columns_of_its_fields(tmp_path: Path) -> None:
+    change = Change(
+        collection="c",
+        key="k",
+        body='{"v":1}',
+        ts=1_700_000_000_123,
+        deleted=False,
+        origin="sql",
+        digest="d" * 64,
+        file_id=None,
+        doc_index=None,
+        inbox_id=None,
+    )
+
+    async def merge_one() -> None:
+        async with await Store.open(tmp_path / "s.db") as store:
+            await store.transact(lambda db: apply_changes(db, [change], {}, now=42))
+
+    anyio.run(merge_one)
+    columns = ", ".join(COLUMN_OF_FIELD.get(name, name) for name in Change._fields[:7])
+    [row] = query(tmp_path / "s.db", f"SELECT {columns}, merged_at FROM records")
+    assert row == (*change[:4], 0, *change[5:7], 42)
+
+
+# --- one copy of each rule --------------------------------------------------------------------
+
+
+def definitions_of(name: str) -> list[str]:
+    """``module`` of every top-level or nested function called ``name`` in the code folders."""
+    found = []
+    for folder in CODE_FOLDERS:
+        for path, module in _modules(folder):
+            tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+            found += [
+                module
+                for node in ast.walk(tree)
+                if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == name
+            ]
+    return found
+
+
+def test_one_now_ms() -> None:
+    assert definitions_of("now_ms") == ["dropsync.daemon.clock"]
+
+
+def test_the_config_accepts_exactly_the_kinds_of_the_adapter_registry() -> None:
+    for kind in KINDS:
+        raw = {"providers": {"p": {"kind": kind, "base_url": "http://127.0.0.1:1"}}}
+        assert parse_config(raw, "<test>").providers["p"].kind == kind
+    with pytest.raises(ConfigError) as refused:
+        parse_config({"providers": {"p": {"kind": "nope", "base_url": "http://x"}}}, "<test>")
+    assert str(refused.value) == (
+        f"<test>: providers.p.kind: unknown kind 'nope'; expected one of {', '.join(KINDS)}"
+    )
