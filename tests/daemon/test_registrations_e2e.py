@@ -16,6 +16,8 @@ from dropsync.adapters.emulators.registrations import RegistrationsEmulator
 
 from tests.support import DaemonProcess, query, wait_until
 
+pytestmark = pytest.mark.e2e  # a real daemon subprocess: `pytest -m "not e2e"` skips these
+
 PASSWORD = "Lenos-pa55word-9f3e"
 
 
