@@ -12,9 +12,24 @@ from pathlib import Path
 from dropsync.daemon.config import SecretRef
 from dropsync.daemon.errors import SecretError
 
+# Every secret value this process has read, for the last line of defence: an error that
+# ends a command is reported with these values masked (``daemon.cli.outcome``).
+_READ: set[str] = set()
+
+
+def secrets_read() -> frozenset[str]:
+    """The secret values this process has read so far."""
+    return frozenset(_READ)
+
 
 def read_secret(ref: SecretRef, provider: str) -> str:
     """The secret ``ref`` points at, stripped of surrounding whitespace."""
+    value = _read_secret(ref, provider)
+    _READ.add(value)
+    return value
+
+
+def _read_secret(ref: SecretRef, provider: str) -> str:
     if ref.env:
         value = os.environ.get(ref.env)
         if not value:

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import aiosqlite
 import anyio
-from dropsync.store.errors import SchemaTooNew, StoreBusy, StoreError
+from dropsync.store.diagnosis import check_openable, explain_open_failure
+from dropsync.store.errors import SchemaTooNew, StoreBusy, StoreError, StoreUnavailable
 from dropsync.store.schema import migrations
 
 
@@ -33,14 +34,26 @@ async def open_store(path: Path, *, target: int | None = None) -> aiosqlite.Conn
     The connection is in autocommit mode: use ``transaction()`` for writes.
     Readers use ``store.readonly.open_readonly`` instead.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    db = await aiosqlite.connect(path, isolation_level=None)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreUnavailable(
+            f"store {path}: cannot create its folder {exc.filename or path.parent}: {exc.strerror}"
+        ) from exc
+    check_openable(path, writing=True)
+    try:
+        db = await aiosqlite.connect(path, isolation_level=None)
+    except (OSError, sqlite3.Error) as exc:
+        raise explain_open_failure(path, exc, writing=True) from exc
     try:
         await _configure(db)
         mode = await (await db.execute("PRAGMA journal_mode = WAL")).fetchone()
         if mode is None or str(mode[0]).lower() != "wal":
             raise StoreError(f"store {path}: cannot switch to WAL mode")
         await _check_and_migrate(db, path, target=target)
+    except (OSError, sqlite3.Error) as exc:
+        await db.close()
+        raise explain_open_failure(path, exc, writing=True) from exc
     except BaseException:
         await db.close()
         raise

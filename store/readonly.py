@@ -5,16 +5,29 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+from dropsync.store.diagnosis import explain_open_failure
 from dropsync.store.errors import SchemaTooNew, StoreError
 from dropsync.store.schema import latest_version
 
 
 def open_readonly(path: Path) -> sqlite3.Connection:
     """Open the store for reading while the daemon may be writing (WAL readers never block)."""
-    if not path.exists():
-        raise StoreError(f"store {path} does not exist (has the daemon run yet?)")
-    db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5)
-    version = int(db.execute("PRAGMA user_version").fetchone()[0])
+    try:
+        path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        folder = "" if path.parent.is_dir() else f", nor does its folder {path.parent}"
+        raise StoreError(f"store {path} does not exist{folder} (has the daemon run yet?)") from None
+    except OSError as exc:
+        raise explain_open_failure(path, exc, writing=False) from exc
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5)
+    except sqlite3.Error as exc:
+        raise explain_open_failure(path, exc, writing=False) from exc
+    try:
+        version = int(db.execute("PRAGMA user_version").fetchone()[0])
+    except sqlite3.Error as exc:
+        db.close()
+        raise explain_open_failure(path, exc, writing=False) from exc
     known = latest_version()
     if version > known:
         db.close()

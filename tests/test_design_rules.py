@@ -123,6 +123,7 @@ STATUS_MODULES = {
     "dropsync.daemon.config_file",
     "dropsync.daemon.errors",
     "dropsync.store",
+    "dropsync.store.diagnosis",
     "dropsync.store.errors",
     "dropsync.store.queries",
     "dropsync.store.readonly",

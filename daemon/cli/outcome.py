@@ -7,6 +7,7 @@
   ``error`` (readable console output on a terminal) with the exception's type,
   message and the frames it went through, never a multi-line traceback, never
   the values of local variables. Exit 1.
+* Every secret value the process has read is masked in all of these.
 * The daemon commands (``run``, ``demo``: ``LOG_STREAM = "stdout"``) write every
   error that ends them as a ``fatal_error`` event in their log stream, so
   ``jq 'select(.level == "error")'`` over their output finds it.
@@ -17,7 +18,6 @@ from __future__ import annotations
 import argparse
 import sqlite3
 import sys
-import traceback
 from collections.abc import Callable
 
 from dropsync.daemon.cli.common import EXIT_FAILURE, EXIT_USAGE
@@ -38,7 +38,7 @@ def run_reporting_errors(
         code, message = _known(exc)
         stream = _log_stream(name)
         if message is not None and stream == "stderr":
-            print(f"dropsync: {message}", file=sys.stderr)
+            print(f"dropsync: {mask_secrets(message)}", file=sys.stderr)
         else:
             _log_fatal(name, exc, message, code, stream)
         return code
@@ -58,12 +58,20 @@ def _known(exc: BaseException) -> tuple[int, str | None]:
     if isinstance(exc, StoreError | DropsyncError):
         return EXIT_FAILURE, str(exc)
     if isinstance(exc, sqlite3.DatabaseError):
-        # A damaged store, or one edited by hand beyond its schema.
-        return EXIT_FAILURE, (
-            f"the store could not answer: {exc} "
-            "(check it with: sqlite3 STORE 'PRAGMA integrity_check')"
-        )
+        from dropsync.store.diagnosis import describe_database_error
+
+        return EXIT_FAILURE, describe_database_error(exc)
     return EXIT_FAILURE, None
+
+
+def mask_secrets(text: str) -> str:
+    """``text`` without any secret value this process has read (the last line of defence)."""
+    secrets = sys.modules.get("dropsync.daemon.secrets")
+    if secrets is None:  # no secret was ever read in this process
+        return text
+    from dropsync.adapters.redact import Redactor
+
+    return Redactor(secrets.secrets_read()).text(text)
 
 
 def _log_stream(name: str) -> str:
@@ -74,7 +82,13 @@ def _log_stream(name: str) -> str:
 
 def frames(exc: BaseException) -> list[str]:
     """Where ``exc`` went through, innermost last: ``file:line in function`` (no values)."""
-    return [f"{f.filename}:{f.lineno} in {f.name}" for f in traceback.extract_tb(exc.__traceback__)]
+    import traceback
+
+    return [
+        f"{f.filename}:{f.lineno} in {f.name}"
+        for f in traceback.extract_tb(exc.__traceback__)
+        if f.filename != __file__  # where it was caught, not where it went through
+    ]
 
 
 def describe(exc: BaseException) -> str:
@@ -93,12 +107,12 @@ def _log_fatal(name: str, exc: BaseException, message: str | None, code: int, st
         configure_logging("info", sys.stdout if stream == "stdout" else sys.stderr)
     fields: dict[str, object] = {"command": name, "exit_code": code}
     if message is not None:
-        fields["error"] = message
+        fields["error"] = mask_secrets(message)
     else:
-        fields["error"] = describe(exc)
+        fields["error"] = mask_secrets(describe(exc))
         fields["exception"] = f"{type(exc).__module__}.{type(exc).__qualname__}"
         fields["traceback"] = frames(exc)
         cause = exc.__cause__ or exc.__context__
         if cause is not None:
-            fields["cause"] = describe(cause)
+            fields["cause"] = mask_secrets(describe(cause))
     structlog.get_logger("dropsync.daemon.cli").error("fatal_error", **fields)

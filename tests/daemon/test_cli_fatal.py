@@ -1,0 +1,128 @@
+"""An error that ends a command is one line: JSON (``jq 'select(.level=="error")'`` finds
+it), never a multi-line traceback, never a secret."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from dropsync.daemon.cli.outcome import run_reporting_errors
+from dropsync.daemon.errors import ConfigError
+
+from tests.support import free_port
+
+TOKEN = "tok-9f8e7d6c5b4a-fatal"
+
+# `dropsync run` in which one part of the daemon fails with an error no code expects (a
+# defect): the function that writes systemd's STATUS= line raises, inside the daemon's task
+# group, with a message of two lines that holds the provider's token, read as the daemon
+# reads it. An unexpected exception cannot be had on purpose any other way.
+BROKEN_RUN = """
+import sys
+from dropsync.daemon import runner
+from dropsync.daemon.config import SecretRef
+from dropsync.daemon.secrets import read_secret
+
+def broken(summary):
+    token = read_secret(SecretRef(env="TEST_FATAL_TOKEN"), "crm")
+    raise RuntimeError(f"boom\\nthe token was {token}")
+
+runner.summary_line = broken
+from dropsync.daemon.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def json_lines(text: str) -> list[dict[str, Any]]:
+    """Every line of ``text`` as JSON (fails on a line that is not)."""
+    return [orjson.loads(line) for line in text.splitlines() if line.strip()]
+
+
+@pytest.mark.e2e
+def test_a_defect_in_run_is_one_json_error_line_without_the_secret(tmp_path: Path) -> None:
+    config = tmp_path / "dropsync.toml"
+    config.write_text(
+        f'[store]\npath = "{tmp_path / "s.db"}"\n[drop]\npath = "{tmp_path / "drop"}"\n'
+        '[providers.crm]\nkind = "crm"\nbase_url = "http://127.0.0.1:9"\n'
+        'account_id = "acc_1"\nsecret_env = "TEST_FATAL_TOKEN"\n'
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", BROKEN_RUN, "run", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "TEST_FATAL_TOKEN": TOKEN},
+    )
+    assert done.returncode == 1
+    assert TOKEN not in done.stdout + done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    events = json_lines(done.stdout)  # every line is JSON
+    [fatal] = [e for e in events if e["level"] == "error"]
+    assert fatal["event"] == "fatal_error" and fatal["command"] == "run"
+    assert fatal["error"] == "RuntimeError: boom\nthe token was [redacted]"
+    assert fatal["exception"] == "builtins.RuntimeError"
+    assert fatal["traceback"][-1].endswith("in broken")
+    assert fatal["exit_code"] == 1
+
+
+def test_a_defect_in_a_one_shot_command_is_one_json_line_on_stderr() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "dropsync.daemon.cli",
+                "emulate",
+                "--crm-port",
+                str(port),
+                "--favourites-port",
+                str(free_port()),
+                "--registrations-port",
+                str(free_port()),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert done.returncode == 1
+    assert done.stdout == ""
+    [fatal] = json_lines(done.stderr)
+    assert fatal["level"] == "error" and fatal["event"] == "fatal_error"
+    assert str(port) in fatal["error"]
+    assert all(" in " in frame for frame in fatal["traceback"])
+
+
+def _raise(exc: BaseException) -> Any:
+    def run(args: argparse.Namespace) -> int:
+        raise exc
+
+    return run
+
+
+def test_one_known_error_inside_exception_groups_is_its_message(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    nested = ExceptionGroup("tasks", [ExceptionGroup("inner", [ConfigError("f.toml", "k", "bad")])])
+    args = argparse.Namespace(config=None)
+    assert run_reporting_errors("check-config", _raise(nested), args) == 2
+    assert capsys.readouterr().err == "dropsync: f.toml: k: bad\n"
+
+
+def test_several_failures_are_described_on_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    group = ExceptionGroup("tasks", [ValueError("one"), KeyError("two")])
+    assert run_reporting_errors("why", _raise(group), argparse.Namespace(config=None)) == 1
+    [fatal] = json_lines(capsys.readouterr().err)
+    assert fatal["error"] == "ValueError: one; KeyError: 'two'"
+    assert fatal["exception"] == "builtins.ExceptionGroup"
