@@ -35,7 +35,14 @@ KNOWN = {
 SOMETIMES = {
     "error_logs": pytest.mark.xfail(
         strict=False, reason=f"{ITEM_11} (ingest_failed logged on most runs, not all)"
-    )
+    ),
+    # The kill campaign's finding (test_kill_anywhere.RESEND_IN_A_NEW_BATCH): when the kill
+    # lands while a batch is in flight, the batch is applied again after the restart. Whether
+    # the kill lands there depends on timing: on a busy machine about one run in two.
+    "applied_once": pytest.mark.xfail(
+        strict=False,
+        reason="a batch in flight at the kill is re-sent in another batch and applied twice",
+    ),
 }
 
 
