@@ -230,7 +230,8 @@ class ChurnProvider(HttpAdapter):
         """The file must still be a JSON array of documents of the tool's shape (streamed)."""
         try:
             with part.path.open("rb") as file:
-                for index, document in enumerate(ijson.items(file, "item", use_float=True)):
+                # Numbers as written (no use_float): an integer past 64 bits is data too.
+                for index, document in enumerate(ijson.items(file, "item")):
                     if not is_envelope(document):
                         return (
                             f"file {part.path.name}: document {index} is not "

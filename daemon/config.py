@@ -20,6 +20,11 @@ from dropsync.daemon.config_file import (
     resolve_path,
     store_location,
 )
+from dropsync.daemon.jsontext import DEFAULT_LIMITS, JsonLimits
+
+# orjson writes at most 254 levels: a deeper document could not get its canonical body.
+MAX_DEPTH_CEILING = 254
+MAX_DOCUMENT_MB_CEILING = 64.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +113,7 @@ class Config:
     inbox_poll_s: float = 1.0
     log_level: str = "info"
     listener: ListenerConfig | None = None  # None: no [listener] table, no listener
+    json_limits: JsonLimits = DEFAULT_LIMITS  # drop.max_depth, drop.max_document_mb
 
     def collection(self, name: str) -> CollectionConfig:
         """The config of ``name``; an unconfigured collection gets the shape-inferring default."""
@@ -216,6 +222,14 @@ def parse_config(raw: Mapping[str, Any], source: str) -> Config:
     rescan_s = drop.number("rescan_s", 30.0, minimum=0.1)
     ingest_batch = drop.integer("batch", 5000) or 5000
     parser_process_min_mb = drop.number("parser_process_min_mb", 8.0)
+    max_depth = drop.integer("max_depth", 64) or 64
+    if max_depth > MAX_DEPTH_CEILING:
+        raise drop.fail("max_depth", f"expected an integer from 1 to {MAX_DEPTH_CEILING}")
+    max_document_mb = drop.number("max_document_mb", 1.0, minimum=0.001)
+    if max_document_mb > MAX_DOCUMENT_MB_CEILING:
+        raise drop.fail(
+            "max_document_mb", f"expected a number from 0.001 to {MAX_DOCUMENT_MB_CEILING:g}"
+        )
     drop.reject_unknown()
     daemon = top.table("daemon")
     skew_s = daemon.number("max_clock_skew_s", 300.0)
@@ -266,6 +280,7 @@ def parse_config(raw: Mapping[str, Any], source: str) -> Config:
         inbox_poll_s=inbox_poll_s,
         log_level=log_level,
         listener=listener,
+        json_limits=JsonLimits(max_depth, int(max_document_mb * (1 << 20))),
     )
 
 

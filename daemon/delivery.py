@@ -38,7 +38,6 @@ from functools import partial
 
 import aiosqlite
 import anyio
-import orjson
 import structlog
 from dropsync.adapters.base import (
     OutgoingChange,
@@ -56,6 +55,7 @@ from dropsync.adapters.errors import (
 )
 from dropsync.daemon.clock import now_ms
 from dropsync.daemon.config import ProviderConfig
+from dropsync.daemon.jsontext import load_outgoing
 from dropsync.store import outbox
 from dropsync.store.handle import Store
 from dropsync.store.merge import MergeResult
@@ -94,7 +94,7 @@ class Backoff:
 
 def to_outgoing(provider: str, entry: outbox.OutboxEntry) -> OutgoingChange:
     """The adapter's view of an outbox entry."""
-    body = orjson.loads(entry.body) if entry.body is not None else None
+    body = load_outgoing(entry.body) if entry.body is not None else None
     return OutgoingChange(  # positional: thousands are made per batch
         entry.id,
         entry.collection,

@@ -18,7 +18,7 @@ import structlog
 import watchfiles
 from dropsync.daemon.clock import now_ms
 from dropsync.daemon.config import Config
-from dropsync.daemon.documents import inbox_change
+from dropsync.daemon.documents import FutureLimit, inbox_change
 from dropsync.daemon.errors import DocumentError
 from dropsync.store.handle import Store
 from dropsync.store.merge import (
@@ -35,6 +35,7 @@ log = structlog.get_logger(__name__)
 # Rows per transaction: small enough that a program inserting into the inbox is rarely kept
 # waiting for the write lock (SQLite's busy handler then sleeps in coarse steps).
 BATCH = 1000
+BATCH_MAX_BYTES = 16 << 20  # of bodies: a batch of large bodies is cut short
 BUSY_POLL_S = 0.05
 
 
@@ -58,20 +59,23 @@ class InboxApplier:
 
     def _apply_batch(
         self, conn: sqlite3.Connection
-    ) -> tuple[int, MergeResult, list[tuple[int, str]]]:
+    ) -> tuple[int, bool, MergeResult, list[tuple[int, str]]]:
         """One transaction (in the store's thread): validate and merge up to BATCH rows."""
-        rows = pending_inbox(conn, BATCH)
+        limits = self.config.json_limits
+        rows, more = pending_inbox(
+            conn, BATCH, max_body_bytes=limits.max_bytes, max_total_bytes=BATCH_MAX_BYTES
+        )
         now = now_ms()
+        future = FutureLimit.at(now, self.config.max_clock_skew_ms)
         changes: list[Change] = []
         rejected: list[tuple[int, str]] = []
-        requests = self.config.request_collections()
+        # Collections are read as their stored bytes (see pending_inbox).
+        requests = {name.encode() for name in self.config.request_collections()}
         for given in rows:
             # A request without a time is dated when it is read.
             row = (*given[:5], now) if given[5] is None and given[1] in requests else given
             try:
-                changes.append(
-                    inbox_change(row, max_skew_ms=self.config.max_clock_skew_ms, now_ms=now)
-                )
+                changes.append(inbox_change(row, future=future, limits=limits))
             except DocumentError as exc:
                 row_id = row[0]
                 assert isinstance(row_id, int)
@@ -79,13 +83,13 @@ class InboxApplier:
         if rejected:
             reject_inbox_rows(conn, rejected, now=now)
         merged = apply_changes(conn, changes, self.config.routes(), now=now)
-        return len(rows), merged, rejected
+        return len(rows), more, merged, rejected
 
     async def apply_pending(self) -> int:
         """Apply every pending row; returns how many rows were processed."""
         total = 0
         while True:
-            count, merged, rejected = await self.store.transact(self._apply_batch)
+            count, more, merged, rejected = await self.store.transact(self._apply_batch)
             if not count:
                 break
             total += count
@@ -99,7 +103,7 @@ class InboxApplier:
                 rejected=len(rejected),
             )
             self.on_merge(merged)
-            if count < BATCH:
+            if not more:
                 break
         return total
 

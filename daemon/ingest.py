@@ -2,7 +2,7 @@
 
 A file ``<drop>/<collection>/<name>.json|.ndjson`` is claimed by renaming it into
 ``<collection>/.processing/``; its sha256 goes into the ``files`` ledger; its
-documents are parsed as a stream (ijson for JSON, one line at a time for NDJSON)
+documents are parsed as a stream (``daemon.jsonstream``, a block at a time)
 and merged in batches, each batch in one transaction together with the file's
 progress, so a crash resumes after the last committed batch without applying
 anything twice. The policy is per document: good documents are applied, bad ones
@@ -215,6 +215,7 @@ class Ingestor:
             batch_size=config.ingest_batch,
             max_skew_ms=config.max_clock_skew_ms,
             now_ms=now_ms(),
+            limits=config.json_limits,
         )
         routes = config.routes()
         failures: list[DocumentFailure] = []

@@ -1,7 +1,8 @@
 """Reading a drop file's documents into batches of changes, here or in a parser process.
 
-Parsing (ijson, shape recognition, timestamps, the canonical body and its digest)
-is most of the CPU work of an ingest, and it needs no store. A big file is
+Parsing (splitting the file into documents and reading each, ``daemon.jsonstream``;
+shape recognition, timestamps, the canonical body and its digest) is most of the
+CPU work of an ingest, and it needs no store. A big file is
 therefore parsed in a separate process (``parser_main``, which imports only
 this module's few dependencies), streaming ready batches to the
 daemon over its stdout: the parser uses one core while the daemon's store thread
@@ -32,15 +33,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
-import ijson
-import orjson
 from dropsync.daemon.config import CollectionConfig
 from dropsync.daemon.documents import DocumentReader
 from dropsync.daemon.errors import DocumentError, DropsyncError
+from dropsync.daemon.jsonstream import json_documents, ndjson_documents
+from dropsync.daemon.jsontext import DEFAULT_LIMITS, Bad, JsonLimits
 from dropsync.daemon.memory import tune_garbage_collector
 from dropsync.store.merge import Change
 
 DOCUMENT_SUFFIXES = (".json", ".ndjson")
+# A batch is cut at batch_size documents or at this many characters of bodies, whichever
+# comes first: memory stays bounded when the documents are large.
+BATCH_MAX_CHARS = 8 << 20
 
 
 @dataclass(slots=True)
@@ -71,6 +75,7 @@ class ParseJob:
     max_skew_ms: int
     now_ms: int
     origin: str = field(default="drop")
+    limits: JsonLimits = field(default=DEFAULT_LIMITS)
 
 
 class ParsedBatch(NamedTuple):
@@ -90,20 +95,13 @@ class ParserProcessError(DropsyncError):
 PARSER_ARGS = ("-P", "-c", "from dropsync.daemon.parse import parser_main; parser_main()")
 
 
-def _first_byte(handle: IO[bytes]) -> bytes:
-    """The first non-blank byte of the file (after a UTF-8 BOM); the handle is rewound."""
-    head = handle.read(4096)
-    while head and not head.strip():
-        head = handle.read(4096)
-    handle.seek(0)
-    return head.removeprefix(b"\xef\xbb\xbf").lstrip()[:1]
-
-
-def iter_documents(path: Path) -> Iterator[tuple[int, object, int | None]]:
+def iter_documents(
+    path: Path, limits: JsonLimits = DEFAULT_LIMITS
+) -> Iterator[tuple[int, object, int | None]]:
     """Yield ``(index, document, line)``; a ``DocumentFailure`` stands in for a bad one.
 
-    Syntax errors in a JSON file end the stream (nothing after them can be read);
-    in NDJSON only the bad line is lost.
+    A bad document costs only itself wherever the file's syntax shows where the
+    next one starts (in NDJSON, always: the next line); see ``daemon.jsonstream``.
     """
     if path.suffix not in DOCUMENT_SUFFIXES:
         yield (
@@ -116,42 +114,17 @@ def iter_documents(path: Path) -> Iterator[tuple[int, object, int | None]]:
         return
     with path.open("rb") as handle:
         if path.suffix == ".ndjson":
-            index = 0
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    yield index, orjson.loads(line), number
-                except orjson.JSONDecodeError as exc:
-                    yield index, DocumentFailure(index, f"invalid JSON: {exc}", number), number
-                index += 1
+            for index, (value, line) in enumerate(ndjson_documents(handle, limits)):
+                if isinstance(value, Bad):
+                    yield index, DocumentFailure(index, value.reason, line), line
+                else:
+                    yield index, value, line
             return
-        first = _first_byte(handle)
-        if not first:
-            yield (
-                0,
-                DocumentFailure(0, "file is empty: expected a JSON array, object or NDJSON"),
-                None,
-            )
-            return
-        prefix = "item" if first == b"[" else ""
-        index = 0
-        try:
-            for document in ijson.items(
-                handle, prefix, use_float=True, multiple_values=True, buf_size=1 << 18
-            ):
-                yield index, document, None
-                index += 1
-        except ijson.JSONError as exc:
-            yield (
-                index,
-                DocumentFailure(
-                    index,
-                    f"invalid JSON after {index} document(s): {exc}; the rest of the file "
-                    "could not be read",
-                ),
-                None,
-            )
+        for index, value in enumerate(json_documents(handle, limits)):
+            if isinstance(value, Bad):
+                yield index, DocumentFailure(index, value.reason), None
+            else:
+                yield index, value, None
 
 
 def parse_batches(job: ParseJob) -> Iterator[ParsedBatch]:
@@ -160,10 +133,11 @@ def parse_batches(job: ParseJob) -> Iterator[ParsedBatch]:
         job.collection, origin=job.origin, max_skew_ms=job.max_skew_ms, now_ms=job.now_ms
     )
     batch: list[Change] = []
+    chars = 0  # of the batch's bodies
     failures: list[DocumentFailure] = []
     rejected = 0
     seen = job.resume_from
-    for index, document, line in iter_documents(job.path):
+    for index, document, line in iter_documents(job.path, job.limits):
         failure = None
         if isinstance(document, DocumentFailure):
             failure = document
@@ -175,6 +149,7 @@ def parse_batches(job: ParseJob) -> Iterator[ParsedBatch]:
             else:
                 if index >= job.resume_from:
                     batch.append(change)
+                    chars += len(change.body or "")
         if index < job.resume_from:
             if failure is not None:
                 failures.append(failure)  # re-listed for the receipt only
@@ -183,9 +158,9 @@ def parse_batches(job: ParseJob) -> Iterator[ParsedBatch]:
         if failure is not None:
             failures.append(failure)
             rejected += 1
-        if len(batch) >= job.batch_size:
+        if len(batch) >= job.batch_size or chars >= BATCH_MAX_CHARS:
             yield ParsedBatch(batch, seen, failures, rejected)
-            batch, failures, rejected = [], [], 0
+            batch, failures, rejected, chars = [], [], 0, 0
     yield ParsedBatch(batch, seen, failures, rejected)
 
 

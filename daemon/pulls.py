@@ -25,9 +25,9 @@ from collections.abc import Callable, Sequence
 import anyio
 import structlog
 from dropsync.adapters.base import IncomingChange, PullStream, StreamPage, StreamPuller
-from dropsync.daemon.clock import format_timestamp, now_ms
+from dropsync.daemon.clock import now_ms
 from dropsync.daemon.config import Config, ProviderConfig
-from dropsync.daemon.documents import canonical
+from dropsync.daemon.documents import FutureLimit, canonical
 from dropsync.daemon.errors import DocumentError
 from dropsync.store import cursors, pulled
 from dropsync.store.handle import Store
@@ -47,16 +47,8 @@ def incoming_to_change(
     origin: str | None = None,
 ) -> Change | None:
     """A pulled change as a merge change; None (logged) if it cannot be taken as it is."""
-    if incoming.updated_at > now + max_skew_ms:
-        log.warning(
-            "pull_change_rejected",
-            provider=provider,
-            key=incoming.key,
-            reason=f"timestamp {format_timestamp(incoming.updated_at)} is ahead of the "
-            "clock by more than daemon.max_clock_skew_s",
-        )
-        return None
     try:
+        FutureLimit.at(now, max_skew_ms).check(incoming.updated_at, "updated_at")
         body, digest = canonical(incoming.body)
     except DocumentError as exc:
         log.warning("pull_change_rejected", provider=provider, key=incoming.key, reason=str(exc))

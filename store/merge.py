@@ -253,14 +253,42 @@ def _fan_out(
         result.providers.add(provider)
 
 
-def pending_inbox(db: sqlite3.Connection, limit: int) -> list[tuple[object, ...]]:
-    """The oldest unprocessed inbox rows: (id, collection, key, op, body, updated_at)."""
-    rows = db.execute(
-        "SELECT id, collection, key, op, body, updated_at FROM inbox "
-        "WHERE status = 'pending' ORDER BY id LIMIT ?",
-        (limit,),
-    ).fetchall()
-    return [tuple(row) for row in rows]
+def _as_bytes(column: str) -> str:
+    # Text as its stored bytes: Python would raise decoding text that is not UTF-8.
+    return f"CASE WHEN typeof({column}) = 'text' THEN CAST({column} AS BLOB) ELSE {column} END"
+
+
+_PENDING_INBOX = (
+    f"SELECT id, {_as_bytes('collection')}, {_as_bytes('key')}, {_as_bytes('op')}, "
+    "CASE WHEN length(CAST(body AS BLOB)) > :max_body THEN length(CAST(body AS BLOB)) "
+    f"ELSE {_as_bytes('body')} END, {_as_bytes('updated_at')} "
+    "FROM inbox WHERE status = 'pending' ORDER BY id LIMIT :limit"
+)
+
+
+def pending_inbox(
+    db: sqlite3.Connection, limit: int, *, max_body_bytes: int, max_total_bytes: int
+) -> tuple[list[tuple[object, ...]], bool]:
+    """The oldest unprocessed inbox rows ``(id, collection, key, op, body, updated_at)``,
+    and whether more may be pending.
+
+    Text columns come as their stored bytes, undecoded (another program may have
+    written text that is not UTF-8; the caller rejects such a row, it is no error
+    here). A body longer than ``max_body_bytes`` comes as its length (an integer,
+    which a TEXT body never is), so it is never read into memory. Rows stop at
+    ``limit``, or once their bodies reach ``max_total_bytes``.
+    """
+    cursor = db.execute(_PENDING_INBOX, {"max_body": max_body_bytes, "limit": limit})
+    rows: list[tuple[object, ...]] = []
+    total = 0
+    for row in cursor:
+        rows.append(tuple(row))
+        body = row[4]
+        total += len(body) if isinstance(body, bytes) else 0
+        if total >= max_total_bytes:
+            cursor.close()
+            return rows, True
+    return rows, len(rows) == limit
 
 
 def reject_inbox_rows(

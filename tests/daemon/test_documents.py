@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 from dropsync.daemon.config import CollectionConfig
-from dropsync.daemon.documents import DocumentReader, inbox_change, parse_timestamp
+from dropsync.daemon.documents import (
+    DocumentReader,
+    FutureLimit,
+    inbox_change,
+    parse_timestamp,
+)
 from dropsync.daemon.errors import DocumentError
 
 NOW = 1_700_000_000_000
@@ -96,11 +101,11 @@ def test_future_timestamp_beyond_skew_is_refused() -> None:
 )
 def test_bad_inbox_rows_get_a_reason(row: tuple[object, ...], reason: str) -> None:
     with pytest.raises(DocumentError, match=reason):
-        inbox_change(row, max_skew_ms=0, now_ms=NOW)
+        inbox_change(row, future=FutureLimit.at(NOW, 0))
 
 
 def test_inbox_delete_may_have_no_body() -> None:
     change = inbox_change(
-        (9, "c", "k", "delete", None, "2020-01-01T00:00:00Z"), max_skew_ms=0, now_ms=NOW
+        (9, "c", "k", "delete", None, "2020-01-01T00:00:00Z"), future=FutureLimit.at(NOW, 0)
     )
     assert change.deleted and change.body is None and change.inbox_id == 9

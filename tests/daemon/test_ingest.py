@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from dropsync.daemon.config import Config, parse_config
 from dropsync.daemon.ingest import Ingestor
 from dropsync.daemon.parse import iter_documents
 from dropsync.store.handle import Store
+from structlog.testing import capture_logs
 
 pytestmark = pytest.mark.anyio
 BOTH_PARSERS = pytest.mark.parametrize(
@@ -120,7 +122,8 @@ async def test_syntax_error_names_the_document_and_next_file_still_ingests(
         report = await ingestor.ingest_dropped(broken)
         assert report is not None and report.status == "quarantined"
         assert report.failures[0].index == 1
-        assert "invalid JSON after 1 document" in report.failures[0].reason
+        assert "the file ends inside this document" in report.failures[0].reason
+        assert len(report.failures) == 1
         good = drop(config, "users", "good.json", orjson.dumps([envelope(5)]))
         assert (await ingestor.ingest_dropped(good)).status == "done"  # type: ignore[union-attr]
     assert [r[0] for r in records(config)] == ["1", "5"]
@@ -194,3 +197,147 @@ async def test_unsupported_file_type_is_quarantined_with_a_reason(tmp_path: Path
         (config.drop_path / "users/.quarantine/export.csv.error.json").read_bytes()
     )
     assert "unsupported file type '.csv'" in receipt["errors"][0]["reason"]
+
+
+# Documents the old parser changed, lost, or choked on (issue 9, items 2, 9, 10): each
+# bad document is rejected with its reason; the rest of the file goes on. The JSON and
+# NDJSON forms, parsed here and in a parser process, must agree.
+BIG = 123456789012345678901234567890
+AWKWARD = [
+    b'{"data": {"id": 1, "n": 123456789012345678901234567890}, "updatedAt": 1000}',
+    b'{"data": {"id": 2, "n": 1e400}, "updatedAt": 1000}',
+    b'{"data": {"id": 3, "n": NaN}, "updatedAt": 1000}',
+    b'{"data": {"id": 4, "n": -Infinity}, "updatedAt": 1000}',
+    b'{"data": {"id": 5, "n": 1e-400}, "updatedAt": 1000}',
+    b'{"data": {"id": 6, "n": 0.1, "m": -9223372036854775809}, "updatedAt": 1000}',
+    b'{"data": {"id": 7, "s": "\\ud800"}, "updatedAt": 1000}',
+    b'{"data": {"id": 8, "s": "caf\xff"}, "updatedAt": 1000}',
+    b'{"data": {"id": 9, "s": "\xc0\xaf"}, "updatedAt": 1000}',
+    b'{"data": {"id": 10, "s": "\xed\xa0\x80"}, "updatedAt": 1000}',
+    b'{"data": {"id": 11, "deep": ' + b"[" * 70 + b"]" * 70 + b"}, " + b'"updatedAt": 1000}',
+    b'{"data": {"id": 12, "s": "caf\xc3\xa9 \\ud83d\\ude00"}, "updatedAt": 1000}',
+]
+AWKWARD_REASONS = {
+    1: "too large for a 64-bit float",
+    2: "NaN is not a JSON number",
+    3: "-Infinity is not a JSON number",
+    4: "too small for a 64-bit float",
+    6: "lone UTF-16 surrogate",
+    7: "byte 0xFF",
+    8: "byte 0xC0",
+    9: "byte 0xED",
+    10: "nested more than 64 levels deep (drop.max_depth)",
+}
+
+
+@BOTH_PARSERS
+@pytest.mark.parametrize("form", ["json", "ndjson"])
+async def test_numbers_and_text_are_kept_exactly_or_that_document_is_rejected(
+    tmp_path: Path, parser_process: bool, form: str
+) -> None:
+    config = make_config(tmp_path, parser_process)
+    if form == "json":
+        content = b"[\n" + b",\n".join(AWKWARD) + b"\n]\n"
+    else:
+        content = b"\n".join(AWKWARD) + b"\n"
+    path = drop(config, "users", f"awkward.{form}", content)
+    with capture_logs() as logs:
+        async with await Store.open(config.store_path) as store:
+            report = await Ingestor(store, config).ingest_dropped(path)
+    assert report is not None and report.status == "quarantined"
+    reasons = {f.index: f.reason for f in report.failures}
+    assert set(reasons) == set(AWKWARD_REASONS), reasons
+    for index, words in AWKWARD_REASONS.items():
+        assert words in reasons[index], (index, reasons[index])
+    bodies = dict(bodies_of(config))
+    assert set(bodies) == {"1", "6", "12"}
+    # Every digit kept, in the store as text and as a number JSON readers see.
+    assert f'"n":{BIG}' in bodies["1"]
+    assert json.loads(bodies["1"])["data"]["n"] == BIG
+    assert json.loads(bodies["6"])["data"] == {"id": 6, "n": 0.1, "m": -9223372036854775809}
+    assert json.loads(bodies["12"])["data"]["s"] == "café \U0001f600"
+    assert not any(entry["log_level"] in ("error", "critical") for entry in logs)
+    assert not list((config.drop_path / "users/.processing").iterdir())
+    assert (config.drop_path / f"users/.quarantine/awkward.{form}").exists()
+
+
+def bodies_of(config: Config) -> list[tuple[str, str]]:
+    raw = sqlite3.connect(config.store_path)
+    try:
+        return raw.execute("SELECT key, body FROM records ORDER BY key").fetchall()
+    finally:
+        raw.close()
+
+
+@BOTH_PARSERS
+async def test_a_utf8_bom_is_accepted_and_utf16_is_quarantined_with_the_reason(
+    tmp_path: Path, parser_process: bool
+) -> None:
+    config = make_config(tmp_path, parser_process)
+    text = orjson.dumps([envelope(1), envelope(2)]).decode()
+    async with await Store.open(config.store_path) as store:
+        ingestor = Ingestor(store, config)
+        bom = await ingestor.ingest_dropped(
+            drop(config, "users", "bom.json", b"\xef\xbb\xbf" + text.encode())
+        )
+        utf16 = await ingestor.ingest_dropped(
+            drop(config, "users", "wide.json", text.encode("utf-16"))
+        )
+        bare16 = await ingestor.ingest_dropped(
+            drop(config, "users", "wide.ndjson", text.encode("utf-16-le"))
+        )
+    assert bom is not None and bom.status == "done" and bom.applied == 2
+    assert utf16 is not None and utf16.status == "quarantined"
+    assert "UTF-16" in utf16.failures[0].reason and "save it as UTF-8" in utf16.failures[0].reason
+    assert bare16 is not None and bare16.status == "quarantined"
+    assert "save it as UTF-8" in bare16.failures[0].reason
+    assert not list((config.drop_path / "users/.processing").iterdir())
+
+
+@BOTH_PARSERS
+async def test_deep_nesting_is_refused_in_bounded_time_and_the_next_document_read(
+    tmp_path: Path, parser_process: bool
+) -> None:
+    config = make_config(tmp_path, parser_process)
+    nested = b"[" + b"[" * 100_000 + b"]" * 100_000 + b", " + orjson.dumps(envelope(1)) + b"]"
+    unclosed = b"[" * 100_000
+    async with await Store.open(config.store_path) as store:
+        ingestor = Ingestor(store, config)
+        first = await ingestor.ingest_dropped(drop(config, "users", "nested.json", nested))
+        second = await ingestor.ingest_dropped(drop(config, "users", "unclosed.json", unclosed))
+    assert first is not None and first.status == "quarantined" and first.applied == 1
+    assert [f.index for f in first.failures] == [0]
+    assert "nested more than 64 levels deep (drop.max_depth)" in first.failures[0].reason
+    assert second is not None and second.status == "quarantined"
+    assert "nested more than 64 levels deep" in second.failures[0].reason
+    assert (config.drop_path / "users/.quarantine/unclosed.json").exists()
+
+
+@BOTH_PARSERS
+@pytest.mark.parametrize("form", ["json", "ndjson"])
+async def test_a_document_over_the_size_limit_is_skipped_unread(
+    tmp_path: Path, parser_process: bool, form: str
+) -> None:
+    config = parse_config(
+        {
+            "store": {"path": str(tmp_path / "s.db")},
+            "drop": {
+                "path": str(tmp_path / "drop"),
+                "parser_process_min_mb": 0 if parser_process else 8,
+                "max_document_mb": 0.01,  # 10,485 bytes
+            },
+        },
+        "test.toml",
+    )
+    many_keys = {"data": {"id": 1, **{f"k{i}": i for i in range(5000)}}, "updatedAt": 1}
+    long_text = {"data": {"id": 2, "s": "x" * 300_000}, "updatedAt": 1}
+    docs = [many_keys, envelope(3), long_text, envelope(4)]
+    content = orjson.dumps(docs) if form == "json" else b"\n".join(map(orjson.dumps, docs))
+    async with await Store.open(config.store_path) as store:
+        report = await Ingestor(store, config).ingest_dropped(
+            drop(config, "users", f"big.{form}", content)
+        )
+    assert report is not None and report.status == "quarantined"
+    assert [f.index for f in report.failures] == [0, 2]
+    assert all("longer than the limit of 10,485 bytes" in f.reason for f in report.failures)
+    assert [r[0] for r in records(config)] == ["3", "4"]

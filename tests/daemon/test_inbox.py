@@ -1,0 +1,153 @@
+"""The SQL inbox applier on a real store: rows other programs INSERT, good and bad."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+from dropsync.daemon.config import Config, parse_config
+from dropsync.daemon.inbox import InboxApplier
+from dropsync.store.handle import Store
+
+pytestmark = pytest.mark.anyio
+TS = 1_600_000_000_000
+BIG = 123456789012345678901234567890
+
+
+def make_config(tmp_path: Path, **drop: object) -> Config:
+    return parse_config(
+        {
+            "store": {"path": str(tmp_path / "s.db")},
+            "drop": {"path": str(tmp_path / "drop"), **drop},
+            "collections": {"contacts": {"key": "email", "timestamp": "at"}},
+        },
+        "test.toml",
+    )
+
+
+def insert(config: Config, *rows: str) -> None:
+    """INSERT rows as another program would: each a SQL VALUES tuple."""
+    raw = sqlite3.connect(config.store_path)
+    try:
+        for values in rows:
+            raw.execute(
+                f"INSERT INTO inbox (collection, key, op, body, updated_at) VALUES {values}"
+            )
+        raw.commit()
+    finally:
+        raw.close()
+
+
+def outcome(config: Config) -> list[tuple[str, str | None]]:
+    raw = sqlite3.connect(config.store_path)
+    try:
+        return raw.execute("SELECT status, reason FROM inbox ORDER BY id").fetchall()
+    finally:
+        raw.close()
+
+
+def records(config: Config) -> dict[str, tuple[str | None, int]]:
+    raw = sqlite3.connect(config.store_path)
+    try:
+        return {
+            key: (body, deleted)
+            for key, body, deleted in raw.execute("SELECT key, body, deleted FROM records")
+        }
+    finally:
+        raw.close()
+
+
+async def apply(config: Config) -> int:
+    async with await Store.open(config.store_path) as store:
+        return await InboxApplier(store, config, lambda merged: None).apply_pending()
+
+
+async def test_an_upsert_body_must_be_a_json_object(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    await apply(config)  # creates the store
+    insert(
+        config,
+        f"('contacts', 'null', 'upsert', 'null', {TS})",
+        f"('contacts', 'array', 'upsert', '[1, 2]', {TS})",
+        f"('contacts', 'string', 'upsert', '\"text\"', {TS})",
+        f"('contacts', 'number', 'upsert', '5', {TS})",
+        f"('contacts', 'bool', 'upsert', 'true', {TS})",
+        f"('contacts', 'del-array', 'delete', '[1]', {TS})",
+        f"('contacts', 'del-null', 'delete', 'null', {TS})",
+        f"('contacts', 'ok', 'upsert', '{{\"email\": \"ok\"}}', {TS})",
+    )
+    assert await apply(config) == 8
+    rows = outcome(config)
+    kinds = ["null", "an array", "a string", "a number", "true or false"]
+    for (status, reason), kind in zip(rows[:5], kinds, strict=True):
+        assert status == "rejected"
+        assert reason == f"body is {kind}; an upsert's body must be a JSON object"
+    assert rows[5][0] == "rejected" and "a delete's body, when given, must be a JSON object" in (
+        rows[5][1] or ""
+    )
+    assert rows[6:] == [("applied", None), ("applied", None)]
+    assert records(config) == {"del-null": (None, 1), "ok": ('{"email":"ok"}', 0)}
+
+
+async def test_integers_past_64_bits_keep_their_digits_and_1e400_is_rejected(
+    tmp_path: Path,
+) -> None:
+    config = make_config(tmp_path)
+    await apply(config)
+    insert(
+        config,
+        f"('contacts', 'big', 'upsert', '{{\"n\": {BIG}, \"m\": -{BIG}}}', {TS})",
+        f"('contacts', 'huge', 'upsert', '{{\"n\": 1e400}}', {TS})",
+        f"('contacts', 'nan', 'upsert', '{{\"n\": NaN}}', {TS})",
+        f"('contacts', 'after', 'upsert', '{{\"n\": 0.1}}', {TS})",
+    )
+    await apply(config)
+    rows = outcome(config)
+    assert rows[0] == ("applied", None) and rows[3] == ("applied", None)
+    assert rows[1][0] == "rejected" and "1e400 is too large for a 64-bit float" in str(rows[1][1])
+    assert rows[2][0] == "rejected" and "NaN is not a JSON number" in str(rows[2][1])
+    body = records(config)["big"][0]
+    assert body == f'{{"m":-{BIG},"n":{BIG}}}'
+    assert json.loads(str(body)) == {"n": BIG, "m": -BIG}
+
+
+@pytest.mark.parametrize(
+    ("values", "column"),
+    [
+        (f"('contacts', 'k', 'upsert', CAST(X'7BFF7D' AS TEXT), {TS})", "body"),
+        (f"('contacts', CAST(X'6BFF' AS TEXT), 'upsert', '{{}}', {TS})", "key"),
+        (f"(CAST(X'63FF' AS TEXT), 'k', 'upsert', '{{}}', {TS})", "collection"),
+        ("('contacts', 'k', CAST(X'7570FF' AS TEXT), '{}', 5)", "op"),
+        ("('contacts', 'k', 'upsert', '{}', CAST(X'32FF' AS TEXT))", "updated_at"),
+    ],
+)
+async def test_text_that_is_not_utf8_is_rejected_and_the_rows_after_it_applied(
+    tmp_path: Path, values: str, column: str
+) -> None:
+    config = make_config(tmp_path)
+    await apply(config)
+    insert(config, values, f"('contacts', 'after', 'upsert', '{{\"email\": \"a\"}}', {TS})")
+    assert await apply(config) == 2
+    (status, reason), after = outcome(config)
+    assert status == "rejected"
+    assert reason is not None and reason.startswith(column) and "not valid UTF-8" in reason
+    assert after == ("applied", None)
+
+
+async def test_a_body_over_the_size_limit_is_rejected_without_being_read(tmp_path: Path) -> None:
+    config = make_config(tmp_path, max_document_mb=0.001)  # 1,048 bytes
+    await apply(config)
+    insert(
+        config,
+        f"('contacts', 'big', 'upsert', '{{\"s\": \"' || printf('%.2000c', 'x') || '\"}}', {TS})",
+        f"('contacts', 'deep', 'upsert', '{{\"s\": ' || printf('%.100c', '[') || "
+        f"printf('%.100c', ']') || '}}', {TS})",
+        f"('contacts', 'ok', 'upsert', '{{}}', {TS})",
+    )
+    await apply(config)
+    big, deep, ok = outcome(config)
+    assert big[0] == "rejected" and "longer than the limit of 1,048" in str(big[1])
+    assert deep[0] == "rejected" and "nested more than 64 levels deep" in str(deep[1])
+    assert ok == ("applied", None)
