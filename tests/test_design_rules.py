@@ -5,7 +5,9 @@
 * ``status`` (and ``--help``, ``--version``) stays light: no event loop, no HTTP client,
   no structlog, nothing of the daemon's runtime;
 * ``Change``'s fields are, in order, the columns of the ``records`` upsert;
-* one copy of each rule: one ``now_ms``; the provider kinds come from the adapter registry.
+* one copy of each rule: one ``now_ms``; the provider kinds come from the adapter registry;
+  one canonical body and digest (``documents.canonical``); one future-timestamp check
+  (``documents.FutureLimit``).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import ast
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import anyio
@@ -279,3 +281,89 @@ def test_the_config_accepts_exactly_the_kinds_of_the_adapter_registry() -> None:
     assert str(refused.value) == (
         f"<test>: providers.p.kind: unknown kind 'nope'; expected one of {', '.join(KINDS)}"
     )
+
+
+def _product_trees() -> Iterator[tuple[str, ast.AST]]:
+    """(module, syntax tree) of the product code, emulators left out (see definitions_of)."""
+    for folder in CODE_FOLDERS:
+        for path, module in _modules(folder):
+            if not module.startswith("dropsync.adapters.emulators"):
+                yield module, ast.parse(path.read_text(encoding="utf-8"), str(path))
+
+
+def _enclosing_functions(tree: ast.AST, wanted: Callable[[ast.AST], bool]) -> list[str]:
+    """The name of the function around each node ``wanted`` picks (``""`` at module level)."""
+    found: list[str] = []
+
+    def visit(node: ast.AST, function: str) -> None:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            function = node.name
+        if wanted(node):
+            found.append(function)
+        for child in ast.iter_child_nodes(node):
+            visit(child, function)
+
+    visit(tree, "")
+    return found
+
+
+def _is_digest(node: ast.AST) -> bool:
+    # sha256(...).hexdigest()[:32]: a digest cut to the length the store keeps.
+    return (
+        isinstance(node, ast.Subscript)
+        and isinstance(node.value, ast.Call)
+        and isinstance(node.value.func, ast.Attribute)
+        and node.value.func.attr == "hexdigest"
+    )
+
+
+def test_one_canonical_body_and_digest() -> None:
+    # Keys sorted for a body, and a body digest, are written in documents.canonical alone.
+    sorting, digests = [], []
+    for module, tree in _product_trees():
+        sorting += [
+            f"{module}.{function}"
+            for function in _enclosing_functions(
+                tree, lambda node: isinstance(node, ast.Attribute) and node.attr == "OPT_SORT_KEYS"
+            )
+        ]
+        digests += [f"{module}.{function}" for function in _enclosing_functions(tree, _is_digest)]
+    assert set(sorting) == {
+        "dropsync.daemon.documents.canonical",
+        "dropsync.daemon.documents._canonical_slowly",  # the same body, long integers kept
+    }
+    assert digests == ["dropsync.daemon.documents.canonical"]
+
+
+def _skewed(node: ast.AST) -> bool:
+    """An operand that is, or adds, an allowed clock skew (``max_skew_ms`` and the like)."""
+    if isinstance(node, ast.Name):
+        return "skew" in node.id.lower()
+    if isinstance(node, ast.Attribute):
+        return "skew" in node.attr.lower()
+    if isinstance(node, ast.BinOp):
+        return _skewed(node.left) or _skewed(node.right)
+    return False
+
+
+def test_one_future_timestamp_check() -> None:
+    # The allowed clock skew is added to a clock, or compared with, in FutureLimit alone.
+    found = [
+        f"{module}.{function}"
+        for module, tree in _product_trees()
+        for function in _enclosing_functions(
+            tree,
+            lambda node: (
+                (
+                    isinstance(node, ast.BinOp)
+                    and isinstance(node.op, ast.Add)
+                    and (_skewed(node.left) or _skewed(node.right))
+                )
+                or (
+                    isinstance(node, ast.Compare)
+                    and any(map(_skewed, [node.left, *node.comparators]))
+                )
+            ),
+        )
+    ]
+    assert found == ["dropsync.daemon.documents.at"]  # FutureLimit.at
