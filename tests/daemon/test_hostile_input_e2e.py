@@ -24,6 +24,7 @@ from starlette.responses import Response
 
 from tests.support import DaemonProcess, query, wait_until
 
+pytestmark = pytest.mark.e2e  # a real daemon subprocess: `pytest -m "not e2e"` skips these
 TS = 1_700_000_000_000
 BIG = 123456789012345678901234567890
 NESTED = b"[" * 100_000  # 100 KB: the file that took 24 GB
