@@ -86,7 +86,8 @@ def test_a_file_of_100000_nested_brackets_is_quarantined_and_the_daemon_goes_on(
     folder = tmp_path / "drop/contacts"
     drop_file(folder, "nested.json", NESTED)
     receipt = folder / ".quarantine/nested.json.error.json"
-    wait_until(receipt.exists, what="quarantine receipt")
+    # The receipt is written first, the file moved last.
+    wait_until((folder / ".quarantine/nested.json").exists, what="the file in .quarantine")
     errors = orjson.loads(receipt.read_bytes())["errors"]
     assert "nested more than 64 levels deep (drop.max_depth)" in errors[0]["reason"]
     assert not list((folder / ".processing").iterdir())
