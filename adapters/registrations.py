@@ -352,8 +352,12 @@ class RegistrationsProvider:
             if top is not None and (greatest is None or top[0] > greatest[0]):
                 greatest = top
             read += len(page.items)
+            before = len(seen)
             seen.update(keys)
             last = not page.items or read >= page.total
+            if page.items and len(seen) == before and not skipped:
+                # Nothing new on a whole page: the provider ignores `page` (or loops). Stop.
+                last, settled = True, False
             if last:
                 settled = settled and read == total and len(seen) == total
             yield StreamPage(

@@ -235,6 +235,10 @@ class ProviderSupervisor:
                 log.warning("pull_auth_failed", provider=config.name, error=str(exc))
             except ProviderError as exc:
                 log.warning("pull_failed", provider=config.name, error=str(exc))
+            except sqlite3.Error as exc:
+                # The store is busy (another program holds its lock) or full: what was
+                # committed stays, the cursors did not move, the next tick tries again.
+                log.warning("pull_store_failed", provider=config.name, error=str(exc))
             await anyio.sleep(config.pull_interval_s)
 
 

@@ -574,3 +574,19 @@ def test_master_sessions_appear_follow_and_go() -> None:
     tombstone = next(r for r in records if r[0] == "master:" + nine)
     assert not again.deleted and again.updated_at > tombstone[1]
     assert again.body is not None and again.body["sessions"] == ["a", "c"]
+
+
+async def test_a_provider_ignoring_the_page_number_stops_the_pull(
+    registrations_server: EmulatorServer,
+) -> None:
+    page = (
+        b'{"items": [{"id": "a", "utcModifiedDate": "2026-01-01T00:00:00Z"}], '
+        b'"total": 1000000000000}'
+    )
+    emulator = emulator_of(registrations_server)
+    async with provider(registrations_server) as p:
+        await pages(p, "sessions")
+        for _ in range(3):
+            emulator.queue_raw(200, page, route="GET /sessions")
+        got = await pages(p, "sessions")
+    assert len(got) == 2 and got[-1].last and not got[-1].settled

@@ -247,3 +247,34 @@ def test_check_config_names_a_missing_credential(tmp_path: Path, drop: str, key:
     )
     assert done.returncode == 2
     assert key in done.stderr and PASSWORD not in done.stderr + done.stdout
+
+
+def test_a_store_locked_by_another_program_pauses_pulls_without_exiting(
+    tmp_path: Path, lenos: EmulatorServer
+) -> None:
+    emulator = emulator_of(lenos)
+    daemon = daemon_for(tmp_path, lenos, pull_interval_s=0.2)
+    try:
+        daemon.start()
+        daemon.wait_for("pulled", stream="participants")
+        holder = sqlite3.connect(tmp_path / "store.db", timeout=10, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")  # another program holds the write lock
+        emulator.put("participants", [{"id": "p2", "RegistrationStatus": "Cancelled"}])
+        daemon.wait_for("pull_store_failed")
+        holder.execute("ROLLBACK")
+        holder.close()
+        wait_until(
+            lambda: (
+                query(
+                    tmp_path / "store.db",
+                    "SELECT json_extract(body, '$.fp_status') FROM records "
+                    "WHERE collection = 'participants' AND key = 'p2'",
+                )
+                == [("cancelled",)]
+            ),
+            what="the change pulled once the lock is gone",
+        )
+        assert daemon.process is not None and daemon.process.poll() is None
+        assert daemon.stop() == 0
+    finally:
+        daemon.close()
