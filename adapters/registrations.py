@@ -334,7 +334,7 @@ class RegistrationsProvider:
         url = self._url(stream.name)
         size = self.options.page_size
         page_number, read, total = 1, 0, None
-        seen: set[str] = set()
+        previous: list[str] = []  # the last page's ids (memory stays one page deep)
         settled = True
         while True:
             params: dict[str, str | int] = {"page": page_number, "pageSize": size}
@@ -352,14 +352,13 @@ class RegistrationsProvider:
             if top is not None and (greatest is None or top[0] > greatest[0]):
                 greatest = top
             read += len(page.items)
-            before = len(seen)
-            seen.update(keys)
             last = not page.items or read >= page.total
-            if page.items and len(seen) == before and not skipped:
-                # Nothing new on a whole page: the provider ignores `page` (or loops). Stop.
+            if keys and keys == previous:
+                # The same page again: the provider ignores `page` (or loops). Stop.
                 last, settled = True, False
+            previous = keys
             if last:
-                settled = settled and read == total and len(seen) == total
+                settled = settled and read == total
             yield StreamPage(
                 changes=changes,
                 cursor=None if greatest is None else greatest[1],
