@@ -135,8 +135,7 @@ class ProviderSupervisor:
                 await outbox.register_providers(
                     db, [(p.name, p.kind) for p in self.config.providers.values()], now=now_ms()
                 )
-            await self.store.transact(callbacks.set_confirm_timeouts, confirm_timeouts(self.config))
-            await self.store.transact(set_routes, self.config)
+            await self.store.transact(_set_provider_settings, self.config)
             self._scope = anyio.CancelScope()
             with self._scope:
                 async with anyio.create_task_group() as tg:
@@ -240,6 +239,12 @@ class ProviderSupervisor:
                 # committed stays, the cursors did not move, the next tick tries again.
                 log.warning("pull_store_failed", provider=config.name, error=str(exc))
             await anyio.sleep(config.pull_interval_s)
+
+
+def _set_provider_settings(conn: sqlite3.Connection, config: Config) -> None:
+    """One transaction at start and on reload: confirm timeouts and request routes."""
+    callbacks.set_confirm_timeouts(conn, confirm_timeouts(config))
+    set_routes(conn, config)
 
 
 def _merge_pulled(
