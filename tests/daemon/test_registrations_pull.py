@@ -338,3 +338,24 @@ async def test_remove_outdated_sessions_spares_master_sessions(
         await puller.run("sessions")
     assert await tombstones(store, "sessions") == {"z"}
     assert "master:" + nine in await live(store, "sessions")
+
+
+async def test_a_pulled_integer_of_any_size_keeps_its_digits_in_the_store(
+    server: EmulatorServer, store: Store
+) -> None:
+    emulator_of(server).queue_raw(
+        200,
+        b'{"items": [{"id": "big", "utcModifiedDate": "2026-01-01T00:00:00.000Z", '
+        b'"n": 123456789012345678901234567890}], "total": 1}',
+        route="GET /locations",
+    )
+    puller = Puller(server, store)
+    async with puller.provider:
+        await puller.run("locations")
+    async with store.read() as db:
+        rows = await db.execute_fetchall(
+            "SELECT body FROM records WHERE collection = 'locations' AND key = 'big'"
+        )
+    assert [r[0] for r in rows] == [
+        '{"id":"big","n":123456789012345678901234567890,"utcModifiedDate":"2026-01-01T00:00:00.000Z"}'
+    ]
