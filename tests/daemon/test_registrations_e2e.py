@@ -278,3 +278,36 @@ def test_a_store_locked_by_another_program_pauses_pulls_without_exiting(
         assert daemon.stop() == 0
     finally:
         daemon.close()
+
+
+def test_sigkill_mid_pull_keeps_the_cursor_and_the_next_run_completes(
+    tmp_path: Path, lenos: EmulatorServer
+) -> None:
+    emulator = emulator_of(lenos)
+    emulator.seed(participants=3000)
+    emulator.faults.update(latency_ms=500)  # six slow pages: time to kill between them
+    daemon = daemon_for(tmp_path, lenos, pull_interval_s=0.2)
+    store = tmp_path / "store.db"
+
+    def participants() -> int:
+        return int(
+            query(store, "SELECT COUNT(*) FROM records WHERE collection = 'participants'")[0][0]
+        )
+
+    def cursor() -> list[tuple[str]]:
+        return query(
+            store, "SELECT value FROM cursors WHERE provider = 'lenos' AND name = 'participants'"
+        )
+
+    try:
+        daemon.start()
+        wait_until(lambda: participants() > 0, what="a first page committed")
+        daemon.kill()
+        assert 0 < participants() < 3000 and cursor() == []  # cut mid-pages: no cursor
+        emulator.faults.clear()
+        daemon.start()
+        wait_until(cursor, what="the pull settled")
+        assert participants() == 3000
+        assert daemon.stop() == 0
+    finally:
+        daemon.close()
