@@ -6,6 +6,11 @@ An emulator is a Starlette app served by uvicorn in a background thread
 
 * ``POST /_emulator/faults`` with JSON ``{"status": 503, "count": 2, "retry_after": "2",
   "failure_rate": 0.1, "latency_ms": 50, "drop": 1, "seed": 7}`` (all optional);
+* an answer of any shape: ``{"status": 200, "body": "<html>...", "headers": {"Location":
+  "..."}, "content_type": "text/html"}`` answers with exactly that (any status, 2xx
+  included) instead of applying the request; ``{authorization}`` in the body or a header
+  value is replaced by the request's own ``Authorization`` header (a provider that echoes
+  it back);
 * ``GET /_emulator/state``: requests received, applications per record version;
 * ``POST /_emulator/reset``: forget faults and everything received.
 
@@ -40,6 +45,9 @@ class Faults:
     status: int | None = None
     count: int | None = None
     retry_after: str | None = None
+    body: str | None = None  # the faulted answer's body, exactly (default: a JSON error)
+    headers: dict[str, str] | None = None
+    content_type: str | None = None
     failure_rate: float = 0.0
     latency_ms: int = 0
     drop: int = 0
@@ -53,6 +61,9 @@ class Faults:
                 "status",
                 "count",
                 "retry_after",
+                "body",
+                "headers",
+                "content_type",
                 "failure_rate",
                 "latency_ms",
                 "drop",
@@ -66,6 +77,7 @@ class Faults:
     def clear(self) -> None:
         """No faults."""
         self.status = self.count = self.retry_after = None
+        self.body = self.headers = self.content_type = None
         self.failure_rate, self.latency_ms, self.drop = 0.0, 0, 0
 
 
@@ -178,12 +190,7 @@ class Emulator:
                 async for _ in request.stream():
                     pass
             self._log(arrival, status)
-            headers = {}
-            if status in (429, 503) and faults.retry_after is not None:
-                headers["Retry-After"] = faults.retry_after
-            return JSONResponse(
-                {"error": f"injected fault {status}"}, status_code=status, headers=headers
-            )
+            return _faulted(faults, status, request.headers.get("authorization", ""))
         with self.lock:
             replay = self.replies.get(key) if key else None
         if replay is None:
@@ -213,6 +220,27 @@ class Emulator:
         """Arrivals whose path starts with ``path_prefix`` (control routes excluded)."""
         with self.lock:
             return [a for a in self.arrivals if a.path.startswith(path_prefix)]
+
+
+def _faulted(faults: Faults, status: int, authorization: str) -> Response:
+    """The injected answer: the configured body and headers, with ``{authorization}`` echoed."""
+
+    def echo(text: str) -> str:
+        return text.replace("{authorization}", authorization)
+
+    headers = {name: echo(value) for name, value in (faults.headers or {}).items()}
+    if faults.retry_after is not None:
+        headers["Retry-After"] = faults.retry_after
+    if faults.body is None and faults.content_type is None:
+        return JSONResponse(
+            {"error": f"injected fault {status}"}, status_code=status, headers=headers
+        )
+    return Response(
+        echo(faults.body or ""),
+        status_code=status,
+        headers=headers,
+        media_type=faults.content_type,
+    )
 
 
 class _CutResponse(Response):

@@ -62,15 +62,12 @@ class FavouritesEmulator(Emulator):
         user = self._user(request)
         if user is None:
             return JSONResponse({"error": "Unauthorized"}, status_code=401)
-        faulted = await self.handle(request, self._empty)
-        if faulted.status_code != 200:
-            return faulted
-        with self.lock:
-            items = list(self.items.get(user, {}).values())
-        return JSONResponse(items)
 
-    async def _empty(self, raw: bytes) -> tuple[int, Any]:
-        return 200, {}
+        async def read(raw: bytes) -> tuple[int, Any]:
+            with self.lock:
+                return 200, list(self.items.get(user, {}).values())
+
+        return await self.handle(request, read)
 
     async def post_favourites(self, request: Request) -> Response:
         """Apply items whose actionDate is newer than the stored one."""
