@@ -82,11 +82,15 @@ class RequestOutcome:
 
 @dataclass(frozen=True, slots=True)
 class PullPage:
-    """A page of remote changes; ``cursor`` is stored and handed back on the next pull."""
+    """A page of remote changes; ``cursor`` is stored and handed back on the next pull.
+
+    ``skipped`` counts listed items that did not have the documented shape.
+    """
 
     changes: Sequence[IncomingChange]
     cursor: str | None
     more: bool = False
+    skipped: int = 0
 
 
 @dataclass(frozen=True, slots=True)

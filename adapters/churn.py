@@ -36,10 +36,11 @@ from dropsync.adapters.base import (
     PushResult,
     Waiting,
 )
-from dropsync.adapters.errors import PermanentError, ProviderError, RetryableError
-from dropsync.adapters.http import MAX_REASON, HttpAdapter, make_client, send
+from dropsync.adapters.errors import PermanentError, ProviderError
+from dropsync.adapters.http import MAX_REASON, Answer, HttpAdapter, json_body
 from dropsync.adapters.multipart import FieldPart, FileUpload, MultipartBody
 from dropsync.adapters.options import OptionError, OptionReader
+from dropsync.adapters.redact import excerpt
 
 MAX_FILE_MB = 2048  # the document's "up to 2GB per file"
 UPLOAD_PATH = "/client-files"
@@ -66,6 +67,29 @@ def signature_valid(secret: str, data: Any, signature: object) -> bool:
     if not isinstance(signature, str) or len(signature) != 128:
         return False
     return hmac.compare_digest(callback_signature(secret, data), signature.lower())
+
+
+# The secret's values travel in headers (and so must be printable ASCII).
+SECRET_IN_HEADERS = True
+
+
+def secret_values(secret: str | None) -> list[str]:
+    """The values of the secret that travel in requests: the bearer token."""
+    return [] if secret is None else [secret]
+
+
+def upload_answer(answer: Answer) -> tuple[int, str]:
+    """(status, message) of the documented upload answer: 200 or 206 with a JSON object
+    ``{statusCode: <the status>, message: <text>}``."""
+    if answer.status not in (200, 206):
+        raise ValueError(f"an upload answers 200 or 206, not {answer.status}")
+    reply = json_body(answer)
+    message = reply.get("message") if isinstance(reply, dict) else None
+    if not isinstance(reply, dict) or reply.get("statusCode") != answer.status:
+        raise ValueError("not the documented {statusCode, message}")
+    if not isinstance(message, str):
+        raise ValueError("not the documented {statusCode, message}")
+    return answer.status, message
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,21 +199,16 @@ class ChurnProvider(HttpAdapter):
             max_bytes=options.max_upload_bytes,
             file_batches=True,
         )
-        self._secret = secret
         headers = {"Accept": "application/json"}
         if secret is not None:
             headers["Authorization"] = f"{options.auth_scheme} {secret}"
-        self.client = make_client(base_url, timeout_s, headers)
-
-    def scrub(self, text: str) -> str:
-        """``text`` without the token (a provider may echo the request back)."""
-        return text.replace(self._secret, "[secret]") if self._secret else text
+        super().__init__(base_url, timeout_s, secrets=secret_values(secret), headers=headers)
 
     def table_of(self, collection: str) -> str:
         """The tool's tableName for a collection."""
         return self.options.tables.get(collection, collection)
 
-    def check(self, change: OutgoingChange) -> str | None:
+    def _check(self, change: OutgoingChange) -> str | None:
         """A record needs a brand (when taken from the record) and an object body."""
         if change.deleted:
             return None
@@ -241,12 +260,16 @@ class ChurnProvider(HttpAdapter):
             return f"file {part.path.name} is not a readable JSON array: {exc}"
         return None
 
-    async def push(self, batch: Sequence[OutgoingChange], *, idempotency_key: str) -> PushResult:
+    async def _push(self, batch: Sequence[OutgoingChange], *, idempotency_key: str) -> PushResult:
         """Not used: the engine sends this kind's batches as files (``push_files``)."""
         raise PermanentError("the churn kind takes file batches only")
 
     async def push_files(self, parts: Sequence[FilePart], *, idempotency_key: str) -> PushResult:
-        """One multipart upload of every part."""
+        """One multipart upload of every part (through the adapter's boundary, as ``push``)."""
+        with self._boundary():
+            return await self._upload(parts)
+
+    async def _upload(self, parts: Sequence[FilePart]) -> PushResult:
         data = orjson.dumps([dict(part.meta) for part in parts]).decode()
         body = MultipartBody(
             [
@@ -254,92 +277,62 @@ class ChurnProvider(HttpAdapter):
                 *(FileUpload("files", part.path.name, part.path) for part in parts),
             ]
         )
-        try:
-            response = await send(
-                self.client,
-                "POST",
-                UPLOAD_PATH,
-                content=body.stream(),
-                # No Idempotency-Key: the tool documents none, and a batch sent again after
-                # a failed sync must be processed again (documents are upserts by id).
-                headers=body.headers,
-                timeout=httpx.Timeout(self.client.timeout.connect, read=None, write=None),
-            )
-        except ProviderError as exc:
-            raise _scrubbed(exc, self.scrub) from None
-        return self._result(response, parts)
-
-    def _result(self, response: httpx.Response, parts: Sequence[FilePart]) -> PushResult:
-        status = response.status_code
-        try:
-            reply = response.json()
-        except ValueError:
-            reply = None
-        message = reply.get("message") if isinstance(reply, dict) else None
-        if (
-            status not in (200, 206)
-            or not isinstance(reply, dict)
-            or reply.get("statusCode") != status
-            or not isinstance(message, str)
-        ):
-            text = self.scrub(response.text[:MAX_REASON])
-            raise RetryableError(
-                f"unexpected answer to the upload (not the documented "
-                f"{{statusCode, message}}): HTTP {status}: {text}",
-                status=status,
-            )
+        status, message = await self.send(
+            "POST",
+            UPLOAD_PATH,
+            expect=upload_answer,
+            content=body.stream(),
+            # No Idempotency-Key: the tool documents none, and a batch sent again after
+            # a failed sync must be processed again (documents are upserts by id).
+            headers=body.headers,
+            timeout=httpx.Timeout(self.client.timeout.connect, read=None, write=None),
+        )
         if status == 200:
             return PushResult(state="accepted", status=status)
         named = [i for i, part in enumerate(parts) if part.path.name in message]
-        reason = f"HTTP 206: {self.scrub(message)[:MAX_REASON]}"
+        reason = f"HTTP 206: {excerpt(message, self.redact, limit=MAX_REASON)}"
         skipped = named or list(range(len(parts)))
         return PushResult(
             state="accepted", status=status, skipped=tuple((i, reason) for i in skipped)
         )
 
     async def fetch_integration_errors(self) -> tuple[str | None, str | None, str | None]:
-        """The latest integration error log: (url, body, error); never raises."""
+        """The latest integration error log: (url, body, error), secret-free; never raises."""
         try:
-            try:
-                response = await send(self.client, "GET", ERRORS_PATH)
-            except PermanentError as exc:
-                if exc.status != 405:
-                    raise
-                response = await send(self.client, "POST", ERRORS_PATH)
+            with self._boundary():
+                url = await self._integration_log_url()
         except ProviderError as exc:
-            return None, None, self.scrub(f"fetching {ERRORS_PATH}: {exc}")[:MAX_REASON]
-        url = _url_in(response)
-        if url is None:
-            return None, None, self.scrub(f"{ERRORS_PATH} answered no URL: {response.text[:200]}")
+            return None, None, f"fetching {ERRORS_PATH}: {exc}"[:MAX_REASON]
         try:
             body = await download(url, self.options.integration_log_max_bytes)
         except ValueError as exc:
-            return url, None, self.scrub(str(exc))
-        return url, body, None
+            return self.redact(url), None, self.redact(str(exc))
+        return self.redact(url), self.redact(body), None
 
-    async def pull(self, cursor: str | None) -> PullPage:
+    async def _integration_log_url(self) -> str:
+        try:
+            return await self.send("GET", ERRORS_PATH, expect=_url_in)
+        except ProviderError as exc:
+            if exc.status != 405:  # the document says GET and POST: POST when GET is refused
+                raise
+        return await self.send("POST", ERRORS_PATH, expect=_url_in)
+
+    async def _pull(self, cursor: str | None) -> PullPage:
         """The churn tool has nothing to pull."""
         raise PermanentError("the churn kind is push-only")
 
 
-def _scrubbed(exc: ProviderError, scrub: Any) -> ProviderError:
-    exc.args = (scrub(str(exc)),)
-    if isinstance(exc, PermanentError):
-        exc.reason = scrub(exc.reason)
-    return exc
-
-
-def _url_in(response: httpx.Response) -> str | None:
+def _url_in(answer: Answer) -> str:
     """The URL an integration-errors answer holds: a JSON string, ``{url}``, or plain text."""
     try:
-        value: Any = response.json()
+        value: Any = answer.json()
     except ValueError:
-        value = response.text.strip()
+        value = answer.text().strip()
     if isinstance(value, dict):
         value = value.get("url") or value.get("URL") or value.get("link")
     if isinstance(value, str) and urlsplit(value.strip()).scheme in ("http", "https"):
         return value.strip()
-    return None
+    raise ValueError("the answer holds no URL")
 
 
 async def download(url: str, max_bytes: int, *, max_redirects: int = 5) -> str:

@@ -7,8 +7,10 @@ so a record with a purchase travels in a request of its own (the API takes one
 purchase per request). A record whose purchase lacks ``transaction_code``,
 ``price``, ``currency`` or the product UUID (``UUID`` or ``product_uuid``) is
 refused locally and never sent. The API has no delete: a tombstone is not sent
-and counts as delivered. 201 ``{status: queued, _id}`` means accepted; the job id
-is kept, and the webhook (when configured) later confirms it.
+and counts as delivered. Only the documented answer, 201 with a JSON object whose
+``status`` is ``queued`` and whose ``_id`` is the job id, means accepted; the job
+id is kept, and the webhook (when configured) later confirms it. Any other answer
+is an ``UnexpectedAnswer``: the contacts stay queued.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from dropsync.adapters.base import (
     PushResult,
 )
 from dropsync.adapters.errors import PermanentError
-from dropsync.adapters.http import HttpAdapter, make_client, send
+from dropsync.adapters.http import Answer, HttpAdapter, json_body
 from dropsync.adapters.options import OptionReader
 
 MAX_CONTACTS = 1000
@@ -76,6 +78,30 @@ def purchase_problem(purchase: Any) -> str | None:
     return None
 
 
+def job_id(answer: Answer) -> str:
+    """The job id of the documented success answer: 201 ``{"status": "queued", "_id": ...}``."""
+    if answer.status != 201:
+        raise ValueError(f"the CRM answers 201 on success, not {answer.status}")
+    reply = json_body(answer)
+    if not isinstance(reply, dict):
+        raise ValueError("the body is not a JSON object")
+    job = reply.get("_id")
+    if isinstance(job, bool) or not isinstance(job, str | int) or not str(job).strip():
+        raise ValueError("the answer has no job id (_id)")
+    if reply.get("status") != "queued":
+        raise ValueError("the answer's status is not 'queued'")
+    return str(job)
+
+
+# The secret's values travel in headers (and so must be printable ASCII).
+SECRET_IN_HEADERS = True
+
+
+def secret_values(secret: str | None) -> list[str]:
+    """The values of the secret that travel in requests: the account token."""
+    return [] if secret is None else [secret]
+
+
 def _without_purchase(contact: Mapping[str, Any]) -> Mapping[str, Any]:
     """The contact without its ``purchase`` key (the contact itself when it has none)."""
     if "purchase" not in contact:
@@ -103,10 +129,10 @@ class CrmProvider(HttpAdapter):
         headers = {"Accept": "application/json", "Content-Type": "application/json"}
         if secret is not None:
             headers["Authorization"] = f"Token token={secret}"
-        self.client = make_client(base_url, timeout_s, headers)
+        super().__init__(base_url, timeout_s, secrets=secret_values(secret), headers=headers)
         self.path = f"/account/{options.account_id}/sync_data"
 
-    def check(self, change: OutgoingChange) -> str | None:
+    def _check(self, change: OutgoingChange) -> str | None:
         """Purchases must carry their required fields; contacts need an email."""
         if change.deleted:
             return None
@@ -133,7 +159,7 @@ class CrmProvider(HttpAdapter):
             }
         return options
 
-    async def push(self, batch: Sequence[OutgoingChange], *, idempotency_key: str) -> PushResult:
+    async def _push(self, batch: Sequence[OutgoingChange], *, idempotency_key: str) -> PushResult:
         """One request for the plain contacts, one for each contact with a purchase."""
         plain: list[Mapping[str, Any]] = []
         requests: list[tuple[list[Mapping[str, Any]], Any]] = []
@@ -149,7 +175,6 @@ class CrmProvider(HttpAdapter):
         if plain:
             requests.insert(0, (plain, None))
         jobs: list[str] = []
-        status = 204
         for number, (contacts, purchase) in enumerate(requests):
             body: dict[str, Any] = {
                 "origin": self.options.origin,
@@ -159,25 +184,20 @@ class CrmProvider(HttpAdapter):
             if purchase is not None:
                 body["purchase"] = purchase
             key = idempotency_key if len(requests) == 1 else f"{idempotency_key}:{number}"
-            response = await send(
-                self.client,
-                "POST",
-                self.path,
-                content=orjson.dumps(body),
-                headers={IDEMPOTENCY_HEADER: key},
+            jobs.append(
+                await self.send(
+                    "POST",
+                    self.path,
+                    expect=job_id,
+                    content=orjson.dumps(body),
+                    headers={IDEMPOTENCY_HEADER: key},
+                )
             )
-            status = response.status_code
-            try:
-                reply = response.json()
-            except ValueError:
-                reply = {}
-            if isinstance(reply, dict) and reply.get("_id"):
-                jobs.append(str(reply["_id"]))
         if not requests:
-            return PushResult(state="confirmed", status=status)
-        return PushResult(state="accepted", status=status, remote_ref=",".join(jobs) or None)
+            return PushResult(state="confirmed", status=204)  # only tombstones: nothing to send
+        return PushResult(state="accepted", status=201, remote_ref=",".join(jobs))
 
-    async def pull(self, cursor: str | None) -> PullPage:
+    async def _pull(self, cursor: str | None) -> PullPage:
         """The CRM API has nothing to pull."""
         raise PermanentError("the CRM kind is push-only")
 

@@ -6,6 +6,12 @@ actionDate}`` (actionDate GMT ISO-8601 with milliseconds); ``action: DELETE`` is
 delete. ``push`` sends one ``POST /postUserFavorites`` per user; ``pull`` reads
 ``GET /getUserFavorites`` for every user (the API has no "since" parameter, so
 each pull returns everything and the LWW merge keeps only what is newer).
+
+The document gives no answer body for either endpoint. Read as: a POST succeeded
+on 200, 201, 202 or 204 with an empty or JSON body (a JSON object with a non-empty
+``error`` member is a failure); a GET answers 200 with the JSON array of items.
+Anything else (an HTML page, ``{}``, another status) is an ``UnexpectedAnswer``:
+never a delivery, never "the user has no favourites".
 """
 
 from __future__ import annotations
@@ -24,9 +30,11 @@ from dropsync.adapters.base import (
     PullPage,
     PushResult,
 )
-from dropsync.adapters.errors import PermanentError
-from dropsync.adapters.http import HttpAdapter, make_client, send
+from dropsync.adapters.errors import PermanentError, UnexpectedAnswer
+from dropsync.adapters.http import Answer, HttpAdapter, json_body
 from dropsync.adapters.options import OptionError, OptionReader
+
+POST_SUCCESS = (200, 201, 202, 204)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +75,53 @@ def parse_tokens(secret: str | None) -> dict[str, str]:
     return tokens
 
 
+# The secret's values travel in headers (and so must be printable ASCII).
+SECRET_IN_HEADERS = True
+
+
+def secret_values(secret: str | None) -> list[str]:
+    """The values of the secret that travel in requests: each user's token."""
+    return list(parse_tokens(secret).values())
+
+
+def posted(answer: Answer) -> None:
+    """Check a POST /postUserFavorites answer (see the module docstring)."""
+    if answer.status not in POST_SUCCESS:
+        raise ValueError(f"a post answers 200, 201, 202 or 204 on success, not {answer.status}")
+    if answer.status == 204 or not answer.body.strip():
+        return
+    reply = json_body(answer)
+    if isinstance(reply, dict) and reply.get("error"):
+        raise ValueError("the answer reports an error")
+
+
+def item_list(answer: Answer) -> list[Any]:
+    """The items of a GET /getUserFavorites answer: 200 with a JSON array."""
+    if answer.status != 200:
+        raise ValueError(f"the list answers 200, not {answer.status}")
+    items = json_body(answer)
+    if not isinstance(items, list):
+        raise ValueError("the body is not a JSON array of items")
+    return items
+
+
+def read_item(user: str, item: Any) -> tuple[str, int, bool, dict[str, Any]] | None:
+    """(name, actionDate ms, deleted, body) of one listed item; None if it is not one."""
+    if not isinstance(item, dict):
+        return None
+    name, action, date = item.get("item"), item.get("action"), item.get("actionDate")
+    if isinstance(name, bool) or not isinstance(name, str | int) or str(name) == "":
+        return None
+    if action not in ("ADD", "DELETE") or not isinstance(date, str):
+        return None
+    try:
+        when = to_ms(date)
+    except (ValueError, OverflowError):
+        return None
+    body = {"user": user, "item": str(name), "action": action, "actionDate": date}
+    return str(name), when, action == "DELETE", body
+
+
 def to_ms(value: str) -> int:
     """GMT ISO-8601 to epoch ms."""
     moment = datetime.fromisoformat(value)
@@ -101,7 +156,12 @@ class FavouritesProvider(HttpAdapter):
             can_push=not options.read_only,
             can_pull=True,
         )
-        self.client = make_client(base_url, timeout_s, {"Accept": "application/json"})
+        super().__init__(
+            base_url,
+            timeout_s,
+            secrets=tokens.values(),
+            headers={"Accept": "application/json"},
+        )
 
     @staticmethod
     def user_of(change: OutgoingChange) -> str:
@@ -110,7 +170,7 @@ class FavouritesProvider(HttpAdapter):
         user = body.get("user")
         return str(user) if user else change.key.split(":", 1)[0]
 
-    def check(self, change: OutgoingChange) -> str | None:
+    def _check(self, change: OutgoingChange) -> str | None:
         """A token for the user, and an item to name."""
         user = self.user_of(change)
         if user not in self.tokens:
@@ -123,7 +183,7 @@ class FavouritesProvider(HttpAdapter):
     def _auth(self, user: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tokens[user]}"}
 
-    async def push(self, batch: Sequence[OutgoingChange], *, idempotency_key: str) -> PushResult:
+    async def _push(self, batch: Sequence[OutgoingChange], *, idempotency_key: str) -> PushResult:
         """POST each user's items."""
         if self.options.read_only:
             raise PermanentError("provider is read-only", reason="provider is read-only")
@@ -142,12 +202,11 @@ class FavouritesProvider(HttpAdapter):
                     "actionDate": to_action_date(change.updated_at),
                 }
             )
-        status = 200
         for user, items in by_user.items():
-            response = await send(
-                self.client,
+            await self.send(
                 "POST",
                 "/postUserFavorites",
+                expect=posted,
                 content=orjson.dumps(items),
                 headers={
                     **self._auth(user),
@@ -155,39 +214,35 @@ class FavouritesProvider(HttpAdapter):
                     IDEMPOTENCY_HEADER: f"{idempotency_key}:{user}",
                 },
             )
-            status = response.status_code
-        return PushResult(state="confirmed", status=status)
+        return PushResult(state="confirmed", status=200)
 
-    async def pull(self, cursor: str | None) -> PullPage:
-        """Every item of every (configured) user."""
+    async def _pull(self, cursor: str | None) -> PullPage:
+        """Every item of every (configured) user; unreadable items are skipped and counted."""
         changes: list[IncomingChange] = []
+        skipped = 0
         users = self.options.users or tuple(self.tokens)
         for user in users:
             if user not in self.tokens:
                 continue
-            response = await send(self.client, "GET", "/getUserFavorites", headers=self._auth(user))
-            items = response.json()
-            if not isinstance(items, list):
-                raise PermanentError(
-                    "getUserFavorites did not return a list", reason="unexpected response shape"
+            items = await self.send(
+                "GET", "/getUserFavorites", expect=item_list, headers=self._auth(user)
+            )
+            read = [read_item(user, item) for item in items]
+            if items and not any(read):
+                raise UnexpectedAnswer(
+                    f"GET /getUserFavorites: none of the {len(items)} items has the documented "
+                    "shape {item, action: ADD|DELETE, actionDate}",
+                    status=200,
                 )
-            for item in items:
-                try:
-                    when = to_ms(item["actionDate"])
-                    deleted = item["action"] == "DELETE"
-                    name = str(item["item"])
-                except (KeyError, TypeError, ValueError):
-                    continue  # an item we cannot read is skipped, not fatal
-                body = {
-                    "user": user,
-                    "item": name,
-                    "action": item["action"],
-                    "actionDate": item["actionDate"],
-                }
+            for found in read:
+                if found is None:
+                    skipped += 1
+                    continue
+                name, when, deleted, body = found
                 changes.append(
                     IncomingChange(self.options.collection, f"{user}:{name}", when, deleted, body)
                 )
-        return PullPage(changes=changes, cursor=None)
+        return PullPage(changes=changes, cursor=None, skipped=skipped)
 
 
 def build(

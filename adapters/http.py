@@ -1,29 +1,222 @@
-"""The one place where httpx failures become ``adapters.errors`` types."""
+"""The adapters' HTTP boundary: the one place where answers and httpx failures become
+``adapters.errors`` types, and where every text that leaves an adapter loses its secrets.
+
+``HttpAdapter`` is the base of the HTTP adapters. Its ``push``, ``pull`` and ``check``
+are the adapter's boundary: they call the kind's ``_push``, ``_pull`` and ``_check``
+and pass every message on through the adapter's ``Redactor`` (which knows every secret
+the adapter was given), so no kind can forget it. ``send`` is the only way a kind
+talks to its provider; it names the success answer it expects (``expect``), so an
+answer of any other shape is an ``UnexpectedAnswer``, never a delivery.
+
+What each status means (docs/providers.md has the table):
+
+* 2xx in the documented shape: success; any other 2xx, 1xx, or a status past 599:
+  ``UnexpectedAnswer`` (retryable; the entries stay)
+* 3xx (redirects are not followed), 404, 405, 406, 410, 415, 426, 428, 431, 501, 505:
+  ``ProviderMisconfigured`` (retryable; nothing is the records' fault)
+* 401, 403: ``AuthError``
+* 429, 503: ``ProviderThrottled``; 408, 409, 421, 423, 425 and other 5xx: ``RetryableError``
+* other 4xx: ``PermanentError`` (the engine isolates and dead-letters the records)
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import httpx
+import orjson
+from dropsync.adapters.base import OutgoingChange, ProviderLimits, PullPage, PushResult
 from dropsync.adapters.errors import (
     AuthError,
     PermanentError,
+    ProviderError,
+    ProviderMisconfigured,
     ProviderThrottled,
     ProviderUnavailable,
     RetryableError,
+    UnexpectedAnswer,
 )
+from dropsync.adapters.options import OptionError
+from dropsync.adapters.redact import MIN_SECRET, Redactor, excerpt
 
-MAX_REASON = 2000
+T = TypeVar("T")
+
+MAX_REASON = 2000  # characters of a refusal kept as the dead letter's reason
+MAX_EXCERPT = 300  # characters of an unexpected answer kept in last_error
+MAX_SUCCESS_BODY = 64 << 20  # bytes of a success answer read (a full favourites list)
+MAX_ERROR_BODY = 64 << 10  # bytes of any other answer read
+# Retry-After values past this are read as this; the engine's own ceiling
+# (max_retry_after_s) is far lower, and this keeps every sum within SQLite's int64.
+MAX_RETRY_AFTER_S = 10 * 365 * 86400.0
+
+MISCONFIGURED = frozenset({404, 405, 406, 410, 415, 426, 428, 431, 501, 505})
+TRANSIENT = frozenset({408, 409, 421, 423, 425})
+
+
+def secret_problem(value: str) -> str | None:
+    """Why a secret ``value`` is refused, or None (never quotes it)."""
+    if not value:
+        return "a secret value is empty"
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        return (
+            "a secret value contains a control character (a line break?), which no request "
+            "can carry"
+        )
+    if len(value) < MIN_SECRET:
+        return f"a secret value is shorter than {MIN_SECRET} characters"
+    return None
+
+
+def header_problem(value: str) -> str | None:
+    """Why a secret ``value`` cannot travel in an HTTP header, or None (never quotes it)."""
+    problem = secret_problem(value)
+    if problem is not None:
+        return problem
+    if value != value.strip():
+        return "a secret value begins or ends with whitespace, which a header cannot carry"
+    if not value.isascii():
+        return "a secret value contains a non-ASCII character, which a header cannot carry"
+    return None
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP-date.
+
+    Never raises: a value that is neither (negative, fractional, garbage) is None;
+    a huge one is ``MAX_RETRY_AFTER_S``; a date in the past is 0.
+    """
+    if value is None:
+        return None
+    text = value.strip()
+    if not text:
+        return None
+    if text.isascii() and text.isdigit():
+        # int() of a long digit string is itself slow: anything this long is huge anyway.
+        return MAX_RETRY_AFTER_S if len(text) > 12 else min(float(int(text)), MAX_RETRY_AFTER_S)
+    try:
+        moment = parsedate_to_datetime(text)
+        seconds = moment.timestamp() - (time.time() if now is None else now)
+    except Exception:  # any garbage: email.utils raises several types
+        return None
+    return min(max(0.0, seconds), MAX_RETRY_AFTER_S)
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A provider's answer, read (up to a limit) before the connection is released."""
+
+    method: str
+    path: str
+    status: int
+    headers: httpx.Headers
+    body: bytes
+    complete: bool  # False: the body was longer than the limit and was cut
+
+    def json(self) -> Any:
+        """The body as JSON (raises ValueError when it is not)."""
+        if not self.complete:
+            raise ValueError(f"answer larger than {len(self.body)} bytes")
+        return orjson.loads(self.body)
+
+    def text(self) -> str:
+        """The body as text (undecodable bytes replaced)."""
+        return self.body.decode("utf-8", "replace")
+
+    def describe(self, redact: Redactor, limit: int = MAX_EXCERPT) -> str:
+        """``HTTP 200 text/html: <excerpt>``, secret-free, one line."""
+        kind = self.headers.get("content-type", "no content type")
+        if not self.body:
+            return f"HTTP {self.status} {excerpt(kind, redact, limit=100)}, empty body"
+        body = excerpt(self.text(), redact, limit=limit, complete=self.complete)
+        return f"HTTP {self.status} {excerpt(kind, redact, limit=100)}: {body}"
+
+
+def json_body(answer: Answer) -> Any:
+    """An ``expect`` for kinds that document a JSON answer: the parsed body."""
+    try:
+        return answer.json()
+    except ValueError:
+        raise ValueError("the body is not JSON") from None
+
+
+def error_for(answer: Answer, redact: Redactor) -> ProviderError:
+    """The error type of a non-success answer; every text is redacted and cut."""
+    status = answer.status
+    where = f"{answer.method} {answer.path}"
+    if 300 <= status < 400:
+        location = answer.headers.get("location")
+        target = f" to {excerpt(location, redact, limit=300)}" if location else ""
+        return ProviderMisconfigured(
+            f"provider misconfigured: {where} answered HTTP {status}, a redirect{target}; "
+            "redirects are not followed: set base_url to the provider's real address",
+            status=status,
+            retry_after=parse_retry_after(answer.headers.get("retry-after")),
+        )
+    if status in (401, 403):
+        return AuthError(f"credentials refused ({answer.describe(redact)})", status=status)
+    if status < 200 or status > 599:
+        return UnexpectedAnswer(
+            f"unexpected answer to {where}: {answer.describe(redact)}", status=status
+        )
+    retry_after = parse_retry_after(answer.headers.get("retry-after"))
+    if status in MISCONFIGURED:
+        return ProviderMisconfigured(
+            f"provider misconfigured: {where} answered {answer.describe(redact)}; check "
+            "base_url and the provider's options",
+            status=status,
+            retry_after=retry_after,
+        )
+    if status in (429, 503):
+        return ProviderThrottled(answer.describe(redact), status=status, retry_after=retry_after)
+    if status in TRANSIENT or status >= 500:
+        return RetryableError(answer.describe(redact), status=status, retry_after=retry_after)
+    reason = answer.describe(redact, MAX_REASON)
+    return PermanentError(reason, status=status, reason=reason)
 
 
 class HttpAdapter:
-    """Base of the HTTP adapters: owns the httpx client, closes it on exit."""
+    """Base of the HTTP adapters: the client, the redactor, and the boundary methods.
 
-    client: httpx.AsyncClient
+    A kind implements ``_push``, ``_pull`` and ``_check`` and talks to its provider
+    only through ``send``; ``secrets`` are every secret value it was configured with.
+    """
+
+    name: str
+    limits: ProviderLimits
+
+    def __init__(
+        self,
+        base_url: str,
+        timeout_s: float,
+        *,
+        secrets: Iterable[str],
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        secrets = list(secrets)
+        for secret in secrets:
+            problem = header_problem(secret)
+            if problem is not None:
+                # Checked when the config is read; here so that no adapter is ever built with
+                # one (httpx's own error would quote the header).
+                raise OptionError("secret", problem)
+        self.redact = Redactor(secrets)
+        self.client = httpx.AsyncClient(
+            base_url=base_url,
+            timeout=httpx.Timeout(timeout_s),
+            headers=dict(headers or {}),
+            limits=httpx.Limits(max_connections=8, max_keepalive_connections=4),
+        )
+
+    def keep_secret(self, values: Iterable[str]) -> None:
+        """Further values this adapter must never say (another secret of its provider)."""
+        for value in values:
+            self.redact.add(value)
 
     async def __aenter__(self) -> Self:
         return self
@@ -36,11 +229,117 @@ class HttpAdapter:
     ) -> None:
         await self.client.aclose()
 
+    # The boundary: what leaves these three methods is secret-free.
+
+    def check(self, change: OutgoingChange) -> str | None:
+        """Why ``change`` can never be sent, or None (see ``Provider.check``)."""
+        reason = self._check(change)
+        return None if reason is None else self.redact(reason)
+
+    async def push(self, batch: Sequence[OutgoingChange], *, idempotency_key: str) -> PushResult:
+        """Send one batch (see ``Provider.push``)."""
+        with self._boundary():
+            return await self._push(batch, idempotency_key=idempotency_key)
+
+    async def pull(self, cursor: str | None) -> PullPage:
+        """Fetch changes since ``cursor`` (see ``Provider.pull``)."""
+        with self._boundary():
+            return await self._pull(cursor)
+
+    @contextmanager
+    def _boundary(self) -> Any:
+        try:
+            yield
+        except ProviderError as exc:
+            exc.redact(self.redact)
+            raise
+        except Exception as exc:
+            # The kind could not make sense of what it received: a protocol error, never a
+            # crash. The original may quote the answer (and so a secret): it is not chained.
+            raise UnexpectedAnswer(
+                f"the provider's answer could not be read: {type(exc).__name__}: "
+                f"{excerpt(str(exc), self.redact, limit=MAX_EXCERPT)}"
+            ) from None
+
+    def _check(self, change: OutgoingChange) -> str | None:
+        return None
+
+    async def _push(self, batch: Sequence[OutgoingChange], *, idempotency_key: str) -> PushResult:
+        raise NotImplementedError
+
+    async def _pull(self, cursor: str | None) -> PullPage:
+        raise NotImplementedError
+
+    async def send(
+        self, method: str, path: str, *, expect: Callable[[Answer], T], **kwargs: Any
+    ) -> T:
+        """Send a request and return ``expect(answer)`` for a 2xx answer.
+
+        ``expect`` states the kind's documented success answer: it returns what the kind
+        needs from it, or raises ValueError saying what is wrong (an ``UnexpectedAnswer``).
+        Transport failures and other statuses raise their ``adapters.errors`` type.
+        """
+        try:
+            request = self.client.build_request(method, path, **kwargs)
+        except Exception as exc:
+            # E.g. a header value httpx cannot encode: the text may quote it, so only the type.
+            raise RetryableError(f"the request could not be built ({type(exc).__name__})") from None
+        answer = await self._exchange(request, method, path)
+        if not 200 <= answer.status < 300:
+            raise error_for(answer, self.redact)
+        try:
+            return expect(answer)
+        except ValueError as exc:
+            problem = excerpt(str(exc), self.redact, limit=200)
+            raise UnexpectedAnswer(
+                f"unexpected answer to {method} {path}: {problem}: {answer.describe(self.redact)}",
+                status=answer.status,
+            ) from None
+
+    async def _exchange(self, request: httpx.Request, method: str, path: str) -> Answer:
+        try:
+            response = await self.client.send(request, stream=True)
+            try:
+                limit = MAX_SUCCESS_BODY if 200 <= response.status_code < 300 else MAX_ERROR_BODY
+                body, complete = await _read(response, limit)
+            finally:
+                await response.aclose()
+        except (httpx.TimeoutException, httpx.NetworkError) as exc:
+            # Their texts come from the socket layer, never from a header: the cause is kept.
+            raise ProviderUnavailable(
+                f"{type(exc).__name__}: {self.redact(str(exc)) or 'no detail'}"
+            ) from exc
+        except httpx.RemoteProtocolError as exc:
+            # h11 quotes the provider's bytes, which may echo a secret: redacted, not chained.
+            raise ProviderUnavailable(
+                f"RemoteProtocolError: {excerpt(str(exc), self.redact, limit=MAX_EXCERPT)}"
+            ) from None
+        except httpx.HTTPError as exc:
+            # E.g. LocalProtocolError: its text quotes our own request's headers: only the type.
+            raise RetryableError(f"{type(exc).__name__} (the request could not be sent)") from None
+        return Answer(method, path, response.status_code, response.headers, body, complete)
+
+
+async def _read(response: httpx.Response, limit: int) -> tuple[bytes, bool]:
+    """Up to ``limit`` bytes of the body; whether that was all of it."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            return b"".join(chunks)[:limit], False
+    return b"".join(chunks), True
+
+
+# For adapters with a boundary of their own (registrations: a login, a session token):
+# the same client settings, transport errors and status table as ``HttpAdapter.send``.
+
 
 def make_client(
     base_url: str, timeout_s: float, headers: Mapping[str, str] | None = None
 ) -> httpx.AsyncClient:
-    """The shared client of one adapter."""
+    """A client with the adapters' settings."""
     return httpx.AsyncClient(
         base_url=base_url,
         timeout=httpx.Timeout(timeout_s),
@@ -49,53 +348,35 @@ def make_client(
     )
 
 
-def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP-date."""
-    if value is None or not value.strip():
-        return None
-    text = value.strip()
-    if text.isdigit():
-        return float(text)
-    try:
-        moment = parsedate_to_datetime(text)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, moment.timestamp() - (time.time() if now is None else now))
-
-
-def check_response(response: httpx.Response) -> None:
-    """Raise the error type for a non-2xx response (the body becomes the reason)."""
-    status = response.status_code
-    if 200 <= status < 300:
-        return
-    reason = f"HTTP {status}: {response.text[:MAX_REASON]}"
-    if status in (401, 403):
-        raise AuthError(f"credentials refused ({reason})", status=status)
-    if status in (429, 503):
-        raise ProviderThrottled(
-            reason,
-            status=status,
-            retry_after=parse_retry_after(response.headers.get("retry-after")),
-        )
-    if status >= 500:
-        raise RetryableError(reason, status=status)
-    raise PermanentError(reason, status=status, reason=reason)
-
-
 async def request(
     client: httpx.AsyncClient, method: str, url: str, **kwargs: Any
 ) -> httpx.Response:
-    """Send a request; transport failures become ProviderUnavailable; statuses are not checked."""
+    """Send a request; transport failures become ProviderUnavailable; statuses are not checked.
+
+    Texts that could quote a header or the provider's bytes are left out (the caller
+    redacts what it lets out, but cannot know what a secret looks like inside a repr).
+    """
     try:
         return await client.request(method, url, **kwargs)
-    except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
-        raise ProviderUnavailable(f"{type(exc).__name__}: {exc}") from None
+    except (httpx.TimeoutException, httpx.NetworkError) as exc:
+        raise ProviderUnavailable(f"{type(exc).__name__}: {exc}") from exc
+    except httpx.RemoteProtocolError:
+        raise ProviderUnavailable("RemoteProtocolError (a malformed answer)") from None
     except httpx.HTTPError as exc:
-        raise RetryableError(f"{type(exc).__name__}: {exc}") from None
+        raise RetryableError(f"{type(exc).__name__} (the request could not be sent)") from None
 
 
-async def send(client: httpx.AsyncClient, method: str, url: str, **kwargs: Any) -> httpx.Response:
-    """Send a request; transport failures become ProviderUnavailable, statuses are checked."""
-    response = await request(client, method, url, **kwargs)
-    check_response(response)
-    return response
+def check_response(response: httpx.Response, redact: Redactor | None = None) -> None:
+    """Raise the error type of a non-2xx response (the status table of ``error_for``)."""
+    if 200 <= response.status_code < 300:
+        return
+    request_ = response.request
+    answer = Answer(
+        request_.method,
+        request_.url.path,
+        response.status_code,
+        response.headers,
+        response.content[:MAX_ERROR_BODY],
+        len(response.content) <= MAX_ERROR_BODY,
+    )
+    raise error_for(answer, redact or Redactor())

@@ -601,6 +601,17 @@ class RegistrationsProvider:
         )
 
 
+# The password travels in the login request's JSON body, not in a header.
+SECRET_IN_HEADERS = False
+
+
+def secret_values(secret: str | None) -> list[str]:
+    """The values of the secret that travel in requests: the password (in the login body)."""
+    if not secret:
+        raise OptionError("secret_env", "the provider's password is required")
+    return [secret]
+
+
 def build(
     name: str,
     base_url: str,

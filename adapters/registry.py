@@ -3,13 +3,14 @@
 ``KINDS`` names every kind; the config accepts exactly these (``daemon.config``
 derives its list from here). A kind's module (and httpx with it) is imported
 only when its options are checked or its adapter built, so reading the config
-stays cheap. Adding a kind: its module (with ``parse_options`` and ``build``),
+stays cheap. Adding a kind: its module (with ``parse_options``, ``build``, ``secret_values``
+and ``SECRET_IN_HEADERS``),
 a loader below, and one line in ``_LOADERS``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from dropsync.adapters.options import OptionError
@@ -17,7 +18,15 @@ from dropsync.adapters.options import OptionError
 if TYPE_CHECKING:
     from dropsync.adapters.base import Provider
 
-__all__ = ["KINDS", "SECRET_REQUIRED", "OptionError", "build_provider", "parse_options"]
+__all__ = [
+    "KINDS",
+    "SECRET_REQUIRED",
+    "OptionError",
+    "build_provider",
+    "parse_options",
+    "secret_in_headers",
+    "secret_values",
+]
 
 
 class Kind(Protocol):
@@ -36,6 +45,15 @@ class Kind(Protocol):
         batch_max_items: int | None,
     ) -> Provider:
         """The adapter of one configured provider of this kind."""
+
+    def secret_values(self, secret: str | None) -> list[str]:
+        """The values of the configured secret that travel in requests (a token, each user's
+        token, a password): what is checked and redacted. Raises OptionError when the secret
+        does not have the kind's shape (never quoting it)."""
+
+    @property
+    def SECRET_IN_HEADERS(self) -> bool:  # noqa: N802 -- a module constant
+        """Whether those values travel in headers (so must be printable ASCII)."""
 
 
 def _registrations() -> Kind:
@@ -90,6 +108,16 @@ def parse_options(kind: str, options: Mapping[str, Any]) -> object:
     return _kind(kind).parse_options(options)
 
 
+def secret_values(kind: str, secret: str | None) -> list[str]:
+    """The secret's values that go into requests (raises OptionError; never quotes them)."""
+    return _kind(kind).secret_values(secret)
+
+
+def secret_in_headers(kind: str) -> bool:
+    """Whether ``kind`` sends its secret's values in headers (so they must be ASCII)."""
+    return _kind(kind).SECRET_IN_HEADERS
+
+
 def build_provider(
     *,
     name: str,
@@ -99,8 +127,18 @@ def build_provider(
     secret: str | None,
     timeout_s: float,
     batch_max_items: int | None,
+    also_secret: Iterable[str] = (),
 ) -> Provider:
-    """The adapter for one configured provider."""
+    """The adapter for one configured provider.
+
+    ``also_secret``: values of the provider's other secrets (a callback key, a webhook
+    token that rides in a URL it sends), which the adapter must never say either.
+    """
+    from dropsync.adapters.http import HttpAdapter
+
     module = _kind(kind)
     module.parse_options(options)
-    return module.build(name, base_url, options, secret, timeout_s, batch_max_items)
+    adapter = module.build(name, base_url, options, secret, timeout_s, batch_max_items)
+    if isinstance(adapter, HttpAdapter):
+        adapter.keep_secret(also_secret)
+    return adapter

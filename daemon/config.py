@@ -26,6 +26,9 @@ from dropsync.daemon.jsontext import DEFAULT_LIMITS, JsonLimits
 MAX_DEPTH_CEILING = 254
 MAX_DOCUMENT_MB_CEILING = 64.0
 
+# The longest any wait between two attempts may be configured to: 30 days.
+MAX_DELAY_S = 30 * 86400.0
+
 
 @dataclass(frozen=True, slots=True)
 class SecretRef:
@@ -34,6 +37,13 @@ class SecretRef:
     env: str | None = None
     file: Path | None = None
     credential: str | None = None
+
+    @property
+    def key(self) -> str:
+        """The config key that names the source: secret_env, secret_file or credential."""
+        if self.env:
+            return "secret_env"
+        return "secret_file" if self.file else "credential"
 
     def describe(self) -> str:
         """A safe, value-free description of the source, for messages."""
@@ -66,6 +76,7 @@ class ProviderConfig:
     timeout_s: float = 30.0
     backoff_base_s: float = 1.0
     backoff_cap_s: float = 300.0
+    max_retry_after_s: float = 3600.0  # a provider's Retry-After is honoured up to this
     pull_interval_s: float = 60.0
     options: Mapping[str, Any] = field(default_factory=dict)
     callback_secret: SecretRef | None = None  # the key of signed callbacks (churn)
@@ -82,6 +93,11 @@ class ProviderConfig:
             return ()
         prefix = self.options.get("collection_prefix", "")
         return (f"{prefix if isinstance(prefix, str) else ''}registration_requests",)
+
+    @property
+    def max_delay_s(self) -> float:
+        """The longest this provider's next attempt can be put off (backoff or Retry-After)."""
+        return max(self.backoff_cap_s, self.max_retry_after_s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,10 +212,13 @@ def _provider(name: str, table: Table) -> ProviderConfig:
         base_url=base_url.rstrip("/"),
         secret=_secret(table),
         batch_max_items=table.integer("batch_max_items", None),
-        timeout_s=table.number("timeout_s", 30.0, minimum=0.001),
-        backoff_base_s=table.number("backoff_base_s", 1.0, minimum=0.001),
-        backoff_cap_s=table.number("backoff_cap_s", 300.0, minimum=0.001),
-        pull_interval_s=table.number("pull_interval_s", 60.0, minimum=0.01),
+        timeout_s=table.number("timeout_s", 30.0, minimum=0.001, maximum=MAX_DELAY_S),
+        backoff_base_s=table.number("backoff_base_s", 1.0, minimum=0.001, maximum=MAX_DELAY_S),
+        backoff_cap_s=table.number("backoff_cap_s", 300.0, minimum=0.001, maximum=MAX_DELAY_S),
+        max_retry_after_s=table.number(
+            "max_retry_after_s", 3600.0, minimum=0.0, maximum=MAX_DELAY_S
+        ),
+        pull_interval_s=table.number("pull_interval_s", 60.0, minimum=0.01, maximum=MAX_DELAY_S),
         callback_secret=_secret(
             table, ("callback_secret_env", "callback_secret_file", "callback_credential")
         ),

@@ -7,6 +7,7 @@ can find the store without loading the whole daemon configuration (see
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from pathlib import Path
@@ -82,12 +83,22 @@ class Table:
             raise self.fail(name, "expected a non-empty string")
         return value
 
-    def number(self, name: str, default: float, *, minimum: float = 0.0) -> float:
+    def number(
+        self, name: str, default: float, *, minimum: float = 0.0, maximum: float | None = None
+    ) -> float:
         value = self.get(name)
         if value is None:
             return default
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
-            raise self.fail(name, f"expected a number >= {minimum:g}")
+        # TOML has inf and nan; neither is a duration or a size.
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+            or value < minimum
+            or (maximum is not None and value > maximum)
+        ):
+            upper = f" and <= {maximum:g}" if maximum is not None else ""
+            raise self.fail(name, f"expected a number >= {minimum:g}{upper}")
         return float(value)
 
     def integer(self, name: str, default: int | None, *, minimum: int = 1) -> int | None:

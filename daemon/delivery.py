@@ -6,10 +6,11 @@ and records the outcome in one transaction. What the provider's answer means is
 decided by the error's type (``adapters.errors``):
 
 * success: entries leave the outbox, ``delivered`` and ``deliveries`` record it
-* ProviderUnavailable: provider ``offline``; RetryableError: ``backing-off``; the
-  next attempt waits ``Retry-After`` when given, else exponential backoff with
-  full jitter (``backoff_base_s`` .. ``backoff_cap_s``); the time is stored, so a
-  restart keeps it
+* ProviderUnavailable: provider ``offline``; RetryableError (an unexpected answer
+  and a misconfigured provider included): ``backing-off``; the next attempt waits
+  ``Retry-After`` when given, up to ``max_retry_after_s`` (``retry_after_capped`` is
+  logged beyond it), else exponential backoff with full jitter (``backoff_base_s``
+  .. ``backoff_cap_s``); the time is stored, so a restart keeps it
 * AuthError: ``auth-failed``; every entry is kept; a reload, ``dropsync resync``,
   or a restart (which probes once) resumes
 * PermanentError: the batch is split in halves until the offending records are
@@ -22,8 +23,9 @@ While the outbox has more, the flusher keeps going, three batches at a time: whi
 one batch's request is in flight, the next is taken and prepared (decoded,
 checked) and the previous one's delivery is recorded in the store's thread. The
 next batch is taken after the entries in flight, which stay in the outbox until
-their delivery is recorded. Every other write waits for that recording first, so
-the provider's state is always written in the order things happened.
+their delivery is recorded. Every other write goes through ``Flusher._write``, which
+waits for that recording first, so the provider's state is always written in the
+order things happened (a test holds that no other method writes).
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ import math
 import random
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
 
@@ -304,6 +307,19 @@ class Flusher:
         for batch in batches:
             await self._record_delivered(*batch)
 
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[aiosqlite.Connection]:
+        """The flusher's one way to write (besides recording deliveries): settle first.
+
+        Delivered batches are recorded in the background while the next one is sent;
+        a failure or a dead letter written before that recording would be overwritten by
+        it (the provider shown ``online`` after it went down). Waiting here keeps every
+        write in the order things happened.
+        """
+        await self._settle()
+        async with self.store.write() as db:
+            yield db
+
     async def _drop_unsendable(self, entries: list[outbox.OutboxEntry]) -> list[outbox.OutboxEntry]:
         refused: dict[str, list[outbox.OutboxEntry]] = {}
         sendable = []
@@ -323,8 +339,7 @@ class Flusher:
                 dry_run=self.dry_run,
             )
             if not self.dry_run:
-                await self._settle()
-                async with self.store.write() as db:
+                async with self._write() as db:
                     await outbox.dead_letter(
                         db, self.name, group, reason=reason, http_status=None, now=now_ms()
                     )
@@ -347,30 +362,26 @@ class Flusher:
         try:
             result = await self.provider.push(changes, idempotency_key=key)
         except AuthError as exc:
-            await self._failed(entries, key, started, exc, state="auth-failed", delay=None)
-            raise _Paused from None
+            await self._failed(entries, key, started, exc, state="auth-failed")
+            raise _Paused from exc
         except RetryableError as exc:
-            failures = await self._failures() + 1
-            delay = (
-                max(exc.retry_after, _MIN_DELAY_S)
-                if exc.retry_after is not None
-                else self.backoff.delay(failures, self.rng)
-            )
             state = "offline" if isinstance(exc, ProviderUnavailable) else "backing-off"
-            await self._failed(
-                entries, key, started, exc, state=state, delay=delay, failures=failures
-            )
-            raise _Paused from None
+            await self._failed(entries, key, started, exc, state=state)
+            raise _Paused from exc
         except PermanentError as exc:
             await self._rejected(entries, key, started, exc)
             return
         await self._delivered(entries, key, started, result)
 
-    async def _failures(self) -> int:
-        await self._settle()  # a recorded delivery resets the count
-        async with self.store.read() as db:
-            state = await outbox.provider_state(db, self.name)
-        return state.failures if state else 0
+    def _delay(self, exc: ProviderError, failures: int) -> tuple[float, float | None]:
+        """Seconds until the next attempt, and the provider's Retry-After if it was capped."""
+        asked = exc.retry_after if isinstance(exc, RetryableError) else None
+        if asked is None:
+            return self.backoff.delay(failures, self.rng), None
+        ceiling = self.config.max_retry_after_s
+        if asked > ceiling:
+            return max(ceiling, _MIN_DELAY_S), asked
+        return max(asked, _MIN_DELAY_S), None
 
     async def _failed(
         self,
@@ -380,14 +391,18 @@ class Flusher:
         exc: ProviderError,
         *,
         state: str,
-        delay: float | None,
-        failures: int = 0,
     ) -> None:
-        await self._settle()
-        now = now_ms()
-        # Rounded up, plus 1 ms for the truncation of now_ms(): never a moment early.
-        next_attempt = None if delay is None else now + math.ceil(delay * 1000) + 1
-        async with self.store.write() as db:
+        delay: float | None = None
+        capped: float | None = None
+        failures = 0
+        async with self._write() as db:
+            now = now_ms()
+            if state != "auth-failed":  # auth-failed waits for a reload, not for a time
+                current = await outbox.provider_state(db, self.name)
+                failures = (current.failures if current else 0) + 1
+                delay, capped = self._delay(exc, failures)
+            # Rounded up, plus 1 ms for the truncation of now_ms(): never a moment early.
+            next_attempt = None if delay is None else now + math.ceil(delay * 1000) + 1
             await self._log_attempt(db, entries, key, started, "failed", exc.status, str(exc), now)
             await outbox.count_attempt(db, [e.id for e in entries])
             await outbox.set_provider_state(
@@ -398,6 +413,13 @@ class Flusher:
                 next_attempt_at=next_attempt,
                 failures=failures,
                 last_error=str(exc),
+            )
+        if capped is not None:
+            log.warning(
+                "retry_after_capped",
+                provider=self.name,
+                retry_after_s=capped,
+                max_retry_after_s=self.config.max_retry_after_s,
             )
         log.warning(
             f"provider_{state.replace('-', '_')}",
@@ -434,9 +456,8 @@ class Flusher:
     async def _rejected(
         self, entries: list[outbox.OutboxEntry], key: str, started: float, exc: PermanentError
     ) -> None:
-        await self._settle()
-        now = now_ms()
-        async with self.store.write() as db:
+        async with self._write() as db:
+            now = now_ms()
             await self._log_attempt(
                 db, entries, key, started, "rejected", exc.status, exc.reason, now
             )

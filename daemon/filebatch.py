@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import math
 import shutil
 import time
 from collections import Counter
@@ -35,10 +36,9 @@ from dropsync.adapters.errors import (
     PermanentError,
     ProviderError,
     ProviderUnavailable,
-    RetryableError,
 )
 from dropsync.daemon.clock import now_ms
-from dropsync.daemon.delivery import _MIN_DELAY_S, Flusher, _Paused, to_outgoing
+from dropsync.daemon.delivery import Flusher, _Paused, to_outgoing
 from dropsync.store import callbacks, outbox, spool
 from dropsync.store.handle import Store
 
@@ -262,7 +262,7 @@ class FileBatchFlusher(Flusher):
             return
         except ProviderError as exc:
             await self._failed_files(batch, everything, key, started, exc)
-            raise _Paused from None
+            raise _Paused from exc
         skipped = dict(result.skipped)
         latency = (time.perf_counter() - started) * 1000
         taken = [i for i in everything if i not in skipped]
@@ -311,7 +311,7 @@ class FileBatchFlusher(Flusher):
             return
         except ProviderError as exc:
             await self._failed_files(batch, [index], key, started, exc)
-            raise _Paused from None
+            raise _Paused from exc
         if result.skipped:
             reason = result.skipped[0][1]
             if skipped_before:
@@ -407,16 +407,20 @@ class FileBatchFlusher(Flusher):
         if isinstance(exc, AuthError):
             state, delay, failures = "auth-failed", None, 0
         else:
-            failures = await self._failures() + 1
-            retry_after = exc.retry_after if isinstance(exc, RetryableError) else None
-            delay = (
-                max(retry_after, _MIN_DELAY_S)
-                if retry_after is not None
-                else self.backoff.delay(failures, self.rng)
-            )
+            async with self.store.read() as db:
+                current = await outbox.provider_state(db, self.name)
+            failures = (current.failures if current else 0) + 1
+            delay, capped = self._delay(exc, failures)  # Retry-After up to max_retry_after_s
+            if capped is not None:
+                log.warning(
+                    "retry_after_capped",
+                    provider=self.name,
+                    retry_after_s=capped,
+                    max_retry_after_s=self.config.max_retry_after_s,
+                )
             state = "offline" if isinstance(exc, ProviderUnavailable) else "backing-off"
         now = now_ms()
-        next_attempt = None if delay is None else now + int(delay * 1000) + 1
+        next_attempt = None if delay is None else now + math.ceil(delay * 1000) + 1
         await self.store.transact(spool.count_attempt, batch, parts)
         sizes = await self.store.call(spool.part_sizes, batch)
         items = sum(sizes.get(p, 0) for p in parts)

@@ -2,7 +2,8 @@
 
 Events are short snake_case names with key=value fields. Under journald each line
 is one JSON object, so ``journalctl -o json`` users can filter on ``event`` and
-``provider``.
+``provider``. Every secret the daemon has read (``redact_in_logs``) is removed from
+every text field of every line, exception text included, whatever logged it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import TextIO
 
 import orjson
 import structlog
+from dropsync.adapters.redact import Redactor
 
 _LEVELS = {
     "debug": logging.DEBUG,
@@ -20,6 +22,45 @@ _LEVELS = {
     "warning": logging.WARNING,
     "error": logging.ERROR,
 }
+
+
+class _SecretFilter:
+    """The log pipeline's secret filter: a second net behind the adapters' own."""
+
+    def __init__(self) -> None:
+        self.secrets: set[str] = set()
+        self.redact = Redactor()
+
+    def add(self, values: list[str]) -> None:
+        if not self.secrets.issuperset(values):
+            self.secrets.update(values)
+            self.redact = Redactor(self.secrets)
+
+    def scrub(self, value: object) -> object:
+        if isinstance(value, str):
+            return self.redact(value)
+        if isinstance(value, list | tuple):
+            return [self.scrub(item) for item in value]
+        if isinstance(value, dict):
+            return {key: self.scrub(item) for key, item in value.items()}
+        if value is None or isinstance(value, bool | int | float):
+            return value
+        return self.redact(str(value))  # rendered as its text anyway (an exception, a path)
+
+    def __call__(
+        self, logger: object, method: str, event: structlog.typing.EventDict
+    ) -> structlog.typing.EventDict:
+        if not self.redact:
+            return event
+        return {key: self.scrub(value) for key, value in event.items()}
+
+
+_secret_filter = _SecretFilter()
+
+
+def redact_in_logs(values: list[str]) -> None:
+    """Remove these secret values from every log line from now on."""
+    _secret_filter.add(values)
 
 
 def _dumps(obj: object, default: object = None) -> str:
@@ -63,13 +104,11 @@ def configure_logging(level: str = "info", stream: TextIO | None = None) -> None
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
+    processors += [structlog.processors.format_exc_info, _secret_filter]
     if out.isatty():
         processors.append(structlog.dev.ConsoleRenderer())
     else:
-        processors += [
-            structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(serializer=_dumps),
-        ]
+        processors.append(structlog.processors.JSONRenderer(serializer=_dumps))
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, logging.INFO)),

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 import anyio
 import structlog
 from dropsync.adapters.base import JSONObject, NeedsLookup, Provider, StreamPuller
-from dropsync.adapters.errors import AuthError, ProviderError
+from dropsync.adapters.errors import AuthError, ProviderError, ProviderUnavailable
 from dropsync.adapters.registry import (
     SECRET_REQUIRED,
     OptionError,
@@ -24,9 +24,10 @@ from dropsync.daemon.config import Config, ProviderConfig
 from dropsync.daemon.delivery import Flusher
 from dropsync.daemon.errors import ConfigError, SecretError
 from dropsync.daemon.filebatch import FileBatchFlusher
+from dropsync.daemon.logs import redact_in_logs
 from dropsync.daemon.pulls import StreamPull, incoming_to_change
 from dropsync.daemon.requests import answer_recorder, set_routes
-from dropsync.daemon.secrets import read_secret
+from dropsync.daemon.secrets import load_secret, other_secrets
 from dropsync.store import callbacks, cursors, outbox, pulled
 from dropsync.store.handle import Store
 from dropsync.store.merge import Change, MergeResult, apply_changes
@@ -71,8 +72,13 @@ def open_provider(config: ProviderConfig, *, webhook_url: str | None = None) -> 
     """Build the adapter for ``config``, reading its secret (errors name the source only).
 
     ``webhook_url``: the listener's CRM webhook URL for this provider, when it has one.
+    Every secret value of the provider (its token, its callback secret, its webhook
+    token) is removed from what the adapter says, and from every log line too (a
+    second net behind the adapter's own).
     """
-    secret = read_secret(config.secret, config.name) if config.secret else None
+    secret, values = load_secret(config)
+    extra = other_secrets(config)
+    redact_in_logs([*values, *extra])
     options = config.options
     if webhook_url is not None and config.kind == "crm":
         options = {**options, "webhook_url": webhook_url}
@@ -84,6 +90,7 @@ def open_provider(config: ProviderConfig, *, webhook_url: str | None = None) -> 
         secret=secret,
         timeout_s=config.timeout_s,
         batch_max_items=config.batch_max_items,
+        also_secret=extra,
     )
 
 
@@ -131,9 +138,21 @@ class ProviderSupervisor:
     async def run(self) -> None:
         """Run provider tasks until cancelled, restarting them on reload."""
         while True:
+            now = now_ms()
+            providers = self.config.providers.values()
             async with self.store.write() as db:
-                await outbox.register_providers(
-                    db, [(p.name, p.kind) for p in self.config.providers.values()], now=now_ms()
+                await outbox.register_providers(db, [(p.name, p.kind) for p in providers], now=now)
+                # A next attempt stored further ahead than this config allows (an older
+                # version honoured any Retry-After) is brought back within the ceiling.
+                clamped = await outbox.clamp_next_attempts(
+                    db, [(p.name, now + int(p.max_delay_s * 1000)) for p in providers]
+                )
+            for name, previous in clamped:
+                log.warning(
+                    "next_attempt_clamped",
+                    provider=name,
+                    stored=previous,
+                    max_delay_s=self.config.providers[name].max_delay_s,
                 )
             await self.store.transact(_set_provider_settings, self.config)
             self._scope = anyio.CancelScope()
@@ -202,6 +221,8 @@ class ProviderSupervisor:
                 _merge_pulled, changes, self.config.routes(), config.name, page.cursor, now
             )
             total += len(changes)
+            if page.skipped:
+                log.warning("pull_items_skipped", provider=config.name, items=page.skipped)
             if merged.applied:
                 log.info(
                     "pulled", provider=config.name, changes=len(changes), applied=merged.applied
@@ -233,12 +254,34 @@ class ProviderSupervisor:
                     )
                 log.warning("pull_auth_failed", provider=config.name, error=str(exc))
             except ProviderError as exc:
-                log.warning("pull_failed", provider=config.name, error=str(exc))
+                # Shown like a push failure; the pull itself retries after pull_interval_s.
+                shown = "offline" if isinstance(exc, ProviderUnavailable) else "backing-off"
+                log.warning("pull_failed", provider=config.name, state=shown, error=str(exc))
+                await self._note_pull(config, shown, str(exc))
             except sqlite3.Error as exc:
                 # The store is busy (another program holds its lock) or full: what was
                 # committed stays, the cursors did not move, the next tick tries again.
                 log.warning("pull_store_failed", provider=config.name, error=str(exc))
+            else:
+                await self._note_pull(config, "online", None)
             await anyio.sleep(config.pull_interval_s)
+
+    async def _note_pull(self, config: ProviderConfig, state: str, error: str | None) -> None:
+        """Show a pull's outcome in the provider's state; a success clears ``last_error``."""
+        try:
+            async with self.store.write() as db:
+                if error is None:
+                    recovered = await outbox.record_pull_ok(db, config.name, now=now_ms())
+                else:
+                    recovered = False
+                    await outbox.record_pull_failure(
+                        db, config.name, state=state, last_error=error, now=now_ms()
+                    )
+        except sqlite3.Error as exc:  # a busy or full store: shown at the next pull
+            log.warning("pull_store_failed", provider=config.name, error=str(exc))
+            return
+        if recovered:
+            log.info("provider_online", provider=config.name, via="pull")
 
 
 def _set_provider_settings(conn: sqlite3.Connection, config: Config) -> None:

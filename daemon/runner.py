@@ -5,8 +5,8 @@ Start-up: open and migrate the store, finish files a previous run left in
 tell systemd ``READY=1``. SIGTERM/SIGINT: stop taking work; the transaction in
 progress commits (store writes are shielded from cancellation) and the process
 exits 0; if that takes longer than ``daemon.shutdown_grace_s`` it exits 1.
-SIGHUP: reload the config; a bad one is refused and logged, the old one keeps
-running.
+SIGHUP: reload the config; a bad one (a secret that cannot be read or could not
+work included) is refused and logged, the old one keeps running.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from dropsync.daemon.logs import configure_logging
 from dropsync.daemon.memory import tune_garbage_collector
 from dropsync.daemon.notify import Notifier, run_watchdog
 from dropsync.daemon.providers import ProviderSupervisor, check_provider_options
+from dropsync.daemon.secrets import check_secrets
 from dropsync.daemon.watcher import DropWatcher, candidate_files
 from dropsync.store import outbox
 from dropsync.store.handle import Store
@@ -180,6 +181,7 @@ class Daemon:
         try:
             config = load_config(self.config_arg)
             check_provider_options(config)
+            check_secrets(config)  # as check-config does: a secret that cannot work is refused
         except ConfigError as exc:
             log.error("config_reload_failed", error=str(exc))
             self.notifier.ready(status=f"reload refused: {exc}")

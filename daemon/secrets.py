@@ -1,7 +1,9 @@
 """Reading provider secrets from an env var, a file, or a systemd credential.
 
 The value is returned to the adapter and nowhere else: it is never logged,
-stored, or put in an error message (errors name the source only).
+stored, or put in an error message (errors name the source only). A secret is
+checked where it is read: one that could not travel in a header (a line break, a
+control character, non-ASCII) is refused, at start, on reload and by check-config.
 """
 
 from __future__ import annotations
@@ -9,8 +11,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from dropsync.daemon.config import SecretRef
-from dropsync.daemon.errors import SecretError
+from dropsync.adapters.http import header_problem, secret_problem
+from dropsync.adapters.registry import OptionError, secret_in_headers, secret_values
+from dropsync.daemon.config import Config, ProviderConfig, SecretRef
+from dropsync.daemon.errors import ConfigError, SecretError
+
+CALLBACK_KEYS = ("callback_secret_env", "callback_secret_file", "callback_credential")
+WEBHOOK_KEYS = ("webhook_token_env", "webhook_token_file", "webhook_token_credential")
 
 # Every secret value this process has read, for the last line of defence: an error that
 # ends a command is reported with these values masked (``daemon.cli.outcome``).
@@ -54,3 +61,74 @@ def _read_secret(ref: SecretRef, provider: str) -> str:
     if not value:
         raise SecretError(f"provider {provider}: {ref.describe()} is empty")
     return value
+
+
+def load_secret(config: ProviderConfig) -> tuple[str | None, list[str]]:
+    """The provider's secret and the values of it that travel in requests, checked.
+
+    Raises SecretError naming the provider and the source, never the value: the secret
+    cannot be read, does not have the kind's shape (favourites: a JSON object), or a
+    value could not go in a header (a control character, a line break, non-ASCII).
+    """
+    secret = read_secret(config.secret, config.name) if config.secret else None
+    where = f"provider {config.name}: " + (
+        config.secret.describe() if config.secret else "no secret configured"
+    )
+    try:
+        values = secret_values(config.kind, secret)
+    except OptionError as exc:
+        raise SecretError(f"{where}: {exc.problem}") from None
+    check = header_problem if secret_in_headers(config.kind) else secret_problem
+    for value in values:
+        problem = check(value)
+        if problem is not None:
+            raise SecretError(f"{where}: {problem}")
+    return secret, values
+
+
+def other_secrets(config: ProviderConfig) -> list[str]:
+    """The values of the provider's other secrets (callback key, webhook token) that can be
+    read now; the listener reports those that cannot."""
+    values = []
+    for ref in (config.callback_secret, config.webhook_token):
+        if ref is not None:
+            try:
+                values.append(read_secret(ref, config.name))
+            except SecretError:
+                continue
+    return values
+
+
+def _key(ref: SecretRef, names: tuple[str, str, str]) -> str:
+    return names[0] if ref.env else names[1] if ref.file else names[2]
+
+
+def check_secrets(config: Config) -> None:
+    """Every provider's secrets, as ``load_secret`` checks them (ConfigError naming the key).
+
+    What ``dropsync check-config`` and a reload (SIGHUP) refuse a config for. A
+    callback secret and a webhook token must be readable; a webhook token, which
+    travels in a URL, must also be printable ASCII.
+    """
+    for provider in config.providers.values():
+        try:
+            load_secret(provider)
+        except SecretError as exc:
+            key = provider.secret.key if provider.secret else "secret_env"
+            raise ConfigError(config.source, f"providers.{provider.name}.{key}", str(exc)) from None
+        for ref, names in (
+            (provider.callback_secret, CALLBACK_KEYS),
+            (provider.webhook_token, WEBHOOK_KEYS),
+        ):
+            if ref is None:
+                continue
+            key = f"providers.{provider.name}.{_key(ref, names)}"
+            try:
+                value = read_secret(ref, provider.name)
+            except SecretError as exc:
+                raise ConfigError(config.source, key, str(exc)) from None
+            problem = header_problem(value) if names is WEBHOOK_KEYS else None
+            if problem is not None:
+                raise ConfigError(
+                    config.source, key, f"provider {provider.name}: {ref.describe()}: {problem}"
+                )

@@ -78,6 +78,57 @@ async def set_provider_state(
     )
 
 
+async def clamp_next_attempts(
+    db: aiosqlite.Connection, latest: Iterable[tuple[str, int]]
+) -> list[tuple[str, int]]:
+    """Bring each named provider's ``next_attempt_at`` back to at most its ``latest`` time.
+
+    A value stored by an older version (or another ceiling) may lie years ahead; returns
+    the (name, previous value) of each provider changed.
+    """
+    changed: list[tuple[str, int]] = []
+    for name, limit in latest:
+        row = await (
+            await db.execute(
+                "SELECT next_attempt_at FROM providers WHERE name = ? AND next_attempt_at > ?",
+                (name, limit),
+            )
+        ).fetchone()
+        if row is not None:
+            await db.execute(
+                "UPDATE providers SET next_attempt_at = ? WHERE name = ?", (limit, name)
+            )
+            changed.append((name, row[0]))
+    return changed
+
+
+async def record_pull_failure(
+    db: aiosqlite.Connection, name: str, *, state: str, last_error: str, now: int
+) -> None:
+    """A pull failed: show it (``auth-failed`` stays; a push backoff's time is kept)."""
+    await db.execute(
+        "UPDATE providers SET state = CASE WHEN state = 'auth-failed' THEN state ELSE ? END, "
+        "last_error = ?, last_attempt_at = ?, updated_at = ? WHERE name = ?",
+        (state, last_error, now, now, name),
+    )
+
+
+async def record_pull_ok(db: aiosqlite.Connection, name: str, *, now: int) -> bool:
+    """A pull succeeded: the provider works, so its error is cleared; True if changed.
+
+    A push waiting out its backoff (``next_attempt_at`` ahead) keeps its state and
+    error: the push, not the pull, says when that is over.
+    """
+    cursor = await db.execute(
+        "UPDATE providers SET state = 'online', failures = 0, last_error = NULL, "
+        "last_ok_at = ?, last_attempt_at = ?, updated_at = ? WHERE name = ? "
+        "AND (state <> 'online' OR last_error IS NOT NULL OR failures <> 0) "
+        "AND (next_attempt_at IS NULL OR next_attempt_at <= ?)",
+        (now, now, now, name, now),
+    )
+    return cursor.rowcount > 0
+
+
 async def take_batch(
     db: aiosqlite.Connection, provider: str, limit: int, *, after_id: int = 0
 ) -> list[OutboxEntry]:

@@ -6,7 +6,7 @@ import argparse
 
 from dropsync.daemon.cli.common import EXIT_OK, checked_config, log_to_stderr
 
-HELP = "validate the config file, each provider's options and that every secret can be read"
+HELP = "validate the config file, each provider's options and every secret (readable, usable)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -15,17 +15,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Check everything the daemon would check at start; print a one-line summary."""
-    from dropsync.daemon.errors import ConfigError, SecretError
-    from dropsync.daemon.secrets import read_secret
+    from dropsync.daemon.secrets import check_secrets
 
     log_to_stderr()
     config = checked_config(args)
-    for provider in config.providers.values():
-        if provider.secret is not None:
-            try:
-                read_secret(provider.secret, provider.name)
-            except SecretError as exc:
-                raise ConfigError(config.source, f"providers.{provider.name}", str(exc)) from None
+    check_secrets(config)  # the same check as a reload's (SIGHUP)
     print(
         f"ok: {config.source}: store {config.store_path}, drop folder {config.drop_path}, "
         f"{len(config.collections)} collection(s), {len(config.providers)} provider(s)"

@@ -180,8 +180,8 @@ def test_resync_dry_run_sends_nothing_and_changes_nothing_then_resync_queues(
     from dropsync.adapters.emulators.common import EmulatorServer
     from dropsync.adapters.emulators.crm import CrmEmulator
 
-    monkeypatch.setenv("TEST_CRM_TOKEN", "tok")
-    with EmulatorServer(CrmEmulator({"acc_1": "tok"})) as server:
+    monkeypatch.setenv("TEST_CRM_TOKEN", "tok-crm")
+    with EmulatorServer(CrmEmulator({"acc_1": "tok-crm"})) as server:
         config = write_config(
             tmp_path,
             f'[providers.crm]\nkind = "crm"\nbase_url = "{server.base_url}"\n'

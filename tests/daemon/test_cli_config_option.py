@@ -36,7 +36,7 @@ def work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         '[providers.crm]\nkind = "crm"\nbase_url = "http://127.0.0.1:9"\n'
         'account_id = "acc_1"\nsecret_env = "TEST_CONFIG_OPTION_TOKEN"\n'
     )
-    monkeypatch.setenv("TEST_CONFIG_OPTION_TOKEN", "tok")
+    monkeypatch.setenv("TEST_CONFIG_OPTION_TOKEN", "tok-option")
     monkeypatch.delenv("DROPSYNC_CONFIG", raising=False)
     monkeypatch.delenv("STATE_DIRECTORY", raising=False)
     loaded = load_config(str(config))
