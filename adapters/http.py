@@ -141,8 +141,8 @@ def json_body(answer: Answer) -> Any:
     """An ``expect`` for kinds that document a JSON answer: the parsed body."""
     try:
         return answer.json()
-    except ValueError:
-        raise ValueError("the body is not JSON") from None
+    except ValueError as exc:
+        raise ValueError("the body is not JSON") from exc  # orjson names a position, not text
 
 
 def error_for(answer: Answer, redact: Redactor) -> ProviderError:
@@ -290,6 +290,7 @@ class HttpAdapter:
         try:
             return expect(answer)
         except ValueError as exc:
+            # The kind's message is redacted here; what it was raised from may quote the body.
             problem = excerpt(str(exc), self.redact, limit=200)
             raise UnexpectedAnswer(
                 f"unexpected answer to {method} {path}: {problem}: {answer.describe(self.redact)}",

@@ -113,6 +113,7 @@ class ProviderSupervisor:
         self.adapters: dict[str, Provider] = {}  # the running adapters (the listener uses them)
         self.webhook_url: Callable[[str], str | None] = lambda name: None
         self._scope: anyio.CancelScope | None = None
+        self._reloaded = False
 
     def wake(self, providers: Iterable[str]) -> None:
         """Tell these providers' flushers that entries are waiting."""
@@ -132,12 +133,14 @@ class ProviderSupervisor:
     def reload(self, config: Config) -> None:
         """Restart every provider task with ``config``."""
         self.config = config
+        self._reloaded = True
         if self._scope is not None:
             self._scope.cancel()
 
     async def run(self) -> None:
         """Run provider tasks until cancelled, restarting them on reload."""
         while True:
+            self._reloaded = False
             now = now_ms()
             providers = self.config.providers.values()
             async with self.store.write() as db:
@@ -155,6 +158,8 @@ class ProviderSupervisor:
                     max_delay_s=self.config.providers[name].max_delay_s,
                 )
             await self.store.transact(_set_provider_settings, self.config)
+            if self._reloaded:
+                continue  # a reload came while this config was being set up: set up the new one
             self._scope = anyio.CancelScope()
             with self._scope:
                 async with anyio.create_task_group() as tg:
