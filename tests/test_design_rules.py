@@ -134,9 +134,12 @@ STATUS_MODULES = {
 # Not third-party code the command loads: site's own hooks and the coverage measurement.
 HARNESS = (
     "__main__",
+    "__mp_main__",
     "_distutils_hack",
     "__editable__",
+    "_sysconfigdata_",
     "coverage",
+    "$coverage",
     "_virtualenv",
     "sitecustomize",
 )
@@ -367,3 +370,17 @@ def test_one_future_timestamp_check() -> None:
         )
     ]
     assert found == ["dropsync.daemon.documents.at"]  # FutureLimit.at
+
+
+# --- the README's test command is CI's --------------------------------------------------------
+
+
+def test_ci_runs_the_test_command_the_readme_gives() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    [command] = [
+        line
+        for line in readme.splitlines()
+        if line.startswith("python3 -m venv") and "[dev]" in line
+    ]
+    ci = (ROOT / ".ci/run").read_text(encoding="utf-8").splitlines()
+    assert command in ci

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+
 import pytest
 
 from tests.campaigns.world import SEED_VARIABLE, campaign_seed
@@ -17,3 +20,17 @@ def seed() -> int:
     value = campaign_seed(CI_SEED)
     print(f"campaign seed {value} (repeat with {SEED_VARIABLE}={value})")
     return value
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _daemons_not_measured() -> Iterator[None]:
+    """The campaigns' daemons run without coverage measurement.
+
+    A campaign counts kills that land in timed windows (a push held after the provider
+    applied it); a measured daemon is slower and changes what the campaign exercises.
+    Their code paths are measured through the other end-to-end tests.
+    """
+    saved = os.environ.pop("COVERAGE_PROCESS_CONFIG", None)
+    yield
+    if saved is not None:
+        os.environ["COVERAGE_PROCESS_CONFIG"] = saved
