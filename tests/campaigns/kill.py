@@ -82,7 +82,9 @@ def finish(
         lay_backlog(world, waiting=8, processing=3, rows=40)
     if restart:
         world.daemon.start()
+    settling = time.monotonic()
     waiting = world.settle(settle_timeout)
+    result.figures["settle_s"] = round(time.monotonic() - settling, 1)
     if waiting is not None:
         result.add([Violation("liveness", f"not settled after {settle_timeout:.0f} s: {waiting}")])
     code = world.stop()

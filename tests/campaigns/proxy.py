@@ -167,10 +167,10 @@ class FaultProxy(Emulator):
             if hold:
                 self._hold_prefix = None
                 return "pass", True
-            if self.max_body is not None and size > self.max_body:
-                return "too_large", False
             if self.forced:
                 return self.forced.pop(0), False
+            if self.max_body is not None and size > self.max_body:
+                return "too_large", False
             roll = self.rng.random()
             for fault, chance in self.plan.items():
                 if roll < chance:
