@@ -3,6 +3,7 @@
     python bench/campaign.py kill --kills 200          # campaign 1: SIGKILL anywhere
     python bench/campaign.py backlog --files 300       # campaign 2: start on a backlog
     python bench/campaign.py faults --seconds 300      # campaign 3: provider faults, outage
+    python bench/campaign.py hostile --files 20000     # campaign 4: hostile drop files
 
 Each run prints its seed first (``--seed`` repeats a run's load and schedule), then every
 violation found and its figures, and last one JSON line; it exits 1 if anything was violated.
@@ -22,6 +23,7 @@ from bench.common import emit
 from tests.campaigns import oracle
 from tests.campaigns.backlog import start_on_backlog
 from tests.campaigns.faults import provider_faults
+from tests.campaigns.hostile import hostile_files
 from tests.campaigns.kill import CampaignResult, kill_anywhere
 from tests.campaigns.world import campaign_seed
 
@@ -48,6 +50,9 @@ def run(args: argparse.Namespace, root: Path, seed: int) -> CampaignResult:
             merged.add(result.violations, prefix=f"{part}: ")
             merged.figures[part] = result.figures
         return merged
+    if args.campaign == "hostile":
+        result, _ = hostile_files(root, seed, many_files=args.files, many_keys=1_000_000)
+        return result
     return provider_faults(
         root,
         seed,
@@ -60,10 +65,10 @@ def run(args: argparse.Namespace, root: Path, seed: int) -> CampaignResult:
 def main() -> None:
     """Parse the command line, run one campaign, report."""
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("campaign", choices=("kill", "backlog", "faults"))
+    parser.add_argument("campaign", choices=("kill", "backlog", "faults", "hostile"))
     parser.add_argument("--seed", type=int, default=None, help="default: a fresh random seed")
     parser.add_argument("--kills", type=int, default=200)
-    parser.add_argument("--files", type=int, default=300)
+    parser.add_argument("--files", type=int, default=300, help="backlog; hostile: the swarm")
     parser.add_argument("--seconds", type=float, default=300.0)
     parser.add_argument("--outage", type=float, default=120.0, help="outage length (faults)")
     parser.add_argument("--settle-timeout", type=float, default=600.0)
