@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,7 +55,7 @@ def lay_backlog(world: World, *, waiting: int, processing: int, rows: int) -> No
     load = world.load
     # The oldest file, taken first, is big: it is still being ingested while start-up looks
     # into .processing/ (the moment of issue 9 item 11's race).
-    load.drop_file("contacts", count=2000)
+    load.drop_file("contacts", count=1500)
     for _ in range(waiting - 1):
         load.drop_file()
     for number in range(processing):
@@ -73,6 +74,7 @@ def finish(
     settle_timeout: float,
     backlog: bool = True,
     restart: bool = True,
+    tend: Callable[[], None] | None = None,
 ) -> None:
     """Stop the load, start the daemon once more (unless ``restart`` is False: it runs; with
     ``backlog``: on files waiting in the drop folder and in ``.processing/`` and rows pending),
@@ -83,7 +85,7 @@ def finish(
     if restart:
         world.daemon.start()
     settling = time.monotonic()
-    waiting = world.settle(settle_timeout)
+    waiting = world.settle(settle_timeout, tend)
     result.figures["settle_s"] = round(time.monotonic() - settling, 1)
     if waiting is not None:
         result.add([Violation("liveness", f"not settled after {settle_timeout:.0f} s: {waiting}")])

@@ -47,7 +47,14 @@ SOMETIMES = {
 
 
 def run(tmp_path_factory: pytest.TempPathFactory, seed: int, *, kill: bool) -> CampaignResult:
-    result = start_on_backlog(tmp_path_factory.mktemp("backlog"), seed, kill_midway=kill)
+    result = start_on_backlog(
+        tmp_path_factory.mktemp("backlog"),
+        seed,
+        waiting=16,
+        processing=4,
+        rows=100,
+        kill_midway=kill,
+    )
     print(f"backlog figures: {result.figures}")
     print(oracle.report(result.violations, seed))
     return result

@@ -48,8 +48,8 @@ def campaign(
     result, cases = hostile_files(
         tmp_path_factory.mktemp("hostile"),
         seed,
-        many_files=500,
-        many_keys=100_000,
+        many_files=300,
+        many_keys=50_000,
         case_timeout=10,
     )
     print(f"hostile-files figures: {result.figures}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,7 +87,7 @@ class World:
         assert isinstance(emulator, FavouritesEmulator)
         return emulator
 
-    def settle(self, timeout: float = 120.0) -> str | None:
+    def settle(self, timeout: float = 120.0, tend: Callable[[], None] | None = None) -> str | None:
         """Wait until nothing is left to do and the records show every winner.
 
         Returns None when settled, else what was still waiting when ``timeout`` ran out (the
@@ -98,6 +99,8 @@ class World:
         waiting: str | None = "not looked yet"
         while time.monotonic() < deadline:
             self.revive()
+            if tend is not None:
+                tend()
             waiting = oracle.is_settled(self.store, self.drop)
             if waiting is None:
                 view = oracle.StoreView(self.store)
