@@ -73,8 +73,6 @@ class DaemonProcess:
             self.env.pop("NOTIFY_SOCKET", None)
         self.process: subprocess.Popen[bytes] | None = None
         self._log_offset = 0
-        # Run in the child before the daemon starts (e.g. resource limits).
-        self.preexec: Callable[[], None] | None = None
 
     def start(self, *extra: str, config_first: bool = False) -> DaemonProcess:
         """Start the daemon and wait for its ``daemon_ready`` log line.
@@ -99,7 +97,6 @@ class DaemonProcess:
             stdout=log,
             stderr=subprocess.STDOUT,
             env=self.env,
-            preexec_fn=self.preexec,
         )
         log.close()
         return self

@@ -41,8 +41,13 @@ SECRET_OUTSIDE = "outside-the-drop-folder-7c1f0e"
 TS = 1_700_000_000_000
 
 
-def _limit_memory() -> None:
-    resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE_LIMIT, ADDRESS_SPACE_LIMIT))
+def _start_limited(world: World) -> None:
+    """Start the daemon, then limit its address space (its parser processes inherit it)."""
+    world.daemon.spawn()
+    process = world.daemon.process
+    assert process is not None
+    resource.prlimit(process.pid, resource.RLIMIT_AS, (ADDRESS_SPACE_LIMIT, ADDRESS_SPACE_LIMIT))
+    world.daemon.wait_for("daemon_ready")
 
 
 def doc(email: str = "h@example.com", ts: object = TS, **extra: object) -> bytes:
@@ -301,7 +306,6 @@ def hostile_files(
     """Campaign 4; returns the result (figures, whole-run violations) and each case's problems."""
     result = CampaignResult(seed)
     world = make_world(root, seed)
-    world.daemon.preexec = _limit_memory
     outside = root / "outside.json"
     outside.write_bytes(doc(SECRET_OUTSIDE))
     all_cases = cases(outside, many_keys)
@@ -309,7 +313,7 @@ def hostile_files(
     peak = 0.0
     started = time.monotonic()
     try:
-        world.daemon.start()
+        _start_limited(world)
         for number, case in enumerate(all_cases):
             folder = world.drop / case.collection
             folder.mkdir(parents=True, exist_ok=True)
@@ -330,7 +334,7 @@ def hostile_files(
                     case.problems.append(f"the daemon died (exit {process.returncode})")
                     world.check_alive()
                     _rescue(world)
-                    world.daemon.start()
+                    _start_limited(world)
                     continue
                 waiting = _settled(world, case, name)
                 good_in = oracle.StoreView(world.store).records.get(("contacts", good_key))
@@ -346,7 +350,7 @@ def hostile_files(
                 )
                 world.kill()
                 _rescue(world)
-                world.daemon.start()
+                _start_limited(world)
             _check(world, case, name)
             if number % 5 == 0:
                 statuses.append(status_ms(world))

@@ -22,7 +22,10 @@ fault               what the daemon sees                                      fo
 ``html_200``        200 with an HTML page (not the provider's success shape)  no
 ``empty_2xx``       201 with an empty body                                    no
 ``too_large``       413 for a request bigger than ``max_body`` (always)       no
+``echo_auth``       400/401/422/500 whose body echoes ``Authorization``       no
 ==================  ========================================================  ==========
+
+``echo_auth`` is for the secrets campaign: only a plan that names it draws it.
 """
 
 from __future__ import annotations
@@ -120,7 +123,7 @@ class FaultProxy(Emulator):
 
     def set_plan(self, plan: dict[str, float]) -> None:
         """Per-request probabilities of each fault (the rest pass untouched)."""
-        unknown = set(plan) - set(FAULTS)
+        unknown = set(plan) - {*FAULTS, "echo_auth"}
         if unknown:
             raise ValueError(f"unknown faults {sorted(unknown)}")
         with self.lock:
@@ -217,6 +220,13 @@ class FaultProxy(Emulator):
                 not_before = float(moment)
             response = JSONResponse(
                 {"error": "slow down"}, status_code=status, headers={"Retry-After": header}
+            )
+        elif fault == "echo_auth":
+            # A provider that echoes the request's credentials back in its error body.
+            status = self.rng.choice((400, 401, 422, 500))
+            echoed = request.headers.get("authorization", "")
+            response = JSONResponse(
+                {"error": "rejected", "you_sent": {"Authorization": echoed}}, status_code=status
             )
         elif fault == "auth_401":
             response = JSONResponse({"error": "Unauthorized"}, status_code=401)

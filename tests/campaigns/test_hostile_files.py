@@ -48,7 +48,7 @@ def campaign(
     result, cases = hostile_files(
         tmp_path_factory.mktemp("hostile"),
         seed,
-        many_files=300,
+        many_files=200,
         many_keys=50_000,
         case_timeout=10,
     )

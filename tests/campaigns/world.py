@@ -213,8 +213,14 @@ def config_text(
     timeout_s: float = 5.0,
     pull_interval_s: float = 0.5,
     parser_process_min_mb: float = 0.02,
+    secrets_via: str = "env",
 ) -> str:
     """The daemon's config: contacts to the CRM, favourites both ways, users kept locally."""
+    if secrets_via == "credential":
+        crm_secret, favourites_secret = 'credential = "crm"', 'credential = "favourites"'
+    else:
+        crm_secret = 'secret_env = "CAMPAIGN_CRM_TOKEN"'
+        favourites_secret = 'secret_env = "CAMPAIGN_FAVOURITES_TOKENS"'
     return f"""
 [store]
 path = "{root / "store.db"}"
@@ -237,7 +243,7 @@ providers = ["favourites"]
 kind = "crm"
 base_url = "{crm_url}"
 account_id = "acc_1"
-secret_env = "CAMPAIGN_CRM_TOKEN"
+{crm_secret}
 batch_max_items = 40
 timeout_s = {timeout_s}
 backoff_base_s = 0.05
@@ -245,7 +251,7 @@ backoff_cap_s = {backoff_cap_s}
 [providers.favourites]
 kind = "favourites"
 base_url = "{favourites_url}"
-secret_env = "CAMPAIGN_FAVOURITES_TOKENS"
+{favourites_secret}
 pull_interval_s = {pull_interval_s}
 timeout_s = {timeout_s}
 backoff_base_s = 0.05
@@ -283,14 +289,26 @@ def make_world(
             FaultProxy(favourites.base_url, seed ^ 0xFA, timeout_s=proxy_timeout_s)
         ).start()
         crm_url, favourites_url = crm_proxy.base_url, favourites_proxy.base_url
+    secrets = {
+        "crm": CRM_TOKEN,
+        "favourites": orjson.dumps(FAVOURITE_TOKENS).decode(),
+    }
+    if config.get("secrets_via") == "credential":
+        # systemd's LoadCredential= layout: the secrets are files, not in the environment.
+        credentials = root / "credentials"
+        credentials.mkdir(exist_ok=True)
+        for name, value in secrets.items():
+            (credentials / name).write_text(value)
+        secret_env = {"CREDENTIALS_DIRECTORY": str(credentials)}
+    else:
+        secret_env = {
+            "CAMPAIGN_CRM_TOKEN": secrets["crm"],
+            "CAMPAIGN_FAVOURITES_TOKENS": secrets["favourites"],
+        }
     daemon = DaemonProcess(
         root,
         config_text(root, crm_url, favourites_url, **config),
-        env={
-            "CAMPAIGN_CRM_TOKEN": CRM_TOKEN,
-            "CAMPAIGN_FAVOURITES_TOKENS": orjson.dumps(FAVOURITE_TOKENS).decode(),
-            **(env or {}),
-        },
+        env={**secret_env, **(env or {})},
     )
     favourites_emulator = favourites.emulator
     assert isinstance(favourites_emulator, FavouritesEmulator)
