@@ -50,9 +50,9 @@ def run(tmp_path_factory: pytest.TempPathFactory, seed: int, *, kill: bool) -> C
     result = start_on_backlog(
         tmp_path_factory.mktemp("backlog"),
         seed,
-        waiting=16,
-        processing=4,
-        rows=100,
+        waiting=10,
+        processing=3,
+        rows=60,
         kill_midway=kill,
     )
     print(f"backlog figures: {result.figures}")
