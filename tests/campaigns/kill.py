@@ -133,7 +133,7 @@ def kill_anywhere(
     seed: int,
     kills: int,
     *,
-    max_uptime_s: float = 1.6,
+    max_uptime_s: float = 1.0,
     after_apply_every: int = 4,
     load_per_second: float = 12.0,
     settle_timeout: float = 120.0,

@@ -48,23 +48,7 @@ BAD_ROWS = [
     ("body a 400-digit number", "'contacts', 'r19@x', 'upsert', '" + "9" * 400 + "', 1"),
     ("text that is not UTF-8", "'contacts', 'r20@x', 'upsert', CAST(X'7BFF7D' AS TEXT), 1"),
 ]  # fmt: skip
-KNOWN = {
-    "body JSON null": pytest.mark.xfail(strict=True, reason="issue 9 item 3"),
-    "body an array": pytest.mark.xfail(strict=True, reason="issue 9 item 3"),
-    "body a string": pytest.mark.xfail(
-        strict=True, reason="issue 9 item 3 (an upsert's body must be a JSON object)"
-    ),
-    "body a number": pytest.mark.xfail(
-        strict=True, reason="issue 9 item 3 (an upsert's body must be a JSON object)"
-    ),
-    "a 10 MB body": pytest.mark.xfail(
-        strict=True,
-        reason="campaign finding: an inbox body of 10 MB is applied (and queued for the CRM, "
-        "whose requests are capped at 8 MB); no documented size limit refuses it "
-        "(daemon/documents.py, daemon/inbox.py)",
-    ),
-    "text that is not UTF-8": pytest.mark.xfail(strict=True, reason="issue 9 item 4"),
-}
+KNOWN: dict[str, pytest.MarkDecorator] = {}  # issue 9 items 3 and 4: fixed
 
 
 @pytest.fixture(scope="module")
@@ -130,6 +114,5 @@ def test_a_bad_row_is_rejected_with_a_reason_and_the_next_row_applied(
     assert good is not None and good[0] == "applied", (case, good)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9 item 4: a row of text that is not UTF-8")
 def test_the_daemon_stays_up(outcomes: dict[str, object]) -> None:
     assert outcomes["_exits"] == []

@@ -76,7 +76,7 @@ def test_a_write_lock_held_by_another_program_pauses_and_loses_nothing(world: Wo
     locker.execute("BEGIN IMMEDIATE")
     try:
         world.load.drop_file("contacts", count=20, bad=False)
-        time.sleep(8)  # longer than the daemon's 5 s busy timeout: the lock is the point
+        time.sleep(6)  # longer than the daemon's 5 s busy timeout: the lock is the point
         world.check_alive()
     finally:
         locker.execute("ROLLBACK")

@@ -69,7 +69,7 @@ KNOWN = {
 
 @pytest.fixture(scope="module")
 def campaign(tmp_path_factory: pytest.TempPathFactory, seed: int) -> CampaignResult:
-    result = provider_faults(tmp_path_factory.mktemp("faults"), seed, seconds=8, outage_s=2)
+    result = provider_faults(tmp_path_factory.mktemp("faults"), seed, seconds=6, outage_s=2)
     print(f"provider-faults figures: {result.figures}")
     print(oracle.report(result.violations, seed))
     return result

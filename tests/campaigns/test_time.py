@@ -21,7 +21,7 @@ from dropsync.adapters.emulators.common import EmulatorServer
 from dropsync.adapters.emulators.crm import CrmEmulator
 from dropsync.daemon.config import ProviderConfig
 from dropsync.daemon.delivery import Flusher
-from dropsync.daemon.documents import inbox_change
+from dropsync.daemon.documents import FutureLimit, inbox_change
 from dropsync.daemon.errors import DocumentError
 from dropsync.store import outbox
 from dropsync.store.handle import Store
@@ -74,7 +74,7 @@ async def test_a_backoff_ends_on_time_when_the_wall_clock_jumps(
     )
     with freeze_time(START, tick=True, real_asyncio=True) as clock:
         now = int(time.time() * 1000)
-        change = inbox_change(_row("a@x", now - 1000), max_skew_ms=300_000, now_ms=now)
+        change = inbox_change(_row("a@x", now - 1000), future=FutureLimit.at(now, 300_000))
         await store.transact(lambda c: apply_changes(c, [change], {"contacts": ("crm",)}, now=now))
         crm.faults.update(status=500, count=1)
         async with provider:
@@ -102,7 +102,9 @@ def test_a_skewed_daemon_clock_changes_no_winner_and_the_guard_says_so(
         outcomes: list[Change | str] = []
         for ts in (older, newer):
             try:
-                outcomes.append(inbox_change(_row("k", ts), max_skew_ms=300_000, now_ms=skewed_now))
+                outcomes.append(
+                    inbox_change(_row("k", ts), future=FutureLimit.at(skewed_now, 300_000))
+                )
             except DocumentError as exc:
                 outcomes.append(str(exc))
     if offset < timedelta(0):
