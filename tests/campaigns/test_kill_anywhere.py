@@ -32,8 +32,9 @@ INVARIANTS = (
     "error_logs",
     "load",
 )
+# Not strict: on about one run in five the restart re-sends the held batch alone (same key).
 RESEND_IN_A_NEW_BATCH = pytest.mark.xfail(
-    strict=True,
+    strict=False,
     reason="campaign finding: a batch the provider applied just before a kill is sent again "
     "after the restart inside a different batch (more entries queued meanwhile), so under a "
     "different Idempotency-Key, and applied twice; the flusher must resend the in-flight batch "
