@@ -44,6 +44,7 @@ from dropsync.store.handle import Store
 
 log = structlog.get_logger(__name__)
 
+MAX_OPEN_FILES = 64  # groups written at once; past that, the open files are finished
 NO_FILE = -1  # the part of tombstones: delivered without being sent (the kinds have no delete)
 _batches = itertools.count(1)
 
@@ -77,6 +78,10 @@ class SpoolWriter:
     def add(self, group: Hashable, document: bytes) -> int:
         """Append a document to its group's file (a new file when it would pass the cap)."""
         part = self.current.get(group)
+        if part is None and len(self.current) >= MAX_OPEN_FILES:
+            for open_part in self.current.values():  # a group may span several files
+                self._finish(open_part)
+            self.current.clear()
         needed = len(document) + 2
         if part is None or (part.items and part.size + needed + 1 > self.max_file_bytes):
             if part is not None:
@@ -131,6 +136,7 @@ class FileBatchFlusher(Flusher):
         super().__init__(store, *args, **kwargs)
         self.files_provider = cast(FileBatchProvider, self.provider)
         self.folder = spool_folder(store.path) / self.name
+        self._sent_at: int | None = None  # when the upload being recorded started
 
     async def run(self) -> None:
         """Remove what a killed run left, then flush until cancelled."""
@@ -210,6 +216,9 @@ class FileBatchFlusher(Flusher):
             if rows == 0:
                 return False
             await self._upload(batch, parts, digest.hexdigest())
+        except OSError as exc:  # the spool folder: disk full, permissions
+            await self._spool_failed(exc)
+            self.paused = True
         except _Paused:
             self.paused = True
         finally:
@@ -217,6 +226,24 @@ class FileBatchFlusher(Flusher):
                 await anyio.to_thread.run_sync(writer.discard)
                 await self.store.call(spool.forget, batch)
         return not self.paused
+
+    async def _spool_failed(self, exc: OSError) -> None:
+        """The files could not be written: pause with backoff, say why; nothing is lost."""
+        failures = await self._failures() + 1
+        delay = self.backoff.delay(failures, self.rng)
+        now = now_ms()
+        reason = f"cannot write the upload files in {self.folder}: {exc.strerror or exc}"
+        async with self.store.write() as db:
+            await outbox.set_provider_state(
+                db,
+                self.name,
+                state="backing-off",
+                now=now,
+                next_attempt_at=now + int(delay * 1000) + 1,
+                failures=failures,
+                last_error=reason,
+            )
+        log.warning("spool_failed", provider=self.name, error=reason, retry_in_s=delay)
 
     async def _dead_letter_refused(self, refused: dict[str, list[outbox.OutboxEntry]]) -> None:
         for reason, group in refused.items():
@@ -250,6 +277,7 @@ class FileBatchFlusher(Flusher):
             await self._record(batch, everything, key, 0.0, "confirmed", None)
             return
         started = time.perf_counter()
+        self._sent_at = now_ms()
         try:
             result = await self.files_provider.push_files(parts, idempotency_key=key)
         except PermanentError as exc:
@@ -299,6 +327,7 @@ class FileBatchFlusher(Flusher):
         """Send one part on its own: after a skip (checked again locally first), or to find
         which part of a refused upload is the bad one."""
         started = time.perf_counter()
+        self._sent_at = now_ms()
         if skipped_before:
             problem = await anyio.to_thread.run_sync(self.files_provider.verify_file, part)
             if problem is not None:
@@ -345,6 +374,7 @@ class FileBatchFlusher(Flusher):
                 latency_ms=latency,
                 remote_ref=remote_ref,
                 now=now_ms(),
+                sent_at=self._sent_at,
             )
         )
         if items:

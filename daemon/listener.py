@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import logging
 import socket
 from collections.abc import Callable
 from functools import partial
@@ -148,6 +149,7 @@ class Listener:
                 server_header=False,
             )
         )
+        _route_uvicorn_logs()
         async with anyio.create_task_group() as tg:
             self._task_group = tg
             try:
@@ -275,6 +277,14 @@ class Listener:
         return {"ok": True, "deliveries": deliveries}
 
     async def _fetch_integration_errors(self, name: str) -> None:
+        try:
+            await self._fetch_and_store(name)
+        except Exception as exc:  # a background task never takes the listener down
+            log.error(
+                "integration_errors_failed", provider=name, error=f"{type(exc).__name__}: {exc}"
+            )
+
+    async def _fetch_and_store(self, name: str) -> None:
         adapter = self.adapter(name)
         if not isinstance(adapter, ChurnProvider):
             log.warning(
@@ -348,7 +358,8 @@ class Listener:
         if not isinstance(job, str | int) or isinstance(job, bool) or not str(job):
             raise _Refused(400, "expected {_id, status, contacts}")
         contacts = []
-        for contact in body.get("contacts") or []:
+        listed = body.get("contacts")
+        for contact in listed if isinstance(listed, list) else []:
             if isinstance(contact, dict) and isinstance(contact.get("email"), str):
                 user, crm_id = contact.get("user_id"), contact.get("_id")
                 contacts.append(
@@ -415,6 +426,20 @@ class Listener:
                 provider=request.path_params.get("provider"),
             )
             return JSONResponse({"error": refusal.message}, status_code=refusal.status)
+
+
+class _ToStructlog(logging.Handler):
+    """uvicorn's own log records (bad requests, protocol errors) as JSON events."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        log.warning("listener_http", level_name=record.levelname, message=record.getMessage())
+
+
+def _route_uvicorn_logs() -> None:
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logger = logging.getLogger(name)
+        logger.handlers = [_ToStructlog(logging.WARNING)]
+        logger.propagate = False
 
 
 def _no_constant(name: str) -> Any:

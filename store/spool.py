@@ -46,6 +46,24 @@ def add(
     )
 
 
+CHUNK = 20_000  # entries per statement: bounds SQLite's temporary structures (temp_store is memory)
+
+
+def _chunks(db: sqlite3.Connection, batch: int, part: int) -> list[tuple[int, int]]:
+    """Rowid ranges of the part's notes, ``CHUNK`` rows or fewer each."""
+    row = db.execute(
+        "SELECT MIN(rowid), MAX(rowid) FROM spool.entries WHERE batch = ? AND part = ?",
+        (batch, part),
+    ).fetchone()
+    if row is None or row[0] is None:
+        return []
+    low, high = int(row[0]), int(row[1])
+    return [(start, min(start + CHUNK - 1, high)) for start in range(low, high + 1, CHUNK)]
+
+
+_IN_CHUNK = "s.batch = ? AND s.part = ? AND s.rowid BETWEEN ? AND ?"
+
+
 def deliver_parts(
     db: sqlite3.Connection,
     provider: str,
@@ -59,30 +77,37 @@ def deliver_parts(
     """The provider took these parts: their entries leave the outbox (unless a newer version
     was queued meanwhile) and ``delivered`` records them."""
     for part in parts:
-        db.execute(
-            "INSERT INTO delivered (provider, collection, key, updated_at, state, delivery_id, "
-            "at) SELECT ?, collection, key, updated_at, ?, ?, ? FROM spool.entries "
-            "WHERE batch = ? AND part = ? AND 1 ON CONFLICT (provider, collection, key) "
-            "DO UPDATE SET updated_at = excluded.updated_at, state = excluded.state, "
-            "delivery_id = excluded.delivery_id, at = excluded.at",
-            (provider, state, delivery_id, now, batch, part),
-        )
-        db.execute(
-            "DELETE FROM outbox WHERE id IN (SELECT o.id FROM spool.entries s "
-            "JOIN outbox o ON o.id = s.entry_id AND o.updated_at = s.updated_at "
-            "WHERE s.batch = ? AND s.part = ?)",
-            (batch, part),
-        )
+        for low, high in _chunks(db, batch, part):
+            db.execute(
+                "INSERT INTO delivered (provider, collection, key, updated_at, state, "
+                "delivery_id, at) SELECT ?, s.collection, s.key, s.updated_at, ?, ?, ? "
+                f"FROM spool.entries s WHERE {_IN_CHUNK} AND 1 "
+                "ON CONFLICT (provider, collection, key) DO UPDATE SET "
+                "updated_at = excluded.updated_at, state = excluded.state, "
+                "delivery_id = excluded.delivery_id, at = excluded.at",
+                (provider, state, delivery_id, now, batch, part, low, high),
+            )
+            _delete_sent(db, batch, part, low, high)
+
+
+def _delete_sent(db: sqlite3.Connection, batch: int, part: int, low: int, high: int) -> None:
+    # An entry whose version changed while in flight stays: the newer one is still to send.
+    db.execute(
+        "DELETE FROM outbox WHERE id IN (SELECT o.id FROM spool.entries s "
+        f"JOIN outbox o ON o.id = s.entry_id AND o.updated_at = s.updated_at WHERE {_IN_CHUNK})",
+        (batch, part, low, high),
+    )
 
 
 def count_attempt(db: sqlite3.Connection, batch: int, parts: Sequence[int]) -> None:
     """One more failed attempt for the entries of these parts."""
     for part in parts:
-        db.execute(
-            "UPDATE outbox SET attempts = attempts + 1 WHERE id IN "
-            "(SELECT entry_id FROM spool.entries WHERE batch = ? AND part = ?)",
-            (batch, part),
-        )
+        for low, high in _chunks(db, batch, part):
+            db.execute(
+                "UPDATE outbox SET attempts = attempts + 1 WHERE id IN "
+                f"(SELECT s.entry_id FROM spool.entries s WHERE {_IN_CHUNK})",
+                (batch, part, low, high),
+            )
 
 
 def dead_letter_parts(
@@ -98,20 +123,16 @@ def dead_letter_parts(
     """Move the entries of these parts to ``dead_letters``; returns how many."""
     moved = 0
     for part in parts:
-        cursor = db.execute(
-            "INSERT INTO dead_letters (provider, collection, key, updated_at, http_status, "
-            "reason, attempts, created_at) SELECT ?, s.collection, s.key, s.updated_at, ?, ?, "
-            "s.attempts + 1, ? FROM spool.entries s JOIN outbox o ON o.id = s.entry_id "
-            "AND o.updated_at = s.updated_at WHERE s.batch = ? AND s.part = ?",
-            (provider, http_status, reason, now, batch, part),
-        )
-        moved += max(cursor.rowcount, 0)
-        db.execute(
-            "DELETE FROM outbox WHERE id IN (SELECT o.id FROM spool.entries s "
-            "JOIN outbox o ON o.id = s.entry_id AND o.updated_at = s.updated_at "
-            "WHERE s.batch = ? AND s.part = ?)",
-            (batch, part),
-        )
+        for low, high in _chunks(db, batch, part):
+            cursor = db.execute(
+                "INSERT INTO dead_letters (provider, collection, key, updated_at, http_status, "
+                "reason, attempts, created_at) SELECT ?, s.collection, s.key, s.updated_at, ?, "
+                "?, s.attempts + 1, ? FROM spool.entries s JOIN outbox o ON o.id = s.entry_id "
+                f"AND o.updated_at = s.updated_at WHERE {_IN_CHUNK}",
+                (provider, http_status, reason, now, batch, part, low, high),
+            )
+            moved += max(cursor.rowcount, 0)
+            _delete_sent(db, batch, part, low, high)
     return moved
 
 
@@ -154,14 +175,19 @@ def record_delivered(
     latency_ms: float,
     remote_ref: str | None,
     now: int,
+    sent_at: int | None = None,
 ) -> int:
-    """One transaction's work after the provider took these parts; returns the items."""
+    """One transaction's work after the provider took these parts; returns the items.
+
+    ``deliveries.attempted_at`` is ``sent_at``, when the upload started (a confirmation
+    callback covers uploads sent before its timestamp), else ``now``.
+    """
     sizes = part_sizes(db, batch)
     items = sum(sizes.get(part, 0) for part in parts)
     cursor = db.execute(
         "INSERT INTO deliveries (provider, batch_id, items, state, http_status, latency_ms, "
         "remote_ref, attempted_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (provider, batch_id, items, state, http_status, latency_ms, remote_ref, now),
+        (provider, batch_id, items, state, http_status, latency_ms, remote_ref, sent_at or now),
     )
     assert cursor.lastrowid is not None
     deliver_parts(db, provider, batch, parts, state=state, delivery_id=cursor.lastrowid, now=now)

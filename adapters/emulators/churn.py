@@ -102,7 +102,13 @@ class ChurnEmulator(Emulator):
             Route("/_emulator/error-log", self.error_log, methods=["GET"]),
             Route("/_emulator/brand", self.brand_control, methods=["POST"]),
             Route("/_emulator/send", self.send_control, methods=["POST"]),
+            Route("/_emulator/uploads", self.uploads_seen, methods=["GET"]),
         ]
+
+    async def uploads_seen(self, request: Request) -> Response:
+        """Every upload: its files (name, meta, documents or bytes), size and duration."""
+        with self.lock:
+            return JSONResponse(self.uploads)
 
     def authorized(self, request: Request) -> bool:
         """The standard authorization: ``Bearer <token>``."""
@@ -118,6 +124,7 @@ class ChurnEmulator(Emulator):
         return await self.handle_request(request, lambda: self._upload(request))
 
     async def _upload(self, request: Request) -> tuple[int, Any]:
+        started = time.monotonic()
         try:
             form = await request.form(max_files=100_000, max_fields=10, max_part_size=16 << 20)
         except Exception as exc:  # the parser's own errors: a malformed form
@@ -166,7 +173,14 @@ class ChurnEmulator(Emulator):
         finally:
             await form.close()
         with self.lock:
-            self.uploads.append({"files": received, "skipped": skipped})
+            self.uploads.append(
+                {
+                    "files": received,
+                    "skipped": skipped,
+                    "bytes": int(request.headers.get("content-length") or 0),
+                    "seconds": time.monotonic() - started,  # receiving and parsing the form
+                }
+            )
         if self.callback_base and received:
             asyncio.get_running_loop().create_task(self._sync_status_later())
         if skipped:

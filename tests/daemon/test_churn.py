@@ -65,6 +65,9 @@ async def test_two_tables_two_brands_arrive_as_wellformed_multipart_once_each(
     # Small files: each (brand, table) group spans several files under the cap.
     config = churn_config(tmp_path, emulator.base_url, port, provider={"max_file_mb": 0.001})
     churn = churn_of(emulator)
+    leftover = tmp_path / ".store.db.spool" / "churn" / "7" / "churn-7-0001.json"
+    leftover.parent.mkdir(parents=True)
+    leftover.write_text("[")  # what a killed run left: removed at start, never sent
     async with running(config, port) as daemon:
         await map_brands(daemon.store, {"acme": 15, "globex": 16})
         changes = [
@@ -100,6 +103,7 @@ async def test_two_tables_two_brands_arrive_as_wellformed_multipart_once_each(
         assert table in tables
     assert sorted(churn.applied.values()) == [1] * 60
     assert not list((tmp_path / ".store.db.spool" / "churn").glob("*/*.json"))
+    assert not leftover.exists()
 
 
 async def test_unmapped_brand_waits_until_the_brand_callback_arrives(
@@ -204,3 +208,34 @@ async def test_sync_status_400_fetches_the_error_log_and_status_shows_it(
         db.close()
     assert "integration errors (churn" in report and "not a valid address" in report
     assert TOKEN not in report and CALLBACK_SECRET not in report
+
+
+async def test_unwritable_spool_pauses_with_the_reason_and_resumes(
+    tmp_path: Path, port: int, emulator: EmulatorServer
+) -> None:
+    config = churn_config(
+        tmp_path, emulator.base_url, port, provider={"brand_id": 15, "brand_field": None}
+    )
+    spool = tmp_path / ".store.db.spool"
+    spool.mkdir()
+    (spool / "churn").write_text("not a folder")  # the files cannot be written
+    churn = churn_of(emulator)
+    async with running(config, port) as daemon:
+        await merge(daemon.store, config, [document("users", i, "x") for i in range(3)])
+        daemon.supervisor.wake(["churn"])
+        rows = await eventually(
+            lambda: daemon.rows(
+                "SELECT state, last_error FROM providers WHERE state = 'backing-off'"
+            ),
+            "the provider says why it waits",
+        )
+        assert "cannot write the upload files" in rows[0][1]
+        assert await daemon.rows("SELECT COUNT(*) FROM outbox") == [(3,)]
+        (spool / "churn").unlink()
+        await eventually(lambda: len(churn.documents) == 3, "delivered once the disk is back")
+        await eventually(
+            lambda: daemon.rows(
+                "SELECT 1 FROM providers WHERE state = 'online' AND last_error IS NULL"
+            ),
+            "online again",
+        )

@@ -219,6 +219,12 @@ async def test_crm_webhook_at_the_token_path_confirms_its_batch(tmp_path: Path, 
             assert await daemon.rows("SELECT email, user_id, job_id FROM crm_contacts") == [
                 ("a@example.com", "u1", crm.jobs[0])
             ]
+            # Contacts of another shape are ignored, never a crash.
+            odd = await daemon.post(
+                f"/webhooks/crm/{WEBHOOK_TOKEN}",
+                b'{"_id": "%s", "contacts": 5}' % crm.jobs[0].encode(),
+            )
+            assert odd.status_code == 200
             # An unknown job is answered 200 (so the CRM stops retrying) and changes nothing.
             unknown = await daemon.post(f"/webhooks/crm/{WEBHOOK_TOKEN}", b'{"_id": "nope"}')
             assert unknown.status_code == 200
@@ -335,3 +341,35 @@ confirm_timeout_s = 0.001
         assert sorted(churn.applied.values()) == [2, 2, 2]
         states = await daemon.rows("SELECT state, error FROM deliveries ORDER BY id")
         assert states[0][0] == "failed" and "confirm_timeout_s" in states[0][1]
+
+
+async def test_garbage_and_slow_requests_do_not_take_the_listener_down(
+    tmp_path: Path, port: int, emulator: EmulatorServer
+) -> None:
+    config = churn_config(
+        tmp_path, emulator.base_url, port, extra={"listener": {"request_timeout_s": 0.5}}
+    )
+    async with running(config, port) as daemon:
+        with capture_logs() as logs:
+            for garbage in (
+                b"\x00\xff garbage\r\n\r\n",
+                b"GET / HTTP/9.9\r\n\r\n",
+                b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: zz\r\n\r\n",
+            ):
+                stream = await anyio.connect_tcp("127.0.0.1", port)
+                await stream.send(garbage)
+                with anyio.move_on_after(5):
+                    await stream.receive()
+                await stream.aclose()
+            # A body that never finishes arriving is answered 408.
+            stream = await anyio.connect_tcp("127.0.0.1", port)
+            await stream.send(
+                b"POST /callbacks/churn/brand HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"
+            )
+            with anyio.fail_after(20):
+                answer = await stream.receive()
+            await stream.aclose()
+            assert answer.startswith(b"HTTP/1.1 408")
+        async with httpx.AsyncClient() as client:
+            assert (await client.get(daemon.url + "/healthz")).status_code == 200
+        assert all(isinstance(entry, dict) for entry in logs)
