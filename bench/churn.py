@@ -30,7 +30,9 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx
@@ -178,6 +180,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--gb", type=float, default=2.5)
     parser.add_argument("--file-mb", type=float, default=1024)
+    parser.add_argument("--batch-items", type=int, default=5000)
     parser.add_argument("--serve-emulator", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_emulator:
@@ -228,14 +231,21 @@ secret_env = "CHURN_TOKEN"
 tables = {{ users = "user" }}
 brand_id = 15
 max_file_mb = {args.file_mb}
+batch_max_items = {args.batch_items}
 timeout_s = 120
 """
         )
         started = time.perf_counter()
-        daemon, _ = start_dropsync(config, work / "daemon.log", env={"CHURN_TOKEN": TOKEN})
+        env = {"CHURN_TOKEN": TOKEN}
+        for item in os.environ.get("BENCH_DAEMON_ENV", "").split():  # e.g. MALLOC_ARENA_MAX=2
+            name, _, value = item.partition("=")
+            env[name] = value
+        daemon, _ = start_dropsync(config, work / "daemon.log", env=env)
         peak_sampled = 0
+        samples: list[tuple[float, int]] = []
         while True:
-            peak_sampled = max(peak_sampled, rss_kb(daemon.pid, "VmRSS"))
+            samples.append((time.time(), rss_kb(daemon.pid, "VmRSS")))
+            peak_sampled = max(peak_sampled, samples[-1][1])
             with sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=30) as db:
                 pending = db.execute(
                     "SELECT pending FROM pending_by_provider WHERE provider = 'churn'"
@@ -252,6 +262,16 @@ timeout_s = 120
         peak_kb = rss_kb(daemon.pid, "VmHWM")
         daemon.send_signal(signal.SIGTERM)
         daemon.wait(timeout=60)
+        events: dict[str, dict[str, Any]] = {}
+        for line in (work / "daemon.log").read_text().splitlines():
+            if line.startswith("{"):
+                entry = json.loads(line)
+                events.setdefault(entry["event"], entry)
+        written = datetime.fromisoformat(events["files_written"]["timestamp"]).timestamp()
+        phases = {
+            "spool": max((r for t, r in samples if t <= written), default=0),
+            "upload_and_record": max((r for t, r in samples if t > written), default=0),
+        }
         uploads = httpx.get(f"{base_url}/_emulator/uploads", timeout=30).json()
         ours = uploads[-1]
         reference_client_s = anyio.run(bare_upload, base_url, reference)
@@ -273,6 +293,7 @@ timeout_s = 120
                 "daemon_total_s": round(total_s, 1),
                 "daemon_peak_rss_mb": round(peak_kb / 1024, 1),
                 "daemon_peak_rss_sampled_mb": round(peak_sampled / 1024, 1),
+                "daemon_rss_by_phase_mb": {k: round(v / 1024, 1) for k, v in phases.items()},
                 "daemon_upload_mb_s": round(ours["bytes"] / ours["seconds"] / 1e6, 1),
                 "reference_upload_mb_s": round(theirs["bytes"] / theirs["seconds"] / 1e6, 1),
                 "ratio": round(

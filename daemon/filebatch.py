@@ -215,6 +215,13 @@ class FileBatchFlusher(Flusher):
                 return False
             if rows == 0:
                 return False
+            log.info(
+                "files_written",
+                provider=self.name,
+                items=rows,
+                files=len(parts),
+                bytes=sum(part.size for part in parts),
+            )
             await self._upload(batch, parts, digest.hexdigest())
         except OSError as exc:  # the spool folder: disk full, permissions
             await self._spool_failed(exc)
@@ -362,9 +369,10 @@ class FileBatchFlusher(Flusher):
         status: int | None,
         remote_ref: str | None = None,
     ) -> None:
-        items = await self.store.transact(
+        now = now_ms()
+        delivery_id, items = await self.store.transact(
             partial(
-                spool.record_delivered,
+                spool.record_delivery,
                 provider=self.name,
                 batch=batch,
                 parts=parts,
@@ -373,10 +381,25 @@ class FileBatchFlusher(Flusher):
                 http_status=status,
                 latency_ms=latency,
                 remote_ref=remote_ref,
-                now=now_ms(),
+                now=now,
                 sent_at=self._sent_at,
             )
         )
+        # A transaction per chunk (callbacks and the inbox get the store in between), all of
+        # them shielded: a stop waits for the recording, as it waits for any transaction.
+        with anyio.CancelScope(shield=True):
+            for chunk in await self.store.call(spool.chunks, batch, parts):
+                await self.store.transact(
+                    partial(
+                        spool.deliver_chunk,
+                        provider=self.name,
+                        batch=batch,
+                        chunk=chunk,
+                        state=state,
+                        delivery_id=delivery_id,
+                        now=now,
+                    )
+                )
         if items:
             log.info(
                 "batch_delivered",

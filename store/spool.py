@@ -78,16 +78,30 @@ def deliver_parts(
     was queued meanwhile) and ``delivered`` records them."""
     for part in parts:
         for low, high in _chunks(db, batch, part):
-            db.execute(
-                "INSERT INTO delivered (provider, collection, key, updated_at, state, "
-                "delivery_id, at) SELECT ?, s.collection, s.key, s.updated_at, ?, ?, ? "
-                f"FROM spool.entries s WHERE {_IN_CHUNK} AND 1 "
-                "ON CONFLICT (provider, collection, key) DO UPDATE SET "
-                "updated_at = excluded.updated_at, state = excluded.state, "
-                "delivery_id = excluded.delivery_id, at = excluded.at",
-                (provider, state, delivery_id, now, batch, part, low, high),
-            )
-            _delete_sent(db, batch, part, low, high)
+            _deliver_range(db, provider, batch, part, low, high, state, delivery_id, now)
+
+
+def _deliver_range(
+    db: sqlite3.Connection,
+    provider: str,
+    batch: int,
+    part: int,
+    low: int,
+    high: int,
+    state: str,
+    delivery_id: int,
+    now: int,
+) -> None:
+    db.execute(
+        "INSERT INTO delivered (provider, collection, key, updated_at, state, "
+        "delivery_id, at) SELECT ?, s.collection, s.key, s.updated_at, ?, ?, ? "
+        f"FROM spool.entries s WHERE {_IN_CHUNK} AND 1 "
+        "ON CONFLICT (provider, collection, key) DO UPDATE SET "
+        "updated_at = excluded.updated_at, state = excluded.state, "
+        "delivery_id = excluded.delivery_id, at = excluded.at",
+        (provider, state, delivery_id, now, batch, part, low, high),
+    )
+    _delete_sent(db, batch, part, low, high)
 
 
 def _delete_sent(db: sqlite3.Connection, batch: int, part: int, low: int, high: int) -> None:
@@ -163,7 +177,7 @@ def add_rows(
     db.execute("COMMIT")
 
 
-def record_delivered(
+def record_delivery(
     db: sqlite3.Connection,
     provider: str,
     batch: int,
@@ -176,8 +190,9 @@ def record_delivered(
     remote_ref: str | None,
     now: int,
     sent_at: int | None = None,
-) -> int:
-    """One transaction's work after the provider took these parts; returns the items.
+) -> tuple[int, int]:
+    """The provider took these parts: its ``deliveries`` row and state; returns (the row's id,
+    the items). Their entries are then moved a chunk per transaction (``deliver_chunk``).
 
     ``deliveries.attempted_at`` is ``sent_at``, when the upload started (a confirmation
     callback covers uploads sent before its timestamp), else ``now``.
@@ -190,10 +205,31 @@ def record_delivered(
         (provider, batch_id, items, state, http_status, latency_ms, remote_ref, sent_at or now),
     )
     assert cursor.lastrowid is not None
-    deliver_parts(db, provider, batch, parts, state=state, delivery_id=cursor.lastrowid, now=now)
     db.execute(
         "UPDATE providers SET state = 'online', next_attempt_at = NULL, failures = 0, "
         "last_error = NULL, last_attempt_at = ?, last_ok_at = ?, updated_at = ? WHERE name = ?",
         (now, now, now, provider),
     )
-    return items
+    return cursor.lastrowid, items
+
+
+def chunks(db: sqlite3.Connection, batch: int, parts: Sequence[int]) -> list[tuple[int, int, int]]:
+    """(part, low rowid, high rowid) of every chunk of these parts' notes."""
+    return [(part, low, high) for part in parts for low, high in _chunks(db, batch, part)]
+
+
+def deliver_chunk(
+    db: sqlite3.Connection,
+    provider: str,
+    batch: int,
+    chunk: tuple[int, int, int],
+    *,
+    state: str,
+    delivery_id: int,
+    now: int,
+) -> None:
+    """One chunk of ``deliver_parts``: a transaction of its own, so that recording a
+    multi-GB upload never holds the store for long (a crash between chunks leaves the rest
+    queued: it is sent again, at least once)."""
+    part, low, high = chunk
+    _deliver_range(db, provider, batch, part, low, high, state, delivery_id, now)

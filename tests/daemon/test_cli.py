@@ -226,3 +226,23 @@ def test_the_parser_of_one_command_parses_as_the_full_one() -> None:
         assert build_parser(command).parse_args(words) == build_parser().parse_args(words)
     assert command_in(["--config", "x.toml"]) is None
     assert command_in(["nonsense"]) is None
+
+
+def test_check_config_reads_the_callback_secret_and_webhook_token(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CHURN_TOKEN", "t")
+    monkeypatch.delenv("CHURN_CALLBACK_SECRET", raising=False)
+    churn = (
+        "[listener]\nport = 8787\n[providers.churn]\nkind = 'churn'\n"
+        "base_url = 'http://127.0.0.1:1'\nsecret_env = 'CHURN_TOKEN'\nbrand_id = 15\n"
+        "callback_secret_env = 'CHURN_CALLBACK_SECRET'\n"
+    )
+    config = write_config(tmp_path, churn)
+    assert main(["check-config", "--config", str(config)]) == 2
+    assert "CHURN_CALLBACK_SECRET is not set" in capsys.readouterr().err
+    monkeypatch.setenv("CHURN_CALLBACK_SECRET", "c")
+    assert main(["check-config", "--config", str(config)]) == 0
+    no_secret = write_config(tmp_path, churn.replace("callback_secret_env", "# callback"))
+    assert main(["check-config", "--config", str(no_secret)]) == 2
+    assert "providers.churn.callback_secret_env" in capsys.readouterr().err

@@ -94,8 +94,8 @@ async def test_forged_stale_and_replayed_callbacks_are_refused_and_change_nothin
         await merge(daemon.store, config, [document("users", i, "x") for i in range(3)])
         daemon.supervisor.wake(["churn"])
         await eventually(
-            lambda: daemon.rows("SELECT 1 FROM deliveries WHERE state = 'accepted'"),
-            "an accepted upload",
+            lambda: daemon.rows("SELECT 1 FROM outbox_pending WHERE pending = 0"),
+            "an accepted upload, recorded",
         )
         before = await daemon.rows(STATE_SQL)
         assert before == [("accepted", "accepted,accepted,accepted", 0)]
