@@ -46,6 +46,7 @@ log = structlog.get_logger(__name__)
 
 MAX_OPEN_FILES = 64  # groups written at once; past that, the open files are finished
 NO_FILE = -1  # the part of tombstones: delivered without being sent (the kinds have no delete)
+CHUNKS_A_TRANSACTION = 10  # store.spool.CHUNK entries a statement, ten statements a commit
 _batches = itertools.count(1)
 
 
@@ -388,13 +389,14 @@ class FileBatchFlusher(Flusher):
         # A transaction per chunk (callbacks and the inbox get the store in between), all of
         # them shielded: a stop waits for the recording, as it waits for any transaction.
         with anyio.CancelScope(shield=True):
-            for chunk in await self.store.call(spool.chunks, batch, parts):
+            pieces = await self.store.call(spool.chunks, batch, parts)
+            for start in range(0, len(pieces), CHUNKS_A_TRANSACTION):
                 await self.store.transact(
                     partial(
-                        spool.deliver_chunk,
+                        spool.deliver_chunks,
                         provider=self.name,
                         batch=batch,
-                        chunk=chunk,
+                        chunks=pieces[start : start + CHUNKS_A_TRANSACTION],
                         state=state,
                         delivery_id=delivery_id,
                         now=now,

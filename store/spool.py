@@ -46,7 +46,10 @@ def add(
     )
 
 
-CHUNK = 20_000  # entries per statement: bounds SQLite's temporary structures (temp_store is memory)
+# Entries a statement. An upsert keeps the original of every page it changes in a statement
+# journal, in memory with temp_store = MEMORY: about one page per entry of a big store (a
+# 20,000-entry statement took 76 MB), so statements stay small.
+CHUNK = 2_000
 
 
 def _chunks(db: sqlite3.Connection, batch: int, part: int) -> list[tuple[int, int]]:
@@ -218,18 +221,18 @@ def chunks(db: sqlite3.Connection, batch: int, parts: Sequence[int]) -> list[tup
     return [(part, low, high) for part in parts for low, high in _chunks(db, batch, part)]
 
 
-def deliver_chunk(
+def deliver_chunks(
     db: sqlite3.Connection,
     provider: str,
     batch: int,
-    chunk: tuple[int, int, int],
+    chunks: Sequence[tuple[int, int, int]],
     *,
     state: str,
     delivery_id: int,
     now: int,
 ) -> None:
-    """One chunk of ``deliver_parts``: a transaction of its own, so that recording a
-    multi-GB upload never holds the store for long (a crash between chunks leaves the rest
-    queued: it is sent again, at least once)."""
-    part, low, high = chunk
-    _deliver_range(db, provider, batch, part, low, high, state, delivery_id, now)
+    """Some chunks of ``deliver_parts``, in a transaction of their own, so that recording a
+    multi-GB upload never holds the store for long (a crash between transactions leaves the
+    rest queued: it is sent again, at least once)."""
+    for part, low, high in chunks:
+        _deliver_range(db, provider, batch, part, low, high, state, delivery_id, now)
