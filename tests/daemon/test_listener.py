@@ -245,7 +245,10 @@ async def test_metrics_parse_and_healthz_answers(
     async with running(config, port) as daemon:
         await merge(daemon.store, config, [document("users", i, "x") for i in range(2)])
         daemon.supervisor.wake(["churn"])
-        await eventually(lambda: daemon.rows("SELECT 1 FROM deliveries"), "a delivery")
+        await eventually(
+            lambda: daemon.rows("SELECT 1 FROM outbox_pending WHERE pending = 0"),
+            "a delivery, recorded",
+        )
         async with httpx.AsyncClient() as client:
             health = await client.get(daemon.url + "/healthz")
             metrics = await client.get(daemon.url + "/metrics")
