@@ -77,6 +77,7 @@ class ChurnEmulator(Emulator):
         self.sink = sink
         self.skip_matching: list[str] = []
         self.errors_get_405 = False
+        self.echo_authorization = False  # answer 400 quoting the request's Authorization
         self.uploads: list[dict[str, Any]] = []  # per upload: files [{name, meta, docs|bytes}]
         self.documents: list[tuple[Any, Any, dict[str, Any]]] = []  # (brandId, table, doc)
         self.callbacks_sent: list[tuple[str, dict[str, Any], int]] = []  # (path, body, status)
@@ -121,6 +122,11 @@ class ChurnEmulator(Emulator):
                 pass
             return JSONResponse(UNAUTHORIZED, status_code=401)
         self.base_url = f"{request.url.scheme}://{request.url.netloc}"
+        if self.echo_authorization:
+            async for _ in request.stream():
+                pass
+            echoed = request.headers.get("authorization", "")
+            return JSONResponse({"statusCode": 400, "message": f"bad request from {echoed}"}, 400)
         return await self.handle_request(request, lambda: self._upload(request))
 
     async def _upload(self, request: Request) -> tuple[int, Any]:

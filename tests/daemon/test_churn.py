@@ -14,6 +14,7 @@ from dropsync.daemon.cli.status import format_status
 from dropsync.store import callbacks
 from dropsync.store.queries import status_summary
 from dropsync.store.readonly import open_readonly
+from structlog.testing import capture_logs
 
 from tests.daemon.churn_support import (
     CALLBACK_SECRET,
@@ -237,3 +238,28 @@ async def test_unwritable_spool_pauses_with_the_reason_and_resumes(
             ),
             "online again",
         )
+
+
+async def test_a_token_echoed_by_the_tool_never_reaches_the_store_or_logs(
+    tmp_path: Path, port: int, emulator: EmulatorServer
+) -> None:
+    config = churn_config(
+        tmp_path, emulator.base_url, port, provider={"brand_id": 15, "brand_field": None}
+    )
+    churn_of(emulator).echo_authorization = True
+    with capture_logs() as logs:
+        async with running(config, port) as daemon:
+            await merge(daemon.store, config, [document("users", i, "x") for i in range(2)])
+            daemon.supervisor.wake(["churn"])
+            letters = await eventually(
+                lambda: daemon.rows("SELECT MIN(reason) FROM dead_letters HAVING COUNT(*) = 2"),
+                "the refused upload is dead-lettered",
+            )
+            texts = await daemon.rows(
+                "SELECT COALESCE(error, '') FROM deliveries UNION ALL "
+                "SELECT COALESCE(last_error, '') FROM providers UNION ALL "
+                "SELECT reason FROM dead_letters"
+            )
+    assert "[redacted]" in letters[0][0]
+    assert all(TOKEN not in text for (text,) in texts)
+    assert TOKEN not in repr(logs)
