@@ -181,7 +181,7 @@ def main() -> None:
     parser.add_argument("--gb", type=float, default=2.5)
     parser.add_argument("--file-mb", type=float, default=1024)
     parser.add_argument("--batch-items", type=int, default=5000)
-    parser.add_argument("--rounds", type=int, default=2, help="daemon uploads (references: +1)")
+    parser.add_argument("--rounds", type=int, default=1, help="daemon uploads (references: +1)")
     parser.add_argument("--serve-emulator", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_emulator:
