@@ -237,7 +237,9 @@ class FileBatchFlusher(Flusher):
 
     async def _spool_failed(self, exc: OSError) -> None:
         """The files could not be written: pause with backoff, say why; nothing is lost."""
-        failures = await self._failures() + 1
+        async with self.store.read() as db:
+            current = await outbox.provider_state(db, self.name)
+        failures = (current.failures if current else 0) + 1
         delay = self.backoff.delay(failures, self.rng)
         now = now_ms()
         reason = f"cannot write the upload files in {self.folder}: {exc.strerror or exc}"

@@ -231,7 +231,7 @@ def test_the_parser_of_one_command_parses_as_the_full_one() -> None:
 def test_check_config_reads_the_callback_secret_and_webhook_token(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("CHURN_TOKEN", "t")
+    monkeypatch.setenv("CHURN_TOKEN", "token-1234")
     monkeypatch.delenv("CHURN_CALLBACK_SECRET", raising=False)
     churn = (
         "[listener]\nport = 8787\n[providers.churn]\nkind = 'churn'\n"
@@ -241,7 +241,7 @@ def test_check_config_reads_the_callback_secret_and_webhook_token(
     config = write_config(tmp_path, churn)
     assert main(["check-config", "--config", str(config)]) == 2
     assert "CHURN_CALLBACK_SECRET is not set" in capsys.readouterr().err
-    monkeypatch.setenv("CHURN_CALLBACK_SECRET", "c")
+    monkeypatch.setenv("CHURN_CALLBACK_SECRET", "callback-1234")
     assert main(["check-config", "--config", str(config)]) == 0
     no_secret = write_config(tmp_path, churn.replace("callback_secret_env", "# callback"))
     assert main(["check-config", "--config", str(no_secret)]) == 2
