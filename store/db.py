@@ -145,9 +145,13 @@ async def _check_and_migrate(db: aiosqlite.Connection, path: Path, *, target: in
     for step in steps[current:goal]:
         try:
             await db.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            raise StoreBusy(f"store {path} is locked by another writer: {exc}") from None
+        except sqlite3.Error as exc:
+            raise (unavailable(exc, path) or exc) from exc
         try:
+            if await schema_version(db) >= step.version:
+                # Another program (a second dropsync) migrated it while this one waited.
+                await db.execute("ROLLBACK")
+                continue
             # executescript would COMMIT first; run statement by statement instead.
             for statement in _statements(step.sql):
                 await db.execute(statement)
