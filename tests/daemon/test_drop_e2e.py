@@ -11,8 +11,11 @@ import threading
 from pathlib import Path
 
 import orjson
+import pytest
 
 from tests.support import DaemonProcess, query, wait_until
+
+pytestmark = pytest.mark.e2e
 
 
 def config_text(tmp_path: Path, *, rescan_s: float = 30.0, batch: int = 5000) -> str:

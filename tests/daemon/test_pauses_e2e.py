@@ -19,6 +19,8 @@ from tests.support import (
     wait_until,
 )
 
+pytestmark = pytest.mark.e2e
+
 
 def config_text(store: Path, drop: Path) -> str:
     return f"""

@@ -9,7 +9,11 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.support import DaemonProcess, StoreLockHolder, wait_until
+
+pytestmark = pytest.mark.e2e
 
 
 def config_text(tmp_path: Path) -> str:
