@@ -1,13 +1,19 @@
 """Drop-file ingest: claim, stream-parse, merge in batches, and file the result.
 
-A file ``<drop>/<collection>/<name>.json|.ndjson`` is claimed by renaming it into
-``<collection>/.processing/``; its sha256 goes into the ``files`` ledger; its
-documents are parsed as a stream (``daemon.jsonstream``, a block at a time)
-and merged in batches, each batch in one transaction together with the file's
-progress, so a crash resumes after the last committed batch without applying
-anything twice. The policy is per document: good documents are applied, bad ones
-are listed (index and reason) in ``.quarantine/<name>.error.json`` and the file is
-quarantined if it had any. The same content dropped again changes nothing.
+A file ``<drop>/<collection>/<name>.json|.ndjson`` is claimed by locking it and
+renaming it into ``<collection>/.processing/`` (see ``daemon.dropfiles``: one ingest
+owns a file at a time); it gets its ``files`` ledger row at once, then its sha256; its
+documents are parsed as a stream (``daemon.jsonstream``, a block at a time) and
+merged in batches, each batch in one transaction together with the file's progress,
+so a crash resumes after the last committed batch without applying anything twice.
+The policy is per document: good documents are applied, bad ones are listed (index
+and reason) in ``.quarantine/<name>.error.json`` and the file is quarantined if it had
+any. The same content dropped again changes nothing. Anything in a collection folder
+that is not a regular file (a link, a FIFO, a directory, ...) is quarantined unread.
+
+A busy store or a full disk pauses the file's ingest where it is (the store and
+``_disk`` wait and try again); anything else that interrupts it leaves the file in
+``.processing/`` with its row, and ``daemon.recovery`` takes it up again.
 """
 
 from __future__ import annotations
@@ -18,17 +24,35 @@ import pickle
 import sqlite3
 import subprocess
 import sys
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import anyio
 import orjson
 import structlog
 from dropsync.daemon.clock import now_ms
 from dropsync.daemon.config import Config
+from dropsync.daemon.dropfiles import (
+    DONE,
+    PROCESSING,
+    QUARANTINE,
+    RECEIPT_SUFFIX,
+    Claim,
+    Unreadable,
+    claim_in_place,
+    free_name,
+    is_ignored,
+    is_locked,
+    kind_of,
+    lock_dropped,
+    processing_place,
+    rename_noreplace,
+)
+from dropsync.daemon.health import file_condition
 from dropsync.daemon.parse import (
     PARSER_ARGS,
     DocumentFailure,
@@ -39,20 +63,17 @@ from dropsync.daemon.parse import (
     read_message,
 )
 from dropsync.store import files as ledger
-from dropsync.store.handle import Store
+from dropsync.store.handle import PauseListener, Store, retrying
 from dropsync.store.merge import Change, MergeResult, apply_changes
 
 log = structlog.get_logger(__name__)
 
-IGNORED_SUFFIXES = (".tmp", ".part")
-PROCESSING, DONE, QUARANTINE = ".processing", ".done", ".quarantine"
+__all__ = ["DONE", "PROCESSING", "QUARANTINE", "IngestReport", "Ingestor", "is_ignored"]
+
 MAX_LISTED_ERRORS = 1000
 _READ_CHUNK = 1 << 20
-
-
-def is_ignored(path: Path) -> bool:
-    """Names starting with ``.`` or ending in ``.tmp``/``.part`` wait until renamed."""
-    return path.name.startswith(".") or path.name.endswith(IGNORED_SUFFIXES)
+_EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -70,6 +91,7 @@ class IngestReport:
     duplicate_of: int | None = None
     failures: list[DocumentFailure] = field(default_factory=list)
     providers: set[str] = field(default_factory=set)
+    error: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         """A JSON-able summary (the CLI prints it)."""
@@ -87,129 +109,171 @@ class IngestReport:
         }
 
 
-def file_digest(path: Path) -> tuple[str, int]:
-    """sha256 (hex) and size of a file, read in chunks."""
+class Taken(Exception):
+    """Another ingest owns the file (``dropsync ingest`` beside the daemon)."""
+
+
+def file_digest(fd: int) -> tuple[str, int]:
+    """sha256 (hex) and size of the open file ``fd``, read in chunks from its start."""
     digest = hashlib.sha256()
     size = 0
-    with path.open("rb") as handle:
-        while chunk := handle.read(_READ_CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
+    offset = 0
+    while chunk := os.pread(fd, _READ_CHUNK, offset):
+        digest.update(chunk)
+        size += len(chunk)
+        offset += len(chunk)
     return digest.hexdigest(), size
 
 
 class Ingestor:
     """Ingests drop files through the store; one instance per daemon (or CLI run)."""
 
-    def __init__(self, store: Store, config: Config) -> None:
+    def __init__(self, store: Store, config: Config, pauses: PauseListener | None = None) -> None:
         self.store = store
         self.config = config
+        self.pauses = pauses
 
     def collection_of(self, path: Path) -> str | None:
-        """The collection of a file directly inside ``<drop>/<collection>/``, else None."""
+        """The collection of an entry directly inside ``<drop>/<collection>/``, else None.
+
+        The entry itself is not resolved (a link is a link, to be quarantined), nor is a
+        collection folder that is a link to elsewhere taken for one.
+        """
+        drop = Path(os.path.abspath(self.config.drop_path))
+        absolute = Path(os.path.abspath(path))
         try:
-            relative = path.resolve().relative_to(self.config.drop_path.resolve())
+            parts = absolute.relative_to(drop).parts
         except ValueError:
-            return None
-        parts = relative.parts
+            try:
+                parts = absolute.parent.resolve().relative_to(drop.resolve()).parts
+                parts = (*parts, absolute.name)
+            except (ValueError, OSError):
+                return None
         if len(parts) != 2 or parts[0].startswith("."):
+            return None
+        if os.path.islink(drop / parts[0]):
             return None
         return parts[0]
 
+    async def disk(self, operation: Callable[[], T]) -> T:
+        """A file operation; on a full disk it waits and tries again (``disk full``)."""
+        if self.pauses is None:
+            return operation()
+
+        async def attempt() -> T:
+            return operation()
+
+        return await retrying(attempt, self.pauses, "ingest", file_condition)
+
     async def ingest_dropped(self, path: Path) -> IngestReport | None:
-        """Claim and ingest a file sitting in a collection folder (None if it vanished)."""
+        """Claim and ingest an entry of a collection folder (None if another ingest took it)."""
         collection = self.collection_of(path)
-        if collection is None or is_ignored(path) or not path.is_file():
+        if collection is None or is_ignored(path):
             return None
-        claimed = _unique(path.parent / PROCESSING / path.name)
-        claimed.parent.mkdir(exist_ok=True)
         try:
-            os.rename(path, claimed)
-        except FileNotFoundError:
-            return None  # taken by another ingest (or deleted) meanwhile
-        return await self._ingest(claimed, collection, path.name, move=True)
+            claim = lock_dropped(path, collection)
+        except Unreadable as exc:
+            return await self.quarantine_unreadable(path, collection, str(exc))
+        except (FileNotFoundError, NotADirectoryError):
+            return None  # the collection folder went away meanwhile
+        if claim is None:
+            return None
+        try:
+            file_id = await self._claim(claim)
+            if file_id is None:
+                return None
+            return await self.ingest_claimed(claim, file_id)
+        finally:
+            claim.close()
+
+    async def _claim(self, claim: Claim) -> int | None:
+        """Give a locked file its row, then move it into ``.processing/`` (None: it vanished).
+
+        The row comes first: should the store be busy or the disk full, the file waits
+        where it was dropped, and no file is in ``.processing/`` without a row.
+        """
+        place = await self.disk(lambda: processing_place(claim))
+        file_id = await self.new_row(claim, place)
+        while True:
+            try:
+                await self.disk(lambda: rename_noreplace(claim.path, place))  # noqa: B023
+                break
+            except FileExistsError:  # another ingest took that name meanwhile
+                was, place = place, await self.disk(lambda: processing_place(claim))
+                await self._move_row(file_id, str(was), place)
+            except (FileNotFoundError, NotADirectoryError):
+                return None  # deleted though locked: the recovery sweep finishes its row
+        claim.path = place
+        return file_id
+
+    async def new_row(self, claim: Claim, place: Path | None = None) -> int:
+        """The ledger row of a locked file (at ``place`` once moved; hashed later)."""
+        return await self.store.transact(
+            partial(
+                ledger.insert_claimed,
+                collection=claim.collection,
+                name=claim.name,
+                path=str(place or claim.path),
+                size=os.fstat(claim.fd).st_size,
+                now=now_ms(),
+                # In place: never another file's row (those are for drop-folder claims).
+                exists=os.path.lexists if claim.move else lambda path: True,
+            )
+        )
 
     async def ingest_in_place(self, path: Path, collection: str) -> IngestReport:
-        """Ingest a file outside the drop folder without moving it (``dropsync ingest``)."""
-        return await self._ingest(path, collection, path.name, move=False)
+        """Ingest a file outside the drop folder without moving it (``dropsync ingest``).
+
+        Raises ``Taken`` if another ingest of the same file is under way.
+        """
+        claim = claim_in_place(path, collection)
+        if claim is None:
+            raise Taken(f"{path}: another ingest of this file is under way")
+        try:
+            return await self.ingest_claimed(claim, await self.new_row(claim))
+        finally:
+            claim.close()
 
     async def recover(self) -> list[IngestReport]:
-        """Finish files a previous run left in ``.processing/`` (after a crash or kill)."""
-        reports: list[IngestReport] = []
-        drop = self.config.drop_path
-        if not drop.is_dir():
-            return reports
-        for processing in sorted(drop.glob(f"*/{PROCESSING}")):
-            for path in sorted(processing.iterdir()):
-                if path.is_file() and not is_ignored(path):
-                    collection = processing.parent.name
-                    log.info("ingest_resume", collection=collection, file=path.name)
-                    try:
-                        reports.append(
-                            await self._ingest(
-                                path, collection, path.name, move=True, recovering=True
-                            )
-                        )
-                    except Exception:
-                        log.exception("ingest_failed", file=str(path))
-        return reports
+        """Finish what interrupted ingests left behind (see ``daemon.recovery``)."""
+        from dropsync.daemon.recovery import Sweeper
 
-    async def _ingest(
-        self, path: Path, collection: str, name: str, *, move: bool, recovering: bool = False
+        return await Sweeper(self).sweep(at_start=True)
+
+    async def ingest_claimed(
+        self, claim: Claim, file_id: int, resume: ledger.FileRow | None = None
     ) -> IngestReport:
+        """Hash, merge and file away a claimed file whose ledger row is ``file_id``.
+
+        ``resume``: the row an interrupted ingest of this file left (its progress is
+        kept: documents before ``docs_seen`` are not applied again).
+        """
         config = self.config
         # In a thread: hashing a 2 GB file takes seconds, and the event loop must not wait.
-        sha256, size = await anyio.to_thread.run_sync(file_digest, path)
-        async with self.store.read() as db:
-            previous = await ledger.latest_with_content(db, collection, sha256)
-        if previous is not None and recovering and previous.status != "processing":
-            # Killed between the ledger's final update and the rename: finish the move.
-            final = Path(previous.path)
-            if not final.exists():
-                os.rename(path, final)
-                return IngestReport(
-                    previous.id,
-                    collection,
-                    name,
-                    previous.status,
-                    final,
-                    previous.docs_applied,
-                    previous.docs_unchanged,
-                    previous.docs_rejected,
-                )
-        if previous is not None and previous.status == "processing" and move:
-            file_id = previous.id
-            resume_from = previous.docs_seen
-            counts = [previous.docs_applied, previous.docs_unchanged, previous.docs_rejected]
-            async with self.store.write() as db:
-                await ledger.move_file(db, file_id, str(path))
-        else:
-            duplicate = previous.id if previous is not None and previous.status == "done" else None
-            async with self.store.write() as db:
-                file_id = await ledger.insert_file(
-                    db,
-                    collection=collection,
-                    name=name,
-                    path=str(path),
-                    sha256=sha256,
-                    size=size,
-                    status="processing",
-                    now=now_ms(),
-                    duplicate_of=duplicate,
-                )
-            if duplicate is not None:
-                log.info(
-                    "ingest_duplicate", collection=collection, file=name, duplicate_of=duplicate
-                )
-                report = await self._file_away(
-                    path, file_id, collection, name, "done", [], counts=(0, 0, 0), move=move
-                )
-                report.duplicate_of = duplicate
-                return report
-            resume_from, counts = 0, [0, 0, 0]
+        sha256, size = await anyio.to_thread.run_sync(file_digest, claim.fd)
+        if resume is not None and resume.sha256 not in ("", sha256):
+            log.warning("ingest_restart_changed_file", file=str(claim.path), file_id=file_id)
+            resume = None  # its content changed since: start over, keeping nothing
+        duplicate = await self.store.transact(
+            ledger.set_content, file_id, sha256, size, is_locked_path
+        )
+        if duplicate is not None and (resume is None or resume.docs_seen == 0):
+            log.info(
+                "ingest_duplicate",
+                collection=claim.collection,
+                file=claim.name,
+                duplicate_of=duplicate,
+            )
+            report = await self._file_away(claim, file_id, "done", [], (0, 0, 0))
+            report.duplicate_of = duplicate
+            return report
+        resume_from, counts = 0, (0, 0, 0)
+        if resume is not None:
+            resume_from = resume.docs_seen
+            counts = (resume.docs_applied, resume.docs_unchanged, resume.docs_rejected)
         job = ParseJob(
-            path,
-            config.collection(collection),
+            claim.path,
+            config.collection(claim.collection),
             file_id=file_id,
             resume_from=resume_from,
             batch_size=config.ingest_batch,
@@ -224,9 +288,10 @@ class Ingestor:
         send, receive = anyio.create_memory_object_stream[tuple[list[Change], int, int]](0)
 
         async def commit_batches() -> None:
+            nonlocal counts
             async with receive:
                 async for changes, seen, rejected in receive:
-                    merged = await self.store.transact(
+                    merged, counts = await self.store.transact(
                         _commit_batch, file_id, changes, routes, seen, counts, rejected
                     )
                     providers.update(merged.providers)
@@ -239,91 +304,245 @@ class Ingestor:
                 async for parsed in batches:
                     failures.extend(parsed.failures)
                     await send.send((parsed.changes, parsed.seen, parsed.rejected))
-        status = "quarantined" if failures else "done"
-        report = await self._file_away(
-            path,
-            file_id,
-            collection,
-            name,
-            status,
-            failures,
-            counts=(counts[0], counts[1], counts[2]),
-            move=move,
-        )
+        status = "quarantined" if failures or counts[2] else "done"
+        report = await self._file_away(claim, file_id, status, failures, counts)
         report.providers = providers
         return report
 
     async def _file_away(
         self,
-        path: Path,
+        claim: Claim,
         file_id: int,
-        collection: str,
-        name: str,
         status: str,
         failures: list[DocumentFailure],
-        *,
         counts: tuple[int, int, int],
-        move: bool = True,
     ) -> IngestReport:
+        """Write the receipt, move the file to ``.done/`` or ``.quarantine/``, finish its row.
+
+        The row names the destination before the file moves (see ``store.files``), so
+        an ingest killed in between is finished by ``daemon.recovery``.
+        """
         applied, unchanged, rejected = counts
-        final = path
         error = None
-        if failures:
-            first = failures[0]
-            error = f"{len(failures)} document(s) rejected; first: #{first.index}: {first.reason}"
-        if move:
-            folder = path.parent.parent / (QUARANTINE if status == "quarantined" else DONE)
-            folder.mkdir(exist_ok=True)
-            final = path if path.parent == folder else _unique(folder / name)
-        report = IngestReport(
-            file_id,
-            collection,
-            name,
-            status,
-            final,
-            applied,
-            unchanged,
-            rejected,
-            failures=failures,
+        if status == "quarantined":
+            listed = failures[0] if failures else None
+            error = f"{max(rejected, len(failures))} document(s) rejected" + (
+                f"; first: #{listed.index}: {listed.reason}" if listed else ""
+            )
+        final = claim.path
+        if claim.move:
+            folder = claim.folder / (QUARANTINE if status == "quarantined" else DONE)
+            await self.disk(lambda: folder.mkdir(exist_ok=True))
+            name = claim.path.name  # free in every folder since the claim (see free_name)
+            row_path = str(claim.path)
+            while True:
+                final = folder / name
+                if status == "quarantined":
+                    await self._write_receipt(final, claim, file_id, failures, counts)
+                await self._move_row(file_id, row_path, final)
+                row_path = str(final)
+                try:
+                    await self.disk(lambda: rename_noreplace(claim.path, final))  # noqa: B023
+                    break
+                except FileExistsError:  # put there by someone else meanwhile
+                    await self._move_row(file_id, row_path, claim.path)
+                    row_path = str(claim.path)
+                    name = free_name(claim.folder, claim.name)
+            claim.path = final
+        finished = await self.store.transact(
+            partial(
+                ledger.finish_if,
+                file_id=file_id,
+                path=str(final),
+                status=status,
+                error=error,
+                now=now_ms(),
+            )
         )
-        if status == "quarantined" and move:
-            receipt = final.with_name(final.name + ".error.json")
-            receipt.write_bytes(
-                orjson.dumps(
-                    {
-                        "file": name,
-                        "collection": collection,
-                        "file_id": file_id,
-                        "status": "quarantined",
-                        "policy": "per-document: every document not listed "
-                        "here was merged (applied or already current)",
-                        "applied": applied,
-                        "unchanged": unchanged,
-                        "rejected": len(failures),
-                        "errors": [f.as_json() for f in failures[:MAX_LISTED_ERRORS]],
-                        "errors_not_listed": max(0, len(failures) - MAX_LISTED_ERRORS),
-                    },
-                    option=orjson.OPT_INDENT_2,
-                )
-            )
-        async with self.store.write() as db:
-            await ledger.finish_file(
-                db, file_id, status=status, path=str(final), error=error, now=now_ms()
-            )
-        if final != path:
-            os.rename(path, final)
+        if not finished:
+            log.warning("ingest_row_changed", file_id=file_id, path=str(final))
         event = "file_quarantined" if status == "quarantined" else "file_ingested"
         log.info(
             event,
-            collection=collection,
-            file=name,
+            collection=claim.collection,
+            file=claim.name,
             file_id=file_id,
             applied=applied,
             unchanged=unchanged,
             rejected=rejected,
             error=error,
         )
-        return report
+        return IngestReport(
+            file_id,
+            claim.collection,
+            claim.name,
+            status,
+            final,
+            applied,
+            unchanged,
+            rejected,
+            failures=failures,
+            error=error,
+        )
+
+    async def _move_row(self, file_id: int, was: str, path: Path) -> None:
+        moved = await self.store.transact(
+            partial(ledger.move_if, file_id=file_id, was=was, path=str(path))
+        )
+        if not moved:
+            log.warning("ingest_row_changed", file_id=file_id, path=str(path))
+
+    async def _write_receipt(
+        self,
+        final: Path,
+        claim: Claim,
+        file_id: int,
+        failures: list[DocumentFailure],
+        counts: tuple[int, int, int],
+    ) -> None:
+        applied, unchanged, rejected = counts
+        rejected = max(rejected, len(failures))
+        listed = failures[:MAX_LISTED_ERRORS]
+        receipt = final.with_name(final.name + RECEIPT_SUFFIX)
+        content = orjson.dumps(
+            {
+                "file": claim.name,
+                "collection": claim.collection,
+                "file_id": file_id,
+                "status": "quarantined",
+                "policy": "per-document: every document not listed "
+                "here was merged (applied or already current)",
+                "applied": applied,
+                "unchanged": unchanged,
+                "rejected": rejected,
+                "errors": [f.as_json() for f in listed],
+                "errors_not_listed": rejected - len(listed),
+            },
+            option=orjson.OPT_INDENT_2,
+        )
+        await self.disk(lambda: receipt.write_bytes(content))
+
+    async def quarantine_unreadable(
+        self, path: Path, collection: str, reason: str
+    ) -> IngestReport | None:
+        """Move an entry that is not read (a link, FIFO, directory, ...) to ``.quarantine/``.
+
+        The entry itself is moved (a link is not followed), gets a ledger row and a
+        receipt saying why. None if it was gone before it could be moved.
+        """
+        folder = path.parent / QUARANTINE
+        try:
+            await self.disk(lambda: folder.mkdir(exist_ok=True))
+            while True:
+                final = folder / free_name(path.parent, path.name)
+                try:
+                    await self.disk(lambda: rename_noreplace(path, final))  # noqa: B023
+                    break
+                except FileExistsError:
+                    continue
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return await self.record_unreadable(final, collection, path.name, reason)
+
+    async def record_unreadable(
+        self, final: Path, collection: str, name: str, reason: str
+    ) -> IngestReport:
+        """The ledger row and receipt of an entry moved to ``.quarantine/`` unread."""
+        error = f"not ingested: {reason}"
+        file_id = await self.store.transact(
+            partial(
+                ledger.insert_file,
+                collection=collection,
+                name=name,
+                path=str(final),
+                sha256=_EMPTY_SHA256,
+                size=0,
+                status="quarantined",
+                now=now_ms(),
+                error=error,
+            )
+        )
+        receipt = final.with_name(final.name + RECEIPT_SUFFIX)
+        content = orjson.dumps(
+            {
+                "file": name,
+                "collection": collection,
+                "file_id": file_id,
+                "status": "quarantined",
+                "error": error,
+                "read": False,
+            },
+            option=orjson.OPT_INDENT_2,
+        )
+        await self.disk(lambda: receipt.write_bytes(content))
+        log.warning(
+            "file_quarantined", collection=collection, file=name, file_id=file_id, error=error
+        )
+        return IngestReport(file_id, collection, name, "quarantined", final, error=error)
+
+
+@dataclass(slots=True)
+class NotIngested:
+    """Why ``dropsync ingest`` did not ingest a file itself, and whether that is a failure."""
+
+    message: str
+    failed: bool
+
+
+async def ingest_named(
+    ingestor: Ingestor, path: Path, collection: str | None
+) -> IngestReport | NotIngested:
+    """``dropsync ingest PATH``: claim and ingest it (inside the drop folder) or read it in place.
+
+    A file of the drop folder that another ingest (the running daemon) took first is
+    not an error: the answer says who took it, and where it is now.
+    """
+    in_drop = None if collection else ingestor.collection_of(path)
+    if in_drop is not None:
+        report = await ingestor.ingest_dropped(path) if os.path.lexists(path) else None
+        if report is not None:
+            return report
+        return await _taken_by_other(ingestor, path, in_drop)
+    if not path.is_file():
+        return NotIngested(f"{path}: no such file", failed=True)
+    try:
+        return await ingestor.ingest_in_place(path, collection or path.resolve().parent.name)
+    except Taken as exc:
+        return NotIngested(str(exc), failed=True)
+
+
+async def _taken_by_other(ingestor: Ingestor, path: Path, collection: str) -> NotIngested:
+    from dropsync.daemon.runstate import is_fresh, read_runtime
+
+    state = read_runtime(ingestor.config.store_path)
+    who = "the running daemon" if state and is_fresh(state, now_ms()) else "another ingest"
+    row = await ingestor.store.call(ledger.latest_named, collection, path.name)
+    if row is not None:
+        return NotIngested(
+            f"{path}: taken by {who}: file #{row.id} ({row.status}), now {row.path}",
+            failed=row.status == "quarantined",
+        )
+    processing = path.parent / PROCESSING
+    stem, suffix = os.path.splitext(path.name)
+    for candidate in sorted(processing.glob(f"{stem}*{suffix}")) if processing.is_dir() else []:
+        if is_locked(candidate):
+            return NotIngested(
+                f"{path}: taken by {who}: being ingested, now {candidate}", failed=False
+            )
+    return NotIngested(f"{path}: no such file", failed=True)
+
+
+def is_locked_path(path: str) -> bool:
+    """True if a live ingest holds the file at ``path`` (``ledger.set_content``'s question)."""
+    return is_locked(Path(path))
+
+
+def unreadable_reason(path: Path) -> str | None:
+    """Why an entry of a collection folder is not read, or None for a regular file."""
+    try:
+        return kind_of(path, os.lstat(path).st_mode)
+    except OSError:
+        return None
 
 
 async def parse_here(job: ParseJob) -> AsyncGenerator[ParsedBatch, None]:
@@ -410,34 +629,24 @@ def _start_parser() -> tuple[subprocess.Popen[bytes], IO[bytes]]:
     return process, os.fdopen(read_end, "rb")
 
 
-def _unique(path: Path) -> Path:
-    """``path`` if free, else ``stem-N.suffix`` with the first free N."""
-    if not path.exists():
-        return path
-    stem, suffix = path.stem, path.suffix
-    number = 1
-    while True:
-        candidate = path.with_name(f"{stem}-{number}{suffix}")
-        if not candidate.exists():
-            return candidate
-        number += 1
-
-
 def _commit_batch(
     conn: sqlite3.Connection,
     file_id: int,
     batch: list[Change],
     routes: dict[str, tuple[str, ...]],
     seen: int,
-    counts: list[int],
+    counts: tuple[int, int, int],
     rejected: int,
-) -> MergeResult:
-    """One transaction: merge a batch and record the file's progress with it."""
+) -> tuple[MergeResult, tuple[int, int, int]]:
+    """One transaction: merge a batch and record the file's progress with it.
+
+    It changes nothing but the store, so it can be run again whole after a busy store
+    or a full disk rolled it back; the caller takes the new counts once it committed.
+    """
     merged = apply_changes(conn, batch, routes, now=now_ms())
-    counts[0] += merged.applied
-    counts[1] += merged.unchanged
-    counts[2] += rejected
+    applied, unchanged, rejected_before = counts
+    after = (applied + merged.applied, unchanged + merged.unchanged, rejected_before + rejected)
     ledger.record_progress(
-        conn, file_id, docs_seen=seen, applied=counts[0], unchanged=counts[1], rejected=counts[2]
+        conn, file_id, docs_seen=seen, applied=after[0], unchanged=after[1], rejected=after[2]
     )
-    return merged
+    return merged, after

@@ -1,27 +1,39 @@
 """``dropsync run``: every part of the daemon under one anyio task group.
 
-Start-up: open and migrate the store, finish files a previous run left in
-``.processing/``, start the watcher, the inbox applier and the providers, then
-tell systemd ``READY=1``. SIGTERM/SIGINT: stop taking work; the transaction in
-progress commits (store writes are shielded from cancellation) and the process
-exits 0; if that takes longer than ``daemon.shutdown_grace_s`` it exits 1.
-SIGHUP: reload the config; a bad one (a secret that cannot be read or could not
-work included) is refused and logged, the old one keeps running.
+Start-up: take over signal handling (before anything else: see
+``daemon.early_signals``), open and migrate the store, start the watcher, the inbox
+applier and the providers, tell systemd ``READY=1``, then finish files a previous run
+left in ``.processing/`` (and keep sweeping for interrupted ingests, see
+``daemon.recovery``). SIGTERM/SIGINT: stop taking work; the transaction in progress
+commits (store writes are shielded from cancellation) and the process exits 0; if
+that takes longer than ``daemon.shutdown_grace_s`` it exits 1. SIGHUP: reload the
+config; a bad one (a secret that cannot be read or could not work
+included) is refused and logged, the old one keeps running; a SIGHUP before
+the daemon is ready is kept for when it is.
+
+A busy store or a full disk never ends the daemon: the work that needs the store
+waits and tries again (``store.handle``), and ``PauseBoard`` shows it in the runtime
+state file that ``dropsync status`` reads. Should such an error still escape a part
+of the daemon, that part alone is restarted after a backoff.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import anyio
 import structlog
+from dropsync.daemon import early_signals
 from dropsync.daemon.config import Config, load_config
+from dropsync.daemon.dropfiles import PROCESSING, collection_folders, list_entries
 from dropsync.daemon.errors import ConfigError
+from dropsync.daemon.health import PauseBoard
 from dropsync.daemon.inbox import InboxApplier
 from dropsync.daemon.ingest import Ingestor, IngestReport
 from dropsync.daemon.listener import Listener
@@ -29,10 +41,13 @@ from dropsync.daemon.logs import configure_logging
 from dropsync.daemon.memory import tune_garbage_collector
 from dropsync.daemon.notify import Notifier, run_watchdog
 from dropsync.daemon.providers import ProviderSupervisor, check_provider_options
+from dropsync.daemon.recovery import Sweeper
+from dropsync.daemon.runstate import RuntimeFile
 from dropsync.daemon.secrets import check_secrets
 from dropsync.daemon.watcher import DropWatcher, candidate_files
 from dropsync.store import outbox
-from dropsync.store.handle import Store
+from dropsync.store.errors import StoreRetryable
+from dropsync.store.handle import Store, backoff_s
 from dropsync.store.merge import MergeResult
 from dropsync.store.queries import status_summary
 
@@ -75,8 +90,12 @@ class Daemon:
         self.exit_when_synced = exit_when_synced
         self.on_ready = on_ready
         self.notifier = Notifier.from_environment()
+        self.board = PauseBoard(RuntimeFile(config.store_path))
         self.exit_code = 0
+        self.ready = False
         self._overdue_timer: threading.Timer | None = None
+        self._work: anyio.CancelScope | None = None  # made in run(): it needs the event loop
+        self._sweep_soon: anyio.Event | None = None
 
     def _merged(self, result: MergeResult) -> None:
         if self.supervisor is not None and result.providers:
@@ -90,13 +109,49 @@ class Daemon:
 
     async def run(self) -> int:
         """Run until a stop signal (or, with ``exit_when_synced``, until all is delivered)."""
+        self._work = work = anyio.CancelScope()
+        wanted = [signal.SIGTERM, signal.SIGINT, signal.SIGHUP]
+        if os.environ.get("DROPSYNC_DEBUG_HOOKS") == "1":
+            wanted.append(signal.SIGUSR2)
+        try:
+            # The first thing: from here on, signals are this daemon's to handle.
+            with anyio.open_signal_receiver(*wanted) as signals:
+                async with anyio.create_task_group() as outer:
+                    outer.start_soon(self._signals, signals)
+                    try:
+                        with work:
+                            await self._run_work()
+                    finally:
+                        outer.cancel_scope.cancel()
+        finally:
+            early_signals.ignore_all()  # the receiver's end restored the defaults
+            self.board.close()
+            self.notifier.close()
+            if self._overdue_timer is not None:
+                self._overdue_timer.cancel()
+        log.info("daemon_stopped", exit_code=self.exit_code)
+        return self.exit_code
+
+    async def _run_work(self) -> None:
         config = self.config
         tune_garbage_collector()
-        self.store = await Store.open(config.store_path)
+        with contextlib.suppress(OSError):  # if it cannot be made, opening the store says why
+            config.store_path.parent.mkdir(parents=True, exist_ok=True)
+        self.board.set_state("starting")
+        self.store = await Store.open(config.store_path, pauses=self.board)
+        try:
+            await self._run_parts()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.store.close()
+
+    async def _run_parts(self) -> None:
+        config = self.config
         self.supervisor: ProviderSupervisor = ProviderSupervisor(
             self.store, config, dry_run=self.dry_run, on_merge=self._merged
         )
-        self.ingestor = Ingestor(self.store, config)
+        self.ingestor = Ingestor(self.store, config, pauses=self.board)
+        self.sweeper = Sweeper(self.ingestor)
         self.inbox = InboxApplier(
             self.store, config, self._merged, on_external_change=self.supervisor.wake_all
         )
@@ -118,63 +173,88 @@ class Daemon:
             providers=sorted(config.providers),
             pid=os.getpid(),
         )
-        try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._signals, tg.cancel_scope)
-                tg.start_soon(self.watcher.run)
-                tg.start_soon(self.inbox.run)
-                tg.start_soon(self.supervisor.run)
-                if self.listener is not None:
-                    tg.start_soon(self.listener.run)
-                await self.watcher.ready.wait()
-                self.notifier.ready(status="started")
-                log.info("daemon_ready")
-                if self.on_ready is not None:
-                    self.on_ready()
-                tg.start_soon(run_watchdog, self.notifier)
-                # Files a killed run left half done are finished after READY, so a large one
-                # cannot hold up start-up.
-                tg.start_soon(self._recover)
-                tg.start_soon(self._status_loop)
-                if self.exit_when_synced:
-                    tg.start_soon(self._exit_when_synced, tg.cancel_scope)
-        finally:
-            with anyio.CancelScope(shield=True):
-                await self.store.close()
-            self.notifier.close()
-            if self._overdue_timer is not None:
-                self._overdue_timer.cancel()
-        log.info("daemon_stopped", exit_code=self.exit_code)
-        return self.exit_code
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self.board.heartbeat)
+            tg.start_soon(self._keep, "watcher", self.watcher.run)
+            tg.start_soon(self._keep, "inbox", self.inbox.run)
+            tg.start_soon(self._keep, "providers", self.supervisor.run)
+            if self.listener is not None:
+                tg.start_soon(self._keep, "listener", self.listener.run)
+            await self.watcher.ready.wait()
+            self.ready = True
+            self.board.set_state("running")
+            self.notifier.ready(status="started")
+            log.info("daemon_ready")
+            if self.on_ready is not None:
+                self.on_ready()
+            tg.start_soon(run_watchdog, self.notifier)
+            # Files a killed run left half done are finished after READY, so a large one
+            # cannot hold up start-up.
+            tg.start_soon(self._keep, "recovery", self._recover)
+            tg.start_soon(self._keep, "status", self._status_loop)
+            if self.exit_when_synced:
+                tg.start_soon(self._exit_when_synced)
+            if early_signals.reload_pending():
+                await self._reload()
+
+    async def _keep(self, work: str, run: Callable[[], Awaitable[None]]) -> None:
+        """Run a part of the daemon; should the store's unavailability escape it, restart it."""
+        failures = 0
+        while True:
+            try:
+                await run()
+                return
+            except StoreRetryable as exc:
+                failures += 1
+                delay = backoff_s(failures)
+                self.board.paused(work, exc.condition, str(exc), delay)
+                await anyio.sleep(delay)
+                self.board.resumed(work, exc.condition)
+                log.info("work_restarted", work=work)
 
     async def _recover(self) -> None:
-        for report in await self.ingestor.recover():
-            self._merged(MergeResult(providers=report.providers))
+        """Sweep for interrupted ingests now, then every rescan (sooner after a failure)."""
+        at_start = True
+        while True:
+            self._sweep_soon = sweep_soon = anyio.Event()
+            self.watcher.on_failure = sweep_soon.set
+            for report in await self.sweeper.sweep(at_start=at_start):
+                self._merged(MergeResult(providers=report.providers))
+            at_start = False
+            wait = self.config.rescan_s
+            due = self.sweeper.retries.next_due_in()
+            if due is not None:
+                wait = min(wait, due + 0.01)
+            with anyio.move_on_after(wait):
+                await sweep_soon.wait()
+                await anyio.sleep(1.0)  # a failed file is first retried after 1 s
 
-    async def _signals(self, scope: anyio.CancelScope) -> None:
-        debug_block = os.environ.get("DROPSYNC_DEBUG_HOOKS") == "1"
-        wanted = [signal.SIGTERM, signal.SIGINT, signal.SIGHUP]
-        if debug_block:
-            wanted.append(signal.SIGUSR2)
-        with anyio.open_signal_receiver(*wanted) as signals:
-            async for signum in signals:
-                if signum == signal.SIGHUP:
+    async def _signals(self, signals: AsyncIterator[int]) -> None:
+        async for signum in signals:
+            if signum == signal.SIGHUP:
+                if self.ready:
                     await self._reload()
-                elif signum == signal.SIGUSR2:
-                    log.warning("debug_block_event_loop", seconds=5)
-                    time.sleep(5)  # noqa: ASYNC251 -- deliberately blocks the loop (watchdog tests)
                 else:
-                    self._stop(scope, signal.Signals(signum).name)
-                    return
+                    log.info("config_reload_deferred", reason="the daemon is still starting")
+                    early_signals.hup_received()
+            elif signum == signal.SIGUSR2:
+                log.warning("debug_block_event_loop", seconds=5)
+                time.sleep(5)  # noqa: ASYNC251 -- deliberately blocks the loop (watchdog tests)
+            elif self._overdue_timer is None:
+                self._stop(signal.Signals(signum).name)
+            else:
+                log.info("daemon_already_stopping", signal=signal.Signals(signum).name)
 
-    def _stop(self, scope: anyio.CancelScope, reason: str) -> None:
+    def _stop(self, reason: str) -> None:
         self.notifier.stopping()
+        self.board.state = "stopping"
         log.info("daemon_stopping", reason=reason, grace_s=self.config.shutdown_grace_s)
         if self._overdue_timer is None:
             self._overdue_timer = threading.Timer(self.config.shutdown_grace_s, _overdue)
             self._overdue_timer.daemon = True
             self._overdue_timer.start()
-        scope.cancel()
+        if self._work is not None:
+            self._work.cancel()
 
     async def _reload(self) -> None:
         self.notifier.reloading()
@@ -211,18 +291,19 @@ class Daemon:
             self.notifier.status(summary_line(summary))
             await anyio.sleep(STATUS_EVERY_S)
 
-    async def _exit_when_synced(self, scope: anyio.CancelScope) -> None:
+    async def _exit_when_synced(self) -> None:
         while True:
             await anyio.sleep(0.2)
             if candidate_files(self.config.drop_path) or any(
-                any(folder.iterdir()) for folder in self.config.drop_path.glob("*/.processing")
+                list_entries(folder / PROCESSING)
+                for folder in collection_folders(self.config.drop_path)
             ):
                 continue
             summary = await self.store.call(status_summary)
             providers = summary["providers"]
             if summary["inbox_pending"] == 0 and all(p["pending"] == 0 for p in providers):
                 log.info("synced", providers=[p["provider"] for p in providers])
-                self._stop(scope, "synced")
+                self._stop("synced")
                 return
 
 

@@ -3,7 +3,12 @@
 watchfiles reports changes; a periodic rescan catches anything missed (and the
 files present at start). A file is taken once its size and mtime have not
 changed for ``drop.settle_ms``; write-then-rename is the documented way to drop,
-and names starting with ``.`` or ending in ``.tmp``/``.part`` are ignored.
+and names starting with ``.`` or ending in ``.tmp``/``.part`` are ignored. Entries
+that are not regular files are handed on too (the ingestor quarantines them).
+
+Folders come and go under it (``mkdir x; rmdir x`` in a loop): an entry that vanished,
+turned into something else or cannot be read between listing and looking is skipped,
+never an error; the next look sees what is there then.
 """
 
 from __future__ import annotations
@@ -17,28 +22,26 @@ import anyio
 import structlog
 import watchfiles
 from dropsync.daemon.config import Config
-from dropsync.daemon.ingest import IngestReport, is_ignored
+from dropsync.daemon.dropfiles import collection_folders, is_ignored, list_entries
+from dropsync.daemon.ingest import IngestReport
 
 log = structlog.get_logger(__name__)
 
 
 def candidate_files(drop: Path, only: str | None = None) -> list[Path]:
-    """Files waiting in ``<drop>/<collection>/`` (or only that collection), oldest first."""
+    """Entries waiting in ``<drop>/<collection>/`` (or only that collection), oldest first."""
     found: list[tuple[float, Path]] = []
-    if not drop.is_dir():
-        return []
-    for collection in os.scandir(drop):
-        if not collection.is_dir() or collection.name.startswith("."):
+    for folder in collection_folders(drop):
+        if only is not None and folder.name != only:
             continue
-        if only is not None and collection.name != only:
-            continue
-        for entry in os.scandir(collection.path):
+        for entry in list_entries(folder):
             path = Path(entry.path)
-            if entry.is_file() and not is_ignored(path):
-                try:
-                    found.append((entry.stat().st_mtime, path))
-                except FileNotFoundError:
-                    continue
+            if is_ignored(path):
+                continue
+            try:
+                found.append((entry.stat(follow_symlinks=False).st_mtime, path))
+            except OSError:
+                continue
     return [path for _, path in sorted(found)]
 
 
@@ -51,6 +54,7 @@ class DropWatcher:
         self.config = config
         self.ingest = ingest
         self.ready = anyio.Event()
+        self.on_failure: Callable[[], None] | None = None
         self._send, self._receive = anyio.create_memory_object_stream[Path](max_buffer_size=10_000)
         self._queued: set[Path] = set()
 
@@ -77,8 +81,8 @@ class DropWatcher:
         previous = None
         while True:
             try:
-                stat = path.stat()
-            except FileNotFoundError:
+                stat = os.lstat(path)
+            except OSError:  # gone, or its folder is (or is no longer a folder)
                 return False
             current = (stat.st_size, stat.st_mtime_ns)
             age = time.time() - stat.st_mtime
@@ -92,12 +96,12 @@ class DropWatcher:
             try:
                 if await self._settle(path):
                     await self.ingest(path)
-            except OSError as exc:
-                log.error("ingest_io_error", file=str(path), error=str(exc))
             except Exception:
-                # Never let one file stop the daemon; it stays in .processing/ and is
-                # retried at the next start.
+                # Never let one file stop the daemon; it stays in .processing/ with its
+                # ledger row, and the recovery sweep takes it up again.
                 log.exception("ingest_failed", file=str(path))
+                if self.on_failure is not None:
+                    self.on_failure()
             finally:
                 self._queued.discard(path)
 
@@ -124,7 +128,12 @@ class DropWatcher:
                 path = Path(name)
                 if self._relevant(path):
                     self._enqueue(path)
-                elif path.parent == drop and path.is_dir() and not path.name.startswith("."):
+                elif (
+                    path.parent == drop
+                    and not path.name.startswith(".")
+                    and os.path.isdir(path)
+                    and not os.path.islink(path)
+                ):
                     # A new collection folder: files written into it before the watch on it
                     # was in place would otherwise wait for the rescan.
                     for entry in candidate_files(drop, only=path.name):

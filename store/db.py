@@ -8,6 +8,7 @@ transaction. A file with a higher version than this program knows is refused.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,8 +17,53 @@ from pathlib import Path
 import aiosqlite
 import anyio
 from dropsync.store.diagnosis import check_openable, explain_open_failure
-from dropsync.store.errors import SchemaTooNew, StoreBusy, StoreError, StoreUnavailable
+from dropsync.store.errors import (
+    SchemaTooNew,
+    StoreBusy,
+    StoreError,
+    StoreFull,
+    StoreRetryable,
+    StoreUnavailable,
+)
 from dropsync.store.schema import migrations
+
+# Below this much free space, an I/O error writing the store is taken for a full disk.
+NEARLY_FULL_BYTES = 1 << 20
+
+
+def unavailable(exc: sqlite3.Error, path: Path) -> StoreRetryable | None:
+    """The retryable condition behind an SQLite error, if it is one (else None).
+
+    ``database is locked`` (SQLITE_BUSY/SQLITE_LOCKED: another program held the write lock
+    longer than busy_timeout) is ``StoreBusy``; ``database or disk is full`` (SQLITE_FULL),
+    and an I/O error while the store's file system has (almost) no space left, is
+    ``StoreFull``. Anything else is not retryable and stays as it is.
+    """
+    code = getattr(exc, "sqlite_errorcode", None)
+    if not isinstance(code, int):
+        return None
+    primary = code & 0xFF
+    if primary in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        return StoreBusy(f"store {path} is busy: another program holds its write lock ({exc})")
+    if primary == sqlite3.SQLITE_FULL or (
+        primary in (sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CANTOPEN) and _nearly_full(path)
+    ):
+        return StoreFull(f"store {path}: the disk is full ({exc})")
+    return None
+
+
+def _open_error(path: Path, exc: BaseException) -> StoreError:
+    """A busy store or a full disk (retryable), else what the file system says is wrong."""
+    retryable = unavailable(exc, path) if isinstance(exc, sqlite3.Error) else None
+    return retryable or explain_open_failure(path, exc, writing=True)
+
+
+def _nearly_full(path: Path) -> bool:
+    try:
+        stat = os.statvfs(path.parent)
+    except OSError:
+        return False
+    return stat.f_bavail * stat.f_frsize < NEARLY_FULL_BYTES
 
 
 async def _configure(db: aiosqlite.Connection) -> None:
@@ -44,7 +90,7 @@ async def open_store(path: Path, *, target: int | None = None) -> aiosqlite.Conn
     try:
         db = await aiosqlite.connect(path, isolation_level=None)
     except (OSError, sqlite3.Error) as exc:
-        raise explain_open_failure(path, exc, writing=True) from exc
+        raise _open_error(path, exc) from exc
     try:
         await _configure(db)
         mode = await (await db.execute("PRAGMA journal_mode = WAL")).fetchone()
@@ -52,10 +98,12 @@ async def open_store(path: Path, *, target: int | None = None) -> aiosqlite.Conn
             raise StoreError(f"store {path}: cannot switch to WAL mode")
         await _check_and_migrate(db, path, target=target)
     except (OSError, sqlite3.Error) as exc:
-        await db.close()
-        raise explain_open_failure(path, exc, writing=True) from exc
+        with anyio.CancelScope(shield=True):
+            await db.close()
+        raise _open_error(path, exc) from exc
     except BaseException:
-        await db.close()
+        with anyio.CancelScope(shield=True):
+            await db.close()
         raise
     return db
 
@@ -97,9 +145,13 @@ async def _check_and_migrate(db: aiosqlite.Connection, path: Path, *, target: in
     for step in steps[current:goal]:
         try:
             await db.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            raise StoreBusy(f"store {path} is locked by another writer: {exc}") from None
+        except sqlite3.Error as exc:
+            raise (unavailable(exc, path) or exc) from exc
         try:
+            if await schema_version(db) >= step.version:
+                # Another program (a second dropsync) migrated it while this one waited.
+                await db.execute("ROLLBACK")
+                continue
             # executescript would COMMIT first; run statement by statement instead.
             for statement in _statements(step.sql):
                 await db.execute(statement)
@@ -113,7 +165,8 @@ async def _check_and_migrate(db: aiosqlite.Connection, path: Path, *, target: in
             await db.execute(f"PRAGMA user_version = {step.version}")
             await db.execute("COMMIT")
         except BaseException:
-            await db.execute("ROLLBACK")
+            with anyio.CancelScope(shield=True):
+                await rollback_if_open(db)
             raise
 
 
@@ -134,6 +187,12 @@ def _statements(script: str) -> list[str]:
     return statements
 
 
+async def rollback_if_open(db: aiosqlite.Connection) -> None:
+    """ROLLBACK, unless SQLite already rolled back (it does on SQLITE_FULL, for one)."""
+    if db.in_transaction:
+        await db.execute("ROLLBACK")
+
+
 @asynccontextmanager
 async def transaction(db: aiosqlite.Connection) -> AsyncIterator[aiosqlite.Connection]:
     """An IMMEDIATE write transaction: committed on success, rolled back on any error."""
@@ -142,7 +201,12 @@ async def transaction(db: aiosqlite.Connection) -> AsyncIterator[aiosqlite.Conne
         yield db
     except BaseException:
         with anyio.CancelScope(shield=True):
-            await db.execute("ROLLBACK")
+            await rollback_if_open(db)
         raise
-    with anyio.CancelScope(shield=True):
-        await db.execute("COMMIT")
+    try:
+        with anyio.CancelScope(shield=True):
+            await db.execute("COMMIT")
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await rollback_if_open(db)
+        raise

@@ -2,10 +2,15 @@
 
 StoreError              base: the store file cannot be used
 ├── SchemaTooNew        the file was written by a newer dropsync; refuse to touch it
-├── StoreBusy           another writer holds the store (e.g. a second daemon)
 ├── StoreUnavailable    the file or its folder cannot be opened: the message names the
 │                       path and the cause (missing folder, permissions, a folder, disk full)
-└── StoreDamaged        SQLite reports the file damaged or not a database
+├── StoreDamaged        SQLite reports the file damaged or not a database
+└── StoreRetryable      the store cannot be written now; it may be later (``condition`` says why)
+    ├── StoreBusy       another program holds the store's write lock longer than busy_timeout
+    └── StoreFull       the disk (or file system) holding the store is full
+
+``StoreRetryable`` is what the daemon's ``Store`` waits out, trying again (see
+``store.handle``); one-shot commands report it and exit 1.
 """
 
 from __future__ import annotations
@@ -19,13 +24,27 @@ class SchemaTooNew(StoreError):
     """The store's schema version is newer than this program knows."""
 
 
-class StoreBusy(StoreError):
-    """The store is locked by another writer."""
-
-
 class StoreUnavailable(StoreError):
     """The store file or its folder cannot be opened; the message names the path and cause."""
 
 
 class StoreDamaged(StoreError):
     """SQLite reports the store file as damaged, or as not a database."""
+
+
+class StoreRetryable(StoreError):
+    """The store cannot be written now; retrying later may succeed."""
+
+    condition = "store unavailable"
+
+
+class StoreBusy(StoreRetryable):
+    """The store is locked by another writer."""
+
+    condition = "store busy"
+
+
+class StoreFull(StoreRetryable):
+    """The disk holding the store is full."""
+
+    condition = "disk full"

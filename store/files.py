@@ -1,11 +1,22 @@
-"""The ``files`` ledger: every drop file claimed, its content hash, progress and outcome."""
+"""The ``files`` ledger: every drop file claimed, its content hash, progress and outcome.
+
+A row is made the moment a file is claimed (``sha256`` empty until the file is
+hashed), so a file in ``.processing/`` is never without one for longer than a claim
+takes. While the file is processed its ``path`` is its place in ``.processing/``; just
+before it is moved to ``.done/`` or ``.quarantine/``, ``path`` becomes the place it
+is moved to, still with status ``processing``, and the status is set once it is there.
+So a row's path always says where its file is, or is being moved to. Changes that a
+concurrent ingest may also make are conditional on the row being as the caller saw it.
+
+Plain functions over a ``sqlite3.Connection``, run in the store's thread
+(``Store.transact`` / ``Store.call``).
+"""
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
-
-import aiosqlite
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,30 +33,95 @@ class FileRow:
     docs_applied: int
     docs_unchanged: int
     docs_rejected: int
+    duplicate_of: int | None = None
 
 
 _COLUMNS = (
     "id, collection, name, path, sha256, status, docs_seen, docs_applied, docs_unchanged, "
-    "docs_rejected"
+    "docs_rejected, duplicate_of"
 )
 
 
-async def latest_with_content(
-    db: aiosqlite.Connection, collection: str, sha256: str
-) -> FileRow | None:
-    """The newest ledger row of ``collection`` for a file with this content, if any."""
-    row = await (
-        await db.execute(
-            f"SELECT {_COLUMNS} FROM files WHERE sha256 = ? AND collection = ? "
-            "ORDER BY (status = 'processing') DESC, id DESC LIMIT 1",
-            (sha256, collection),
-        )
-    ).fetchone()
+def _one(db: sqlite3.Connection, where: str, params: tuple[object, ...]) -> FileRow | None:
+    row = db.execute(f"SELECT {_COLUMNS} FROM files WHERE {where} LIMIT 1", params).fetchone()
     return FileRow(*row) if row else None
 
 
-async def insert_file(
-    db: aiosqlite.Connection,
+def get_file(db: sqlite3.Connection, file_id: int) -> FileRow | None:
+    """The row ``file_id``."""
+    return _one(db, "id = ?", (file_id,))
+
+
+def processing_at(db: sqlite3.Connection, paths: list[str]) -> FileRow | None:
+    """The unfinished row whose file is (or is being moved) at one of ``paths``."""
+    marks = ", ".join("?" * len(paths))
+    return _one(db, f"status = 'processing' AND path IN ({marks}) ORDER BY id DESC", (*paths,))
+
+
+def row_at(db: sqlite3.Connection, path: str) -> FileRow | None:
+    """The newest row of the file at ``path``, whatever its status."""
+    return _one(db, "path = ? ORDER BY id DESC", (path,))
+
+
+def processing_rows(db: sqlite3.Connection) -> list[FileRow]:
+    """Every unfinished row (an index keeps this cheap)."""
+    rows = db.execute(f"SELECT {_COLUMNS} FROM files WHERE status = 'processing' ORDER BY id")
+    return [FileRow(*row) for row in rows]
+
+
+def latest_named(db: sqlite3.Connection, collection: str, name: str) -> FileRow | None:
+    """The newest row of a file dropped as ``name`` into ``collection``."""
+    return _one(db, "collection = ? AND name = ? ORDER BY id DESC", (collection, name))
+
+
+def paths_in(db: sqlite3.Connection, collection: str, status: str) -> set[str]:
+    """The paths of ``collection``'s rows with ``status``."""
+    rows = db.execute(
+        "SELECT path FROM files WHERE collection = ? AND status = ?", (collection, status)
+    )
+    return {row[0] for row in rows}
+
+
+def insert_claimed(
+    db: sqlite3.Connection,
+    *,
+    collection: str,
+    name: str,
+    path: str,
+    size: int,
+    now: int,
+    exists: Callable[[str], bool],
+) -> int:
+    """The row of a file about to be moved to ``path`` in ``.processing/``; returns its id.
+
+    Written before the move (so no file is ever in ``.processing/`` without a row), with
+    status ``processing`` and no hash yet. An earlier row of a file of that name that
+    never got further (its ingest was killed before the move: no hash, nothing at its
+    path) is the same file's: it is taken over instead of adding a second row.
+    """
+    stale = db.execute(
+        "SELECT id, path FROM files WHERE status = 'processing' AND sha256 = '' "
+        "AND collection = ? AND name = ? ORDER BY id",
+        (collection, name),
+    ).fetchall()
+    for file_id, old_path in stale:
+        if not exists(old_path):
+            db.execute("UPDATE files SET path = ?, size = ? WHERE id = ?", (path, size, file_id))
+            return int(file_id)
+    return insert_file(
+        db,
+        collection=collection,
+        name=name,
+        path=path,
+        sha256="",
+        size=size,
+        status="processing",
+        now=now,
+    )
+
+
+def insert_file(
+    db: sqlite3.Connection,
     *,
     collection: str,
     name: str,
@@ -54,11 +130,11 @@ async def insert_file(
     size: int,
     status: str,
     now: int,
-    duplicate_of: int | None = None,
+    error: str | None = None,
 ) -> int:
     """Add a ledger row and return its id."""
-    cursor = await db.execute(
-        "INSERT INTO files (collection, name, path, sha256, size, status, duplicate_of, "
+    cursor = db.execute(
+        "INSERT INTO files (collection, name, path, sha256, size, status, error, "
         "received_at, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             collection,
@@ -67,13 +143,45 @@ async def insert_file(
             sha256,
             size,
             status,
-            duplicate_of,
+            error,
             now,
             None if status == "processing" else now,
         ),
     )
     assert cursor.lastrowid is not None
     return cursor.lastrowid
+
+
+def set_content(
+    db: sqlite3.Connection,
+    file_id: int,
+    sha256: str,
+    size: int,
+    is_live: Callable[[str], bool],
+) -> int | None:
+    """Record a claimed file's hash; return the id of an earlier file with that content.
+
+    That earlier file counts if it was ingested (``done``), or is being ingested right
+    now by a live ingest (``is_live(path)``): its documents are, or will be, applied.
+    A file left unfinished by a dead ingest, or quarantined, does not count.
+    """
+    row = get_file(db, file_id)
+    assert row is not None
+    earlier = None
+    candidates = db.execute(
+        "SELECT id, status, path FROM files WHERE sha256 = ? AND collection = ? AND id != ? "
+        "AND status IN ('done', 'processing') ORDER BY id DESC",
+        (sha256, row.collection, file_id),
+    )
+    for other_id, status, path in candidates.fetchall():
+        if status == "done" or is_live(path):
+            earlier = other_id
+            break
+    db.execute(
+        "UPDATE files SET sha256 = ?, size = ?, duplicate_of = ? WHERE id = ?",
+        (sha256, size, earlier, file_id),
+    )
+    return int(earlier) if earlier is not None else None
 
 
 def record_progress(
@@ -93,16 +201,28 @@ def record_progress(
     )
 
 
-async def finish_file(
-    db: aiosqlite.Connection, file_id: int, *, status: str, path: str, error: str | None, now: int
-) -> None:
-    """Mark a file done or quarantined at its final path."""
-    await db.execute(
-        "UPDATE files SET status = ?, path = ?, error = ?, finished_at = ? WHERE id = ?",
-        (status, path, error, now, file_id),
+def move_if(db: sqlite3.Connection, file_id: int, *, was: str, path: str) -> bool:
+    """Record that the unfinished file at ``was`` now is (or is being moved) at ``path``."""
+    cursor = db.execute(
+        "UPDATE files SET path = ? WHERE id = ? AND status = 'processing' AND path = ?",
+        (path, file_id, was),
     )
+    return cursor.rowcount == 1
 
 
-async def move_file(db: aiosqlite.Connection, file_id: int, path: str) -> None:
-    """Record that a file now lives at ``path``."""
-    await db.execute("UPDATE files SET path = ? WHERE id = ?", (path, file_id))
+def finish_if(
+    db: sqlite3.Connection,
+    file_id: int,
+    *,
+    path: str,
+    status: str,
+    error: str | None,
+    now: int,
+) -> bool:
+    """Mark the unfinished file at ``path`` ``done`` or ``quarantined`` (False if it was not)."""
+    cursor = db.execute(
+        "UPDATE files SET status = ?, error = ?, finished_at = ? "
+        "WHERE id = ? AND status = 'processing' AND path = ?",
+        (status, error, now, file_id, path),
+    )
+    return cursor.rowcount == 1

@@ -1,4 +1,12 @@
-"""The daemon's handle on the store: one connection, one writer at a time."""
+"""The daemon's handle on the store: one connection, one writer at a time.
+
+When the store cannot be written now (another program holds its write lock longer
+than busy_timeout, or the disk is full: ``StoreRetryable``), a ``Store`` opened with
+a ``PauseListener`` waits and tries the unit of work again, with backoff, for as long as
+it takes, and tells the listener when it pauses and resumes; a ``Store`` without one
+(the one-shot commands) raises the error. A unit of work is tried again whole: it
+was rolled back, so nothing of it was committed, and nothing is done twice.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +14,85 @@ import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 
 import aiosqlite
 import anyio
-from dropsync.store.db import open_reader, open_store, transaction
+from dropsync.store.db import open_reader, open_store, rollback_if_open, unavailable
+from dropsync.store.errors import StoreRetryable
 
 T = TypeVar("T")
+
+# Waits between attempts: 0.5 s, doubling, at most 10 s (each attempt at a locked store
+# first waits busy_timeout, 5 s, inside SQLite).
+BACKOFF_FIRST_S = 0.5
+BACKOFF_MAX_S = 10.0
+
+
+def backoff_s(attempt: int) -> float:
+    """Seconds to wait after the ``attempt``-th failed attempt (1-based)."""
+    return float(min(BACKOFF_FIRST_S * 2 ** min(attempt - 1, 30), BACKOFF_MAX_S))
+
+
+class PauseListener(Protocol):
+    """Told when work pauses because of a condition outside the daemon, and resumes."""
+
+    def paused(self, work: str, condition: str, detail: str, retry_in_s: float) -> None:
+        """``work`` waits: ``condition`` (``store busy``, ``disk full``) because of ``detail``."""
+
+    def resumed(self, work: str, condition: str) -> None:
+        """``work`` got through again."""
+
+
+def store_condition(exc: BaseException) -> str | None:
+    """The condition of a ``StoreRetryable``, None for any other error."""
+    return exc.condition if isinstance(exc, StoreRetryable) else None
+
+
+async def retrying(
+    attempt: Callable[[], Awaitable[T]],
+    listener: PauseListener,
+    work: str,
+    condition_of: Callable[[BaseException], str | None] = store_condition,
+) -> T:
+    """``attempt()`` until it does not fail with a retryable condition, with backoff.
+
+    ``condition_of`` names the condition of a retryable error (None: not retryable,
+    raised at once). The waits between attempts can be cancelled (a stop request).
+    """
+    failures = 0
+    paused: str | None = None
+    while True:
+        try:
+            result = await attempt()
+        except Exception as exc:
+            condition = condition_of(exc)
+            if condition is None:
+                raise
+            failures += 1
+            delay = backoff_s(failures)
+            if paused is not None and paused != condition:
+                listener.resumed(work, paused)
+            paused = condition
+            listener.paused(work, condition, str(exc), delay)
+            await anyio.sleep(delay)
+            continue
+        if paused is not None:
+            listener.resumed(work, paused)
+        return result
+
+
+async def run_in_connection_thread(db: aiosqlite.Connection, fn: Callable[..., T], *args: Any) -> T:
+    """Run ``fn(conn, *args)`` in the thread that owns ``db``'s sqlite3 connection.
+
+    aiosqlite (up to 0.22 at least) has no public way to hand its thread a whole unit
+    of work; this is the one place that uses its private ``Connection._execute`` (and
+    ``_conn``). ``tests/store/test_handle.py`` fails loudly if an aiosqlite release
+    changes them; the ``<0.23`` pin in pyproject.toml stays until that test passes on
+    the next release (see docs/schema.md, "How the daemon writes").
+    """
+    execute = cast(Callable[..., Awaitable[T]], db._execute)
+    return await execute(fn, db._conn, *args)
 
 
 class Store:
@@ -22,53 +102,96 @@ class Store:
     the connection to a task between transactions, so it never sees another
     task's half-done work. ``snapshot()`` is a second, read-only connection for
     reads that need not wait for the writer: it sees the last committed state.
+    With ``pauses``, ``call``, ``transact`` and the start of ``write`` wait out a
+    busy store or a full disk (see the module docstring).
     """
 
-    def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
+    def __init__(
+        self, db: aiosqlite.Connection, path: Path, *, pauses: PauseListener | None = None
+    ) -> None:
         self.db = db
         self.path = path
+        self.pauses = pauses
         self._lock = anyio.Lock()
         self._reader: aiosqlite.Connection | None = None
         self._reader_lock = anyio.Lock()
 
     @classmethod
-    async def open(cls, path: Path) -> Store:
-        """Open (creating or migrating it) the store at ``path``."""
-        return cls(await open_store(path), path)
+    async def open(cls, path: Path, *, pauses: PauseListener | None = None) -> Store:
+        """Open (creating or migrating it) the store at ``path``.
+
+        With ``pauses``, a busy store or a full disk at opening is waited out too.
+        """
+        if pauses is None:
+            return cls(await open_store(path), path)
+        return cls(await retrying(lambda: open_store(path), pauses, "store"), path, pauses=pauses)
+
+    async def _retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
+        if self.pauses is None:
+            return await attempt()
+        return await retrying(attempt, self.pauses, "store")
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[aiosqlite.Connection]:
-        """A write transaction, committed on success; waits for other tasks' transactions."""
-        async with self._lock, transaction(self.db) as db:
-            yield db
+        """A write transaction, committed on success; waits for other tasks' transactions.
+
+        Only its start is retried (the body cannot be run again from here): prefer
+        ``transact`` for work that must survive a full disk.
+        """
+        async with self._lock:
+            await self._retrying(self._begin)
+            try:
+                yield self.db
+            except sqlite3.Error as exc:
+                with anyio.CancelScope(shield=True):
+                    await rollback_if_open(self.db)
+                raise (unavailable(exc, self.path) or exc) from exc
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await rollback_if_open(self.db)
+                raise
+            try:
+                with anyio.CancelScope(shield=True):
+                    await self.db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                with anyio.CancelScope(shield=True):
+                    await rollback_if_open(self.db)
+                raise (unavailable(exc, self.path) or exc) from exc
+
+    async def _begin(self) -> None:
+        try:
+            await self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise (unavailable(exc, self.path) or exc) from exc
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(conn, *args)`` in the connection's thread, between transactions.
 
         aiosqlite's worker thread owns the connection; handing it a whole unit of
-        work (``Connection._execute``) costs one round trip instead of one per
-        statement, and lets the event loop parse the next batch meanwhile.
+        work costs one round trip instead of one per statement, and lets the event
+        loop parse the next batch meanwhile.
         """
         async with self._lock:
-            with anyio.CancelScope(shield=True):
-                result = await self._run(fn, *args)
-        return result
+            return await self._retrying(lambda: self._shielded(fn, *args))
 
     async def transact(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(conn, *args)`` in one IMMEDIATE transaction in the connection's thread.
 
         Committed if ``fn`` returns, rolled back if it raises. Once started it is
-        not cancelled: a stop request lets the transaction finish first.
+        not cancelled: a stop request lets the transaction finish first. With
+        ``pauses`` it is run again after a busy store or a full disk, so ``fn`` must
+        change nothing but the store (or only what it can change again).
         """
         async with self._lock:
-            with anyio.CancelScope(shield=True):
-                result: T = await self._run(_in_transaction, fn, *args)
-        return result
+            return await self._retrying(lambda: self._shielded(_in_transaction, fn, *args))
 
-    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        # aiosqlite's worker thread owns the connection; _execute runs fn there.
-        execute = cast(Callable[..., Awaitable[T]], self.db._execute)
-        return await execute(fn, self.db._conn, *args)
+    async def _shielded(self, fn: Callable[..., T], *args: Any) -> T:
+        try:
+            with anyio.CancelScope(shield=True):
+                result = await run_in_connection_thread(self.db, fn, *args)
+        except sqlite3.Error as exc:
+            raise (unavailable(exc, self.path) or exc) from exc
+        return result
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[aiosqlite.Connection]:
@@ -108,8 +231,9 @@ def _in_transaction(conn: sqlite3.Connection, fn: Callable[..., T], *args: Any) 
     conn.execute("BEGIN IMMEDIATE")
     try:
         result = fn(conn, *args)
+        conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:  # SQLite rolls back by itself on some errors (SQLITE_FULL)
+            conn.execute("ROLLBACK")
         raise
-    conn.execute("COMMIT")
     return result

@@ -158,3 +158,79 @@ class DaemonProcess:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait(timeout=30)
+
+
+_HOLD_LOCK = """
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)
+db.execute("BEGIN IMMEDIATE")
+print("locked", flush=True)
+sys.stdin.readline()
+db.execute(sys.argv[2] if len(sys.argv) > 2 else "SELECT 1")
+db.execute("COMMIT")
+"""
+
+
+class StoreLockHolder:
+    """Another program holding the store's write lock (``BEGIN IMMEDIATE``) until released."""
+
+    def __init__(self, db: Path, statement: str | None = None) -> None:
+        args = [sys.executable, "-c", _HOLD_LOCK, str(db)] + ([statement] if statement else [])
+        self.process = subprocess.Popen(
+            args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        assert self.process.stdout is not None
+        assert self.process.stdout.readline().strip() == "locked"
+
+    def release(self) -> None:
+        """Run the statement (if any), commit and end."""
+        assert self.process.stdin is not None
+        if self.process.poll() is None:
+            self.process.stdin.write("\n")
+            self.process.stdin.flush()
+        assert self.process.wait(timeout=30) == 0
+
+    def close(self) -> None:
+        """Make sure the process is gone (test teardown)."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=30)
+
+
+class SmallFileSystem:
+    """A small tmpfs mounted at ``path`` (root only), to fill up for real."""
+
+    def __init__(self, path: Path, size_kb: int) -> None:
+        self.path = path
+        path.mkdir(parents=True, exist_ok=True)
+        result = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size_kb}k", "tmpfs", str(path)],
+            capture_output=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            import pytest
+
+            pytest.skip(f"cannot mount a tmpfs here: {result.stderr.decode().strip()}")
+        self.filler = path / "filler"
+
+    def fill(self) -> None:
+        """Take every free byte (the file ``filler``)."""
+        fd = os.open(self.filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        try:
+            for size in (1 << 16, 4096, 1):
+                try:
+                    while True:
+                        os.write(fd, b"\0" * size)
+                except OSError:
+                    continue
+        finally:
+            os.close(fd)
+
+    def free(self) -> None:
+        """Give the space back."""
+        self.filler.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        """Unmount (lazily: a process may still have a file open there)."""
+        subprocess.run(["umount", "-l", str(self.path)], check=False)

@@ -124,6 +124,7 @@ STATUS_MODULES = {
     "dropsync.daemon.clock",
     "dropsync.daemon.config_file",
     "dropsync.daemon.errors",
+    "dropsync.daemon.runstate",  # the daemon's runtime state file (stdlib only)
     "dropsync.store",
     "dropsync.store.diagnosis",
     "dropsync.store.errors",

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from dropsync.daemon.cli.common import EXIT_FAILURE, EXIT_OK, config_of, log_to_stderr
 
 if TYPE_CHECKING:
-    from dropsync.daemon.ingest import IngestReport
+    from dropsync.daemon.ingest import IngestReport, NotIngested
 
 HELP = "ingest files once through the daemon's ingest path (one JSON report per file)"
 
@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     import anyio
     import orjson
     from dropsync.daemon.clock import now_ms
-    from dropsync.daemon.ingest import Ingestor
+    from dropsync.daemon.ingest import Ingestor, NotIngested, ingest_named
     from dropsync.daemon.memory import tune_garbage_collector
     from dropsync.store import outbox
     from dropsync.store.handle import Store
@@ -40,30 +40,21 @@ def run(args: argparse.Namespace) -> int:
     tune_garbage_collector()
     kinds = [(p.name, p.kind) for p in config.providers.values()]
 
-    async def ingest() -> list[IngestReport | str]:
-        results: list[IngestReport | str] = []
+    async def ingest() -> list[IngestReport | NotIngested]:
+        results: list[IngestReport | NotIngested] = []
         async with await Store.open(config.store_path) as store:
             async with store.write() as db:
                 await outbox.register_providers(db, kinds, now=now_ms())
             ingestor = Ingestor(store, config)
             for name in args.files:
-                path = Path(name)
-                if not path.is_file():
-                    results.append(f"{name}: no such file")
-                    continue
-                if ingestor.collection_of(path) is not None and not args.collection:
-                    report = await ingestor.ingest_dropped(path)
-                else:
-                    collection = args.collection or path.resolve().parent.name
-                    report = await ingestor.ingest_in_place(path, collection)
-                results.append(report if report is not None else f"{name}: not ingested")
+                results.append(await ingest_named(ingestor, Path(name), args.collection))
         return results
 
     failed = False
     for result in anyio.run(ingest):
-        if isinstance(result, str):
-            print(f"dropsync: {result}", file=sys.stderr)
-            failed = True
+        if isinstance(result, NotIngested):
+            print(f"dropsync: {result.message}", file=sys.stderr)
+            failed |= result.failed
         else:
             print(orjson.dumps(result.as_json(), default=str).decode())
             failed |= result.status != "done"

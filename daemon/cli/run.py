@@ -20,12 +20,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the daemon until SIGTERM/SIGINT; its exit code."""
-    import anyio
-    from dropsync.daemon.logs import configure_logging
-    from dropsync.daemon.runner import Daemon
+    """Run the daemon until SIGTERM/SIGINT; its exit code.
 
-    config = checked_config(args)
-    configure_logging(config.log_level)
-    daemon = Daemon(config, config_arg=args.config, dry_run=args.dry_run)
-    return anyio.run(daemon.run)
+    Signal handling comes first (``daemon.early_signals``): a SIGHUP while starting never
+    ends the process, a SIGTERM then stops it (exit 0).
+    """
+    from dropsync.daemon import early_signals
+
+    early_signals.install()
+    try:
+        import anyio
+        from dropsync.daemon.logs import configure_logging
+        from dropsync.daemon.runner import Daemon
+
+        config = checked_config(args)
+        early_signals.config_read()
+        configure_logging(config.log_level)
+        daemon = Daemon(config, config_arg=args.config, dry_run=args.dry_run)
+        return anyio.run(daemon.run)
+    except early_signals.StopBeforeStart:
+        return 0  # stopped before it started: nothing to finish

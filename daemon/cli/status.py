@@ -66,8 +66,15 @@ def format_status(store_path: Path, summary: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Read-only, safe while the daemon runs."""
+    """Read-only, safe while the daemon runs.
+
+    What the daemon waits for (``store busy``, ``disk full``) comes from its runtime
+    state file (``daemon.runstate``), since the store may be what cannot be written.
+    """
+    import time
+
     from dropsync.daemon.config_file import store_path_of
+    from dropsync.daemon.runstate import describe, read_runtime
     from dropsync.store.queries import status_summary
     from dropsync.store.readonly import open_readonly
 
@@ -77,10 +84,14 @@ def run(args: argparse.Namespace) -> int:
         summary = status_summary(db)
     finally:
         db.close()
+    daemon = read_runtime(store_path)
     if args.json:
         import json
 
+        summary["daemon"] = daemon
         print(json.dumps(summary, indent=2, default=str))
     else:
         print(format_status(store_path, summary))
+        for line in describe(daemon, int(time.time() * 1000)):
+            print(line)
     return EXIT_OK

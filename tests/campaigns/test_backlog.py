@@ -25,17 +25,10 @@ INVARIANTS = (
     "error_logs",
     "load",
 )
-ITEM_11 = "issue 9 item 11: start-up recovery races the watcher"
-KNOWN = {
-    # Two ledger rows for a file of the backlog: seen on every run (24 of 24 seeds tried).
-    "files_once": pytest.mark.xfail(strict=True, reason=f"{ITEM_11} (two ledger rows)"),
-    # ingest_failed at error level: on every cold start tried, on most killed-midway ones.
-    "error_logs": pytest.mark.xfail(strict=True, reason=f"{ITEM_11} (ingest_failed logged)"),
-}
+# Issue 9 item 11 (start-up recovery racing the watcher: two ledger rows, ingest_failed logged)
+# is fixed: every file of the backlog is owned by one ingest (daemon/dropfiles.py).
+KNOWN: dict[str, pytest.MarkDecorator] = {}
 SOMETIMES = {
-    "error_logs": pytest.mark.xfail(
-        strict=False, reason=f"{ITEM_11} (ingest_failed logged on most runs, not all)"
-    ),
     # The kill campaign's finding (test_kill_anywhere.RESEND_IN_A_NEW_BATCH): when the kill
     # lands while a batch is in flight, the batch is applied again after the restart. Whether
     # the kill lands there depends on timing: on a busy machine about one run in two.

@@ -41,13 +41,6 @@ RESEND_IN_A_NEW_BATCH = pytest.mark.xfail(
     "as it was (needs the batch recorded before sending: daemon/delivery.py and a migration)",
 )
 KNOWN = {
-    "files_once": pytest.mark.xfail(
-        strict=True,
-        reason="issue 9 item 11: start-up recovery races the watcher (two ledger rows)",
-    ),
-    "error_logs": pytest.mark.xfail(
-        strict=True, reason="issue 9 item 11: ingest_failed logged when recovery races"
-    ),
     "applied_once": RESEND_IN_A_NEW_BATCH,
 }
 

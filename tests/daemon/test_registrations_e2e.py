@@ -260,7 +260,8 @@ def test_a_store_locked_by_another_program_pauses_pulls_without_exiting(
         holder = sqlite3.connect(tmp_path / "store.db", timeout=10, isolation_level=None)
         holder.execute("BEGIN IMMEDIATE")  # another program holds the write lock
         emulator.put("participants", [{"id": "p2", "RegistrationStatus": "Cancelled"}])
-        daemon.wait_for("pull_store_failed")
+        # The daemon's store waits out the lock (docs/schema.md, "How the daemon writes").
+        daemon.wait_for("work_paused", condition="store busy")
         holder.execute("ROLLBACK")
         holder.close()
         wait_until(

@@ -1,0 +1,86 @@
+"""The drop folder's file-system side, and the runtime state file, on real folders."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from dropsync.daemon import dropfiles, runstate
+from dropsync.daemon.watcher import candidate_files
+
+
+def test_a_folder_that_cannot_be_listed_is_skipped_not_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As root, permissions cannot make listing fail: the error is injected at os.scandir.
+    (tmp_path / "locked").mkdir()
+    (tmp_path / "open").mkdir()
+    (tmp_path / "open/a.json").write_bytes(b"{}")
+    real = os.scandir
+
+    def scandir(path: str | Path) -> object:
+        if Path(path).name == "locked":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    assert candidate_files(tmp_path) == [tmp_path / "open/a.json"]
+    assert dropfiles.list_entries(tmp_path / "locked") == []
+    assert dropfiles.list_entries(tmp_path / "open/a.json") == []  # not a folder
+    assert dropfiles.list_entries(tmp_path / "missing") == []
+
+
+def test_rename_noreplace_never_replaces(tmp_path: Path) -> None:
+    (tmp_path / "a").write_text("a")
+    (tmp_path / "b").write_text("b")
+    with pytest.raises(FileExistsError):
+        dropfiles.rename_noreplace(tmp_path / "a", tmp_path / "b")
+    assert (tmp_path / "b").read_text() == "b"
+    dropfiles.rename_noreplace(tmp_path / "a", tmp_path / "c")
+    assert (tmp_path / "c").read_text() == "a"
+
+
+def test_lock_file_opens_only_regular_files(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "link").symlink_to(tmp_path / "fifo")
+    for name, words in (("fifo", "FIFO"), ("link", "symbolic link")):
+        with pytest.raises(dropfiles.Unreadable, match=words):
+            dropfiles.lock_file(tmp_path / name)
+    (tmp_path / "f").write_text("x")
+    fd = dropfiles.lock_file(tmp_path / "f")
+    assert fd is not None
+    assert dropfiles.lock_file(tmp_path / "f") is None  # held: by this process, even
+    assert dropfiles.is_locked(tmp_path / "f")
+    os.close(fd)
+    assert not dropfiles.is_locked(tmp_path / "f")
+
+
+def test_runtime_state_round_trips_and_a_torn_write_is_refused(tmp_path: Path) -> None:
+    store = tmp_path / "s.db"
+    writer = runstate.RuntimeFile(store)
+    state = {
+        "format": 1,
+        "pid": 7,
+        "state": "running",
+        "heartbeat_at": 1000,
+        "heartbeat_s": 5.0,
+        "pauses": [{"work": "store", "condition": "disk full", "since": 900, "detail": "x" * 9999}],
+    }
+    writer.write(state)
+    assert os.path.getsize(runstate.runtime_path(store)) == runstate.SIZE
+    read = runstate.read_runtime(store)
+    assert read is not None and read["pauses"][0]["condition"] == "disk full"
+    assert len(read["pauses"][0]["detail"]) <= 300
+    assert runstate.describe(read, 2000)[0].startswith("daemon (pid 7): disk full: store paused")
+    assert "no heartbeat" in runstate.describe(read, 60_000)[0]
+    # Half of a newer write over the older one: the check tells, the reader does not trust it.
+    newer = runstate.encode({**state, "heartbeat_at": 2000, "pid": 1234567})
+    older = runstate_bytes(store)
+    torn = newer[:40] + older[40:]
+    assert runstate.decode(torn) is None
+    writer.close()
+
+
+def runstate_bytes(store: Path) -> bytes:
+    return runstate.runtime_path(store).read_bytes()
