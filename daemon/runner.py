@@ -24,6 +24,7 @@ from dropsync.daemon.config import Config, load_config
 from dropsync.daemon.errors import ConfigError
 from dropsync.daemon.inbox import InboxApplier
 from dropsync.daemon.ingest import Ingestor, IngestReport
+from dropsync.daemon.instance import InstanceLock
 from dropsync.daemon.listener import Listener
 from dropsync.daemon.logs import configure_logging
 from dropsync.daemon.memory import tune_garbage_collector
@@ -92,6 +93,15 @@ class Daemon:
         """Run until a stop signal (or, with ``exit_when_synced``, until all is delivered)."""
         config = self.config
         tune_garbage_collector()
+        instance = InstanceLock(config.store_path)
+        instance.acquire()  # before the store is opened: two daemons never migrate one store
+        try:
+            return await self._run_locked()
+        finally:
+            instance.release()
+
+    async def _run_locked(self) -> int:
+        config = self.config
         self.store = await Store.open(config.store_path)
         self.supervisor: ProviderSupervisor = ProviderSupervisor(
             self.store, config, dry_run=self.dry_run, on_merge=self._merged

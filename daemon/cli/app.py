@@ -153,6 +153,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     from dropsync.daemon.cli.outcome import run_reporting_errors
 
     words = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser(command_in(words)).parse_args(words)
+    try:
+        args = build_parser(command_in(words)).parse_args(words)
+    except SystemExit:  # --help, --version, a usage error: flush now, quietly if nobody reads
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:
+            from dropsync.daemon.cli.outcome import silence_stdout
+
+            silence_stdout()
+        raise
     command = load_command(args.command)
     return run_reporting_errors(args.command, command.run, args)

@@ -40,11 +40,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Serve the emulators until a stop signal."""
     refuse_config(args, "emulate", "the emulators take --host and their ports")
-    from dropsync.daemon.demo import run_emulators
+    import errno
 
-    return run_emulators(
-        args.host,
-        crm_port=args.crm_port,
-        favourites_port=args.favourites_port,
-        registrations_port=args.registrations_port,
-    )
+    from dropsync.daemon.demo import run_emulators
+    from dropsync.daemon.errors import DropsyncError
+
+    try:
+        return run_emulators(
+            args.host,
+            crm_port=args.crm_port,
+            favourites_port=args.favourites_port,
+            registrations_port=args.registrations_port,
+        )
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        raise DropsyncError(
+            f"emulate: {exc.strerror}: another program listens there; stop it or choose "
+            "other ports (--crm-port, --favourites-port, --registrations-port)"
+        ) from None

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dropsync.daemon.cli.common import EXIT_FAILURE, EXIT_OK, config_of, log_to_stderr
+from dropsync.daemon.cli.common import EXIT_FAILURE, EXIT_OK, log_to_stderr, store_of
 
 if TYPE_CHECKING:
     from dropsync.daemon.ingest import IngestReport
@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from dropsync.store.handle import Store
 
     log_to_stderr()
-    config = config_of(args)
+    config = store_of(args)
     tune_garbage_collector()
     kinds = [(p.name, p.kind) for p in config.providers.values()]
 
