@@ -201,7 +201,12 @@ def run(args: argparse.Namespace) -> int:
     """Read-only, safe while the daemon runs."""
     if args.watch is None:
         text, code = _report(args)
-        print(text)
+        try:
+            print(text, flush=True)
+        except BrokenPipeError:  # `status --check | head -1` keeps the check's exit code
+            from dropsync.daemon.cli.outcome import silence_stdout
+
+            silence_stdout()
         return code
     return _watch(args)
 
