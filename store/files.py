@@ -106,3 +106,13 @@ async def finish_file(
 async def move_file(db: aiosqlite.Connection, file_id: int, path: str) -> None:
     """Record that a file now lives at ``path``."""
     await db.execute("UPDATE files SET path = ? WHERE id = ?", (path, file_id))
+
+
+async def documents_in_progress(db: aiosqlite.Connection) -> int | None:
+    """Documents committed so far of the newest file being ingested (None: none is)."""
+    row = await (
+        await db.execute(
+            "SELECT docs_seen FROM files WHERE status = 'processing' ORDER BY id DESC LIMIT 1"
+        )
+    ).fetchone()
+    return int(row[0]) if row else None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn, Protocol, cast
@@ -36,6 +37,14 @@ GLOBAL_OPTIONS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
         {
             "metavar": "FILE",
             "help": "the TOML config file (default: $DROPSYNC_CONFIG, else the built-in defaults)",
+        },
+    ),
+    (
+        ("--log-format",),
+        {
+            "choices": ["json", "console"],
+            "help": "log lines as JSON objects or for people (default: $DROPSYNC_LOG_FORMAT, "
+            "else console on a terminal and JSON otherwise)",
         },
     ),
 )
@@ -163,5 +172,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             silence_stdout()
         raise
+    if args.log_format:
+        # Read by daemon.logs whenever logging is configured (a reload too), and by nothing
+        # else: the environment is the one place both the CLI and the daemon look.
+        os.environ["DROPSYNC_LOG_FORMAT"] = args.log_format
     command = load_command(args.command)
     return run_reporting_errors(args.command, command.run, args)

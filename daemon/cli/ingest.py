@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -11,8 +13,12 @@ from dropsync.daemon.cli.common import EXIT_FAILURE, EXIT_OK, log_to_stderr, sto
 
 if TYPE_CHECKING:
     from dropsync.daemon.ingest import IngestReport
+    from dropsync.store.handle import Store
 
-HELP = "ingest files once through the daemon's ingest path (one JSON report per file)"
+HELP = (
+    "ingest files once through the daemon's ingest path (one JSON report per file; "
+    "a progress bar on a terminal)"
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,6 +29,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help="collection of files outside the drop folder (default: the file's folder name)",
     )
+
+
+@asynccontextmanager
+async def _progress(store: Store, path: Path) -> AsyncIterator[None]:
+    """A progress bar on stderr while ``path`` is ingested, when stderr is a terminal."""
+    if not sys.stderr.isatty():
+        yield  # plain log lines only
+        return
+    import anyio
+    from dropsync.daemon.progress import ProgressBar, show_progress
+    from dropsync.store.files import documents_in_progress
+
+    async def documents() -> int | None:
+        async with store.snapshot() as db:
+            return await documents_in_progress(db)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(show_progress, ProgressBar(path, sys.stderr), documents)
+        try:
+            yield
+        finally:
+            tg.cancel_scope.cancel()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,11 +79,12 @@ def run(args: argparse.Namespace) -> int:
                 if not path.is_file():
                     results.append(f"{name}: no such file")
                     continue
-                if ingestor.collection_of(path) is not None and not args.collection:
-                    report = await ingestor.ingest_dropped(path)
-                else:
-                    collection = args.collection or path.resolve().parent.name
-                    report = await ingestor.ingest_in_place(path, collection)
+                async with _progress(store, path):
+                    if ingestor.collection_of(path) is not None and not args.collection:
+                        report = await ingestor.ingest_dropped(path)
+                    else:
+                        collection = args.collection or path.resolve().parent.name
+                        report = await ingestor.ingest_in_place(path, collection)
                 results.append(report if report is not None else f"{name}: not ingested")
         return results
 

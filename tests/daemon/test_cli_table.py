@@ -97,6 +97,7 @@ def test_bash_completion_offers_commands_options_choices_and_files(
         "--disk-warn",
         "--help",
         "--json",
+        "--log-format",
         "--pending-crit",
         "--pending-warn",
         "--watch",
