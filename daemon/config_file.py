@@ -141,6 +141,7 @@ def store_location(top: Table) -> Path:
     """The ``[store]`` table: where the store file is (the table is checked whole)."""
     store = top.table("store")
     store_path = resolve_path(store.string("path", DEFAULT_STORE) or DEFAULT_STORE)
+    store.number("retain_days", 30.0)  # checked here too: status reads [store] alone
     store.reject_unknown()
     return store_path
 

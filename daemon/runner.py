@@ -30,6 +30,7 @@ from dropsync.daemon.logs import configure_logging
 from dropsync.daemon.memory import tune_garbage_collector
 from dropsync.daemon.notify import Notifier, run_watchdog
 from dropsync.daemon.providers import ProviderSupervisor, check_provider_options
+from dropsync.daemon.retention import Retention
 from dropsync.daemon.secrets import check_secrets
 from dropsync.daemon.watcher import DropWatcher, candidate_files
 from dropsync.store import outbox
@@ -102,7 +103,12 @@ class Daemon:
 
     async def _run_locked(self) -> int:
         config = self.config
-        self.store = await Store.open(config.store_path)
+        backups: list[Path] = []
+        self.store = await Store.open(config.store_path, backups=backups)
+        for backup in backups:
+            log.info(
+                "store_backed_up_before_migration", store=str(config.store_path), backup=str(backup)
+            )
         self.supervisor: ProviderSupervisor = ProviderSupervisor(
             self.store, config, dry_run=self.dry_run, on_merge=self._merged
         )
@@ -111,6 +117,7 @@ class Daemon:
             self.store, config, self._merged, on_external_change=self.supervisor.wake_all
         )
         self.watcher = DropWatcher(config, self._ingest)
+        self.retention = Retention(self.store, config)
         self.listener: Listener | None = None
         if config.listener is not None:
             self.listener = Listener(
@@ -146,6 +153,7 @@ class Daemon:
                 # cannot hold up start-up.
                 tg.start_soon(self._recover)
                 tg.start_soon(self._status_loop)
+                tg.start_soon(self.retention.run)
                 if self.exit_when_synced:
                     tg.start_soon(self._exit_when_synced, tg.cancel_scope)
         finally:
@@ -207,6 +215,7 @@ class Daemon:
         self.ingestor.config = config
         self.inbox.config = config
         self.watcher.config = config
+        self.retention.config = config
         async with self.store.write() as db:
             await outbox.clear_auth_failures(db)
         if self.listener is not None:

@@ -17,6 +17,7 @@ import aiosqlite
 import anyio
 from dropsync.store.diagnosis import check_openable, explain_open_failure
 from dropsync.store.errors import SchemaTooNew, StoreBusy, StoreError, StoreUnavailable
+from dropsync.store.maintenance import backup_to, migration_backup_path
 from dropsync.store.schema import migrations
 
 
@@ -27,10 +28,14 @@ async def _configure(db: aiosqlite.Connection) -> None:
     await db.execute("PRAGMA temp_store = MEMORY")
 
 
-async def open_store(path: Path, *, target: int | None = None) -> aiosqlite.Connection:
+async def open_store(
+    path: Path, *, target: int | None = None, backups: list[Path] | None = None
+) -> aiosqlite.Connection:
     """Open, creating or migrating it, the store at ``path`` for writing.
 
     ``target`` stops migrating at that version (tests build old files with it).
+    Before a store that has data is migrated, a verified backup is written beside it
+    (``store.maintenance.migration_backup_path``); its path is appended to ``backups``.
     The connection is in autocommit mode: use ``transaction()`` for writes.
     Readers use ``store.readonly.open_readonly`` instead.
     """
@@ -50,7 +55,7 @@ async def open_store(path: Path, *, target: int | None = None) -> aiosqlite.Conn
         mode = await (await db.execute("PRAGMA journal_mode = WAL")).fetchone()
         if mode is None or str(mode[0]).lower() != "wal":
             raise StoreError(f"store {path}: cannot switch to WAL mode")
-        await _check_and_migrate(db, path, target=target)
+        await _check_and_migrate(db, path, target=target, backups=backups)
     except (OSError, sqlite3.Error) as exc:
         await db.close()
         raise explain_open_failure(path, exc, writing=True) from exc
@@ -78,7 +83,9 @@ async def schema_version(db: aiosqlite.Connection) -> int:
     return int(row[0]) if row else 0
 
 
-async def _check_and_migrate(db: aiosqlite.Connection, path: Path, *, target: int | None) -> None:
+async def _check_and_migrate(
+    db: aiosqlite.Connection, path: Path, *, target: int | None, backups: list[Path] | None
+) -> None:
     steps = migrations()
     current = await schema_version(db)
     if current > len(steps):
@@ -90,6 +97,13 @@ async def _check_and_migrate(db: aiosqlite.Connection, path: Path, *, target: in
     goal = len(steps) if target is None else target
     if current >= goal:
         return
+    if current > 0:
+        # A migration rewrites tables in place: keep the file as it was, checked, first.
+        taken = await anyio.to_thread.run_sync(
+            backup_to, path, migration_backup_path(path, current)
+        )
+        if backups is not None:
+            backups.append(taken.path)
     await db.execute(
         "CREATE TABLE IF NOT EXISTS schema_migrations ("
         " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)"

@@ -32,9 +32,12 @@ class Store:
         self._reader_lock = anyio.Lock()
 
     @classmethod
-    async def open(cls, path: Path) -> Store:
-        """Open (creating or migrating it) the store at ``path``."""
-        return cls(await open_store(path), path)
+    async def open(cls, path: Path, *, backups: list[Path] | None = None) -> Store:
+        """Open (creating or migrating it) the store at ``path``.
+
+        A backup taken before migrating is appended to ``backups`` (see ``open_store``).
+        """
+        return cls(await open_store(path, backups=backups), path)
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[aiosqlite.Connection]:

@@ -27,6 +27,10 @@ COMMANDS: dict[str, str] = {
     "why": "why",
     "resync": "resync",
     "dead-letters": "dead_letters",
+    "backup": "backup",
+    "migrate": "migrate",
+    "init": "init",
+    "systemd-unit": "systemd_unit",
     "completion": "completion",
 }
 
