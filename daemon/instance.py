@@ -47,8 +47,20 @@ class InstanceLock:
 
     def acquire(self) -> None:
         """Take the lock and write our pid; AlreadyRunning naming the holder's pid if held."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o660)
+        store = self.path.with_name(self.path.name.removesuffix(SUFFIX))
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            from dropsync.store.errors import StoreUnavailable
+
+            raise StoreUnavailable(
+                f"store {store}: cannot create its folder {exc.filename or self.path.parent}: "
+                f"{exc.strerror}"
+            ) from exc
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o660)
+        except OSError as exc:
+            raise self._cannot_lock(exc) from exc
         deadline = time.monotonic() + _RETRY_S
         while True:
             try:
@@ -68,6 +80,17 @@ class InstanceLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd
+
+    def _cannot_lock(self, exc: OSError) -> Exception:
+        """The error to report when the lock file cannot be made: the store's folder's cause."""
+        from dropsync.store.diagnosis import filesystem_cause
+        from dropsync.store.errors import StoreUnavailable
+
+        store = self.path.with_name(self.path.name.removesuffix(SUFFIX))
+        cause = filesystem_cause(store, writing=True)
+        if cause is not None:
+            return StoreUnavailable(f"store {store}: {cause}")
+        return StoreUnavailable(f"store {store}: cannot create {self.path}: {exc.strerror}")
 
     def release(self) -> None:
         """Empty the pid and let go (the file stays: removing it would race a new daemon)."""

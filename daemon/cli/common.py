@@ -44,8 +44,9 @@ def existing_store(explicit: str | None, store_path: Path) -> Path:
     from dropsync.daemon.config_file import store_origin
     from dropsync.daemon.errors import StoreMissing
 
+    folder = "" if store_path.parent.is_dir() else f", nor does its folder {store_path.parent}"
     raise StoreMissing(
-        f"store {store_path} does not exist; that path is {store_origin(explicit)}. Only "
+        f"store {store_path} does not exist{folder}; that path is {store_origin(explicit)}. Only "
         "'dropsync run' creates a store: run the daemon once, or give the --config whose "
         "[store] path names your store"
     )

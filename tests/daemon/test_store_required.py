@@ -53,7 +53,8 @@ def test_with_config_the_message_names_the_file_and_the_working_directory(
     config.write_text('[store]\npath = "state/x.db"\n' + CONFIG)
     err = refused([*COMMANDS[command], "--config", str(config)], tmp_path, capsys)
     assert (
-        f"store {cwd / 'state/x.db'} does not exist; that path is [store] path 'state/x.db' "
+        f"store {cwd / 'state/x.db'} does not exist, nor does its folder {cwd / 'state'}; "
+        "that path is [store] path 'state/x.db' "
         f"in {config} (from --config), relative to the working directory ({cwd})"
     ) in err
     assert list(cwd.iterdir()) == []  # nothing was created
