@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -69,12 +70,16 @@ class Daemon:
         config_arg: str | None = None,
         dry_run: bool = False,
         exit_when_synced: bool = False,
+        synced_also: Callable[[sqlite3.Connection], bool] | None = None,
         on_ready: Callable[[], None] | None = None,
     ) -> None:
         self.config = config
         self.config_arg = config_arg
         self.dry_run = dry_run
         self.exit_when_synced = exit_when_synced
+        # With exit_when_synced: a further condition on the store (the demo waits for the
+        # providers' confirmations and first pulls too).
+        self.synced_also = synced_also
         self.on_ready = on_ready
         self.notifier = Notifier.from_environment()
         self.exit_code = 0
@@ -239,7 +244,11 @@ class Daemon:
                 continue
             summary = await self.store.call(status_summary)
             providers = summary["providers"]
-            if summary["inbox_pending"] == 0 and all(p["pending"] == 0 for p in providers):
+            if (
+                summary["inbox_pending"] == 0
+                and all(p["pending"] == 0 for p in providers)
+                and (self.synced_also is None or await self.store.call(self.synced_also))
+            ):
                 log.info("synced", providers=[p["provider"] for p in providers])
                 self._stop(scope, "synced")
                 return

@@ -6,7 +6,10 @@ import argparse
 
 from dropsync.daemon.cli.common import refuse_config
 
-HELP = "run the provider emulators alone (CRM on 8081, favourites on 8082, registrations on 8083)"
+HELP = (
+    "run the provider emulators alone (CRM on 8081, favourites on 8082, registrations on "
+    "8083, churn on 8084)"
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,6 +38,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="PORT",
         help="port of the registrations emulator (default: 8083)",
     )
+    parser.add_argument(
+        "--churn-port",
+        type=int,
+        default=8084,
+        metavar="PORT",
+        help="port of the churn tool emulator (default: 8084)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,11 +61,12 @@ def run(args: argparse.Namespace) -> int:
             crm_port=args.crm_port,
             favourites_port=args.favourites_port,
             registrations_port=args.registrations_port,
+            churn_port=args.churn_port,
         )
     except OSError as exc:
         if exc.errno != errno.EADDRINUSE:
             raise
         raise DropsyncError(
             f"emulate: {exc.strerror}: another program listens there; stop it or choose "
-            "other ports (--crm-port, --favourites-port, --registrations-port)"
+            "other ports (--crm-port, --favourites-port, --registrations-port, --churn-port)"
         ) from None

@@ -78,6 +78,8 @@ def test_emulate_on_a_busy_port_says_port_n_in_use() -> None:
                 str(port),
                 "--registrations-port",
                 "0",
+                "--churn-port",
+                "0",
             ],
             check=False,
             capture_output=True,
