@@ -5,8 +5,9 @@
   (``records.change_id``) and, per key and provider, the newest row that provider
   supplied (``remove_outdated`` asks whether a provider ever supplied a key).
 * ``deliveries``: finished attempts (``confirmed``, ``rejected``, ``failed``,
-  ``dry-run``) made before the cut-off go, except those ``delivered`` still names.
-  ``sent`` and ``accepted`` attempts stay until they are settled.
+  ``dry-run``, and ``accepted`` of a provider that never confirms) made before the
+  cut-off go, except those ``delivered`` still names. ``sent`` attempts, and ``accepted``
+  ones awaiting a confirmation, stay until they are settled.
 * Drop files filed in ``.done/`` are removed by the daemon (``daemon.retention``);
   before one goes, the bodies of its versions the inbox still lists are copied into
   those rows (``keep_bodies``), so no version is lost with the file.
@@ -60,7 +61,9 @@ def prune_deliveries(db: sqlite3.Connection, *, before: int, limit: int) -> int:
     return db.execute(
         "DELETE FROM deliveries WHERE id IN ("
         " SELECT id FROM deliveries WHERE attempted_at < ?"
-        " AND state IN ('confirmed', 'rejected', 'failed', 'dry-run')"
+        " AND (state IN ('confirmed', 'rejected', 'failed', 'dry-run')"
+        "  OR (state = 'accepted' AND provider IN"
+        "   (SELECT name FROM providers WHERE confirm_timeout_ms IS NULL)))"
         " AND id NOT IN (SELECT delivery_id FROM delivered)"
         " ORDER BY id LIMIT ?)",
         (before, limit),

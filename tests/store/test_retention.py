@@ -105,24 +105,30 @@ def test_finished_deliveries_go_unless_delivered_names_them(tmp_path: Path) -> N
     path = tmp_path / "s.db"
     store_with(path, [])
     db = sqlite3.connect(path, isolation_level=None)
-    for state, at in [
-        ("confirmed", 1),
-        ("rejected", 1),
-        ("accepted", 1),
-        ("sent", 1),
-        ("confirmed", 1),
-        ("failed", 50 * DAY),
+    db.execute("INSERT INTO providers (name, kind, updated_at) VALUES ('crm', 'crm', 0)")
+    db.execute(
+        "INSERT INTO providers (name, kind, updated_at, confirm_timeout_ms) "
+        "VALUES ('churn', 'churn', 0, 1000)"
+    )
+    for provider, state, at in [
+        ("crm", "confirmed", 1),  # 1: goes
+        ("crm", "rejected", 1),  # 2: goes
+        ("churn", "accepted", 1),  # 3: awaits its confirmation
+        ("crm", "sent", 1),  # 4: in flight
+        ("crm", "confirmed", 1),  # 5: delivered names it
+        ("crm", "failed", 50 * DAY),  # 6: recent
+        ("crm", "accepted", 1),  # 7: crm (without a webhook) never confirms: final, goes
     ]:
         db.execute(
             "INSERT INTO deliveries (provider, batch_id, items, state, attempted_at) "
-            "VALUES ('crm', 'b', 1, ?, ?)",
-            (state, at),
+            "VALUES (?, 'b', 1, ?, ?)",
+            (provider, state, at),
         )
     db.execute(
         "INSERT INTO delivered (provider, collection, key, updated_at, state, delivery_id, at) "
         "VALUES ('crm', 'contacts', 'a', 1, 'confirmed', 5, 1)"
     )
-    assert retention.prune_deliveries(db, before=10 * DAY, limit=100) == 2
+    assert retention.prune_deliveries(db, before=10 * DAY, limit=100) == 3
     assert [r[0] for r in db.execute("SELECT id FROM deliveries ORDER BY id")] == [3, 4, 5, 6]
     db.close()
 
