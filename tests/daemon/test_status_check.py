@@ -306,7 +306,9 @@ def test_an_unreadable_secret_at_start_is_a_config_error_exit_2(
         assert daemon.process is not None
         assert daemon.process.wait(timeout=60) == 2
         [fatal] = [e for e in daemon.events() if e.get("event") == "fatal_error"]
-        assert fatal["error"].startswith(f"{daemon.config_path}: providers.crm: provider crm: ")
+        assert fatal["error"].startswith(
+            f"{daemon.config_path}: providers.crm.{source}: provider crm: "
+        )
         assert not (tmp_path / "s.db").exists()  # refused before anything was created
     finally:
         daemon.close()
