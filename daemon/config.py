@@ -130,6 +130,8 @@ class Config:
     log_level: str = "info"
     listener: ListenerConfig | None = None  # None: no [listener] table, no listener
     json_limits: JsonLimits = DEFAULT_LIMITS  # drop.max_depth, drop.max_document_mb
+    retain_days: float = 30.0  # [store]: processed inbox rows, finished deliveries (0: keep)
+    keep_done_days: float = 30.0  # [drop]: files in .done/ (0: keep)
 
     def collection(self, name: str) -> CollectionConfig:
         """The config of ``name``; an unconfigured collection gets the shape-inferring default."""
@@ -235,6 +237,7 @@ def parse_config(raw: Mapping[str, Any], source: str) -> Config:
     """Validate a parsed TOML document; ``source`` names it in errors."""
     top = Table(source, "", dict(raw))
     store_path = store_location(top)
+    retain_days = top.table("store").number("retain_days", 30.0)
     drop = top.table("drop")
     drop_path = resolve_path(drop.string("path", "drop") or "drop")
     settle_ms = drop.integer("settle_ms", 50, minimum=0) or 0
@@ -249,6 +252,7 @@ def parse_config(raw: Mapping[str, Any], source: str) -> Config:
         raise drop.fail(
             "max_document_mb", f"expected a number from 0.001 to {MAX_DOCUMENT_MB_CEILING:g}"
         )
+    keep_done_days = drop.number("keep_done_days", 30.0)
     drop.reject_unknown()
     daemon = top.table("daemon")
     skew_s = daemon.number("max_clock_skew_s", 300.0)
@@ -300,6 +304,8 @@ def parse_config(raw: Mapping[str, Any], source: str) -> Config:
         log_level=log_level,
         listener=listener,
         json_limits=JsonLimits(max_depth, int(max_document_mb * (1 << 20))),
+        retain_days=retain_days,
+        keep_done_days=keep_done_days,
     )
 
 

@@ -141,8 +141,39 @@ def store_location(top: Table) -> Path:
     """The ``[store]`` table: where the store file is (the table is checked whole)."""
     store = top.table("store")
     store_path = resolve_path(store.string("path", DEFAULT_STORE) or DEFAULT_STORE)
+    store.number("retain_days", 30.0)  # checked here too: status reads [store] alone
     store.reject_unknown()
     return store_path
+
+
+def store_origin(explicit: str | None = None) -> str:
+    """Where the store path came from, in words (for messages about a store that is missing).
+
+    Names the config file and how it was chosen (``--config`` or ``$DROPSYNC_CONFIG``), or
+    the built-in default, and what a relative path was resolved against
+    (``$STATE_DIRECTORY`` or the working directory).
+    """
+    path = config_location(explicit)
+    if path is None:
+        given = f"the built-in default {DEFAULT_STORE} (no --config, $DROPSYNC_CONFIG not set)"
+        value = DEFAULT_STORE
+    else:
+        how = "--config" if explicit else "$DROPSYNC_CONFIG"
+        try:
+            raw, _ = read_config_file(explicit)
+        except ConfigError:
+            raw = {}
+        table = raw.get("store")
+        named = table.get("path") if isinstance(table, dict) else None
+        value = named if isinstance(named, str) and named else DEFAULT_STORE
+        key = "[store] path" if value is named else "the default [store] path"
+        given = f"{key} {value!r} in {path} (from {how})"
+    if Path(value).expanduser().is_absolute():
+        return given
+    state = os.environ.get("STATE_DIRECTORY")
+    if state:
+        return f"{given}, relative to $STATE_DIRECTORY ({base_directory()})"
+    return f"{given}, relative to the working directory ({Path.cwd()})"
 
 
 def store_path_of(explicit: str | None = None) -> Path:

@@ -4,6 +4,9 @@ DropsyncError                 base; the CLI maps it to exit code 1
 ├── ConfigError               bad or unreadable config: names the file and key (exit 2)
 ├── UsageError                wrong use of the command line (exit 2)
 ├── SecretError               a provider secret cannot be read (names the source only)
+├── StoreMissing              a command other than ``run`` found no store (names the path
+│                             and where it came from); only ``run`` creates one
+├── AlreadyRunning            another ``dropsync run`` holds the store (names its pid)
 └── DocumentError             one document of a drop file or inbox row is unusable; the
                               reason is written to the quarantine receipt or inbox row
 """
@@ -28,6 +31,14 @@ class ConfigError(DropsyncError):
 
 class SecretError(DropsyncError):
     """A secret could not be loaded from its configured source."""
+
+
+class StoreMissing(DropsyncError):
+    """The store does not exist; the message names the path and where that path came from."""
+
+
+class AlreadyRunning(DropsyncError):
+    """Another daemon holds the store's instance lock; the message names its pid."""
 
 
 class DocumentError(DropsyncError):

@@ -1,14 +1,24 @@
-"""structlog set-up: JSON lines when stdout is not a terminal, readable console otherwise.
+"""structlog set-up: readable console lines on a terminal, JSON lines otherwise.
 
-Events are short snake_case names with key=value fields. Under journald each line
-is one JSON object, so ``journalctl -o json`` users can filter on ``event`` and
-``provider``. Every secret the daemon has read (``redact_in_logs``) is removed from
-every text field of every line, exception text included, whatever logged it.
+Events are short snake_case names with key=value fields. The format follows the
+output: a terminal gets structlog's console renderer (colours unless ``NO_COLOR``
+is set, https://no-color.org), anything else one JSON object per line, so
+``journalctl -o json`` and ``jq`` users can filter on ``event`` and ``provider``.
+``--log-format json|console`` (or ``$DROPSYNC_LOG_FORMAT``) overrides the choice.
+
+Under systemd (``$JOURNAL_STREAM`` names the output's device and inode) each line
+starts with its syslog priority, ``<3>`` for an error as sd-daemon(3) describes,
+which journald strips and stores as the entry's priority: ``journalctl -p err``
+then shows exactly the errors. Every line is one line, whatever a value holds: a
+line break inside a value is written as ``\\n``.
+Every secret the daemon has read (``redact_in_logs``) is removed from every text
+field of every line, exception text included, whatever logged it.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import TextIO
 
@@ -86,6 +96,52 @@ class _CurrentStream:
         return stream.isatty()
 
 
+FORMAT_ENV = "DROPSYNC_LOG_FORMAT"
+FORMATS = ("json", "console")
+# sd-daemon(3) priorities of structlog's levels.
+_PRIORITIES = {"debug": 7, "info": 6, "warning": 4, "warn": 4, "error": 3, "critical": 2}
+
+
+def _journal_stream(out: TextIO | _CurrentStream) -> bool:
+    """True when ``out`` is the stream systemd connected to the journal (``$JOURNAL_STREAM``)."""
+    named = os.environ.get("JOURNAL_STREAM", "")
+    if not named:
+        return False
+    stream = getattr(sys, out.name) if isinstance(out, _CurrentStream) else out
+    try:
+        info = os.fstat(stream.fileno())
+    except (OSError, ValueError, AttributeError):
+        return False
+    return named == f"{info.st_dev}:{info.st_ino}"
+
+
+class _OneLine:
+    """Wraps a renderer: the rendered line, line breaks escaped, priority prefixed if asked."""
+
+    def __init__(self, renderer: structlog.typing.Processor, *, priority: bool) -> None:
+        self.renderer = renderer
+        self.priority = priority
+
+    def __call__(self, logger: object, method: str, event: structlog.typing.EventDict) -> str:
+        level = str(event.get("level", method))
+        text = str(self.renderer(logger, method, event))
+        text = text.replace("\r\n", "\\n").replace("\n", "\\n").replace("\r", "\\r")
+        if self.priority:
+            return f"<{_PRIORITIES.get(level, 6)}>{text}"
+        return text
+
+
+def log_format(out: TextIO | _CurrentStream) -> str:
+    """``json`` or ``console``: ``$DROPSYNC_LOG_FORMAT`` if set, else console on a terminal."""
+    chosen = os.environ.get(FORMAT_ENV, "")
+    if chosen in FORMATS:
+        return chosen
+    try:
+        return "console" if out.isatty() else "json"
+    except (OSError, ValueError):
+        return "json"
+
+
 def configure_logging(level: str = "info", stream: TextIO | None = None) -> None:
     """Configure structlog for the process (safe to call again on reload).
 
@@ -105,10 +161,15 @@ def configure_logging(level: str = "info", stream: TextIO | None = None) -> None
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     processors += [structlog.processors.format_exc_info, _secret_filter]
-    if out.isatty():
-        processors.append(structlog.dev.ConsoleRenderer())
+    renderer: structlog.typing.Processor
+    if log_format(out) == "console":
+        renderer = structlog.dev.ConsoleRenderer(
+            colors=not os.environ.get("NO_COLOR") and out.isatty(),
+            exception_formatter=structlog.dev.plain_traceback,
+        )
     else:
-        processors.append(structlog.processors.JSONRenderer(serializer=_dumps))
+        renderer = structlog.processors.JSONRenderer(serializer=_dumps)
+    processors.append(_OneLine(renderer, priority=_journal_stream(out)))
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, logging.INFO)),

@@ -19,9 +19,9 @@ of the daemon, that part alone is restarted after a backoff.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
+import sqlite3
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -36,12 +36,14 @@ from dropsync.daemon.errors import ConfigError
 from dropsync.daemon.health import PauseBoard
 from dropsync.daemon.inbox import InboxApplier
 from dropsync.daemon.ingest import Ingestor, IngestReport
+from dropsync.daemon.instance import InstanceLock
 from dropsync.daemon.listener import Listener
 from dropsync.daemon.logs import configure_logging
 from dropsync.daemon.memory import tune_garbage_collector
 from dropsync.daemon.notify import Notifier, run_watchdog
 from dropsync.daemon.providers import ProviderSupervisor, check_provider_options
 from dropsync.daemon.recovery import Sweeper
+from dropsync.daemon.retention import Retention
 from dropsync.daemon.runstate import RuntimeFile
 from dropsync.daemon.secrets import check_secrets
 from dropsync.daemon.watcher import DropWatcher, candidate_files
@@ -82,12 +84,16 @@ class Daemon:
         config_arg: str | None = None,
         dry_run: bool = False,
         exit_when_synced: bool = False,
+        synced_also: Callable[[sqlite3.Connection], bool] | None = None,
         on_ready: Callable[[], None] | None = None,
     ) -> None:
         self.config = config
         self.config_arg = config_arg
         self.dry_run = dry_run
         self.exit_when_synced = exit_when_synced
+        # With exit_when_synced: a further condition on the store (the demo waits for the
+        # providers' confirmations and first pulls too).
+        self.synced_also = synced_also
         self.on_ready = on_ready
         self.notifier = Notifier.from_environment()
         self.board = PauseBoard(RuntimeFile(config.store_path))
@@ -135,15 +141,25 @@ class Daemon:
     async def _run_work(self) -> None:
         config = self.config
         tune_garbage_collector()
-        with contextlib.suppress(OSError):  # if it cannot be made, opening the store says why
-            config.store_path.parent.mkdir(parents=True, exist_ok=True)
-        self.board.set_state("starting")
-        self.store = await Store.open(config.store_path, pauses=self.board)
+        instance = InstanceLock(config.store_path)
+        instance.acquire()  # before the store is opened: two daemons never migrate one store
         try:
-            await self._run_parts()
+            self.board.set_state("starting")
+            backups: list[Path] = []
+            self.store = await Store.open(config.store_path, pauses=self.board, backups=backups)
+            for backup in backups:
+                log.info(
+                    "store_backed_up_before_migration",
+                    store=str(config.store_path),
+                    backup=str(backup),
+                )
+            try:
+                await self._run_parts()
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await self.store.close()
         finally:
-            with anyio.CancelScope(shield=True):
-                await self.store.close()
+            instance.release()
 
     async def _run_parts(self) -> None:
         config = self.config
@@ -156,6 +172,7 @@ class Daemon:
             self.store, config, self._merged, on_external_change=self.supervisor.wake_all
         )
         self.watcher = DropWatcher(config, self._ingest)
+        self.retention = Retention(self.store, config)
         self.listener: Listener | None = None
         if config.listener is not None:
             self.listener = Listener(
@@ -192,6 +209,7 @@ class Daemon:
             # cannot hold up start-up.
             tg.start_soon(self._keep, "recovery", self._recover)
             tg.start_soon(self._keep, "status", self._status_loop)
+            tg.start_soon(self._keep, "retention", self.retention.run)
             if self.exit_when_synced:
                 tg.start_soon(self._exit_when_synced)
             if early_signals.reload_pending():
@@ -277,6 +295,7 @@ class Daemon:
         self.ingestor.config = config
         self.inbox.config = config
         self.watcher.config = config
+        self.retention.config = config
         async with self.store.write() as db:
             await outbox.clear_auth_failures(db)
         if self.listener is not None:
@@ -301,7 +320,11 @@ class Daemon:
                 continue
             summary = await self.store.call(status_summary)
             providers = summary["providers"]
-            if summary["inbox_pending"] == 0 and all(p["pending"] == 0 for p in providers):
+            if (
+                summary["inbox_pending"] == 0
+                and all(p["pending"] == 0 for p in providers)
+                and (self.synced_also is None or await self.store.call(self.synced_also))
+            ):
                 log.info("synced", providers=[p["provider"] for p in providers])
                 self._stop("synced")
                 return

@@ -25,6 +25,7 @@ from dropsync.store.errors import (
     StoreRetryable,
     StoreUnavailable,
 )
+from dropsync.store.maintenance import backup_to, migration_backup_path
 from dropsync.store.schema import migrations
 
 # Below this much free space, an I/O error writing the store is taken for a full disk.
@@ -73,10 +74,14 @@ async def _configure(db: aiosqlite.Connection) -> None:
     await db.execute("PRAGMA temp_store = MEMORY")
 
 
-async def open_store(path: Path, *, target: int | None = None) -> aiosqlite.Connection:
+async def open_store(
+    path: Path, *, target: int | None = None, backups: list[Path] | None = None
+) -> aiosqlite.Connection:
     """Open, creating or migrating it, the store at ``path`` for writing.
 
     ``target`` stops migrating at that version (tests build old files with it).
+    Before a store that has data is migrated, a verified backup is written beside it
+    (``store.maintenance.migration_backup_path``); its path is appended to ``backups``.
     The connection is in autocommit mode: use ``transaction()`` for writes.
     Readers use ``store.readonly.open_readonly`` instead.
     """
@@ -96,7 +101,7 @@ async def open_store(path: Path, *, target: int | None = None) -> aiosqlite.Conn
         mode = await (await db.execute("PRAGMA journal_mode = WAL")).fetchone()
         if mode is None or str(mode[0]).lower() != "wal":
             raise StoreError(f"store {path}: cannot switch to WAL mode")
-        await _check_and_migrate(db, path, target=target)
+        await _check_and_migrate(db, path, target=target, backups=backups)
     except (OSError, sqlite3.Error) as exc:
         with anyio.CancelScope(shield=True):
             await db.close()
@@ -126,7 +131,9 @@ async def schema_version(db: aiosqlite.Connection) -> int:
     return int(row[0]) if row else 0
 
 
-async def _check_and_migrate(db: aiosqlite.Connection, path: Path, *, target: int | None) -> None:
+async def _check_and_migrate(
+    db: aiosqlite.Connection, path: Path, *, target: int | None, backups: list[Path] | None
+) -> None:
     steps = migrations()
     current = await schema_version(db)
     if current > len(steps):
@@ -138,6 +145,13 @@ async def _check_and_migrate(db: aiosqlite.Connection, path: Path, *, target: in
     goal = len(steps) if target is None else target
     if current >= goal:
         return
+    if current > 0:
+        # A migration rewrites tables in place: keep the file as it was, checked, first.
+        taken = await anyio.to_thread.run_sync(
+            backup_to, path, migration_backup_path(path, current)
+        )
+        if backups is not None:
+            backups.append(taken.path)
     await db.execute(
         "CREATE TABLE IF NOT EXISTS schema_migrations ("
         " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)"

@@ -17,6 +17,10 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import aiosqlite
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,3 +230,13 @@ def finish_if(
         (status, error, now, file_id, path),
     )
     return cursor.rowcount == 1
+
+
+async def documents_in_progress(db: aiosqlite.Connection) -> int | None:
+    """Documents committed so far of the newest file being ingested (None: none is)."""
+    row = await (
+        await db.execute(
+            "SELECT docs_seen FROM files WHERE status = 'processing' ORDER BY id DESC LIMIT 1"
+        )
+    ).fetchone()
+    return int(row[0]) if row else None

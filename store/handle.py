@@ -117,14 +117,25 @@ class Store:
         self._reader_lock = anyio.Lock()
 
     @classmethod
-    async def open(cls, path: Path, *, pauses: PauseListener | None = None) -> Store:
+    async def open(
+        cls,
+        path: Path,
+        *,
+        pauses: PauseListener | None = None,
+        backups: list[Path] | None = None,
+    ) -> Store:
         """Open (creating or migrating it) the store at ``path``.
 
-        With ``pauses``, a busy store or a full disk at opening is waited out too.
+        With ``pauses``, a busy store or a full disk at opening is waited out too. A backup
+        taken before migrating is appended to ``backups`` (see ``open_store``).
         """
         if pauses is None:
-            return cls(await open_store(path), path)
-        return cls(await retrying(lambda: open_store(path), pauses, "store"), path, pauses=pauses)
+            return cls(await open_store(path, backups=backups), path)
+        return cls(
+            await retrying(lambda: open_store(path, backups=backups), pauses, "store"),
+            path,
+            pauses=pauses,
+        )
 
     async def _retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
         if self.pauses is None:

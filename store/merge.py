@@ -122,6 +122,23 @@ def _log_row(change: Change, row_id: int, status: str, now: int) -> tuple[object
     )
 
 
+def _logged(db: sqlite3.Connection, change: Change) -> bool:
+    """True if the inbox already lists this very version of the key from the same origin."""
+    row = db.execute(
+        "SELECT 1 FROM inbox WHERE collection = ? AND key = ? AND origin = ? AND ts = ? "
+        "AND digest = ? AND op = ? LIMIT 1",
+        (
+            change.collection,
+            change.key,
+            change.origin,
+            change.ts,
+            change.digest,
+            "delete" if change.deleted else "upsert",
+        ),
+    ).fetchone()
+    return row is not None
+
+
 def apply_changes(
     db: sqlite3.Connection,
     changes: Sequence[Change],
@@ -194,6 +211,15 @@ def apply_changes(
                 next_id += 1
         else:
             status = "duplicate" if version == best else "superseded"
+        # A pull that brought nothing new (the provider answers with what it has, every time):
+        # the version is the current one or already in the log; log nothing.
+        if (
+            not won
+            and change.inbox_id is None
+            and change.file_id is None
+            and (version == best or _logged(db, change))
+        ):
+            continue
         logged = change
         if change.inbox_id is None:
             new_rows.append(_log_row(change, next_id, status, now))

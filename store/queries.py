@@ -120,3 +120,44 @@ def dead_letters(
             (provider, limit),
         )
     return _rows(db, "SELECT * FROM dead_letters ORDER BY id DESC LIMIT ?", (limit,))
+
+
+def progress_summary(db: sqlite3.Connection) -> dict[str, Any]:
+    """What ``dropsync demo`` shows as it runs (full counts: meant for small stores).
+
+    ``records`` per collection; per provider its ``state``, ``pending``, delivered records
+    by state (``accepted``, ``confirmed``) and ``dead_letters``; ``files`` by status;
+    ``requests`` (registration requests) by status.
+    """
+    providers = {
+        name: {"kind": kind, "state": state, "pending": 0, "accepted": 0, "confirmed": 0}
+        for name, kind, state in db.execute("SELECT name, kind, state FROM providers ORDER BY 1")
+    }
+    for name, pending in db.execute("SELECT provider, pending FROM outbox_pending"):
+        if name in providers:
+            providers[name]["pending"] = pending
+    for name, state, count in db.execute(
+        "SELECT provider, state, COUNT(*) FROM delivered GROUP BY 1, 2"
+    ):
+        if name in providers:
+            providers[name][state] = count
+    for row in providers.values():
+        row["dead_letters"] = 0
+    for name, count in db.execute("SELECT provider, COUNT(*) FROM dead_letters GROUP BY 1"):
+        if name in providers:
+            providers[name]["dead_letters"] = count
+    return {
+        "records": dict(db.execute("SELECT collection, COUNT(*) FROM records GROUP BY 1")),
+        "providers": providers,
+        "files": dict(db.execute("SELECT status, files FROM files_by_status")),
+        "requests": dict(
+            db.execute("SELECT status, COUNT(*) FROM registration_requests GROUP BY 1")
+        ),
+        "inbox_pending": db.execute(
+            "SELECT COUNT(*) FROM inbox WHERE status = 'pending'"
+        ).fetchone()[0],
+        "unsettled": db.execute(
+            "SELECT COUNT(*) FROM deliveries d JOIN providers p ON p.name = d.provider "
+            "WHERE d.state IN ('sent', 'accepted') AND p.confirm_timeout_ms IS NOT NULL"
+        ).fetchone()[0],
+    }

@@ -125,6 +125,8 @@ STATUS_MODULES = {
     "dropsync.daemon.config_file",
     "dropsync.daemon.errors",
     "dropsync.daemon.runstate",  # the daemon's runtime state file (stdlib only)
+    "dropsync.daemon.health_check",
+    "dropsync.daemon.instance",
     "dropsync.store",
     "dropsync.store.diagnosis",
     "dropsync.store.errors",
@@ -185,12 +187,12 @@ def store_config(tmp_path: Path) -> Path:
     return config
 
 
-@pytest.mark.parametrize("words", [["status"], ["status", "--json"]])
+@pytest.mark.parametrize("words", [["status"], ["status", "--json"], ["status", "--check"]])
 def test_status_loads_no_heavy_module_and_nothing_of_the_daemon_runtime(
     tmp_path: Path, store_config: Path, words: list[str]
 ) -> None:
     code, modules = modules_loaded_by([*words, "--config", str(store_config)], tmp_path)
-    assert code == 0
+    assert code == (2 if "--check" in words else 0)  # --check: no daemon runs, critical
     assert modules & HEAVY == set()
     assert third_party(modules) == set()
     assert {m for m in modules if m.startswith("dropsync")} <= STATUS_MODULES

@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import random
+import socket
 import threading
 import time
 from collections import Counter
@@ -290,8 +292,12 @@ class EmulatorServer:
             loop="asyncio",
         )
         server = uvicorn.Server(config)
+        sock = self._bind()
         thread = threading.Thread(
-            target=server.run, name=f"{self.emulator.name}-emulator", daemon=True
+            target=server.run,
+            kwargs={"sockets": [sock]},
+            name=f"{self.emulator.name}-emulator",
+            daemon=True,
         )
         thread.start()
         deadline = time.monotonic() + 10
@@ -305,6 +311,20 @@ class EmulatorServer:
             self.port = server.servers[0].sockets[0].getsockname()[1]
         self._server, self._thread = server, thread
         return self
+
+    def _bind(self) -> socket.socket:
+        """The listening socket; OSError(EADDRINUSE, "port N in use") when it is taken."""
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((self.host, self.port))
+        except OSError as exc:
+            sock.close()
+            if exc.errno == errno.EADDRINUSE:
+                raise OSError(errno.EADDRINUSE, f"port {self.port} in use on {self.host}") from None
+            raise
+        return sock
 
     def stop(self) -> None:
         """Close the port: clients get connection refused until ``start()``."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn, Protocol, cast
@@ -26,6 +27,10 @@ COMMANDS: dict[str, str] = {
     "why": "why",
     "resync": "resync",
     "dead-letters": "dead_letters",
+    "backup": "backup",
+    "migrate": "migrate",
+    "init": "init",
+    "systemd-unit": "systemd_unit",
     "completion": "completion",
 }
 
@@ -36,6 +41,14 @@ GLOBAL_OPTIONS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
         {
             "metavar": "FILE",
             "help": "the TOML config file (default: $DROPSYNC_CONFIG, else the built-in defaults)",
+        },
+    ),
+    (
+        ("--log-format",),
+        {
+            "choices": ["json", "console"],
+            "help": "log lines as JSON objects or for people (default: $DROPSYNC_LOG_FORMAT, "
+            "else console on a terminal and JSON otherwise)",
         },
     ),
 )
@@ -153,6 +166,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     from dropsync.daemon.cli.outcome import run_reporting_errors
 
     words = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser(command_in(words)).parse_args(words)
+    try:
+        args = build_parser(command_in(words)).parse_args(words)
+    except SystemExit:  # --help, --version, a usage error: flush now, quietly if nobody reads
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:
+            from dropsync.daemon.cli.outcome import silence_stdout
+
+            silence_stdout()
+        raise
+    if args.log_format:
+        # Read by daemon.logs whenever logging is configured (a reload too), and by nothing
+        # else: the environment is the one place both the CLI and the daemon look.
+        os.environ["DROPSYNC_LOG_FORMAT"] = args.log_format
     command = load_command(args.command)
     return run_reporting_errors(args.command, command.run, args)

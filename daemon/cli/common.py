@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -30,6 +31,32 @@ def config_of(args: argparse.Namespace) -> Config:
     from dropsync.daemon.config import load_config
 
     return load_config(args.config)
+
+
+def existing_store(explicit: str | None, store_path: Path) -> Path:
+    """``store_path`` if the store exists; else StoreMissing naming where the path came from.
+
+    Only ``dropsync run`` creates a store: any other command that found none was most
+    likely pointed at the wrong place (no ``--config``, another working directory).
+    """
+    if store_path.exists():
+        return store_path
+    from dropsync.daemon.config_file import store_origin
+    from dropsync.daemon.errors import StoreMissing
+
+    folder = "" if store_path.parent.is_dir() else f", nor does its folder {store_path.parent}"
+    raise StoreMissing(
+        f"store {store_path} does not exist{folder}; that path is {store_origin(explicit)}. Only "
+        "'dropsync run' creates a store: run the daemon once, or give the --config whose "
+        "[store] path names your store"
+    )
+
+
+def store_of(args: argparse.Namespace) -> Config:
+    """The whole config, after checking that its store exists (see ``existing_store``)."""
+    config = config_of(args)
+    existing_store(args.config, config.store_path)
+    return config
 
 
 def refuse_config(args: argparse.Namespace, command: str, instead: str) -> None:

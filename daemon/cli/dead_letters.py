@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from dropsync.daemon.cli.common import EXIT_OK, config_of, dump_json, log_to_stderr
+from dropsync.daemon.cli.common import EXIT_OK, dump_json, log_to_stderr, store_of
 
 HELP = "list, retry or drop what providers refused, with their reasons"
 
@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     """List (read-only), or retry/drop in one transaction."""
     from dropsync.daemon.errors import UsageError
 
-    config = config_of(args)
+    config = store_of(args)
     if args.action != "list" and not (args.ids or args.provider or args.all):
         raise UsageError(f"dead-letters {args.action} needs --id N, --provider NAME or --all")
 

@@ -6,7 +6,10 @@ import argparse
 
 from dropsync.daemon.cli.common import refuse_config
 
-HELP = "run the provider emulators alone (CRM on 8081, favourites on 8082, registrations on 8083)"
+HELP = (
+    "run the provider emulators alone (CRM on 8081, favourites on 8082, registrations on "
+    "8083, churn on 8084)"
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,16 +38,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="PORT",
         help="port of the registrations emulator (default: 8083)",
     )
+    parser.add_argument(
+        "--churn-port",
+        type=int,
+        default=8084,
+        metavar="PORT",
+        help="port of the churn tool emulator (default: 8084)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     """Serve the emulators until a stop signal."""
     refuse_config(args, "emulate", "the emulators take --host and their ports")
-    from dropsync.daemon.demo import run_emulators
+    import errno
 
-    return run_emulators(
-        args.host,
-        crm_port=args.crm_port,
-        favourites_port=args.favourites_port,
-        registrations_port=args.registrations_port,
-    )
+    from dropsync.daemon.demo import run_emulators
+    from dropsync.daemon.errors import DropsyncError
+
+    try:
+        return run_emulators(
+            args.host,
+            crm_port=args.crm_port,
+            favourites_port=args.favourites_port,
+            registrations_port=args.registrations_port,
+            churn_port=args.churn_port,
+        )
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        raise DropsyncError(
+            f"emulate: {exc.strerror}: another program listens there; stop it or choose "
+            "other ports (--crm-port, --favourites-port, --registrations-port, --churn-port)"
+        ) from None

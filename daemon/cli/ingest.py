@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dropsync.daemon.cli.common import EXIT_FAILURE, EXIT_OK, config_of, log_to_stderr
+from dropsync.daemon.cli.common import EXIT_FAILURE, EXIT_OK, log_to_stderr, store_of
 
 if TYPE_CHECKING:
     from dropsync.daemon.ingest import IngestReport, NotIngested
+    from dropsync.store.handle import Store
 
-HELP = "ingest files once through the daemon's ingest path (one JSON report per file)"
+HELP = (
+    "ingest files once through the daemon's ingest path (one JSON report per file; "
+    "a progress bar on a terminal)"
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,6 +29,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help="collection of files outside the drop folder (default: the file's folder name)",
     )
+
+
+@asynccontextmanager
+async def _progress(store: Store, path: Path) -> AsyncIterator[None]:
+    """A progress bar on stderr while ``path`` is ingested, when stderr is a terminal."""
+    if not sys.stderr.isatty() or not path.is_file():
+        yield  # plain log lines only
+        return
+    import anyio
+    from dropsync.daemon.progress import ProgressBar, show_progress
+    from dropsync.store.files import documents_in_progress
+
+    async def documents() -> int | None:
+        async with store.snapshot() as db:
+            return await documents_in_progress(db)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(show_progress, ProgressBar(path, sys.stderr), documents)
+        try:
+            yield
+        finally:
+            tg.cancel_scope.cancel()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -36,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     from dropsync.store.handle import Store
 
     log_to_stderr()
-    config = config_of(args)
+    config = store_of(args)
     tune_garbage_collector()
     kinds = [(p.name, p.kind) for p in config.providers.values()]
 
@@ -47,7 +75,9 @@ def run(args: argparse.Namespace) -> int:
                 await outbox.register_providers(db, kinds, now=now_ms())
             ingestor = Ingestor(store, config)
             for name in args.files:
-                results.append(await ingest_named(ingestor, Path(name), args.collection))
+                path = Path(name)
+                async with _progress(store, path):
+                    results.append(await ingest_named(ingestor, path, args.collection))
         return results
 
     failed = False

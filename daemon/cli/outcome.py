@@ -20,7 +20,7 @@ import sqlite3
 import sys
 from collections.abc import Callable
 
-from dropsync.daemon.cli.common import EXIT_FAILURE, EXIT_USAGE
+from dropsync.daemon.cli.common import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from dropsync.daemon.errors import ConfigError, DropsyncError, UsageError
 from dropsync.store.errors import StoreError
 
@@ -29,10 +29,18 @@ def run_reporting_errors(
     name: str, run: Callable[[argparse.Namespace], int], args: argparse.Namespace
 ) -> int:
     """Run one command; any error becomes a one-line report and an exit code."""
+    code = EXIT_OK
     try:
-        return run(args)
+        code = run(args)
+        sys.stdout.flush()  # a reader that went away is found here, not at exit
+        return code
     except KeyboardInterrupt:
         return EXIT_FAILURE
+    except BrokenPipeError:
+        # `dropsync status | head`: the reader has all it wanted; say nothing (a command
+        # that had finished keeps its exit code: `status --check | head -1`).
+        silence_stdout()
+        return code
     except Exception as raised:
         exc = sole_exception(raised)
         code, message = _known(exc)
@@ -42,6 +50,15 @@ def run_reporting_errors(
         else:
             _log_fatal(name, exc, message, code, stream)
         return code
+
+
+def silence_stdout() -> None:
+    """Point stdout at /dev/null, so that flushing it at exit raises nothing more."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def sole_exception(exc: BaseException) -> BaseException:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
-from dropsync.daemon.cli.common import EXIT_OK, config_of, log_to_stderr
+from dropsync.daemon.cli.common import EXIT_OK, log_to_stderr, store_of
 
 if TYPE_CHECKING:
     from dropsync.daemon.config import Config
@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from dropsync.store.handle import Store
 
     log_to_stderr()
-    config = config_of(args)
+    config = store_of(args)
     provider = config.providers.get(args.provider)
     if provider is None:
         raise UsageError(

@@ -32,9 +32,11 @@ def run(args: argparse.Namespace) -> int:
         import anyio
         from dropsync.daemon.logs import configure_logging
         from dropsync.daemon.runner import Daemon
+        from dropsync.daemon.secrets import check_secrets
 
         config = checked_config(args)
         early_signals.config_read()
+        check_secrets(config)  # an unreadable secret: exit 2 (systemd: RestartPreventExitStatus=2)
         configure_logging(config.log_level)
         daemon = Daemon(config, config_arg=args.config, dry_run=args.dry_run)
         return anyio.run(daemon.run)

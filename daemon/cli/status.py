@@ -1,33 +1,104 @@
-"""``dropsync status``: what is pending for each provider, and why.
+"""``dropsync status``: is the daemon running, what is pending for each provider, and why.
 
 Operators run this often, on big stores, while the daemon writes: it opens the
 store read-only, asks only indexed questions (see ``store.queries.status_summary``)
 and imports nothing it does not print with (no event loop, no orjson, not even
 the full config: only ``[store]`` is read), so the whole command takes little
 more than starting Python. ``tests/test_design_rules.py`` holds it to that.
+
+``--check`` answers like a monitoring plugin (``daemon/health_check.py``): one
+line per problem, exit 0 ok, 1 warning, 2 critical. ``--watch`` repeats the
+report until Ctrl-C.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
 from dropsync.daemon.cli.common import EXIT_OK
 
-HELP = "what is pending for each provider and why; inbox and file counts (read-only)"
+HELP = "is the daemon running; what is pending for each provider and why (read-only)"
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text}")
+    return value
+
+
+def _percent(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"expected a percentage from 0 to 100, got {text}")
+    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--json``."""
+    """``--json``, ``--watch``, ``--check`` and its thresholds."""
+    from dropsync.daemon.health_check import Thresholds
+
+    default = Thresholds()
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument(
+        "--watch",
+        nargs="?",
+        const=2.0,
+        type=_seconds,
+        metavar="SECONDS",
+        help="show the report again every SECONDS (default 2) until Ctrl-C",
+    )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="monitoring-plugin mode: one line per problem; exit 0 ok, 1 warning, 2 critical",
+    )
+    parser.add_argument(
+        "--pending-warn",
+        type=_seconds,
+        default=default.pending_warn_s,
+        metavar="SECONDS",
+        help=f"--check: warning when the oldest pending entry is older "
+        f"(default {default.pending_warn_s:g})",
+    )
+    parser.add_argument(
+        "--pending-crit",
+        type=_seconds,
+        default=default.pending_crit_s,
+        metavar="SECONDS",
+        help=f"--check: critical when the oldest pending entry is older "
+        f"(default {default.pending_crit_s:g})",
+    )
+    parser.add_argument(
+        "--disk-warn",
+        type=_percent,
+        default=default.disk_warn_pct,
+        metavar="PERCENT",
+        help=f"--check: warning when the store's file system has less free space "
+        f"(default {default.disk_warn_pct:g})",
+    )
+    parser.add_argument(
+        "--disk-crit",
+        type=_percent,
+        default=default.disk_crit_pct,
+        metavar="PERCENT",
+        help=f"--check: critical when the store's file system has less free space "
+        f"(default {default.disk_crit_pct:g})",
+    )
 
 
 def format_status(store_path: Path, summary: dict[str, Any]) -> str:
     """The human-readable ``status`` report."""
     from dropsync.daemon.clock import format_age, format_timestamp
 
-    lines = [f"store {store_path} (schema {summary['schema_version']})"]
+    lines = [
+        _daemon_line(summary.get("daemon")),
+        *_waiting_lines(summary.get("daemon")),
+        f"store {store_path} (schema {summary['schema_version']})",
+    ]
     providers = summary["providers"]
     if not providers:
         lines.append("providers: none configured")
@@ -65,33 +136,110 @@ def format_status(store_path: Path, summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def run(args: argparse.Namespace) -> int:
-    """Read-only, safe while the daemon runs.
+def _daemon_line(daemon: dict[str, Any] | None) -> str:
+    if daemon is None:
+        return "daemon: unknown"
+    if daemon["running"]:
+        return f"daemon: running (pid {daemon['pid'] or 'unknown'})"
+    return (
+        "daemon: NOT RUNNING (no process holds the store's lock); the figures below are what "
+        "it left behind and may be stale"
+    )
 
-    What the daemon waits for (``store busy``, ``disk full``) comes from its runtime
-    state file (``daemon.runstate``), since the store may be what cannot be written.
-    """
-    import time
 
-    from dropsync.daemon.config_file import store_path_of
-    from dropsync.daemon.runstate import describe, read_runtime
+def daemon_state(store_path: Path) -> dict[str, Any]:
+    """Whether a daemon runs on ``store_path`` (its instance lock), for the report."""
+    from dropsync.daemon.instance import holder, lock_path
+    from dropsync.daemon.runstate import read_runtime
+
+    pid = holder(store_path)
+    return {
+        "running": pid is not None,
+        "pid": pid or None,
+        "lock": str(lock_path(store_path)),
+        "stale": pid is None,
+        # What the daemon waits for (``store busy``, ``disk full``): its runtime state file
+        # (``daemon.runstate``), since the store may be what cannot be written.
+        "runtime": read_runtime(store_path),
+    }
+
+
+def read_status(store_path: Path) -> dict[str, Any]:
+    """Everything the report shows: the store's summary and the daemon's state."""
     from dropsync.store.queries import status_summary
     from dropsync.store.readonly import open_readonly
 
-    store_path = store_path_of(args.config)
     db = open_readonly(store_path)
     try:
         summary = status_summary(db)
     finally:
         db.close()
-    daemon = read_runtime(store_path)
+    summary["daemon"] = daemon_state(store_path)
+    return summary
+
+
+def _report(args: argparse.Namespace) -> tuple[str, int]:
+    """The text to print and the exit code, once."""
+    from dropsync.daemon.cli.common import existing_store
+    from dropsync.daemon.config_file import store_path_of
+
+    if args.check:
+        from dropsync.daemon.health_check import Thresholds, check, render
+
+        thresholds = Thresholds(
+            pending_warn_s=args.pending_warn,
+            pending_crit_s=args.pending_crit,
+            disk_warn_pct=args.disk_warn,
+            disk_crit_pct=args.disk_crit,
+        )
+        return render(check(args.config, thresholds))
+    store_path = existing_store(args.config, store_path_of(args.config))
+    summary = read_status(store_path)
     if args.json:
         import json
 
-        summary["daemon"] = daemon
-        print(json.dumps(summary, indent=2, default=str))
-    else:
-        print(format_status(store_path, summary))
-        for line in describe(daemon, int(time.time() * 1000)):
-            print(line)
-    return EXIT_OK
+        return json.dumps(summary, indent=2, default=str), EXIT_OK
+    return format_status(store_path, summary), EXIT_OK
+
+
+def _waiting_lines(daemon: dict[str, Any] | None) -> list[str]:
+    """What a running daemon waits for (a busy store, a full disk), from its runtime file."""
+    import time
+
+    from dropsync.daemon.runstate import describe
+
+    if daemon is None or not daemon["running"]:
+        return []
+    return describe(daemon.get("runtime"), int(time.time() * 1000))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Read-only, safe while the daemon runs."""
+    if args.watch is None:
+        text, code = _report(args)
+        try:
+            print(text, flush=True)
+        except BrokenPipeError:  # `status --check | head -1` keeps the check's exit code
+            from dropsync.daemon.cli.outcome import silence_stdout
+
+            silence_stdout()
+        return code
+    return _watch(args)
+
+
+def _watch(args: argparse.Namespace) -> int:
+    """The report again every ``args.watch`` seconds; Ctrl-C ends it (exit 0)."""
+    import time
+
+    clear = sys.stdout.isatty()
+    try:
+        while True:
+            text, _ = _report(args)
+            stamp = time.strftime("%H:%M:%S")
+            header = f"dropsync status, every {args.watch:g} s (Ctrl-C to stop), {stamp}"
+            if clear:
+                sys.stdout.write("\x1b[H\x1b[2J")
+            print(f"{header}\n{text}\n", flush=True)
+            time.sleep(args.watch)
+    except KeyboardInterrupt:
+        return EXIT_OK

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dropsync.daemon.cli.common import EXIT_FAILURE, EXIT_OK, config_of, dump_json
+from dropsync.daemon.cli.common import EXIT_FAILURE, EXIT_OK, dump_json, store_of
 
 HELP = "every version of a key seen, where it came from, and why the winner won"
 
@@ -24,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
     from dropsync.store import queries
     from dropsync.store.readonly import open_readonly
 
-    config = config_of(args)
+    config = store_of(args)
     db = open_readonly(config.store_path)
     try:
         versions = queries.versions_seen(db, args.collection, args.key)

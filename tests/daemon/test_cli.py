@@ -26,6 +26,16 @@ def write_config(tmp_path: Path, extra: str = "") -> Path:
     return path
 
 
+def create_store(config_path: Path) -> None:
+    """What the first ``dropsync run`` does to the store (only ``run`` creates one)."""
+
+    async def run() -> None:
+        async with await Store.open(load_config(str(config_path)).store_path):
+            pass
+
+    anyio.run(run)
+
+
 def ingest(config_path: Path, name: str, docs: list[dict[str, object]]) -> None:
     config = load_config(str(config_path))
     folder = config.drop_path / "contacts"
@@ -167,6 +177,7 @@ def test_ingest_command_outside_drop_folder(
     source = tmp_path / "elsewhere/contacts.json"
     source.parent.mkdir()
     source.write_bytes(orjson.dumps([{"email": "z@x", "at": 5}]))
+    create_store(config)
     code = main(["ingest", "--config", str(config), "--collection", "contacts", str(source)])
     assert code == 0
     assert orjson.loads(capsys.readouterr().out)["applied"] == 1

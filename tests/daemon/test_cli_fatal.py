@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,8 +14,6 @@ import orjson
 import pytest
 from dropsync.daemon.cli.outcome import run_reporting_errors
 from dropsync.daemon.errors import ConfigError
-
-from tests.support import free_port
 
 TOKEN = "tok-9f8e7d6c5b4a-fatal"
 
@@ -74,33 +71,23 @@ def test_a_defect_in_run_is_one_json_error_line_without_the_secret(tmp_path: Pat
 
 
 def test_a_defect_in_a_one_shot_command_is_one_json_line_on_stderr() -> None:
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "dropsync.daemon.cli",
-                "emulate",
-                "--crm-port",
-                str(port),
-                "--favourites-port",
-                str(free_port()),
-                "--registrations-port",
-                str(free_port()),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+    # A command whose code fails unexpectedly (here: made to divide by zero). A busy port
+    # for `emulate`, the example this test used before, is now a message of its own.
+    script = (
+        "import sys\n"
+        "import dropsync.daemon.cli.why as why\n"
+        "why.run = lambda args: 1 // 0\n"
+        "from dropsync.daemon.cli import main\n"
+        "sys.exit(main(['why', 'contacts', 'a@x']))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
     assert done.returncode == 1
     assert done.stdout == ""
     [fatal] = json_lines(done.stderr)
     assert fatal["level"] == "error" and fatal["event"] == "fatal_error"
-    assert str(port) in fatal["error"]
+    assert "ZeroDivisionError" in fatal["error"]
     assert all(" in " in frame for frame in fatal["traceback"])
 
 

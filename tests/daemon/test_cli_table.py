@@ -91,9 +91,16 @@ def test_bash_completion_offers_commands_options_choices_and_files(
     ]
     assert _complete(script, ["dropsync", "--config", "cont"], cwd) == ["contacts.json"]
     assert _complete(script, ["dropsync", "status", "--"], cwd) == [
+        "--check",
         "--config",
+        "--disk-crit",
+        "--disk-warn",
         "--help",
         "--json",
+        "--log-format",
+        "--pending-crit",
+        "--pending-warn",
+        "--watch",
     ]
     assert _complete(script, ["dropsync", "dead-letters", "r"], cwd) == ["retry"]
     assert _complete(script, ["dropsync", "ingest", "co"], cwd) == ["contacts.json"]

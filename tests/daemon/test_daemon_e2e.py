@@ -10,8 +10,10 @@ from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 
+import anyio
 import orjson
 import pytest
+from dropsync.store.handle import Store
 
 from tests.support import DaemonProcess, query, wait_until
 
@@ -217,6 +219,12 @@ def test_sigkill_mid_ingest_then_restart_equals_a_clean_run(
     clean_config.write_text(
         f'[store]\npath = "{clean_dir / "store.db"}"\n[drop]\npath = "{clean_dir / "drop"}"\n'
     )
+
+    async def create_store() -> None:  # only `run` creates a store; `ingest` needs one
+        async with await Store.open(clean_dir / "store.db"):
+            pass
+
+    anyio.run(create_store)
     subprocess.run(
         [
             sys.executable,

@@ -28,8 +28,30 @@ def test_demo_syncs_sample_files_to_the_emulators_and_exits_0(tmp_path: Path) ->
     assert '"event":"synced"' in done.stdout
     db = tmp_path / "dropsync-demo/dropsync.db"
     assert query(db, "SELECT COUNT(*) FROM outbox") == [(0,)]
-    delivered = query(db, "SELECT provider, COUNT(*) FROM delivered GROUP BY 1 ORDER BY 1")
-    assert delivered == [("crm", 2), ("favourites", 1)]
+    delivered = query(db, "SELECT provider, state, COUNT(*) FROM delivered GROUP BY 1, 2")
+    assert delivered == [
+        ("churn", "confirmed", 3),  # by the churn tool's signed sync-status callback
+        ("crm", "confirmed", 3),  # by the CRM's webhook
+        ("favourites", "confirmed", 2),
+        ("registrations", "confirmed", 3),  # the three seat requests, decided
+    ]
+    assert query(db, "SELECT key, status FROM registration_requests ORDER BY key") == [
+        ("r-1", "confirmed"),
+        ("r-2", "confirmed"),
+        ("r-3", "refused"),  # the keynote has two seats
+    ]
+    assert query(db, "SELECT COUNT(*) FROM records WHERE collection = 'participants'") == [(20,)]
+    # The demo wrote its config beside its store: status finds the store with it.
+    config = tmp_path / "dropsync-demo/dropsync.toml"
+    status = subprocess.run(
+        [sys.executable, "-m", "dropsync.daemon.cli", "status", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert f"store {db} (schema" in status.stdout
+    assert f"dropsync status --config {config}" in done.stdout  # the summary says how
+    assert '"level":"error"' not in done.stdout
     # The favourite pulled from the emulator is in the store, and was not sent back.
     assert query(db, "SELECT origin FROM records WHERE key = 'alice:session_21982'") == [
         ("favourites",)
@@ -37,7 +59,12 @@ def test_demo_syncs_sample_files_to_the_emulators_and_exits_0(tmp_path: Path) ->
 
 
 def test_emulate_serves_every_emulator_until_sigterm() -> None:
-    crm_port, favourites_port, registrations_port = free_port(), free_port(), free_port()
+    crm_port, favourites_port, registrations_port, churn_port = (
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+    )
     process = subprocess.Popen(
         [
             sys.executable,
@@ -50,6 +77,8 @@ def test_emulate_serves_every_emulator_until_sigterm() -> None:
             str(favourites_port),
             "--registrations-port",
             str(registrations_port),
+            "--churn-port",
+            str(churn_port),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -85,6 +114,8 @@ def test_emulate_serves_every_emulator_until_sigterm() -> None:
             headers={"Authorization": f"Bearer {login.json()['token']}"},
         )
         assert sessions.json()["total"] == 6
+        upload = httpx.post(f"http://127.0.0.1:{churn_port}/client-files", data={"data": "[]"})
+        assert upload.status_code == 401  # it is there, and wants the demo token
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
     finally:

@@ -15,10 +15,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import orjson
 import pytest
 from dropsync.adapters.emulators.common import EmulatorServer
 from dropsync.adapters.emulators.crm import CrmEmulator
+from dropsync.store.handle import Store
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -121,6 +123,12 @@ def test_dropsync_ingest_of_that_file_ends_with_the_reason_and_exit_1(tmp_path: 
     nested = tmp_path / "elsewhere/nested.json"
     nested.parent.mkdir()
     nested.write_bytes(NESTED)
+
+    async def create_store() -> None:  # only `run` creates a store; `ingest` needs one
+        async with await Store.open(tmp_path / "store.db"):
+            pass
+
+    anyio.run(create_store)
     peak_file = tmp_path / "peak_kb"
     process = subprocess.Popen(
         [sys.executable, "-c", MEASURED_CLI, "ingest", str(nested)],

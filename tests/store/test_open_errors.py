@@ -129,10 +129,12 @@ def test_a_missing_folder_is_named(tmp_path: Path) -> None:
     store = tmp_path / "no/such/dir/dropsync.db"
     done = dropsync("status", "--config", str(config(tmp_path, store)), cwd=tmp_path)
     assert done.returncode == 1
-    assert error_of(done, "status") == (
-        f"dropsync: store {store} does not exist, nor does its folder {store.parent} "
-        "(has the daemon run yet?)"
+    message = error_of(done, "status")
+    assert message.startswith(
+        f"dropsync: store {store} does not exist, nor does its folder {store.parent}; that path "
+        f"is [store] path '{store}' in {tmp_path / 'dropsync.toml'} (from --config)."
     )
+    assert "Only 'dropsync run' creates a store" in message
 
 
 def test_run_names_the_folder_it_cannot_create(

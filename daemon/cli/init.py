@@ -1,0 +1,49 @@
+"""``dropsync init [DIR]``: a commented example config (every key, its default), a drop folder."""
+
+from __future__ import annotations
+
+import argparse
+
+from dropsync.daemon.cli.common import EXIT_OK
+
+HELP = "write a commented example config (every key with its default) and the drop folder"
+
+CONFIG_NAME = "dropsync.toml"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``DIR``, ``--force``."""
+    parser.add_argument(
+        "dir", nargs="?", default=".", metavar="DIR", help="where to write them (default: .)"
+    )
+    parser.add_argument(
+        "--force", action="store_true", help=f"replace an existing {CONFIG_NAME} in DIR"
+    )
+
+
+def example_config() -> str:
+    """The example config shipped with dropsync (docs/config.md shows the same text)."""
+    from importlib.resources import files
+
+    return files("dropsync.daemon").joinpath("config_example.toml").read_text(encoding="utf-8")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Write ``DIR/dropsync.toml`` and ``DIR/drop/``; refuse to overwrite a config."""
+    from pathlib import Path
+
+    from dropsync.daemon.cli.common import refuse_config
+    from dropsync.daemon.errors import UsageError
+
+    refuse_config(args, "init", "it writes one, DIR/dropsync.toml")
+    folder = Path(args.dir)
+    config = folder / CONFIG_NAME
+    if config.exists() and not args.force:
+        raise UsageError(f"{config} exists: edit it, or give --force to replace it")
+    folder.mkdir(parents=True, exist_ok=True)
+    config.write_text(example_config(), encoding="utf-8")
+    (folder / "drop").mkdir(exist_ok=True)
+    print(f"wrote {config} and {folder / 'drop'}/")
+    print(f"next: edit it, then: dropsync check-config --config {config}")
+    print(f"      dropsync run --config {config}")
+    return EXIT_OK

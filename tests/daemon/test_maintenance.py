@@ -1,0 +1,189 @@
+"""Backups while the daemon runs, the backup before a migration, ``migrate --dry-run``,
+``init`` and ``systemd-unit``."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import anyio
+import orjson
+import pytest
+from dropsync.daemon.cli import main
+from dropsync.daemon.cli.init import example_config
+from dropsync.daemon.config import load_config
+from dropsync.daemon.instance import InstanceLock
+from dropsync.store.db import open_store
+from dropsync.store.handle import Store
+from dropsync.store.schema import latest_version
+
+from tests.support import DaemonProcess, query
+
+DROPSYNC = [sys.executable, "-m", "dropsync.daemon.cli"]
+
+
+def old_store(path: Path, version: int) -> None:
+    """A store at schema ``version`` holding one record."""
+
+    async def build() -> None:
+        db = await open_store(path, target=version)
+        await db.execute(
+            "INSERT INTO records (collection, key, body, updated_at, origin, digest, merged_at) "
+            "VALUES ('contacts', 'a@x', '{}', 1, 'sql', 'd', 1)"
+        )
+        await db.close()
+
+    anyio.run(build)
+
+
+def integrity(path: Path) -> str:
+    db = sqlite3.connect(path)
+    try:
+        return str(db.execute("PRAGMA integrity_check").fetchone()[0])
+    finally:
+        db.close()
+
+
+@pytest.mark.e2e
+def test_backup_while_the_daemon_ingests_is_consistent_and_verified(tmp_path: Path) -> None:
+    daemon = DaemonProcess(
+        tmp_path,
+        f'[store]\npath = "{tmp_path / "s.db"}"\n[drop]\npath = "{tmp_path / "drop"}"\n'
+        '[collections.users]\nkey = "id"\ntimestamp = "at"\n',
+    )
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    try:
+        daemon.start()
+        folder = tmp_path / "drop/users"
+        folder.mkdir(parents=True)
+        lines = (orjson.dumps({"id": i, "at": 1 + i}) for i in range(50_000))
+        (folder / "big.ndjson.tmp").write_bytes(b"\n".join(lines))
+        (folder / "big.ndjson.tmp").rename(folder / "big.ndjson")
+        done = subprocess.run(
+            [*DROPSYNC, "backup", str(backups), "--config", str(daemon.config_path)],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        [copy] = list(backups.iterdir())
+        assert copy.name.startswith("s-") and copy.suffix == ".db"
+        assert done.stdout.startswith(f"backed up {tmp_path / 's.db'} to {copy} (")
+        assert "integrity_check ok" in done.stdout
+        assert integrity(copy) == "ok"
+        assert query(copy, "PRAGMA user_version") == [(latest_version(),)]
+        assert query(copy, "PRAGMA journal_mode") == [("delete",)]  # one self-contained file
+        daemon.wait_for("file_ingested")
+        assert daemon.stop() == 0
+    finally:
+        daemon.close()
+    # A file there already is not replaced without --force.
+    config = str(daemon.config_path)
+    assert main(["backup", str(copy), "--config", config]) == 2
+    assert main(["backup", str(copy), "--config", config, "--force"]) == 0
+    assert query(copy, "SELECT COUNT(*) FROM records") == [(50_000,)]
+
+
+def test_the_store_is_backed_up_beside_itself_before_a_migration(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    old_store(path, 3)
+    backups: list[Path] = []
+
+    async def reopen() -> None:
+        async with await Store.open(path, backups=backups):
+            pass
+
+    anyio.run(reopen)
+    [backup] = backups
+    assert backup.parent == tmp_path and backup.name.startswith("s.db.before-v4-")
+    assert query(backup, "PRAGMA user_version") == [(3,)]
+    assert query(backup, "SELECT key FROM records") == [("a@x",)]
+    assert integrity(backup) == "ok"
+    assert query(path, "PRAGMA user_version") == [(latest_version(),)]
+    # Opening a store that needs no migration takes no backup.
+    anyio.run(reopen)
+    assert len(backups) == 1
+
+
+@pytest.mark.e2e
+def test_the_daemon_logs_where_the_backup_before_its_migration_went(tmp_path: Path) -> None:
+    old_store(tmp_path / "s.db", 2)
+    daemon = DaemonProcess(
+        tmp_path, f'[store]\npath = "{tmp_path / "s.db"}"\n[drop]\npath = "{tmp_path / "d"}"\n'
+    )
+    try:
+        daemon.start()
+        event = daemon.wait_for("store_backed_up_before_migration")
+        assert Path(event["backup"]).exists() and event["store"] == str(tmp_path / "s.db")
+        assert daemon.stop() == 0
+    finally:
+        daemon.close()
+
+
+def test_migrate_dry_run_lists_what_would_be_applied_and_changes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "s.db"
+    old_store(path, 3)
+    config = tmp_path / "dropsync.toml"
+    config.write_text(f'[store]\npath = "{path}"\n')
+    assert main(["migrate", "--dry-run", "--config", str(config)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"store {path} is at schema version 3; would apply:"
+    assert out[1].split()[:2] == ["4", "callbacks:"]
+    assert out[-1].startswith(f"a backup would be written first: {path}.before-v4-")
+    assert query(path, "PRAGMA user_version") == [(3,)]
+    assert not list(tmp_path.glob("*.bak"))
+    # While a daemon runs, migrate itself is refused; after, it applies (backup first).
+    lock = InstanceLock(path)
+    lock.acquire()
+    assert main(["migrate", "--config", str(config)]) == 1
+    assert "another dropsync daemon" in capsys.readouterr().err
+    lock.release()
+    assert main(["migrate", "--config", str(config)]) == 0
+    assert f"migrated from schema version 3 to {latest_version()}" in capsys.readouterr().out
+    assert query(path, "PRAGMA user_version") == [(latest_version(),)]
+    assert main(["migrate", "--dry-run", "--config", str(config)]) == 0
+    assert "nothing to apply" in capsys.readouterr().out
+
+
+def test_init_writes_the_example_config_and_the_drop_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert main(["init", "site"]) == 0
+    assert (tmp_path / "site/drop").is_dir()
+    written = (tmp_path / "site/dropsync.toml").read_text()
+    assert written == example_config()
+    # As written, it is the built-in defaults.
+    loaded = load_config(str(tmp_path / "site/dropsync.toml"))
+    defaults = load_config(None)
+    for name in defaults.__slots__:
+        if name != "source":
+            assert getattr(loaded, name) == getattr(defaults, name), name
+    assert main(["init", "site"]) == 2
+    assert "exists" in capsys.readouterr().err
+
+
+def test_systemd_unit_names_the_running_executable(capsys: pytest.CaptureFixture[str]) -> None:
+    shipped = Path(__file__).parents[2] / "systemd"
+    executable = str(Path(sys.executable).parent / "dropsync")
+    assert main(["systemd-unit", "--only", "service"]) == 0
+    unit = capsys.readouterr().out
+    original = (shipped / "dropsync.service").read_text()
+    assert f"ExecStart={executable} run --config /etc/dropsync/dropsync.toml\n" in unit
+    assert [a for a, b in zip(unit.splitlines(), original.splitlines(), strict=True) if a != b] == [
+        f"ExecStart={executable} run --config /etc/dropsync/dropsync.toml"
+    ]
+    for kind, name in (("sysusers", "dropsync.sysusers"), ("tmpfiles", "dropsync.tmpfiles")):
+        assert main(["systemd-unit", "--only", kind]) == 0
+        assert capsys.readouterr().out == (shipped / name).read_text()
+    assert main(["systemd-unit"]) == 0
+    everything = capsys.readouterr().out
+    assert "# ===== /etc/sysusers.d/dropsync.conf" in everything
+    assert f"ExecStart={executable} " in everything

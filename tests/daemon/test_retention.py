@@ -1,0 +1,68 @@
+"""The daemon's retention pass: old ``.done/`` files go, their versions stay in the store."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import anyio
+import orjson
+from dropsync.daemon.audit import version_json
+from dropsync.daemon.config import load_config
+from dropsync.daemon.ingest import Ingestor
+from dropsync.daemon.retention import DAY_MS, Retention
+from dropsync.store.handle import Store
+from dropsync.store.queries import current_record, versions_seen
+
+
+def test_old_done_files_are_removed_and_their_versions_kept(tmp_path: Path) -> None:
+    config_path = tmp_path / "dropsync.toml"
+    config_path.write_text(
+        f'[store]\npath = "{tmp_path / "s.db"}"\nretain_days = 0\n'
+        f'[drop]\npath = "{tmp_path / "drop"}"\nkeep_done_days = 7\n'
+        '[collections.contacts]\nkey = "email"\ntimestamp = "at"\n'
+    )
+    config = load_config(str(config_path))
+    folder = config.drop_path / "contacts"
+    folder.mkdir(parents=True)
+    first = {"email": "a@x", "at": 100, "name": "Ann"}
+    second = {"email": "a@x", "at": 200, "name": "Ann Lee"}
+
+    async def run() -> None:
+        async with await Store.open(config.store_path) as store:
+            ingestor = Ingestor(store, config)
+            for name, doc in (("one.json", first), ("two.json", second)):
+                (folder / name).write_bytes(orjson.dumps([doc, {"email": name, "at": 1}]))
+                await ingestor.ingest_dropped(folder / name)
+            await Retention(store, config).prune_once(now_ms_at(config.store_path, days=3))
+            assert sorted(p.name for p in (folder / ".done").iterdir()) == [
+                "one.json",
+                "two.json",
+            ]
+            pruned = await Retention(store, config).prune_once(now_ms_at(config.store_path, days=8))
+            assert pruned.done_files == 2
+
+    anyio.run(run)
+    assert list((folder / ".done").iterdir()) == []
+    db = sqlite3.connect(config.store_path)
+    # The version displaced by two.json lived only in one.json; it is in the inbox now.
+    [(body,)] = db.execute(
+        "SELECT body FROM inbox WHERE key = 'a@x' AND status = 'superseded'"
+    ).fetchall()
+    assert orjson.loads(body) == first
+    record = current_record(db, "contacts", "a@x")
+    assert record is not None and orjson.loads(record["body"]) == second
+    explained = [
+        version_json(v, record)["explanation"] for v in versions_seen(db, "contacts", "a@x")
+    ]
+    assert explained[0].startswith("lost: older timestamp") and "current version" in explained
+    assert db.execute("SELECT COUNT(*) FROM records").fetchone() == (3,)
+    db.close()
+
+
+def now_ms_at(store: Path, *, days: int) -> int:
+    """``days`` after the newest file was filed away."""
+    db = sqlite3.connect(store)
+    (finished,) = db.execute("SELECT MAX(finished_at) FROM files").fetchone()
+    db.close()
+    return int(finished) + days * DAY_MS

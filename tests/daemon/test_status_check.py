@@ -1,0 +1,314 @@
+"""Status you can alert on: is the daemon running, stale state, ``--watch``, ``--check``.
+
+The store is a real, migrated SQLite file; "the daemon runs" is its real instance lock,
+held here in-process (the e2e tests below hold it with a real daemon).
+"""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import orjson
+import pytest
+from dropsync.daemon.cli import main
+from dropsync.daemon.instance import InstanceLock
+from dropsync.store.handle import Store
+
+from tests.support import DaemonProcess
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    """A config naming a migrated store with two providers, crm and churn, both fine."""
+    path = tmp_path / "dropsync.toml"
+    path.write_text(f'[store]\npath = "{tmp_path / "s.db"}"\n')
+
+    async def create() -> None:
+        async with await Store.open(tmp_path / "s.db"):
+            pass
+
+    anyio.run(create)
+    sql(tmp_path, "INSERT INTO providers (name, kind, updated_at) VALUES ('crm', 'crm', 0)")
+    sql(tmp_path, "INSERT INTO providers (name, kind, updated_at) VALUES ('churn', 'churn', 0)")
+    return path
+
+
+@pytest.fixture
+def running(tmp_path: Path) -> Iterator[None]:
+    """The daemon's instance lock held, as a running daemon holds it."""
+    lock = InstanceLock(tmp_path / "s.db")
+    lock.acquire()
+    yield
+    lock.release()
+
+
+def sql(tmp_path: Path, statement: str, *params: object) -> None:
+    db = sqlite3.connect(tmp_path / "s.db")
+    db.execute(statement, params)
+    db.commit()
+    db.close()
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def check(config: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> tuple[int, list[str]]:
+    code = main(["status", "--check", "--config", str(config), *extra])
+    return code, capsys.readouterr().out.splitlines()
+
+
+def test_check_is_ok_with_one_line_when_all_is_well(
+    config: Path, running: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, lines = check(config, capsys)
+    assert code == 0
+    assert len(lines) == 1 and lines[0].startswith("OK: dropsync running (pid ")
+
+
+def test_daemon_down_is_critical_and_status_marks_the_state_stale(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, lines = check(config, capsys)
+    assert code == 2
+    assert lines == [
+        f"CRITICAL: daemon: not running on {config.parent / 's.db'} "
+        f"(no process holds {config.parent / 's.db.lock'})"
+    ]
+    assert main(["status", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("daemon: NOT RUNNING") and "may be stale" in out
+    assert main(["status", "--json", "--config", str(config)]) == 0
+    daemon = orjson.loads(capsys.readouterr().out)["daemon"]
+    assert daemon["running"] is False and daemon["stale"] is True
+
+
+def test_provider_auth_failed_is_critical(
+    config: Path, running: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sql(
+        config.parent,
+        "UPDATE providers SET state = 'auth-failed', last_error = '401 token expired' "
+        "WHERE name = 'crm'",
+    )
+    code, lines = check(config, capsys)
+    assert code == 2
+    assert lines == [
+        "CRITICAL: provider crm: auth-failed (401 token expired); fix its secret, then "
+        "systemctl reload dropsync or dropsync resync crm"
+    ]
+
+
+def test_oldest_pending_over_the_thresholds_is_a_warning_then_critical(
+    config: Path, running: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    enqueued = now_ms() - 2 * 3600 * 1000  # two hours ago
+    sql(
+        config.parent,
+        "INSERT INTO outbox (provider, collection, key, updated_at, enqueued_at) "
+        "VALUES ('crm', 'contacts', 'a@x', 1, ?)",
+        enqueued,
+    )
+    code, lines = check(config, capsys, "--pending-warn", "3600", "--pending-crit", "36000")
+    assert code == 1
+    assert lines == [
+        "WARNING: provider crm: oldest pending entry is 2.0 h old (over 3600 s); "
+        "1 pending, state online"
+    ]
+    code, lines = check(config, capsys)  # defaults: 900 s warning, 3600 s critical
+    assert code == 2 and lines[0].startswith("CRITICAL: provider crm: oldest pending entry")
+
+
+def test_dead_letters_are_a_warning(
+    config: Path, running: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sql(
+        config.parent,
+        "INSERT INTO dead_letters (provider, collection, key, updated_at, reason, created_at) "
+        "VALUES ('crm', 'contacts', 'a@x', 1, '422 invalid email', 1)",
+    )
+    code, lines = check(config, capsys)
+    assert code == 1
+    assert lines == [
+        "WARNING: provider crm: 1 dead letter(s) (dropsync dead-letters list --provider crm)"
+    ]
+
+
+def test_unconfirmed_batches_are_a_warning(
+    config: Path, running: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sql(config.parent, "UPDATE providers SET confirm_timeout_ms = 1000 WHERE name = 'churn'")
+    sql(
+        config.parent,
+        "INSERT INTO deliveries (provider, batch_id, items, state, attempted_at) "
+        "VALUES ('churn', 'b1', 7, 'accepted', ?)",
+        now_ms() - 60_000,
+    )
+    code, lines = check(config, capsys)
+    assert code == 1
+    assert lines == [
+        "WARNING: provider churn: 1 batch(es) (7 record(s)) accepted but not confirmed within "
+        "its confirm_timeout_s (dropsync resync churn --unconfirmed)"
+    ]
+
+
+def test_disk_nearly_full_is_a_warning_then_critical(
+    config: Path, running: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # No test machine has a nearly full disk to spare: the thresholds move instead (every
+    # file system has less than 100 % free).
+    code, lines = check(config, capsys, "--disk-warn", "100", "--disk-crit", "0")
+    assert code == 1
+    assert len(lines) == 1 and lines[0].startswith("WARNING: disk: ")
+    assert f"free on the file system of {config.parent / 's.db'}" in lines[0]
+    code, lines = check(config, capsys, "--disk-warn", "100", "--disk-crit", "100")
+    assert code == 2 and lines[0].startswith("CRITICAL: disk: ")
+
+
+def test_every_problem_is_one_line_worst_first(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sql(
+        config.parent,
+        "INSERT INTO dead_letters (provider, collection, key, updated_at, reason, created_at) "
+        "VALUES ('churn', 'users', '1', 1, 'skipped twice', 1)",
+    )
+    sql(config.parent, "UPDATE providers SET state = 'auth-failed' WHERE name = 'crm'")
+    code, lines = check(config, capsys)
+    assert code == 2
+    assert [line.split(":")[0] for line in lines] == ["CRITICAL", "CRITICAL", "WARNING"]
+    assert lines[0].startswith("CRITICAL: daemon: not running")
+
+
+def test_a_store_that_cannot_be_read_is_critical(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "dropsync.toml"
+    path.write_text(f'[store]\npath = "{tmp_path / "none.db"}"\n')
+    code, lines = check(path, capsys)
+    assert code == 2
+    assert len(lines) == 1
+    assert lines[0].startswith(f"CRITICAL: store: store {tmp_path / 'none.db'} does not exist")
+
+
+def test_watch_shows_the_report_again_until_ctrl_c(config: Path) -> None:
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "dropsync.daemon.cli",
+            "status",
+            "--config",
+            str(config),
+            "--watch",
+            "0.05",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    headers = 0
+    try:
+        for line in process.stdout:
+            headers += line.startswith("dropsync status, every 0.05 s")
+            if headers == 2:
+                sql(config.parent, "UPDATE providers SET state = 'offline' WHERE name = 'crm'")
+            if "crm" in line and "offline" in line:
+                break
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert headers >= 3  # shown again, and the change made meanwhile appeared
+
+
+@pytest.mark.e2e
+def test_status_follows_a_real_daemon_running_then_killed(tmp_path: Path) -> None:
+    daemon = DaemonProcess(
+        tmp_path, f'[store]\npath = "{tmp_path / "s.db"}"\n[drop]\npath = "{tmp_path / "d"}"\n'
+    )
+    status = [sys.executable, "-m", "dropsync.daemon.cli", "status"]
+    option = ["--config", str(daemon.config_path)]
+    try:
+        daemon.start()
+        assert daemon.process is not None
+        pid = daemon.process.pid
+        shown = subprocess.run([*status, *option], capture_output=True, text=True, check=True)
+        assert shown.stdout.startswith(f"daemon: running (pid {pid})")
+        checked = subprocess.run(
+            [*status, "--check", *option], capture_output=True, text=True, check=False
+        )
+        assert checked.returncode == 0, checked.stdout
+        daemon.kill()
+        checked = subprocess.run(
+            [*status, "--check", *option], capture_output=True, text=True, check=False
+        )
+        assert checked.returncode == 2
+        assert checked.stdout.startswith("CRITICAL: daemon: not running")
+        shown = subprocess.run([*status, *option], capture_output=True, text=True, check=True)
+        assert shown.stdout.startswith("daemon: NOT RUNNING")
+    finally:
+        daemon.close()
+
+
+@pytest.mark.e2e
+def test_a_second_run_on_the_same_store_is_refused_naming_the_first(tmp_path: Path) -> None:
+    config = f'[store]\npath = "{tmp_path / "s.db"}"\n[drop]\npath = "{tmp_path / "d"}"\n'
+    first = DaemonProcess(tmp_path, config)
+    (tmp_path / "second").mkdir()
+    second = DaemonProcess(tmp_path / "second", config)
+    try:
+        first.start()
+        assert first.process is not None
+        second.spawn()
+        assert second.process is not None
+        assert second.process.wait(timeout=60) == 1
+        [fatal] = [e for e in second.events() if e.get("event") == "fatal_error"]
+        assert f"another dropsync daemon (pid {first.process.pid}) is running" in fatal["error"]
+        assert str(tmp_path / "s.db.lock") in fatal["error"]
+        # The first one was not disturbed, and a run after it stops is accepted.
+        assert first.stop() == 0
+        second.start()
+        assert second.stop() == 0
+    finally:
+        first.close()
+        second.close()
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("source", ["secret_env", "secret_file", "credential"])
+def test_an_unreadable_secret_at_start_is_a_config_error_exit_2(
+    tmp_path: Path, source: str
+) -> None:
+    value = {
+        "secret_env": "DROPSYNC_TEST_UNSET_TOKEN",
+        "secret_file": str(tmp_path / "missing-token"),
+        "credential": "crm",
+    }[source]
+    daemon = DaemonProcess(
+        tmp_path,
+        f'[store]\npath = "{tmp_path / "s.db"}"\n[drop]\npath = "{tmp_path / "d"}"\n'
+        '[providers.crm]\nkind = "crm"\nbase_url = "http://127.0.0.1:9"\n'
+        f'account_id = "a"\n{source} = "{value}"\n',
+        env={"CREDENTIALS_DIRECTORY": str(tmp_path / "no-credentials")},
+    )
+    daemon.env.pop("DROPSYNC_TEST_UNSET_TOKEN", None)
+    try:
+        daemon.spawn()
+        assert daemon.process is not None
+        assert daemon.process.wait(timeout=60) == 2
+        [fatal] = [e for e in daemon.events() if e.get("event") == "fatal_error"]
+        assert fatal["error"].startswith(
+            f"{daemon.config_path}: providers.crm.{source}: provider crm: "
+        )
+        assert not (tmp_path / "s.db").exists()  # refused before anything was created
+    finally:
+        daemon.close()
