@@ -210,12 +210,14 @@ def main() -> None:
                 path = Path(tmp) / f"flush{number}.db"
                 build_store(path, args.records)
                 for side in ("reference", "real") if number % 2 == 0 else ("real", "reference"):
-                    httpx.post(f"{base_url}/_emulator/reset")
+                    # Forgetting 1M contacts takes the emulator seconds on a busy machine.
+                    httpx.post(f"{base_url}/_emulator/reset", timeout=120)
                     if side == "reference":
                         references.append(asyncio.run(flush_reference(bodies, base_url)))
                     else:
                         reals.append(anyio.run(flush_real, path, base_url))
-                        seen.append(httpx.get(f"{base_url}/_emulator/contacts").json()["count"])
+                        contacts = httpx.get(f"{base_url}/_emulator/contacts", timeout=120)
+                        seen.append(contacts.json()["count"])
                     cpu[side].append(CPU_SECONDS[side])
                 for leftover in Path(tmp).glob(f"flush{number}.db*"):
                     leftover.unlink()

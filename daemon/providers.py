@@ -12,7 +12,12 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 import anyio
 import structlog
 from dropsync.adapters.base import JSONObject, NeedsLookup, Provider, StreamPuller
-from dropsync.adapters.errors import AuthError, ProviderError, ProviderUnavailable
+from dropsync.adapters.errors import (
+    AuthError,
+    ProviderError,
+    ProviderUnavailable,
+    RetryableError,
+)
 from dropsync.adapters.registry import (
     SECRET_REQUIRED,
     OptionError,
@@ -35,6 +40,9 @@ from dropsync.store.merge import Change, MergeResult, apply_changes
 __all__ = ["ProviderSupervisor", "check_provider_options", "incoming_to_change", "open_provider"]
 
 log = structlog.get_logger(__name__)
+
+# A timer may fire a little early; a pull asked to wait is never sent a moment too soon.
+PULL_RETRY_MARGIN_S = 0.01
 
 
 def check_provider_options(config: Config) -> None:
@@ -247,21 +255,27 @@ class ProviderSupervisor:
                     await anyio.sleep(config.pull_interval_s)
                     continue
             probe = False
+            wait = config.pull_interval_s
             try:
                 if isinstance(provider, StreamPuller):
                     await StreamPull(self.store, self.config, config, provider, self.on_merge).run()
                 else:
                     await self.pull_once(config, provider)
             except AuthError as exc:
-                async with self.store.write() as db:
-                    await outbox.set_provider_state(
-                        db, config.name, state="auth-failed", now=now_ms(), last_error=str(exc)
-                    )
                 log.warning("pull_auth_failed", provider=config.name, error=str(exc))
+                await self._note_pull(config, "auth-failed", str(exc))
             except ProviderError as exc:
-                # Shown like a push failure; the pull itself retries after pull_interval_s.
+                # Shown like a push failure; the pull itself retries after pull_interval_s,
+                # or after the provider's Retry-After when that is longer (up to the ceiling).
                 shown = "offline" if isinstance(exc, ProviderUnavailable) else "backing-off"
-                log.warning("pull_failed", provider=config.name, state=shown, error=str(exc))
+                wait = max(wait, self._pull_retry_after(config, exc))
+                log.warning(
+                    "pull_failed",
+                    provider=config.name,
+                    state=shown,
+                    error=str(exc),
+                    next_pull_in_s=round(wait, 3),
+                )
                 await self._note_pull(config, shown, str(exc))
             except sqlite3.Error as exc:
                 # The store is busy (another program holds its lock) or full: what was
@@ -269,7 +283,24 @@ class ProviderSupervisor:
                 log.warning("pull_store_failed", provider=config.name, error=str(exc))
             else:
                 await self._note_pull(config, "online", None)
-            await anyio.sleep(config.pull_interval_s)
+            await anyio.sleep(wait)
+
+    @staticmethod
+    def _pull_retry_after(config: ProviderConfig, exc: ProviderError) -> float:
+        """Seconds the provider asked the next pull to wait (Retry-After), up to the ceiling."""
+        asked = exc.retry_after if isinstance(exc, RetryableError) else None
+        if asked is None:
+            return 0.0
+        if asked > config.max_retry_after_s:
+            log.warning(
+                "retry_after_capped",
+                provider=config.name,
+                retry_after_s=asked,
+                max_retry_after_s=config.max_retry_after_s,
+                via="pull",
+            )
+            asked = config.max_retry_after_s
+        return asked + PULL_RETRY_MARGIN_S
 
     async def _note_pull(self, config: ProviderConfig, state: str, error: str | None) -> None:
         """Show a pull's outcome in the provider's state; a success clears ``last_error``."""

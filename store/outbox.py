@@ -105,7 +105,8 @@ async def clamp_next_attempts(
 async def record_pull_failure(
     db: aiosqlite.Connection, name: str, *, state: str, last_error: str, now: int
 ) -> None:
-    """A pull failed: show it (``auth-failed`` stays; a push backoff's time is kept)."""
+    """A pull failed: show it (``auth-failed`` stays; the next attempt a push's backoff or
+    Retry-After stored is kept, whatever ``state`` becomes)."""
     await db.execute(
         "UPDATE providers SET state = CASE WHEN state = 'auth-failed' THEN state ELSE ? END, "
         "last_error = ?, last_attempt_at = ?, updated_at = ? WHERE name = ?",

@@ -9,8 +9,8 @@ An emulator is a Starlette app served by uvicorn in a background thread
 * an answer of any shape: ``{"status": 200, "body": "<html>...", "headers": {"Location":
   "..."}, "content_type": "text/html"}`` answers with exactly that (any status, 2xx
   included) instead of applying the request; ``{authorization}`` in the body or a header
-  value is replaced by the request's own ``Authorization`` header (a provider that echoes
-  it back);
+  value is replaced by the request's own ``Authorization`` header, ``{body}`` by the
+  request's body (a provider that echoes what it was sent);
 * ``GET /_emulator/state``: requests received, applications per record version;
 * ``POST /_emulator/reset``: forget faults and everything received.
 
@@ -188,11 +188,17 @@ class Emulator:
             if drop:
                 faults.drop -= 1
         if status is not None:
+            sent = bytearray()  # the first 64 KiB, for a {body} echo
             with contextlib.suppress(ClientDisconnect):
-                async for _ in request.stream():
-                    pass
+                async for chunk in request.stream():
+                    sent += chunk[: max(0, 65536 - len(sent))]
             self._log(arrival, status)
-            return _faulted(faults, status, request.headers.get("authorization", ""))
+            return _faulted(
+                faults,
+                status,
+                request.headers.get("authorization", ""),
+                sent.decode("utf-8", "replace"),
+            )
         with self.lock:
             replay = self.replies.get(key) if key else None
         if replay is None:
@@ -224,11 +230,12 @@ class Emulator:
             return [a for a in self.arrivals if a.path.startswith(path_prefix)]
 
 
-def _faulted(faults: Faults, status: int, authorization: str) -> Response:
-    """The injected answer: the configured body and headers, with ``{authorization}`` echoed."""
+def _faulted(faults: Faults, status: int, authorization: str, sent: str) -> Response:
+    """The injected answer: the configured body and headers, with ``{authorization}`` and
+    ``{body}`` echoed."""
 
     def echo(text: str) -> str:
-        return text.replace("{authorization}", authorization)
+        return text.replace("{authorization}", authorization).replace("{body}", sent)
 
     headers = {name: echo(value) for name, value in (faults.headers or {}).items()}
     if faults.retry_after is not None:

@@ -32,6 +32,7 @@ from dropsync.adapters.favourites import parse_options as favourite_options
 from dropsync.adapters.http import MAX_RETRY_AFTER_S, Answer, error_for, parse_retry_after
 from dropsync.adapters.options import OptionError
 from dropsync.adapters.redact import Redactor
+from dropsync.adapters.registry import build_provider
 
 pytestmark = pytest.mark.anyio
 
@@ -397,3 +398,26 @@ async def test_network_errors_keep_their_cause(crm_server: EmulatorServer) -> No
         with pytest.raises(ProviderUnavailable) as raised:
             await provider.push([contact(1)], idempotency_key="k")
     assert isinstance(raised.value.__cause__, httpx.ConnectError)
+
+
+async def test_another_secret_of_the_provider_is_never_said_either(
+    crm_server: EmulatorServer,
+) -> None:
+    """The listener's webhook token rides in the CRM request's body (options.webhook.url)."""
+    token = "hook-token-8d1e5a"
+    provider = build_provider(
+        name="crm",
+        kind="crm",
+        base_url=crm_server.base_url,
+        options={"account_id": "acc_1", "webhook_url": f"https://me.example/webhooks/crm/{token}"},
+        secret=SECRET,
+        timeout_s=5,
+        batch_max_items=None,
+        also_secret=[token],
+    )
+    crm_server.faults.update(status=422, body='{"error": "bad", "request": {body}}')
+    async with provider:
+        with pytest.raises(PermanentError) as raised:
+            await provider.push([contact(1)], idempotency_key="k")
+    assert "webhooks/crm/[redacted]" in raised.value.reason
+    assert token not in raised.value.reason and token not in str(raised.value)
