@@ -173,6 +173,6 @@ def configure_logging(level: str = "info", stream: TextIO | None = None) -> None
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, logging.INFO)),
-        logger_factory=structlog.PrintLoggerFactory(out),  # type: ignore[arg-type]
+        logger_factory=structlog.WriteLoggerFactory(out),  # type: ignore[arg-type]  # one write per line
         cache_logger_on_first_use=False,
     )

@@ -63,11 +63,6 @@ def test_a_reader_holding_a_transaction_does_not_stop_ingest(world: World) -> No
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 9 item 6: another program holding the write lock longer than 5 s crashes "
-    "the daemon while it applies the inbox or records a delivery",
-)
 def test_a_write_lock_held_by_another_program_pauses_and_loses_nothing(world: World) -> None:
     world.daemon.start()
     world.load.drop_file("contacts", count=20, bad=False)
@@ -88,12 +83,6 @@ def test_a_write_lock_held_by_another_program_pauses_and_loses_nothing(world: Wo
     assert world.stop() == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="campaign finding: a second `dropsync run` on the same store starts and runs beside "
-    "the first (two daemons ingest the same drop folder); it must be refused at once with a "
-    "message naming the store (daemon/runner.py or a lock beside the store)",
-)
 def test_a_second_run_on_the_same_store_is_refused_at_once(world: World) -> None:
     world.daemon.start()
     second = subprocess.run(
@@ -109,8 +98,10 @@ def test_a_second_run_on_the_same_store_is_refused_at_once(world: World) -> None
         text=True,
         timeout=20,
         check=False,
+        env=world.daemon.env,  # its secrets too: refused for the store, not for a missing token
     )
     assert second.returncode != 0
+    assert "another dropsync daemon" in second.stdout + second.stderr
     assert str(world.store) in second.stdout + second.stderr
     assert world.stop() == 0
 

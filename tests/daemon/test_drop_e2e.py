@@ -10,8 +10,10 @@ import sys
 import threading
 from pathlib import Path
 
+import anyio
 import orjson
 import pytest
+from dropsync.store.handle import Store
 
 from tests.support import DaemonProcess, query, wait_until
 
@@ -241,12 +243,23 @@ def test_ingest_beside_the_daemon_gets_its_own_row_and_says_what_the_daemon_took
         daemon.close()
 
 
+def create_store(path: Path) -> None:
+    """Create the store at ``path`` as ``dropsync run`` would."""
+
+    async def create() -> None:
+        async with await Store.open(path):
+            pass
+
+    anyio.run(create)
+
+
 def test_two_ingests_of_the_same_path_at_once_never_share_a_row(tmp_path: Path) -> None:
     db, folder = tmp_path / "store.db", tmp_path / "drop/contacts"
     folder.mkdir(parents=True)
     config = tmp_path / "dropsync.toml"
     config.write_text(config_text(tmp_path))
     cli(config, "check-config")
+    create_store(db)  # only `run` creates a store; `ingest` needs one
     for round_ in range(3):
         path = folder / f"same-{round_}.json"
         path.write_bytes(contacts(3000, 10_000 * round_))
