@@ -21,6 +21,8 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from dropsync.daemon.names import is_text, shown
+
 IGNORED_SUFFIXES = (".tmp", ".part")
 PROCESSING, DONE, QUARANTINE = ".processing", ".done", ".quarantine"
 RECEIPT_SUFFIX = ".error.json"
@@ -69,15 +71,51 @@ def list_entries(folder: Path) -> list[os.DirEntry[str]]:
 
 
 def collection_folders(drop: Path) -> list[Path]:
-    """``<drop>/<collection>/`` folders: real directories (a link is not followed)."""
+    """``<drop>/<collection>/`` folders: real directories (a link is not followed).
+
+    A folder whose name is not UTF-8 is not one (``rename_folders_not_utf8`` renames
+    it): it is never listed, since even listing it makes the file watcher fail.
+    """
     folders = []
     for entry in list_entries(drop):
         try:
-            if not entry.name.startswith(".") and entry.is_dir(follow_symlinks=False):
+            if (
+                not entry.name.startswith(".")
+                and is_text(entry.name)
+                and entry.is_dir(follow_symlinks=False)
+            ):
                 folders.append(Path(entry.path))
         except OSError:
             continue
     return folders
+
+
+def folders_not_utf8(drop: Path) -> list[Path]:
+    """Folders directly in ``drop`` whose name is not UTF-8 (links not followed)."""
+    found = []
+    for entry in list_entries(drop):
+        try:
+            if not is_text(entry.name) and entry.is_dir(follow_symlinks=False):
+                found.append(Path(entry.path))
+        except OSError:
+            continue
+    return found
+
+
+def rename_to_text(folder: Path) -> Path:
+    """Rename ``folder`` to its escaped name (``caf\\xe9``, or ``caf\\xe9-1``, ...): the new path.
+
+    Raises OSError if it cannot be renamed.
+    """
+    base = shown(folder.name)
+    number = 0
+    while True:
+        target = folder.with_name(base if number == 0 else f"{base}-{number}")
+        try:
+            rename_noreplace(folder, target)
+            return target
+        except FileExistsError:
+            number += 1
 
 
 def lock_file(path: Path) -> int | None:

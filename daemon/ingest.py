@@ -9,7 +9,9 @@ so a crash resumes after the last committed batch without applying anything twic
 The policy is per document: good documents are applied, bad ones are listed (index
 and reason) in ``.quarantine/<name>.error.json`` and the file is quarantined if it had
 any. The same content dropped again changes nothing. Anything in a collection folder
-that is not a regular file (a link, a FIFO, a directory, ...) is quarantined unread.
+that is not a regular file (a link, a FIFO, a directory, ...), and a file whose name
+(or collection folder's name) is not UTF-8, is quarantined unread; an entry that cannot
+be moved is left where it is, said once in the log.
 
 A busy store or a full disk pauses the file's ingest where it is (the store and
 ``_disk`` wait and try again); anything else that interrupts it leaves the file in
@@ -53,6 +55,7 @@ from dropsync.daemon.dropfiles import (
     rename_noreplace,
 )
 from dropsync.daemon.health import file_condition
+from dropsync.daemon.names import is_text, shown
 from dropsync.daemon.parse import (
     PARSER_ARGS,
     DocumentFailure,
@@ -97,10 +100,10 @@ class IngestReport:
         """A JSON-able summary (the CLI prints it)."""
         return {
             "file_id": self.file_id,
-            "collection": self.collection,
-            "name": self.name,
+            "collection": shown(self.collection),
+            "name": shown(self.name),
             "status": self.status,
-            "path": str(self.path),
+            "path": shown(str(self.path)),
             "applied": self.applied,
             "unchanged": self.unchanged,
             "rejected": self.rejected,
@@ -132,6 +135,7 @@ class Ingestor:
         self.store = store
         self.config = config
         self.pauses = pauses
+        self._left: set[tuple[str, int, int]] = set()  # entries that could not be moved
 
     def collection_of(self, path: Path) -> str | None:
         """The collection of an entry directly inside ``<drop>/<collection>/``, else None.
@@ -170,6 +174,9 @@ class Ingestor:
         collection = self.collection_of(path)
         if collection is None or is_ignored(path):
             return None
+        if not (is_text(path.name) and is_text(collection)):
+            reason = not_utf8_reason(path, collection)
+            return await self.quarantine_unreadable(path, collection, reason)
         try:
             claim = lock_dropped(path, collection)
         except Unreadable as exc:
@@ -211,9 +218,9 @@ class Ingestor:
         return await self.store.transact(
             partial(
                 ledger.insert_claimed,
-                collection=claim.collection,
-                name=claim.name,
-                path=str(place or claim.path),
+                collection=shown(claim.collection),
+                name=shown(claim.name),
+                path=shown(str(place or claim.path)),
                 size=os.fstat(claim.fd).st_size,
                 now=now_ms(),
                 # In place: never another file's row (those are for drop-folder claims).
@@ -353,7 +360,7 @@ class Ingestor:
             partial(
                 ledger.finish_if,
                 file_id=file_id,
-                path=str(final),
+                path=shown(str(final)),  # as new_row wrote it
                 status=status,
                 error=error,
                 now=now_ms(),
@@ -423,18 +430,23 @@ class Ingestor:
         await self.disk(lambda: receipt.write_bytes(content))
 
     async def quarantine_unreadable(
-        self, path: Path, collection: str, reason: str
+        self, path: Path, collection: str, reason: str, home: Path | None = None
     ) -> IngestReport | None:
         """Move an entry that is not read (a link, FIFO, directory, ...) to ``.quarantine/``.
 
         The entry itself is moved (a link is not followed), gets a ledger row and a
-        receipt saying why. None if it was gone before it could be moved.
+        receipt saying why; a name that is not UTF-8 is moved to its escaped form
+        (``bad\\xff.json``, see ``daemon.names``). None if it was gone before it could
+        be moved, or if it cannot be moved (a mount point, a folder the daemon may not
+        write): it is left where it is, and the log says so once. ``home``: the
+        collection folder, when the entry is not directly in it.
         """
-        folder = path.parent / QUARANTINE
+        home = home or path.parent
+        folder = home / QUARANTINE
         try:
             await self.disk(lambda: folder.mkdir(exist_ok=True))
             while True:
-                final = folder / free_name(path.parent, path.name)
+                final = folder / free_name(home, shown(path.name))
                 try:
                     await self.disk(lambda: rename_noreplace(path, final))  # noqa: B023
                     break
@@ -442,13 +454,35 @@ class Ingestor:
                     continue
         except (FileNotFoundError, NotADirectoryError):
             return None
-        return await self.record_unreadable(final, collection, path.name, reason)
+        except OSError as exc:
+            self._left_in_place(path, collection, reason, exc)
+            return None
+        return await self.record_unreadable(final, shown(collection), shown(path.name), reason)
+
+    def _left_in_place(self, path: Path, collection: str, reason: str, exc: OSError) -> None:
+        """Say once (per entry) that an entry to be quarantined could not be moved."""
+        try:
+            info = os.lstat(path)
+        except OSError:
+            return
+        entry = (str(path), info.st_dev, info.st_ino)
+        if entry in self._left:
+            return
+        self._left.add(entry)
+        log.warning(
+            "entry_left_in_place",
+            collection=collection,
+            file=path.name,
+            error=f"not ingested: {reason}; it cannot be moved to .quarantine/ "
+            f"({exc.strerror or exc}): remove it from the drop folder",
+        )
 
     async def record_unreadable(
         self, final: Path, collection: str, name: str, reason: str
     ) -> IngestReport:
         """The ledger row and receipt of an entry moved to ``.quarantine/`` unread."""
-        error = f"not ingested: {reason}"
+        error = shown(f"not ingested: {reason}")
+        collection, name = shown(collection), shown(name)
         file_id = await self.store.transact(
             partial(
                 ledger.insert_file,
@@ -504,9 +538,16 @@ async def ingest_named(
             return report
         return await _taken_by_other(ingestor, path, in_drop)
     if not path.is_file():
-        return NotIngested(f"{path}: no such file", failed=True)
+        return NotIngested(f"{shown(str(path))}: no such file", failed=True)
+    collection = collection or path.resolve().parent.name
+    if not is_text(collection):
+        return NotIngested(
+            f"{shown(str(path))}: the collection name {shown(collection)} is not UTF-8: "
+            "name the collection with --collection",
+            failed=True,
+        )
     try:
-        return await ingestor.ingest_in_place(path, collection or path.resolve().parent.name)
+        return await ingestor.ingest_in_place(path, collection)
     except Taken as exc:
         return NotIngested(str(exc), failed=True)
 
@@ -516,10 +557,10 @@ async def _taken_by_other(ingestor: Ingestor, path: Path, collection: str) -> No
 
     state = read_runtime(ingestor.config.store_path)
     who = "the running daemon" if state and is_fresh(state, now_ms()) else "another ingest"
-    row = await ingestor.store.call(ledger.latest_named, collection, path.name)
+    row = await ingestor.store.call(ledger.latest_named, shown(collection), shown(path.name))
     if row is not None:
         return NotIngested(
-            f"{path}: taken by {who}: file #{row.id} ({row.status}), now {row.path}",
+            f"{shown(str(path))}: taken by {who}: file #{row.id} ({row.status}), now {row.path}",
             failed=row.status == "quarantined",
         )
     processing = path.parent / PROCESSING
@@ -529,7 +570,17 @@ async def _taken_by_other(ingestor: Ingestor, path: Path, collection: str) -> No
             return NotIngested(
                 f"{path}: taken by {who}: being ingested, now {candidate}", failed=False
             )
-    return NotIngested(f"{path}: no such file", failed=True)
+    return NotIngested(f"{shown(str(path))}: no such file", failed=True)
+
+
+def not_utf8_reason(path: Path, collection: str) -> str:
+    """Why an entry whose name (or collection folder's name) is not UTF-8 is not read."""
+    what = "its name" if not is_text(path.name) else "its collection folder's name"
+    named = shown(path.name if not is_text(path.name) else collection)
+    return (
+        f"{what} is not UTF-8 (shown here as {named}, each byte that is not UTF-8 as \\xNN); "
+        "rename it to a UTF-8 name and drop it again"
+    )
 
 
 def is_locked_path(path: str) -> bool:

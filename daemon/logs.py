@@ -12,7 +12,9 @@ which journald strips and stores as the entry's priority: ``journalctl -p err``
 then shows exactly the errors. Every line is one line, whatever a value holds: a
 line break inside a value is written as ``\\n``.
 Every secret the daemon has read (``redact_in_logs``) is removed from every text
-field of every line, exception text included, whatever logged it.
+field of every line, exception text included, whatever logged it. A value that is
+not Unicode text (a file name that is not UTF-8) is written escaped (``bad\\xff.json``,
+see ``daemon.names``): no value can make a line fail to be written.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import TextIO
 import orjson
 import structlog
 from dropsync.adapters.redact import Redactor
+from dropsync.daemon.names import shown
 
 _LEVELS = {
     "debug": logging.DEBUG,
@@ -66,6 +69,25 @@ class _SecretFilter:
 
 
 _secret_filter = _SecretFilter()
+
+
+def _text(value: object) -> object:
+    if isinstance(value, str):
+        return shown(value)
+    if isinstance(value, list | tuple):
+        return [_text(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _text(item) for key, item in value.items()}
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    return shown(str(value))  # rendered as its text anyway (an exception, a path)
+
+
+def _as_text(
+    logger: object, method: str, event: structlog.typing.EventDict
+) -> structlog.typing.EventDict:
+    """Every value as Unicode text: a file name that is not UTF-8 is escaped, not an error."""
+    return {key: _text(value) for key, value in event.items()}
 
 
 def redact_in_logs(values: list[str]) -> None:
@@ -160,7 +182,7 @@ def configure_logging(level: str = "info", stream: TextIO | None = None) -> None
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
-    processors += [structlog.processors.format_exc_info, _secret_filter]
+    processors += [structlog.processors.format_exc_info, _secret_filter, _as_text]
     renderer: structlog.typing.Processor
     if log_format(out) == "console":
         renderer = structlog.dev.ConsoleRenderer(

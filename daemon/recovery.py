@@ -44,7 +44,8 @@ from dropsync.daemon.dropfiles import (
     rename_noreplace,
     take_over,
 )
-from dropsync.daemon.ingest import Ingestor, IngestReport
+from dropsync.daemon.ingest import Ingestor, IngestReport, not_utf8_reason
+from dropsync.daemon.names import is_text
 from dropsync.store import files as ledger
 
 log = structlog.get_logger(__name__)
@@ -145,6 +146,14 @@ class Sweeper:
 
 async def _resume(ingestor: Ingestor, path: Path, collection: str) -> IngestReport | None:
     """Take up a file left in ``.processing/``."""
+    if not (is_text(path.name) and is_text(collection)):
+        # Never claimed by an ingest (none takes such a name): put there by hand.
+        return await ingestor.quarantine_unreadable(
+            path,
+            collection,
+            "found in .processing/: " + not_utf8_reason(path, collection),
+            home=path.parent.parent,
+        )
     claim = take_over(path, collection, path.name)
     if claim is None:
         return None  # a live ingest holds it, or it was filed away meanwhile
@@ -267,6 +276,15 @@ async def _adopt_orphan(ingestor: Ingestor, path: Path) -> IngestReport | None:
     """Give an entry of ``.quarantine/`` with no receipt its row and receipt."""
     if path.name.startswith(".") or path.name.endswith(RECEIPT_SUFFIX):
         return None
+    collection = path.parent.parent.name
+    if not (is_text(path.name) and is_text(collection)):
+        # Put there by hand (the daemon quarantines such a name under its escaped form).
+        return await ingestor.quarantine_unreadable(
+            path,
+            collection,
+            "found in .quarantine/: " + not_utf8_reason(path, collection),
+            home=path.parent.parent,
+        )
     if os.path.lexists(path.with_name(path.name + RECEIPT_SUFFIX)):
         return None
     if await ingestor.store.call(ledger.row_at, str(path)) is not None:
@@ -278,4 +296,4 @@ async def _adopt_orphan(ingestor: Ingestor, path: Path) -> IngestReport | None:
         )
     except FileNotFoundError:
         return None
-    return await ingestor.record_unreadable(path, path.parent.parent.name, path.name, reason)
+    return await ingestor.record_unreadable(path, collection, path.name, reason)

@@ -171,7 +171,7 @@ class Daemon:
         self.inbox = InboxApplier(
             self.store, config, self._merged, on_external_change=self.supervisor.wake_all
         )
-        self.watcher = DropWatcher(config, self._ingest)
+        self.watcher = DropWatcher(config, self._ingest, pauses=self.board)
         self.retention = Retention(self.store, config)
         self.listener: Listener | None = None
         if config.listener is not None:

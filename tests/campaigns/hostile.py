@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import orjson
+from dropsync.daemon.names import shown
 
 from tests.campaigns import oracle
 from tests.campaigns.kill import CampaignResult
@@ -36,6 +37,7 @@ from tests.campaigns.world import World, make_world
 
 ADDRESS_SPACE_LIMIT = 3 << 30
 SETTLE_GRACE_S = 3.0
+BEING_INGESTED = "its ledger row is still 'processing'"
 MEMORY_TARGET_MB = 100.0  # bench/RESULTS.md: ingest peak RSS
 SECRET_OUTSIDE = "outside-the-drop-folder-7c1f0e"
 TS = 1_700_000_000_000
@@ -210,7 +212,7 @@ def cases(outside: Path, many_keys: int) -> list[Case]:
         Case("a name with ..", _write("a..b.json", doc("dots@example.com")), "done"),
         Case("a name starting with ..", _write("..hidden.json", good), "ignored"),
         Case("a name with a newline", _write("new\nline.json", doc("nl@example.com")), "done"),
-        Case("a name with non-UTF-8 bytes", _write_bytes_name(b"caf\xe9.json", doc("raw@example.com")), "handled"),
+        Case("a name with non-UTF-8 bytes", _write_bytes_name(b"caf\xe9.json", doc("raw@example.com")), "quarantined"),
         Case("a file that grows while read", _growing("grows.json", big[:-1]), "handled"),
         Case("a file deleted while read", _write("deleted.json", big), "handled", during=_delete_when_claimed),
         Case("its collection folder removed while read", _write("orphan.json", big), "handled", during=_remove_collection_when_claimed, collection="doomed"),
@@ -219,31 +221,43 @@ def cases(outside: Path, many_keys: int) -> list[Case]:
 
 
 def _settled(world: World, case: Case, name: str) -> str | None:
-    """None once the case's file has left the drop folder and ``.processing/``."""
+    """None once the case's file has left the drop folder and ``.processing/``, and its
+    ledger row is finished."""
     folder = world.drop / case.collection
     if case.expect != "ignored" and os.path.lexists(folder / name):
         return "still waiting in the drop folder"
+    filed = shown(name)
+    rows = oracle.StoreView(world.store).files.get((case.collection, filed), [])
+    if any(row[2] == "processing" for row in rows):
+        return BEING_INGESTED
     if os.path.lexists(folder / ".processing" / name):
         return "still in .processing/"
+    if (
+        not rows
+        and os.path.lexists(folder / ".quarantine" / filed)
+        and not os.path.lexists(folder / ".quarantine" / f"{filed}.error.json")
+    ):
+        return "in .quarantine/ without its ledger row or receipt"
     return None
 
 
 def _check(world: World, case: Case, name: str) -> None:
     folder = world.drop / case.collection
     view = oracle.StoreView(world.store)
-    rows = view.files.get((case.collection, name), [])
+    filed = shown(name)  # a name that is not UTF-8 is filed (and recorded) escaped
+    rows = view.files.get((case.collection, filed), [])
     if any(row[2] == "processing" for row in rows):
         case.problems.append("its ledger row is left 'processing'")
     if len(rows) > case.rows:
         case.problems.append(f"{len(rows)} ledger rows")
-    quarantined = os.path.lexists(folder / ".quarantine" / name)
-    done = os.path.lexists(folder / ".done" / name)
+    quarantined = os.path.lexists(folder / ".quarantine" / filed)
+    done = os.path.lexists(folder / ".done" / filed)
     if case.expect == "ignored":
         if rows or not os.path.lexists(folder / name):
             case.problems.append("a name the docs say is ignored was taken")
         return
     if case.expect in ("quarantined", "handled") and quarantined:
-        receipt = folder / ".quarantine" / f"{name}.error.json"
+        receipt = folder / ".quarantine" / f"{filed}.error.json"
         reason = rows[-1][-1] if rows else None
         if not receipt.is_file() and not reason:
             case.problems.append("quarantined without a receipt or a reason")
@@ -327,8 +341,9 @@ def hostile_files(
                 world.drop / "contacts" / f"good{number}.json",
             )
             deadline = time.monotonic() + case_timeout
+            grace: float | None = None  # set while the good file is in and this one is idle
             waiting: str | None = "not looked yet"
-            while time.monotonic() < deadline:
+            while time.monotonic() < min(deadline, grace or deadline):
                 process = world.daemon.process
                 if process is not None and process.poll() is not None:
                     case.problems.append(f"the daemon died (exit {process.returncode})")
@@ -340,13 +355,21 @@ def hostile_files(
                 good_in = oracle.StoreView(world.store).records.get(("contacts", good_key))
                 if waiting is None and good_in:
                     break
-                if good_in:
-                    # The good file came after it and is in: give it a moment, not the timeout.
-                    deadline = min(deadline, time.monotonic() + SETTLE_GRACE_S)
+                if good_in and waiting != BEING_INGESTED:
+                    # The good file came after it and is in, and it is not being ingested:
+                    # give it a moment, not the timeout.
+                    grace = grace or time.monotonic() + SETTLE_GRACE_S
+                else:
+                    grace = None
                 time.sleep(0.02)
             else:
+                after = (
+                    f"{SETTLE_GRACE_S:.0f} s after the good file"
+                    if grace
+                    else f"{case_timeout:.0f} s"
+                )
                 case.problems.append(
-                    f"not settled after {case_timeout:.0f} s ({waiting or 'the good file after it was not ingested'})"
+                    f"not settled {after} ({waiting or 'the good file after it was not ingested'})"
                 )
                 world.kill()
                 _rescue(world)
