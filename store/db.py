@@ -67,11 +67,19 @@ def _nearly_full(path: Path) -> bool:
     return stat.f_bavail * stat.f_frsize < NEARLY_FULL_BYTES
 
 
+# The WAL file is cut back to this size each time the writer starts it over after a
+# checkpoint. Without it, a WAL that grew while a reader held an old snapshot (nothing can
+# be checkpointed past it) keeps its largest size on disk for good. About the size at which
+# SQLite checkpoints by itself (1000 pages of 4 KiB), so a store at rest is cut back to it.
+WAL_SIZE_LIMIT = 4 << 20
+
+
 async def _configure(db: aiosqlite.Connection) -> None:
     await db.execute("PRAGMA busy_timeout = 5000")
     await db.execute("PRAGMA synchronous = FULL")
     await db.execute("PRAGMA cache_size = -16384")
     await db.execute("PRAGMA temp_store = MEMORY")
+    await db.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
 
 
 async def open_store(

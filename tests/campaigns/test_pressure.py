@@ -19,12 +19,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from dropsync.store.db import WAL_SIZE_LIMIT
 
 from tests.campaigns import oracle
 from tests.campaigns.world import World, make_world
 from tests.support import query, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.campaign, pytest.mark.timeout(300)]
+
+WAL_LIMIT = WAL_SIZE_LIMIT  # docs/schema.md, "A reader holding a snapshot"
 
 
 @pytest.fixture
@@ -43,20 +46,51 @@ def _ingested(world: World, count: int) -> bool:
     )
 
 
-def test_a_reader_holding_a_transaction_does_not_stop_ingest(world: World) -> None:
+def _checkpointed_records(world: World) -> int | None:
+    """How many records the store's main file holds by itself (its WAL left out): what the
+    checkpoints copied back. None if the copy was taken mid-checkpoint."""
+    copy = world.root / "main-file-only.db"
+    try:
+        shutil.copyfile(world.store, copy)
+        db = sqlite3.connect(f"file:{copy}?immutable=1", uri=True)  # the WAL is not read
+        try:
+            return int(db.execute("SELECT COUNT(*) FROM records").fetchone()[0])
+        finally:
+            db.close()
+    except sqlite3.DatabaseError:
+        return None
+
+
+def test_a_reader_holding_a_transaction_does_not_stop_ingest_and_the_wal_is_checkpointed_after(
+    world: World,
+) -> None:
     world.daemon.start()
+    world.load.drop_file("contacts", count=10, bad=False)
+    wait_until(lambda: _ingested(world, 1), what="first file")
     reader = sqlite3.connect(world.store, timeout=30, isolation_level=None)
     reader.execute("BEGIN")
-    reader.execute("SELECT COUNT(*) FROM records").fetchone()  # a snapshot held open
+    held = reader.execute("SELECT COUNT(*) FROM records").fetchone()[0]  # a snapshot held open
     try:
-        for _ in range(5):
-            world.load.drop_file("contacts", count=200, bad=False)
-        wait_until(lambda: _ingested(world, 5), what="ingest while a reader holds a snapshot")
+        for _ in range(8):
+            world.load.drop_file("contacts", count=300, bad=False)
+        wait_until(lambda: _ingested(world, 9), what="ingest while a reader holds a snapshot")
+        # No checkpoint can pass the reader's snapshot: the WAL holds all that came after it.
+        assert (_checkpointed_records(world) or 0) <= held
+        assert reader.execute("SELECT COUNT(*) FROM records").fetchone()[0] == held
+        wal_while_held = os.path.getsize(f"{world.store}-wal")
     finally:
         reader.execute("COMMIT")
         reader.close()
-    world.load.drop_file("contacts", count=10, bad=False)
-    wait_until(lambda: _ingested(world, 6), what="ingest after the reader let go")
+    assert wal_while_held > WAL_LIMIT  # it grew past what it is cut back to once checkpointed
+    for _ in range(2):
+        world.load.drop_file("contacts", count=10, bad=False)
+    wait_until(lambda: _ingested(world, 11), what="ingest after the reader let go")
+    # Once the reader let go, the WAL is checkpointed (the main file holds every record),
+    # and the file is cut back when the daemon starts it over.
+    total = query(world.store, "SELECT COUNT(*) FROM records")[0][0]
+    wait_until(lambda: _checkpointed_records(world) == total, what="the WAL checkpointed")
+    wait_until(lambda: os.path.getsize(f"{world.store}-wal") <= WAL_LIMIT, what="the WAL cut back")
+    print(f"WAL while the reader held: {wal_while_held} bytes, after: <= {WAL_LIMIT}")
     assert world.stop() == 0
     assert world.final_violations() == [] or all(
         v.invariant == "delivered" for v in world.final_violations()
@@ -110,10 +144,26 @@ def test_the_drop_folder_deleted_and_recreated_while_it_runs(world: World) -> No
     world.daemon.start()
     world.load.drop_file("contacts", count=3, bad=False)
     wait_until(lambda: _ingested(world, 1), what="first file")
-    shutil.rmtree(world.drop)
-    time.sleep(0.5)
-    world.load.drop_file("contacts", count=3, bad=False)  # recreates drop/contacts
-    wait_until(lambda: _ingested(world, 2), timeout=60, what="a file in the recreated folder")
+    for round_ in range(2):  # and again: the folder made again is watched again
+        shutil.rmtree(world.drop)
+        world.daemon.wait_for("work_paused", condition="drop folder missing")
+        config = str(world.daemon.config_path)
+        status = subprocess.run(
+            [sys.executable, "-m", "dropsync.daemon.cli", "status", "--config", config],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert "drop folder missing" in status.stdout, status.stdout + status.stderr
+        world.daemon.mark_log()
+        world.load.drop_file("contacts", count=3, bad=False)  # recreates drop/contacts
+        world.daemon.wait_for("work_resumed", condition="drop folder missing")
+        files = 2 + round_
+        wait_until(lambda: _ingested(world, files), what="a file in the recreated folder")  # noqa: B023
+        world.daemon.mark_log()
+    world.check_alive()
+    assert not world.exits, world.exits
     assert world.stop() == 0
 
 
