@@ -201,11 +201,6 @@ def _fill(disk: Path) -> Path:
     return filler
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 9 item 6: a full disk crashes the daemon (or leaves a file in .processing/ "
-    "without its ledger row) instead of pausing, saying so and resuming",
-)
 def test_a_full_disk_pauses_ingest_and_delivery_and_they_resume(tmp_path: Path, seed: int) -> None:
     with small_disk(tmp_path / "disk") as disk:
         world = make_world(disk / "world", seed)
@@ -219,11 +214,12 @@ def test_a_full_disk_pauses_ingest_and_delivery_and_they_resume(tmp_path: Path, 
                 folder = world.drop / dropped.collection
                 os.rename(folder / dropped.name, folder / f"{dropped.name}.part")
                 staged.append(folder / dropped.name)
+            world.load.insert_rows(10)  # before: with the disk full no program can insert
             filler = _fill(disk)
             for path in staged:
                 os.rename(f"{path}.part", path)
-            world.load.insert_rows(10)
-            time.sleep(3)
+            # The daemon pauses and says so (and stays up) ...
+            world.daemon.wait_for("work_paused", condition="disk full")
             world.check_alive()
             assert not world.exits, world.exits
             filler.unlink()  # space returns: the daemon resumes by itself
