@@ -48,6 +48,7 @@ from dropsync.daemon.listener_server import (
 )
 from dropsync.daemon.metrics import render_metrics
 from dropsync.daemon.secrets import read_secret
+from dropsync.daemon.sync_status import SyncStatusBook
 from dropsync.store import callbacks
 from dropsync.store.handle import PauseListener, Store, backoff_s
 from dropsync.store.readonly import open_readonly
@@ -90,6 +91,7 @@ class Listener:
         self.tokens: dict[str, str] = {}
         self.config = config
         self.reload(config)
+        self.sync_statuses = SyncStatusBook(store, wake)
         self._task_group: anyio.abc.TaskGroup | None = None
 
     def reload(self, config: Config) -> None:
@@ -161,6 +163,7 @@ class Listener:
         )
         async with anyio.create_task_group() as tg:
             self._task_group = tg
+            tg.start_soon(self.sync_statuses.run)
             try:
                 await server.serve(sockets=sockets)
             finally:
@@ -269,31 +272,24 @@ class Listener:
         if status not in (200, 400):
             raise _Refused(400, "data.status must be 200 or 400")
 
-        def apply(db: Any) -> tuple[int, int] | None:
-            if not callbacks.remember_signature(
-                db, provider.name, "sync-status", signature, now=now
-            ):
-                return None
-            if status == 200:
-                return callbacks.confirm_accepted_before(db, provider.name, timestamp, now=now), 0
-            return callbacks.fail_accepted_before(
-                db,
-                provider.name,
-                timestamp,
-                now=now,
-                error="the churn tool reported a failed sync (status 400)",
-            )
-
-        outcome = await self.store.transact(apply)
-        if outcome is None:
+        applied = await self.sync_statuses.receive(
+            provider.name,
+            signature,
+            before=timestamp,
+            failed=status == 400,
+            hold_s=max_age,
+            now=now,
+        )
+        if applied is None:
             raise _Refused(401, "signature already accepted (replay)")
-        deliveries, queued = outcome
+        deliveries, queued = applied.deliveries, applied.queued
         log.info(
             "sync_status_received",
             provider=provider.name,
             status=status,
             deliveries=deliveries,
             queued_again=queued,
+            held_s=max_age,
         )
         if status == 400:
             if queued:
