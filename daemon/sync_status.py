@@ -37,6 +37,7 @@ log = structlog.get_logger(__name__)
 RECHECK_S = 1.0
 FIXUP_AFTER_S = 1.0
 MAX_HELD = 1000
+FINAL_RECHECK_S = 2.0
 FAILED_SYNC = "the churn tool reported a failed sync (status 400)"
 
 
@@ -104,9 +105,13 @@ class SyncStatusBook:
         try:
             while True:
                 await anyio.sleep(RECHECK_S)
-                await self.recheck()
+                try:
+                    await self.recheck()
+                except Exception as exc:  # a recheck never takes the listener down
+                    log.error("sync_status_recheck_failed", error=f"{type(exc).__name__}: {exc}")
         finally:
-            with anyio.CancelScope(shield=True):
+            # Once more for uploads recorded meanwhile, but a stop does not wait long for it.
+            with anyio.move_on_after(FINAL_RECHECK_S, shield=True):
                 await self.recheck(final=True)
 
     async def recheck(self, *, final: bool = False) -> None:
