@@ -15,9 +15,9 @@ for as long as it likes. ``guarded_protocol`` is uvicorn's h11 protocol with:
   ``head_timeout_s`` of opening (or of its previous response, on keep-alive); else
   it gets a 408 and is closed, whatever trickles in meanwhile;
 * a cap on open connections (``max_open``): a new connection past it closes the
-  connection that has waited longest for its head (a slow client's, never one
-  whose request is being served); only when every open connection is serving a
-  request is the new one answered 503.
+  connection that has been receiving its request longest (head or body: a slow
+  client's, never one whose whole request is in and being answered); only when every
+  open connection is being answered is the new one answered 503.
 
 Heads over 16 KB are refused by h11 (``h11_max_incomplete_event_size``), bodies are
 bounded by the application (``daemon.listener``).
@@ -90,12 +90,13 @@ def bind_problem(exc: OSError) -> tuple[str, str]:
 
 
 class _Guard:
-    """The state the connections of one server share: who waits for a head, since when."""
+    """The state the connections of one server share: which are still receiving a request."""
 
     def __init__(self, head_timeout_s: float, max_open: int) -> None:
         self.head_timeout_s = head_timeout_s
         self.max_open = max_open
-        self.waiting: dict[GuardedProtocol, None] = {}  # insertion order: oldest first
+        # Connections that have not sent a whole request yet (head or body), oldest first.
+        self.receiving: dict[GuardedProtocol, None] = {}
         self.closed = 0  # connections closed as slow or evicted since the last log line
         self.logged_at = 0.0
 
@@ -108,7 +109,7 @@ class _Guard:
                 "listener_slow_clients_closed",
                 connections=self.closed,
                 reason=why,
-                head_timeout_s=self.head_timeout_s,
+                request_timeout_s=self.head_timeout_s,
                 max_connections=self.max_open,
             )
             self.closed = 0
@@ -121,57 +122,65 @@ class GuardedProtocol(H11Protocol):
     guard: _Guard
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        """Count the connection; past the cap, close the one that waited longest for a head."""
+        """Count the connection; past the cap, close the one that has been receiving its
+        request longest (or, when every open connection is being answered, this one)."""
         super().connection_made(transport)
         self._head_timer: asyncio.TimerHandle | None = None
         if len(self.connections) > self.guard.max_open:
-            oldest = next(iter(self.guard.waiting), None)
+            oldest = next(iter(self.guard.receiving), None)
             if oldest is None:
-                self.guard.note_closed("every connection is serving a request")
-                self._refuse(_FULL_503)
+                self.guard.note_closed("every connection is being answered")
+                self._close(_FULL_503)
                 return
-            oldest._refuse(_TIMEOUT_408)
+            oldest._close(_TIMEOUT_408 if oldest._head_timer is not None else b"")
             self.guard.note_closed("more connections than max_connections")
-        self._await_head()
+        self._await_request()
 
     def data_received(self, data: bytes) -> None:
-        """Feed h11; once a whole head has arrived, the deadline is off."""
+        """Feed h11; the deadline is off once the head is in, eviction once the request is."""
         super().data_received(data)
-        if self.conn.their_state is not h11.IDLE:
-            self._head_arrived()
+        state = self.conn.their_state
+        if state is not h11.IDLE:
+            self._stop_head_timer()
+        if state is not h11.IDLE and state is not h11.SEND_BODY:
+            self.guard.receiving.pop(self, None)
 
     def on_response_complete(self) -> None:
-        """After a response, a kept-alive connection has the deadline again for its next head."""
+        """After a response, a kept-alive connection waits for its next request: deadline on."""
         super().on_response_complete()
         if not self.transport.is_closing() and self.conn.their_state is h11.IDLE:
-            self._await_head()
+            self._await_request()
 
     def connection_lost(self, exc: Exception | None) -> None:
         """Forget the connection."""
-        self._head_arrived()
+        self._forget()
         super().connection_lost(exc)
 
-    def _await_head(self) -> None:
+    def _await_request(self) -> None:
         if self._head_timer is None:
             self._head_timer = self.loop.call_later(self.guard.head_timeout_s, self._head_late)
-            self.guard.waiting[self] = None
+        self.guard.receiving[self] = None
 
-    def _head_arrived(self) -> None:
+    def _stop_head_timer(self) -> None:
         timer = getattr(self, "_head_timer", None)
         if timer is not None:
             timer.cancel()
             self._head_timer = None
-        self.guard.waiting.pop(self, None)
+
+    def _forget(self) -> None:
+        self._stop_head_timer()
+        self.guard.receiving.pop(self, None)
 
     def _head_late(self) -> None:
         self._head_timer = None
         self.guard.note_closed("no whole request head within request_timeout_s")
-        self._refuse(_TIMEOUT_408)
+        self._close(_TIMEOUT_408)
 
-    def _refuse(self, answer: bytes) -> None:
-        self._head_arrived()
+    def _close(self, answer: bytes) -> None:
+        self._forget()
         if not self.transport.is_closing():
-            self.transport.write(answer)
+            if answer:
+                self.transport.write(answer)
             self.transport.close()
 
 

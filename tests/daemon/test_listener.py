@@ -3,6 +3,7 @@ ones), the CRM webhook at its token path, healthz, metrics, body limits, unconfi
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -381,8 +382,9 @@ async def test_garbage_and_slow_requests_do_not_take_the_listener_down(
 async def test_a_slow_client_does_not_stop_a_valid_callback(
     tmp_path: Path, port: int, emulator: EmulatorServer
 ) -> None:
-    """Connections whose heads trickle in a byte at a time, more than max_connections of
-    them, and no deadline to save the day: the valid callback is still taken."""
+    """Connections whose heads or bodies trickle in a byte at a time, more than
+    max_connections of them, and no deadline to save the day: the valid callback is still
+    taken."""
     config = churn_config(
         tmp_path,
         emulator.base_url,
@@ -397,13 +399,16 @@ async def test_a_slow_client_does_not_stop_a_valid_callback(
             lambda: daemon.rows("SELECT 1 FROM deliveries WHERE state = 'accepted'"), "accepted"
         )
         slow = []
+        head = b"POST /callbacks/churn/sync-status HTTP/1.1\r\nHost: x\r\n"
         with capture_logs() as logs:
-            for _ in range(12):
+            for i in range(12):
                 stream = await anyio.connect_tcp("127.0.0.1", port)
-                await stream.send(b"POST /callbacks/churn/sync-status HTTP/1.1\r\nHost: x\r\n")
+                # Half of them send a whole head, then a body that never finishes.
+                await stream.send(head + (b"Content-Length: 100\r\n\r\n{" if i >= 6 else b""))
                 slow.append(stream)
-            for stream in slow:  # one more byte each: still no whole head
-                await stream.send(b"X")
+            for stream in slow:  # one more byte each: still no whole request
+                with contextlib.suppress(anyio.BrokenResourceError, OSError):
+                    await stream.send(b"X")
             assert await send(emulator, kind="sync-status") == 200
         assert await daemon.rows("SELECT state FROM deliveries") == [("confirmed",)]
         closed = [e for e in logs if e["event"] == "listener_slow_clients_closed"]
