@@ -454,3 +454,21 @@ async def test_a_head_over_16_kb_is_refused(
             answer = await stream.receive()
         await stream.aclose()
         assert answer.startswith(b"HTTP/1.1 400")
+
+
+@pytest.mark.parametrize(
+    ("host", "condition", "reason"),
+    [
+        ("no-such-host.invalid", "address unavailable", "the host name does not resolve"),
+        ("192.0.2.1", "address unavailable", "not an address of this machine"),  # TEST-NET-1
+    ],
+)
+async def test_an_address_that_cannot_be_had_is_named_in_words(
+    host: str, condition: str, reason: str
+) -> None:
+    from dropsync.daemon.listener_server import bind, bind_problem
+
+    with pytest.raises(OSError) as raised:
+        await bind(host, 0)
+    found = bind_problem(raised.value)
+    assert found[0] == condition and found[1].startswith(reason)

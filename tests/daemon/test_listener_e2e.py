@@ -95,3 +95,24 @@ def test_a_busy_port_pauses_the_listener_the_daemon_goes_on_and_it_listens_once_
             holder.close()
             daemon.close()
     assert not [e for e in daemon.events() if e.get("event") == "raw"]
+
+
+def test_a_daemon_whose_listener_waits_for_its_port_stops_cleanly(tmp_path: Path) -> None:
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    port = holder.getsockname()[1]
+    daemon = DaemonProcess(
+        tmp_path,
+        config(tmp_path, "http://127.0.0.1:9", port),
+        env={"CHURN_TOKEN": TOKEN, "CHURN_CALLBACK_SECRET": CALLBACK_SECRET},
+    )
+    try:
+        daemon.start()
+        daemon.wait_for("listener_cannot_listen", address=f"127.0.0.1:{port}")
+        assert daemon.stop() == 0
+    finally:
+        holder.close()
+        daemon.close()
+    shown = _status(daemon.config_path)
+    assert "listener paused" not in shown.stdout and "not running" in shown.stdout.lower()
