@@ -275,7 +275,9 @@ class Listener:
         applied = await self.sync_statuses.receive(
             provider.name,
             signature,
-            before=timestamp,
+            # An upload started after the callback arrived cannot be in its sync, whatever
+            # the tool's clock says (the callback is held: it sees uploads recorded later).
+            before=min(timestamp, now),
             failed=status == 400,
             hold_s=max_age,
             now=now,

@@ -138,6 +138,29 @@ async def test_a_callback_that_matches_nothing_while_held_is_logged_and_let_go(
         assert await daemon.rows(STATE_SQL) == [("accepted", "accepted")]
 
 
+async def test_a_held_callback_never_covers_an_upload_sent_after_it_arrived(
+    tmp_path: Path, port: int, churn: tuple[ChurnEmulator, EmulatorServer]
+) -> None:
+    """The tool's clock ahead of ours: its timestamp is in our future. An upload the daemon
+    starts after the callback arrived cannot be in that sync, held callback or not."""
+    emulator, server = churn
+    emulator.callback_before_answer = False
+    config = churn_config(
+        tmp_path, server.base_url, port, provider={"brand_id": 15, "brand_field": None}
+    )
+    async with running(config, port) as daemon:
+        ahead = now() + 200_000  # within max_callback_age_s (300 s)
+        assert await emulator.send("sync-status", {"status": 200, "timestamp": ahead}) == 200
+        assert len(daemon.listener.sync_statuses.held) == 1
+        await merge(daemon.store, config, [document("users", 1, "x")])
+        daemon.supervisor.wake(["churn"])
+        await eventually(
+            lambda: daemon.rows("SELECT 1 FROM delivered WHERE state = 'accepted'"), "recorded"
+        )
+        await daemon.listener.sync_statuses.recheck()
+        assert await daemon.rows(STATE_SQL) == [("accepted", "accepted")]
+
+
 def now() -> int:
     import time
 
