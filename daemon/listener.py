@@ -14,8 +14,10 @@ event loop). Routes:
   503), ``GET /metrics`` (Prometheus text format).
 
 Bodies over ``MAX_BODY`` are refused (413); a body not received within
-``request_timeout_s`` is answered 408. No secret (callback key, webhook token,
-provider token) is ever logged or answered.
+``request_timeout_s`` is answered 408 (heads and slow connections: see
+``daemon.listener_server``). An address that cannot be had pauses the listener (shown
+by ``status``) and is tried again; the rest of the daemon goes on. No secret (callback
+key, webhook token, provider token) is ever logged or answered.
 """
 
 from __future__ import annotations
@@ -36,10 +38,19 @@ from dropsync.adapters.churn import ChurnProvider, signature_valid
 from dropsync.daemon.clock import now_ms
 from dropsync.daemon.config import Config, ProviderConfig
 from dropsync.daemon.errors import SecretError
+from dropsync.daemon.listener_server import (
+    KEEP_ALIVE_S,
+    MAX_HEAD,
+    EmbeddedServer,
+    bind,
+    bind_problem,
+    guarded_protocol,
+)
 from dropsync.daemon.metrics import render_metrics
 from dropsync.daemon.secrets import read_secret
+from dropsync.daemon.sync_status import SyncStatusBook
 from dropsync.store import callbacks
-from dropsync.store.handle import Store
+from dropsync.store.handle import PauseListener, Store, backoff_s
 from dropsync.store.readonly import open_readonly
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
@@ -60,18 +71,6 @@ class _Refused(Exception):
         self.message = message
 
 
-class _EmbeddedServer(uvicorn.Server):
-    """uvicorn without its own signal handlers: the daemon's task group owns the signals."""
-
-    def install_signal_handlers(self) -> None:  # uvicorn < 0.29
-        return
-
-    def capture_signals(self) -> Any:  # uvicorn >= 0.29
-        import contextlib
-
-        return contextlib.nullcontext()
-
-
 class Listener:
     """The callback listener; ``run()`` serves until cancelled."""
 
@@ -82,14 +81,17 @@ class Listener:
         *,
         wake: Callable[[list[str]], None],
         adapter: Callable[[str], object | None],
+        pauses: PauseListener | None = None,
     ) -> None:
         self.store = store
+        self.pauses = pauses
         self.wake = wake
         self.adapter = adapter
         self.secrets: dict[str, str] = {}
         self.tokens: dict[str, str] = {}
         self.config = config
         self.reload(config)
+        self.sync_statuses = SyncStatusBook(store, wake)
         self._task_group: anyio.abc.TaskGroup | None = None
 
     def reload(self, config: Config) -> None:
@@ -131,45 +133,72 @@ class Listener:
         )
 
     async def run(self) -> None:
-        """Serve on ``[listener] host:port`` until cancelled."""
+        """Serve on ``[listener] host:port`` until cancelled.
+
+        An address that cannot be had (in use by another program, not of this machine)
+        pauses the listener, not the daemon: it is logged (``listener_cannot_listen``),
+        shown by ``status``, and tried again with backoff until it can be had.
+        """
         settings = self.config.listener
         assert settings is not None
-        server = _EmbeddedServer(
+        sockets = await self._bind(settings.host, settings.port)
+        server = EmbeddedServer(
             uvicorn.Config(
                 self.app(),
-                host=settings.host,
-                port=settings.port,
                 lifespan="off",
                 log_config=None,
                 log_level="warning",
                 access_log=False,
-                limit_concurrency=settings.max_connections,
-                timeout_keep_alive=5,
-                h11_max_incomplete_event_size=16 << 10,
+                http=guarded_protocol(settings.request_timeout_s, settings.max_connections),
+                timeout_keep_alive=KEEP_ALIVE_S,
+                h11_max_incomplete_event_size=MAX_HEAD,
                 server_header=False,
             )
         )
         _route_uvicorn_logs()
+        log.info(
+            "listener_started",
+            address=_address(settings.host, sockets[0].getsockname()[1]),
+            public_url=settings.public_url,
+        )
         async with anyio.create_task_group() as tg:
             self._task_group = tg
+            tg.start_soon(self.sync_statuses.run)
             try:
-                await server.serve()
-            except SystemExit:  # uvicorn exits when it cannot bind: the daemon goes on
-                log.error(
-                    "listener_failed",
-                    host=settings.host,
-                    port=settings.port,
-                    reason="cannot listen on that address (in use, or not allowed)",
-                )
+                await server.serve(sockets=sockets)
             finally:
-                for listening in server.servers:
-                    listening.close()
+                server.close_all(sockets)
                 tg.cancel_scope.cancel()
 
-    @staticmethod
-    def bound_port(sock: socket.socket) -> int:
-        """The port a socket is bound to."""
-        return int(sock.getsockname()[1])
+    async def _bind(self, host: str, port: int) -> list[socket.socket]:
+        """The listening sockets, once the address can be had (until then: paused, retried)."""
+        address = _address(host, port)
+        failures = 0
+        condition = reason = ""
+        while True:
+            try:
+                sockets = await bind(host, port)
+            except OSError as exc:
+                failures += 1
+                delay = backoff_s(failures)
+                if (condition, reason) != bind_problem(exc):
+                    condition, reason = bind_problem(exc)
+                    log.error(
+                        "listener_cannot_listen",
+                        address=address,
+                        reason=reason,
+                        retry_in_s=delay,
+                        consequence="no callbacks, /healthz or /metrics until it can; "
+                        "ingest and deliveries go on",
+                    )
+                if self.pauses is not None:
+                    detail = f"cannot listen on {address}: {reason}"
+                    self.pauses.paused("listener", condition, detail, delay)
+                await anyio.sleep(delay)
+                continue
+            if failures and self.pauses is not None:
+                self.pauses.resumed("listener", condition)
+            return sockets
 
     # -- reading requests ------------------------------------------------------------------
 
@@ -243,31 +272,26 @@ class Listener:
         if status not in (200, 400):
             raise _Refused(400, "data.status must be 200 or 400")
 
-        def apply(db: Any) -> tuple[int, int] | None:
-            if not callbacks.remember_signature(
-                db, provider.name, "sync-status", signature, now=now
-            ):
-                return None
-            if status == 200:
-                return callbacks.confirm_accepted_before(db, provider.name, timestamp, now=now), 0
-            return callbacks.fail_accepted_before(
-                db,
-                provider.name,
-                timestamp,
-                now=now,
-                error="the churn tool reported a failed sync (status 400)",
-            )
-
-        outcome = await self.store.transact(apply)
-        if outcome is None:
+        applied = await self.sync_statuses.receive(
+            provider.name,
+            signature,
+            # An upload started after the callback arrived cannot be in its sync, whatever
+            # the tool's clock says (the callback is held: it sees uploads recorded later).
+            before=min(timestamp, now),
+            failed=status == 400,
+            hold_s=max_age,
+            now=now,
+        )
+        if applied is None:
             raise _Refused(401, "signature already accepted (replay)")
-        deliveries, queued = outcome
+        deliveries, queued = applied.deliveries, applied.queued
         log.info(
             "sync_status_received",
             provider=provider.name,
             status=status,
             deliveries=deliveries,
             queued_again=queued,
+            held_s=max_age,
         )
         if status == 400:
             if queued:
@@ -440,6 +464,10 @@ def _route_uvicorn_logs() -> None:
         logger = logging.getLogger(name)
         logger.handlers = [_ToStructlog(logging.WARNING)]
         logger.propagate = False
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _no_constant(name: str) -> Any:

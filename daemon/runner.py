@@ -180,6 +180,7 @@ class Daemon:
                 config,
                 wake=self.supervisor.wake,
                 adapter=self.supervisor.adapter,
+                pauses=self.board,
             )
             self.supervisor.webhook_url = self.listener.webhook_url
         log.info(

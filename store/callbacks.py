@@ -24,29 +24,33 @@ def remember_signature(
     return cursor.rowcount == 1
 
 
-def confirm_accepted_before(db: sqlite3.Connection, provider: str, before: int, *, now: int) -> int:
-    """Every ``accepted`` delivery of ``provider`` attempted at or before ``before`` is
-    ``confirmed``, with its records in ``delivered``; returns how many deliveries."""
-    ids = _accepted_before(db, provider, before)
-    _set_state(db, ids, "confirmed", None)
-    db.executemany(
-        "UPDATE delivered SET state = 'confirmed', requeued = 0, at = ? "
-        "WHERE provider = ? AND delivery_id = ?",
-        [(now, provider, i) for i in ids],
-    )
-    return len(ids)
+def settle_sync_status(
+    db: sqlite3.Connection, provider: str, before: int, *, failed: bool, error: str, now: int
+) -> tuple[list[int], int]:
+    """A sync-status callback: every ``accepted`` delivery of ``provider`` attempted at or
+    before ``before`` becomes ``confirmed`` with its records (or, when ``failed``, ``failed``
+    with ``error``, its records queued again unless a failure already queued them once).
 
-
-def fail_accepted_before(
-    db: sqlite3.Connection, provider: str, before: int, *, error: str, now: int
-) -> tuple[int, int]:
-    """A failure callback: ``accepted`` deliveries up to ``before`` become ``failed``; their
-    records are queued again unless a failure already queued them once.
-
-    Returns (deliveries failed, records queued again).
+    Returns (the deliveries settled, records queued again).
     """
     ids = _accepted_before(db, provider, before)
-    _set_state(db, ids, "failed", error)
+    _set_state(db, ids, "failed" if failed else "confirmed", error if failed else None)
+    return ids, settle_records(db, provider, ids, failed=failed, now=now)
+
+
+def settle_records(
+    db: sqlite3.Connection, provider: str, ids: Sequence[int], *, failed: bool, now: int
+) -> int:
+    """The ``delivered`` records of settled deliveries ``ids`` still ``accepted`` (a big upload
+    is recorded a chunk per transaction: records can follow their delivery's settlement):
+    ``confirmed``, or when ``failed`` queued again once. Returns the records queued again."""
+    if not failed:
+        db.executemany(
+            "UPDATE delivered SET state = 'confirmed', requeued = 0, at = ? "
+            "WHERE provider = ? AND delivery_id = ? AND state = 'accepted'",
+            [(now, provider, i) for i in ids],
+        )
+        return 0
     queued = 0
     for delivery_id in ids:
         cursor = db.execute(
@@ -59,10 +63,11 @@ def fail_accepted_before(
         )
         queued += max(cursor.rowcount, 0)
         db.execute(
-            "UPDATE delivered SET requeued = 1 WHERE provider = ? AND delivery_id = ?",
+            "UPDATE delivered SET requeued = 1 WHERE provider = ? AND delivery_id = ? "
+            "AND requeued = 0",
             (provider, delivery_id),
         )
-    return len(ids), queued
+    return queued
 
 
 def _accepted_before(db: sqlite3.Connection, provider: str, before: int) -> list[int]:

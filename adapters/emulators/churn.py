@@ -12,7 +12,8 @@ counted (the bench's multi-GB uploads).
 
 After an upload it calls ``callback_base + /sync-status`` (when set) after
 ``callback_delay_s`` with ``{data: {status, timestamp}, signature}``, the status
-being ``sync_status`` (200 or 400). ``POST /_emulator/brand`` sends a brand
+being ``sync_status`` (200 or 400); with ``callback_before_answer`` it calls back
+first and answers the upload after. ``POST /_emulator/brand`` sends a brand
 creation callback; ``POST /_emulator/send`` sends any callback, optionally with a
 flipped bit, a wrong key, an old timestamp or as a replay of the last one, and
 answers with the listener's status. ``GET|POST /client-data/integration-errors``
@@ -78,6 +79,9 @@ class ChurnEmulator(Emulator):
         self.skip_matching: list[str] = []
         self.errors_get_405 = False
         self.echo_authorization = False  # answer 400 quoting the request's Authorization
+        # Send the sync-status callback (and wait for the listener's answer) before answering
+        # the upload: the callback then arrives before the daemon can record the upload.
+        self.callback_before_answer = False
         self.uploads: list[dict[str, Any]] = []  # per upload: files [{name, meta, docs|bytes}]
         self.documents: list[tuple[Any, Any, dict[str, Any]]] = []  # (brandId, table, doc)
         self.callbacks_sent: list[tuple[str, dict[str, Any], int]] = []  # (path, body, status)
@@ -187,7 +191,9 @@ class ChurnEmulator(Emulator):
                     "seconds": time.monotonic() - started,  # receiving and parsing the form
                 }
             )
-        if self.callback_base and received:
+        if self.callback_base and received and self.callback_before_answer:
+            await self._sync_status_later(delay_s=0.0)
+        elif self.callback_base and received:
             asyncio.get_running_loop().create_task(self._sync_status_later())
         if skipped:
             return 206, {
@@ -196,8 +202,8 @@ class ChurnEmulator(Emulator):
             }
         return 200, {"statusCode": 200, "message": "Files Uploaded Successfully"}
 
-    async def _sync_status_later(self) -> None:
-        await asyncio.sleep(self.callback_delay_s)
+    async def _sync_status_later(self, delay_s: float | None = None) -> None:
+        await asyncio.sleep(self.callback_delay_s if delay_s is None else delay_s)
         await self.send("sync-status", {"status": self.sync_status, "timestamp": _now_ms()})
 
     async def send(

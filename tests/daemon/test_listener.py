@@ -3,6 +3,7 @@ ones), the CRM webhook at its token path, healthz, metrics, body limits, unconfi
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -376,3 +377,98 @@ async def test_garbage_and_slow_requests_do_not_take_the_listener_down(
         async with httpx.AsyncClient() as client:
             assert (await client.get(daemon.url + "/healthz")).status_code == 200
         assert all(isinstance(entry, dict) for entry in logs)
+
+
+async def test_a_slow_client_does_not_stop_a_valid_callback(
+    tmp_path: Path, port: int, emulator: EmulatorServer
+) -> None:
+    """Connections whose heads or bodies trickle in a byte at a time, more than
+    max_connections of them, and no deadline to save the day: the valid callback is still
+    taken."""
+    config = churn_config(
+        tmp_path,
+        emulator.base_url,
+        port,
+        provider={"brand_id": 15, "brand_field": None},
+        extra={"listener": {"max_connections": 4, "request_timeout_s": 600}},
+    )
+    async with running(config, port) as daemon:
+        await merge(daemon.store, config, [document("users", 1, "x")])
+        daemon.supervisor.wake(["churn"])
+        await eventually(
+            lambda: daemon.rows("SELECT 1 FROM deliveries WHERE state = 'accepted'"), "accepted"
+        )
+        slow = []
+        head = b"POST /callbacks/churn/sync-status HTTP/1.1\r\nHost: x\r\n"
+        with capture_logs() as logs:
+            for i in range(12):
+                stream = await anyio.connect_tcp("127.0.0.1", port)
+                # Half of them send a whole head, then a body that never finishes.
+                await stream.send(head + (b"Content-Length: 100\r\n\r\n{" if i >= 6 else b""))
+                slow.append(stream)
+            for stream in slow:  # one more byte each: still no whole request
+                with contextlib.suppress(anyio.BrokenResourceError, OSError):
+                    await stream.send(b"X")
+            assert await send(emulator, kind="sync-status") == 200
+        assert await daemon.rows("SELECT state FROM deliveries") == [("confirmed",)]
+        closed = [e for e in logs if e["event"] == "listener_slow_clients_closed"]
+        assert closed and closed[0]["reason"] == "more connections than max_connections"
+        for stream in slow:
+            await stream.aclose()
+
+
+async def test_a_head_sent_a_byte_at_a_time_is_cut_at_the_deadline(
+    tmp_path: Path, port: int, emulator: EmulatorServer
+) -> None:
+    config = churn_config(
+        tmp_path, emulator.base_url, port, extra={"listener": {"request_timeout_s": 0.3}}
+    )
+    head = b"POST /callbacks/churn/brand HTTP/1.1\r\nHost: x\r\n" + b"X-Pad: " + b"a" * 100_000
+    async with running(config, port) as daemon:
+        stream = await anyio.connect_tcp("127.0.0.1", port)
+        answer = b""
+        with anyio.fail_after(60):  # bounds a hang only: the listener must close it
+            for byte in head:
+                try:
+                    await stream.send(bytes([byte]))
+                except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+                    break
+                with anyio.move_on_after(0.05):
+                    answer += await stream.receive()
+                if answer:
+                    break
+        await stream.aclose()
+        assert answer.startswith(b"HTTP/1.1 408")
+        async with httpx.AsyncClient() as client:
+            assert (await client.get(daemon.url + "/healthz")).status_code == 200
+
+
+async def test_a_head_over_16_kb_is_refused(
+    tmp_path: Path, port: int, emulator: EmulatorServer
+) -> None:
+    config = churn_config(tmp_path, emulator.base_url, port)
+    async with running(config, port):
+        stream = await anyio.connect_tcp("127.0.0.1", port)
+        await stream.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * (20 << 10))
+        with anyio.fail_after(20):
+            answer = await stream.receive()
+        await stream.aclose()
+        assert answer.startswith(b"HTTP/1.1 400")
+
+
+@pytest.mark.parametrize(
+    ("host", "condition", "reason"),
+    [
+        ("no-such-host.invalid", "address unavailable", "the host name does not resolve"),
+        ("192.0.2.1", "address unavailable", "not an address of this machine"),  # TEST-NET-1
+    ],
+)
+async def test_an_address_that_cannot_be_had_is_named_in_words(
+    host: str, condition: str, reason: str
+) -> None:
+    from dropsync.daemon.listener_server import bind, bind_problem
+
+    with pytest.raises(OSError) as raised:
+        await bind(host, 0)
+    found = bind_problem(raised.value)
+    assert found[0] == condition and found[1].startswith(reason)

@@ -312,3 +312,39 @@ def test_an_unreadable_secret_at_start_is_a_config_error_exit_2(
         assert not (tmp_path / "s.db").exists()  # refused before anything was created
     finally:
         daemon.close()
+
+
+def test_a_running_daemon_that_waits_or_went_quiet_is_a_warning(
+    tmp_path: Path, config: Path, running: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dropsync.daemon.runstate import RuntimeFile
+
+    runtime = RuntimeFile(tmp_path / "s.db")
+    state = {
+        "format": 1,
+        "pid": 4242,
+        "state": "running",
+        "started_at": now_ms(),
+        "heartbeat_at": now_ms(),
+        "heartbeat_s": 5.0,
+        "pauses": [
+            {
+                "work": "listener",
+                "condition": "address in use",
+                "since": now_ms(),
+                "attempts": 1,
+                "detail": "cannot listen on 127.0.0.1:8787: in use by another program",
+                "retry_at": now_ms() + 4000,
+            }
+        ],
+    }
+    runtime.write(state)
+    code, lines = check(config, capsys)
+    assert code == 1
+    assert lines[0].startswith("WARNING: daemon (pid 4242): address in use: listener paused")
+    assert lines[0].endswith("cannot listen on 127.0.0.1:8787: in use by another program")
+    runtime.write({**state, "pauses": [], "heartbeat_at": now_ms() - 3_600_000})
+    code, lines = check(config, capsys)
+    assert code == 1
+    assert lines[0].startswith("WARNING: daemon (pid 4242): no heartbeat since ")
+    runtime.close()

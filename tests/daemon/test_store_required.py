@@ -18,6 +18,10 @@ COMMANDS = {
     "dead-letters list": ["dead-letters", "list"],
     "dead-letters retry": ["dead-letters", "retry", "--all"],
     "ingest": ["ingest", "--collection", "contacts", "FILE"],
+    "dead-letters drop": ["dead-letters", "drop", "--all"],
+    "backup": ["backup", "COPY"],
+    "migrate": ["migrate"],
+    "migrate --dry-run": ["migrate", "--dry-run"],
 }
 
 CONFIG = (
@@ -38,7 +42,8 @@ def cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def refused(words: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> str:
-    words = [str(tmp_path / "doc.json") if w == "FILE" else w for w in words]
+    given = {"FILE": str(tmp_path / "doc.json"), "COPY": str(tmp_path / "copy.db")}
+    words = [given.get(w, w) for w in words]
     assert main(words) == 1
     err = capsys.readouterr().err
     assert "Only 'dropsync run' creates a store" in err
@@ -93,4 +98,14 @@ def test_without_config_the_message_names_the_built_in_default(
         f"dropsync.db (no --config, $DROPSYNC_CONFIG not set), relative to the working "
         f"directory ({cwd})"
     ) in err
+    assert list(cwd.iterdir()) == []
+
+
+def test_status_check_on_a_missing_store_is_critical_naming_it(
+    cwd: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["status", "--check"]) == 2
+    out = capsys.readouterr().out
+    assert out.startswith(f"CRITICAL: store: store {cwd / 'dropsync.db'} does not exist; ")
+    assert "Only 'dropsync run' creates a store" in out
     assert list(cwd.iterdir()) == []

@@ -1,0 +1,118 @@
+"""The listener in the daemon as a real subprocess: a port held by another program pauses
+the listener (not the daemon), says which address in the log and in ``status``, and the
+listener starts by itself once the port is free."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+from dropsync.adapters.emulators.churn import ChurnEmulator
+from dropsync.adapters.emulators.common import EmulatorServer
+
+from tests.daemon.churn_support import CALLBACK_SECRET, TOKEN
+from tests.daemon.test_churn_e2e import config
+from tests.support import DaemonProcess, query, wait_until
+
+pytestmark = pytest.mark.e2e
+
+
+def _status(config_path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "dropsync.daemon.cli", "status", *extra]
+    return subprocess.run(
+        [*command, "--config", str(config_path)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+
+
+def test_a_busy_port_pauses_the_listener_the_daemon_goes_on_and_it_listens_once_free(
+    tmp_path: Path,
+) -> None:
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    port = holder.getsockname()[1]
+    address = f"127.0.0.1:{port}"
+    churn = ChurnEmulator(
+        TOKEN,
+        CALLBACK_SECRET,
+        callback_base=f"http://{address}/callbacks/churn",
+        callback_delay_s=3600,
+    )
+    with EmulatorServer(churn) as server:
+        daemon = DaemonProcess(
+            tmp_path,
+            config(tmp_path, server.base_url, port),
+            env={"CHURN_TOKEN": TOKEN, "CHURN_CALLBACK_SECRET": CALLBACK_SECRET},
+        )
+        try:
+            daemon.start()
+            refused = daemon.wait_for("listener_cannot_listen")
+            assert refused["level"] == "error"
+            assert refused["address"] == address
+            assert refused["reason"] == "in use by another program"
+            # Ingest and deliveries go on without the listener.
+            folder = tmp_path / "drop/users"
+            folder.mkdir(parents=True, exist_ok=True)
+            docs = [{"data": {"id": 1}, "createdAt": 1, "updatedAt": 2}]
+            (folder / "a.tmp").write_bytes(orjson.dumps(docs))
+            (folder / "a.tmp").rename(folder / "a.json")
+            daemon.wait_for("batch_delivered", provider="churn")
+            assert query(tmp_path / "store.db", "SELECT state FROM deliveries") == [("accepted",)]
+
+            # status says which address is busy; --check makes it a warning.
+            def status_names_it() -> str | None:
+                out = _status(daemon.config_path).stdout
+                return out if address in out else None
+
+            shown = wait_until(status_names_it, what="status naming the busy address")
+            assert "address in use: listener paused since" in shown
+            assert f"cannot listen on {address}: in use by another program" in shown
+            checked = _status(daemon.config_path, "--check")
+            assert checked.returncode == 1, checked.stdout
+            assert f"WARNING: daemon (pid {daemon.process.pid}): address in use" in checked.stdout  # type: ignore[union-attr]
+            # Once the port is free, the listener starts by itself and takes callbacks.
+            daemon.mark_log()
+            holder.close()
+            daemon.wait_for("listener_started", address=address)
+            daemon.wait_for("work_resumed", work="listener", condition="address in use")
+            health = httpx.get(f"http://{address}/healthz", timeout=10)
+            assert health.status_code == 200
+            control = f"{server.base_url}/_emulator/send"
+            assert httpx.post(control, json={"kind": "sync-status"}).json() == {"status": 200}
+            assert query(tmp_path / "store.db", "SELECT state FROM deliveries") == [("confirmed",)]
+            assert address not in _status(daemon.config_path).stdout
+            assert daemon.stop() == 0
+        finally:
+            holder.close()
+            daemon.close()
+    assert not [e for e in daemon.events() if e.get("event") == "raw"]
+
+
+def test_a_daemon_whose_listener_waits_for_its_port_stops_cleanly(tmp_path: Path) -> None:
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    port = holder.getsockname()[1]
+    daemon = DaemonProcess(
+        tmp_path,
+        config(tmp_path, "http://127.0.0.1:9", port),
+        env={"CHURN_TOKEN": TOKEN, "CHURN_CALLBACK_SECRET": CALLBACK_SECRET},
+    )
+    try:
+        daemon.start()
+        daemon.wait_for("listener_cannot_listen", address=f"127.0.0.1:{port}")
+        assert daemon.stop() == 0
+    finally:
+        holder.close()
+        daemon.close()
+    shown = _status(daemon.config_path)
+    assert "listener paused" not in shown.stdout and "not running" in shown.stdout.lower()

@@ -1,0 +1,167 @@
+"""Sync-status callbacks that arrive before the daemon recorded the upload they are about
+(the emulator calls back before it answers the upload): held, and applied once the upload
+is recorded; a callback that matches nothing while held is logged, never applied later."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from dropsync.adapters.emulators.churn import ChurnEmulator
+from dropsync.adapters.emulators.common import EmulatorServer
+from structlog.testing import capture_logs
+
+from tests.daemon.churn_support import (
+    CALLBACK_SECRET,
+    TOKEN,
+    churn_config,
+    document,
+    eventually,
+    merge,
+    running,
+)
+from tests.support import free_port
+
+pytestmark = pytest.mark.anyio
+
+STATE_SQL = (
+    "SELECT (SELECT group_concat(state) FROM (SELECT state FROM deliveries ORDER BY id)), "
+    "(SELECT group_concat(state) FROM delivered)"
+)
+
+
+@pytest.fixture(autouse=True)
+def secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHURN_TOKEN", TOKEN)
+    monkeypatch.setenv("CHURN_CALLBACK_SECRET", CALLBACK_SECRET)
+
+
+@pytest.fixture
+def port() -> int:
+    return free_port()
+
+
+@pytest.fixture
+def churn(port: int) -> Iterator[tuple[ChurnEmulator, EmulatorServer]]:
+    emulator = ChurnEmulator(
+        TOKEN,
+        CALLBACK_SECRET,
+        callback_base=f"http://127.0.0.1:{port}/callbacks/churn",
+        callback_delay_s=3600,
+    )
+    emulator.callback_before_answer = True
+    with EmulatorServer(emulator) as server:
+        yield emulator, server
+
+
+async def test_a_callback_before_the_upload_is_recorded_confirms_it_once_recorded(
+    tmp_path: Path, port: int, churn: tuple[ChurnEmulator, EmulatorServer]
+) -> None:
+    emulator, server = churn
+    config = churn_config(
+        tmp_path, server.base_url, port, provider={"brand_id": 15, "brand_field": None}
+    )
+    async with running(config, port) as daemon:
+        with capture_logs() as logs:
+            await merge(daemon.store, config, [document("users", i, "x") for i in range(3)])
+            daemon.supervisor.wake(["churn"])
+            await eventually(
+                lambda: daemon.rows("SELECT 1 FROM delivered WHERE state = 'confirmed'"),
+                "the held callback confirms the upload",
+            )
+            await eventually(
+                lambda: [e for e in logs if e["event"] == "sync_status_applied_late"], "logged"
+            )
+        assert [status for _, _, status in emulator.callbacks_sent] == [200]
+        received = [e for e in logs if e["event"] == "sync_status_received"]
+        assert received[0]["deliveries"] == 0  # it came before the upload was recorded
+        await daemon.listener.sync_statuses.recheck(final=True)  # its last look
+        assert await daemon.rows(STATE_SQL) == [("confirmed", "confirmed,confirmed,confirmed")]
+        assert not [e for e in logs if e["event"] == "sync_status_unmatched"]
+
+
+async def test_a_failure_before_the_upload_is_recorded_fails_it_and_queues_it_again(
+    tmp_path: Path, port: int, churn: tuple[ChurnEmulator, EmulatorServer]
+) -> None:
+    emulator, server = churn
+    emulator.sync_status = 400
+    config = churn_config(
+        tmp_path, server.base_url, port, provider={"brand_id": 15, "brand_field": None}
+    )
+    async with running(config, port) as daemon:
+        await merge(daemon.store, config, [document("users", i, "x") for i in range(2)])
+        daemon.supervisor.wake(["churn"])
+        # Failed, queued again once, sent again, failed again (not queued a third time).
+        await eventually(
+            lambda: daemon.rows(
+                "SELECT 1 FROM deliveries WHERE state = 'failed' GROUP BY provider "
+                "HAVING COUNT(*) = 2"
+            ),
+            "both uploads failed by their held callbacks",
+        )
+        assert len(emulator.uploads) == 2
+        await eventually(
+            lambda: daemon.rows("SELECT 1 FROM integration_errors"), "the error log fetched"
+        )
+        await daemon.listener.sync_statuses.recheck(final=True)
+        assert await daemon.rows("SELECT COUNT(*) FROM outbox") == [(0,)]
+        assert len(emulator.uploads) == 2
+
+
+async def test_a_callback_that_matches_nothing_while_held_is_logged_and_let_go(
+    tmp_path: Path, port: int, churn: tuple[ChurnEmulator, EmulatorServer]
+) -> None:
+    emulator, server = churn
+    config = churn_config(
+        tmp_path,
+        server.base_url,
+        port,
+        provider={"brand_id": 15, "brand_field": None, "max_callback_age_s": 1},
+    )
+    async with running(config, port) as daemon:
+        with capture_logs() as logs:
+            assert await emulator.send("sync-status", {"status": 200, "timestamp": now()}) == 200
+            unmatched = await eventually(
+                lambda: [e for e in logs if e["event"] == "sync_status_unmatched"],
+                "the hold ends",
+            )
+        assert unmatched[0]["provider"] == "churn" and unmatched[0]["status"] == 200
+        assert daemon.listener.sync_statuses.held == []
+        emulator.callback_before_answer = False
+        await merge(daemon.store, config, [document("users", 1, "x")])
+        daemon.supervisor.wake(["churn"])
+        await eventually(
+            lambda: daemon.rows("SELECT 1 FROM delivered WHERE state = 'accepted'"), "recorded"
+        )
+        await daemon.listener.sync_statuses.recheck(final=True)
+        assert await daemon.rows(STATE_SQL) == [("accepted", "accepted")]
+
+
+async def test_a_held_callback_never_covers_an_upload_sent_after_it_arrived(
+    tmp_path: Path, port: int, churn: tuple[ChurnEmulator, EmulatorServer]
+) -> None:
+    """The tool's clock ahead of ours: its timestamp is in our future. An upload the daemon
+    starts after the callback arrived cannot be in that sync, held callback or not."""
+    emulator, server = churn
+    emulator.callback_before_answer = False
+    config = churn_config(
+        tmp_path, server.base_url, port, provider={"brand_id": 15, "brand_field": None}
+    )
+    async with running(config, port) as daemon:
+        ahead = now() + 200_000  # within max_callback_age_s (300 s)
+        assert await emulator.send("sync-status", {"status": 200, "timestamp": ahead}) == 200
+        assert len(daemon.listener.sync_statuses.held) == 1
+        await merge(daemon.store, config, [document("users", 1, "x")])
+        daemon.supervisor.wake(["churn"])
+        await eventually(
+            lambda: daemon.rows("SELECT 1 FROM delivered WHERE state = 'accepted'"), "recorded"
+        )
+        await daemon.listener.sync_statuses.recheck()
+        assert await daemon.rows(STATE_SQL) == [("accepted", "accepted")]
+
+
+def now() -> int:
+    import time
+
+    return int(time.time() * 1000)

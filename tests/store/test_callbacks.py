@@ -1,0 +1,150 @@
+"""A sync-status callback settling a churn upload recorded a chunk per transaction: the
+records recorded after it settled their delivery are settled too, on a real store."""
+
+from __future__ import annotations
+
+import hashlib
+from functools import partial
+from pathlib import Path
+
+import orjson
+import pytest
+from dropsync.store import callbacks, outbox, spool
+from dropsync.store.handle import Store
+from dropsync.store.merge import Change, apply_changes
+
+pytestmark = pytest.mark.anyio
+
+
+def change(key: str) -> Change:
+    raw = orjson.dumps({"id": key})
+    return Change(
+        "users", key, raw.decode(), 5, False, "drop", hashlib.sha256(raw).hexdigest()[:32]
+    )
+
+
+async def recorded_in_two_chunks(
+    store: Store, tmp_path: Path
+) -> tuple[int, list[tuple[int, int, int]]]:
+    """Records a and b queued, noted as parts 0 and 1 of batch 1; the delivery recorded and
+    part 0's records moved; part 1's chunks are returned for the test to move later."""
+    await store.transact(
+        lambda db: apply_changes(db, [change("a"), change("b")], {"users": ("churn",)}, now=1)
+    )
+    await store.call(spool.attach, tmp_path / "spool.db")
+    async with store.read() as db:
+        entries = await outbox.take_batch(db, "churn", 10)
+    rows = [(i, e.id, e.collection, e.key, e.updated_at, 0) for i, e in enumerate(entries)]
+    await store.call(spool.add_rows, 1, rows)
+    delivery_id, items = await store.transact(
+        partial(
+            spool.record_delivery,
+            provider="churn",
+            batch=1,
+            parts=[0, 1],
+            batch_id="k",
+            state="accepted",
+            http_status=200,
+            latency_ms=1.0,
+            remote_ref=None,
+            now=100,
+            sent_at=50,
+        )
+    )
+    assert items == 2
+    pieces = await store.call(spool.chunks, 1, [0, 1])
+    await store.transact(
+        partial(
+            spool.deliver_chunks,
+            provider="churn",
+            batch=1,
+            chunks=pieces[:1],
+            state="accepted",
+            delivery_id=delivery_id,
+            now=100,
+        )
+    )
+    return delivery_id, pieces[1:]
+
+
+async def move_rest(store: Store, delivery_id: int, rest: list[tuple[int, int, int]]) -> None:
+    await store.transact(
+        partial(
+            spool.deliver_chunks,
+            provider="churn",
+            batch=1,
+            chunks=rest,
+            state="accepted",
+            delivery_id=delivery_id,
+            now=100,
+        )
+    )
+
+
+async def rows(store: Store, sql: str) -> list[tuple[object, ...]]:
+    async with store.read() as db:
+        return [tuple(r) for r in await db.execute_fetchall(sql)]
+
+
+async def test_records_recorded_after_their_delivery_was_confirmed_are_confirmed(
+    tmp_path: Path,
+) -> None:
+    async with await Store.open(tmp_path / "s.db") as store:
+        delivery_id, rest = await recorded_in_two_chunks(store, tmp_path)
+        ids, queued = await store.transact(
+            partial(
+                callbacks.settle_sync_status,
+                provider="churn",
+                before=60,
+                failed=False,
+                error="",
+                now=200,
+            )
+        )
+        assert (ids, queued) == ([delivery_id], 0)
+        await move_rest(store, delivery_id, rest)  # the late chunk
+        sql = "SELECT key, state FROM delivered ORDER BY key"
+        assert await rows(store, sql) == [("a", "confirmed"), ("b", "accepted")]
+        await store.transact(
+            partial(callbacks.settle_records, provider="churn", ids=ids, failed=False, now=300)
+        )
+        assert await rows(store, sql) == [("a", "confirmed"), ("b", "confirmed")]
+        assert await rows(store, "SELECT state FROM deliveries") == [("confirmed",)]
+
+
+async def test_records_recorded_after_their_delivery_failed_are_queued_again_once(
+    tmp_path: Path,
+) -> None:
+    async with await Store.open(tmp_path / "s.db") as store:
+        delivery_id, rest = await recorded_in_two_chunks(store, tmp_path)
+        settle = partial(
+            callbacks.settle_sync_status,
+            provider="churn",
+            before=60,
+            failed=True,
+            error="failed",
+            now=200,
+        )
+        assert await store.transact(settle) == ([delivery_id], 1)
+        outbox_sql = "SELECT key FROM outbox ORDER BY key"
+        assert await rows(store, outbox_sql) == [("a",), ("b",)]  # b: not recorded yet
+        await move_rest(store, delivery_id, rest)  # the late chunk takes b out of the outbox
+        assert await rows(store, outbox_sql) == [("a",)]
+        again = partial(
+            callbacks.settle_records, provider="churn", ids=[delivery_id], failed=True, now=300
+        )
+        assert await store.transact(again) == 1
+        assert await rows(store, "SELECT key FROM outbox ORDER BY key") == [("a",), ("b",)]
+        assert await store.transact(again) == 0  # once
+        assert await rows(store, "SELECT state, error FROM deliveries") == [("failed", "failed")]
+        # A callback older than the upload settles nothing.
+        assert await store.transact(
+            partial(
+                callbacks.settle_sync_status,
+                provider="churn",
+                before=10,
+                failed=False,
+                error="",
+                now=400,
+            )
+        ) == ([], 0)
