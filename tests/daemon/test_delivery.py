@@ -148,7 +148,15 @@ async def test_offline_then_online_delivers_everything_once(
             return state is not None and state.state == "offline"
 
         await run_until(flusher, went_offline)
-        await merge(store, [contact_change(i, ts=1_700_000_000_001) for i in range(25, 75)])
+        # Newer versions (other bodies) of half the keys, and 25 new keys. The failed request
+        # is sent again as it was (old versions included), then the newer versions.
+        await merge(
+            store,
+            [
+                contact_change(i + 1000, ts=1_700_000_000_001, email=f"guest{i}@example.com")
+                for i in range(25, 75)
+            ],
+        )
         crm_server.start()
         await run_until(flusher, lambda: _zero(store))
     emulator = crm_server.emulator
