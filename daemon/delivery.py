@@ -50,6 +50,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
+from typing import TypeVar
 
 import aiosqlite
 import anyio
@@ -76,7 +77,12 @@ from dropsync.store.handle import Store
 from dropsync.store.merge import MergeResult
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
+NOT_SENT_AGAIN = (
+    "not sent again: the provider's local check now refuses some of its entries (the "
+    "config changed); its entries go in new batches"
+)
 # Flushers are woken by merges and by commits of other programs; this is a safety net.
 IDLE_RECHECK_S = 30.0
 _MIN_DELAY_S = 0.05
@@ -310,6 +316,23 @@ class Flusher:
         async with self.store.read() as db:
             unfinished = await outbox.unfinished_requests(db, self.name)
         for old in unfinished:
+            self._outgoing.update((e.id, to_outgoing(self.name, e)) for e in old.entries)
+            refused = [e for e in old.entries if self.provider.check(self._outgoing[e.id])]
+            if refused:
+                # The config changed since (a user's token removed, say): the adapter could
+                # not send it. Its entries take the usual way: refused ones dead-lettered.
+                self._forget(old.entries)
+                async with self._write() as db:
+                    await outbox.abandon_request(db, old.delivery_id, reason=NOT_SENT_AGAIN)
+                log.warning(
+                    "request_not_resent",
+                    provider=self.name,
+                    batch_id=old.batch_id,
+                    items=len(old.entries),
+                    refused=len(refused),
+                    reason=NOT_SENT_AGAIN,
+                )
+                continue
             async with self._write() as db:
                 delivery_id = await outbox.reopen_request(db, old.delivery_id, now=now_ms())
             log.info(
@@ -319,7 +342,6 @@ class Flusher:
                 items=len(old.entries),
                 interrupted=old.state == "sent",
             )
-            self._outgoing.update((e.id, to_outgoing(self.name, e)) for e in old.entries)
             try:
                 await self._send(_Request(old.entries, old.batch_id, delivery_id))
             finally:
@@ -358,10 +380,14 @@ class Flusher:
             return requests
         # Shielded: once written, a request is known here, so an unsent one is discarded.
         with anyio.CancelScope(shield=True):
-            async with self._write() as db:
-                ids = await outbox.open_requests(
-                    db, self.name, [(r.key, r.entries) for r in requests], now=now_ms()
+            ids = await self._transact(
+                partial(
+                    outbox.open_requests,
+                    provider=self.name,
+                    requests=[(r.key, r.entries) for r in requests],
+                    now=now_ms(),
                 )
+            )
         for request, delivery_id in zip(requests, ids, strict=True):
             request.delivery_id = delivery_id
             self._ahead[delivery_id] = request
@@ -440,6 +466,12 @@ class Flusher:
     async def _record_all(self, batches: list[_Delivered]) -> None:
         for batch in batches:
             await self._record_delivered(*batch)
+
+    async def _transact(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``_write`` for a unit of work run whole in the store's thread (tried again
+        whole after a busy store or a full disk): settle first."""
+        await self._settle()
+        return await self.store.transact(fn)
 
     @asynccontextmanager
     async def _write(self) -> AsyncIterator[aiosqlite.Connection]:

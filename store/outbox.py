@@ -161,18 +161,18 @@ def _entries_json(entries: Sequence[OutboxEntry]) -> str:
     ).decode()
 
 
-async def open_requests(
-    db: aiosqlite.Connection,
+def open_requests(
+    db: sqlite3.Connection,
     provider: str,
     requests: Sequence[tuple[str, Sequence[OutboxEntry]]],
     *,
     now: int,
 ) -> list[int]:
     """Write requests ahead of sending them: a ``sent`` deliveries row each, with the
-    (batch id, entries) it carries; returns their ids, in order."""
+    (batch id, entries) it carries; returns their ids, in order (run in the store's thread)."""
     ids = []
     for batch_id, entries in requests:
-        cursor = await db.execute(
+        cursor = db.execute(
             "INSERT INTO deliveries (provider, batch_id, items, state, attempted_at, entries) "
             "VALUES (?, ?, ?, 'sent', ?, ?)",
             (provider, batch_id, len(entries), now, _entries_json(entries)),
@@ -223,6 +223,16 @@ async def reopen_request(db: aiosqlite.Connection, delivery_id: int, *, now: int
     )
     assert cursor.lastrowid is not None
     return cursor.lastrowid
+
+
+async def abandon_request(db: aiosqlite.Connection, delivery_id: int, *, reason: str) -> None:
+    """An unfinished request that will not be sent again: its entries are dropped from
+    the row (they are still in the outbox), the reason kept as its error."""
+    await db.execute(
+        "UPDATE deliveries SET entries = NULL, error = ?, "
+        "state = CASE WHEN state = 'sent' THEN 'failed' ELSE state END WHERE id = ?",
+        (reason, delivery_id),
+    )
 
 
 async def finish_attempt(

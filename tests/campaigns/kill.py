@@ -119,7 +119,8 @@ def _kill_after_apply(world: World, target: str, bound_s: float = 300.0) -> bool
     """
     proxy = world.proxy(target)
     proxy.hold_after_apply(HOLD_PATHS[target])
-    world.load.drop_file(HOLD_COLLECTIONS[target], count=3, bad=False)
+    with world.load.busy:
+        world.load.drop_file(HOLD_COLLECTIONS[target], count=3, bad=False)
     process = world.daemon.process
     assert process is not None
     deadline = time.monotonic() + bound_s

@@ -6,6 +6,7 @@ defects the campaign found in pulls (a body that is not JSON, Retry-After), each
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pytest
@@ -94,6 +95,28 @@ def test_the_puller_waits_for_retry_after(tmp_path: Path) -> None:
         proxy.force("throttle_delta", "throttle_date")
         world.daemon.start()
         wait_until(lambda: len(proxy.seen("GET")) >= 4, what="four pulls")
+        assert world.stop() == 0
+        assert retry_after_respected(proxy, "favourites") == []
+    finally:
+        world.close()
+
+
+def test_a_reload_does_not_cut_a_pull_retry_after_short(tmp_path: Path) -> None:
+    """Seen in the campaign (seed 11): the operator reloads (a 401 elsewhere) while a pull
+    waits out a Retry-After; the pull loop the reload starts must wait for it too."""
+    world = make_world(tmp_path, 7, proxies=True, pull_interval_s=0.2)
+    try:
+        proxy = world.proxy("favourites")
+        proxy.retry_after_s = (3,)
+        world.daemon.start()
+        world.daemon.wait_for("daemon_ready")
+        proxy.force("throttle_delta")
+        wait_until(lambda: proxy.injected["throttle_delta"] == 1, what="a throttled pull")
+        world.daemon.mark_log()
+        world.daemon.send_signal(signal.SIGHUP)
+        world.daemon.wait_for("config_reloaded")
+        throttled = len(proxy.seen("GET"))
+        wait_until(lambda: len(proxy.seen("GET")) >= throttled + 2, what="the next pulls")
         assert world.stop() == 0
         assert retry_after_respected(proxy, "favourites") == []
     finally:

@@ -191,8 +191,11 @@ async def test_migration_6_leaves_old_attempts_finished(tmp_path: Path) -> None:
     db = await open_store(path)
     # An attempt recorded before the migration carries no entries: nothing to send again.
     assert await outbox.unfinished_requests(db, "crm") == []
+    await db.close()
     entry = outbox.OutboxEntry(7, "contacts", "a@x", 9, False, '{"a":1}', 0)
-    [written] = await outbox.open_requests(db, "crm", [("k2", [entry])], now=10)
+    with sqlite3.connect(path) as raw:
+        [written] = outbox.open_requests(raw, "crm", [("k2", [entry])], now=10)
+    db = await open_store(path)
     [unfinished] = await outbox.unfinished_requests(db, "crm")
     await db.close()
     assert unfinished == outbox.UnfinishedRequest(written, "k2", "sent", [entry])
