@@ -1,31 +1,43 @@
 """The delivery engine: one flusher per provider, written once for every adapter.
 
 A flusher takes the oldest outbox entries up to the provider's batch limit,
-drops (to dead letters) what the adapter's local check refuses, sends the rest,
-and records the outcome in one transaction. What the provider's answer means is
-decided by the error's type (``adapters.errors``):
+drops (to dead letters) what the adapter's local check refuses, cuts the rest into
+requests, writes each request ahead (a ``deliveries`` row in state ``sent`` with
+the entries exactly as they are sent), sends it, and records the outcome on that
+row. What the provider's answer means is decided by the error's type
+(``adapters.errors``):
 
-* success: entries leave the outbox, ``delivered`` and ``deliveries`` record it
+* success: entries leave the outbox, ``delivered`` and ``deliveries`` record it;
+  the request is finished
 * ProviderUnavailable: provider ``offline``; RetryableError (an unexpected answer
   and a misconfigured provider included): ``backing-off``; the next attempt waits
   ``Retry-After`` when given, up to ``max_retry_after_s`` (``retry_after_capped`` is
   logged beyond it), else exponential backoff with full jitter (``backoff_base_s``
-  .. ``backoff_cap_s``); the time is stored, so a restart keeps it
+  .. ``backoff_cap_s``); the moment is stored (a restart keeps it, ``status`` shows
+  it), the wait is counted on the monotonic clock (a wall clock set back does not
+  stretch it)
 * AuthError: ``auth-failed``; every entry is kept; a reload, ``dropsync resync``,
   or a restart (which probes once) resumes
-* PermanentError: the batch is split in halves until the offending records are
-  alone; those go to ``dead_letters`` with the provider's reason
+* PermanentError: the request is finished; the batch is split in halves (new
+  requests) until the offending records are alone; those go to ``dead_letters``
+  with the provider's reason
 
-Delivery is at least once; each batch carries an idempotency key derived from
-the (provider, collection, key, version) of its entries.
+Delivery is at least once; each request carries an idempotency key derived from
+the (provider, collection, key, version) of its entries. A request whose answer is
+not final (a retryable failure, which may come after the provider applied it, or a
+kill while it was in flight) stays unfinished: before any new batch is formed it is
+sent again exactly as it was (same entries and bodies, same key), so the provider
+applies it once. A newer version of one of its entries waits in the outbox and goes
+after it (docs/providers.md, "requests are written ahead").
 
 While the outbox has more, the flusher keeps going, three batches at a time: while
-one batch's request is in flight, the next is taken and prepared (decoded,
-checked) and the previous one's delivery is recorded in the store's thread. The
-next batch is taken after the entries in flight, which stay in the outbox until
-their delivery is recorded. Every other write goes through ``Flusher._write``, which
-waits for that recording first, so the provider's state is always written in the
-order things happened (a test holds that no other method writes).
+one batch's request is in flight, the next is taken, prepared (decoded, checked,
+written ahead) and the previous one's delivery is recorded in the store's thread.
+The next batch is taken after the entries in flight, which stay in the outbox until
+their delivery is recorded. The order of writes is a structure: a delivery is
+recorded (``_record_delivered``) before anything after it is written, because every
+other write goes through ``Flusher._write``, which first waits for that recording
+(``_settle``); a test holds that no other method writes.
 """
 
 from __future__ import annotations
@@ -38,6 +50,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
+from typing import TypeVar
 
 import aiosqlite
 import anyio
@@ -64,14 +77,42 @@ from dropsync.store.handle import Store
 from dropsync.store.merge import MergeResult
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
+NOT_SENT_AGAIN = (
+    "not sent again: the provider's local check now refuses some of its entries (the "
+    "config changed); its entries go in new batches"
+)
 # Flushers are woken by merges and by commits of other programs; this is a safety net.
 IDLE_RECHECK_S = 30.0
 _MIN_DELAY_S = 0.05
 
 
-# A batch the provider took, not yet recorded: entries, batch key, latency (ms), result.
-_Delivered = tuple[list[outbox.OutboxEntry], str, float, PushResult]
+@dataclass(slots=True)
+class _Request:
+    """One request to the provider: its entries, its Idempotency-Key, and its
+    ``deliveries`` row written ahead (None in dry-run mode)."""
+
+    entries: list[outbox.OutboxEntry]
+    key: str
+    delivery_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Attempt:
+    """One sending of a request: when it started (wall clock, and perf_counter)."""
+
+    request: _Request
+    sent_at: int
+    started: float
+
+    def latency_ms(self) -> float:
+        """Milliseconds since the request was sent."""
+        return (time.perf_counter() - self.started) * 1000
+
+
+# A request the provider took, not yet recorded: the attempt, its latency (ms), the answer.
+_Delivered = tuple[_Attempt, float, PushResult]
 # Records a push's per-request outcomes and proven records, in the delivery's transaction.
 AnswerRecorder = Callable[
     [sqlite3.Connection, Sequence[outbox.OutboxEntry], PushResult, int], MergeResult
@@ -162,6 +203,10 @@ class Flusher:
         self._unrecorded: list[_Delivered] = []
         self._recording: anyio.Event | None = None
         self._recording_error: Exception | None = None
+        # Requests written ahead and not sent yet (discarded when the flush stops early).
+        self._ahead: dict[int, _Request] = {}
+        # The stored next attempt being waited for, and its end on the monotonic clock.
+        self._backoff_end: tuple[int, float] | None = None
 
     def wake(self) -> None:
         """New entries are waiting: stop idling."""
@@ -180,24 +225,58 @@ class Flusher:
         while True:
             async with self.store.read() as db:
                 state = await outbox.provider_state(db, self.name)
-            now = now_ms()
             if state is not None and state.state == "auth-failed" and not probe:
                 await self._idle(IDLE_RECHECK_S)  # resync/reload changes the state
                 continue
             probe = False
-            if state is not None and state.next_attempt_at and state.next_attempt_at > now:
-                # The loop re-checks the clock, so a timer that fires early cannot send early.
-                await anyio.sleep((state.next_attempt_at - now) / 1000 + 0.002)
+            left = self._backoff_left(state.next_attempt_at if state is not None else None)
+            if left > 0:
+                # Woken by new entries, it looks again: a resync or reload may have ended it.
+                await self._idle(left)
                 continue
             if not await self.flush_once() and not self.paused:
                 await self._idle(IDLE_RECHECK_S)
 
+    def _backoff_left(self, next_attempt_at: int | None) -> float:
+        """Seconds still to wait for the stored next attempt, on the monotonic clock.
+
+        ``next_attempt_at`` is a wall-clock moment (``status`` shows it, a restart keeps
+        it); the wait it stands for is measured once, when this flusher stored it or first
+        saw it, and then counted on the monotonic clock, never longer than the longest
+        wait the config allows. The wall clock set back (or forward) meanwhile neither
+        holds delivery back nor lets it go early.
+        """
+        if next_attempt_at is None:
+            self._backoff_end = None
+            return 0.0
+        if self._backoff_end is None or self._backoff_end[0] != next_attempt_at:
+            left = min(max(0.0, (next_attempt_at - now_ms()) / 1000), self.config.max_delay_s)
+            self._backoff_end = (next_attempt_at, anyio.current_time() + left)
+        return max(0.0, self._backoff_end[1] - anyio.current_time())
+
+    def _backing_off(self, next_attempt_at: int | None, delay: float | None) -> None:
+        """The next attempt was just stored, ``delay`` seconds from now (None: no time)."""
+        self._backoff_end = (
+            None
+            if next_attempt_at is None or delay is None
+            else (next_attempt_at, anyio.current_time() + delay)
+        )
+
     async def flush_once(self) -> bool:
-        """Send until the outbox is empty (or the provider pauses); False if nothing was sent."""
-        entries = await self._take(self._dry_run_after)
+        """Send until the outbox is empty (or the provider pauses); False if nothing was sent.
+
+        Requests whose answer never became final (the daemon stopped while one was in
+        flight, or the provider failed it) are sent again first, as they were.
+        """
         self.paused = False
-        if not entries:
+        try:
+            resent = await self._resend_unfinished()
+        except _Paused:
+            self.paused = True
             return False
+        entries = await self._take(self._dry_run_after)
+        if not entries:
+            return resent
         if self.dry_run:
             self._dry_run_after = entries[-1].id
             await self._flush_batch(entries)
@@ -218,11 +297,57 @@ class Flusher:
                 with anyio.CancelScope(shield=True):
                     try:
                         await self._settle()
+                        await self._discard_unsent()
                     except Exception as exc:
                         error = error or exc
         if error is not None:
             raise error
         return not self.paused
+
+    async def _resend_unfinished(self) -> bool:
+        """Send again each request written ahead whose answer is not final, exactly as it
+        was (entries, bodies, Idempotency-Key), oldest first; True if there were any.
+
+        A newer version of one of its entries, queued meanwhile, stays in the outbox and
+        goes in a later batch: the provider gets the versions in the order they were made.
+        """
+        if self.dry_run:
+            return False
+        async with self.store.read() as db:
+            unfinished = await outbox.unfinished_requests(db, self.name)
+        for old in unfinished:
+            self._outgoing.update((e.id, to_outgoing(self.name, e)) for e in old.entries)
+            refused = [e for e in old.entries if self.provider.check(self._outgoing[e.id])]
+            if refused:
+                # The config changed since (a user's token removed, say): the adapter could
+                # not send it. Its entries take the usual way: refused ones dead-lettered.
+                self._forget(old.entries)
+                async with self._write() as db:
+                    await outbox.abandon_request(db, old.delivery_id, reason=NOT_SENT_AGAIN)
+                log.warning(
+                    "request_not_resent",
+                    provider=self.name,
+                    batch_id=old.batch_id,
+                    items=len(old.entries),
+                    refused=len(refused),
+                    reason=NOT_SENT_AGAIN,
+                )
+                continue
+            async with self._write() as db:
+                delivery_id = await outbox.reopen_request(db, old.delivery_id, now=now_ms())
+            log.info(
+                "request_resent",
+                provider=self.name,
+                batch_id=old.batch_id,
+                items=len(old.entries),
+                interrupted=old.state == "sent",
+            )
+            try:
+                await self._send(_Request(old.entries, old.batch_id, delivery_id))
+            finally:
+                self._forget(old.entries)
+            await self._settle()  # recorded before the next batch is taken
+        return bool(unfinished)
 
     async def _take(self, after_id: int) -> list[outbox.OutboxEntry]:
         # From the read-only connection: taking the next batch does not wait for the
@@ -235,23 +360,56 @@ class Flusher:
             await self._send(request)
         self._forget(entries)
 
-    async def _prepare(self, entries: list[outbox.OutboxEntry]) -> list[list[outbox.OutboxEntry]]:
-        """Decode the batch, dead-letter what the adapter refuses, cut the rest into requests."""
+    async def _prepare(self, entries: list[outbox.OutboxEntry]) -> list[_Request]:
+        """Decode the batch, dead-letter what the adapter refuses, cut the rest into
+        requests and write them ahead."""
         # Each entry is decoded once; its OutgoingChange rides along through retries and splits.
         self._outgoing.update((e.id, to_outgoing(self.name, e)) for e in entries)
         sendable = await self._drop_unsendable(entries)
-        return split_by_bytes(sendable, self.batch_limit, self.provider.limits.max_bytes)
+        groups = split_by_bytes(sendable, self.batch_limit, self.provider.limits.max_bytes)
+        return await self._requests(groups)
+
+    async def _requests(self, groups: list[list[outbox.OutboxEntry]]) -> list[_Request]:
+        """Requests of these entries, each recorded (``sent``, with its entries) before it
+        can be sent: after a kill, the restarted daemon sends it again as it was."""
+        requests = [
+            _Request(group, batch_idempotency_key([self._outgoing[e.id] for e in group]))
+            for group in groups
+        ]
+        if self.dry_run or not requests:
+            return requests
+        # Shielded: once written, a request is known here, so an unsent one is discarded.
+        with anyio.CancelScope(shield=True):
+            ids = await self._transact(
+                partial(
+                    outbox.open_requests,
+                    provider=self.name,
+                    requests=[(r.key, r.entries) for r in requests],
+                    now=now_ms(),
+                )
+            )
+        for request, delivery_id in zip(requests, ids, strict=True):
+            request.delivery_id = delivery_id
+            self._ahead[delivery_id] = request
+        return requests
+
+    async def _discard_unsent(self) -> None:
+        """Forget the requests written ahead that the flush stopped before sending."""
+        unsent, self._ahead = list(self._ahead), {}
+        if unsent:
+            async with self._write() as db:
+                await outbox.discard_requests(db, unsent)
 
     def _forget(self, entries: list[outbox.OutboxEntry]) -> None:
         for entry in entries:
             self._outgoing.pop(entry.id, None)
 
     async def _send_and_prepare_next(
-        self, entries: list[outbox.OutboxEntry], requests: list[list[outbox.OutboxEntry]]
-    ) -> tuple[list[outbox.OutboxEntry], list[list[outbox.OutboxEntry]]]:
+        self, entries: list[outbox.OutboxEntry], requests: list[_Request]
+    ) -> tuple[list[outbox.OutboxEntry], list[_Request]]:
         """Send a prepared batch; while it is in flight, take and prepare the one after it."""
         following: list[outbox.OutboxEntry] = []
-        prepared: list[list[outbox.OutboxEntry]] = []
+        prepared: list[_Request] = []
         errors: list[BaseException] = []  # raised as themselves, not in an ExceptionGroup
 
         async def take_next() -> None:
@@ -274,6 +432,8 @@ class Flusher:
             self._forget(following)
             raise errors[0]
         return following, prepared
+
+    # -- writing: every write goes through _write, which first waits for the recording ----
 
     def _record_in_background(self, recorder: anyio.abc.TaskGroup) -> None:
         """Start recording the delivered batches; ``_settle`` waits for it."""
@@ -306,6 +466,12 @@ class Flusher:
     async def _record_all(self, batches: list[_Delivered]) -> None:
         for batch in batches:
             await self._record_delivered(*batch)
+
+    async def _transact(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``_write`` for a unit of work run whole in the store's thread (tried again
+        whole after a busy store or a full disk): settle first."""
+        await self._settle()
+        return await self.store.transact(fn)
 
     @asynccontextmanager
     async def _write(self) -> AsyncIterator[aiosqlite.Connection]:
@@ -345,9 +511,10 @@ class Flusher:
                     )
         return sendable
 
-    async def _send(self, entries: list[outbox.OutboxEntry]) -> None:
+    async def _send(self, request: _Request) -> None:
+        """Send one request and act on the answer (see the module docstring)."""
+        entries, key = request.entries, request.key
         changes = [self._outgoing[e.id] for e in entries]
-        key = batch_idempotency_key(changes)
         if self.dry_run:
             log.info(
                 "dry_run_batch",
@@ -358,20 +525,23 @@ class Flusher:
                 bytes=sum(len(e.body or "") for e in entries),
             )
             return
-        started = time.perf_counter()
+        if request.delivery_id is not None:
+            self._ahead.pop(request.delivery_id, None)  # from here on it may reach the provider
+        attempt = _Attempt(request, now_ms(), time.perf_counter())
         try:
             result = await self.provider.push(changes, idempotency_key=key)
         except AuthError as exc:
-            await self._failed(entries, key, started, exc, state="auth-failed")
+            await self._failed(attempt, exc, state="auth-failed")
             raise _Paused from exc
         except RetryableError as exc:
             state = "offline" if isinstance(exc, ProviderUnavailable) else "backing-off"
-            await self._failed(entries, key, started, exc, state=state)
+            await self._failed(attempt, exc, state=state)
             raise _Paused from exc
         except PermanentError as exc:
-            await self._rejected(entries, key, started, exc)
+            await self._rejected(attempt, exc)
             return
-        await self._delivered(entries, key, started, result)
+        # Recorded by flush_once (in the background, or by the next write): see _settle.
+        self._unrecorded.append((attempt, attempt.latency_ms(), result))
 
     def _delay(self, exc: ProviderError, failures: int) -> tuple[float, float | None]:
         """Seconds until the next attempt, and the provider's Retry-After if it was capped."""
@@ -383,18 +553,13 @@ class Flusher:
             return max(ceiling, _MIN_DELAY_S), asked
         return max(asked, _MIN_DELAY_S), None
 
-    async def _failed(
-        self,
-        entries: list[outbox.OutboxEntry],
-        key: str,
-        started: float,
-        exc: ProviderError,
-        *,
-        state: str,
-    ) -> None:
+    async def _failed(self, attempt: _Attempt, exc: ProviderError, *, state: str) -> None:
+        """A retryable answer (or none): the request stays unfinished, sent again as it is
+        after the wait (the provider may have applied it: the same Idempotency-Key)."""
         delay: float | None = None
         capped: float | None = None
         failures = 0
+        entries = attempt.request.entries
         async with self._write() as db:
             now = now_ms()
             if state != "auth-failed":  # auth-failed waits for a reload, not for a time
@@ -403,7 +568,9 @@ class Flusher:
                 delay, capped = self._delay(exc, failures)
             # Rounded up, plus 1 ms for the truncation of now_ms(): never a moment early.
             next_attempt = None if delay is None else now + math.ceil(delay * 1000) + 1
-            await self._log_attempt(db, entries, key, started, "failed", exc.status, str(exc), now)
+            await self._finish_attempt(
+                db, attempt, "failed", exc.status, str(exc), final=False, now=now
+            )
             await outbox.count_attempt(db, [e.id for e in entries])
             await outbox.set_provider_state(
                 db,
@@ -414,6 +581,7 @@ class Flusher:
                 failures=failures,
                 last_error=str(exc),
             )
+        self._backing_off(next_attempt, delay)
         if capped is not None:
             log.warning(
                 "retry_after_capped",
@@ -430,36 +598,52 @@ class Flusher:
             items=len(entries),
         )
 
-    async def _log_attempt(
+    async def _finish_attempt(
         self,
         db: aiosqlite.Connection,
-        entries: list[outbox.OutboxEntry],
-        key: str,
-        started: float,
+        attempt: _Attempt,
         state: str,
         status: int | None,
         error: str,
+        *,
+        final: bool,
         now: int,
     ) -> None:
-        await outbox.record_attempt(
+        """Record the answer on the attempt's row written ahead (``final``: the request is
+        finished, its entries are no longer kept there)."""
+        delivery_id = attempt.request.delivery_id
+        if delivery_id is None:  # not written ahead (a test's flusher driven by hand)
+            await outbox.record_attempt(
+                db,
+                provider=self.name,
+                batch_id=attempt.request.key,
+                items=len(attempt.request.entries),
+                state=state,
+                now=now,
+                http_status=status,
+                latency_ms=attempt.latency_ms(),
+                error=error,
+            )
+            return
+        await outbox.finish_attempt(
             db,
-            provider=self.name,
-            batch_id=key,
-            items=len(entries),
+            delivery_id,
             state=state,
-            now=now,
+            attempted_at=attempt.sent_at,
             http_status=status,
-            latency_ms=(time.perf_counter() - started) * 1000,
+            latency_ms=attempt.latency_ms(),
             error=error,
+            final=final,
         )
 
-    async def _rejected(
-        self, entries: list[outbox.OutboxEntry], key: str, started: float, exc: PermanentError
-    ) -> None:
+    async def _rejected(self, attempt: _Attempt, exc: PermanentError) -> None:
+        """A permanent refusal: the request is finished; a single entry is dead-lettered,
+        a batch is split in halves (new requests) until the offending entries are alone."""
+        entries = attempt.request.entries
         async with self._write() as db:
             now = now_ms()
-            await self._log_attempt(
-                db, entries, key, started, "rejected", exc.status, exc.reason, now
+            await self._finish_attempt(
+                db, attempt, "rejected", exc.status, exc.reason, final=True, now=now
             )
             if len(entries) == 1:
                 await outbox.dead_letter(
@@ -476,29 +660,31 @@ class Flusher:
             )
             return
         middle = len(entries) // 2
-        await self._send(entries[:middle])
-        await self._send(entries[middle:])
-
-    async def _delivered(
-        self, entries: list[outbox.OutboxEntry], key: str, started: float, result: PushResult
-    ) -> None:
-        """The provider took the batch: recorded by ``flush_once`` (or the next write)."""
-        self._unrecorded.append((entries, key, (time.perf_counter() - started) * 1000, result))
+        for half in (entries[:middle], entries[middle:]):
+            for request in await self._requests([half]):
+                await self._send(request)
 
     async def _record_delivered(
-        self, entries: list[outbox.OutboxEntry], key: str, latency: float, result: PushResult
+        self, attempt: _Attempt, latency: float, result: PushResult
     ) -> None:
+        """The provider took the request: one transaction records the delivery on its row
+        written ahead (the request is finished), the entries leave the outbox, and what the
+        answer proves is merged."""
+        request = attempt.request
+        entries = request.entries
         now = now_ms()
         deliver = partial(
             outbox.deliver_batch,
             provider=self.name,
             entries=entries,
-            batch_id=key,
+            batch_id=request.key,
             state=result.state,
             http_status=result.status,
             latency_ms=latency,
             remote_ref=result.remote_ref,
             now=now,
+            delivery_id=request.delivery_id,
+            attempted_at=attempt.sent_at,
         )
         record_answer = self.record_answer
         if record_answer is None or not (result.outcomes or result.changes):

@@ -253,6 +253,7 @@ class FileBatchFlusher(Flusher):
                 failures=failures,
                 last_error=reason,
             )
+        self._backing_off(now + int(delay * 1000) + 1, delay)
         log.warning("spool_failed", provider=self.name, error=reason, retry_in_s=delay)
 
     async def _dead_letter_refused(self, refused: dict[str, list[outbox.OutboxEntry]]) -> None:
@@ -494,6 +495,7 @@ class FileBatchFlusher(Flusher):
                 failures=failures,
                 last_error=str(exc),
             )
+        self._backing_off(next_attempt, delay)
         log.warning(
             f"provider_{state.replace('-', '_')}",
             provider=self.name,

@@ -122,6 +122,9 @@ class ProviderSupervisor:
         self.webhook_url: Callable[[str], str | None] = lambda name: None
         self._scope: anyio.CancelScope | None = None
         self._reloaded = False
+        # Per provider: no pull before this moment (monotonic), set by a Retry-After; kept
+        # here, so the pull loop a reload starts again honours it too.
+        self._pull_not_before: dict[str, float] = {}
 
     def wake(self, providers: Iterable[str]) -> None:
         """Tell these providers' flushers that entries are waiting."""
@@ -255,6 +258,9 @@ class ProviderSupervisor:
                     await anyio.sleep(config.pull_interval_s)
                     continue
             probe = False
+            held = self._pull_not_before.get(config.name, 0.0) - anyio.current_time()
+            if held > 0:
+                await anyio.sleep(held)  # a Retry-After answered before a reload
             wait = config.pull_interval_s
             try:
                 if isinstance(provider, StreamPuller):
@@ -268,7 +274,10 @@ class ProviderSupervisor:
                 # Shown like a push failure; the pull itself retries after pull_interval_s,
                 # or after the provider's Retry-After when that is longer (up to the ceiling).
                 shown = "offline" if isinstance(exc, ProviderUnavailable) else "backing-off"
-                wait = max(wait, self._pull_retry_after(config, exc))
+                asked = self._pull_retry_after(config, exc)
+                if asked > 0:
+                    self._pull_not_before[config.name] = anyio.current_time() + asked
+                wait = max(wait, asked)
                 log.warning(
                     "pull_failed",
                     provider=config.name,

@@ -143,6 +143,117 @@ async def take_batch(
     return [OutboxEntry(i, c, k, u, bool(d), b, a) for i, c, k, u, d, b, a in rows]
 
 
+class UnfinishedRequest(NamedTuple):
+    """A request written ahead whose answer is not final: sent again as it was."""
+
+    delivery_id: int  # its latest attempt
+    batch_id: str
+    state: str  # 'sent': the daemon stopped during the attempt; 'failed': a retryable answer
+    entries: list[OutboxEntry]
+
+
+INTERRUPTED = "interrupted: the daemon stopped before the answer was recorded"
+
+
+def _entries_json(entries: Sequence[OutboxEntry]) -> str:
+    return orjson.dumps(
+        [(e.id, e.collection, e.key, e.updated_at, e.deleted, e.body) for e in entries]
+    ).decode()
+
+
+def open_requests(
+    db: sqlite3.Connection,
+    provider: str,
+    requests: Sequence[tuple[str, Sequence[OutboxEntry]]],
+    *,
+    now: int,
+) -> list[int]:
+    """Write requests ahead of sending them: a ``sent`` deliveries row each, with the
+    (batch id, entries) it carries; returns their ids, in order (run in the store's thread)."""
+    ids = []
+    for batch_id, entries in requests:
+        cursor = db.execute(
+            "INSERT INTO deliveries (provider, batch_id, items, state, attempted_at, entries) "
+            "VALUES (?, ?, ?, 'sent', ?, ?)",
+            (provider, batch_id, len(entries), now, _entries_json(entries)),
+        )
+        assert cursor.lastrowid is not None
+        ids.append(cursor.lastrowid)
+    return ids
+
+
+async def discard_requests(db: aiosqlite.Connection, delivery_ids: Sequence[int]) -> None:
+    """Forget requests written ahead that were never sent (their entries stay in the outbox)."""
+    await db.executemany(
+        "DELETE FROM deliveries WHERE id = ? AND state = 'sent'", [(i,) for i in delivery_ids]
+    )
+
+
+async def unfinished_requests(db: aiosqlite.Connection, provider: str) -> list[UnfinishedRequest]:
+    """A provider's requests whose answer is not final, oldest first."""
+    rows = await db.execute_fetchall(
+        "SELECT id, batch_id, state, entries FROM deliveries "
+        "WHERE provider = ? AND entries IS NOT NULL ORDER BY id",
+        (provider,),
+    )
+    return [
+        UnfinishedRequest(
+            delivery_id,
+            batch_id,
+            state,
+            [OutboxEntry(i, c, k, u, bool(d), b, 0) for i, c, k, u, d, b in orjson.loads(entries)],
+        )
+        for delivery_id, batch_id, state, entries in rows
+    ]
+
+
+async def reopen_request(db: aiosqlite.Connection, delivery_id: int, *, now: int) -> int:
+    """A new attempt of an unfinished request: the entries move to a new ``sent`` row (an
+    attempt the daemon did not live to finish is marked ``failed``); returns the new id."""
+    cursor = await db.execute(
+        "INSERT INTO deliveries (provider, batch_id, items, state, attempted_at, entries) "
+        "SELECT provider, batch_id, items, 'sent', ?, entries FROM deliveries WHERE id = ?",
+        (now, delivery_id),
+    )
+    await db.execute(
+        "UPDATE deliveries SET entries = NULL, "
+        "error = CASE WHEN state = 'sent' THEN ? ELSE error END, "
+        "state = CASE WHEN state = 'sent' THEN 'failed' ELSE state END WHERE id = ?",
+        (INTERRUPTED, delivery_id),
+    )
+    assert cursor.lastrowid is not None
+    return cursor.lastrowid
+
+
+async def abandon_request(db: aiosqlite.Connection, delivery_id: int, *, reason: str) -> None:
+    """An unfinished request that will not be sent again: its entries are dropped from
+    the row (they are still in the outbox), the reason kept as its error."""
+    await db.execute(
+        "UPDATE deliveries SET entries = NULL, error = ?, "
+        "state = CASE WHEN state = 'sent' THEN 'failed' ELSE state END WHERE id = ?",
+        (reason, delivery_id),
+    )
+
+
+async def finish_attempt(
+    db: aiosqlite.Connection,
+    delivery_id: int,
+    *,
+    state: str,
+    attempted_at: int,
+    http_status: int | None,
+    latency_ms: float,
+    error: str | None,
+    final: bool,
+) -> None:
+    """Record the answer to an attempt written ahead (``final``: the request is finished)."""
+    await db.execute(
+        "UPDATE deliveries SET state = ?, attempted_at = ?, http_status = ?, latency_ms = ?, "
+        "error = ?, entries = CASE WHEN ? THEN NULL ELSE entries END WHERE id = ?",
+        (state, attempted_at, http_status, latency_ms, error, final, delivery_id),
+    )
+
+
 def deliver_batch(
     db: sqlite3.Connection,
     provider: str,
@@ -154,14 +265,27 @@ def deliver_batch(
     latency_ms: float,
     remote_ref: str | None,
     now: int,
+    delivery_id: int | None = None,
+    attempted_at: int | None = None,
 ) -> None:
-    """One transaction's work after a provider took a batch (run in the store's thread)."""
-    cursor = db.execute(
-        "INSERT INTO deliveries (provider, batch_id, items, state, http_status, latency_ms, "
-        "remote_ref, attempted_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (provider, batch_id, len(entries), state, http_status, latency_ms, remote_ref, now),
-    )
-    delivery_id = cursor.lastrowid
+    """One transaction's work after a provider took a batch (run in the store's thread).
+
+    ``delivery_id``: the request's row written ahead, which becomes the delivery (else a
+    row is added); ``attempted_at`` when it was sent (default ``now``).
+    """
+    if delivery_id is None:
+        cursor = db.execute(
+            "INSERT INTO deliveries (provider, batch_id, items, state, http_status, latency_ms, "
+            "remote_ref, attempted_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (provider, batch_id, len(entries), state, http_status, latency_ms, remote_ref, now),
+        )
+        delivery_id = cursor.lastrowid
+    else:
+        db.execute(
+            "UPDATE deliveries SET state = ?, http_status = ?, latency_ms = ?, remote_ref = ?, "
+            "error = NULL, attempted_at = ?, entries = NULL WHERE id = ?",
+            (state, http_status, latency_ms, remote_ref, attempted_at or now, delivery_id),
+        )
     # The batch as one JSON array [[id, collection, key, updated_at], ...]: one statement
     # each for the outbox and the delivery state, instead of a bound row each.
     versions = orjson.dumps([(e.id, e.collection, e.key, e.updated_at) for e in entries]).decode()

@@ -6,8 +6,9 @@
   supplied (``remove_outdated`` asks whether a provider ever supplied a key).
 * ``deliveries``: finished attempts (``confirmed``, ``rejected``, ``failed``,
   ``dry-run``, and ``accepted`` of a provider that never confirms) made before the
-  cut-off go, except those ``delivered`` still names. ``sent`` attempts, and ``accepted``
-  ones awaiting a confirmation, stay until they are settled.
+  cut-off go, except those ``delivered`` still names or that carry an unfinished request
+  (``entries``). ``sent`` attempts, and ``accepted`` ones awaiting a confirmation, stay
+  until they are settled.
 * Drop files filed in ``.done/`` are removed by the daemon (``daemon.retention``);
   before one goes, the bodies of its versions the inbox still lists are copied into
   those rows (``keep_bodies``), so no version is lost with the file.
@@ -64,6 +65,7 @@ def prune_deliveries(db: sqlite3.Connection, *, before: int, limit: int) -> int:
         " AND (state IN ('confirmed', 'rejected', 'failed', 'dry-run')"
         "  OR (state = 'accepted' AND provider IN"
         "   (SELECT name FROM providers WHERE confirm_timeout_ms IS NULL)))"
+        " AND entries IS NULL"  # an unfinished request's entries are still to be sent
         " AND id NOT IN (SELECT delivery_id FROM delivered)"
         " ORDER BY id LIMIT ?)",
         (before, limit),

@@ -38,7 +38,9 @@ def retry_after_respected(proxy: FaultProxy, name: str) -> list[Violation]:
     found: list[Violation] = []
     for method in ("GET", "POST"):
         not_before: float | None = None
-        for arrival in proxy.seen(method):
+        # In the order the requests arrived: the proxy logs each once answered, so a request
+        # it held (a timeout fault) is logged after requests that came later.
+        for arrival in sorted(proxy.seen(method), key=lambda a: a.monotonic):
             if not_before is not None and arrival.wall < not_before:
                 found.append(
                     Violation(

@@ -107,20 +107,25 @@ def finish(
 
 
 HOLD_PATHS = {"crm": "/account", "favourites": "/postUserFavorites"}
+HOLD_COLLECTIONS = {"crm": "contacts", "favourites": "favourites"}
 
 
-def _kill_after_apply(world: World, target: str, wait_s: float = 8.0) -> bool:
+def _kill_after_apply(world: World, target: str, bound_s: float = 300.0) -> bool:
     """Hold the next push to ``target`` once its provider applied it, then kill the daemon.
 
-    False if no push came within ``wait_s`` (the daemon is killed all the same).
+    Event-driven: a change for ``target`` is dropped, and the kill waits until the proxy has
+    seen the provider apply a push (however long a loaded machine takes); ``bound_s`` only
+    bounds a wedge. False if the daemon exited by itself first (it is killed all the same).
     """
     proxy = world.proxy(target)
     proxy.hold_after_apply(HOLD_PATHS[target])
+    with world.load.busy:
+        world.load.drop_file(HOLD_COLLECTIONS[target], count=3, bad=False)
     process = world.daemon.process
     assert process is not None
-    deadline = time.monotonic() + wait_s
-    while not proxy.held.is_set() and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.005)
+    deadline = time.monotonic() + bound_s
+    while not proxy.held.wait(0.01) and process.poll() is None:
+        assert time.monotonic() < deadline, f"no push to {target} in {bound_s:.0f} s: a wedge"
     held = proxy.held.is_set()
     proxy.cancel_hold()
     world.kill()

@@ -117,6 +117,9 @@ class Load:
         self._db: sqlite3.Connection | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        # Held by each step of the background load: take it to make a change from another
+        # thread (the generator's counters and random draws are not shared safely otherwise).
+        self.busy = threading.Lock()
         self.errors: list[str] = []  # the generator's own failures (a failed INSERT, say)
 
     # -- versions -----------------------------------------------------------------------
@@ -322,7 +325,8 @@ class Load:
             pause = 1.0 / per_second
             while not self._stop.wait(pause):
                 try:
-                    self.step()
+                    with self.busy:
+                        self.step()
                 except Exception as exc:  # recorded: the oracle reports it
                     self.errors.append(f"{type(exc).__name__}: {exc}")
 

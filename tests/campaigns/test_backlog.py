@@ -26,17 +26,8 @@ INVARIANTS = (
     "load",
 )
 # Issue 9 item 11 (start-up recovery racing the watcher: two ledger rows, ingest_failed logged)
-# is fixed: every file of the backlog is owned by one ingest (daemon/dropfiles.py).
-KNOWN: dict[str, pytest.MarkDecorator] = {}
-SOMETIMES = {
-    # The kill campaign's finding (test_kill_anywhere.RESEND_IN_A_NEW_BATCH): when the kill
-    # lands while a batch is in flight, the batch is applied again after the restart. Whether
-    # the kill lands there depends on timing: on a busy machine about one run in two.
-    "applied_once": pytest.mark.xfail(
-        strict=False,
-        reason="a batch in flight at the kill is re-sent in another batch and applied twice",
-    ),
-}
+# is fixed: every file of the backlog is owned by one ingest (daemon/dropfiles.py). A batch in
+# flight at the kill is sent again as it was (daemon/delivery.py: requests written ahead).
 
 
 def run(tmp_path_factory: pytest.TempPathFactory, seed: int, *, kill: bool) -> CampaignResult:
@@ -71,18 +62,13 @@ def test_every_violation_belongs_to_a_known_invariant(
         assert not unknown, oracle.report(unknown, result.seed)
 
 
-@pytest.mark.parametrize(
-    "invariant", [pytest.param(name, marks=KNOWN.get(name, ())) for name in INVARIANTS]
-)
+@pytest.mark.parametrize("invariant", INVARIANTS)
 def test_start_on_a_backlog_holds(cold: CampaignResult, invariant: str) -> None:
     found = cold.of(invariant)
     assert not found, oracle.report(found, cold.seed)
 
 
-@pytest.mark.parametrize(
-    "invariant",
-    [pytest.param(name, marks=SOMETIMES.get(name, KNOWN.get(name, ()))) for name in INVARIANTS],
-)
+@pytest.mark.parametrize("invariant", INVARIANTS)
 def test_start_on_a_backlog_after_a_kill_holds(killed: CampaignResult, invariant: str) -> None:
     found = killed.of(invariant)
     assert not found, oracle.report(found, killed.seed)

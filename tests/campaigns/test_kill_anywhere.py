@@ -32,17 +32,6 @@ INVARIANTS = (
     "error_logs",
     "load",
 )
-# Not strict: on about one run in five the restart re-sends the held batch alone (same key).
-RESEND_IN_A_NEW_BATCH = pytest.mark.xfail(
-    strict=False,
-    reason="campaign finding: a batch the provider applied just before a kill is sent again "
-    "after the restart inside a different batch (more entries queued meanwhile), so under a "
-    "different Idempotency-Key, and applied twice; the flusher must resend the in-flight batch "
-    "as it was (needs the batch recorded before sending: daemon/delivery.py and a migration)",
-)
-KNOWN = {
-    "applied_once": RESEND_IN_A_NEW_BATCH,
-}
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +45,8 @@ def campaign(tmp_path_factory: pytest.TempPathFactory, seed: int) -> CampaignRes
 def test_the_campaign_ran_at_size(campaign: CampaignResult) -> None:
     figures = campaign.figures
     assert figures["kills"] == KILLS
-    assert figures["kills_after_apply"] >= 3, figures  # the worst moment, hit for real
+    # Every fourth kill at the worst moment, hit for real (each waits for it to happen).
+    assert figures["kills_after_apply"] == KILLS // 4, figures
     assert figures["files"] > 50 and figures["inbox_rows"] > 100, figures
     assert figures["crm_requests"] > 0 and figures["favourites_requests"] > 0, figures
 
@@ -66,15 +56,12 @@ def test_every_violation_belongs_to_a_known_invariant(campaign: CampaignResult) 
     assert not unknown, oracle.report(unknown, campaign.seed)
 
 
-@pytest.mark.parametrize(
-    "invariant", [pytest.param(name, marks=KNOWN.get(name, ())) for name in INVARIANTS]
-)
+@pytest.mark.parametrize("invariant", INVARIANTS)
 def test_kill_anywhere_holds(campaign: CampaignResult, invariant: str) -> None:
     found = campaign.of(invariant)
     assert not found, oracle.report(found, campaign.seed)
 
 
-@RESEND_IN_A_NEW_BATCH
 def test_a_batch_applied_just_before_a_kill_is_not_applied_again(tmp_path: Path) -> None:
     """The held-answer kill, alone and deterministic: 3 contacts applied, daemon killed before
     recording; 2 more queued while it is down; after the restart each version is applied once."""

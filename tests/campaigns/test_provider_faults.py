@@ -1,11 +1,12 @@
 """Campaign 3: provider faults behind a fault proxy (bench/campaign.py faults: minutes long).
 
-One run per module; each invariant its own test. Two deterministic tests hold the two new
-defects the campaign found, each on its own.
+One run per module; each invariant its own test. Two deterministic tests hold the two
+defects the campaign found in pulls (a body that is not JSON, Retry-After), each on its own.
 """
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pytest
@@ -35,37 +36,6 @@ INVARIANTS = (
     "coverage",
     "load",
 )
-PULL_NOT_JSON = (
-    "campaign finding: a favourites pull answered 200 with a body that is not JSON (an HTML "
-    "page, an empty body) raises JSONDecodeError out of the adapter and ends the daemon "
-    "(exit 1): adapters/favourites.py must make it a retryable provider error"
-)
-PULL_RETRY_AFTER = (
-    "campaign finding: the puller ignores Retry-After (it waits pull_interval_s after a 429/503) "
-    "and a pull's 401 clears the next-attempt time the flusher stored: daemon/providers.py"
-)
-KNOWN = {
-    # Forced on the CRM's first requests, with keys that are never written again.
-    # Not strict while the fix of issue 9 item 1 (5c01271) is being checked against them.
-    "delivered": pytest.mark.xfail(
-        strict=False, reason="issue 9 item 1: a 200 HTML page or an empty 201 counts as delivered"
-    ),
-    "daemon_survives": pytest.mark.xfail(strict=False, reason=PULL_NOT_JSON),
-    "retry_after": pytest.mark.xfail(strict=False, reason=PULL_RETRY_AFTER),
-    # Consequences that show on some runs only (timing):
-    "files_once": pytest.mark.xfail(
-        strict=False, reason="issue 9 item 11, after the restarts the pull crash forces"
-    ),
-    "error_logs": pytest.mark.xfail(
-        strict=False,
-        reason="the pull crash's traceback (raw lines: issue 9 item 19) and issue 9 item 11",
-    ),
-    "applied_once": pytest.mark.xfail(
-        strict=False,
-        reason="the re-sent batch finding of campaign 1, after a cut or a timeout that came "
-        "after the provider applied, when more entries were queued before the retry",
-    ),
-}
 
 
 @pytest.fixture(scope="module")
@@ -85,9 +55,7 @@ def test_every_violation_belongs_to_a_known_invariant(campaign: CampaignResult) 
     assert not unknown, oracle.report(unknown, campaign.seed)
 
 
-@pytest.mark.parametrize(
-    "invariant", [pytest.param(name, marks=KNOWN.get(name, ())) for name in INVARIANTS]
-)
+@pytest.mark.parametrize("invariant", INVARIANTS)
 def test_provider_faults_hold(campaign: CampaignResult, invariant: str) -> None:
     found = campaign.of(invariant)
     assert not found, oracle.report(found, campaign.seed)
@@ -97,7 +65,6 @@ def _gets(world_proxy: object) -> int:
     return len(world_proxy.seen("GET"))  # type: ignore[attr-defined]
 
 
-@pytest.mark.xfail(strict=False, reason=PULL_NOT_JSON)
 @pytest.mark.parametrize("fault", ["html_200", "empty_2xx"])
 def test_a_pull_answered_with_a_body_that_is_not_json_leaves_the_daemon_running(
     tmp_path: Path, fault: str
@@ -120,7 +87,6 @@ def test_a_pull_answered_with_a_body_that_is_not_json_leaves_the_daemon_running(
         world.close()
 
 
-@pytest.mark.xfail(strict=False, reason=PULL_RETRY_AFTER)
 def test_the_puller_waits_for_retry_after(tmp_path: Path) -> None:
     world = make_world(tmp_path, 7, proxies=True, pull_interval_s=0.2)
     try:
@@ -129,6 +95,28 @@ def test_the_puller_waits_for_retry_after(tmp_path: Path) -> None:
         proxy.force("throttle_delta", "throttle_date")
         world.daemon.start()
         wait_until(lambda: len(proxy.seen("GET")) >= 4, what="four pulls")
+        assert world.stop() == 0
+        assert retry_after_respected(proxy, "favourites") == []
+    finally:
+        world.close()
+
+
+def test_a_reload_does_not_cut_a_pull_retry_after_short(tmp_path: Path) -> None:
+    """Seen in the campaign (seed 11): the operator reloads (a 401 elsewhere) while a pull
+    waits out a Retry-After; the pull loop the reload starts must wait for it too."""
+    world = make_world(tmp_path, 7, proxies=True, pull_interval_s=0.2)
+    try:
+        proxy = world.proxy("favourites")
+        proxy.retry_after_s = (3,)
+        world.daemon.start()
+        world.daemon.wait_for("daemon_ready")
+        proxy.force("throttle_delta")
+        wait_until(lambda: proxy.injected["throttle_delta"] == 1, what="a throttled pull")
+        world.daemon.mark_log()
+        world.daemon.send_signal(signal.SIGHUP)
+        world.daemon.wait_for("config_reloaded")
+        throttled = len(proxy.seen("GET"))
+        wait_until(lambda: len(proxy.seen("GET")) >= throttled + 2, what="the next pulls")
         assert world.stop() == 0
         assert retry_after_respected(proxy, "favourites") == []
     finally:

@@ -30,6 +30,7 @@ from dropsync.daemon.providers import ProviderSupervisor
 from dropsync.store import outbox
 from dropsync.store.handle import Store
 from dropsync.store.merge import Change, apply_changes
+from structlog.testing import capture_logs
 
 pytestmark = pytest.mark.anyio
 ROUTES = {"contacts": ("crm",), "favourites": ("fav",)}
@@ -148,7 +149,15 @@ async def test_offline_then_online_delivers_everything_once(
             return state is not None and state.state == "offline"
 
         await run_until(flusher, went_offline)
-        await merge(store, [contact_change(i, ts=1_700_000_000_001) for i in range(25, 75)])
+        # Newer versions (other bodies) of half the keys, and 25 new keys. The failed request
+        # is sent again as it was (old versions included), then the newer versions.
+        await merge(
+            store,
+            [
+                contact_change(i + 1000, ts=1_700_000_000_001, email=f"guest{i}@example.com")
+                for i in range(25, 75)
+            ],
+        )
         crm_server.start()
         await run_until(flusher, lambda: _zero(store))
     emulator = crm_server.emulator
@@ -400,3 +409,36 @@ async def test_a_failure_after_a_delivered_batch_is_recorded_after_it(
     assert state is not None and state.state == "offline" and state.failures == 1
     assert state.next_attempt_at is not None
     assert [tuple(r) for r in attempts] == [(1000, "accepted"), (1000, "failed")]
+
+
+async def test_an_unfinished_request_the_check_now_refuses_is_not_sent_again(
+    crm_server: EmulatorServer, store: Store
+) -> None:
+    # A request written ahead by a run whose config let it through (here: a body without
+    # the email the CRM's check asks for). Sent again as it was, the adapter could not send
+    # it; it is given up with the reason, and its entries take the usual way.
+    await merge(store, [contact_change(i) for i in range(3)])
+    async with store.snapshot() as db:
+        entries = await outbox.take_batch(db, "crm", 10)
+    stale = [entries[0]._replace(body='{"n": 0}'), *entries[1:]]
+    [written] = await store.transact(
+        lambda conn: outbox.open_requests(conn, "crm", [("stale-key", stale)], now=1)
+    )
+    async with crm_provider(crm_server) as provider:
+        flusher = Flusher(store, crm_config(crm_server), provider)
+        with capture_logs() as logs:
+            assert await flusher.flush_once() is True
+    assert [e["event"] for e in logs if e["log_level"] == "warning"] == ["request_not_resent"]
+    arrived = crm_server.emulator.requests("/account")
+    assert [a.idempotency_key for a in arrived] != ["stale-key"] and len(arrived) == 1
+    async with store.read() as db:
+        rows = [
+            tuple(r)
+            for r in await db.execute_fetchall(
+                "SELECT id, state, error, entries IS NULL FROM deliveries ORDER BY id"
+            )
+        ]
+    assert rows[0][0] == written and rows[0][1] == "failed" and rows[0][3] == 1
+    assert "not sent again" in rows[0][2]
+    assert [r[1:] for r in rows[1:]] == [("accepted", None, 1)]
+    assert await pending(store) == 0

@@ -205,8 +205,9 @@ async def test_a_retry_after_within_the_ceiling_is_not_capped(
 
 
 def test_the_flusher_writes_only_through_the_helper_that_settles_first() -> None:
-    """``Flusher._write`` waits for the delivered batches' recording; ``_record_delivered``
-    is that recording. Any other method writing to the store directly could overtake it."""
+    """``Flusher._write`` and ``_transact`` wait for the delivered batches' recording;
+    ``_record_delivered`` is that recording. Any other method writing to the store directly
+    could overtake it."""
     tree = ast.parse(inspect.getsource(delivery.Flusher))
     writers = {"write", "transact", "call", "execute", "executemany"}
     offenders = []
@@ -219,9 +220,11 @@ def test_the_flusher_writes_only_through_the_helper_that_settles_first() -> None
                 and node.attr in writers
                 and isinstance(node.value, ast.Attribute)
                 and node.value.attr == "store"
-                and method.name not in ("_write", "_record_delivered")
+                and method.name not in ("_write", "_transact", "_record_delivered")
             ):
                 offenders.append(f"{method.name}: store.{node.attr}")
     assert offenders == []
     helper = inspect.getsource(delivery.Flusher._write)
     assert helper.index("await self._settle()") < helper.index("self.store.write()")
+    helper = inspect.getsource(delivery.Flusher._transact)
+    assert helper.index("await self._settle()") < helper.index("self.store.transact(")

@@ -6,6 +6,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from dropsync.store import outbox
 from dropsync.store.db import open_store
 from dropsync.store.errors import SchemaTooNew, StoreError
 from dropsync.store.readonly import open_readonly
@@ -176,3 +177,25 @@ async def test_migration_5_shows_existing_requests_as_pending(tmp_path: Path) ->
     )
     await db.close()
     assert [tuple(r) for r in rows] == [("lenos", "q1", "p1", "s1", "register", "pending", 6)]
+
+
+async def test_migration_6_leaves_old_attempts_finished(tmp_path: Path) -> None:
+    path = tmp_path / "v5.db"
+    db = await open_store(path, target=5)
+    await db.execute(
+        "INSERT INTO deliveries (provider, batch_id, items, state, attempted_at) "
+        "VALUES ('crm', 'k1', 3, 'sent', 5)"
+    )
+    await db.commit()
+    await db.close()
+    db = await open_store(path)
+    # An attempt recorded before the migration carries no entries: nothing to send again.
+    assert await outbox.unfinished_requests(db, "crm") == []
+    await db.close()
+    entry = outbox.OutboxEntry(7, "contacts", "a@x", 9, False, '{"a":1}', 0)
+    with sqlite3.connect(path) as raw:
+        [written] = outbox.open_requests(raw, "crm", [("k2", [entry])], now=10)
+    db = await open_store(path)
+    [unfinished] = await outbox.unfinished_requests(db, "crm")
+    await db.close()
+    assert unfinished == outbox.UnfinishedRequest(written, "k2", "sent", [entry])

@@ -110,26 +110,27 @@ def test_finished_deliveries_go_unless_delivered_names_them(tmp_path: Path) -> N
         "INSERT INTO providers (name, kind, updated_at, confirm_timeout_ms) "
         "VALUES ('churn', 'churn', 0, 1000)"
     )
-    for provider, state, at in [
-        ("crm", "confirmed", 1),  # 1: goes
-        ("crm", "rejected", 1),  # 2: goes
-        ("churn", "accepted", 1),  # 3: awaits its confirmation
-        ("crm", "sent", 1),  # 4: in flight
-        ("crm", "confirmed", 1),  # 5: delivered names it
-        ("crm", "failed", 50 * DAY),  # 6: recent
-        ("crm", "accepted", 1),  # 7: crm (without a webhook) never confirms: final, goes
+    for provider, state, at, entries in [
+        ("crm", "confirmed", 1, None),  # 1: goes
+        ("crm", "rejected", 1, None),  # 2: goes
+        ("churn", "accepted", 1, None),  # 3: awaits its confirmation
+        ("crm", "sent", 1, None),  # 4: in flight
+        ("crm", "confirmed", 1, None),  # 5: delivered names it
+        ("crm", "failed", 50 * DAY, None),  # 6: recent
+        ("crm", "accepted", 1, None),  # 7: crm (without a webhook) never confirms: final, goes
+        ("crm", "failed", 1, "[]"),  # 8: its request is unfinished: to be sent again
     ]:
         db.execute(
-            "INSERT INTO deliveries (provider, batch_id, items, state, attempted_at) "
-            "VALUES (?, 'b', 1, ?, ?)",
-            (provider, state, at),
+            "INSERT INTO deliveries (provider, batch_id, items, state, attempted_at, entries) "
+            "VALUES (?, 'b', 1, ?, ?, ?)",
+            (provider, state, at, entries),
         )
     db.execute(
         "INSERT INTO delivered (provider, collection, key, updated_at, state, delivery_id, at) "
         "VALUES ('crm', 'contacts', 'a', 1, 'confirmed', 5, 1)"
     )
     assert retention.prune_deliveries(db, before=10 * DAY, limit=100) == 3
-    assert [r[0] for r in db.execute("SELECT id FROM deliveries ORDER BY id")] == [3, 4, 5, 6]
+    assert [r[0] for r in db.execute("SELECT id FROM deliveries ORDER BY id")] == [3, 4, 5, 6, 8]
     db.close()
 
 
