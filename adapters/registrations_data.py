@@ -9,18 +9,19 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from functools import lru_cache
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
 from dropsync.adapters.base import IncomingChange, JSONObject
 
-# An integer this long may not fit 64 bits: such a page is read by the exact parser.
-_LONG_DIGITS = re.compile(rb"\d{19,}")
+# An integer of 19 digits or more may not fit 64 bits: such a page is read by the exact
+# parser. Found as 19 zeros in the text with every digit made a zero (a C-speed translation
+# and substring search: a regular expression took 5 ms on a 100 kB page).
+_DIGITS_AS_ZEROS = bytes.maketrans(b"0123456789", b"0000000000")
+_LONG_DIGITS = b"0" * 19
 MASTER_PREFIX = "master:"
 MASTER_FIELD = "master_session"
 
@@ -48,7 +49,7 @@ def load_json(raw: bytes) -> tuple[Any, bool]:
     whole text for one ``1e400``; such texts go to the standard parser, which keeps every
     integer's digits and marks unrepresentable numbers (``Unrepresentable``).
     """
-    if not _LONG_DIGITS.search(raw):
+    if _LONG_DIGITS not in raw.translate(_DIGITS_AS_ZEROS):
         try:
             return orjson.loads(raw), False
         except orjson.JSONDecodeError:
@@ -95,7 +96,10 @@ def parse_page(value: Any) -> Page:
     return Page(items, total)
 
 
-@lru_cache(maxsize=65536)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+
+
 def parse_modified(value: str) -> int | None:
     """``utcModifiedDate`` to epoch ms (an ISO-8601 text; no offset means UTC), or None."""
     try:
@@ -104,7 +108,12 @@ def parse_modified(value: str) -> int | None:
         return None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    ms = round(moment.timestamp() * 1000)
+    # Whole milliseconds (the usual case) in exact integer arithmetic, faster than a float.
+    ms = (
+        (moment - _EPOCH) // _MS
+        if moment.microsecond % 1000 == 0
+        else round(moment.timestamp() * 1000)
+    )
     return ms if 0 <= ms <= 253402300799999 else None
 
 

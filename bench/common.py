@@ -263,6 +263,11 @@ def start_emulators(crm_port: int, favourites_port: int) -> subprocess.Popen[byt
             str(crm_port),
             "--favourites-port",
             str(favourites_port),
+            # The others on free ports: their default ports may be taken on a shared machine.
+            "--registrations-port",
+            "0",
+            "--churn-port",
+            "0",
         ],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,

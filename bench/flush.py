@@ -113,6 +113,8 @@ def start_emulator(port: int, favourites_port: int = 0) -> subprocess.Popen[byte
             "0",
             "--registrations-port",
             "0",
+            "--churn-port",
+            "0",  # a free port: the default may be taken
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

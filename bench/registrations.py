@@ -62,6 +62,8 @@ def start_emulator() -> tuple[subprocess.Popen[bytes], str]:
             "0",
             "--registrations-port",
             str(port),
+            "--churn-port",
+            "0",  # a free port: the default may be taken
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -47,8 +47,14 @@ def incoming_to_change(
     origin: str | None = None,
 ) -> Change | None:
     """A pulled change as a merge change; None (logged) if it cannot be taken as it is."""
+    return _change(provider, incoming, FutureLimit.at(now, max_skew_ms), origin or provider)
+
+
+def _change(
+    provider: str, incoming: IncomingChange, limit: FutureLimit, origin: str
+) -> Change | None:
     try:
-        FutureLimit.at(now, max_skew_ms).check(incoming.updated_at, "updated_at")
+        limit.check(incoming.updated_at, "updated_at")
         body, digest = canonical(incoming.body)
     except DocumentError as exc:
         log.warning("pull_change_rejected", provider=provider, key=incoming.key, reason=str(exc))
@@ -59,7 +65,7 @@ def incoming_to_change(
         None if incoming.body is None else body,
         incoming.updated_at,
         incoming.deleted,
-        origin or provider,
+        origin,
         digest,
     )
 
@@ -68,12 +74,11 @@ def to_changes(
     provider: str, incoming: Sequence[IncomingChange], config: Config, *, origin: str | None = None
 ) -> list[Change]:
     """Every change that can be taken (the others are logged and left out)."""
-    now = now_ms()
+    limit = FutureLimit.at(now_ms(), config.max_clock_skew_ms)  # one clock reading a page
+    source = origin or provider
     changes = []
     for item in incoming:
-        change = incoming_to_change(
-            provider, item, max_skew_ms=config.max_clock_skew_ms, now=now, origin=origin
-        )
+        change = _change(provider, item, limit, source)
         if change is not None:
             changes.append(change)
     return changes

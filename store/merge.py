@@ -24,6 +24,7 @@ from typing import NamedTuple
 import orjson
 
 Version = tuple[int, int, str, str]  # (updated_at, deleted, digest, origin)
+LOCAL_ORIGINS = ("sql", "drop")  # any other origin is a provider's
 
 
 class Change(NamedTuple):
@@ -55,7 +56,11 @@ class MergeResult:
     providers: set[str] = field(default_factory=set)  # providers with new outbox entries
 
 
-_Unlogged = tuple[int, int] | None  # (file_id, doc_index) of a version not in the inbox log
+IN_RECORDS = "records"  # an unlogged version whose only copy is its ``records`` row
+# Where a current version that is not in the inbox log is described: a drop file's
+# (file_id, doc_index), its ``records`` row (IN_RECORDS: a pulled first version), or the
+# Change itself while it is still in the batch being merged. None: it is logged.
+_Unlogged = tuple[int, int] | str | Change | None
 _Stored = tuple[Version, _Unlogged]
 
 
@@ -77,7 +82,9 @@ def _current_versions(
             (collection, orjson.dumps(list(names)).decode()),
         ).fetchall()
         for key, updated_at, deleted, digest, origin, change_id, file_id, doc_index in rows:
-            unlogged = (file_id, doc_index) if change_id is None and file_id is not None else None
+            unlogged: _Unlogged = None
+            if change_id is None:
+                unlogged = IN_RECORDS if file_id is None else (file_id, doc_index)
             current[(collection, key)] = ((updated_at, deleted, digest, origin), unlogged)
     return current
 
@@ -122,6 +129,41 @@ def _log_row(change: Change, row_id: int, status: str, now: int) -> tuple[object
     )
 
 
+def _displaced_file_row(
+    change: Change, best: Version, unlogged: tuple[int, int], row_id: int, now: int
+) -> tuple[object, ...]:
+    """The log row of a drop file's version (stored in ``records``) that ``change`` displaces."""
+    return (
+        row_id,
+        change.collection,
+        change.key,
+        "delete" if best[1] else "upsert",
+        None,
+        best[0],
+        best[3],
+        unlogged[0],
+        unlogged[1],
+        now,
+        "superseded",
+        best[2],
+        best[0],
+        now,
+    )
+
+
+# The current versions of (inbox id, collection, key) as superseded log rows, received when
+# they were merged; parameters: the time the merge processes them, a JSON array.
+_COPY_RECORDS_TO_INBOX = (
+    "INSERT INTO inbox (id, collection, key, op, body, updated_at, origin, file_id, doc_index, "
+    "received_at, status, digest, ts, processed_at) "
+    "SELECT c.value ->> 0, r.collection, r.key, "
+    "CASE WHEN r.deleted THEN 'delete' ELSE 'upsert' END, r.body, r.updated_at, r.origin, "
+    "NULL, NULL, r.merged_at, 'superseded', r.digest, r.updated_at, ? "
+    "FROM json_each(?) AS c CROSS JOIN records AS r "
+    "WHERE r.collection = c.value ->> 1 AND r.key = c.value ->> 2"
+)
+
+
 def _logged(db: sqlite3.Connection, change: Change) -> bool:
     """True if the inbox already lists this very version of the key from the same origin."""
     row = db.execute(
@@ -152,10 +194,12 @@ def apply_changes(
     version is queued for every provider routed for its collection except
     the one it came from.
 
-    A drop-file document that creates a new key is not copied into the inbox
-    log: its ``records`` row names its file and index. It is logged (as
-    ``superseded``) when a later version displaces it, so the log plus
-    ``records`` always hold every version seen; bulk first loads stay lean.
+    The first version of a key, when it comes from a drop file or a pull, is not
+    copied into the inbox log: its ``records`` row describes it (a drop file's row
+    names its file and index; a pulled one holds the body). It is logged (as
+    ``superseded``) when a later version displaces it, so the log plus the
+    ``records`` rows with no ``change_id`` always hold every version seen; bulk
+    first loads and first pulls stay lean.
     """
     result = MergeResult()
     if not changes:
@@ -164,25 +208,31 @@ def apply_changes(
     winners: list[Change] = []
     fresh: list[Change] = []  # winners with new content: these go to the outbox
     new_rows: list[tuple[object, ...]] = []
+    copied: list[tuple[int, str, str]] = []  # (inbox id, collection, key): log the records row
     updated_rows: list[tuple[object, ...]] = []
     next_id = _next_inbox_id(db)
     applied = 0
     for change in changes:
         ident = (change.collection, change.key)
         entry = current.get(ident)
-        if entry is None and change.file_id is not None and change.inbox_id is None:
-            # The bulk case: a key seen for the first time, from a drop file.
+        if (
+            entry is None
+            and change.inbox_id is None
+            and (change.file_id is not None or change.origin not in LOCAL_ORIGINS)
+        ):
+            # The bulk case: a key seen for the first time, from a drop file or a pull.
             current[ident] = change
             winners.append(change)
             fresh.append(change)
             applied += 1
             continue
         version = _version(change)
+        unlogged: _Unlogged
         if entry is None:
             best, unlogged = None, None
         elif isinstance(entry, Change):
             best = _version(entry)
-            unlogged = (entry.file_id, entry.doc_index or 0) if entry.inbox_id is None else None
+            unlogged = entry if entry.inbox_id is None else None
         else:
             best, unlogged = entry
         won = best is None or version > best
@@ -190,24 +240,12 @@ def apply_changes(
             status = "applied" if best is None or best[:3] != version[:3] else "duplicate"
             if best is not None and unlogged is not None:
                 # The version being displaced was never logged: log it now.
-                new_rows.append(
-                    (
-                        next_id,
-                        change.collection,
-                        change.key,
-                        "delete" if best[1] else "upsert",
-                        None,
-                        best[0],
-                        best[3],
-                        unlogged[0],
-                        unlogged[1],
-                        now,
-                        "superseded",
-                        best[2],
-                        best[0],
-                        now,
-                    )
-                )
+                if isinstance(unlogged, Change):
+                    new_rows.append(_log_row(unlogged, next_id, "superseded", now))
+                elif isinstance(unlogged, tuple):
+                    new_rows.append(_displaced_file_row(change, best, unlogged, next_id, now))
+                else:
+                    copied.append((next_id, change.collection, change.key))
                 next_id += 1
         else:
             status = "duplicate" if version == best else "superseded"
@@ -237,6 +275,9 @@ def apply_changes(
     result.unchanged = len(changes) - applied
     if new_rows:
         db.executemany(_INSERT_INBOX, new_rows)
+    if copied:
+        # Before the records upsert below overwrites them.
+        db.execute(_COPY_RECORDS_TO_INBOX, (now, orjson.dumps(copied).decode()))
     if updated_rows:
         # One statement for the whole batch (a JSON array): far cheaper than a bound row each.
         db.execute(

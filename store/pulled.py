@@ -17,17 +17,18 @@ def outdated_records(
 ) -> list[tuple[str, int]]:
     """Live records of ``collection`` that ``provider`` supplied and did not return now.
 
-    "Supplied" means a version of the key came from that provider (an ``inbox`` row with
-    ``origin`` = the provider), so records created only locally are never among them.
+    "Supplied" means a version of the key came from that provider: the current version
+    (``records.origin``; a pulled first version is in ``records`` only) or an ``inbox`` row
+    with ``origin`` = the provider. Records created only locally are never among them.
     Returns (key, updated_at) pairs.
     """
     rows = db.execute(
         "SELECT r.key, r.updated_at FROM records r "
         "WHERE r.collection = ? AND r.deleted = 0 "
         "AND r.key NOT IN (SELECT value FROM json_each(?)) "
-        "AND EXISTS (SELECT 1 FROM inbox i WHERE i.collection = r.collection "
-        "AND i.key = r.key AND i.origin = ?)",
-        (collection, orjson.dumps(list(returned)).decode(), provider),
+        "AND (r.origin = ? OR EXISTS (SELECT 1 FROM inbox i WHERE i.collection = r.collection "
+        "AND i.key = r.key AND i.origin = ?))",
+        (collection, orjson.dumps(list(returned)).decode(), provider, provider),
     ).fetchall()
     return [(str(key), int(updated_at)) for key, updated_at in rows]
 

@@ -61,9 +61,9 @@ class VersionSeen(NamedTuple):
 def versions_seen(db: sqlite3.Connection, collection: str, key: str) -> list[VersionSeen]:
     """Every version seen of (collection, key), oldest first.
 
-    That is the inbox log, plus the current version when it came from a drop
-    file and was never displaced (such versions are described by ``records``
-    alone; see ``store.merge``).
+    That is the inbox log, plus the current version when it is the key's first,
+    from a drop file or a pull, and was never displaced (such versions are
+    described by ``records`` alone; see ``store.merge``).
     """
     rows = db.execute(
         "SELECT i.id, i.ts, i.op, i.origin, i.status, i.reason, i.digest, f.name, i.doc_index, "

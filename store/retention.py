@@ -3,7 +3,8 @@
 * ``inbox``: processed rows (not ``pending``) received before the cut-off go, except
   what ``dropsync why`` and the pulls still need: the row of each current version
   (``records.change_id``) and, per key and provider, the newest row that provider
-  supplied (``remove_outdated`` asks whether a provider ever supplied a key).
+  supplied (``remove_outdated`` asks whether a provider ever supplied a key: such a row, or
+  the current version's ``records.origin``).
 * ``deliveries``: finished attempts (``confirmed``, ``rejected``, ``failed``,
   ``dry-run``, and ``accepted`` of a provider that never confirms) made before the
   cut-off go, except those ``delivered`` still names or that carry an unfinished request
@@ -23,8 +24,7 @@ import sqlite3
 from collections.abc import Iterable
 
 import orjson
-
-LOCAL_ORIGINS = ("sql", "drop")
+from dropsync.store.merge import LOCAL_ORIGINS
 
 
 def prune_inbox(

@@ -24,7 +24,7 @@ from dropsync.adapters.registrations import (
     build,
     parse_options,
 )
-from dropsync.adapters.registrations_data import master_sessions
+from dropsync.adapters.registrations_data import load_json, master_sessions, parse_modified
 from dropsync.daemon.config import ProviderConfig
 
 from tests.adapters.conftest import REGISTRATIONS_PASSWORD
@@ -590,3 +590,30 @@ async def test_a_provider_ignoring_the_page_number_stops_the_pull(
             emulator.queue_raw(200, page, route="GET /sessions")
         got = await pages(p, "sessions")
     assert len(got) == 2 and got[-1].last and not got[-1].settled
+
+
+def test_a_page_with_a_run_of_19_digits_or_more_goes_to_the_exact_parser() -> None:
+    assert load_json(b'{"n": 123456789012345678}')[1] is False  # 18 digits: fits 64 bits
+    assert load_json(b'{"n": 1234567890123456789}')[1] is True
+    assert load_json(b'{"n": -99999999999999999999999}') == ({"n": -99999999999999999999999}, True)
+    assert load_json(b'{"a": "123456789", "b": 1234567890}')[1] is False  # runs apart
+    assert load_json(b'{"s": "1234567890123456789"}')[1] is True  # in a text: exact, harmless
+
+
+@pytest.mark.parametrize(
+    ("text", "ms"),
+    [
+        ("2026-01-01T00:00:00.000Z", 1_767_225_600_000),
+        ("2026-01-01T02:00:00.001+02:00", 1_767_225_600_001),
+        ("2026-01-01T00:00:00.123", 1_767_225_600_123),  # no offset: UTC
+        ("2026-01-01T00:00:00.0004Z", 1_767_225_600_000),  # below a millisecond: rounded
+        ("2026-01-01T00:00:00.0006Z", 1_767_225_600_001),
+        ("1970-01-01T00:00:00Z", 0),
+        ("1969-12-31T23:59:59.999Z", None),
+        ("9999-12-31T23:59:59.999Z", 253_402_300_799_999),
+        ("9999-12-31T23:59:59.999-01:00", None),
+        ("yesterday", None),
+    ],
+)
+def test_utc_modified_date_to_epoch_ms(text: str, ms: int | None) -> None:
+    assert parse_modified(text) == ms

@@ -124,4 +124,93 @@ async def test_fan_out_skips_origin_and_coalesces(tmp_path: Path) -> None:
     # fav first queued at 100 keeps its place; crm only since the local change at 200.
     assert [tuple(r) for r in rows] == [("crm", "a", 3, 200), ("fav", "a", 3, 100)]
     assert older.applied == 0 and older.providers == set()
-    assert [s[0] for s in statuses] == ["applied", "applied", "applied", "superseded"]
+    # crm's first version was in `records` only; logged (superseded) once 2 displaced it.
+    assert [s[0] for s in statuses] == ["superseded", "applied", "applied", "superseded"]
+
+
+INBOX_VERSION = (
+    "SELECT id, ts, op, digest, origin, body, status, received_at FROM inbox "
+    "WHERE collection = 'contacts' AND key = ? ORDER BY id"
+)
+
+
+async def test_a_pulled_first_version_is_in_records_only_until_displaced(tmp_path: Path) -> None:
+    first = change("a", 10, origin="crm", body={"v": 1})
+    async with await Store.open(tmp_path / "s.db") as store:
+        await store.transact(lambda c: apply_changes(c, [first], ROUTES, now=100))
+        logged = await store.db.execute_fetchall(INBOX_VERSION, ("a",))
+        record = await store.db.execute_fetchall(
+            "SELECT change_id, file_id, origin, body, merged_at FROM records WHERE key = 'a'"
+        )
+        assert list(logged) == []
+        assert [tuple(r) for r in record] == [(None, None, "crm", first.body, 100)]
+
+        # The same version pulled again logs nothing either.
+        await store.transact(lambda c: apply_changes(c, [first], ROUTES, now=150))
+        assert list(await store.db.execute_fetchall(INBOX_VERSION, ("a",))) == []
+
+        second = change("a", 20, origin="crm", body={"v": 2})
+        await store.transact(lambda c: apply_changes(c, [second], ROUTES, now=200))
+        logged = await store.db.execute_fetchall(INBOX_VERSION, ("a",))
+        change_id = list(await store.db.execute_fetchall("SELECT change_id FROM records"))
+    # The displaced version with its body, received when it was merged; then the new one.
+    assert [tuple(r) for r in logged] == [
+        (1, 10, "upsert", first.digest, "crm", first.body, "superseded", 100),
+        (2, 20, "upsert", second.digest, "crm", second.body, "applied", 200),
+    ]
+    assert change_id[0][0] == 2
+
+
+async def test_a_pulled_first_version_displaced_in_its_own_batch_is_logged(
+    tmp_path: Path,
+) -> None:
+    first, tombstone = change("a", 10, origin="crm"), change("a", 11, origin="crm", deleted=True)
+    async with await Store.open(tmp_path / "s.db") as store:
+        await store.transact(lambda c: apply_changes(c, [first, tombstone], ROUTES, now=100))
+        logged = await store.db.execute_fetchall(INBOX_VERSION, ("a",))
+    assert [tuple(r)[1:7] for r in logged] == [
+        (10, "upsert", first.digest, "crm", first.body, "superseded"),
+        (11, "delete", tombstone.digest, "crm", tombstone.body, "applied"),
+    ]
+
+
+async def test_a_displaced_pulled_tombstone_is_logged_as_a_delete(tmp_path: Path) -> None:
+    gone = Change("contacts", "a", None, 10, True, "crm", "0" * 32)
+    async with await Store.open(tmp_path / "s.db") as store:
+        await store.transact(lambda c: apply_changes(c, [gone], ROUTES, now=100))
+        await store.transact(lambda c: apply_changes(c, [change("a", 20)], ROUTES, now=200))
+        logged = list(await store.db.execute_fetchall(INBOX_VERSION, ("a",)))
+    assert tuple(logged[0])[1:7] == (10, "delete", "0" * 32, "crm", None, "superseded")
+
+
+def versions_kept(path: Path) -> tuple[set[tuple[object, ...]], list[tuple[object, ...]]]:
+    """Every version the store holds (inbox rows and records-only rows), and the inbox bodies."""
+    raw = sqlite3.connect(path)
+    logged = raw.execute(
+        "SELECT key, ts, op = 'delete', digest, origin, body FROM inbox"
+    ).fetchall()
+    unlogged = raw.execute(
+        "SELECT key, updated_at, deleted, digest, origin, body FROM records WHERE change_id IS NULL"
+    ).fetchall()
+    raw.close()
+    return {row[:5] for row in logged + unlogged}, logged + unlogged
+
+
+@settings(max_examples=40, deadline=None)
+@given(changes=changes_strategy, data=st.data())
+def test_inbox_and_records_only_rows_hold_every_version_seen(
+    changes: list[Change], data: st.DataObject
+) -> None:
+    split = data.draw(st.integers(min_value=1, max_value=len(changes)))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "s.db"
+        anyio.run(merge_all, path, [changes[:split], changes[split:]])
+        kept, rows = versions_kept(path)
+    seen = {(c.key, c.ts, int(c.deleted), c.digest, c.origin) for c in changes}
+    assert seen <= kept
+    # Every version is there with its body (none came from a drop file here).
+    bodies: dict[tuple[object, ...], str | None] = {
+        (c.key, c.ts, int(c.deleted), c.digest, c.origin): c.body for c in changes
+    }
+    for key, ts, deleted, digest, origin, body in rows:
+        assert body == bodies[(key, ts, deleted, digest, origin)]

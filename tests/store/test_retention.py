@@ -93,9 +93,10 @@ def test_pending_rows_and_each_providers_newest_row_of_a_key_stay(tmp_path: Path
     db.commit()
     db.close()
     assert prune(path, before=10 * DAY) == 0
-    # crm's row stays: remove_outdated must still know crm supplied `a` once.
+    # crm's row stays: remove_outdated must still know crm supplied `a` once. (A key's first
+    # version from a provider is in `records` only; it was logged when the local edit won.)
     assert rows(path, "SELECT key, origin, status FROM inbox ORDER BY id") == [
-        ("a", "crm", "applied"),
+        ("a", "crm", "superseded"),
         ("a", "sql", "applied"),
         ("p", "sql", "pending"),
     ]
@@ -140,15 +141,18 @@ def test_a_pull_that_brings_nothing_new_adds_nothing_to_the_inbox(tmp_path: Path
     store_with(path, [(1, pulled)])
     before = rows(path, "SELECT COUNT(*) FROM inbox")
     store_with(path, [(2, pulled), (3, pulled)])  # the provider answers the same, again
-    assert rows(path, "SELECT COUNT(*) FROM inbox") == before == [(2,)]
+    # First versions from a provider are in `records` only (docs/schema.md).
+    assert rows(path, "SELECT COUNT(*) FROM inbox") == before == [(0,)]
     # A version older than the current one is logged once, however often it is pulled.
     store_with(path, [(4, [change("a", 5, origin="sql")])])
     store_with(path, [(5, pulled), (6, pulled)])
-    assert rows(path, "SELECT key, origin, status FROM inbox ORDER BY id") == [
-        ("a", "fav", "applied"),
-        ("b", "fav", "applied"),
-        ("a", "sql", "applied"),
+    assert rows(path, "SELECT key, origin, status, received_at FROM inbox ORDER BY id") == [
+        ("a", "fav", "superseded", 1),  # logged when the local edit displaced it
+        ("a", "sql", "applied", 4),
     ]
-    # Something new from the provider is logged as ever.
+    # Something new from the provider is logged as ever (with the version it displaces).
     store_with(path, [(7, [change("b", 9, origin="fav")])])
-    assert rows(path, "SELECT COUNT(*) FROM inbox") == [(4,)]
+    assert rows(path, "SELECT key, origin, status FROM inbox WHERE key = 'b' ORDER BY id") == [
+        ("b", "fav", "superseded"),
+        ("b", "fav", "applied"),
+    ]
