@@ -74,6 +74,10 @@ log = structlog.get_logger(__name__)
 __all__ = ["DONE", "PROCESSING", "QUARANTINE", "IngestReport", "Ingestor", "is_ignored"]
 
 MAX_LISTED_ERRORS = 1000
+VANISHED = (
+    "the file disappeared before its ingest finished (deleted or moved by someone else); "
+    "documents merged before that stay merged"
+)
 _READ_CHUNK = 1 << 20
 _EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 T = TypeVar("T")
@@ -253,8 +257,52 @@ class Ingestor:
         """Hash, merge and file away a claimed file whose ledger row is ``file_id``.
 
         ``resume``: the row an interrupted ingest of this file left (its progress is
-        kept: documents before ``docs_seen`` are not applied again).
+        kept: documents before ``docs_seen`` are not applied again). A file deleted
+        (or whose collection folder was removed) under it is finished as quarantined,
+        saying so; what was merged before stays merged.
         """
+        try:
+            return await self._ingest_claimed(claim, file_id, resume)
+        except Exception as exc:
+            if not only_errors_of(exc, (FileNotFoundError, NotADirectoryError)) or (
+                os.path.lexists(claim.path)
+            ):
+                raise
+        return await self._vanished(claim, file_id)
+
+    async def _vanished(self, claim: Claim, file_id: int) -> IngestReport:
+        """Finish the row of a claimed file that someone deleted while it was ingested."""
+        row = await self.store.call(ledger.get_file, file_id)
+        path = row.path if row is not None else shown(str(claim.path))
+        await self.store.transact(
+            partial(
+                ledger.finish_if,
+                file_id=file_id,
+                path=path,
+                status="quarantined",
+                error=VANISHED,
+                now=now_ms(),
+            )
+        )
+        log.warning("file_vanished", collection=claim.collection, file=claim.name, file_id=file_id)
+        applied, unchanged, rejected = (
+            (row.docs_applied, row.docs_unchanged, row.docs_rejected) if row else (0, 0, 0)
+        )
+        return IngestReport(
+            file_id,
+            claim.collection,
+            claim.name,
+            "quarantined",
+            Path(path),
+            applied,
+            unchanged,
+            rejected,
+            error=VANISHED,
+        )
+
+    async def _ingest_claimed(
+        self, claim: Claim, file_id: int, resume: ledger.FileRow | None
+    ) -> IngestReport:
         config = self.config
         # In a thread: hashing a 2 GB file takes seconds, and the event loop must not wait.
         sha256, size = await anyio.to_thread.run_sync(file_digest, claim.fd)
@@ -581,6 +629,13 @@ def not_utf8_reason(path: Path, collection: str) -> str:
         f"{what} is not UTF-8 (shown here as {named}, each byte that is not UTF-8 as \\xNN); "
         "rename it to a UTF-8 name and drop it again"
     )
+
+
+def only_errors_of(exc: BaseException, kinds: tuple[type[BaseException], ...]) -> bool:
+    """True if ``exc`` is one of ``kinds``, or an exception group of nothing else."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(only_errors_of(inner, kinds) for inner in exc.exceptions)
+    return isinstance(exc, kinds)
 
 
 def is_locked_path(path: str) -> bool:

@@ -44,17 +44,13 @@ from dropsync.daemon.dropfiles import (
     rename_noreplace,
     take_over,
 )
-from dropsync.daemon.ingest import Ingestor, IngestReport, not_utf8_reason
+from dropsync.daemon.ingest import VANISHED, Ingestor, IngestReport, not_utf8_reason
 from dropsync.daemon.names import is_text
 from dropsync.store import files as ledger
 
 log = structlog.get_logger(__name__)
 
 MAX_RETRY_S = 300.0
-_VANISHED = (
-    "the file disappeared before its ingest finished (deleted or moved by someone else); "
-    "documents merged before that stay merged"
-)
 
 
 class Retries:
@@ -260,7 +256,7 @@ async def _finish_vanished(
             file_id=row.id,
             path=row.path,
             status="quarantined",
-            error=_VANISHED,
+            error=VANISHED,
             now=now_ms(),
         )
     )
@@ -268,7 +264,7 @@ async def _finish_vanished(
         return None
     log.warning("file_vanished", collection=row.collection, file=row.name, file_id=row.id)
     return IngestReport(
-        row.id, row.collection, row.name, "quarantined", Path(row.path), error=_VANISHED
+        row.id, row.collection, row.name, "quarantined", Path(row.path), error=VANISHED
     )
 
 

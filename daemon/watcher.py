@@ -32,7 +32,7 @@ from dropsync.daemon.dropfiles import (
     list_entries,
     rename_to_text,
 )
-from dropsync.daemon.ingest import IngestReport
+from dropsync.daemon.ingest import IngestReport, only_errors_of
 from dropsync.store.handle import PauseListener
 
 log = structlog.get_logger(__name__)
@@ -58,13 +58,6 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, BaseExceptionGroup):
         return "; ".join(_reason(inner) for inner in exc.exceptions)
     return f"{type(exc).__name__}: {exc}"
-
-
-def _only(exc: BaseException, kind: type[BaseException]) -> bool:
-    """True if ``exc`` is a ``kind``, or a group of nothing else."""
-    if isinstance(exc, BaseExceptionGroup):
-        return all(_only(inner, kind) for inner in exc.exceptions)
-    return isinstance(exc, kind)
 
 
 def candidate_files(drop: Path, only: str | None = None) -> list[Path]:
@@ -231,7 +224,7 @@ class DropWatcher:
                     tg.cancel_scope.cancel()
             except Exception as exc:  # the watcher's own failures: it is started again
                 self._watching = None
-                if _only(exc, FileNotFoundError):
+                if only_errors_of(exc, (FileNotFoundError,)):
                     # A folder went away before its watch was in place: watch what is there.
                     await anyio.sleep(RESTART_MIN_S)
                     continue

@@ -53,7 +53,7 @@ def test_the_daemon_stays_within_its_memory_target(
     assert not found, oracle.report(found, campaign[0].seed)
 
 
-@pytest.mark.parametrize("invariant", ["liveness", "daemon_survives", "not_read"])
+@pytest.mark.parametrize("invariant", ["liveness", "daemon_survives", "not_read", "error_logs"])
 def test_hostile_files_campaign_holds(
     campaign: tuple[CampaignResult, dict[str, Case]], invariant: str
 ) -> None:

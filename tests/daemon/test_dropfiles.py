@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
+import orjson
 import pytest
 from dropsync.daemon import dropfiles, runstate
+from dropsync.daemon.ingest import Ingestor
 from dropsync.daemon.watcher import candidate_files
+from dropsync.store.handle import Store
+
+from tests.daemon.test_ingest import make_config
 
 
 def test_a_folder_that_cannot_be_listed_is_skipped_not_an_error(
@@ -84,3 +90,21 @@ def test_runtime_state_round_trips_and_a_torn_write_is_refused(tmp_path: Path) -
 
 def runstate_bytes(store: Path) -> bytes:
     return runstate.runtime_path(store).read_bytes()
+
+
+@pytest.mark.anyio
+async def test_a_device_node_is_quarantined_unread(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    folder = config.drop_path / "users"
+    folder.mkdir(parents=True)
+    try:  # a character device with /dev/null's numbers: reading it would give nothing
+        os.mknod(folder / "dev.json", stat.S_IFCHR | 0o600, os.makedev(1, 3))
+    except PermissionError:
+        pytest.skip("creating a device node needs CAP_MKNOD")
+    async with await Store.open(config.store_path) as store:
+        report = await Ingestor(store, config).ingest_dropped(folder / "dev.json")
+    assert report is not None and report.status == "quarantined"
+    moved = folder / ".quarantine/dev.json"
+    assert stat.S_ISCHR(os.lstat(moved).st_mode)  # the node itself, moved
+    receipt = orjson.loads((folder / ".quarantine/dev.json.error.json").read_bytes())
+    assert "a character device" in receipt["error"] and receipt["read"] is False

@@ -8,6 +8,7 @@ file, never move it onto another file's name, and leave exactly one ledger row p
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 from pathlib import Path
 
@@ -176,3 +177,31 @@ async def test_a_file_an_ingest_holds_is_left_alone(tmp_path: Path) -> None:
     finally:
         os.close(fd)
     assert not (folder / ".done").exists()
+
+
+async def test_a_file_deleted_or_whose_folder_is_removed_while_ingested_is_finished_saying_so(
+    tmp_path: Path,
+) -> None:
+    config = make_config(tmp_path)
+    async with await Store.open(config.store_path) as store:
+        ingestor = Ingestor(store, config)
+        for collection, remove in (
+            ("users", lambda path: path.unlink()),
+            ("gone", lambda path: shutil.rmtree(path.parent.parent)),
+        ):
+            path = config.drop_path / collection / ".processing/a.json"
+            path.parent.mkdir(parents=True)
+            path.write_bytes(CONTENT)
+            claim = dropfiles.take_over(path, collection, "a.json")
+            assert claim is not None
+            try:
+                file_id = await ingestor.new_row(claim)
+                remove(path)  # under the ingest, which holds the file open
+                report = await ingestor.ingest_claimed(claim, file_id)
+            finally:
+                claim.close()
+            assert report.status == "quarantined" and "disappeared" in (report.error or "")
+    assert [(name, status) for _, name, status, _, _ in ledger(config)] == [
+        ("a.json", "quarantined"),
+        ("a.json", "quarantined"),
+    ]
