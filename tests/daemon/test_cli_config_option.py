@@ -128,3 +128,14 @@ def test_run_with_config_before_or_after_uses_the_file(work: Path, position: str
     finally:
         daemon.close()
     assert list(Path.cwd().iterdir()) == []
+
+
+def test_config_given_before_and_after_the_command_the_one_after_wins(
+    work: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "no-such.toml"
+    config = work / "conf/dropsync.toml"
+    assert main(["--config", str(missing), "check-config", "--config", str(config)]) == 0
+    capsys.readouterr()
+    assert main(["--config", str(config), "check-config", "--config", str(missing)]) != 0
+    assert str(missing) in capsys.readouterr().err

@@ -189,3 +189,21 @@ async def test_cancelling_the_ingest_stops_and_reaps_the_parser(tmp_path: Path) 
                 scope.cancel()
     assert scope.cancelled_caught
     assert len(parsers) == 1 and gone(parsers[0])
+
+
+async def test_the_working_directory_cannot_shadow_the_parser_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Issue 9 item 18: a `dropsync.py` or `daemon.py` where the daemon was started must not be
+    # what the parser process imports (python -P keeps the working directory off its path).
+    workdir = tmp_path / "workdir"
+    workdir.mkdir()
+    for name in ("dropsync.py", "daemon.py"):
+        (workdir / name).write_text("raise SystemExit('the working directory was imported')\n")
+    monkeypatch.chdir(workdir)
+    path = tmp_path / "users.json"
+    path.write_bytes(orjson.dumps([envelope(i) for i in range(5)]))
+    with capture_logs() as logs:
+        there = await collect(parse_in_process(job(path)))
+    assert [e["event"] for e in logs if e["event"] == "parser_process_failed"] == []
+    assert there == await collect(parse_here(job(path)))
