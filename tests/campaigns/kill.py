@@ -1,7 +1,8 @@
 """Campaigns 1 and 2: SIGKILL anywhere under a steady load; start on a backlog.
 
 ``kill_anywhere`` runs the daemon under the load generator's steady mix (drop files, inbox
-rows, deliveries to the CRM and favourites emulators, pulls and changes made at the provider),
+rows, deliveries to the CRM, favourites and churn emulators, pulls and changes made at the
+favourites and registrations providers, registration requests asked, churn callbacks),
 kills it with SIGKILL after a random uptime (seeded; some kills land before it is ready, in
 start-up recovery), checks what must hold at any moment, restarts it, and repeats. Then it lets
 the daemon finish and checks every invariant of the oracle.
@@ -19,7 +20,7 @@ from typing import Any
 
 from tests.campaigns import oracle
 from tests.campaigns.oracle import Violation
-from tests.campaigns.world import World, make_world
+from tests.campaigns.world import ALL_KINDS, World, make_world
 
 
 @dataclass
@@ -104,10 +105,37 @@ def finish(
         crm_requests=len(world.crm_emulator.requests("/account")),
         favourites_requests=len(world.favourites_emulator.requests("/")),
     )
+    registrations = world.registrations_emulator
+    if registrations is not None:
+        requests = world.load.ledger.snapshot_requests()
+        result.figures.update(
+            registration_requests=len(requests),
+            registration_cancels=sum(1 for r in requests if r.action == "cancel"),
+            participant_changes=world.load.ledger.participant_changes,
+            registrations_made=sum(
+                n for k, n in registrations.applied.items() if k.endswith("@register")
+            ),
+        )
+    churn = world.churn_emulator
+    if churn is not None:
+        with churn.lock:
+            sent = [status for kind, _, status in churn.callbacks_sent if kind == "sync-status"]
+            result.figures.update(
+                churn_uploads=len(churn.uploads),
+                churn_documents=len(churn.documents),
+                churn_reapplied=sum(n - 1 for n in churn.applied.values()),
+                callbacks_taken=sum(1 for status in sent if status == 200),
+                callbacks_unheard=sum(1 for status in sent if status == 0),
+            )
 
 
-HOLD_PATHS = {"crm": "/account", "favourites": "/postUserFavorites"}
-HOLD_COLLECTIONS = {"crm": "contacts", "favourites": "favourites"}
+HOLD_PATHS = {
+    "crm": "/account",
+    "favourites": "/postUserFavorites",
+    "registrations": "/api/v1/events/ev-2026/registrations",  # a request asked (POST)
+    "churn": "/client-files",
+}
+HOLD_COLLECTIONS = {"crm": "contacts", "favourites": "favourites", "churn": "users"}
 
 
 def _kill_after_apply(world: World, target: str, bound_s: float = 300.0) -> bool:
@@ -118,9 +146,12 @@ def _kill_after_apply(world: World, target: str, bound_s: float = 300.0) -> bool
     bounds a wedge. False if the daemon exited by itself first (it is killed all the same).
     """
     proxy = world.proxy(target)
-    proxy.hold_after_apply(HOLD_PATHS[target])
+    proxy.hold_after_apply(HOLD_PATHS[target], "POST")
     with world.load.busy:
-        world.load.drop_file(HOLD_COLLECTIONS[target], count=3, bad=False)
+        if target == "registrations":
+            world.load.ask_registration()
+        else:
+            world.load.drop_file(HOLD_COLLECTIONS[target], count=3, bad=False)
     process = world.daemon.process
     assert process is not None
     deadline = time.monotonic() + bound_s
@@ -142,26 +173,30 @@ def kill_anywhere(
     after_apply_every: int = 4,
     load_per_second: float = 12.0,
     settle_timeout: float = 120.0,
+    kinds: tuple[str, ...] = ALL_KINDS,
 ) -> CampaignResult:
     """Campaign 1 (see the module docstring); the seed decides the load and the kill moments.
 
     Most kills come after a random uptime; every ``after_apply_every``-th comes at the worst
-    moment for delivery (the CRM and the favourites provider in turn): the provider has applied
-    a batch and the daemon has not recorded it. The last start is on a backlog.
+    moment for delivery (each provider in turn): the provider has applied a batch (or
+    registered a request) and the daemon has not recorded it. The last start is on a backlog.
     """
     result = CampaignResult(seed)
     schedule = random.Random(seed ^ 0x5EED)
-    world = make_world(root, seed, proxies=True)
+    world = make_world(root, seed, proxies=True, kinds=kinds)
     started = time.monotonic()
     before_ready = after_apply = 0
+    held_by_kind: dict[str, int] = {}
     try:
         world.daemon.start()  # creates the store the load inserts into
         world.load.start(load_per_second)
-        targets = ("crm", "favourites")
+        targets = world.kinds
         for number in range(1, kills + 1):
             if number % after_apply_every == 0:
-                target = targets[(number // after_apply_every - 1) % 2]
-                after_apply += _kill_after_apply(world, target)
+                target = targets[(number // after_apply_every - 1) % len(targets)]
+                held = _kill_after_apply(world, target)
+                after_apply += held
+                held_by_kind[target] = held_by_kind.get(target, 0) + held
             else:
                 uptime = schedule.uniform(0.05, max_uptime_s)
                 deadline = time.monotonic() + uptime
@@ -184,6 +219,7 @@ def kill_anywhere(
         kills=kills,
         kills_before_ready=before_ready,
         kills_after_apply=after_apply,
+        kills_after_apply_by_kind=held_by_kind,
         seconds=round(time.monotonic() - started, 1),
     )
     return result

@@ -8,8 +8,15 @@ simply its newest version, and the oracle can tell each stored version from ever
 
 Collections: ``contacts`` (plain objects keyed by ``email``, routed to the CRM), ``favourites``
 (favourites actions, routed to the favourites provider, which is also pulled) and ``users``
-(churn envelopes, no provider). A few documents and rows are bad on purpose (the ledger knows
-which): they must be refused with a reason and must not stop the good ones.
+(churn envelopes, routed to the churn tool when the world has one, else kept locally). A few
+documents and rows are bad on purpose (the ledger knows which): they must be refused with a
+reason and must not stop the good ones.
+
+With a registrations emulator the mix also changes participants at the provider (their name,
+their registration status; now and then a new one) and inserts registration requests into
+``inbox`` as an app does when a person taps "Register" or "Cancel" (no time given). Some are
+refused by the provider on purpose: an unknown participant or session, a cancelled
+participant, a full session, a pair asked twice.
 """
 
 from __future__ import annotations
@@ -25,8 +32,14 @@ from typing import Any
 
 import orjson
 from dropsync.adapters.emulators.favourites import FavouritesEmulator
+from dropsync.adapters.emulators.registrations import RegistrationsEmulator
 
 FAVOURITE_USERS = ("alice", "bob")
+CHURN_BRAND = 15  # the churn provider's fixed brand id
+PARTICIPANTS = 40  # p1..p40 at the registrations provider at start (the load adds a few)
+SESSIONS = 12  # s1..s12
+SMALL_SESSIONS = {"s1": 1, "s2": 2}  # capacities: some requests are refused as full
+REQUESTS = "registration_requests"
 
 
 def action_date(ms: int) -> str:
@@ -68,6 +81,17 @@ class InboxRow:
     version: Version | None
 
 
+@dataclass(frozen=True, slots=True)
+class RegistrationRequest:
+    """A registration request an app inserted into ``inbox`` (row ``row_id``)."""
+
+    row_id: int
+    key: str
+    participant: str
+    session: str
+    action: str  # "register" or "cancel"
+
+
 @dataclass(slots=True)
 class Ledger:
     """Everything the generator produced (a consistent copy is taken under ``lock``)."""
@@ -75,12 +99,19 @@ class Ledger:
     files: list[DroppedFile] = field(default_factory=list)
     rows: list[InboxRow] = field(default_factory=list)
     remote: list[Version] = field(default_factory=list)  # applied at the provider itself
+    requests: list[RegistrationRequest] = field(default_factory=list)
+    participant_changes: int = 0  # changes made at the registrations provider
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def snapshot(self) -> tuple[list[DroppedFile], list[InboxRow], list[Version]]:
         """Copies of the three lists, taken together."""
         with self.lock:
             return list(self.files), list(self.rows), list(self.remote)
+
+    def snapshot_requests(self) -> list[RegistrationRequest]:
+        """A copy of the registration requests."""
+        with self.lock:
+            return list(self.requests)
 
 
 class Load:
@@ -93,6 +124,7 @@ class Load:
         seed: int,
         *,
         favourites: FavouritesEmulator | None = None,
+        registrations: RegistrationsEmulator | None = None,
         contact_keys: int = 150,
         favourite_items: int = 30,
         bad_rate: float = 0.08,
@@ -103,6 +135,9 @@ class Load:
         self.store = store
         self.rng = random.Random(seed)
         self.favourites = favourites
+        self.registrations = registrations
+        self._participants = PARTICIPANTS
+        self._requests = 0
         self.contact_keys = contact_keys
         self.favourite_items = favourite_items
         self.bad_rate = bad_rate
@@ -303,9 +338,84 @@ class Load:
                 self.ledger.remote.append(version)
         return version
 
+    def participant_change(self) -> None:
+        """A participant changed at the registrations provider (a new one now and then)."""
+        if self.registrations is None:
+            return
+        if self.rng.random() < 0.1:
+            self._participants += 1
+            number = self._participants
+        else:
+            number = self.rng.randrange(1, self._participants + 1)
+        self._counter += 1
+        status = "Cancelled" if self.rng.random() < 0.15 else "Registered"
+        self.registrations.put(
+            "participants",
+            [
+                {
+                    "id": f"p{number}",
+                    "firstName": f"{self.rng.choice(('Ann', 'Bo', 'Cem', 'Zoë'))}{self._counter}",
+                    "lastName": f"Last{number}",
+                    "email": f"p{number}@example.com",
+                    "company": "Example Ltd",
+                    "RegistrationStatus": status,
+                }
+            ],
+        )
+        with self.ledger.lock:
+            self.ledger.participant_changes += 1
+
+    def ask_registration(self) -> RegistrationRequest:
+        """Insert one registration request into ``inbox`` as an app does (no time given).
+
+        Mostly "register" for a random pair (so some pairs are asked twice: one is refused),
+        a few for an unknown participant or session; one in five cancels a pair asked before.
+        """
+        self._requests += 1
+        key = f"req-{self._requests:05d}"
+        with self.ledger.lock:
+            asked = [r for r in self.ledger.requests if r.action == "register"]
+        if asked and self.rng.random() < 0.2:
+            earlier = self.rng.choice(asked)
+            participant, session, action = earlier.participant, earlier.session, "cancel"
+        else:
+            action = "register"
+            participant = f"p{self.rng.randrange(1, self._participants + 1)}"
+            session = f"s{self.rng.randrange(1, SESSIONS + 1)}"
+            roll = self.rng.random()
+            if roll < 0.04:
+                participant = "p-unknown"
+            elif roll < 0.08:
+                session = "s-unknown"
+        body = orjson.dumps(
+            {"participantId": participant, "sessionId": session, "action": action}
+        ).decode()
+        db = self._connection()
+        with self.ledger.lock:
+            with db:
+                cursor = db.execute(
+                    "INSERT INTO inbox (collection, key, op, body) VALUES (?, ?, 'upsert', ?)",
+                    (REQUESTS, key, body),
+                )
+            request = RegistrationRequest(
+                int(cursor.lastrowid or 0), key, participant, session, action
+            )
+            self.ledger.requests.append(request)
+        return request
+
     def step(self) -> None:
         """One random action of the mix."""
         roll = self.rng.random()
+        if self.registrations is not None:
+            # The registrations provider's share is drawn first, so the rest of the mix
+            # keeps its proportions.
+            if roll < 0.1:
+                self.ask_registration()
+                return
+            if roll < 0.15:
+                self.participant_change()
+                return
+            roll = (roll - 0.15) / 0.85
         if roll < 0.5:
             self.drop_file()
         elif roll < 0.85:

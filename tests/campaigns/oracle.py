@@ -22,7 +22,27 @@ Invariants:
 * ``delivered``: every routed key's winner reached its provider (the emulator holds it); the
   outbox is empty and there is no dead letter.
 * ``applied_once``: no version was applied at a provider more than once (a retried batch
-  carries the same idempotency key, which the emulators apply once).
+  carries the same idempotency key, which the emulators apply once). A registration is made
+  at the provider exactly as often as requests for it were confirmed, a cancellation as often
+  as cancels of it were. The churn tool takes no idempotency key (docs/providers.md: its
+  documents are upserts by ``data.id``), so an upload whose answer the daemon never got is
+  applied again when it is re-sent: a churn version may be applied again only as often as
+  there were such uploads (uploads received minus the deliveries the daemon recorded).
+
+With the registrations and churn kinds:
+
+* ``request_outcomes``: every registration request's inbox row is applied and the request ends
+  with exactly one outcome in ``registration_requests`` (``confirmed``, with the provider's
+  registration id, which the provider holds for that participant and session; or ``refused``
+  with a reason), none ``pending``.
+* ``pulled``: once settled, every participant and registration at the provider is in
+  ``records`` as the provider has it (participants at the provider's ``utcModifiedDate``,
+  with ``fp_ext_id`` and ``fp_status``), and no participant the provider does not have.
+* ``delivered`` (churn): each ``users`` winner reached the tool, and the tool's table (upserts
+  by ``data.id``, in arrival order) ends with exactly that version of each key.
+* ``callbacks``: no sync-status callback lost. Every callback the tool sent while the listener
+  was up was taken (200), and no upload the daemon recorded ``accepted`` is left unconfirmed
+  when a taken callback was sent after the upload started (its timestamp is later).
 """
 
 from __future__ import annotations
@@ -34,10 +54,21 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from dropsync.adapters.emulators.churn import ChurnEmulator
 from dropsync.adapters.emulators.crm import CrmEmulator
 from dropsync.adapters.emulators.favourites import FavouritesEmulator
+from dropsync.adapters.emulators.registrations import RegistrationsEmulator, parse_iso
 
-from tests.campaigns.load import DroppedFile, InboxRow, Ledger, Version, action_date
+from tests.campaigns.load import (
+    CHURN_BRAND,
+    REQUESTS,
+    DroppedFile,
+    InboxRow,
+    Ledger,
+    RegistrationRequest,
+    Version,
+    action_date,
+)
 
 MAX_DETAILS = 20  # violations listed per invariant; the count is always exact
 
@@ -155,6 +186,22 @@ class StoreView:
             self.pending_inbox = int(
                 db.execute("SELECT COUNT(*) FROM inbox WHERE status = 'pending'").fetchone()[0]
             )
+            # key -> (status, reason, registration_id, action, participant, session)
+            self.requests: dict[str, tuple[Any, ...]] = {}
+            self.churn_deliveries: list[tuple[Any, ...]] = []  # (id, state, attempted_at)
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+            if "registration_requests" in tables:
+                self.requests = {
+                    row[0]: row[1:]
+                    for row in db.execute(
+                        "SELECT key, status, reason, registration_id, action, participant_id, "
+                        "session_id FROM registration_requests WHERE collection = ?",
+                        (REQUESTS,),
+                    )
+                }
+            self.churn_deliveries = db.execute(
+                "SELECT id, state, attempted_at FROM deliveries WHERE provider = 'churn'"
+            ).fetchall()
         finally:
             db.close()
 
@@ -466,6 +513,8 @@ def settled(
     *,
     crm: CrmEmulator | None = None,
     favourites: FavouritesEmulator | None = None,
+    registrations: RegistrationsEmulator | None = None,
+    churn: ChurnEmulator | None = None,
 ) -> list[Violation]:
     """Every invariant, once the daemon has nothing left to do."""
     found = integrity(store)
@@ -478,6 +527,12 @@ def settled(
     found += ledger_counts(view, files)
     found += inbox_outcomes(view, rows)
     found += delivered(view, best, crm=crm, favourites=favourites)
+    if registrations is not None:
+        found += requests_decided(view, ledger.snapshot_requests(), registrations)
+        found += pulled(view, registrations)
+    if churn is not None:
+        found += churn_delivered(view, best, churn)
+        found += callbacks(view, churn)
     return found
 
 
@@ -500,3 +555,213 @@ def is_settled(store: Path, drop: Path) -> str | None:
     if pending or outbox:
         return f"inbox pending {pending}, outbox {outbox}"
     return None
+
+
+# -- the registrations provider ------------------------------------------------------------
+
+
+def requests_decided(
+    view: StoreView, requests: list[RegistrationRequest], emulator: RegistrationsEmulator
+) -> list[Violation]:
+    """``request_outcomes`` and the registrations' ``applied_once`` (see the module doc)."""
+    found: list[Violation] = []
+    with emulator.lock:
+        held = {k: dict(v) for k, v in emulator.items["registrations"].items()}
+        applied = dict(emulator.applied)
+    registers: dict[str, int] = {}  # "participant:session" -> confirmed register requests
+    cancels: dict[str, int] = {}  # registration id -> confirmed cancels
+    for request in requests:
+        where = f"registration request {request.key} ({request.action} {request.participant} "
+        where += f"to {request.session})"
+        row = view.inbox.get(request.row_id)
+        if row is None or row[0] != "applied":
+            found.append(Violation("request_outcomes", f"{where}: its inbox row is {row}"))
+        decided = view.requests.get(request.key)
+        if decided is None:
+            found.append(Violation("request_outcomes", f"{where} is not in the view"))
+            continue
+        status, reason, registration, *_ = decided
+        if status == "refused":
+            if not reason:
+                found.append(Violation("request_outcomes", f"{where} refused without a reason"))
+            continue
+        if status != "confirmed":
+            found.append(Violation("request_outcomes", f"{where} is {status}"))
+            continue
+        there = held.get(str(registration)) if registration else None
+        if there is None or (there["participantId"], there["sessionId"]) != (
+            request.participant,
+            request.session,
+        ):
+            found.append(
+                Violation(
+                    "request_outcomes",
+                    f"{where} confirmed as registration {registration}, the provider has {there}",
+                )
+            )
+            continue
+        if request.action == "register":
+            pair = f"{request.participant}:{request.session}"
+            registers[pair] = registers.get(pair, 0) + 1
+        else:
+            cancels[str(registration)] = cancels.get(str(registration), 0) + 1
+            if there["status"] != "Cancelled":
+                found.append(
+                    Violation("request_outcomes", f"{where} confirmed, the provider has {there}")
+                )
+    for what, confirmed, suffix in (
+        ("registered", registers, "@register"),
+        ("cancelled", cancels, "@cancel"),
+    ):
+        made = {k.removesuffix(suffix): n for k, n in applied.items() if k.endswith(suffix)}
+        for ident in sorted(set(made) | set(confirmed)):
+            times, asked = made.get(ident, 0), confirmed.get(ident, 0)
+            if times > asked:
+                found.append(
+                    Violation(
+                        "applied_once",
+                        f"the provider {what} {ident} {times} times for {asked} confirmed "
+                        "request(s)",
+                    )
+                )
+            elif times < asked:
+                found.append(
+                    Violation(
+                        "request_outcomes",
+                        f"{asked} request(s) confirmed as {what} {ident}, the provider did it "
+                        f"{times} times",
+                    )
+                )
+    return found
+
+
+def _participant_fields(item: dict[str, Any]) -> dict[str, Any]:
+    status = "active" if item.get("RegistrationStatus") == "Registered" else "cancelled"
+    return {**item, "fp_ext_id": item["id"], "fp_status": status}
+
+
+def pulled(view: StoreView, emulator: RegistrationsEmulator) -> list[Violation]:
+    """Participants and registrations in ``records`` are the provider's (see the module doc)."""
+    found: list[Violation] = []
+    with emulator.lock:
+        participants = {k: dict(v) for k, v in emulator.items["participants"].items()}
+        registrations = {k: dict(v) for k, v in emulator.items["registrations"].items()}
+    for ident, item in participants.items():
+        record = view.records.get(("participants", ident))
+        wanted = _participant_fields(item)
+        stored = None if record is None or record[0] is None else orjson.loads(record[0])
+        if record is None or record[1] != parse_iso(item["utcModifiedDate"]) or stored != wanted:
+            shown = None if record is None else (str(record[0])[:160], record[1])
+            found.append(
+                Violation(
+                    "pulled", f"participant {ident}: records has {shown}, the provider {item}"
+                )
+            )
+    for collection, key in view.records:
+        if collection == "participants" and key not in participants:
+            found.append(
+                Violation("pulled", f"participant {key} is in records, not at the provider")
+            )
+    for ident, item in registrations.items():
+        record = view.records.get(("registrations", ident))
+        stored = None if record is None or record[0] is None else orjson.loads(record[0])
+        fields = ("participantId", "sessionId", "status")
+        if stored is None or {f: stored.get(f) for f in fields} != {f: item[f] for f in fields}:
+            found.append(
+                Violation(
+                    "pulled",
+                    f"registration {ident}: records has {stored}, the provider {item}",
+                )
+            )
+    return found
+
+
+# -- the churn tool ------------------------------------------------------------------------
+
+
+def churn_delivered(
+    view: StoreView, best: dict[tuple[str, str], Version], emulator: ChurnEmulator
+) -> list[Violation]:
+    """The churn side of ``delivered`` and ``applied_once`` (see the module doc)."""
+    found: list[Violation] = []
+    with emulator.lock:
+        documents = list(emulator.documents)
+        applied = dict(emulator.applied)
+        uploads = sum(1 for upload in emulator.uploads if upload["files"])
+    table: dict[str, dict[str, Any]] = {}  # data.id -> the last document applied
+    for brand, name, document in documents:
+        if (brand, name) != (CHURN_BRAND, "user"):
+            found.append(
+                Violation("delivered", f"the tool got a document for brand {brand}, table {name}")
+            )
+            continue
+        table[str(document["data"].get("id"))] = document
+    for (collection, key), version in best.items():
+        if collection != "users" or version.deleted:
+            continue
+        there = table.get(key)
+        if there != version.body:
+            found.append(
+                Violation(
+                    "delivered",
+                    f"the churn tool holds {str(there)[:120]} for user {key}, the winner is "
+                    f"{version.source} at {version.ts}",
+                )
+            )
+    recorded = sum(
+        1 for _id, state, _at in view.churn_deliveries if state in ("accepted", "confirmed")
+    )
+    unanswered = max(0, uploads - recorded)
+    for applied_key, times in applied.items():
+        if times - 1 > unanswered:
+            found.append(
+                Violation(
+                    "applied_once",
+                    f"the churn tool applied {applied_key} {times} times; {unanswered} of its "
+                    f"{uploads} uploads went unanswered",
+                )
+            )
+    return found
+
+
+def _sync_status_sent(emulator: ChurnEmulator) -> list[tuple[int, int]]:
+    """(timestamp, the listener's status) of each sync-status callback the tool sent."""
+    with emulator.lock:
+        sent = list(emulator.callbacks_sent)
+    return [
+        (int(body["data"]["timestamp"]), status)
+        for kind, body, status in sent
+        if kind == "sync-status"
+    ]
+
+
+def callbacks_owed(emulator: ChurnEmulator) -> int:
+    """Sync-status callbacks the tool has still to send (one per upload it took files of)."""
+    with emulator.lock:
+        uploads = sum(1 for upload in emulator.uploads if upload["files"])
+    return max(0, uploads - len(_sync_status_sent(emulator)))
+
+
+def callbacks(view: StoreView, emulator: ChurnEmulator) -> list[Violation]:
+    """``callbacks``: no sync-status callback lost (see the module doc)."""
+    found: list[Violation] = []
+    sent = _sync_status_sent(emulator)
+    for timestamp, status in sent:
+        if status not in (200, 0):  # 0: nobody listened (the daemon was down)
+            found.append(
+                Violation(
+                    "callbacks", f"the listener answered {status} to the callback of {timestamp}"
+                )
+            )
+    taken = [timestamp for timestamp, status in sent if status == 200]
+    latest = max(taken, default=None)
+    for delivery, state, attempted_at in view.churn_deliveries:
+        if state == "accepted" and latest is not None and latest > attempted_at:
+            found.append(
+                Violation(
+                    "callbacks",
+                    f"churn upload {delivery} (started {attempted_at}) is still accepted; the "
+                    f"listener took a callback of {latest}",
+                )
+            )
+    return found

@@ -116,6 +116,7 @@ class FaultProxy(Emulator):
         self.injected: Counter[str] = Counter()
         self.forced: list[str] = []  # faults for the next requests, in order, before the plan
         self._hold_prefix: str | None = None
+        self._hold_method: str | None = None
         self.held = threading.Event()  # set once a held request was applied upstream
         self._release = threading.Event()
 
@@ -134,13 +135,15 @@ class FaultProxy(Emulator):
         with self.lock:
             self.forced.extend(faults)
 
-    def hold_after_apply(self, path_prefix: str) -> None:
-        """Forward the next request under ``path_prefix``, then hold its answer until
-        ``release()`` (``held`` is set once the provider applied it): the moment to kill."""
+    def hold_after_apply(self, path_prefix: str, method: str | None = None) -> None:
+        """Forward the next request under ``path_prefix`` (of ``method``, if given), then hold
+        its answer until ``release()`` (``held`` is set once the provider applied it): the
+        moment to kill."""
         with self.lock:
             self.held.clear()
             self._release.clear()
             self._hold_prefix = path_prefix
+            self._hold_method = method
 
     def cancel_hold(self) -> None:
         """Forget a hold that no request took yet."""
@@ -163,10 +166,14 @@ class FaultProxy(Emulator):
         methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
         return Starlette(routes=[Route("/{path:path}", self.forward, methods=methods)])
 
-    def _choose(self, path: str, size: int) -> tuple[str, bool]:
+    def _choose(self, method: str, path: str, size: int) -> tuple[str, bool]:
         """The fault for this request, and whether to hold its answer."""
         with self.lock:
-            hold = self._hold_prefix is not None and path.startswith(self._hold_prefix)
+            hold = (
+                self._hold_prefix is not None
+                and path.startswith(self._hold_prefix)
+                and self._hold_method in (None, method)
+            )
             if hold:
                 self._hold_prefix = None
                 return "pass", True
@@ -186,7 +193,7 @@ class FaultProxy(Emulator):
         body = await request.body()
         started, wall = time.monotonic(), time.time()
         path = request.url.path
-        fault, hold = self._choose(path, len(body))
+        fault, hold = self._choose(request.method, path, len(body))
         not_before: float | None = None
         response: Response
         if fault in ("pass", "cut_after", "timeout_after"):

@@ -27,6 +27,9 @@ INVARIANTS = (
     "inbox_outcomes",
     "delivered",
     "applied_once",
+    "request_outcomes",
+    "pulled",
+    "callbacks",
     "liveness",
     "daemon_survives",
     "error_logs",
@@ -49,6 +52,8 @@ def test_the_campaign_ran_at_size(campaign: CampaignResult) -> None:
     assert figures["kills_after_apply"] == KILLS // 4, figures
     assert figures["files"] > 50 and figures["inbox_rows"] > 100, figures
     assert figures["crm_requests"] > 0 and figures["favourites_requests"] > 0, figures
+    assert figures["registration_requests"] > 10 and figures["participant_changes"] > 5, figures
+    assert figures["churn_uploads"] > 0 and figures["callbacks_taken"] > 0, figures
 
 
 def test_every_violation_belongs_to_a_known_invariant(campaign: CampaignResult) -> None:

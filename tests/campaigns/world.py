@@ -16,18 +16,33 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from dropsync.adapters.emulators.common import EmulatorServer
+from dropsync.adapters.emulators.churn import ChurnEmulator
+from dropsync.adapters.emulators.common import Emulator, EmulatorServer
 from dropsync.adapters.emulators.crm import CrmEmulator
 from dropsync.adapters.emulators.favourites import FavouritesEmulator
+from dropsync.adapters.emulators.registrations import RegistrationsEmulator
 
 from tests.campaigns import oracle
-from tests.campaigns.load import FAVOURITE_USERS, Load
+from tests.campaigns.load import (
+    CHURN_BRAND,
+    FAVOURITE_USERS,
+    PARTICIPANTS,
+    SESSIONS,
+    SMALL_SESSIONS,
+    Load,
+)
 from tests.campaigns.oracle import Violation
 from tests.campaigns.proxy import FaultProxy
-from tests.support import DaemonProcess
+from tests.support import DaemonProcess, free_port
 
 CRM_TOKEN = "crm-campaign-token-5b1e9c"
 FAVOURITE_TOKENS = {user: f"fav-campaign-token-{user}-77d0a3" for user in FAVOURITE_USERS}
+REGISTRATIONS_PASSWORD = "lenos-campaign-password-3c8d1f"
+CHURN_TOKEN = "churn-campaign-token-a91e42"
+CHURN_CALLBACK_SECRET = "churn-campaign-callback-6d0b7e"
+BASE_KINDS = ("crm", "favourites")
+ALL_KINDS = ("crm", "favourites", "registrations", "churn")
+REGISTRATIONS = "lenos"  # the registrations provider's name in the config
 SEED_VARIABLE = "DROPSYNC_CAMPAIGN_SEED"
 LOUD_LEVELS = ("error", "critical")
 
@@ -52,6 +67,10 @@ class World:
     load: Load
     crm_proxy: EmulatorServer | None = None
     favourites_proxy: EmulatorServer | None = None
+    registrations: EmulatorServer | None = None
+    churn: EmulatorServer | None = None
+    registrations_proxy: EmulatorServer | None = None
+    churn_proxy: EmulatorServer | None = None
     exits: list[str] = field(default_factory=list)  # daemon exits nobody asked for
     _settled_pids: set[int] = field(default_factory=set)  # exits asked for or reported
 
@@ -72,10 +91,30 @@ class World:
         assert isinstance(emulator, CrmEmulator)
         return emulator
 
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """The provider kinds this world runs (each one provider of that kind)."""
+        extra = tuple(
+            kind
+            for kind, server in (("registrations", self.registrations), ("churn", self.churn))
+            if server is not None
+        )
+        return BASE_KINDS + extra
+
+    def proxy_server(self, which: str) -> EmulatorServer:
+        """The server of the fault proxy in front of a kind's emulator."""
+        server = {
+            "crm": self.crm_proxy,
+            "favourites": self.favourites_proxy,
+            "registrations": self.registrations_proxy,
+            "churn": self.churn_proxy,
+        }[which]
+        assert server is not None, f"this world has no fault proxy for {which}"
+        return server
+
     def proxy(self, which: str) -> FaultProxy:
-        """The fault proxy in front of ``crm`` or ``favourites``."""
-        server = self.crm_proxy if which == "crm" else self.favourites_proxy
-        assert server is not None, "this world has no fault proxies"
+        """The fault proxy in front of a kind's emulator (``crm``, ``favourites``, ...)."""
+        server = self.proxy_server(which)
         proxy = server.emulator
         assert isinstance(proxy, FaultProxy)
         return proxy
@@ -86,6 +125,40 @@ class World:
         emulator = self.favourites.emulator
         assert isinstance(emulator, FavouritesEmulator)
         return emulator
+
+    @property
+    def registrations_emulator(self) -> RegistrationsEmulator | None:
+        """The registrations emulator, when this world has one."""
+        if self.registrations is None:
+            return None
+        emulator = self.registrations.emulator
+        assert isinstance(emulator, RegistrationsEmulator)
+        return emulator
+
+    @property
+    def churn_emulator(self) -> ChurnEmulator | None:
+        """The churn emulator, when this world has one."""
+        if self.churn is None:
+            return None
+        emulator = self.churn.emulator
+        assert isinstance(emulator, ChurnEmulator)
+        return emulator
+
+    def providers_behind(self) -> str | None:
+        """What the providers' side still lacks for the oracle to judge, else None: pulled
+        participants and registrations not yet like the emulator's, a sync-status callback
+        the churn tool still owes for an upload."""
+        registrations = self.registrations_emulator
+        if registrations is not None:
+            behind = oracle.pulled(oracle.StoreView(self.store), registrations)
+            if behind:
+                return f"{len(behind)} pulled item(s) not like the provider's, e.g. {behind[0]}"
+        churn = self.churn_emulator
+        if churn is not None:
+            owed = oracle.callbacks_owed(churn)
+            if owed:
+                return f"the churn tool owes {owed} sync-status callback(s)"
+        return None
 
     def settle(self, timeout: float = 120.0, tend: Callable[[], None] | None = None) -> str | None:
         """Wait until nothing is left to do and the records show every winner.
@@ -108,8 +181,11 @@ class World:
                 best = oracle.winners(files, rows, remote)
                 behind = oracle.winners_in_records(view, best)
                 if not behind:
-                    return None
-                waiting = f"{len(behind)} winner(s) not in place yet, e.g. {behind[0]}"
+                    waiting = self.providers_behind()
+                    if waiting is None:
+                        return None
+                else:
+                    waiting = f"{len(behind)} winner(s) not in place yet, e.g. {behind[0]}"
             time.sleep(0.2)
         return waiting
 
@@ -163,6 +239,8 @@ class World:
             self.load.ledger,
             crm=self.crm_emulator,
             favourites=self.favourites_emulator,
+            registrations=self.registrations_emulator,
+            churn=self.churn_emulator,
         )
         found += [Violation("daemon_survives", text) for text in self.exits]
         found += [Violation("load", text) for text in self.load.errors]
@@ -194,13 +272,19 @@ class World:
         """Stop everything this world started."""
         self.load.close()
         self.daemon.close()
-        for proxy in (self.crm_proxy, self.favourites_proxy):
+        for proxy in (
+            self.crm_proxy,
+            self.favourites_proxy,
+            self.registrations_proxy,
+            self.churn_proxy,
+        ):
             if proxy is not None:
                 if isinstance(proxy.emulator, FaultProxy):
                     proxy.emulator.release()  # a held answer must not keep the server up
                 proxy.stop()
-        self.crm.stop()
-        self.favourites.stop()
+        for server in (self.crm, self.favourites, self.registrations, self.churn):
+            if server is not None:
+                server.stop()
 
 
 def config_text(
@@ -208,6 +292,9 @@ def config_text(
     crm_url: str,
     favourites_url: str,
     *,
+    registrations_url: str | None = None,
+    churn_url: str | None = None,
+    listener_port: int | None = None,
     extra_providers: str = "",
     backoff_cap_s: float = 1.0,
     timeout_s: float = 5.0,
@@ -215,13 +302,25 @@ def config_text(
     parser_process_min_mb: float = 0.02,
     secrets_via: str = "env",
 ) -> str:
-    """The daemon's config: contacts to the CRM, favourites both ways, users kept locally."""
-    if secrets_via == "credential":
+    """The daemon's config: contacts to the CRM, favourites both ways, users kept locally
+    (or, with ``churn_url``, sent to the churn tool, whose callbacks reach the listener on
+    ``listener_port``), and with ``registrations_url`` a registrations provider (participants
+    and registrations pulled, registration requests asked)."""
+    credential = secrets_via == "credential"
+    if credential:
         crm_secret, favourites_secret = 'credential = "crm"', 'credential = "favourites"'
+        lenos_secret, churn_secret = 'credential = "lenos"', 'credential = "churn"'
+        callback_secret = 'callback_credential = "churn-callback"'
     else:
         crm_secret = 'secret_env = "CAMPAIGN_CRM_TOKEN"'
         favourites_secret = 'secret_env = "CAMPAIGN_FAVOURITES_TOKENS"'
-    return f"""
+        lenos_secret = 'secret_env = "CAMPAIGN_LENOS_PASSWORD"'
+        churn_secret = 'secret_env = "CAMPAIGN_CHURN_TOKEN"'
+        callback_secret = 'callback_secret_env = "CAMPAIGN_CHURN_CALLBACK_SECRET"'
+    retry = f"""timeout_s = {timeout_s}
+backoff_base_s = 0.05
+backoff_cap_s = {backoff_cap_s}"""
+    text = f"""
 [store]
 path = "{root / "store.db"}"
 [drop]
@@ -245,19 +344,67 @@ base_url = "{crm_url}"
 account_id = "acc_1"
 {crm_secret}
 batch_max_items = 40
-timeout_s = {timeout_s}
-backoff_base_s = 0.05
-backoff_cap_s = {backoff_cap_s}
+{retry}
 [providers.favourites]
 kind = "favourites"
 base_url = "{favourites_url}"
 {favourites_secret}
 pull_interval_s = {pull_interval_s}
-timeout_s = {timeout_s}
-backoff_base_s = 0.05
-backoff_cap_s = {backoff_cap_s}
-{extra_providers}
+{retry}
 """
+    if listener_port is not None:
+        text += f"""[listener]
+port = {listener_port}
+public_url = "http://127.0.0.1:{listener_port}"
+"""
+    if churn_url is not None:
+        text += f"""[collections.users]
+key = "data.id"
+timestamp = "updatedAt"
+providers = ["churn"]
+[providers.churn]
+kind = "churn"
+base_url = "{churn_url}"
+{churn_secret}
+{callback_secret}
+tables = {{ users = "user" }}
+brand_id = {CHURN_BRAND}
+batch_max_items = 200
+{retry}
+"""
+    if registrations_url is not None:
+        text += f"""[providers.{REGISTRATIONS}]
+kind = "registrations"
+base_url = "{registrations_url}"
+username = "fp-bot"
+event_id = "ev-2026"
+{lenos_secret}
+pull_interval_s = {pull_interval_s}
+{retry}
+"""
+    return text + extra_providers
+
+
+def _emulator_server(
+    emulator: Emulator, seed: int, proxied: bool, timeout_s: float
+) -> tuple[EmulatorServer, EmulatorServer | None, str]:
+    """Start an emulator (behind a fault proxy if ``proxied``): (server, proxy, URL to use)."""
+    server = EmulatorServer(emulator).start()
+    if not proxied:
+        return server, None, server.base_url
+    proxy = EmulatorServer(FaultProxy(server.base_url, seed, timeout_s=timeout_s)).start()
+    return server, proxy, proxy.base_url
+
+
+def registrations_emulator() -> RegistrationsEmulator:
+    """The registrations provider's event: the load's participants, its sessions (two of
+    them nearly full, so some requests are refused for capacity)."""
+    emulator = RegistrationsEmulator(password=REGISTRATIONS_PASSWORD)
+    emulator.seed(participants=PARTICIPANTS, sessions=SESSIONS)
+    for session, capacity in SMALL_SESSIONS.items():
+        with emulator.lock:
+            emulator.items["sessions"][session]["capacity"] = capacity
+    return emulator
 
 
 def make_world(
@@ -266,32 +413,53 @@ def make_world(
     *,
     proxies: bool = False,
     proxy_timeout_s: float = 1.0,
+    kinds: tuple[str, ...] = BASE_KINDS,
     env: dict[str, str] | None = None,
     load_options: dict[str, Any] | None = None,
     **config: Any,
 ) -> World:
-    """Start the emulators (behind fault proxies if ``proxies``) and build the world.
-
-    The daemon is not started.
+    """Start the emulators of ``kinds`` (behind fault proxies if ``proxies``) and build the
+    world. The daemon is not started.
     """
     root.mkdir(parents=True, exist_ok=True)
-    crm = EmulatorServer(CrmEmulator({"acc_1": CRM_TOKEN}, webhook_delay_s=0.05)).start()
-    favourites = EmulatorServer(
-        FavouritesEmulator({token: user for user, token in FAVOURITE_TOKENS.items()})
-    ).start()
-    crm_proxy = favourites_proxy = None
-    crm_url, favourites_url = crm.base_url, favourites.base_url
-    if proxies:
-        crm_proxy = EmulatorServer(
-            FaultProxy(crm.base_url, seed ^ 0xC4, timeout_s=proxy_timeout_s)
-        ).start()
-        favourites_proxy = EmulatorServer(
-            FaultProxy(favourites.base_url, seed ^ 0xFA, timeout_s=proxy_timeout_s)
-        ).start()
-        crm_url, favourites_url = crm_proxy.base_url, favourites_proxy.base_url
+    crm, crm_proxy, crm_url = _emulator_server(
+        CrmEmulator({"acc_1": CRM_TOKEN}, webhook_delay_s=0.05),
+        seed ^ 0xC4,
+        proxies,
+        proxy_timeout_s,
+    )
+    favourites, favourites_proxy, favourites_url = _emulator_server(
+        FavouritesEmulator({token: user for user, token in FAVOURITE_TOKENS.items()}),
+        seed ^ 0xFA,
+        proxies,
+        proxy_timeout_s,
+    )
+    registrations = registrations_proxy = churn = churn_proxy = None
+    if "registrations" in kinds:
+        registrations, registrations_proxy, config["registrations_url"] = _emulator_server(
+            registrations_emulator(), seed ^ 0x1E, proxies, proxy_timeout_s
+        )
+    if "churn" in kinds:
+        # The tool calls the daemon's listener back directly (never through the proxy).
+        port = free_port()
+        config["listener_port"] = port
+        churn, churn_proxy, config["churn_url"] = _emulator_server(
+            ChurnEmulator(
+                CHURN_TOKEN,
+                CHURN_CALLBACK_SECRET,
+                callback_base=f"http://127.0.0.1:{port}/callbacks/churn",
+                callback_delay_s=0.2,
+            ),
+            seed ^ 0xC7,
+            proxies,
+            proxy_timeout_s,
+        )
     secrets = {
         "crm": CRM_TOKEN,
         "favourites": orjson.dumps(FAVOURITE_TOKENS).decode(),
+        "lenos": REGISTRATIONS_PASSWORD,
+        "churn": CHURN_TOKEN,
+        "churn-callback": CHURN_CALLBACK_SECRET,
     }
     if config.get("secrets_via") == "credential":
         # systemd's LoadCredential= layout: the secrets are files, not in the environment.
@@ -304,6 +472,9 @@ def make_world(
         secret_env = {
             "CAMPAIGN_CRM_TOKEN": secrets["crm"],
             "CAMPAIGN_FAVOURITES_TOKENS": secrets["favourites"],
+            "CAMPAIGN_LENOS_PASSWORD": secrets["lenos"],
+            "CAMPAIGN_CHURN_TOKEN": secrets["churn"],
+            "CAMPAIGN_CHURN_CALLBACK_SECRET": secrets["churn-callback"],
         }
     daemon = DaemonProcess(
         root,
@@ -312,11 +483,29 @@ def make_world(
     )
     favourites_emulator = favourites.emulator
     assert isinstance(favourites_emulator, FavouritesEmulator)
+    registrations_emulator_ = None if registrations is None else registrations.emulator
+    assert registrations_emulator_ is None or isinstance(
+        registrations_emulator_, RegistrationsEmulator
+    )
     load = Load(
         root / "drop",
         root / "store.db",
         seed,
         favourites=favourites_emulator,
+        registrations=registrations_emulator_,
         **(load_options or {}),
     )
-    return World(root, seed, crm, favourites, daemon, load, crm_proxy, favourites_proxy)
+    return World(
+        root,
+        seed,
+        crm,
+        favourites,
+        daemon,
+        load,
+        crm_proxy,
+        favourites_proxy,
+        registrations=registrations,
+        churn=churn,
+        registrations_proxy=registrations_proxy,
+        churn_proxy=churn_proxy,
+    )
