@@ -135,13 +135,14 @@ HOLD_PATHS = {
     "registrations": "/api/v1/events/ev-2026/registrations",  # a request asked (POST)
     "churn": "/client-files",
 }
+# Where a change for each provider comes from (registrations: a request asked through SQL).
 HOLD_COLLECTIONS = {"crm": "contacts", "favourites": "favourites", "churn": "users"}
 
 
 def _kill_after_apply(world: World, target: str, bound_s: float = 300.0) -> bool:
     """Hold the next push to ``target`` once its provider applied it, then kill the daemon.
 
-    Event-driven: a change for ``target`` is dropped, and the kill waits until the proxy has
+    Event-driven: a change for ``target`` is made, and the kill waits until the proxy has
     seen the provider apply a push (however long a loaded machine takes); ``bound_s`` only
     bounds a wedge. False if the daemon exited by itself first (it is killed all the same).
     """
