@@ -14,6 +14,7 @@ from tests.campaigns import oracle
 from tests.campaigns.load import CHURN_BRAND
 from tests.campaigns.oracle import Violation
 from tests.campaigns.world import ALL_KINDS, World, make_world
+from tests.support import query, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.campaign, pytest.mark.timeout(300)]
 
@@ -85,5 +86,56 @@ def test_the_new_checks_hold_and_each_can_fail(tmp_path: Path) -> None:
         assert found.get("delivered", 0) >= 1, found
         assert found.get("callbacks", 0) >= 2, found
         assert found.get("request_outcomes", 0) >= 1, found
+    finally:
+        world.close()
+
+
+def _ask(world: World, key: str, participant: str, session: str, action: str) -> None:
+    db = sqlite3.connect(world.store, timeout=30)
+    with db:
+        db.execute(
+            "INSERT INTO inbox (collection, key, op, body) VALUES ('registration_requests', ?, "
+            "'upsert', json_object('participantId', ?, 'sessionId', ?, 'action', ?))",
+            (key, participant, session, action),
+        )
+    db.close()
+
+
+def _decided(world: World, key: str) -> tuple[str, str | None, str | None]:
+    def done() -> tuple[str, str | None, str | None] | None:
+        rows = query(
+            world.store,
+            "SELECT status, reason, registration_id FROM registration_requests WHERE key = ?",
+            (key,),
+        )
+        return rows[0] if rows and rows[0][0] != "pending" else None
+
+    found: tuple[str, str | None, str | None] = wait_until(done, what=f"the outcome of {key}")
+    return found
+
+
+def test_a_cancellation_made_just_before_a_kill_is_made_once(tmp_path: Path) -> None:
+    """The provider cancelled, the daemon was killed before it recorded that; after the
+    restart the cancel is asked again with the same key and the provider cancels once."""
+    world = make_world(tmp_path, 5, proxies=True, kinds=ALL_KINDS)
+    try:
+        world.daemon.start()
+        _ask(world, "tap-1", "p3", "s5", "register")
+        status, _, registration = _decided(world, "tap-1")
+        assert status == "confirmed" and registration
+        proxy = world.proxy("registrations")
+        proxy.hold_after_apply("/api/v1/events/ev-2026/registrations/", "DELETE")
+        _ask(world, "tap-2", "p3", "s5", "cancel")
+        assert proxy.held.wait(60), "the provider was never asked to cancel"
+        world.kill()
+        proxy.release()
+        world.daemon.start()
+        assert _decided(world, "tap-2") == ("confirmed", None, registration)
+        emulator = world.registrations_emulator
+        assert emulator is not None
+        assert emulator.applied[f"{registration}@cancel"] == 1
+        deletes = proxy.seen("DELETE")
+        assert len(deletes) == 2, deletes
+        assert world.stop() == 0
     finally:
         world.close()

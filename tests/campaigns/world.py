@@ -305,7 +305,8 @@ def config_text(
     """The daemon's config: contacts to the CRM, favourites both ways, users kept locally
     (or, with ``churn_url``, sent to the churn tool, whose callbacks reach the listener on
     ``listener_port``), and with ``registrations_url`` a registrations provider (participants
-    and registrations pulled, registration requests asked)."""
+    and registrations pulled in pages of 10, so the provider's changes land while a listing
+    is paged; registration requests asked)."""
     credential = secrets_via == "credential"
     if credential:
         crm_secret, favourites_secret = 'credential = "crm"', 'credential = "favourites"'
@@ -380,6 +381,7 @@ username = "fp-bot"
 event_id = "ev-2026"
 {lenos_secret}
 pull_interval_s = {pull_interval_s}
+page_size = 10
 {retry}
 """
     return text + extra_providers
