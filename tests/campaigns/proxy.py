@@ -26,6 +26,11 @@ fault               what the daemon sees                                      fo
 ==================  ========================================================  ==========
 
 ``echo_auth`` is for the secrets campaign: only a plan that names it draws it.
+
+A fault in ``apply_first`` is forwarded too, its answer replaced after the provider applied
+it: for the favourites provider, whose document gives no answer body, an empty 201 is a
+documented success, so an empty 201 for a request the provider never saw would be a loss
+the daemon cannot know of, not a fault it must survive.
 """
 
 from __future__ import annotations
@@ -115,6 +120,7 @@ class FaultProxy(Emulator):
         self.log: list[ProxyArrival] = []
         self.injected: Counter[str] = Counter()
         self.forced: list[str] = []  # faults for the next requests, in order, before the plan
+        self.apply_first: set[str] = set()  # faults answered after forwarding (see above)
         self._hold_prefix: str | None = None
         self._hold_method: str | None = None
         self.held = threading.Event()  # set once a held request was applied upstream
@@ -196,7 +202,7 @@ class FaultProxy(Emulator):
         fault, hold = self._choose(request.method, path, len(body))
         not_before: float | None = None
         response: Response
-        if fault in ("pass", "cut_after", "timeout_after"):
+        if fault in ("pass", "cut_after", "timeout_after") or fault in self.apply_first:
             response = await self._upstream(request, body)
             if hold:
                 self.held.set()
@@ -206,6 +212,8 @@ class FaultProxy(Emulator):
                 response = _Cut()
             elif fault == "timeout_after":
                 await asyncio.sleep(self.timeout_s + 0.5)
+            elif fault == "empty_2xx":
+                response = Response(b"", 201, media_type="application/json")
         elif fault == "error_5xx":
             status = self.rng.choice((500, 502, 504))
             response = JSONResponse({"error": f"injected {status}"}, status_code=status)
