@@ -88,6 +88,8 @@ def finish(
     settling = time.monotonic()
     waiting = world.settle(settle_timeout, tend)
     result.figures["settle_s"] = round(time.monotonic() - settling, 1)
+    if world.waits:
+        result.figures["settle_waited_on"] = world.waits[:30]
     if waiting is not None:
         result.add([Violation("liveness", f"not settled after {settle_timeout:.0f} s: {waiting}")])
     code = world.stop()

@@ -92,13 +92,13 @@ def summarise(violations: Iterable[Violation]) -> dict[str, int]:
     return counts
 
 
-def report(violations: list[Violation], seed: int) -> str:
-    """Text for an assertion message: the seed, the counts and the first few of each."""
+def report(violations: list[Violation], seed: int, *, most: int = MAX_DETAILS) -> str:
+    """Text for an assertion message: the seed, the counts and the first ``most`` of each."""
     lines = [f"seed {seed}: {len(violations)} violation(s) {summarise(violations)}"]
     shown: dict[str, int] = {}
     for violation in violations:
         shown[violation.invariant] = shown.get(violation.invariant, 0) + 1
-        if shown[violation.invariant] <= MAX_DETAILS:
+        if shown[violation.invariant] <= most:
             lines.append(f"  {violation}")
     return "\n".join(lines)
 

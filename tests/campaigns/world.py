@@ -72,6 +72,7 @@ class World:
     registrations_proxy: EmulatorServer | None = None
     churn_proxy: EmulatorServer | None = None
     exits: list[str] = field(default_factory=list)  # daemon exits nobody asked for
+    waits: list[str] = field(default_factory=list)  # what a settle waited on, every 10 s
     _settled_pids: set[int] = field(default_factory=set)  # exits asked for or reported
 
     @property
@@ -168,9 +169,14 @@ class World:
         got everything is the oracle's ``delivered``, not part of this: an empty outbox with a
         provider short of data is a loss, not a wedge.
         """
-        deadline = time.monotonic() + timeout
+        started = time.monotonic()
+        deadline = started + timeout
+        noted = started
         waiting: str | None = "not looked yet"
         while time.monotonic() < deadline:
+            if time.monotonic() - noted >= 10:
+                noted = time.monotonic()
+                self.waits.append(f"{noted - started:.0f} s: {str(waiting)[:200]}")
             self.revive()
             if tend is not None:
                 tend()
