@@ -576,7 +576,7 @@ class RegistrationsProvider:
         if reason is not None:
             return RequestOutcome(change.entry_id, "refused", reason), response.status_code
         self._check("cancellation", response, request=True)
-        if response.status_code not in (200, 204):
+        if not _cancelled_answer(response):
             raise RetryableError(self._answer("cancellation (expected 204)", response))
         previous = current[1] if current and current[0] == registration else 0
         body = dict(current[2]) if current and current[0] == registration else {}
@@ -599,6 +599,22 @@ class RegistrationsProvider:
             RequestOutcome(change.entry_id, "confirmed", remote_ref=registration),
             response.status_code,
         )
+
+
+def _cancelled_answer(response: httpx.Response) -> bool:
+    """A cancellation's success: 204, or 200 with an empty or JSON body. A 200 page (HTML,
+    text: a proxy's, say) proves nothing was cancelled, so the request stays pending."""
+    if response.status_code == 204:
+        return True
+    if response.status_code != 200:
+        return False
+    if not response.content.strip():
+        return True
+    try:
+        orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        return False
+    return True
 
 
 # The password travels in the login request's JSON body, not in a header.
