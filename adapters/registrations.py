@@ -552,7 +552,13 @@ class RegistrationsProvider:
             {"participantId": wanted.participant, "sessionId": wanted.session},
         )
         active = [(k, ts, b) for k, ts, b in found if b.get("status") != "Cancelled"]
-        return max(active, key=lambda r: r[1]) if active else None
+        if active:
+            return max(active, key=lambda r: r[1])
+        # None live: the newest cancelled one is asked again. A cancel whose answer was lost
+        # (the provider cancelled, then a pull brought the registration as Cancelled) carries
+        # the same Idempotency-Key, so the provider's replay confirms it; a registration
+        # cancelled otherwise is the provider's to answer (204 again, or a refusal).
+        return max(found, key=lambda r: r[1]) if found else None
 
     async def _cancel(
         self,
@@ -565,7 +571,7 @@ class RegistrationsProvider:
         registration = wanted.registration_id or (current[0] if current else None)
         if registration is None:
             unknown = (
-                f"no active registration of participant {wanted.participant} to session "
+                f"no registration of participant {wanted.participant} to session "
                 f"{wanted.session} is known here (give registrationId, or wait for a pull)"
             )
             return RequestOutcome(change.entry_id, "refused", unknown), 0

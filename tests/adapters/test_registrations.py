@@ -679,18 +679,13 @@ async def test_a_cancellation_answered_200_with_json_or_nothing_is_confirmed(
     assert result.outcomes[0].status == "confirmed"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="campaign finding (provider faults, full size): a cancel whose answer was lost "
-    "(the provider cancelled, the connection was cut) is refused locally when asked again if "
-    "a pull has meanwhile brought the registration as Cancelled: _cancel looks up only live "
-    "registrations, so the retry never reaches the provider, whose replay of the same "
-    "Idempotency-Key would confirm it; the request reads refused though the person's "
-    "registration was cancelled at its asking (adapters/registrations.py: _cancel)",
-)
 async def test_a_cancel_asked_again_after_a_lost_answer_is_confirmed(
     registrations_server: EmulatorServer,
 ) -> None:
+    """Campaign finding (provider faults, full size): a cancel whose answer was lost (the
+    provider cancelled, the connection was cut) was refused locally when asked again once a
+    pull had brought the registration as Cancelled; it is asked again with the same key, and
+    the provider's replay confirms it."""
     emulator = seeded(registrations_server)
     async with provider(registrations_server) as p:
         made = await p.push(
