@@ -171,6 +171,8 @@ class Store:
 
     async def _begin(self) -> None:
         try:
+            if self.db.in_transaction:
+                await run_in_connection_thread(self.db, end_abandoned_transaction)
             await self.db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             raise (unavailable(exc, self.path) or exc) from exc
@@ -239,6 +241,7 @@ class Store:
 
 
 def _in_transaction(conn: sqlite3.Connection, fn: Callable[..., T], *args: Any) -> T:
+    end_abandoned_transaction(conn)
     conn.execute("BEGIN IMMEDIATE")
     try:
         result = fn(conn, *args)
@@ -248,3 +251,16 @@ def _in_transaction(conn: sqlite3.Connection, fn: Callable[..., T], *args: Any) 
             conn.execute("ROLLBACK")
         raise
     return result
+
+
+def end_abandoned_transaction(conn: sqlite3.Connection) -> None:
+    """Roll back a transaction a failed unit of work left open on the writer's connection.
+
+    Every unit of work runs under the store's lock and ends its transaction; one that is
+    still open when the next unit starts belongs to a unit that failed half way (its COMMIT
+    never returned, so nothing it wrote was acknowledged). Rolling it back is that unit's
+    failure finished; starting on top of it would fail every write from then on ("cannot
+    start a transaction within a transaction").
+    """
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")

@@ -174,10 +174,11 @@ def add_rows(
     db.execute("BEGIN")
     try:
         add(db, batch, rows)
+        db.execute("COMMIT")
     except BaseException:
-        db.execute("ROLLBACK")
+        if db.in_transaction:
+            db.execute("ROLLBACK")
         raise
-    db.execute("COMMIT")
 
 
 def record_delivery(

@@ -85,13 +85,18 @@ async def test_two_tables_two_brands_arrive_as_wellformed_multipart_once_each(
             lambda: daemon.rows("SELECT 1 FROM outbox_pending WHERE pending = 0"),
             "the delivery is recorded",
         )
-        assert await daemon.rows(
+        deliveries = await daemon.rows(
             "SELECT state, items FROM deliveries WHERE provider = 'churn'"
-        ) == [("accepted", 60)]
-    upload = churn.uploads[0]
-    assert len(churn.uploads) == 1 and not upload["skipped"]
-    assert len(upload["files"]) > 4  # several files per group: the cap holds
-    assert {tuple(f["meta"].items()) for f in upload["files"]} == {
+        )
+    # Usually one upload of 60; on a loaded machine the batch may be cut in two (its spooling
+    # outlasts the batch window). Either way every document goes out once, in files under the cap.
+    assert {state for state, _ in deliveries} == {"accepted"}
+    assert sum(items for _, items in deliveries) == 60
+    assert len(churn.uploads) == len(deliveries)
+    assert not any(upload["skipped"] for upload in churn.uploads)
+    files = [f for upload in churn.uploads for f in upload["files"]]
+    assert len(files) > 4  # several files per group: the cap holds
+    assert {tuple(f["meta"].items()) for f in files} == {
         (("brandId", b), ("tableName", t)) for b in (15, 16) for t in ("user", "order")
     }
     brands = {"acme": 15, "globex": 16}

@@ -169,3 +169,28 @@ async def test_without_a_listener_a_full_disk_is_an_error_that_says_so(
             await store.transact(_insert, "k", '{"x": "' + "y" * 200_000 + '"}')
         small_fs.free()
         assert await store.transact(_insert, "k") == 1
+
+
+def _leave_a_transaction_open(conn: sqlite3.Connection) -> None:
+    # A unit of work that failed between its BEGIN and its COMMIT (what a COMMIT that never
+    # returned leaves behind).
+    conn.execute("BEGIN")
+    _insert(conn, "abandoned")
+
+
+async def test_a_transaction_left_open_by_a_failed_unit_does_not_stop_every_later_write(
+    tmp_path: Path,
+) -> None:
+    async with await Store.open(tmp_path / "s.db") as store:
+        await store.call(_leave_a_transaction_open)
+        await store.transact(_insert, "after")  # was: cannot start a transaction within ...
+        await store.call(_leave_a_transaction_open)
+        async with store.write() as db:
+            await db.execute(
+                "INSERT INTO inbox (op, collection, key, body) VALUES ('upsert', 'c', ?, '{}')",
+                ("written",),
+            )
+    conn = sqlite3.connect(tmp_path / "s.db")
+    keys = [row[0] for row in conn.execute("SELECT key FROM inbox ORDER BY id")]
+    conn.close()
+    assert keys == ["after", "written"]  # the abandoned units' rows were never committed
