@@ -150,7 +150,14 @@ class Store:
         ``transact`` for work that must survive a full disk.
         """
         async with self._lock:
-            await self._retrying(self._begin)
+            try:
+                await self._retrying(self._begin)
+            except BaseException:
+                # Cancelled (a reload, a stop) while BEGIN waited for the connection's thread:
+                # the thread runs it all the same, so end it there, after it (in order).
+                with anyio.CancelScope(shield=True):
+                    await run_in_connection_thread(self.db, end_abandoned_transaction)
+                raise
             try:
                 yield self.db
             except sqlite3.Error as exc:
@@ -171,9 +178,7 @@ class Store:
 
     async def _begin(self) -> None:
         try:
-            if self.db.in_transaction:
-                await run_in_connection_thread(self.db, end_abandoned_transaction)
-            await self.db.execute("BEGIN IMMEDIATE")
+            await run_in_connection_thread(self.db, _begin_immediate)
         except sqlite3.Error as exc:
             raise (unavailable(exc, self.path) or exc) from exc
 
@@ -240,9 +245,13 @@ class Store:
         await self.close()
 
 
-def _in_transaction(conn: sqlite3.Connection, fn: Callable[..., T], *args: Any) -> T:
+def _begin_immediate(conn: sqlite3.Connection) -> None:
     end_abandoned_transaction(conn)
     conn.execute("BEGIN IMMEDIATE")
+
+
+def _in_transaction(conn: sqlite3.Connection, fn: Callable[..., T], *args: Any) -> T:
+    _begin_immediate(conn)
     try:
         result = fn(conn, *args)
         conn.execute("COMMIT")

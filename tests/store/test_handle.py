@@ -194,3 +194,37 @@ async def test_a_transaction_left_open_by_a_failed_unit_does_not_stop_every_late
     keys = [row[0] for row in conn.execute("SELECT key FROM inbox ORDER BY id")]
     conn.close()
     assert keys == ["after", "written"]  # the abandoned units' rows were never committed
+
+
+async def test_a_write_cancelled_while_its_begin_waits_leaves_no_transaction_open(
+    tmp_path: Path,
+) -> None:
+    """Campaign finding (provider faults, full size): a reload cancelled a pull's write while
+    its BEGIN waited for the connection's thread; the BEGIN ran all the same and nobody ended
+    it, so the next transaction failed ("cannot start a transaction within a transaction") and
+    the daemon exited."""
+    async with await Store.open(tmp_path / "s.db") as store:
+        busy, release = threading.Event(), threading.Event()
+
+        def occupy(conn: sqlite3.Connection) -> None:
+            busy.set()
+            release.wait(30)
+
+        async def writer() -> None:
+            async with store.write():
+                pass
+
+        async with anyio.create_task_group() as outer:
+            outer.start_soon(run_in_connection_thread, store.db, occupy)
+            await anyio.to_thread.run_sync(busy.wait)
+            with anyio.CancelScope() as scope:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(writer)
+                    # The writer's BEGIN is queued behind the work occupying the thread.
+                    while store.db._tx.empty():  # noqa: ASYNC110 -- aiosqlite's queue
+                        await anyio.sleep(0.01)
+                    scope.cancel()
+            release.set()
+        assert await store.transact(_insert, "k") == 1
+        async with store.write() as db:
+            await db.execute("SELECT 1")
