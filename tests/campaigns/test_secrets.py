@@ -58,7 +58,9 @@ def _child_environ(pid: int, timeout: float = 20.0) -> bytes:
         for task in Path(f"/proc/{pid}/task").glob("*"):
             with contextlib.suppress(OSError):
                 for child in (task / "children").read_text().split():
-                    return Path(f"/proc/{child}/environ").read_bytes()
+                    environ = Path(f"/proc/{child}/environ").read_bytes()
+                    if environ:  # an exited child (not yet reaped) reads as empty
+                        return environ
         time.sleep(0.001)
     return b""
 
