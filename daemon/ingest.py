@@ -605,20 +605,33 @@ async def _taken_by_other(ingestor: Ingestor, path: Path, collection: str) -> No
 
     state = read_runtime(ingestor.config.store_path)
     who = "the running daemon" if state and is_fresh(state, now_ms()) else "another ingest"
-    row = await ingestor.store.call(ledger.latest_named, shown(collection), shown(path.name))
-    if row is not None:
+
+    async def recorded() -> NotIngested | None:
+        row = await ingestor.store.call(ledger.latest_named, shown(collection), shown(path.name))
+        if row is None:
+            return None
         return NotIngested(
             f"{shown(str(path))}: taken by {who}: file #{row.id} ({row.status}), now {row.path}",
             failed=row.status == "quarantined",
         )
+
+    # The other ingest goes forward only: locks the file where it is, commits its row,
+    # moves it into .processing/, files it and lets go. Looked at in that order, one of
+    # the looks sees it wherever it is (its row stays once committed).
+    found = await recorded()
+    if found is not None:
+        return found
+    if is_locked(path):
+        return NotIngested(f"{shown(str(path))}: taken by {who}: being claimed", failed=False)
     processing = path.parent / PROCESSING
     stem, suffix = os.path.splitext(path.name)
     for candidate in sorted(processing.glob(f"{stem}*{suffix}")) if processing.is_dir() else []:
         if is_locked(candidate):
             return NotIngested(
-                f"{path}: taken by {who}: being ingested, now {candidate}", failed=False
+                f"{shown(str(path))}: taken by {who}: being ingested, now {shown(str(candidate))}",
+                failed=False,
             )
-    return NotIngested(f"{shown(str(path))}: no such file", failed=True)
+    return await recorded() or NotIngested(f"{shown(str(path))}: no such file", failed=True)
 
 
 def not_utf8_reason(path: Path, collection: str) -> str:

@@ -30,6 +30,7 @@ from pathlib import Path
 import anyio
 import structlog
 from dropsync.daemon import early_signals
+from dropsync.daemon.clock import now_ms
 from dropsync.daemon.config import Config, load_config
 from dropsync.daemon.dropfiles import PROCESSING, collection_folders, list_entries
 from dropsync.daemon.errors import ConfigError
@@ -298,7 +299,7 @@ class Daemon:
         self.watcher.config = config
         self.retention.config = config
         async with self.store.write() as db:
-            await outbox.clear_auth_failures(db)
+            await outbox.clear_auth_failures(db, now=now_ms())
         if self.listener is not None:
             self.listener.reload(config)
         self.supervisor.reload(config)

@@ -120,6 +120,7 @@ class FaultProxy(Emulator):
         self.log: list[ProxyArrival] = []
         self.injected: Counter[str] = Counter()
         self.forced: list[str] = []  # faults for the next requests, in order, before the plan
+        self.forced_for: dict[str, list[str]] = {}  # the same, for one method's requests
         self.apply_first: set[str] = set()  # faults answered after forwarding (see above)
         self._hold_prefix: str | None = None
         self._hold_method: str | None = None
@@ -140,6 +141,11 @@ class FaultProxy(Emulator):
         """Inject these faults, in order, into the next requests."""
         with self.lock:
             self.forced.extend(faults)
+
+    def force_for(self, method: str, *faults: str) -> None:
+        """Inject these faults, in order, into the next ``method`` requests (before ``force``'s)."""
+        with self.lock:
+            self.forced_for.setdefault(method, []).extend(faults)
 
     def hold_after_apply(self, path_prefix: str, method: str | None = None) -> None:
         """Forward the next request under ``path_prefix`` (of ``method``, if given), then hold
@@ -183,6 +189,8 @@ class FaultProxy(Emulator):
             if hold:
                 self._hold_prefix = None
                 return "pass", True
+            if self.forced_for.get(method):
+                return self.forced_for[method].pop(0), False
             if self.forced:
                 return self.forced.pop(0), False
             if self.max_body is not None and size > self.max_body:

@@ -11,7 +11,8 @@ import orjson
 import pytest
 from dropsync.daemon import ingest as ingest_module
 from dropsync.daemon.config import Config, parse_config
-from dropsync.daemon.ingest import Ingestor
+from dropsync.daemon.dropfiles import lock_dropped
+from dropsync.daemon.ingest import Ingestor, NotIngested, ingest_named
 from dropsync.daemon.parse import iter_documents
 from dropsync.store.handle import Store
 from structlog.testing import capture_logs
@@ -341,3 +342,24 @@ async def test_a_document_over_the_size_limit_is_skipped_unread(
     assert [f.index for f in report.failures] == [0, 2]
     assert all("longer than the limit of 10,485 bytes" in f.reason for f in report.failures)
     assert [r[0] for r in records(config)] == ["3", "4"]
+
+
+async def test_ingest_of_a_file_another_ingest_has_locked_but_not_recorded_says_who(
+    tmp_path: Path,
+) -> None:
+    """Two ``dropsync ingest`` of one path at once: the second looked between the first's
+    lock and its ledger row, and said "no such file" (exit 1) for a file being ingested."""
+    config = make_config(tmp_path)
+    path = drop(config, "users", "a.json", orjson.dumps([envelope(1)]))
+    first = lock_dropped(path, "users")  # the first ingest, before its row is committed
+    assert first is not None
+    try:
+        async with await Store.open(config.store_path) as store:
+            answer = await ingest_named(Ingestor(store, config), path, None)
+    finally:
+        first.close()
+    assert isinstance(answer, NotIngested)
+    assert (answer.failed, answer.message) == (
+        False,
+        f"{path}: taken by another ingest: being claimed",
+    )

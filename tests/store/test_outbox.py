@@ -137,7 +137,7 @@ async def test_provider_state_survives_reopen_and_resync_requeues(tmp_path: Path
         async with store.write() as db:
             await outbox.register_providers(db, [("crm", "crm")], now=3)  # keeps state
             queued = await outbox.requeue_collection(db, "crm", ["contacts"], now=4)
-            await outbox.clear_auth_failures(db, "crm")
+            await outbox.clear_auth_failures(db, "crm", now=5)
         async with store.read() as db:
             state = await outbox.provider_state(db, "crm")
             keys = [e.key for e in await outbox.take_batch(db, "crm", 10)]
@@ -145,6 +145,33 @@ async def test_provider_state_survives_reopen_and_resync_requeues(tmp_path: Path
         assert queued == 1 and keys == ["a"]
         assert state is not None and (state.state, state.next_attempt_at) == ("online", None)
         await assert_pending_counts_match(store)
+
+
+async def test_a_reload_resumes_refused_credentials_but_keeps_a_push_s_wait(
+    tmp_path: Path,
+) -> None:
+    """A pull refused (401) after a push was throttled: the reload that follows must not
+    let the push go before its Retry-After (found by the provider-faults campaign)."""
+    async with await Store.open(tmp_path / "s.db") as store:
+        async with store.write() as db:
+            await outbox.register_providers(db, [("fav", "favourites"), ("crm", "crm")], now=1)
+            for name, waits_until in (("fav", 5_000), ("crm", 500)):
+                await outbox.set_provider_state(
+                    db, name, state="backing-off", now=2, next_attempt_at=waits_until, failures=2
+                )
+                await outbox.record_pull_failure(
+                    db, name, state="auth-failed", last_error="HTTP 401", now=3
+                )
+                await outbox.record_pull_failure(  # a later pull failure keeps auth-failed
+                    db, name, state="offline", last_error="timeout", now=4
+                )
+            await outbox.clear_auth_failures(db, now=1_000)
+        async with store.read() as db:
+            fav = await outbox.provider_state(db, "fav")
+            crm = await outbox.provider_state(db, "crm")
+    assert fav is not None and crm is not None
+    assert (fav.state, fav.next_attempt_at, fav.failures) == ("backing-off", 5_000, 2)
+    assert (crm.state, crm.next_attempt_at, crm.failures) == ("online", None, 0)
 
 
 async def test_pending_count_follows_coalescing_and_hand_edits(tmp_path: Path) -> None:
