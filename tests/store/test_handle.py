@@ -224,7 +224,9 @@ async def test_a_write_cancelled_while_its_begin_waits_leaves_no_transaction_ope
                     while store.db._tx.empty():  # noqa: ASYNC110 -- aiosqlite's queue
                         await anyio.sleep(0.01)
                     scope.cancel()
-            release.set()
+                    # The cancelled writer waits (shielded) for its BEGIN to end it.
+                    release.set()
+        assert not await run_in_connection_thread(store.db, lambda conn: conn.in_transaction)
         assert await store.transact(_insert, "k") == 1
         async with store.write() as db:
             await db.execute("SELECT 1")
