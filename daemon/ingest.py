@@ -27,7 +27,7 @@ import sqlite3
 import subprocess
 import sys
 from collections.abc import AsyncGenerator, Callable
-from contextlib import aclosing
+from contextlib import aclosing, nullcontext
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -353,7 +353,8 @@ class Ingestor:
 
         in_parser_process = size >= config.parser_process_min_bytes
         batches = parse_in_process(job) if in_parser_process else parse_here(job)
-        async with anyio.create_task_group() as tg, aclosing(batches):
+        bulk = self.store.bulk() if in_parser_process else nullcontext()
+        async with bulk, anyio.create_task_group() as tg, aclosing(batches):
             tg.start_soon(commit_batches)
             async with send:
                 async for parsed in batches:

@@ -12,13 +12,21 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any, Protocol, TypeVar, cast
 
 import aiosqlite
 import anyio
-from dropsync.store.db import open_reader, open_store, rollback_if_open, unavailable
+from dropsync.store.db import (
+    BULK_CACHE_KIB,
+    STEADY_CACHE_KIB,
+    open_reader,
+    open_store,
+    rollback_if_open,
+    set_cache_size,
+    unavailable,
+)
 from dropsync.store.errors import StoreRetryable
 
 T = TypeVar("T")
@@ -115,6 +123,7 @@ class Store:
         self._lock = anyio.Lock()
         self._reader: aiosqlite.Connection | None = None
         self._reader_lock = anyio.Lock()
+        self._bulk_users = 0
 
     @classmethod
     async def open(
@@ -210,6 +219,29 @@ class Store:
         except sqlite3.Error as exc:
             raise (unavailable(exc, self.path) or exc) from exc
         return result
+
+    @asynccontextmanager
+    async def bulk(self) -> AsyncIterator[None]:
+        """While a bulk unit of work runs, the writer's page cache is the larger one.
+
+        Nested or concurrent bulk units share it; when the last ends, the cache is cut
+        back to its steady size, so the daemon's memory at rest does not keep what a
+        big file needed.
+        """
+        self._bulk_users += 1
+        try:
+            if self._bulk_users == 1:
+                await self.call(set_cache_size, BULK_CACHE_KIB)
+            yield
+        finally:
+            self._bulk_users -= 1
+            if self._bulk_users == 0:
+                # Closed or unusable meanwhile: the next open sizes it again.
+                with (
+                    anyio.CancelScope(shield=True),
+                    suppress(sqlite3.Error, ValueError, StoreRetryable),
+                ):
+                    await self.call(set_cache_size, STEADY_CACHE_KIB)
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[aiosqlite.Connection]:

@@ -14,6 +14,7 @@ from dropsync.daemon.config import Config, parse_config
 from dropsync.daemon.dropfiles import lock_dropped
 from dropsync.daemon.ingest import Ingestor, NotIngested, ingest_named
 from dropsync.daemon.parse import iter_documents
+from dropsync.store.db import BULK_CACHE_KIB, STEADY_CACHE_KIB
 from dropsync.store.handle import Store
 from structlog.testing import capture_logs
 
@@ -363,3 +364,25 @@ async def test_ingest_of_a_file_another_ingest_has_locked_but_not_recorded_says_
         False,
         f"{path}: taken by another ingest: being claimed",
     )
+
+
+@BOTH_PARSERS
+async def test_a_big_file_is_ingested_with_the_bulk_cache_and_a_small_one_is_not(
+    tmp_path: Path, parser_process: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = make_config(tmp_path, parser_process=parser_process)
+    path = drop(config, "users", "a.json", orjson.dumps([envelope(i) for i in range(20)]))
+    seen: list[int] = []
+    commit_batch = ingest_module._commit_batch
+
+    def commit_and_look(conn: sqlite3.Connection, *args: Any) -> Any:
+        seen.append(-int(conn.execute("PRAGMA cache_size").fetchone()[0]))
+        return commit_batch(conn, *args)
+
+    monkeypatch.setattr(ingest_module, "_commit_batch", commit_and_look)
+    async with await Store.open(config.store_path) as store:
+        report = await Ingestor(store, config).ingest_dropped(path)
+        after = await store.call(lambda conn: conn.execute("PRAGMA cache_size").fetchone()[0])
+    assert report is not None and report.status == "done" and seen
+    assert set(seen) == {BULK_CACHE_KIB if parser_process else STEADY_CACHE_KIB}
+    assert -after == STEADY_CACHE_KIB
