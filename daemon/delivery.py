@@ -182,8 +182,13 @@ class Flusher:
         rng: random.Random | None = None,
         record_answer: AnswerRecorder | None = None,
         on_merge: Callable[[MergeResult], None] = lambda result: None,
+        holds: dict[str, float] | None = None,
     ) -> None:
         self.store = store
+        # Per provider: no request before this moment (monotonic), set by a Retry-After the
+        # moment it is read. The supervisor shares one mapping with every flusher it starts,
+        # so the flusher a reload starts honours it even if the reload cut the recording short.
+        self.holds = {} if holds is None else holds
         self.record_answer = record_answer
         self.on_merge = on_merge
         self.config = config
@@ -229,7 +234,10 @@ class Flusher:
                 await self._idle(IDLE_RECHECK_S)  # resync/reload changes the state
                 continue
             probe = False
-            left = self._backoff_left(state.next_attempt_at if state is not None else None)
+            left = max(
+                self._backoff_left(state.next_attempt_at if state is not None else None),
+                self.holds.get(self.name, 0.0) - anyio.current_time(),
+            )
             if left > 0:
                 # Woken by new entries, it looks again: a resync or reload may have ended it.
                 await self._idle(left)
@@ -543,6 +551,12 @@ class Flusher:
         # Recorded by flush_once (in the background, or by the next write): see _settle.
         self._unrecorded.append((attempt, attempt.latency_ms(), result))
 
+    def _hold(self, exc: ProviderError) -> None:
+        """Keep a ``Retry-After`` in ``holds`` at once, before any await (see ``__init__``)."""
+        if isinstance(exc, RetryableError) and exc.retry_after is not None:
+            until = anyio.current_time() + min(exc.retry_after, self.config.max_retry_after_s)
+            self.holds[self.name] = max(self.holds.get(self.name, 0.0), until)
+
     def _delay(self, exc: ProviderError, failures: int) -> tuple[float, float | None]:
         """Seconds until the next attempt, and the provider's Retry-After if it was capped."""
         asked = exc.retry_after if isinstance(exc, RetryableError) else None
@@ -556,6 +570,7 @@ class Flusher:
     async def _failed(self, attempt: _Attempt, exc: ProviderError, *, state: str) -> None:
         """A retryable answer (or none): the request stays unfinished, sent again as it is
         after the wait (the provider may have applied it: the same Idempotency-Key)."""
+        self._hold(exc)
         delay: float | None = None
         capped: float | None = None
         failures = 0

@@ -461,6 +461,7 @@ class FileBatchFlusher(Flusher):
     async def _failed_files(
         self, batch: int, parts: Iterable[int], key: str, started: float, exc: ProviderError
     ) -> None:
+        self._hold(exc)
         parts = list(parts)
         if isinstance(exc, AuthError):
             state, delay, failures = "auth-failed", None, 0

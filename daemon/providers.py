@@ -125,6 +125,7 @@ class ProviderSupervisor:
         # Per provider: no pull before this moment (monotonic), set by a Retry-After; kept
         # here, so the pull loop a reload starts again honours it too.
         self._pull_not_before: dict[str, float] = {}
+        self._push_not_before: dict[str, float] = {}  # the same for pushes (Flusher.holds)
 
     def wake(self, providers: Iterable[str]) -> None:
         """Tell these providers' flushers that entries are waiting."""
@@ -204,6 +205,7 @@ class ProviderSupervisor:
                 dry_run=self.dry_run,
                 record_answer=answer_recorder(config.name, lambda: self.config),
                 on_merge=self.on_merge,
+                holds=self._push_not_before,
             )
             self.adapters[config.name] = provider
             self.flushers[config.name] = flusher

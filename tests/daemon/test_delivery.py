@@ -193,6 +193,37 @@ async def test_retry_after_is_honoured(crm_server: EmulatorServer, store: Store,
         )
 
 
+async def test_a_retry_after_holds_even_when_a_reload_cuts_its_recording_short(
+    crm_server: EmulatorServer, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reload cancels the flusher while it records a throttling answer (the full-size
+    faults campaign: a churn upload 0.63 s early): the flusher the reload starts, which
+    finds the request unfinished, must still wait for the Retry-After."""
+    crm_server.faults.update(status=429, count=1, retry_after="2")
+    await merge(store, [contact_change(1)])
+    count_attempt = outbox.count_attempt
+
+    async def never_recorded(*args: Any, **kwargs: Any) -> None:
+        await anyio.sleep_forever()
+
+    holds: dict[str, float] = {}  # the supervisor's, shared by the flushers it starts
+    async with crm_provider(crm_server) as provider:
+        monkeypatch.setattr(outbox, "count_attempt", never_recorded)
+        cut_short = Flusher(store, crm_config(crm_server), provider, holds=holds)
+        await run_until(cut_short, lambda: _answered(crm_server, 1))
+        monkeypatch.setattr(outbox, "count_attempt", count_attempt)
+        started_again = Flusher(store, crm_config(crm_server), provider, holds=holds)
+        await run_until(started_again, lambda: _zero(store))
+    first, second = crm_server.emulator.requests("/account")
+    assert first.status == 429 and second.status == 201
+    assert second.monotonic - first.monotonic >= 2.0
+
+
+async def _answered(server: EmulatorServer, count: int) -> bool:
+    await anyio.sleep(0.1)  # the answer reaches the flusher, which starts recording it
+    return len(server.emulator.requests("/account")) >= count
+
+
 async def test_one_bad_record_is_dead_lettered_and_the_rest_delivered(
     crm_server: EmulatorServer,
     store: Store,
