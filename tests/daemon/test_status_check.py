@@ -223,7 +223,9 @@ def test_watch_shows_the_report_again_until_ctrl_c(config: Path) -> None:
             if "crm" in line and "offline" in line:
                 break
         process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=30) == 0
+        # Read what it wrote meanwhile: a full pipe would hold its last write (and its exit).
+        process.communicate(timeout=30)
+        assert process.returncode == 0
     finally:
         if process.poll() is None:
             process.kill()
