@@ -119,6 +119,19 @@ AnswerRecorder = Callable[
 ]
 
 
+@dataclass(frozen=True, slots=True)
+class _Failure:
+    """A request failed (not refused): the provider's state after it and, once counted, the
+    consecutive failures, the seconds until the next attempt and the provider's Retry-After
+    if it was capped (an auth failure is not counted: it waits for a reload, not a time)."""
+
+    exc: ProviderError
+    state: str
+    failures: int = 0
+    delay: float | None = None
+    capped: float | None = None
+
+
 class _Paused(Exception):
     """The provider stops taking batches for now (backoff or auth failure)."""
 
@@ -148,6 +161,14 @@ def to_outgoing(provider: str, entry: outbox.OutboxEntry) -> OutgoingChange:
         body if isinstance(body, dict) else None,
         change_idempotency_key(provider, entry.collection, entry.key, entry.updated_at),
     )
+
+
+def failure_state(exc: ProviderError) -> str:
+    """The provider's state after a request failed with ``exc`` (not a refusal):
+    ``auth-failed``, ``offline`` (not reached) or ``backing-off``."""
+    if isinstance(exc, AuthError):
+        return "auth-failed"
+    return "offline" if isinstance(exc, ProviderUnavailable) else "backing-off"
 
 
 def split_by_bytes(
@@ -503,6 +524,12 @@ class Flusher:
                 sendable.append(entry)
             else:
                 refused.setdefault(reason, []).append(entry)
+        await self._dead_letter_refused(refused)
+        return sendable
+
+    async def _dead_letter_refused(self, refused: dict[str, list[outbox.OutboxEntry]]) -> None:
+        """Dead-letter the entries the adapter's local check refuses, a group per reason
+        (said in dry-run mode too, written only outside it)."""
         for reason, group in refused.items():
             log.warning(
                 "dead_lettered",
@@ -517,7 +544,6 @@ class Flusher:
                     await outbox.dead_letter(
                         db, self.name, group, reason=reason, http_status=None, now=now_ms()
                     )
-        return sendable
 
     async def _send(self, request: _Request) -> None:
         """Send one request and act on the answer (see the module docstring)."""
@@ -538,12 +564,8 @@ class Flusher:
         attempt = _Attempt(request, now_ms(), time.perf_counter())
         try:
             result = await self.provider.push(changes, idempotency_key=key)
-        except AuthError as exc:
-            await self._failed(attempt, exc, state="auth-failed")
-            raise _Paused from exc
-        except RetryableError as exc:
-            state = "offline" if isinstance(exc, ProviderUnavailable) else "backing-off"
-            await self._failed(attempt, exc, state=state)
+        except (AuthError, RetryableError) as exc:
+            await self._failed(attempt, exc)
             raise _Paused from exc
         except PermanentError as exc:
             await self._rejected(attempt, exc)
@@ -567,50 +589,68 @@ class Flusher:
             return max(ceiling, _MIN_DELAY_S), asked
         return max(asked, _MIN_DELAY_S), None
 
-    async def _failed(self, attempt: _Attempt, exc: ProviderError, *, state: str) -> None:
+    async def _failed(self, attempt: _Attempt, exc: ProviderError) -> None:
         """A retryable answer (or none): the request stays unfinished, sent again as it is
         after the wait (the provider may have applied it: the same Idempotency-Key)."""
         self._hold(exc)
-        delay: float | None = None
-        capped: float | None = None
-        failures = 0
+        failure = _Failure(exc, failure_state(exc))
         entries = attempt.request.entries
         async with self._write() as db:
             now = now_ms()
-            if state != "auth-failed":  # auth-failed waits for a reload, not for a time
-                current = await outbox.provider_state(db, self.name)
-                failures = (current.failures if current else 0) + 1
-                delay, capped = self._delay(exc, failures)
-            # Rounded up, plus 1 ms for the truncation of now_ms(): never a moment early.
-            next_attempt = None if delay is None else now + math.ceil(delay * 1000) + 1
+            if failure.state != "auth-failed":  # auth-failed waits for a reload, not for a time
+                failure = await self._count_failure(db, failure)
             await self._finish_attempt(
                 db, attempt, "failed", exc.status, str(exc), final=False, now=now
             )
             await outbox.count_attempt(db, [e.id for e in entries])
-            await outbox.set_provider_state(
-                db,
-                self.name,
-                state=state,
-                now=now,
-                next_attempt_at=next_attempt,
-                failures=failures,
-                last_error=str(exc),
-            )
-        self._backing_off(next_attempt, delay)
-        if capped is not None:
+            next_attempt = await self._store_failure(db, failure, now)
+        self._failure_stored(failure, next_attempt, items=len(entries))
+
+    async def _count_failure(self, db: aiosqlite.Connection, failure: _Failure) -> _Failure:
+        """The failure counted: the consecutive failures (those stored, and this one), the
+        seconds until the next attempt, and the provider's Retry-After if it was capped."""
+        current = await outbox.provider_state(db, self.name)
+        failures = (current.failures if current else 0) + 1
+        delay, capped = self._delay(failure.exc, failures)
+        return _Failure(failure.exc, failure.state, failures, delay, capped)
+
+    async def _store_failure(
+        self, db: aiosqlite.Connection, failure: _Failure, now: int
+    ) -> int | None:
+        """Store the provider's state after the failure, with its error and the moment of
+        the next attempt (returned; None: not at a time)."""
+        delay = failure.delay
+        # Rounded up, plus 1 ms for the truncation of now_ms(): never a moment early.
+        next_attempt = None if delay is None else now + math.ceil(delay * 1000) + 1
+        await outbox.set_provider_state(
+            db,
+            self.name,
+            state=failure.state,
+            now=now,
+            next_attempt_at=next_attempt,
+            failures=failure.failures,
+            last_error=str(failure.exc),
+        )
+        return next_attempt
+
+    def _failure_stored(self, failure: _Failure, next_attempt: int | None, *, items: int) -> None:
+        """Once the failure is stored: wait for the next attempt, and say so (and that the
+        provider's Retry-After was capped, when it was)."""
+        self._backing_off(next_attempt, failure.delay)
+        if failure.capped is not None:
             log.warning(
                 "retry_after_capped",
                 provider=self.name,
-                retry_after_s=capped,
+                retry_after_s=failure.capped,
                 max_retry_after_s=self.config.max_retry_after_s,
             )
         log.warning(
-            f"provider_{state.replace('-', '_')}",
+            f"provider_{failure.state.replace('-', '_')}",
             provider=self.name,
-            error=str(exc),
-            retry_in_s=delay,
-            failures=failures,
-            items=len(entries),
+            error=str(failure.exc),
+            retry_in_s=failure.delay,
+            failures=failure.failures,
+            items=items,
         )
 
     async def _finish_attempt(

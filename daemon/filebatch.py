@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import math
 import shutil
 import time
 from collections import Counter
@@ -31,14 +30,9 @@ from typing import IO, Any, cast
 import anyio
 import structlog
 from dropsync.adapters.base import FileBatchProvider, FilePart, Waiting
-from dropsync.adapters.errors import (
-    AuthError,
-    PermanentError,
-    ProviderError,
-    ProviderUnavailable,
-)
+from dropsync.adapters.errors import PermanentError, ProviderError
 from dropsync.daemon.clock import now_ms
-from dropsync.daemon.delivery import Flusher, _Paused, to_outgoing
+from dropsync.daemon.delivery import Flusher, _Failure, _Paused, failure_state, to_outgoing
 from dropsync.store import callbacks, outbox, spool
 from dropsync.store.handle import Store
 
@@ -256,22 +250,6 @@ class FileBatchFlusher(Flusher):
         self._backing_off(now + int(delay * 1000) + 1, delay)
         log.warning("spool_failed", provider=self.name, error=reason, retry_in_s=delay)
 
-    async def _dead_letter_refused(self, refused: dict[str, list[outbox.OutboxEntry]]) -> None:
-        for reason, group in refused.items():
-            log.warning(
-                "dead_lettered",
-                provider=self.name,
-                items=len(group),
-                reason=reason,
-                local=True,
-                dry_run=self.dry_run,
-            )
-            if not self.dry_run:
-                async with self.store.write() as db:
-                    await outbox.dead_letter(
-                        db, self.name, group, reason=reason, http_status=None, now=now_ms()
-                    )
-
     async def _note_waiting(self, waiting: Counter[str]) -> None:
         reason = None
         if waiting:
@@ -463,23 +441,11 @@ class FileBatchFlusher(Flusher):
     ) -> None:
         self._hold(exc)
         parts = list(parts)
-        if isinstance(exc, AuthError):
-            state, delay, failures = "auth-failed", None, 0
-        else:
+        failure = _Failure(exc, failure_state(exc))
+        if failure.state != "auth-failed":  # auth-failed waits for a reload, not for a time
             async with self.store.read() as db:
-                current = await outbox.provider_state(db, self.name)
-            failures = (current.failures if current else 0) + 1
-            delay, capped = self._delay(exc, failures)  # Retry-After up to max_retry_after_s
-            if capped is not None:
-                log.warning(
-                    "retry_after_capped",
-                    provider=self.name,
-                    retry_after_s=capped,
-                    max_retry_after_s=self.config.max_retry_after_s,
-                )
-            state = "offline" if isinstance(exc, ProviderUnavailable) else "backing-off"
+                failure = await self._count_failure(db, failure)
         now = now_ms()
-        next_attempt = None if delay is None else now + math.ceil(delay * 1000) + 1
         await self.store.transact(spool.count_attempt, batch, parts)
         sizes = await self.store.call(spool.part_sizes, batch)
         items = sum(sizes.get(p, 0) for p in parts)
@@ -487,21 +453,5 @@ class FileBatchFlusher(Flusher):
             await self._log_attempt_files(
                 db, items, key, started, "failed", exc.status, str(exc), now
             )
-            await outbox.set_provider_state(
-                db,
-                self.name,
-                state=state,
-                now=now,
-                next_attempt_at=next_attempt,
-                failures=failures,
-                last_error=str(exc),
-            )
-        self._backing_off(next_attempt, delay)
-        log.warning(
-            f"provider_{state.replace('-', '_')}",
-            provider=self.name,
-            error=str(exc),
-            retry_in_s=delay,
-            failures=failures,
-            items=items,
-        )
+            next_attempt = await self._store_failure(db, failure, now)
+        self._failure_stored(failure, next_attempt, items=items)

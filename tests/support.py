@@ -43,6 +43,14 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def drop_json(folder: Path, name: str, documents: object) -> None:
+    """Drop ``documents`` into ``folder`` (made if need be) as ``name.json``, the documented
+    way: written as ``name.tmp``, then renamed."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.tmp").write_bytes(orjson.dumps(documents))
+    (folder / f"{name}.tmp").rename(folder / f"{name}.json")
+
+
 def query(db: Path, sql: str, params: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
     """Read the store with a separate sqlite3 connection, as a user would."""
     raw = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)

@@ -1,5 +1,7 @@
 """Shared set-up of the churn and listener tests: the supervisor and the listener on one
-anyio loop (real HTTP on loopback), the churn emulator in its thread."""
+anyio loop (real HTTP on loopback), the churn emulator in its thread, and the daemon as a
+subprocess with the churn provider and its listener (tests/daemon/conftest.py has the
+fixtures)."""
 
 from __future__ import annotations
 
@@ -13,15 +15,31 @@ from typing import Any
 import anyio
 import httpx
 import orjson
+from dropsync.adapters.emulators.churn import ChurnEmulator
 from dropsync.daemon.config import Config, parse_config
 from dropsync.daemon.listener import Listener
 from dropsync.daemon.providers import ProviderSupervisor
 from dropsync.store.handle import Store
 from dropsync.store.merge import Change, apply_changes
 
+from tests.support import DaemonProcess
+
 TOKEN = "churn-tok-9f8e7d6c5b"
 CALLBACK_SECRET = "cb-secret-4a5b6c7d8e"
 WEBHOOK_TOKEN = "wh-token-0c1d2e3f4a5b6c7d"
+# The environment the churn provider's secrets are read from.
+CHURN_ENV = {"CHURN_TOKEN": TOKEN, "CHURN_CALLBACK_SECRET": CALLBACK_SECRET}
+
+
+def listener_emulator(port: int) -> ChurnEmulator:
+    """The churn emulator calling back the listener on ``port``; it waits an hour before
+    a callback of its own: the test sends them (``/_emulator/send``)."""
+    return ChurnEmulator(
+        TOKEN,
+        CALLBACK_SECRET,
+        callback_base=f"http://127.0.0.1:{port}/callbacks/churn",
+        callback_delay_s=3600,
+    )
 
 
 def churn_config(
@@ -57,6 +75,37 @@ def churn_config(
     for name, value in (extra or {}).items():
         raw.setdefault(name, {}).update(value)
     return parse_config(raw, "test.toml")
+
+
+def daemon_config(tmp_path: Path, base_url: str, port: int) -> str:
+    """The config text of a daemon subprocess: collection users to the churn provider at
+    ``base_url`` (brand 15), the listener on ``port``."""
+    return f"""
+[store]
+path = "{tmp_path / "store.db"}"
+[drop]
+path = "{tmp_path / "drop"}"
+settle_ms = 10
+[listener]
+port = {port}
+public_url = "http://127.0.0.1:{port}"
+[collections.users]
+key = "data.id"
+timestamp = "updatedAt"
+providers = ["churn"]
+[providers.churn]
+kind = "churn"
+base_url = "{base_url}"
+secret_env = "CHURN_TOKEN"
+callback_secret_env = "CHURN_CALLBACK_SECRET"
+tables = {{ users = "user" }}
+brand_id = 15
+"""
+
+
+def churn_daemon(tmp_path: Path, base_url: str, port: int) -> DaemonProcess:
+    """The daemon as a subprocess (not started) on ``daemon_config``, its secrets set."""
+    return DaemonProcess(tmp_path, daemon_config(tmp_path, base_url, port), env=CHURN_ENV)
 
 
 def document(collection: str, i: int, brand: str, ts: int = 1_700_000_000_000) -> Change:

@@ -23,13 +23,7 @@ from tests.daemon.churn_support import (
 )
 from tests.support import free_port
 
-pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(autouse=True)
-def secrets(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CHURN_TOKEN", TOKEN)
-    monkeypatch.setenv("CHURN_CALLBACK_SECRET", CALLBACK_SECRET)
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("churn_secrets")]
 
 
 @pytest.fixture

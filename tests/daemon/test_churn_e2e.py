@@ -6,60 +6,23 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
-import orjson
 import pytest
-from dropsync.adapters.emulators.churn import ChurnEmulator
 from dropsync.adapters.emulators.common import EmulatorServer
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.daemon.churn_support import CALLBACK_SECRET, TOKEN
-from tests.support import DaemonProcess, free_port, query, wait_until
+from tests.daemon.churn_support import CALLBACK_SECRET, TOKEN, churn_daemon, listener_emulator
+from tests.support import drop_json, free_port, query, wait_until
 
 pytestmark = pytest.mark.e2e  # a real daemon subprocess: `pytest -m "not e2e"` skips these
 
 
-def config(tmp_path: Path, base_url: str, port: int) -> str:
-    return f"""
-[store]
-path = "{tmp_path / "store.db"}"
-[drop]
-path = "{tmp_path / "drop"}"
-settle_ms = 10
-[listener]
-port = {port}
-public_url = "http://127.0.0.1:{port}"
-[collections.users]
-key = "data.id"
-timestamp = "updatedAt"
-providers = ["churn"]
-[providers.churn]
-kind = "churn"
-base_url = "{base_url}"
-secret_env = "CHURN_TOKEN"
-callback_secret_env = "CHURN_CALLBACK_SECRET"
-tables = {{ users = "user" }}
-brand_id = 15
-"""
-
-
 def test_replay_after_restart_is_refused_and_healthz_metrics_answer(tmp_path: Path) -> None:
     port = free_port()
-    churn = ChurnEmulator(
-        TOKEN,
-        CALLBACK_SECRET,
-        callback_base=f"http://127.0.0.1:{port}/callbacks/churn",
-        callback_delay_s=3600,
-    )
+    churn = listener_emulator(port)
     with EmulatorServer(churn) as server:
-        daemon = DaemonProcess(
-            tmp_path,
-            config(tmp_path, server.base_url, port),
-            env={"CHURN_TOKEN": TOKEN, "CHURN_CALLBACK_SECRET": CALLBACK_SECRET},
-        )
+        daemon = churn_daemon(tmp_path, server.base_url, port)
         try:
             daemon.start()
-            folder = tmp_path / "drop/users"
-            folder.mkdir(parents=True, exist_ok=True)
             docs = [
                 {
                     "data": {"id": i, "email": f"u{i}@x"},
@@ -68,8 +31,7 @@ def test_replay_after_restart_is_refused_and_healthz_metrics_answer(tmp_path: Pa
                 }
                 for i in range(4)
             ]
-            (folder / "a.tmp").write_bytes(orjson.dumps(docs))
-            (folder / "a.tmp").rename(folder / "a.json")
+            drop_json(tmp_path / "drop/users", "a", docs)
             daemon.wait_for("batch_delivered", provider="churn")
             assert sorted(churn.applied.values()) == [1, 1, 1, 1]
             url = f"http://127.0.0.1:{port}"

@@ -15,37 +15,14 @@ import orjson
 import pytest
 from dropsync.store.handle import Store
 
+from tests.daemon.drop_support import contacts, drop_config, errors
 from tests.support import DaemonProcess, query, wait_until
 
 pytestmark = pytest.mark.e2e
 
 
 def config_text(tmp_path: Path, *, rescan_s: float = 30.0, batch: int = 5000) -> str:
-    return f"""
-[store]
-path = "{tmp_path / "store.db"}"
-[drop]
-path = "{tmp_path / "drop"}"
-settle_ms = 20
-rescan_s = {rescan_s}
-batch = {batch}
-[collections.contacts]
-key = "email"
-timestamp = "updated_at"
-"""
-
-
-def contacts(count: int, start: int = 0) -> bytes:
-    return orjson.dumps(
-        [
-            {"email": f"u{i}@example.com", "updated_at": 1_700_000_000_000 + i}
-            for i in range(start, start + count)
-        ]
-    )
-
-
-def errors(daemon: DaemonProcess) -> list[dict[str, object]]:
-    return [e for e in daemon.events() if e.get("level") in ("error", "critical")]
+    return drop_config(tmp_path, rescan_s=rescan_s, batch=batch)
 
 
 def settled(db: Path, drop: Path) -> bool:

@@ -28,12 +28,13 @@ from tests.daemon.churn_support import (
     churn_config,
     document,
     eventually,
+    listener_emulator,
     merge,
     running,
 )
-from tests.support import ROOT, free_port
+from tests.support import ROOT
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("churn_secrets")]
 
 STATE_SQL = (
     "SELECT (SELECT group_concat(state) FROM deliveries), "
@@ -42,27 +43,14 @@ STATE_SQL = (
 
 
 @pytest.fixture(autouse=True)
-def secrets(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CHURN_TOKEN", TOKEN)
-    monkeypatch.setenv("CHURN_CALLBACK_SECRET", CALLBACK_SECRET)
+def crm_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CRM_TOKEN", "crm-secret")
     monkeypatch.setenv("CRM_WEBHOOK_TOKEN", WEBHOOK_TOKEN)
 
 
 @pytest.fixture
-def port() -> int:
-    return free_port()
-
-
-@pytest.fixture
 def emulator(port: int) -> Iterator[EmulatorServer]:
-    churn = ChurnEmulator(
-        TOKEN,
-        CALLBACK_SECRET,
-        callback_base=f"http://127.0.0.1:{port}/callbacks/churn",
-        callback_delay_s=3600,
-    )  # callbacks are sent by the test's command
-    with EmulatorServer(churn) as server:
+    with EmulatorServer(listener_emulator(port)) as server:  # callbacks sent by the test
         yield server
 
 

@@ -10,14 +10,11 @@ import sys
 from pathlib import Path
 
 import httpx
-import orjson
 import pytest
-from dropsync.adapters.emulators.churn import ChurnEmulator
 from dropsync.adapters.emulators.common import EmulatorServer
 
-from tests.daemon.churn_support import CALLBACK_SECRET, TOKEN
-from tests.daemon.test_churn_e2e import config
-from tests.support import DaemonProcess, query, wait_until
+from tests.daemon.churn_support import churn_daemon, listener_emulator
+from tests.support import drop_json, query, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -41,18 +38,8 @@ def test_a_busy_port_pauses_the_listener_the_daemon_goes_on_and_it_listens_once_
     holder.listen()
     port = holder.getsockname()[1]
     address = f"127.0.0.1:{port}"
-    churn = ChurnEmulator(
-        TOKEN,
-        CALLBACK_SECRET,
-        callback_base=f"http://{address}/callbacks/churn",
-        callback_delay_s=3600,
-    )
-    with EmulatorServer(churn) as server:
-        daemon = DaemonProcess(
-            tmp_path,
-            config(tmp_path, server.base_url, port),
-            env={"CHURN_TOKEN": TOKEN, "CHURN_CALLBACK_SECRET": CALLBACK_SECRET},
-        )
+    with EmulatorServer(listener_emulator(port)) as server:
+        daemon = churn_daemon(tmp_path, server.base_url, port)
         try:
             daemon.start()
             refused = daemon.wait_for("listener_cannot_listen")
@@ -60,11 +47,8 @@ def test_a_busy_port_pauses_the_listener_the_daemon_goes_on_and_it_listens_once_
             assert refused["address"] == address
             assert refused["reason"] == "in use by another program"
             # Ingest and deliveries go on without the listener.
-            folder = tmp_path / "drop/users"
-            folder.mkdir(parents=True, exist_ok=True)
             docs = [{"data": {"id": 1}, "createdAt": 1, "updatedAt": 2}]
-            (folder / "a.tmp").write_bytes(orjson.dumps(docs))
-            (folder / "a.tmp").rename(folder / "a.json")
+            drop_json(tmp_path / "drop/users", "a", docs)
             daemon.wait_for("batch_delivered", provider="churn")
             assert query(tmp_path / "store.db", "SELECT state FROM deliveries") == [("accepted",)]
 
@@ -102,11 +86,7 @@ def test_a_daemon_whose_listener_waits_for_its_port_stops_cleanly(tmp_path: Path
     holder.bind(("127.0.0.1", 0))
     holder.listen()
     port = holder.getsockname()[1]
-    daemon = DaemonProcess(
-        tmp_path,
-        config(tmp_path, "http://127.0.0.1:9", port),
-        env={"CHURN_TOKEN": TOKEN, "CHURN_CALLBACK_SECRET": CALLBACK_SECRET},
-    )
+    daemon = churn_daemon(tmp_path, "http://127.0.0.1:9", port)
     try:
         daemon.start()
         daemon.wait_for("listener_cannot_listen", address=f"127.0.0.1:{port}")

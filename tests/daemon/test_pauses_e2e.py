@@ -11,6 +11,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from tests.daemon.drop_support import errors
 from tests.support import (
     DaemonProcess,
     SmallFileSystem,
@@ -54,10 +55,6 @@ def status(config: Path) -> str:
         check=True,
     )
     return result.stdout
-
-
-def errors(daemon: DaemonProcess) -> list[dict[str, object]]:
-    return [e for e in daemon.events() if e.get("level") in ("error", "critical")]
 
 
 @pytest.fixture

@@ -19,7 +19,8 @@ from dropsync.adapters.emulators.common import EmulatorServer
 from dropsync.adapters.emulators.crm import CrmEmulator
 from dropsync.adapters.emulators.favourites import FavouritesEmulator
 
-from tests.support import DaemonProcess, query, wait_until
+from tests.daemon.crm_support import crm_config
+from tests.support import DaemonProcess, drop_json, query, wait_until
 
 pytestmark = pytest.mark.e2e  # a real daemon subprocess: `pytest -m "not e2e"` skips these
 
@@ -47,33 +48,12 @@ def favourites() -> Iterator[EmulatorServer]:
 
 
 def config(tmp_path: Path, crm_url: str, crm_secret: str, extra: str = "") -> str:
-    return f"""
-[store]
-path = "{tmp_path / "store.db"}"
-[drop]
-path = "{tmp_path / "drop"}"
-settle_ms = 10
-[collections.contacts]
-key = "email"
-timestamp = "updated_at"
-providers = ["crm"]
-[providers.crm]
-kind = "crm"
-base_url = "{crm_url}"
-account_id = "acc_1"
-backoff_base_s = 0.05
-backoff_cap_s = 0.2
-{crm_secret}
-{extra}
-"""
+    return crm_config(tmp_path, crm_url, crm_secret, backoff_cap_s=0.2, extra=extra)
 
 
 def drop_contacts(tmp_path: Path, name: str, emails: list[str]) -> None:
-    folder = tmp_path / "drop/contacts"
-    folder.mkdir(parents=True, exist_ok=True)
     docs = [{"email": e, "updated_at": 1_700_000_000_000 + i} for i, e in enumerate(emails)]
-    (folder / f"{name}.tmp").write_bytes(orjson.dumps(docs))
-    (folder / f"{name}.tmp").rename(folder / f"{name}.json")
+    drop_json(tmp_path / "drop/contacts", name, docs)
 
 
 def dropsync(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> str:

@@ -9,12 +9,12 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import orjson
 import pytest
 from dropsync.adapters.emulators.common import EmulatorServer
 from dropsync.adapters.emulators.crm import CrmEmulator
 
-from tests.support import DaemonProcess, query, wait_until
+from tests.daemon.crm_support import crm_config
+from tests.support import DaemonProcess, drop_json, query, wait_until
 
 pytestmark = pytest.mark.e2e  # a real daemon subprocess: `pytest -m "not e2e"` skips these
 
@@ -28,38 +28,15 @@ def crm() -> Iterator[EmulatorServer]:
 
 
 def config(tmp_path: Path, base_url: str, secret_line: str) -> str:
-    return f"""
-[store]
-path = "{tmp_path / "store.db"}"
-[drop]
-path = "{tmp_path / "drop"}"
-settle_ms = 10
-[collections.contacts]
-key = "email"
-timestamp = "updated_at"
-providers = ["crm"]
-[providers.crm]
-kind = "crm"
-base_url = "{base_url}"
-account_id = "acc_1"
-backoff_base_s = 0.05
-backoff_cap_s = 0.5
-{secret_line}
-"""
+    return crm_config(tmp_path, base_url, secret_line, backoff_cap_s=0.5)
 
 
 def drop_contacts(tmp_path: Path, name: str, count: int) -> None:
-    folder = tmp_path / "drop/contacts"
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{name}.tmp").write_bytes(
-        orjson.dumps(
-            [
-                {"email": f"{name}{i}@example.com", "updated_at": 1_700_000_000_000 + i}
-                for i in range(count)
-            ]
-        )
-    )
-    (folder / f"{name}.tmp").rename(folder / f"{name}.json")
+    docs = [
+        {"email": f"{name}{i}@example.com", "updated_at": 1_700_000_000_000 + i}
+        for i in range(count)
+    ]
+    drop_json(tmp_path / "drop/contacts", name, docs)
 
 
 def status(tmp_path: Path) -> dict[str, object]:

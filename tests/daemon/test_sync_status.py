@@ -13,17 +13,15 @@ from dropsync.adapters.emulators.common import EmulatorServer
 from structlog.testing import capture_logs
 
 from tests.daemon.churn_support import (
-    CALLBACK_SECRET,
-    TOKEN,
     churn_config,
     document,
     eventually,
+    listener_emulator,
     merge,
     running,
 )
-from tests.support import free_port
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("churn_secrets")]
 
 STATE_SQL = (
     "SELECT (SELECT group_concat(state) FROM (SELECT state FROM deliveries ORDER BY id)), "
@@ -31,25 +29,9 @@ STATE_SQL = (
 )
 
 
-@pytest.fixture(autouse=True)
-def secrets(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CHURN_TOKEN", TOKEN)
-    monkeypatch.setenv("CHURN_CALLBACK_SECRET", CALLBACK_SECRET)
-
-
-@pytest.fixture
-def port() -> int:
-    return free_port()
-
-
 @pytest.fixture
 def churn(port: int) -> Iterator[tuple[ChurnEmulator, EmulatorServer]]:
-    emulator = ChurnEmulator(
-        TOKEN,
-        CALLBACK_SECRET,
-        callback_base=f"http://127.0.0.1:{port}/callbacks/churn",
-        callback_delay_s=3600,
-    )
+    emulator = listener_emulator(port)
     emulator.callback_before_answer = True
     with EmulatorServer(emulator) as server:
         yield emulator, server

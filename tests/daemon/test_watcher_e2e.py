@@ -13,6 +13,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from tests.daemon.drop_support import contacts, drop_config, errors
 from tests.support import DaemonProcess, query, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -20,26 +21,7 @@ pytestmark = pytest.mark.e2e
 
 def config_text(tmp_path: Path, *, rescan_s: float = 3600.0) -> str:
     # A rescan that never comes within a test: what is found, the watcher found.
-    return f"""
-[store]
-path = "{tmp_path / "store.db"}"
-[drop]
-path = "{tmp_path / "drop"}"
-settle_ms = 20
-rescan_s = {rescan_s}
-[collections.contacts]
-key = "email"
-timestamp = "updated_at"
-"""
-
-
-def contacts(count: int, start: int = 0) -> bytes:
-    return orjson.dumps(
-        [
-            {"email": f"u{i}@example.com", "updated_at": 1_700_000_000_000 + i}
-            for i in range(start, start + count)
-        ]
-    )
+    return drop_config(tmp_path, rescan_s=rescan_s)
 
 
 def drop_raw(folder: bytes, name: bytes, content: bytes) -> None:
@@ -52,10 +34,6 @@ def drop_raw(folder: bytes, name: bytes, content: bytes) -> None:
     finally:
         os.close(fd)
     os.rename(temporary, folder + b"/" + name)
-
-
-def errors(daemon: DaemonProcess) -> list[dict[str, object]]:
-    return [e for e in daemon.events() if e.get("level") in ("error", "critical")]
 
 
 def named(daemon: DaemonProcess, event: str) -> list[dict[str, object]]:
