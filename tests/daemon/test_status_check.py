@@ -212,6 +212,9 @@ def test_watch_shows_the_report_again_until_ctrl_c(config: Path) -> None:
         ],
         stdout=subprocess.PIPE,
         text=True,
+        # Ctrl-C as on a terminal, even when this test runs in the background, whose
+        # commands start with SIGINT ignored (and a program started so keeps ignoring it).
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # noqa: PLW1509
     )
     assert process.stdout is not None
     headers = 0
