@@ -77,8 +77,8 @@ WAL_SIZE_LIMIT = 4 << 20
 # The writer's page cache, in KiB. SQLite fills a cache up to its size as pages are
 # touched and keeps it: at 16 MiB the daemon's RSS rose for 35 minutes of steady traffic
 # before it was flat (the soak). A steady 4 MiB holds the hot pages of the small units of
-# work; a bulk unit (a file big enough for the parser process) raises it while it runs,
-# where the larger cache pays (``Store.bulk``).
+# work; a bulk unit (a file of 64 MiB or more, ``daemon.ingest.BULK_MIN_BYTES``) raises it
+# while it runs, where the larger cache pays (``Store.bulk``).
 STEADY_CACHE_KIB = 4096
 BULK_CACHE_KIB = 16384
 

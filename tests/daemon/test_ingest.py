@@ -366,12 +366,14 @@ async def test_ingest_of_a_file_another_ingest_has_locked_but_not_recorded_says_
     )
 
 
-@BOTH_PARSERS
+@pytest.mark.parametrize("big", [False, True], ids=["small", "big"])
 async def test_a_big_file_is_ingested_with_the_bulk_cache_and_a_small_one_is_not(
-    tmp_path: Path, parser_process: bool, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, big: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    config = make_config(tmp_path, parser_process=parser_process)
+    config = make_config(tmp_path, parser_process=True)
     path = drop(config, "users", "a.json", orjson.dumps([envelope(i) for i in range(20)]))
+    if big:
+        monkeypatch.setattr(ingest_module, "BULK_MIN_BYTES", path.stat().st_size)
     seen: list[int] = []
     commit_batch = ingest_module._commit_batch
 
@@ -384,5 +386,5 @@ async def test_a_big_file_is_ingested_with_the_bulk_cache_and_a_small_one_is_not
         report = await Ingestor(store, config).ingest_dropped(path)
         after = await store.call(lambda conn: conn.execute("PRAGMA cache_size").fetchone()[0])
     assert report is not None and report.status == "done" and seen
-    assert set(seen) == {BULK_CACHE_KIB if parser_process else STEADY_CACHE_KIB}
+    assert set(seen) == {BULK_CACHE_KIB if big else STEADY_CACHE_KIB}
     assert -after == STEADY_CACHE_KIB
