@@ -573,11 +573,14 @@ class Flusher:
         # Recorded by flush_once (in the background, or by the next write): see _settle.
         self._unrecorded.append((attempt, attempt.latency_ms(), result))
 
-    def _hold(self, exc: ProviderError) -> None:
-        """Keep a ``Retry-After`` in ``holds`` at once, before any await (see ``__init__``)."""
+    def _new_failure(self, exc: ProviderError) -> _Failure:
+        """A failed request's answer, just read: its ``Retry-After`` (the wait ``_delay``
+        gives it) goes into ``holds`` at once, before any await (see ``__init__``)."""
         if isinstance(exc, RetryableError) and exc.retry_after is not None:
-            until = anyio.current_time() + min(exc.retry_after, self.config.max_retry_after_s)
+            wait, _ = self._delay(exc, 0)  # a Retry-After's wait does not count failures
+            until = anyio.current_time() + wait
             self.holds[self.name] = max(self.holds.get(self.name, 0.0), until)
+        return _Failure(exc, failure_state(exc))
 
     def _delay(self, exc: ProviderError, failures: int) -> tuple[float, float | None]:
         """Seconds until the next attempt, and the provider's Retry-After if it was capped."""
@@ -592,8 +595,7 @@ class Flusher:
     async def _failed(self, attempt: _Attempt, exc: ProviderError) -> None:
         """A retryable answer (or none): the request stays unfinished, sent again as it is
         after the wait (the provider may have applied it: the same Idempotency-Key)."""
-        self._hold(exc)
-        failure = _Failure(exc, failure_state(exc))
+        failure = self._new_failure(exc)
         entries = attempt.request.entries
         async with self._write() as db:
             now = now_ms()

@@ -32,7 +32,7 @@ import structlog
 from dropsync.adapters.base import FileBatchProvider, FilePart, Waiting
 from dropsync.adapters.errors import PermanentError, ProviderError
 from dropsync.daemon.clock import now_ms
-from dropsync.daemon.delivery import Flusher, _Failure, _Paused, failure_state, to_outgoing
+from dropsync.daemon.delivery import Flusher, _Paused, to_outgoing
 from dropsync.store import callbacks, outbox, spool
 from dropsync.store.handle import Store
 
@@ -439,9 +439,8 @@ class FileBatchFlusher(Flusher):
     async def _failed_files(
         self, batch: int, parts: Iterable[int], key: str, started: float, exc: ProviderError
     ) -> None:
-        self._hold(exc)
+        failure = self._new_failure(exc)
         parts = list(parts)
-        failure = _Failure(exc, failure_state(exc))
         if failure.state != "auth-failed":  # auth-failed waits for a reload, not for a time
             async with self.store.read() as db:
                 failure = await self._count_failure(db, failure)
