@@ -299,7 +299,7 @@ class Daemon:
         self.watcher.config = config
         self.retention.config = config
         async with self.store.write() as db:
-            await outbox.clear_auth_failures(db, now=now_ms())
+            await outbox.resume_refused_providers(db, now=now_ms())
         if self.listener is not None:
             self.listener.reload(config)
         self.supervisor.reload(config)

@@ -446,28 +446,27 @@ async def confirm_remote(
     return cursor.rowcount
 
 
-async def clear_auth_failures(
-    db: aiosqlite.Connection, provider: str | None = None, *, now: int
-) -> None:
-    """Let auth-failed providers try again (a reload), or one provider now (resync).
+async def resume_refused_providers(db: aiosqlite.Connection, *, now: int) -> None:
+    """A reload: let auth-failed providers try again, and resume nothing else.
 
-    A reload resumes what refused credentials paused and nothing else: an auth-failed
-    state a pull set leaves the push's stored next attempt (its backoff, or a provider's
-    ``Retry-After``) in place, so the provider stays ``backing-off`` until ``now`` passes
-    it. ``resync NAME`` is the operator asking for an attempt now: it clears the wait.
+    An auth-failed state a pull set leaves the push's stored next attempt (its backoff, or
+    a provider's ``Retry-After``) in place, so that provider stays ``backing-off`` until
+    ``now`` passes it.
     """
-    if provider is None:
-        await db.execute(
-            "UPDATE providers SET "
-            "state = CASE WHEN next_attempt_at > ? THEN 'backing-off' ELSE 'online' END, "
-            "failures = CASE WHEN next_attempt_at > ? THEN failures ELSE 0 END, "
-            "next_attempt_at = CASE WHEN next_attempt_at > ? THEN next_attempt_at END "
-            "WHERE state = 'auth-failed'",
-            (now, now, now),
-        )
-    else:
-        await db.execute(
-            "UPDATE providers SET state = 'online', next_attempt_at = NULL, failures = 0 "
-            "WHERE name = ?",
-            (provider,),
-        )
+    await db.execute(
+        "UPDATE providers SET "
+        "state = CASE WHEN next_attempt_at > ? THEN 'backing-off' ELSE 'online' END, "
+        "failures = CASE WHEN next_attempt_at > ? THEN failures ELSE 0 END, "
+        "next_attempt_at = CASE WHEN next_attempt_at > ? THEN next_attempt_at END "
+        "WHERE state = 'auth-failed'",
+        (now, now, now),
+    )
+
+
+async def clear_auth_failures(db: aiosqlite.Connection, provider: str) -> None:
+    """``resync NAME``: the operator asks for an attempt now, whatever the provider's state."""
+    await db.execute(
+        "UPDATE providers SET state = 'online', next_attempt_at = NULL, failures = 0 "
+        "WHERE name = ?",
+        (provider,),
+    )

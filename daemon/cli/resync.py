@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
                 queued = await outbox.requeue_collection(
                     db, args.provider, collections, now=now_ms()
                 )
-                await outbox.clear_auth_failures(db, args.provider, now=now_ms())
+                await outbox.clear_auth_failures(db, args.provider)
             await store.call(cursors.reset_cursors, args.provider)
             return queued
 

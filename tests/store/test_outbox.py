@@ -137,7 +137,7 @@ async def test_provider_state_survives_reopen_and_resync_requeues(tmp_path: Path
         async with store.write() as db:
             await outbox.register_providers(db, [("crm", "crm")], now=3)  # keeps state
             queued = await outbox.requeue_collection(db, "crm", ["contacts"], now=4)
-            await outbox.clear_auth_failures(db, "crm", now=5)
+            await outbox.clear_auth_failures(db, "crm")
         async with store.read() as db:
             state = await outbox.provider_state(db, "crm")
             keys = [e.key for e in await outbox.take_batch(db, "crm", 10)]
@@ -165,7 +165,7 @@ async def test_a_reload_resumes_refused_credentials_but_keeps_a_push_s_wait(
                 await outbox.record_pull_failure(  # a later pull failure keeps auth-failed
                     db, name, state="offline", last_error="timeout", now=4
                 )
-            await outbox.clear_auth_failures(db, now=1_000)
+            await outbox.resume_refused_providers(db, now=1_000)
         async with store.read() as db:
             fav = await outbox.provider_state(db, "fav")
             crm = await outbox.provider_state(db, "crm")
