@@ -16,6 +16,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
+import hashlib
 import os
 import stat
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ from dropsync.daemon.names import is_text, shown
 IGNORED_SUFFIXES = (".tmp", ".part")
 PROCESSING, DONE, QUARANTINE = ".processing", ".done", ".quarantine"
 RECEIPT_SUFFIX = ".error.json"
+NAME_MAX = 255  # bytes of one name, where the file system does not say (Linux's own limit)
+MAX_EXTENSION = 16  # bytes of an extension kept whole when a name is shortened
 _RENAME_NOREPLACE = 1
 _AT_FDCWD = -100
 
@@ -108,9 +111,10 @@ def rename_to_text(folder: Path) -> Path:
     Raises OSError if it cannot be renamed.
     """
     base = shown(folder.name)
+    limit = name_max(folder.parent)
     number = 0
     while True:
-        target = folder.with_name(base if number == 0 else f"{base}-{number}")
+        target = folder.with_name(fitted(base, number, limit))
         try:
             rename_noreplace(folder, target)
             return target
@@ -175,18 +179,68 @@ def free_name(collection: Path, name: str) -> str:
     """``name``, or ``stem-N.suffix``, unused in ``.processing/``, ``.done/`` and ``.quarantine/``.
 
     A file keeps the name it gets here from its claim until it is filed, so it can never
-    be moved onto another file's name, and an interrupted move is found by name.
+    be moved onto another file's name, and an interrupted move is found by name. The name
+    leaves room for its receipt (``<name>.error.json``) within the file system's limit for
+    one name: a longer one is shortened (``fitted``).
     """
-    stem, suffix = os.path.splitext(name)
+    limit = name_max(collection) - len(RECEIPT_SUFFIX)
     number = 0
     while True:
-        candidate = name if number == 0 else f"{stem}-{number}{suffix}"
+        candidate = fitted(name, number, limit)
         if not any(
             os.path.lexists(collection / folder / candidate)
             for folder in (PROCESSING, DONE, QUARANTINE)
         ) and not os.path.lexists(collection / QUARANTINE / (candidate + RECEIPT_SUFFIX)):
             return candidate
         number += 1
+
+
+def fits_receipt(collection: Path, name: str) -> bool:
+    """True if ``name``'s receipt fits the file system's limit for one name."""
+    return len(_bytes(name + RECEIPT_SUFFIX)) <= name_max(collection)
+
+
+def name_max(folder: Path) -> int:
+    """The longest name, in bytes, the file system of ``folder`` takes (255 if it won't say)."""
+    try:
+        return int(os.pathconf(folder, "PC_NAME_MAX"))
+    except (OSError, ValueError):
+        return NAME_MAX
+
+
+def fitted(name: str, number: int, limit: int) -> str:
+    """``name`` (``stem-N.suffix`` for ``number`` N > 0) in at most ``limit`` bytes of UTF-8.
+
+    A name that fits is kept. A longer one keeps its extension (up to ``MAX_EXTENSION``
+    bytes), the ``-N``, and as much of the start of its stem as fits, cut between two
+    characters (never inside one), followed by ``~`` and 8 hex digits of the sha256 of the
+    whole name, so that long names alike but for their ends stay apart.
+    """
+    stem, suffix = os.path.splitext(name)
+    if len(_bytes(suffix)) > MAX_EXTENSION:
+        stem, suffix = name, ""
+    tail = f"-{number}" if number else ""
+    candidate = f"{stem}{tail}{suffix}"
+    if len(_bytes(candidate)) <= limit:
+        return candidate
+    mark = "~" + hashlib.sha256(_bytes(name)).hexdigest()[:8]
+    room = max(limit - len(_bytes(mark + tail + suffix)), 1)
+    return _cut(stem, room) + mark + tail + suffix
+
+
+def _bytes(text: str) -> bytes:
+    return text.encode("utf-8", "surrogateescape")
+
+
+def _cut(text: str, size: int) -> str:
+    """The longest start of ``text`` of at most ``size`` bytes of UTF-8, whole characters."""
+    raw = _bytes(text)
+    if len(raw) <= size:
+        return text
+    end = size
+    while end > 0 and raw[end] & 0xC0 == 0x80:  # a continuation byte: inside a character
+        end -= 1
+    return raw[:end].decode("utf-8", "surrogateescape")
 
 
 def _renameat2() -> object | None:

@@ -46,6 +46,7 @@ from dropsync.daemon.dropfiles import (
     Claim,
     Unreadable,
     claim_in_place,
+    fits_receipt,
     free_name,
     is_ignored,
     is_locked,
@@ -395,6 +396,8 @@ class Ingestor:
             folder = claim.folder / (QUARANTINE if status == "quarantined" else DONE)
             await self.disk(lambda: folder.mkdir(exist_ok=True))
             name = claim.path.name  # free in every folder since the claim (see free_name)
+            if status == "quarantined" and not fits_receipt(claim.folder, name):
+                name = free_name(claim.folder, claim.name)  # claimed by an older version
             row_path = str(claim.path)
             while True:
                 final = folder / name

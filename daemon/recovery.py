@@ -38,6 +38,7 @@ from dropsync.daemon.dropfiles import (
     QUARANTINE,
     RECEIPT_SUFFIX,
     collection_folders,
+    fits_receipt,
     free_name,
     kind_of,
     list_entries,
@@ -285,6 +286,14 @@ async def _adopt_orphan(ingestor: Ingestor, path: Path) -> IngestReport | None:
         return None
     if await ingestor.store.call(ledger.row_at, str(path)) is not None:
         return None
+    name = path.name
+    if not fits_receipt(path.parent.parent, name):  # put there by hand: no room for a receipt
+        moved = path.parent / free_name(path.parent.parent, name)
+        try:
+            await ingestor.disk(lambda: rename_noreplace(path, moved))
+        except (FileNotFoundError, FileExistsError):
+            return None  # gone, or its new name taken meanwhile: the next start looks again
+        path = moved
     try:
         reason = kind_of(path, os.lstat(path).st_mode) or (
             "found in .quarantine/ with neither receipt nor ledger row "
@@ -292,4 +301,4 @@ async def _adopt_orphan(ingestor: Ingestor, path: Path) -> IngestReport | None:
         )
     except FileNotFoundError:
         return None
-    return await ingestor.record_unreadable(path, collection, path.name, reason)
+    return await ingestor.record_unreadable(path, collection, name, reason)

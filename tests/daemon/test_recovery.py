@@ -205,3 +205,39 @@ async def test_a_file_deleted_or_whose_folder_is_removed_while_ingested_is_finis
         ("a.json", "quarantined"),
         ("a.json", "quarantined"),
     ]
+
+
+async def test_a_long_name_left_in_processing_by_an_older_version_is_filed_with_its_receipt(
+    tmp_path: Path,
+) -> None:
+    # An older version claimed it under its whole name; its receipt would not fit.
+    config = make_config(tmp_path)
+    folder = config.drop_path / "users"
+    name = "q" * 245 + ".json"
+    put(config, f".processing/{name}", orjson.dumps([envelope(1), {"bad": True}]))
+    async with await Store.open(config.store_path) as store:
+        processing_row(config, name, folder / ".processing" / name)
+        await sweep_and_rescan(store, config)
+    [(_, dropped, status, path, _)] = ledger(config)
+    assert (dropped, status) == (name, "quarantined")
+    filed = Path(str(path))
+    assert filed.parent == folder / ".quarantine" and filed.exists()
+    receipt = filed.with_name(filed.name + dropfiles.RECEIPT_SUFFIX)
+    assert orjson.loads(receipt.read_bytes())["file"] == name
+    assert os.listdir(folder / ".processing") == []
+
+
+async def test_a_long_name_put_in_quarantine_by_hand_gets_its_row_and_a_receipt(
+    tmp_path: Path,
+) -> None:
+    config = make_config(tmp_path)
+    folder = config.drop_path / "users"
+    name = "h" * 250 + ".json"
+    put(config, f".quarantine/{name}", CONTENT)
+    async with await Store.open(config.store_path) as store:
+        await sweep_and_rescan(store, config)
+    [(_, dropped, status, path, _)] = ledger(config)
+    assert (dropped, status) == (name, "quarantined")
+    receipt = Path(f"{path}{dropfiles.RECEIPT_SUFFIX}")
+    assert orjson.loads(receipt.read_bytes())["file"] == name
+    assert sorted(os.listdir(folder / ".quarantine")) == [Path(str(path)).name, receipt.name]
