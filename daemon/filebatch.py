@@ -32,7 +32,7 @@ from dropsync.adapters.base import FileBatchProvider, FilePart, Waiting
 from dropsync.adapters.errors import PermanentError, ProviderError
 from dropsync.daemon.clock import now_ms
 from dropsync.daemon.delivery import Flusher, _Paused, to_outgoing
-from dropsync.daemon.places import spool_folder
+from dropsync.daemon.places import SCRATCH_DATABASE, spool_folder
 from dropsync.store import callbacks, outbox, spool
 from dropsync.store.errors import OutsideFolder
 from dropsync.store.handle import Store
@@ -144,7 +144,7 @@ class FileBatchFlusher(Flusher):
     async def run(self) -> None:
         """Remove what a killed run left, then flush until cancelled."""
         await anyio.to_thread.run_sync(clear, self.folder, spool_folder(self.store.path))
-        await self.store.call(spool.attach, spool_folder(self.store.path) / "spool.db")
+        await self.store.call(spool.attach, spool_folder(self.store.path) / SCRATCH_DATABASE)
         await super().run()
 
     def _spool_page(

@@ -32,6 +32,10 @@ COLLECTION_NAME_RULE = (
 )
 
 
+# The spool's scratch database, beside the providers' folders: hidden, a name no provider has.
+SCRATCH_DATABASE = ".spool.db"
+
+
 def spool_folder(store_path: Path) -> Path:
     """Where file batches are written: next to the store."""
     return store_path.parent / f".{store_path.name}.spool"
