@@ -21,6 +21,7 @@ from pathlib import Path
 from dropsync.daemon.errors import ConfigError
 
 NAME_MAX = 255  # bytes of one file name on Linux (ext4, xfs, btrfs, tmpfs)
+MAX_STORE_NAME = 200  # bytes: room for the longest name beside it (<name>.before-vN-<time>.bak)
 PROVIDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 PROVIDER_NAME_RULE = (
     "1 to 64 of A-Z a-z 0-9 _ . -, starting with a letter or a digit "
@@ -91,13 +92,22 @@ def check_collection_name(source: str, name: str) -> None:
 
 
 def check_places(source: str, store_path: Path, drop_path: Path) -> None:
-    """ConfigError unless the store's files and the drop folder are apart.
+    """ConfigError unless the store's files and the drop folder are apart (and the store's
+    file name leaves room for the names made from it: ``store.path``).
 
     ``store.path``: the store or a companion inside the drop folder (at any depth: every
     folder there is a collection folder, and ``.processing/``, ``.done/``, ``.quarantine/``
     are the daemon's). ``drop.path``: the drop folder inside (or the same as) a companion.
     Links are resolved, so a link to the drop folder does not hide it.
     """
+    if len(store_path.name.encode("utf-8", "surrogateescape")) > MAX_STORE_NAME:
+        raise ConfigError(
+            source,
+            "store.path",
+            f"the store's file name is longer than {MAX_STORE_NAME} bytes: the files kept "
+            "beside it add to it (.runtime.json, the backup before a migration "
+            f"<name>.before-vN-<time>.bak) and each must fit in {NAME_MAX}",
+        )
     drop = real(drop_path)
     for what, path in companions(store_path).items():
         place = real(path)

@@ -66,3 +66,12 @@ def test_a_collection_name_that_is_a_plain_folder_name_is_accepted(
 ) -> None:
     code, err = check(write(tmp_path, f"[collections.{json.dumps(name)}]\n"), capsys)
     assert (code, err) == (0, "")
+
+
+def test_a_store_name_with_no_room_for_the_names_made_from_it_is_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, err = check(write(tmp_path, "", store="s" * 198 + ".db"), capsys)
+    assert code == 2 and "store.path: the store's file name is longer than 200 bytes" in err
+    code, err = check(write(tmp_path, "", store="s" * 197 + ".db"), capsys)
+    assert (code, err) == (0, "")
