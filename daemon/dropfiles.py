@@ -13,12 +13,14 @@ open blocks (a FIFO is never opened for reading).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import fcntl
 import hashlib
 import os
 import stat
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -241,6 +243,40 @@ def _cut(text: str, size: int) -> str:
     while end > 0 and raw[end] & 0xC0 == 0x80:  # a continuation byte: inside a character
         end -= 1
     return raw[:end].decode("utf-8", "surrogateescape")
+
+
+def new_file_mode() -> int:
+    """The mode ``open()`` would give a new file: 0666 less the process's umask.
+
+    Read from ``/proc/self/status``: setting the umask to read it would change it for
+    every thread meanwhile.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o644
+
+
+def write_receipt(path: Path, content: bytes) -> None:
+    """Write a receipt: to a new file beside it, renamed onto ``path``.
+
+    Whatever is at ``path`` (a link put there, an older receipt) is replaced, never
+    written through, and a receipt is never seen half written.
+    """
+    handle, temporary = tempfile.mkstemp(prefix=".receipt-", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(content)
+        os.chmod(temporary, new_file_mode())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
 
 
 def _renameat2() -> object | None:

@@ -54,6 +54,7 @@ from dropsync.daemon.dropfiles import (
     lock_dropped,
     processing_place,
     rename_noreplace,
+    write_receipt,
 )
 from dropsync.daemon.health import file_condition
 from dropsync.daemon.names import is_text, shown
@@ -484,7 +485,7 @@ class Ingestor:
             },
             option=orjson.OPT_INDENT_2,
         )
-        await self.disk(lambda: receipt.write_bytes(content))
+        await self.disk(lambda: write_receipt(receipt, content))
 
     async def quarantine_unreadable(
         self, path: Path, collection: str, reason: str, home: Path | None = None
@@ -565,7 +566,7 @@ class Ingestor:
             },
             option=orjson.OPT_INDENT_2,
         )
-        await self.disk(lambda: receipt.write_bytes(content))
+        await self.disk(lambda: write_receipt(receipt, content))
         log.warning(
             "file_quarantined", collection=collection, file=name, file_id=file_id, error=error
         )

@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from dropsync.daemon.cli.common import refuse_config
-    from dropsync.daemon.dropfiles import kind_of
+    from dropsync.daemon.dropfiles import kind_of, new_file_mode
     from dropsync.daemon.errors import UsageError
 
     refuse_config(args, "init", "it writes one, DIR/dropsync.toml")
@@ -59,9 +59,7 @@ def run(args: argparse.Namespace) -> int:
     handle, temporary = tempfile.mkstemp(prefix=f".{CONFIG_NAME}.", dir=folder)
     with os.fdopen(handle, "w", encoding="utf-8") as out:
         out.write(example_config())
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(temporary, 0o666 & ~umask)  # as a new file would be
+    os.chmod(temporary, new_file_mode())  # as a new file would be
     os.replace(temporary, config)
     (folder / "drop").mkdir(exist_ok=True)
     print(f"wrote {config} and {folder / 'drop'}/")

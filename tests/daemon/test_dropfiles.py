@@ -176,3 +176,15 @@ def test_a_long_folder_name_that_is_not_utf8_is_renamed_to_one_that_fits(tmp_pat
     renamed = dropfiles.rename_to_text(Path(os.fsdecode(raw)))
     assert renamed.is_dir() and len(renamed.name.encode()) <= 255
     assert renamed.name.startswith("\\xfe")
+
+
+def test_a_receipt_gets_the_mode_a_new_file_would_get(tmp_path: Path) -> None:
+    old = os.umask(0o027)
+    try:
+        dropfiles.write_receipt(tmp_path / "r.error.json", b"{}")
+        (tmp_path / "plain").write_bytes(b"")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(tmp_path / "r.error.json").st_mode) == 0o640
+    assert stat.S_IMODE(os.stat(tmp_path / "plain").st_mode) == 0o640
+    assert sorted(os.listdir(tmp_path)) == ["plain", "r.error.json"]  # no temporary left

@@ -241,3 +241,22 @@ async def test_a_long_name_put_in_quarantine_by_hand_gets_its_row_and_a_receipt(
     receipt = Path(f"{path}{dropfiles.RECEIPT_SUFFIX}")
     assert orjson.loads(receipt.read_bytes())["file"] == name
     assert sorted(os.listdir(folder / ".quarantine")) == [Path(str(path)).name, receipt.name]
+
+
+async def test_a_link_at_the_receipts_name_is_replaced_never_written_through(
+    tmp_path: Path,
+) -> None:
+    config = make_config(tmp_path)
+    folder = config.drop_path / "users"
+    put(config, ".processing/a.json", orjson.dumps([envelope(1), {"bad": True}]))
+    outside = tmp_path / "outside.txt"
+    outside.write_text("precious")
+    (folder / ".quarantine").mkdir()
+    (folder / ".quarantine/a.json.error.json").symlink_to(outside)
+    async with await Store.open(config.store_path) as store:
+        processing_row(config, "a.json", folder / ".processing/a.json")
+        await sweep_and_rescan(store, config)
+    [(_, _, status, path, _)] = ledger(config)
+    assert status == "quarantined" and outside.read_text() == "precious"
+    receipt = Path(f"{path}{dropfiles.RECEIPT_SUFFIX}")
+    assert not receipt.is_symlink() and orjson.loads(receipt.read_bytes())["file"] == "a.json"
