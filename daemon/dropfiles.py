@@ -24,7 +24,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import structlog
 from dropsync.daemon.names import is_text, shown
+
+log = structlog.get_logger(__name__)
 
 IGNORED_SUFFIXES = (".tmp", ".part")
 PROCESSING, DONE, QUARANTINE = ".processing", ".done", ".quarantine"
@@ -124,6 +127,38 @@ def rename_to_text(folder: Path) -> Path:
             number += 1
 
 
+def own_folder(collection: Path, name: str) -> Path:
+    """``<collection>/<name>`` (``.processing``, ``.done``, ``.quarantine``), a real folder.
+
+    Made if missing. A link there (to a folder anywhere) is removed, the link itself,
+    never what it points to, and a folder made in its place: files are never moved out
+    of the drop folder through it, nor taken from wherever it points. Raises OSError if
+    something else is there (a file by that name), or a link comes back at once.
+    """
+    folder = collection / name
+    with contextlib.suppress(FileNotFoundError):
+        if stat.S_ISLNK(os.lstat(folder).st_mode):
+            log.warning(
+                "drop_folder_link_replaced",
+                folder=str(folder),
+                error=f"it was a link (to {os.readlink(folder)}): removed, and a folder made; "
+                "nothing where it pointed was read or moved",
+            )
+            os.unlink(folder)
+    folder.mkdir(exist_ok=True)
+    if not stat.S_ISDIR(os.lstat(folder).st_mode):
+        raise NotADirectoryError(errno.ENOTDIR, "not a folder of its own", str(folder))
+    return folder
+
+
+def is_own_folder(folder: Path) -> bool:
+    """True if ``folder`` is a folder and not a link (to look into it: a link is never followed)."""
+    try:
+        return stat.S_ISDIR(os.lstat(folder).st_mode)
+    except OSError:
+        return False
+
+
 def lock_file(path: Path) -> int | None:
     """Open ``path`` (a regular file, not followed if a link) and lock it exclusively.
 
@@ -215,7 +250,7 @@ def fitted(name: str, number: int, limit: int) -> str:
 
     A name that fits is kept. A longer one keeps its extension (up to ``MAX_EXTENSION``
     bytes), the ``-N``, and as much of the start of its stem as fits, cut between two
-    characters (never inside one), followed by ``~`` and 8 hex digits of the sha256 of the
+    characters (never inside one), followed by ``~`` and 8 hex digits of a hash (BLAKE2s) of the
     whole name, so that long names alike but for their ends stay apart.
     """
     stem, suffix = os.path.splitext(name)
@@ -225,7 +260,7 @@ def fitted(name: str, number: int, limit: int) -> str:
     candidate = f"{stem}{tail}{suffix}"
     if len(_bytes(candidate)) <= limit:
         return candidate
-    mark = "~" + hashlib.sha256(_bytes(name)).hexdigest()[:8]
+    mark = "~" + hashlib.blake2s(_bytes(name), digest_size=4).hexdigest()
     room = max(limit - len(_bytes(mark + tail + suffix)), 1)
     return _cut(stem, room) + mark + tail + suffix
 
@@ -362,8 +397,7 @@ def lock_dropped(path: Path, collection: str) -> Claim | None:
 def processing_place(claim: Claim) -> Path:
     """A free place in ``.processing/`` for a locked file still in its collection folder."""
     folder = claim.path.parent
-    (folder / PROCESSING).mkdir(exist_ok=True)
-    return folder / PROCESSING / free_name(folder, claim.name)
+    return own_folder(folder, PROCESSING) / free_name(folder, claim.name)
 
 
 def claim_in_place(path: Path, collection: str) -> Claim | None:

@@ -52,6 +52,7 @@ from dropsync.daemon.dropfiles import (
     is_locked,
     kind_of,
     lock_dropped,
+    own_folder,
     processing_place,
     rename_noreplace,
     write_receipt,
@@ -394,8 +395,9 @@ class Ingestor:
             )
         final = claim.path
         if claim.move:
-            folder = claim.folder / (QUARANTINE if status == "quarantined" else DONE)
-            await self.disk(lambda: folder.mkdir(exist_ok=True))
+            folder = await self.disk(
+                lambda: own_folder(claim.folder, QUARANTINE if status == "quarantined" else DONE)
+            )
             name = claim.path.name  # free in every folder since the claim (see free_name)
             if status == "quarantined" and not fits_receipt(claim.folder, name):
                 name = free_name(claim.folder, claim.name)  # claimed by an older version
@@ -500,9 +502,8 @@ class Ingestor:
         collection folder, when the entry is not directly in it.
         """
         home = home or path.parent
-        folder = home / QUARANTINE
         try:
-            await self.disk(lambda: folder.mkdir(exist_ok=True))
+            folder = await self.disk(lambda: own_folder(home, QUARANTINE))
             while True:
                 final = folder / free_name(home, shown(path.name))
                 try:

@@ -40,6 +40,7 @@ from dropsync.daemon.dropfiles import (
     collection_folders,
     fits_receipt,
     free_name,
+    is_own_folder,
     kind_of,
     list_entries,
     rename_noreplace,
@@ -125,6 +126,8 @@ class Sweeper:
             if place is not None and place[1] in (DONE, QUARANTINE):
                 await attempt(Path(row.path), partial(_finish_move, ingestor, row, *place))
         for folder in collection_folders(drop):
+            if not is_own_folder(folder / PROCESSING):  # a link is never followed
+                continue
             for entry in list_entries(folder / PROCESSING):
                 if not entry.name.startswith("."):
                     path = Path(entry.path)
@@ -135,6 +138,8 @@ class Sweeper:
                 await attempt(Path(row.path), partial(_finish_vanished, ingestor, row, *place))
         if at_start:
             for folder in collection_folders(drop):
+                if not is_own_folder(folder / QUARANTINE):
+                    continue
                 for entry in list_entries(folder / QUARANTINE):
                     path = Path(entry.path)
                     await attempt(path, partial(_adopt_orphan, ingestor, path))

@@ -260,3 +260,26 @@ async def test_a_link_at_the_receipts_name_is_replaced_never_written_through(
     assert status == "quarantined" and outside.read_text() == "precious"
     receipt = Path(f"{path}{dropfiles.RECEIPT_SUFFIX}")
     assert not receipt.is_symlink() and orjson.loads(receipt.read_bytes())["file"] == "a.json"
+
+
+@pytest.mark.parametrize("place", [".processing", ".done", ".quarantine"])
+async def test_a_daemon_folder_that_is_a_link_is_replaced_never_followed(
+    tmp_path: Path, place: str
+) -> None:
+    config = make_config(tmp_path)
+    folder = config.drop_path / "users"
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "theirs.json").write_bytes(CONTENT)  # never read, never moved
+    folder.mkdir(parents=True)
+    (folder / place).symlink_to(outside)
+    put(config, "good.json", CONTENT)
+    put(config, "bad.json", orjson.dumps([envelope(1), {"bad": True}]))
+    async with await Store.open(config.store_path) as store:
+        await sweep_and_rescan(store, config)
+    assert sorted(os.listdir(outside)) == ["theirs.json"]
+    assert not (folder / place).is_symlink()
+    assert sorted((name, status) for _, name, status, _, _ in ledger(config)) == [
+        ("bad.json", "quarantined"),
+        ("good.json", "done"),
+    ]

@@ -82,11 +82,9 @@ def test_only_files_in_a_done_folder_of_the_drop_folder_are_removed(tmp_path: Pa
     mine = tmp_path / "archive/contacts/.done/mine.json"
     mine.parent.mkdir(parents=True)
     mine.write_bytes(orjson.dumps([{"email": "m@x", "at": 5}]))
-    # A .done folder of the drop folder that is a link to a folder elsewhere.
+    # A .done folder of the drop folder that became a link to a folder elsewhere.
     elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
     (config.drop_path / "contacts").mkdir(parents=True)
-    (config.drop_path / "contacts/.done").symlink_to(elsewhere)
     linked = config.drop_path / "contacts/linked.json"
     linked.write_bytes(orjson.dumps([{"email": "l@x", "at": 6}]))
 
@@ -97,6 +95,8 @@ def test_only_files_in_a_done_folder_of_the_drop_folder_are_removed(tmp_path: Pa
             assert report.status == "done"
             dropped = await ingestor.ingest_dropped(linked)
             assert dropped is not None and dropped.status == "done"
+            (config.drop_path / "contacts/.done").rename(elsewhere)
+            (config.drop_path / "contacts/.done").symlink_to(elsewhere)
             with capture_logs() as logs:
                 pruned = await Retention(store, config).prune_once(
                     now_ms_at(config.store_path, days=8)
