@@ -42,17 +42,24 @@ def spool_folder(store_path: Path) -> Path:
     return store_path.parent / f".{store_path.name}.spool"
 
 
-def companions(store_path: Path) -> dict[str, Path]:
-    """The store and every file and folder kept beside it, by what each is."""
-    return {
-        "the store": store_path,
-        "the store's write-ahead log": store_path.with_name(store_path.name + "-wal"),
-        "the store's shared-memory index": store_path.with_name(store_path.name + "-shm"),
-        "the store's rollback journal": store_path.with_name(store_path.name + "-journal"),
-        "the daemon's instance lock": store_path.with_name(store_path.name + ".lock"),
-        "the daemon's runtime file": store_path.with_name(store_path.name + ".runtime.json"),
-        "the store's spool folder": spool_folder(store_path),
-    }
+def companions(store_path: Path) -> list[tuple[str, Path]]:
+    """The store and every file and folder kept beside it, by what each is.
+
+    A store that is a link has SQLite's files (``-wal``, ``-shm``, ``-journal``) beside
+    the file it names, the daemon's beside the link: both are listed.
+    """
+    found = []
+    for store in dict.fromkeys((store_path, real(store_path))):
+        found += [
+            ("the store", store),
+            ("the store's write-ahead log", store.with_name(store.name + "-wal")),
+            ("the store's shared-memory index", store.with_name(store.name + "-shm")),
+            ("the store's rollback journal", store.with_name(store.name + "-journal")),
+            ("the daemon's instance lock", store.with_name(store.name + ".lock")),
+            ("the daemon's runtime file", store.with_name(store.name + ".runtime.json")),
+            ("the store's spool folder", spool_folder(store)),
+        ]
+    return found
 
 
 def real(path: Path) -> Path:
@@ -109,7 +116,7 @@ def check_places(source: str, store_path: Path, drop_path: Path) -> None:
             f"<name>.before-vN-<time>.bak) and each must fit in {NAME_MAX}",
         )
     drop = real(drop_path)
-    for what, path in companions(store_path).items():
+    for what, path in companions(store_path):
         place = real(path)
         if is_within(place, drop):
             raise ConfigError(

@@ -58,7 +58,7 @@ def check_target(target: Path, store: Path, drop: Path, *, force: bool) -> None:
     from dropsync.daemon.places import companions, is_within, real
 
     place = real(target)
-    for what, path in companions(store).items():
+    for what, path in companions(store):
         if is_within(place, real(path)):
             raise UsageError(
                 f"{target} is {what} ({path}) or in it: a backup never replaces or writes "

@@ -213,3 +213,17 @@ def test_force_onto_the_running_stores_wal_or_lock_is_refused_and_nothing_is_los
         assert daemon.stop() == 0
     finally:
         daemon.close()
+
+
+def test_the_files_sqlite_keeps_beside_a_linked_store_are_refused_too(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # SQLite keeps -wal and -shm beside the file a link names, not beside the link.
+    (tmp_path / "real").mkdir()
+    (tmp_path / "s.db").symlink_to(tmp_path / "real/x.db")
+    config = setup(tmp_path)
+    assert (tmp_path / "real/x.db-wal").exists() or (tmp_path / "real/x.db").exists()
+    (tmp_path / "real/x.db-wal").write_bytes(b"keep")
+    code, err = backup(config, tmp_path / "real/x.db-wal", capsys, "--force")
+    assert code == 2 and "write-ahead log" in err, err
+    assert (tmp_path / "real/x.db-wal").read_bytes() == b"keep"
