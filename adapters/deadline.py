@@ -23,7 +23,7 @@ machine needs nothing of this: the monotonic clock stops with it.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable
 from typing import TypeVar
 
 import anyio
@@ -93,12 +93,18 @@ class Deadline:
         """The upload's body is all handed over: the answer's own deadline starts."""
         self._sent = self.now()
 
-    async def track(self, body: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
-        """``body`` as it is, noting each chunk taken and the end."""
-        async for chunk in body:
-            self.moved()
-            yield chunk
-        self.sent()
+    async def track(self, body: AsyncIterable[bytes]) -> AsyncGenerator[bytes]:
+        """``body`` as it is, noting each chunk taken and the end. Closing this closes
+        ``body`` too (a request cut short lets go of the file it was reading at once)."""
+        chunks = aiter(body)
+        try:
+            async for chunk in chunks:
+                self.moved()
+                yield chunk
+            self.sent()
+        finally:
+            if isinstance(chunks, AsyncGenerator):
+                await chunks.aclose()
 
     async def _watch(self, scope: anyio.CancelScope) -> None:
         last = self.clock()

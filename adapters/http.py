@@ -360,13 +360,33 @@ async def fetch(
     """
     redact = redact or Redactor()
     deadline = Deadline(timeout_s, upload_bytes=upload_bytes, min_upload_rate=min_upload_rate)
+    upload = None
     if upload_bytes is not None:
-        kwargs["content"] = deadline.track(kwargs["content"])
+        upload = kwargs["content"] = deadline.track(kwargs["content"])
+    try:
+        return await _fetch(client, method, path, deadline, max_bytes, cap, redact, kwargs)
+    finally:
+        if upload is not None:
+            await upload.aclose()  # a request cut short lets go of its file now
+
+
+async def _fetch(
+    client: httpx.AsyncClient,
+    method: str,
+    path: str,
+    deadline: Deadline,
+    max_bytes: int,
+    cap: str,
+    redact: Redactor,
+    kwargs: dict[str, Any],
+) -> Answer:
     try:
         request = client.build_request(method, path, **kwargs)
     except Exception as exc:
         # E.g. a header value httpx cannot encode: the text may quote it, so only the type.
         raise RetryableError(f"the request could not be built ({type(exc).__name__})") from None
+    if path.startswith(("http://", "https://")):
+        path = request.url.path  # a whole URL (a download's) is said without its query
 
     async def exchange() -> tuple[Answer, str | None]:
         response = await client.send(request, stream=True)

@@ -341,6 +341,16 @@ async def test_an_upload_whose_body_stops_moving_fails_at_timeout_s(
             with pytest.raises(ProviderUnavailable) as raised:
                 await provider.push_files([part], idempotency_key="k")
     assert "the body did not move for timeout_s = 1 s" in str(raised.value)
+    assert part.path not in open_files()  # the failed upload let go of its file
+
+
+def open_files() -> set[Path]:
+    """The files this process has open."""
+    found = set()
+    for fd in Path("/proc/self/fd").iterdir():
+        with contextlib.suppress(OSError):
+            found.add(Path(fd.readlink()))
+    return found
 
 
 async def test_an_upload_taken_slower_than_the_minimum_rate_fails(
