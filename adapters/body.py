@@ -51,9 +51,12 @@ class _Inflater:
         if self.inflate.eof:
             return b""
         try:
-            return self.inflate.flush()[: room + 1]
+            rest = self.inflate.flush()[: room + 1]
         except zlib.error:
             raise BodyError(f"the {self.encoding} body is broken") from None
+        if not self.inflate.eof and len(rest) <= room:
+            raise BodyError(f"the {self.encoding} body ends before its end")
+        return rest
 
 
 def _inflater(response: httpx.Response) -> _Inflater | None:

@@ -7,10 +7,12 @@ the event loop was held is used."""
 from __future__ import annotations
 
 import contextlib
+import gzip
 import socket
 import threading
 import time
 import tracemalloc
+import zlib
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -412,3 +414,57 @@ def test_the_caps_and_the_upload_rate_are_checked_by_key(
     with pytest.raises(OptionError) as refused:
         parse({key: value})
     assert refused.value.key == key
+
+
+def deflated(data: bytes, wbits: int) -> bytes:
+    packer = zlib.compressobj(6, zlib.DEFLATED, wbits)
+    return packer.compress(data) + packer.flush()
+
+
+@pytest.mark.parametrize(
+    ("encoding", "wbits"),
+    [("gzip", zlib.MAX_WBITS | 16), ("deflate", zlib.MAX_WBITS), ("deflate", -zlib.MAX_WBITS)],
+    ids=["gzip", "deflate", "raw deflate"],
+)
+async def test_a_compressed_answer_within_the_cap_is_read(encoding: str, wbits: int) -> None:
+    """The encodings the requests ask for: a 201 in gzip, zlib-wrapped or raw deflate is read;
+    a 503 in gzip says what it holds."""
+    job = orjson.dumps({"status": "queued", "_id": "job-gz", "pad": "x" * 5000})
+    error = orjson.dumps({"error": "maintenance until noon"})
+
+    def compressed(request: RawRequest, connection: socket.socket) -> None:
+        status, body = (201, job) if len(raw.requests) == 1 else (503, error)
+        packed = deflated(body, wbits)
+        headers = {"Content-Encoding": encoding, "Content-Type": "application/json"}
+        connection.sendall(head(status, headers, length=len(packed)) + packed)
+
+    with RawProvider(compressed) as raw:
+        options = crm_options({"account_id": "acc_1"})
+        async with CrmProvider("crm", raw.base_url, options, TOKEN, 5.0, None) as crm:
+            result = await crm.push([contact()], idempotency_key="k")
+            assert result.remote_ref == "job-gz"
+            with pytest.raises(ProviderError) as raised:
+                await crm.push([contact()], idempotency_key="k2")
+        assert raw.requests[0].headers["accept-encoding"] == "gzip, deflate"
+    assert "maintenance until noon" in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("encoding", "body", "said"),
+    [
+        ("br", b"\x1b\x00", "content encoding 'br', which was not asked for"),
+        ("gzip, gzip", b"\x1f\x8b", "content encoding 'gzip, gzip'"),
+        ("gzip", b"not gzip at all", "the gzip body is broken"),
+        ("gzip", gzip.compress(b'{"status": "queued", "_id": "j"}')[:-12], "ends before its end"),
+    ],
+)
+async def test_a_success_in_an_encoding_not_asked_for_or_broken_is_unexpected(
+    encoding: str, body: bytes, said: str
+) -> None:
+    def odd(request: RawRequest, connection: socket.socket) -> None:
+        headers = {"Content-Encoding": encoding, "Content-Type": "application/json"}
+        connection.sendall(head(201, headers, length=len(body)) + body)
+
+    with RawProvider(odd) as raw:
+        error = await crm_push(raw.base_url, 5.0, Path())
+    assert error is not None and error.startswith("UnexpectedAnswer") and said in error, error
