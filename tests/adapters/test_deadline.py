@@ -468,3 +468,43 @@ async def test_a_success_in_an_encoding_not_asked_for_or_broken_is_unexpected(
     with RawProvider(odd) as raw:
         error = await crm_push(raw.base_url, 5.0, Path())
     assert error is not None and error.startswith("UnexpectedAnswer") and said in error, error
+
+
+async def test_an_upload_held_up_by_a_pause_goes_on(
+    raw_stop: threading.Event, tmp_path: Path
+) -> None:
+    """The event loop is held for 3 s (timeout_s = 1) in the middle of a 32 MB upload: the
+    pause is not the provider's, so the body goes on moving afterwards and is taken."""
+    part = spool_file(tmp_path, 32 * MB)
+    halfway = threading.Event()
+
+    def reads_all(connection: socket.socket) -> None:
+        data = bytearray()
+        while b"\r\n\r\n" not in data:
+            data += connection.recv(65536)
+        length = int(
+            next(
+                line.split(b":")[1]
+                for line in data.split(b"\r\n")
+                if line.lower().startswith(b"content-length")
+            )
+        )
+        taken = len(data.partition(b"\r\n\r\n")[2])
+        while taken < length:
+            taken += len(connection.recv(1 << 20))
+            if taken > 8 * MB:
+                halfway.set()
+        answer(connection, 200, {"statusCode": 200, "message": "ok"})
+
+    with StallingServer(reads_all) as server:
+        async with churn(server.base_url, 1.0) as provider, anyio.create_task_group() as group:
+            results: list[object] = []
+
+            async def upload() -> None:
+                results.append(await provider.push_files([part], idempotency_key="k"))
+
+            group.start_soon(upload)
+            await anyio.to_thread.run_sync(halfway.wait)
+            time.sleep(3)  # noqa: ASYNC251 -- holds the event loop, as a SIGSTOP would
+    [result] = results
+    assert getattr(result, "status", None) == 200
