@@ -9,7 +9,9 @@ event loop). Routes:
   now, or a signature accepted before (a replay, remembered in the store) is
   refused with 401 and changes nothing.
 * ``POST /webhooks/crm/TOKEN``: the CRM's webhook; the CRM signs nothing, so the
-  unguessable TOKEN (``webhook_token_*``) is the guard; another path is 404.
+  unguessable TOKEN (``webhook_token_*``) is the guard; another path is 404. Only a
+  success status confirms the job's batch; a failure fails it and queues its records
+  again once (as a failed churn sync does); any other status leaves it waiting.
 * ``GET /healthz`` (200 with each provider's state while the store answers, else
   503), ``GET /metrics`` (Prometheus text format).
 
@@ -29,7 +31,6 @@ from __future__ import annotations
 
 import hmac
 import json
-import logging
 import re
 import socket
 from collections.abc import Callable
@@ -39,7 +40,7 @@ from typing import Any
 import anyio
 import structlog
 import uvicorn
-from dropsync.adapters import churn
+from dropsync.adapters import churn, crm
 from dropsync.adapters.churn import ChurnProvider, signature_valid
 from dropsync.daemon.clock import now_ms
 from dropsync.daemon.config import Config, ProviderConfig
@@ -51,6 +52,7 @@ from dropsync.daemon.listener_server import (
     bind,
     bind_problem,
     guarded_protocol,
+    route_uvicorn_logs,
 )
 from dropsync.daemon.log_repeats import Repeats
 from dropsync.daemon.metrics import render_metrics
@@ -168,7 +170,7 @@ class Listener:
                 server_header=False,
             )
         )
-        uvicorn_logs = _route_uvicorn_logs()
+        uvicorn_logs = route_uvicorn_logs()
         log.info(
             "listener_started",
             address=_address(settings.host, sockets[0].getsockname()[1]),
@@ -416,20 +418,47 @@ class Listener:
                         None if crm_id is None else str(crm_id),
                     )
                 )
-        now = now_ms()
+        outcome, reason = crm.webhook_outcome(body)
+        job_text, now = str(job), now_ms()
 
-        def apply(db: Any) -> int:
-            confirmed = callbacks.confirm_job(db, name, str(job), now=now)
-            if confirmed:
-                callbacks.save_crm_contacts(db, name, str(job), contacts, now=now)
-            return confirmed
+        def apply(db: Any) -> tuple[int, list[int], int]:
+            if outcome not in ("confirmed", "failed"):
+                return len(callbacks.job_deliveries(db, name, job_text)), [], 0
+            failed = outcome == "failed"
+            found = callbacks.settle_job(db, name, job_text, failed=failed, error=reason, now=now)
+            if found[0] and not failed:
+                callbacks.save_crm_contacts(db, name, job_text, contacts, now=now)
+            return found
 
-        confirmed = await self.store.transact(apply)
-        if not confirmed:
-            self.repeats.warning("webhook_unknown_job", name, provider=name, job=str(job)[:100])
+        carried, settled, queued = await self.store.transact(apply)
+        fields = {"provider": name, "job": job_text[:100]}
+        if not carried:
+            self.repeats.warning("webhook_unknown_job", name, **fields)
+        elif outcome == "confirmed":
+            log.info("webhook_confirmed", **fields, deliveries=len(settled), contacts=len(contacts))
+        elif outcome == "failed":
+            self.repeats.warning(
+                "webhook_job_failed",
+                name,
+                **fields,
+                reason=reason,
+                deliveries=len(settled),
+                queued_again=queued,
+            )
+            if queued:
+                self.wake([name])
+        elif outcome == "not final":
+            log.info("webhook_not_final", **fields, status=reason)
         else:
-            log.info("webhook_confirmed", provider=name, job=str(job), contacts=len(contacts))
-        return {"ok": True, "confirmed": confirmed}
+            self.repeats.warning(
+                "webhook_status_unknown",
+                (name, reason),
+                **fields,
+                status=reason,
+                consequence="not confirmed: it waits for a success, else shows as "
+                "unconfirmed after confirm_timeout_s",
+            )
+        return {"ok": True, "outcome": outcome, "deliveries": len(settled)}
 
     # -- health and metrics ----------------------------------------------------------------
 
@@ -492,46 +521,6 @@ class Listener:
                 exc_info=exc,
             )
             return JSONResponse({"error": "internal error"}, status_code=500)
-
-
-class _ToStructlog(logging.Handler):
-    """uvicorn's own log records (protocol errors, an application's exception) as JSON
-    events: an exception with its type and traceback (``listener_error``), anything else
-    as ``listener_http``, repeats summarised."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.repeats = Repeats(log)
-
-    def emit(self, record: logging.LogRecord) -> None:
-        """Log the record."""
-        message = record.getMessage()
-        if message == _UVICORN_400:
-            return  # the protocol logs it with the reason (listener_request_refused)
-        if record.exc_info is not None and record.exc_info[1] is not None:
-            exc = record.exc_info[1]
-            self.repeats.error(
-                "listener_error",
-                type(exc).__name__,
-                error=f"{type(exc).__name__}: {exc}",
-                message=message.strip(),
-                exc_info=record.exc_info,
-            )
-            return
-        self.repeats.warning("listener_http", message, level_name=record.levelname, message=message)
-
-
-# uvicorn's log line for a request h11 refuses (``daemon.listener_server`` logs its own).
-_UVICORN_400 = "Invalid HTTP request received."
-
-
-def _route_uvicorn_logs() -> _ToStructlog:
-    handler = _ToStructlog()
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
-        logger = logging.getLogger(name)
-        logger.handlers = [handler]
-        logger.propagate = False
-    return handler
 
 
 def _address(host: str, port: int) -> str:

@@ -44,6 +44,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import logging
 import re
 import socket
 import time
@@ -344,3 +345,46 @@ class GuardedProtocol(H11Protocol):
 def guarded_protocol(head_timeout_s: float, max_open: int) -> type[GuardedProtocol]:
     """A protocol class for one server (the guard is shared by its connections only)."""
     return type("ListenerProtocol", (GuardedProtocol,), {"guard": _Guard(head_timeout_s, max_open)})
+
+
+class _ToStructlog(logging.Handler):
+    """uvicorn's own log records (protocol errors, an application's exception) as JSON
+    events: an exception with its type and traceback (``listener_error``), anything else
+    as ``listener_http``, repeats summarised."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.repeats = Repeats(log)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Log the record."""
+        message = record.getMessage()
+        if message == _UVICORN_400:
+            return  # the protocol logs it with the reason (listener_request_refused)
+        if record.exc_info is not None and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            self.repeats.error(
+                "listener_error",
+                type(exc).__name__,
+                error=f"{type(exc).__name__}: {exc}",
+                message=message.strip(),
+                exc_info=record.exc_info,
+            )
+            return
+        self.repeats.warning("listener_http", message, level_name=record.levelname, message=message)
+
+
+# uvicorn's log line for a request h11 refuses (``GuardedProtocol.send_400_response`` logs
+# its own, with the reason).
+_UVICORN_400 = "Invalid HTTP request received."
+
+
+def route_uvicorn_logs() -> _ToStructlog:
+    """Send uvicorn's log records to structlog (one handler, returned: its repeats are
+    flushed when the listener stops)."""
+    handler = _ToStructlog()
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logger = logging.getLogger(name)
+        logger.handlers = [handler]
+        logger.propagate = False
+    return handler

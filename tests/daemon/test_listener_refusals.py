@@ -144,9 +144,9 @@ async def test_uvicorn_errors_are_logged_with_their_type_and_traceback() -> None
     """uvicorn's own "Exception in ASGI application" record carries the exception."""
     import logging
 
-    from dropsync.daemon.listener import _route_uvicorn_logs
+    from dropsync.daemon.listener_server import route_uvicorn_logs
 
-    _route_uvicorn_logs()
+    route_uvicorn_logs()
     try:
         raise KeyError("boom")
     except KeyError as exc:
