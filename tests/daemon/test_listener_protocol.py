@@ -189,8 +189,9 @@ async def test_content_length_with_transfer_encoding_is_answered_400_and_closed(
         assert await healthy(daemon.url)
 
 
-def pad_head(size: int) -> bytes:
-    return b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * size + b"\r\n\r\n"
+def pad_head(size: int, extra: bytes = b"") -> bytes:
+    """A GET /healthz head with ``extra`` header lines and a header of ``size`` bytes."""
+    return b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + extra + b"X-Pad: " + b"a" * size + b"\r\n\r\n"
 
 
 HEADS = {
@@ -220,9 +221,12 @@ async def test_a_head_of_16_kb_is_taken(
     tmp_path: Path, port: int, emulator: EmulatorServer
 ) -> None:
     config = churn_config(tmp_path, emulator.base_url, port)
+    close = b"Connection: close\r\n"
+    head = pad_head((16 << 10) - len(pad_head(0, close)), close)
+    assert len(head) == 16 << 10
     async with running(config, port):
-        seen = await talk(port, pad_head((16 << 10) - len(pad_head(0))) + b"GET /x HTTP/1.1\r\n")
-        assert seen.statuses[:1] == [200]
+        seen = await talk(port, head)
+        assert seen.statuses == [200] and seen.eof
 
 
 async def test_a_pipelined_head_over_16_kb_is_refused_after_the_first_answer(

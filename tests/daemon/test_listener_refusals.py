@@ -118,12 +118,12 @@ async def test_a_brand_id_outside_sqlite_integers_is_refused_400(
 async def test_an_unexpected_error_is_a_500_logged_with_its_type_and_traceback(
     tmp_path: Path, port: int, emulator: EmulatorServer
 ) -> None:
-    """A store changed under the daemon (a table dropped by hand) is not a caller's
-    fault: 500, and the log says what failed and where."""
+    """A store changed under the daemon (the replay memory dropped by hand) is not a
+    caller's fault: 500, and the log says what failed and where."""
     config = churn_config(tmp_path, emulator.base_url, port)
     async with running(config, port) as daemon:
         raw = sqlite3.connect(config.store_path)
-        raw.execute("DROP TABLE brands")
+        raw.execute("DROP TABLE callback_signatures")
         raw.commit()
         raw.close()
         with capture_logs() as logs:
