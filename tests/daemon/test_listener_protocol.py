@@ -252,3 +252,30 @@ async def test_a_head_trickled_a_byte_at_a_time_gets_one_answer_and_is_closed(
         assert len(seen.statuses) == 1 and seen.statuses[0] in (400, 408, 431)
         assert seen.eof
         assert await healthy(daemon.url)
+
+
+async def test_connections_closing_after_their_answer_make_room_for_new_ones(
+    tmp_path: Path, port: int, emulator: EmulatorServer
+) -> None:
+    """At max_connections, a connection whose answer is sent and that is closing (its
+    client still sending) is closed for a new one, which is answered, not refused 503."""
+    config = churn_config(
+        tmp_path, emulator.base_url, port, extra={"listener": {"max_connections": 2}}
+    )
+    head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    async with running(config, port) as daemon:
+        closing = []
+        for _ in range(2):
+            stream = await anyio.connect_tcp("127.0.0.1", port)
+            await stream.send(head + b"1\r\nx\r\n")
+            answer = b""
+            with anyio.fail_after(LIMIT_S):
+                while b"\r\n\r\n" not in answer:
+                    answer += await stream.receive()
+            assert answer.startswith(b"HTTP/1.1 200")
+            closing.append(stream)
+        seen = await talk(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert seen.statuses == [200] and seen.eof
+        for stream in closing:
+            await stream.aclose()
+        assert await healthy(daemon.url)
