@@ -88,24 +88,46 @@ def _set_state(db: sqlite3.Connection, ids: Sequence[int], state: str, error: st
     )
 
 
-def confirm_job(db: sqlite3.Connection, provider: str, job_id: str, *, now: int) -> int:
-    """The provider's webhook confirmed job ``job_id``: the deliveries that carry it (alone
-    or in their comma-separated ``remote_ref``) are ``confirmed``; returns how many."""
-    ids = [
-        row[0]
+def job_deliveries(db: sqlite3.Connection, provider: str, job_id: str) -> list[tuple[int, str]]:
+    """(id, state) of the deliveries that carry job ``job_id`` (alone or in their
+    comma-separated ``remote_ref``)."""
+    return [
+        (row[0], row[1])
         for row in db.execute(
-            "SELECT id FROM deliveries WHERE provider = ? AND remote_ref IS NOT NULL "
-            "AND (remote_ref = ? OR instr(',' || remote_ref || ',', ',' || ? || ',') > 0)",
+            "SELECT id, state FROM deliveries WHERE provider = ? AND remote_ref IS NOT NULL "
+            "AND (remote_ref = ? OR instr(',' || remote_ref || ',', ',' || ? || ',') > 0) "
+            "ORDER BY id",
             (provider, job_id, job_id),
         )
     ]
-    _set_state(db, ids, "confirmed", None)
+
+
+def settle_job(
+    db: sqlite3.Connection, provider: str, job_id: str, *, failed: bool, error: str, now: int
+) -> tuple[int, list[int], int]:
+    """The CRM's webhook about job ``job_id``, which succeeded or ``failed``: the deliveries
+    that carry it (alone or in their comma-separated ``remote_ref``).
+
+    A success confirms those still ``accepted`` (with their records). A failure marks those
+    ``accepted`` or ``confirmed`` ``failed`` with ``error`` (a batch of several jobs fails if
+    one does, whatever the order the webhooks come in) and queues their records again once,
+    as a failed churn sync does (``settle_records``). Returns (the deliveries that carry the
+    job, the deliveries settled now, records queued again).
+    """
+    rows = job_deliveries(db, provider, job_id)
+    if not failed:
+        ids = [i for i, state in rows if state == "accepted"]
+        _set_state(db, ids, "confirmed", None)
+        settle_records(db, provider, ids, failed=False, now=now)
+        return len(rows), ids, 0
+    ids = [i for i, state in rows if state in ("accepted", "confirmed")]
+    _set_state(db, ids, "failed", error)
     db.executemany(
-        "UPDATE delivered SET state = 'confirmed', requeued = 0, at = ? "
-        "WHERE provider = ? AND delivery_id = ?",
+        "UPDATE delivered SET state = 'accepted', at = ? "
+        "WHERE provider = ? AND delivery_id = ? AND state = 'confirmed'",
         [(now, provider, i) for i in ids],
     )
-    return len(ids)
+    return len(rows), ids, settle_records(db, provider, ids, failed=True, now=now)
 
 
 def save_crm_contacts(
