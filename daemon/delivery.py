@@ -73,6 +73,7 @@ from dropsync.daemon.clock import now_ms
 from dropsync.daemon.config import ProviderConfig
 from dropsync.daemon.jsontext import load_outgoing
 from dropsync.store import outbox
+from dropsync.store.backoff import backoff_s
 from dropsync.store.handle import Store
 from dropsync.store.merge import MergeResult
 
@@ -145,8 +146,8 @@ class Backoff:
 
     def delay(self, failures: int, rng: random.Random) -> float:
         """Seconds to wait after ``failures`` consecutive failures."""
-        ceiling = min(self.cap_s, self.base_s * (2 ** min(failures - 1, 62)))
-        return max(_MIN_DELAY_S, rng.uniform(0, ceiling))
+        jittered = backoff_s(failures, first_s=self.base_s, cap_s=self.cap_s, rng=rng)
+        return max(_MIN_DELAY_S, jittered)
 
 
 def to_outgoing(provider: str, entry: outbox.OutboxEntry) -> OutgoingChange:

@@ -49,8 +49,9 @@ from dropsync.daemon.runstate import RuntimeFile
 from dropsync.daemon.secrets import check_secrets
 from dropsync.daemon.watcher import DropWatcher, candidate_files
 from dropsync.store import outbox
+from dropsync.store.backoff import backoff_s
 from dropsync.store.errors import StoreRetryable
-from dropsync.store.handle import Store, backoff_s
+from dropsync.store.handle import Store
 from dropsync.store.merge import MergeResult
 from dropsync.store.queries import status_summary
 

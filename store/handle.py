@@ -18,6 +18,7 @@ from typing import Any, Protocol, TypeVar, cast
 
 import aiosqlite
 import anyio
+from dropsync.store.backoff import backoff_s
 from dropsync.store.db import (
     BULK_CACHE_KIB,
     STEADY_CACHE_KIB,
@@ -30,16 +31,6 @@ from dropsync.store.db import (
 from dropsync.store.errors import StoreRetryable
 
 T = TypeVar("T")
-
-# Waits between attempts: 0.5 s, doubling, at most 10 s (each attempt at a locked store
-# first waits busy_timeout, 5 s, inside SQLite).
-BACKOFF_FIRST_S = 0.5
-BACKOFF_MAX_S = 10.0
-
-
-def backoff_s(attempt: int) -> float:
-    """Seconds to wait after the ``attempt``-th failed attempt (1-based)."""
-    return float(min(BACKOFF_FIRST_S * 2 ** min(attempt - 1, 30), BACKOFF_MAX_S))
 
 
 class PauseListener(Protocol):

@@ -7,7 +7,7 @@
 * ``Change``'s fields are, in order, the columns of the ``records`` upsert;
 * one copy of each rule: one ``now_ms``; the provider kinds come from the adapter registry;
   one canonical body and digest (``documents.canonical``); one future-timestamp check
-  (``documents.FutureLimit``).
+  (``documents.FutureLimit``); one backoff formula (``store.backoff.backoff_s``).
 """
 
 from __future__ import annotations
@@ -373,6 +373,26 @@ def test_one_future_timestamp_check() -> None:
         )
     ]
     assert found == ["dropsync.daemon.documents.at"]  # FutureLimit.at
+
+
+def _doubles(node: ast.AST) -> bool:
+    """``2 ** n`` (or ``2.0 ** n``): the heart of an exponential backoff."""
+    return (
+        isinstance(node, ast.BinOp)
+        and isinstance(node.op, ast.Pow)
+        and isinstance(node.left, ast.Constant)
+        and node.left.value == 2
+    )
+
+
+def test_one_backoff_formula() -> None:
+    # Every retry loop waits what store.backoff.backoff_s says (jittered or not).
+    found = [
+        f"{module}.{function}"
+        for module, tree in _product_trees()
+        for function in _enclosing_functions(tree, _doubles)
+    ]
+    assert found == ["dropsync.store.backoff.backoff_s"]
 
 
 # --- the README's test command is CI's --------------------------------------------------------
