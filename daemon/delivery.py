@@ -36,7 +36,7 @@ written ahead) and the previous one's delivery is recorded in the store's thread
 The next batch is taken after the entries in flight, which stay in the outbox until
 their delivery is recorded. The order of writes is a structure: a delivery is
 recorded (``_record_delivered``) before anything after it is written, because every
-other write goes through ``Flusher._write``, which first waits for that recording
+other write goes through ``Flusher._transact``, which first waits for that recording
 (``_settle``); a test holds that no other method writes.
 """
 
@@ -46,13 +46,11 @@ import math
 import random
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import TypeVar
+from typing import Any, TypeVar
 
-import aiosqlite
 import anyio
 import structlog
 from dropsync.adapters.base import (
@@ -191,6 +189,11 @@ def split_by_bytes(
     return requests
 
 
+async def _provider_state(store: Store, name: str) -> outbox.ProviderState | None:
+    """The provider's stored state (a read, between transactions)."""
+    return await store.call(outbox.provider_state, name)
+
+
 class Flusher:
     """Delivers one provider's outbox, forever (or once through, in dry-run mode)."""
 
@@ -250,8 +253,7 @@ class Flusher:
             return
         probe = True  # after a restart, an auth-failed provider gets one attempt
         while True:
-            async with self.store.read() as db:
-                state = await outbox.provider_state(db, self.name)
+            state = await _provider_state(self.store, self.name)
             if state is not None and state.state == "auth-failed" and not probe:
                 await self._idle(IDLE_RECHECK_S)  # resync/reload changes the state
                 continue
@@ -352,8 +354,7 @@ class Flusher:
                 # The config changed since (a user's token removed, say): the adapter could
                 # not send it. Its entries take the usual way: refused ones dead-lettered.
                 self._forget(old.entries)
-                async with self._write() as db:
-                    await outbox.abandon_request(db, old.delivery_id, reason=NOT_SENT_AGAIN)
+                await self._transact(outbox.abandon_request, old.delivery_id, reason=NOT_SENT_AGAIN)
                 log.warning(
                     "request_not_resent",
                     provider=self.name,
@@ -363,8 +364,7 @@ class Flusher:
                     reason=NOT_SENT_AGAIN,
                 )
                 continue
-            async with self._write() as db:
-                delivery_id = await outbox.reopen_request(db, old.delivery_id, now=now_ms())
+            delivery_id = await self._transact(outbox.reopen_request, old.delivery_id, now=now_ms())
             log.info(
                 "request_resent",
                 provider=self.name,
@@ -427,8 +427,7 @@ class Flusher:
         """Forget the requests written ahead that the flush stopped before sending."""
         unsent, self._ahead = list(self._ahead), {}
         if unsent:
-            async with self._write() as db:
-                await outbox.discard_requests(db, unsent)
+            await self._transact(outbox.discard_requests, unsent)
 
     def _forget(self, entries: list[outbox.OutboxEntry]) -> None:
         for entry in entries:
@@ -463,7 +462,7 @@ class Flusher:
             raise errors[0]
         return following, prepared
 
-    # -- writing: every write goes through _write, which first waits for the recording ----
+    # -- writing: every write goes through _transact, which first waits for the recording
 
     def _record_in_background(self, recorder: anyio.abc.TaskGroup) -> None:
         """Start recording the delivered batches; ``_settle`` waits for it."""
@@ -497,15 +496,10 @@ class Flusher:
         for batch in batches:
             await self._record_delivered(*batch)
 
-    async def _transact(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """``_write`` for a unit of work run whole in the store's thread (tried again
-        whole after a busy store or a full disk): settle first."""
-        await self._settle()
-        return await self.store.transact(fn)
-
-    @asynccontextmanager
-    async def _write(self) -> AsyncIterator[aiosqlite.Connection]:
-        """The flusher's one way to write (besides recording deliveries): settle first.
+    async def _transact(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """The flusher's one way to write (besides recording deliveries): settle first,
+        then run ``fn(conn, *args, **kwargs)`` whole in the store's thread (tried again
+        whole after a busy store or a full disk).
 
         Delivered batches are recorded in the background while the next one is sent;
         a failure or a dead letter written before that recording would be overwritten by
@@ -513,8 +507,7 @@ class Flusher:
         write in the order things happened.
         """
         await self._settle()
-        async with self.store.write() as db:
-            yield db
+        return await self.store.transact(fn, *args, **kwargs)
 
     async def _drop_unsendable(self, entries: list[outbox.OutboxEntry]) -> list[outbox.OutboxEntry]:
         refused: dict[str, list[outbox.OutboxEntry]] = {}
@@ -541,10 +534,14 @@ class Flusher:
                 dry_run=self.dry_run,
             )
             if not self.dry_run:
-                async with self._write() as db:
-                    await outbox.dead_letter(
-                        db, self.name, group, reason=reason, http_status=None, now=now_ms()
-                    )
+                await self._transact(
+                    outbox.dead_letter,
+                    self.name,
+                    group,
+                    reason=reason,
+                    http_status=None,
+                    now=now_ms(),
+                )
 
     async def _send(self, request: _Request) -> None:
         """Send one request and act on the answer (see the module docstring)."""
@@ -598,34 +595,34 @@ class Flusher:
         after the wait (the provider may have applied it: the same Idempotency-Key)."""
         failure = self._new_failure(exc)
         entries = attempt.request.entries
-        async with self._write() as db:
-            now = now_ms()
-            if failure.state != "auth-failed":  # auth-failed waits for a reload, not for a time
-                failure = await self._count_failure(db, failure)
-            await self._finish_attempt(
-                db, attempt, "failed", exc.status, str(exc), final=False, now=now
-            )
-            await outbox.count_attempt(db, [e.id for e in entries])
-            next_attempt = await self._store_failure(db, failure, now)
-        self._failure_stored(failure, next_attempt, items=len(entries))
 
-    async def _count_failure(self, db: aiosqlite.Connection, failure: _Failure) -> _Failure:
+        def record(db: sqlite3.Connection) -> tuple[_Failure, int | None]:
+            now = now_ms()
+            counted = failure
+            if failure.state != "auth-failed":  # auth-failed waits for a reload, not for a time
+                counted = self._count_failure(db, failure)
+            self._finish_attempt(db, attempt, "failed", exc.status, str(exc), final=False, now=now)
+            outbox.count_attempt(db, [e.id for e in entries])
+            return counted, self._store_failure(db, counted, now)
+
+        counted, next_attempt = await self._transact(record)
+        self._failure_stored(counted, next_attempt, items=len(entries))
+
+    def _count_failure(self, db: sqlite3.Connection, failure: _Failure) -> _Failure:
         """The failure counted: the consecutive failures (those stored, and this one), the
         seconds until the next attempt, and the provider's Retry-After if it was capped."""
-        current = await outbox.provider_state(db, self.name)
+        current = outbox.provider_state(db, self.name)
         failures = (current.failures if current else 0) + 1
         delay, capped = self._delay(failure.exc, failures)
         return _Failure(failure.exc, failure.state, failures, delay, capped)
 
-    async def _store_failure(
-        self, db: aiosqlite.Connection, failure: _Failure, now: int
-    ) -> int | None:
+    def _store_failure(self, db: sqlite3.Connection, failure: _Failure, now: int) -> int | None:
         """Store the provider's state after the failure, with its error and the moment of
         the next attempt (returned; None: not at a time)."""
         delay = failure.delay
         # Rounded up, plus 1 ms for the truncation of now_ms(): never a moment early.
         next_attempt = None if delay is None else now + math.ceil(delay * 1000) + 1
-        await outbox.set_provider_state(
+        outbox.set_provider_state(
             db,
             self.name,
             state=failure.state,
@@ -656,9 +653,9 @@ class Flusher:
             items=items,
         )
 
-    async def _finish_attempt(
+    def _finish_attempt(
         self,
-        db: aiosqlite.Connection,
+        db: sqlite3.Connection,
         attempt: _Attempt,
         state: str,
         status: int | None,
@@ -671,7 +668,7 @@ class Flusher:
         finished, its entries are no longer kept there)."""
         delivery_id = attempt.request.delivery_id
         if delivery_id is None:  # not written ahead (a test's flusher driven by hand)
-            await outbox.record_attempt(
+            outbox.record_attempt(
                 db,
                 provider=self.name,
                 batch_id=attempt.request.key,
@@ -683,7 +680,7 @@ class Flusher:
                 error=error,
             )
             return
-        await outbox.finish_attempt(
+        outbox.finish_attempt(
             db,
             delivery_id,
             state=state,
@@ -698,15 +695,18 @@ class Flusher:
         """A permanent refusal: the request is finished; a single entry is dead-lettered,
         a batch is split in halves (new requests) until the offending entries are alone."""
         entries = attempt.request.entries
-        async with self._write() as db:
+
+        def record(db: sqlite3.Connection) -> None:
             now = now_ms()
-            await self._finish_attempt(
+            self._finish_attempt(
                 db, attempt, "rejected", exc.status, exc.reason, final=True, now=now
             )
             if len(entries) == 1:
-                await outbox.dead_letter(
+                outbox.dead_letter(
                     db, self.name, entries, reason=exc.reason, http_status=exc.status, now=now
                 )
+
+        await self._transact(record)
         if len(entries) == 1:
             log.warning(
                 "dead_lettered",

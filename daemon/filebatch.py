@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import shutil
+import sqlite3
 import time
 from collections import Counter
 from collections.abc import Hashable, Iterable, Sequence
@@ -231,14 +232,14 @@ class FileBatchFlusher(Flusher):
 
     async def _spool_failed(self, exc: OSError) -> None:
         """The files could not be written: pause with backoff, say why; nothing is lost."""
-        async with self.store.read() as db:
-            current = await outbox.provider_state(db, self.name)
-        failures = (current.failures if current else 0) + 1
-        delay = self.backoff.delay(failures, self.rng)
-        now = now_ms()
         reason = f"cannot write the upload files in {self.folder}: {exc.strerror or exc}"
-        async with self.store.write() as db:
-            await outbox.set_provider_state(
+
+        def record(db: sqlite3.Connection) -> tuple[int, float]:
+            current = outbox.provider_state(db, self.name)
+            failures = (current.failures if current else 0) + 1
+            delay = self.backoff.delay(failures, self.rng)
+            now = now_ms()
+            outbox.set_provider_state(
                 db,
                 self.name,
                 state="backing-off",
@@ -247,7 +248,10 @@ class FileBatchFlusher(Flusher):
                 failures=failures,
                 last_error=reason,
             )
-        self._backing_off(now + int(delay * 1000) + 1, delay)
+            return now + int(delay * 1000) + 1, delay
+
+        next_attempt, delay = await self.store.transact(record)
+        self._backing_off(next_attempt, delay)
         log.warning("spool_failed", provider=self.name, error=reason, retry_in_s=delay)
 
     async def _note_waiting(self, waiting: Counter[str]) -> None:
@@ -397,10 +401,10 @@ class FileBatchFlusher(Flusher):
     async def _dead_letter(
         self, batch: int, index: int, reason: str, status: int | None, key: str, started: float
     ) -> None:
-        now = now_ms()
-        moved = await self.store.transact(
-            partial(
-                spool.dead_letter_parts,
+        def record(db: sqlite3.Connection) -> int:
+            now = now_ms()
+            moved = spool.dead_letter_parts(
+                db,
                 provider=self.name,
                 batch=batch,
                 parts=[index],
@@ -408,14 +412,15 @@ class FileBatchFlusher(Flusher):
                 http_status=status,
                 now=now,
             )
-        )
-        async with self.store.write() as db:
-            await self._log_attempt_files(db, moved, key, started, "rejected", status, reason, now)
+            self._log_attempt_files(db, moved, key, started, "rejected", status, reason, now)
+            return moved
+
+        moved = await self.store.transact(record)
         log.warning("dead_lettered", provider=self.name, items=moved, status=status, reason=reason)
 
-    async def _log_attempt_files(
+    def _log_attempt_files(
         self,
-        db: Any,
+        db: sqlite3.Connection,
         items: int,
         key: str,
         started: float,
@@ -424,7 +429,7 @@ class FileBatchFlusher(Flusher):
         error: str,
         now: int,
     ) -> None:
-        await outbox.record_attempt(
+        outbox.record_attempt(
             db,
             provider=self.name,
             batch_id=key,
@@ -441,16 +446,17 @@ class FileBatchFlusher(Flusher):
     ) -> None:
         failure = self._new_failure(exc)
         parts = list(parts)
-        if failure.state != "auth-failed":  # auth-failed waits for a reload, not for a time
-            async with self.store.read() as db:
-                failure = await self._count_failure(db, failure)
-        now = now_ms()
-        await self.store.transact(spool.count_attempt, batch, parts)
-        sizes = await self.store.call(spool.part_sizes, batch)
-        items = sum(sizes.get(p, 0) for p in parts)
-        async with self.store.write() as db:
-            await self._log_attempt_files(
-                db, items, key, started, "failed", exc.status, str(exc), now
-            )
-            next_attempt = await self._store_failure(db, failure, now)
-        self._failure_stored(failure, next_attempt, items=items)
+
+        def record(db: sqlite3.Connection) -> tuple[Any, int | None, int]:
+            counted = failure
+            if failure.state != "auth-failed":  # auth-failed waits for a reload, not for a time
+                counted = self._count_failure(db, failure)
+            now = now_ms()
+            spool.count_attempt(db, batch, parts)
+            sizes = spool.part_sizes(db, batch)
+            items = sum(sizes.get(p, 0) for p in parts)
+            self._log_attempt_files(db, items, key, started, "failed", exc.status, str(exc), now)
+            return counted, self._store_failure(db, counted, now), items
+
+        counted, next_attempt, items = await self.store.transact(record)
+        self._failure_stored(counted, next_attempt, items=items)

@@ -153,15 +153,7 @@ class ProviderSupervisor:
         """Run provider tasks until cancelled, restarting them on reload."""
         while True:
             self._reloaded = False
-            now = now_ms()
-            providers = self.config.providers.values()
-            async with self.store.write() as db:
-                await outbox.register_providers(db, [(p.name, p.kind) for p in providers], now=now)
-                # A next attempt stored further ahead than this config allows (an older
-                # version honoured any Retry-After) is brought back within the ceiling.
-                clamped = await outbox.clamp_next_attempts(
-                    db, [(p.name, now + int(p.max_delay_s * 1000)) for p in providers]
-                )
+            clamped = await self.store.transact(_set_up_providers, self.config, now_ms())
             for name, previous in clamped:
                 log.warning(
                     "next_attempt_clamped",
@@ -169,7 +161,6 @@ class ProviderSupervisor:
                     stored=previous,
                     max_delay_s=self.config.providers[name].max_delay_s,
                 )
-            await self.store.transact(_set_provider_settings, self.config)
             if self._reloaded:
                 continue  # a reload came while this config was being set up: set up the new one
             self._scope = anyio.CancelScope()
@@ -183,10 +174,13 @@ class ProviderSupervisor:
 
     async def _unusable(self, config: ProviderConfig, reason: str) -> None:
         log.error("provider_unusable", provider=config.name, reason=reason)
-        async with self.store.write() as db:
-            await outbox.set_provider_state(
-                db, config.name, state="auth-failed", now=now_ms(), last_error=reason
-            )
+        await self.store.transact(
+            outbox.set_provider_state,
+            config.name,
+            state="auth-failed",
+            now=now_ms(),
+            last_error=reason,
+        )
 
     async def _run_provider(self, config: ProviderConfig) -> None:
         try:
@@ -253,8 +247,7 @@ class ProviderSupervisor:
         probe = True  # after a (re)start an auth-failed provider gets one attempt, as flushers do
         while True:
             if not probe:
-                async with self.store.read() as db:
-                    state = await outbox.provider_state(db, config.name)
+                state = await self.store.call(outbox.provider_state, config.name)
                 if state is not None and state.state == "auth-failed":
                     # Repeating refused credentials can lock the account: wait for a reload.
                     await anyio.sleep(config.pull_interval_s)
@@ -316,14 +309,19 @@ class ProviderSupervisor:
     async def _note_pull(self, config: ProviderConfig, state: str, error: str | None) -> None:
         """Show a pull's outcome in the provider's state; a success clears ``last_error``."""
         try:
-            async with self.store.write() as db:
-                if error is None:
-                    recovered = await outbox.record_pull_ok(db, config.name, now=now_ms())
-                else:
-                    recovered = False
-                    await outbox.record_pull_failure(
-                        db, config.name, state=state, last_error=error, now=now_ms()
-                    )
+            if error is None:
+                recovered = await self.store.transact(
+                    outbox.record_pull_ok, config.name, now=now_ms()
+                )
+            else:
+                recovered = False
+                await self.store.transact(
+                    outbox.record_pull_failure,
+                    config.name,
+                    state=state,
+                    last_error=error,
+                    now=now_ms(),
+                )
         except sqlite3.Error as exc:  # a busy or full store: shown at the next pull
             log.warning("pull_store_failed", provider=config.name, error=str(exc))
             return
@@ -331,10 +329,20 @@ class ProviderSupervisor:
             log.info("provider_online", provider=config.name, via="pull")
 
 
-def _set_provider_settings(conn: sqlite3.Connection, config: Config) -> None:
-    """One transaction at start and on reload: confirm timeouts and request routes."""
+def _set_up_providers(conn: sqlite3.Connection, config: Config, now: int) -> list[tuple[str, int]]:
+    """One transaction at start and on reload: a state row for each configured provider,
+    next attempts within the ceiling, confirm timeouts and request routes. Returns the
+    (provider, next attempt) of each next attempt brought back."""
+    providers = config.providers.values()
+    outbox.register_providers(conn, [(p.name, p.kind) for p in providers], now=now)
+    # A next attempt stored further ahead than this config allows (an older version
+    # honoured any Retry-After) is brought back within the ceiling.
+    clamped = outbox.clamp_next_attempts(
+        conn, [(p.name, now + int(p.max_delay_s * 1000)) for p in providers]
+    )
     callbacks.set_confirm_timeouts(conn, confirm_timeouts(config))
     set_routes(conn, config)
+    return clamped
 
 
 def _merge_pulled(

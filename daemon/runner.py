@@ -299,8 +299,7 @@ class Daemon:
         self.inbox.config = config
         self.watcher.config = config
         self.retention.config = config
-        async with self.store.write() as db:
-            await outbox.resume_refused_providers(db, now=now_ms())
+        await self.store.transact(outbox.resume_refused_providers, now=now_ms())
         if self.listener is not None:
             self.listener.reload(config)
         self.supervisor.reload(config)

@@ -20,7 +20,7 @@ from dropsync.adapters.crm import parse_options as crm_options
 from dropsync.adapters.emulators.common import EmulatorServer
 from dropsync.adapters.emulators.crm import CrmEmulator
 from dropsync.adapters.emulators.favourites import FavouritesEmulator
-from dropsync.adapters.errors import ProviderUnavailable
+from dropsync.adapters.errors import ProviderError, ProviderUnavailable
 from dropsync.adapters.favourites import FavouritesProvider
 from dropsync.adapters.favourites import parse_options as favourite_options
 from dropsync.daemon.config import ProviderConfig, parse_config
@@ -88,8 +88,7 @@ def crm_server() -> Iterator[EmulatorServer]:
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[Store]:
     opened = await Store.open(tmp_path / "s.db")
-    async with opened.write() as db:
-        await outbox.register_providers(db, [("crm", "crm"), ("fav", "favourites")], now=1)
+    await opened.transact(outbox.register_providers, [("crm", "crm"), ("fav", "favourites")], now=1)
     yield opened
     await opened.close()
 
@@ -144,8 +143,7 @@ async def test_offline_then_online_delivers_everything_once(
         flusher = Flusher(store, crm_config(crm_server), provider)
 
         async def went_offline() -> bool:
-            async with store.read() as db:
-                state = await outbox.provider_state(db, "crm")
+            state = await store.call(outbox.provider_state, "crm")
             return state is not None and state.state == "offline"
 
         await run_until(flusher, went_offline)
@@ -164,8 +162,7 @@ async def test_offline_then_online_delivers_everything_once(
     assert isinstance(emulator, CrmEmulator)
     assert len(emulator.contacts) == 75
     assert max(emulator.applied.values()) == 1
-    async with store.read() as db:
-        state = await outbox.provider_state(db, "crm")
+    state = await store.call(outbox.provider_state, "crm")
     assert state is not None and state.state == "online"
 
 
@@ -201,17 +198,18 @@ async def test_a_retry_after_holds_even_when_a_reload_cuts_its_recording_short(
     finds the request unfinished, must still wait for the Retry-After."""
     crm_server.faults.update(status=429, count=1, retry_after="2")
     await merge(store, [contact_change(1)])
-    count_attempt = outbox.count_attempt
+    failed = Flusher._failed
 
-    async def never_recorded(*args: Any, **kwargs: Any) -> None:
-        await anyio.sleep_forever()
+    async def never_recorded(self: Flusher, attempt: Any, exc: ProviderError) -> None:
+        self._new_failure(exc)  # the answer is read: what the flusher keeps at once
+        await anyio.sleep_forever()  # the reload comes before the failure is written
 
     holds: dict[str, float] = {}  # the supervisor's, shared by the flushers it starts
     async with crm_provider(crm_server) as provider:
-        monkeypatch.setattr(outbox, "count_attempt", never_recorded)
+        monkeypatch.setattr(Flusher, "_failed", never_recorded)
         cut_short = Flusher(store, crm_config(crm_server), provider, holds=holds)
         await run_until(cut_short, lambda: _answered(crm_server, 1))
-        monkeypatch.setattr(outbox, "count_attempt", count_attempt)
+        monkeypatch.setattr(Flusher, "_failed", failed)
         started_again = Flusher(store, crm_config(crm_server), provider, holds=holds)
         await run_until(started_again, lambda: _zero(store))
     first, second = crm_server.emulator.requests("/account")
@@ -237,13 +235,13 @@ async def test_one_bad_record_is_dead_lettered_and_the_rest_delivered(
     emulator = crm_server.emulator
     assert isinstance(emulator, CrmEmulator)
     assert set(emulator.contacts) == {c.key for c in good}
-    async with store.write() as db:
+    async with store.read() as db:
         letters = list(
             await db.execute_fetchall("SELECT id, key, http_status, reason FROM dead_letters")
         )
-        assert [(r[1], r[2]) for r in letters] == [("not-an-address", 422)]
-        assert "not a valid address" in letters[0][3]
-        assert await outbox.retry_dead_letters(db, provider="crm", ids=[], now=1) == 1
+    assert [(r[1], r[2]) for r in letters] == [("not-an-address", 422)]
+    assert "not a valid address" in letters[0][3]
+    assert await store.transact(outbox.retry_dead_letters, provider="crm", ids=[], now=1) == 1
     assert await pending(store) == 1
 
 
@@ -254,32 +252,27 @@ async def test_restart_mid_backoff_keeps_the_next_attempt_time(
     path = tmp_path / "restart.db"
     crm_server.faults.update(status=503, retry_after="3600")
     async with await Store.open(path) as first:
-        async with first.write() as db:
-            await outbox.register_providers(db, [("crm", "crm")], now=1)
+        await first.transact(outbox.register_providers, [("crm", "crm")], now=1)
         await merge(first, [contact_change(1)])
         async with crm_provider(crm_server) as provider:
             flusher = Flusher(first, crm_config(crm_server), provider)
 
             async def backing_off() -> bool:
-                async with first.read() as db:
-                    state = await outbox.provider_state(db, "crm")
+                state = await first.call(outbox.provider_state, "crm")
                 return state is not None and state.state == "backing-off"
 
             await run_until(flusher, backing_off)
-        async with first.read() as db:
-            before = await outbox.provider_state(db, "crm")
+        before = await first.call(outbox.provider_state, "crm")
     assert before is not None and before.next_attempt_at is not None
     crm_server.faults.clear()
     arrived = len(crm_server.emulator.requests("/account"))
     async with await Store.open(path) as second:
-        async with second.write() as db:
-            await outbox.register_providers(db, [("crm", "crm")], now=2)
+        await second.transact(outbox.register_providers, [("crm", "crm")], now=2)
         async with crm_provider(crm_server) as provider:
             flusher = Flusher(second, crm_config(crm_server), provider)
             with anyio.move_on_after(1.0):
                 await flusher.run()
-        async with second.read() as db:
-            after = await outbox.provider_state(db, "crm")
+        after = await second.call(outbox.provider_state, "crm")
     assert after == before
     assert len(crm_server.emulator.requests("/account")) == arrived
 
@@ -434,8 +427,8 @@ async def test_a_failure_after_a_delivered_batch_is_recorded_after_it(
     assert flusher.paused
     assert flusher._outgoing == {}  # nothing held for the batches not sent
     assert await pending(store) == 1500
+    state = await store.call(outbox.provider_state, "crm")
     async with store.read() as db:
-        state = await outbox.provider_state(db, "crm")
         attempts = await db.execute_fetchall("SELECT items, state FROM deliveries ORDER BY id")
     assert state is not None and state.state == "offline" and state.failures == 1
     assert state.next_attempt_at is not None

@@ -52,8 +52,7 @@ def crm_server() -> Iterator[EmulatorServer]:
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[Store]:
     opened = await Store.open(tmp_path / "s.db")
-    async with opened.write() as db:
-        await outbox.register_providers(db, [("crm", "crm")], now=1)
+    await opened.transact(outbox.register_providers, [("crm", "crm")], now=1)
     await opened.transact(
         lambda conn: apply_changes(
             conn, [contact(i) for i in range(5)], {"contacts": ("crm",)}, now=1
@@ -89,8 +88,8 @@ async def flush_until(flusher: Flusher, done: Any, limit_s: float = 30) -> None:
 
 
 async def facts(store: Store) -> dict[str, Any]:
+    state = await store.call(outbox.provider_state, "crm")
     async with store.read() as db:
-        state = await outbox.provider_state(db, "crm")
         pending = await outbox.pending_count(db, "crm")
         letters = next(iter(await db.execute_fetchall("SELECT COUNT(*) FROM dead_letters")))[0]
         delivered = next(iter(await db.execute_fetchall("SELECT COUNT(*) FROM delivered")))[0]
@@ -205,7 +204,7 @@ async def test_a_retry_after_within_the_ceiling_is_not_capped(
 
 
 def test_the_flusher_writes_only_through_the_helper_that_settles_first() -> None:
-    """``Flusher._write`` and ``_transact`` wait for the delivered batches' recording;
+    """``Flusher._transact`` waits for the delivered batches' recording;
     ``_record_delivered`` is that recording. Any other method writing to the store directly
     could overtake it."""
     tree = ast.parse(inspect.getsource(delivery.Flusher))
@@ -220,11 +219,9 @@ def test_the_flusher_writes_only_through_the_helper_that_settles_first() -> None
                 and node.attr in writers
                 and isinstance(node.value, ast.Attribute)
                 and node.value.attr == "store"
-                and method.name not in ("_write", "_transact", "_record_delivered")
+                and method.name not in ("_transact", "_record_delivered")
             ):
                 offenders.append(f"{method.name}: store.{node.attr}")
     assert offenders == []
-    helper = inspect.getsource(delivery.Flusher._write)
-    assert helper.index("await self._settle()") < helper.index("self.store.write()")
     helper = inspect.getsource(delivery.Flusher._transact)
     assert helper.index("await self._settle()") < helper.index("self.store.transact(")
