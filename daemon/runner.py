@@ -54,6 +54,7 @@ from dropsync.store.errors import StoreRetryable
 from dropsync.store.handle import Store
 from dropsync.store.merge import MergeResult
 from dropsync.store.queries import status_summary
+from dropsync.store.states import ProviderState
 
 log = structlog.get_logger(__name__)
 
@@ -68,7 +69,7 @@ def summary_line(summary: dict[str, object]) -> str:
     if isinstance(providers, list):
         for row in providers:
             parts.append(f"{row['provider']}={row['pending']}")
-            if row["state"] != "online":
+            if row["state"] != ProviderState.ONLINE:
                 troubled.append(f"{row['provider']} {row['state']}")
     text = "pending " + (" ".join(parts) if parts else "none")
     if troubled:

@@ -1,4 +1,10 @@
-"""Outbox, delivery attempts, dead letters and provider state: the delivery engine's SQL."""
+"""Outbox, delivery attempts, dead letters and provider state: the delivery engine's SQL.
+
+Writes are plain functions over a ``sqlite3.Connection``, run whole in the store's thread
+(``Store.transact``); so is ``provider_state``, which a failure's transaction reads. The
+flusher's reads between transactions (``take_batch``, ``unfinished_requests``,
+``pending_count``) take the aiosqlite connection ``Store.read``/``Store.snapshot`` give.
+"""
 
 from __future__ import annotations
 
@@ -9,16 +15,17 @@ from typing import NamedTuple
 
 import aiosqlite
 import orjson
+from dropsync.store.states import ProviderState
 
 
 @dataclass(frozen=True, slots=True)
-class ProviderState:
-    """A ``providers`` row."""
+class ProviderRow:
+    """A ``providers`` row: the provider's state and its wait."""
 
     name: str
     kind: str
-    state: str
-    next_attempt_at: int | None
+    state: ProviderState
+    next_attempt_at: int | None  # no attempt before this moment (ms), unless resync ends it
     failures: int
     last_error: str | None
 
@@ -46,14 +53,17 @@ def register_providers(
     )
 
 
-def provider_state(db: sqlite3.Connection, name: str) -> ProviderState | None:
+def provider_state(db: sqlite3.Connection, name: str) -> ProviderRow | None:
     """The state row of one provider."""
     row = db.execute(
         "SELECT name, kind, state, next_attempt_at, failures, last_error FROM providers "
         "WHERE name = ?",
         (name,),
     ).fetchone()
-    return ProviderState(*row) if row else None
+    if row is None:
+        return None
+    name, kind, state, next_attempt_at, failures, last_error = row
+    return ProviderRow(name, kind, ProviderState(state), next_attempt_at, failures, last_error)
 
 
 def set_provider_state(
@@ -97,14 +107,50 @@ def clamp_next_attempts(
 
 
 def record_pull_failure(
-    db: sqlite3.Connection, name: str, *, state: str, last_error: str, now: int
+    db: sqlite3.Connection,
+    name: str,
+    *,
+    state: str,
+    last_error: str,
+    now: int,
+    held_until: int | None = None,
 ) -> None:
     """A pull failed: show it (``auth-failed`` stays; the next attempt a push's backoff or
-    Retry-After stored is kept, whatever ``state`` becomes)."""
+    Retry-After stored is kept, whatever ``state`` becomes, or moved to ``held_until``, the
+    pull's own Retry-After, when that is later)."""
     db.execute(
         "UPDATE providers SET state = CASE WHEN state = 'auth-failed' THEN state ELSE ? END, "
+        "next_attempt_at = CASE WHEN ? IS NULL THEN next_attempt_at "
+        "ELSE MAX(COALESCE(next_attempt_at, 0), ?) END, "
         "last_error = ?, last_attempt_at = ?, updated_at = ? WHERE name = ?",
-        (state, last_error, now, now, name),
+        (state, held_until, held_until, last_error, now, now, name),
+    )
+
+
+def hold_provider(db: sqlite3.Connection, name: str, *, until: int, now: int) -> None:
+    """No attempt before ``until`` (a provider's Retry-After whose recording was cut short):
+    the stored next attempt moves there unless it is later already."""
+    db.execute(
+        "UPDATE providers SET next_attempt_at = MAX(COALESCE(next_attempt_at, 0), ?), "
+        "state = CASE WHEN state = 'online' THEN 'backing-off' ELSE state END, updated_at = ? "
+        "WHERE name = ?",
+        (until, now, name),
+    )
+
+
+def provider_delivered(
+    db: sqlite3.Connection, name: str, *, now: int, held_until: int | None = None
+) -> None:
+    """The provider took a request: it is ``online``, its failures and error cleared, and
+    nothing holds it back, unless ``held_until`` is still ahead (a ``Retry-After`` answered
+    to another request meanwhile): that wait, its state and its error stay."""
+    db.execute(
+        "UPDATE providers SET "
+        "state = CASE WHEN ? > ? THEN state ELSE 'online' END, "
+        "next_attempt_at = CASE WHEN ? > ? THEN ? END, failures = 0, "
+        "last_error = CASE WHEN ? > ? THEN last_error END, "
+        "last_attempt_at = ?, last_ok_at = ?, updated_at = ? WHERE name = ?",
+        (held_until, now, held_until, now, held_until, held_until, now, now, now, now, name),
     )
 
 
@@ -112,12 +158,14 @@ def record_pull_ok(db: sqlite3.Connection, name: str, *, now: int) -> bool:
     """A pull succeeded: the provider works, so its error is cleared; True if changed.
 
     A push waiting out its backoff (``next_attempt_at`` ahead) keeps its state and
-    error: the push, not the pull, says when that is over.
+    error: the push, not the pull, says when that is over. A next attempt that has come
+    is cleared.
     """
     cursor = db.execute(
         "UPDATE providers SET state = 'online', failures = 0, last_error = NULL, "
-        "last_ok_at = ?, last_attempt_at = ?, updated_at = ? WHERE name = ? "
-        "AND (state <> 'online' OR last_error IS NOT NULL OR failures <> 0) "
+        "next_attempt_at = NULL, last_ok_at = ?, last_attempt_at = ?, updated_at = ? "
+        "WHERE name = ? AND (state <> 'online' OR last_error IS NOT NULL OR failures <> 0 "
+        "OR next_attempt_at IS NOT NULL) "
         "AND (next_attempt_at IS NULL OR next_attempt_at <= ?)",
         (now, now, now, name, now),
     )
@@ -261,11 +309,13 @@ def deliver_batch(
     now: int,
     delivery_id: int | None = None,
     attempted_at: int | None = None,
+    held_until: int | None = None,
 ) -> None:
     """One transaction's work after a provider took a batch (run in the store's thread).
 
     ``delivery_id``: the request's row written ahead, which becomes the delivery (else a
-    row is added); ``attempted_at`` when it was sent (default ``now``).
+    row is added); ``attempted_at`` when it was sent (default ``now``); ``held_until``: see
+    ``provider_delivered``.
     """
     if delivery_id is None:
         cursor = db.execute(
@@ -297,11 +347,7 @@ def deliver_batch(
         "delivery_id = excluded.delivery_id, at = excluded.at",
         (provider, state, delivery_id, now, versions),
     )
-    db.execute(
-        "UPDATE providers SET state = 'online', next_attempt_at = NULL, failures = 0, "
-        "last_error = NULL, last_attempt_at = ?, last_ok_at = ?, updated_at = ? WHERE name = ?",
-        (now, now, now, provider),
-    )
+    provider_delivered(db, provider, now=now, held_until=held_until)
 
 
 async def pending_count(db: aiosqlite.Connection, provider: str | None = None) -> int:

@@ -108,6 +108,7 @@ def _resync_unconfirmed(config: Config, name: str, kinds: list[tuple[str, str]])
 
 async def _dry_run_resync(store: Store, config: Config, name: str, collections: list[str]) -> int:
     """Queue inside a transaction, show the batches through the real flusher, roll back."""
+    from dropsync.daemon.batches import BatchSender
     from dropsync.daemon.clock import now_ms
     from dropsync.daemon.delivery import Flusher
     from dropsync.daemon.providers import open_provider
@@ -128,7 +129,10 @@ async def _dry_run_resync(store: Store, config: Config, name: str, collections: 
     try:
         queued = await store.call(outbox.requeue_collection, name, collections, now=now_ms())
         async with open_provider(provider_config) as provider:
-            flusher = Flusher(_Unlocked(store), provider_config, provider, dry_run=True)
+            # The batch sender for every kind: a file sender would write its spool files.
+            flusher = Flusher(
+                _Unlocked(store), provider_config, provider, dry_run=True, sender=BatchSender()
+            )
             while await flusher.flush_once():
                 pass
     finally:

@@ -23,9 +23,11 @@ from dropsync.adapters.emulators.favourites import FavouritesEmulator
 from dropsync.adapters.errors import ProviderError, ProviderUnavailable
 from dropsync.adapters.favourites import FavouritesProvider
 from dropsync.adapters.favourites import parse_options as favourite_options
+from dropsync.daemon.batches import BatchSender
 from dropsync.daemon.config import ProviderConfig, parse_config
 from dropsync.daemon.delivery import Flusher
 from dropsync.daemon.documents import DocumentReader
+from dropsync.daemon.provider_health import Flow, ProviderHealth
 from dropsync.daemon.providers import ProviderSupervisor
 from dropsync.store import outbox
 from dropsync.store.handle import Store
@@ -115,7 +117,7 @@ async def test_2500_contacts_go_out_as_3_requests(crm_server: EmulatorServer, st
     async with crm_provider(crm_server) as provider:
         flusher = Flusher(store, crm_config(crm_server), provider)
         await run_until(flusher, lambda: _zero(store))
-    assert flusher._outgoing == {}
+    assert isinstance(flusher.sender, BatchSender) and flusher.sender._outgoing == {}
     emulator = crm_server.emulator
     assert isinstance(emulator, CrmEmulator)
     assert len(emulator.requests("/account")) == 3
@@ -198,28 +200,35 @@ async def test_a_retry_after_holds_even_when_a_reload_cuts_its_recording_short(
     finds the request unfinished, must still wait for the Retry-After."""
     crm_server.faults.update(status=429, count=1, retry_after="2")
     await merge(store, [contact_change(1)])
-    failed = Flusher._failed
+    answered, write = ProviderHealth.answered, Flusher.write
+    read: list[float | None] = []
 
-    async def never_recorded(self: Flusher, attempt: Any, exc: ProviderError) -> None:
-        self._new_failure(exc)  # the answer is read: what the flusher keeps at once
-        await anyio.sleep_forever()  # the reload comes before the failure is written
+    def answer_read(self: ProviderHealth, exc: ProviderError, flow: Flow) -> float | None:
+        read.append(answered(self, exc, flow))  # what the health keeps at once
+        return read[-1]
 
-    holds: dict[str, float] = {}  # the supervisor's, shared by the flushers it starts
+    async def write_cut_short(self: Flusher, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        if read:  # the failure's write: the reload comes before it is done
+            await anyio.sleep_forever()
+        return await write(self, fn, *args, **kwargs)
+
+    async def was_read() -> bool:
+        return bool(read)
+
+    # The supervisor's, kept across reloads and shared by the flushers it starts.
+    health = ProviderHealth(store, crm_config(crm_server))
     async with crm_provider(crm_server) as provider:
-        monkeypatch.setattr(Flusher, "_failed", never_recorded)
-        cut_short = Flusher(store, crm_config(crm_server), provider, holds=holds)
-        await run_until(cut_short, lambda: _answered(crm_server, 1))
-        monkeypatch.setattr(Flusher, "_failed", failed)
-        started_again = Flusher(store, crm_config(crm_server), provider, holds=holds)
+        monkeypatch.setattr(ProviderHealth, "answered", answer_read)
+        monkeypatch.setattr(Flusher, "write", write_cut_short)
+        cut_short = Flusher(store, crm_config(crm_server), provider, health=health)
+        await run_until(cut_short, was_read)
+        monkeypatch.setattr(Flusher, "write", write)
+        health.restarted(crm_config(crm_server))  # what the supervisor does on reload
+        started_again = Flusher(store, crm_config(crm_server), provider, health=health)
         await run_until(started_again, lambda: _zero(store))
     first, second = crm_server.emulator.requests("/account")
     assert first.status == 429 and second.status == 201
     assert second.monotonic - first.monotonic >= 2.0
-
-
-async def _answered(server: EmulatorServer, count: int) -> bool:
-    await anyio.sleep(0.1)  # the answer reaches the flusher, which starts recording it
-    return len(server.emulator.requests("/account")) >= count
 
 
 async def test_one_bad_record_is_dead_lettered_and_the_rest_delivered(
@@ -425,7 +434,8 @@ async def test_a_failure_after_a_delivered_batch_is_recorded_after_it(
         flusher = Flusher(store, crm_config(crm_server, backoff_base_s=60), provider)
         assert await flusher.flush_once() is False
     assert flusher.paused
-    assert flusher._outgoing == {}  # nothing held for the batches not sent
+    assert isinstance(flusher.sender, BatchSender)
+    assert flusher.sender._outgoing == {}  # nothing held for the batches not sent
     assert await pending(store) == 1500
     state = await store.call(outbox.provider_state, "crm")
     async with store.read() as db:
