@@ -8,6 +8,7 @@ flusher's reads between transactions (``take_batch``, ``unfinished_requests``,
 
 from __future__ import annotations
 
+import math
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -63,7 +64,24 @@ def provider_state(db: sqlite3.Connection, name: str) -> ProviderRow | None:
     if row is None:
         return None
     name, kind, state, next_attempt_at, failures, last_error = row
-    return ProviderRow(name, kind, ProviderState(state), next_attempt_at, failures, last_error)
+    return ProviderRow(
+        name,
+        kind,
+        ProviderState(state),
+        _integer(next_attempt_at),
+        _integer(failures) or 0,
+        last_error,
+    )
+
+
+def _integer(value: object) -> int | None:
+    """A stored number as an int; None for what is not one (a row edited by hand may hold
+    text, a blob or an infinite real there: the daemon does not stop for it)."""
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and math.isfinite(value):
+        return int(value)
+    return None
 
 
 def set_provider_state(
@@ -121,17 +139,22 @@ def record_pull_failure(
     db.execute(
         "UPDATE providers SET state = CASE WHEN state = 'auth-failed' THEN state ELSE ? END, "
         "next_attempt_at = CASE WHEN ? IS NULL THEN next_attempt_at "
-        "ELSE MAX(COALESCE(next_attempt_at, 0), ?) END, "
+        f"ELSE MAX({_STORED_WAIT}, ?) END, "
         "last_error = ?, last_attempt_at = ?, updated_at = ? WHERE name = ?",
         (state, held_until, held_until, last_error, now, now, name),
     )
+
+
+# The stored next attempt where it is an integer (what the daemon writes), else 0: SQLite
+# orders text after every number, and a real may be infinite.
+_STORED_WAIT = "CASE WHEN typeof(next_attempt_at) = 'integer' THEN next_attempt_at ELSE 0 END"
 
 
 def hold_provider(db: sqlite3.Connection, name: str, *, until: int, now: int) -> None:
     """No attempt before ``until`` (a provider's Retry-After whose recording was cut short):
     the stored next attempt moves there unless it is later already."""
     db.execute(
-        "UPDATE providers SET next_attempt_at = MAX(COALESCE(next_attempt_at, 0), ?), "
+        f"UPDATE providers SET next_attempt_at = MAX({_STORED_WAIT}, ?), "
         "state = CASE WHEN state = 'online' THEN 'backing-off' ELSE state END, updated_at = ? "
         "WHERE name = ?",
         (until, now, name),

@@ -154,3 +154,33 @@ async def test_a_wait_is_never_longer_than_the_provider_s_ceiling(store: Store) 
     with anyio.fail_after(10):
         left = await waits(health, Flow.PUSH)
     assert left is not None and left <= CONFIG.max_delay_s
+
+
+@pytest.mark.parametrize("value", ["'soon'", "x'00ff'", "9e999", "-5"])
+async def test_a_providers_row_edited_by_hand_stops_nothing(
+    store: Store, tmp_path: Path, value: str
+) -> None:
+    # A TypeError in the flusher's wait once ended the daemon (fatal_error, exit 1).
+    other = sqlite3.connect(tmp_path / "s.db")
+    with other:
+        other.execute(f"UPDATE providers SET next_attempt_at = {value}, failures = 'x'")
+    other.close()
+    health = ProviderHealth(store, CONFIG)
+    assert await waits(health, Flow.PUSH) is None  # not a number: no wait
+    await health.pull_failed(ProviderThrottled("HTTP 429", status=429, retry_after=60))
+    stored = await row(store)
+    assert stored.next_attempt_at is not None and stored.next_attempt_at > now_ms() + 55_000
+    await fail_push(store, health, ProviderUnavailable("connection refused"))
+    assert (await row(store)).failures == 1
+
+
+async def test_a_hold_brought_back_within_a_lower_ceiling_is_shortened(
+    store: Store, tmp_path: Path
+) -> None:
+    # A reload with a lower max_retry_after_s brings the stored moment back (the supervisor's
+    # clamp): the copy in memory follows the store.
+    health = ProviderHealth(store, CONFIG)
+    await health.pull_failed(ProviderThrottled("HTTP 429", status=429, retry_after=600))
+    await store.transact(outbox.clamp_next_attempts, [("crm", now_ms() + 60_000)])
+    for flow in Flow:
+        assert 50 < (await waits(health, flow) or 0) <= 60
