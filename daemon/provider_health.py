@@ -72,8 +72,8 @@ from dropsync.store.states import ProviderState
 log = structlog.get_logger(__name__)
 
 MIN_DELAY_S = 0.05  # the shortest wait after a failure (a Retry-After of 0 included)
-# Waiting with nothing to wait for but a change (an auth-failed provider): a safety net.
-IDLE_RECHECK_S = 30.0
+# An auth-failed provider waits for a change (a resync, a reload); this is a safety net.
+AUTH_RECHECK_S = 30.0
 
 
 class Flow(StrEnum):
@@ -179,7 +179,7 @@ class ProviderHealth:
             row = await self.store.call(outbox.provider_state, self.name)
             await self._follow(row)
             if row is not None and row.state is ProviderState.AUTH_FAILED and not probe:
-                await idle(IDLE_RECHECK_S)  # a resync or a reload changes the state
+                await idle(AUTH_RECHECK_S)  # a resync or a reload changes the state
                 continue
             left = self.left(flow)
             if left <= 0:
