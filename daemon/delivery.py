@@ -51,7 +51,8 @@ from dropsync.adapters.errors import PermanentError, ProviderError
 from dropsync.daemon.batches import BatchSender
 from dropsync.daemon.clock import now_ms
 from dropsync.daemon.config import ProviderConfig
-from dropsync.daemon.filebatch import FileSender, spool_folder
+from dropsync.daemon.filebatch import FileSender
+from dropsync.daemon.places import spool_folder
 from dropsync.daemon.provider_health import Failure, Flow, ProviderHealth
 from dropsync.daemon.sending import (
     Answer,

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import shutil
 import sqlite3
 import time
 from collections import Counter
@@ -37,8 +36,11 @@ import structlog
 from dropsync.adapters.base import FileBatchProvider, FilePart, Waiting
 from dropsync.adapters.errors import ProviderError
 from dropsync.daemon.clock import now_ms
+from dropsync.daemon.places import SCRATCH_DATABASE
 from dropsync.daemon.sending import Attempt, to_outgoing
 from dropsync.store import callbacks, outbox, spool
+from dropsync.store.errors import OutsideFolder
+from dropsync.store.removal import remove_inside
 
 if TYPE_CHECKING:
     from dropsync.daemon.delivery import Flusher
@@ -49,11 +51,6 @@ MAX_OPEN_FILES = 64  # groups written at once; past that, the open files are fin
 NO_FILE = -1  # the part of tombstones: delivered without being sent (the kinds have no delete)
 CHUNKS_A_TRANSACTION = 10  # store.spool.CHUNK entries a statement, ten statements a commit
 _batches = itertools.count(1)
-
-
-def spool_folder(store_path: Path) -> Path:
-    """Where file batches are written: next to the store."""
-    return store_path.parent / f".{store_path.name}.spool"
 
 
 @dataclass
@@ -73,6 +70,7 @@ class SpoolWriter:
     folder: Path
     max_file_bytes: int
     name_of: Any  # (group, index) -> file name
+    within: Path  # the spool folder: nothing outside it is ever removed
     files: list[_OpenFile] = field(default_factory=list)
     current: dict[Hashable, _OpenFile] = field(default_factory=dict)
     total: int = 0
@@ -121,7 +119,17 @@ class SpoolWriter:
         """Close and remove every file."""
         for part in self.files:
             part.handle.close()
-        shutil.rmtree(self.folder, ignore_errors=True)
+        clear(self.folder, self.within)
+
+
+def clear(folder: Path, spool: Path) -> None:
+    """Remove ``folder`` and what is in it, if it is inside the spool folder (else say so)."""
+    try:
+        remove_inside(folder, spool)
+    except OutsideFolder as exc:
+        log.error("spool_not_removed", folder=str(folder), error=str(exc))
+    except OSError as exc:  # removed again at the next start
+        log.warning("spool_not_removed", folder=str(folder), error=exc.strerror or str(exc))
 
 
 @dataclass
@@ -141,8 +149,8 @@ class FileSender:
 
     async def start(self, loop: Flusher) -> None:
         """Remove what a killed run left, and attach the scratch notes."""
-        await anyio.to_thread.run_sync(partial(shutil.rmtree, self.folder, ignore_errors=True))
-        await loop.call(spool.attach, self.spool_root / "spool.db")
+        await anyio.to_thread.run_sync(clear, self.folder, self.spool_root)
+        await loop.call(spool.attach, self.spool_root / SCRATCH_DATABASE)
 
     def _spool_page(
         self,
@@ -183,6 +191,7 @@ class FileSender:
             self.folder / str(batch),
             provider.max_file_bytes,
             lambda group, index: f"{loop.name}-{batch}-{index + 1:04d}.json",
+            self.spool_root,
         )
         digest = hashlib.sha256()
         waiting: Counter[str] = Counter()

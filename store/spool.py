@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dropsync.store import outbox
+from dropsync.store.removal import remove_inside
 
 
 def attach(db: sqlite3.Connection, path: Path) -> None:
@@ -22,7 +23,7 @@ def attach(db: sqlite3.Connection, path: Path) -> None:
     if "spool" in names:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.unlink(missing_ok=True)
+    remove_inside(path, path.parent)
     db.execute("ATTACH DATABASE ? AS spool", (str(path),))
     db.execute("PRAGMA spool.journal_mode = OFF")
     db.execute("PRAGMA spool.synchronous = OFF")
