@@ -73,6 +73,7 @@ DEFAULT_PATHS = {
 _PLACEHOLDERS = {"eventId", "id"}
 _FIXED_MAPPING = ("fp_ext_id", "fp_status")
 _HEADER_SAFE = re.compile(r"[\x21-\x7e]{1,4096}")
+MAX_FULL_PULL_INTERVAL_S = 30 * 86400.0
 REFUSING = (409, 422)  # the contract's refusals; any other 4xx refuses only with a JSON reason
 
 
@@ -84,6 +85,7 @@ class RegistrationsOptions:
     event_id: str
     concurrent_sessions_title: str | None = None
     remove_outdated: tuple[str, ...] = ()
+    full_pull_interval_s: float = 0.0
     incremental: bool = True
     collection_prefix: str = ""
     page_size: int = 500
@@ -157,6 +159,9 @@ def parse_options(options: Mapping[str, Any]) -> RegistrationsOptions:
         event_id=read.string("event_id", required=True) or "",
         concurrent_sessions_title=read.string("concurrent_sessions_title"),
         remove_outdated=remove,
+        full_pull_interval_s=read.number(
+            "full_pull_interval_s", 0.0, minimum=0.0, maximum=MAX_FULL_PULL_INTERVAL_S
+        ),
         incremental=read.boolean("incremental", True),
         collection_prefix=prefix,
         page_size=read.integer("page_size", 500, minimum=1, maximum=10_000),
@@ -317,6 +322,7 @@ class RegistrationsProvider:
                 collection=self.options.collection(collection),
                 remove_outdated=collection in self.options.remove_outdated,
                 derived=resource == "sessions" and bool(self.options.concurrent_sessions_title),
+                full_pull_interval_s=self.options.full_pull_interval_s,
             )
             for resource, collection in RESOURCES.items()
         ]
