@@ -163,6 +163,21 @@ class NeedsLookup(Protocol):
         ...
 
 
+@runtime_checkable
+class Probes(Protocol):
+    """A provider that can tell whether its credentials work (``dropsync probe``)."""
+
+    async def probe(self) -> str:
+        """Send one cheap authenticated request that changes nothing at the provider.
+
+        Returns what was asked (``POST /api/v1/login``). Raises the ``adapters.errors``
+        type of the answer: ``AuthError`` (the credentials were refused),
+        ``ProviderUnavailable`` (no answer), ``ProviderMisconfigured`` or
+        ``UnexpectedAnswer`` (a redirect, a 404, a page of another shape), ...
+        """
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class ProviderLimits:
     """Hard limits of one request to the provider."""

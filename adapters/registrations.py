@@ -36,7 +36,15 @@ from dropsync.adapters.base import (
     RequestOutcome,
     StreamPage,
 )
-from dropsync.adapters.errors import AuthError, PermanentError, ProviderError, RetryableError
+from dropsync.adapters.errors import (
+    AuthError,
+    PermanentError,
+    ProviderError,
+    ProviderMisconfigured,
+    ProviderUnavailable,
+    RetryableError,
+    UnexpectedAnswer,
+)
 from dropsync.adapters.http import MAX_REASON, check_response, make_client, request
 from dropsync.adapters.options import OptionError, OptionReader
 from dropsync.adapters.redact import MIN_SECRET, Redactor
@@ -250,7 +258,7 @@ class RegistrationsProvider:
         status = response.status_code
         if 300 <= status < 400:
             location = self.redactor.text(response.headers.get("location", "")[:500])
-            raise RetryableError(
+            raise ProviderMisconfigured(
                 f"{what} answered a redirect (HTTP {status} to {location or 'nowhere'}): "
                 "base_url or paths point at the wrong place",
                 status=status,
@@ -287,7 +295,7 @@ class RegistrationsProvider:
         ):
             if isinstance(token, str):
                 self.redactor.add(token)
-            raise RetryableError(
+            raise UnexpectedAnswer(
                 self._answer("login (expected 200 {token, expiresIn})", response),
                 status=response.status_code,
             )
@@ -296,6 +304,17 @@ class RegistrationsProvider:
         ttl = min(float(expires), 366 * 86400.0)
         self._token_until = time.monotonic() + ttl - min(60.0, ttl / 10)
         return token
+
+    async def probe(self) -> str:
+        """Log in, as the document's "check if the credentials are working" does: a refused
+        password is ``AuthError``; nothing changes at the provider."""
+        try:
+            await self._login()
+        except Exception as exc:
+            # A connection failure keeps its cause (the socket's words, as http.request does).
+            cause = exc.__cause__ if isinstance(exc, ProviderUnavailable) else None
+            raise self._clean(exc) from cause
+        return f"POST {self._url('login')}"
 
     async def _authorised(
         self, method: str, url: str, *, headers: Mapping[str, str] | None = None, **kwargs: Any
