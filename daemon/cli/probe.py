@@ -62,7 +62,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Probe the providers at once; exit 0 only when every one is ok."""
     import anyio
-    from dropsync.daemon.cli.common import dump_json
     from dropsync.daemon.cli.outcome import mask_secrets
 
     log_to_stderr()
@@ -70,34 +69,46 @@ def run(args: argparse.Namespace) -> int:
     providers = _chosen(config, args.provider)
     _check_secrets(config, providers)
     found = anyio.run(_probe_all, providers, args.timeout)
-    if args.json:
-        print(
-            mask_secrets(
-                dump_json(
-                    {
-                        "ok": all(p.state == "ok" for p in found),
-                        "providers": [
-                            {
-                                "provider": p.provider,
-                                "kind": p.kind,
-                                "state": p.state,
-                                "request": p.request,
-                                "detail": p.detail,
-                            }
-                            for p in found
-                        ],
-                    }
-                )
-            )
-        )
-    else:
-        if not found:
-            print("no providers configured")
-        for probed in found:
-            asked = f" ({probed.kind}: {probed.request})" if probed.request else f" ({probed.kind})"
-            cause = f": {probed.detail}" if probed.detail else ""
-            print(mask_secrets(f"{probed.provider}: {probed.state}{asked}{cause}"))
-    return EXIT_OK if all(p.state == "ok" for p in found) else EXIT_FAILURE
+    code = EXIT_OK if all(p.state == "ok" for p in found) else EXIT_FAILURE
+    text = mask_secrets(_json(found) if args.json else _lines(found))
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:  # `probe | head -1` keeps the probe's exit code
+        from dropsync.daemon.cli.outcome import silence_stdout
+
+        silence_stdout()
+    return code
+
+
+def _lines(found: list[Probed]) -> str:
+    if not found:
+        return "no providers configured"
+    lines = []
+    for probed in found:
+        asked = f" ({probed.kind}: {probed.request})" if probed.request else f" ({probed.kind})"
+        cause = f": {probed.detail}" if probed.detail else ""
+        lines.append(f"{probed.provider}: {probed.state}{asked}{cause}")
+    return "\n".join(lines)
+
+
+def _json(found: list[Probed]) -> str:
+    from dropsync.daemon.cli.common import dump_json
+
+    return dump_json(
+        {
+            "ok": all(p.state == "ok" for p in found),
+            "providers": [
+                {
+                    "provider": p.provider,
+                    "kind": p.kind,
+                    "state": p.state,
+                    "request": p.request,
+                    "detail": p.detail,
+                }
+                for p in found
+            ],
+        }
+    )
 
 
 def _chosen(config: Config, name: str | None) -> list[ProviderConfig]:

@@ -6,6 +6,7 @@ code."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -197,6 +198,32 @@ def test_an_unreachable_port_says_why(
     code, out, err = probe(config, capsys)
     assert code == 1, err
     assert out.startswith(f"p: unreachable ({kind}): ") and "Connection refused" in out
+
+
+def test_a_provider_that_never_answers_is_unreachable_after_the_timeout(
+    tmp_path: Path, kind: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PROBE_P", secret(kind, GOOD[kind]))
+    with socket.socket() as silent:  # the kernel accepts connections; nobody answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = silent.getsockname()[1]
+        config = write_config(tmp_path, {"p": (kind, f"http://127.0.0.1:{port}")})
+        code, out, err = probe(config, capsys, "--timeout", "0.3")
+    assert code == 1, err
+    assert out == f"p: unreachable ({kind}): no answer within 0.3 s\n"
+
+
+def test_favourites_without_any_user_token_is_misconfigured(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PROBE_P", "{}")
+    with EmulatorServer(emulator("favourites")) as app:
+        config = write_config(tmp_path, {"p": ("favourites", app.base_url)})
+        code, out, err = probe(config, capsys)
+        assert app.emulator.requests("/getUserFavorites") == []
+    assert code == 1, err
+    assert out == "p: misconfigured (favourites): no user has a token to ask with\n"
 
 
 def test_a_base_url_that_answers_404_is_misconfigured(
