@@ -155,3 +155,47 @@ def test_an_unsettled_full_pull_removes_nothing(tmp_path: Path, lenos: EmulatorS
         assert daemon.stop() == 0
     finally:
         daemon.close()
+
+
+def test_a_kill_during_the_full_pull_removes_nothing_and_the_next_run_removes(
+    tmp_path: Path, lenos: EmulatorServer
+) -> None:
+    emulator = emulator_of(lenos)
+    emulator.seed(participants=3000)
+    daemon = daemon_for(tmp_path, lenos)
+    store = tmp_path / "store.db"
+
+    def live_participants() -> int:
+        return int(
+            query(
+                store,
+                "SELECT COUNT(*) FROM records WHERE collection = 'participants' AND deleted = 0",
+            )[0][0]
+        )
+
+    try:
+        daemon.start()
+        wait_until(lambda: live_participants() == 3000, what="the first pull")
+        emulator.faults.update(latency_ms=500)  # six slow pages: time to kill between them
+        emulator.remove("participants", "p2")
+        with emulator.lock:
+            emulator.listings.clear()
+
+        def full_pull_under_way() -> bool:
+            with emulator.lock:
+                return any(
+                    name == "participants" and q["page"] == "2" and "utcModifiedDate" not in q
+                    for name, q in emulator.listings
+                )
+
+        wait_until(full_pull_under_way, what="a full pull past its first page")
+        daemon.kill()
+        assert participant(tmp_path, "p2") == (0, "lenos")
+        assert live_participants() == 3000
+        emulator.faults.clear()
+        daemon.start()
+        wait_until(lambda: participant(tmp_path, "p2") == (1, "lenos"), what="p2 removed")
+        assert live_participants() == 2999
+        assert daemon.stop() == 0
+    finally:
+        daemon.close()
