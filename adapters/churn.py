@@ -332,6 +332,21 @@ class ChurnProvider(HttpAdapter):
                 raise
         return await self.send("POST", ERRORS_PATH, expect=_url_in)
 
+    async def probe(self) -> str:
+        """``GET /client-data/integration-errors`` (POST when GET answers 405, as when the log
+        is fetched): it reads the latest error log's address, changes nothing, and the tool
+        refuses it without a valid token (401)."""
+        method = "GET"
+        with self._boundary():
+            try:
+                await self.send(method, ERRORS_PATH, expect=_probe_answer)
+            except ProviderError as exc:
+                if exc.status != 405:
+                    raise
+                method = "POST"
+                await self.send(method, ERRORS_PATH, expect=_probe_answer)
+        return f"{method} {ERRORS_PATH}"
+
     async def _pull(self, cursor: str | None) -> PullPage:
         """The churn tool has nothing to pull."""
         raise PermanentError("the churn kind is push-only")
@@ -348,6 +363,16 @@ def _url_in(answer: Answer) -> str:
     if isinstance(value, str) and urlsplit(value.strip()).scheme in ("http", "https"):
         return value.strip()
     raise ValueError("the answer holds no URL")
+
+
+def _probe_answer(answer: Answer) -> None:
+    """A probe's success: empty, JSON or a URL; not a page of some other server."""
+    if not answer.body.strip():
+        return
+    try:
+        answer.json()
+    except ValueError:
+        _url_in(answer)
 
 
 async def download(url: str, max_bytes: int, *, timeout_s: float, max_redirects: int = 5) -> str:
