@@ -34,7 +34,7 @@ async def recorded_in_two_chunks(
     await store.call(spool.attach, tmp_path / "spool.db")
     async with store.read() as db:
         entries = await outbox.take_batch(db, "churn", 10)
-    rows = [(i, e.id, e.collection, e.key, e.updated_at, 0) for i, e in enumerate(entries)]
+    rows = [(i, e.id, e.collection, e.key, e.updated_at, 0, 1, 0) for i, e in enumerate(entries)]
     await store.call(spool.add_rows, 1, rows)
     delivery_id, items = await store.transact(
         partial(
