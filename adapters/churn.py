@@ -51,6 +51,8 @@ from dropsync.adapters.redact import excerpt
 MAX_FILE_MB = 2048  # the document's "up to 2GB per file"
 MIN_UPLOAD_KB_S = 64  # an upload is allowed its size at this rate, beyond timeout_s
 PROBE_ABOVE_MB = 1  # an upload larger than this is preceded by a check of the token
+# A sync-status callback can arrive long after the sync (the daemon was down or offline).
+MAX_CALLBACK_AGE_S = 86400.0
 UPLOAD_PATH = "/client-files"
 ERRORS_PATH = "/client-data/integration-errors"
 
@@ -79,6 +81,17 @@ def signature_valid(secret: str, data: Any, signature: object) -> bool:
     except UnicodeEncodeError:  # a lone surrogate in data: no UTF-8 text to sign
         return False
     return hmac.compare_digest(expected, signature.lower())
+
+
+def callback_age_problem(timestamp: int, now: int, max_age_s: float, ahead_ms: int) -> str | None:
+    """Why a sync-status callback dated ``timestamp`` (epoch ms) is refused at ``now``, or
+    None: older than ``max_age_s`` (the replay memory keeps every signature longer), or
+    dated further ahead than the clocks may differ (``ahead_ms``: max_clock_skew_s)."""
+    if now - timestamp > max_age_s * 1000:
+        return "data.timestamp is older than max_callback_age_s"
+    if timestamp - now > ahead_ms:
+        return "data.timestamp is in the future, beyond max_clock_skew_s"
+    return None
 
 
 # The secret's values travel in headers (and so must be printable ASCII).
@@ -125,7 +138,7 @@ class ChurnOptions:
     max_file_bytes: int = MAX_FILE_MB << 20
     max_upload_bytes: int = 8 << 30
     auth_scheme: str = "Bearer"
-    max_callback_age_s: float = 300.0
+    max_callback_age_s: float = MAX_CALLBACK_AGE_S
     integration_log_max_bytes: int = 5 << 20
     min_upload_rate: int = MIN_UPLOAD_KB_S << 10
     probe_above_bytes: int = PROBE_ABOVE_MB << 20
@@ -166,7 +179,7 @@ def parse_options(options: Mapping[str, Any]) -> ChurnOptions:
         max_file_bytes=int(max_file_mb * (1 << 20)),
         max_upload_bytes=int(_number(read, "max_upload_mb", 8192, 0.001) * (1 << 20)),
         auth_scheme=read.string("auth_scheme") or "Bearer",
-        max_callback_age_s=_number(read, "max_callback_age_s", 300.0, 1.0),
+        max_callback_age_s=_number(read, "max_callback_age_s", MAX_CALLBACK_AGE_S, 1.0),
         integration_log_max_bytes=int(
             _number(read, "integration_log_max_mb", 5.0, 0.001) * (1 << 20)
         ),

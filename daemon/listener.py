@@ -5,9 +5,10 @@ event loop). Routes:
 
 * ``POST /callbacks/churn/sync-status[/NAME]``, ``POST /callbacks/churn/brand[/NAME]``:
   the churn tool's signed callbacks (``adapters.churn.signature_valid``). A wrong or
-  flipped signature, a ``data.timestamp`` further than ``max_callback_age_s`` from
-  now, or a signature accepted before (a replay, remembered in the store) is
-  refused with 401 and changes nothing.
+  flipped signature, a ``data.timestamp`` older than ``max_callback_age_s`` (a day by
+  default: the callback of a sync that ended while the daemon was down comes late) or
+  further ahead than ``max_clock_skew_s``, or a signature accepted before (a replay,
+  remembered in the store) is refused with 401 and changes nothing.
 * ``POST /webhooks/crm/TOKEN``: the CRM's webhook; the CRM signs nothing, so the
   unguessable TOKEN (``webhook_token_*``) is the guard; another path is 404. Only a
   success status confirms the job's batch; a failure fails it and queues its records
@@ -291,8 +292,9 @@ class Listener:
             raise _Refused(401, "data.timestamp is missing")
         max_age = churn.parse_options(provider.options).max_callback_age_s
         now = now_ms()
-        if abs(now - timestamp) > max_age * 1000:
-            raise _Refused(401, "data.timestamp is further from now than max_callback_age_s")
+        problem = churn.callback_age_problem(timestamp, now, max_age, self.config.max_clock_skew_ms)
+        if problem is not None:
+            raise _Refused(401, problem)
         if status not in (200, 400):
             raise _Refused(400, "data.status must be 200 or 400")
 

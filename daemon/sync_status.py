@@ -13,10 +13,16 @@ that were recorded after it settled them. Applying it again changes only what it
 not settled yet. A callback that settled nothing by the end of its hold is logged
 (``sync_status_unmatched``).
 
-Held callbacks are not kept across a restart. An upload whose 2xx the daemon never
-recorded is sent again after a restart (and confirmed by the callback for that
-sending); an upload recorded but not yet matched when the daemon stopped shows as
-``unconfirmed`` after ``confirm_timeout_s`` (``dropsync resync NAME --unconfirmed``).
+Held callbacks are not kept across a restart, and need not be: a callback is applied at
+once to every upload recorded when it arrives, however late it comes (``max_callback_age_s``,
+a day by default; replays are refused by the stored signatures, kept for good); an upload
+whose 2xx the daemon never recorded is sent again after a restart (and confirmed by the
+callback for that sending); records moved after their delivery was settled take its state as
+they are moved (``store.spool``), whether or not the daemon still holds the callback; a stop
+applies the held ones once more. Only a kill within ``RECHECK_S`` of recording an upload a
+callback came for before is left: that upload shows as ``unconfirmed`` after
+``confirm_timeout_s`` (``dropsync resync NAME --unconfirmed``). A recheck reads the store and
+writes only when an upload was recorded since the last one.
 """
 
 from __future__ import annotations
@@ -70,6 +76,7 @@ class SyncStatusBook:
         self.store = store
         self.wake = wake
         self.held: list[HeldCallback] = []
+        self._marks: dict[str, tuple[int, int]] = {}  # accepted deliveries at the last recheck
 
     async def receive(
         self,
@@ -125,8 +132,12 @@ class SyncStatusBook:
             for c in held
             if c.fixup_at is not None and (final or moment >= min(c.fixup_at, c.until))
         ]
-        applied = await self.store.transact(lambda db: self._apply(db, held, now_ms(), due))
-        self._report(applied)
+        # Held for a day by default: a recheck writes only when an upload was recorded since.
+        marks = await self.store.call(callbacks.accepted_marks, sorted({c.provider for c in held}))
+        if due or final or marks != self._marks:
+            applied = await self.store.transact(lambda db: self._apply(db, held, now_ms(), due))
+            self._report(applied)
+            self._marks = marks
         for callback in held:
             if final or moment >= callback.until:
                 self.held.remove(callback)

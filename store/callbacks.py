@@ -81,6 +81,20 @@ def requeue_delivered(
     return max(cursor.rowcount, 0)
 
 
+def accepted_marks(db: sqlite3.Connection, providers: Sequence[str]) -> dict[str, tuple[int, int]]:
+    """Per provider, (how many deliveries are ``accepted``, the greatest id of those): when
+    neither moved, no upload was recorded (nor settled) since."""
+    marks = {}
+    for provider in providers:
+        row = db.execute(
+            "SELECT COUNT(*), COALESCE(MAX(id), 0) FROM deliveries "
+            "WHERE provider = ? AND state = 'accepted'",
+            (provider,),
+        ).fetchone()
+        marks[provider] = (int(row[0]), int(row[1]))
+    return marks
+
+
 def _accepted_before(db: sqlite3.Connection, provider: str, before: int) -> list[int]:
     return [
         row[0]

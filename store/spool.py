@@ -102,16 +102,34 @@ def _deliver_range(
     delivery_id: int,
     now: int,
 ) -> None:
+    # The delivery may be settled already (a callback can come while a big upload's records
+    # are still being moved): its records take that state as they are recorded, so nothing
+    # depends on the callback being applied again after them (nor on the daemon running on).
+    row = db.execute("SELECT state FROM deliveries WHERE id = ?", (delivery_id,)).fetchone()
+    settled = row[0] if row is not None and state == "accepted" else None
+    failed = settled == "failed"  # queued again once: they stay in the outbox
     db.execute(
         "INSERT INTO delivered (provider, collection, key, updated_at, state, "
-        "delivery_id, at) SELECT ?, s.collection, s.key, s.updated_at, ?, ?, ? "
+        "delivery_id, at, requeued) SELECT ?, s.collection, s.key, s.updated_at, ?, ?, ?, ? "
         f"FROM spool.entries s WHERE {_IN_CHUNK} AND 1 "
         "ON CONFLICT (provider, collection, key) DO UPDATE SET "
         "updated_at = excluded.updated_at, state = excluded.state, "
-        "delivery_id = excluded.delivery_id, at = excluded.at",
-        (provider, state, delivery_id, now, batch, part, low, high),
+        "delivery_id = excluded.delivery_id, at = excluded.at, "
+        "requeued = CASE WHEN excluded.requeued THEN 1 ELSE requeued END",
+        (
+            provider,
+            "confirmed" if settled == "confirmed" else state,
+            delivery_id,
+            now,
+            int(failed),
+            batch,
+            part,
+            low,
+            high,
+        ),
     )
-    _delete_sent(db, batch, part, low, high)
+    if not failed:
+        _delete_sent(db, batch, part, low, high)
 
 
 def _delete_sent(db: sqlite3.Connection, batch: int, part: int, low: int, high: int) -> None:

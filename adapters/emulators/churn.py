@@ -89,8 +89,10 @@ class ChurnEmulator(Emulator):
         self.bad_values: list[Any] = []
         # Answer an unauthorized upload at once, before reading its body, and close.
         self.early_401 = False
-        # Uploads from this one on (counted from 1) are answered 503 (the tool went away).
+        # Uploads from this one on (counted from 1) are answered 503 (the tool went away), or
+        # held unanswered, their body unread, until this is set back to None.
         self.unavailable_from_upload: int | None = None
+        self.stall_from_upload: int | None = None
         self.upload_attempts = 0
         # Callbacks not answered 2xx, (kind, body) as first sent, kept to be sent again.
         self.undelivered: list[tuple[str, dict[str, Any]]] = []
@@ -155,10 +157,12 @@ class ChurnEmulator(Emulator):
         self.base_url = f"{request.url.scheme}://{request.url.netloc}"
         with self.lock:
             self.upload_attempts += 1
+            attempt = self.upload_attempts
             unavailable = (
-                self.unavailable_from_upload is not None
-                and self.upload_attempts >= self.unavailable_from_upload
+                self.unavailable_from_upload is not None and attempt >= self.unavailable_from_upload
             )
+        while self.stall_from_upload is not None and attempt >= self.stall_from_upload:  # noqa: ASYNC110 -- set from tests
+            await asyncio.sleep(0.05)
         if unavailable:
             async for _ in request.stream():
                 pass
