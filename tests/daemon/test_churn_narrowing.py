@@ -10,6 +10,7 @@ from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from dropsync.adapters.emulators.churn import ChurnEmulator
 from dropsync.adapters.emulators.common import EmulatorServer
@@ -164,3 +165,31 @@ async def test_a_one_document_file_skipped_twice_is_a_dead_letter(
     assert [(k, s) for k, s, _ in letters] == [("0", 206)] and delivered == 0
     assert narrowed[0]["uploads"] == 1  # sent once more as it was
     assert len(emulator.uploads) == 2
+
+
+async def test_halves_are_byte_ranges_of_the_file_whatever_the_documents_hold(
+    tmp_path: Path, port: int, churn: tuple[ChurnEmulator, EmulatorServer]
+) -> None:
+    # Separators, brackets, escapes and line breaks inside strings, non-ASCII: each half is
+    # the documents' bytes as written, never parsed again.
+    emulator, server = churn
+    emulator.bad_values.append("POISON")
+    tricky = ['",\n', "][", "\\", "\u2028é😀", ",\n]", "[{"]
+    config = churn_config(tmp_path, server.base_url, port, provider=FIXED_BRAND)
+    changes = []
+    for i in range(24):
+        data = {"id": i, "text": tricky[i % len(tricky)] * (i + 1), "mark": "ok"}
+        if i == 13:
+            data["mark"] = "POISON"
+        body = orjson.dumps({"createdAt": 1, "data": data, "updatedAt": 2}).decode()
+        changes.append(Change("users", str(i), body, 2, False, "drop", f"{i:032d}"))
+    async with running(config, port) as daemon:
+        await merge(daemon.store, config, changes)
+        daemon.supervisor.wake(["churn"])
+        await eventually(
+            lambda: daemon.rows("SELECT COUNT(*) FROM delivered HAVING COUNT(*) = 23"), "23"
+        )
+        letters = await daemon.rows("SELECT key FROM dead_letters")
+    assert letters == [("13",)]
+    got = {doc["data"]["id"]: doc["data"]["text"] for _, _, doc in emulator.documents}
+    assert got == {i: tricky[i % len(tricky)] * (i + 1) for i in range(24) if i != 13}
