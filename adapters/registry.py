@@ -57,25 +57,25 @@ class Kind(Protocol):
 
 
 def _registrations() -> Kind:
-    from dropsync.adapters import registrations
+    from dropsync.adapters.registrations import adapter as registrations
 
     return registrations
 
 
 def _churn() -> Kind:
-    from dropsync.adapters import churn
+    from dropsync.adapters.churn import adapter as churn
 
     return churn
 
 
 def _crm() -> Kind:
-    from dropsync.adapters import crm
+    from dropsync.adapters.crm import adapter as crm
 
     return crm
 
 
 def _favourites() -> Kind:
-    from dropsync.adapters import favourites
+    from dropsync.adapters.favourites import adapter as favourites
 
     return favourites
 

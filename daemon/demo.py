@@ -19,11 +19,11 @@ from pathlib import Path
 
 import anyio
 import orjson
-from dropsync.adapters.emulators.churn import ChurnEmulator
+from dropsync.adapters.churn.emulator import ChurnEmulator
+from dropsync.adapters.crm.emulator import CrmEmulator
 from dropsync.adapters.emulators.common import EmulatorServer
-from dropsync.adapters.emulators.crm import CrmEmulator
-from dropsync.adapters.emulators.favourites import FavouritesEmulator
-from dropsync.adapters.emulators.registrations import RegistrationsEmulator
+from dropsync.adapters.favourites.emulator import FavouritesEmulator
+from dropsync.adapters.registrations.emulator import RegistrationsEmulator
 from dropsync.daemon.config import load_config
 from dropsync.daemon.demo_view import DemoView, is_synced
 from dropsync.daemon.errors import UsageError

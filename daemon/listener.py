@@ -40,8 +40,9 @@ from typing import Any
 import anyio
 import structlog
 import uvicorn
-from dropsync.adapters import churn, crm
-from dropsync.adapters.churn import ChurnProvider, signature_valid
+from dropsync.adapters.churn import adapter as churn
+from dropsync.adapters.churn.adapter import ChurnProvider, signature_valid
+from dropsync.adapters.crm import adapter as crm
 from dropsync.daemon.clock import now_ms
 from dropsync.daemon.config import Config, ProviderConfig
 from dropsync.daemon.errors import SecretError

@@ -258,16 +258,22 @@ def test_a_merged_change_lands_in_the_columns_of_its_fields(tmp_path: Path) -> N
 # --- one copy of each rule --------------------------------------------------------------------
 
 
+def is_emulator(module: str) -> bool:
+    """Whether ``module`` is emulator code: the shared machinery or a kind's emulator."""
+    return module.startswith("dropsync.adapters.emulators") or module.endswith(".emulator")
+
+
 def definitions_of(*names: str) -> list[str]:
     """``module`` of every function called one of ``names`` in the product code.
 
-    The emulators (``adapters/emulators``) are left out: they stand for the providers'
-    own servers, whose clocks are not the daemon's (a test may set them apart).
+    The emulators (``adapters/emulators``, each kind's ``emulator`` module) are left out: they
+    stand for the providers' own servers, whose clocks are not the daemon's (a test may set
+    them apart).
     """
     found = []
     for folder in CODE_FOLDERS:
         for path, module in _modules(folder):
-            if module.startswith("dropsync.adapters.emulators"):
+            if is_emulator(module):
                 continue
             tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
             found += [
@@ -297,7 +303,7 @@ def _product_trees() -> Iterator[tuple[str, ast.AST]]:
     """(module, syntax tree) of the product code, emulators left out (see definitions_of)."""
     for folder in CODE_FOLDERS:
         for path, module in _modules(folder):
-            if not module.startswith("dropsync.adapters.emulators"):
+            if not is_emulator(module):
                 yield module, ast.parse(path.read_text(encoding="utf-8"), str(path))
 
 

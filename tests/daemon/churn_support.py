@@ -15,7 +15,7 @@ from typing import Any
 import anyio
 import httpx
 import orjson
-from dropsync.adapters.emulators.churn import ChurnEmulator
+from dropsync.adapters.churn.emulator import ChurnEmulator
 from dropsync.daemon.config import Config, parse_config
 from dropsync.daemon.listener import Listener
 from dropsync.daemon.providers import ProviderSupervisor

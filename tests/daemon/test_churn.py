@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from dropsync.adapters.emulators.churn import ERROR_LOG, ChurnEmulator
+from dropsync.adapters.churn.emulator import ERROR_LOG, ChurnEmulator
 from dropsync.adapters.emulators.common import EmulatorServer
 from dropsync.daemon.cli.status import format_status
 from dropsync.store import callbacks

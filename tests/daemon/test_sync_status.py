@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from dropsync.adapters.emulators.churn import ChurnEmulator
+from dropsync.adapters.churn.emulator import ChurnEmulator
 from dropsync.adapters.emulators.common import EmulatorServer
 from structlog.testing import capture_logs
 

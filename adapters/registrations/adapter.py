@@ -39,7 +39,7 @@ from dropsync.adapters.errors import AuthError, PermanentError, ProviderError, R
 from dropsync.adapters.http import MAX_REASON, Answer, check_answer, fetch, make_client
 from dropsync.adapters.options import OptionError, OptionReader
 from dropsync.adapters.redact import MIN_SECRET, Redactor
-from dropsync.adapters.registrations_data import (
+from dropsync.adapters.registrations.data import (
     PageError,
     RegistrationRequest,
     find_unrepresentable,
