@@ -71,7 +71,7 @@ from starlette.routing import Route
 log = structlog.get_logger(__name__)
 
 MAX_BODY = 1 << 20
-SQLITE_INTEGERS = range(-(2**63), 2**63)
+SQLITE_INTEGERS = range(-(1 << 63), 1 << 63)
 # A JSON escape of a UTF-16 surrogate: json.loads turns an unpaired one into a str that
 # cannot be encoded (nor signed, nor stored).
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89abcdefABCDEF]")
