@@ -117,10 +117,12 @@ class Listener:
         tokens: dict[str, str] = {}
         for provider in config.providers.values():
             try:
-                if provider.kind == "churn" and provider.callback_secret is not None:
-                    secrets[provider.name] = read_secret(provider.callback_secret, provider.name)
-                if provider.kind == "crm" and provider.webhook_token is not None:
-                    tokens[provider.name] = read_secret(provider.webhook_token, provider.name)
+                callback = provider.kind_secrets.get("callback_secret")
+                if provider.kind == "churn" and callback is not None:
+                    secrets[provider.name] = read_secret(callback, provider.name)
+                webhook = provider.kind_secrets.get("webhook_token")
+                if provider.kind == "crm" and webhook is not None:
+                    tokens[provider.name] = read_secret(webhook, provider.name)
             except SecretError as exc:
                 log.error("callback_secret_unreadable", provider=provider.name, error=str(exc))
         self.secrets, self.tokens = secrets, tokens

@@ -15,12 +15,7 @@ import anyio
 import structlog
 from dropsync.adapters.base import JSONObject, NeedsLookup, Provider, StreamPuller
 from dropsync.adapters.errors import ProviderError
-from dropsync.adapters.registry import (
-    SECRET_REQUIRED,
-    OptionError,
-    build_provider,
-    parse_options,
-)
+from dropsync.adapters.registry import OptionError, build_provider, get_kind, parse_options
 from dropsync.daemon.clock import now_ms
 from dropsync.daemon.config import Config, ProviderConfig
 from dropsync.daemon.delivery import Flusher
@@ -48,23 +43,23 @@ def check_provider_options(config: Config) -> None:
             raise ConfigError(
                 config.source, f"providers.{provider.name}.{exc.key}", exc.problem
             ) from None
-        if provider.secret is None and provider.kind in SECRET_REQUIRED:
+        required = get_kind(provider.kind).secret_required
+        if provider.secret is None and required is not None:
             raise ConfigError(
                 config.source,
                 f"providers.{provider.name}.secret_env",
-                f"missing; {SECRET_REQUIRED[provider.kind]} is required "
-                "(secret_env, secret_file or credential)",
+                f"missing; {required} is required (secret_env, secret_file or credential)",
             )
 
 
 def confirm_timeouts(config: Config) -> dict[str, int | None]:
     """Per provider, how long an accepted batch may wait for its confirmation (ms), for the
-    kinds whose deliveries are confirmed by a callback the listener receives; else None."""
+    providers whose deliveries are confirmed by a callback the listener receives (their
+    kind's ``confirmed_by_callback``); else None."""
     timeouts: dict[str, int | None] = {}
     for provider in config.providers.values():
-        confirms = config.listener is not None and (
-            provider.kind == "churn"
-            or (provider.kind == "crm" and provider.webhook_token is not None)
+        confirms = config.listener is not None and get_kind(provider.kind).confirms(
+            set(provider.kind_secrets)
         )
         timeouts[provider.name] = int(provider.confirm_timeout_s * 1000) if confirms else None
     return timeouts

@@ -1,5 +1,36 @@
 """The event-registration system (seed 002): its home.
 
 ``adapter`` (the provider: stream pulls, 2-way registration requests), ``data`` (reading its
-pages and requests), ``emulator`` (the system on loopback).
+pages and requests), ``emulator`` (the system on loopback). Registration requests are the
+records of its request collection, ``<collection_prefix>registration_requests``.
 """
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from dropsync.adapters.registry import AdapterModule, Kind
+
+REQUESTS = "registration_requests"
+
+
+def _adapter() -> AdapterModule:
+    from dropsync.adapters.registrations import adapter
+
+    return adapter
+
+
+def request_collections(options: Mapping[str, Any]) -> tuple[str, ...]:
+    """The collection a provider takes registration requests from (its options unchecked:
+    a wrong ``collection_prefix`` is refused by the adapter's options)."""
+    prefix = options.get("collection_prefix", "")
+    return (f"{prefix if isinstance(prefix, str) else ''}{REQUESTS}",)
+
+
+KIND = Kind(
+    name="registrations",
+    adapter=_adapter,
+    secret_required="the provider's password",
+    request_collections=request_collections,
+)

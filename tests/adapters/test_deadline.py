@@ -30,7 +30,7 @@ from dropsync.adapters.errors import ProviderError, ProviderUnavailable
 from dropsync.adapters.favourites.adapter import FavouritesProvider
 from dropsync.adapters.favourites.adapter import parse_options as favourite_options
 from dropsync.adapters.options import OptionError
-from dropsync.adapters.registrations.adapter import REQUESTS
+from dropsync.adapters.registrations import REQUESTS
 from dropsync.adapters.registrations.adapter import build as build_registrations
 from dropsync.adapters.registrations.adapter import parse_options as registration_options
 

@@ -17,8 +17,8 @@ from dropsync.adapters.base import (
 from dropsync.adapters.emulators.common import EmulatorServer
 from dropsync.adapters.errors import AuthError, ProviderError, RetryableError
 from dropsync.adapters.options import OptionError
+from dropsync.adapters.registrations import REQUESTS
 from dropsync.adapters.registrations.adapter import (
-    REQUESTS,
     RegistrationsProvider,
     build,
     parse_options,
