@@ -4,7 +4,8 @@ A kind is one home, the package ``adapters/<kind>/``. Its ``KIND`` (a ``Kind``, 
 package's ``__init__``) says what the daemon needs to know of it and names the kind's
 modules, each imported only when needed (so reading the config stays cheap): its adapter
 (``AdapterModule``: options, the adapter itself, its secret's shape) and the optional
-hooks (a secret of its own, request collections, deliveries confirmed by a callback). The
+hooks (secrets of its own, request collections, deliveries confirmed by a callback, inbound
+routes). The
 daemon asks these and never names a kind (``tests/test_design_rules.py`` holds it);
 ``docs/adding-a-kind.md`` says how to add one: its package, and one line in ``_LOADERS``.
 
@@ -22,6 +23,7 @@ from dropsync.adapters.options import OptionError
 
 if TYPE_CHECKING:
     from dropsync.adapters.base import Provider
+    from dropsync.adapters.inbound import Inbound
 
 __all__ = [
     "KINDS",
@@ -103,6 +105,9 @@ class Kind:
     # receives (then ``unconfirmed`` after confirm_timeout_s), given the names of the kind's
     # secrets it configures. Asked only when the config has a [listener].
     confirmed_by_callback: Callable[[Collection[str]], bool] | None = None
+    # The routes the listener serves for this kind (``adapters.inbound``): its callbacks or
+    # webhook, verified and read by the kind, applied by the daemon.
+    inbound: Callable[[], Inbound] | None = None
 
     def confirms(self, secrets: Collection[str]) -> bool:
         """Whether a provider of this kind with these secrets of its own is confirmed by a

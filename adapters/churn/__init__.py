@@ -1,19 +1,32 @@
 """The churn tool's database sync (seed 003): its home.
 
-``adapter`` (the provider: file uploads, the signature rule), ``emulator`` (the tool on
-loopback, with its signed callbacks). Its deliveries are confirmed by signed sync-status
-callbacks, verified with a callback secret of its own.
+* ``adapter``: the provider (file uploads, the signature rule, its options);
+* ``callbacks``: its signed callbacks (sync status, brand creation), which confirm its
+  uploads and map brands, verified with a callback secret of its own;
+* ``tables``: its own table, ``brands``;
+* ``emulator``: the tool on loopback, with its signed callbacks.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from dropsync.adapters.registry import AdapterModule, Kind, KindSecret
+
+if TYPE_CHECKING:
+    from dropsync.adapters.inbound import Inbound
 
 
 def _adapter() -> AdapterModule:
     from dropsync.adapters.churn import adapter
 
     return adapter
+
+
+def _inbound() -> Inbound:
+    from dropsync.adapters.churn.callbacks import INBOUND
+
+    return INBOUND
 
 
 KIND = Kind(
@@ -27,5 +40,6 @@ KIND = Kind(
             "callbacks: set callback_secret_env, callback_secret_file or callback_credential",
         ),
     ),
+    inbound=_inbound,
     confirmed_by_callback=lambda secrets: True,
 )

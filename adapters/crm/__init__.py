@@ -1,18 +1,31 @@
 """The hotel CRM bulk sync (seed 001): its home.
 
-``adapter`` (the provider: contacts and purchases), ``emulator`` (the CRM on loopback, with its
-webhook). With a webhook token of its own, its jobs are confirmed by its webhook.
+* ``adapter``: the provider (contacts and purchases, its options, what a webhook says);
+* ``webhook``: its webhook, which confirms its jobs when it has a webhook token of its own;
+* ``tables``: its own table, ``crm_contacts``;
+* ``emulator``: the CRM on loopback, with its webhook.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from dropsync.adapters.registry import AdapterModule, Kind, KindSecret
+
+if TYPE_CHECKING:
+    from dropsync.adapters.inbound import Inbound
 
 
 def _adapter() -> AdapterModule:
     from dropsync.adapters.crm import adapter
 
     return adapter
+
+
+def _inbound() -> Inbound:
+    from dropsync.adapters.crm.webhook import INBOUND
+
+    return INBOUND
 
 
 KIND = Kind(
@@ -25,5 +38,6 @@ KIND = Kind(
             in_url=True,
         ),
     ),
+    inbound=_inbound,
     confirmed_by_callback=lambda secrets: "webhook_token" in secrets,
 )

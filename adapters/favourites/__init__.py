@@ -1,6 +1,7 @@
 """The event-app favourites (seed 000): its home.
 
-``adapter`` (the provider: two-way, a token per user), ``emulator`` (the app on loopback).
+* ``adapter``: the provider (two-way, a token per user, its options);
+* ``emulator``: the app on loopback.
 """
 
 from __future__ import annotations

@@ -1,8 +1,12 @@
 """The event-registration system (seed 002): its home.
 
-``adapter`` (the provider: stream pulls, 2-way registration requests), ``data`` (reading its
-pages and requests), ``emulator`` (the system on loopback). Registration requests are the
-records of its request collection, ``<collection_prefix>registration_requests``.
+* ``adapter``: the provider (stream pulls, 2-way registration requests, its options);
+* ``data``: reading its pages and its requests;
+* ``emulator``: the system on loopback.
+
+Registration requests are the records of its request collection,
+``<collection_prefix>registration_requests``; the store's view ``registration_requests``
+shows where each stands (a migration: ``store/migrations/0005_registration_requests.sql``).
 """
 
 from __future__ import annotations
