@@ -5,7 +5,7 @@ package's ``__init__``) says what the daemon needs to know of it and names the k
 modules, each imported only when needed (so reading the config stays cheap): its adapter
 (``AdapterModule``: options, the adapter itself, its secret's shape) and the optional
 hooks (secrets of its own, request collections, deliveries confirmed by a callback, inbound
-routes). The
+routes, an emulator with its part of the demo). The
 daemon asks these and never names a kind (``tests/test_design_rules.py`` holds it);
 ``docs/adding-a-kind.md`` says how to add one: its package, and one line in ``_LOADERS``.
 
@@ -23,15 +23,18 @@ from dropsync.adapters.options import OptionError
 
 if TYPE_CHECKING:
     from dropsync.adapters.base import Provider
+    from dropsync.adapters.emulators.demo import DemoPart
     from dropsync.adapters.inbound import Inbound
 
 __all__ = [
     "KINDS",
     "AdapterModule",
+    "EmulatorHook",
     "Kind",
     "KindSecret",
     "OptionError",
     "build_provider",
+    "emulated",
     "every_kind",
     "get_kind",
     "parse_options",
@@ -85,6 +88,21 @@ class KindSecret:
 
 
 @dataclass(frozen=True, slots=True)
+class EmulatorHook:
+    """A kind's emulator in ``dropsync emulate`` and ``dropsync demo``.
+
+    ``title`` and ``port`` are read without loading the emulator (``dropsync --help`` shows
+    ``--<kind>-port``); ``part`` loads it with the kind's part of the demo
+    (``adapters.emulators.demo.DemoPart``). The emulators are listed in the order of their
+    ports.
+    """
+
+    title: str  # "the CRM": the help says "port of the CRM emulator"
+    port: int  # its default port in `dropsync emulate`
+    part: Callable[[], DemoPart]
+
+
+@dataclass(frozen=True, slots=True)
 class Kind:
     """What the daemon knows of a provider kind: its name, its modules, its optional hooks.
 
@@ -108,6 +126,8 @@ class Kind:
     # The routes the listener serves for this kind (``adapters.inbound``): its callbacks or
     # webhook, verified and read by the kind, applied by the daemon.
     inbound: Callable[[], Inbound] | None = None
+    # Its loopback emulator, with the kind's part of `dropsync demo`.
+    emulator: EmulatorHook | None = None
 
     def confirms(self, secrets: Collection[str]) -> bool:
         """Whether a provider of this kind with these secrets of its own is confirmed by a
@@ -163,6 +183,12 @@ def get_kind(name: str) -> Kind:
 def every_kind() -> list[Kind]:
     """Every kind, in the order of ``KINDS``."""
     return [get_kind(name) for name in KINDS]
+
+
+def emulated() -> list[tuple[str, EmulatorHook]]:
+    """(kind, its emulator) of every kind that has one, in the order of their ports."""
+    found = [(kind.name, kind.emulator) for kind in every_kind() if kind.emulator is not None]
+    return sorted(found, key=lambda pair: pair[1].port)
 
 
 def parse_options(kind_name: str, options: Mapping[str, Any]) -> object:

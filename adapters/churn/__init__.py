@@ -4,16 +4,18 @@
 * ``callbacks``: its signed callbacks (sync status, brand creation), which confirm its
   uploads and map brands, verified with a callback secret of its own;
 * ``tables``: its own table, ``brands``;
-* ``emulator``: the tool on loopback, with its signed callbacks.
+* ``emulator``: the tool on loopback, with its signed callbacks;
+* ``demo``: its part of ``dropsync emulate`` and ``dropsync demo``.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from dropsync.adapters.registry import AdapterModule, Kind, KindSecret
+from dropsync.adapters.registry import AdapterModule, EmulatorHook, Kind, KindSecret
 
 if TYPE_CHECKING:
+    from dropsync.adapters.emulators.demo import DemoPart
     from dropsync.adapters.inbound import Inbound
 
 
@@ -29,6 +31,12 @@ def _inbound() -> Inbound:
     return INBOUND
 
 
+def _demo() -> DemoPart:
+    from dropsync.adapters.churn.demo import DEMO
+
+    return DEMO
+
+
 KIND = Kind(
     name="churn",
     adapter=_adapter,
@@ -42,4 +50,5 @@ KIND = Kind(
     ),
     inbound=_inbound,
     confirmed_by_callback=lambda secrets: True,
+    emulator=EmulatorHook("churn tool", 8084, _demo),
 )

@@ -3,16 +3,18 @@
 * ``adapter``: the provider (contacts and purchases, its options, what a webhook says);
 * ``webhook``: its webhook, which confirms its jobs when it has a webhook token of its own;
 * ``tables``: its own table, ``crm_contacts``;
-* ``emulator``: the CRM on loopback, with its webhook.
+* ``emulator``: the CRM on loopback, with its webhook;
+* ``demo``: its part of ``dropsync emulate`` and ``dropsync demo``.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from dropsync.adapters.registry import AdapterModule, Kind, KindSecret
+from dropsync.adapters.registry import AdapterModule, EmulatorHook, Kind, KindSecret
 
 if TYPE_CHECKING:
+    from dropsync.adapters.emulators.demo import DemoPart
     from dropsync.adapters.inbound import Inbound
 
 
@@ -28,6 +30,12 @@ def _inbound() -> Inbound:
     return INBOUND
 
 
+def _demo() -> DemoPart:
+    from dropsync.adapters.crm.demo import DEMO
+
+    return DEMO
+
+
 KIND = Kind(
     name="crm",
     adapter=_adapter,
@@ -40,4 +48,5 @@ KIND = Kind(
     ),
     inbound=_inbound,
     confirmed_by_callback=lambda secrets: "webhook_token" in secrets,
+    emulator=EmulatorHook("CRM", 8081, _demo),
 )

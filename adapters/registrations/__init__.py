@@ -2,7 +2,8 @@
 
 * ``adapter``: the provider (stream pulls, 2-way registration requests, its options);
 * ``data``: reading its pages and its requests;
-* ``emulator``: the system on loopback.
+* ``emulator``: the system on loopback;
+* ``demo``: its part of ``dropsync emulate`` and ``dropsync demo``.
 
 Registration requests are the records of its request collection,
 ``<collection_prefix>registration_requests``; the store's view ``registration_requests``
@@ -12,9 +13,12 @@ shows where each stands (a migration: ``store/migrations/0005_registration_reque
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from dropsync.adapters.registry import AdapterModule, Kind
+from dropsync.adapters.registry import AdapterModule, EmulatorHook, Kind
+
+if TYPE_CHECKING:
+    from dropsync.adapters.emulators.demo import DemoPart
 
 REQUESTS = "registration_requests"
 
@@ -32,9 +36,16 @@ def request_collections(options: Mapping[str, Any]) -> tuple[str, ...]:
     return (f"{prefix if isinstance(prefix, str) else ''}{REQUESTS}",)
 
 
+def _demo() -> DemoPart:
+    from dropsync.adapters.registrations.demo import DEMO
+
+    return DEMO
+
+
 KIND = Kind(
     name="registrations",
     adapter=_adapter,
     secret_required="the provider's password",
     request_collections=request_collections,
+    emulator=EmulatorHook("registrations", 8083, _demo),
 )
