@@ -140,9 +140,28 @@ def _getter(path: str) -> Callable[[Mapping[str, Any]], object]:
     return get
 
 
+NUL = "\x00"
+
+
+def check_name(text: str, what: str) -> str:
+    """``text`` if it holds no U+0000; DocumentError naming ``what`` otherwise.
+
+    A key or collection name is refused with a NUL rather than risk it being cut there:
+    SQLite's JSON functions (which carry keys through the store's bulk statements), C
+    strings and many providers end text at U+0000 (docs/schema.md, "Keys").
+    """
+    if NUL in text:
+        at = text.index(NUL)
+        raise DocumentError(
+            f"{what} {text[:at][:64]!r} holds U+0000 (NUL) at character {at}: a key or "
+            "collection name with a NUL is not taken (it would be cut there); remove it"
+        )
+    return text
+
+
 def _key_text(value: object, field: str) -> str:
     if isinstance(value, str) and value:
-        return value
+        return check_name(value, f"key field {field} =") if NUL in value else value
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     if value is None:
@@ -252,9 +271,11 @@ def inbox_change(
     collection = _column_text(raw_collection, "collection")
     if not isinstance(collection, str) or not collection:
         raise DocumentError("collection is empty; expected the collection name")
+    check_name(collection, "collection")
     key = _column_text(raw_key, "key")
     if not isinstance(key, str) or not key:
         raise DocumentError("key is empty; expected the record's identity as text")
+    check_name(key, "key")
     op = _column_text(raw_op, "op")
     if op not in ("upsert", "delete"):
         raise DocumentError(f"op = {str(op)[:32]!r}; expected 'upsert' or 'delete'")

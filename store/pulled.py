@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import orjson
+from dropsync.store.merge import cut_at_nul
 
 
 def outdated_records(
@@ -22,14 +23,25 @@ def outdated_records(
     with ``origin`` = the provider. Records created only locally are never among them.
     Returns (key, updated_at) pairs.
     """
-    rows = db.execute(
-        "SELECT r.key, r.updated_at FROM records r "
-        "WHERE r.collection = ? AND r.deleted = 0 "
-        "AND r.key NOT IN (SELECT value FROM json_each(?)) "
+    supplied = (
         "AND (r.origin = ? OR EXISTS (SELECT 1 FROM inbox i WHERE i.collection = r.collection "
-        "AND i.key = r.key AND i.origin = ?))",
-        (collection, orjson.dumps(list(returned)).decode(), provider, provider),
-    ).fetchall()
+        "AND i.key = r.key AND i.origin = ?))"
+    )
+    listed = orjson.dumps(list(returned)).decode()
+    if cut_at_nul(listed):  # compared here, not by json_each (see cut_at_nul)
+        keep = set(returned)
+        rows = db.execute(
+            "SELECT r.key, r.updated_at FROM records r WHERE r.collection = ? AND r.deleted = 0 "
+            + supplied,
+            (collection, provider, provider),
+        ).fetchall()
+        rows = [row for row in rows if row[0] not in keep]
+    else:
+        rows = db.execute(
+            "SELECT r.key, r.updated_at FROM records r WHERE r.collection = ? AND r.deleted = 0 "
+            "AND r.key NOT IN (SELECT value FROM json_each(?)) " + supplied,
+            (collection, listed, provider, provider),
+        ).fetchall()
     return [(str(key), int(updated_at)) for key, updated_at in rows]
 
 

@@ -72,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _print_dead_letters(letters: list[dict[str, Any]], *, as_json: bool) -> int:
     from dropsync.daemon.clock import format_timestamp
+    from dropsync.daemon.names import printable
 
     if as_json:
         print(dump_json(letters))
@@ -79,8 +80,9 @@ def _print_dead_letters(letters: list[dict[str, Any]], *, as_json: bool) -> int:
     if not letters:
         print("no dead letters")
     for row in letters:
+        name = f"{printable(row['collection'])}/{printable(row['key'])}"
         print(
-            f"#{row['id']} {row['provider']} {row['collection']}/{row['key']} "
+            f"#{row['id']} {row['provider']} {name} "
             f"version {format_timestamp(row['updated_at'])}: {row['reason']}"
         )
     return EXIT_OK

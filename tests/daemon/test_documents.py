@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from dropsync.adapters.base import IncomingChange
 from dropsync.daemon.config import CollectionConfig
 from dropsync.daemon.documents import (
     DocumentReader,
@@ -11,6 +12,8 @@ from dropsync.daemon.documents import (
     parse_timestamp,
 )
 from dropsync.daemon.errors import DocumentError
+from dropsync.daemon.pulls import incoming_to_change
+from structlog.testing import capture_logs
 
 NOW = 1_700_000_000_000
 
@@ -109,3 +112,42 @@ def test_inbox_delete_may_have_no_body() -> None:
         (9, "c", "k", "delete", None, "2020-01-01T00:00:00Z"), future=FutureLimit.at(NOW, 0)
     )
     assert change.deleted and change.body is None and change.inbox_id == 9
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        {"email": "d\x00rop@x.com", "at": NOW},
+        {"data": {"id": "d\x00rop"}, "createdAt": NOW, "updatedAt": NOW},
+        {"user": "u\x00", "item": "s_1", "action": "ADD", "actionDate": "2017-05-03T12:15:00Z"},
+        {"user": "u", "item": "\x00", "action": "ADD", "actionDate": "2017-05-03T12:15:00Z"},
+    ],
+)
+def test_a_key_holding_nul_is_refused_with_the_reason(document: dict[str, object]) -> None:
+    plain = "email" in document
+    with pytest.raises(DocumentError, match=r"holds U\+0000 \(NUL\) at character \d"):
+        reader(key="email" if plain else None, timestamp="at" if plain else None).change(document)
+
+
+@pytest.mark.parametrize(
+    ("collection", "key", "reason"),
+    [
+        (b"contacts", b"d\x00rop", "key 'd' holds U+0000"),
+        (b"con\x00tacts", b"k", "collection 'con' holds U+0000"),
+        ("contacts", "\x00", "key '' holds U+0000"),
+    ],
+)
+def test_an_inbox_key_or_collection_holding_nul_is_refused(
+    collection: object, key: object, reason: str
+) -> None:
+    with pytest.raises(DocumentError, match=reason.replace("+", r"\+")):
+        inbox_change((1, collection, key, b"upsert", b"{}", NOW), future=FutureLimit.at(NOW, 0))
+
+
+def test_a_pulled_key_holding_nul_is_left_out_with_the_reason() -> None:
+    with capture_logs() as logs:
+        change = incoming_to_change(
+            "crm", IncomingChange("c", "d\x00rop", NOW, False, {}), max_skew_ms=0, now=NOW
+        )
+    assert change is None
+    assert logs[0]["event"] == "pull_change_rejected" and "U+0000" in logs[0]["reason"]
