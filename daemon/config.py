@@ -26,6 +26,8 @@ from dropsync.daemon.jsontext import DEFAULT_LIMITS, JsonLimits
 MAX_DEPTH_CEILING = 254
 MAX_DOCUMENT_MB_CEILING = 64.0
 
+TIMESTAMP_UNITS = ("s", "ms", "us")  # a collection's timestamp_unit
+
 # The longest any wait between two attempts may be configured to: 30 days.
 MAX_DELAY_S = 30 * 86400.0
 
@@ -62,6 +64,9 @@ class CollectionConfig:
     key: str | None = None  # dotted path; None: infer from the recognised shape
     timestamp: str | None = None
     providers: tuple[str, ...] = ()
+    # Of a number timestamp: s, ms or us (ISO-8601 has its own). None: ms, and a number
+    # before 2001-09-09 as ms is refused as looking like seconds.
+    timestamp_unit: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,11 +194,19 @@ def _secret(
 
 
 def _collection(name: str, table: Table) -> CollectionConfig:
+    unit = table.string("timestamp_unit")
+    if unit is not None and unit not in TIMESTAMP_UNITS:
+        raise table.fail(
+            "timestamp_unit",
+            f"expected one of {', '.join(TIMESTAMP_UNITS)} (epoch seconds, milliseconds, "
+            "microseconds)",
+        )
     config = CollectionConfig(
         name=name,
         key=table.string("key"),
         timestamp=table.string("timestamp"),
         providers=table.strings("providers"),
+        timestamp_unit=unit,
     )
     table.reject_unknown()
     return config

@@ -21,7 +21,7 @@ def write_config(tmp_path: Path, extra: str = "") -> Path:
     path = tmp_path / "dropsync.toml"
     path.write_text(
         f'[store]\npath = "{tmp_path / "s.db"}"\n[drop]\npath = "{tmp_path / "drop"}"\n'
-        '[collections.contacts]\nkey = "email"\ntimestamp = "at"\n' + extra
+        '[collections.contacts]\nkey = "email"\ntimestamp = "at"\ntimestamp_unit = "ms"\n' + extra
     )
     return path
 

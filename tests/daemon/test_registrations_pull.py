@@ -180,7 +180,7 @@ async def test_resync_then_full_pull_removes_and_local_records_stay(
         async with store.write() as db:
             await db.execute(
                 "INSERT INTO inbox (collection, key, op, body, updated_at) VALUES "
-                "('participants', 'local-1', 'upsert', '{}', 1)"
+                "('participants', 'local-1', 'upsert', '{}', 1700000000000)"
             )
         from dropsync.daemon.inbox import InboxApplier
 

@@ -20,7 +20,7 @@ def test_old_done_files_are_removed_and_their_versions_kept(tmp_path: Path) -> N
     config_path.write_text(
         f'[store]\npath = "{tmp_path / "s.db"}"\nretain_days = 0\n'
         f'[drop]\npath = "{tmp_path / "drop"}"\nkeep_done_days = 7\n'
-        '[collections.contacts]\nkey = "email"\ntimestamp = "at"\n'
+        '[collections.contacts]\nkey = "email"\ntimestamp = "at"\ntimestamp_unit = "ms"\n'
     )
     config = load_config(str(config_path))
     folder = config.drop_path / "contacts"
