@@ -284,3 +284,14 @@ def test_why_and_dead_letters_show_control_characters_in_a_key_escaped(
     assert main(["dead-letters", "list", "--config", str(config)]) == 0
     out = capsys.readouterr().out
     assert "contacts/a\\x1b[2J\\x07\\x7f\\n\\u2028b@x version" in out and "\x1b" not in out
+
+
+@pytest.mark.parametrize("table", ["collections", "providers"])
+def test_a_collection_or_provider_name_holding_nul_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], table: str
+) -> None:
+    body = 'kind = "crm"\nbase_url = "http://x"\naccount_id = "a"\n' if table == "providers" else ""
+    config = write_config(tmp_path, f'[{table}."a\\u0000b"]\n{body}')
+    assert main(["check-config", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert f"{table}.'a\\x00b': a name holding U+0000" in err and "\x00" not in err
