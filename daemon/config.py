@@ -8,6 +8,7 @@ Every validation error names the file and the dotted key.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -146,8 +147,21 @@ class Config:
     keep_done_days: float = 30.0  # [drop]: files in .done/ (0: keep)
 
     def collection(self, name: str) -> CollectionConfig:
-        """The config of ``name``; an unconfigured collection gets the shape-inferring default."""
-        return self.collections.get(name) or CollectionConfig(name=name)
+        """The config of ``name`` (a collection folder's name); an unconfigured collection gets
+        the shape-inferring default.
+
+        Names are compared in Unicode NFC: a folder ``café`` written as e + U+0301 (NFD, as
+        macOS hands names over) is the configured ``café``, whose name its changes take; an
+        unconfigured one is named in NFC.
+        """
+        found = self.collections.get(name)
+        if found is not None:
+            return found
+        nfc = unicodedata.normalize("NFC", name)
+        for collection in self.collections.values():
+            if unicodedata.normalize("NFC", collection.name) == nfc:
+                return collection
+        return CollectionConfig(name=nfc)
 
     def routes(self) -> dict[str, tuple[str, ...]]:
         """Collection name -> providers its winning changes are sent to.
@@ -314,6 +328,14 @@ def parse_config(raw: Mapping[str, Any], source: str) -> Config:
                     "providers",
                     f"names provider {provider!r}, which is not defined under [providers]",
                 )
+        nfc = unicodedata.normalize("NFC", name)
+        twin = next((c for c in collections if unicodedata.normalize("NFC", c) == nfc), None)
+        if twin is not None:
+            raise collections_table.fail(
+                name,
+                f"the same name as {twin!r} in another Unicode form (NFC, NFD): a folder of "
+                "either spelling would be both collections; keep one",
+            )
         collections[name] = collection
     for churn in providers.values():
         if listener is not None and churn.kind == "churn" and churn.callback_secret is None:
