@@ -280,7 +280,11 @@ class DocumentReader:
                 ts = parse_timestamp(raw_ts, self.ts_path or "updatedAt", self.unit)
         elif self._key is not None and self._ts is not None:
             key = _key_text(self._key(document), str(self.key_path))
-            ts = parse_timestamp(self._ts(document), str(self.ts_path), self.unit)
+            raw_ts = self._ts(document)
+            if type(raw_ts) is int and self._fast_from <= raw_ts <= _MAX_TS:
+                ts = raw_ts  # epoch ms, in range: what parse_timestamp would give
+            else:
+                ts = parse_timestamp(raw_ts, str(self.ts_path), self.unit)
         else:
             raise DocumentError(
                 "unrecognised document: not a churn envelope {data, createdAt, updatedAt}, "
