@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 from urllib.parse import urljoin, urlsplit
 
-import httpx
 import ijson
 import orjson
 from dropsync.adapters.base import (
@@ -37,13 +36,14 @@ from dropsync.adapters.base import (
     Waiting,
 )
 from dropsync.adapters.errors import PermanentError, ProviderError
-from dropsync.adapters.http import MAX_REASON, Answer, HttpAdapter, json_body
+from dropsync.adapters.http import MAX_REASON, Answer, HttpAdapter, fetch, json_body, make_client
 from dropsync.adapters.multipart import FieldPart, FileUpload, MultipartBody
 from dropsync.adapters.options import OptionError, OptionReader
 from dropsync.adapters.redact import excerpt
 
 MAX_FILE_MB = 2048  # the document's "up to 2GB per file"
 MAX_BRAND_ID = (1 << 63) - 1  # as brands.stop_churn_brand_id, an SQLite INTEGER
+MIN_UPLOAD_KB_S = 64  # an upload is allowed its size at this rate, beyond timeout_s
 UPLOAD_PATH = "/client-files"
 ERRORS_PATH = "/client-data/integration-errors"
 
@@ -105,6 +105,7 @@ class ChurnOptions:
     auth_scheme: str = "Bearer"
     max_callback_age_s: float = 300.0
     integration_log_max_bytes: int = 5 << 20
+    min_upload_rate: int = MIN_UPLOAD_KB_S << 10
 
 
 def parse_options(options: Mapping[str, Any]) -> ChurnOptions:
@@ -138,6 +139,8 @@ def parse_options(options: Mapping[str, Any]) -> ChurnOptions:
         integration_log_max_bytes=int(
             read.number("integration_log_max_mb", 5.0, minimum=0.001, maximum=64.0) * (1 << 20)
         ),
+        min_upload_rate=read.integer("min_upload_kb_s", MIN_UPLOAD_KB_S, minimum=1, maximum=1 << 20)
+        << 10,
     )
     read.reject_unknown()
     return parsed
@@ -195,7 +198,13 @@ class ChurnProvider(HttpAdapter):
         headers = {"Accept": "application/json"}
         if secret is not None:
             headers["Authorization"] = f"{options.auth_scheme} {secret}"
-        super().__init__(base_url, timeout_s, secrets=secret_values(secret), headers=headers)
+        super().__init__(
+            base_url,
+            timeout_s,
+            secrets=secret_values(secret),
+            headers=headers,
+            min_upload_rate=options.min_upload_rate,
+        )
 
     def table_of(self, collection: str) -> str:
         """The tool's tableName for a collection."""
@@ -278,7 +287,7 @@ class ChurnProvider(HttpAdapter):
             # No Idempotency-Key: the tool documents none, and a batch sent again after
             # a failed sync must be processed again (documents are upserts by id).
             headers=body.headers,
-            timeout=httpx.Timeout(self.client.timeout.connect, read=None, write=None),
+            upload_bytes=body.length,  # its deadline grows with its size (adapters.deadline)
         )
         if status == 200:
             return PushResult(state="accepted", status=status)
@@ -297,7 +306,9 @@ class ChurnProvider(HttpAdapter):
         except ProviderError as exc:
             return None, None, f"fetching {ERRORS_PATH}: {exc}"[:MAX_REASON]
         try:
-            body = await download(url, self.options.integration_log_max_bytes)
+            body = await download(
+                url, self.options.integration_log_max_bytes, timeout_s=self.timeout_s
+            )
         except ValueError as exc:
             return self.redact(url), None, self.redact(str(exc))
         return self.redact(url), self.redact(body), None
@@ -328,11 +339,12 @@ def _url_in(answer: Answer) -> str:
     raise ValueError("the answer holds no URL")
 
 
-async def download(url: str, max_bytes: int, *, max_redirects: int = 5) -> str:
+async def download(url: str, max_bytes: int, *, timeout_s: float, max_redirects: int = 5) -> str:
     """GET ``url`` without credentials: http(s) only, redirects only to the same host, at most
-    ``max_bytes`` (raises ValueError saying why not)."""
+    ``max_bytes`` (decoded), each request within ``timeout_s`` (raises ValueError saying why
+    not)."""
     host = urlsplit(url).hostname
-    async with httpx.AsyncClient(timeout=30, follow_redirects=False) as client:
+    async with make_client() as client:
         for _ in range(max_redirects + 1):
             parts = urlsplit(url)
             if parts.scheme not in ("http", "https"):
@@ -340,25 +352,22 @@ async def download(url: str, max_bytes: int, *, max_redirects: int = 5) -> str:
             if parts.hostname != host:
                 raise ValueError(f"refusing a redirect to another host ({parts.hostname})")
             try:
-                async with client.stream("GET", url) as response:
-                    if response.is_redirect:
-                        url = urljoin(url, response.headers.get("location", ""))
-                        continue
-                    if response.status_code != 200:
-                        raise ValueError(f"downloading the error log: HTTP {response.status_code}")
-                    chunks: list[bytes] = []
-                    size = 0
-                    async for chunk in response.aiter_bytes():
-                        size += len(chunk)
-                        if size > max_bytes:
-                            raise ValueError(
-                                f"the error log is larger than {max_bytes} bytes "
-                                "(integration_log_max_mb)"
-                            )
-                        chunks.append(chunk)
-                    return b"".join(chunks).decode("utf-8", errors="replace")
-            except httpx.HTTPError as exc:
-                raise ValueError(f"downloading the error log: {type(exc).__name__}") from None
+                answer = await fetch(
+                    client,
+                    "GET",
+                    url,
+                    timeout_s=timeout_s,
+                    max_bytes=max_bytes,
+                    cap="integration_log_max_mb",
+                )
+            except ProviderError as exc:
+                raise ValueError(f"downloading the error log: {exc}") from None
+            if 300 <= answer.status < 400:
+                url = urljoin(url, answer.headers.get("location", ""))
+                continue
+            if answer.status != 200:
+                raise ValueError(f"downloading the error log: HTTP {answer.status}")
+            return answer.body.decode("utf-8", errors="replace")
         raise ValueError("too many redirects downloading the error log")
 
 

@@ -22,8 +22,8 @@ from dropsync.daemon.config_file import (
     resolve_path,
     store_location,
 )
-from dropsync.daemon.errors import ConfigError
 from dropsync.daemon.jsontext import DEFAULT_LIMITS, JsonLimits
+from dropsync.daemon.places import check_collection_name, check_places, check_provider_name
 
 # orjson writes at most 254 levels: a deeper document could not get its canonical body.
 MAX_DEPTH_CEILING = 254
@@ -214,20 +214,7 @@ def _secret(
     return SecretRef(env=env, file=resolve_path(file) if file else None, credential=credential)
 
 
-def _refuse_nul(name: str, table: Table) -> None:
-    """A collection or provider name never holds U+0000 (docs/schema.md, "Keys")."""
-    if "\x00" in name:
-        parent = table.prefix[: -len(name) - 1]  # "collections" or "providers"
-        raise ConfigError(
-            table.source,
-            f"{parent}.{name!r}",
-            "a name holding U+0000 (NUL) is not taken: text is cut there on its way through "
-            "the store and to providers",
-        )
-
-
 def _collection(name: str, table: Table) -> CollectionConfig:
-    _refuse_nul(name, table)
     unit = table.string("timestamp_unit")
     if unit is not None and unit not in TIMESTAMP_UNITS:
         raise table.fail(
@@ -247,7 +234,6 @@ def _collection(name: str, table: Table) -> CollectionConfig:
 
 
 def _provider(name: str, table: Table) -> ProviderConfig:
-    _refuse_nul(name, table)
     kind = table.string("kind")
     if kind is None:
         raise table.fail("kind", f"missing; expected one of {', '.join(KINDS)}")
@@ -290,6 +276,7 @@ def parse_config(raw: Mapping[str, Any], source: str) -> Config:
     retain_days = top.table("store").number("retain_days", 30.0, minimum=0.0, maximum=MAX_DAYS)
     drop = top.table("drop")
     drop_path = resolve_path(drop.string("path", "drop") or "drop")
+    check_places(source, store_path, drop_path)
     settle_ms = drop.integer("settle_ms", 50, minimum=0, maximum=3_600_000)
     rescan_s = drop.number("rescan_s", 30.0, minimum=0.1, maximum=DAY_S)
     ingest_batch = drop.integer("batch", 5000, minimum=1, maximum=MAX_BATCH)
@@ -314,12 +301,14 @@ def parse_config(raw: Mapping[str, Any], source: str) -> Config:
 
     listener = _listener(top)
     providers_table = top.table("providers")
-    providers = {name: _provider(name, providers_table.table(name)) for name in providers_table.raw}
+    providers = {}
+    for name in providers_table.raw:
+        check_provider_name(source, name)
+        providers[name] = _provider(name, providers_table.table(name))
     collections_table = top.table("collections")
     collections: dict[str, CollectionConfig] = {}
     for name in collections_table.raw:
-        if name.startswith(".") or "/" in name:
-            raise collections_table.fail(name, "a collection name is a plain folder name")
+        check_collection_name(source, name)
         sub = collections_table.table(name)
         collection = _collection(name, sub)
         for provider in collection.providers:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import shutil
 import time
 from collections import Counter
 from collections.abc import Hashable, Iterable, Sequence
@@ -33,8 +32,11 @@ from dropsync.adapters.base import FileBatchProvider, FilePart, Waiting
 from dropsync.adapters.errors import PermanentError, ProviderError
 from dropsync.daemon.clock import now_ms
 from dropsync.daemon.delivery import Flusher, _Paused, to_outgoing
+from dropsync.daemon.places import SCRATCH_DATABASE, spool_folder
 from dropsync.store import callbacks, outbox, spool
+from dropsync.store.errors import OutsideFolder
 from dropsync.store.handle import Store
+from dropsync.store.removal import remove_inside
 
 log = structlog.get_logger(__name__)
 
@@ -42,11 +44,6 @@ MAX_OPEN_FILES = 64  # groups written at once; past that, the open files are fin
 NO_FILE = -1  # the part of tombstones: delivered without being sent (the kinds have no delete)
 CHUNKS_A_TRANSACTION = 10  # store.spool.CHUNK entries a statement, ten statements a commit
 _batches = itertools.count(1)
-
-
-def spool_folder(store_path: Path) -> Path:
-    """Where file batches are written: next to the store."""
-    return store_path.parent / f".{store_path.name}.spool"
 
 
 @dataclass
@@ -66,6 +63,7 @@ class SpoolWriter:
     folder: Path
     max_file_bytes: int
     name_of: Any  # (group, index) -> file name
+    within: Path  # the spool folder: nothing outside it is ever removed
     files: list[_OpenFile] = field(default_factory=list)
     current: dict[Hashable, _OpenFile] = field(default_factory=dict)
     total: int = 0
@@ -114,7 +112,17 @@ class SpoolWriter:
         """Close and remove every file."""
         for part in self.files:
             part.handle.close()
-        shutil.rmtree(self.folder, ignore_errors=True)
+        clear(self.folder, self.within)
+
+
+def clear(folder: Path, spool: Path) -> None:
+    """Remove ``folder`` and what is in it, if it is inside the spool folder (else say so)."""
+    try:
+        remove_inside(folder, spool)
+    except OutsideFolder as exc:
+        log.error("spool_not_removed", folder=str(folder), error=str(exc))
+    except OSError as exc:  # removed again at the next start
+        log.warning("spool_not_removed", folder=str(folder), error=exc.strerror or str(exc))
 
 
 @dataclass
@@ -135,8 +143,8 @@ class FileBatchFlusher(Flusher):
 
     async def run(self) -> None:
         """Remove what a killed run left, then flush until cancelled."""
-        await anyio.to_thread.run_sync(partial(shutil.rmtree, self.folder, ignore_errors=True))
-        await self.store.call(spool.attach, spool_folder(self.store.path) / "spool.db")
+        await anyio.to_thread.run_sync(clear, self.folder, spool_folder(self.store.path))
+        await self.store.call(spool.attach, spool_folder(self.store.path) / SCRATCH_DATABASE)
         await super().run()
 
     def _spool_page(
@@ -177,6 +185,7 @@ class FileBatchFlusher(Flusher):
             self.folder / str(batch),
             self.files_provider.max_file_bytes,
             lambda group, index: f"{self.name}-{batch}-{index + 1:04d}.json",
+            spool_folder(self.store.path),
         )
         digest = hashlib.sha256()
         waiting: Counter[str] = Counter()

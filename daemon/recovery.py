@@ -38,7 +38,9 @@ from dropsync.daemon.dropfiles import (
     QUARANTINE,
     RECEIPT_SUFFIX,
     collection_folders,
+    fits_receipt,
     free_name,
+    is_own_folder,
     kind_of,
     list_entries,
     rename_noreplace,
@@ -124,6 +126,8 @@ class Sweeper:
             if place is not None and place[1] in (DONE, QUARANTINE):
                 await attempt(Path(row.path), partial(_finish_move, ingestor, row, *place))
         for folder in collection_folders(drop):
+            if not is_own_folder(folder / PROCESSING):  # a link is never followed
+                continue
             for entry in list_entries(folder / PROCESSING):
                 if not entry.name.startswith("."):
                     path = Path(entry.path)
@@ -134,6 +138,8 @@ class Sweeper:
                 await attempt(Path(row.path), partial(_finish_vanished, ingestor, row, *place))
         if at_start:
             for folder in collection_folders(drop):
+                if not is_own_folder(folder / QUARANTINE):
+                    continue
                 for entry in list_entries(folder / QUARANTINE):
                     path = Path(entry.path)
                     await attempt(path, partial(_adopt_orphan, ingestor, path))
@@ -285,6 +291,14 @@ async def _adopt_orphan(ingestor: Ingestor, path: Path) -> IngestReport | None:
         return None
     if await ingestor.store.call(ledger.row_at, str(path)) is not None:
         return None
+    name = path.name
+    if not fits_receipt(path.parent.parent, name):  # put there by hand: no room for a receipt
+        moved = path.parent / free_name(path.parent.parent, name)
+        try:
+            await ingestor.disk(lambda: rename_noreplace(path, moved))
+        except (FileNotFoundError, FileExistsError):
+            return None  # gone, or its new name taken meanwhile: the next start looks again
+        path = moved
     try:
         reason = kind_of(path, os.lstat(path).st_mode) or (
             "found in .quarantine/ with neither receipt nor ledger row "
@@ -292,4 +306,4 @@ async def _adopt_orphan(ingestor: Ingestor, path: Path) -> IngestReport | None:
         )
     except FileNotFoundError:
         return None
-    return await ingestor.record_unreadable(path, collection, path.name, reason)
+    return await ingestor.record_unreadable(path, collection, name, reason)

@@ -13,6 +13,8 @@ import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 
+from dropsync.store.removal import remove_inside
+
 
 def attach(db: sqlite3.Connection, path: Path) -> None:
     """Attach (a fresh) scratch database at ``path`` as ``spool``, if not attached yet."""
@@ -20,7 +22,7 @@ def attach(db: sqlite3.Connection, path: Path) -> None:
     if "spool" in names:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.unlink(missing_ok=True)
+    remove_inside(path, path.parent)
     db.execute("ATTACH DATABASE ? AS spool", (str(path),))
     db.execute("PRAGMA spool.journal_mode = OFF")
     db.execute("PRAGMA spool.synchronous = OFF")

@@ -32,6 +32,7 @@ COMMANDS: dict[str, str] = {
     "init": "init",
     "systemd-unit": "systemd_unit",
     "completion": "completion",
+    "man": "man",
 }
 
 # Options every command accepts, before or after the command name: (flags, add_argument kwargs).

@@ -294,4 +294,4 @@ def test_a_collection_or_provider_name_holding_nul_is_refused(
     config = write_config(tmp_path, f'[{table}."a\\u0000b"]\n{body}')
     assert main(["check-config", "--config", str(config)]) == 2
     err = capsys.readouterr().err
-    assert f"{table}.'a\\x00b': a name holding U+0000" in err and "\x00" not in err
+    assert f'{table}."a\\u0000b": ' in err and "\x00" not in err

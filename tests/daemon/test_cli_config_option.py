@@ -89,6 +89,7 @@ CASES: dict[str, tuple[list[str], Check]] = {
     "demo": ([], _refused),
     "emulate": ([], _refused),
     "completion": (["bash"], _refused),
+    "man": ([], _refused),
     "backup": (["{work}/copy.db", "--force"], _ok("backed up {work}/state/s.db to {work}/copy.db")),
     "migrate": (["--dry-run"], _ok("nothing to apply")),
     "init": (["{work}/new"], _refused),
