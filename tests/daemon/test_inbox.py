@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -186,3 +187,39 @@ async def test_a_number_updated_at_is_read_in_the_collections_unit(tmp_path: Pat
     stamps = dict(raw.execute("SELECT key, updated_at FROM records").fetchall())
     raw.close()
     assert stamps == {"a": 1_796_648_449_000, "c": 1_796_648_449_000}
+
+
+async def test_a_request_without_a_time_is_dated_now_whatever_its_collections_unit(
+    tmp_path: Path,
+) -> None:
+    config = parse_config(
+        {
+            "store": {"path": str(tmp_path / "s.db")},
+            "drop": {"path": str(tmp_path / "drop")},
+            "collections": {"registration_requests": {"timestamp_unit": "s"}},
+            "providers": {
+                "lenos": {
+                    "kind": "registrations",
+                    "base_url": "http://127.0.0.1:9",
+                    "username": "u",
+                    "event_id": "e",
+                }
+            },
+        },
+        "test.toml",
+    )
+    await apply(config)
+    before = int(time.time() * 1000)
+    raw = sqlite3.connect(config.store_path)
+    raw.execute(
+        "INSERT INTO inbox (collection, key, op, body) VALUES "
+        "('registration_requests', 'r1', 'upsert', '{}')"
+    )
+    raw.commit()
+    raw.close()
+    await apply(config)
+    assert outcome(config) == [("applied", None)]
+    raw = sqlite3.connect(config.store_path)
+    [(stamp,)] = raw.execute("SELECT updated_at FROM records").fetchall()
+    raw.close()
+    assert before <= stamp <= int(time.time() * 1000)
