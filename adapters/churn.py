@@ -65,9 +65,13 @@ def callback_signature(secret: str, data: Any) -> str:
 
 def signature_valid(secret: str, data: Any, signature: object) -> bool:
     """Whether ``signature`` is the right one for ``data`` (compared in constant time)."""
-    if not isinstance(signature, str) or len(signature) != 128:
+    if not isinstance(signature, str) or len(signature) != 128 or not signature.isascii():
+        return False  # (compare_digest takes only ASCII text)
+    try:
+        expected = callback_signature(secret, data)
+    except UnicodeEncodeError:  # a lone surrogate in data: no UTF-8 text to sign
         return False
-    return hmac.compare_digest(callback_signature(secret, data), signature.lower())
+    return hmac.compare_digest(expected, signature.lower())
 
 
 # The secret's values travel in headers (and so must be printable ASCII).

@@ -177,11 +177,12 @@ async def test_resync_then_full_pull_removes_and_local_records_stay(
     async with puller.provider:
         await puller.run("participants")
         # A participant a local program created: never the provider's to remove.
-        async with store.write() as db:
-            await db.execute(
+        await store.transact(
+            lambda db: db.execute(
                 "INSERT INTO inbox (collection, key, op, body, updated_at) VALUES "
                 "('participants', 'local-1', 'upsert', '{}', 1700000000000)"
             )
+        )
         from dropsync.daemon.inbox import InboxApplier
 
         await InboxApplier(store, puller.config, lambda r: None).apply_pending()
