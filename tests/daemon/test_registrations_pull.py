@@ -181,7 +181,7 @@ async def test_resync_then_full_pull_removes_and_local_records_stay(
         await store.transact(
             lambda db: db.execute(
                 "INSERT INTO inbox (collection, key, op, body, updated_at) VALUES "
-                "('participants', 'local-1', 'upsert', '{}', 1)"
+                "('participants', 'local-1', 'upsert', '{}', 1700000000000)"
             )
         )
         from dropsync.daemon.inbox import InboxApplier
