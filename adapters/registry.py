@@ -5,9 +5,11 @@ package's ``__init__``) says what the daemon needs to know of it and names the k
 modules, each imported only when needed (so reading the config stays cheap): its adapter
 (``AdapterModule``: options, the adapter itself, its secret's shape) and the optional
 hooks (secrets of its own, request collections, deliveries confirmed by a callback, inbound
-routes, an emulator with its part of the demo). The
-daemon asks these and never names a kind (``tests/test_design_rules.py`` holds it);
-``docs/adding-a-kind.md`` says how to add one: its package, and one line in ``_LOADERS``.
+routes, an emulator with its part of the demo). Its adapter should also have the optional
+``probe()`` (``adapters.base.Probes``: one request that checks the credentials and changes
+nothing), which ``dropsync probe`` sends. The daemon asks these and never names a kind
+(``tests/test_design_rules.py`` holds it); ``docs/adding-a-kind.md`` says how to add one:
+its package, and one line in ``_LOADERS``.
 
 ``KINDS`` names every kind; the config accepts exactly these (``daemon.config`` derives its
 list from here).
