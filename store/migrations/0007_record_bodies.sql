@@ -48,6 +48,9 @@ INSERT INTO record_bodies (id, body)
 SELECT k.body_id, r.body
 FROM record_keys k JOIN records r ON r.collection = k.collection AND r.key = k.key;
 
+-- Emptied first: a DROP TABLE of a full table in a transaction keeps a copy of every page it
+-- frees in the statement journal, in memory here (temp_store = MEMORY): the whole table.
+DELETE FROM records;
 DROP TABLE records;
 
 -- The body is a subquery, not a join: a query that does not read it (counts per collection,

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
+import anyio
 import pytest
 from dropsync.store import outbox
 from dropsync.store.db import open_store
@@ -315,3 +318,51 @@ async def test_a_record_inserted_by_hand_is_read_and_merged_like_any(tmp_path: P
     raw.close()
     assert rows == [("a@x", '{"a":2}', 7, 0, "0e" * 16)]
     assert bodies == 1  # the key's body row is updated in place
+
+
+MIGRATE_AND_REPORT_PEAK_RSS = """
+import resource, sys
+from pathlib import Path
+import anyio
+from dropsync.store.db import open_store
+
+async def migrate() -> None:
+    db = await open_store(Path(sys.argv[1]))
+    await db.close()
+
+anyio.run(migrate)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+"""
+
+
+def test_migration_7_of_a_big_store_stays_within_the_memory_target(tmp_path: Path) -> None:
+    path = tmp_path / "v6.db"
+
+    async def old_store() -> None:
+        db = await open_store(path, target=6)
+        await db.close()
+
+    anyio.run(old_store)
+    raw = sqlite3.connect(path, isolation_level=None)
+    raw.execute(  # 30,000 documents of 1.2 KB: 140 MB as the version-6 table kept them
+        "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < 30000) "
+        "INSERT INTO records (collection, key, body, updated_at, deleted, origin, digest, "
+        "merged_at) SELECT 'contacts', 'k' || i, printf('{\"n\":\"%.1200c\"}', 'x'), i, 0, "
+        "'drop', printf('%032x', i), i FROM n"
+    )
+    raw.close()
+    assert path.stat().st_size > 130e6
+    done = subprocess.run(
+        [sys.executable, "-c", MIGRATE_AND_REPORT_PEAK_RSS, str(path)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    peak_mb = int(done.stdout.split()[-1])
+    assert peak_mb < 100, f"migrating a 140 MB store took {peak_mb} MB"
+    raw = sqlite3.connect(path)
+    assert raw.execute("SELECT COUNT(*), SUM(length(body)) FROM records").fetchone() == (
+        30000,
+        30000 * 1208,
+    )
+    raw.close()
