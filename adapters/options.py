@@ -50,6 +50,18 @@ class OptionReader:
             raise OptionError(name, f"expected a whole number from {minimum} to {maximum}")
         return value
 
+    def number(self, name: str, default: float, *, minimum: float, maximum: float) -> float:
+        """A number (whole or not) within ``minimum .. maximum``."""
+        self.used.add(name)
+        value = self.options.get(name, default)
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not minimum <= value <= maximum
+        ):
+            raise OptionError(name, f"expected a number from {minimum:g} to {maximum:g}")
+        return float(value)
+
     def table(self, name: str) -> dict[str, Any]:
         """A sub-table (``name = { ... }`` or ``[providers.X.name]``); empty when absent."""
         self.used.add(name)

@@ -21,6 +21,7 @@ from dropsync.daemon.config_file import (
     store_location,
 )
 from dropsync.daemon.jsontext import DEFAULT_LIMITS, JsonLimits
+from dropsync.daemon.places import check_collection_name, check_places, check_provider_name
 
 # orjson writes at most 254 levels: a deeper document could not get its canonical body.
 MAX_DEPTH_CEILING = 254
@@ -240,6 +241,7 @@ def parse_config(raw: Mapping[str, Any], source: str) -> Config:
     retain_days = top.table("store").number("retain_days", 30.0)
     drop = top.table("drop")
     drop_path = resolve_path(drop.string("path", "drop") or "drop")
+    check_places(source, store_path, drop_path)
     settle_ms = drop.integer("settle_ms", 50, minimum=0) or 0
     rescan_s = drop.number("rescan_s", 30.0, minimum=0.1)
     ingest_batch = drop.integer("batch", 5000) or 5000
@@ -265,12 +267,14 @@ def parse_config(raw: Mapping[str, Any], source: str) -> Config:
 
     listener = _listener(top)
     providers_table = top.table("providers")
-    providers = {name: _provider(name, providers_table.table(name)) for name in providers_table.raw}
+    providers = {}
+    for name in providers_table.raw:
+        check_provider_name(source, name)
+        providers[name] = _provider(name, providers_table.table(name))
     collections_table = top.table("collections")
     collections: dict[str, CollectionConfig] = {}
     for name in collections_table.raw:
-        if name.startswith(".") or "/" in name:
-            raise collections_table.fail(name, "a collection name is a plain folder name")
+        check_collection_name(source, name)
         sub = collections_table.table(name)
         collection = _collection(name, sub)
         for provider in collection.providers:

@@ -184,3 +184,14 @@ def store_path_of(explicit: str | None = None) -> Path:
     """
     raw, source = read_config_file(explicit)
     return store_location(Table(source, "", raw))
+
+
+def drop_path_of(explicit: str | None = None) -> Path:
+    """Where the drop folder is, reading only ``[drop] path`` of the config file.
+
+    For ``dropsync backup``, which must know the drop folder (never a backup's place)
+    without holding the rest of the file to the daemon's standard.
+    """
+    raw, source = read_config_file(explicit)
+    drop = Table(source, "", raw).table("drop")
+    return resolve_path(drop.string("path", "drop") or "drop")

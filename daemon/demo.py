@@ -11,7 +11,6 @@ collections, and runs the daemon against them. ``daemon.demo_view`` shows it.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import sqlite3
@@ -31,6 +30,7 @@ from dropsync.daemon.errors import UsageError
 from dropsync.daemon.logs import configure_logging
 from dropsync.daemon.runner import Daemon
 from dropsync.store.queries import progress_summary
+from dropsync.store.removal import remove_inside
 
 DEMO_ACCOUNT = "acc_1"
 DEMO_CRM_TOKEN = "demo-crm-token"
@@ -286,10 +286,7 @@ def prepare_folder(directory: Path) -> None:
                 f"{directory} is not empty and holds no earlier demo: give another --dir"
             )
         for entry in directory.iterdir():
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry)
-            else:
-                entry.unlink()
+            remove_inside(entry, directory)
     directory.mkdir(parents=True, exist_ok=True)
 
 

@@ -9,7 +9,6 @@ and ``drop.keep_done_days`` of 0 keep everything.
 
 from __future__ import annotations
 
-import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,9 +17,12 @@ import anyio
 import structlog
 from dropsync.daemon.clock import now_ms
 from dropsync.daemon.config import Config
+from dropsync.daemon.dropfiles import DONE
 from dropsync.daemon.parse import ParseJob, parse_batches
 from dropsync.store import retention
+from dropsync.store.errors import OutsideFolder
 from dropsync.store.handle import Store
+from dropsync.store.removal import remove_inside
 
 log = structlog.get_logger(__name__)
 
@@ -123,13 +125,34 @@ class Retention:
                 return removed
             for file_id, name in files:
                 path = Path(name)
-                if path.parent.name == ".done" and path.is_file():
+                folder = self._done_folder(path)
+                if folder is not None and path.is_file():
                     await self._keep_versions(file_id, path)
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(path)
-                    removed += 1
-                    log.debug("done_file_removed", file_id=file_id, path=name)
+                    try:
+                        if os.path.islink(folder):  # not the folder the daemon made
+                            raise OutsideFolder(
+                                f"not removing {path}: {folder} is a link "
+                                f"(to {os.path.realpath(folder)}), not the folder made for it"
+                            )
+                        remove_inside(path, folder)
+                    except OutsideFolder as exc:
+                        log.warning("done_file_kept", file_id=file_id, path=name, error=str(exc))
+                    else:
+                        removed += 1
+                        log.debug("done_file_removed", file_id=file_id, path=name)
                 self._done_after = file_id
+
+    def _done_folder(self, path: Path) -> Path | None:
+        """The ``<drop>/<collection>/.done`` folder ``path`` was filed in, else None.
+
+        A file ingested in place (``dropsync ingest FILE`` outside the drop folder) has a
+        ``done`` row too: it is the user's, never removed, whatever its folder is called.
+        """
+        drop = Path(os.path.abspath(self.config.drop_path))
+        folder = Path(os.path.abspath(path.parent))
+        if folder.name != DONE or folder.parent.parent != drop:
+            return None
+        return folder
 
     async def _keep_versions(self, file_id: int, path: Path) -> None:
         """Copy the bodies of the file's versions the inbox lists into their rows."""

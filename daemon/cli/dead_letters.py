@@ -58,12 +58,14 @@ def run(args: argparse.Namespace) -> int:
     log_to_stderr()
 
     async def act() -> int:
-        async with await Store.open(config.store_path) as store, store.write() as db:
+        async with await Store.open(config.store_path) as store:
             if args.action == "retry":
-                return await outbox.retry_dead_letters(
-                    db, provider=args.provider, ids=args.ids, now=now_ms()
+                return await store.transact(
+                    outbox.retry_dead_letters, provider=args.provider, ids=args.ids, now=now_ms()
                 )
-            return await outbox.drop_dead_letters(db, provider=args.provider, ids=args.ids)
+            return await store.transact(
+                outbox.drop_dead_letters, provider=args.provider, ids=args.ids
+            )
 
     result = anyio.run(act)
     print(f"{'re-queued' if args.action == 'retry' else 'dropped'} {result} dead letter(s)")

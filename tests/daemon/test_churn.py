@@ -4,6 +4,7 @@ mapped by its callbacks, partial success, confirmations, failures and their erro
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -209,10 +210,11 @@ async def test_unwritable_spool_pauses_with_the_reason_and_resumes(
         tmp_path, emulator.base_url, port, provider={"brand_id": 15, "brand_field": None}
     )
     spool = tmp_path / ".store.db.spool"
-    spool.mkdir()
-    (spool / "churn").write_text("not a folder")  # the files cannot be written
     churn = churn_of(emulator)
     async with running(config, port) as daemon:
+        # Once the flusher cleared its folder at start (and attached its scratch database):
+        await eventually((spool / ".spool.db").exists, "the spool is ready")
+        (spool / "churn").write_text("not a folder")  # the files cannot be written
         await merge(daemon.store, config, [document("users", i, "x") for i in range(3)])
         daemon.supervisor.wake(["churn"])
         rows = await eventually(
@@ -231,6 +233,52 @@ async def test_unwritable_spool_pauses_with_the_reason_and_resumes(
             ),
             "online again",
         )
+
+
+async def test_a_link_in_place_of_the_spool_folder_is_removed_never_followed(
+    tmp_path: Path, port: int, emulator: EmulatorServer
+) -> None:
+    config = churn_config(
+        tmp_path, emulator.base_url, port, provider={"brand_id": 15, "brand_field": None}
+    )
+    spool, outside = tmp_path / ".store.db.spool", tmp_path / "outside"
+    spool.mkdir()
+    (outside / "7").mkdir(parents=True)
+    (outside / "7/keep.json").write_text("precious")
+    (spool / "churn").symlink_to(outside)
+    churn = churn_of(emulator)
+    async with running(config, port) as daemon:
+        await merge(daemon.store, config, [document("users", i, "x") for i in range(3)])
+        daemon.supervisor.wake(["churn"])
+        await eventually(lambda: len(churn.documents) == 3, "delivered")
+        assert (spool / "churn").is_dir() and not (spool / "churn").is_symlink()
+    assert [p.relative_to(outside) for p in outside.rglob("*")] == [Path("7"), Path("7/keep.json")]
+    assert (outside / "7/keep.json").read_text() == "precious"
+
+
+async def test_a_provider_named_like_the_spool_database_delivers(
+    tmp_path: Path, port: int, emulator: EmulatorServer
+) -> None:
+    # The scratch database lives in the spool folder beside each provider's folder: no
+    # provider name may be its name (it is hidden, and a provider name never starts with ".").
+    name = "spool.db"
+    config = churn_config(
+        tmp_path, emulator.base_url, port, provider={"brand_id": 15, "brand_field": None}
+    )
+    config = replace(
+        config,
+        providers={name: replace(config.providers["churn"], name=name)},
+        collections={"users": replace(config.collections["users"], providers=(name,))},
+    )
+    churn = churn_of(emulator)
+    async with running(config, port) as daemon:
+        await merge(daemon.store, config, [document("users", i, "x") for i in range(3)])
+        daemon.supervisor.wake([name])
+        await eventually(lambda: len(churn.documents) == 3, "delivered")
+        await eventually(
+            lambda: daemon.rows("SELECT 1 FROM outbox_pending WHERE pending = 0"), "recorded"
+        )
+    assert (tmp_path / ".store.db.spool" / name).is_dir()
 
 
 async def test_a_token_echoed_by_the_tool_never_reaches_the_store_or_logs(

@@ -13,6 +13,7 @@ from dropsync.daemon.ingest import Ingestor
 from dropsync.daemon.retention import DAY_MS, Retention
 from dropsync.store.handle import Store
 from dropsync.store.queries import current_record, versions_seen
+from structlog.testing import capture_logs
 
 
 def test_old_done_files_are_removed_and_their_versions_kept(tmp_path: Path) -> None:
@@ -66,3 +67,44 @@ def now_ms_at(store: Path, *, days: int) -> int:
     (finished,) = db.execute("SELECT MAX(finished_at) FROM files").fetchone()
     db.close()
     return int(finished) + days * DAY_MS
+
+
+def test_only_files_in_a_done_folder_of_the_drop_folder_are_removed(tmp_path: Path) -> None:
+    config_path = tmp_path / "dropsync.toml"
+    config_path.write_text(
+        f'[store]\npath = "{tmp_path / "s.db"}"\nretain_days = 0\n'
+        f'[drop]\npath = "{tmp_path / "drop"}"\nkeep_done_days = 7\n'
+        '[collections.contacts]\nkey = "email"\ntimestamp = "at"\n'
+    )
+    config = load_config(str(config_path))
+    # A file of the user's, ingested in place (`dropsync ingest FILE`): its ledger row says
+    # done, and it sits in a folder that happens to be called .done, outside the drop folder.
+    mine = tmp_path / "archive/contacts/.done/mine.json"
+    mine.parent.mkdir(parents=True)
+    mine.write_bytes(orjson.dumps([{"email": "m@x", "at": 5}]))
+    # A .done folder of the drop folder that became a link to a folder elsewhere.
+    elsewhere = tmp_path / "elsewhere"
+    (config.drop_path / "contacts").mkdir(parents=True)
+    linked = config.drop_path / "contacts/linked.json"
+    linked.write_bytes(orjson.dumps([{"email": "l@x", "at": 6}]))
+
+    async def run() -> None:
+        async with await Store.open(config.store_path) as store:
+            ingestor = Ingestor(store, config)
+            report = await ingestor.ingest_in_place(mine, "contacts")
+            assert report.status == "done"
+            dropped = await ingestor.ingest_dropped(linked)
+            assert dropped is not None and dropped.status == "done"
+            (config.drop_path / "contacts/.done").rename(elsewhere)
+            (config.drop_path / "contacts/.done").symlink_to(elsewhere)
+            with capture_logs() as logs:
+                pruned = await Retention(store, config).prune_once(
+                    now_ms_at(config.store_path, days=8)
+                )
+            assert pruned.done_files == 0
+            [kept] = [e for e in logs if e["event"] == "done_file_kept"]
+            assert kept["log_level"] == "warning" and str(elsewhere) in kept["error"]
+
+    anyio.run(run)
+    assert mine.is_file()
+    assert (elsewhere / "linked.json").is_file()
