@@ -1,17 +1,16 @@
 """Narrowing a partial success down to the documents the provider refuses.
 
-A provider that takes files may skip a whole file for one document it cannot take (the
-churn tool: "files with errors will be skipped and their list will be in the response
-message"). The file sender (``daemon.filebatch``) hands the skipped files here. Each is
-checked again locally (``verify_file``: a file that fails goes to dead letters whole,
-with the check's reason), then the documents of the skipped files are uploaded again in
-halves, level by level: every skipped part of the last upload is split in two (in file
-order, by the offsets ``store.spool`` noted), and all the halves of a level go out
-together, at most ``MAX_FILES_AN_UPLOAD`` files an upload. Halves the provider takes are
-recorded as any delivery; halves it skips are split again. A single document skipped
-after its file was skipped is a dead letter with the provider's message; a file of one
-document skipped once is sent once more as it is (a skip that does not repeat is not
-the document's fault).
+A provider that takes files may skip a whole file for one document it cannot take ("files
+with errors will be skipped and their list will be in the response message", says one such
+provider's document). The file sender (``daemon.filebatch``) hands the skipped files here.
+Each is checked again locally (``verify_file``: a file that fails goes to dead letters
+whole, with the check's reason), then the documents of the skipped files are uploaded again
+in halves, level by level: every skipped part of the last upload is split in two (in file
+order, by the offsets ``store.spool`` noted), and all the halves of a level go out together,
+at most ``MAX_FILES_AN_UPLOAD`` files an upload. Halves the provider takes are recorded as
+any delivery; halves it skips are split again. A single document skipped after its file was
+skipped is a dead letter with the provider's message; a file of one document skipped once is
+sent once more as it is (a skip that does not repeat is not the document's fault).
 
 The cost (docs/providers.md, "Skipped files"): a file of n documents with one bad one
 takes ceil(log2 n) more uploads of two files each, carrying less than the file's size
@@ -27,7 +26,7 @@ dead-lettered in a transaction of its own before the next level is sent; the hal
 their notes are scratch, removed at the next start. A kill in the middle leaves every
 entry not yet recorded in the outbox, and the next pass spools and narrows them again;
 a half whose answer came but was not recorded yet is uploaded again (at least once:
-the churn tool's documents are upserts by id). Nothing is lost and nothing is recorded
+documents of such providers are upserts by id). Nothing is lost and nothing is recorded
 twice.
 """
 

@@ -31,7 +31,7 @@ import structlog
 from dropsync.adapters.base import IncomingChange, PullStream, StreamPage, StreamPuller
 from dropsync.daemon.clock import now_ms
 from dropsync.daemon.config import Config, ProviderConfig
-from dropsync.daemon.documents import FutureLimit, canonical
+from dropsync.daemon.documents import FutureLimit, canonical, check_name
 from dropsync.daemon.errors import DocumentError
 from dropsync.store import cursors, pulled
 from dropsync.store.handle import Store
@@ -58,6 +58,7 @@ def _change(
     provider: str, incoming: IncomingChange, limit: FutureLimit, origin: str
 ) -> Change | None:
     try:
+        check_name(incoming.key, "key")
         limit.check(incoming.updated_at, "updated_at")
         body, digest = canonical(incoming.body)
     except DocumentError as exc:

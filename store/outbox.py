@@ -16,6 +16,7 @@ from typing import NamedTuple
 
 import aiosqlite
 import orjson
+from dropsync.store.merge import cut_at_nul
 from dropsync.store.states import ProviderState
 
 
@@ -41,6 +42,9 @@ class OutboxEntry(NamedTuple):
     deleted: bool
     body: str | None
     attempts: int
+    # When the entry was queued (the version's idempotency key holds it; 0 where unknown:
+    # a request written ahead is sent again with the key stored with it).
+    enqueued_at: int = 0
 
 
 def register_providers(
@@ -200,12 +204,13 @@ async def take_batch(
 ) -> list[OutboxEntry]:
     """The oldest ``limit`` pending entries of a provider (with id > ``after_id``) and bodies."""
     rows = await db.execute_fetchall(
-        "SELECT o.id, o.collection, o.key, o.updated_at, r.deleted, r.body, o.attempts "
+        "SELECT o.id, o.collection, o.key, o.updated_at, r.deleted, r.body, o.attempts, "
+        "o.enqueued_at "
         "FROM outbox o JOIN records r ON r.collection = o.collection AND r.key = o.key "
         "WHERE o.provider = ? AND o.id > ? ORDER BY o.id LIMIT ?",
         (provider, after_id, limit),
     )
-    return [OutboxEntry(i, c, k, u, bool(d), b, a) for i, c, k, u, d, b, a in rows]
+    return [OutboxEntry(i, c, k, u, bool(d), b, a, q) for i, c, k, u, d, b, a, q in rows]
 
 
 class UnfinishedRequest(NamedTuple):
@@ -319,6 +324,12 @@ def finish_attempt(
     )
 
 
+_DELIVERED_CONFLICT = (
+    "ON CONFLICT (provider, collection, key) DO UPDATE SET updated_at = excluded.updated_at, "
+    "state = excluded.state, delivery_id = excluded.delivery_id, at = excluded.at"
+)
+
+
 def deliver_batch(
     db: sqlite3.Connection,
     provider: str,
@@ -362,14 +373,22 @@ def deliver_batch(
         "JOIN outbox o ON o.id = v.value ->> 0 AND o.updated_at = v.value ->> 3)",
         (versions,),
     )
-    db.execute(
-        "INSERT INTO delivered (provider, collection, key, updated_at, state, delivery_id, at) "
-        "SELECT ?, v.value ->> 1, v.value ->> 2, v.value ->> 3, ?, ?, ? FROM json_each(?) AS v "
-        "WHERE 1 ON CONFLICT (provider, collection, key) DO UPDATE SET "
-        "updated_at = excluded.updated_at, state = excluded.state, "
-        "delivery_id = excluded.delivery_id, at = excluded.at",
-        (provider, state, delivery_id, now, versions),
-    )
+    if cut_at_nul(versions):
+        db.executemany(
+            "INSERT INTO delivered (provider, collection, key, updated_at, state, delivery_id, "
+            "at) VALUES (?, ?, ?, ?, ?, ?, ?) " + _DELIVERED_CONFLICT,
+            [
+                (provider, e.collection, e.key, e.updated_at, state, delivery_id, now)
+                for e in entries
+            ],
+        )
+    else:
+        db.execute(
+            "INSERT INTO delivered (provider, collection, key, updated_at, state, delivery_id, "
+            "at) SELECT ?, v.value ->> 1, v.value ->> 2, v.value ->> 3, ?, ?, ? "
+            "FROM json_each(?) AS v WHERE 1 " + _DELIVERED_CONFLICT,
+            (provider, state, delivery_id, now, versions),
+        )
     provider_delivered(db, provider, now=now, held_until=held_until)
 
 

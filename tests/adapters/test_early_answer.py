@@ -14,8 +14,8 @@ import orjson
 import pytest
 from dropsync.adapters import early_answer
 from dropsync.adapters.base import FilePart
-from dropsync.adapters.churn import ChurnProvider, parse_options
-from dropsync.adapters.emulators.churn import UNAUTHORIZED, ChurnEmulator
+from dropsync.adapters.churn.adapter import ChurnProvider, parse_options
+from dropsync.adapters.churn.emulator import UNAUTHORIZED, ChurnEmulator
 from dropsync.adapters.emulators.common import EmulatorServer
 from dropsync.adapters.errors import AuthError, PermanentError, ProviderUnavailable
 from dropsync.adapters.http import fetch, make_client

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 import pytest
-from dropsync.adapters.emulators.churn import ChurnEmulator
+from dropsync.adapters.churn.emulator import ChurnEmulator
 from dropsync.adapters.emulators.common import EmulatorServer
 from dropsync.daemon import narrowing
 from dropsync.store.handle import Store

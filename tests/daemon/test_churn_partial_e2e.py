@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from dropsync.adapters.emulators.churn import ChurnEmulator
+from dropsync.adapters.churn.emulator import ChurnEmulator
 from dropsync.adapters.emulators.common import EmulatorServer
 
 from tests.daemon.churn_support import (

@@ -32,7 +32,8 @@ def work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     config.parent.mkdir()
     config.write_text(
         f'[store]\npath = "{state / "s.db"}"\n[drop]\npath = "{state / "drop"}"\n'
-        '[collections.contacts]\nkey = "email"\ntimestamp = "at"\nproviders = ["crm"]\n'
+        '[collections.contacts]\nkey = "email"\ntimestamp = "at"\ntimestamp_unit = "ms"\n'
+        'providers = ["crm"]\n'
         '[providers.crm]\nkind = "crm"\nbase_url = "http://127.0.0.1:9"\n'
         'account_id = "acc_1"\nsecret_env = "TEST_CONFIG_OPTION_TOKEN"\n'
     )

@@ -81,3 +81,12 @@ async def test_why_sees_a_pulled_first_version_before_and_after_it_is_displaced(
         (1, 1, "crm", "superseded", 100),
         (2, 2, "sql", "applied", 200),
     ]
+
+
+async def test_a_returned_key_holding_nul_is_compared_whole(tmp_path: Path) -> None:
+    async with await Store.open(tmp_path / "s.db") as store:
+        batch = [change("d", 1, origin="crm"), change("d\x00x", 1, origin="crm")]
+        await store.transact(lambda c: apply_changes(c, batch, ROUTES, now=1))
+        gone = await store.call(outdated_records, "contacts", "crm", ["d\x00x"])
+        kept = await store.call(outdated_records, "contacts", "crm", ["d", "d\x00x"])
+    assert gone == [("d", 1)] and kept == []

@@ -36,7 +36,7 @@ from typing import Any
 
 import httpx
 import orjson
-from dropsync.adapters.churn import callback_signature
+from dropsync.adapters.churn.adapter import callback_signature
 from dropsync.adapters.emulators.common import DroppedConnection, Emulator
 from starlette.datastructures import UploadFile
 from starlette.requests import Request

@@ -22,6 +22,7 @@ import hashlib
 import hmac
 import json
 import re
+import sqlite3
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -37,6 +38,7 @@ from dropsync.adapters.base import (
     PushResult,
     Waiting,
 )
+from dropsync.adapters.churn import tables
 from dropsync.adapters.errors import (
     AuthError,
     PermanentError,
@@ -49,10 +51,12 @@ from dropsync.adapters.options import OptionError, OptionReader
 from dropsync.adapters.redact import excerpt
 
 MAX_FILE_MB = 2048  # the document's "up to 2GB per file"
+MAX_BRAND_ID = (1 << 63) - 1  # as brands.stop_churn_brand_id, an SQLite INTEGER
 MIN_UPLOAD_KB_S = 64  # an upload is allowed its size at this rate, beyond timeout_s
 PROBE_ABOVE_MB = 1  # an upload larger than this is preceded by a check of the token
 # A sync-status callback can arrive long after the sync (the daemon was down or offline).
 MAX_CALLBACK_AGE_S = 86400.0
+MAX_CALLBACK_AGE_LIMIT_S = 30 * 86400.0  # the replay memory is kept for good: any age is safe
 UPLOAD_PATH = "/client-files"
 ERRORS_PATH = "/client-data/integration-errors"
 
@@ -144,14 +148,6 @@ class ChurnOptions:
     probe_above_bytes: int = PROBE_ABOVE_MB << 20
 
 
-def _number(read: OptionReader, name: str, default: float, minimum: float) -> float:
-    read.used.add(name)
-    value = read.options.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
-        raise OptionError(name, f"expected a number >= {minimum:g}")
-    return float(value)
-
-
 def parse_options(options: Mapping[str, Any]) -> ChurnOptions:
     """Validate ``[providers.NAME]`` keys of kind churn."""
     read = OptionReader(options)
@@ -162,30 +158,34 @@ def parse_options(options: Mapping[str, Any]) -> ChurnOptions:
         isinstance(k, str) and isinstance(v, str) and v for k, v in tables.items()
     ):
         raise OptionError("tables", 'expected a table of collection = "tableName"')
+    brand_id = None
+    if options.get("brand_id") is not None:  # the churn tool's id: a positive SQLite integer
+        brand_id = read.integer("brand_id", None, minimum=1, maximum=MAX_BRAND_ID)
     read.used.add("brand_id")
-    brand_id = options.get("brand_id")
-    if brand_id is not None and (isinstance(brand_id, bool) or not isinstance(brand_id, int)):
-        raise OptionError("brand_id", "expected an integer (the churn tool's brand id)")
     brand_field = read.string("brand_field")
     if (brand_id is None) == (brand_field is None):
         raise OptionError("brand_id", "give exactly one of brand_id (a fixed brand) or brand_field")
-    max_file_mb = _number(read, "max_file_mb", MAX_FILE_MB, 0.001)
-    if max_file_mb > MAX_FILE_MB:
-        raise OptionError("max_file_mb", f"the churn tool takes files of at most {MAX_FILE_MB} MB")
+    max_file_mb = read.number("max_file_mb", MAX_FILE_MB, minimum=0.001, maximum=MAX_FILE_MB)
     parsed = ChurnOptions(
         tables=dict(tables),
         brand_id=brand_id,
         brand_field=brand_field,
         max_file_bytes=int(max_file_mb * (1 << 20)),
-        max_upload_bytes=int(_number(read, "max_upload_mb", 8192, 0.001) * (1 << 20)),
+        max_upload_bytes=int(
+            read.number("max_upload_mb", 8192, minimum=0.001, maximum=1 << 20) * (1 << 20)
+        ),
         auth_scheme=read.string("auth_scheme") or "Bearer",
-        max_callback_age_s=_number(read, "max_callback_age_s", MAX_CALLBACK_AGE_S, 1.0),
+        max_callback_age_s=read.number(
+            "max_callback_age_s", MAX_CALLBACK_AGE_S, minimum=1.0, maximum=MAX_CALLBACK_AGE_LIMIT_S
+        ),
         integration_log_max_bytes=int(
-            _number(read, "integration_log_max_mb", 5.0, 0.001) * (1 << 20)
+            read.number("integration_log_max_mb", 5.0, minimum=0.001, maximum=64.0) * (1 << 20)
         ),
         min_upload_rate=read.integer("min_upload_kb_s", MIN_UPLOAD_KB_S, minimum=1, maximum=1 << 20)
         << 10,
-        probe_above_bytes=int(_number(read, "probe_above_mb", PROBE_ABOVE_MB, 0.0) * (1 << 20)),
+        probe_above_bytes=int(
+            read.number("probe_above_mb", PROBE_ABOVE_MB, minimum=0.0, maximum=1 << 20) * (1 << 20)
+        ),
     )
     read.reject_unknown()
     return parsed
@@ -266,6 +266,10 @@ class ChurnProvider(HttpAdapter):
             if brand_text(value) is None:
                 return f"record has no brand id (a string or integer) at {self.options.brand_field}"
         return None
+
+    def mapping(self, db: sqlite3.Connection) -> Mapping[str, int]:
+        """Client brand id -> the tool's brand id, as its brand callbacks said."""
+        return tables.brand_map(db, self.name)
 
     def group_of(self, change: OutgoingChange, mapped: Mapping[str, int]) -> Hashable | Waiting:
         """(brand id, tableName); a record of a brand no callback has mapped yet waits."""
