@@ -14,7 +14,9 @@ write of a request, the duplicate is asked, without blocking, whether the server
 sent something already; if so, or if a write fails, the request stops there (httpcore
 is told the write failed, so it reads the answer) and the answer is read from the
 duplicate, which the transport's closing does not close: the kernel keeps what arrived
-before the reset. An upload to a server that has answered is not streamed on.
+before the reset. An upload to a server that has answered is not streamed on. Such an
+answer is marked (``answered_early(response)``): a 2xx to a request the server has not read
+whole is no success (``adapters.http`` makes it an unexpected answer).
 
 A TLS connection's bytes are records the TLS layer must read, not the answer: it is not
 wrapped (``start_tls`` drops the duplicate). For those, a cheap authenticated request
@@ -53,6 +55,12 @@ def install(client: httpx.AsyncClient) -> bool:
     if not isinstance(backend, EarlyAnswerBackend):
         pool._network_backend = EarlyAnswerBackend(backend)  # type: ignore[union-attr]
     return True
+
+
+def answered_early(response: httpx.Response) -> bool:
+    """Whether ``response`` came before its request was written whole (or the write failed)."""
+    stream = response.extensions.get("network_stream")
+    return bool(getattr(stream, "answered_early", False))
 
 
 class EarlyAnswerBackend(httpcore.AsyncNetworkBackend):
@@ -99,6 +107,9 @@ class EarlyAnswerStream(httpcore.AsyncNetworkStream):
         self.stream = stream
         self._copy: socket.socket | None = None
         self._early = False  # the answer is read from the copy from now on
+        # The server answered before the request was written whole (whatever it says, it
+        # cannot be a success of a request it has not read).
+        self.answered_early = False
         raw = stream.get_extra_info("socket")
         if raw is not None:
             with contextlib.suppress(OSError):
@@ -126,12 +137,13 @@ class EarlyAnswerStream(httpcore.AsyncNetworkStream):
         if self._early:
             raise httpcore.WriteError("the server answered before the request was sent whole")
         if buffer and self._answered():
-            self._early = True
+            self._early = self.answered_early = True
             raise httpcore.WriteError("the server answered before the request was sent whole")
         try:
             await self.stream.write(buffer, timeout)
         except httpcore.WriteError:
             self._early = self._copy is not None
+            self.answered_early = True
             raise
 
     def _answered(self) -> bool:

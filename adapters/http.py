@@ -400,6 +400,8 @@ async def _fetch(
         finally:
             await response.aclose()
         answer = Answer(method, path, response.status_code, response.headers, body, complete)
+        if early_answer.answered_early(response) and 200 <= answer.status < 300:
+            problem = "it came before the request was sent whole: not a success"
         return answer, problem
 
     try:

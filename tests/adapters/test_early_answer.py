@@ -17,7 +17,12 @@ from dropsync.adapters.base import FilePart
 from dropsync.adapters.churn.adapter import ChurnProvider, parse_options
 from dropsync.adapters.churn.emulator import UNAUTHORIZED, ChurnEmulator
 from dropsync.adapters.emulators.common import EmulatorServer
-from dropsync.adapters.errors import AuthError, PermanentError, ProviderUnavailable
+from dropsync.adapters.errors import (
+    AuthError,
+    PermanentError,
+    ProviderUnavailable,
+    UnexpectedAnswer,
+)
 from dropsync.adapters.http import fetch, make_client
 
 from tests.raw_provider import RawProvider, RawRequest, answer
@@ -195,4 +200,16 @@ async def test_a_refusal_of_the_upload_itself_is_still_its_own(tmp_path: Path) -
     with early(400, {"statusCode": 400, "message": "bad form"}) as server:
         async with churn(server.base_url, probe_above_mb=8) as adapter:
             with pytest.raises(PermanentError, match="bad form"):
+                await adapter.push_files([part], idempotency_key="k")
+
+
+async def test_a_success_answered_before_the_upload_was_read_is_not_a_delivery(
+    tmp_path: Path,
+) -> None:
+    # A 200 before the files arrived cannot say they were taken: the records stay queued.
+    draining = Draining(200, {"statusCode": 200, "message": "Files Uploaded Successfully"})
+    part = upload_file(tmp_path, 16)
+    with RawProvider(draining, read_body=False) as server:
+        async with churn(server.base_url, probe_above_mb=64) as adapter:
+            with pytest.raises(UnexpectedAnswer, match="before the request was sent whole"):
                 await adapter.push_files([part], idempotency_key="k")
