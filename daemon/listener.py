@@ -10,7 +10,8 @@ event loop). Routes:
   statuses of ``daemon.held_confirmations``). The kinds' pages in docs/providers.md
   list them.
 * ``GET /healthz`` (200 with each provider's state while the store answers, else
-  503), ``GET /metrics`` (Prometheus text format).
+  503), ``GET /metrics`` (Prometheus text format), ``GET /`` (a read-only status page for
+  a person: ``daemon.status_page``).
 
 Bodies over ``MAX_BODY`` are refused (413); a body not received within
 ``request_timeout_s`` is answered 408 (heads and slow connections: see
@@ -56,6 +57,7 @@ from dropsync.daemon.listener_server import (
 from dropsync.daemon.log_repeats import Repeats
 from dropsync.daemon.metrics import render_metrics
 from dropsync.daemon.secrets import read_secret
+from dropsync.daemon.status_page import StatusPage
 from dropsync.store import callbacks
 from dropsync.store.backoff import backoff_s
 from dropsync.store.handle import PauseListener, Store
@@ -96,6 +98,7 @@ class Listener:
         self.confirmations = HeldConfirmations(store, wake)
         self.repeats = Repeats(log)
         self.task_group: anyio.abc.TaskGroup | None = None
+        self.status_page = StatusPage(self)
 
     def reload(self, config: Config) -> None:
         """Take a new config: read the kinds' own secrets (callback keys, webhook tokens)
@@ -132,7 +135,7 @@ class Listener:
         return {} if options is None else options(self.config.listener.public_url, provider)
 
     def app(self) -> Starlette:
-        """The ASGI application: every kind's inbound routes, /healthz and /metrics."""
+        """The ASGI application: every kind's inbound routes, /healthz, /metrics and /."""
         routes = [
             Route(route.path, partial(self._serve, kind.name, route), methods=["POST"])
             for kind in every_kind()
@@ -144,6 +147,7 @@ class Listener:
                 *routes,
                 Route("/healthz", self.healthz, methods=["GET"]),
                 Route("/metrics", self.metrics, methods=["GET"]),
+                Route("/", self.status_page.serve, methods=["GET"]),
             ]
         )
 
