@@ -31,7 +31,8 @@ DAY_MS = 86_400_000
 REASON_CHARS = 300  # what is shown of a file's error (a dead letter's is cut in SQL)
 DELIVERED = ("accepted", "confirmed")
 FAILED = ("failed", "rejected")
-STATES = {  # a provider's state -> its badge's class (data never becomes a class name)
+# A provider's state -> its badge's class (data never becomes a class name).
+STATES: dict[str, str] = {
     ProviderState.ONLINE: "ok",
     ProviderState.BACKING_OFF: "warn",
     ProviderState.OFFLINE: "off",
