@@ -12,8 +12,10 @@ event loop). Routes:
   unguessable TOKEN (``webhook_token_*``) is the guard; another path is 404. Only a
   success status confirms the job's batch; a failure fails it and queues its records
   again once (as a failed churn sync does); any other status leaves it waiting.
-* ``GET /healthz`` (200 with each provider's state while the store answers, else
-  503), ``GET /metrics`` (Prometheus text format).
+* ``GET /healthz`` (liveness: 200 with each provider's state while the store answers,
+  else 503), ``GET /readyz`` (readiness: 200 only when the daemon can work now, else 503
+  with the reasons: starting or stopping, a pause, the store's write lock held by another
+  program), ``GET /metrics`` (Prometheus text format).
 
 Bodies over ``MAX_BODY`` are refused (413); a body not received within
 ``request_timeout_s`` is answered 408 (heads and slow connections: see
@@ -59,6 +61,7 @@ from dropsync.daemon.metrics import render_metrics
 from dropsync.daemon.secrets import read_secret
 from dropsync.daemon.sync_status import SyncStatusBook
 from dropsync.store import callbacks
+from dropsync.store.errors import StoreError, StoreRetryable
 from dropsync.store.handle import PauseListener, Store, backoff_s
 from dropsync.store.readonly import open_readonly
 from starlette.applications import Starlette
@@ -69,6 +72,14 @@ from starlette.routing import Route
 log = structlog.get_logger(__name__)
 
 MAX_BODY = 1 << 20
+# /readyz: how long the store's write lock may be held by another program before the
+# daemon is not ready (the daemon's own transactions are not waited for: see
+# Store.check_writable).
+READY_LOCK_WAIT_S = 0.5
+_NOT_WRITABLE = {
+    "store busy": "another program holds the store's write lock",
+    "disk full": "the store's disk is full",
+}
 SQLITE_INTEGERS = range(-(2**63), 2**63)
 # A JSON escape of a UTF-16 surrogate: json.loads turns an unpaired one into a str that
 # cannot be encoded (nor signed, nor stored).
@@ -95,9 +106,12 @@ class Listener:
         wake: Callable[[list[str]], None],
         adapter: Callable[[str], object | None],
         pauses: PauseListener | None = None,
+        readiness: Callable[[], list[str]] | None = None,
     ) -> None:
         self.store = store
         self.pauses = pauses
+        # Why the daemon cannot work now (``PauseBoard.not_ready``), for ``/readyz``.
+        self.readiness = readiness
         self.wake = wake
         self.adapter = adapter
         self.secrets: dict[str, str] = {}
@@ -142,6 +156,7 @@ class Listener:
                 Route("/callbacks/churn/brand/{provider}", self.brand, methods=["POST"]),
                 Route("/webhooks/crm/{token}", self.crm_webhook, methods=["POST"]),
                 Route("/healthz", self.healthz, methods=["GET"]),
+                Route("/readyz", self.readyz, methods=["GET"]),
                 Route("/metrics", self.metrics, methods=["GET"]),
             ]
         )
@@ -475,6 +490,23 @@ class Listener:
             )
             return JSONResponse({"status": "store unavailable"}, status_code=503)
         return JSONResponse({"status": "ok", "providers": states})
+
+    async def readyz(self, request: Request) -> Response:
+        """200 when the daemon can work now; 503 with the reasons (no path, no detail)."""
+        reasons = list(self.readiness()) if self.readiness is not None else []
+        try:
+            await self.store.check_writable(READY_LOCK_WAIT_S)
+        except StoreRetryable as exc:
+            if not any(reason.startswith(f"{exc.condition}:") for reason in reasons):
+                why = _NOT_WRITABLE.get(exc.condition, "the store cannot be written")
+                reasons.append(f"{exc.condition}: {why}")
+        except (StoreError, OSError) as exc:
+            reasons.append(
+                f"store unavailable: it cannot be opened for writing ({type(exc).__name__})"
+            )
+        if reasons:
+            return JSONResponse({"status": "not ready", "reasons": reasons}, status_code=503)
+        return JSONResponse({"status": "ready"})
 
     async def metrics(self, request: Request) -> Response:
         """The Prometheus text format."""

@@ -83,6 +83,28 @@ STEADY_CACHE_KIB = 4096
 BULK_CACHE_KIB = 16384
 
 
+def check_writable(path: Path, timeout_s: float) -> None:
+    """Take the store's write lock and give it back at once (nothing is written).
+
+    Raises ``StoreBusy`` if another program holds it for longer than ``timeout_s``, and
+    another ``StoreError`` if the store cannot be opened for writing. A connection of its
+    own, never one the daemon works with (blocking: call it from a worker thread).
+    """
+    try:
+        db = sqlite3.connect(
+            f"{path.resolve().as_uri()}?mode=rw", uri=True, timeout=timeout_s, isolation_level=None
+        )
+    except sqlite3.Error as exc:
+        raise _open_error(path, exc) from exc
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        db.execute("ROLLBACK")
+    except sqlite3.Error as exc:
+        raise _open_error(path, exc) from exc
+    finally:
+        db.close()
+
+
 def set_cache_size(conn: sqlite3.Connection, kib: int) -> None:
     """Size the connection's page cache (shrinking it frees the pages beyond the size)."""
     conn.execute(f"PRAGMA cache_size = -{int(kib)}")
