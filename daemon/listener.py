@@ -76,6 +76,7 @@ MAX_BODY = 1 << 20
 # daemon is not ready (the daemon's own transactions are not waited for: see
 # Store.check_writable).
 READY_LOCK_WAIT_S = 0.5
+READY_REUSE_S = 1.0
 _NOT_WRITABLE = {
     "store busy": "another program holds the store's write lock",
     "disk full": "the store's disk is full",
@@ -112,6 +113,8 @@ class Listener:
         self.pauses = pauses
         # Why the daemon cannot work now (``PauseBoard.not_ready``), for ``/readyz``.
         self.readiness = readiness
+        self._ready_lock = anyio.Lock()
+        self._ready_checked: tuple[float, list[str]] | None = None  # (when, reasons)
         self.wake = wake
         self.adapter = adapter
         self.secrets: dict[str, str] = {}
@@ -494,19 +497,37 @@ class Listener:
     async def readyz(self, request: Request) -> Response:
         """200 when the daemon can work now; 503 with the reasons (no path, no detail)."""
         reasons = list(self.readiness()) if self.readiness is not None else []
-        try:
-            await self.store.check_writable(READY_LOCK_WAIT_S)
-        except StoreRetryable as exc:
-            if not any(reason.startswith(f"{exc.condition}:") for reason in reasons):
-                why = _NOT_WRITABLE.get(exc.condition, "the store cannot be written")
-                reasons.append(f"{exc.condition}: {why}")
-        except (StoreError, OSError) as exc:
-            reasons.append(
-                f"store unavailable: it cannot be opened for writing ({type(exc).__name__})"
-            )
+        for reason in await self._store_writable():
+            if not any(r.startswith(reason.partition(":")[0] + ":") for r in reasons):
+                reasons.append(reason)
         if reasons:
             return JSONResponse({"status": "not ready", "reasons": reasons}, status_code=503)
         return JSONResponse({"status": "ready"})
+
+    async def _store_writable(self) -> list[str]:
+        """Why the store cannot be written now (empty: it can), for ``/readyz``.
+
+        One check at a time, its answer shared for READY_REUSE_S: requests that come
+        together wait for the check under way (were they to skip it, as the check skips
+        the daemon's own writer, they would be told "ready"), and a flood of requests
+        costs one check a second.
+        """
+        async with self._ready_lock:
+            now = anyio.current_time()
+            if self._ready_checked is not None and now - self._ready_checked[0] < READY_REUSE_S:
+                return self._ready_checked[1]
+            reasons = []
+            try:
+                await self.store.check_writable(READY_LOCK_WAIT_S)
+            except StoreRetryable as exc:
+                why = _NOT_WRITABLE.get(exc.condition, "the store cannot be written")
+                reasons.append(f"{exc.condition}: {why}")
+            except (StoreError, OSError) as exc:
+                reasons.append(
+                    f"store unavailable: it cannot be opened for writing ({type(exc).__name__})"
+                )
+            self._ready_checked = (anyio.current_time(), reasons)
+            return reasons
 
     async def metrics(self, request: Request) -> Response:
         """The Prometheus text format."""

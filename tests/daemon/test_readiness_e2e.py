@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 
@@ -21,6 +22,23 @@ BUSY = "store busy: another program holds the store's write lock"
 def get(url: str) -> tuple[int, Any]:
     answer = httpx.get(url, timeout=10)
     return answer.status_code, answer.json()
+
+
+def at_once(url: str, count: int) -> list[int]:
+    """The status codes of ``count`` GETs of ``url`` sent together."""
+
+    async def send() -> list[int]:
+        codes: list[int] = []
+        async with httpx.AsyncClient(timeout=30) as client, anyio.create_task_group() as tg:
+            for _ in range(count):
+
+                async def one() -> None:
+                    codes.append((await client.get(url)).status_code)
+
+                tg.start_soon(one)
+        return codes
+
+    return anyio.run(send)
 
 
 def test_readyz_is_503_with_the_reason_while_a_lock_is_held_and_200_again_after(
@@ -50,6 +68,8 @@ def test_readyz_is_503_with_the_reason_while_a_lock_is_held_and_200_again_after(
         assert body["status"] == "not ready"
         assert body["reasons"] == [BUSY] or body["reasons"][0].startswith("store busy: ")
         assert get(f"{url}/healthz")[0] == 200
+        # Requests at the same moment share one check: none of them is told "ready".
+        assert set(at_once(f"{url}/readyz", 12)) == {503}
         # Work arrives and pauses on the lock: the pause is the reason (without the probe's
         # second saying of it, and without paths).
         drop_json(drop / "contacts", "a", [{"email": "a@x", "updated_at": 1}])
