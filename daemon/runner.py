@@ -50,10 +50,9 @@ from dropsync.daemon.secrets import check_secrets
 from dropsync.daemon.watcher import DropWatcher, candidate_files
 from dropsync.store import outbox
 from dropsync.store.errors import StoreError, StoreRetryable
-from dropsync.store.handle import Store, backoff_s
+from dropsync.store.handle import Store, backoff_s, run_in_connection_thread
 from dropsync.store.merge import MergeResult
 from dropsync.store.queries import status_summary
-from dropsync.store.readonly import open_readonly
 
 log = structlog.get_logger(__name__)
 
@@ -333,17 +332,16 @@ class Daemon:
     async def _status_loop(self) -> None:
         """STATUS= every STATUS_EVERY_S, and at once when the pauses change.
 
-        The figures are read on a connection of their own, never behind the writer: while
-        another program holds the store's write lock, the writer waits (and pauses), and
-        the update that names that pause must not wait with it.
+        The figures are read on the store's read-only connection, never behind the writer:
+        while another program holds the store's write lock, the writer waits (and pauses),
+        and the update that names that pause must not wait with it.
         """
         while True:
             self._status_due = due = anyio.Event()
             with anyio.move_on_after(STATUS_READ_S):
                 try:
-                    self._summary = await anyio.to_thread.run_sync(
-                        _read_summary, self.config.store_path, abandon_on_cancel=True
-                    )
+                    async with self.store.snapshot() as reader:
+                        self._summary = await run_in_connection_thread(reader, status_summary)
                 except (StoreError, sqlite3.Error, OSError) as exc:
                     # The last figures stay; what waits and why is known without them.
                     log.debug("status_figures_unavailable", error=str(exc))
@@ -369,15 +367,6 @@ class Daemon:
                 log.info("synced", providers=[p["provider"] for p in providers])
                 self._stop("synced")
                 return
-
-
-def _read_summary(store_path: Path) -> dict[str, object]:
-    """The store's status summary, on a read-only connection of its own (a worker thread)."""
-    db = open_readonly(store_path)
-    try:
-        return status_summary(db)
-    finally:
-        db.close()
 
 
 def _overdue() -> None:

@@ -4,6 +4,7 @@ another program."""
 
 from __future__ import annotations
 
+import os
 import re
 import sqlite3
 import threading
@@ -116,4 +117,9 @@ async def test_check_writable_finds_another_programs_lock_and_never_waits_for_it
         db.rename(tmp_path / "moved.db")
         with pytest.raises(StoreError):
             await store.check_writable(0.2)
+        # A FIFO in its place (opening one waits for a writer): said at once, never waited on.
+        os.mkfifo(db)
+        with anyio.fail_after(10), pytest.raises(StoreError, match="is not a regular file"):
+            await store.check_writable(0.2)
+        db.unlink()
         (tmp_path / "moved.db").rename(db)

@@ -274,6 +274,13 @@ def _store_not_a_database(tmp_path: Path) -> tuple[str, str]:
     return str(tmp_path / "c.toml"), "junk.db"
 
 
+def _store_a_fifo(tmp_path: Path) -> tuple[str, str]:
+    # Opening a FIFO waits for a writer: the check must say so, not wait for ever.
+    os.mkfifo(tmp_path / "fifo.db")
+    (tmp_path / "c.toml").write_text(f'[store]\npath = "{tmp_path / "fifo.db"}"\n')
+    return str(tmp_path / "c.toml"), f"store {tmp_path / 'fifo.db'}: is not a regular file"
+
+
 def _store_too_new(tmp_path: Path) -> tuple[str, str]:
     db = sqlite3.connect(tmp_path / "new.db")
     db.execute("PRAGMA user_version = 999")
@@ -298,6 +305,7 @@ CANNOT_RUN = [
     _store_missing,
     _store_a_folder,
     _store_not_a_database,
+    _store_a_fifo,
     _store_too_new,
     _store_unreadable,
 ]
