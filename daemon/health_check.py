@@ -22,7 +22,8 @@ Perfdata, per provider: ``'pending_NAME'=N;;;0``, ``'oldest_NAME'=Ns;WARN;CRIT;0
 age of its oldest pending entry, 0 when none), ``'dead_letters_NAME'=N;;;0``; then
 ``'inbox_pending'=N;;;0``, ``'quarantined_files'=N;;;0`` and ``'disk_free'=P%;W:;C:;0;100``.
 
-Only the standard library here: ``status`` imports this and must start fast.
+Only the standard library here (and the provider states, which are): ``status`` imports
+this and must start fast.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
+
+from dropsync.store.states import ProviderState
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 _NAMES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
@@ -117,7 +120,7 @@ def provider_problems(row: dict[str, Any], thresholds: Thresholds) -> list[Probl
     """What is wrong with one ``pending_by_provider`` row."""
     name = row["provider"]
     found = []
-    if row["state"] == "auth-failed":
+    if row["state"] == ProviderState.AUTH_FAILED:
         found.append(
             Problem(
                 CRITICAL,

@@ -61,8 +61,9 @@ from dropsync.daemon.metrics import render_metrics
 from dropsync.daemon.secrets import read_secret
 from dropsync.daemon.sync_status import SyncStatusBook
 from dropsync.store import callbacks
+from dropsync.store.backoff import backoff_s
 from dropsync.store.errors import StoreError, StoreRetryable
-from dropsync.store.handle import PauseListener, Store, backoff_s
+from dropsync.store.handle import PauseListener, Store
 from dropsync.store.readonly import open_readonly
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request

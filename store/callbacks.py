@@ -51,23 +51,34 @@ def settle_records(
             [(now, provider, i) for i in ids],
         )
         return 0
-    queued = 0
-    for delivery_id in ids:
-        cursor = db.execute(
-            "INSERT INTO outbox (provider, collection, key, updated_at, enqueued_at) "
-            "SELECT d.provider, d.collection, d.key, r.updated_at, ? FROM delivered d "
-            "JOIN records r ON r.collection = d.collection AND r.key = d.key "
-            "WHERE d.provider = ? AND d.delivery_id = ? AND d.requeued = 0 "
-            "ON CONFLICT (provider, collection, key) DO NOTHING",
-            (now, provider, delivery_id),
-        )
-        queued += max(cursor.rowcount, 0)
+    return sum(requeue_delivered(db, provider, i, now=now, once=True) for i in ids)
+
+
+def requeue_delivered(
+    db: sqlite3.Connection, provider: str, delivery_id: int, *, now: int, once: bool
+) -> int:
+    """Queue the records of one delivery again, at their record's current version (a key
+    already queued keeps its place); returns how many were queued.
+
+    ``once``: a failure reported by the provider queues a record again only once (it is
+    marked ``requeued``; a second failure report does not); without it (the operator's
+    ``resync --unconfirmed``) every record of the delivery is queued.
+    """
+    cursor = db.execute(
+        "INSERT INTO outbox (provider, collection, key, updated_at, enqueued_at) "
+        "SELECT d.provider, d.collection, d.key, r.updated_at, ? FROM delivered d "
+        "JOIN records r ON r.collection = d.collection AND r.key = d.key "
+        "WHERE d.provider = ? AND d.delivery_id = ? AND (NOT ? OR d.requeued = 0) "
+        "ON CONFLICT (provider, collection, key) DO NOTHING",
+        (now, provider, delivery_id, once),
+    )
+    if once:
         db.execute(
             "UPDATE delivered SET requeued = 1 WHERE provider = ? AND delivery_id = ? "
             "AND requeued = 0",
             (provider, delivery_id),
         )
-    return queued
+    return max(cursor.rowcount, 0)
 
 
 def _accepted_before(db: sqlite3.Connection, provider: str, before: int) -> list[int]:
@@ -215,17 +226,7 @@ def requeue_unconfirmed(db: sqlite3.Connection, provider: str, *, now: int) -> t
     if row is None or row[0] is None:
         return 0, 0
     ids = _accepted_before(db, provider, now - int(row[0]) - 1)
-    queued = 0
-    for delivery_id in ids:
-        cursor = db.execute(
-            "INSERT INTO outbox (provider, collection, key, updated_at, enqueued_at) "
-            "SELECT d.provider, d.collection, d.key, r.updated_at, ? FROM delivered d "
-            "JOIN records r ON r.collection = d.collection AND r.key = d.key "
-            "WHERE d.provider = ? AND d.delivery_id = ? "
-            "ON CONFLICT (provider, collection, key) DO NOTHING",
-            (now, provider, delivery_id),
-        )
-        queued += max(cursor.rowcount, 0)
+    queued = sum(requeue_delivered(db, provider, i, now=now, once=False) for i in ids)
     _set_state(db, ids, "failed", "no confirmation within confirm_timeout_s; queued again")
     return len(ids), queued
 

@@ -72,7 +72,7 @@ def test_readyz_is_503_with_the_reason_while_a_lock_is_held_and_200_again_after(
         assert set(at_once(f"{url}/readyz", 12)) == {503}
         # Work arrives and pauses on the lock: the pause is the reason (without the probe's
         # second saying of it, and without paths).
-        drop_json(drop / "contacts", "a", [{"email": "a@x", "updated_at": 1}])
+        drop_json(drop / "contacts", "a", [{"email": "a@x", "updated_at": 1_700_000_000_000}])
         paused = daemon.wait_for("work_paused", condition="store busy")
         status, body = get(f"{url}/readyz")
         assert status == 503 and body["reasons"] == [f"store busy: {paused['work']} paused"]

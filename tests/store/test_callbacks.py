@@ -203,3 +203,19 @@ async def test_a_crm_batch_of_several_jobs_fails_if_one_fails_whatever_the_order
         assert await rows(store, "SELECT state FROM deliveries") == [("failed",)]
         # An unknown job, or one that only shares a prefix: nothing.
         assert await store.transact(settle("j", failed=True)) == (0, [], 0)
+
+
+async def test_resync_unconfirmed_queues_records_a_failure_already_queued_once(
+    tmp_path: Path,
+) -> None:
+    # The operator's resync is not bound by the once-per-failure rule of callbacks.
+    async with await Store.open(tmp_path / "s.db") as store:
+        delivery_id, rest = await recorded_in_two_chunks(store, tmp_path)
+        await move_rest(store, delivery_id, rest)
+        await store.transact(outbox.register_providers, [("churn", "churn")], now=1)
+        await store.transact(callbacks.set_confirm_timeouts, {"churn": 10})
+        await store.transact(
+            lambda db: db.execute("UPDATE delivered SET requeued = 1 WHERE key = 'a'")
+        )
+        assert await store.transact(callbacks.requeue_unconfirmed, "churn", now=1_000) == (1, 2)
+        assert await rows(store, "SELECT key FROM outbox ORDER BY key") == [("a",), ("b",)]
