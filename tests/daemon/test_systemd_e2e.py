@@ -150,7 +150,9 @@ def test_status_names_a_pause_at_once_and_keeps_coming_while_a_lock_is_held(
         notify.wait_for("READY=1")
         statuses(notify, 1, "pending none; inbox 0")
         holder = StoreLockHolder(tmp_path / "store.db")
-        drop_json(tmp_path / "drop/contacts", "a", [{"email": "a@x", "updated_at": 1_700_000_000_000}])
+        drop_json(
+            tmp_path / "drop/contacts", "a", [{"email": "a@x", "updated_at": 1_700_000_000_000}]
+        )
         daemon.wait_for("work_paused", condition="store busy")
         # The writer waits for the lock; the updates do not wait with it, and name the pause.
         lines = [notify.wait_for("STATUS=store busy: ").split("STATUS=")[1]]
