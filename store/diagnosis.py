@@ -75,6 +75,9 @@ def _probe_create(folder: Path) -> OSError | None:
     return None
 
 
+NOT_A_FILE = "is not a regular file (a FIFO, a socket or a device): point [store] path at the store"
+
+
 def filesystem_cause(path: Path, *, writing: bool, probe: bool = True) -> str | None:
     """What about ``path`` or its folder keeps SQLite from opening it, if anything.
 
@@ -103,6 +106,9 @@ def _filesystem_cause(path: Path, *, writing: bool, probe: bool) -> str | None:
     folder = path.parent
     if path.is_dir():
         return "is a folder, not a file: point [store] path at a file (e.g. dropsync.db in it)"
+    if path.exists() and not path.is_file():
+        # Checked before anything opens it: opening a FIFO waits for a writer, for ever.
+        return NOT_A_FILE
     if not folder.exists():
         return f"its folder {_first_missing(folder)} does not exist"
     if not folder.is_dir():
