@@ -26,6 +26,7 @@ from dropsync.store.activity import HOUR_MS
 from dropsync.store.handle import Store
 
 from tests.daemon.churn_support import CALLBACK_SECRET, churn_config
+from tests.support import StoreLockHolder
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("churn_secrets")]
 
@@ -287,3 +288,34 @@ def test_read_page_takes_bytes_that_are_not_utf8(tmp_path: Path) -> None:
     data = read_page(path, int(time.time() * 1000), 30)
     assert data.error is None
     assert data.dead_letters["crm"][0]["reason"] == "\ufffdA\ufffd"
+
+
+async def test_the_page_answers_while_another_program_holds_the_write_lock(
+    tmp_path: Path, store: Store
+) -> None:
+    """The page reads on a connection of its own: a held write lock (``store busy``) does not
+    hold it up."""
+    fill(store.path, int(time.time() * 1000))
+    holder = StoreLockHolder(store.path, "DELETE FROM providers")
+    try:
+        answer = await get_page(listener_for(store, churn_config(tmp_path, "http://x", 9)))
+    finally:
+        holder.release()
+    assert answer.status_code == 200
+    assert [a["data-provider"] for a in Elements(answer.text).tags("article", "provider")] == [
+        "churn",
+        "crm",
+    ]
+
+
+async def test_head_is_answered_and_other_methods_are_not(tmp_path: Path, store: Store) -> None:
+    listener = listener_for(store, churn_config(tmp_path, "http://x", 9))
+    transport = httpx.ASGITransport(app=listener.app())
+    async with httpx.AsyncClient(transport=transport, base_url="http://status") as client:
+        head = await client.head("/")
+        posted = await client.post("/", content=b"x")
+        asked = await client.get("/?provider=<script>")
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["x-frame-options"] == "DENY"
+    assert posted.status_code == 405
+    assert asked.status_code == 200 and "<script>" not in asked.text  # nothing is reflected
