@@ -186,8 +186,8 @@ def render(data: PageData, redact: Redact) -> str:
 
 
 def _alerts(data: PageData, redact: Redact) -> list[str]:
-    """What the daemon waits for (its runtime file, as ``status`` reads it), and a store
-    that cannot be read."""
+    """What the daemon waits for and a reload it refused (its runtime file, as ``status``
+    reads it), and a store that cannot be read."""
     found = []
     if data.error is not None:
         found.append(
@@ -200,6 +200,15 @@ def _alerts(data: PageData, redact: Redact) -> list[str]:
         for line in describe(runtime, data.now):
             found.append(f'<div class="alert bad">{_said(line, redact)}</div>')
         return found
+    refused = runtime.get("reload_refused")
+    if isinstance(refused, Mapping):
+        at = refused.get("at")
+        when = f" at {_e(_clock(at))}" if isinstance(at, int) else ""
+        found.append(
+            f'<div class="alert reload"><strong>reload refused</strong>{when}, running on its '
+            f'previous config<span class="reason">{_said(refused.get("error", ""), redact)}'
+            "</span></div>"
+        )
     for pause in runtime.get("pauses", []):
         if not isinstance(pause, Mapping):
             continue

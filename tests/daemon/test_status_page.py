@@ -194,6 +194,7 @@ async def test_the_pauses_of_the_runtime_file_are_shown(tmp_path: Path, store: S
                 },
                 {"work": "watcher", "condition": "drop folder missing", "since": now},
             ],
+            "reload_refused": {"at": now - 5000, "error": f"providers.crm.timeout_s: {HOSTILE}"},
         }
     )
     runtime.close()
@@ -203,6 +204,8 @@ async def test_the_pauses_of_the_runtime_file_are_shown(tmp_path: Path, store: S
     assert "store busy" in pauses and "ingest paused since" in pauses
     assert f"database is locked {HOSTILE}" in pauses and not parsed.tags("script")
     assert "drop folder missing" in pauses and "watcher paused" in pauses
+    assert "reload refused" in pauses and "running on its previous config" in pauses
+    assert f"providers.crm.timeout_s: {HOSTILE}" in pauses
     assert "needs attention" in pauses
 
 
