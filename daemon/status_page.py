@@ -138,8 +138,13 @@ class StatusPage:
         config = listener.config
         try:
             with anyio.fail_after(READ_TIMEOUT_S):
+                # Abandoned on a timeout: the read ends by itself (and closes its connection).
                 data = await anyio.to_thread.run_sync(
-                    read_page, listener.store.path, now_ms(), config.retain_days
+                    read_page,
+                    listener.store.path,
+                    now_ms(),
+                    config.retain_days,
+                    abandon_on_cancel=True,
                 )
         except TimeoutError:
             data = PageData(now=now_ms(), start=0, error="the store did not answer in time")

@@ -322,3 +322,28 @@ async def test_head_is_answered_and_other_methods_are_not(tmp_path: Path, store:
     assert head.headers["x-frame-options"] == "DENY"
     assert posted.status_code == 405
     assert asked.status_code == 200 and "<script>" not in asked.text  # nothing is reflected
+
+
+async def test_a_read_that_hangs_is_a_503_page_not_a_hung_request(
+    tmp_path: Path, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store on a file system that stopped answering: the page says so after
+    READ_TIMEOUT_S; the read left behind ends by itself."""
+    import threading
+
+    from dropsync.daemon import status_page
+
+    release = threading.Event()
+
+    def hanging(*args: object) -> PageData:
+        release.wait(30)
+        raise OSError("gone")
+
+    monkeypatch.setattr(status_page, "read_page", hanging)
+    monkeypatch.setattr(status_page, "READ_TIMEOUT_S", 0.2)
+    try:
+        answer = await get_page(listener_for(store, churn_config(tmp_path, "http://x", 9)))
+    finally:
+        release.set()
+    assert answer.status_code == 503
+    assert "the store did not answer in time" in answer.text
