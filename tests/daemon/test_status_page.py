@@ -15,6 +15,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 from dropsync.daemon.config import Config
@@ -221,10 +222,33 @@ async def test_a_store_that_cannot_be_read_is_a_503_page_saying_so(
     assert answer.headers["cache-control"] == "no-store"
 
 
-async def test_requests_together_share_one_read(tmp_path: Path, store: Store) -> None:
-    """A flood costs one read of the store a second: the page is built once and served again."""
+async def test_requests_together_share_one_read(
+    tmp_path: Path, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A flood costs one read of the store a second: the page is built once and served again,
+    to requests that come together as to those that follow."""
+    from dropsync.daemon import status_page
+
+    reads: list[Path] = []
+
+    def counted(path: Path, now: int, retain_days: float) -> PageData:
+        reads.append(path)
+        return read_page(path, now, retain_days)
+
+    monkeypatch.setattr(status_page, "read_page", counted)
     listener = listener_for(store, churn_config(tmp_path, "http://x", 9))
-    first = await get_page(listener)
+    transport = httpx.ASGITransport(app=listener.app())
+    async with httpx.AsyncClient(transport=transport, base_url="http://status") as client:
+        answers: list[httpx.Response] = []
+
+        async def one() -> None:
+            answers.append(await client.get("/"))
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(50):
+                tg.start_soon(one)
+    assert [a.status_code for a in answers] == [200] * 50 and len(reads) == 1
+    first = answers[0]
     sql(store.path, "INSERT INTO providers (name, kind, updated_at) VALUES ('late', 'crm', 0)")
     again = await get_page(listener)
     assert first.text == again.text and 'data-provider="late"' not in again.text
@@ -274,7 +298,6 @@ def test_paused_users_are_counted_by_state_and_reason_never_named(tmp_path: Path
 
 def test_read_page_takes_bytes_that_are_not_utf8(tmp_path: Path) -> None:
     """A reason another program wrote as bytes that are not UTF-8 is shown, not a 500."""
-    import anyio
 
     async def create() -> None:
         async with await Store.open(tmp_path / "s.db"):
