@@ -28,7 +28,13 @@ from dropsync.adapters.redact import Redactor
 from dropsync.daemon.clock import now_ms
 from dropsync.daemon.runstate import read_runtime
 from dropsync.daemon.status_html import CSP, REASON_CHARS, render
-from dropsync.store.activity import HOUR_MS, HourCount, deliveries_by_hour, recent_dead_letters
+from dropsync.store.activity import (
+    HOUR_MS,
+    HourCount,
+    deliveries_by_hour,
+    read_snapshot,
+    recent_dead_letters,
+)
 from dropsync.store.queries import status_summary
 from dropsync.store.readonly import open_readonly
 from starlette.requests import Request
@@ -96,16 +102,16 @@ def read_page(store_path: Path, now: int, retain_days: float) -> PageData:
         return data
     try:
         db.text_factory = _text
-        db.execute("BEGIN")  # one snapshot for every figure; a reader holds no lock in WAL
-        summary = status_summary(db)
-        data.hours = deliveries_by_hour(db, start=data.start, hours=HOURS)
-        data.dead_letters = {
-            row["provider"]: recent_dead_letters(
-                db, row["provider"], limit=DEAD_LETTERS_SHOWN, reason_chars=REASON_CHARS
-            )
-            for row in summary["providers"]
-            if row["dead_letters"]
-        }
+        with read_snapshot(db):
+            summary = status_summary(db)
+            data.hours = deliveries_by_hour(db, start=data.start, hours=HOURS)
+            data.dead_letters = {
+                row["provider"]: recent_dead_letters(
+                    db, row["provider"], limit=DEAD_LETTERS_SHOWN, reason_chars=REASON_CHARS
+                )
+                for row in summary["providers"]
+                if row["dead_letters"]
+            }
         data.summary = summary
     except Exception as exc:
         data.error = f"the store cannot be read ({type(exc).__name__})"

@@ -9,6 +9,8 @@ of a million deliveries as on an empty one.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, NamedTuple
 
 HOUR_MS = 3_600_000
@@ -32,6 +34,17 @@ DEAD_LETTERS_SQL = (
     "substr(reason, 1, ?) AS reason, length(reason) > ? AS reason_cut "
     "FROM dead_letters WHERE provider = ? ORDER BY id DESC LIMIT ?"
 )
+
+
+@contextmanager
+def read_snapshot(db: sqlite3.Connection) -> Iterator[None]:
+    """One read transaction around several questions, so that their figures agree (in WAL a
+    reader takes no lock and never holds up the writer); ended when the block ends."""
+    db.execute("BEGIN")
+    try:
+        yield
+    finally:
+        db.rollback()
 
 
 class HourCount(NamedTuple):

@@ -18,6 +18,7 @@ from dropsync.store.activity import (
     PROBE_SQL,
     deliveries_by_hour,
     first_delivery_from,
+    read_snapshot,
     recent_dead_letters,
 )
 from dropsync.store.handle import Store
@@ -132,3 +133,19 @@ def test_recent_dead_letters_give_reasons_cut_and_never_the_key(db: sqlite3.Conn
     assert [row["reason_cut"] for row in rows] == [0, 1]
     assert "@example.com" not in repr(rows) and all("key" not in row for row in rows)
     assert rows[0]["collection"] == "contacts" and rows[0]["http_status"] == 422
+
+
+def test_a_read_snapshot_sees_one_moment_and_holds_up_no_writer(
+    db: sqlite3.Connection, tmp_path: Path
+) -> None:
+    reader = sqlite3.connect(f"file:{tmp_path / 's.db'}?mode=ro", uri=True)
+    count = "SELECT COUNT(*) FROM deliveries"
+    try:
+        with read_snapshot(reader):
+            assert reader.execute(count).fetchone() == (0,)
+            add(db, "crm", T0)  # the writer is not held up
+            assert reader.execute(count).fetchone() == (0,)
+        assert not reader.in_transaction
+        assert reader.execute(count).fetchone() == (1,)
+    finally:
+        reader.close()
