@@ -20,7 +20,8 @@ async def _never(path: Path) -> IngestReport | None:
     raise AssertionError("not called")
 
 
-def test_a_look_at_a_folder_of_many_files_holds_only_what_the_queue_takes(
+@pytest.mark.anyio  # the watcher is made in the daemon's event loop
+async def test_a_look_at_a_folder_of_many_files_holds_only_what_the_queue_takes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # 20,000 files waiting, a queue of 100: the look keeps the 100 oldest, not a list of all
