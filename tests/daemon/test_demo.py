@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -151,10 +152,14 @@ def test_demo_with_a_dead_letter_and_a_rejected_document_exits_1_naming_them(
     )
     try:
         if not exit_when_synced:  # the demo runs until Ctrl-C: once the CRM refused the guest
-            wait_until(
-                lambda: db.exists() and query(db, "SELECT COUNT(*) FROM dead_letters") == [(1,)],
-                what="the dead letter",
-            )
+
+            def dead_lettered() -> bool:
+                try:
+                    return query(db, "SELECT COUNT(*) FROM dead_letters") == [(1,)]
+                except sqlite3.Error:  # not there yet, or not migrated yet
+                    return False
+
+            wait_until(dead_lettered, what="the dead letter")
             process.send_signal(signal.SIGINT)
         output, _ = process.communicate(timeout=120)
     finally:
