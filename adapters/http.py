@@ -8,6 +8,11 @@ the adapter was given), so no kind can forget it. ``send`` is the only way a kin
 talks to its provider; it names the success answer it expects (``expect``), so an
 answer of any other shape is an ``UnexpectedAnswer``, never a delivery.
 
+Every request has one whole deadline (``adapters.deadline``: ``timeout_s`` for connect, send,
+the answer's head and body; httpx's per-operation timeouts are off) and a cap on its answer
+(``adapters.body``: a success answer of at most ``max_bytes`` decoded bytes, the kind's need,
+else an ``UnexpectedAnswer``; any other answer is read up to ``MAX_ERROR_BODY`` and cut).
+
 What each status means (docs/providers.md has the table):
 
 * 2xx in the documented shape: success; any other 2xx, 1xx, or a status past 599:
@@ -32,6 +37,8 @@ from typing import Any, Self, TypeVar
 import httpx
 import orjson
 from dropsync.adapters.base import OutgoingChange, ProviderLimits, PullPage, PushResult
+from dropsync.adapters.body import ACCEPT_ENCODING, read_body
+from dropsync.adapters.deadline import Deadline, DeadlinePassed
 from dropsync.adapters.errors import (
     AuthError,
     PermanentError,
@@ -49,8 +56,9 @@ T = TypeVar("T")
 
 MAX_REASON = 2000  # characters of a refusal kept as the dead letter's reason
 MAX_EXCERPT = 300  # characters of an unexpected answer kept in last_error
-MAX_SUCCESS_BODY = 64 << 20  # bytes of a success answer read (a full favourites list)
-MAX_ERROR_BODY = 64 << 10  # bytes of any other answer read
+MAX_ANSWER = 1 << 20  # bytes of a success answer read, unless the request names its own cap
+MAX_ERROR_BODY = 64 << 10  # bytes of any other answer read (the rest is not)
+MIN_UPLOAD_RATE = 64 << 10  # bytes a second an upload streamed from disk is allowed at least
 # Retry-After values past this are read as this; the engine's own ceiling
 # (max_retry_after_s) is far lower, and this keeps every sum within SQLite's int64.
 MAX_RETRY_AFTER_S = 10 * 365 * 86400.0
@@ -197,6 +205,7 @@ class HttpAdapter:
         *,
         secrets: Iterable[str],
         headers: Mapping[str, str] | None = None,
+        min_upload_rate: float = MIN_UPLOAD_RATE,
     ) -> None:
         secrets = list(secrets)
         for secret in secrets:
@@ -206,12 +215,9 @@ class HttpAdapter:
                 # one (httpx's own error would quote the header).
                 raise OptionError("secret", problem)
         self.redact = Redactor(secrets)
-        self.client = httpx.AsyncClient(
-            base_url=base_url,
-            timeout=httpx.Timeout(timeout_s),
-            headers=dict(headers or {}),
-            limits=httpx.Limits(max_connections=8, max_keepalive_connections=4),
-        )
+        self.timeout_s = timeout_s
+        self.min_upload_rate = min_upload_rate
+        self.client = make_client(base_url, headers)
 
     def keep_secret(self, values: Iterable[str]) -> None:
         """Further values this adapter must never say (another secret of its provider)."""
@@ -271,20 +277,37 @@ class HttpAdapter:
         raise NotImplementedError
 
     async def send(
-        self, method: str, path: str, *, expect: Callable[[Answer], T], **kwargs: Any
+        self,
+        method: str,
+        path: str,
+        *,
+        expect: Callable[[Answer], T],
+        max_bytes: int = MAX_ANSWER,
+        cap: str = "",
+        upload_bytes: int | None = None,
+        **kwargs: Any,
     ) -> T:
         """Send a request and return ``expect(answer)`` for a 2xx answer.
 
         ``expect`` states the kind's documented success answer: it returns what the kind
         needs from it, or raises ValueError saying what is wrong (an ``UnexpectedAnswer``).
+        A success answer longer than ``max_bytes`` is one too (``cap`` names the option
+        that sets it). ``upload_bytes``: the ``content`` is a body of that size streamed
+        from disk (its deadline is the upload's, see ``adapters.deadline``).
         Transport failures and other statuses raise their ``adapters.errors`` type.
         """
-        try:
-            request = self.client.build_request(method, path, **kwargs)
-        except Exception as exc:
-            # E.g. a header value httpx cannot encode: the text may quote it, so only the type.
-            raise RetryableError(f"the request could not be built ({type(exc).__name__})") from None
-        answer = await self._exchange(request, method, path)
+        answer = await fetch(
+            self.client,
+            method,
+            path,
+            timeout_s=self.timeout_s,
+            max_bytes=max_bytes,
+            cap=cap,
+            upload_bytes=upload_bytes,
+            min_upload_rate=self.min_upload_rate,
+            redact=self.redact,
+            **kwargs,
+        )
         if not 200 <= answer.status < 300:
             raise error_for(answer, self.redact)
         try:
@@ -297,87 +320,117 @@ class HttpAdapter:
                 status=answer.status,
             ) from None
 
-    async def _exchange(self, request: httpx.Request, method: str, path: str) -> Answer:
-        try:
-            response = await self.client.send(request, stream=True)
-            try:
-                limit = MAX_SUCCESS_BODY if 200 <= response.status_code < 300 else MAX_ERROR_BODY
-                body, complete = await _read(response, limit)
-            finally:
-                await response.aclose()
-        except (httpx.TimeoutException, httpx.NetworkError) as exc:
-            # Their texts come from the socket layer, never from a header: the cause is kept.
-            raise ProviderUnavailable(
-                f"{type(exc).__name__}: {self.redact(str(exc)) or 'no detail'}"
-            ) from exc
-        except httpx.RemoteProtocolError as exc:
-            # h11 quotes the provider's bytes, which may echo a secret: redacted, not chained.
-            raise ProviderUnavailable(
-                f"RemoteProtocolError: {excerpt(str(exc), self.redact, limit=MAX_EXCERPT)}"
-            ) from None
-        except httpx.HTTPError as exc:
-            # E.g. LocalProtocolError: its text quotes our own request's headers: only the type.
-            raise RetryableError(f"{type(exc).__name__} (the request could not be sent)") from None
-        return Answer(method, path, response.status_code, response.headers, body, complete)
+
+# The boundary's one exchange, also for adapters with a boundary of their own (registrations:
+# a login, a session token): the same client settings, deadline, cap and transport errors.
 
 
-async def _read(response: httpx.Response, limit: int) -> tuple[bytes, bool]:
-    """Up to ``limit`` bytes of the body; whether that was all of it."""
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in response.aiter_bytes():
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > limit:
-            return b"".join(chunks)[:limit], False
-    return b"".join(chunks), True
-
-
-# For adapters with a boundary of their own (registrations: a login, a session token):
-# the same client settings, transport errors and status table as ``HttpAdapter.send``.
-
-
-def make_client(
-    base_url: str, timeout_s: float, headers: Mapping[str, str] | None = None
-) -> httpx.AsyncClient:
-    """A client with the adapters' settings."""
+def make_client(base_url: str = "", headers: Mapping[str, str] | None = None) -> httpx.AsyncClient:
+    """A client with the adapters' settings: no httpx timeouts (each request has its
+    ``Deadline``), no redirects followed, only the encodings ``adapters.body`` can bound."""
     return httpx.AsyncClient(
         base_url=base_url,
-        timeout=httpx.Timeout(timeout_s),
-        headers=dict(headers or {}),
+        timeout=httpx.Timeout(None),
+        headers={"Accept-Encoding": ACCEPT_ENCODING, **(headers or {})},
         limits=httpx.Limits(max_connections=8, max_keepalive_connections=4),
+        follow_redirects=False,
     )
 
 
-async def request(
-    client: httpx.AsyncClient, method: str, url: str, **kwargs: Any
-) -> httpx.Response:
-    """Send a request; transport failures become ProviderUnavailable; statuses are not checked.
+async def fetch(
+    client: httpx.AsyncClient,
+    method: str,
+    path: str,
+    *,
+    timeout_s: float,
+    max_bytes: int = MAX_ANSWER,
+    cap: str = "",
+    upload_bytes: int | None = None,
+    min_upload_rate: float | None = None,
+    redact: Redactor | None = None,
+    **kwargs: Any,
+) -> Answer:
+    """Send a request under its whole deadline and read its answer up to the cap.
 
-    Texts that could quote a header or the provider's bytes are left out (the caller
-    redacts what it lets out, but cannot know what a secret looks like inside a repr).
+    Any status comes back as an ``Answer`` (the caller judges it), except a success answer
+    longer than ``max_bytes`` or in an encoding that was not asked for (``UnexpectedAnswer``).
+    Past the deadline, or when the provider cannot be reached: ``ProviderUnavailable``.
+    Texts that could quote a header or the provider's bytes are redacted with ``redact`` or
+    left out.
     """
+    redact = redact or Redactor()
+    deadline = Deadline(timeout_s, upload_bytes=upload_bytes, min_upload_rate=min_upload_rate)
+    upload = None
+    if upload_bytes is not None:
+        upload = kwargs["content"] = deadline.track(kwargs["content"])
     try:
-        return await client.request(method, url, **kwargs)
+        return await _fetch(client, method, path, deadline, max_bytes, cap, redact, kwargs)
+    finally:
+        if upload is not None:
+            await upload.aclose()  # a request cut short lets go of its file now
+
+
+async def _fetch(
+    client: httpx.AsyncClient,
+    method: str,
+    path: str,
+    deadline: Deadline,
+    max_bytes: int,
+    cap: str,
+    redact: Redactor,
+    kwargs: dict[str, Any],
+) -> Answer:
+    try:
+        request = client.build_request(method, path, **kwargs)
+    except Exception as exc:
+        # E.g. a header value httpx cannot encode: the text may quote it, so only the type.
+        raise RetryableError(f"the request could not be built ({type(exc).__name__})") from None
+    if path.startswith(("http://", "https://")):
+        path = request.url.path  # a whole URL (a download's) is said without its query
+
+    async def exchange() -> tuple[Answer, str | None]:
+        response = await client.send(request, stream=True)
+        try:
+            limit = max_bytes if 200 <= response.status_code < 300 else MAX_ERROR_BODY
+            body, complete, problem = await read_body(response, limit)
+        finally:
+            await response.aclose()
+        answer = Answer(method, path, response.status_code, response.headers, body, complete)
+        return answer, problem
+
+    try:
+        answer, problem = await deadline.run(exchange)
+    except DeadlinePassed as exc:
+        raise ProviderUnavailable(f"{method} {path}: {exc}") from None
     except (httpx.TimeoutException, httpx.NetworkError) as exc:
-        raise ProviderUnavailable(f"{type(exc).__name__}: {exc}") from exc
-    except httpx.RemoteProtocolError:
-        raise ProviderUnavailable("RemoteProtocolError (a malformed answer)") from None
+        # Their texts come from the socket layer, never from a header: the cause is kept.
+        detail = redact(str(exc)) or "no detail"
+        raise ProviderUnavailable(f"{type(exc).__name__}: {detail}") from exc
+    except httpx.RemoteProtocolError as exc:
+        # h11 quotes the provider's bytes, which may echo a secret: redacted, not chained.
+        raise ProviderUnavailable(
+            f"RemoteProtocolError: {excerpt(str(exc), redact, limit=MAX_EXCERPT)}"
+        ) from None
     except httpx.HTTPError as exc:
+        # E.g. LocalProtocolError: its text quotes our own request's headers: only the type.
         raise RetryableError(f"{type(exc).__name__} (the request could not be sent)") from None
+    if 200 <= answer.status < 300:
+        if problem is not None:
+            raise UnexpectedAnswer(
+                f"unexpected answer to {method} {path}: HTTP {answer.status}: {problem}",
+                status=answer.status,
+            )
+        if not answer.complete:
+            said = f" ({cap})" if cap else ""
+            raise UnexpectedAnswer(
+                f"the answer to {method} {path} (HTTP {answer.status}) is larger than "
+                f"{max_bytes} bytes{said}, the most read: not read further",
+                status=answer.status,
+            )
+    return answer
 
 
-def check_response(response: httpx.Response, redact: Redactor | None = None) -> None:
-    """Raise the error type of a non-2xx response (the status table of ``error_for``)."""
-    if 200 <= response.status_code < 300:
-        return
-    request_ = response.request
-    answer = Answer(
-        request_.method,
-        request_.url.path,
-        response.status_code,
-        response.headers,
-        response.content[:MAX_ERROR_BODY],
-        len(response.content) <= MAX_ERROR_BODY,
-    )
-    raise error_for(answer, redact or Redactor())
+def check_answer(answer: Answer, redact: Redactor | None = None) -> None:
+    """Raise the error type of a non-2xx answer (the status table of ``error_for``)."""
+    if not 200 <= answer.status < 300:
+        raise error_for(answer, redact or Redactor())

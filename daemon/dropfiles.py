@@ -13,19 +13,28 @@ open blocks (a FIFO is never opened for reading).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import fcntl
+import hashlib
 import os
+import shlex
 import stat
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import structlog
 from dropsync.daemon.names import is_text, shown
+
+log = structlog.get_logger(__name__)
 
 IGNORED_SUFFIXES = (".tmp", ".part")
 PROCESSING, DONE, QUARANTINE = ".processing", ".done", ".quarantine"
 RECEIPT_SUFFIX = ".error.json"
+NAME_MAX = 255  # bytes of one name, where the file system does not say (Linux's own limit)
+MAX_EXTENSION = 16  # bytes of an extension kept whole when a name is shortened
 _RENAME_NOREPLACE = 1
 _AT_FDCWD = -100
 
@@ -64,6 +73,28 @@ def kind_of(path: Path, mode: int) -> str | None:
         if test(mode):
             return words
     return "not a regular file"
+
+
+def not_a_file(path: Path) -> str | None:
+    """Why ``dropsync ingest PATH`` (outside the drop folder) cannot read ``path``, in words;
+    None for a regular file (or a link to one). Nothing is opened (a FIFO would block)."""
+    try:
+        mode = path.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        if os.path.islink(path):
+            return (
+                f"no such file: it is a symbolic link to {shown(os.readlink(path))}, "
+                "which does not exist"
+            )
+        return "no such file"
+    except OSError as exc:
+        return f"cannot be read: {exc.strerror or exc}"
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        folder = shlex.quote(shown(str(path)))
+        return f"not ingested: a directory; give the files in it (dropsync ingest {folder}/*.json)"
+    return f"not ingested: {kind_of(path, mode)}; give a JSON or NDJSON file"
 
 
 def list_entries(folder: Path) -> list[os.DirEntry[str]]:
@@ -113,14 +144,47 @@ def rename_to_text(folder: Path) -> Path:
     Raises OSError if it cannot be renamed.
     """
     base = shown(folder.name)
+    limit = name_max(folder.parent)
     number = 0
     while True:
-        target = folder.with_name(base if number == 0 else f"{base}-{number}")
+        target = folder.with_name(fitted(base, number, limit))
         try:
             rename_noreplace(folder, target)
             return target
         except FileExistsError:
             number += 1
+
+
+def own_folder(collection: Path, name: str) -> Path:
+    """``<collection>/<name>`` (``.processing``, ``.done``, ``.quarantine``), a real folder.
+
+    Made if missing. A link there (to a folder anywhere) is removed, the link itself,
+    never what it points to, and a folder made in its place: files are never moved out
+    of the drop folder through it, nor taken from wherever it points. Raises OSError if
+    something else is there (a file by that name), or a link comes back at once.
+    """
+    folder = collection / name
+    with contextlib.suppress(FileNotFoundError):
+        if stat.S_ISLNK(os.lstat(folder).st_mode):
+            log.warning(
+                "drop_folder_link_replaced",
+                folder=str(folder),
+                error=f"it was a link (to {os.readlink(folder)}): removed, and a folder made; "
+                "nothing where it pointed was read or moved",
+            )
+            os.unlink(folder)
+    folder.mkdir(exist_ok=True)
+    if not stat.S_ISDIR(os.lstat(folder).st_mode):
+        raise NotADirectoryError(errno.ENOTDIR, "not a folder of its own", str(folder))
+    return folder
+
+
+def is_own_folder(folder: Path) -> bool:
+    """True if ``folder`` is a folder and not a link (to look into it: a link is never followed)."""
+    try:
+        return stat.S_ISDIR(os.lstat(folder).st_mode)
+    except OSError:
+        return False
 
 
 def lock_file(path: Path) -> int | None:
@@ -180,18 +244,102 @@ def free_name(collection: Path, name: str) -> str:
     """``name``, or ``stem-N.suffix``, unused in ``.processing/``, ``.done/`` and ``.quarantine/``.
 
     A file keeps the name it gets here from its claim until it is filed, so it can never
-    be moved onto another file's name, and an interrupted move is found by name.
+    be moved onto another file's name, and an interrupted move is found by name. The name
+    leaves room for its receipt (``<name>.error.json``) within the file system's limit for
+    one name: a longer one is shortened (``fitted``).
     """
-    stem, suffix = os.path.splitext(name)
+    limit = name_max(collection) - len(RECEIPT_SUFFIX)
     number = 0
     while True:
-        candidate = name if number == 0 else f"{stem}-{number}{suffix}"
+        candidate = fitted(name, number, limit)
         if not any(
             os.path.lexists(collection / folder / candidate)
             for folder in (PROCESSING, DONE, QUARANTINE)
         ) and not os.path.lexists(collection / QUARANTINE / (candidate + RECEIPT_SUFFIX)):
             return candidate
         number += 1
+
+
+def fits_receipt(collection: Path, name: str) -> bool:
+    """True if ``name``'s receipt fits the file system's limit for one name."""
+    return len(_bytes(name + RECEIPT_SUFFIX)) <= name_max(collection)
+
+
+def name_max(folder: Path) -> int:
+    """The longest name, in bytes, the file system of ``folder`` takes (255 if it won't say)."""
+    try:
+        return int(os.pathconf(folder, "PC_NAME_MAX"))
+    except (OSError, ValueError):
+        return NAME_MAX
+
+
+def fitted(name: str, number: int, limit: int) -> str:
+    """``name`` (``stem-N.suffix`` for ``number`` N > 0) in at most ``limit`` bytes of UTF-8.
+
+    A name that fits is kept. A longer one keeps its extension (up to ``MAX_EXTENSION``
+    bytes), the ``-N``, and as much of the start of its stem as fits, cut between two
+    characters (never inside one), followed by ``~`` and 8 hex digits of a hash (BLAKE2s) of the
+    whole name, so that long names alike but for their ends stay apart.
+    """
+    stem, suffix = os.path.splitext(name)
+    if len(_bytes(suffix)) > MAX_EXTENSION:
+        stem, suffix = name, ""
+    tail = f"-{number}" if number else ""
+    candidate = f"{stem}{tail}{suffix}"
+    if len(_bytes(candidate)) <= limit:
+        return candidate
+    mark = "~" + hashlib.blake2s(_bytes(name), digest_size=4).hexdigest()
+    room = max(limit - len(_bytes(mark + tail + suffix)), 1)
+    return _cut(stem, room) + mark + tail + suffix
+
+
+def _bytes(text: str) -> bytes:
+    return text.encode("utf-8", "surrogateescape")
+
+
+def _cut(text: str, size: int) -> str:
+    """The longest start of ``text`` of at most ``size`` bytes of UTF-8, whole characters."""
+    raw = _bytes(text)
+    if len(raw) <= size:
+        return text
+    end = size
+    while end > 0 and raw[end] & 0xC0 == 0x80:  # a continuation byte: inside a character
+        end -= 1
+    return raw[:end].decode("utf-8", "surrogateescape")
+
+
+def new_file_mode() -> int:
+    """The mode ``open()`` would give a new file: 0666 less the process's umask.
+
+    Read from ``/proc/self/status``: setting the umask to read it would change it for
+    every thread meanwhile.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o644
+
+
+def write_receipt(path: Path, content: bytes) -> None:
+    """Write a receipt: to a new file beside it, renamed onto ``path``.
+
+    Whatever is at ``path`` (a link put there, an older receipt) is replaced, never
+    written through, and a receipt is never seen half written.
+    """
+    handle, temporary = tempfile.mkstemp(prefix=".receipt-", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(content)
+        os.chmod(temporary, new_file_mode())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
 
 
 def _renameat2() -> object | None:
@@ -277,8 +425,7 @@ def lock_dropped(path: Path, collection: str) -> Claim | None:
 def processing_place(claim: Claim) -> Path:
     """A free place in ``.processing/`` for a locked file still in its collection folder."""
     folder = claim.path.parent
-    (folder / PROCESSING).mkdir(exist_ok=True)
-    return folder / PROCESSING / free_name(folder, claim.name)
+    return own_folder(folder, PROCESSING) / free_name(folder, claim.name)
 
 
 def claim_in_place(path: Path, collection: str) -> Claim | None:

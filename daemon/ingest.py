@@ -46,13 +46,17 @@ from dropsync.daemon.dropfiles import (
     Claim,
     Unreadable,
     claim_in_place,
+    fits_receipt,
     free_name,
     is_ignored,
     is_locked,
     kind_of,
     lock_dropped,
+    not_a_file,
+    own_folder,
     processing_place,
     rename_noreplace,
+    write_receipt,
 )
 from dropsync.daemon.health import file_condition
 from dropsync.daemon.names import is_text, shown
@@ -392,9 +396,12 @@ class Ingestor:
             )
         final = claim.path
         if claim.move:
-            folder = claim.folder / (QUARANTINE if status == "quarantined" else DONE)
-            await self.disk(lambda: folder.mkdir(exist_ok=True))
+            folder = await self.disk(
+                lambda: own_folder(claim.folder, QUARANTINE if status == "quarantined" else DONE)
+            )
             name = claim.path.name  # free in every folder since the claim (see free_name)
+            if status == "quarantined" and not fits_receipt(claim.folder, name):
+                name = free_name(claim.folder, claim.name)  # claimed by an older version
             row_path = str(claim.path)
             while True:
                 final = folder / name
@@ -481,7 +488,7 @@ class Ingestor:
             },
             option=orjson.OPT_INDENT_2,
         )
-        await self.disk(lambda: receipt.write_bytes(content))
+        await self.disk(lambda: write_receipt(receipt, content))
 
     async def quarantine_unreadable(
         self, path: Path, collection: str, reason: str, home: Path | None = None
@@ -496,9 +503,8 @@ class Ingestor:
         collection folder, when the entry is not directly in it.
         """
         home = home or path.parent
-        folder = home / QUARANTINE
         try:
-            await self.disk(lambda: folder.mkdir(exist_ok=True))
+            folder = await self.disk(lambda: own_folder(home, QUARANTINE))
             while True:
                 final = folder / free_name(home, shown(path.name))
                 try:
@@ -562,7 +568,7 @@ class Ingestor:
             },
             option=orjson.OPT_INDENT_2,
         )
-        await self.disk(lambda: receipt.write_bytes(content))
+        await self.disk(lambda: write_receipt(receipt, content))
         log.warning(
             "file_quarantined", collection=collection, file=name, file_id=file_id, error=error
         )
@@ -591,8 +597,9 @@ async def ingest_named(
         if report is not None:
             return report
         return await _taken_by_other(ingestor, path, in_drop)
-    if not path.is_file():
-        return NotIngested(f"{shown(str(path))}: no such file", failed=True)
+    problem = not_a_file(path)
+    if problem is not None:
+        return NotIngested(f"{shown(str(path))}: {problem}", failed=True)
     collection = collection or path.resolve().parent.name
     if not is_text(collection):
         return NotIngested(

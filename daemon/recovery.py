@@ -38,7 +38,9 @@ from dropsync.daemon.dropfiles import (
     QUARANTINE,
     RECEIPT_SUFFIX,
     collection_folders,
+    fits_receipt,
     free_name,
+    is_own_folder,
     kind_of,
     list_entries,
     rename_noreplace,
@@ -47,6 +49,7 @@ from dropsync.daemon.dropfiles import (
 from dropsync.daemon.ingest import VANISHED, Ingestor, IngestReport, not_utf8_reason
 from dropsync.daemon.names import is_text
 from dropsync.store import files as ledger
+from dropsync.store.backoff import backoff_s
 
 log = structlog.get_logger(__name__)
 
@@ -67,7 +70,7 @@ class Retries:
     def failed(self, path: Path) -> float:
         """Record a failure; returns the seconds until the next try."""
         failures = self._next.get(str(path), (0, 0.0))[0] + 1
-        delay = min(2.0 ** (failures - 1), MAX_RETRY_S)
+        delay = backoff_s(failures, first_s=1.0, cap_s=MAX_RETRY_S)
         self._next[str(path)] = (failures, time.monotonic() + delay)
         return delay
 
@@ -124,6 +127,8 @@ class Sweeper:
             if place is not None and place[1] in (DONE, QUARANTINE):
                 await attempt(Path(row.path), partial(_finish_move, ingestor, row, *place))
         for folder in collection_folders(drop):
+            if not is_own_folder(folder / PROCESSING):  # a link is never followed
+                continue
             for entry in list_entries(folder / PROCESSING):
                 if not entry.name.startswith("."):
                     path = Path(entry.path)
@@ -134,6 +139,8 @@ class Sweeper:
                 await attempt(Path(row.path), partial(_finish_vanished, ingestor, row, *place))
         if at_start:
             for folder in collection_folders(drop):
+                if not is_own_folder(folder / QUARANTINE):
+                    continue
                 for entry in list_entries(folder / QUARANTINE):
                     path = Path(entry.path)
                     await attempt(path, partial(_adopt_orphan, ingestor, path))
@@ -285,6 +292,14 @@ async def _adopt_orphan(ingestor: Ingestor, path: Path) -> IngestReport | None:
         return None
     if await ingestor.store.call(ledger.row_at, str(path)) is not None:
         return None
+    name = path.name
+    if not fits_receipt(path.parent.parent, name):  # put there by hand: no room for a receipt
+        moved = path.parent / free_name(path.parent.parent, name)
+        try:
+            await ingestor.disk(lambda: rename_noreplace(path, moved))
+        except (FileNotFoundError, FileExistsError):
+            return None  # gone, or its new name taken meanwhile: the next start looks again
+        path = moved
     try:
         reason = kind_of(path, os.lstat(path).st_mode) or (
             "found in .quarantine/ with neither receipt nor ledger row "
@@ -292,4 +307,4 @@ async def _adopt_orphan(ingestor: Ingestor, path: Path) -> IngestReport | None:
         )
     except FileNotFoundError:
         return None
-    return await ingestor.record_unreadable(path, collection, path.name, reason)
+    return await ingestor.record_unreadable(path, collection, name, reason)

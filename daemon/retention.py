@@ -9,7 +9,6 @@ and ``drop.keep_done_days`` of 0 keep everything.
 
 from __future__ import annotations
 
-import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,9 +17,14 @@ import anyio
 import structlog
 from dropsync.daemon.clock import now_ms
 from dropsync.daemon.config import Config
-from dropsync.daemon.parse import ParseJob, parse_batches
+from dropsync.daemon.documents import canonical
+from dropsync.daemon.dropfiles import DONE
+from dropsync.daemon.errors import DocumentError
+from dropsync.daemon.parse import DocumentFailure, iter_documents
 from dropsync.store import retention
+from dropsync.store.errors import OutsideFolder
 from dropsync.store.handle import Store
+from dropsync.store.removal import remove_inside
 
 log = structlog.get_logger(__name__)
 
@@ -39,25 +43,23 @@ class Pruned:
     done_files: int = 0
 
 
-def bodies_of(
-    path: Path, config: Config, collection: str, wanted: dict[int, int]
-) -> list[tuple[int, str]]:
-    """(inbox id, canonical body) of the documents ``wanted`` (doc_index -> inbox id) in a file."""
-    job = ParseJob(
-        path,
-        config.collection(collection),
-        file_id=0,
-        resume_from=0,
-        batch_size=1000,
-        max_skew_ms=1 << 62,  # the file was accepted once; its bodies are wanted as they are
-        now_ms=now_ms(),
-    )
+def bodies_of(path: Path, config: Config, wanted: dict[int, int]) -> list[tuple[int, str]]:
+    """(inbox id, canonical body) of the documents ``wanted`` (doc_index -> inbox id) in a file.
+
+    Each body is the document's canonical text, as when it was merged; the document is not
+    read as a change again, so a key path, timestamp unit or rule changed since it was
+    taken (``timestamp_unit``, the seconds check of an upgrade) cannot lose its version.
+    """
     found = []
-    for batch in parse_batches(job):
-        for change in batch.changes:
-            row_id = wanted.get(change.doc_index if change.doc_index is not None else -1)
-            if row_id is not None and change.body is not None:
-                found.append((row_id, change.body))
+    for index, document, _ in iter_documents(path, config.json_limits):
+        row_id = wanted.get(index)
+        if row_id is None or isinstance(document, DocumentFailure):
+            continue
+        try:
+            body, _digest = canonical(document)
+        except DocumentError:
+            continue
+        found.append((row_id, body))
     return found
 
 
@@ -123,19 +125,39 @@ class Retention:
                 return removed
             for file_id, name in files:
                 path = Path(name)
-                if path.parent.name == ".done" and path.is_file():
+                folder = self._done_folder(path)
+                if folder is not None and path.is_file():
                     await self._keep_versions(file_id, path)
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(path)
-                    removed += 1
-                    log.debug("done_file_removed", file_id=file_id, path=name)
+                    try:
+                        if os.path.islink(folder):  # not the folder the daemon made
+                            raise OutsideFolder(
+                                f"not removing {path}: {folder} is a link "
+                                f"(to {os.path.realpath(folder)}), not the folder made for it"
+                            )
+                        remove_inside(path, folder)
+                    except OutsideFolder as exc:
+                        log.warning("done_file_kept", file_id=file_id, path=name, error=str(exc))
+                    else:
+                        removed += 1
+                        log.debug("done_file_removed", file_id=file_id, path=name)
                 self._done_after = file_id
+
+    def _done_folder(self, path: Path) -> Path | None:
+        """The ``<drop>/<collection>/.done`` folder ``path`` was filed in, else None.
+
+        A file ingested in place (``dropsync ingest FILE`` outside the drop folder) has a
+        ``done`` row too: it is the user's, never removed, whatever its folder is called.
+        """
+        drop = Path(os.path.abspath(self.config.drop_path))
+        folder = Path(os.path.abspath(path.parent))
+        if folder.name != DONE or folder.parent.parent != drop:
+            return None
+        return folder
 
     async def _keep_versions(self, file_id: int, path: Path) -> None:
         """Copy the bodies of the file's versions the inbox lists into their rows."""
         wanted = await self.store.call(retention.versions_without_body, file_id)
         if not wanted:
             return
-        collection = path.parent.parent.name
-        bodies = await anyio.to_thread.run_sync(bodies_of, path, self.config, collection, wanted)
+        bodies = await anyio.to_thread.run_sync(bodies_of, path, self.config, wanted)
         await self.store.transact(retention.keep_bodies, bodies)

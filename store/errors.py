@@ -9,6 +9,9 @@ StoreError              base: the store file cannot be used
     ├── StoreBusy       another program holds the store's write lock longer than busy_timeout
     └── StoreFull       the disk (or file system) holding the store is full
 
+OutsideFolder           a removal refused: its target is not inside the folder made for it
+                        (``store.removal``); nothing was removed
+
 ``StoreRetryable`` is what the daemon's ``Store`` waits out, trying again (see
 ``store.handle``); one-shot commands report it and exit 1.
 """
@@ -48,3 +51,7 @@ class StoreFull(StoreRetryable):
     """The disk holding the store is full."""
 
     condition = "disk full"
+
+
+class OutsideFolder(Exception):
+    """A removal was refused: its target is not inside the folder made for it."""

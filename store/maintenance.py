@@ -12,11 +12,16 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import stat
+import tempfile
 import time
 from pathlib import Path
 from typing import NamedTuple
 
+from dropsync.store.diagnosis import explain_open_failure
 from dropsync.store.errors import StoreError
+
+PARTIAL_PREFIX = ".dropsync-backup-"  # a copy being written (a killed backup leaves it)
 
 
 class Backup(NamedTuple):
@@ -36,14 +41,24 @@ def _sync_folder(folder: Path) -> None:
 
 
 def backup_to(source: Path, target: Path) -> Backup:
-    """Copy the store at ``source`` to ``target`` (a new file), verified; raises StoreError."""
-    partial = target.with_name(target.name + ".part")
-    with contextlib.suppress(FileNotFoundError):
-        partial.unlink()
+    """Copy the store at ``source`` to ``target`` (a new file), verified; raises StoreError.
+
+    The copy is written to a file of its own making beside ``target`` (never one that was
+    there), then renamed onto ``target``, which may only be a regular file, if anything.
+    """
     try:
         reader = sqlite3.connect(f"{source.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
     except sqlite3.Error as exc:
         raise StoreError(f"store {source} cannot be read for a backup: {exc}") from exc
+    try:
+        handle, name = tempfile.mkstemp(prefix=PARTIAL_PREFIX, suffix=".part", dir=target.parent)
+    except OSError as exc:
+        reader.close()
+        raise StoreError(
+            f"backup of {source}: cannot write in {target.parent}: {exc.strerror}"
+        ) from exc
+    os.close(handle)
+    partial = Path(name)
     try:
         copy = sqlite3.connect(partial, isolation_level=None)
         try:
@@ -65,18 +80,30 @@ def backup_to(source: Path, target: Path) -> Backup:
             f"backup of {source} failed its integrity check ({'; '.join(problems[:3])}); "
             f"check the store itself: sqlite3 {source} 'PRAGMA integrity_check'"
         )
-    with partial.open("rb+") as handle:
-        os.fsync(handle.fileno())
+    with partial.open("rb+") as copied:
+        os.fsync(copied.fileno())
+    with contextlib.suppress(FileNotFoundError):
+        if not stat.S_ISREG(os.lstat(target).st_mode):  # put there since it was checked
+            partial.unlink()
+            raise StoreError(f"backup of {source}: {target} is not a regular file, not replaced")
     os.replace(partial, target)
     _sync_folder(target.parent)
     return Backup(target, target.stat().st_size, version)
 
 
 def schema_version_at(path: Path) -> int:
-    """``PRAGMA user_version`` of the store at ``path`` (read-only; it is not migrated)."""
-    db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+    """``PRAGMA user_version`` of the store at ``path`` (read-only; it is not migrated).
+
+    A file SQLite cannot read is a ``StoreError`` naming it (a damaged store, not a database).
+    """
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+    except sqlite3.Error as exc:
+        raise explain_open_failure(path, exc, writing=False) from exc
     try:
         return int(db.execute("PRAGMA user_version").fetchone()[0])
+    except sqlite3.Error as exc:
+        raise explain_open_failure(path, exc, writing=False) from exc
     finally:
         db.close()
 

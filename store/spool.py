@@ -13,6 +13,9 @@ import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 
+from dropsync.store import outbox
+from dropsync.store.removal import remove_inside
+
 
 def attach(db: sqlite3.Connection, path: Path) -> None:
     """Attach (a fresh) scratch database at ``path`` as ``spool``, if not attached yet."""
@@ -20,7 +23,7 @@ def attach(db: sqlite3.Connection, path: Path) -> None:
     if "spool" in names:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.unlink(missing_ok=True)
+    remove_inside(path, path.parent)
     db.execute("ATTACH DATABASE ? AS spool", (str(path),))
     db.execute("PRAGMA spool.journal_mode = OFF")
     db.execute("PRAGMA spool.synchronous = OFF")
@@ -194,12 +197,14 @@ def record_delivery(
     remote_ref: str | None,
     now: int,
     sent_at: int | None = None,
+    held_until: int | None = None,
 ) -> tuple[int, int]:
     """The provider took these parts: its ``deliveries`` row and state; returns (the row's id,
     the items). Their entries are then moved a chunk per transaction (``deliver_chunk``).
 
     ``deliveries.attempted_at`` is ``sent_at``, when the upload started (a confirmation
-    callback covers uploads sent before its timestamp), else ``now``.
+    callback covers uploads sent before its timestamp), else ``now``. ``held_until``: see
+    ``outbox.provider_delivered``.
     """
     sizes = part_sizes(db, batch)
     items = sum(sizes.get(part, 0) for part in parts)
@@ -209,11 +214,7 @@ def record_delivery(
         (provider, batch_id, items, state, http_status, latency_ms, remote_ref, sent_at or now),
     )
     assert cursor.lastrowid is not None
-    db.execute(
-        "UPDATE providers SET state = 'online', next_attempt_at = NULL, failures = 0, "
-        "last_error = NULL, last_attempt_at = ?, last_ok_at = ?, updated_at = ? WHERE name = ?",
-        (now, now, now, provider),
-    )
+    outbox.provider_delivered(db, provider, now=now, held_until=held_until)
     return cursor.lastrowid, items
 
 

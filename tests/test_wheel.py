@@ -30,7 +30,7 @@ CODE_FOLDERS = ("daemon", "store", "adapters")
 def build_wheel(tmp_path: Path) -> Path:
     source = tmp_path / "source"
     source.mkdir()
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "LICENSE", "MANIFEST.in", "CHANGELOG.md"):
         shutil.copy(ROOT / name, source / name)
     for folder in CODE_FOLDERS:
         shutil.copytree(

@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "status": "status",
     "ingest": "ingest",
     "check-config": "check_config",
+    "probe": "probe",
     "emulate": "emulate",
     "why": "why",
     "resync": "resync",
@@ -32,6 +33,7 @@ COMMANDS: dict[str, str] = {
     "init": "init",
     "systemd-unit": "systemd_unit",
     "completion": "completion",
+    "man": "man",
 }
 
 # Options every command accepts, before or after the command name: (flags, add_argument kwargs).

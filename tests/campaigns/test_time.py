@@ -15,10 +15,10 @@ from pathlib import Path
 
 import anyio
 import pytest
-from dropsync.adapters.crm import CrmProvider
-from dropsync.adapters.crm import parse_options as crm_options
+from dropsync.adapters.crm.adapter import CrmProvider
+from dropsync.adapters.crm.adapter import parse_options as crm_options
+from dropsync.adapters.crm.emulator import CrmEmulator
 from dropsync.adapters.emulators.common import EmulatorServer
-from dropsync.adapters.emulators.crm import CrmEmulator
 from dropsync.daemon.config import ProviderConfig
 from dropsync.daemon.delivery import Flusher
 from dropsync.daemon.documents import FutureLimit, inbox_change
@@ -43,15 +43,13 @@ def crm() -> Iterator[EmulatorServer]:
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[Store]:
     opened = await Store.open(tmp_path / "s.db")
-    async with opened.write() as db:
-        await outbox.register_providers(db, [("crm", "crm")], now=1)
+    await opened.transact(outbox.register_providers, [("crm", "crm")], now=1)
     yield opened
     await opened.close()
 
 
 async def _backing_off(store: Store) -> bool:
-    async with store.read() as db:
-        state = await outbox.provider_state(db, "crm")
+    state = await store.call(outbox.provider_state, "crm")
     return state is not None and state.next_attempt_at is not None
 
 

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
 import pytest
-from dropsync.adapters.emulators.churn import ERROR_LOG, ChurnEmulator
+from dropsync.adapters.churn import tables
+from dropsync.adapters.churn.emulator import ERROR_LOG, ChurnEmulator
 from dropsync.adapters.emulators.common import EmulatorServer
 from dropsync.daemon.cli.status import format_status
-from dropsync.store import callbacks
 from dropsync.store.queries import status_summary
 from dropsync.store.readonly import open_readonly
 from structlog.testing import capture_logs
@@ -48,7 +49,7 @@ async def map_brands(store: object, mapping: dict[str, int]) -> None:
     # files' order waited for ever (test_206_..., about one run in ten).
     def save(db: sqlite3.Connection) -> None:
         for client, ours in mapping.items():
-            callbacks.save_brand(db, "churn", client, ours, now=1)
+            tables.save_brand(db, "churn", client, ours, now=1)
 
     await store.transact(save)  # type: ignore[attr-defined]
 
@@ -214,10 +215,11 @@ async def test_unwritable_spool_pauses_with_the_reason_and_resumes(
         tmp_path, emulator.base_url, port, provider={"brand_id": 15, "brand_field": None}
     )
     spool = tmp_path / ".store.db.spool"
-    spool.mkdir()
-    (spool / "churn").write_text("not a folder")  # the files cannot be written
     churn = churn_of(emulator)
     async with running(config, port) as daemon:
+        # Once the flusher cleared its folder at start (and attached its scratch database):
+        await eventually((spool / ".spool.db").exists, "the spool is ready")
+        (spool / "churn").write_text("not a folder")  # the files cannot be written
         await merge(daemon.store, config, [document("users", i, "x") for i in range(3)])
         daemon.supervisor.wake(["churn"])
         rows = await eventually(
@@ -236,6 +238,52 @@ async def test_unwritable_spool_pauses_with_the_reason_and_resumes(
             ),
             "online again",
         )
+
+
+async def test_a_link_in_place_of_the_spool_folder_is_removed_never_followed(
+    tmp_path: Path, port: int, emulator: EmulatorServer
+) -> None:
+    config = churn_config(
+        tmp_path, emulator.base_url, port, provider={"brand_id": 15, "brand_field": None}
+    )
+    spool, outside = tmp_path / ".store.db.spool", tmp_path / "outside"
+    spool.mkdir()
+    (outside / "7").mkdir(parents=True)
+    (outside / "7/keep.json").write_text("precious")
+    (spool / "churn").symlink_to(outside)
+    churn = churn_of(emulator)
+    async with running(config, port) as daemon:
+        await merge(daemon.store, config, [document("users", i, "x") for i in range(3)])
+        daemon.supervisor.wake(["churn"])
+        await eventually(lambda: len(churn.documents) == 3, "delivered")
+        assert (spool / "churn").is_dir() and not (spool / "churn").is_symlink()
+    assert [p.relative_to(outside) for p in outside.rglob("*")] == [Path("7"), Path("7/keep.json")]
+    assert (outside / "7/keep.json").read_text() == "precious"
+
+
+async def test_a_provider_named_like_the_spool_database_delivers(
+    tmp_path: Path, port: int, emulator: EmulatorServer
+) -> None:
+    # The scratch database lives in the spool folder beside each provider's folder: no
+    # provider name may be its name (it is hidden, and a provider name never starts with ".").
+    name = "spool.db"
+    config = churn_config(
+        tmp_path, emulator.base_url, port, provider={"brand_id": 15, "brand_field": None}
+    )
+    config = replace(
+        config,
+        providers={name: replace(config.providers["churn"], name=name)},
+        collections={"users": replace(config.collections["users"], providers=(name,))},
+    )
+    churn = churn_of(emulator)
+    async with running(config, port) as daemon:
+        await merge(daemon.store, config, [document("users", i, "x") for i in range(3)])
+        daemon.supervisor.wake([name])
+        await eventually(lambda: len(churn.documents) == 3, "delivered")
+        await eventually(
+            lambda: daemon.rows("SELECT 1 FROM outbox_pending WHERE pending = 0"), "recorded"
+        )
+    assert (tmp_path / ".store.db.spool" / name).is_dir()
 
 
 async def test_a_token_echoed_by_the_tool_never_reaches_the_store_or_logs(
@@ -261,3 +309,32 @@ async def test_a_token_echoed_by_the_tool_never_reaches_the_store_or_logs(
     assert "[redacted]" in letters[0][0]
     assert all(TOKEN not in text for (text,) in texts)
     assert TOKEN not in repr(logs)
+
+
+async def test_a_brand_mapped_before_its_records_were_queued_is_seen_by_the_pass_that_takes_them(
+    tmp_path: Path, port: int, emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A brand callback, then the merge of its records, both landing while a pass is starting:
+    # the pass that takes the records must know the mapping (it was read before the take,
+    # so the records waited for a brand already mapped, until the next wake).
+    from dropsync.daemon.delivery import Flusher
+
+    config = churn_config(tmp_path, emulator.base_url, port)
+    churn = churn_of(emulator)
+    real_take = Flusher.take
+    landed: list[bool] = []
+
+    async def take_after_both_land(self: Flusher, after_id: int) -> list[object]:
+        if not landed:
+            landed.append(True)
+            await map_brands(self.store, {"acme": 15})
+            await merge(self.store, config, [document("users", i, "acme") for i in range(2)])
+        return await real_take(self, after_id)  # type: ignore[return-value]
+
+    monkeypatch.setattr(Flusher, "take", take_after_both_land)
+    with capture_logs() as logs:
+        async with running(config, port) as daemon:
+            daemon.supervisor.wake(["churn"])
+            await eventually(lambda: churn.uploads, "the records are uploaded")
+    assert [f["meta"]["brandId"] for f in churn.uploads[0]["files"]] == [15]
+    assert [e for e in logs if e["event"] == "records_waiting"] == []

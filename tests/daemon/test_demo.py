@@ -130,10 +130,14 @@ _REFUSED_SAMPLE = """
 import sys
 from dropsync.daemon import demo
 from dropsync.daemon.cli import main
-demo.SAMPLES["contacts/walk-ins.json"] = [
-    {"email": "no-address", "name_first": "Gus", "updated_at": "2024-05-05T08:00:00Z"},
-    {"name_first": "Hal", "updated_at": "2024-05-05T08:01:00Z"},
-]
+samples = demo.sample_files
+def sample_files(drop, parts):
+    samples(drop, parts)
+    demo.write_samples(drop, {"contacts/walk-ins.json": [
+        {"email": "no-address", "name_first": "Gus", "updated_at": "2024-05-05T08:00:00Z"},
+        {"name_first": "Hal", "updated_at": "2024-05-05T08:01:00Z"},
+    ]})
+demo.sample_files = sample_files
 sys.exit(main(["demo", *sys.argv[1:]]))
 """
 

@@ -108,3 +108,83 @@ async def test_a_device_node_is_quarantined_unread(tmp_path: Path) -> None:
     assert stat.S_ISCHR(os.lstat(moved).st_mode)  # the node itself, moved
     receipt = orjson.loads((folder / ".quarantine/dev.json.error.json").read_bytes())
     assert "a character device" in receipt["error"] and receipt["read"] is False
+
+
+@pytest.mark.parametrize(
+    ("name", "number"),
+    [
+        ("a" * 250 + ".json", 0),
+        ("a" * 250 + ".json", 12),
+        ("字" * 85, 0),
+        ("字" * 83 + ".ndjson", 3),
+        ("é" * 120 + ".json", 1),  # 2-byte characters
+        ("😀" * 63 + ".json", 0),  # 4-byte characters
+        ("x" * 200 + "." + "e" * 100, 0),  # an "extension" too long to be one
+    ],
+)
+def test_a_long_name_is_fitted_whole_characters_its_extension_kept(name: str, number: int) -> None:
+    limit = 255 - len(dropfiles.RECEIPT_SUFFIX)
+    fitted = dropfiles.fitted(name, number, limit)
+    assert len(fitted.encode()) <= limit
+    suffix = os.path.splitext(name)[1]
+    if len(suffix) <= dropfiles.MAX_EXTENSION:
+        assert fitted.endswith(("-" + str(number) if number else "") + suffix)
+        assert name.startswith(fitted.split("~")[0])  # the start of the name, whole characters
+    assert "~" in fitted
+    # Long names that differ only past the cut stay apart; a name that fits is kept.
+    assert dropfiles.fitted(name[:-6] + "Z" + name[-5:], number, limit) != fitted
+    assert dropfiles.fitted("short.json", number, limit) == (
+        f"short-{number}.json" if number else "short.json"
+    )
+
+
+def test_free_name_leaves_room_for_the_receipt(tmp_path: Path) -> None:
+    name = "b" * 250 + ".json"
+    for folder in (".processing", ".done", ".quarantine"):
+        (tmp_path / folder).mkdir()
+    taken = dropfiles.free_name(tmp_path, name)
+    assert len((taken + dropfiles.RECEIPT_SUFFIX).encode()) <= 255
+    (tmp_path / ".done" / taken).write_text("")
+    again = dropfiles.free_name(tmp_path, name)
+    assert again != taken and again.endswith("-1.json")
+    (tmp_path / ".quarantine" / (again + dropfiles.RECEIPT_SUFFIX)).write_text("")
+    assert dropfiles.free_name(tmp_path, name).endswith("-2.json")
+
+
+@pytest.mark.anyio
+async def test_a_long_name_that_is_not_utf8_is_quarantined_under_a_name_that_fits(
+    tmp_path: Path,
+) -> None:
+    config = make_config(tmp_path)
+    folder = config.drop_path / "users"
+    folder.mkdir(parents=True)
+    raw = b"\xff" * 250 + b".json"  # shown as \xff: four times as long
+    dropped = Path(os.fsdecode(os.fsencode(folder) + b"/" + raw))
+    dropped.write_bytes(b"[]")
+    async with await Store.open(config.store_path) as store:
+        report = await Ingestor(store, config).ingest_dropped(dropped)
+    assert report is not None and report.status == "quarantined"
+    assert report.name == "\\xff" * 250 + ".json"  # the ledger's name: as dropped, shown
+    [moved, receipt] = sorted(os.listdir(folder / ".quarantine"))
+    assert receipt == moved + dropfiles.RECEIPT_SUFFIX and len(receipt.encode()) <= 255
+    assert moved.startswith("\\xff") and moved.endswith(".json")
+
+
+def test_a_long_folder_name_that_is_not_utf8_is_renamed_to_one_that_fits(tmp_path: Path) -> None:
+    raw = os.fsencode(tmp_path) + b"/" + b"\xfe" * 255
+    os.mkdir(raw)
+    renamed = dropfiles.rename_to_text(Path(os.fsdecode(raw)))
+    assert renamed.is_dir() and len(renamed.name.encode()) <= 255
+    assert renamed.name.startswith("\\xfe")
+
+
+def test_a_receipt_gets_the_mode_a_new_file_would_get(tmp_path: Path) -> None:
+    old = os.umask(0o027)
+    try:
+        dropfiles.write_receipt(tmp_path / "r.error.json", b"{}")
+        (tmp_path / "plain").write_bytes(b"")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(tmp_path / "r.error.json").st_mode) == 0o640
+    assert stat.S_IMODE(os.stat(tmp_path / "plain").st_mode) == 0o640
+    assert sorted(os.listdir(tmp_path)) == ["plain", "r.error.json"]  # no temporary left

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import subprocess
 import sys
@@ -51,7 +52,7 @@ def test_backup_while_the_daemon_ingests_is_consistent_and_verified(tmp_path: Pa
     daemon = DaemonProcess(
         tmp_path,
         f'[store]\npath = "{tmp_path / "s.db"}"\n[drop]\npath = "{tmp_path / "drop"}"\n'
-        '[collections.users]\nkey = "id"\ntimestamp = "at"\n',
+        '[collections.users]\nkey = "id"\ntimestamp = "at"\ntimestamp_unit = "ms"\n',
     )
     backups = tmp_path / "backups"
     backups.mkdir()
@@ -168,6 +169,35 @@ def test_init_writes_the_example_config_and_the_drop_folder(
             assert getattr(loaded, name) == getattr(defaults, name), name
     assert main(["init", "site"]) == 2
     assert "exists" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["link", "dangling link", "fifo", "folder"])
+def test_init_force_replaces_only_a_regular_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str
+) -> None:
+    config, elsewhere = tmp_path / "dropsync.toml", tmp_path / "elsewhere"
+    if kind == "link":
+        elsewhere.write_text("mine")
+        config.symlink_to(elsewhere)
+    elif kind == "dangling link":
+        config.symlink_to(elsewhere)
+    elif kind == "fifo":
+        os.mkfifo(config)  # writing into it would wait for a reader forever
+    else:
+        config.mkdir()
+    assert main(["init", str(tmp_path), "--force"]) == 2
+    assert "--force replaces only a regular file" in capsys.readouterr().err
+    if kind == "link":
+        assert elsewhere.read_text() == "mine"
+    if kind == "dangling link":
+        assert not elsewhere.exists()
+    if kind == "folder":
+        config.rmdir()
+    else:
+        config.unlink()
+    config.write_text("old")
+    assert main(["init", str(tmp_path), "--force"]) == 0
+    assert config.read_text() == example_config()
 
 
 def test_systemd_unit_names_the_running_executable(capsys: pytest.CaptureFixture[str]) -> None:

@@ -205,3 +205,81 @@ async def test_a_file_deleted_or_whose_folder_is_removed_while_ingested_is_finis
         ("a.json", "quarantined"),
         ("a.json", "quarantined"),
     ]
+
+
+async def test_a_long_name_left_in_processing_by_an_older_version_is_filed_with_its_receipt(
+    tmp_path: Path,
+) -> None:
+    # An older version claimed it under its whole name; its receipt would not fit.
+    config = make_config(tmp_path)
+    folder = config.drop_path / "users"
+    name = "q" * 245 + ".json"
+    put(config, f".processing/{name}", orjson.dumps([envelope(1), {"bad": True}]))
+    async with await Store.open(config.store_path) as store:
+        processing_row(config, name, folder / ".processing" / name)
+        await sweep_and_rescan(store, config)
+    [(_, dropped, status, path, _)] = ledger(config)
+    assert (dropped, status) == (name, "quarantined")
+    filed = Path(str(path))
+    assert filed.parent == folder / ".quarantine" and filed.exists()
+    receipt = filed.with_name(filed.name + dropfiles.RECEIPT_SUFFIX)
+    assert orjson.loads(receipt.read_bytes())["file"] == name
+    assert os.listdir(folder / ".processing") == []
+
+
+async def test_a_long_name_put_in_quarantine_by_hand_gets_its_row_and_a_receipt(
+    tmp_path: Path,
+) -> None:
+    config = make_config(tmp_path)
+    folder = config.drop_path / "users"
+    name = "h" * 250 + ".json"
+    put(config, f".quarantine/{name}", CONTENT)
+    async with await Store.open(config.store_path) as store:
+        await sweep_and_rescan(store, config)
+    [(_, dropped, status, path, _)] = ledger(config)
+    assert (dropped, status) == (name, "quarantined")
+    receipt = Path(f"{path}{dropfiles.RECEIPT_SUFFIX}")
+    assert orjson.loads(receipt.read_bytes())["file"] == name
+    assert sorted(os.listdir(folder / ".quarantine")) == [Path(str(path)).name, receipt.name]
+
+
+async def test_a_link_at_the_receipts_name_is_replaced_never_written_through(
+    tmp_path: Path,
+) -> None:
+    config = make_config(tmp_path)
+    folder = config.drop_path / "users"
+    put(config, ".processing/a.json", orjson.dumps([envelope(1), {"bad": True}]))
+    outside = tmp_path / "outside.txt"
+    outside.write_text("precious")
+    (folder / ".quarantine").mkdir()
+    (folder / ".quarantine/a.json.error.json").symlink_to(outside)
+    async with await Store.open(config.store_path) as store:
+        processing_row(config, "a.json", folder / ".processing/a.json")
+        await sweep_and_rescan(store, config)
+    [(_, _, status, path, _)] = ledger(config)
+    assert status == "quarantined" and outside.read_text() == "precious"
+    receipt = Path(f"{path}{dropfiles.RECEIPT_SUFFIX}")
+    assert not receipt.is_symlink() and orjson.loads(receipt.read_bytes())["file"] == "a.json"
+
+
+@pytest.mark.parametrize("place", [".processing", ".done", ".quarantine"])
+async def test_a_daemon_folder_that_is_a_link_is_replaced_never_followed(
+    tmp_path: Path, place: str
+) -> None:
+    config = make_config(tmp_path)
+    folder = config.drop_path / "users"
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "theirs.json").write_bytes(CONTENT)  # never read, never moved
+    folder.mkdir(parents=True)
+    (folder / place).symlink_to(outside)
+    put(config, "good.json", CONTENT)
+    put(config, "bad.json", orjson.dumps([envelope(1), {"bad": True}]))
+    async with await Store.open(config.store_path) as store:
+        await sweep_and_rescan(store, config)
+    assert sorted(os.listdir(outside)) == ["theirs.json"]
+    assert not (folder / place).is_symlink()
+    assert sorted((name, status) for _, name, status, _, _ in ledger(config)) == [
+        ("bad.json", "quarantined"),
+        ("good.json", "done"),
+    ]

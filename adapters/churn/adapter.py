@@ -20,12 +20,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import sqlite3
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 from urllib.parse import urljoin, urlsplit
 
-import httpx
 import ijson
 import orjson
 from dropsync.adapters.base import (
@@ -36,13 +36,16 @@ from dropsync.adapters.base import (
     PushResult,
     Waiting,
 )
+from dropsync.adapters.churn import tables
 from dropsync.adapters.errors import PermanentError, ProviderError
-from dropsync.adapters.http import MAX_REASON, Answer, HttpAdapter, json_body
+from dropsync.adapters.http import MAX_REASON, Answer, HttpAdapter, fetch, json_body, make_client
 from dropsync.adapters.multipart import FieldPart, FileUpload, MultipartBody
 from dropsync.adapters.options import OptionError, OptionReader
 from dropsync.adapters.redact import excerpt
 
 MAX_FILE_MB = 2048  # the document's "up to 2GB per file"
+MAX_BRAND_ID = (1 << 63) - 1  # as brands.stop_churn_brand_id, an SQLite INTEGER
+MIN_UPLOAD_KB_S = 64  # an upload is allowed its size at this rate, beyond timeout_s
 UPLOAD_PATH = "/client-files"
 ERRORS_PATH = "/client-data/integration-errors"
 
@@ -64,9 +67,13 @@ def callback_signature(secret: str, data: Any) -> str:
 
 def signature_valid(secret: str, data: Any, signature: object) -> bool:
     """Whether ``signature`` is the right one for ``data`` (compared in constant time)."""
-    if not isinstance(signature, str) or len(signature) != 128:
+    if not isinstance(signature, str) or len(signature) != 128 or not signature.isascii():
+        return False  # (compare_digest takes only ASCII text)
+    try:
+        expected = callback_signature(secret, data)
+    except UnicodeEncodeError:  # a lone surrogate in data: no UTF-8 text to sign
         return False
-    return hmac.compare_digest(callback_signature(secret, data), signature.lower())
+    return hmac.compare_digest(expected, signature.lower())
 
 
 # The secret's values travel in headers (and so must be printable ASCII).
@@ -104,14 +111,7 @@ class ChurnOptions:
     auth_scheme: str = "Bearer"
     max_callback_age_s: float = 300.0
     integration_log_max_bytes: int = 5 << 20
-
-
-def _number(read: OptionReader, name: str, default: float, minimum: float) -> float:
-    read.used.add(name)
-    value = read.options.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
-        raise OptionError(name, f"expected a number >= {minimum:g}")
-    return float(value)
+    min_upload_rate: int = MIN_UPLOAD_KB_S << 10
 
 
 def parse_options(options: Mapping[str, Any]) -> ChurnOptions:
@@ -124,27 +124,29 @@ def parse_options(options: Mapping[str, Any]) -> ChurnOptions:
         isinstance(k, str) and isinstance(v, str) and v for k, v in tables.items()
     ):
         raise OptionError("tables", 'expected a table of collection = "tableName"')
+    brand_id = None
+    if options.get("brand_id") is not None:  # the churn tool's id: a positive SQLite integer
+        brand_id = read.integer("brand_id", None, minimum=1, maximum=MAX_BRAND_ID)
     read.used.add("brand_id")
-    brand_id = options.get("brand_id")
-    if brand_id is not None and (isinstance(brand_id, bool) or not isinstance(brand_id, int)):
-        raise OptionError("brand_id", "expected an integer (the churn tool's brand id)")
     brand_field = read.string("brand_field")
     if (brand_id is None) == (brand_field is None):
         raise OptionError("brand_id", "give exactly one of brand_id (a fixed brand) or brand_field")
-    max_file_mb = _number(read, "max_file_mb", MAX_FILE_MB, 0.001)
-    if max_file_mb > MAX_FILE_MB:
-        raise OptionError("max_file_mb", f"the churn tool takes files of at most {MAX_FILE_MB} MB")
+    max_file_mb = read.number("max_file_mb", MAX_FILE_MB, minimum=0.001, maximum=MAX_FILE_MB)
     parsed = ChurnOptions(
         tables=dict(tables),
         brand_id=brand_id,
         brand_field=brand_field,
         max_file_bytes=int(max_file_mb * (1 << 20)),
-        max_upload_bytes=int(_number(read, "max_upload_mb", 8192, 0.001) * (1 << 20)),
-        auth_scheme=read.string("auth_scheme") or "Bearer",
-        max_callback_age_s=_number(read, "max_callback_age_s", 300.0, 1.0),
-        integration_log_max_bytes=int(
-            _number(read, "integration_log_max_mb", 5.0, 0.001) * (1 << 20)
+        max_upload_bytes=int(
+            read.number("max_upload_mb", 8192, minimum=0.001, maximum=1 << 20) * (1 << 20)
         ),
+        auth_scheme=read.string("auth_scheme") or "Bearer",
+        max_callback_age_s=read.number("max_callback_age_s", 300.0, minimum=1.0, maximum=86400.0),
+        integration_log_max_bytes=int(
+            read.number("integration_log_max_mb", 5.0, minimum=0.001, maximum=64.0) * (1 << 20)
+        ),
+        min_upload_rate=read.integer("min_upload_kb_s", MIN_UPLOAD_KB_S, minimum=1, maximum=1 << 20)
+        << 10,
     )
     read.reject_unknown()
     return parsed
@@ -202,7 +204,13 @@ class ChurnProvider(HttpAdapter):
         headers = {"Accept": "application/json"}
         if secret is not None:
             headers["Authorization"] = f"{options.auth_scheme} {secret}"
-        super().__init__(base_url, timeout_s, secrets=secret_values(secret), headers=headers)
+        super().__init__(
+            base_url,
+            timeout_s,
+            secrets=secret_values(secret),
+            headers=headers,
+            min_upload_rate=options.min_upload_rate,
+        )
 
     def table_of(self, collection: str) -> str:
         """The tool's tableName for a collection."""
@@ -219,6 +227,10 @@ class ChurnProvider(HttpAdapter):
             if brand_text(value) is None:
                 return f"record has no brand id (a string or integer) at {self.options.brand_field}"
         return None
+
+    def mapping(self, db: sqlite3.Connection) -> Mapping[str, int]:
+        """Client brand id -> the tool's brand id, as its brand callbacks said."""
+        return tables.brand_map(db, self.name)
 
     def group_of(self, change: OutgoingChange, mapped: Mapping[str, int]) -> Hashable | Waiting:
         """(brand id, tableName); a record of a brand no callback has mapped yet waits."""
@@ -285,7 +297,7 @@ class ChurnProvider(HttpAdapter):
             # No Idempotency-Key: the tool documents none, and a batch sent again after
             # a failed sync must be processed again (documents are upserts by id).
             headers=body.headers,
-            timeout=httpx.Timeout(self.client.timeout.connect, read=None, write=None),
+            upload_bytes=body.length,  # its deadline grows with its size (adapters.deadline)
         )
         if status == 200:
             return PushResult(state="accepted", status=status)
@@ -304,7 +316,9 @@ class ChurnProvider(HttpAdapter):
         except ProviderError as exc:
             return None, None, f"fetching {ERRORS_PATH}: {exc}"[:MAX_REASON]
         try:
-            body = await download(url, self.options.integration_log_max_bytes)
+            body = await download(
+                url, self.options.integration_log_max_bytes, timeout_s=self.timeout_s
+            )
         except ValueError as exc:
             return self.redact(url), None, self.redact(str(exc))
         return self.redact(url), self.redact(body), None
@@ -316,6 +330,21 @@ class ChurnProvider(HttpAdapter):
             if exc.status != 405:  # the document says GET and POST: POST when GET is refused
                 raise
         return await self.send("POST", ERRORS_PATH, expect=_url_in)
+
+    async def probe(self) -> str:
+        """``GET /client-data/integration-errors`` (POST when GET answers 405, as when the log
+        is fetched): it reads the latest error log's address, changes nothing, and the tool
+        refuses it without a valid token (401)."""
+        method = "GET"
+        with self._boundary():
+            try:
+                await self.send(method, ERRORS_PATH, expect=_probe_answer)
+            except ProviderError as exc:
+                if exc.status != 405:
+                    raise
+                method = "POST"
+                await self.send(method, ERRORS_PATH, expect=_probe_answer)
+        return f"{method} {ERRORS_PATH}"
 
     async def _pull(self, cursor: str | None) -> PullPage:
         """The churn tool has nothing to pull."""
@@ -335,11 +364,22 @@ def _url_in(answer: Answer) -> str:
     raise ValueError("the answer holds no URL")
 
 
-async def download(url: str, max_bytes: int, *, max_redirects: int = 5) -> str:
+def _probe_answer(answer: Answer) -> None:
+    """A probe's success: empty, JSON or a URL; not a page of some other server."""
+    if not answer.body.strip():
+        return
+    try:
+        answer.json()
+    except ValueError:
+        _url_in(answer)
+
+
+async def download(url: str, max_bytes: int, *, timeout_s: float, max_redirects: int = 5) -> str:
     """GET ``url`` without credentials: http(s) only, redirects only to the same host, at most
-    ``max_bytes`` (raises ValueError saying why not)."""
+    ``max_bytes`` (decoded), each request within ``timeout_s`` (raises ValueError saying why
+    not)."""
     host = urlsplit(url).hostname
-    async with httpx.AsyncClient(timeout=30, follow_redirects=False) as client:
+    async with make_client() as client:
         for _ in range(max_redirects + 1):
             parts = urlsplit(url)
             if parts.scheme not in ("http", "https"):
@@ -347,25 +387,22 @@ async def download(url: str, max_bytes: int, *, max_redirects: int = 5) -> str:
             if parts.hostname != host:
                 raise ValueError(f"refusing a redirect to another host ({parts.hostname})")
             try:
-                async with client.stream("GET", url) as response:
-                    if response.is_redirect:
-                        url = urljoin(url, response.headers.get("location", ""))
-                        continue
-                    if response.status_code != 200:
-                        raise ValueError(f"downloading the error log: HTTP {response.status_code}")
-                    chunks: list[bytes] = []
-                    size = 0
-                    async for chunk in response.aiter_bytes():
-                        size += len(chunk)
-                        if size > max_bytes:
-                            raise ValueError(
-                                f"the error log is larger than {max_bytes} bytes "
-                                "(integration_log_max_mb)"
-                            )
-                        chunks.append(chunk)
-                    return b"".join(chunks).decode("utf-8", errors="replace")
-            except httpx.HTTPError as exc:
-                raise ValueError(f"downloading the error log: {type(exc).__name__}") from None
+                answer = await fetch(
+                    client,
+                    "GET",
+                    url,
+                    timeout_s=timeout_s,
+                    max_bytes=max_bytes,
+                    cap="integration_log_max_mb",
+                )
+            except ProviderError as exc:
+                raise ValueError(f"downloading the error log: {exc}") from None
+            if 300 <= answer.status < 400:
+                url = urljoin(url, answer.headers.get("location", ""))
+                continue
+            if answer.status != 200:
+                raise ValueError(f"downloading the error log: HTTP {answer.status}")
+            return answer.body.decode("utf-8", errors="replace")
         raise ValueError("too many redirects downloading the error log")
 
 

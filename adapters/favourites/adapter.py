@@ -30,11 +30,12 @@ from dropsync.adapters.base import (
     PullPage,
     PushResult,
 )
-from dropsync.adapters.errors import PermanentError, UnexpectedAnswer
+from dropsync.adapters.errors import PermanentError, ProviderMisconfigured, UnexpectedAnswer
 from dropsync.adapters.http import Answer, HttpAdapter, json_body
 from dropsync.adapters.options import OptionError, OptionReader
 
 POST_SUCCESS = (200, 201, 202, 204)
+MAX_LIST_MB = 8  # one user's list is read up to this (max_list_mb)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +45,7 @@ class FavouritesOptions:
     collection: str = "favourites"
     read_only: bool = False
     users: tuple[str, ...] = ()
+    max_list_bytes: int = MAX_LIST_MB << 20
 
 
 def parse_options(options: Mapping[str, Any]) -> FavouritesOptions:
@@ -53,6 +55,7 @@ def parse_options(options: Mapping[str, Any]) -> FavouritesOptions:
         collection=read.string("collection") or "favourites",
         read_only=read.boolean("read_only"),
         users=read.strings("users"),
+        max_list_bytes=read.integer("max_list_mb", MAX_LIST_MB, minimum=1, maximum=1024) << 20,
     )
     read.reject_unknown()
     return parsed
@@ -183,6 +186,16 @@ class FavouritesProvider(HttpAdapter):
     def _auth(self, user: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tokens[user]}"}
 
+    async def probe(self) -> str:
+        """One user's ``GET /getUserFavorites`` (the first of ``users`` with a token, else the
+        first token's): it reads, changes nothing, and is refused without a valid token."""
+        user = next((u for u in (*self.options.users, *self.tokens) if u in self.tokens), None)
+        with self._boundary():
+            if user is None:
+                raise ProviderMisconfigured("no user has a token to ask with")
+            await self.send("GET", "/getUserFavorites", expect=item_list, headers=self._auth(user))
+        return f"GET /getUserFavorites as user {user}"
+
     async def _push(self, batch: Sequence[OutgoingChange], *, idempotency_key: str) -> PushResult:
         """POST each user's items."""
         if self.options.read_only:
@@ -225,7 +238,12 @@ class FavouritesProvider(HttpAdapter):
             if user not in self.tokens:
                 continue
             items = await self.send(
-                "GET", "/getUserFavorites", expect=item_list, headers=self._auth(user)
+                "GET",
+                "/getUserFavorites",
+                expect=item_list,
+                headers=self._auth(user),
+                max_bytes=self.options.max_list_bytes,
+                cap="one user's list is read up to max_list_mb",
             )
             read = [read_item(user, item) for item in items]
             if items and not any(read):

@@ -7,7 +7,8 @@ product UUID (``UUID`` or ``product_uuid``). 201 ``{status: "queued", _id, ...}`
 as in the document; 401, 404 (unknown account), 400 and 422 (naming the contact
 index and the problem) otherwise. Contacts are kept by email. When the request
 names a webhook URL, the emulator POSTs ``{_id, status: "processed", contacts}``
-there after ``webhook_delay_s`` (best effort).
+there after ``webhook_delay_s`` (best effort); ``webhook_status`` (and ``webhook_error``,
+sent as ``error``) make it report another status, such as ``failed``.
 """
 
 from __future__ import annotations
@@ -44,7 +45,12 @@ class CrmEmulator(Emulator):
     name = "crm"
 
     def __init__(
-        self, accounts: dict[str, str] | None = None, webhook_delay_s: float = 0.2
+        self,
+        accounts: dict[str, str] | None = None,
+        webhook_delay_s: float = 0.2,
+        *,
+        webhook_status: str = "processed",
+        webhook_error: str | None = None,
     ) -> None:
         super().__init__()
         self.accounts = accounts if accounts is not None else {"acc_1": "crm-secret"}
@@ -53,6 +59,8 @@ class CrmEmulator(Emulator):
         self.jobs: list[str] = []
         self.first_seen: dict[str, float] = {}  # email -> wall time it first arrived
         self.webhook_delay_s = webhook_delay_s
+        self.webhook_status = webhook_status
+        self.webhook_error = webhook_error
 
     def reset(self) -> None:
         """Forget faults, requests and every contact received."""
@@ -81,7 +89,7 @@ class CrmEmulator(Emulator):
         if account not in self.accounts:
             return JSONResponse({"error": "Not Found", "message": "unknown account"}, 404)
         if request.headers.get("authorization") != f"Token token={self.accounts[account]}":
-            return JSONResponse({"error": "Unauthorized"}, status_code=401)
+            return JSONResponse({"error": "Unauthorized", **self.echoed(request)}, 401)
         return await self.handle(request, self._apply)
 
     async def _apply(self, raw: bytes) -> tuple[int, Any]:
@@ -144,11 +152,13 @@ class CrmEmulator(Emulator):
 
     async def _call_webhook(self, url: str, job: str, contacts: list[dict[str, Any]]) -> None:
         await asyncio.sleep(self.webhook_delay_s)
-        payload = {
+        payload: dict[str, Any] = {
             "_id": job,
-            "status": "processed",
+            "status": self.webhook_status,
             "contacts": [{"email": c.get("email"), "user_id": c.get("user_id")} for c in contacts],
         }
+        if self.webhook_error is not None:
+            payload["error"] = self.webhook_error
         try:
             async with httpx.AsyncClient(timeout=5) as client:
                 await client.post(url, json=payload)

@@ -20,7 +20,6 @@ from types import TracebackType
 from typing import Any, Self
 from urllib.parse import quote
 
-import httpx
 import orjson
 import structlog
 from dropsync.adapters.base import (
@@ -36,11 +35,20 @@ from dropsync.adapters.base import (
     RequestOutcome,
     StreamPage,
 )
-from dropsync.adapters.errors import AuthError, PermanentError, ProviderError, RetryableError
-from dropsync.adapters.http import MAX_REASON, check_response, make_client, request
+from dropsync.adapters.errors import (
+    AuthError,
+    PermanentError,
+    ProviderError,
+    ProviderMisconfigured,
+    ProviderUnavailable,
+    RetryableError,
+    UnexpectedAnswer,
+)
+from dropsync.adapters.http import MAX_REASON, Answer, check_answer, fetch, make_client
 from dropsync.adapters.options import OptionError, OptionReader
 from dropsync.adapters.redact import MIN_SECRET, Redactor
-from dropsync.adapters.registrations_data import (
+from dropsync.adapters.registrations import REQUESTS
+from dropsync.adapters.registrations.data import (
     PageError,
     RegistrationRequest,
     find_unrepresentable,
@@ -63,7 +71,6 @@ RESOURCES = {
     "locations": "locations",
     "sessionTags": "session_tags",
 }
-REQUESTS = "registration_requests"
 DEFAULT_PATHS = {
     "login": "/api/v1/login",
     **{resource: f"/api/v1/events/{{eventId}}/{resource}" for resource in RESOURCES},
@@ -73,6 +80,8 @@ DEFAULT_PATHS = {
 _PLACEHOLDERS = {"eventId", "id"}
 _FIXED_MAPPING = ("fp_ext_id", "fp_status")
 _HEADER_SAFE = re.compile(r"[\x21-\x7e]{1,4096}")
+MAX_FULL_PULL_INTERVAL_S = 30 * 86400.0
+MAX_PAGE_MB = 8  # a page's answer is read up to this (max_page_mb)
 REFUSING = (409, 422)  # the contract's refusals; any other 4xx refuses only with a JSON reason
 
 
@@ -84,10 +93,12 @@ class RegistrationsOptions:
     event_id: str
     concurrent_sessions_title: str | None = None
     remove_outdated: tuple[str, ...] = ()
+    full_pull_interval_s: float = 0.0
     incremental: bool = True
     collection_prefix: str = ""
     page_size: int = 500
     paths: Mapping[str, str] | None = None
+    max_page_bytes: int = MAX_PAGE_MB << 20
 
     def collection(self, name: str) -> str:
         """A collection's name with the prefix."""
@@ -157,21 +168,20 @@ def parse_options(options: Mapping[str, Any]) -> RegistrationsOptions:
         event_id=read.string("event_id", required=True) or "",
         concurrent_sessions_title=read.string("concurrent_sessions_title"),
         remove_outdated=remove,
+        full_pull_interval_s=read.number(
+            "full_pull_interval_s", 0.0, minimum=0.0, maximum=MAX_FULL_PULL_INTERVAL_S
+        ),
         incremental=read.boolean("incremental", True),
         collection_prefix=prefix,
         page_size=read.integer("page_size", 500, minimum=1, maximum=10_000),
         paths=_paths(read.table("paths")),
+        max_page_bytes=read.integer("max_page_mb", MAX_PAGE_MB, minimum=1, maximum=1024) << 20,
     )
     read.reject_unknown()
     return parsed
 
 
-def request_collections(options: Mapping[str, Any]) -> tuple[str, ...]:
-    """The collections a provider of this kind takes requests from (routed to it implicitly)."""
-    return (parse_options(options).collection(REQUESTS),)
-
-
-def _provider_time(response: httpx.Response) -> int:
+def _provider_time(response: Answer) -> int:
     """The provider's clock from its ``Date`` header (else ours), in epoch ms."""
     header = response.headers.get("date")
     if header:
@@ -199,7 +209,8 @@ class RegistrationsProvider:
         self.redactor = Redactor([password])
         # One request at a time: a half-answered batch would be asked again as a whole.
         self.limits = ProviderLimits(max_items=1, can_push=True, can_pull=True)
-        self.client = make_client(base_url, timeout_s, {"Accept": "application/json"})
+        self.timeout_s = timeout_s
+        self.client = make_client(base_url, {"Accept": "application/json"})
         self._token: str | None = None
         self._token_until = 0.0
         self._lookup: Lookup | None = None
@@ -232,47 +243,50 @@ class RegistrationsProvider:
             return self.redactor.error(exc)
         return RetryableError(f"unexpected failure: {type(exc).__name__}")
 
-    def _answer(self, what: str, response: httpx.Response) -> str:
-        text = response.content[:MAX_REASON].decode("utf-8", "replace")
-        return self.redactor.text(f"{what} answered HTTP {response.status_code}: {text}")
+    def _answer(self, what: str, response: Answer) -> str:
+        text = response.body[:MAX_REASON].decode("utf-8", "replace")
+        return self.redactor.text(f"{what} answered HTTP {response.status}: {text}")
 
-    def _check(self, what: str, response: httpx.Response, *, request: bool = False) -> None:
+    async def _fetch(self, method: str, url: str, **kwargs: Any) -> Answer:
+        """One request under the provider's deadline, its answer capped (``adapters.http``)."""
+        return await fetch(self.client, method, url, timeout_s=self.timeout_s, **kwargs)
+
+    def _check(self, what: str, response: Answer, *, request: bool = False) -> None:
         """Raise for an answer that is not 2xx (3xx and 408 keep everything queued).
 
         For a request (``request``), a 4xx that is not a refusal (no ``reason``) is not the
         request's fault but the setup's (a wrong path, say): it stays pending, retried.
         """
-        status = response.status_code
+        status = response.status
         if 300 <= status < 400:
             location = self.redactor.text(response.headers.get("location", "")[:500])
-            raise RetryableError(
+            raise ProviderMisconfigured(
                 f"{what} answered a redirect (HTTP {status} to {location or 'nowhere'}): "
                 "base_url or paths point at the wrong place",
                 status=status,
             )
         if status == 408 or (request and 400 <= status < 500 and status not in (401, 403, 429)):
             raise RetryableError(self._answer(what, response), status=status)
-        check_response(response)
+        check_answer(response)
 
     async def _login(self) -> str:
-        response = await request(
-            self.client,
+        response = await self._fetch(
             "POST",
             self._url("login"),
             content=orjson.dumps({"username": self.options.username, "password": self._password}),
             headers={"Content-Type": "application/json"},
         )
-        if response.status_code in (401, 403):
-            raise AuthError(self._answer("login", response), status=response.status_code)
+        if response.status in (401, 403):
+            raise AuthError(self._answer("login", response), status=response.status)
         self._check("login", response)
         try:
-            body = orjson.loads(response.content)
+            body = orjson.loads(response.body)
         except orjson.JSONDecodeError:
             body = None
         token = body.get("token") if isinstance(body, dict) else None
         expires = body.get("expiresIn") if isinstance(body, dict) else None
         if (
-            response.status_code != 200
+            response.status != 200
             or not isinstance(token, str)
             or not _HEADER_SAFE.fullmatch(token)
             or len(token) < MIN_SECRET
@@ -282,9 +296,9 @@ class RegistrationsProvider:
         ):
             if isinstance(token, str):
                 self.redactor.add(token)
-            raise RetryableError(
+            raise UnexpectedAnswer(
                 self._answer("login (expected 200 {token, expiresIn})", response),
-                status=response.status_code,
+                status=response.status,
             )
         self.redactor.add(token)
         self._token = token
@@ -292,9 +306,20 @@ class RegistrationsProvider:
         self._token_until = time.monotonic() + ttl - min(60.0, ttl / 10)
         return token
 
+    async def probe(self) -> str:
+        """Log in, as the document's "check if the credentials are working" does: a refused
+        password is ``AuthError``; nothing changes at the provider."""
+        try:
+            await self._login()
+        except Exception as exc:
+            # A connection failure keeps its cause (the socket's words, as http.request does).
+            cause = exc.__cause__ if isinstance(exc, ProviderUnavailable) else None
+            raise self._clean(exc) from cause
+        return f"POST {self._url('login')}"
+
     async def _authorised(
         self, method: str, url: str, *, headers: Mapping[str, str] | None = None, **kwargs: Any
-    ) -> httpx.Response:
+    ) -> Answer:
         """A data request with the session token; a 401 logs in again, once."""
         retried = False
         while True:
@@ -302,8 +327,8 @@ class RegistrationsProvider:
             if token is None or time.monotonic() >= self._token_until:
                 token = await self._login()
             sent = {**(headers or {}), "Authorization": f"Bearer {token}"}
-            response = await request(self.client, method, url, headers=sent, **kwargs)
-            if response.status_code != 401 or retried:
+            response = await self._fetch(method, url, headers=sent, **kwargs)
+            if response.status != 401 or retried:
                 return response
             self._token, retried = None, True
 
@@ -317,6 +342,7 @@ class RegistrationsProvider:
                 collection=self.options.collection(collection),
                 remove_outdated=collection in self.options.remove_outdated,
                 derived=resource == "sessions" and bool(self.options.concurrent_sessions_title),
+                full_pull_interval_s=self.options.full_pull_interval_s,
             )
             for resource, collection in RESOURCES.items()
         ]
@@ -373,18 +399,24 @@ class RegistrationsProvider:
     async def _page(
         self, stream: PullStream, url: str, params: Mapping[str, str | int]
     ) -> tuple[Any, list[IncomingChange], list[str], int, tuple[int, str] | None]:
-        response = await self._authorised("GET", url, params=params)
+        response = await self._authorised(
+            "GET",
+            url,
+            params=params,
+            max_bytes=self.options.max_page_bytes,
+            cap="a page is read up to max_page_mb; lower page_size or raise max_page_mb",
+        )
         self._check(stream.name, response)
-        raw = response.content
+        raw = response.body
         try:
             value, exact = load_json(raw)
             page = parse_page(value)
         except PageError as exc:
             raise RetryableError(
                 self._answer(f"{stream.name} (expected {{items, total}}: {exc})", response),
-                status=response.status_code,
+                status=response.status,
             ) from None
-        if response.status_code != 200:
+        if response.status != 200:
             raise RetryableError(self._answer(f"{stream.name} (expected 200)", response))
         echoed = self.redactor.contains(raw)
         changes: list[IncomingChange] = []
@@ -468,13 +500,13 @@ class RegistrationsProvider:
             outcomes.append(outcome)
         return PushResult(state="confirmed", status=status, outcomes=outcomes, changes=changes)
 
-    def _refusal(self, what: str, response: httpx.Response) -> str | None:
+    def _refusal(self, what: str, response: Answer) -> str | None:
         """The provider's reason when ``response`` refuses the request, else None."""
-        status = response.status_code
+        status = response.status
         if not 400 <= status < 500 or status in (401, 403, 408, 429):
             return None
         try:
-            body = orjson.loads(response.content)
+            body = orjson.loads(response.body)
         except orjson.JSONDecodeError:
             body = None
         reason = body.get("reason") if isinstance(body, dict) else None
@@ -501,16 +533,16 @@ class RegistrationsProvider:
         )
         reason = self._refusal("registration", response)
         if reason is not None:
-            return RequestOutcome(change.entry_id, "refused", reason), response.status_code
+            return RequestOutcome(change.entry_id, "refused", reason), response.status
         self._check("registration", response, request=True)
         try:
-            body = orjson.loads(response.content)
+            body = orjson.loads(response.body)
         except orjson.JSONDecodeError:
             body = None
         reg_id = body.get("id") if isinstance(body, dict) else None
         state = body.get("status") if isinstance(body, dict) else None
         if (
-            response.status_code != 201
+            response.status != 201
             or isinstance(reg_id, bool)
             or not isinstance(reg_id, str | int)
             or reg_id == ""
@@ -518,7 +550,7 @@ class RegistrationsProvider:
         ):
             raise RetryableError(
                 self._answer("registration (expected 201 {id, status})", response),
-                status=response.status_code,
+                status=response.status,
             )
         registration = str(reg_id)
         # Dated a second before the provider's clock: the registration as the next pull
@@ -539,7 +571,7 @@ class RegistrationsProvider:
         )
         return (
             RequestOutcome(change.entry_id, "confirmed", remote_ref=registration),
-            response.status_code,
+            response.status,
         )
 
     async def _find_registration(
@@ -580,7 +612,7 @@ class RegistrationsProvider:
         )
         reason = self._refusal("cancellation", response)
         if reason is not None:
-            return RequestOutcome(change.entry_id, "refused", reason), response.status_code
+            return RequestOutcome(change.entry_id, "refused", reason), response.status
         self._check("cancellation", response, request=True)
         if not _cancelled_answer(response):
             raise RetryableError(self._answer("cancellation (expected 204)", response))
@@ -603,21 +635,21 @@ class RegistrationsProvider:
         )
         return (
             RequestOutcome(change.entry_id, "confirmed", remote_ref=registration),
-            response.status_code,
+            response.status,
         )
 
 
-def _cancelled_answer(response: httpx.Response) -> bool:
+def _cancelled_answer(response: Answer) -> bool:
     """A cancellation's success: 204, or 200 with an empty or JSON body. A 200 page (HTML,
     text: a proxy's, say) proves nothing was cancelled, so the request stays pending."""
-    if response.status_code == 204:
+    if response.status == 204:
         return True
-    if response.status_code != 200:
+    if response.status != 200:
         return False
-    if not response.content.strip():
+    if not response.body.strip():
         return True
     try:
-        orjson.loads(response.content)
+        orjson.loads(response.body)
     except orjson.JSONDecodeError:
         return False
     return True
