@@ -1,0 +1,2 @@
+-- 0007: reserved. This version is the records split (record_keys, record_bodies), which ships
+-- under this same file name; until it is here, version 7 changes nothing.
