@@ -35,6 +35,7 @@ import structlog
 import uvicorn
 from dropsync.adapters import churn
 from dropsync.adapters.churn import ChurnProvider, signature_valid
+from dropsync.adapters.crm_webhook import returned_contacts, returned_purchases
 from dropsync.daemon.clock import now_ms
 from dropsync.daemon.config import Config, ProviderConfig
 from dropsync.daemon.errors import SecretError
@@ -381,31 +382,27 @@ class Listener:
         job = body.get("_id") if isinstance(body, dict) else None
         if not isinstance(job, str | int) or isinstance(job, bool) or not str(job):
             raise _Refused(400, "expected {_id, status, contacts}")
-        contacts = []
-        listed = body.get("contacts")
-        for contact in listed if isinstance(listed, list) else []:
-            if isinstance(contact, dict) and isinstance(contact.get("email"), str):
-                user, crm_id = contact.get("user_id"), contact.get("_id")
-                contacts.append(
-                    (
-                        contact["email"],
-                        None if user is None else str(user),
-                        None if crm_id is None else str(crm_id),
-                    )
-                )
+        contacts, purchases = returned_contacts(body), returned_purchases(body)
         now = now_ms()
 
         def apply(db: Any) -> int:
             confirmed = callbacks.confirm_job(db, name, str(job), now=now)
             if confirmed:
                 callbacks.save_crm_contacts(db, name, str(job), contacts, now=now)
+                callbacks.save_crm_purchases(db, name, str(job), purchases, now=now)
             return confirmed
 
         confirmed = await self.store.transact(apply)
         if not confirmed:
             log.warning("webhook_unknown_job", provider=name, job=str(job)[:100])
         else:
-            log.info("webhook_confirmed", provider=name, job=str(job), contacts=len(contacts))
+            log.info(
+                "webhook_confirmed",
+                provider=name,
+                job=str(job),
+                contacts=len(contacts),
+                purchases=len(purchases),
+            )
         return {"ok": True, "confirmed": confirmed}
 
     # -- health and metrics ----------------------------------------------------------------

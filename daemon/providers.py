@@ -11,7 +11,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import anyio
 import structlog
-from dropsync.adapters.base import JSONObject, NeedsLookup, Provider, StreamPuller
+from dropsync.adapters.base import (
+    JSONObject,
+    NeedsCollections,
+    NeedsLookup,
+    Provider,
+    StreamPuller,
+)
 from dropsync.adapters.errors import (
     AuthError,
     ProviderError,
@@ -74,6 +80,11 @@ def confirm_timeouts(config: Config) -> dict[str, int | None]:
         )
         timeouts[provider.name] = int(provider.confirm_timeout_s * 1000) if confirms else None
     return timeouts
+
+
+def collection_timestamps(config: Config) -> dict[str, str]:
+    """Each configured collection's LWW timestamp field, for the adapters that need it."""
+    return {name: c.timestamp for name, c in config.collections.items() if c.timestamp}
 
 
 def open_provider(config: ProviderConfig, *, webhook_url: str | None = None) -> Provider:
@@ -196,6 +207,8 @@ class ProviderSupervisor:
             return
         if isinstance(provider, NeedsLookup):
             provider.attach_lookup(self._lookup)
+        if isinstance(provider, NeedsCollections):
+            provider.attach_collections(collection_timestamps(self.config))
         async with provider, anyio.create_task_group() as tg:
             kind = FileBatchFlusher if provider.limits.file_batches else Flusher
             flusher = kind(
