@@ -256,6 +256,8 @@ class CrmProvider(HttpAdapter):
         if is_booking(body):
             return booking_problem(body)
         if problem := contact_problem(body):
+            if "contacts" in body and "purchase" in body:
+                problem += "; a booking is a purchase object and a contacts array"
             return problem
         if body.get("purchase") is not None:
             return purchase_problem(body["purchase"])

@@ -387,9 +387,11 @@ class Listener:
 
         def apply(db: Any) -> int:
             confirmed = callbacks.confirm_job(db, name, str(job), now=now)
-            if confirmed:
-                callbacks.save_crm_contacts(db, name, str(job), contacts, now=now)
-                callbacks.save_crm_purchases(db, name, str(job), purchases, now=now)
+            # What the CRM says of its contacts holds even for a job not recorded yet: a
+            # batch is recorded once its last request is answered, and the webhook of its
+            # first request can come before that.
+            callbacks.save_crm_contacts(db, name, str(job), contacts, now=now)
+            callbacks.save_crm_purchases(db, name, str(job), purchases, now=now)
             return confirmed
 
         confirmed = await self.store.transact(apply)

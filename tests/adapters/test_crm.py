@@ -174,6 +174,7 @@ def booking_body(contacts: Any = None, **purchase: Any) -> dict[str, Any]:
         (booking_body(status="shipped"), "status"),
         (booking_body(status=None), "status"),
         ({"contacts": [{"email": "a@example.com"}], "purchase": ["T-1"]}, "JSON object"),
+        ({"contacts": {"email": "a@example.com"}, "purchase": PURCHASE}, "contacts array"),
     ],
 )
 async def test_a_bad_booking_is_refused_locally_with_the_reason(

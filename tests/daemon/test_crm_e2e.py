@@ -6,6 +6,7 @@ webhook sends back lands in the store."""
 from __future__ import annotations
 
 import json
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -149,3 +150,27 @@ def test_contacts_without_email_bookings_and_what_the_webhook_sends_back(
     [(code, fields)] = purchase
     assert code == "T-1" and json.loads(fields)["price"] == 340
     assert json.loads(fields)["status"] == "check_in"
+
+
+def test_a_new_timestamp_field_takes_effect_on_reload(tmp_path: Path, crm: EmulatorServer) -> None:
+    emulator = crm.emulator
+    assert isinstance(emulator, CrmEmulator)
+    text = config(tmp_path, crm.base_url, free_port())
+    daemon = DaemonProcess(
+        tmp_path, text, env={"CRM_TOKEN": SECRET, "CRM_WEBHOOK_TOKEN": WEBHOOK_TOKEN}
+    )
+    try:
+        daemon.start()
+        drop_json(tmp_path / "drop/guests", "a", [{"user_id": "u-1", "updated_at": 5}])
+        wait_until(lambda: "u-1" in emulator.contacts, what="the first contact")
+        daemon.mark_log()
+        daemon.config_path.write_text(text.replace('timestamp = "updated_at"', 'timestamp = "at"'))
+        daemon.send_signal(signal.SIGHUP)
+        daemon.wait_for("config_reloaded")
+        drop_json(tmp_path / "drop/guests", "b", [{"user_id": "u-2", "at": 6, "updated_at": 1}])
+        wait_until(lambda: "u-2" in emulator.contacts, what="the contact after the reload")
+        assert daemon.stop() == 0
+    finally:
+        daemon.close()
+    assert emulator.contacts["u-1"] == {"user_id": "u-1"}
+    assert emulator.contacts["u-2"] == {"user_id": "u-2", "updated_at": 1}

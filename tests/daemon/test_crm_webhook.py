@@ -208,3 +208,28 @@ async def test_a_contact_the_store_cannot_keep_does_not_hold_back_the_job(
             assert await daemon.rows("SELECT email, crm_id FROM crm_contacts") == [
                 ("a@example.com", "c-1")
             ]
+
+
+async def test_a_webhook_before_its_job_is_recorded_still_keeps_what_it_says(
+    tmp_path: Path, port: int, crm: EmulatorServer
+) -> None:
+    """A batch of several requests (a booking, plain contacts) is recorded once its last
+    request is answered; the first request's webhook can come before that. What it says
+    about the contacts and the purchase is kept; it confirms nothing."""
+    settings = config(tmp_path, crm.base_url, port)
+    async with running(settings, port) as daemon:
+        body = {
+            "_id": "not-recorded-yet",
+            "status": "processed",
+            "contacts": [{"_id": "c-9", "user_id": "u-9", "name_first": "Di"}],
+            "purchase": {"_id": "p-9", "transaction_code": "T-9", "price": 12},
+        }
+        answer = await daemon.post(f"/webhooks/crm/{WEBHOOK_TOKEN}", json.dumps(body).encode())
+        assert answer.status_code == 200 and answer.json()["confirmed"] == 0
+        assert await daemon.rows("SELECT contact, crm_id, job_id FROM crm_contacts") == [
+            ("u-9", "c-9", "not-recorded-yet")
+        ]
+        assert await daemon.rows("SELECT transaction_code, crm_id FROM crm_purchases") == [
+            ("T-9", "p-9")
+        ]
+        assert await daemon.rows("SELECT COUNT(*) FROM deliveries") == [(0,)]
