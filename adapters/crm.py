@@ -19,12 +19,14 @@ three letters, ``status`` (when given) one of the document's list; a failure is 
 dead letter with the reason. The API has no delete: a tombstone is not sent and counts
 as delivered. Only the documented answer, 201 with a JSON object whose ``status`` is
 ``queued`` and whose ``_id`` is the job id, means accepted; the job id is kept, and the
-webhook (when configured) later confirms it (``adapters.crm_webhook`` reads what it
-sends back). Any other answer is an ``UnexpectedAnswer``: the contacts stay queued.
+webhook (when configured) later confirms it, or fails it (``webhook_outcome``);
+``adapters.crm_webhook`` reads what it sends back. Any other answer is an
+``UnexpectedAnswer``: the contacts stay queued.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +45,8 @@ from dropsync.adapters.http import Answer, HttpAdapter, json_body
 from dropsync.adapters.options import OptionReader
 
 MAX_CONTACTS = 1000
+# The probe's body: no origin (required) and no contact, so there is nothing to create.
+PROBE_BODY = b'{"contacts":[]}'
 PURCHASE_FIELDS = ("transaction_code", "price", "currency")
 # The document: "please use only the following status".
 PURCHASE_STATUSES = (
@@ -183,6 +187,39 @@ def job_id(answer: Answer) -> str:
     if reply.get("status") != "queued":
         raise ValueError("the answer's status is not 'queued'")
     return str(job)
+
+
+# The CRM webhook's status (the document shows no webhook body: these are assumed, see
+# docs/providers.md). Only a success confirms a job; anything not listed leaves it waiting.
+WEBHOOK_SUCCESS = frozenset({"processed", "completed", "success", "succeeded"})
+WEBHOOK_FAILURE = frozenset({"failed", "failure", "error", "rejected", "cancelled", "canceled"})
+WEBHOOK_NOT_FINAL = frozenset({"queued", "pending", "processing", "in_progress", "running"})
+WEBHOOK_REASON_CHARS = 500
+
+
+def webhook_outcome(body: Mapping[str, Any]) -> tuple[str, str]:
+    """What a webhook says of its job: (``confirmed`` | ``failed`` | ``not final`` |
+    ``unknown``, the reason). The reason is the status and the webhook's ``error`` (or
+    ``message``, ``errors``), at most ``WEBHOOK_REASON_CHARS`` characters."""
+    status = body.get("status")
+    text = status.strip().lower() if isinstance(status, str) else None
+    if text in WEBHOOK_SUCCESS:
+        return "confirmed", text
+    shown = repr(status)[:50] if text is None else text[:50]
+    if text in WEBHOOK_NOT_FINAL:
+        return "not final", shown
+    if text not in WEBHOOK_FAILURE:
+        return "unknown", "no status" if status is None else f"status {shown}"
+    detail = next((body[k] for k in ("error", "message", "errors") if body.get(k)), None)
+    if detail is None:
+        return "failed", f"the CRM webhook reported {shown}"
+    if not isinstance(detail, str):
+        try:
+            detail = json.dumps(detail, ensure_ascii=False, separators=(",", ":"))
+        except (ValueError, RecursionError):
+            detail = type(detail).__name__
+    reason = f"the CRM webhook reported {shown}: {detail}"
+    return "failed", reason[:WEBHOOK_REASON_CHARS]
 
 
 # The secret's values travel in headers (and so must be printable ASCII).
@@ -337,6 +374,18 @@ class CrmProvider(HttpAdapter):
         if not requests:
             return PushResult(state="confirmed", status=204)  # only tombstones: nothing to send
         return PushResult(state="accepted", status=201, remote_ref=",".join(jobs))
+
+    async def probe(self) -> str:
+        """``POST .../sync_data`` with nothing in it (``PROBE_BODY``): the CRM refuses it with
+        401 without a valid token; with one, it refuses the body (400 or 422) or queues an
+        empty job (201). No contact is created either way."""
+        with self._boundary():
+            try:
+                await self.send("POST", self.path, expect=job_id, content=PROBE_BODY)
+            except PermanentError as exc:
+                if exc.status not in (400, 422):  # the token passed; the body was refused
+                    raise
+        return f"POST {self.path} (no origin, no contacts)"
 
     async def _pull(self, cursor: str | None) -> PullPage:
         """The CRM API has nothing to pull."""

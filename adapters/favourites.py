@@ -30,7 +30,7 @@ from dropsync.adapters.base import (
     PullPage,
     PushResult,
 )
-from dropsync.adapters.errors import PermanentError, UnexpectedAnswer
+from dropsync.adapters.errors import PermanentError, ProviderMisconfigured, UnexpectedAnswer
 from dropsync.adapters.http import Answer, HttpAdapter, json_body
 from dropsync.adapters.options import OptionError, OptionReader
 
@@ -185,6 +185,16 @@ class FavouritesProvider(HttpAdapter):
 
     def _auth(self, user: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tokens[user]}"}
+
+    async def probe(self) -> str:
+        """One user's ``GET /getUserFavorites`` (the first of ``users`` with a token, else the
+        first token's): it reads, changes nothing, and is refused without a valid token."""
+        user = next((u for u in (*self.options.users, *self.tokens) if u in self.tokens), None)
+        with self._boundary():
+            if user is None:
+                raise ProviderMisconfigured("no user has a token to ask with")
+            await self.send("GET", "/getUserFavorites", expect=item_list, headers=self._auth(user))
+        return f"GET /getUserFavorites as user {user}"
 
     async def _push(self, batch: Sequence[OutgoingChange], *, idempotency_key: str) -> PushResult:
         """POST each user's items."""

@@ -1,13 +1,17 @@
-"""File batches: the delivery engine's path for providers that take files (``limits.file_batches``).
+"""The file sender: the delivery loop's sender for providers that take files
+(``limits.file_batches``; see ``daemon.sending``).
 
 A batch can be gigabytes, so nothing of it is held in memory: the pending entries
 are read a page at a time and streamed into JSON-array files on disk (one group of
 files per ``group_of`` value, each at most ``max_file_bytes``), which entry went
 into which file is noted in the scratch database (``store.spool``), and the
-adapter uploads the files, streaming them from disk. The outcome is decided as for
-every other batch (``daemon.delivery``), with one addition: a partial success names
-skipped files; each is checked again locally and sent once more on its own, and
-its records are dead-lettered with the provider's reason if it is skipped again.
+adapter uploads the files, streaming them from disk. The answer is sorted by the
+loop (``daemon.delivery``) as for every other request; a permanent refusal of an
+upload of several files sends each file alone to find the refused one, and a
+partial success names skipped files: each is checked again locally and sent once
+more on its own, and its records are dead-lettered with the provider's reason if
+it is skipped again. Files that cannot be written (a full disk) pause the provider
+with backoff (``spool_failed``); nothing is lost.
 
 A record the adapter cannot place yet (``Waiting``: a brand no callback has mapped)
 stays in the outbox; ``providers.waiting`` says why. Files are removed once their
@@ -18,25 +22,28 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import sqlite3
 import time
 from collections import Counter
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import IO, TYPE_CHECKING, Any, cast
 
 import anyio
 import structlog
 from dropsync.adapters.base import FileBatchProvider, FilePart, Waiting
-from dropsync.adapters.errors import PermanentError, ProviderError
+from dropsync.adapters.errors import ProviderError
 from dropsync.daemon.clock import now_ms
-from dropsync.daemon.delivery import Flusher, _Paused, to_outgoing
-from dropsync.daemon.places import SCRATCH_DATABASE, spool_folder
+from dropsync.daemon.places import SCRATCH_DATABASE
+from dropsync.daemon.sending import Attempt, to_outgoing
 from dropsync.store import callbacks, outbox, spool
 from dropsync.store.errors import OutsideFolder
-from dropsync.store.handle import Store
 from dropsync.store.removal import remove_inside
+
+if TYPE_CHECKING:
+    from dropsync.daemon.delivery import Flusher
 
 log = structlog.get_logger(__name__)
 
@@ -132,23 +139,22 @@ class _Page:
     waiting: Counter[str] = field(default_factory=Counter)
 
 
-class FileBatchFlusher(Flusher):
-    """Delivers one file-taking provider's outbox, a file batch at a time."""
+class FileSender:
+    """Sends a file-taking provider's outbox, a file batch at a time."""
 
-    def __init__(self, store: Store, *args: Any, **kwargs: Any) -> None:
-        super().__init__(store, *args, **kwargs)
-        self.files_provider = cast(FileBatchProvider, self.provider)
-        self.folder = spool_folder(store.path) / self.name
-        self._sent_at: int | None = None  # when the upload being recorded started
+    def __init__(self, spool_root: Path, name: str) -> None:
+        self.spool_root = spool_root
+        self.folder = spool_root / name
+        self._dry_run_after = 0
 
-    async def run(self) -> None:
-        """Remove what a killed run left, then flush until cancelled."""
-        await anyio.to_thread.run_sync(clear, self.folder, spool_folder(self.store.path))
-        await self.store.call(spool.attach, spool_folder(self.store.path) / SCRATCH_DATABASE)
-        await super().run()
+    async def start(self, loop: Flusher) -> None:
+        """Remove what a killed run left, and attach the scratch notes."""
+        await anyio.to_thread.run_sync(clear, self.folder, self.spool_root)
+        await loop.call(spool.attach, self.spool_root / SCRATCH_DATABASE)
 
     def _spool_page(
         self,
+        loop: Flusher,
         entries: list[outbox.OutboxEntry],
         mapped: dict[str, int],
         writer: SpoolWriter,
@@ -156,9 +162,9 @@ class FileBatchFlusher(Flusher):
     ) -> _Page:
         """Decode, check, place and write one page (in a worker thread)."""
         page = _Page()
-        provider = self.files_provider
+        provider = cast(FileBatchProvider, loop.provider)
         for entry in entries:
-            change = to_outgoing(self.name, entry)
+            change = to_outgoing(loop.name, entry)
             reason = provider.check(change)
             if reason is not None:
                 page.refused.setdefault(reason, []).append(entry)
@@ -176,42 +182,46 @@ class FileBatchFlusher(Flusher):
             )
         return page
 
-    async def flush_once(self) -> bool:
+    async def send_pending(self, loop: Flusher) -> bool:
         """Spool what is pending into files and upload them; False if nothing was sent."""
-        self.paused = False
-        mapped = await self.store.call(callbacks.brand_map, self.name)
+        provider = cast(FileBatchProvider, loop.provider)
+        mapped: dict[str, int] | None = None
         batch = next(_batches)
         writer = SpoolWriter(
             self.folder / str(batch),
-            self.files_provider.max_file_bytes,
-            lambda group, index: f"{self.name}-{batch}-{index + 1:04d}.json",
-            spool_folder(self.store.path),
+            provider.max_file_bytes,
+            lambda group, index: f"{loop.name}-{batch}-{index + 1:04d}.json",
+            self.spool_root,
         )
         digest = hashlib.sha256()
         waiting: Counter[str] = Counter()
         rows = 0
         after = self._dry_run_after
         try:
-            while writer.total < self.provider.limits.max_bytes:
-                entries = await self._take(after)
+            while writer.total < provider.limits.max_bytes:
+                entries = await loop.take(after)
                 if not entries:
                     break
                 after = entries[-1].id
+                if mapped is None:
+                    # Read after the first take: a mapping committed before an entry was
+                    # queued is then always seen with it (a callback then a merge).
+                    mapped = await loop.call(callbacks.brand_map, loop.name)
                 page = await anyio.to_thread.run_sync(
-                    self._spool_page, entries, mapped, writer, digest
+                    self._spool_page, loop, entries, mapped, writer, digest
                 )
-                await self._dead_letter_refused(page.refused)
-                await self.store.call(spool.add_rows, batch, page.rows)
+                await loop.dead_letter_refused(page.refused)
+                await loop.call(spool.add_rows, batch, page.rows)
                 waiting.update(page.waiting)
                 rows += len(page.rows)
-            parts = writer.close(self.files_provider.file_meta)
-            await self._note_waiting(waiting)
-            if self.dry_run:
+            parts = writer.close(provider.file_meta)
+            await self._note_waiting(loop, waiting)
+            if loop.dry_run:
                 self._dry_run_after = after
                 for part in parts:
                     log.info(
                         "dry_run_file",
-                        provider=self.name,
+                        provider=loop.name,
                         items=part.items,
                         bytes=part.size,
                         **dict(part.meta),
@@ -221,150 +231,136 @@ class FileBatchFlusher(Flusher):
                 return False
             log.info(
                 "files_written",
-                provider=self.name,
+                provider=loop.name,
                 items=rows,
                 files=len(parts),
                 bytes=sum(part.size for part in parts),
             )
-            await self._upload(batch, parts, digest.hexdigest())
+            await self._upload(loop, batch, parts, digest.hexdigest())
         except OSError as exc:  # the spool folder: disk full, permissions
-            await self._spool_failed(exc)
-            self.paused = True
-        except _Paused:
-            self.paused = True
+            reason = f"cannot write the upload files in {self.folder}: {exc.strerror or exc}"
+            await loop.pause_locally(reason, "spool_failed")
         finally:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(writer.discard)
-                await self.store.call(spool.forget, batch)
-        return not self.paused
+                await loop.call(spool.forget, batch)
+        return True
 
-    async def _spool_failed(self, exc: OSError) -> None:
-        """The files could not be written: pause with backoff, say why; nothing is lost."""
-        async with self.store.read() as db:
-            current = await outbox.provider_state(db, self.name)
-        failures = (current.failures if current else 0) + 1
-        delay = self.backoff.delay(failures, self.rng)
-        now = now_ms()
-        reason = f"cannot write the upload files in {self.folder}: {exc.strerror or exc}"
-        async with self.store.write() as db:
-            await outbox.set_provider_state(
-                db,
-                self.name,
-                state="backing-off",
-                now=now,
-                next_attempt_at=now + int(delay * 1000) + 1,
-                failures=failures,
-                last_error=reason,
-            )
-        self._backing_off(now + int(delay * 1000) + 1, delay)
-        log.warning("spool_failed", provider=self.name, error=reason, retry_in_s=delay)
-
-    async def _note_waiting(self, waiting: Counter[str]) -> None:
+    async def _note_waiting(self, loop: Flusher, waiting: Counter[str]) -> None:
         reason = None
         if waiting:
             total = sum(waiting.values())
             reason = f"{total} record(s) wait: " + "; ".join(
                 f"{count} as {why}" for why, count in waiting.most_common(5)
             )
-            log.info("records_waiting", provider=self.name, items=total, reason=reason)
-        await self.store.transact(callbacks.set_waiting, self.name, reason)
+            log.info("records_waiting", provider=loop.name, items=total, reason=reason)
+        await loop.write(callbacks.set_waiting, loop.name, reason)
 
-    async def _upload(self, batch: int, parts: list[FilePart], key: str) -> None:
+    async def _upload(self, loop: Flusher, batch: int, parts: list[FilePart], key: str) -> None:
+        provider = cast(FileBatchProvider, loop.provider)
         everything = [*range(len(parts)), NO_FILE]
         if not parts:  # only tombstones: nothing to send
-            await self._record(batch, everything, key, 0.0, "confirmed", None)
+            await self._record(loop, batch, everything, key, None, "confirmed", None)
             return
-        started = time.perf_counter()
-        self._sent_at = now_ms()
-        try:
-            result = await self.files_provider.push_files(parts, idempotency_key=key)
-        except PermanentError as exc:
-            await self._record(batch, [NO_FILE], key, 0.0, "confirmed", None)
+        answer = await loop.send(
+            partial(provider.push_files, parts, idempotency_key=key),
+            partial(self._note_failure, loop, batch, everything, key),
+        )
+        if answer.refused is not None:
+            await self._record(loop, batch, [NO_FILE], key, None, "confirmed", None)
+            refused = answer.refused
             if len(parts) == 1:
-                await self._dead_letter(batch, 0, exc.reason, exc.status, key, started)
+                await self._dead_letter(
+                    loop, batch, 0, refused.reason, refused.status, key, answer.attempt
+                )
                 return
             for index, part in enumerate(parts):  # find the refused file(s): each alone
-                await self._send_alone(batch, index, part, f"{key}:{index}", skipped_before=False)
+                await self._send_alone(loop, batch, index, part, f"{key}:{index}", skipped=None)
             return
-        except ProviderError as exc:
-            await self._failed_files(batch, everything, key, started, exc)
-            raise _Paused from exc
+        result = answer.result
+        assert result is not None
         skipped = dict(result.skipped)
-        latency = (time.perf_counter() - started) * 1000
         taken = [i for i in everything if i not in skipped]
         await self._record(
-            batch, taken, key, latency, result.state, result.status, result.remote_ref
+            loop, batch, taken, key, answer.attempt, result.state, result.status, result.remote_ref
         )
         for index, reason in skipped.items():
             log.warning(
                 "file_skipped",
-                provider=self.name,
+                provider=loop.name,
                 file=parts[index].path.name,
                 items=parts[index].items,
                 reason=reason,
             )
-            await self._send_alone(
-                batch,
-                index,
-                parts[index],
-                f"{key}:{index}",
-                skipped_before=True,
-                first_reason=reason,
-            )
+            await self._send_alone(loop, batch, index, parts[index], f"{key}:{index}", reason)
 
     async def _send_alone(
         self,
+        loop: Flusher,
         batch: int,
         index: int,
         part: FilePart,
         key: str,
-        *,
-        skipped_before: bool,
-        first_reason: str = "",
+        skipped: str | None,
     ) -> None:
-        """Send one part on its own: after a skip (checked again locally first), or to find
-        which part of a refused upload is the bad one."""
-        started = time.perf_counter()
-        self._sent_at = now_ms()
-        if skipped_before:
-            problem = await anyio.to_thread.run_sync(self.files_provider.verify_file, part)
+        """Send one part on its own: after a skip (``skipped``: the provider's reason; the
+        file is checked again locally first), or to find which part of a refused upload is
+        the bad one."""
+        provider = cast(FileBatchProvider, loop.provider)
+        if skipped is not None:
+            checked = Attempt(now_ms(), time.perf_counter())
+            problem = await anyio.to_thread.run_sync(provider.verify_file, part)
             if problem is not None:
-                await self._dead_letter(batch, index, problem, None, key, started)
+                await self._dead_letter(loop, batch, index, problem, None, key, checked)
                 return
-        try:
-            result = await self.files_provider.push_files([part], idempotency_key=key)
-        except PermanentError as exc:
-            await self._dead_letter(batch, index, exc.reason, exc.status, key, started)
+        answer = await loop.send(
+            partial(provider.push_files, [part], idempotency_key=key),
+            partial(self._note_failure, loop, batch, [index], key),
+        )
+        if answer.refused is not None:
+            refused = answer.refused
+            await self._dead_letter(
+                loop, batch, index, refused.reason, refused.status, key, answer.attempt
+            )
             return
-        except ProviderError as exc:
-            await self._failed_files(batch, [index], key, started, exc)
-            raise _Paused from exc
+        result = answer.result
+        assert result is not None
         if result.skipped:
             reason = result.skipped[0][1]
-            if skipped_before:
+            if skipped is not None:
                 reason = f"skipped twice; {reason}"
-            await self._dead_letter(batch, index, reason, result.status, key, started)
+            await self._dead_letter(loop, batch, index, reason, result.status, key, answer.attempt)
             return
-        latency = (time.perf_counter() - started) * 1000
         await self._record(
-            batch, [index], key, latency, result.state, result.status, result.remote_ref
+            loop,
+            batch,
+            [index],
+            key,
+            answer.attempt,
+            result.state,
+            result.status,
+            result.remote_ref,
         )
 
     async def _record(
         self,
+        loop: Flusher,
         batch: int,
         parts: Sequence[int],
         key: str,
-        latency: float,
+        attempt: Attempt | None,
         state: str,
         status: int | None,
         remote_ref: str | None = None,
     ) -> None:
+        """The provider took these parts (``attempt``: None, nothing was sent for them)."""
         now = now_ms()
-        delivery_id, items = await self.store.transact(
-            partial(
-                spool.record_delivery,
-                provider=self.name,
+        latency = 0.0 if attempt is None else attempt.latency_ms()
+
+        def record(db: sqlite3.Connection) -> tuple[int, int]:
+            return spool.record_delivery(
+                db,
+                provider=loop.name,
                 batch=batch,
                 parts=parts,
                 batch_id=key,
@@ -373,29 +369,29 @@ class FileBatchFlusher(Flusher):
                 latency_ms=latency,
                 remote_ref=remote_ref,
                 now=now,
-                sent_at=self._sent_at,
+                sent_at=None if attempt is None else attempt.sent_at,
+                held_until=loop.health.held_until(),
             )
-        )
+
+        delivery_id, items = await loop.write(record)
         # A transaction per chunk (callbacks and the inbox get the store in between), all of
         # them shielded: a stop waits for the recording, as it waits for any transaction.
         with anyio.CancelScope(shield=True):
-            pieces = await self.store.call(spool.chunks, batch, parts)
+            pieces = await loop.call(spool.chunks, batch, parts)
             for start in range(0, len(pieces), CHUNKS_A_TRANSACTION):
-                await self.store.transact(
-                    partial(
-                        spool.deliver_chunks,
-                        provider=self.name,
-                        batch=batch,
-                        chunks=pieces[start : start + CHUNKS_A_TRANSACTION],
-                        state=state,
-                        delivery_id=delivery_id,
-                        now=now,
-                    )
+                await loop.write(
+                    spool.deliver_chunks,
+                    provider=loop.name,
+                    batch=batch,
+                    chunks=pieces[start : start + CHUNKS_A_TRANSACTION],
+                    state=state,
+                    delivery_id=delivery_id,
+                    now=now,
                 )
         if items:
             log.info(
                 "batch_delivered",
-                provider=self.name,
+                provider=loop.name,
                 items=items,
                 state=state,
                 status=status,
@@ -404,62 +400,71 @@ class FileBatchFlusher(Flusher):
             )
 
     async def _dead_letter(
-        self, batch: int, index: int, reason: str, status: int | None, key: str, started: float
+        self,
+        loop: Flusher,
+        batch: int,
+        index: int,
+        reason: str,
+        status: int | None,
+        key: str,
+        attempt: Attempt,
     ) -> None:
-        now = now_ms()
-        moved = await self.store.transact(
-            partial(
-                spool.dead_letter_parts,
-                provider=self.name,
+        def record(db: sqlite3.Connection) -> int:
+            now = now_ms()
+            moved = spool.dead_letter_parts(
+                db,
+                provider=loop.name,
                 batch=batch,
                 parts=[index],
                 reason=reason,
                 http_status=status,
                 now=now,
             )
-        )
-        async with self.store.write() as db:
-            await self._log_attempt_files(db, moved, key, started, "rejected", status, reason, now)
-        log.warning("dead_lettered", provider=self.name, items=moved, status=status, reason=reason)
+            self._log_attempt(loop, db, moved, key, attempt, "rejected", status, reason, now)
+            return moved
 
-    async def _log_attempt_files(
+        moved = await loop.write(record)
+        log.warning("dead_lettered", provider=loop.name, items=moved, status=status, reason=reason)
+
+    def _log_attempt(
         self,
-        db: Any,
+        loop: Flusher,
+        db: sqlite3.Connection,
         items: int,
         key: str,
-        started: float,
+        attempt: Attempt,
         state: str,
         status: int | None,
         error: str,
         now: int,
     ) -> None:
-        await outbox.record_attempt(
+        outbox.record_attempt(
             db,
-            provider=self.name,
+            provider=loop.name,
             batch_id=key,
             items=items,
             state=state,
             now=now,
             http_status=status,
-            latency_ms=(time.perf_counter() - started) * 1000,
+            latency_ms=attempt.latency_ms(),
             error=error,
         )
 
-    async def _failed_files(
-        self, batch: int, parts: Iterable[int], key: str, started: float, exc: ProviderError
-    ) -> None:
-        failure = self._new_failure(exc)
-        parts = list(parts)
-        if failure.state != "auth-failed":  # auth-failed waits for a reload, not for a time
-            async with self.store.read() as db:
-                failure = await self._count_failure(db, failure)
-        now = now_ms()
-        await self.store.transact(spool.count_attempt, batch, parts)
-        sizes = await self.store.call(spool.part_sizes, batch)
+    def _note_failure(
+        self,
+        loop: Flusher,
+        batch: int,
+        parts: list[int],
+        key: str,
+        db: sqlite3.Connection,
+        attempt: Attempt,
+        exc: ProviderError,
+        now: int,
+    ) -> int:
+        """A failed upload: its parts' entries count one more attempt, and the attempt is
+        logged in ``deliveries``; returns the records it carried."""
+        spool.count_attempt(db, batch, parts)
+        sizes = spool.part_sizes(db, batch)
         items = sum(sizes.get(p, 0) for p in parts)
-        async with self.store.write() as db:
-            await self._log_attempt_files(
-                db, items, key, started, "failed", exc.status, str(exc), now
-            )
-            next_attempt = await self._store_failure(db, failure, now)
-        self._failure_stored(failure, next_attempt, items=items)
+        self._log_attempt(loop, db, items, key, attempt, "failed", exc.status, str(exc), now)
+        return items

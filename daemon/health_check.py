@@ -14,7 +14,8 @@ free space on the store's file system           warning / critical (``--disk-war
 the store cannot be read at all                 critical
 =============================================  =========================================
 
-Only the standard library here: ``status`` imports this and must start fast.
+Only the standard library here (and the provider states, which are): ``status`` imports
+this and must start fast.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
+
+from dropsync.store.states import ProviderState
 
 OK, WARNING, CRITICAL = 0, 1, 2
 _NAMES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL"}
@@ -58,7 +61,7 @@ def provider_problems(row: dict[str, Any], thresholds: Thresholds) -> list[Probl
     """What is wrong with one ``pending_by_provider`` row."""
     name = row["provider"]
     found = []
-    if row["state"] == "auth-failed":
+    if row["state"] == ProviderState.AUTH_FAILED:
         found.append(
             Problem(
                 CRITICAL,

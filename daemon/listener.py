@@ -9,7 +9,9 @@ event loop). Routes:
   now, or a signature accepted before (a replay, remembered in the store) is
   refused with 401 and changes nothing.
 * ``POST /webhooks/crm/TOKEN``: the CRM's webhook; the CRM signs nothing, so the
-  unguessable TOKEN (``webhook_token_*``) is the guard; another path is 404.
+  unguessable TOKEN (``webhook_token_*``) is the guard; another path is 404. Only a
+  success status confirms the job's batch; a failure fails it and queues its records
+  again once (as a failed churn sync does); any other status leaves it waiting.
 * ``GET /healthz`` (200 with each provider's state while the store answers, else
   503), ``GET /metrics`` (Prometheus text format).
 
@@ -18,13 +20,18 @@ Bodies over ``MAX_BODY`` are refused (413); a body not received within
 ``daemon.listener_server``). An address that cannot be had pauses the listener (shown
 by ``status``) and is tried again; the rest of the daemon goes on. No secret (callback
 key, webhook token, provider token) is ever logged or answered.
+
+What a caller sends is answered 4xx when it cannot be taken (``callback_refused`` in the
+log); only an unexpected error is a 500, logged with its type and traceback
+(``listener_error``). Warnings requests cause are summarised (``daemon.log_repeats``):
+whoever reaches the port must not be able to fill the journal.
 """
 
 from __future__ import annotations
 
 import hmac
 import json
-import logging
+import re
 import socket
 from collections.abc import Callable
 from functools import partial
@@ -33,7 +40,7 @@ from typing import Any
 import anyio
 import structlog
 import uvicorn
-from dropsync.adapters import churn
+from dropsync.adapters import churn, crm
 from dropsync.adapters.churn import ChurnProvider, signature_valid
 from dropsync.adapters.crm_webhook import returned_contacts, returned_purchases
 from dropsync.daemon.clock import now_ms
@@ -46,12 +53,15 @@ from dropsync.daemon.listener_server import (
     bind,
     bind_problem,
     guarded_protocol,
+    route_uvicorn_logs,
 )
+from dropsync.daemon.log_repeats import Repeats
 from dropsync.daemon.metrics import render_metrics
 from dropsync.daemon.secrets import read_secret
 from dropsync.daemon.sync_status import SyncStatusBook
 from dropsync.store import callbacks
-from dropsync.store.handle import PauseListener, Store, backoff_s
+from dropsync.store.backoff import backoff_s
+from dropsync.store.handle import PauseListener, Store
 from dropsync.store.readonly import open_readonly
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
@@ -61,6 +71,10 @@ from starlette.routing import Route
 log = structlog.get_logger(__name__)
 
 MAX_BODY = 1 << 20
+SQLITE_INTEGERS = range(-(2**63), 2**63)
+# A JSON escape of a UTF-16 surrogate: json.loads turns an unpaired one into a str that
+# cannot be encoded (nor signed, nor stored).
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89abcdefABCDEF]")
 
 
 class _Refused(Exception):
@@ -93,6 +107,7 @@ class Listener:
         self.config = config
         self.reload(config)
         self.sync_statuses = SyncStatusBook(store, wake)
+        self.repeats = Repeats(log)
         self._task_group: anyio.abc.TaskGroup | None = None
 
     def reload(self, config: Config) -> None:
@@ -143,6 +158,7 @@ class Listener:
         settings = self.config.listener
         assert settings is not None
         sockets = await self._bind(settings.host, settings.port)
+        protocol = guarded_protocol(settings.request_timeout_s, settings.max_connections)
         server = EmbeddedServer(
             uvicorn.Config(
                 self.app(),
@@ -150,13 +166,13 @@ class Listener:
                 log_config=None,
                 log_level="warning",
                 access_log=False,
-                http=guarded_protocol(settings.request_timeout_s, settings.max_connections),
+                http=protocol,
                 timeout_keep_alive=KEEP_ALIVE_S,
                 h11_max_incomplete_event_size=MAX_HEAD,
                 server_header=False,
             )
         )
-        _route_uvicorn_logs()
+        uvicorn_logs = route_uvicorn_logs()
         log.info(
             "listener_started",
             address=_address(settings.host, sockets[0].getsockname()[1]),
@@ -170,6 +186,8 @@ class Listener:
             finally:
                 server.close_all(sockets)
                 tg.cancel_scope.cancel()
+                for repeats in (self.repeats, protocol.guard.repeats, uvicorn_logs.repeats):
+                    repeats.flush()
 
     async def _bind(self, host: str, port: int) -> list[socket.socket]:
         """The listening sockets, once the address can be had (until then: paused, retried)."""
@@ -227,9 +245,15 @@ class Listener:
     async def _json(self, request: Request) -> Any:
         raw = await self._body(request)
         try:
-            return json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
+            value = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
         except (UnicodeDecodeError, ValueError, RecursionError):
             raise _Refused(400, "body is not UTF-8 JSON") from None
+        if _SURROGATE_ESCAPE.search(raw):
+            try:
+                json.dumps(value, ensure_ascii=False).encode("utf-8")
+            except (UnicodeEncodeError, RecursionError):
+                raise _Refused(400, "body holds a lone surrogate (\\ud800-\\udfff)") from None
+        return value
 
     def _churn_provider(self, request: Request) -> ProviderConfig:
         name = request.path_params.get("provider")
@@ -344,6 +368,8 @@ class Listener:
         client = churn.brand_text(data.get("brandIdFromClient"))
         if not isinstance(stop_churn_id, int) or isinstance(stop_churn_id, bool) or not client:
             raise _Refused(400, "expected data.stopChurnBrandId (integer), brandIdFromClient")
+        if stop_churn_id not in SQLITE_INTEGERS:
+            raise _Refused(400, "data.stopChurnBrandId is outside the 64-bit integers")
         now = now_ms()
 
         def apply(db: Any) -> bool | None:
@@ -383,29 +409,56 @@ class Listener:
         if not isinstance(job, str | int) or isinstance(job, bool) or not str(job):
             raise _Refused(400, "expected {_id, status, contacts}")
         contacts, purchases = returned_contacts(body), returned_purchases(body)
-        now = now_ms()
+        outcome, reason = crm.webhook_outcome(body)
+        job_text, now = str(job), now_ms()
 
-        def apply(db: Any) -> int:
-            confirmed = callbacks.confirm_job(db, name, str(job), now=now)
-            # What the CRM says of its contacts holds even for a job not recorded yet: a
-            # batch is recorded once its last request is answered, and the webhook of its
-            # first request can come before that.
-            callbacks.save_crm_contacts(db, name, str(job), contacts, now=now)
-            callbacks.save_crm_purchases(db, name, str(job), purchases, now=now)
-            return confirmed
+        def apply(db: Any) -> tuple[int, list[int], int]:
+            if outcome == "confirmed":
+                # What the CRM says of its contacts holds even for a job not recorded yet: a
+                # batch is recorded once its last request is answered, and the webhook of
+                # its first request can come before that.
+                callbacks.save_crm_contacts(db, name, job_text, contacts, now=now)
+                callbacks.save_crm_purchases(db, name, job_text, purchases, now=now)
+            if outcome not in ("confirmed", "failed"):
+                return len(callbacks.job_deliveries(db, name, job_text)), [], 0
+            failed = outcome == "failed"
+            return callbacks.settle_job(db, name, job_text, failed=failed, error=reason, now=now)
 
-        confirmed = await self.store.transact(apply)
-        if not confirmed:
-            log.warning("webhook_unknown_job", provider=name, job=str(job)[:100])
-        else:
+        carried, settled, queued = await self.store.transact(apply)
+        fields = {"provider": name, "job": job_text[:100]}
+        if not carried:
+            self.repeats.warning("webhook_unknown_job", name, **fields)
+        elif outcome == "confirmed":
             log.info(
                 "webhook_confirmed",
-                provider=name,
-                job=str(job),
+                **fields,
+                deliveries=len(settled),
                 contacts=len(contacts),
                 purchases=len(purchases),
             )
-        return {"ok": True, "confirmed": confirmed}
+        elif outcome == "failed":
+            self.repeats.warning(
+                "webhook_job_failed",
+                name,
+                **fields,
+                reason=reason,
+                deliveries=len(settled),
+                queued_again=queued,
+            )
+            if queued:
+                self.wake([name])
+        elif outcome == "not final":
+            log.info("webhook_not_final", **fields, status=reason)
+        else:
+            self.repeats.warning(
+                "webhook_status_unknown",
+                (name, reason),
+                **fields,
+                status=reason,
+                consequence="not confirmed: it waits for a success, else shows as "
+                "unconfirmed after confirm_timeout_s",
+            )
+        return {"ok": True, "outcome": outcome, "deliveries": len(settled)}
 
     # -- health and metrics ----------------------------------------------------------------
 
@@ -415,7 +468,11 @@ class Listener:
             with anyio.fail_after(5):
                 states = await anyio.to_thread.run_sync(self._read, callbacks.provider_states)
         except Exception as exc:
-            log.warning("healthz_store_unavailable", error=f"{type(exc).__name__}: {exc}")
+            self.repeats.warning(
+                "healthz_store_unavailable",
+                type(exc).__name__,
+                error=f"{type(exc).__name__}: {exc}",
+            )
             return JSONResponse({"status": "store unavailable"}, status_code=503)
         return JSONResponse({"status": "ok", "providers": states})
 
@@ -425,7 +482,11 @@ class Listener:
             with anyio.fail_after(10):
                 snapshot = await anyio.to_thread.run_sync(self._read, callbacks.metrics_snapshot)
         except Exception as exc:
-            log.warning("metrics_store_unavailable", error=f"{type(exc).__name__}: {exc}")
+            self.repeats.warning(
+                "metrics_store_unavailable",
+                type(exc).__name__,
+                error=f"{type(exc).__name__}: {exc}",
+            )
             return Response("store unavailable\n", status_code=503)
         body, content_type = render_metrics(snapshot)
         return Response(body, media_type=content_type)
@@ -441,28 +502,25 @@ class Listener:
         try:
             return JSONResponse(await handler(request))
         except _Refused as refusal:
-            log.warning(
+            provider = request.path_params.get("provider")
+            self.repeats.warning(
                 "callback_refused",
+                (route, refusal.status, refusal.message, provider),
                 route=route,
                 status=refusal.status,
                 reason=refusal.message,
-                provider=request.path_params.get("provider"),
+                provider=provider,
             )
             return JSONResponse({"error": refusal.message}, status_code=refusal.status)
-
-
-class _ToStructlog(logging.Handler):
-    """uvicorn's own log records (bad requests, protocol errors) as JSON events."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        log.warning("listener_http", level_name=record.levelname, message=record.getMessage())
-
-
-def _route_uvicorn_logs() -> None:
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
-        logger = logging.getLogger(name)
-        logger.handlers = [_ToStructlog(logging.WARNING)]
-        logger.propagate = False
+        except Exception as exc:  # a defect, or the store changed under the daemon
+            self.repeats.error(
+                "listener_error",
+                (route, type(exc).__name__),
+                route=route,
+                error=f"{type(exc).__name__}: {exc}",
+                exc_info=exc,
+            )
+            return JSONResponse({"error": "internal error"}, status_code=500)
 
 
 def _address(host: str, port: int) -> str:

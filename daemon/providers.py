@@ -1,13 +1,15 @@
 """Running the configured providers: one flusher (and puller, for two-way kinds) each.
 
 On reload every provider task is restarted with the new config; the outbox and
-provider states live in the store, so nothing is lost by the restart.
+provider states live in the store, so nothing is lost by the restart. Each provider's
+health (``daemon.provider_health``: its state, waits and failures) is kept here for as
+long as the daemon runs, shared by its flusher and its pull loop, and outlives reloads.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 
 import anyio
 import structlog
@@ -18,12 +20,7 @@ from dropsync.adapters.base import (
     Provider,
     StreamPuller,
 )
-from dropsync.adapters.errors import (
-    AuthError,
-    ProviderError,
-    ProviderUnavailable,
-    RetryableError,
-)
+from dropsync.adapters.errors import ProviderError
 from dropsync.adapters.registry import (
     SECRET_REQUIRED,
     OptionError,
@@ -34,8 +31,8 @@ from dropsync.daemon.clock import now_ms
 from dropsync.daemon.config import Config, ProviderConfig
 from dropsync.daemon.delivery import Flusher
 from dropsync.daemon.errors import ConfigError, SecretError
-from dropsync.daemon.filebatch import FileBatchFlusher
 from dropsync.daemon.logs import redact_in_logs
+from dropsync.daemon.provider_health import Flow, ProviderHealth
 from dropsync.daemon.pulls import StreamPull, incoming_to_change
 from dropsync.daemon.requests import answer_recorder, set_routes
 from dropsync.daemon.secrets import load_secret, other_secrets
@@ -46,9 +43,6 @@ from dropsync.store.merge import Change, MergeResult, apply_changes
 __all__ = ["ProviderSupervisor", "check_provider_options", "incoming_to_change", "open_provider"]
 
 log = structlog.get_logger(__name__)
-
-# A timer may fire a little early; a pull asked to wait is never sent a moment too soon.
-PULL_RETRY_MARGIN_S = 0.01
 
 
 def check_provider_options(config: Config) -> None:
@@ -133,10 +127,9 @@ class ProviderSupervisor:
         self.webhook_url: Callable[[str], str | None] = lambda name: None
         self._scope: anyio.CancelScope | None = None
         self._reloaded = False
-        # Per provider: no pull before this moment (monotonic), set by a Retry-After; kept
-        # here, so the pull loop a reload starts again honours it too.
-        self._pull_not_before: dict[str, float] = {}
-        self._push_not_before: dict[str, float] = {}  # the same for pushes (Flusher.holds)
+        # Per provider, across reloads: what a Retry-After answered before a reload still
+        # holds, in the flusher and the pull loop the reload starts.
+        self.health: dict[str, ProviderHealth] = {}
 
     def wake(self, providers: Iterable[str]) -> None:
         """Tell these providers' flushers that entries are waiting."""
@@ -150,8 +143,18 @@ class ProviderSupervisor:
         return self.adapters.get(name)
 
     def wake_all(self) -> None:
-        """Wake every flusher (e.g. after another process changed the store)."""
+        """Another process changed the store (``dropsync resync`` among them): every flusher
+        and every wait looks at it again."""
+        for health in self.health.values():
+            health.store_changed()
         self.wake(list(self.flushers))
+
+    def health_of(self, config: ProviderConfig) -> ProviderHealth:
+        """The provider's health (made on first use, kept across reloads)."""
+        health = self.health.get(config.name)
+        if health is None:
+            health = self.health[config.name] = ProviderHealth(self.store, config)
+        return health
 
     def reload(self, config: Config) -> None:
         """Restart every provider task with ``config``."""
@@ -164,15 +167,7 @@ class ProviderSupervisor:
         """Run provider tasks until cancelled, restarting them on reload."""
         while True:
             self._reloaded = False
-            now = now_ms()
-            providers = self.config.providers.values()
-            async with self.store.write() as db:
-                await outbox.register_providers(db, [(p.name, p.kind) for p in providers], now=now)
-                # A next attempt stored further ahead than this config allows (an older
-                # version honoured any Retry-After) is brought back within the ceiling.
-                clamped = await outbox.clamp_next_attempts(
-                    db, [(p.name, now + int(p.max_delay_s * 1000)) for p in providers]
-                )
+            clamped = await self.store.transact(_set_up_providers, self.config, now_ms())
             for name, previous in clamped:
                 log.warning(
                     "next_attempt_clamped",
@@ -180,9 +175,10 @@ class ProviderSupervisor:
                     stored=previous,
                     max_delay_s=self.config.providers[name].max_delay_s,
                 )
-            await self.store.transact(_set_provider_settings, self.config)
             if self._reloaded:
                 continue  # a reload came while this config was being set up: set up the new one
+            for provider_config in self.config.providers.values():
+                self.health_of(provider_config).restarted(provider_config)
             self._scope = anyio.CancelScope()
             with self._scope:
                 async with anyio.create_task_group() as tg:
@@ -192,33 +188,26 @@ class ProviderSupervisor:
             self.flushers = {}
             self.adapters = {}
 
-    async def _unusable(self, config: ProviderConfig, reason: str) -> None:
-        log.error("provider_unusable", provider=config.name, reason=reason)
-        async with self.store.write() as db:
-            await outbox.set_provider_state(
-                db, config.name, state="auth-failed", now=now_ms(), last_error=reason
-            )
-
     async def _run_provider(self, config: ProviderConfig) -> None:
+        health = self.health_of(config)
         try:
             provider = open_provider(config, webhook_url=self.webhook_url(config.name))
         except (SecretError, OptionError) as exc:
-            await self._unusable(config, str(exc))
+            await health.unusable(str(exc))
             return
         if isinstance(provider, NeedsLookup):
             provider.attach_lookup(self._lookup)
         if isinstance(provider, NeedsCollections):
             provider.attach_collections(collection_timestamps(self.config))
         async with provider, anyio.create_task_group() as tg:
-            kind = FileBatchFlusher if provider.limits.file_batches else Flusher
-            flusher = kind(
+            flusher = Flusher(
                 self.store,
                 config,
                 provider,
                 dry_run=self.dry_run,
                 record_answer=answer_recorder(config.name, lambda: self.config),
                 on_merge=self.on_merge,
-                holds=self._push_not_before,
+                health=health,
             )
             self.adapters[config.name] = provider
             self.flushers[config.name] = flusher
@@ -263,91 +252,53 @@ class ProviderSupervisor:
                 return total
 
     async def _pull_loop(self, config: ProviderConfig, provider: Provider) -> None:
-        probe = True  # after a (re)start an auth-failed provider gets one attempt, as flushers do
+        health = self.health_of(config)
         while True:
-            if not probe:
-                async with self.store.read() as db:
-                    state = await outbox.provider_state(db, config.name)
-                if state is not None and state.state == "auth-failed":
-                    # Repeating refused credentials can lock the account: wait for a reload.
-                    await anyio.sleep(config.pull_interval_s)
-                    continue
-            probe = False
-            held = self._pull_not_before.get(config.name, 0.0) - anyio.current_time()
-            if held > 0:
-                await anyio.sleep(held)  # a Retry-After answered before a reload
-            wait = config.pull_interval_s
+            # An auth-failed provider is tried once after a (re)start, then waits for a
+            # reload or a resync (repeating refused credentials can lock the account); a
+            # Retry-After holds the pull too. A resync ends either wait at once.
+            await health.wait_turn(Flow.PULL)
             try:
                 if isinstance(provider, StreamPuller):
                     await StreamPull(self.store, self.config, config, provider, self.on_merge).run()
                 else:
                     await self.pull_once(config, provider)
-            except AuthError as exc:
-                log.warning("pull_auth_failed", provider=config.name, error=str(exc))
-                await self._note_pull(config, "auth-failed", str(exc))
             except ProviderError as exc:
-                # Shown like a push failure; the pull itself retries after pull_interval_s,
-                # or after the provider's Retry-After when that is longer (up to the ceiling).
-                shown = "offline" if isinstance(exc, ProviderUnavailable) else "backing-off"
-                asked = self._pull_retry_after(config, exc)
-                if asked > 0:
-                    self._pull_not_before[config.name] = anyio.current_time() + asked
-                wait = max(wait, asked)
-                log.warning(
-                    "pull_failed",
-                    provider=config.name,
-                    state=shown,
-                    error=str(exc),
-                    next_pull_in_s=round(wait, 3),
-                )
-                await self._note_pull(config, shown, str(exc))
+                # Shown like a push failure; the pull itself is tried again after
+                # pull_interval_s, or after the provider's Retry-After when that is longer.
+                await self._noted(config, health.pull_failed(exc))
             except sqlite3.Error as exc:
                 # The store is busy (another program holds its lock) or full: what was
                 # committed stays, the cursors did not move, the next tick tries again.
                 log.warning("pull_store_failed", provider=config.name, error=str(exc))
             else:
-                await self._note_pull(config, "online", None)
-            await anyio.sleep(wait)
+                await self._noted(config, health.pull_ok())
+            await anyio.sleep(config.pull_interval_s)
 
     @staticmethod
-    def _pull_retry_after(config: ProviderConfig, exc: ProviderError) -> float:
-        """Seconds the provider asked the next pull to wait (Retry-After), up to the ceiling."""
-        asked = exc.retry_after if isinstance(exc, RetryableError) else None
-        if asked is None:
-            return 0.0
-        if asked > config.max_retry_after_s:
-            log.warning(
-                "retry_after_capped",
-                provider=config.name,
-                retry_after_s=asked,
-                max_retry_after_s=config.max_retry_after_s,
-                via="pull",
-            )
-            asked = config.max_retry_after_s
-        return asked + PULL_RETRY_MARGIN_S
-
-    async def _note_pull(self, config: ProviderConfig, state: str, error: str | None) -> None:
-        """Show a pull's outcome in the provider's state; a success clears ``last_error``."""
+    async def _noted(config: ProviderConfig, noting: Awaitable[None]) -> None:
+        """Show a pull's outcome in the provider's state (a busy or full store: shown at the
+        next pull)."""
         try:
-            async with self.store.write() as db:
-                if error is None:
-                    recovered = await outbox.record_pull_ok(db, config.name, now=now_ms())
-                else:
-                    recovered = False
-                    await outbox.record_pull_failure(
-                        db, config.name, state=state, last_error=error, now=now_ms()
-                    )
-        except sqlite3.Error as exc:  # a busy or full store: shown at the next pull
+            await noting
+        except sqlite3.Error as exc:
             log.warning("pull_store_failed", provider=config.name, error=str(exc))
-            return
-        if recovered:
-            log.info("provider_online", provider=config.name, via="pull")
 
 
-def _set_provider_settings(conn: sqlite3.Connection, config: Config) -> None:
-    """One transaction at start and on reload: confirm timeouts and request routes."""
+def _set_up_providers(conn: sqlite3.Connection, config: Config, now: int) -> list[tuple[str, int]]:
+    """One transaction at start and on reload: a state row for each configured provider,
+    next attempts within the ceiling, confirm timeouts and request routes. Returns the
+    (provider, next attempt) of each next attempt brought back."""
+    providers = config.providers.values()
+    outbox.register_providers(conn, [(p.name, p.kind) for p in providers], now=now)
+    # A next attempt stored further ahead than this config allows (an older version
+    # honoured any Retry-After) is brought back within the ceiling.
+    clamped = outbox.clamp_next_attempts(
+        conn, [(p.name, now + int(p.max_delay_s * 1000)) for p in providers]
+    )
     callbacks.set_confirm_timeouts(conn, confirm_timeouts(config))
     set_routes(conn, config)
+    return clamped
 
 
 def _merge_pulled(

@@ -49,6 +49,7 @@ from dropsync.daemon.dropfiles import (
 from dropsync.daemon.ingest import VANISHED, Ingestor, IngestReport, not_utf8_reason
 from dropsync.daemon.names import is_text
 from dropsync.store import files as ledger
+from dropsync.store.backoff import backoff_s
 
 log = structlog.get_logger(__name__)
 
@@ -69,7 +70,7 @@ class Retries:
     def failed(self, path: Path) -> float:
         """Record a failure; returns the seconds until the next try."""
         failures = self._next.get(str(path), (0, 0.0))[0] + 1
-        delay = min(2.0 ** (failures - 1), MAX_RETRY_S)
+        delay = backoff_s(failures, first_s=1.0, cap_s=MAX_RETRY_S)
         self._next[str(path)] = (failures, time.monotonic() + delay)
         return delay
 

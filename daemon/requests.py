@@ -18,8 +18,8 @@ from collections.abc import Callable, Sequence
 import structlog
 from dropsync.adapters.base import PushResult
 from dropsync.daemon.config import Config
-from dropsync.daemon.delivery import AnswerRecorder
 from dropsync.daemon.pulls import to_changes
+from dropsync.daemon.sending import AnswerRecorder
 from dropsync.store import outbox, requests
 from dropsync.store.merge import MergeResult, apply_changes
 

@@ -49,10 +49,12 @@ from dropsync.daemon.runstate import RuntimeFile
 from dropsync.daemon.secrets import check_secrets
 from dropsync.daemon.watcher import DropWatcher, candidate_files
 from dropsync.store import outbox
+from dropsync.store.backoff import backoff_s
 from dropsync.store.errors import StoreRetryable
-from dropsync.store.handle import Store, backoff_s
+from dropsync.store.handle import Store
 from dropsync.store.merge import MergeResult
 from dropsync.store.queries import status_summary
+from dropsync.store.states import ProviderState
 
 log = structlog.get_logger(__name__)
 
@@ -67,7 +69,7 @@ def summary_line(summary: dict[str, object]) -> str:
     if isinstance(providers, list):
         for row in providers:
             parts.append(f"{row['provider']}={row['pending']}")
-            if row["state"] != "online":
+            if row["state"] != ProviderState.ONLINE:
                 troubled.append(f"{row['provider']} {row['state']}")
     text = "pending " + (" ".join(parts) if parts else "none")
     if troubled:
@@ -298,8 +300,7 @@ class Daemon:
         self.inbox.config = config
         self.watcher.config = config
         self.retention.config = config
-        async with self.store.write() as db:
-            await outbox.resume_refused_providers(db, now=now_ms())
+        await self.store.transact(outbox.resume_refused_providers, now=now_ms())
         if self.listener is not None:
             self.listener.reload(config)
         self.supervisor.reload(config)

@@ -33,6 +33,7 @@ from dropsync.daemon.dropfiles import (
     rename_to_text,
 )
 from dropsync.daemon.ingest import IngestReport, only_errors_of
+from dropsync.store.backoff import backoff_s
 from dropsync.store.handle import PauseListener
 
 log = structlog.get_logger(__name__)
@@ -231,7 +232,11 @@ class DropWatcher:
                 if time.monotonic() - started > max(self.config.rescan_s, 1.0):
                     failures = 0
                 failures += 1
-                delay = 0.0 if failures == 1 else min(2.0 ** (failures - 2), self.config.rescan_s)
+                delay = (
+                    0.0
+                    if failures == 1
+                    else backoff_s(failures - 1, first_s=1.0, cap_s=self.config.rescan_s)
+                )
                 log.warning("watcher_restarted", error=_reason(exc), retry_in_s=delay)
                 self._rescan_soon.set()  # what changed while it was blind
                 await anyio.sleep(delay)

@@ -51,23 +51,34 @@ def settle_records(
             [(now, provider, i) for i in ids],
         )
         return 0
-    queued = 0
-    for delivery_id in ids:
-        cursor = db.execute(
-            "INSERT INTO outbox (provider, collection, key, updated_at, enqueued_at) "
-            "SELECT d.provider, d.collection, d.key, r.updated_at, ? FROM delivered d "
-            "JOIN records r ON r.collection = d.collection AND r.key = d.key "
-            "WHERE d.provider = ? AND d.delivery_id = ? AND d.requeued = 0 "
-            "ON CONFLICT (provider, collection, key) DO NOTHING",
-            (now, provider, delivery_id),
-        )
-        queued += max(cursor.rowcount, 0)
+    return sum(requeue_delivered(db, provider, i, now=now, once=True) for i in ids)
+
+
+def requeue_delivered(
+    db: sqlite3.Connection, provider: str, delivery_id: int, *, now: int, once: bool
+) -> int:
+    """Queue the records of one delivery again, at their record's current version (a key
+    already queued keeps its place); returns how many were queued.
+
+    ``once``: a failure reported by the provider queues a record again only once (it is
+    marked ``requeued``; a second failure report does not); without it (the operator's
+    ``resync --unconfirmed``) every record of the delivery is queued.
+    """
+    cursor = db.execute(
+        "INSERT INTO outbox (provider, collection, key, updated_at, enqueued_at) "
+        "SELECT d.provider, d.collection, d.key, r.updated_at, ? FROM delivered d "
+        "JOIN records r ON r.collection = d.collection AND r.key = d.key "
+        "WHERE d.provider = ? AND d.delivery_id = ? AND (NOT ? OR d.requeued = 0) "
+        "ON CONFLICT (provider, collection, key) DO NOTHING",
+        (now, provider, delivery_id, once),
+    )
+    if once:
         db.execute(
             "UPDATE delivered SET requeued = 1 WHERE provider = ? AND delivery_id = ? "
             "AND requeued = 0",
             (provider, delivery_id),
         )
-    return queued
+    return max(cursor.rowcount, 0)
 
 
 def _accepted_before(db: sqlite3.Connection, provider: str, before: int) -> list[int]:
@@ -88,24 +99,46 @@ def _set_state(db: sqlite3.Connection, ids: Sequence[int], state: str, error: st
     )
 
 
-def confirm_job(db: sqlite3.Connection, provider: str, job_id: str, *, now: int) -> int:
-    """The provider's webhook confirmed job ``job_id``: the deliveries that carry it (alone
-    or in their comma-separated ``remote_ref``) are ``confirmed``; returns how many."""
-    ids = [
-        row[0]
+def job_deliveries(db: sqlite3.Connection, provider: str, job_id: str) -> list[tuple[int, str]]:
+    """(id, state) of the deliveries that carry job ``job_id`` (alone or in their
+    comma-separated ``remote_ref``)."""
+    return [
+        (row[0], row[1])
         for row in db.execute(
-            "SELECT id FROM deliveries WHERE provider = ? AND remote_ref IS NOT NULL "
-            "AND (remote_ref = ? OR instr(',' || remote_ref || ',', ',' || ? || ',') > 0)",
+            "SELECT id, state FROM deliveries WHERE provider = ? AND remote_ref IS NOT NULL "
+            "AND (remote_ref = ? OR instr(',' || remote_ref || ',', ',' || ? || ',') > 0) "
+            "ORDER BY id",
             (provider, job_id, job_id),
         )
     ]
-    _set_state(db, ids, "confirmed", None)
+
+
+def settle_job(
+    db: sqlite3.Connection, provider: str, job_id: str, *, failed: bool, error: str, now: int
+) -> tuple[int, list[int], int]:
+    """The CRM's webhook about job ``job_id``, which succeeded or ``failed``: the deliveries
+    that carry it (alone or in their comma-separated ``remote_ref``).
+
+    A success confirms those still ``accepted`` (with their records). A failure marks those
+    ``accepted`` or ``confirmed`` ``failed`` with ``error`` (a batch of several jobs fails if
+    one does, whatever the order the webhooks come in) and queues their records again once,
+    as a failed churn sync does (``settle_records``). Returns (the deliveries that carry the
+    job, the deliveries settled now, records queued again).
+    """
+    rows = job_deliveries(db, provider, job_id)
+    if not failed:
+        ids = [i for i, state in rows if state == "accepted"]
+        _set_state(db, ids, "confirmed", None)
+        settle_records(db, provider, ids, failed=False, now=now)
+        return len(rows), ids, 0
+    ids = [i for i, state in rows if state in ("accepted", "confirmed")]
+    _set_state(db, ids, "failed", error)
     db.executemany(
-        "UPDATE delivered SET state = 'confirmed', requeued = 0, at = ? "
-        "WHERE provider = ? AND delivery_id = ?",
+        "UPDATE delivered SET state = 'accepted', at = ? "
+        "WHERE provider = ? AND delivery_id = ? AND state = 'confirmed'",
         [(now, provider, i) for i in ids],
     )
-    return len(ids)
+    return len(rows), ids, settle_records(db, provider, ids, failed=True, now=now)
 
 
 def save_crm_contacts(
@@ -253,17 +286,7 @@ def requeue_unconfirmed(db: sqlite3.Connection, provider: str, *, now: int) -> t
     if row is None or row[0] is None:
         return 0, 0
     ids = _accepted_before(db, provider, now - int(row[0]) - 1)
-    queued = 0
-    for delivery_id in ids:
-        cursor = db.execute(
-            "INSERT INTO outbox (provider, collection, key, updated_at, enqueued_at) "
-            "SELECT d.provider, d.collection, d.key, r.updated_at, ? FROM delivered d "
-            "JOIN records r ON r.collection = d.collection AND r.key = d.key "
-            "WHERE d.provider = ? AND d.delivery_id = ? "
-            "ON CONFLICT (provider, collection, key) DO NOTHING",
-            (now, provider, delivery_id),
-        )
-        queued += max(cursor.rowcount, 0)
+    queued = sum(requeue_delivered(db, provider, i, now=now, once=False) for i in ids)
     _set_state(db, ids, "failed", "no confirmation within confirm_timeout_s; queued again")
     return len(ids), queued
 

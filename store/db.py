@@ -104,7 +104,7 @@ async def open_store(
     ``target`` stops migrating at that version (tests build old files with it).
     Before a store that has data is migrated, a verified backup is written beside it
     (``store.maintenance.migration_backup_path``); its path is appended to ``backups``.
-    The connection is in autocommit mode: use ``transaction()`` for writes.
+    The connection is in autocommit mode: writes go through ``Store.transact``.
     Readers use ``store.readonly.open_readonly`` instead.
     """
     try:

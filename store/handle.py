@@ -13,33 +13,24 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol, TypeVar, cast
 
 import aiosqlite
 import anyio
+from dropsync.store.backoff import backoff_s
 from dropsync.store.db import (
     BULK_CACHE_KIB,
     STEADY_CACHE_KIB,
     open_reader,
     open_store,
-    rollback_if_open,
     set_cache_size,
     unavailable,
 )
 from dropsync.store.errors import StoreRetryable
 
 T = TypeVar("T")
-
-# Waits between attempts: 0.5 s, doubling, at most 10 s (each attempt at a locked store
-# first waits busy_timeout, 5 s, inside SQLite).
-BACKOFF_FIRST_S = 0.5
-BACKOFF_MAX_S = 10.0
-
-
-def backoff_s(attempt: int) -> float:
-    """Seconds to wait after the ``attempt``-th failed attempt (1-based)."""
-    return float(min(BACKOFF_FIRST_S * 2 ** min(attempt - 1, 30), BACKOFF_MAX_S))
 
 
 class PauseListener(Protocol):
@@ -106,12 +97,15 @@ async def run_in_connection_thread(db: aiosqlite.Connection, fn: Callable[..., T
 class Store:
     """One aiosqlite connection (one thread owns it) shared by the daemon's tasks.
 
-    ``write()`` serialises write transactions between tasks; ``read()`` gives
-    the connection to a task between transactions, so it never sees another
-    task's half-done work. ``snapshot()`` is a second, read-only connection for
-    reads that need not wait for the writer: it sees the last committed state.
-    With ``pauses``, ``call``, ``transact`` and the start of ``write`` wait out a
-    busy store or a full disk (see the module docstring).
+    ``transact`` runs a unit of work (a plain function over the ``sqlite3.Connection``)
+    whole in one transaction: every write goes through it, so every write survives a
+    busy store and a full disk the same way. ``call`` runs one between transactions
+    (a read that must see the writer's own state). ``read()`` gives the aiosqlite
+    connection to a task between transactions, for reads only, so it never sees
+    another task's half-done work. ``snapshot()`` is a second, read-only connection
+    for reads that need not wait for the writer: it sees the last committed state.
+    With ``pauses``, ``call`` and ``transact`` wait out a busy store or a full disk
+    (see the module docstring).
     """
 
     def __init__(
@@ -151,64 +145,29 @@ class Store:
             return await attempt()
         return await retrying(attempt, self.pauses, "store")
 
-    @asynccontextmanager
-    async def write(self) -> AsyncIterator[aiosqlite.Connection]:
-        """A write transaction, committed on success; waits for other tasks' transactions.
-
-        Only its start is retried (the body cannot be run again from here): prefer
-        ``transact`` for work that must survive a full disk.
-        """
-        async with self._lock:
-            try:
-                await self._retrying(self._begin)
-            except BaseException:
-                # Cancelled (a reload, a stop) while BEGIN waited for the connection's thread:
-                # the thread runs it all the same, so end it there, after it (in order).
-                with anyio.CancelScope(shield=True):
-                    await run_in_connection_thread(self.db, end_abandoned_transaction)
-                raise
-            try:
-                yield self.db
-            except sqlite3.Error as exc:
-                with anyio.CancelScope(shield=True):
-                    await rollback_if_open(self.db)
-                raise (unavailable(exc, self.path) or exc) from exc
-            except BaseException:
-                with anyio.CancelScope(shield=True):
-                    await rollback_if_open(self.db)
-                raise
-            try:
-                with anyio.CancelScope(shield=True):
-                    await self.db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                with anyio.CancelScope(shield=True):
-                    await rollback_if_open(self.db)
-                raise (unavailable(exc, self.path) or exc) from exc
-
-    async def _begin(self) -> None:
-        try:
-            await run_in_connection_thread(self.db, _begin_immediate)
-        except sqlite3.Error as exc:
-            raise (unavailable(exc, self.path) or exc) from exc
-
-    async def call(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn(conn, *args)`` in the connection's thread, between transactions.
+    async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run ``fn(conn, *args, **kwargs)`` in the connection's thread, between transactions.
 
         aiosqlite's worker thread owns the connection; handing it a whole unit of
         work costs one round trip instead of one per statement, and lets the event
         loop parse the next batch meanwhile.
         """
+        if kwargs:
+            fn = partial(fn, **kwargs)
         async with self._lock:
             return await self._retrying(lambda: self._shielded(fn, *args))
 
-    async def transact(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn(conn, *args)`` in one IMMEDIATE transaction in the connection's thread.
+    async def transact(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run ``fn(conn, *args, **kwargs)`` in one IMMEDIATE transaction in the connection's
+        thread: the daemon's one way to write.
 
         Committed if ``fn`` returns, rolled back if it raises. Once started it is
         not cancelled: a stop request lets the transaction finish first. With
         ``pauses`` it is run again after a busy store or a full disk, so ``fn`` must
         change nothing but the store (or only what it can change again).
         """
+        if kwargs:
+            fn = partial(fn, **kwargs)
         async with self._lock:
             return await self._retrying(lambda: self._shielded(_in_transaction, fn, *args))
 

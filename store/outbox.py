@@ -1,7 +1,14 @@
-"""Outbox, delivery attempts, dead letters and provider state: the delivery engine's SQL."""
+"""Outbox, delivery attempts, dead letters and provider state: the delivery engine's SQL.
+
+Writes are plain functions over a ``sqlite3.Connection``, run whole in the store's thread
+(``Store.transact``); so is ``provider_state``, which a failure's transaction reads. The
+flusher's reads between transactions (``take_batch``, ``unfinished_requests``,
+``pending_count``) take the aiosqlite connection ``Store.read``/``Store.snapshot`` give.
+"""
 
 from __future__ import annotations
 
+import math
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -9,16 +16,18 @@ from typing import NamedTuple
 
 import aiosqlite
 import orjson
+from dropsync.store.merge import cut_at_nul
+from dropsync.store.states import ProviderState
 
 
 @dataclass(frozen=True, slots=True)
-class ProviderState:
-    """A ``providers`` row."""
+class ProviderRow:
+    """A ``providers`` row: the provider's state and its wait."""
 
     name: str
     kind: str
-    state: str
-    next_attempt_at: int | None
+    state: ProviderState
+    next_attempt_at: int | None  # no attempt before this moment (ms), unless resync ends it
     failures: int
     last_error: str | None
 
@@ -35,31 +44,49 @@ class OutboxEntry(NamedTuple):
     attempts: int
 
 
-async def register_providers(
-    db: aiosqlite.Connection, providers: Iterable[tuple[str, str]], *, now: int
+def register_providers(
+    db: sqlite3.Connection, providers: Iterable[tuple[str, str]], *, now: int
 ) -> None:
     """Make sure each configured (name, kind) has a state row; existing state is kept."""
-    await db.executemany(
+    db.executemany(
         "INSERT INTO providers (name, kind, updated_at) VALUES (?, ?, ?) "
         "ON CONFLICT (name) DO UPDATE SET kind = excluded.kind",
         [(name, kind, now) for name, kind in providers],
     )
 
 
-async def provider_state(db: aiosqlite.Connection, name: str) -> ProviderState | None:
+def provider_state(db: sqlite3.Connection, name: str) -> ProviderRow | None:
     """The state row of one provider."""
-    row = await (
-        await db.execute(
-            "SELECT name, kind, state, next_attempt_at, failures, last_error FROM providers "
-            "WHERE name = ?",
-            (name,),
-        )
+    row = db.execute(
+        "SELECT name, kind, state, next_attempt_at, failures, last_error FROM providers "
+        "WHERE name = ?",
+        (name,),
     ).fetchone()
-    return ProviderState(*row) if row else None
+    if row is None:
+        return None
+    name, kind, state, next_attempt_at, failures, last_error = row
+    return ProviderRow(
+        name,
+        kind,
+        ProviderState(state),
+        _integer(next_attempt_at),
+        _integer(failures) or 0,
+        last_error,
+    )
 
 
-async def set_provider_state(
-    db: aiosqlite.Connection,
+def _integer(value: object) -> int | None:
+    """A stored number as an int; None for what is not one (a row edited by hand may hold
+    text, a blob or an infinite real there: the daemon does not stop for it)."""
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and math.isfinite(value):
+        return int(value)
+    return None
+
+
+def set_provider_state(
+    db: sqlite3.Connection,
     name: str,
     *,
     state: str,
@@ -70,7 +97,7 @@ async def set_provider_state(
     ok: bool = False,
 ) -> None:
     """Record a provider's state after an attempt (``ok``: it just accepted something)."""
-    await db.execute(
+    db.execute(
         "UPDATE providers SET state = ?, next_attempt_at = ?, failures = ?, last_error = ?, "
         "last_attempt_at = ?, updated_at = ?, last_ok_at = CASE WHEN ? THEN ? ELSE last_ok_at END "
         "WHERE name = ?",
@@ -78,8 +105,8 @@ async def set_provider_state(
     )
 
 
-async def clamp_next_attempts(
-    db: aiosqlite.Connection, latest: Iterable[tuple[str, int]]
+def clamp_next_attempts(
+    db: sqlite3.Connection, latest: Iterable[tuple[str, int]]
 ) -> list[tuple[str, int]]:
     """Bring each named provider's ``next_attempt_at`` back to at most its ``latest`` time.
 
@@ -88,42 +115,81 @@ async def clamp_next_attempts(
     """
     changed: list[tuple[str, int]] = []
     for name, limit in latest:
-        row = await (
-            await db.execute(
-                "SELECT next_attempt_at FROM providers WHERE name = ? AND next_attempt_at > ?",
-                (name, limit),
-            )
+        row = db.execute(
+            "SELECT next_attempt_at FROM providers WHERE name = ? AND next_attempt_at > ?",
+            (name, limit),
         ).fetchone()
         if row is not None:
-            await db.execute(
-                "UPDATE providers SET next_attempt_at = ? WHERE name = ?", (limit, name)
-            )
+            db.execute("UPDATE providers SET next_attempt_at = ? WHERE name = ?", (limit, name))
             changed.append((name, row[0]))
     return changed
 
 
-async def record_pull_failure(
-    db: aiosqlite.Connection, name: str, *, state: str, last_error: str, now: int
+def record_pull_failure(
+    db: sqlite3.Connection,
+    name: str,
+    *,
+    state: str,
+    last_error: str,
+    now: int,
+    held_until: int | None = None,
 ) -> None:
     """A pull failed: show it (``auth-failed`` stays; the next attempt a push's backoff or
-    Retry-After stored is kept, whatever ``state`` becomes)."""
-    await db.execute(
+    Retry-After stored is kept, whatever ``state`` becomes, or moved to ``held_until``, the
+    pull's own Retry-After, when that is later)."""
+    db.execute(
         "UPDATE providers SET state = CASE WHEN state = 'auth-failed' THEN state ELSE ? END, "
+        "next_attempt_at = CASE WHEN ? IS NULL THEN next_attempt_at "
+        f"ELSE MAX({_STORED_WAIT}, ?) END, "
         "last_error = ?, last_attempt_at = ?, updated_at = ? WHERE name = ?",
-        (state, last_error, now, now, name),
+        (state, held_until, held_until, last_error, now, now, name),
     )
 
 
-async def record_pull_ok(db: aiosqlite.Connection, name: str, *, now: int) -> bool:
+# The stored next attempt where it is an integer (what the daemon writes), else 0: SQLite
+# orders text after every number, and a real may be infinite.
+_STORED_WAIT = "CASE WHEN typeof(next_attempt_at) = 'integer' THEN next_attempt_at ELSE 0 END"
+
+
+def hold_provider(db: sqlite3.Connection, name: str, *, until: int, now: int) -> None:
+    """No attempt before ``until`` (a provider's Retry-After whose recording was cut short):
+    the stored next attempt moves there unless it is later already."""
+    db.execute(
+        f"UPDATE providers SET next_attempt_at = MAX({_STORED_WAIT}, ?), "
+        "state = CASE WHEN state = 'online' THEN 'backing-off' ELSE state END, updated_at = ? "
+        "WHERE name = ?",
+        (until, now, name),
+    )
+
+
+def provider_delivered(
+    db: sqlite3.Connection, name: str, *, now: int, held_until: int | None = None
+) -> None:
+    """The provider took a request: it is ``online``, its failures and error cleared, and
+    nothing holds it back, unless ``held_until`` is still ahead (a ``Retry-After`` answered
+    to another request meanwhile): that wait, its state and its error stay."""
+    db.execute(
+        "UPDATE providers SET "
+        "state = CASE WHEN ? > ? THEN state ELSE 'online' END, "
+        "next_attempt_at = CASE WHEN ? > ? THEN ? END, failures = 0, "
+        "last_error = CASE WHEN ? > ? THEN last_error END, "
+        "last_attempt_at = ?, last_ok_at = ?, updated_at = ? WHERE name = ?",
+        (held_until, now, held_until, now, held_until, held_until, now, now, now, now, name),
+    )
+
+
+def record_pull_ok(db: sqlite3.Connection, name: str, *, now: int) -> bool:
     """A pull succeeded: the provider works, so its error is cleared; True if changed.
 
     A push waiting out its backoff (``next_attempt_at`` ahead) keeps its state and
-    error: the push, not the pull, says when that is over.
+    error: the push, not the pull, says when that is over. A next attempt that has come
+    is cleared.
     """
-    cursor = await db.execute(
+    cursor = db.execute(
         "UPDATE providers SET state = 'online', failures = 0, last_error = NULL, "
-        "last_ok_at = ?, last_attempt_at = ?, updated_at = ? WHERE name = ? "
-        "AND (state <> 'online' OR last_error IS NOT NULL OR failures <> 0) "
+        "next_attempt_at = NULL, last_ok_at = ?, last_attempt_at = ?, updated_at = ? "
+        "WHERE name = ? AND (state <> 'online' OR last_error IS NOT NULL OR failures <> 0 "
+        "OR next_attempt_at IS NOT NULL) "
         "AND (next_attempt_at IS NULL OR next_attempt_at <= ?)",
         (now, now, now, name, now),
     )
@@ -182,9 +248,9 @@ def open_requests(
     return ids
 
 
-async def discard_requests(db: aiosqlite.Connection, delivery_ids: Sequence[int]) -> None:
+def discard_requests(db: sqlite3.Connection, delivery_ids: Sequence[int]) -> None:
     """Forget requests written ahead that were never sent (their entries stay in the outbox)."""
-    await db.executemany(
+    db.executemany(
         "DELETE FROM deliveries WHERE id = ? AND state = 'sent'", [(i,) for i in delivery_ids]
     )
 
@@ -207,15 +273,15 @@ async def unfinished_requests(db: aiosqlite.Connection, provider: str) -> list[U
     ]
 
 
-async def reopen_request(db: aiosqlite.Connection, delivery_id: int, *, now: int) -> int:
+def reopen_request(db: sqlite3.Connection, delivery_id: int, *, now: int) -> int:
     """A new attempt of an unfinished request: the entries move to a new ``sent`` row (an
     attempt the daemon did not live to finish is marked ``failed``); returns the new id."""
-    cursor = await db.execute(
+    cursor = db.execute(
         "INSERT INTO deliveries (provider, batch_id, items, state, attempted_at, entries) "
         "SELECT provider, batch_id, items, 'sent', ?, entries FROM deliveries WHERE id = ?",
         (now, delivery_id),
     )
-    await db.execute(
+    db.execute(
         "UPDATE deliveries SET entries = NULL, "
         "error = CASE WHEN state = 'sent' THEN ? ELSE error END, "
         "state = CASE WHEN state = 'sent' THEN 'failed' ELSE state END WHERE id = ?",
@@ -225,18 +291,18 @@ async def reopen_request(db: aiosqlite.Connection, delivery_id: int, *, now: int
     return cursor.lastrowid
 
 
-async def abandon_request(db: aiosqlite.Connection, delivery_id: int, *, reason: str) -> None:
+def abandon_request(db: sqlite3.Connection, delivery_id: int, *, reason: str) -> None:
     """An unfinished request that will not be sent again: its entries are dropped from
     the row (they are still in the outbox), the reason kept as its error."""
-    await db.execute(
+    db.execute(
         "UPDATE deliveries SET entries = NULL, error = ?, "
         "state = CASE WHEN state = 'sent' THEN 'failed' ELSE state END WHERE id = ?",
         (reason, delivery_id),
     )
 
 
-async def finish_attempt(
-    db: aiosqlite.Connection,
+def finish_attempt(
+    db: sqlite3.Connection,
     delivery_id: int,
     *,
     state: str,
@@ -247,11 +313,17 @@ async def finish_attempt(
     final: bool,
 ) -> None:
     """Record the answer to an attempt written ahead (``final``: the request is finished)."""
-    await db.execute(
+    db.execute(
         "UPDATE deliveries SET state = ?, attempted_at = ?, http_status = ?, latency_ms = ?, "
         "error = ?, entries = CASE WHEN ? THEN NULL ELSE entries END WHERE id = ?",
         (state, attempted_at, http_status, latency_ms, error, final, delivery_id),
     )
+
+
+_DELIVERED_CONFLICT = (
+    "ON CONFLICT (provider, collection, key) DO UPDATE SET updated_at = excluded.updated_at, "
+    "state = excluded.state, delivery_id = excluded.delivery_id, at = excluded.at"
+)
 
 
 def deliver_batch(
@@ -267,11 +339,13 @@ def deliver_batch(
     now: int,
     delivery_id: int | None = None,
     attempted_at: int | None = None,
+    held_until: int | None = None,
 ) -> None:
     """One transaction's work after a provider took a batch (run in the store's thread).
 
     ``delivery_id``: the request's row written ahead, which becomes the delivery (else a
-    row is added); ``attempted_at`` when it was sent (default ``now``).
+    row is added); ``attempted_at`` when it was sent (default ``now``); ``held_until``: see
+    ``provider_delivered``.
     """
     if delivery_id is None:
         cursor = db.execute(
@@ -295,19 +369,23 @@ def deliver_batch(
         "JOIN outbox o ON o.id = v.value ->> 0 AND o.updated_at = v.value ->> 3)",
         (versions,),
     )
-    db.execute(
-        "INSERT INTO delivered (provider, collection, key, updated_at, state, delivery_id, at) "
-        "SELECT ?, v.value ->> 1, v.value ->> 2, v.value ->> 3, ?, ?, ? FROM json_each(?) AS v "
-        "WHERE 1 ON CONFLICT (provider, collection, key) DO UPDATE SET "
-        "updated_at = excluded.updated_at, state = excluded.state, "
-        "delivery_id = excluded.delivery_id, at = excluded.at",
-        (provider, state, delivery_id, now, versions),
-    )
-    db.execute(
-        "UPDATE providers SET state = 'online', next_attempt_at = NULL, failures = 0, "
-        "last_error = NULL, last_attempt_at = ?, last_ok_at = ?, updated_at = ? WHERE name = ?",
-        (now, now, now, provider),
-    )
+    if cut_at_nul(versions):
+        db.executemany(
+            "INSERT INTO delivered (provider, collection, key, updated_at, state, delivery_id, "
+            "at) VALUES (?, ?, ?, ?, ?, ?, ?) " + _DELIVERED_CONFLICT,
+            [
+                (provider, e.collection, e.key, e.updated_at, state, delivery_id, now)
+                for e in entries
+            ],
+        )
+    else:
+        db.execute(
+            "INSERT INTO delivered (provider, collection, key, updated_at, state, delivery_id, "
+            "at) SELECT ?, v.value ->> 1, v.value ->> 2, v.value ->> 3, ?, ?, ? "
+            "FROM json_each(?) AS v WHERE 1 " + _DELIVERED_CONFLICT,
+            (provider, state, delivery_id, now, versions),
+        )
+    provider_delivered(db, provider, now=now, held_until=held_until)
 
 
 async def pending_count(db: aiosqlite.Connection, provider: str | None = None) -> int:
@@ -321,8 +399,8 @@ async def pending_count(db: aiosqlite.Connection, provider: str | None = None) -
     return int(row[0]) if row else 0
 
 
-async def record_attempt(
-    db: aiosqlite.Connection,
+def record_attempt(
+    db: sqlite3.Connection,
     *,
     provider: str,
     batch_id: str,
@@ -335,7 +413,7 @@ async def record_attempt(
     error: str | None = None,
 ) -> int:
     """Log one request attempt in ``deliveries``; returns its id."""
-    cursor = await db.execute(
+    cursor = db.execute(
         "INSERT INTO deliveries (provider, batch_id, items, state, http_status, latency_ms, "
         "remote_ref, error, attempted_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (provider, batch_id, items, state, http_status, latency_ms, remote_ref, error, now),
@@ -344,15 +422,15 @@ async def record_attempt(
     return cursor.lastrowid
 
 
-async def count_attempt(db: aiosqlite.Connection, entry_ids: Sequence[int]) -> None:
+def count_attempt(db: sqlite3.Connection, entry_ids: Sequence[int]) -> None:
     """Add one to the attempt counter of these entries."""
-    await db.executemany(
+    db.executemany(
         "UPDATE outbox SET attempts = attempts + 1 WHERE id = ?", [(i,) for i in entry_ids]
     )
 
 
-async def dead_letter(
-    db: aiosqlite.Connection,
+def dead_letter(
+    db: sqlite3.Connection,
     provider: str,
     entries: Sequence[OutboxEntry],
     *,
@@ -361,7 +439,7 @@ async def dead_letter(
     now: int,
 ) -> None:
     """Move entries from the outbox to ``dead_letters`` with the reason."""
-    await db.executemany(
+    db.executemany(
         "INSERT INTO dead_letters (provider, collection, key, updated_at, http_status, reason, "
         "attempts, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         [
@@ -369,7 +447,7 @@ async def dead_letter(
             for e in entries
         ],
     )
-    await db.executemany(
+    db.executemany(
         "DELETE FROM outbox WHERE id = ? AND updated_at = ?",
         [(e.id, e.updated_at) for e in entries],
     )
@@ -387,12 +465,12 @@ def _selection(provider: str | None, ids: Sequence[int]) -> tuple[str, list[obje
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 
-async def retry_dead_letters(
-    db: aiosqlite.Connection, *, provider: str | None, ids: Sequence[int], now: int
+def retry_dead_letters(
+    db: sqlite3.Connection, *, provider: str | None, ids: Sequence[int], now: int
 ) -> int:
     """Put dead letters back in the outbox (at their record's current version); returns count."""
     where, params = _selection(provider, ids)
-    cursor = await db.execute(
+    cursor = db.execute(
         "INSERT INTO outbox (provider, collection, key, updated_at, enqueued_at) "
         "SELECT d.provider, d.collection, d.key, r.updated_at, ? FROM dead_letters d "
         f"JOIN records r ON r.collection = d.collection AND r.key = d.key {where or ' WHERE 1'} "
@@ -400,26 +478,24 @@ async def retry_dead_letters(
         [now, *params],
     )
     moved = cursor.rowcount
-    await db.execute(f"DELETE FROM dead_letters{where}", params)
+    db.execute(f"DELETE FROM dead_letters{where}", params)
     return moved
 
 
-async def drop_dead_letters(
-    db: aiosqlite.Connection, *, provider: str | None, ids: Sequence[int]
-) -> int:
+def drop_dead_letters(db: sqlite3.Connection, *, provider: str | None, ids: Sequence[int]) -> int:
     """Delete dead letters for good; returns how many."""
     where, params = _selection(provider, ids)
-    cursor = await db.execute(f"DELETE FROM dead_letters{where}", params)
+    cursor = db.execute(f"DELETE FROM dead_letters{where}", params)
     return cursor.rowcount
 
 
-async def requeue_collection(
-    db: aiosqlite.Connection, provider: str, collections: Sequence[str], *, now: int
+def requeue_collection(
+    db: sqlite3.Connection, provider: str, collections: Sequence[str], *, now: int
 ) -> int:
     """Queue every current record of ``collections`` for ``provider`` (a full resync)."""
     total = 0
     for collection in collections:
-        cursor = await db.execute(
+        cursor = db.execute(
             "INSERT INTO outbox (provider, collection, key, updated_at, enqueued_at) "
             "SELECT ?, collection, key, updated_at, ? FROM records WHERE collection = ? "
             "AND origin <> ? ON CONFLICT (provider, collection, key) "
@@ -430,15 +506,13 @@ async def requeue_collection(
     return total
 
 
-async def confirm_remote(
-    db: aiosqlite.Connection, provider: str, remote_ref: str, *, now: int
-) -> int:
+def confirm_remote(db: sqlite3.Connection, provider: str, remote_ref: str, *, now: int) -> int:
     """A provider callback confirmed job ``remote_ref``: mark its deliveries confirmed."""
-    cursor = await db.execute(
+    cursor = db.execute(
         "UPDATE deliveries SET state = 'confirmed' WHERE provider = ? AND remote_ref = ?",
         (provider, remote_ref),
     )
-    await db.execute(
+    db.execute(
         "UPDATE delivered SET state = 'confirmed', at = ? WHERE provider = ? AND delivery_id IN "
         "(SELECT id FROM deliveries WHERE provider = ? AND remote_ref = ?)",
         (now, provider, provider, remote_ref),
@@ -446,14 +520,14 @@ async def confirm_remote(
     return cursor.rowcount
 
 
-async def resume_refused_providers(db: aiosqlite.Connection, *, now: int) -> None:
+def resume_refused_providers(db: sqlite3.Connection, *, now: int) -> None:
     """A reload: let auth-failed providers try again, and resume nothing else.
 
     An auth-failed state a pull set leaves the push's stored next attempt (its backoff, or
     a provider's ``Retry-After``) in place, so that provider stays ``backing-off`` until
     ``now`` passes it.
     """
-    await db.execute(
+    db.execute(
         "UPDATE providers SET "
         "state = CASE WHEN next_attempt_at > ? THEN 'backing-off' ELSE 'online' END, "
         "failures = CASE WHEN next_attempt_at > ? THEN failures ELSE 0 END, "
@@ -463,9 +537,9 @@ async def resume_refused_providers(db: aiosqlite.Connection, *, now: int) -> Non
     )
 
 
-async def clear_auth_failures(db: aiosqlite.Connection, provider: str) -> None:
+def clear_auth_failures(db: sqlite3.Connection, provider: str) -> None:
     """``resync NAME``: the operator asks for an attempt now, whatever the provider's state."""
-    await db.execute(
+    db.execute(
         "UPDATE providers SET state = 'online', next_attempt_at = NULL, failures = 0 "
         "WHERE name = ?",
         (provider,),

@@ -13,6 +13,7 @@ import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 
+from dropsync.store import outbox
 from dropsync.store.removal import remove_inside
 
 
@@ -196,12 +197,14 @@ def record_delivery(
     remote_ref: str | None,
     now: int,
     sent_at: int | None = None,
+    held_until: int | None = None,
 ) -> tuple[int, int]:
     """The provider took these parts: its ``deliveries`` row and state; returns (the row's id,
     the items). Their entries are then moved a chunk per transaction (``deliver_chunk``).
 
     ``deliveries.attempted_at`` is ``sent_at``, when the upload started (a confirmation
-    callback covers uploads sent before its timestamp), else ``now``.
+    callback covers uploads sent before its timestamp), else ``now``. ``held_until``: see
+    ``outbox.provider_delivered``.
     """
     sizes = part_sizes(db, batch)
     items = sum(sizes.get(part, 0) for part in parts)
@@ -211,11 +214,7 @@ def record_delivery(
         (provider, batch_id, items, state, http_status, latency_ms, remote_ref, sent_at or now),
     )
     assert cursor.lastrowid is not None
-    db.execute(
-        "UPDATE providers SET state = 'online', next_attempt_at = NULL, failures = 0, "
-        "last_error = NULL, last_attempt_at = ?, last_ok_at = ?, updated_at = ? WHERE name = ?",
-        (now, now, now, provider),
-    )
+    outbox.provider_delivered(db, provider, now=now, held_until=held_until)
     return cursor.lastrowid, items
 
 

@@ -7,7 +7,9 @@
 * ``Change``'s fields are, in order, the columns of the ``records`` upsert;
 * one copy of each rule: one ``now_ms``; the provider kinds come from the adapter registry;
   one canonical body and digest (``documents.canonical``); one future-timestamp check
-  (``documents.FutureLimit``).
+  (``documents.FutureLimit``); one backoff formula (``store.backoff.backoff_s``);
+* one provider health (``daemon.provider_health``): it alone applies the Retry-After cap and
+  writes a provider's state; the daemon names states by the ``ProviderState`` enum.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from dropsync.daemon.errors import ConfigError
 from dropsync.store import merge
 from dropsync.store.handle import Store
 from dropsync.store.merge import Change, apply_changes
+from dropsync.store.states import ProviderState
 
 from tests.support import ROOT, query
 
@@ -133,6 +136,7 @@ STATUS_MODULES = {
     "dropsync.store.queries",
     "dropsync.store.readonly",
     "dropsync.store.schema",
+    "dropsync.store.states",  # the provider states (enum only)
 }
 # Not third-party code the command loads: site's own hooks and the coverage measurement.
 HARNESS = (
@@ -373,6 +377,90 @@ def test_one_future_timestamp_check() -> None:
         )
     ]
     assert found == ["dropsync.daemon.documents.at"]  # FutureLimit.at
+
+
+def _doubles(node: ast.AST) -> bool:
+    """``2 ** n`` (or ``2.0 ** n``) for a variable ``n``: the heart of an exponential backoff
+    (a constant power of two, such as SQLite's integer range, is not one)."""
+    return (
+        isinstance(node, ast.BinOp)
+        and isinstance(node.op, ast.Pow)
+        and isinstance(node.left, ast.Constant)
+        and node.left.value == 2
+        and not isinstance(node.right, ast.Constant)
+    )
+
+
+def test_one_backoff_formula() -> None:
+    # Every retry loop waits what store.backoff.backoff_s says (jittered or not).
+    found = [
+        f"{module}.{function}"
+        for module, tree in _product_trees()
+        for function in _enclosing_functions(tree, _doubles)
+    ]
+    assert found == ["dropsync.store.backoff.backoff_s"]
+
+
+# --- one provider health -----------------------------------------------------------------------
+
+STATE_VALUES = {state.value for state in ProviderState}
+# The store functions that write a provider's state or its wait.
+STATE_WRITERS = {
+    "set_provider_state",
+    "record_pull_failure",
+    "record_pull_ok",
+    "hold_provider",
+}
+
+
+def _daemon_trees() -> Iterator[tuple[str, ast.AST]]:
+    for module, tree in _product_trees():
+        if module.startswith("dropsync.daemon"):
+            yield module, tree
+
+
+def test_provider_states_are_the_enum_in_the_daemon() -> None:
+    # A state is ProviderState.X in daemon/, never its text (store/ owns the SQL that holds it).
+    found = [
+        f"{module}.{function}"
+        for module, tree in _daemon_trees()
+        for function in _enclosing_functions(
+            tree, lambda node: isinstance(node, ast.Constant) and node.value in STATE_VALUES
+        )
+    ]
+    assert found == []
+
+
+def test_one_retry_after_cap() -> None:
+    # max_retry_after_s is applied in ProviderHealth alone (config.py defines it and the
+    # ceiling of every wait, max_delay_s).
+    found = {
+        f"{module}.{function}"
+        for module, tree in _daemon_trees()
+        for function in _enclosing_functions(
+            tree,
+            lambda node: isinstance(node, ast.Attribute) and node.attr == "max_retry_after_s",
+        )
+        if module != "dropsync.daemon.config"
+    }
+    assert found == {"dropsync.daemon.provider_health._retry_after"}
+
+
+def test_only_the_provider_health_writes_a_provider_s_state() -> None:
+    found = {
+        module
+        for module, tree in _daemon_trees()
+        for _ in _enclosing_functions(
+            tree,
+            lambda node: (
+                isinstance(node, ast.Attribute)
+                and node.attr in STATE_WRITERS
+                and isinstance(node.value, ast.Name)
+                and node.value.id == "outbox"
+            ),
+        )
+    }
+    assert found == {"dropsync.daemon.provider_health"}
 
 
 # --- the README's test command is CI's --------------------------------------------------------

@@ -17,6 +17,8 @@ webhook URL, the emulator POSTs there after ``webhook_delay_s`` (best effort)::
 
 the default fields the document lists plus the extra fields the request asked for (null
 when the contact has no such field); ``purchase`` only when the request had one.
+``webhook_status`` (and ``webhook_error``, sent as ``error``) make it report another
+status, such as ``failed``.
 """
 
 from __future__ import annotations
@@ -84,7 +86,12 @@ class CrmEmulator(Emulator):
     name = "crm"
 
     def __init__(
-        self, accounts: dict[str, str] | None = None, webhook_delay_s: float = 0.2
+        self,
+        accounts: dict[str, str] | None = None,
+        webhook_delay_s: float = 0.2,
+        *,
+        webhook_status: str = "processed",
+        webhook_error: str | None = None,
     ) -> None:
         super().__init__()
         self.accounts = accounts if accounts is not None else {"acc_1": "crm-secret"}
@@ -96,6 +103,8 @@ class CrmEmulator(Emulator):
         self.first_seen: dict[str, float] = {}  # identity -> wall time it first arrived
         self.crm_ids: dict[str, str] = {}  # identity -> the CRM's own id of the contact
         self.webhook_delay_s = webhook_delay_s
+        self.webhook_status = webhook_status
+        self.webhook_error = webhook_error
 
     def reset(self) -> None:
         """Forget faults, requests and every contact received."""
@@ -126,7 +135,7 @@ class CrmEmulator(Emulator):
         if account not in self.accounts:
             return JSONResponse({"error": "Not Found", "message": "unknown account"}, 404)
         if request.headers.get("authorization") != f"Token token={self.accounts[account]}":
-            return JSONResponse({"error": "Unauthorized"}, status_code=401)
+            return JSONResponse({"error": "Unauthorized", **self.echoed(request)}, 401)
         return await self.handle(request, self._apply)
 
     async def _apply(self, raw: bytes) -> tuple[int, Any]:
@@ -190,12 +199,14 @@ class CrmEmulator(Emulator):
         contact_fields = [*WEBHOOK_CONTACT_FIELDS, *_names(webhook.get("contacts_extra_fields"))]
         payload: dict[str, Any] = {
             "_id": job,
-            "status": "processed",
+            "status": self.webhook_status,
             "contacts": [
                 {"_id": self.crm_ids[identity(c)], **{f: c.get(f) for f in contact_fields}}
                 for c in contacts
             ],
         }
+        if self.webhook_error is not None:
+            payload["error"] = self.webhook_error
         if purchase is not None:
             purchase_fields = [
                 *WEBHOOK_PURCHASE_FIELDS,

@@ -61,7 +61,7 @@ class FavouritesEmulator(Emulator):
         """The user's items, as the document's JSON array."""
         user = self._user(request)
         if user is None:
-            return JSONResponse({"error": "Unauthorized"}, status_code=401)
+            return JSONResponse({"error": "Unauthorized", **self.echoed(request)}, 401)
 
         async def read(raw: bytes) -> tuple[int, Any]:
             with self.lock:

@@ -71,8 +71,7 @@ def run(args: argparse.Namespace) -> int:
     async def ingest() -> list[IngestReport | NotIngested]:
         results: list[IngestReport | NotIngested] = []
         async with await Store.open(config.store_path) as store:
-            async with store.write() as db:
-                await outbox.register_providers(db, kinds, now=now_ms())
+            await store.transact(outbox.register_providers, kinds, now=now_ms())
             ingestor = Ingestor(store, config)
             for name in args.files:
                 path = Path(name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sqlite3
 from typing import TYPE_CHECKING, Any
 
 from dropsync.daemon.cli.common import EXIT_OK, log_to_stderr, store_of
@@ -35,7 +36,6 @@ def run(args: argparse.Namespace) -> int:
     import anyio
     from dropsync.daemon.clock import now_ms
     from dropsync.daemon.errors import UsageError
-    from dropsync.store import cursors, outbox
     from dropsync.store.handle import Store
 
     log_to_stderr()
@@ -55,14 +55,7 @@ def run(args: argparse.Namespace) -> int:
         async with await Store.open(config.store_path) as store:
             if args.dry_run:
                 return await _dry_run_resync(store, config, args.provider, collections)
-            async with store.write() as db:
-                await outbox.register_providers(db, kinds, now=now_ms())
-                queued = await outbox.requeue_collection(
-                    db, args.provider, collections, now=now_ms()
-                )
-                await outbox.clear_auth_failures(db, args.provider)
-            await store.call(cursors.reset_cursors, args.provider)
-            return queued
+            return await store.transact(_resync, kinds, args.provider, collections, now_ms())
 
     queued = anyio.run(resync)
     verb = "would queue" if args.dry_run else "queued"
@@ -71,6 +64,25 @@ def run(args: argparse.Namespace) -> int:
         f"{', '.join(collections) or 'no collections'}"
     )
     return EXIT_OK
+
+
+def _resync(
+    db: sqlite3.Connection,
+    kinds: list[tuple[str, str]],
+    name: str,
+    collections: list[str],
+    now: int,
+) -> int:
+    """One transaction: queue everything routed to ``name`` again, forget its cursors (the
+    next pull reads everything) and end its waits (the running daemon sees the change and
+    tries at once). Returns the records queued."""
+    from dropsync.store import cursors, outbox
+
+    outbox.register_providers(db, kinds, now=now)
+    queued = outbox.requeue_collection(db, name, collections, now=now)
+    outbox.clear_auth_failures(db, name)
+    cursors.reset_cursors(db, name)
+    return queued
 
 
 def _resync_unconfirmed(config: Config, name: str, kinds: list[tuple[str, str]]) -> int:
@@ -83,8 +95,7 @@ def _resync_unconfirmed(config: Config, name: str, kinds: list[tuple[str, str]])
 
     async def requeue() -> tuple[int, int]:
         async with await Store.open(config.store_path) as store:
-            async with store.write() as db:
-                await outbox.register_providers(db, kinds, now=now_ms())
+            await store.transact(outbox.register_providers, kinds, now=now_ms())
             await store.transact(callbacks.set_confirm_timeouts, confirm_timeouts(config))
             return await store.transact(
                 lambda db: callbacks.requeue_unconfirmed(db, name, now=now_ms())
@@ -97,6 +108,7 @@ def _resync_unconfirmed(config: Config, name: str, kinds: list[tuple[str, str]])
 
 async def _dry_run_resync(store: Store, config: Config, name: str, collections: list[str]) -> int:
     """Queue inside a transaction, show the batches through the real flusher, roll back."""
+    from dropsync.daemon.batches import BatchSender
     from dropsync.daemon.clock import now_ms
     from dropsync.daemon.delivery import Flusher
     from dropsync.daemon.providers import open_provider
@@ -104,13 +116,10 @@ async def _dry_run_resync(store: Store, config: Config, name: str, collections: 
     from dropsync.store.handle import Store
 
     class _Unlocked(Store):
-        """A store view whose write()/read()/snapshot() join the transaction already open."""
+        """A store view whose read()/snapshot() join the transaction already open."""
 
         def __init__(self, store: Store) -> None:
             super().__init__(store.db, store.path)
-
-        def write(self) -> Any:
-            return self.read()
 
         def snapshot(self) -> Any:
             return self.read()  # another connection would not see the uncommitted requeue
@@ -118,9 +127,12 @@ async def _dry_run_resync(store: Store, config: Config, name: str, collections: 
     provider_config = config.providers[name]
     await store.db.execute("BEGIN IMMEDIATE")
     try:
-        queued = await outbox.requeue_collection(store.db, name, collections, now=now_ms())
+        queued = await store.call(outbox.requeue_collection, name, collections, now=now_ms())
         async with open_provider(provider_config) as provider:
-            flusher = Flusher(_Unlocked(store), provider_config, provider, dry_run=True)
+            # The batch sender for every kind: a file sender would write its spool files.
+            flusher = Flusher(
+                _Unlocked(store), provider_config, provider, dry_run=True, sender=BatchSender()
+            )
             while await flusher.flush_once():
                 pass
     finally:

@@ -93,6 +93,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def format_status(store_path: Path, summary: dict[str, Any]) -> str:
     """The human-readable ``status`` report."""
     from dropsync.daemon.clock import format_age, format_timestamp
+    from dropsync.store.states import ProviderState
+
+    waiting = (ProviderState.BACKING_OFF, ProviderState.OFFLINE)
 
     lines = [
         _daemon_line(summary.get("daemon")),
@@ -108,14 +111,14 @@ def format_status(store_path: Path, summary: dict[str, Any]) -> str:
             f"oldest {format_age(row['oldest_enqueued_at'])}  "
             f"dead letters {row['dead_letters']}"
         )
-        if row["state"] in ("backing-off", "offline") and row["next_attempt_at"]:
+        if row["state"] in waiting and row["next_attempt_at"]:
             line += f"  next attempt {format_timestamp(row['next_attempt_at'])}"
         if row.get("unconfirmed"):
             line += (
                 f"  unconfirmed {row['unconfirmed']} batch(es), {row['unconfirmed_items']} "
                 "record(s) (dropsync resync NAME --unconfirmed)"
             )
-        if row["state"] != "online" and row["last_error"]:
+        if row["state"] != ProviderState.ONLINE and row["last_error"]:
             line += f"\n{'':20}last error: {row['last_error']}"
         if row.get("waiting"):
             line += f"\n{'':20}waiting: {row['waiting']}"

@@ -4,6 +4,7 @@ own, purchases are checked before they are sent."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from dropsync.adapters.base import (
     change_idempotency_key,
 )
 from dropsync.adapters.crm import CrmProvider, parse_options
+from dropsync.adapters.crm_webhook import returned_contacts, returned_purchases
 from dropsync.adapters.emulators.common import EmulatorServer
 from dropsync.adapters.emulators.crm import CrmEmulator
 from dropsync.adapters.errors import PermanentError
@@ -238,3 +240,31 @@ async def test_each_request_of_a_batch_keeps_its_key_when_the_batch_is_split(
         await push(provider, sales[1:])
     emulator = emulator_of(crm_server)
     assert [p["transaction_code"] for p in emulator.purchases] == ["T-0", "T-1", "T-2"]
+
+
+def test_what_the_webhook_sends_back_is_read_by_identity() -> None:
+    body = json.loads(
+        '{"_id": "j", "contacts": ['
+        '{"_id": "c1", "user_id": 7, "email": "a@x.io", "name_first": "A"},'
+        '{"email": "b@x.io"}, {"email": 5, "user_id": true}, {"user_id": "  "},'
+        '{"user_id": "\\ud800"}, {"user_id": "u-3", "x": "\\ud800"},'
+        '{"user_id": "u-4", "x": 1e400}, [], null],'
+        '"purchase": [{"transaction_code": "T-1", "_id": "p1", "price": 340}, {"price": 1}]}'
+    )
+    contacts = returned_contacts(body)
+    assert [(c.identity, c.contact, c.email, c.user_id, c.crm_id) for c in contacts] == [
+        ("user_id", "7", "a@x.io", "7", "c1"),
+        ("email", "b@x.io", "b@x.io", None, None),
+        ("user_id", "u-3", None, "u-3", None),
+        ("user_id", "u-4", None, "u-4", None),
+    ]
+    assert json.loads(contacts[0].fields or "") == body["contacts"][0]
+    assert contacts[2].fields == '{"user_id":"u-3","x":"\\ud800"}'  # escaped: UTF-8 cannot
+    assert contacts[3].fields is None  # 1e400 cannot be written back as JSON
+    assert returned_purchases(body) == [
+        ("T-1", "p1", '{"transaction_code":"T-1","_id":"p1","price":340}')
+    ]
+    assert returned_purchases({"purchase": {"transaction_code": 9}}) == [
+        ("9", None, '{"transaction_code":9}')
+    ]
+    assert returned_contacts([]) == returned_purchases("x") == []

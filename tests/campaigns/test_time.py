@@ -43,15 +43,13 @@ def crm() -> Iterator[EmulatorServer]:
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[Store]:
     opened = await Store.open(tmp_path / "s.db")
-    async with opened.write() as db:
-        await outbox.register_providers(db, [("crm", "crm")], now=1)
+    await opened.transact(outbox.register_providers, [("crm", "crm")], now=1)
     yield opened
     await opened.close()
 
 
 async def _backing_off(store: Store) -> bool:
-    async with store.read() as db:
-        state = await outbox.provider_state(db, "crm")
+    state = await store.call(outbox.provider_state, "crm")
     return state is not None and state.next_attempt_at is not None
 
 

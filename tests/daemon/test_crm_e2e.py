@@ -20,6 +20,7 @@ pytestmark = pytest.mark.e2e  # a real daemon subprocess: `pytest -m "not e2e"` 
 
 SECRET = "crm-token-5d4c3b2a19"
 WEBHOOK_TOKEN = "crm-webhook-token-8e7f6a5b4c3d"
+TS = 1_700_000_000_000
 PURCHASE = {"transaction_code": "T-1", "price": 340, "currency": "USD", "product_uuid": "p-1"}
 
 
@@ -161,16 +162,17 @@ def test_a_new_timestamp_field_takes_effect_on_reload(tmp_path: Path, crm: Emula
     )
     try:
         daemon.start()
-        drop_json(tmp_path / "drop/guests", "a", [{"user_id": "u-1", "updated_at": 5}])
+        drop_json(tmp_path / "drop/guests", "a", [{"user_id": "u-1", "updated_at": TS}])
         wait_until(lambda: "u-1" in emulator.contacts, what="the first contact")
         daemon.mark_log()
         daemon.config_path.write_text(text.replace('timestamp = "updated_at"', 'timestamp = "at"'))
         daemon.send_signal(signal.SIGHUP)
         daemon.wait_for("config_reloaded")
-        drop_json(tmp_path / "drop/guests", "b", [{"user_id": "u-2", "at": 6, "updated_at": 1}])
+        later = {"user_id": "u-2", "at": TS + 1, "updated_at": "2024-01-01T00:00:00Z"}
+        drop_json(tmp_path / "drop/guests", "b", [later])
         wait_until(lambda: "u-2" in emulator.contacts, what="the contact after the reload")
         assert daemon.stop() == 0
     finally:
         daemon.close()
     assert emulator.contacts["u-1"] == {"user_id": "u-1"}
-    assert emulator.contacts["u-2"] == {"user_id": "u-2", "updated_at": 1}
+    assert emulator.contacts["u-2"] == {"user_id": "u-2", "updated_at": "2024-01-01T00:00:00Z"}

@@ -1,12 +1,12 @@
-"""The CRM webhook over loopback: what it sends back (the default fields, the extra fields
-asked for, the purchase) is kept by the contact's identity, a contact without an email
-included; any shape of body is answered and never breaks the store."""
+"""The CRM webhook's status, with the CRM emulator over loopback: only a success confirms a
+job; a failure marks its batch failed with the webhook's reason and queues its records
+again once; a status not known leaves the batch waiting, with a warning."""
 
 from __future__ import annotations
 
 import hashlib
-import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -14,15 +14,16 @@ import orjson
 import pytest
 from dropsync.adapters.emulators.common import EmulatorServer
 from dropsync.adapters.emulators.crm import CrmEmulator
-from dropsync.daemon.config import Config, parse_config
+from dropsync.daemon.config import parse_config
 from dropsync.store.merge import Change
+from structlog.testing import capture_logs
 
-from tests.daemon.churn_support import WEBHOOK_TOKEN, eventually, merge, running
+from tests.daemon.churn_support import WEBHOOK_TOKEN, Running, eventually, merge, running
 
 pytestmark = pytest.mark.anyio
 
-TS = 1_700_000_000_000
-PURCHASE = {"transaction_code": "T-1", "price": 340, "currency": "USD", "product_uuid": "p-1"}
+WEBHOOK = f"/webhooks/crm/{WEBHOOK_TOKEN}"
+DELIVERIES = "SELECT state, error FROM deliveries ORDER BY id"
 
 
 @pytest.fixture(autouse=True)
@@ -31,205 +32,134 @@ def crm_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CRM_WEBHOOK_TOKEN", WEBHOOK_TOKEN)
 
 
-@pytest.fixture
-def crm() -> Iterator[EmulatorServer]:
-    with EmulatorServer(CrmEmulator({"acc_1": "crm-secret"}, webhook_delay_s=0.05)) as server:
-        yield server
+def contact(email: str) -> Change:
+    body = orjson.dumps({"email": email, "user_id": email.split("@", maxsplit=1)[0]}).decode()
+    return Change(
+        "contacts", email, body, 5, False, "drop", hashlib.sha256(body.encode()).hexdigest()[:32]
+    )
 
 
-def config(tmp_path: Path, base_url: str, port: int) -> Config:
-    return parse_config(
-        {
+@asynccontextmanager
+async def crm_daemon(tmp_path: Path, port: int, crm: CrmEmulator) -> AsyncIterator[Running]:
+    """The supervisor and listener with one CRM provider whose webhook comes to the listener;
+    two contacts merged and sent."""
+    with EmulatorServer(crm) as server:
+        raw: dict[str, Any] = {
             "store": {"path": str(tmp_path / "store.db")},
             "drop": {"path": str(tmp_path / "drop")},
             "listener": {"port": port},
             "collections": {
-                "guests": {"key": "user_id", "timestamp": "updated_at", "providers": ["crm"]},
-                "bookings": {
-                    "key": "purchase.transaction_code",
-                    "timestamp": "updated_at",
-                    "providers": ["crm"],
-                },
+                "contacts": {"key": "email", "timestamp": "updated_at", "providers": ["crm"]}
             },
             "providers": {
                 "crm": {
                     "kind": "crm",
-                    "base_url": base_url,
+                    "base_url": server.base_url,
                     "account_id": "acc_1",
                     "secret_env": "CRM_TOKEN",
                     "webhook_token_env": "CRM_WEBHOOK_TOKEN",
-                    "contacts_extra_fields": ["name_first", "loyalty"],
-                    "purchase_extra_fields": ["price", "status"],
+                    "backoff_base_s": 0.05,
+                    "backoff_cap_s": 0.2,
                 }
             },
-        },
-        "test.toml",
-    )
+        }
+        config = parse_config(raw, "test.toml")
+        async with running(config, port) as daemon:
+            await merge(daemon.store, config, [contact("a@example.com"), contact("b@x.org")])
+            daemon.supervisor.wake(["crm"])
+            yield daemon
 
 
-def change(collection: str, key: str, body: dict[str, Any]) -> Change:
-    text = orjson.dumps(body, option=orjson.OPT_SORT_KEYS).decode()
-    digest = hashlib.sha256(text.encode()).hexdigest()[:32]
-    return Change(collection, key, text, TS, False, "drop", digest)
-
-
-async def test_the_webhook_s_fields_are_kept_by_identity(
-    tmp_path: Path, port: int, crm: EmulatorServer
-) -> None:
-    settings = config(tmp_path, crm.base_url, port)
-    guest = {"user_id": "u-1", "phone": "+34600000000", "name_first": "Ann", "updated_at": TS}
-    booking = {
-        "contacts": [
-            {"email": "bob@example.com", "name_first": "Bob", "loyalty": 3},
-            {"user_id": "u-2", "email": "cy@example.com"},
-        ],
-        "purchase": {**PURCHASE, "status": "check_in"},
-        "updated_at": TS,
-    }
-    async with running(settings, port) as daemon:
-        await merge(
-            daemon.store,
-            settings,
-            [change("guests", "u-1", guest), change("bookings", "T-1", booking)],
-        )
-        daemon.supervisor.wake(["crm"])
-        await eventually(
-            lambda: daemon.rows("SELECT 1 FROM deliveries WHERE state = 'confirmed'"),
-            "the webhook confirms the batch",
-        )
-        await eventually(lambda: daemon.rows("SELECT 1 FROM crm_purchases"), "the purchase")
-        contacts = await daemon.rows(
-            "SELECT identity, contact, email, user_id, crm_id, fields FROM crm_contacts "
-            "ORDER BY contact"
-        )
-        purchases = await daemon.rows("SELECT transaction_code, crm_id, fields FROM crm_purchases")
-    emulator = crm.emulator
-    assert isinstance(emulator, CrmEmulator)
-    assert [row[:4] for row in contacts] == [
-        ("email", "bob@example.com", "bob@example.com", None),
-        ("user_id", "u-1", None, "u-1"),
-        ("user_id", "u-2", "cy@example.com", "u-2"),
-    ]
-    assert [row[4] for row in contacts] == [
-        emulator.crm_ids["bob@example.com"],
-        emulator.crm_ids["u-1"],
-        emulator.crm_ids["cy@example.com"],
-    ]
-    fields = {row[1]: json.loads(row[5]) for row in contacts}
-    assert fields["u-1"]["name_first"] == "Ann" and fields["u-1"]["loyalty"] is None
-    assert fields["bob@example.com"]["loyalty"] == 3
-    assert "updated_at" not in fields["u-1"]  # the timestamp was never sent
-    [(code, crm_id, purchase_fields)] = purchases
-    assert code == "T-1" and crm_id is not None
-    assert json.loads(purchase_fields) == {
-        "_id": crm_id,
-        "transaction_code": "T-1",
-        "price": 340,
-        "status": "check_in",
-    }
-
-
-@pytest.mark.parametrize(
-    "contacts",
-    [
-        '[{"user_id": "\\ud800", "email": "\\udfff"}]',  # text SQLite cannot keep: skipped
-        '[{"user_id": true, "email": 5, "_id": {"a": 1}}]',
-        '[{"user_id": "u-9", "x": 1e400}]',  # kept, without fields
-        '[{"user_id": "u-9", "x": "\\ud800"}]',  # kept, the field \\u-escaped
-        '[{"user_id": "' + "u" * 100_000 + '"}]',
-        '{"user_id": "u-9"}',
-        "[[], null, 1]",
-    ],
-)
-async def test_a_webhook_of_any_shape_is_answered_and_keeps_what_it_can(
-    tmp_path: Path, port: int, crm: EmulatorServer, contacts: str
-) -> None:
-    settings = config(tmp_path, crm.base_url, port)
-    async with running(settings, port) as daemon:
-        await merge(daemon.store, settings, [change("guests", "u-1", {"user_id": "u-1"})])
-        daemon.supervisor.wake(["crm"])
-        await eventually(
-            lambda: daemon.rows("SELECT 1 FROM crm_contacts"), "the emulator's own webhook"
-        )
-        emulator = crm.emulator
-        assert isinstance(emulator, CrmEmulator)
-        job = json.dumps(emulator.jobs[0])
-        body = f'{{"_id": {job}, "status": "processed", "contacts": {contacts}, '
-        body += f'"purchase": {contacts}}}'
-        answer = await daemon.post(f"/webhooks/crm/{WEBHOOK_TOKEN}", body.encode())
-        assert answer.status_code == 200, answer.text
-        rows = await daemon.rows("SELECT contact, fields FROM crm_contacts ORDER BY contact")
-        assert rows[0][0] == "u-1"
-        for contact, fields in rows[1:]:
-            assert contact.startswith("u-9") or contact == "u" * 100_000
-            assert fields is None or json.loads(fields)["user_id"] == contact
-
-
-async def test_a_contact_the_store_cannot_keep_does_not_hold_back_the_job(
+async def test_a_failed_webhook_fails_the_batch_and_queues_its_records_again_once(
     tmp_path: Path, port: int
 ) -> None:
-    """A lone surrogate escape in one contact's email (JSON allows it, UTF-8 does not) once
-    failed the whole webhook with a 500: the job stayed unconfirmed and the CRM retried."""
-    emulator = CrmEmulator({"acc_1": "crm-secret"}, webhook_delay_s=3600)  # the test calls
-    with EmulatorServer(emulator) as server:
-        settings = parse_config(
-            {
-                "store": {"path": str(tmp_path / "store.db")},
-                "drop": {"path": str(tmp_path / "drop")},
-                "listener": {"port": port},
-                "collections": {
-                    "contacts": {"key": "email", "timestamp": "t", "providers": ["crm"]}
-                },
-                "providers": {
-                    "crm": {
-                        "kind": "crm",
-                        "base_url": server.base_url,
-                        "account_id": "acc_1",
-                        "secret_env": "CRM_TOKEN",
-                        "webhook_token_env": "CRM_WEBHOOK_TOKEN",
-                    }
-                },
-            },
-            "test.toml",
-        )
-        async with running(settings, port) as daemon:
-            contact = {"email": "a@example.com"}
-            await merge(daemon.store, settings, [change("contacts", "a@example.com", contact)])
-            daemon.supervisor.wake(["crm"])
-            await eventually(lambda: emulator.jobs, "the delivery")
-            job = json.dumps(emulator.jobs[0])
-            body = (
-                f'{{"_id": {job}, "status": "processed", "contacts": [{{"email": "\\udfff"}}, '
-                '{"email": "a@example.com", "_id": "c-1"}]}'
+    crm = CrmEmulator(
+        {"acc_1": "crm-secret"},
+        webhook_delay_s=0.05,
+        webhook_status="failed",
+        webhook_error="all contacts rejected",
+    )
+    reason = "the CRM webhook reported failed: all contacts rejected"
+    with capture_logs() as logs:
+        async with crm_daemon(tmp_path, port, crm) as daemon:
+            # Sent, failed, queued again once, sent again.
+            await eventually(lambda: len(crm.requests("/account")) == 2, "sent again")
+            states = await eventually(
+                lambda: daemon.rows(
+                    "SELECT state, error, remote_ref FROM deliveries "
+                    "WHERE (SELECT COUNT(*) FROM deliveries WHERE state <> 'sent') = 2 "
+                    "ORDER BY id"
+                ),
+                "the second sending, recorded",
             )
-            answer = await daemon.post(f"/webhooks/crm/{WEBHOOK_TOKEN}", body.encode())
-            assert answer.status_code == 200
-            assert await daemon.rows("SELECT state FROM deliveries") == [("confirmed",)]
-            assert await daemon.rows("SELECT email, crm_id FROM crm_contacts") == [
-                ("a@example.com", "c-1")
+            job = crm.jobs[0]
+            # The emulator honours the Idempotency-Key: the same versions under the same key
+            # are answered with the first job (not processed again, no new webhook).
+            assert states == [("failed", reason, job), ("accepted", None, job)]
+            assert await daemon.rows("SELECT COUNT(*) FROM outbox") == [(0,)]
+            assert await daemon.rows("SELECT COUNT(*) FROM crm_contacts") == [(0,)]
+            # The job's failure told again (as a CRM that processed it again would): the
+            # records are not queued a second time; they are left for resync.
+            body = {"_id": job, "status": "failed", "error": "all contacts rejected"}
+            answer = await daemon.post(WEBHOOK, orjson.dumps(body))
+            assert answer.json() == {"ok": True, "outcome": "failed", "deliveries": 1}
+            assert await daemon.rows(DELIVERIES) == [("failed", reason)] * 2
+            assert await daemon.rows("SELECT COUNT(*) FROM outbox") == [(0,)]
+            assert await daemon.rows("SELECT state, requeued FROM delivered") == [
+                ("accepted", 1),
+                ("accepted", 1),
             ]
+    failed = [e for e in logs if e["event"] == "webhook_job_failed"]
+    assert [e["queued_again"] for e in failed] == [2, 0]
+    assert failed[0]["reason"] == reason
+    assert not [e for e in logs if e["event"] == "webhook_confirmed"]
 
 
-async def test_a_webhook_before_its_job_is_recorded_still_keeps_what_it_says(
-    tmp_path: Path, port: int, crm: EmulatorServer
-) -> None:
-    """A batch of several requests (a booking, plain contacts) is recorded once its last
-    request is answered; the first request's webhook can come before that. What it says
-    about the contacts and the purchase is kept; it confirms nothing."""
-    settings = config(tmp_path, crm.base_url, port)
-    async with running(settings, port) as daemon:
-        body = {
-            "_id": "not-recorded-yet",
-            "status": "processed",
-            "contacts": [{"_id": "c-9", "user_id": "u-9", "name_first": "Di"}],
-            "purchase": {"_id": "p-9", "transaction_code": "T-9", "price": 12},
-        }
-        answer = await daemon.post(f"/webhooks/crm/{WEBHOOK_TOKEN}", json.dumps(body).encode())
-        assert answer.status_code == 200 and answer.json()["confirmed"] == 0
-        assert await daemon.rows("SELECT contact, crm_id, job_id FROM crm_contacts") == [
-            ("u-9", "c-9", "not-recorded-yet")
-        ]
-        assert await daemon.rows("SELECT transaction_code, crm_id FROM crm_purchases") == [
-            ("T-9", "p-9")
-        ]
-        assert await daemon.rows("SELECT COUNT(*) FROM deliveries") == [(0,)]
+async def test_only_a_success_status_confirms(tmp_path: Path, port: int) -> None:
+    crm = CrmEmulator({"acc_1": "crm-secret"}, webhook_delay_s=0.05, webhook_status="Weird")
+    with capture_logs() as logs:
+        async with crm_daemon(tmp_path, port, crm) as daemon:
+            await eventually(
+                lambda: [e for e in logs if e["event"] == "webhook_status_unknown"],
+                "the emulator's webhook, warned about",
+            )
+            assert await daemon.rows(DELIVERIES) == [("accepted", None)]
+            job = crm.jobs[0]
+            bodies: list[dict[str, object]] = [
+                {"_id": job},
+                {"_id": job, "status": None},
+                {"_id": job, "status": 3},
+                {"_id": job, "status": ["processed"]},
+                {"_id": job, "status": "queued"},
+                {"_id": job, "status": "processing"},
+                {"_id": job, "status": "processed-ish"},
+            ]
+            for body in bodies:
+                answer = await daemon.post(WEBHOOK, orjson.dumps(body))
+                assert answer.status_code == 200
+                assert answer.json()["outcome"] in ("unknown", "not final")
+            assert await daemon.rows(DELIVERIES) == [("accepted", None)]
+            assert await daemon.rows("SELECT state FROM delivered") == [("accepted",)] * 2
+            # A success confirms, and keeps the contacts' ids.
+            success = {"_id": job, "status": " Processed ", "contacts": [{"email": "a@x.org"}]}
+            answer = await daemon.post(WEBHOOK, orjson.dumps(success))
+            assert answer.json() == {"ok": True, "outcome": "confirmed", "deliveries": 1}
+            assert await daemon.rows(DELIVERIES) == [("confirmed", None)]
+            assert await daemon.rows("SELECT email FROM crm_contacts") == [("a@x.org",)]
+            # A failure after it still fails the batch (its records are queued again).
+            failure = {"_id": job, "status": "rejected", "errors": [{"email": "a@example.com"}]}
+            answer = await daemon.post(WEBHOOK, orjson.dumps(failure))
+            assert answer.json() == {"ok": True, "outcome": "failed", "deliveries": 1}
+            rows = await daemon.rows(DELIVERIES)
+            assert rows[0] == (
+                "failed",
+                'the CRM webhook reported rejected: [{"email":"a@example.com"}]',
+            )
+    unknown = [e for e in logs if e["event"] == "webhook_status_unknown"]
+    assert [e["status"] for e in unknown][:4] == [
+        "status weird",
+        "no status",
+        "no status",
+        "status 3",
+    ]
+    assert all(e["log_level"] == "warning" for e in unknown)

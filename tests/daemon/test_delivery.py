@@ -20,12 +20,14 @@ from dropsync.adapters.crm import parse_options as crm_options
 from dropsync.adapters.emulators.common import EmulatorServer
 from dropsync.adapters.emulators.crm import CrmEmulator
 from dropsync.adapters.emulators.favourites import FavouritesEmulator
-from dropsync.adapters.errors import ProviderUnavailable
+from dropsync.adapters.errors import ProviderError, ProviderUnavailable
 from dropsync.adapters.favourites import FavouritesProvider
 from dropsync.adapters.favourites import parse_options as favourite_options
+from dropsync.daemon.batches import BatchSender
 from dropsync.daemon.config import ProviderConfig, parse_config
 from dropsync.daemon.delivery import Flusher
 from dropsync.daemon.documents import DocumentReader
+from dropsync.daemon.provider_health import Flow, ProviderHealth
 from dropsync.daemon.providers import ProviderSupervisor
 from dropsync.store import outbox
 from dropsync.store.handle import Store
@@ -88,8 +90,7 @@ def crm_server() -> Iterator[EmulatorServer]:
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[Store]:
     opened = await Store.open(tmp_path / "s.db")
-    async with opened.write() as db:
-        await outbox.register_providers(db, [("crm", "crm"), ("fav", "favourites")], now=1)
+    await opened.transact(outbox.register_providers, [("crm", "crm"), ("fav", "favourites")], now=1)
     yield opened
     await opened.close()
 
@@ -116,7 +117,7 @@ async def test_2500_contacts_go_out_as_3_requests(crm_server: EmulatorServer, st
     async with crm_provider(crm_server) as provider:
         flusher = Flusher(store, crm_config(crm_server), provider)
         await run_until(flusher, lambda: _zero(store))
-    assert flusher._outgoing == {}
+    assert isinstance(flusher.sender, BatchSender) and flusher.sender._outgoing == {}
     emulator = crm_server.emulator
     assert isinstance(emulator, CrmEmulator)
     assert len(emulator.requests("/account")) == 3
@@ -144,8 +145,7 @@ async def test_offline_then_online_delivers_everything_once(
         flusher = Flusher(store, crm_config(crm_server), provider)
 
         async def went_offline() -> bool:
-            async with store.read() as db:
-                state = await outbox.provider_state(db, "crm")
+            state = await store.call(outbox.provider_state, "crm")
             return state is not None and state.state == "offline"
 
         await run_until(flusher, went_offline)
@@ -164,8 +164,7 @@ async def test_offline_then_online_delivers_everything_once(
     assert isinstance(emulator, CrmEmulator)
     assert len(emulator.contacts) == 75
     assert max(emulator.applied.values()) == 1
-    async with store.read() as db:
-        state = await outbox.provider_state(db, "crm")
+    state = await store.call(outbox.provider_state, "crm")
     assert state is not None and state.state == "online"
 
 
@@ -201,27 +200,35 @@ async def test_a_retry_after_holds_even_when_a_reload_cuts_its_recording_short(
     finds the request unfinished, must still wait for the Retry-After."""
     crm_server.faults.update(status=429, count=1, retry_after="2")
     await merge(store, [contact_change(1)])
-    count_attempt = outbox.count_attempt
+    answered, write = ProviderHealth.answered, Flusher.write
+    read: list[float | None] = []
 
-    async def never_recorded(*args: Any, **kwargs: Any) -> None:
-        await anyio.sleep_forever()
+    def answer_read(self: ProviderHealth, exc: ProviderError, flow: Flow) -> float | None:
+        read.append(answered(self, exc, flow))  # what the health keeps at once
+        return read[-1]
 
-    holds: dict[str, float] = {}  # the supervisor's, shared by the flushers it starts
+    async def write_cut_short(self: Flusher, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        if read:  # the failure's write: the reload comes before it is done
+            await anyio.sleep_forever()
+        return await write(self, fn, *args, **kwargs)
+
+    async def was_read() -> bool:
+        return bool(read)
+
+    # The supervisor's, kept across reloads and shared by the flushers it starts.
+    health = ProviderHealth(store, crm_config(crm_server))
     async with crm_provider(crm_server) as provider:
-        monkeypatch.setattr(outbox, "count_attempt", never_recorded)
-        cut_short = Flusher(store, crm_config(crm_server), provider, holds=holds)
-        await run_until(cut_short, lambda: _answered(crm_server, 1))
-        monkeypatch.setattr(outbox, "count_attempt", count_attempt)
-        started_again = Flusher(store, crm_config(crm_server), provider, holds=holds)
+        monkeypatch.setattr(ProviderHealth, "answered", answer_read)
+        monkeypatch.setattr(Flusher, "write", write_cut_short)
+        cut_short = Flusher(store, crm_config(crm_server), provider, health=health)
+        await run_until(cut_short, was_read)
+        monkeypatch.setattr(Flusher, "write", write)
+        health.restarted(crm_config(crm_server))  # what the supervisor does on reload
+        started_again = Flusher(store, crm_config(crm_server), provider, health=health)
         await run_until(started_again, lambda: _zero(store))
     first, second = crm_server.emulator.requests("/account")
     assert first.status == 429 and second.status == 201
     assert second.monotonic - first.monotonic >= 2.0
-
-
-async def _answered(server: EmulatorServer, count: int) -> bool:
-    await anyio.sleep(0.1)  # the answer reaches the flusher, which starts recording it
-    return len(server.emulator.requests("/account")) >= count
 
 
 async def test_one_bad_record_is_dead_lettered_and_the_rest_delivered(
@@ -237,13 +244,13 @@ async def test_one_bad_record_is_dead_lettered_and_the_rest_delivered(
     emulator = crm_server.emulator
     assert isinstance(emulator, CrmEmulator)
     assert set(emulator.contacts) == {c.key for c in good}
-    async with store.write() as db:
+    async with store.read() as db:
         letters = list(
             await db.execute_fetchall("SELECT id, key, http_status, reason FROM dead_letters")
         )
-        assert [(r[1], r[2]) for r in letters] == [("not-an-address", 422)]
-        assert "not a valid address" in letters[0][3]
-        assert await outbox.retry_dead_letters(db, provider="crm", ids=[], now=1) == 1
+    assert [(r[1], r[2]) for r in letters] == [("not-an-address", 422)]
+    assert "not a valid address" in letters[0][3]
+    assert await store.transact(outbox.retry_dead_letters, provider="crm", ids=[], now=1) == 1
     assert await pending(store) == 1
 
 
@@ -254,32 +261,27 @@ async def test_restart_mid_backoff_keeps_the_next_attempt_time(
     path = tmp_path / "restart.db"
     crm_server.faults.update(status=503, retry_after="3600")
     async with await Store.open(path) as first:
-        async with first.write() as db:
-            await outbox.register_providers(db, [("crm", "crm")], now=1)
+        await first.transact(outbox.register_providers, [("crm", "crm")], now=1)
         await merge(first, [contact_change(1)])
         async with crm_provider(crm_server) as provider:
             flusher = Flusher(first, crm_config(crm_server), provider)
 
             async def backing_off() -> bool:
-                async with first.read() as db:
-                    state = await outbox.provider_state(db, "crm")
+                state = await first.call(outbox.provider_state, "crm")
                 return state is not None and state.state == "backing-off"
 
             await run_until(flusher, backing_off)
-        async with first.read() as db:
-            before = await outbox.provider_state(db, "crm")
+        before = await first.call(outbox.provider_state, "crm")
     assert before is not None and before.next_attempt_at is not None
     crm_server.faults.clear()
     arrived = len(crm_server.emulator.requests("/account"))
     async with await Store.open(path) as second:
-        async with second.write() as db:
-            await outbox.register_providers(db, [("crm", "crm")], now=2)
+        await second.transact(outbox.register_providers, [("crm", "crm")], now=2)
         async with crm_provider(crm_server) as provider:
             flusher = Flusher(second, crm_config(crm_server), provider)
             with anyio.move_on_after(1.0):
                 await flusher.run()
-        async with second.read() as db:
-            after = await outbox.provider_state(db, "crm")
+        after = await second.call(outbox.provider_state, "crm")
     assert after == before
     assert len(crm_server.emulator.requests("/account")) == arrived
 
@@ -432,10 +434,11 @@ async def test_a_failure_after_a_delivered_batch_is_recorded_after_it(
         flusher = Flusher(store, crm_config(crm_server, backoff_base_s=60), provider)
         assert await flusher.flush_once() is False
     assert flusher.paused
-    assert flusher._outgoing == {}  # nothing held for the batches not sent
+    assert isinstance(flusher.sender, BatchSender)
+    assert flusher.sender._outgoing == {}  # nothing held for the batches not sent
     assert await pending(store) == 1500
+    state = await store.call(outbox.provider_state, "crm")
     async with store.read() as db:
-        state = await outbox.provider_state(db, "crm")
         attempts = await db.execute_fetchall("SELECT items, state FROM deliveries ORDER BY id")
     assert state is not None and state.state == "offline" and state.failures == 1
     assert state.next_attempt_at is not None

@@ -19,7 +19,7 @@ from dropsync.adapters.crm import CrmProvider
 from dropsync.adapters.crm import parse_options as crm_options
 from dropsync.adapters.emulators.common import EmulatorServer
 from dropsync.adapters.emulators.crm import CrmEmulator
-from dropsync.daemon import delivery
+from dropsync.daemon import batches, delivery, filebatch
 from dropsync.daemon.config import ProviderConfig
 from dropsync.daemon.delivery import Flusher
 from dropsync.store import outbox
@@ -52,8 +52,7 @@ def crm_server() -> Iterator[EmulatorServer]:
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[Store]:
     opened = await Store.open(tmp_path / "s.db")
-    async with opened.write() as db:
-        await outbox.register_providers(db, [("crm", "crm")], now=1)
+    await opened.transact(outbox.register_providers, [("crm", "crm")], now=1)
     await opened.transact(
         lambda conn: apply_changes(
             conn, [contact(i) for i in range(5)], {"contacts": ("crm",)}, now=1
@@ -89,8 +88,8 @@ async def flush_until(flusher: Flusher, done: Any, limit_s: float = 30) -> None:
 
 
 async def facts(store: Store) -> dict[str, Any]:
+    state = await store.call(outbox.provider_state, "crm")
     async with store.read() as db:
-        state = await outbox.provider_state(db, "crm")
         pending = await outbox.pending_count(db, "crm")
         letters = next(iter(await db.execute_fetchall("SELECT COUNT(*) FROM dead_letters")))[0]
         delivered = next(iter(await db.execute_fetchall("SELECT COUNT(*) FROM delivered")))[0]
@@ -204,14 +203,10 @@ async def test_a_retry_after_within_the_ceiling_is_not_capped(
     assert not [e for e in logs if e["event"] == "retry_after_capped"]
 
 
-def test_the_flusher_writes_only_through_the_helper_that_settles_first() -> None:
-    """``Flusher._write`` and ``_transact`` wait for the delivered batches' recording;
-    ``_record_delivered`` is that recording. Any other method writing to the store directly
-    could overtake it."""
-    tree = ast.parse(inspect.getsource(delivery.Flusher))
-    writers = {"write", "transact", "call", "execute", "executemany"}
-    offenders = []
-    for method in ast.walk(tree):
+def _store_uses(cls: type, writers: set[str]) -> list[tuple[str, str]]:
+    """(method, operation) of every ``<x>.store.<operation>`` in a class, for ``writers``."""
+    found = []
+    for method in ast.walk(ast.parse(inspect.getsource(cls))):
         if not isinstance(method, ast.AsyncFunctionDef | ast.FunctionDef):
             continue
         for node in ast.walk(method):
@@ -220,11 +215,49 @@ def test_the_flusher_writes_only_through_the_helper_that_settles_first() -> None
                 and node.attr in writers
                 and isinstance(node.value, ast.Attribute)
                 and node.value.attr == "store"
-                and method.name not in ("_write", "_transact", "_record_delivered")
             ):
-                offenders.append(f"{method.name}: store.{node.attr}")
-    assert offenders == []
-    helper = inspect.getsource(delivery.Flusher._write)
-    assert helper.index("await self._settle()") < helper.index("self.store.write()")
-    helper = inspect.getsource(delivery.Flusher._transact)
-    assert helper.index("await self._settle()") < helper.index("self.store.transact(")
+                found.append((method.name, node.attr))
+    return found
+
+
+def _calls_on(cls: type, receiver: str) -> set[tuple[str, str]]:
+    """(method, called) of every ``<x>.<receiver>.<called>(...)`` in a class."""
+    found = set()
+    for method in ast.walk(ast.parse(inspect.getsource(cls))):
+        if not isinstance(method, ast.AsyncFunctionDef | ast.FunctionDef):
+            continue
+        for node in ast.walk(method):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and isinstance(node.func.value, ast.Attribute)
+                and node.func.value.attr == receiver
+            ):
+                found.add((method.name, node.func.attr))
+    return found
+
+
+def test_the_flusher_writes_only_through_the_helper_that_settles_first() -> None:
+    """``Flusher.write`` waits for the delivered batches' recording; ``_record_delivered``
+    is that recording. Any other write during a pass could overtake it: the senders never
+    touch the store (only the loop), and of the provider's health the loop only uses what
+    runs inside its own writes, or between passes (``wait_turn``, in ``run``)."""
+    writers = {"write", "transact", "call", "execute", "executemany", "read", "snapshot"}
+    loop = _store_uses(delivery.Flusher, writers)
+    assert {m for m, op in loop if op in {"transact", "execute", "executemany"}} == {
+        "write",
+        "_record_delivered",
+    }
+    assert {m for m, op in loop if op == "call"} == {"call"}  # reads, and the scratch spool
+    for sender in (batches.BatchSender, filebatch.FileSender):
+        assert _store_uses(sender, writers | {"path", "db"}) == []
+        assert not [m for m, called in _calls_on(sender, "health") if called != "held_until"]
+    health = {called for _, called in _calls_on(delivery.Flusher, "health")}
+    assert health <= {"answered", "push_failure", "local_failure", "failure_stored", "held"} | {
+        "wait_turn"
+    }
+    assert {m for m, called in _calls_on(delivery.Flusher, "health") if called == "wait_turn"} == {
+        "run"
+    }
+    helper = inspect.getsource(delivery.Flusher.write)
+    assert helper.index("await self.settle()") < helper.index("self.store.transact(")

@@ -14,7 +14,6 @@ from dropsync.adapters import churn
 from dropsync.adapters.base import FilePart
 from dropsync.daemon import jsonstream
 from dropsync.daemon.config import parse_config
-from dropsync.daemon.delivery import to_outgoing
 from dropsync.daemon.errors import ConfigError, DocumentError
 from dropsync.daemon.jsonstream import json_documents, ndjson_documents
 from dropsync.daemon.jsontext import (
@@ -24,6 +23,7 @@ from dropsync.daemon.jsontext import (
     load_document,
     load_outgoing,
 )
+from dropsync.daemon.sending import to_outgoing
 from dropsync.store.outbox import OutboxEntry
 from hypothesis import given, settings
 from hypothesis import strategies as st

@@ -1,20 +1,24 @@
 """The listener in the daemon as a real subprocess: a port held by another program pauses
 the listener (not the daemon), says which address in the log and in ``status``, and the
-listener starts by itself once the port is free."""
+listener starts by itself once the port is free; what its log says of refused requests and
+of an unexpected error."""
 
 from __future__ import annotations
 
 import socket
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
+from dropsync.adapters.churn import callback_signature
 from dropsync.adapters.emulators.common import EmulatorServer
 
-from tests.daemon.churn_support import churn_daemon, listener_emulator
-from tests.support import drop_json, query, wait_until
+from tests.daemon.churn_support import CALLBACK_SECRET, churn_daemon, listener_emulator
+from tests.support import drop_json, free_port, query, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -47,7 +51,7 @@ def test_a_busy_port_pauses_the_listener_the_daemon_goes_on_and_it_listens_once_
             assert refused["address"] == address
             assert refused["reason"] == "in use by another program"
             # Ingest and deliveries go on without the listener.
-            docs = [{"data": {"id": 1}, "createdAt": 1, "updatedAt": 2}]
+            docs = [{"data": {"id": 1}, "createdAt": 1, "updatedAt": 1_700_000_000_002}]
             drop_json(tmp_path / "drop/users", "a", docs)
             daemon.wait_for("batch_delivered", provider="churn")
             assert query(tmp_path / "store.db", "SELECT state FROM deliveries") == [("accepted",)]
@@ -96,3 +100,41 @@ def test_a_daemon_whose_listener_waits_for_its_port_stops_cleanly(tmp_path: Path
         daemon.close()
     shown = _status(daemon.config_path)
     assert "listener paused" not in shown.stdout and "not running" in shown.stdout.lower()
+
+
+def test_refusals_are_summarised_and_an_unexpected_error_has_its_traceback_in_the_log(
+    tmp_path: Path,
+) -> None:
+    """The daemon's JSON log: a flood of forged callbacks is three lines and a count; an
+    error no caller causes (the replay memory dropped by hand) is one line with its type and
+    traceback, the callback key nowhere."""
+    port = free_port()
+    forged = orjson.dumps({"data": {"status": 200}, "signature": "0" * 128})
+    with EmulatorServer(listener_emulator(port)) as server:
+        daemon = churn_daemon(tmp_path, server.base_url, port)
+        try:
+            daemon.start()
+            daemon.wait_for("listener_started")
+            url = f"http://127.0.0.1:{port}/callbacks/churn"
+            with httpx.Client(timeout=10) as client:
+                for _ in range(50):
+                    assert client.post(f"{url}/sync-status", content=forged).status_code == 401
+                raw = sqlite3.connect(tmp_path / "store.db")
+                raw.execute("DROP TABLE callback_signatures")
+                raw.commit()
+                raw.close()
+                data = {"stopChurnBrandId": 7, "brandIdFromClient": "b1"}
+                body = {"data": data, "signature": callback_signature(CALLBACK_SECRET, data)}
+                assert client.post(f"{url}/brand", json=body).status_code == 500
+            assert daemon.stop() == 0
+        finally:
+            daemon.close()
+    events = daemon.events()
+    refused = [e for e in events if e.get("event") == "callback_refused"]
+    assert [e.get("repeats") for e in refused] == [None, None, None, 47]
+    [error] = [e for e in events if e.get("event") == "listener_error"]
+    assert error["level"] == "error" and error["route"] == "brand"
+    assert error["error"].startswith("OperationalError: no such table: callback_signatures")
+    assert "Traceback (most recent call last)" in error["exception"]
+    assert "remember_signature" in error["exception"]
+    assert CALLBACK_SECRET not in daemon.log_path.read_text()

@@ -353,3 +353,119 @@ backoff_cap_s = 0.2
     for where, text in texts.items():
         for secret in SECRETS:
             assert secret not in text, f"{secret} in {where}"
+
+
+# Issue 19 item 13: `resync NAME` is "try now"; every wait of the provider ends, in the store and
+# in the running daemon, and `status` shows every wait while it lasts.
+
+A_DAY_S = 86_400
+
+
+def status_row(tmp_path: Path, name: str) -> dict[str, object]:
+    done = subprocess.run(
+        [DROPSYNC, "status", "--json", "--config", str(tmp_path / "dropsync.toml")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    [row] = [r for r in json.loads(done.stdout)["providers"] if r["provider"] == name]
+    return dict(row)
+
+
+def resync(tmp_path: Path, name: str) -> None:
+    done = subprocess.run(
+        [DROPSYNC, "resync", name, "--config", str(tmp_path / "dropsync.toml")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def shows_a_wait_of_an_hour(row: dict[str, object]) -> bool:
+    next_attempt = row["next_attempt_at"]
+    return (
+        row["state"] == "backing-off"
+        and isinstance(next_attempt, int)
+        and next_attempt > time.time() * 1000 + 3_000_000
+    )
+
+
+@pytest.mark.parametrize("reload", [False, True], ids=["resync", "resync-then-sighup"])
+def test_resync_ends_a_push_retry_after_wait_in_the_running_daemon(
+    tmp_path: Path, crm: EmulatorServer, reload: bool
+) -> None:
+    crm.faults.update(status=429, count=1, retry_after="3600")
+    settings = f'secret_env = "T_CRM"\nmax_retry_after_s = {A_DAY_S}'
+    daemon = DaemonProcess(
+        tmp_path, config(tmp_path, crm.base_url, settings), env={"T_CRM": CRM_TOKEN}
+    )
+    try:
+        daemon.start()
+        drop_contacts(tmp_path, "a", ["ann@example.com"])
+        daemon.wait_for("provider_backing_off", provider="crm")
+        wait_until(
+            lambda: shows_a_wait_of_an_hour(status_row(tmp_path, "crm")),
+            what="status showing the hour's wait",
+        )
+        resync(tmp_path, "crm")
+        if reload:
+            daemon.send_signal(signal.SIGHUP)
+            daemon.wait_for("config_reloaded")
+        wait_until(
+            lambda: [a.status for a in crm.emulator.requests("/account")] == [429, 201],
+            what="the contact sent again after the resync",
+        )
+        wait_until(lambda: status_row(tmp_path, "crm")["pending"] == 0, what="nothing pending")
+        row = status_row(tmp_path, "crm")
+        assert (row["state"], row["next_attempt_at"]) == ("online", None)
+        assert daemon.stop() == 0
+    finally:
+        daemon.close()
+
+
+def test_resync_ends_a_pull_retry_after_wait_and_status_shows_it(
+    tmp_path: Path, crm: EmulatorServer, favourites: EmulatorServer
+) -> None:
+    tokens = tmp_path / "fav.secret"
+    tokens.write_text(json.dumps({"alice": ALICE_TOKEN}))
+    extra = f"""
+[collections.favourites]
+providers = ["fav"]
+[providers.fav]
+kind = "favourites"
+base_url = "{favourites.base_url}"
+secret_file = "{tokens}"
+pull_interval_s = 0.2
+max_retry_after_s = {A_DAY_S}
+"""
+    daemon = DaemonProcess(
+        tmp_path,
+        config(tmp_path, crm.base_url, 'secret_env = "T_CRM"', extra),
+        env={"T_CRM": CRM_TOKEN},
+    )
+
+    def gets() -> list[int]:
+        return [a.status for a in favourites.emulator.requests("/getUserFavorites")]
+
+    try:
+        daemon.start()
+        wait_until(gets, what="the first pull")
+        favourites.faults.update(status=429, count=1, retry_after="3600")
+        daemon.wait_for("pull_failed", provider="fav")
+        wait_until(
+            lambda: shows_a_wait_of_an_hour(status_row(tmp_path, "fav")),
+            what="status showing the pull's hour",
+        )
+        throttled = len(gets())
+        resync(tmp_path, "fav")
+        wait_until(lambda: len(gets()) > throttled, what="a pull after the resync")
+        assert gets()[throttled - 1 :] == [429, 200]
+        wait_until(
+            lambda: status_row(tmp_path, "fav")["next_attempt_at"] is None,
+            what="no wait shown",
+        )
+        assert status_row(tmp_path, "fav")["state"] == "online"
+        assert daemon.stop() == 0
+    finally:
+        daemon.close()

@@ -59,8 +59,7 @@ async def pull_until(
     async def done() -> bool:
         if len(server.emulator.requests("/getUserFavorites")) < gets:
             return False
-        async with store.read() as db:
-            now = await outbox.provider_state(db, "fav")
+        now = await store.call(outbox.provider_state, "fav")
         return state is None or (now is not None and now.state == state)
 
     async with provider, anyio.create_task_group() as tg:
@@ -78,8 +77,7 @@ async def test_the_next_pull_waits_for_the_retry_after(
     loaded = config(tmp_path, server.base_url)
     server.faults.update(status=429, count=1, retry_after="1")
     async with await Store.open(loaded.store_path) as store:
-        async with store.write() as db:
-            await outbox.register_providers(db, [("fav", "favourites")], now=1)
+        await store.transact(outbox.register_providers, [("fav", "favourites")], now=1)
         first, second = (await pull_until(store, loaded, server, 2))[:2]
     assert second - first >= 1.0  # pull_interval_s is 0.05: the provider's 1 s governs
 
@@ -90,26 +88,28 @@ async def test_a_refused_pull_keeps_the_flushers_next_attempt_and_a_good_one_cle
     loaded = config(tmp_path, server.base_url)
     later = 4_000_000_000_000
     async with await Store.open(loaded.store_path) as store:
-        async with store.write() as db:
-            await outbox.register_providers(db, [("fav", "favourites")], now=1)
-            await outbox.set_provider_state(
-                db, "fav", state="backing-off", now=1, next_attempt_at=later, failures=3
-            )
+        await store.transact(outbox.register_providers, [("fav", "favourites")], now=1)
+        await store.transact(
+            outbox.set_provider_state,
+            "fav",
+            state="backing-off",
+            now=1,
+            next_attempt_at=later,
+            failures=3,
+        )
         server.faults.update(status=401, count=1)
         await pull_until(store, loaded, server, 1, "auth-failed")
-        async with store.read() as db:
-            refused = await outbox.provider_state(db, "fav")
+        refused = await store.call(outbox.provider_state, "fav")
         assert refused is not None and refused.state == "auth-failed"
         assert refused.next_attempt_at == later and "401" in str(refused.last_error)
-        async with store.write() as db:  # what a reload does
-            await db.execute("UPDATE providers SET state = 'online', next_attempt_at = NULL")
+        await store.transact(  # what a reload does
+            lambda db: db.execute("UPDATE providers SET state = 'online', next_attempt_at = NULL")
+        )
         server.faults.update(status=500, body="<html>down</html>", count=1)
         await pull_until(store, loaded, server, 2, "backing-off")
-        async with store.read() as db:
-            failed = await outbox.provider_state(db, "fav")
+        failed = await store.call(outbox.provider_state, "fav")
         assert failed is not None and failed.state == "backing-off"
         assert "HTTP 500" in str(failed.last_error)
         await pull_until(store, loaded, server, 3, "online")
-        async with store.read() as db:
-            working = await outbox.provider_state(db, "fav")
+        working = await store.call(outbox.provider_state, "fav")
         assert working is not None and (working.state, working.last_error) == ("online", None)

@@ -150,6 +150,77 @@ async def test_records_recorded_after_their_delivery_failed_are_queued_again_onc
         ) == ([], 0)
 
 
+async def crm_batch(store: Store, remote_ref: str) -> None:
+    """Records a and b queued for the CRM and taken by one delivery carrying ``remote_ref``."""
+    await store.transact(
+        lambda db: apply_changes(db, [change("a"), change("b")], {"users": ("crm",)}, now=1)
+    )
+    async with store.read() as db:
+        entries = await outbox.take_batch(db, "crm", 10)
+    await store.transact(
+        partial(
+            outbox.deliver_batch,
+            provider="crm",
+            entries=entries,
+            batch_id="k",
+            state="accepted",
+            http_status=201,
+            latency_ms=1.0,
+            remote_ref=remote_ref,
+            now=100,
+        )
+    )
+
+
+def settle(job: str, *, failed: bool, now: int = 200) -> partial[tuple[int, list[int], int]]:
+    return partial(
+        callbacks.settle_job,
+        provider="crm",
+        job_id=job,
+        failed=failed,
+        error="the CRM webhook reported failed" if failed else "",
+        now=now,
+    )
+
+
+async def test_a_crm_batch_of_several_jobs_fails_if_one_fails_whatever_the_order(
+    tmp_path: Path,
+) -> None:
+    async with await Store.open(tmp_path / "s.db") as store:
+        await crm_batch(store, "j1,j2")
+        # j1's success first, then j2's failure: the batch fails, its records queued again.
+        assert await store.transact(settle("j1", failed=False)) == (1, [1], 0)
+        assert await rows(store, "SELECT state FROM delivered") == [("confirmed",)] * 2
+        assert await store.transact(settle("j2", failed=True)) == (1, [1], 2)
+        assert await rows(store, "SELECT state, error FROM deliveries") == [
+            ("failed", "the CRM webhook reported failed")
+        ]
+        assert await rows(store, "SELECT state, requeued FROM delivered") == [("accepted", 1)] * 2
+        assert await rows(store, "SELECT key FROM outbox ORDER BY key") == [("a",), ("b",)]
+        # A success after the failure changes nothing; nor does the failure told again.
+        assert await store.transact(settle("j1", failed=False, now=300)) == (1, [], 0)
+        assert await store.transact(settle("j2", failed=True, now=300)) == (1, [], 0)
+        assert await rows(store, "SELECT state FROM deliveries") == [("failed",)]
+        # An unknown job, or one that only shares a prefix: nothing.
+        assert await store.transact(settle("j", failed=True)) == (0, [], 0)
+
+
+async def test_resync_unconfirmed_queues_records_a_failure_already_queued_once(
+    tmp_path: Path,
+) -> None:
+    # The operator's resync is not bound by the once-per-failure rule of callbacks.
+    async with await Store.open(tmp_path / "s.db") as store:
+        delivery_id, rest = await recorded_in_two_chunks(store, tmp_path)
+        await move_rest(store, delivery_id, rest)
+        await store.transact(outbox.register_providers, [("churn", "churn")], now=1)
+        await store.transact(callbacks.set_confirm_timeouts, {"churn": 10})
+        await store.transact(
+            lambda db: db.execute("UPDATE delivered SET requeued = 1 WHERE key = 'a'")
+        )
+        assert await store.transact(callbacks.requeue_unconfirmed, "churn", now=1_000) == (1, 2)
+        assert await rows(store, "SELECT key FROM outbox ORDER BY key") == [("a",), ("b",)]
+
+
 async def test_crm_contacts_are_kept_by_identity_and_a_user_id_takes_over_an_email(
     tmp_path: Path,
 ) -> None:

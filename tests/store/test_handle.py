@@ -41,6 +41,10 @@ class Recorder:
         self.events.append(("resumed", work, condition))
 
 
+def _set_cursor(conn: sqlite3.Connection, *, value: str) -> None:
+    conn.execute("INSERT INTO cursors VALUES ('p', 'n', ?, 1)", (value,))
+
+
 def _insert(conn: sqlite3.Connection, key: str, body: str = "{}") -> int:
     conn.execute(
         "INSERT INTO inbox (collection, key, op, body, updated_at) VALUES ('c', ?, 'upsert', ?, 1)",
@@ -92,16 +96,15 @@ async def test_a_lock_held_by_another_program_pauses_writes_until_released(
                 assert results == []  # nothing got through while the lock was held
                 holder.release()
             assert results == [1]  # committed once, not twice
-            # write() and call() wait too
+            # keyword arguments reach the unit of work
             holder = StoreLockHolder(db)
             recorder.paused_once = anyio.Event()
             async with anyio.create_task_group() as tg:
 
-                async def write_block() -> None:
-                    async with store.write() as conn:
-                        await conn.execute("INSERT INTO cursors VALUES ('p', 'n', 'v', 1)")
+                async def write_cursor() -> None:
+                    await store.transact(_set_cursor, value="v")
 
-                tg.start_soon(write_block)
+                tg.start_soon(write_cursor)
                 await recorder.paused_once.wait()
                 holder.release()
         finally:
@@ -122,9 +125,6 @@ async def test_without_a_listener_a_busy_store_is_an_error_that_says_so(tmp_path
         try:
             with pytest.raises(StoreBusy, match="another program holds its write lock"):
                 await store.transact(_insert, "k")
-            with pytest.raises(StoreBusy):
-                async with store.write():
-                    pass
         finally:
             holder.release()
         assert await store.transact(_insert, "k") == 1  # usable again
@@ -186,24 +186,20 @@ async def test_a_transaction_left_open_by_a_failed_unit_does_not_stop_every_late
         await store.call(_leave_a_transaction_open)
         await store.transact(_insert, "after")  # was: cannot start a transaction within ...
         await store.call(_leave_a_transaction_open)
-        async with store.write() as db:
-            await db.execute(
-                "INSERT INTO inbox (op, collection, key, body) VALUES ('upsert', 'c', ?, '{}')",
-                ("written",),
-            )
+        await store.transact(_insert, "written")
     conn = sqlite3.connect(tmp_path / "s.db")
     keys = [row[0] for row in conn.execute("SELECT key FROM inbox ORDER BY id")]
     conn.close()
     assert keys == ["after", "written"]  # the abandoned units' rows were never committed
 
 
-async def test_a_write_cancelled_while_its_begin_waits_leaves_no_transaction_open(
+async def test_a_write_cancelled_while_it_waits_for_the_thread_leaves_no_transaction_open(
     tmp_path: Path,
 ) -> None:
     """Campaign finding (provider faults, full size): a reload cancelled a pull's write while
     its BEGIN waited for the connection's thread; the BEGIN ran all the same and nobody ended
     it, so the next transaction failed ("cannot start a transaction within a transaction") and
-    the daemon exited."""
+    the daemon exited. A unit of work handed to the thread runs whole (it is shielded)."""
     async with await Store.open(tmp_path / "s.db") as store:
         busy, release = threading.Event(), threading.Event()
 
@@ -212,8 +208,7 @@ async def test_a_write_cancelled_while_its_begin_waits_leaves_no_transaction_ope
             release.wait(30)
 
         async def writer() -> None:
-            async with store.write():
-                pass
+            await store.transact(_insert, "cancelled")
 
         async with anyio.create_task_group() as outer:
             outer.start_soon(run_in_connection_thread, store.db, occupy)
@@ -229,8 +224,6 @@ async def test_a_write_cancelled_while_its_begin_waits_leaves_no_transaction_ope
                     release.set()
         assert not await run_in_connection_thread(store.db, lambda conn: conn.in_transaction)
         assert await store.transact(_insert, "k") == 1
-        async with store.write() as db:
-            await db.execute("SELECT 1")
 
 
 async def _cache_kib(store: Store) -> int:

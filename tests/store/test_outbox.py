@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+import threading
 from functools import partial
 from pathlib import Path
 
@@ -69,8 +70,7 @@ async def test_delivered_entry_leaves_unless_a_newer_version_arrived(tmp_path: P
             )
         assert [(e.key, e.updated_at) for e in left] == [("b", 2)]
         assert [tuple(r) for r in delivered] == [("a", 1, "accepted"), ("b", 1, "accepted")]
-        async with store.write() as db:
-            assert await outbox.confirm_remote(db, "crm", "job1", now=4000) == 1
+        assert await store.transact(outbox.confirm_remote, "crm", "job1", now=4000) == 1
         async with store.read() as db:
             states = await db.execute_fetchall("SELECT DISTINCT state FROM delivered")
         assert [r[0] for r in states] == ["confirmed"]
@@ -80,11 +80,11 @@ async def test_delivered_entry_leaves_unless_a_newer_version_arrived(tmp_path: P
 async def test_dead_letter_retry_and_drop(tmp_path: Path) -> None:
     async with await Store.open(tmp_path / "s.db") as store:
         await merge(store, change("a", 1), change("b", 1), change("c", 1))
-        async with store.write() as db:
+        async with store.read() as db:
             batch = await outbox.take_batch(db, "crm", 10)
-            await outbox.dead_letter(
-                db, "crm", batch, reason="HTTP 422: bad email", http_status=422, now=5
-            )
+        await store.transact(
+            outbox.dead_letter, "crm", batch, reason="HTTP 422: bad email", http_status=422, now=5
+        )
         async with store.read() as db:
             assert await outbox.pending_count(db, "crm") == 0
             letters = list(
@@ -97,18 +97,19 @@ async def test_dead_letter_retry_and_drop(tmp_path: Path) -> None:
             ("b", "HTTP 422: bad email", 422),
             ("c", "HTTP 422: bad email", 422),
         ]
-        async with store.write() as db:
-            assert (
-                await outbox.retry_dead_letters(db, provider=None, ids=[letters[0][0]], now=6) == 1
-            )
-            assert await outbox.drop_dead_letters(db, provider="crm", ids=[letters[1][0]]) == 1
+        retried = await store.transact(
+            outbox.retry_dead_letters, provider=None, ids=[letters[0][0]], now=6
+        )
+        assert retried == 1
+        assert (
+            await store.transact(outbox.drop_dead_letters, provider="crm", ids=[letters[1][0]]) == 1
+        )
         async with store.read() as db:
             pending = await outbox.take_batch(db, "crm", 10)
             remaining = await db.execute_fetchall("SELECT key FROM dead_letters")
         assert [e.key for e in pending] == ["a"]
         assert [r[0] for r in remaining] == ["c"]
-        async with store.write() as db:
-            assert await outbox.retry_dead_letters(db, provider="crm", ids=[], now=7) == 1
+        assert await store.transact(outbox.retry_dead_letters, provider="crm", ids=[], now=7) == 1
         async with store.read() as db:
             assert await outbox.pending_count(db, "crm") == 2
         await assert_pending_counts_match(store)
@@ -118,28 +119,30 @@ async def test_provider_state_survives_reopen_and_resync_requeues(tmp_path: Path
     path = tmp_path / "s.db"
     async with await Store.open(path) as store:
         await merge(store, change("a", 1), change("b", 1, origin="crm"))
-        async with store.write() as db:
-            await outbox.register_providers(db, [("crm", "crm")], now=1)
-            await outbox.set_provider_state(
-                db,
-                "crm",
-                state="backing-off",
-                now=2,
-                next_attempt_at=99_999,
-                failures=3,
-                last_error="HTTP 503",
-            )
+        await store.transact(outbox.register_providers, [("crm", "crm")], now=1)
+        await store.transact(
+            outbox.set_provider_state,
+            "crm",
+            state="backing-off",
+            now=2,
+            next_attempt_at=99_999,
+            failures=3,
+            last_error="HTTP 503",
+        )
     async with await Store.open(path) as store:
-        async with store.read() as db:
-            state = await outbox.provider_state(db, "crm")
+        state = await store.call(outbox.provider_state, "crm")
         assert state is not None
         assert (state.state, state.next_attempt_at, state.failures) == ("backing-off", 99_999, 3)
-        async with store.write() as db:
-            await outbox.register_providers(db, [("crm", "crm")], now=3)  # keeps state
-            queued = await outbox.requeue_collection(db, "crm", ["contacts"], now=4)
-            await outbox.clear_auth_failures(db, "crm")
+
+        def resync(db: sqlite3.Connection) -> int:
+            outbox.register_providers(db, [("crm", "crm")], now=3)  # keeps state
+            queued = outbox.requeue_collection(db, "crm", ["contacts"], now=4)
+            outbox.clear_auth_failures(db, "crm")
+            return queued
+
+        queued = await store.transact(resync)
+        state = await store.call(outbox.provider_state, "crm")
         async with store.read() as db:
-            state = await outbox.provider_state(db, "crm")
             keys = [e.key for e in await outbox.take_batch(db, "crm", 10)]
         # b came from crm itself, so it is not sent back.
         assert queued == 1 and keys == ["a"]
@@ -153,22 +156,24 @@ async def test_a_reload_resumes_refused_credentials_but_keeps_a_push_s_wait(
     """A pull refused (401) after a push was throttled: the reload that follows must not
     let the push go before its Retry-After (found by the provider-faults campaign)."""
     async with await Store.open(tmp_path / "s.db") as store:
-        async with store.write() as db:
-            await outbox.register_providers(db, [("fav", "favourites"), ("crm", "crm")], now=1)
+
+        def throttled_then_refused(db: sqlite3.Connection) -> None:
+            outbox.register_providers(db, [("fav", "favourites"), ("crm", "crm")], now=1)
             for name, waits_until in (("fav", 5_000), ("crm", 500)):
-                await outbox.set_provider_state(
+                outbox.set_provider_state(
                     db, name, state="backing-off", now=2, next_attempt_at=waits_until, failures=2
                 )
-                await outbox.record_pull_failure(
+                outbox.record_pull_failure(
                     db, name, state="auth-failed", last_error="HTTP 401", now=3
                 )
-                await outbox.record_pull_failure(  # a later pull failure keeps auth-failed
+                outbox.record_pull_failure(  # a later pull failure keeps auth-failed
                     db, name, state="offline", last_error="timeout", now=4
                 )
-            await outbox.resume_refused_providers(db, now=1_000)
-        async with store.read() as db:
-            fav = await outbox.provider_state(db, "fav")
-            crm = await outbox.provider_state(db, "crm")
+
+        await store.transact(throttled_then_refused)
+        await store.transact(outbox.resume_refused_providers, now=1_000)
+        fav = await store.call(outbox.provider_state, "fav")
+        crm = await store.call(outbox.provider_state, "crm")
     assert fav is not None and crm is not None
     assert (fav.state, fav.next_attempt_at, fav.failures) == ("backing-off", 5_000, 2)
     assert (crm.state, crm.next_attempt_at, crm.failures) == ("online", None, 0)
@@ -200,19 +205,70 @@ async def test_snapshot_reads_committed_state_without_waiting_for_the_writer(
 ) -> None:
     async with await Store.open(tmp_path / "s.db") as store:
         await merge(store, change("a", 1))
+        written, release = threading.Event(), threading.Event()
+
+        def open_transaction(db: sqlite3.Connection) -> None:
+            db.execute(
+                "INSERT INTO records (collection, key, body, updated_at, deleted, origin, "
+                "digest, merged_at) VALUES ('contacts', 'b', '{}', 1, 0, 'drop', 'd', 1)"
+            )
+            db.execute(
+                "INSERT INTO outbox (provider, collection, key, updated_at, enqueued_at) "
+                "VALUES ('crm', 'contacts', 'b', 1, 1)"
+            )
+            written.set()
+            release.wait(30)  # the transaction stays open while the snapshot is read
+
         with anyio.fail_after(10):  # bounds a hang: a snapshot must not wait for the writer
-            async with store.write() as db:
-                await db.execute(
-                    "INSERT INTO records (collection, key, body, updated_at, deleted, origin, "
-                    "digest, merged_at) VALUES ('contacts', 'b', '{}', 1, 0, 'drop', 'd', 1)"
-                )
-                await db.execute(
-                    "INSERT INTO outbox (provider, collection, key, updated_at, enqueued_at) "
-                    "VALUES ('crm', 'contacts', 'b', 1, 1)"
-                )
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(store.transact, open_transaction)
+                await anyio.to_thread.run_sync(written.wait)
                 async with store.snapshot() as snapshot:
                     during = await outbox.take_batch(snapshot, "crm", 10)
+                release.set()
         async with store.snapshot() as snapshot:
             after = await outbox.take_batch(snapshot, "crm", 10)
     assert [e.key for e in during] == ["a"]  # the open transaction is not seen
     assert [e.key for e in after] == ["a", "b"]  # once committed, it is
+
+
+async def test_keys_holding_nul_go_through_the_store_byte_for_byte(tmp_path: Path) -> None:
+    """The doors refuse them (docs/schema.md, "Keys"); the store never cuts one if it gets
+    one anyway: its bulk statements bind such keys instead of passing them through
+    json_each, which ends text at U+0000."""
+    keys = ["d\x00rop", "d", "\x00", "d\x00rop\x00x"]
+    async with await Store.open(tmp_path / "s.db") as store:
+        # First versions, pulled from another provider: in `records` only, and fanned out.
+        await merge(store, *(change(k, 2000, origin="fav") for k in keys))
+        await merge(store, *(change(k, 1000, origin="sql") for k in keys))  # older: lose
+        await merge(store, *(change(k, 3000, origin="sql") for k in keys))  # newer: log both
+        async with store.read() as db:
+            batch = await outbox.take_batch(db, "crm", 10)
+        assert sorted(e.key for e in batch) == sorted(keys)
+        assert all(e.updated_at == 3000 for e in batch)
+        await store.transact(
+            partial(
+                outbox.deliver_batch,
+                provider="crm",
+                entries=batch,
+                batch_id="b1",
+                state="accepted",
+                http_status=201,
+                latency_ms=1.0,
+                remote_ref=None,
+                now=5,
+            )
+        )
+        async with store.read() as db:
+            left = await db.execute_fetchall("SELECT key FROM outbox")
+            delivered = await db.execute_fetchall("SELECT key, updated_at FROM delivered")
+            records = await db.execute_fetchall("SELECT key, updated_at FROM records")
+            logged = await db.execute_fetchall(
+                "SELECT key, updated_at, status FROM inbox ORDER BY key, updated_at"
+            )
+    assert list(left) == []
+    assert sorted(map(tuple, delivered)) == sorted((k, 3000) for k in keys)
+    assert sorted(map(tuple, records)) == sorted((k, 3000) for k in keys)
+    expected = [(k, ts, s) for k in keys for ts, s in ((1000, "superseded"), (2000, "superseded"))]
+    expected += [(k, 3000, "applied") for k in keys]
+    assert sorted(map(tuple, logged)) == sorted(expected)
