@@ -284,17 +284,24 @@ class FileBatchProvider(Provider, Protocol):
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 
-def change_idempotency_key(provider: str, collection: str, key: str, updated_at: int) -> str:
-    """The idempotency key of one (provider, collection, key, version): the four, joined.
+def change_idempotency_key(
+    provider: str, collection: str, key: str, updated_at: int, queued_at: int = 0
+) -> str:
+    """The idempotency key of one (provider, collection, key, version) as queued at
+    ``queued_at`` (its outbox entry's ``enqueued_at``): the five, joined.
 
-    Requests carry ``batch_idempotency_key``, a hash of these; the item keys themselves
-    are never sent, so they need not be short.
+    A version queued again (a failure callback, ``resync``, ``dead-letters retry``) is a new
+    entry with a new ``enqueued_at``, so its sending is a new request to the provider, not a
+    replay of the one that failed (which a provider honouring the key would answer with the
+    old result, processing nothing). Requests carry ``batch_idempotency_key``, a hash of
+    these; the item keys themselves are never sent, so they need not be short.
     """
-    return f"{provider}\x1f{collection}\x1f{key}\x1f{updated_at}"
+    return f"{provider}\x1f{collection}\x1f{key}\x1f{updated_at}\x1f{queued_at}"
 
 
 def batch_idempotency_key(batch: Sequence[OutgoingChange]) -> str:
-    """The header value for a batch: the same set of versions always gives the same key."""
+    """The header value for a batch: the same set of queued versions always gives the same
+    key (a request sent again after a failure or a kill carries the one stored with it)."""
     digest = hashlib.sha256()
     for item_key in sorted(change.idempotency_key for change in batch):
         digest.update(item_key.encode())
