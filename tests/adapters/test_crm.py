@@ -267,4 +267,5 @@ def test_what_the_webhook_sends_back_is_read_by_identity() -> None:
     assert returned_purchases({"purchase": {"transaction_code": 9}}) == [
         ("9", None, '{"transaction_code":9}')
     ]
-    assert returned_contacts([]) == returned_purchases("x") == []
+    assert returned_contacts([]) == []
+    assert returned_purchases("x") == []
