@@ -9,6 +9,7 @@ letters live there, never in an adapter.
 from __future__ import annotations
 
 import hashlib
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -255,10 +256,16 @@ class FileBatchProvider(Provider, Protocol):
     The engine streams the pending entries into files on disk, one group of files per
     ``group_of`` value, each at most ``max_file_bytes``, as a JSON array of ``document``s;
     then ``push_files`` uploads them. ``mapped`` is what the provider's callbacks told us
-    (for churn: client brand id -> its brand id), read from the store before each batch.
+    (for churn: client brand id -> its brand id), read by ``mapping`` from the kind's own
+    table before each batch.
     """
 
     max_file_bytes: int
+
+    def mapping(self, db: sqlite3.Connection) -> Mapping[str, int]:
+        """What the provider's callbacks told us, read in the store's thread (its kind's own
+        table: ``adapters/<kind>/tables.py``)."""
+        ...
 
     def group_of(self, change: OutgoingChange, mapped: Mapping[str, int]) -> Hashable | Waiting:
         """Which group of files ``change`` goes into, or why it must wait."""

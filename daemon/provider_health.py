@@ -41,7 +41,7 @@ After a restart the copy is made again from the store: pushes wait for the store
 whatever set it; pulls are not held by it (a restart does not know whether the moment is
 a push's backoff, which pulls never waited for).
 
-Per-user lanes (favourites) will be more ``ProviderHealth``-like states under this one,
+Per-user lanes (a token per user) will be more ``ProviderHealth``-like states under this one,
 each with its own ``auth-failed`` and waits; the provider's state is then their sum.
 """
 

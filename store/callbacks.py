@@ -1,8 +1,11 @@
-"""What providers tell the daemon after a delivery: confirmations, failures, brand mappings,
-integration error logs, CRM contact ids, and the replay memory of signed callbacks.
+"""What providers tell the daemon after a delivery: confirmations and failures (of every batch
+sent before a moment, or of one job), integration error logs, and the replay memory of signed
+callbacks.
 
 Plain functions over a ``sqlite3.Connection``, run in the store's thread (``Store.transact``
-or ``Store.call``), so that one callback is one transaction.
+or ``Store.call``), so that one callback is one transaction. A kind's own tables (what its
+callbacks tell besides) are written by the kind's ``tables`` module in the same transaction
+(docs/adding-a-kind.md).
 """
 
 from __future__ import annotations
@@ -27,9 +30,10 @@ def remember_signature(
 def settle_sync_status(
     db: sqlite3.Connection, provider: str, before: int, *, failed: bool, error: str, now: int
 ) -> tuple[list[int], int]:
-    """A sync-status callback: every ``accepted`` delivery of ``provider`` attempted at or
-    before ``before`` becomes ``confirmed`` with its records (or, when ``failed``, ``failed``
-    with ``error``, its records queued again unless a failure already queued them once).
+    """A sync status (the provider's word on every batch sent before a moment): every
+    ``accepted`` delivery of ``provider`` attempted at or before ``before`` becomes
+    ``confirmed`` with its records (or, when ``failed``, ``failed`` with ``error``, its
+    records queued again unless a failure already queued them once).
 
     Returns (the deliveries settled, records queued again).
     """
@@ -116,13 +120,13 @@ def job_deliveries(db: sqlite3.Connection, provider: str, job_id: str) -> list[t
 def settle_job(
     db: sqlite3.Connection, provider: str, job_id: str, *, failed: bool, error: str, now: int
 ) -> tuple[int, list[int], int]:
-    """The CRM's webhook about job ``job_id``, which succeeded or ``failed``: the deliveries
-    that carry it (alone or in their comma-separated ``remote_ref``).
+    """A provider's word about its job ``job_id``, which succeeded or ``failed``: the
+    deliveries that carry it (alone or in their comma-separated ``remote_ref``).
 
     A success confirms those still ``accepted`` (with their records). A failure marks those
     ``accepted`` or ``confirmed`` ``failed`` with ``error`` (a batch of several jobs fails if
     one does, whatever the order the webhooks come in) and queues their records again once,
-    as a failed churn sync does (``settle_records``). Returns (the deliveries that carry the
+    as a failed sync status does (``settle_records``). Returns (the deliveries that carry the
     job, the deliveries settled now, records queued again).
     """
     rows = job_deliveries(db, provider, job_id)
@@ -139,108 +143,6 @@ def settle_job(
         [(now, provider, i) for i in ids],
     )
     return len(rows), ids, settle_records(db, provider, ids, failed=True, now=now)
-
-
-def save_crm_contacts(
-    db: sqlite3.Connection,
-    provider: str,
-    job_id: str,
-    contacts: Sequence[tuple[str, str, str | None, str | None, str | None, str | None]],
-    *,
-    now: int,
-) -> None:
-    """Keep what the CRM's webhook said about each contact: (identity, contact, email,
-    user_id, crm_id, fields) rows, ``identity`` naming the field ``contact`` holds
-    (``user_id`` or ``email``). A contact known so far by its email alone is known by its
-    user_id from the first time the CRM gives one (its row moves, keeping what it had); one
-    given by its email alone that a row knows by its user_id updates that row."""
-    for given in contacts:
-        identity, contact, email, user, crm_id, fields = _known_as(db, provider, *given)
-        db.execute(
-            "INSERT INTO crm_contacts (provider, identity, contact, email, user_id, crm_id, "
-            "fields, job_id, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT (provider, identity, contact) DO UPDATE SET "
-            "email = COALESCE(excluded.email, email), "
-            "user_id = COALESCE(excluded.user_id, user_id), "
-            "crm_id = COALESCE(excluded.crm_id, crm_id), "
-            "fields = COALESCE(excluded.fields, fields), "
-            "job_id = excluded.job_id, received_at = excluded.received_at",
-            (provider, identity, contact, email, user, crm_id, fields, job_id, now),
-        )
-
-
-def _known_as(
-    db: sqlite3.Connection,
-    provider: str,
-    identity: str,
-    contact: str,
-    email: str | None,
-    user: str | None,
-    crm_id: str | None,
-    fields: str | None,
-) -> tuple[str, str, str | None, str | None, str | None, str | None]:
-    """The row a returned contact goes to (see ``save_crm_contacts``)."""
-    if identity == "email":
-        known = db.execute(
-            "SELECT contact FROM crm_contacts WHERE provider = ? AND identity = 'user_id' "
-            "AND email = ? LIMIT 2",
-            (provider, contact),
-        ).fetchall()
-        if len(known) == 1:
-            return "user_id", known[0][0], email, user, crm_id, fields
-    elif email is not None:
-        for old_id, old_fields in db.execute(
-            "DELETE FROM crm_contacts WHERE provider = ? AND identity = 'email' "
-            "AND contact = ? AND user_id IS NULL RETURNING crm_id, fields",
-            (provider, email),
-        ).fetchall():
-            crm_id, fields = crm_id or old_id, fields or old_fields
-    return identity, contact, email, user, crm_id, fields
-
-
-def save_crm_purchases(
-    db: sqlite3.Connection,
-    provider: str,
-    job_id: str,
-    purchases: Sequence[tuple[str, str | None, str | None]],
-    *,
-    now: int,
-) -> None:
-    """Keep what the CRM's webhook said about each purchase: (transaction_code, crm_id,
-    fields) rows."""
-    db.executemany(
-        "INSERT INTO crm_purchases (provider, transaction_code, crm_id, fields, job_id, "
-        "received_at) VALUES (?, ?, ?, ?, ?, ?) "
-        "ON CONFLICT (provider, transaction_code) DO UPDATE SET "
-        "crm_id = COALESCE(excluded.crm_id, crm_id), "
-        "fields = COALESCE(excluded.fields, fields), "
-        "job_id = excluded.job_id, received_at = excluded.received_at",
-        [(provider, code, crm_id, fields, job_id, now) for code, crm_id, fields in purchases],
-    )
-
-
-def save_brand(
-    db: sqlite3.Connection, provider: str, client_brand_id: str, stop_churn_id: int, *, now: int
-) -> bool:
-    """Map a client brand to the churn tool's id; False if it was already mapped so."""
-    cursor = db.execute(
-        "INSERT INTO brands (provider, client_brand_id, stop_churn_brand_id, received_at) "
-        "VALUES (?, ?, ?, ?) ON CONFLICT (provider, client_brand_id) DO UPDATE SET "
-        "stop_churn_brand_id = excluded.stop_churn_brand_id, received_at = excluded.received_at "
-        "WHERE stop_churn_brand_id IS NOT excluded.stop_churn_brand_id",
-        (provider, client_brand_id, stop_churn_id, now),
-    )
-    return cursor.rowcount == 1
-
-
-def brand_map(db: sqlite3.Connection, provider: str) -> dict[str, int]:
-    """Client brand id -> the churn tool's brand id, for one provider."""
-    return dict(
-        db.execute(
-            "SELECT client_brand_id, stop_churn_brand_id FROM brands WHERE provider = ?",
-            (provider,),
-        ).fetchall()
-    )
 
 
 def save_integration_error(

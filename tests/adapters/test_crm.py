@@ -14,10 +14,10 @@ from dropsync.adapters.base import (
     batch_idempotency_key,
     change_idempotency_key,
 )
-from dropsync.adapters.crm import CrmProvider, parse_options
-from dropsync.adapters.crm_webhook import returned_contacts, returned_purchases
+from dropsync.adapters.crm.adapter import CrmProvider, parse_options
+from dropsync.adapters.crm.emulator import CrmEmulator
+from dropsync.adapters.crm.webhook import returned_contacts, returned_purchases
 from dropsync.adapters.emulators.common import EmulatorServer
-from dropsync.adapters.emulators.crm import CrmEmulator
 from dropsync.adapters.errors import PermanentError
 
 pytestmark = pytest.mark.anyio

@@ -12,8 +12,8 @@ from typing import Any
 
 import orjson
 import pytest
+from dropsync.adapters.crm.emulator import CrmEmulator
 from dropsync.adapters.emulators.common import EmulatorServer
-from dropsync.adapters.emulators.crm import CrmEmulator
 from dropsync.daemon.config import Config, parse_config
 from dropsync.store.merge import Change
 

@@ -30,7 +30,7 @@ from typing import Any
 
 import httpx
 import orjson
-from dropsync.adapters.crm import PURCHASE_STATUSES
+from dropsync.adapters.crm.adapter import PURCHASE_STATUSES
 from dropsync.adapters.emulators.common import Emulator
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response

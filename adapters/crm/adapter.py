@@ -20,7 +20,7 @@ dead letter with the reason. The API has no delete: a tombstone is not sent and 
 as delivered. Only the documented answer, 201 with a JSON object whose ``status`` is
 ``queued`` and whose ``_id`` is the job id, means accepted; the job id is kept, and the
 webhook (when configured) later confirms it, or fails it (``webhook_outcome``);
-``adapters.crm_webhook`` reads what it sends back. Any other answer is an
+``webhook`` reads what it sends back. Any other answer is an
 ``UnexpectedAnswer``: the contacts stay queued.
 """
 
