@@ -10,10 +10,11 @@ It reads the store as ``status`` does: a read-only connection of its own (never 
 daemon's writer, so never its lock), the same indexed queries (``store.queries``) and
 those of ``store.activity``, in one short read transaction, in a worker thread. One read
 at a time, and its page is served again for ``REUSE_S``: a flood of requests costs one
-read a second or so. What the page must not show, it never reads: no key, no record
-body, no path (``status`` and ``dead-letters list`` on the box show those); what it shows
-of the store (reasons, errors) is passed once more through a redactor of the listener's
-secrets. The HTML is built by ``daemon.status_html``.
+read a second or so. It shows no key, no record body, no path, no user name and no
+integration error log (``status`` and ``dead-letters list`` on the box show those; dead
+letters are read without their keys); what it shows of the store (reasons, errors) is
+passed once more through a redactor of the listener's secrets. The HTML is built by
+``daemon.status_html``.
 """
 
 from __future__ import annotations
