@@ -5,7 +5,8 @@ derives its list from here). A kind's module (and httpx with it) is imported
 only when its options are checked or its adapter built, so reading the config
 stays cheap. Adding a kind: its module (with ``parse_options``, ``build``, ``secret_values``
 and ``SECRET_IN_HEADERS``),
-a loader below, and one line in ``_LOADERS``.
+a loader below, and one line in ``_LOADERS``. Optional: ``needs_secret(options)``,
+``pushes(options)``, ``PATH_OPTIONS`` (see the functions of the same names below).
 """
 
 from __future__ import annotations
@@ -24,7 +25,10 @@ __all__ = [
     "OptionError",
     "build_provider",
     "parse_options",
+    "path_options",
+    "pushes",
     "secret_in_headers",
+    "secret_required",
     "secret_values",
 ]
 
@@ -106,6 +110,28 @@ def _kind(kind: str) -> Kind:
 def parse_options(kind: str, options: Mapping[str, Any]) -> object:
     """Validate the options of ``kind`` (raises OptionError naming the key)."""
     return _kind(kind).parse_options(options)
+
+
+def secret_required(kind: str, options: Mapping[str, Any]) -> str | None:
+    """What the secret of a provider of ``kind`` holds, when it cannot work without one
+    (a kind's optional ``needs_secret(options)`` decides from its options); else None."""
+    if kind in SECRET_REQUIRED:
+        return SECRET_REQUIRED[kind]
+    needs = getattr(_kind(kind), "needs_secret", None)
+    return None if needs is None else needs(options)
+
+
+def pushes(kind: str, options: Mapping[str, Any]) -> bool:
+    """Whether a provider of ``kind`` with these options sends what is routed to it (a
+    kind's optional ``pushes(options)``; else True)."""
+    decides = getattr(_kind(kind), "pushes", None)
+    return True if decides is None else bool(decides(options))
+
+
+def path_options(kind: str) -> tuple[str, ...]:
+    """The options of ``kind`` that are paths (a kind's optional ``PATH_OPTIONS``): relative
+    ones are resolved as every path of the config is."""
+    return tuple(getattr(_kind(kind), "PATH_OPTIONS", ()))
 
 
 def secret_values(kind: str, secret: str | None) -> list[str]:

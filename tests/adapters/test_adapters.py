@@ -20,8 +20,9 @@ from dropsync.adapters.errors import (
     ProviderUnavailable,
     RetryableError,
 )
-from dropsync.adapters.favourites import FavouritesProvider, parse_tokens
+from dropsync.adapters.favourites import FavouritesProvider
 from dropsync.adapters.favourites import parse_options as favourite_options
+from dropsync.adapters.favourites_tokens import parse_tokens
 from dropsync.adapters.http import parse_retry_after
 from dropsync.adapters.options import OptionError
 
