@@ -129,8 +129,7 @@ class LaneHealth:
     def refused(self, lane: str, error: str, every: bool, flow: str, now: int) -> None:
         """Once the refusal is stored: the lane waits, and it is said."""
         self.paused[lane] = LaneRow(lane, AUTH_FAILED, now, error)
-        for probes in self._probes.values():
-            probes.discard(lane)
+        self._probes[flow].discard(lane)  # the other flow keeps its attempt, as a provider's
         log.warning("lane_auth_failed", provider=self.name, lane=lane, via=flow, error=error)
         if every:
             log.warning(
