@@ -98,7 +98,9 @@ class PullStream:
     """One resource a provider is pulled by, with a cursor of its own (``cursors.name``).
 
     ``remove_outdated``: after a complete *full* pull of this stream, the provider's
-    records of ``collection`` that it no longer returned become tombstones.
+    records of ``collection`` that it no longer returned become tombstones. The daemon
+    pulls such a stream in full whenever a removal is due: when its last complete full
+    pull ended ``full_pull_interval_s`` or more ago (0: every pull), incremental between.
     ``derived``: after a pull of this stream, the daemon hands the collection's live
     records to ``StreamPuller.derive`` (records computed from others, e.g. master sessions).
     """
@@ -107,6 +109,7 @@ class PullStream:
     collection: str
     remove_outdated: bool = False
     derived: bool = False
+    full_pull_interval_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +225,21 @@ class LiveCredentials(Protocol):
         (``secret_read`` False: it was not read again, or could not be: the previous one
         stays in use); ``paths``: only these entries of ``credential_paths``' folders
         changed (None: read everything)."""
+        ...
+
+
+@runtime_checkable
+class Probes(Protocol):
+    """A provider that can tell whether its credentials work (``dropsync probe``)."""
+
+    async def probe(self) -> str:
+        """Send one cheap authenticated request that changes nothing at the provider.
+
+        Returns what was asked (``POST /api/v1/login``). Raises the ``adapters.errors``
+        type of the answer: ``AuthError`` (the credentials were refused),
+        ``ProviderUnavailable`` (no answer), ``ProviderMisconfigured`` or
+        ``UnexpectedAnswer`` (a redirect, a 404, a page of another shape), ...
+        """
         ...
 
 

@@ -42,6 +42,7 @@ from dropsync.adapters.options import OptionError, OptionReader
 from dropsync.adapters.redact import excerpt
 
 MAX_FILE_MB = 2048  # the document's "up to 2GB per file"
+MAX_BRAND_ID = (1 << 63) - 1  # as brands.stop_churn_brand_id, an SQLite INTEGER
 MIN_UPLOAD_KB_S = 64  # an upload is allowed its size at this rate, beyond timeout_s
 UPLOAD_PATH = "/client-files"
 ERRORS_PATH = "/client-data/integration-errors"
@@ -111,14 +112,6 @@ class ChurnOptions:
     min_upload_rate: int = MIN_UPLOAD_KB_S << 10
 
 
-def _number(read: OptionReader, name: str, default: float, minimum: float) -> float:
-    read.used.add(name)
-    value = read.options.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
-        raise OptionError(name, f"expected a number >= {minimum:g}")
-    return float(value)
-
-
 def parse_options(options: Mapping[str, Any]) -> ChurnOptions:
     """Validate ``[providers.NAME]`` keys of kind churn."""
     read = OptionReader(options)
@@ -129,26 +122,26 @@ def parse_options(options: Mapping[str, Any]) -> ChurnOptions:
         isinstance(k, str) and isinstance(v, str) and v for k, v in tables.items()
     ):
         raise OptionError("tables", 'expected a table of collection = "tableName"')
+    brand_id = None
+    if options.get("brand_id") is not None:  # the churn tool's id: a positive SQLite integer
+        brand_id = read.integer("brand_id", None, minimum=1, maximum=MAX_BRAND_ID)
     read.used.add("brand_id")
-    brand_id = options.get("brand_id")
-    if brand_id is not None and (isinstance(brand_id, bool) or not isinstance(brand_id, int)):
-        raise OptionError("brand_id", "expected an integer (the churn tool's brand id)")
     brand_field = read.string("brand_field")
     if (brand_id is None) == (brand_field is None):
         raise OptionError("brand_id", "give exactly one of brand_id (a fixed brand) or brand_field")
-    max_file_mb = _number(read, "max_file_mb", MAX_FILE_MB, 0.001)
-    if max_file_mb > MAX_FILE_MB:
-        raise OptionError("max_file_mb", f"the churn tool takes files of at most {MAX_FILE_MB} MB")
+    max_file_mb = read.number("max_file_mb", MAX_FILE_MB, minimum=0.001, maximum=MAX_FILE_MB)
     parsed = ChurnOptions(
         tables=dict(tables),
         brand_id=brand_id,
         brand_field=brand_field,
         max_file_bytes=int(max_file_mb * (1 << 20)),
-        max_upload_bytes=int(_number(read, "max_upload_mb", 8192, 0.001) * (1 << 20)),
+        max_upload_bytes=int(
+            read.number("max_upload_mb", 8192, minimum=0.001, maximum=1 << 20) * (1 << 20)
+        ),
         auth_scheme=read.string("auth_scheme") or "Bearer",
-        max_callback_age_s=_number(read, "max_callback_age_s", 300.0, 1.0),
+        max_callback_age_s=read.number("max_callback_age_s", 300.0, minimum=1.0, maximum=86400.0),
         integration_log_max_bytes=int(
-            _number(read, "integration_log_max_mb", 5.0, 0.001) * (1 << 20)
+            read.number("integration_log_max_mb", 5.0, minimum=0.001, maximum=64.0) * (1 << 20)
         ),
         min_upload_rate=read.integer("min_upload_kb_s", MIN_UPLOAD_KB_S, minimum=1, maximum=1 << 20)
         << 10,
@@ -332,6 +325,21 @@ class ChurnProvider(HttpAdapter):
                 raise
         return await self.send("POST", ERRORS_PATH, expect=_url_in)
 
+    async def probe(self) -> str:
+        """``GET /client-data/integration-errors`` (POST when GET answers 405, as when the log
+        is fetched): it reads the latest error log's address, changes nothing, and the tool
+        refuses it without a valid token (401)."""
+        method = "GET"
+        with self._boundary():
+            try:
+                await self.send(method, ERRORS_PATH, expect=_probe_answer)
+            except ProviderError as exc:
+                if exc.status != 405:
+                    raise
+                method = "POST"
+                await self.send(method, ERRORS_PATH, expect=_probe_answer)
+        return f"{method} {ERRORS_PATH}"
+
     async def _pull(self, cursor: str | None) -> PullPage:
         """The churn tool has nothing to pull."""
         raise PermanentError("the churn kind is push-only")
@@ -348,6 +356,16 @@ def _url_in(answer: Answer) -> str:
     if isinstance(value, str) and urlsplit(value.strip()).scheme in ("http", "https"):
         return value.strip()
     raise ValueError("the answer holds no URL")
+
+
+def _probe_answer(answer: Answer) -> None:
+    """A probe's success: empty, JSON or a URL; not a page of some other server."""
+    if not answer.body.strip():
+        return
+    try:
+        answer.json()
+    except ValueError:
+        _url_in(answer)
 
 
 async def download(url: str, max_bytes: int, *, timeout_s: float, max_redirects: int = 5) -> str:

@@ -34,6 +34,8 @@ from dropsync.adapters.http import Answer, HttpAdapter, json_body
 from dropsync.adapters.options import OptionReader
 
 MAX_CONTACTS = 1000
+# The probe's body: no origin (required) and no contact, so there is nothing to create.
+PROBE_BODY = b'{"contacts":[]}'
 PURCHASE_FIELDS = ("transaction_code", "price", "currency")
 
 
@@ -231,6 +233,18 @@ class CrmProvider(HttpAdapter):
         if not requests:
             return PushResult(state="confirmed", status=204)  # only tombstones: nothing to send
         return PushResult(state="accepted", status=201, remote_ref=",".join(jobs))
+
+    async def probe(self) -> str:
+        """``POST .../sync_data`` with nothing in it (``PROBE_BODY``): the CRM refuses it with
+        401 without a valid token; with one, it refuses the body (400 or 422) or queues an
+        empty job (201). No contact is created either way."""
+        with self._boundary():
+            try:
+                await self.send("POST", self.path, expect=job_id, content=PROBE_BODY)
+            except PermanentError as exc:
+                if exc.status not in (400, 422):  # the token passed; the body was refused
+                    raise
+        return f"POST {self.path} (no origin, no contacts)"
 
     async def _pull(self, cursor: str | None) -> PullPage:
         """The CRM API has nothing to pull."""

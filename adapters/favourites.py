@@ -41,7 +41,12 @@ from dropsync.adapters.base import (
     PullPage,
     PushResult,
 )
-from dropsync.adapters.errors import AuthError, PermanentError, UnexpectedAnswer
+from dropsync.adapters.errors import (
+    AuthError,
+    PermanentError,
+    ProviderMisconfigured,
+    UnexpectedAnswer,
+)
 from dropsync.adapters.favourites_tokens import (
     TokenFolder,
     parse_tokens,
@@ -282,6 +287,16 @@ class FavouritesProvider(HttpAdapter):
             raise AuthError(f"user {user!r} has no token now")
         scheme = self.options.auth_scheme
         return {self.options.auth_header: f"{scheme} {token}" if scheme else token}
+
+    async def probe(self) -> str:
+        """One user's ``GET /getUserFavorites`` (the first of ``users`` with a token, else the
+        first token's): it reads, changes nothing, and is refused without a valid token."""
+        user = next((u for u in (*self.options.users, *self.tokens) if u in self.tokens), None)
+        with self._boundary():
+            if user is None:
+                raise ProviderMisconfigured("no user has a token to ask with")
+            await self.send("GET", "/getUserFavorites", expect=item_list, headers=self._auth(user))
+        return f"GET /getUserFavorites as user {user}"
 
     async def _push(self, batch: Sequence[OutgoingChange], *, idempotency_key: str) -> PushResult:
         """POST each user's items (the engine sends one user's per push)."""

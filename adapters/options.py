@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -42,13 +43,30 @@ class OptionReader:
             raise OptionError(name, "expected true or false")
         return value
 
-    def integer(self, name: str, default: int, *, minimum: int, maximum: int) -> int:
-        """A whole number within ``minimum .. maximum``."""
+    def integer(self, name: str, default: int | None, *, minimum: int, maximum: int) -> int:
+        """A whole number within ``minimum .. maximum`` (``default`` None: required)."""
         self.used.add(name)
         value = self.options.get(name, default)
         if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
-            raise OptionError(name, f"expected a whole number from {minimum} to {maximum}")
+            raise OptionError(
+                name, f"expected a whole number from {_shown(minimum)} to {_shown(maximum)}"
+            )
         return value
+
+    def number(self, name: str, default: float, *, minimum: float, maximum: float) -> float:
+        """A finite number within ``minimum .. maximum``."""
+        self.used.add(name)
+        value = self.options.get(name, default)
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+            or not minimum <= value <= maximum
+        ):
+            raise OptionError(
+                name, f"expected a number from {_shown(minimum)} to {_shown(maximum)}"
+            )
+        return float(value)
 
     def table(self, name: str) -> dict[str, Any]:
         """A sub-table (``name = { ... }`` or ``[providers.X.name]``); empty when absent."""
@@ -71,3 +89,10 @@ class OptionReader:
         for name in self.options:
             if name not in self.used:
                 raise OptionError(name, "unknown key for this provider kind")
+
+
+def _shown(number: float) -> str:
+    """A range's end as a person reads it: ``1,048,576``, ``0.001``."""
+    if isinstance(number, int) or number == int(number):
+        return f"{int(number):,}"
+    return f"{number:g}"

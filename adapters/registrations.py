@@ -35,7 +35,15 @@ from dropsync.adapters.base import (
     RequestOutcome,
     StreamPage,
 )
-from dropsync.adapters.errors import AuthError, PermanentError, ProviderError, RetryableError
+from dropsync.adapters.errors import (
+    AuthError,
+    PermanentError,
+    ProviderError,
+    ProviderMisconfigured,
+    ProviderUnavailable,
+    RetryableError,
+    UnexpectedAnswer,
+)
 from dropsync.adapters.http import MAX_REASON, Answer, check_answer, fetch, make_client
 from dropsync.adapters.options import OptionError, OptionReader
 from dropsync.adapters.redact import MIN_SECRET, Redactor
@@ -72,6 +80,7 @@ DEFAULT_PATHS = {
 _PLACEHOLDERS = {"eventId", "id"}
 _FIXED_MAPPING = ("fp_ext_id", "fp_status")
 _HEADER_SAFE = re.compile(r"[\x21-\x7e]{1,4096}")
+MAX_FULL_PULL_INTERVAL_S = 30 * 86400.0
 MAX_PAGE_MB = 8  # a page's answer is read up to this (max_page_mb)
 REFUSING = (409, 422)  # the contract's refusals; any other 4xx refuses only with a JSON reason
 
@@ -84,6 +93,7 @@ class RegistrationsOptions:
     event_id: str
     concurrent_sessions_title: str | None = None
     remove_outdated: tuple[str, ...] = ()
+    full_pull_interval_s: float = 0.0
     incremental: bool = True
     collection_prefix: str = ""
     page_size: int = 500
@@ -158,6 +168,9 @@ def parse_options(options: Mapping[str, Any]) -> RegistrationsOptions:
         event_id=read.string("event_id", required=True) or "",
         concurrent_sessions_title=read.string("concurrent_sessions_title"),
         remove_outdated=remove,
+        full_pull_interval_s=read.number(
+            "full_pull_interval_s", 0.0, minimum=0.0, maximum=MAX_FULL_PULL_INTERVAL_S
+        ),
         incremental=read.boolean("incremental", True),
         collection_prefix=prefix,
         page_size=read.integer("page_size", 500, minimum=1, maximum=10_000),
@@ -252,7 +265,7 @@ class RegistrationsProvider:
         status = response.status
         if 300 <= status < 400:
             location = self.redactor.text(response.headers.get("location", "")[:500])
-            raise RetryableError(
+            raise ProviderMisconfigured(
                 f"{what} answered a redirect (HTTP {status} to {location or 'nowhere'}): "
                 "base_url or paths point at the wrong place",
                 status=status,
@@ -288,7 +301,7 @@ class RegistrationsProvider:
         ):
             if isinstance(token, str):
                 self.redactor.add(token)
-            raise RetryableError(
+            raise UnexpectedAnswer(
                 self._answer("login (expected 200 {token, expiresIn})", response),
                 status=response.status,
             )
@@ -297,6 +310,17 @@ class RegistrationsProvider:
         ttl = min(float(expires), 366 * 86400.0)
         self._token_until = time.monotonic() + ttl - min(60.0, ttl / 10)
         return token
+
+    async def probe(self) -> str:
+        """Log in, as the document's "check if the credentials are working" does: a refused
+        password is ``AuthError``; nothing changes at the provider."""
+        try:
+            await self._login()
+        except Exception as exc:
+            # A connection failure keeps its cause (the socket's words, as http.request does).
+            cause = exc.__cause__ if isinstance(exc, ProviderUnavailable) else None
+            raise self._clean(exc) from cause
+        return f"POST {self._url('login')}"
 
     async def _authorised(
         self, method: str, url: str, *, headers: Mapping[str, str] | None = None, **kwargs: Any
@@ -323,6 +347,7 @@ class RegistrationsProvider:
                 collection=self.options.collection(collection),
                 remove_outdated=collection in self.options.remove_outdated,
                 derived=resource == "sessions" and bool(self.options.concurrent_sessions_title),
+                full_pull_interval_s=self.options.full_pull_interval_s,
             )
             for resource, collection in RESOURCES.items()
         ]

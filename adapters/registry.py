@@ -5,7 +5,9 @@ derives its list from here). A kind's module (and httpx with it) is imported
 only when its options are checked or its adapter built, so reading the config
 stays cheap. Adding a kind: its module (with ``parse_options``, ``build``, ``secret_values``
 and ``SECRET_IN_HEADERS``),
-a loader below, and one line in ``_LOADERS``. Optional: ``needs_secret(options)``,
+a loader below, and one line in ``_LOADERS``. Its adapter should also have the optional
+``probe()`` (``adapters.base.Probes``: one request that checks the credentials and changes
+nothing), which ``dropsync probe`` sends. Optional too: ``needs_secret(options)``,
 ``pushes(options)``, ``PATH_OPTIONS`` (see the functions of the same names below).
 """
 

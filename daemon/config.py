@@ -8,6 +8,7 @@ Every validation error names the file and the dotted key.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 
 from dropsync.adapters.registry import KINDS
 from dropsync.daemon.config_file import (
+    MAX_DAYS,
     Table,
     read_config_file,
     resolve_path,
@@ -27,8 +29,15 @@ from dropsync.daemon.places import check_collection_name, check_places, check_pr
 MAX_DEPTH_CEILING = 254
 MAX_DOCUMENT_MB_CEILING = 64.0
 
+TIMESTAMP_UNITS = ("s", "ms", "us")  # a collection's timestamp_unit
+
 # The longest any wait between two attempts may be configured to: 30 days.
 MAX_DELAY_S = 30 * 86400.0
+# The other ranges (docs/config.md, "Ranges of the numbers"; tests/test_config_ranges.py).
+HOUR_S = 3600.0
+DAY_S = 86400.0
+MAX_BATCH = 1_000_000  # documents a transaction, records a request
+MAX_FILE_SIZE_MB = float(1 << 20)  # 1 TB
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +72,9 @@ class CollectionConfig:
     key: str | None = None  # dotted path; None: infer from the recognised shape
     timestamp: str | None = None
     providers: tuple[str, ...] = ()
+    # Of a number timestamp: s, ms or us (ISO-8601 has its own). None: ms, and a number
+    # before 2001-09-09 as ms is refused as looking like seconds.
+    timestamp_unit: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,8 +147,21 @@ class Config:
     keep_done_days: float = 30.0  # [drop]: files in .done/ (0: keep)
 
     def collection(self, name: str) -> CollectionConfig:
-        """The config of ``name``; an unconfigured collection gets the shape-inferring default."""
-        return self.collections.get(name) or CollectionConfig(name=name)
+        """The config of ``name`` (a collection folder's name); an unconfigured collection gets
+        the shape-inferring default.
+
+        Names are compared in Unicode NFC: a folder ``café`` written as e + U+0301 (NFD, as
+        macOS hands names over) is the configured ``café``, whose name its changes take; an
+        unconfigured one is named in NFC.
+        """
+        found = self.collections.get(name)
+        if found is not None:
+            return found
+        nfc = unicodedata.normalize("NFC", name)
+        for collection in self.collections.values():
+            if unicodedata.normalize("NFC", collection.name) == nfc:
+                return collection
+        return CollectionConfig(name=nfc)
 
     def routes(self) -> dict[str, tuple[str, ...]]:
         """Collection name -> providers its winning changes are sent to.
@@ -190,11 +215,19 @@ def _secret(
 
 
 def _collection(name: str, table: Table) -> CollectionConfig:
+    unit = table.string("timestamp_unit")
+    if unit is not None and unit not in TIMESTAMP_UNITS:
+        raise table.fail(
+            "timestamp_unit",
+            f"expected one of {', '.join(TIMESTAMP_UNITS)} (epoch seconds, milliseconds, "
+            "microseconds)",
+        )
     config = CollectionConfig(
         name=name,
         key=table.string("key"),
         timestamp=table.string("timestamp"),
         providers=table.strings("providers"),
+        timestamp_unit=unit,
     )
     table.reject_unknown()
     return config
@@ -214,7 +247,7 @@ def _provider(name: str, table: Table) -> ProviderConfig:
         kind=kind,
         base_url=base_url.rstrip("/"),
         secret=_secret(table),
-        batch_max_items=table.integer("batch_max_items", None),
+        batch_max_items=table.integer("batch_max_items", None, minimum=1, maximum=MAX_BATCH),
         timeout_s=table.number("timeout_s", 30.0, minimum=0.001, maximum=MAX_DELAY_S),
         backoff_base_s=table.number("backoff_base_s", 1.0, minimum=0.001, maximum=MAX_DELAY_S),
         backoff_cap_s=table.number("backoff_cap_s", 300.0, minimum=0.001, maximum=MAX_DELAY_S),
@@ -228,7 +261,9 @@ def _provider(name: str, table: Table) -> ProviderConfig:
         webhook_token=_secret(
             table, ("webhook_token_env", "webhook_token_file", "webhook_token_credential")
         ),
-        confirm_timeout_s=table.number("confirm_timeout_s", 24 * 3600.0, minimum=0.001),
+        confirm_timeout_s=table.number(
+            "confirm_timeout_s", 24 * 3600.0, minimum=0.001, maximum=MAX_DELAY_S
+        ),
         options=table.rest(),
     )
     return config
@@ -238,28 +273,27 @@ def parse_config(raw: Mapping[str, Any], source: str) -> Config:
     """Validate a parsed TOML document; ``source`` names it in errors."""
     top = Table(source, "", dict(raw))
     store_path = store_location(top)
-    retain_days = top.table("store").number("retain_days", 30.0)
+    retain_days = top.table("store").number("retain_days", 30.0, minimum=0.0, maximum=MAX_DAYS)
     drop = top.table("drop")
     drop_path = resolve_path(drop.string("path", "drop") or "drop")
     check_places(source, store_path, drop_path)
-    settle_ms = drop.integer("settle_ms", 50, minimum=0) or 0
-    rescan_s = drop.number("rescan_s", 30.0, minimum=0.1)
-    ingest_batch = drop.integer("batch", 5000) or 5000
-    parser_process_min_mb = drop.number("parser_process_min_mb", 8.0)
-    max_depth = drop.integer("max_depth", 64) or 64
-    if max_depth > MAX_DEPTH_CEILING:
-        raise drop.fail("max_depth", f"expected an integer from 1 to {MAX_DEPTH_CEILING}")
-    max_document_mb = drop.number("max_document_mb", 1.0, minimum=0.001)
-    if max_document_mb > MAX_DOCUMENT_MB_CEILING:
-        raise drop.fail(
-            "max_document_mb", f"expected a number from 0.001 to {MAX_DOCUMENT_MB_CEILING:g}"
-        )
-    keep_done_days = drop.number("keep_done_days", 30.0)
+    settle_ms = drop.integer("settle_ms", 50, minimum=0, maximum=3_600_000)
+    rescan_s = drop.number("rescan_s", 30.0, minimum=0.1, maximum=DAY_S)
+    ingest_batch = drop.integer("batch", 5000, minimum=1, maximum=MAX_BATCH)
+    parser_process_min_mb = drop.number(
+        "parser_process_min_mb", 8.0, minimum=0.0, maximum=MAX_FILE_SIZE_MB
+    )
+    max_depth = drop.integer("max_depth", 64, minimum=1, maximum=MAX_DEPTH_CEILING)
+    max_document_mb = drop.number(
+        "max_document_mb", 1.0, minimum=0.001, maximum=MAX_DOCUMENT_MB_CEILING
+    )
+    keep_done_days = drop.number("keep_done_days", 30.0, minimum=0.0, maximum=MAX_DAYS)
     drop.reject_unknown()
     daemon = top.table("daemon")
-    skew_s = daemon.number("max_clock_skew_s", 300.0)
-    grace_s = daemon.number("shutdown_grace_s", 10.0)
-    inbox_poll_s = daemon.number("inbox_poll_s", 1.0, minimum=0.01)
+    skew_s = daemon.number("max_clock_skew_s", 300.0, minimum=0.0, maximum=MAX_DELAY_S)
+    # 0 would make every stop overdue (exit 1) before the work under way could end.
+    grace_s = daemon.number("shutdown_grace_s", 10.0, minimum=0.1, maximum=HOUR_S)
+    inbox_poll_s = daemon.number("inbox_poll_s", 1.0, minimum=0.01, maximum=HOUR_S)
     log_level = daemon.string("log_level", "info") or "info"
     if log_level not in ("debug", "info", "warning", "error"):
         raise daemon.fail("log_level", "expected one of debug, info, warning, error")
@@ -283,6 +317,14 @@ def parse_config(raw: Mapping[str, Any], source: str) -> Config:
                     "providers",
                     f"names provider {provider!r}, which is not defined under [providers]",
                 )
+        nfc = unicodedata.normalize("NFC", name)
+        twin = next((c for c in collections if unicodedata.normalize("NFC", c) == nfc), None)
+        if twin is not None:
+            raise collections_table.fail(
+                name,
+                f"the same name as {twin!r} in another Unicode form (NFC, NFD): a folder of "
+                "either spelling would be both collections; keep one",
+            )
         collections[name] = collection
     for churn in providers.values():
         if listener is not None and churn.kind == "churn" and churn.callback_secret is None:
@@ -320,9 +362,8 @@ def _listener(top: Table) -> ListenerConfig | None:
         return None
     table = top.table("listener")
     host = table.string("host", "127.0.0.1") or "127.0.0.1"
-    port = table.integer("port", 8787, minimum=0)
-    if port is None or port > 65535:
-        raise table.fail("port", "expected a TCP port (0 to 65535)")
+    # Not 0 ("any free port"): the address is told to providers, so it must be known.
+    port = table.integer("port", 8787, minimum=1, maximum=65535)
     public_url = table.string("public_url")
     if public_url is not None and not public_url.startswith(("http://", "https://")):
         raise table.fail("public_url", "expected an http:// or https:// URL")
@@ -330,8 +371,8 @@ def _listener(top: Table) -> ListenerConfig | None:
         host=host,
         port=port,
         public_url=(public_url or f"http://{host}:{port}").rstrip("/"),
-        request_timeout_s=table.number("request_timeout_s", 10.0, minimum=0.1),
-        max_connections=table.integer("max_connections", 64) or 64,
+        request_timeout_s=table.number("request_timeout_s", 10.0, minimum=0.1, maximum=HOUR_S),
+        max_connections=table.integer("max_connections", 64, minimum=1, maximum=10_000),
     )
     table.reject_unknown()
     return config

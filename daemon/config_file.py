@@ -11,7 +11,7 @@ import math
 import os
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 from dropsync.daemon.errors import ConfigError
 
@@ -54,6 +54,17 @@ def read_config_file(explicit: str | None = None) -> tuple[dict[str, Any], str]:
     return raw, str(path)
 
 
+# [store] retain_days and [drop] keep_done_days: 100 years at most (0 keeps everything).
+MAX_DAYS = 36500.0
+
+
+def shown(number: float) -> str:
+    """A range's end as a person reads it: ``2,592,000``, ``0.001``."""
+    if isinstance(number, int) or number == int(number):
+        return f"{int(number):,}"
+    return f"{number:g}"
+
+
 class Table:
     """Typed access to one TOML table that reports errors with file and dotted key."""
 
@@ -83,9 +94,8 @@ class Table:
             raise self.fail(name, "expected a non-empty string")
         return value
 
-    def number(
-        self, name: str, default: float, *, minimum: float = 0.0, maximum: float | None = None
-    ) -> float:
+    def number(self, name: str, default: float, *, minimum: float, maximum: float) -> float:
+        """A finite number within ``minimum .. maximum`` (docs/config.md, "Ranges")."""
         value = self.get(name)
         if value is None:
             return default
@@ -94,19 +104,24 @@ class Table:
             isinstance(value, bool)
             or not isinstance(value, int | float)
             or not math.isfinite(value)
-            or value < minimum
-            or (maximum is not None and value > maximum)
+            or not minimum <= value <= maximum
         ):
-            upper = f" and <= {maximum:g}" if maximum is not None else ""
-            raise self.fail(name, f"expected a number >= {minimum:g}{upper}")
+            raise self.fail(name, f"expected a number from {shown(minimum)} to {shown(maximum)}")
         return float(value)
 
-    def integer(self, name: str, default: int | None, *, minimum: int = 1) -> int | None:
+    @overload
+    def integer(self, name: str, default: int, *, minimum: int, maximum: int) -> int: ...
+    @overload
+    def integer(self, name: str, default: None, *, minimum: int, maximum: int) -> int | None: ...
+    def integer(self, name: str, default: int | None, *, minimum: int, maximum: int) -> int | None:
+        """A whole number within ``minimum .. maximum`` (docs/config.md, "Ranges")."""
         value = self.get(name)
         if value is None:
             return default
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise self.fail(name, f"expected an integer >= {minimum}")
+        if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+            raise self.fail(
+                name, f"expected a whole number from {shown(minimum)} to {shown(maximum)}"
+            )
         return value
 
     def strings(self, name: str) -> tuple[str, ...]:
@@ -141,7 +156,8 @@ def store_location(top: Table) -> Path:
     """The ``[store]`` table: where the store file is (the table is checked whole)."""
     store = top.table("store")
     store_path = resolve_path(store.string("path", DEFAULT_STORE) or DEFAULT_STORE)
-    store.number("retain_days", 30.0)  # checked here too: status reads [store] alone
+    # Checked here too: status reads [store] alone.
+    store.number("retain_days", 30.0, minimum=0.0, maximum=MAX_DAYS)
     store.reject_unknown()
     return store_path
 

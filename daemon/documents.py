@@ -21,11 +21,13 @@ import hashlib
 import math
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from fractions import Fraction
 from typing import Any, NamedTuple
 
 import orjson
 from dropsync.daemon.clock import format_timestamp
-from dropsync.daemon.config import CollectionConfig
+from dropsync.daemon.config import TIMESTAMP_UNITS, CollectionConfig
 from dropsync.daemon.errors import DocumentError
 from dropsync.daemon.jsontext import DEFAULT_LIMITS, JsonLimits, exact_integers, load_document
 from dropsync.store.merge import Change
@@ -36,16 +38,30 @@ _ONE_MS = timedelta(milliseconds=1)
 _MAX_TS = 253402300799999
 
 
-def parse_timestamp(value: object, field: str) -> int:
-    """Normalise an epoch-ms number or an ISO-8601 string with offset/``Z`` to epoch ms UTC."""
+# With no timestamp_unit set, a number below this (2001-09-09T01:46:40Z in ms) is refused: it
+# is far more likely epoch seconds (1796648449 s read as ms is January 1970, and loses every
+# later comparison). A collection that states its unit takes every number in that unit.
+EARLIEST_MS = 10**12
+_LIKELY_BEFORE_MS = 10**13  # 2286-11-20: "looks like <unit>" only names a unit giving 2001 .. 2286
+_PER_MS = {"s": Fraction(1000), "ms": Fraction(1), "us": Fraction(1, 1000)}
+_WORDS = {"s": "seconds", "ms": "milliseconds", "us": "microseconds"}
+
+
+def parse_timestamp(value: object, field: str, unit: str | None = None) -> int:
+    """Normalise an epoch number or an ISO-8601 string with offset/``Z`` to epoch ms UTC.
+
+    ``unit`` is the collection's ``timestamp_unit`` (``s``, ``ms``, ``us``) for numbers (an
+    ISO-8601 string carries its own). None: milliseconds, and a number before 2001-09-09
+    as such is refused as looking like seconds. Seconds and microseconds keep the time to
+    the millisecond (a finer part is dropped, toward the past). A number past the year
+    9999 in its unit is refused, naming the unit it looks like.
+    """
     if isinstance(value, bool):
-        raise DocumentError(f"{field} is a boolean; expected epoch milliseconds or ISO-8601")
-    if isinstance(value, int):
+        raise DocumentError(f"{field} is a boolean; expected an epoch number or ISO-8601")
+    if isinstance(value, int) and unit in (None, "ms"):
         ms = value
-    elif isinstance(value, float):
-        if not math.isfinite(value) or value != int(value):
-            raise DocumentError(f"{field} = {value!r} is not a whole number of milliseconds")
-        ms = int(value)
+    elif isinstance(value, int | float):
+        ms = _number_to_ms(value, field, unit or "ms")
     elif isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value)
@@ -56,17 +72,59 @@ def parse_timestamp(value: object, field: str) -> int:
         if parsed.tzinfo is None:
             raise DocumentError(f"{field} = {value[:64]!r} has no UTC offset; add 'Z' or '+00:00'")
         ms = (parsed - _EPOCH) // _ONE_MS
+        if ms < 0:  # an ISO-8601 time is never a unit mistake: any time from 1970 is taken
+            raise DocumentError(f"{field} = {value[:64]!r} is before 1970")
+        return ms
     elif value is None:
         raise DocumentError(f"{field} is missing")
     else:
         raise DocumentError(
-            f"{field} has type {type(value).__name__}; expected epoch ms or ISO-8601"
+            f"{field} has type {type(value).__name__}; expected an epoch number or ISO-8601"
         )
-    if not 0 <= ms <= _MAX_TS:
-        raise DocumentError(
-            f"{field} = {str(value)[:40]} is out of range (epoch ms 0 .. year 9999)"
-        )
+    if not (EARLIEST_MS if unit is None else 0) <= ms <= _MAX_TS:
+        raise DocumentError(_unit_mistake(value, field, unit, ms))
     return ms
+
+
+def _number_to_ms(value: int | float, field: str, unit: str) -> int:
+    """A number in ``unit`` as whole epoch ms (floored); DocumentError if it is none."""
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise DocumentError(f"{field} = {value!r} is not a finite number")
+        if unit == "ms":
+            if value != int(value):
+                raise DocumentError(f"{field} = {value!r} is not a whole number of milliseconds")
+            return int(value)
+        exact = Fraction(Decimal(repr(value)))  # the digits as written, not the binary float
+    else:
+        exact = Fraction(value)
+    return math.floor(exact * _PER_MS[unit])
+
+
+def _unit_mistake(value: int | float, field: str, unit: str | None, ms: int) -> str:
+    """Why ``value`` (``ms`` once read in ``unit``) is refused, naming the unit it fits."""
+    shown = str(value)[:40]
+    if ms < 0:
+        return f"{field} = {shown} is before 1970; epoch times start at 0"
+    words = _WORDS[unit or "ms"]
+    exact = Fraction(value)
+    for other in TIMESTAMP_UNITS:  # coarsest first: a time that early is most often seconds
+        if other != (unit or "ms") and EARLIEST_MS <= exact * _PER_MS[other] < _LIKELY_BEFORE_MS:
+            if ms < EARLIEST_MS:
+                when = f"as {words} it is {format_timestamp(ms)}, before 2001-09-09"
+            else:
+                when = f"as {words} it is after the year 9999"
+            return (
+                f"{field} = {shown} looks like epoch {_WORDS[other]}: {when}; if the source "
+                f'sends {_WORDS[other]}, set timestamp_unit = "{other}" for the collection'
+            )
+    if ms < EARLIEST_MS:
+        return (
+            f"{field} = {shown} is {format_timestamp(ms)} as milliseconds, before 2001-09-09, "
+            'and looks like a unit mistake: set timestamp_unit = "ms" for the collection to '
+            "take such early times as they are, or send them as ISO-8601"
+        )
+    return f"{field} = {shown} is out of range (1970 .. the year 9999)"
 
 
 def canonical(document: object) -> tuple[str, str]:
@@ -140,9 +198,28 @@ def _getter(path: str) -> Callable[[Mapping[str, Any]], object]:
     return get
 
 
+NUL = "\x00"
+
+
+def check_name(text: str, what: str) -> str:
+    """``text`` if it holds no U+0000; DocumentError naming ``what`` otherwise.
+
+    A key or collection name is refused with a NUL rather than risk it being cut there:
+    SQLite's JSON functions (which carry keys through the store's bulk statements), C
+    strings and many providers end text at U+0000 (docs/schema.md, "Keys").
+    """
+    if NUL in text:
+        at = text.index(NUL)
+        raise DocumentError(
+            f"{what} {text[:at][:64]!r} holds U+0000 (NUL) at character {at}: a key or "
+            "collection name with a NUL is not taken (it would be cut there); remove it"
+        )
+    return text
+
+
 def _key_text(value: object, field: str) -> str:
     if isinstance(value, str) and value:
-        return value
+        return check_name(value, f"key field {field} =") if NUL in value else value
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     if value is None:
@@ -173,6 +250,10 @@ class DocumentReader:
         self.ts_path = collection.timestamp
         self._key = _getter(collection.key) if collection.key else None
         self._ts = _getter(collection.timestamp) if collection.timestamp else None
+        self.unit = collection.timestamp_unit
+        # The fast path below takes integers from here to _MAX_TS: epoch ms only.
+        fast_from = {None: EARLIEST_MS, "ms": 0}
+        self._fast_from = fast_from.get(self.unit, _MAX_TS + 1)
         self.future = FutureLimit.at(now_ms, max_skew_ms)
 
     def change(
@@ -188,14 +269,22 @@ class DocumentReader:
             raw_key = (self._key or _DATA_ID)(document)
             raw_ts = (self._ts or _UPDATED_AT)(document)
             # The common case (integer id, epoch-ms integer) without the general checks.
-            if type(raw_key) is int and type(raw_ts) is int and 0 <= raw_ts <= _MAX_TS:
+            if (
+                type(raw_key) is int
+                and type(raw_ts) is int
+                and self._fast_from <= raw_ts <= _MAX_TS
+            ):
                 key, ts = str(raw_key), raw_ts
             else:
                 key = _key_text(raw_key, self.key_path or "data.id")
-                ts = parse_timestamp(raw_ts, self.ts_path or "updatedAt")
+                ts = parse_timestamp(raw_ts, self.ts_path or "updatedAt", self.unit)
         elif self._key is not None and self._ts is not None:
             key = _key_text(self._key(document), str(self.key_path))
-            ts = parse_timestamp(self._ts(document), str(self.ts_path))
+            raw_ts = self._ts(document)
+            if type(raw_ts) is int and self._fast_from <= raw_ts <= _MAX_TS:
+                ts = raw_ts  # epoch ms, in range: what parse_timestamp would give
+            else:
+                ts = parse_timestamp(raw_ts, str(self.ts_path), self.unit)
         else:
             raise DocumentError(
                 "unrecognised document: not a churn envelope {data, createdAt, updatedAt}, "
@@ -218,6 +307,7 @@ class DocumentReader:
         ts = parse_timestamp(
             self._ts(document) if self._ts else document.get("actionDate"),
             self.ts_path or "actionDate",
+            self.unit,
         )
         return key, ts, action == "DELETE"
 
@@ -240,26 +330,33 @@ def _column_text(value: object, column: str) -> object:
 
 
 def inbox_change(
-    row: tuple[object, ...], *, future: FutureLimit, limits: JsonLimits = DEFAULT_LIMITS
+    row: tuple[object, ...],
+    *,
+    future: FutureLimit,
+    limits: JsonLimits = DEFAULT_LIMITS,
+    unit: str | None = None,
 ) -> Change:
     """Validate a SQL inbox row ``(id, collection, key, op, body, updated_at)`` into a change.
 
     The row is as ``store.merge.pending_inbox`` reads it: text columns as UTF-8
     bytes (decoded here, so text that is not UTF-8 is a reason, not a crash), and a
-    body longer than ``limits.max_bytes`` as its length.
+    body longer than ``limits.max_bytes`` as its length. ``unit``: the collection's
+    ``timestamp_unit``, for a number in ``updated_at``.
     """
     row_id, raw_collection, raw_key, raw_op, body, raw_updated_at = row
     collection = _column_text(raw_collection, "collection")
     if not isinstance(collection, str) or not collection:
         raise DocumentError("collection is empty; expected the collection name")
+    check_name(collection, "collection")
     key = _column_text(raw_key, "key")
     if not isinstance(key, str) or not key:
         raise DocumentError("key is empty; expected the record's identity as text")
+    check_name(key, "key")
     op = _column_text(raw_op, "op")
     if op not in ("upsert", "delete"):
         raise DocumentError(f"op = {str(op)[:32]!r}; expected 'upsert' or 'delete'")
     updated_at = _column_text(raw_updated_at, "updated_at")
-    ts = future.check(parse_timestamp(updated_at, "updated_at"), "updated_at")
+    ts = future.check(parse_timestamp(updated_at, "updated_at", unit), "updated_at")
     if type(body) is int:
         raise DocumentError(
             f"body is {body:,} bytes, longer than the limit of {limits.max_bytes:,} "

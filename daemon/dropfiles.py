@@ -19,6 +19,7 @@ import errno
 import fcntl
 import hashlib
 import os
+import shlex
 import stat
 import tempfile
 from dataclasses import dataclass
@@ -67,6 +68,28 @@ def kind_of(path: Path, mode: int) -> str | None:
         if test(mode):
             return words
     return "not a regular file"
+
+
+def not_a_file(path: Path) -> str | None:
+    """Why ``dropsync ingest PATH`` (outside the drop folder) cannot read ``path``, in words;
+    None for a regular file (or a link to one). Nothing is opened (a FIFO would block)."""
+    try:
+        mode = path.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        if os.path.islink(path):
+            return (
+                f"no such file: it is a symbolic link to {shown(os.readlink(path))}, "
+                "which does not exist"
+            )
+        return "no such file"
+    except OSError as exc:
+        return f"cannot be read: {exc.strerror or exc}"
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        folder = shlex.quote(shown(str(path)))
+        return f"not ingested: a directory; give the files in it (dropsync ingest {folder}/*.json)"
+    return f"not ingested: {kind_of(path, mode)}; give a JSON or NDJSON file"
 
 
 def list_entries(folder: Path) -> list[os.DirEntry[str]]:

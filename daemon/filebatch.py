@@ -185,7 +185,7 @@ class FileSender:
     async def send_pending(self, loop: Flusher) -> bool:
         """Spool what is pending into files and upload them; False if nothing was sent."""
         provider = cast(FileBatchProvider, loop.provider)
-        mapped = await loop.call(callbacks.brand_map, loop.name)
+        mapped: dict[str, int] | None = None
         batch = next(_batches)
         writer = SpoolWriter(
             self.folder / str(batch),
@@ -203,6 +203,10 @@ class FileSender:
                 if not entries:
                     break
                 after = entries[-1].id
+                if mapped is None:
+                    # Read after the first take: a mapping committed before an entry was
+                    # queued is then always seen with it (a callback then a merge).
+                    mapped = await loop.call(callbacks.brand_map, loop.name)
                 page = await anyio.to_thread.run_sync(
                     self._spool_page, loop, entries, mapped, writer, digest
                 )

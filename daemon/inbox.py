@@ -71,11 +71,16 @@ class InboxApplier:
         rejected: list[tuple[int, str]] = []
         # Collections are read as their stored bytes (see pending_inbox).
         requests = {name.encode() for name in self.config.request_collections()}
+        units = {c.name.encode(): c.timestamp_unit for c in self.config.collections.values()}
         for given in rows:
             # A request without a time is dated when it is read.
             row = (*given[:5], now) if given[5] is None and given[1] in requests else given
+            # A request dated here has its time in ms; any other row, its collection's unit.
+            collection = given[1]
+            unit = units.get(collection) if isinstance(collection, bytes) else None
+            unit = unit if row is given else "ms"
             try:
-                changes.append(inbox_change(row, future=future, limits=limits))
+                changes.append(inbox_change(row, future=future, limits=limits, unit=unit))
             except DocumentError as exc:
                 row_id = row[0]
                 assert isinstance(row_id, int)

@@ -52,6 +52,7 @@ from dropsync.daemon.dropfiles import (
     is_locked,
     kind_of,
     lock_dropped,
+    not_a_file,
     own_folder,
     processing_place,
     rename_noreplace,
@@ -596,8 +597,9 @@ async def ingest_named(
         if report is not None:
             return report
         return await _taken_by_other(ingestor, path, in_drop)
-    if not path.is_file():
-        return NotIngested(f"{shown(str(path))}: no such file", failed=True)
+    problem = not_a_file(path)
+    if problem is not None:
+        return NotIngested(f"{shown(str(path))}: {problem}", failed=True)
     collection = collection or path.resolve().parent.name
     if not is_text(collection):
         return NotIngested(

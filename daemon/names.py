@@ -38,3 +38,26 @@ def shown(text: str) -> str:
         else:
             out.append(char)
     return "".join(out)
+
+
+def printable(text: str) -> str:
+    """``text`` as a terminal shows it literally: control characters (C0, DEL, C1) and the
+    line and paragraph separators escaped (``\\x1b``, ``\\n``, ``\\u2028``), the rest as
+    ``shown``. For keys and names in a command's text output; ``--json`` has them exactly.
+    """
+    text = shown(text)
+    if text.isprintable():
+        return text
+    out = []
+    for char in text:
+        code = ord(char)
+        if code < 0x20 or 0x7F <= code < 0xA0:
+            out.append(_CONTROL_NAMES.get(char) or f"\\x{code:02x}")
+        elif code in (0x2028, 0x2029):
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+_CONTROL_NAMES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}

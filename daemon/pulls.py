@@ -13,6 +13,10 @@ Written once for every kind that implements ``adapters.base.StreamPuller``:
   collection that this provider supplied and did not return now become tombstones,
   dated 1 ms after the version they replace. An incremental, interrupted or unsettled
   pull never deletes; a full pull that returned nothing at all deletes nothing either.
+  So that an item deleted at the provider goes at the next sync, such a stream is pulled
+  in full whenever a removal is due (``PullStream.full_pull_interval_s`` after its last
+  settled full pull, the ``<stream>:full`` cursor row; 0: every pull), even when the
+  stream has a cursor; an unsettled full pull leaves the removal due.
 * Derived records (``PullStream.derived``): after the stream's pull, the adapter gets
   the collection's records and returns the changes that keep its derived records right.
 """
@@ -27,7 +31,7 @@ import structlog
 from dropsync.adapters.base import IncomingChange, PullStream, StreamPage, StreamPuller
 from dropsync.daemon.clock import now_ms
 from dropsync.daemon.config import Config, ProviderConfig
-from dropsync.daemon.documents import FutureLimit, canonical
+from dropsync.daemon.documents import FutureLimit, canonical, check_name
 from dropsync.daemon.errors import DocumentError
 from dropsync.store import cursors, pulled
 from dropsync.store.handle import Store
@@ -54,6 +58,7 @@ def _change(
     provider: str, incoming: IncomingChange, limit: FutureLimit, origin: str
 ) -> Change | None:
     try:
+        check_name(incoming.key, "key")
         limit.check(incoming.updated_at, "updated_at")
         body, digest = canonical(incoming.body)
     except DocumentError as exc:
@@ -111,6 +116,8 @@ class StreamPull:
     async def pull_stream(self, stream: PullStream) -> int:
         """One pull of one stream, page by page: the next page is fetched while one commits."""
         since = await self.store.call(cursors.get_cursor, self.name, stream.name)
+        if since is not None and stream.remove_outdated and await self._removal_due(stream):
+            since = None  # only a full listing shows what the provider deleted
         returned: set[str] | None = set() if stream.remove_outdated else None
         applied = pages = items = 0
         # One page waits in the channel while one commits and the next is fetched.
@@ -171,6 +178,15 @@ class StreamPull:
             applied += await self._derive(stream)
         return applied
 
+    async def _removal_due(self, stream: PullStream) -> bool:
+        """Whether this pull of a remove-outdated stream must read the full listing."""
+        interval_ms = stream.full_pull_interval_s * 1000
+        if interval_ms <= 0:
+            return True
+        last = await self.store.call(cursors.last_full_pull, self.name, stream.name)
+        # A mark ahead of the clock (the clock was set back) does not put the removal off.
+        return last is None or not 0 <= now_ms() - last < interval_ms
+
     def _commit_page(
         self,
         conn: sqlite3.Connection,
@@ -191,6 +207,7 @@ class StreamPull:
             removed = self._remove_outdated(conn, stream, returned, routes, now)
             merged.applied += removed.applied
             merged.providers |= removed.providers
+            cursors.full_pull_done(conn, self.name, stream.name, now=now)
         return merged
 
     def _remove_outdated(

@@ -17,8 +17,10 @@ import anyio
 import structlog
 from dropsync.daemon.clock import now_ms
 from dropsync.daemon.config import Config
+from dropsync.daemon.documents import canonical
 from dropsync.daemon.dropfiles import DONE
-from dropsync.daemon.parse import ParseJob, parse_batches
+from dropsync.daemon.errors import DocumentError
+from dropsync.daemon.parse import DocumentFailure, iter_documents
 from dropsync.store import retention
 from dropsync.store.errors import OutsideFolder
 from dropsync.store.handle import Store
@@ -41,25 +43,23 @@ class Pruned:
     done_files: int = 0
 
 
-def bodies_of(
-    path: Path, config: Config, collection: str, wanted: dict[int, int]
-) -> list[tuple[int, str]]:
-    """(inbox id, canonical body) of the documents ``wanted`` (doc_index -> inbox id) in a file."""
-    job = ParseJob(
-        path,
-        config.collection(collection),
-        file_id=0,
-        resume_from=0,
-        batch_size=1000,
-        max_skew_ms=1 << 62,  # the file was accepted once; its bodies are wanted as they are
-        now_ms=now_ms(),
-    )
+def bodies_of(path: Path, config: Config, wanted: dict[int, int]) -> list[tuple[int, str]]:
+    """(inbox id, canonical body) of the documents ``wanted`` (doc_index -> inbox id) in a file.
+
+    Each body is the document's canonical text, as when it was merged; the document is not
+    read as a change again, so a key path, timestamp unit or rule changed since it was
+    taken (``timestamp_unit``, the seconds check of an upgrade) cannot lose its version.
+    """
     found = []
-    for batch in parse_batches(job):
-        for change in batch.changes:
-            row_id = wanted.get(change.doc_index if change.doc_index is not None else -1)
-            if row_id is not None and change.body is not None:
-                found.append((row_id, change.body))
+    for index, document, _ in iter_documents(path, config.json_limits):
+        row_id = wanted.get(index)
+        if row_id is None or isinstance(document, DocumentFailure):
+            continue
+        try:
+            body, _digest = canonical(document)
+        except DocumentError:
+            continue
+        found.append((row_id, body))
     return found
 
 
@@ -159,6 +159,5 @@ class Retention:
         wanted = await self.store.call(retention.versions_without_body, file_id)
         if not wanted:
             return
-        collection = path.parent.parent.name
-        bodies = await anyio.to_thread.run_sync(bodies_of, path, self.config, collection, wanted)
+        bodies = await anyio.to_thread.run_sync(bodies_of, path, self.config, wanted)
         await self.store.transact(retention.keep_bodies, bodies)

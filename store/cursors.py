@@ -1,4 +1,8 @@
-"""Pull cursors: how far each provider has been read (run through ``Store.call``)."""
+"""Pull cursors: how far each provider has been read (run through ``Store.call``).
+
+A stream pulled with remove-outdated also has a row ``<stream>:full`` whose ``updated_at``
+is when its last complete full pull ended (``full_pull_done``).
+"""
 
 from __future__ import annotations
 
@@ -28,3 +32,19 @@ def set_cursor(
 def reset_cursors(db: sqlite3.Connection, provider: str) -> None:
     """Forget a provider's cursors: the next pull reads everything."""
     db.execute("DELETE FROM cursors WHERE provider = ?", (provider,))
+
+
+FULL = ":full"  # suffix of the row that dates a stream's last complete full pull
+
+
+def last_full_pull(db: sqlite3.Connection, provider: str, stream: str) -> int | None:
+    """When the last complete (settled) full pull of ``stream`` ended (epoch ms), or None."""
+    row = db.execute(
+        "SELECT updated_at FROM cursors WHERE provider = ? AND name = ?", (provider, stream + FULL)
+    ).fetchone()
+    return None if row is None else int(row[0])
+
+
+def full_pull_done(db: sqlite3.Connection, provider: str, stream: str, *, now: int) -> None:
+    """Record that a full pull of ``stream`` settled now (a ``resync`` forgets it too)."""
+    set_cursor(db, provider, str(now), now=now, name=stream + FULL)

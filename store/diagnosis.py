@@ -40,7 +40,10 @@ def damaged_message(path: Path | str, exc: BaseException) -> str:
 def describe_database_error(exc: sqlite3.Error) -> str:
     """A message for an SQLite error met after the store was open (the path is not known)."""
     if is_damage(exc):
-        return damaged_message("STORE", exc)
+        return (
+            f"the store is damaged or is not an SQLite database ({exc}): check it with "
+            "sqlite3 and 'PRAGMA integrity_check' (dropsync status names the store's path)"
+        )
     text = str(exc)
     if text.startswith(("no such table", "no such column")):
         return (

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
+from dropsync.store.diagnosis import explain_open_failure
 from dropsync.store.errors import StoreError
 
 PARTIAL_PREFIX = ".dropsync-backup-"  # a copy being written (a killed backup leaves it)
@@ -91,10 +92,18 @@ def backup_to(source: Path, target: Path) -> Backup:
 
 
 def schema_version_at(path: Path) -> int:
-    """``PRAGMA user_version`` of the store at ``path`` (read-only; it is not migrated)."""
-    db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+    """``PRAGMA user_version`` of the store at ``path`` (read-only; it is not migrated).
+
+    A file SQLite cannot read is a ``StoreError`` naming it (a damaged store, not a database).
+    """
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+    except sqlite3.Error as exc:
+        raise explain_open_failure(path, exc, writing=False) from exc
     try:
         return int(db.execute("PRAGMA user_version").fetchone()[0])
+    except sqlite3.Error as exc:
+        raise explain_open_failure(path, exc, writing=False) from exc
     finally:
         db.close()
 

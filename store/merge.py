@@ -68,6 +68,23 @@ def _version(change: Change) -> Version:
     return (change.ts, int(change.deleted), change.digest, change.origin)
 
 
+def cut_at_nul(json_text: str) -> bool:
+    """True if SQLite's JSON functions would cut a string of ``json_text`` short.
+
+    ``json_each``'s ``value`` and ``->>`` end text at U+0000 (SQLite 3.40), so a JSON array
+    that carries one (orjson writes it ``\\u0000``) is bound row by row instead. The doors
+    refuse such keys (docs/schema.md, "Keys"); this keeps the store exact whatever reaches it.
+    A literal backslash-u-0000 in a string also matches: it only costs the slower path.
+    """
+    return "\\u0000" in json_text
+
+
+_VERSION_OF_KEY = (
+    "SELECT key, updated_at, deleted, digest, origin, change_id, file_id, doc_index "
+    "FROM records WHERE collection = ? "
+)
+
+
 def _current_versions(
     db: sqlite3.Connection, changes: Sequence[Change]
 ) -> dict[tuple[str, str], _Stored | Change]:
@@ -76,11 +93,18 @@ def _current_versions(
         keys.setdefault(change.collection, set()).add(change.key)
     current: dict[tuple[str, str], _Stored | Change] = {}
     for collection, names in keys.items():
-        rows = db.execute(
-            "SELECT key, updated_at, deleted, digest, origin, change_id, file_id, doc_index "
-            "FROM records WHERE collection = ? AND key IN (SELECT value FROM json_each(?))",
-            (collection, orjson.dumps(list(names)).decode()),
-        ).fetchall()
+        listed = orjson.dumps(list(names)).decode()
+        if cut_at_nul(listed):
+            rows = [
+                row
+                for name in names
+                for row in db.execute(_VERSION_OF_KEY + "AND key = ?", (collection, name))
+            ]
+        else:
+            rows = db.execute(
+                _VERSION_OF_KEY + "AND key IN (SELECT value FROM json_each(?))",
+                (collection, listed),
+            ).fetchall()
         for key, updated_at, deleted, digest, origin, change_id, file_id, doc_index in rows:
             unlogged: _Unlogged = None
             if change_id is None:
@@ -161,6 +185,15 @@ _COPY_RECORDS_TO_INBOX = (
     "NULL, NULL, r.merged_at, 'superseded', r.digest, r.updated_at, ? "
     "FROM json_each(?) AS c CROSS JOIN records AS r "
     "WHERE r.collection = c.value ->> 1 AND r.key = c.value ->> 2"
+)
+# The same for one (inbox id, time, collection, key), bound (see ``cut_at_nul``).
+_COPY_RECORD_TO_INBOX = (
+    "INSERT INTO inbox (id, collection, key, op, body, updated_at, origin, file_id, doc_index, "
+    "received_at, status, digest, ts, processed_at) "
+    "SELECT ?, r.collection, r.key, "
+    "CASE WHEN r.deleted THEN 'delete' ELSE 'upsert' END, r.body, r.updated_at, r.origin, "
+    "NULL, NULL, r.merged_at, 'superseded', r.digest, r.updated_at, ? "
+    "FROM records AS r WHERE r.collection = ? AND r.key = ?"
 )
 
 
@@ -277,7 +310,11 @@ def apply_changes(
         db.executemany(_INSERT_INBOX, new_rows)
     if copied:
         # Before the records upsert below overwrites them.
-        db.execute(_COPY_RECORDS_TO_INBOX, (now, orjson.dumps(copied).decode()))
+        listed = orjson.dumps(copied).decode()
+        if cut_at_nul(listed):
+            db.executemany(_COPY_RECORD_TO_INBOX, [(i, now, c, k) for i, c, k in copied])
+        else:
+            db.execute(_COPY_RECORDS_TO_INBOX, (now, listed))
     if updated_rows:
         # One statement for the whole batch (a JSON array): far cheaper than a bound row each.
         db.execute(
@@ -310,14 +347,26 @@ def _fan_out(
             if provider != change.origin:
                 queued.setdefault((change.collection, provider), []).append((change.key, change.ts))
     for (collection, provider), versions in queued.items():
-        db.execute(
-            "INSERT INTO outbox (provider, collection, key, updated_at, enqueued_at) "
-            "SELECT ?, ?, value ->> 0, value ->> 1, ? FROM json_each(?) WHERE 1 "
-            "ON CONFLICT (provider, collection, key) "
-            "DO UPDATE SET updated_at = excluded.updated_at",
-            (provider, collection, now, orjson.dumps(versions).decode()),
-        )
+        listed = orjson.dumps(versions).decode()
+        if cut_at_nul(listed):
+            db.executemany(
+                "INSERT INTO outbox (provider, collection, key, updated_at, enqueued_at) "
+                "VALUES (?, ?, ?, ?, ?) " + _QUEUE_CONFLICT,
+                [(provider, collection, key, ts, now) for key, ts in versions],
+            )
+        else:
+            db.execute(
+                "INSERT INTO outbox (provider, collection, key, updated_at, enqueued_at) "
+                "SELECT ?, ?, value ->> 0, value ->> 1, ? FROM json_each(?) WHERE 1 "
+                + _QUEUE_CONFLICT,
+                (provider, collection, now, listed),
+            )
         result.providers.add(provider)
+
+
+_QUEUE_CONFLICT = (
+    "ON CONFLICT (provider, collection, key) DO UPDATE SET updated_at = excluded.updated_at"
+)
 
 
 def _as_bytes(column: str) -> str:

@@ -16,6 +16,7 @@ from typing import NamedTuple
 
 import aiosqlite
 import orjson
+from dropsync.store.merge import cut_at_nul
 from dropsync.store.states import ProviderState
 
 
@@ -321,6 +322,12 @@ def finish_attempt(
     )
 
 
+_DELIVERED_CONFLICT = (
+    "ON CONFLICT (provider, collection, key) DO UPDATE SET updated_at = excluded.updated_at, "
+    "state = excluded.state, delivery_id = excluded.delivery_id, at = excluded.at"
+)
+
+
 def deliver_batch(
     db: sqlite3.Connection,
     provider: str,
@@ -364,14 +371,22 @@ def deliver_batch(
         "JOIN outbox o ON o.id = v.value ->> 0 AND o.updated_at = v.value ->> 3)",
         (versions,),
     )
-    db.execute(
-        "INSERT INTO delivered (provider, collection, key, updated_at, state, delivery_id, at) "
-        "SELECT ?, v.value ->> 1, v.value ->> 2, v.value ->> 3, ?, ?, ? FROM json_each(?) AS v "
-        "WHERE 1 ON CONFLICT (provider, collection, key) DO UPDATE SET "
-        "updated_at = excluded.updated_at, state = excluded.state, "
-        "delivery_id = excluded.delivery_id, at = excluded.at",
-        (provider, state, delivery_id, now, versions),
-    )
+    if cut_at_nul(versions):
+        db.executemany(
+            "INSERT INTO delivered (provider, collection, key, updated_at, state, delivery_id, "
+            "at) VALUES (?, ?, ?, ?, ?, ?, ?) " + _DELIVERED_CONFLICT,
+            [
+                (provider, e.collection, e.key, e.updated_at, state, delivery_id, now)
+                for e in entries
+            ],
+        )
+    else:
+        db.execute(
+            "INSERT INTO delivered (provider, collection, key, updated_at, state, delivery_id, "
+            "at) SELECT ?, v.value ->> 1, v.value ->> 2, v.value ->> 3, ?, ?, ? "
+            "FROM json_each(?) AS v WHERE 1 " + _DELIVERED_CONFLICT,
+            (provider, state, delivery_id, now, versions),
+        )
     provider_delivered(db, provider, now=now, held_until=held_until)
 
 

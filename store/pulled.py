@@ -20,17 +20,18 @@ def outdated_records(
     "Supplied" means a version of the key came from that provider: the current version
     (``records.origin``; a pulled first version is in ``records`` only) or an ``inbox`` row
     with ``origin`` = the provider. Records created only locally are never among them.
-    Returns (key, updated_at) pairs.
+    Returns (key, updated_at) pairs. The returned keys are compared here, not in SQL:
+    ``json_each`` cuts a text at its first NUL, and a key is any text the provider chose.
     """
     rows = db.execute(
         "SELECT r.key, r.updated_at FROM records r "
         "WHERE r.collection = ? AND r.deleted = 0 "
-        "AND r.key NOT IN (SELECT value FROM json_each(?)) "
         "AND (r.origin = ? OR EXISTS (SELECT 1 FROM inbox i WHERE i.collection = r.collection "
         "AND i.key = r.key AND i.origin = ?))",
-        (collection, orjson.dumps(list(returned)).decode(), provider, provider),
-    ).fetchall()
-    return [(str(key), int(updated_at)) for key, updated_at in rows]
+        (collection, provider, provider),
+    )
+    listed = returned if isinstance(returned, set | frozenset) else set(returned)
+    return [(str(key), int(updated_at)) for key, updated_at in rows if key not in listed]
 
 
 def collection_records(

@@ -380,12 +380,14 @@ def test_one_future_timestamp_check() -> None:
 
 
 def _doubles(node: ast.AST) -> bool:
-    """``2 ** n`` (or ``2.0 ** n``): the heart of an exponential backoff."""
+    """``2 ** n`` (or ``2.0 ** n``) for a variable ``n``: the heart of an exponential backoff
+    (a constant power of two, such as SQLite's integer range, is not one)."""
     return (
         isinstance(node, ast.BinOp)
         and isinstance(node.op, ast.Pow)
         and isinstance(node.left, ast.Constant)
         and node.left.value == 2
+        and not isinstance(node.right, ast.Constant)
     )
 
 

@@ -78,7 +78,8 @@ class ChurnEmulator(Emulator):
         self.sink = sink
         self.skip_matching: list[str] = []
         self.errors_get_405 = False
-        self.echo_authorization = False  # answer 400 quoting the request's Authorization
+        # Answer uploads and integration-errors with 400 quoting the request's Authorization.
+        self.echo_authorization = False
         # Send the sync-status callback (and wait for the listener's answer) before answering
         # the upload: the callback then arrives before the daemon can record the upload.
         self.callback_before_answer = False
@@ -266,7 +267,10 @@ class ChurnEmulator(Emulator):
     async def integration_errors(self, request: Request) -> Response:
         """The URL of the latest error log (GET may answer 405, as the document is unclear)."""
         if not self.authorized(request):
-            return JSONResponse(UNAUTHORIZED, status_code=401)
+            return JSONResponse({**UNAUTHORIZED, **self.echoed(request)}, status_code=401)
+        if self.echo_authorization:
+            echoed = request.headers.get("authorization", "")
+            return JSONResponse({"statusCode": 400, "message": f"bad request from {echoed}"}, 400)
         if request.method == "GET" and self.errors_get_405:
             return JSONResponse({"statusCode": 405, "message": "Method Not Allowed"}, 405)
         return JSONResponse(f"{request.url.scheme}://{request.url.netloc}/_emulator/error-log")

@@ -11,6 +11,8 @@ An emulator is a Starlette app served by uvicorn in a background thread
   included) instead of applying the request; ``{authorization}`` in the body or a header
   value is replaced by the request's own ``Authorization`` header, ``{body}`` by the
   request's body (a provider that echoes what it was sent);
+* ``echo_refusals`` (an attribute): a refusal of credentials (401) quotes what the request
+  carried (its ``Authorization`` header, and a login's body), as some providers do;
 * ``GET /_emulator/state``: requests received, applications per record version;
 * ``POST /_emulator/reset``: forget faults and everything received.
 
@@ -110,6 +112,19 @@ class Emulator:
         self.applied: Counter[str] = Counter()  # "identity@version" -> times applied
         self.replies: dict[str, tuple[int, Any]] = {}
         self.lock = threading.Lock()
+        self.echo_refusals = False
+
+    def echoed(self, request: Request, sent: bytes = b"") -> dict[str, Any]:
+        """What a refusal of credentials adds to its body: with ``echo_refusals``, the
+        request's ``Authorization`` header and ``sent`` (the body), else nothing."""
+        if not self.echo_refusals:
+            return {}
+        return {
+            "received": {
+                "authorization": request.headers.get("authorization", ""),
+                "body": sent.decode("utf-8", "replace"),
+            }
+        }
 
     def routes(self) -> list[Route]:
         """The provider's own routes."""

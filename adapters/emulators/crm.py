@@ -89,7 +89,7 @@ class CrmEmulator(Emulator):
         if account not in self.accounts:
             return JSONResponse({"error": "Not Found", "message": "unknown account"}, 404)
         if request.headers.get("authorization") != f"Token token={self.accounts[account]}":
-            return JSONResponse({"error": "Unauthorized"}, status_code=401)
+            return JSONResponse({"error": "Unauthorized", **self.echoed(request)}, 401)
         return await self.handle(request, self._apply)
 
     async def _apply(self, raw: bytes) -> tuple[int, Any]:

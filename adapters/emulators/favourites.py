@@ -109,7 +109,7 @@ class FavouritesEmulator(Emulator):
         with self.lock:
             self.calls.append((request.method, None, self.refusal))
             status = self.refusal
-        return JSONResponse({"error": "Unauthorized"}, status_code=status)
+        return JSONResponse({"error": "Unauthorized", **self.echoed(request)}, status_code=status)
 
     def _called(self, method: str, user: str, response: Response) -> Response:
         with self.lock:

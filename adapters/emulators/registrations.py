@@ -236,7 +236,7 @@ class RegistrationsEmulator(Emulator):
                 or body.get("username") != self.username
                 or body.get("password") != self.password
             ):
-                return 401, {"reason": "invalid username or password"}
+                return 401, {"reason": "invalid username or password", **self.echoed(request, raw)}
             token = secrets.token_urlsafe(24)
             with self.lock:
                 self.logins += 1

@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "status": "status",
     "ingest": "ingest",
     "check-config": "check_config",
+    "probe": "probe",
     "emulate": "emulate",
     "why": "why",
     "resync": "resync",

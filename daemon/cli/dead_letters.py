@@ -10,6 +10,22 @@ from dropsync.daemon.cli.common import EXIT_OK, dump_json, log_to_stderr, store_
 HELP = "list, retry or drop what providers refused, with their reasons"
 
 
+_MAX_ID = (1 << 63) - 1  # dead_letters.id is an SQLite INTEGER
+
+
+def _dead_letter_id(text: str) -> int:
+    """``--id N``: a whole number a dead letter's id can be (else a usage error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= _MAX_ID:
+        raise argparse.ArgumentTypeError(
+            f"expected a dead letter's id (a whole number from 1 to {_MAX_ID}), got {text!r}"
+        )
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """``list|retry|drop``, ``--provider``, ``--id``, ``--all``, ``--json``."""
     parser.add_argument(
@@ -20,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--provider", metavar="NAME", help="only this provider's dead letters")
     parser.add_argument(
         "--id",
-        type=int,
+        type=_dead_letter_id,
         action="append",
         default=[],
         dest="ids",
@@ -74,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _print_dead_letters(letters: list[dict[str, Any]], *, as_json: bool) -> int:
     from dropsync.daemon.clock import format_timestamp
+    from dropsync.daemon.names import printable
 
     if as_json:
         print(dump_json(letters))
@@ -81,8 +98,9 @@ def _print_dead_letters(letters: list[dict[str, Any]], *, as_json: bool) -> int:
     if not letters:
         print("no dead letters")
     for row in letters:
+        name = f"{printable(row['collection'])}/{printable(row['key'])}"
         print(
-            f"#{row['id']} {row['provider']} {row['collection']}/{row['key']} "
+            f"#{row['id']} {row['provider']} {name} "
             f"version {format_timestamp(row['updated_at'])}: {row['reason']}"
         )
     return EXIT_OK

@@ -21,6 +21,7 @@ def run(args: argparse.Namespace) -> int:
     """Read the audit from the store (read-only) and print it."""
     from dropsync.daemon.audit import source_of, version_json, why_winner
     from dropsync.daemon.clock import format_timestamp
+    from dropsync.daemon.names import printable
     from dropsync.store import queries
     from dropsync.store.readonly import open_readonly
 
@@ -34,7 +35,9 @@ def run(args: argparse.Namespace) -> int:
         db.close()
     if not versions and record is None:
         print(
-            f"dropsync: no version of {args.collection}/{args.key} was ever seen", file=sys.stderr
+            f"dropsync: no version of {printable(args.collection)}/{printable(args.key)} was ever "
+            "seen",
+            file=sys.stderr,
         )
         return EXIT_FAILURE
     if args.json:
@@ -51,12 +54,13 @@ def run(args: argparse.Namespace) -> int:
             )
         )
         return EXIT_OK
+    name = f"{printable(args.collection)}/{printable(args.key)}"
     if record is None:
-        print(f"{args.collection}/{args.key}: no current version")
+        print(f"{name}: no current version")
     else:
         kind = "delete (tombstone)" if record["deleted"] else "upsert"
         print(
-            f"{args.collection}/{args.key}: current version "
+            f"{name}: current version "
             f"{format_timestamp(record['updated_at'])}"
             f" {kind} from {record['origin']}"
         )

@@ -1,4 +1,4 @@
-"""Campaign 4: 47 hostile drop files made here, each followed by a good file, then a swarm of
+"""Campaign 4: 49 hostile drop files made here, each followed by a good file, then a swarm of
 small files at once (bench/campaign.py hostile: 20,000 files and an object of 10^6 keys)."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from tests.campaigns.kill import CampaignResult
 
 pytestmark = [pytest.mark.e2e, pytest.mark.campaign, pytest.mark.timeout(900)]
 
-CI_CASES = 47
+CI_CASES = 49
 
 
 @pytest.fixture(scope="module")

@@ -27,12 +27,13 @@ PLACES = (
     "store WAL",
     "status --json",
     "dead-letters list",
+    "probe --json",
     "/proc/<pid>/environ",
     "/proc/<parser pid>/environ",
 )
 
 
-def _cli(world: World, *args: str) -> str:
+def _cli(world: World, *args: str, env: dict[str, str] | None = None) -> str:
     done = subprocess.run(
         [
             sys.executable,
@@ -46,6 +47,7 @@ def _cli(world: World, *args: str) -> str:
         text=True,
         timeout=60,
         check=False,
+        env=env,
     )
     return done.stdout + done.stderr
 
@@ -82,16 +84,19 @@ def places(tmp_path_factory: pytest.TempPathFactory, seed: int) -> Iterator[dict
         found["/proc/<parser pid>/environ"] = _child_environ(process.pid)
         for name in ("crm", "favourites"):
             world.proxy(name).set_plan({"echo_auth": 1.0})
-        statuses = []
+        statuses, probes = [], []
         for _ in range(ECHO_ROUNDS):
             world.load.drop_file("contacts", count=5, bad=False)
             world.load.drop_file("favourites", count=3, bad=False)
             world.run_for(0.5)
             resume_auth_failed(world)  # an echoed 401 pauses a provider until a reload
             statuses.append(_cli(world, "status", "--json"))
+            # The probe reads the daemon's credentials, and its answers echo them too.
+            probes.append(_cli(world, "probe", "--json", env=world.daemon.env))
         for name in ("crm", "favourites"):
             world.proxy(name).set_plan({})
         found["status --json"] = "\n".join(statuses).encode()
+        found["probe --json"] = "\n".join(probes).encode()
         found["dead-letters list"] = _cli(world, "dead-letters", "list").encode()
         found["echoes"] = str(
             sum(world.proxy(n).injected["echo_auth"] for n in ("crm", "favourites"))
@@ -110,6 +115,7 @@ def test_the_echoing_answers_reached_the_daemon(places: dict[str, bytes]) -> Non
     assert int(places["echoes"]) >= 8, places["echoes"]
     assert places["/proc/<parser pid>/environ"], "no parser process was seen"
     assert b"HTTP 4" in places["daemon log"] or b"HTTP 5" in places["daemon log"]
+    assert b'"state": "ok"' in places["probe --json"], places["probe --json"][:2000]
 
 
 @pytest.mark.parametrize("place", PLACES)

@@ -27,7 +27,7 @@ def setup(tmp_path: Path) -> Path:
     config.write_text(
         f'[store]\npath = "{tmp_path / "s.db"}"\n[drop]\npath = "{tmp_path / "drop"}"\n'
         "settle_ms = 20\n"
-        '[collections.contacts]\nkey = "email"\ntimestamp = "at"\n'
+        '[collections.contacts]\nkey = "email"\ntimestamp = "at"\ntimestamp_unit = "ms"\n'
     )
 
     async def create() -> None:

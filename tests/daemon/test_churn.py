@@ -304,3 +304,32 @@ async def test_a_token_echoed_by_the_tool_never_reaches_the_store_or_logs(
     assert "[redacted]" in letters[0][0]
     assert all(TOKEN not in text for (text,) in texts)
     assert TOKEN not in repr(logs)
+
+
+async def test_a_brand_mapped_before_its_records_were_queued_is_seen_by_the_pass_that_takes_them(
+    tmp_path: Path, port: int, emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A brand callback, then the merge of its records, both landing while a pass is starting:
+    # the pass that takes the records must know the mapping (it was read before the take,
+    # so the records waited for a brand already mapped, until the next wake).
+    from dropsync.daemon.delivery import Flusher
+
+    config = churn_config(tmp_path, emulator.base_url, port)
+    churn = churn_of(emulator)
+    real_take = Flusher.take
+    landed: list[bool] = []
+
+    async def take_after_both_land(self: Flusher, after_id: int) -> list[object]:
+        if not landed:
+            landed.append(True)
+            await map_brands(self.store, {"acme": 15})
+            await merge(self.store, config, [document("users", i, "acme") for i in range(2)])
+        return await real_take(self, after_id)  # type: ignore[return-value]
+
+    monkeypatch.setattr(Flusher, "take", take_after_both_land)
+    with capture_logs() as logs:
+        async with running(config, port) as daemon:
+            daemon.supervisor.wake(["churn"])
+            await eventually(lambda: churn.uploads, "the records are uploaded")
+    assert [f["meta"]["brandId"] for f in churn.uploads[0]["files"]] == [15]
+    assert [e for e in logs if e["event"] == "records_waiting"] == []

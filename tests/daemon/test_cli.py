@@ -21,7 +21,7 @@ def write_config(tmp_path: Path, extra: str = "") -> Path:
     path = tmp_path / "dropsync.toml"
     path.write_text(
         f'[store]\npath = "{tmp_path / "s.db"}"\n[drop]\npath = "{tmp_path / "drop"}"\n'
-        '[collections.contacts]\nkey = "email"\ntimestamp = "at"\n' + extra
+        '[collections.contacts]\nkey = "email"\ntimestamp = "at"\ntimestamp_unit = "ms"\n' + extra
     )
     return path
 
@@ -257,3 +257,41 @@ def test_check_config_reads_the_callback_secret_and_webhook_token(
     no_secret = write_config(tmp_path, churn.replace("callback_secret_env", "# callback"))
     assert main(["check-config", "--config", str(no_secret)]) == 2
     assert "providers.churn.callback_secret_env" in capsys.readouterr().err
+
+
+def test_why_and_dead_letters_show_control_characters_in_a_key_escaped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A key is printed as text a terminal cannot act on (an ESC would clear the screen);
+    --json has the key exactly."""
+    config = write_config(tmp_path)
+    key = "a\x1b[2J\x07\x7f\n\u2028b@x"
+    ingest(config, "one.json", [{"email": key, "at": 1_700_000_000_000}])
+    assert main(["why", "contacts", key, "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "contacts/a\\x1b[2J\\x07\\x7f\\n\\u2028b@x: current version" in out
+    assert "\x1b" not in out and "\x07" not in out
+    assert main(["why", "contacts", key, "--config", str(config), "--json"]) == 0
+    assert orjson.loads(capsys.readouterr().out)["key"] == key
+    raw = sqlite3.connect(tmp_path / "s.db")
+    raw.execute(
+        "INSERT INTO dead_letters (provider, collection, key, updated_at, reason, attempts, "
+        "created_at) VALUES ('crm', 'contacts', ?, 1, 'no', 1, 1)",
+        (key,),
+    )
+    raw.commit()
+    raw.close()
+    assert main(["dead-letters", "list", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "contacts/a\\x1b[2J\\x07\\x7f\\n\\u2028b@x version" in out and "\x1b" not in out
+
+
+@pytest.mark.parametrize("table", ["collections", "providers"])
+def test_a_collection_or_provider_name_holding_nul_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], table: str
+) -> None:
+    body = 'kind = "crm"\nbase_url = "http://x"\naccount_id = "a"\n' if table == "providers" else ""
+    config = write_config(tmp_path, f'[{table}."a\\u0000b"]\n{body}')
+    assert main(["check-config", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert f'{table}."a\\u0000b": ' in err and "\x00" not in err

@@ -32,7 +32,8 @@ def work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     config.parent.mkdir()
     config.write_text(
         f'[store]\npath = "{state / "s.db"}"\n[drop]\npath = "{state / "drop"}"\n'
-        '[collections.contacts]\nkey = "email"\ntimestamp = "at"\nproviders = ["crm"]\n'
+        '[collections.contacts]\nkey = "email"\ntimestamp = "at"\ntimestamp_unit = "ms"\n'
+        'providers = ["crm"]\n'
         '[providers.crm]\nkind = "crm"\nbase_url = "http://127.0.0.1:9"\n'
         'account_id = "acc_1"\nsecret_env = "TEST_CONFIG_OPTION_TOKEN"\n'
     )
@@ -78,10 +79,17 @@ def _ingested(work: Path, code: int, out: str, err: str) -> None:
     ]
 
 
+def _probed(work: Path, code: int, out: str, err: str) -> None:
+    # The config's crm (nobody listens on port 9) was asked, with the config's secret.
+    assert code == 1, err
+    assert out.startswith("crm: unreachable (crm): ")
+
+
 CASES: dict[str, tuple[list[str], Check]] = {
     "status": ([], _ok("store {work}/state/s.db")),
     "ingest": (["--collection", "contacts", "{work}/new.json"], _ingested),
     "check-config": ([], _ok("ok: {work}/conf/dropsync.toml: store {work}/state/s.db")),
+    "probe": (["crm"], _probed),
     "why": (["contacts", "a@x"], _ok("contacts/a@x: current version")),
     "resync": (["crm"], _ok("crm: queued 1 record(s) from contacts")),
     "dead-letters": (["list"], _ok("no dead letters")),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -89,3 +90,31 @@ def test_emulate_on_a_busy_port_says_port_n_in_use() -> None:
     assert done.returncode == 1
     assert done.stderr.startswith(f"dropsync: emulate: port {port} in use on 127.0.0.1")
     assert "Traceback" not in done.stderr
+
+
+def test_a_probe_whose_reader_went_away_keeps_its_exit_code(tmp_path: Path) -> None:
+    # `dropsync probe | true`: the reader is gone long before the probe prints.
+    config = tmp_path / "dropsync.toml"
+    config.write_text(
+        '[providers.crm]\nkind = "crm"\nbase_url = "http://127.0.0.1:9"\naccount_id = "a"\n'
+        'secret_env = "PIPE_PROBE_TOKEN"\n'
+    )
+    shell = subprocess.run(
+        [
+            "bash",
+            "-c",
+            'set -o pipefail; "$@" | true',
+            "-",
+            *DROPSYNC,
+            "probe",
+            "--config",
+            str(config),
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PIPE_PROBE_TOKEN": "pipe-token"},
+    )
+    assert shell.stderr == ""
+    assert shell.returncode == 1  # crm is unreachable

@@ -104,7 +104,7 @@ def test_malformed_file_is_quarantined_and_the_next_good_file_ingested(
     wait_until(receipt.exists, what="quarantine receipt")
     errors = orjson.loads(receipt.read_bytes())["errors"]
     assert errors[0]["index"] == 0 and "updated_at" in errors[0]["reason"]
-    drop_file(folder, "good.json", b'{"email": "g@example.com", "updated_at": 5}')
+    drop_file(folder, "good.json", b'{"email": "g@example.com", "updated_at": 1700000000005}')
     wait_until(lambda: query(tmp_path / "store.db", "SELECT key FROM records"), what="good")
     statuses = wait_until(
         lambda: (
@@ -131,7 +131,7 @@ def test_insert_into_inbox_by_another_process_is_applied(
         "('contacts', 'ann@example.com', 'upsert', '{\\\"email\\\": \\\"ann@example.com\\\"}', "
         "'2024-05-01T00:00:00Z')\")\n"
         'c.execute("INSERT INTO inbox (collection, key, op, body, updated_at) VALUES '
-        "('contacts', 'bad', 'upsert', 'not json', 5)\")\n"
+        "('contacts', 'bad', 'upsert', 'not json', 1700000000005)\")\n"
         "c.commit()\n"
     )
     subprocess.run([sys.executable, "-c", script, str(db)], check=True)
@@ -180,7 +180,9 @@ def test_sighup_with_a_bad_config_keeps_the_old_one(daemon: DaemonProcess, tmp_p
     daemon.send_signal(signal.SIGHUP)
     failed = daemon.wait_for("config_reload_failed")
     assert "collections.broken.key" in failed["error"]
-    drop_file(tmp_path / "drop/contacts", "after.json", b'{"email": "a@x", "updated_at": 9}')
+    drop_file(
+        tmp_path / "drop/contacts", "after.json", b'{"email": "a@x", "updated_at": 1700000000009}'
+    )
     wait_until(lambda: query(tmp_path / "store.db", "SELECT key FROM records"), what="ingest")
     assert daemon.stop() == 0
 

@@ -135,9 +135,7 @@ async def test_a_refused_user_is_paused_alone_and_the_others_are_delivered(
         flusher = Flusher(store, config.providers["fav"], provider)
 
         async def only_carol_waits() -> bool:
-            return await rows(store, "SELECT key, held_lane FROM outbox") == [
-                ("carol:s1", "carol")
-            ]
+            return await rows(store, "SELECT key, held_lane FROM outbox") == [("carol:s1", "carol")]
 
         await until(only_carol_waits, flusher)
         assert set(emulator.items) == {"alice", "bob"}
@@ -285,7 +283,7 @@ async def test_a_user_without_a_token_waits_and_is_never_dead_lettered(
 
 
 async def _waits(store: Store, key: str) -> bool:
-    return await rows(store, "SELECT key, held_lane FROM outbox") == [(key, key.split(":")[0])]
+    return await rows(store, "SELECT key, held_lane FROM outbox") == [(key, key.partition(":")[0])]
 
 
 async def test_after_a_restart_a_refused_user_gets_one_attempt_per_flow(

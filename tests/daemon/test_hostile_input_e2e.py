@@ -93,7 +93,7 @@ def test_a_file_of_100000_nested_brackets_is_quarantined_and_the_daemon_goes_on(
     errors = orjson.loads(receipt.read_bytes())["errors"]
     assert "nested more than 64 levels deep (drop.max_depth)" in errors[0]["reason"]
     assert not list((folder / ".processing").iterdir())
-    drop_file(folder, "good.json", b'{"email": "g@example.com", "updated_at": 5}')
+    drop_file(folder, "good.json", b'{"email": "g@example.com", "updated_at": 1700000000005}')
     wait_until(
         lambda: query(tmp_path / "store.db", "SELECT key FROM records") == [("g@example.com",)],
         what="the good file's record",
@@ -214,7 +214,7 @@ def test_integers_past_64_bits_reach_the_provider_with_every_digit(tmp_path: Pat
             drop_file(
                 tmp_path / "drop/contacts",
                 "big.json",
-                b'[{"email": "file@example.com", "updated_at": 5, "n": %d}]' % BIG,
+                b'[{"email": "file@example.com", "updated_at": 1700000000005, "n": %d}]' % BIG,
             )
             raw = sqlite3.connect(tmp_path / "store.db", timeout=10)
             raw.execute(

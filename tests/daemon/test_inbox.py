@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -151,3 +152,74 @@ async def test_a_body_over_the_size_limit_is_rejected_without_being_read(tmp_pat
     assert big[0] == "rejected" and "longer than the limit of 1,048" in str(big[1])
     assert deep[0] == "rejected" and "nested more than 64 levels deep" in str(deep[1])
     assert ok == ("applied", None)
+
+
+async def test_a_number_updated_at_is_read_in_the_collections_unit(tmp_path: Path) -> None:
+    config = parse_config(
+        {
+            "store": {"path": str(tmp_path / "s.db")},
+            "drop": {"path": str(tmp_path / "drop")},
+            "collections": {
+                "contacts": {"key": "email", "timestamp": "at"},
+                "secs": {"timestamp_unit": "s"},
+            },
+        },
+        "test.toml",
+    )
+    await apply(config)
+    insert(
+        config,
+        "('secs', 'a', 'upsert', '{\"v\": \"new\"}', 1796648449)",
+        "('secs', 'a', 'upsert', '{\"v\": \"old\"}', 1796648448)",
+        "('contacts', 'b', 'upsert', '{}', 1796648449)",
+        "('contacts', 'c', 'upsert', '{}', '2026-12-07T13:00:49Z')",
+        "('other', 'd', 'upsert', '{}', 1796648449)",
+    )
+    assert await apply(config) == 5
+    rows = outcome(config)
+    assert rows[:2] == [("applied", None), ("superseded", None)]
+    for status, reason in (rows[2], rows[4]):
+        assert status == "rejected" and "updated_at = 1796648449 looks like epoch seconds" in str(
+            reason
+        )
+    assert rows[3] == ("applied", None)
+    raw = sqlite3.connect(config.store_path)
+    stamps = dict(raw.execute("SELECT key, updated_at FROM records").fetchall())
+    raw.close()
+    assert stamps == {"a": 1_796_648_449_000, "c": 1_796_648_449_000}
+
+
+async def test_a_request_without_a_time_is_dated_now_whatever_its_collections_unit(
+    tmp_path: Path,
+) -> None:
+    config = parse_config(
+        {
+            "store": {"path": str(tmp_path / "s.db")},
+            "drop": {"path": str(tmp_path / "drop")},
+            "collections": {"registration_requests": {"timestamp_unit": "s"}},
+            "providers": {
+                "lenos": {
+                    "kind": "registrations",
+                    "base_url": "http://127.0.0.1:9",
+                    "username": "u",
+                    "event_id": "e",
+                }
+            },
+        },
+        "test.toml",
+    )
+    await apply(config)
+    before = int(time.time() * 1000)
+    raw = sqlite3.connect(config.store_path)
+    raw.execute(
+        "INSERT INTO inbox (collection, key, op, body) VALUES "
+        "('registration_requests', 'r1', 'upsert', '{}')"
+    )
+    raw.commit()
+    raw.close()
+    await apply(config)
+    assert outcome(config) == [("applied", None)]
+    raw = sqlite3.connect(config.store_path)
+    [(stamp,)] = raw.execute("SELECT updated_at FROM records").fetchall()
+    raw.close()
+    assert before <= stamp <= int(time.time() * 1000)

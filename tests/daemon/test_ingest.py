@@ -36,7 +36,8 @@ def make_config(
                 # 0: every file goes through a parser process; the default: tests' files never do
                 "parser_process_min_mb": 0 if parser_process else 8,
             },
-            "collections": collections,
+            # The tests' small timestamps are milliseconds as they are (not a unit mistake).
+            "collections": {"users": {"timestamp_unit": "ms"}, **collections},
         },
         "test.toml",
     )
@@ -328,6 +329,7 @@ async def test_a_document_over_the_size_limit_is_skipped_unread(
                 "parser_process_min_mb": 0 if parser_process else 8,
                 "max_document_mb": 0.01,  # 10,485 bytes
             },
+            "collections": {"users": {"timestamp_unit": "ms"}},
         },
         "test.toml",
     )
@@ -388,3 +390,36 @@ async def test_a_big_file_is_ingested_with_the_bulk_cache_and_a_small_one_is_not
     assert report is not None and report.status == "done" and seen
     assert set(seen) == {BULK_CACHE_KIB if big else STEADY_CACHE_KIB}
     assert -after == STEADY_CACHE_KIB
+
+
+@BOTH_PARSERS
+async def test_epoch_seconds_are_refused_unless_the_collection_says_seconds(
+    tmp_path: Path, parser_process: bool
+) -> None:
+    config = make_config(
+        tmp_path,
+        parser_process,
+        contacts={"key": "email", "timestamp": "at"},
+        secs={"key": "email", "timestamp": "at", "timestamp_unit": "s"},
+    )
+    newer = {"email": "a@x", "at": 1_796_648_449, "v": "new"}
+    older = {"email": "a@x", "at": 1_796_648_448, "v": "old"}
+    async with await Store.open(config.store_path) as store:
+        ingestor = Ingestor(store, config)
+        for collection in ("contacts", "secs"):
+            for name, doc in (("1.json", newer), ("2.json", older)):
+                await ingestor.ingest_dropped(drop(config, collection, name, orjson.dumps(doc)))
+    receipt = orjson.loads(
+        (config.drop_path / "contacts/.quarantine/1.json.error.json").read_bytes()
+    )
+    assert receipt["applied"] == 0
+    assert (
+        "looks like epoch seconds: as milliseconds it is 1970-01-21T19:04:08.449Z"
+        in (receipt["errors"][0]["reason"])
+    )
+    assert (config.drop_path / "contacts/.quarantine/2.json").exists()
+    assert (config.drop_path / "secs/.done/2.json").exists()
+    raw = sqlite3.connect(config.store_path)
+    rows = raw.execute("SELECT collection, updated_at, body FROM records").fetchall()
+    raw.close()
+    assert rows == [("secs", 1_796_648_449_000, '{"at":1796648449,"email":"a@x","v":"new"}')]

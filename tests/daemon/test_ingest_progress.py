@@ -20,7 +20,7 @@ def make_store_and_file(tmp_path: Path, documents: int) -> tuple[Path, Path]:
     config = tmp_path / "dropsync.toml"
     config.write_text(
         f'[store]\npath = "{tmp_path / "s.db"}"\n[drop]\npath = "{tmp_path / "drop"}"\n'
-        '[collections.users]\nkey = "id"\ntimestamp = "at"\n'
+        '[collections.users]\nkey = "id"\ntimestamp = "at"\ntimestamp_unit = "ms"\n'
     )
 
     async def create() -> None:

@@ -51,7 +51,7 @@ def test_a_busy_port_pauses_the_listener_the_daemon_goes_on_and_it_listens_once_
             assert refused["address"] == address
             assert refused["reason"] == "in use by another program"
             # Ingest and deliveries go on without the listener.
-            docs = [{"data": {"id": 1}, "createdAt": 1, "updatedAt": 2}]
+            docs = [{"data": {"id": 1}, "createdAt": 1, "updatedAt": 1_700_000_000_002}]
             drop_json(tmp_path / "drop/users", "a", docs)
             daemon.wait_for("batch_delivered", provider="churn")
             assert query(tmp_path / "store.db", "SELECT state FROM deliveries") == [("accepted",)]

@@ -47,7 +47,7 @@ def test_replicate_while_ingesting_then_restore_equals_the_source(tmp_path: Path
     daemon = DaemonProcess(
         tmp_path,
         f'[store]\npath = "{store}"\n[drop]\npath = "{tmp_path / "drop"}"\n'
-        '[collections.users]\nkey = "id"\ntimestamp = "at"\n',
+        '[collections.users]\nkey = "id"\ntimestamp = "at"\ntimestamp_unit = "ms"\n',
     )
     replicating: subprocess.Popen[bytes] | None = None
     try:

@@ -52,7 +52,7 @@ def test_backup_while_the_daemon_ingests_is_consistent_and_verified(tmp_path: Pa
     daemon = DaemonProcess(
         tmp_path,
         f'[store]\npath = "{tmp_path / "s.db"}"\n[drop]\npath = "{tmp_path / "drop"}"\n'
-        '[collections.users]\nkey = "id"\ntimestamp = "at"\n',
+        '[collections.users]\nkey = "id"\ntimestamp = "at"\ntimestamp_unit = "ms"\n',
     )
     backups = tmp_path / "backups"
     backups.mkdir()

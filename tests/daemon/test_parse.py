@@ -37,7 +37,7 @@ def envelope(i: int) -> dict[str, object]:
 def job(path: Path, *, resume_from: int = 0, batch_size: int = 3) -> ParseJob:
     return ParseJob(
         path,
-        CollectionConfig(name="users"),
+        CollectionConfig(name="users", timestamp_unit="ms"),  # its small times are ms
         file_id=7,
         resume_from=resume_from,
         batch_size=batch_size,

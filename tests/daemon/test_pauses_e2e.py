@@ -73,7 +73,8 @@ def test_a_lock_held_by_another_program_pauses_the_daemon_which_resumes_by_itsel
         holder = StoreLockHolder(
             store,
             "INSERT INTO inbox (collection, key, op, body, updated_at) VALUES "
-            "('contacts', 'sql@example.com', 'upsert', '{\"email\": \"sql@example.com\"}', 5)",
+            "('contacts', 'sql@example.com', 'upsert', '{\"email\": \"sql@example.com\"}', "
+            "1700000000005)",
         )
         folder = drop / "contacts"
         folder.mkdir(parents=True)

@@ -13,7 +13,8 @@ from dropsync.adapters.base import PullStream, StreamPage
 from dropsync.adapters.emulators.common import EmulatorServer
 from dropsync.adapters.emulators.registrations import RegistrationsEmulator
 from dropsync.adapters.errors import ProviderUnavailable
-from dropsync.adapters.registrations import RegistrationsProvider, build
+from dropsync.adapters.options import OptionError
+from dropsync.adapters.registrations import RegistrationsProvider, build, parse_options
 from dropsync.daemon.config import Config, parse_config
 from dropsync.daemon.pulls import StreamPull
 from dropsync.store import cursors
@@ -180,7 +181,7 @@ async def test_resync_then_full_pull_removes_and_local_records_stay(
         await store.transact(
             lambda db: db.execute(
                 "INSERT INTO inbox (collection, key, op, body, updated_at) VALUES "
-                "('participants', 'local-1', 'upsert', '{}', 1)"
+                "('participants', 'local-1', 'upsert', '{}', 1700000000000)"
             )
         )
         from dropsync.daemon.inbox import InboxApplier
@@ -193,17 +194,129 @@ async def test_resync_then_full_pull_removes_and_local_records_stay(
     assert "local-1" in await live(store, "participants")
 
 
-async def test_incremental_pull_never_removes(server: EmulatorServer, store: Store) -> None:
+async def back_date(store: Store, finished: int) -> None:
+    """Mark the last complete full pull of participants as having ended at ``finished``."""
+    await store.transact(
+        lambda db: cursors.full_pull_done(db, "lenos", "participants", now=finished)
+    )
+
+
+def full_listings(server: EmulatorServer, resource: str) -> list[bool]:
+    """For each listing request of ``resource``'s first page: True when it was a full read."""
+    return [
+        "utcModifiedDate" not in query
+        for name, query in emulator_of(server).listings
+        if name == resource and query.get("page") == "1"
+    ]
+
+
+async def test_a_participant_deleted_at_the_provider_is_removed_at_the_next_pull(
+    server: EmulatorServer, store: Store
+) -> None:
+    # The document: "Upon next sync, the items deleted on the client's side will be
+    # removed". Incremental pulls are on (the default): the stream with remove_outdated
+    # is read in full each pull, the others stay incremental.
     emulator = emulator_of(server)
-    emulator.seed(participants=20)
+    emulator.seed(participants=20, sessions=2)
     puller = Puller(server, store, remove_outdated=["participants"])
     async with puller.provider:
-        await puller.run("participants")  # full: nothing to remove
+        await puller.run()
         emulator.remove("participants", "p3")
-        emulator.put("participants", [{"id": "p4", "RegistrationStatus": "Registered"}])
-        await puller.run("participants")  # incremental: p3 is simply not listed
-    assert await tombstones(store, "participants") == set()
-    assert len(await live(store, "participants")) == 20
+        emulator.put("participants", [{"id": "p4", "RegistrationStatus": "Cancelled"}])
+        emulator.remove("sessions", "s1")
+        with capture_logs() as logs:
+            await puller.run()
+    assert await tombstones(store, "participants") == {"p3"}
+    assert (await live(store, "participants"))["p4"]["fp_status"] == "cancelled"
+    assert [e["removed"] for e in logs if e["event"] == "outdated_removed"] == [1]
+    assert full_listings(server, "participants") == [True, True]
+    assert full_listings(server, "sessions") == [True, False]  # no remove_outdated: incremental
+    assert await tombstones(store, "sessions") == set()
+    assert await store.call(cursors.last_full_pull, "lenos", "participants") is not None
+    assert await store.call(cursors.last_full_pull, "lenos", "sessions") is None
+
+
+async def test_with_full_pull_interval_incremental_pulls_do_not_remove_until_a_full_is_due(
+    server: EmulatorServer, store: Store
+) -> None:
+    emulator = emulator_of(server)
+    emulator.seed(participants=20)
+    puller = Puller(server, store, remove_outdated=["participants"], full_pull_interval_s=3600)
+    async with puller.provider:
+        await puller.run("participants")  # the first pull is full
+        finished = await store.call(cursors.last_full_pull, "lenos", "participants")
+        assert finished is not None
+        emulator.remove("participants", "p3")
+        emulator.put("participants", [{"id": "p4", "RegistrationStatus": "Cancelled"}])
+        await puller.run("participants")
+        await puller.run("participants")
+        assert full_listings(server, "participants") == [True, False, False]
+        assert await tombstones(store, "participants") == set()  # incremental: p3 not listed
+        assert (await live(store, "participants"))["p4"]["fp_status"] == "cancelled"
+        # An hour later (the mark moved back an hour): the next pull is full and removes.
+        await back_date(store, finished - 3_600_000)
+        await puller.run("participants")
+        assert full_listings(server, "participants")[-1] is True
+        assert await tombstones(store, "participants") == {"p3"}
+        # ... and the removal is not due again for an hour.
+        await puller.run("participants")
+    assert full_listings(server, "participants")[-1] is False
+
+
+async def test_a_removal_mark_ahead_of_the_clock_does_not_put_removals_off(
+    server: EmulatorServer, store: Store
+) -> None:
+    emulator = emulator_of(server)
+    emulator.seed(participants=5)
+    puller = Puller(server, store, remove_outdated=["participants"], full_pull_interval_s=3600)
+    async with puller.provider:
+        await puller.run("participants")
+        finished = await store.call(cursors.last_full_pull, "lenos", "participants")
+        assert finished is not None
+        # The clock was a year ahead when the mark was written, and was then set right.
+        await back_date(store, finished + 365 * 86_400_000)
+        emulator.remove("participants", "p2")
+        await puller.run("participants")
+    assert await tombstones(store, "participants") == {"p2"}
+
+
+async def test_an_unsettled_full_pull_removes_nothing_and_the_removal_stays_due(
+    server: EmulatorServer, store: Store
+) -> None:
+    emulator = emulator_of(server)
+    emulator.seed(participants=20)
+    puller = Puller(server, store, remove_outdated=["participants"], full_pull_interval_s=3600)
+    async with puller.provider:
+        await puller.run("participants")
+        finished = await store.call(cursors.last_full_pull, "lenos", "participants")
+        assert finished is not None
+        await back_date(store, finished - 3_600_000)
+        emulator.remove("participants", "p3")
+        # An item without a readable date: the pull is not settled while it is listed.
+        emulator.put("participants", [{"id": "odd", "utcModifiedDate": "not a date"}])
+        with capture_logs() as logs:
+            await puller.run("participants")
+            await puller.run("participants")
+        assert [e["event"] for e in logs if e["event"] == "pull_unsettled"] == [
+            "pull_unsettled"
+        ] * 2
+        assert full_listings(server, "participants") == [True, True, True]  # still due
+        assert await tombstones(store, "participants") == set()
+        assert await store.call(cursors.last_full_pull, "lenos", "participants") == (
+            finished - 3_600_000
+        )
+        emulator.remove("participants", "odd")
+        await puller.run("participants")
+    assert await tombstones(store, "participants") == {"p3"}
+
+
+async def test_full_pull_interval_is_checked(server: EmulatorServer) -> None:
+    for value in (-1, "1h", True, 31 * 86400):
+        with pytest.raises(OptionError) as refused:
+            parse_options({"username": "u", "event_id": "e", "full_pull_interval_s": value})
+        assert refused.value.key == "full_pull_interval_s"
+    parsed = parse_options({"username": "u", "event_id": "e", "full_pull_interval_s": 0.5})
+    assert parsed.full_pull_interval_s == 0.5
 
 
 async def test_full_pull_cut_off_mid_pages_removes_nothing_and_keeps_the_cursor(

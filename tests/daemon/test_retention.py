@@ -21,7 +21,7 @@ def test_old_done_files_are_removed_and_their_versions_kept(tmp_path: Path) -> N
     config_path.write_text(
         f'[store]\npath = "{tmp_path / "s.db"}"\nretain_days = 0\n'
         f'[drop]\npath = "{tmp_path / "drop"}"\nkeep_done_days = 7\n'
-        '[collections.contacts]\nkey = "email"\ntimestamp = "at"\n'
+        '[collections.contacts]\nkey = "email"\ntimestamp = "at"\ntimestamp_unit = "ms"\n'
     )
     config = load_config(str(config_path))
     folder = config.drop_path / "contacts"
@@ -69,12 +69,50 @@ def now_ms_at(store: Path, *, days: int) -> int:
     return int(finished) + days * DAY_MS
 
 
+def test_a_version_is_kept_whatever_rules_the_config_has_now(tmp_path: Path) -> None:
+    """The bodies are copied from the file as they are: a document taken under other rules
+    (an older dropsync that read 100 as milliseconds; another timestamp_unit; a key path
+    changed since) keeps its version when its file goes."""
+    config_path = tmp_path / "dropsync.toml"
+    table = '[collections.contacts]\nkey = "email"\ntimestamp = "at"\n'
+    config_path.write_text(
+        f'[store]\npath = "{tmp_path / "s.db"}"\nretain_days = 0\n'
+        f'[drop]\npath = "{tmp_path / "drop"}"\nkeep_done_days = 7\n'
+        f'{table}timestamp_unit = "s"\n'
+    )
+    then = load_config(str(config_path))
+    config_path.write_text(config_path.read_text().replace('timestamp_unit = "s"', 'key = "id"'))
+    config_path.write_text(config_path.read_text().replace('key = "email"\n', ""))
+    now = load_config(str(config_path))
+    folder = then.drop_path / "contacts"
+    folder.mkdir(parents=True)
+    first = {"email": "a@x", "at": 1_600_000_000, "name": "Ann"}
+    second = {"email": "a@x", "at": 1_600_000_001, "name": "Ann Lee"}
+
+    async def run() -> None:
+        async with await Store.open(then.store_path) as store:
+            ingestor = Ingestor(store, then)
+            for name, doc in (("one.json", first), ("two.json", second)):
+                (folder / name).write_bytes(orjson.dumps([doc]))
+                await ingestor.ingest_dropped(folder / name)
+            pruned = await Retention(store, now).prune_once(now_ms_at(now.store_path, days=8))
+            assert pruned.done_files == 2
+
+    anyio.run(run)
+    db = sqlite3.connect(then.store_path)
+    [(body,)] = db.execute(
+        "SELECT body FROM inbox WHERE key = 'a@x' AND status = 'superseded'"
+    ).fetchall()
+    db.close()
+    assert body is not None and orjson.loads(body) == first
+
+
 def test_only_files_in_a_done_folder_of_the_drop_folder_are_removed(tmp_path: Path) -> None:
     config_path = tmp_path / "dropsync.toml"
     config_path.write_text(
         f'[store]\npath = "{tmp_path / "s.db"}"\nretain_days = 0\n'
         f'[drop]\npath = "{tmp_path / "drop"}"\nkeep_done_days = 7\n'
-        '[collections.contacts]\nkey = "email"\ntimestamp = "at"\n'
+        '[collections.contacts]\nkey = "email"\ntimestamp = "at"\ntimestamp_unit = "ms"\n'
     )
     config = load_config(str(config_path))
     # A file of the user's, ingested in place (`dropsync ingest FILE`): its ledger row says

@@ -76,7 +76,7 @@ def test_names_that_are_not_utf8_are_quarantined_escaped_and_never_stop_the_daem
     try:
         daemon.start()
         drop_raw(contacts_folder, b"bad\xff.json", contacts(1, 500))
-        envelope = orjson.dumps({"data": {"id": 7}, "createdAt": 1, "updatedAt": 2})
+        envelope = orjson.dumps({"data": {"id": 7}, "createdAt": 1, "updatedAt": 1_700_000_000_002})
         drop_raw(os.fsencode(drop) + b"/caf\xe9", b"x.json", envelope)
         drop_raw(contacts_folder, b"good.json", contacts(2))
         wait_until(

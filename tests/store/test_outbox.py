@@ -230,3 +230,45 @@ async def test_snapshot_reads_committed_state_without_waiting_for_the_writer(
             after = await outbox.take_batch(snapshot, "crm", 10)
     assert [e.key for e in during] == ["a"]  # the open transaction is not seen
     assert [e.key for e in after] == ["a", "b"]  # once committed, it is
+
+
+async def test_keys_holding_nul_go_through_the_store_byte_for_byte(tmp_path: Path) -> None:
+    """The doors refuse them (docs/schema.md, "Keys"); the store never cuts one if it gets
+    one anyway: its bulk statements bind such keys instead of passing them through
+    json_each, which ends text at U+0000."""
+    keys = ["d\x00rop", "d", "\x00", "d\x00rop\x00x"]
+    async with await Store.open(tmp_path / "s.db") as store:
+        # First versions, pulled from another provider: in `records` only, and fanned out.
+        await merge(store, *(change(k, 2000, origin="fav") for k in keys))
+        await merge(store, *(change(k, 1000, origin="sql") for k in keys))  # older: lose
+        await merge(store, *(change(k, 3000, origin="sql") for k in keys))  # newer: log both
+        async with store.read() as db:
+            batch = await outbox.take_batch(db, "crm", 10)
+        assert sorted(e.key for e in batch) == sorted(keys)
+        assert all(e.updated_at == 3000 for e in batch)
+        await store.transact(
+            partial(
+                outbox.deliver_batch,
+                provider="crm",
+                entries=batch,
+                batch_id="b1",
+                state="accepted",
+                http_status=201,
+                latency_ms=1.0,
+                remote_ref=None,
+                now=5,
+            )
+        )
+        async with store.read() as db:
+            left = await db.execute_fetchall("SELECT key FROM outbox")
+            delivered = await db.execute_fetchall("SELECT key, updated_at FROM delivered")
+            records = await db.execute_fetchall("SELECT key, updated_at FROM records")
+            logged = await db.execute_fetchall(
+                "SELECT key, updated_at, status FROM inbox ORDER BY key, updated_at"
+            )
+    assert list(left) == []
+    assert sorted(map(tuple, delivered)) == sorted((k, 3000) for k in keys)
+    assert sorted(map(tuple, records)) == sorted((k, 3000) for k in keys)
+    expected = [(k, ts, s) for k in keys for ts, s in ((1000, "superseded"), (2000, "superseded"))]
+    expected += [(k, 3000, "applied") for k in keys]
+    assert sorted(map(tuple, logged)) == sorted(expected)

@@ -35,6 +35,33 @@ async def test_outdated_records_are_the_providers_whether_logged_or_in_records_o
     assert sorted(gone) == [("edited", 2), ("gone", 1)]
 
 
+ODD_KEYS = [
+    "a\x00b",
+    "a",
+    "\u2028",
+    "e\u0301",
+    "é",
+    "😀",
+    "a'b",
+    'a"b',
+    "%",
+    "",
+    "x" * 5000,
+    "null",
+]
+
+
+async def test_a_returned_key_of_any_bytes_is_never_outdated(tmp_path: Path) -> None:
+    # json_each cuts a text at its first NUL: "a\x00b" was not matched to itself, and each
+    # full pull removed it (the next one brought it back).
+    async with await Store.open(tmp_path / "s.db") as store:
+        changes = [change(key, 1, origin="crm") for key in [*ODD_KEYS, "gone\x00"]]
+        await store.transact(lambda c: apply_changes(c, changes, ROUTES, now=1))
+        gone = await store.call(outdated_records, "contacts", "crm", ODD_KEYS)
+        assert gone == [("gone\x00", 1)]
+        assert await store.call(outdated_records, "contacts", "crm", ["a\x00"]) != []
+
+
 async def test_why_sees_a_pulled_first_version_before_and_after_it_is_displaced(
     tmp_path: Path,
 ) -> None:
@@ -54,3 +81,12 @@ async def test_why_sees_a_pulled_first_version_before_and_after_it_is_displaced(
         (1, 1, "crm", "superseded", 100),
         (2, 2, "sql", "applied", 200),
     ]
+
+
+async def test_a_returned_key_holding_nul_is_compared_whole(tmp_path: Path) -> None:
+    async with await Store.open(tmp_path / "s.db") as store:
+        batch = [change("d", 1, origin="crm"), change("d\x00x", 1, origin="crm")]
+        await store.transact(lambda c: apply_changes(c, batch, ROUTES, now=1))
+        gone = await store.call(outdated_records, "contacts", "crm", ["d\x00x"])
+        kept = await store.call(outdated_records, "contacts", "crm", ["d", "d\x00x"])
+    assert gone == [("d", 1)] and kept == []
