@@ -455,6 +455,7 @@ class BatchSender:
         lane = request.lane
         assert lane is not None
         error = str(exc)
+        loop.lanes.answered(lane, error, PUSH)
 
         def record(db: sqlite3.Connection) -> bool:
             now = now_ms()

@@ -126,10 +126,15 @@ class LaneHealth:
             )
         return every
 
+    def answered(self, lane: str, error: str, flow: str) -> None:
+        """The provider refused ``lane``'s credentials: it waits from this moment on, before
+        anything is awaited (the other flow must not send with them meanwhile)."""
+        self.paused[lane] = LaneRow(lane, AUTH_FAILED, now_ms(), error)
+        self._probes[flow].discard(lane)  # the other flow keeps its attempt, as a provider's
+
     def refused(self, lane: str, error: str, every: bool, flow: str, now: int) -> None:
         """Once the refusal is stored: the lane waits, and it is said."""
         self.paused[lane] = LaneRow(lane, AUTH_FAILED, now, error)
-        self._probes[flow].discard(lane)  # the other flow keeps its attempt, as a provider's
         log.warning("lane_auth_failed", provider=self.name, lane=lane, via=flow, error=error)
         if every:
             log.warning(
@@ -141,6 +146,7 @@ class LaneHealth:
 
     async def refuse(self, lane: str, exc: AuthError, flow: str) -> bool:
         """A pull of ``lane`` was refused: stored and said; True when every lane is."""
+        self.answered(lane, str(exc), flow)
         now = now_ms()
         every = await self.store.transact(self.refuse_db, lane, str(exc), now)
         self.refused(lane, str(exc), every, flow, now)
