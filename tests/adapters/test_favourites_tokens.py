@@ -96,7 +96,11 @@ def test_reading_again_says_which_users_changed_and_which_are_gone(tmp_path: Pat
     update = provider.reload_credentials(
         orjson.dumps({"bob": "tok-bob-2"}).decode(), secret_read=True
     )
-    assert (update.changed, update.gone, update.problems) == ({"bob", "carol"}, set(), ())
+    assert (update.changed, update.gone, update.problems) == (
+        frozenset({"bob", "carol"}),
+        frozenset(),
+        (),
+    )
     assert set(update.values) == {"tok-alice-1", "tok-bob-2", "tok-carol-1"}
     assert provider.redact("said tok-carol-1 and tok-bob-2") == "said [redacted] and [redacted]"
     # A secret cut short: a problem, the tokens read from it before stay.
@@ -109,7 +113,7 @@ def test_reading_again_says_which_users_changed_and_which_are_gone(tmp_path: Pat
     assert update.problems and provider.tokens["bob"] == "tok-bob-2"
     (folder / "alice").unlink()
     update = provider.reload_credentials(None, secret_read=False)
-    assert (update.changed, update.gone) == (set(), {"alice"})
+    assert (update.changed, update.gone) == (frozenset(), frozenset({"alice"}))
     assert options.tokens_dir == folder
 
 

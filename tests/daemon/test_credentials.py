@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, MutableMapping
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -104,7 +105,7 @@ async def test_what_cannot_be_read_is_said_once_naming_the_file_and_the_old_toke
         replace(secret, '{"alice": "tok-alice-SECRET-2')  # cut short
         replace(tmp_path / "tokens" / "dave", "tok-dave-SECRET\nsecond line")
 
-        def said() -> list[dict[str, object]]:
+        def said() -> list[MutableMapping[str, Any]]:
             return [e for e in logs if e["event"] == "credentials_unreadable"]
 
         await watched.until("both said", lambda: len({e["file"] for e in said()}) == 2)
