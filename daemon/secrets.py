@@ -64,6 +64,9 @@ def _read_secret(ref: SecretRef, provider: str) -> str:
         raise SecretError(
             f"provider {provider}: cannot read {ref.describe()}: {exc.strerror}"
         ) from None
+    except UnicodeDecodeError:
+        # Its position and bytes are the secret's: not said.
+        raise SecretError(f"provider {provider}: {ref.describe()} is not UTF-8 text") from None
     if not value:
         raise SecretError(f"provider {provider}: {ref.describe()} is empty")
     return value

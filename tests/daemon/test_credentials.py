@@ -129,3 +129,21 @@ async def test_a_tokens_dir_made_again_or_made_late_is_watched(
     (folder / "frank").write_text("tok-frank-1")
     await watched.until("frank", lambda: "frank" in changed_lanes(watched))
     assert watched.provider.tokens["frank"] == "tok-frank-1"
+
+
+async def test_a_secret_file_that_is_not_utf8_is_said_and_the_watch_goes_on(
+    watched: Watched, tmp_path: Path
+) -> None:
+    secret = tmp_path / "conf" / "tokens.json"
+    with capture_logs() as logs:
+        temporary = secret.with_name(".tokens.json.tmp")
+        temporary.write_bytes(b'\xff\xfe{"alice": "tok-alice-BINARY"}')
+        os.replace(temporary, secret)
+        await watched.until(
+            "said", lambda: any(e["event"] == "credentials_unreadable" for e in logs)
+        )
+        replace(tmp_path / "tokens" / "grace", "tok-grace-1")
+        await watched.until("grace", lambda: "grace" in changed_lanes(watched))
+    (said,) = [e for e in logs if e["event"] == "credentials_unreadable"]
+    assert said["file"] == str(secret) and "UTF-8" in str(said["error"])
+    assert watched.provider.tokens["alice"] == "tok-alice-1"

@@ -68,3 +68,15 @@ def test_a_relative_tokens_dir_is_under_the_state_directory(
     bad = load_config(str(write_config(tmp_path, 'tokens_dir = "t"\nauth_header = "A B"\n')))
     with pytest.raises(ConfigError, match=r"providers\.fav\.auth_header"):
         check_provider_options(bad)
+
+
+def test_a_secret_file_that_is_not_utf8_is_a_config_error_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    secret = tmp_path / "tokens.json"
+    secret.write_bytes(b'\xff\xfe{"alice": "tok-alice-1"}')
+    config = write_config(tmp_path, f'secret_file = "{secret}"\n')
+    assert main(["check-config", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "providers.fav.secret_file" in err and str(secret) in err and "UTF-8" in err
+    assert "Traceback" not in err and "UnicodeDecodeError" not in err
