@@ -86,13 +86,16 @@ def ignored(name: str) -> bool:
     return name.startswith(".") or name.endswith(IGNORED_SUFFIXES)
 
 
-def _read_token(path: Path) -> tuple[str | None, str | None]:
+Signature = tuple[int, int, int, int]  # device, inode, size, mtime (ns) of what a name shows
+
+
+def _signature(info: os.stat_result) -> Signature:
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+
+
+def _read_token(path: Path, info: os.stat_result) -> tuple[str | None, str | None]:
     """(token, None), (None, problem), or (None, None) when it is not a user's file (gone,
     a folder, something else)."""
-    try:
-        info = os.stat(path)
-    except OSError:
-        return None, None  # removed since it was listed, or a dangling link
     if not stat.S_ISREG(info.st_mode):
         return None, None
     if info.st_size > MAX_TOKEN_FILE:
@@ -119,16 +122,23 @@ def _read_token(path: Path) -> tuple[str | None, str | None]:
 @dataclass(slots=True)
 class TokenFolder:
     """The tokens of ``tokens_dir``, as last read (a file that cannot be read keeps its
-    user's previous token)."""
+    user's previous token).
+
+    A whole read looks at each file (a ``stat``) and reads only those that changed since
+    (another inode, size or modification time: a rename into place is always one), so the
+    periodic read of a folder of thousands of users costs little; a file named as changed
+    (``names``, from the watch) is always read.
+    """
 
     folder: Path
     tokens: dict[str, str] = field(default_factory=dict)
+    _seen: dict[str, tuple[Signature, str | None]] = field(default_factory=dict)
 
     def read(self, names: Iterable[str] | None = None) -> list[tuple[str, str]]:
         """Read the folder again (``names``: only these entries changed); returns (file,
         problem) of each file that could not be read."""
         if names is not None:
-            return self._read_names(set(names), self.tokens)
+            return self._read_names(set(names), self.tokens, changed=True)
         try:
             listed = os.listdir(self.folder)
         except OSError as exc:
@@ -138,9 +148,14 @@ class TokenFolder:
                 else f"the folder cannot be read: {exc.strerror or type(exc).__name__}"
             )
             return [(str(self.folder), f"{reason}; the tokens read before stay in use")]
-        return self._read_names(set(listed), {})
+        listed_set = set(listed)
+        for name in [n for n in self._seen if n not in listed_set]:
+            del self._seen[name]
+        return self._read_names(listed_set, {}, changed=False)
 
-    def _read_names(self, names: set[str], kept: dict[str, str]) -> list[tuple[str, str]]:
+    def _read_names(
+        self, names: set[str], kept: dict[str, str], *, changed: bool
+    ) -> list[tuple[str, str]]:
         problems: list[tuple[str, str]] = []
         found = dict(kept)
         for name in names:
@@ -152,12 +167,21 @@ class TokenFolder:
             if problem is not None:
                 problems.append((str(path), f"{problem}: not taken as a user"))
                 continue
-            token, problem = _read_token(path)
+            try:
+                info = os.stat(path)
+            except OSError:
+                self._seen.pop(name, None)
+                continue  # removed since it was listed, or a dangling link
+            seen = self._seen.get(name)
+            if not changed and seen is not None and seen[0] == _signature(info):
+                token, problem = self.tokens.get(name), seen[1]
+            else:
+                token, problem = _read_token(path, info)
+                self._seen[name] = (_signature(info), problem)
+            if problem is not None:
+                problems.append((str(path), f"{problem}; the user's previous token stays in use"))
+                token = self.tokens.get(name)
             if token is not None:
                 found[name] = token
-            elif problem is not None:
-                problems.append((str(path), f"{problem}; the user's previous token stays in use"))
-                if name in self.tokens:
-                    found[name] = self.tokens[name]
         self.tokens = found
         return problems
