@@ -16,10 +16,10 @@ import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from typing import NamedTuple
 
-ACTIVE = "active"
-AUTH_FAILED = "auth-failed"
-NO_TOKEN = "no-token"
-LANE_STATES = (ACTIVE, AUTH_FAILED, NO_TOKEN)
+from dropsync.store.states import LaneState
+
+ACTIVE, AUTH_FAILED, NO_TOKEN = LaneState.ACTIVE, LaneState.AUTH_FAILED, LaneState.NO_TOKEN
+LANE_STATES = tuple(LaneState)
 
 
 class LaneRow(NamedTuple):

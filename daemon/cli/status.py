@@ -148,11 +148,12 @@ def describe_user(user: dict[str, Any]) -> str:
     """One paused user (a lane of ``provider_users``) in words: who, since when, why, and
     how many entries wait for them."""
     from dropsync.daemon.clock import format_timestamp
+    from dropsync.store.states import LaneState
 
     since = f" since {format_timestamp(user['since'])}" if user.get("since") else ""
-    state = "no token" if user["state"] == "no-token" else user["state"]
+    state = "no token" if user["state"] == LaneState.NO_TOKEN else user["state"]
     text = f"{user['user']} ({state}{since}, {user['pending']} pending)"
-    if user["state"] == "auth-failed" and user.get("reason"):
+    if user["state"] == LaneState.AUTH_FAILED and user.get("reason"):
         text += f": {user['reason']}"
     return text
 
