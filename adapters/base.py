@@ -9,6 +9,7 @@ letters live there, never in an adapter.
 from __future__ import annotations
 
 import hashlib
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -310,10 +311,16 @@ class FileBatchProvider(Provider, Protocol):
     The engine streams the pending entries into files on disk, one group of files per
     ``group_of`` value, each at most ``max_file_bytes``, as a JSON array of ``document``s;
     then ``push_files`` uploads them. ``mapped`` is what the provider's callbacks told us
-    (for churn: client brand id -> its brand id), read from the store before each batch.
+    (for churn: client brand id -> its brand id), read by ``mapping`` from the kind's own
+    table before each batch.
     """
 
     max_file_bytes: int
+
+    def mapping(self, db: sqlite3.Connection) -> Mapping[str, int]:
+        """What the provider's callbacks told us, read in the store's thread (its kind's own
+        table: ``adapters/<kind>/tables.py``)."""
+        ...
 
     def group_of(self, change: OutgoingChange, mapped: Mapping[str, int]) -> Hashable | Waiting:
         """Which group of files ``change`` goes into, or why it must wait."""
@@ -339,17 +346,24 @@ class FileBatchProvider(Provider, Protocol):
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 
-def change_idempotency_key(provider: str, collection: str, key: str, updated_at: int) -> str:
-    """The idempotency key of one (provider, collection, key, version): the four, joined.
+def change_idempotency_key(
+    provider: str, collection: str, key: str, updated_at: int, queued_at: int = 0
+) -> str:
+    """The idempotency key of one (provider, collection, key, version) as queued at
+    ``queued_at`` (its outbox entry's ``enqueued_at``): the five, joined.
 
-    Requests carry ``batch_idempotency_key``, a hash of these; the item keys themselves
-    are never sent, so they need not be short.
+    A version queued again (a failure callback, ``resync``, ``dead-letters retry``) is a new
+    entry with a new ``enqueued_at``, so its sending is a new request to the provider, not a
+    replay of the one that failed (which a provider honouring the key would answer with the
+    old result, processing nothing). Requests carry ``batch_idempotency_key``, a hash of
+    these; the item keys themselves are never sent, so they need not be short.
     """
-    return f"{provider}\x1f{collection}\x1f{key}\x1f{updated_at}"
+    return f"{provider}\x1f{collection}\x1f{key}\x1f{updated_at}\x1f{queued_at}"
 
 
 def batch_idempotency_key(batch: Sequence[OutgoingChange]) -> str:
-    """The header value for a batch: the same set of versions always gives the same key."""
+    """The header value for a batch: the same set of queued versions always gives the same
+    key (a request sent again after a failure or a kill carries the one stored with it)."""
     digest = hashlib.sha256()
     for item_key in sorted(change.idempotency_key for change in batch):
         digest.update(item_key.encode())

@@ -1,42 +1,53 @@
-"""Provider kinds: the one list of the kinds this version has, their options, their adapters.
+"""Provider kinds: the one list of the kinds this version has, and the contract each fulfils.
 
-``KINDS`` names every kind; the config accepts exactly these (``daemon.config``
-derives its list from here). A kind's module (and httpx with it) is imported
-only when its options are checked or its adapter built, so reading the config
-stays cheap. Adding a kind: its module (with ``parse_options``, ``build``, ``secret_values``
-and ``SECRET_IN_HEADERS``),
-a loader below, and one line in ``_LOADERS``. Its adapter should also have the optional
+A kind is one home, the package ``adapters/<kind>/``. Its ``KIND`` (a ``Kind``, in the
+package's ``__init__``) says what the daemon needs to know of it and names the kind's
+modules, each imported only when needed (so reading the config stays cheap): its adapter
+(``AdapterModule``: options, the adapter itself, its secret's shape) and the optional
+hooks (secrets of its own, request collections, deliveries confirmed by a callback, inbound
+routes, an emulator with its part of the demo, a secret that other options can stand in for,
+whether it sends, its options that are paths). Its adapter should also have the optional
 ``probe()`` (``adapters.base.Probes``: one request that checks the credentials and changes
-nothing), which ``dropsync probe`` sends. Optional too: ``needs_secret(options)``,
-``pushes(options)``, ``PATH_OPTIONS`` (see the functions of the same names below).
+nothing), which ``dropsync probe`` sends. The daemon asks these and never names a kind
+(``tests/test_design_rules.py`` holds it); ``docs/adding-a-kind.md`` says how to add one:
+its package, and one line in ``_LOADERS``.
+
+``KINDS`` names every kind; the config accepts exactly these (``daemon.config`` derives its
+list from here).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from dropsync.adapters.options import OptionError
 
 if TYPE_CHECKING:
     from dropsync.adapters.base import Provider
+    from dropsync.adapters.emulators.demo import DemoPart
+    from dropsync.adapters.inbound import Inbound
 
 __all__ = [
     "KINDS",
-    "SECRET_REQUIRED",
+    "AdapterModule",
+    "EmulatorHook",
+    "Kind",
+    "KindSecret",
     "OptionError",
     "build_provider",
+    "emulated",
+    "every_kind",
+    "get_kind",
     "parse_options",
-    "path_options",
-    "pushes",
     "secret_in_headers",
-    "secret_required",
     "secret_values",
 ]
 
 
-class Kind(Protocol):
-    """What a provider kind's module offers."""
+class AdapterModule(Protocol):
+    """What a kind's adapter module offers (``adapters/<kind>/adapter.py``)."""
 
     def parse_options(self, options: Mapping[str, Any]) -> object:
         """Validate the kind's own keys of ``[providers.NAME]`` (raises OptionError)."""
@@ -62,28 +73,112 @@ class Kind(Protocol):
         """Whether those values travel in headers (so must be printable ASCII)."""
 
 
-def _registrations() -> Kind:
-    from dropsync.adapters import registrations
+@dataclass(frozen=True, slots=True)
+class KindSecret:
+    """A secret of a kind's own, besides the provider's (``secret_env`` ...): a key that
+    signs the provider's callbacks, a token in the path of its webhook.
 
-    return registrations
+    The config reads it from one of ``keys`` (an environment variable, a file, a systemd
+    credential), like the provider's secret; it is checked by ``check-config`` and a reload,
+    removed from everything the adapter says and from the log, and handed to the kind's
+    inbound routes by ``name``.
+    """
+
+    name: str
+    keys: tuple[str, str, str]  # its env var, file and credential keys, in that order
+    in_url: bool = False  # it travels in a URL: printable ASCII, as a header's value
+    listener_needs: str | None = None  # with a [listener], refused when missing: why
+
+
+@dataclass(frozen=True, slots=True)
+class EmulatorHook:
+    """A kind's emulator in ``dropsync emulate`` and ``dropsync demo``.
+
+    ``title`` and ``port`` are read without loading the emulator (``dropsync --help`` shows
+    ``--<kind>-port``); ``part`` loads it with the kind's part of the demo
+    (``adapters.emulators.demo.DemoPart``). The emulators are listed in the order of their
+    ports.
+    """
+
+    title: str  # "the CRM": the help says "port of the CRM emulator"
+    port: int  # its default port in `dropsync emulate`
+    part: Callable[[], DemoPart]
+
+
+@dataclass(frozen=True, slots=True)
+class Kind:
+    """What the daemon knows of a provider kind: its name, its modules, its optional hooks.
+
+    Only ``name`` and ``adapter`` are required; every other hook has a default that means
+    "this kind does not do that".
+    """
+
+    name: str
+    adapter: Callable[[], AdapterModule]
+    # The provider cannot work without its secret: what the secret is (a config without
+    # one is refused at load, naming secret_env).
+    secret_required: str | None = None
+    secrets: tuple[KindSecret, ...] = ()
+    # Collections whose records are requests a provider of this kind decides, given its
+    # options: routed to it implicitly (``daemon.requests``).
+    request_collections: Callable[[Mapping[str, Any]], tuple[str, ...]] | None = None
+    # Whether a provider's accepted batches are confirmed later by a callback the listener
+    # receives (then ``unconfirmed`` after confirm_timeout_s), given the names of the kind's
+    # secrets it configures. Asked only when the config has a [listener].
+    confirmed_by_callback: Callable[[Collection[str]], bool] | None = None
+    # The routes the listener serves for this kind (``adapters.inbound``): its callbacks or
+    # webhook, verified and read by the kind, applied by the daemon.
+    inbound: Callable[[], Inbound] | None = None
+    # Its loopback emulator, with the kind's part of `dropsync demo`.
+    emulator: EmulatorHook | None = None
+    # Given its options, what the secret is when the provider cannot work without one, for a
+    # kind whose other options can stand in for it (a folder of tokens); else
+    # ``secret_required`` says.
+    secret_needed: Callable[[Mapping[str, Any]], str | None] | None = None
+    # Given its options, whether a provider sends what is routed to it (a read-only one only
+    # pulls: a collection routed to it is a config error). Default: it sends.
+    sends: Callable[[Mapping[str, Any]], bool] | None = None
+    # Options that are paths: relative ones are resolved as every path of the config is.
+    path_options: tuple[str, ...] = ()
+
+    def confirms(self, secrets: Collection[str]) -> bool:
+        """Whether a provider of this kind with these secrets of its own is confirmed by a
+        callback (the listener running)."""
+        return self.confirmed_by_callback is not None and self.confirmed_by_callback(secrets)
+
+    def requires_secret(self, options: Mapping[str, Any]) -> str | None:
+        """What the secret is when a provider with these options cannot work without one."""
+        if self.secret_needed is not None:
+            return self.secret_needed(options)
+        return self.secret_required
+
+    def pushes(self, options: Mapping[str, Any]) -> bool:
+        """Whether a provider with these options sends what is routed to it."""
+        return self.sends is None or self.sends(options)
 
 
 def _churn() -> Kind:
-    from dropsync.adapters import churn
+    from dropsync.adapters.churn import KIND
 
-    return churn
+    return KIND
 
 
 def _crm() -> Kind:
-    from dropsync.adapters import crm
+    from dropsync.adapters.crm import KIND
 
-    return crm
+    return KIND
 
 
 def _favourites() -> Kind:
-    from dropsync.adapters import favourites
+    from dropsync.adapters.favourites import KIND
 
-    return favourites
+    return KIND
+
+
+def _registrations() -> Kind:
+    from dropsync.adapters.registrations import KIND
+
+    return KIND
 
 
 _LOADERS: dict[str, Callable[[], Kind]] = {
@@ -95,55 +190,42 @@ _LOADERS: dict[str, Callable[[], Kind]] = {
 
 KINDS: tuple[str, ...] = tuple(sorted(_LOADERS))
 
-# Kinds that cannot work without a secret: a config without one is refused at load.
-SECRET_REQUIRED = {"registrations": "the provider's password"}
 
-
-def _kind(kind: str) -> Kind:
-    if kind not in _LOADERS:
+def get_kind(name: str) -> Kind:
+    """The kind called ``name`` (OptionError naming ``kind`` if this version has none)."""
+    if name not in _LOADERS:
         raise OptionError(
             "kind",
-            f"provider kind {kind!r} is not available in this version "
+            f"provider kind {name!r} is not available in this version "
             f"(available: {', '.join(KINDS)})",
         )
-    return _LOADERS[kind]()
+    return _LOADERS[name]()
 
 
-def parse_options(kind: str, options: Mapping[str, Any]) -> object:
-    """Validate the options of ``kind`` (raises OptionError naming the key)."""
-    return _kind(kind).parse_options(options)
+def every_kind() -> list[Kind]:
+    """Every kind, in the order of ``KINDS``."""
+    return [get_kind(name) for name in KINDS]
 
 
-def secret_required(kind: str, options: Mapping[str, Any]) -> str | None:
-    """What the secret of a provider of ``kind`` holds, when it cannot work without one
-    (a kind's optional ``needs_secret(options)`` decides from its options); else None."""
-    if kind in SECRET_REQUIRED:
-        return SECRET_REQUIRED[kind]
-    needs = getattr(_kind(kind), "needs_secret", None)
-    return None if needs is None else needs(options)
+def emulated() -> list[tuple[str, EmulatorHook]]:
+    """(kind, its emulator) of every kind that has one, in the order of their ports."""
+    found = [(kind.name, kind.emulator) for kind in every_kind() if kind.emulator is not None]
+    return sorted(found, key=lambda pair: pair[1].port)
 
 
-def pushes(kind: str, options: Mapping[str, Any]) -> bool:
-    """Whether a provider of ``kind`` with these options sends what is routed to it (a
-    kind's optional ``pushes(options)``; else True)."""
-    decides = getattr(_kind(kind), "pushes", None)
-    return True if decides is None else bool(decides(options))
+def parse_options(kind_name: str, options: Mapping[str, Any]) -> object:
+    """Validate the options of ``kind_name`` (raises OptionError naming the key)."""
+    return get_kind(kind_name).adapter().parse_options(options)
 
 
-def path_options(kind: str) -> tuple[str, ...]:
-    """The options of ``kind`` that are paths (a kind's optional ``PATH_OPTIONS``): relative
-    ones are resolved as every path of the config is."""
-    return tuple(getattr(_kind(kind), "PATH_OPTIONS", ()))
-
-
-def secret_values(kind: str, secret: str | None) -> list[str]:
+def secret_values(kind_name: str, secret: str | None) -> list[str]:
     """The secret's values that go into requests (raises OptionError; never quotes them)."""
-    return _kind(kind).secret_values(secret)
+    return get_kind(kind_name).adapter().secret_values(secret)
 
 
-def secret_in_headers(kind: str) -> bool:
-    """Whether ``kind`` sends its secret's values in headers (so they must be ASCII)."""
-    return _kind(kind).SECRET_IN_HEADERS
+def secret_in_headers(kind_name: str) -> bool:
+    """Whether ``kind_name`` sends its secret's values in headers (so they must be ASCII)."""
+    return get_kind(kind_name).adapter().SECRET_IN_HEADERS
 
 
 def build_provider(
@@ -164,7 +246,7 @@ def build_provider(
     """
     from dropsync.adapters.http import HttpAdapter
 
-    module = _kind(kind)
+    module = get_kind(kind).adapter()
     module.parse_options(options)
     adapter = module.build(name, base_url, options, secret, timeout_s, batch_max_items)
     if isinstance(adapter, HttpAdapter):

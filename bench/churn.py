@@ -161,7 +161,7 @@ async def bare_upload(base_url: str, files: list[Path]) -> float:
 
 def serve_emulator(port: int) -> None:
     """The churn emulator in sink mode, until killed (run as its own process)."""
-    from dropsync.adapters.emulators.churn import ChurnEmulator
+    from dropsync.adapters.churn.emulator import ChurnEmulator
     from dropsync.adapters.emulators.common import EmulatorServer
 
     with EmulatorServer(ChurnEmulator(TOKEN, CALLBACK_SECRET, sink=True), port=port):

@@ -45,7 +45,7 @@ from bench.common import (
     stop_process,
 )
 
-CRM_TOKEN = "demo-crm-token"  # what ``dropsync emulate`` accepts (daemon/demo.py)
+CRM_TOKEN = "demo-crm-token"  # what ``dropsync emulate`` accepts (adapters/crm/demo.py)
 FAVOURITES_TOKENS = '{"alice": "demo-token-alice", "bob": "demo-token-bob"}'
 
 

@@ -105,7 +105,7 @@ def bare(base_url: str, store: Path, changed: int) -> dict[str, Any]:
 async def real_async(base_url: str, store_path: Path, changed: int) -> dict[str, Any]:
     """The daemon's pull path, full then incremental (every stream, as the daemon pulls)."""
     import anyio
-    from dropsync.adapters.registrations import build
+    from dropsync.adapters.registrations.adapter import build
     from dropsync.daemon.config import parse_config
     from dropsync.daemon.memory import tune_garbage_collector
     from dropsync.daemon.pulls import StreamPull

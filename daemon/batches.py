@@ -16,7 +16,7 @@ was (same entries and bodies, same key), so the provider applies it once. A newe
 of one of its entries waits in the outbox and goes after it (docs/providers.md, "requests
 are written ahead").
 
-A provider with lanes (``adapters.base.Laned``: favourites, a user each) gets requests of
+A provider with lanes (``adapters.base.Laned``: a user each, say) gets requests of
 one lane each. An entry whose lane may not send (its credentials refused, or none) is set
 aside (``daemon.lanes``: the take skips it until the lane may send again); a request whose
 lane the provider refuses (401, 403) is finished (``failed``: nothing was applied), its

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dropsync.adapters.registry import KINDS
+from dropsync.adapters.registry import KINDS, get_kind
 from dropsync.daemon.config_file import (
     MAX_DAYS,
     Table,
@@ -92,20 +92,15 @@ class ProviderConfig:
     max_retry_after_s: float = 3600.0  # a provider's Retry-After is honoured up to this
     pull_interval_s: float = 60.0
     options: Mapping[str, Any] = field(default_factory=dict)
-    callback_secret: SecretRef | None = None  # the key of signed callbacks (churn)
-    webhook_token: SecretRef | None = None  # the unguessable webhook path segment (crm)
+    # The kind's secrets of its own (``adapters.registry.KindSecret``), by name.
+    kind_secrets: Mapping[str, SecretRef] = field(default_factory=dict)
     confirm_timeout_s: float = 24 * 3600.0
 
     def request_collections(self) -> tuple[str, ...]:
-        """Collections whose records are requests this provider decides (routed to it implicitly).
-
-        A registrations provider takes ``<collection_prefix>registration_requests``
-        (``adapters.registrations.REQUESTS``; a test holds the two names together).
-        """
-        if self.kind != "registrations":
-            return ()
-        prefix = self.options.get("collection_prefix", "")
-        return (f"{prefix if isinstance(prefix, str) else ''}registration_requests",)
+        """Collections whose records are requests this provider decides (routed to it
+        implicitly): what its kind's ``request_collections`` hook says, if it has one."""
+        hook = get_kind(self.kind).request_collections
+        return () if hook is None else hook(self.options)
 
     @property
     def max_delay_s(self) -> float:
@@ -255,12 +250,11 @@ def _provider(name: str, table: Table) -> ProviderConfig:
             "max_retry_after_s", 3600.0, minimum=0.0, maximum=MAX_DELAY_S
         ),
         pull_interval_s=table.number("pull_interval_s", 60.0, minimum=0.01, maximum=MAX_DELAY_S),
-        callback_secret=_secret(
-            table, ("callback_secret_env", "callback_secret_file", "callback_credential")
-        ),
-        webhook_token=_secret(
-            table, ("webhook_token_env", "webhook_token_file", "webhook_token_credential")
-        ),
+        kind_secrets={
+            secret.name: ref
+            for secret in get_kind(kind).secrets
+            if (ref := _secret(table, secret.keys)) is not None
+        },
         confirm_timeout_s=table.number(
             "confirm_timeout_s", 24 * 3600.0, minimum=0.001, maximum=MAX_DELAY_S
         ),
@@ -326,13 +320,12 @@ def parse_config(raw: Mapping[str, Any], source: str) -> Config:
                 "either spelling would be both collections; keep one",
             )
         collections[name] = collection
-    for churn in providers.values():
-        if listener is not None and churn.kind == "churn" and churn.callback_secret is None:
-            raise providers_table.table(churn.name).fail(
-                "callback_secret_env",
-                "the listener needs the churn tool's callback secret to verify its callbacks: "
-                "set callback_secret_env, callback_secret_file or callback_credential",
-            )
+    for configured in providers.values() if listener is not None else ():
+        for secret in get_kind(configured.kind).secrets:
+            if secret.listener_needs and secret.name not in configured.kind_secrets:
+                raise providers_table.table(configured.name).fail(
+                    secret.keys[0], secret.listener_needs
+                )
     top.reject_unknown()
     return Config(
         source=source,

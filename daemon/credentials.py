@@ -1,10 +1,10 @@
 """Credentials that change while the daemon runs (``adapters.base.LiveCredentials``).
 
 The app that signs users in writes their tokens where the daemon reads them: the
-provider's ``secret_file`` (replaced by an atomic rename) and the folders the adapter
-names (favourites: ``tokens_dir``). A ``CredentialWatch`` per such provider watches them
-with watchfiles (the folder of a file: a rename replaces the file, and a watch on the file
-itself would follow the old one) and hands each change to the adapter at once:
+provider's ``secret_file`` (replaced by an atomic rename) and the folders the adapter names
+(a folder of one token file per user, say). A ``CredentialWatch`` per such provider watches
+them with watchfiles (the folder of a file: a rename replaces the file, and a watch on the
+file itself would follow the old one) and hands each change to the adapter at once:
 
 * every new value is added to the redaction of every log line (``redact_in_logs``) and of
   what ends a command, before anything can say it;

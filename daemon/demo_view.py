@@ -2,11 +2,12 @@
 
 On a terminal the daemon's log lines go to ``<dir>/dropsync-demo.log`` and a block of
 lines is redrawn in place twice a second: records per collection, and per provider its
-state, pending entries and what it accepted, confirmed and dead-lettered. Once all is
-synced the summary is printed, and (when the demo keeps running and stdin is a
-terminal too) one step shows what the product is for: the CRM is taken offline while
-three more guests are dropped (the outbox holds them), then brought back (it drains).
-Elsewhere (CI, a pipe) the log lines are the output, and only the summary is added.
+state, pending entries and what it accepted, confirmed and dead-lettered (and the lines
+the kinds' demo parts add). Once all is synced the summary is printed, and (when the demo
+keeps running and stdin is a terminal too) one step shows what the product is for: the
+provider of the part with an ``OfflineStep`` is taken offline while more records are
+dropped (the outbox holds them), then brought back (it drains). Elsewhere (CI, a pipe) the
+log lines are the output, and only the summary is added.
 """
 
 from __future__ import annotations
@@ -16,20 +17,17 @@ import sqlite3
 import sys
 import threading
 import time
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import IO, Any, TextIO
 
 from dropsync.adapters.emulators.common import EmulatorServer
+from dropsync.adapters.emulators.demo import DemoPart, OfflineStep
 from dropsync.store.queries import progress_summary
 from dropsync.store.readonly import open_readonly
 
 _EVERY_S = 0.5
-_STEPS = (
-    "Press Enter to take the CRM offline and drop three more guests (Ctrl-C stops the demo).",
-    "The CRM is offline: its outbox holds the new guests (pending above). "
-    "Press Enter to bring it back.",
-    "The CRM is back: watch its outbox drain.",
-)
+_STEPS = 3  # take it offline, offline, back
 
 
 def _plural(count: int, word: str) -> str:
@@ -44,7 +42,8 @@ class DemoView:
         directory: Path,
         config_path: Path,
         store_path: Path,
-        servers: dict[str, EmulatorServer],
+        servers: Mapping[str, EmulatorServer],
+        parts: Mapping[str, DemoPart],
         *,
         keeps_running: bool,
         out: IO[str] | None = None,
@@ -53,15 +52,22 @@ class DemoView:
         self.config_path = config_path
         self.store_path = store_path
         self.servers = servers
+        self.parts = parts
+        self.pulled = {collection for part in parts.values() for collection in part.pulled}
+        # The provider taken offline in the offline step, and its step.
+        offline = [(name, part.offline) for name, part in parts.items() if part.offline]
+        self.offline: tuple[str, OfflineStep] | None = offline[0] if offline else None
         self.out = out or sys.stdout
         self.interactive = self.out.isatty()
-        self.prompts = self.interactive and keeps_running and sys.stdin.isatty()
+        self.prompts = (
+            self.interactive and keeps_running and sys.stdin.isatty() and self.offline is not None
+        )
         self.log_path = directory / "dropsync-demo.log"
         self._stop = threading.Event()
         self._enter = threading.Event()
         self._thread: threading.Thread | None = None
         self._drawn = 0  # lines of the live block on screen
-        self._step = -1  # -1: syncing; then an index into _STEPS; len(_STEPS): done
+        self._step = -1  # -1: syncing; then a step of the offline step; _STEPS: done
         self._said_synced = False
 
     def log_file(self) -> TextIO:
@@ -110,32 +116,33 @@ class DemoView:
 
     def _advance(self, progress: dict[str, Any]) -> None:
         """The offline step's state machine, driven by what the store shows."""
-        if self._step == -1 and is_synced(progress):
+        if self._step == -1 and is_synced(progress, self.pulled):
             self._said_synced = True
             self._clear()
             self.write(self.summary_text(progress, synced=True))
-            self._step = 0 if self.prompts else len(_STEPS)
+            self._step = 0 if self.prompts else _STEPS
             if self.prompts:
                 threading.Thread(target=self._wait_for_enter, daemon=True).start()
-        elif self._step == 0 and self._enter.is_set():
+            return
+        if self.offline is None:
+            return
+        name, step = self.offline
+        if self._step == 0 and self._enter.is_set():
             self._enter.clear()
-            from dropsync.daemon.demo import LATE, write_samples
+            from dropsync.daemon.demo import write_samples
 
-            self.servers["crm"].stop()
-            write_samples(self.store_path.parent / "drop", LATE)
+            self.servers[name].stop()
+            write_samples(self.store_path.parent / "drop", step.late)
             self._step = 1
             threading.Thread(target=self._wait_for_enter, daemon=True).start()
         elif self._step == 1 and self._enter.is_set():
             self._enter.clear()
-            self.servers["crm"].start()
+            self.servers[name].start()
             self._step = 2
-        elif self._step == 2 and progress["providers"]["crm"]["pending"] == 0:
+        elif self._step == 2 and progress["providers"][name]["pending"] == 0:
             self._clear()
-            self.write(
-                "The CRM has every guest again: nothing was lost while it was away. "
-                "Ctrl-C stops the demo (its store stays for you to query)."
-            )
-            self._step = len(_STEPS)
+            self.write(step.done)
+            self._step = _STEPS
 
     def _wait_for_enter(self) -> None:
         try:
@@ -151,9 +158,10 @@ class DemoView:
             self._drawn = 0
 
     def _draw(self, progress: dict[str, Any]) -> None:
-        lines = progress_lines(progress)
-        if 0 <= self._step < len(_STEPS):
-            lines.append(_STEPS[self._step])
+        lines = progress_lines(progress, self.parts.values())
+        if self.offline is not None and 0 <= self._step < _STEPS:
+            step = self.offline[1]
+            lines.append((step.take_offline, step.offline, step.back)[self._step])
         # A line wider than the terminal would wrap, and the redraw would miscount.
         width = max(shutil.get_terminal_size().columns - 1, 20)
         lines = [line if len(line) <= width else line[: width - 1] + "…" for line in lines]
@@ -198,14 +206,9 @@ class DemoView:
             what = f"{_plural(sent, 'record')} delivered"
             if row["confirmed"]:
                 what += f", {row['confirmed']} of them confirmed by the provider"
-            if name == "registrations":
-                requests = progress["requests"]
-                what = (
-                    f"{requests.get('confirmed', 0)} seat(s) confirmed, "
-                    f"{requests.get('refused', 0)} refused; participants and sessions pulled"
-                )
-            if name == "favourites":
-                what += "; favourites pulled back"
+            part = self.parts.get(name)
+            if part is not None and part.summary is not None:
+                what = part.summary(row, progress, what)
             lines.append(f"  {name + ' emulator':<24} {where}: {what}")
         lines += [
             "",
@@ -215,30 +218,31 @@ class DemoView:
             '    "SELECT provider, state, pending, dead_letters FROM pending_by_provider"',
             f"  sqlite3 -readonly {store} \\",
             '    "SELECT collection, COUNT(*) FROM records GROUP BY collection"',
-            f"  sqlite3 -readonly {store} \\",
-            '    "SELECT key, status, reason FROM registration_requests"',
         ]
+        for part in self.parts.values():
+            for query in part.queries:
+                lines += [f"  sqlite3 -readonly {store} \\", f'    "{query}"']
         if self.interactive:
             lines.append(f"Log lines: {self.log_path}")
         return "\n".join(lines) + "\n"
 
 
-def is_synced(progress: dict[str, Any]) -> bool:
-    """Nothing pending anywhere, confirmations in, and both pulls done."""
+def is_synced(progress: Mapping[str, Any], pulled: Collection[str]) -> bool:
+    """Nothing pending anywhere, confirmations in, and the ``pulled`` collections filled."""
     providers = progress["providers"].values()
-    pulled = {c for c, n in progress["records"].items() if n} >= {"favourites", "participants"}
+    filled = {c for c, n in progress["records"].items() if n} >= set(pulled)
     return bool(
         providers
         and all(row["pending"] == 0 for row in providers)
         and progress["inbox_pending"] == 0
         and progress["unsettled"] == 0
         and not progress["requests"].get("pending")
-        and pulled
+        and filled
     )
 
 
-def progress_lines(progress: dict[str, Any]) -> list[str]:
-    """The live block: records, then one line per provider."""
+def progress_lines(progress: Mapping[str, Any], parts: Collection[DemoPart] = ()) -> list[str]:
+    """The live block: records, then one line per provider, then the parts' lines."""
     records = progress["records"]
     listed = ", ".join(f"{name} {count}" for name, count in sorted(records.items()))
     lines = [
@@ -252,10 +256,8 @@ def progress_lines(progress: dict[str, Any]) -> list[str]:
             f"  {name:<14} {row['state']:<12} {row['pending']:>7} {row['accepted']:>9} "
             f"{row['confirmed']:>10} {row['dead_letters']:>13}"
         )
-    requests = progress["requests"]
-    if requests:
-        lines.append(
-            "  registration requests: "
-            + ", ".join(f"{count} {status}" for status, count in sorted(requests.items()))
-        )
+    for part in parts:
+        line = None if part.progress_line is None else part.progress_line(progress)
+        if line is not None:
+            lines.append(line)
     return lines

@@ -2,13 +2,15 @@
 
 Shapes recognised per document (docs/drop-folder.md):
 
-* churn envelope ``{data, createdAt, updatedAt}``: key ``data.id``, timestamp ``updatedAt``
-* favourites action ``{user, item, action, actionDate}``: key ``user:item``, timestamp
+* the envelope ``{data, createdAt, updatedAt}``: key ``data.id``, timestamp ``updatedAt``
+* the action ``{user, item, action, actionDate}``: key ``user:item``, timestamp
   ``actionDate``, ``action: DELETE`` is a delete
 * a plain object, with the collection's configured ``key`` and ``timestamp`` paths
 
-A collection's configured paths override the envelope defaults. Any document may
-carry ``"_deleted": true`` to delete its key (favourites use their action instead).
+The first two are the documents of two seeds (docs/drop-folder.md says which), recognised
+whatever the collection's providers. A collection's configured paths override the envelope
+defaults. Any document may carry ``"_deleted": true`` to delete its key (an action says it
+with ``DELETE`` instead).
 
 Two rules live here once for every way a change arrives (drop file, inbox row,
 provider pull): the canonical body and its digest (``canonical``), and the
@@ -264,7 +266,7 @@ class DocumentReader:
             raise DocumentError(f"expected a JSON object, found {_kind(document)}")
         deleted = document.get("_deleted") is True
         if "actionDate" in document and "item" in document and "action" in document:
-            key, ts, deleted = self._favourite(document)
+            key, ts, deleted = self._action(document)
         elif "data" in document and "updatedAt" in document:
             raw_key = (self._key or _DATA_ID)(document)
             raw_ts = (self._ts or _UPDATED_AT)(document)
@@ -287,8 +289,8 @@ class DocumentReader:
                 ts = parse_timestamp(raw_ts, str(self.ts_path), self.unit)
         else:
             raise DocumentError(
-                "unrecognised document: not a churn envelope {data, createdAt, updatedAt}, "
-                "not a favourites action {user, item, action, actionDate}, and collection "
+                "unrecognised document: not an envelope {data, createdAt, updatedAt}, "
+                "not an action {user, item, action, actionDate}, and collection "
                 f"{self.collection!r} configures no key and timestamp for plain objects"
             )
         self.future.check(ts, "timestamp")
@@ -297,7 +299,7 @@ class DocumentReader:
             self.collection, key, body, ts, deleted, self.origin, digest, file_id, doc_index
         )
 
-    def _favourite(self, document: Mapping[str, Any]) -> tuple[str, int, bool]:
+    def _action(self, document: Mapping[str, Any]) -> tuple[str, int, bool]:
         action = document.get("action")
         if action not in ("ADD", "DELETE"):
             raise DocumentError(f"action = {str(action)[:32]!r}; expected ADD or DELETE")

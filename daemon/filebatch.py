@@ -13,7 +13,7 @@ more on its own, and its records are dead-lettered with the provider's reason if
 it is skipped again. Files that cannot be written (a full disk) pause the provider
 with backoff (``spool_failed``); nothing is lost.
 
-A record the adapter cannot place yet (``Waiting``: a brand no callback has mapped)
+A record the adapter cannot place yet (``Waiting``: a value no callback has mapped)
 stays in the outbox; ``providers.waiting`` says why. Files are removed once their
 outcome is recorded; leftovers of a killed run are removed at start.
 """
@@ -25,7 +25,7 @@ import itertools
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -156,7 +156,7 @@ class FileSender:
         self,
         loop: Flusher,
         entries: list[outbox.OutboxEntry],
-        mapped: dict[str, int],
+        mapped: Mapping[str, int],
         writer: SpoolWriter,
         digest: Any,
     ) -> _Page:
@@ -185,7 +185,7 @@ class FileSender:
     async def send_pending(self, loop: Flusher) -> bool:
         """Spool what is pending into files and upload them; False if nothing was sent."""
         provider = cast(FileBatchProvider, loop.provider)
-        mapped: dict[str, int] | None = None
+        mapped: Mapping[str, int] | None = None
         batch = next(_batches)
         writer = SpoolWriter(
             self.folder / str(batch),
@@ -206,7 +206,7 @@ class FileSender:
                 if mapped is None:
                     # Read after the first take: a mapping committed before an entry was
                     # queued is then always seen with it (a callback then a merge).
-                    mapped = await loop.call(callbacks.brand_map, loop.name)
+                    mapped = await loop.call(provider.mapping)
                 page = await anyio.to_thread.run_sync(
                     self._spool_page, loop, entries, mapped, writer, digest
                 )

@@ -10,7 +10,7 @@ a provider ``auth-failed``                      critical
 users paused (``provider_users``)              warning (their tokens refused, or none)
 oldest pending entry older than the thresholds  warning / critical (``--pending-warn/-crit``)
 dead letters present                            warning
-batches accepted but not confirmed in time      warning (``unconfirmed``: churn, CRM)
+batches accepted but not confirmed in time      warning (``unconfirmed``: callback kinds)
 free space on the store's file system           warning / critical (``--disk-warn/-crit``)
 the store cannot be read at all                 critical
 =============================================  =========================================

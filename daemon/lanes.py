@@ -1,6 +1,6 @@
 """A provider's lanes (``adapters.base.Laned``): which may send, which wait, and why.
 
-A lane is a part of a provider with credentials of its own (favourites: a user and their
+A lane is a part of a provider with credentials of its own (a user and their
 token). Its state is stored (``store.lanes``, the ``provider_users`` view); the daemon
 keeps a copy, one ``LaneHealth`` per provider, kept with its ``ProviderHealth`` across
 reloads:

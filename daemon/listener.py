@@ -3,15 +3,12 @@
 Runs only when the config has a ``[listener]`` table (uvicorn on the daemon's own
 event loop). Routes:
 
-* ``POST /callbacks/churn/sync-status[/NAME]``, ``POST /callbacks/churn/brand[/NAME]``:
-  the churn tool's signed callbacks (``adapters.churn.signature_valid``). A wrong or
-  flipped signature, a ``data.timestamp`` further than ``max_callback_age_s`` from
-  now, or a signature accepted before (a replay, remembered in the store) is
-  refused with 401 and changes nothing.
-* ``POST /webhooks/crm/TOKEN``: the CRM's webhook; the CRM signs nothing, so the
-  unguessable TOKEN (``webhook_token_*``) is the guard; another path is 404. Only a
-  success status confirms the job's batch; a failure fails it and queues its records
-  again once (as a failed churn sync does); any other status leaves it waiting.
+* each kind's inbound routes (``Kind.inbound``, ``adapters.inbound``): its signed
+  callbacks or its webhook, each a ``POST``. The kind owns the path, verifies the call
+  and reads it into a typed confirmation; the daemon applies it
+  (``daemon.listener_calls``: the store transaction, the replay memory, the held sync
+  statuses of ``daemon.held_confirmations``). The kinds' pages in docs/providers.md
+  list them.
 * ``GET /healthz`` (200 with each provider's state while the store answers, else
   503), ``GET /metrics`` (Prometheus text format).
 
@@ -29,22 +26,24 @@ whoever reaches the port must not be able to fill the journal.
 
 from __future__ import annotations
 
-import hmac
 import json
 import re
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
 from typing import Any
 
 import anyio
 import structlog
 import uvicorn
-from dropsync.adapters import churn, crm
-from dropsync.adapters.churn import ChurnProvider, signature_valid
-from dropsync.daemon.clock import now_ms
-from dropsync.daemon.config import Config, ProviderConfig
+from dropsync.adapters import inbound
+from dropsync.adapters.base import Provider
+from dropsync.adapters.inbound import InboundProvider, Refused
+from dropsync.adapters.registry import every_kind, get_kind
+from dropsync.daemon.config import Config
 from dropsync.daemon.errors import SecretError
+from dropsync.daemon.held_confirmations import HeldConfirmations
+from dropsync.daemon.listener_calls import ListenerCall
 from dropsync.daemon.listener_server import (
     KEEP_ALIVE_S,
     MAX_HEAD,
@@ -57,7 +56,6 @@ from dropsync.daemon.listener_server import (
 from dropsync.daemon.log_repeats import Repeats
 from dropsync.daemon.metrics import render_metrics
 from dropsync.daemon.secrets import read_secret
-from dropsync.daemon.sync_status import SyncStatusBook
 from dropsync.store import callbacks
 from dropsync.store.backoff import backoff_s
 from dropsync.store.handle import PauseListener, Store
@@ -70,19 +68,9 @@ from starlette.routing import Route
 log = structlog.get_logger(__name__)
 
 MAX_BODY = 1 << 20
-SQLITE_INTEGERS = range(-(2**63), 2**63)
 # A JSON escape of a UTF-16 surrogate: json.loads turns an unpaired one into a str that
 # cannot be encoded (nor signed, nor stored).
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89abcdefABCDEF]")
-
-
-class _Refused(Exception):
-    """The request is answered with ``status`` and ``message`` (the message is secret-free)."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 class Listener:
@@ -94,58 +82,75 @@ class Listener:
         config: Config,
         *,
         wake: Callable[[list[str]], None],
-        adapter: Callable[[str], object | None],
+        adapter: Callable[[str], Provider | None],
         pauses: PauseListener | None = None,
     ) -> None:
         self.store = store
         self.pauses = pauses
         self.wake = wake
         self.adapter = adapter
-        self.secrets: dict[str, str] = {}
-        self.tokens: dict[str, str] = {}
+        # Each provider as its kind's routes see it: its options, its kind's secrets read.
+        self.providers: dict[str, InboundProvider] = {}
         self.config = config
         self.reload(config)
-        self.sync_statuses = SyncStatusBook(store, wake)
+        self.confirmations = HeldConfirmations(store, wake)
         self.repeats = Repeats(log)
-        self._task_group: anyio.abc.TaskGroup | None = None
+        self.task_group: anyio.abc.TaskGroup | None = None
 
     def reload(self, config: Config) -> None:
-        """Take a new config: read the callback secrets and webhook tokens again."""
+        """Take a new config: read the kinds' own secrets (callback keys, webhook tokens)
+        again."""
         self.config = config
-        secrets: dict[str, str] = {}
-        tokens: dict[str, str] = {}
+        providers = {}
         for provider in config.providers.values():
-            try:
-                if provider.kind == "churn" and provider.callback_secret is not None:
-                    secrets[provider.name] = read_secret(provider.callback_secret, provider.name)
-                if provider.kind == "crm" and provider.webhook_token is not None:
-                    tokens[provider.name] = read_secret(provider.webhook_token, provider.name)
-            except SecretError as exc:
-                log.error("callback_secret_unreadable", provider=provider.name, error=str(exc))
-        self.secrets, self.tokens = secrets, tokens
+            secrets = {}
+            for name, ref in provider.kind_secrets.items():
+                try:
+                    secrets[name] = read_secret(ref, provider.name)
+                except SecretError as exc:
+                    log.error("callback_secret_unreadable", provider=provider.name, error=str(exc))
+            providers[provider.name] = InboundProvider(provider.name, provider.options, secrets)
+        self.providers = providers
 
-    def webhook_url(self, provider: str) -> str | None:
-        """The CRM webhook URL of ``provider`` (contains its token: never log it)."""
-        token = self.tokens.get(provider)
-        if token is None or self.config.listener is None:
-            return None
-        return f"{self.config.listener.public_url}/webhooks/crm/{token}"
+    def providers_of(self, kind: str) -> list[InboundProvider]:
+        """The configured providers of ``kind``, as its routes see them."""
+        return [
+            self.providers[p.name]
+            for p in self.config.providers.values()
+            if p.kind == kind and p.name in self.providers
+        ]
+
+    def adapter_options(self, name: str) -> Mapping[str, Any]:
+        """What provider ``name``'s adapter is told while the listener runs (its kind's
+        ``Inbound.adapter_options``: the URL of its webhook, which holds a token: never log
+        it)."""
+        config, provider = self.config.providers.get(name), self.providers.get(name)
+        if config is None or provider is None or self.config.listener is None:
+            return {}
+        hook = get_kind(config.kind).inbound
+        options = None if hook is None else hook().adapter_options
+        return {} if options is None else options(self.config.listener.public_url, provider)
 
     def app(self) -> Starlette:
-        """The ASGI application."""
+        """The ASGI application: every kind's inbound routes, /healthz and /metrics."""
+        routes = [
+            Route(route.path, partial(self._serve, kind.name, route), methods=["POST"])
+            for kind in every_kind()
+            if kind.inbound is not None
+            for route in kind.inbound().routes
+        ]
         return Starlette(
             routes=[
-                Route("/callbacks/churn/sync-status", self.sync_status, methods=["POST"]),
-                Route(
-                    "/callbacks/churn/sync-status/{provider}", self.sync_status, methods=["POST"]
-                ),
-                Route("/callbacks/churn/brand", self.brand, methods=["POST"]),
-                Route("/callbacks/churn/brand/{provider}", self.brand, methods=["POST"]),
-                Route("/webhooks/crm/{token}", self.crm_webhook, methods=["POST"]),
+                *routes,
                 Route("/healthz", self.healthz, methods=["GET"]),
                 Route("/metrics", self.metrics, methods=["GET"]),
             ]
         )
+
+    async def _serve(self, kind: str, route: inbound.Route, request: Request) -> Response:
+        """One call to a kind's route."""
+        call = ListenerCall(self, request, kind, route.name)
+        return await self._answer(request, route.name, lambda: route.handler(call))
 
     async def run(self) -> None:
         """Serve on ``[listener] host:port`` until cancelled.
@@ -178,8 +183,8 @@ class Listener:
             public_url=settings.public_url,
         )
         async with anyio.create_task_group() as tg:
-            self._task_group = tg
-            tg.start_soon(self.sync_statuses.run)
+            self.task_group = tg
+            tg.start_soon(self.confirmations.run)
             try:
                 await server.serve(sockets=sockets)
             finally:
@@ -220,10 +225,11 @@ class Listener:
 
     # -- reading requests ------------------------------------------------------------------
 
-    async def _body(self, request: Request) -> bytes:
+    async def body(self, request: Request) -> bytes:
+        """The request's body (``Refused``: 413 over MAX_BODY, 408 late, 400 gone)."""
         length = request.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
-            raise _Refused(413, f"request body over {MAX_BODY} bytes")
+            raise Refused(413, f"request body over {MAX_BODY} bytes")
         settings = self.config.listener
         timeout = settings.request_timeout_s if settings else 10.0
         chunks: list[bytes] = []
@@ -233,233 +239,27 @@ class Listener:
                 async for chunk in request.stream():
                     size += len(chunk)
                     if size > MAX_BODY:
-                        raise _Refused(413, f"request body over {MAX_BODY} bytes")
+                        raise Refused(413, f"request body over {MAX_BODY} bytes")
                     chunks.append(chunk)
         except TimeoutError:
-            raise _Refused(408, "request body not received in time") from None
+            raise Refused(408, "request body not received in time") from None
         except ClientDisconnect:
-            raise _Refused(400, "client went away") from None
+            raise Refused(400, "client went away") from None
         return b"".join(chunks)
 
-    async def _json(self, request: Request) -> Any:
-        raw = await self._body(request)
+    async def json(self, request: Request) -> Any:
+        """The body as JSON (``Refused`` 400 when it is not, or holds a lone surrogate)."""
+        raw = await self.body(request)
         try:
             value = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
         except (UnicodeDecodeError, ValueError, RecursionError):
-            raise _Refused(400, "body is not UTF-8 JSON") from None
+            raise Refused(400, "body is not UTF-8 JSON") from None
         if _SURROGATE_ESCAPE.search(raw):
             try:
                 json.dumps(value, ensure_ascii=False).encode("utf-8")
             except (UnicodeEncodeError, RecursionError):
-                raise _Refused(400, "body holds a lone surrogate (\\ud800-\\udfff)") from None
+                raise Refused(400, "body holds a lone surrogate (\\ud800-\\udfff)") from None
         return value
-
-    def _churn_provider(self, request: Request) -> ProviderConfig:
-        name = request.path_params.get("provider")
-        churns = [p for p in self.config.providers.values() if p.kind == "churn"]
-        if name is not None:
-            chosen = [p for p in churns if p.name == name]
-        else:
-            chosen = churns if len(churns) == 1 else []
-        if not chosen:
-            raise _Refused(404, "no such churn provider (name it as the last path segment)")
-        return chosen[0]
-
-    async def _signed(self, request: Request, provider: ProviderConfig) -> tuple[Any, str]:
-        """The verified ``data`` and its signature (raises _Refused with 401 if not valid)."""
-        body = await self._json(request)
-        if not isinstance(body, dict) or not isinstance(body.get("data"), dict):
-            raise _Refused(400, "expected {data: {...}, signature}")
-        secret = self.secrets.get(provider.name)
-        if secret is None:
-            raise _Refused(401, "no callback secret is configured for this provider")
-        if not signature_valid(secret, body["data"], body.get("signature")):
-            raise _Refused(401, "signature does not match")
-        return body["data"], str(body["signature"]).lower()
-
-    # -- churn callbacks -------------------------------------------------------------------
-
-    async def sync_status(self, request: Request) -> Response:
-        """The database sync status callback."""
-        return await self._answer(request, "sync-status", self._sync_status)
-
-    async def _sync_status(self, request: Request) -> dict[str, Any]:
-        provider = self._churn_provider(request)
-        data, signature = await self._signed(request, provider)
-        timestamp, status = data.get("timestamp"), data.get("status")
-        if not isinstance(timestamp, int) or isinstance(timestamp, bool):
-            raise _Refused(401, "data.timestamp is missing")
-        max_age = churn.parse_options(provider.options).max_callback_age_s
-        now = now_ms()
-        if abs(now - timestamp) > max_age * 1000:
-            raise _Refused(401, "data.timestamp is further from now than max_callback_age_s")
-        if status not in (200, 400):
-            raise _Refused(400, "data.status must be 200 or 400")
-
-        applied = await self.sync_statuses.receive(
-            provider.name,
-            signature,
-            # An upload started after the callback arrived cannot be in its sync, whatever
-            # the tool's clock says (the callback is held: it sees uploads recorded later).
-            before=min(timestamp, now),
-            failed=status == 400,
-            hold_s=max_age,
-            now=now,
-        )
-        if applied is None:
-            raise _Refused(401, "signature already accepted (replay)")
-        deliveries, queued = applied.deliveries, applied.queued
-        log.info(
-            "sync_status_received",
-            provider=provider.name,
-            status=status,
-            deliveries=deliveries,
-            queued_again=queued,
-            held_s=max_age,
-        )
-        if status == 400:
-            if queued:
-                self.wake([provider.name])
-            if self._task_group is not None:
-                self._task_group.start_soon(self._fetch_integration_errors, provider.name)
-        return {"ok": True, "deliveries": deliveries}
-
-    async def _fetch_integration_errors(self, name: str) -> None:
-        try:
-            await self._fetch_and_store(name)
-        except Exception as exc:  # a background task never takes the listener down
-            log.error(
-                "integration_errors_failed", provider=name, error=f"{type(exc).__name__}: {exc}"
-            )
-
-    async def _fetch_and_store(self, name: str) -> None:
-        adapter = self.adapter(name)
-        if not isinstance(adapter, ChurnProvider):
-            log.warning(
-                "integration_errors_not_fetched",
-                provider=name,
-                reason="the provider is not running",
-            )
-            return
-        url, body, error = await adapter.fetch_integration_errors()
-        await self.store.transact(
-            partial(
-                callbacks.save_integration_error,
-                provider=name,
-                url=url,
-                body=body,
-                error=error,
-                now=now_ms(),
-            )
-        )
-        log.warning(
-            "integration_errors_fetched", provider=name, url=url, error=error, bytes=len(body or "")
-        )
-
-    async def brand(self, request: Request) -> Response:
-        """The brand creation callback."""
-        return await self._answer(request, "brand", self._brand)
-
-    async def _brand(self, request: Request) -> dict[str, Any]:
-        provider = self._churn_provider(request)
-        data, signature = await self._signed(request, provider)
-        stop_churn_id = data.get("stopChurnBrandId")
-        client = churn.brand_text(data.get("brandIdFromClient"))
-        if not isinstance(stop_churn_id, int) or isinstance(stop_churn_id, bool) or not client:
-            raise _Refused(400, "expected data.stopChurnBrandId (integer), brandIdFromClient")
-        if stop_churn_id not in SQLITE_INTEGERS:
-            raise _Refused(400, "data.stopChurnBrandId is outside the 64-bit integers")
-        now = now_ms()
-
-        def apply(db: Any) -> bool | None:
-            if not callbacks.remember_signature(db, provider.name, "brand", signature, now=now):
-                return None
-            return callbacks.save_brand(db, provider.name, client, stop_churn_id, now=now)
-
-        changed = await self.store.transact(apply)
-        if changed is None:
-            raise _Refused(401, "signature already accepted (replay)")
-        log.info(
-            "brand_mapped",
-            provider=provider.name,
-            client_brand_id=client,
-            stop_churn_brand_id=stop_churn_id,
-            changed=changed,
-        )
-        self.wake([provider.name])
-        return {"ok": True}
-
-    # -- CRM webhook -----------------------------------------------------------------------
-
-    async def crm_webhook(self, request: Request) -> Response:
-        """The CRM's job webhook, at its token path."""
-        return await self._answer(request, "crm-webhook", self._crm_webhook)
-
-    async def _crm_webhook(self, request: Request) -> dict[str, Any]:
-        given = str(request.path_params.get("token", "")).encode()
-        name = None
-        for provider, token in self.tokens.items():
-            if hmac.compare_digest(token.encode(), given):
-                name = provider
-        if name is None:
-            raise _Refused(404, "not found")
-        body = await self._json(request)
-        job = body.get("_id") if isinstance(body, dict) else None
-        if not isinstance(job, str | int) or isinstance(job, bool) or not str(job):
-            raise _Refused(400, "expected {_id, status, contacts}")
-        contacts = []
-        listed = body.get("contacts")
-        for contact in listed if isinstance(listed, list) else []:
-            if isinstance(contact, dict) and isinstance(contact.get("email"), str):
-                user, crm_id = contact.get("user_id"), contact.get("_id")
-                contacts.append(
-                    (
-                        contact["email"],
-                        None if user is None else str(user),
-                        None if crm_id is None else str(crm_id),
-                    )
-                )
-        outcome, reason = crm.webhook_outcome(body)
-        job_text, now = str(job), now_ms()
-
-        def apply(db: Any) -> tuple[int, list[int], int]:
-            if outcome not in ("confirmed", "failed"):
-                return len(callbacks.job_deliveries(db, name, job_text)), [], 0
-            failed = outcome == "failed"
-            found = callbacks.settle_job(db, name, job_text, failed=failed, error=reason, now=now)
-            if found[0] and not failed:
-                callbacks.save_crm_contacts(db, name, job_text, contacts, now=now)
-            return found
-
-        carried, settled, queued = await self.store.transact(apply)
-        fields = {"provider": name, "job": job_text[:100]}
-        if not carried:
-            self.repeats.warning("webhook_unknown_job", name, **fields)
-        elif outcome == "confirmed":
-            log.info("webhook_confirmed", **fields, deliveries=len(settled), contacts=len(contacts))
-        elif outcome == "failed":
-            self.repeats.warning(
-                "webhook_job_failed",
-                name,
-                **fields,
-                reason=reason,
-                deliveries=len(settled),
-                queued_again=queued,
-            )
-            if queued:
-                self.wake([name])
-        elif outcome == "not final":
-            log.info("webhook_not_final", **fields, status=reason)
-        else:
-            self.repeats.warning(
-                "webhook_status_unknown",
-                (name, reason),
-                **fields,
-                status=reason,
-                consequence="not confirmed: it waits for a success, else shows as "
-                "unconfirmed after confirm_timeout_s",
-            )
-        return {"ok": True, "outcome": outcome, "deliveries": len(settled)}
 
     # -- health and metrics ----------------------------------------------------------------
 
@@ -499,10 +299,12 @@ class Listener:
         finally:
             db.close()
 
-    async def _answer(self, request: Request, route: str, handler: Any) -> Response:
+    async def _answer(
+        self, request: Request, route: str, handler: Callable[[], Awaitable[Mapping[str, Any]]]
+    ) -> Response:
         try:
-            return JSONResponse(await handler(request))
-        except _Refused as refusal:
+            return JSONResponse(dict(await handler()))
+        except Refused as refusal:
             provider = request.path_params.get("provider")
             self.repeats.warning(
                 "callback_refused",

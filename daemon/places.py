@@ -140,5 +140,5 @@ _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def toml_key(name: str) -> str:
-    """``name`` as a TOML key: bare if it can be, else quoted (``"churn/eu"``, escaped ASCII)."""
+    """``name`` as a TOML key: bare if it can be, else quoted (``"billing/eu"``, escaped ASCII)."""
     return name if _BARE_KEY.fullmatch(name) else json.dumps(name)

@@ -41,9 +41,9 @@ After a restart the copy is made again from the store: pushes wait for the store
 whatever set it; pulls are not held by it (a restart does not know whether the moment is
 a push's backoff, which pulls never waited for).
 
-A provider whose unit of failure is smaller than itself (``adapters.base.Laned``:
-favourites, a lane per user) has its lanes' states under this one (``lanes``, a
-``daemon.lanes.LaneHealth``): a lane's refused credentials pause that lane alone, and the
+A provider whose unit of failure is smaller than itself (``adapters.base.Laned``: a lane
+per user, each with a token of their own) has its lanes' states under this one (``lanes``,
+a ``daemon.lanes.LaneHealth``): a lane's refused credentials pause that lane alone, and the
 provider is ``auth-failed`` only when every lane with credentials is. Every other failure
 (a lane's request that is not answered, a Retry-After, a 5xx) is the provider's.
 """

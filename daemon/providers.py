@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import anyio
 import structlog
@@ -30,14 +31,7 @@ from dropsync.adapters.base import (
     StreamPuller,
 )
 from dropsync.adapters.errors import AuthError, ProviderError
-from dropsync.adapters.registry import (
-    OptionError,
-    build_provider,
-    parse_options,
-    path_options,
-    pushes,
-    secret_required,
-)
+from dropsync.adapters.registry import OptionError, build_provider, get_kind, parse_options
 from dropsync.daemon.clock import now_ms
 from dropsync.daemon.config import Config, ProviderConfig
 from dropsync.daemon.config_file import resolve_path
@@ -68,7 +62,7 @@ def check_provider_options(config: Config) -> None:
             raise ConfigError(
                 config.source, f"providers.{provider.name}.{exc.key}", exc.problem
             ) from None
-        required = secret_required(provider.kind, provider.options)
+        required = get_kind(provider.kind).requires_secret(provider.options)
         if provider.secret is None and required is not None:
             raise ConfigError(
                 config.source,
@@ -78,7 +72,7 @@ def check_provider_options(config: Config) -> None:
     for collection in config.collections.values():
         for name in collection.providers:
             provider = config.providers[name]
-            if not pushes(provider.kind, provider.options):
+            if not get_kind(provider.kind).pushes(provider.options):
                 raise ConfigError(
                     config.source,
                     f"collections.{collection.name}.providers",
@@ -92,7 +86,7 @@ def check_provider_options(config: Config) -> None:
 def provider_options(config: ProviderConfig) -> dict[str, object]:
     """The provider's kind options, its relative paths resolved as the config's are."""
     options = dict(config.options)
-    for key in path_options(config.kind):
+    for key in get_kind(config.kind).path_options:
         value = options.get(key)
         if isinstance(value, str) and value:
             options[key] = str(resolve_path(value))
@@ -101,31 +95,32 @@ def provider_options(config: ProviderConfig) -> dict[str, object]:
 
 def confirm_timeouts(config: Config) -> dict[str, int | None]:
     """Per provider, how long an accepted batch may wait for its confirmation (ms), for the
-    kinds whose deliveries are confirmed by a callback the listener receives; else None."""
+    providers whose deliveries are confirmed by a callback the listener receives (their
+    kind's ``confirmed_by_callback``); else None."""
     timeouts: dict[str, int | None] = {}
     for provider in config.providers.values():
-        confirms = config.listener is not None and (
-            provider.kind == "churn"
-            or (provider.kind == "crm" and provider.webhook_token is not None)
+        confirms = config.listener is not None and get_kind(provider.kind).confirms(
+            set(provider.kind_secrets)
         )
         timeouts[provider.name] = int(provider.confirm_timeout_s * 1000) if confirms else None
     return timeouts
 
 
-def open_provider(config: ProviderConfig, *, webhook_url: str | None = None) -> Provider:
+def open_provider(
+    config: ProviderConfig, *, listener_options: Mapping[str, Any] | None = None
+) -> Provider:
     """Build the adapter for ``config``, reading its secret (errors name the source only).
 
-    ``webhook_url``: the listener's CRM webhook URL for this provider, when it has one.
-    Every secret value of the provider (its token, its callback secret, its webhook
-    token) is removed from what the adapter says, and from every log line too (a
-    second net behind the adapter's own).
+    ``listener_options``: what the listener tells this provider's adapter, added to its
+    options (the URL of its kind's webhook, ``Inbound.adapter_options``). Every secret
+    value of the provider (its token, its kind's own: a callback secret, a webhook token)
+    is removed from what the adapter says, and from every log line too (a second net
+    behind the adapter's own).
     """
     secret, values = load_secret(config)
     extra = other_secrets(config)
     redact_in_logs([*values, *extra])
-    options = provider_options(config)
-    if webhook_url is not None and config.kind == "crm":
-        options = {**options, "webhook_url": webhook_url}
+    options = {**provider_options(config), **(listener_options or {})}
     return build_provider(
         name=config.name,
         kind=config.kind,
@@ -155,7 +150,8 @@ class ProviderSupervisor:
         self.on_merge = on_merge
         self.flushers: dict[str, Flusher] = {}
         self.adapters: dict[str, Provider] = {}  # the running adapters (the listener uses them)
-        self.webhook_url: Callable[[str], str | None] = lambda name: None
+        # What the listener tells a provider's adapter (``Listener.adapter_options``).
+        self.listener_options: Callable[[str], Mapping[str, Any]] = lambda name: {}
         self._scope: anyio.CancelScope | None = None
         self._reloaded = False
         # Per provider, across reloads: what a Retry-After answered before a reload still
@@ -222,7 +218,7 @@ class ProviderSupervisor:
     async def _run_provider(self, config: ProviderConfig) -> None:
         health = self.health_of(config)
         try:
-            provider = open_provider(config, webhook_url=self.webhook_url(config.name))
+            provider = open_provider(config, listener_options=self.listener_options(config.name))
         except (SecretError, OptionError) as exc:
             await health.unusable(str(exc))
             return

@@ -1,10 +1,10 @@
-"""Requests a provider decides one by one (2-way registration): recording its answers.
+"""Requests a provider decides one by one (a seat it grants or refuses): recording its answers.
 
 A request is a record of a request collection (``ProviderConfig.request_collections``),
 routed to its provider like any change, so it is durable, coalesced, retried with
 backoff while the provider is unreachable, and sent at once when the merge wakes the
 flusher. The adapter answers with one ``RequestOutcome`` per request and the records its
-answer proves (a confirmed registration); ``record_answer`` keeps both in the same
+answer proves (what it created when it granted one); ``record_answer`` keeps both in the same
 transaction as the delivery, so a request is either still queued or decided, never lost
 between the two. A refused request leaves the outbox like a delivered one: it is never
 asked again unless a new version of it arrives.
@@ -69,7 +69,7 @@ def answer_recorder(provider: str, config: Callable[[], Config]) -> AnswerRecord
 
 
 def set_routes(conn: sqlite3.Connection, config: Config) -> None:
-    """Write the configured request routes (what the ``registration_requests`` view reads)."""
+    """Write the configured request routes (what the views of a kind's requests read)."""
     requests.set_request_routes(
         conn,
         [

@@ -185,7 +185,7 @@ class Daemon:
                 adapter=self.supervisor.adapter,
                 pauses=self.board,
             )
-            self.supervisor.webhook_url = self.listener.webhook_url
+            self.supervisor.listener_options = self.listener.adapter_options
         log.info(
             "daemon_starting",
             store=str(config.store_path),

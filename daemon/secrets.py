@@ -13,12 +13,9 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from dropsync.adapters.http import header_problem, secret_problem
-from dropsync.adapters.registry import OptionError, secret_in_headers, secret_values
+from dropsync.adapters.registry import OptionError, get_kind, secret_in_headers, secret_values
 from dropsync.daemon.config import Config, ProviderConfig, SecretRef
 from dropsync.daemon.errors import ConfigError, SecretError
-
-CALLBACK_KEYS = ("callback_secret_env", "callback_secret_file", "callback_credential")
-WEBHOOK_KEYS = ("webhook_token_env", "webhook_token_file", "webhook_token_credential")
 
 # Every secret value this process has read, for the last line of defence: an error that
 # ends a command is reported with these values masked (``daemon.cli.outcome``).
@@ -76,7 +73,7 @@ def load_secret(config: ProviderConfig) -> tuple[str | None, list[str]]:
     """The provider's secret and the values of it that travel in requests, checked.
 
     Raises SecretError naming the provider and the source, never the value: the secret
-    cannot be read, does not have the kind's shape (favourites: a JSON object), or a
+    cannot be read, does not have the kind's shape (a JSON object of tokens, say), or a
     value could not go in a header (a control character, a line break, non-ASCII).
     """
     secret = read_secret(config.secret, config.name) if config.secret else None
@@ -96,15 +93,14 @@ def load_secret(config: ProviderConfig) -> tuple[str | None, list[str]]:
 
 
 def other_secrets(config: ProviderConfig) -> list[str]:
-    """The values of the provider's other secrets (callback key, webhook token) that can be
-    read now; the listener reports those that cannot."""
+    """The values of the provider's other secrets (its kind's own: a callback key, a webhook
+    token) that can be read now; the listener reports those that cannot."""
     values = []
-    for ref in (config.callback_secret, config.webhook_token):
-        if ref is not None:
-            try:
-                values.append(read_secret(ref, config.name))
-            except SecretError:
-                continue
+    for ref in config.kind_secrets.values():
+        try:
+            values.append(read_secret(ref, config.name))
+        except SecretError:
+            continue
     return values
 
 
@@ -115,9 +111,9 @@ def _key(ref: SecretRef, names: tuple[str, str, str]) -> str:
 def check_secrets(config: Config) -> None:
     """Every provider's secrets, as ``load_secret`` checks them (ConfigError naming the key).
 
-    What ``dropsync check-config`` and a reload (SIGHUP) refuse a config for. A
-    callback secret and a webhook token must be readable; a webhook token, which
-    travels in a URL, must also be printable ASCII.
+    What ``dropsync check-config`` and a reload (SIGHUP) refuse a config for. The kind's
+    own secrets (a callback key, a webhook token) must be readable; one that travels in a
+    URL must also be printable ASCII.
     """
     for provider in config.providers.values():
         try:
@@ -125,18 +121,16 @@ def check_secrets(config: Config) -> None:
         except SecretError as exc:
             key = provider.secret.key if provider.secret else "secret_env"
             raise ConfigError(config.source, f"providers.{provider.name}.{key}", str(exc)) from None
-        for ref, names in (
-            (provider.callback_secret, CALLBACK_KEYS),
-            (provider.webhook_token, WEBHOOK_KEYS),
-        ):
+        for secret in get_kind(provider.kind).secrets:
+            ref = provider.kind_secrets.get(secret.name)
             if ref is None:
                 continue
-            key = f"providers.{provider.name}.{_key(ref, names)}"
+            key = f"providers.{provider.name}.{_key(ref, secret.keys)}"
             try:
                 value = read_secret(ref, provider.name)
             except SecretError as exc:
                 raise ConfigError(config.source, key, str(exc)) from None
-            problem = header_problem(value) if names is WEBHOOK_KEYS else None
+            problem = header_problem(value) if secret.in_url else None
             if problem is not None:
                 raise ConfigError(
                     config.source, key, f"provider {provider.name}: {ref.describe()}: {problem}"

@@ -87,5 +87,7 @@ def to_outgoing(provider: str, entry: outbox.OutboxEntry) -> OutgoingChange:
         entry.updated_at,
         entry.deleted,
         body if isinstance(body, dict) else None,
-        change_idempotency_key(provider, entry.collection, entry.key, entry.updated_at),
+        change_idempotency_key(
+            provider, entry.collection, entry.key, entry.updated_at, entry.enqueued_at
+        ),
     )

@@ -1,8 +1,11 @@
-"""What providers tell the daemon after a delivery: confirmations, failures, brand mappings,
-integration error logs, CRM contact ids, and the replay memory of signed callbacks.
+"""What providers tell the daemon after a delivery: confirmations and failures (of every batch
+sent before a moment, or of one job), integration error logs, and the replay memory of signed
+callbacks.
 
 Plain functions over a ``sqlite3.Connection``, run in the store's thread (``Store.transact``
-or ``Store.call``), so that one callback is one transaction.
+or ``Store.call``), so that one callback is one transaction. A kind's own tables (what its
+callbacks tell besides) are written by the kind's ``tables`` module in the same transaction
+(docs/adding-a-kind.md).
 """
 
 from __future__ import annotations
@@ -27,9 +30,10 @@ def remember_signature(
 def settle_sync_status(
     db: sqlite3.Connection, provider: str, before: int, *, failed: bool, error: str, now: int
 ) -> tuple[list[int], int]:
-    """A sync-status callback: every ``accepted`` delivery of ``provider`` attempted at or
-    before ``before`` becomes ``confirmed`` with its records (or, when ``failed``, ``failed``
-    with ``error``, its records queued again unless a failure already queued them once).
+    """A sync status (the provider's word on every batch sent before a moment): every
+    ``accepted`` delivery of ``provider`` attempted at or before ``before`` becomes
+    ``confirmed`` with its records (or, when ``failed``, ``failed`` with ``error``, its
+    records queued again unless a failure already queued them once).
 
     Returns (the deliveries settled, records queued again).
     """
@@ -116,13 +120,13 @@ def job_deliveries(db: sqlite3.Connection, provider: str, job_id: str) -> list[t
 def settle_job(
     db: sqlite3.Connection, provider: str, job_id: str, *, failed: bool, error: str, now: int
 ) -> tuple[int, list[int], int]:
-    """The CRM's webhook about job ``job_id``, which succeeded or ``failed``: the deliveries
-    that carry it (alone or in their comma-separated ``remote_ref``).
+    """A provider's word about its job ``job_id``, which succeeded or ``failed``: the
+    deliveries that carry it (alone or in their comma-separated ``remote_ref``).
 
     A success confirms those still ``accepted`` (with their records). A failure marks those
     ``accepted`` or ``confirmed`` ``failed`` with ``error`` (a batch of several jobs fails if
     one does, whatever the order the webhooks come in) and queues their records again once,
-    as a failed churn sync does (``settle_records``). Returns (the deliveries that carry the
+    as a failed sync status does (``settle_records``). Returns (the deliveries that carry the
     job, the deliveries settled now, records queued again).
     """
     rows = job_deliveries(db, provider, job_id)
@@ -139,48 +143,6 @@ def settle_job(
         [(now, provider, i) for i in ids],
     )
     return len(rows), ids, settle_records(db, provider, ids, failed=True, now=now)
-
-
-def save_crm_contacts(
-    db: sqlite3.Connection,
-    provider: str,
-    job_id: str,
-    contacts: Sequence[tuple[str, str | None, str | None]],
-    *,
-    now: int,
-) -> None:
-    """Keep the CRM's own id of each contact: (email, user_id, crm_id) rows."""
-    db.executemany(
-        "INSERT INTO crm_contacts (provider, email, user_id, crm_id, job_id, received_at) "
-        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (provider, email) DO UPDATE SET "
-        "user_id = COALESCE(excluded.user_id, user_id), crm_id = COALESCE(excluded.crm_id, "
-        "crm_id), job_id = excluded.job_id, received_at = excluded.received_at",
-        [(provider, email, user, crm_id, job_id, now) for email, user, crm_id in contacts],
-    )
-
-
-def save_brand(
-    db: sqlite3.Connection, provider: str, client_brand_id: str, stop_churn_id: int, *, now: int
-) -> bool:
-    """Map a client brand to the churn tool's id; False if it was already mapped so."""
-    cursor = db.execute(
-        "INSERT INTO brands (provider, client_brand_id, stop_churn_brand_id, received_at) "
-        "VALUES (?, ?, ?, ?) ON CONFLICT (provider, client_brand_id) DO UPDATE SET "
-        "stop_churn_brand_id = excluded.stop_churn_brand_id, received_at = excluded.received_at "
-        "WHERE stop_churn_brand_id IS NOT excluded.stop_churn_brand_id",
-        (provider, client_brand_id, stop_churn_id, now),
-    )
-    return cursor.rowcount == 1
-
-
-def brand_map(db: sqlite3.Connection, provider: str) -> dict[str, int]:
-    """Client brand id -> the churn tool's brand id, for one provider."""
-    return dict(
-        db.execute(
-            "SELECT client_brand_id, stop_churn_brand_id FROM brands WHERE provider = ?",
-            (provider,),
-        ).fetchall()
-    )
 
 
 def save_integration_error(

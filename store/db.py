@@ -26,6 +26,7 @@ from dropsync.store.errors import (
     StoreUnavailable,
 )
 from dropsync.store.maintenance import backup_to, migration_backup_path
+from dropsync.store.merge import digest_bytes
 from dropsync.store.schema import migrations
 
 # Below this much free space, an I/O error writing the store is taken for a full disk.
@@ -174,6 +175,8 @@ async def _check_and_migrate(
         )
         if backups is not None:
             backups.append(taken.path)
+    # Migration 7 stores digests as bytes; SQLite before 3.41 has no unhex() of its own.
+    await db.create_function("dropsync_unhex", 1, digest_bytes, deterministic=True)
     await db.execute(
         "CREATE TABLE IF NOT EXISTS schema_migrations ("
         " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)"

@@ -1,6 +1,6 @@
 """Lanes of a provider: their states (``provider_lanes``) and the entries set aside for them.
 
-A lane is a part of a provider that fails on its own (favourites: a user, with a token of
+A lane is a part of a provider that fails on its own (a user, with a token of
 their own). The daemon keeps the state of each lane it knows here; ``status`` and the
 ``provider_users`` view read it. An outbox entry whose lane may not send is set aside
 (``outbox.held_lane``): the flusher's take (``outbox.take_batch``) skips it through the

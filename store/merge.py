@@ -30,9 +30,8 @@ LOCAL_ORIGINS = ("sql", "drop")  # any other origin is a provider's
 class Change(NamedTuple):
     """One normalised change, ready to merge.
 
-    The first ten fields are, in order, the parameters of the ``records`` row a
-    winning change becomes (see ``_UPSERT_RECORD``), so a winner is written
-    without building another tuple.
+    A winning change becomes a ``record_keys`` row (its fields but the body, in order,
+    see ``_UPSERT_KEY``) and a ``record_bodies`` row (``_UPSERT_BODY``).
     """
 
     collection: str
@@ -80,14 +79,27 @@ def cut_at_nul(json_text: str) -> bool:
 
 
 _VERSION_OF_KEY = (
-    "SELECT key, updated_at, deleted, digest, origin, change_id, file_id, doc_index "
-    "FROM records WHERE collection = ? "
+    "SELECT key, updated_at, deleted, digest, origin, change_id, file_id, doc_index, body_id "
+    "FROM record_keys WHERE collection = ? "
 )
 
 
+def digest_bytes(text: object) -> bytes | None:
+    """The bytes a digest's lowercase hex text stands for (``record_keys.digest``); None
+    for anything else (such a digest is stored as the text it is)."""
+    if not isinstance(text, str):
+        return None
+    try:
+        raw = bytes.fromhex(text)
+    except ValueError:
+        return None
+    return raw if raw.hex() == text else None
+
+
 def _current_versions(
-    db: sqlite3.Connection, changes: Sequence[Change]
+    db: sqlite3.Connection, changes: Sequence[Change], body_ids: dict[tuple[str, str], int]
 ) -> dict[tuple[str, str], _Stored | Change]:
+    """The stored current version of each key ``changes`` touch; fills ``body_ids``."""
     keys: dict[str, set[str]] = {}
     for change in changes:
         keys.setdefault(change.collection, set()).add(change.key)
@@ -105,11 +117,14 @@ def _current_versions(
                 _VERSION_OF_KEY + "AND key IN (SELECT value FROM json_each(?))",
                 (collection, listed),
             ).fetchall()
-        for key, updated_at, deleted, digest, origin, change_id, file_id, doc_index in rows:
+        for key, updated_at, deleted, stored, origin, change_id, file_id, doc_index, body in rows:
             unlogged: _Unlogged = None
             if change_id is None:
                 unlogged = IN_RECORDS if file_id is None else (file_id, doc_index)
+            # The tie-break compares the hex text, as the records view shows it.
+            digest = stored.hex() if isinstance(stored, bytes) else stored
             current[(collection, key)] = ((updated_at, deleted, digest, origin), unlogged)
+            body_ids[(collection, key)] = body
     return current
 
 
@@ -123,15 +138,60 @@ _INSERT_INBOX = (
     "received_at, status, digest, ts, processed_at) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-# Parameters: the first ten fields of a Change; merged_at is the batch's time.
-_UPSERT_RECORD = (
-    "INSERT INTO records (collection, key, body, updated_at, deleted, origin, digest, file_id, "
-    "doc_index, change_id, merged_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {now}) "
-    "ON CONFLICT (collection, key) DO UPDATE SET body = excluded.body, "
-    "updated_at = excluded.updated_at, deleted = excluded.deleted, origin = excluded.origin, "
-    "digest = excluded.digest, change_id = excluded.change_id, file_id = excluded.file_id, "
+# Parameters: a Change's fields but the body (its digest as bytes), then its body_id;
+# merged_at is the batch's time. The body_id of a key never changes.
+_UPSERT_KEY = (
+    "INSERT INTO record_keys (collection, key, updated_at, deleted, origin, digest, file_id, "
+    "doc_index, change_id, body_id, merged_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {now}) "
+    "ON CONFLICT (collection, key) DO UPDATE SET updated_at = excluded.updated_at, "
+    "deleted = excluded.deleted, origin = excluded.origin, digest = excluded.digest, "
+    "change_id = excluded.change_id, file_id = excluded.file_id, "
     "doc_index = excluded.doc_index, merged_at = excluded.merged_at"
 )
+_UPSERT_BODY = (
+    "INSERT INTO record_bodies (id, body) VALUES (?, ?) "
+    "ON CONFLICT (id) DO UPDATE SET body = excluded.body"
+)
+
+
+def _write_records(
+    db: sqlite3.Connection,
+    winners: Sequence[Change],
+    body_ids: dict[tuple[str, str], int],
+    now: int,
+) -> None:
+    """Write each winner (in order: the last of a key stays) to ``record_keys`` and
+    ``record_bodies``. A key seen for the first time gets the next body id (ids grow in
+    the order of arrival, so the bodies table is appended to)."""
+    row = db.execute("SELECT COALESCE(MAX(id), 0) FROM record_bodies").fetchone()
+    next_id = int(row[0]) + 1 if row else 1
+    keys: list[tuple[object, ...]] = []
+    bodies: list[tuple[int, str | None]] = []
+    for change in winners:
+        collection, key, body, ts, deleted, origin, digest, file_id, doc_index, inbox_id = change
+        ident = (collection, key)
+        body_id = body_ids.get(ident)
+        if body_id is None:
+            body_id = body_ids[ident] = next_id
+            next_id += 1
+        stored = digest_bytes(digest)
+        keys.append(
+            (
+                collection,
+                key,
+                ts,
+                deleted,
+                origin,
+                digest if stored is None else stored,
+                file_id,
+                doc_index,
+                inbox_id,
+                body_id,
+            )
+        )
+        bodies.append((body_id, body))
+    db.executemany(_UPSERT_BODY, bodies)
+    db.executemany(_UPSERT_KEY.format(now=int(now)), keys)
 
 
 def _log_row(change: Change, row_id: int, status: str, now: int) -> tuple[object, ...]:
@@ -237,7 +297,8 @@ def apply_changes(
     result = MergeResult()
     if not changes:
         return result
-    current = _current_versions(db, changes)
+    body_ids: dict[tuple[str, str], int] = {}
+    current = _current_versions(db, changes, body_ids)
     winners: list[Change] = []
     fresh: list[Change] = []  # winners with new content: these go to the outbox
     new_rows: list[tuple[object, ...]] = []
@@ -324,7 +385,7 @@ def apply_changes(
             (now, orjson.dumps(updated_rows).decode()),
         )
     if winners:
-        db.executemany(_UPSERT_RECORD.format(now=int(now)), map(tuple, winners))
+        _write_records(db, winners, body_ids, now)
         _fan_out(db, fresh, routes, now, result)
     return result
 

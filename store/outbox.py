@@ -42,6 +42,9 @@ class OutboxEntry(NamedTuple):
     deleted: bool
     body: str | None
     attempts: int
+    # When the entry was queued (the version's idempotency key holds it; 0 where unknown:
+    # a request written ahead is sent again with the key stored with it).
+    enqueued_at: int = 0
 
 
 def register_providers(
@@ -202,13 +205,14 @@ async def take_batch(
     """The oldest ``limit`` pending entries of a provider (with id > ``after_id``) and bodies,
     those set aside for a paused lane left out."""
     rows = await db.execute_fetchall(
-        "SELECT o.id, o.collection, o.key, o.updated_at, r.deleted, r.body, o.attempts "
+        "SELECT o.id, o.collection, o.key, o.updated_at, r.deleted, r.body, o.attempts, "
+        "o.enqueued_at "
         "FROM outbox o JOIN records r ON r.collection = o.collection AND r.key = o.key "
         # Entries set aside for a paused lane (``store.lanes``) are skipped by the index.
         "WHERE o.provider = ? AND o.held_lane IS NULL AND o.id > ? ORDER BY o.id LIMIT ?",
         (provider, after_id, limit),
     )
-    return [OutboxEntry(i, c, k, u, bool(d), b, a) for i, c, k, u, d, b, a in rows]
+    return [OutboxEntry(i, c, k, u, bool(d), b, a, q) for i, c, k, u, d, b, a, q in rows]
 
 
 class UnfinishedRequest(NamedTuple):

@@ -144,12 +144,21 @@ def dead_letters(
     return _rows(db, "SELECT * FROM dead_letters ORDER BY id DESC LIMIT ?", (limit,))
 
 
+_REQUESTS_BY_STATUS = (
+    "SELECT CASE WHEN o.updated_at = r.updated_at THEN o.status ELSE 'pending' END, COUNT(*) "
+    "FROM request_routes t JOIN records r ON r.collection = t.collection AND r.deleted = 0 "
+    "LEFT JOIN request_outcomes o "
+    "ON o.provider = t.provider AND o.collection = r.collection AND o.key = r.key GROUP BY 1"
+)
+
+
 def progress_summary(db: sqlite3.Connection) -> dict[str, Any]:
     """What ``dropsync demo`` shows as it runs (full counts: meant for small stores).
 
     ``records`` per collection; per provider its ``state``, ``pending``, delivered records
     by state (``accepted``, ``confirmed``) and ``dead_letters``; ``files`` by status;
-    ``requests`` (registration requests) by status.
+    ``requests`` (the live records of request collections, ``request_routes``) by status:
+    ``pending`` until their provider decided their current version.
     """
     providers = {
         name: {"kind": kind, "state": state, "pending": 0, "accepted": 0, "confirmed": 0}
@@ -172,9 +181,7 @@ def progress_summary(db: sqlite3.Connection) -> dict[str, Any]:
         "records": dict(db.execute("SELECT collection, COUNT(*) FROM records GROUP BY 1")),
         "providers": providers,
         "files": dict(db.execute("SELECT status, files FROM files_by_status")),
-        "requests": dict(
-            db.execute("SELECT status, COUNT(*) FROM registration_requests GROUP BY 1")
-        ),
+        "requests": dict(db.execute(_REQUESTS_BY_STATUS)),
         "inbox_pending": db.execute(
             "SELECT COUNT(*) FROM inbox WHERE status = 'pending'"
         ).fetchone()[0],

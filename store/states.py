@@ -20,7 +20,7 @@ class ProviderState(StrEnum):
 
 
 class LaneState(StrEnum):
-    """Where a lane of a provider stands (``provider_lanes.state``: a favourites user)."""
+    """Where a lane of a provider stands (``provider_lanes.state``: a user of it, say)."""
 
     ACTIVE = "active"  # it has credentials and nothing refused them
     AUTH_FAILED = "auth-failed"  # the provider refused its credentials: it waits alone

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from dropsync.adapters.options import OptionReader
-from dropsync.adapters.registrations import DEFAULT_PATHS
+from dropsync.adapters.registrations.adapter import DEFAULT_PATHS
 from dropsync.adapters.registry import parse_options
 from dropsync.daemon.cli.init import example_config
 from dropsync.daemon.config import parse_config

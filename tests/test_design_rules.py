@@ -9,7 +9,9 @@
   one canonical body and digest (``documents.canonical``); one future-timestamp check
   (``documents.FutureLimit``); one backoff formula (``store.backoff.backoff_s``);
 * one provider health (``daemon.provider_health``): it alone applies the Retry-After cap and
-  writes a provider's state; the daemon names states by the ``ProviderState`` enum.
+  writes a provider's state; the daemon names states by the ``ProviderState`` enum;
+* each kind in one home: no file of ``daemon/`` or ``store/`` names a provider kind (the
+  daemon dispatches through the ``Kind`` contract), and a kind's declaration is light.
 """
 
 from __future__ import annotations
@@ -202,13 +204,23 @@ def test_status_loads_no_heavy_module_and_nothing_of_the_daemon_runtime(
     assert {m for m in modules if m.startswith("dropsync")} <= STATUS_MODULES
 
 
+# What the help of every command may load besides: the kinds' declarations (``emulate`` has
+# a port option per kind's emulator), which are light (stdlib only) by the Kind contract.
+KIND_DECLARATIONS = {
+    "dropsync.adapters",
+    "dropsync.adapters.options",
+    "dropsync.adapters.registry",
+    *(f"dropsync.adapters.{kind}" for kind in KINDS),
+}
+
+
 @pytest.mark.parametrize("words", [["--help"], ["--version"], ["status", "--help"]])
 def test_help_and_version_load_no_heavy_module(tmp_path: Path, words: list[str]) -> None:
     code, modules = modules_loaded_by(words, tmp_path)
     assert code == 0
     assert third_party(modules) == set()
     runtime = {m for m in modules if m.startswith("dropsync.") and ".cli" not in m}
-    assert runtime <= STATUS_MODULES
+    assert runtime <= STATUS_MODULES | KIND_DECLARATIONS
 
 
 # --- Change and the records upsert ------------------------------------------------------------
@@ -218,17 +230,17 @@ COLUMN_OF_FIELD = {"ts": "updated_at", "inbox_id": "change_id"}
 
 
 def upsert_columns() -> list[str]:
-    """The column list of ``INSERT INTO records (...)`` in store/merge.py."""
-    match = re.search(r"INSERT INTO records \(([^)]*)\)", merge._UPSERT_RECORD)
-    assert match, "store.merge._UPSERT_RECORD is not an INSERT INTO records (...)"
+    """The column list of ``INSERT INTO record_keys (...)`` in store/merge.py."""
+    match = re.search(r"INSERT INTO record_keys \(([^)]*)\)", merge._UPSERT_KEY)
+    assert match, "store.merge._UPSERT_KEY is not an INSERT INTO record_keys (...)"
     return [column.strip() for column in match[1].split(",")]
 
 
-def test_change_fields_are_the_records_upsert_columns_in_order() -> None:
+def test_change_fields_are_the_record_keys_upsert_columns_in_order() -> None:
     columns = upsert_columns()
-    fields = [COLUMN_OF_FIELD.get(name, name) for name in Change._fields]
+    fields = [COLUMN_OF_FIELD.get(name, name) for name in Change._fields if name != "body"]
     assert columns[: len(fields)] == fields
-    assert columns[len(fields) :] == ["merged_at"]
+    assert columns[len(fields) :] == ["body_id", "merged_at"]
 
 
 def test_a_merged_change_lands_in_the_columns_of_its_fields(tmp_path: Path) -> None:
@@ -258,16 +270,22 @@ def test_a_merged_change_lands_in_the_columns_of_its_fields(tmp_path: Path) -> N
 # --- one copy of each rule --------------------------------------------------------------------
 
 
+def is_emulator(module: str) -> bool:
+    """Whether ``module`` is emulator code: the shared machinery or a kind's emulator."""
+    return module.startswith("dropsync.adapters.emulators") or module.endswith(".emulator")
+
+
 def definitions_of(*names: str) -> list[str]:
     """``module`` of every function called one of ``names`` in the product code.
 
-    The emulators (``adapters/emulators``) are left out: they stand for the providers'
-    own servers, whose clocks are not the daemon's (a test may set them apart).
+    The emulators (``adapters/emulators``, each kind's ``emulator`` module) are left out: they
+    stand for the providers' own servers, whose clocks are not the daemon's (a test may set
+    them apart).
     """
     found = []
     for folder in CODE_FOLDERS:
         for path, module in _modules(folder):
-            if module.startswith("dropsync.adapters.emulators"):
+            if is_emulator(module):
                 continue
             tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
             found += [
@@ -297,7 +315,7 @@ def _product_trees() -> Iterator[tuple[str, ast.AST]]:
     """(module, syntax tree) of the product code, emulators left out (see definitions_of)."""
     for folder in CODE_FOLDERS:
         for path, module in _modules(folder):
-            if not module.startswith("dropsync.adapters.emulators"):
+            if not is_emulator(module):
                 yield module, ast.parse(path.read_text(encoding="utf-8"), str(path))
 
 
@@ -475,3 +493,79 @@ def test_ci_runs_the_test_command_the_readme_gives() -> None:
     ]
     ci = (ROOT / ".ci/run").read_text(encoding="utf-8").splitlines()
     assert command in ci
+
+
+# --- each kind in one home ----------------------------------------------------------------------
+
+# Files of daemon/ and store/ that may name a kind. The migrations are history (the schema
+# of brands, crm_contacts, the registration_requests view: docs/adding-a-kind.md says why a
+# kind's tables are made there); the example config is the config reference, documentation
+# that shows every kind's keys (docs/config.md shows it whole). The systemd units in
+# daemon/unit_files are links to systemd/, whose files they are.
+NAMES_KINDS = ("store/migrations/*.sql", "daemon/config_example.toml")
+
+
+def kind_mentions(path: Path, kinds: tuple[str, ...] = KINDS) -> list[str]:
+    """``line: text`` of each line of ``path`` that names one of ``kinds``: in any case, in
+    an identifier (``ChurnProvider``, ``stop_churn_id``), a string, an import or a comment;
+    a plural name in the singular too (``registration``)."""
+    stems = [kind[:-1] if kind.endswith("s") else kind for kind in kinds]
+    pattern = re.compile("|".join(map(re.escape, stems)), re.IGNORECASE)
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [
+        f"{number}: {line.strip()}" for number, line in enumerate(lines, 1) if pattern.search(line)
+    ]
+
+
+def daemon_and_store_files() -> Iterator[Path]:
+    """Every file of daemon/ and store/ but the exempt ones (byte-code, caches, and links to
+    files elsewhere left out)."""
+    for folder in ("daemon", "store"):
+        for path in sorted((ROOT / folder).rglob("*")):
+            relative = path.relative_to(ROOT).as_posix()
+            if (
+                path.is_file()
+                and "__pycache__" not in path.parts
+                and not (path.is_symlink() and ROOT / folder not in path.resolve().parents)
+                and not any(Path(relative).match(pattern) for pattern in NAMES_KINDS)
+            ):
+                yield path
+
+
+def test_the_daemon_and_the_store_never_name_a_kind() -> None:
+    # A kind is one home (adapters/<kind>/); the daemon asks its Kind, never its name.
+    found = {
+        str(path.relative_to(ROOT)): mentions
+        for path in daemon_and_store_files()
+        if (mentions := kind_mentions(path))
+    }
+    assert found == {}, "name the hook of the Kind contract instead (docs/adding-a-kind.md)"
+
+
+def test_the_kind_check_sees_every_shape_of_a_name(tmp_path: Path) -> None:
+    sample = tmp_path / "sample.py"
+    sample.write_text(
+        "from dropsync.adapters.churn import adapter\n"
+        "if provider.kind == 'CRM':\n"
+        "    ChurnProvider, stop_churn_id = 1, 2  # a comment on favourites\n"
+        "view = 'registration_requests'\n"
+        "clean = 'a line about a provider'\n"
+    )
+    assert [line.split(":")[0] for line in kind_mentions(sample)] == ["1", "2", "3", "4"]
+    assert kind_mentions(sample, ("newkind",)) == []
+
+
+def test_a_kind_s_declaration_is_light(tmp_path: Path) -> None:
+    # The config, --help and check-config read every kind's KIND: importing them loads
+    # nothing but the standard library and the registry (a kind's modules load when used).
+    listing = tmp_path / "modules.txt"
+    script = (
+        "import sys\n"
+        "from dropsync.adapters.registry import every_kind\n"
+        "assert [kind.name for kind in every_kind()]\n"
+        f"open({str(listing)!r}, 'w').write('\\n'.join(sys.modules))\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+    modules = set(listing.read_text().splitlines())
+    assert third_party(modules) == set()
+    assert {m for m in modules if m.startswith("dropsync")} <= {"dropsync"} | KIND_DECLARATIONS

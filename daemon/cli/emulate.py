@@ -1,50 +1,43 @@
-"""``dropsync emulate``: the provider emulators alone, until SIGINT/SIGTERM."""
+"""``dropsync emulate``: the provider emulators alone, until SIGINT/SIGTERM.
+
+One emulator per kind that has one (``Kind.emulator``), each on its own port option,
+``--<kind>-port``.
+"""
 
 from __future__ import annotations
 
 import argparse
 
+from dropsync.adapters.registry import emulated
 from dropsync.daemon.cli.common import refuse_config
 
-HELP = (
-    "run the provider emulators alone (CRM on 8081, favourites on 8082, registrations on "
-    "8083, churn on 8084)"
+HELP = "run the provider emulators alone ({})".format(
+    ", ".join(f"{hook.title} on {hook.port}" for _, hook in emulated())
 )
 
 
+def _dest(kind: str) -> str:
+    return f"{kind}_port"
+
+
+def _flag(kind: str) -> str:
+    return f"--{kind}-port"
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--host``, ``--crm-port``, ``--favourites-port``."""
+    """``--host``, and ``--<kind>-port`` for each kind's emulator."""
     parser.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)"
     )
-    parser.add_argument(
-        "--crm-port",
-        type=int,
-        default=8081,
-        metavar="PORT",
-        help="port of the CRM emulator (default: 8081)",
-    )
-    parser.add_argument(
-        "--favourites-port",
-        type=int,
-        default=8082,
-        metavar="PORT",
-        help="port of the favourites emulator (default: 8082)",
-    )
-    parser.add_argument(
-        "--registrations-port",
-        type=int,
-        default=8083,
-        metavar="PORT",
-        help="port of the registrations emulator (default: 8083)",
-    )
-    parser.add_argument(
-        "--churn-port",
-        type=int,
-        default=8084,
-        metavar="PORT",
-        help="port of the churn tool emulator (default: 8084)",
-    )
+    for kind, hook in emulated():
+        parser.add_argument(
+            _flag(kind),
+            dest=_dest(kind),
+            type=int,
+            default=hook.port,
+            metavar="PORT",
+            help=f"port of the {hook.title} emulator (default: {hook.port})",
+        )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -55,18 +48,13 @@ def run(args: argparse.Namespace) -> int:
     from dropsync.daemon.demo import run_emulators
     from dropsync.daemon.errors import DropsyncError
 
+    kinds = [kind for kind, _ in emulated()]
     try:
-        return run_emulators(
-            args.host,
-            crm_port=args.crm_port,
-            favourites_port=args.favourites_port,
-            registrations_port=args.registrations_port,
-            churn_port=args.churn_port,
-        )
+        return run_emulators(args.host, {kind: getattr(args, _dest(kind)) for kind in kinds})
     except OSError as exc:
         if exc.errno != errno.EADDRINUSE:
             raise
         raise DropsyncError(
             f"emulate: {exc.strerror}: another program listens there; stop it or choose "
-            "other ports (--crm-port, --favourites-port, --registrations-port, --churn-port)"
+            f"other ports ({', '.join(_flag(kind) for kind in kinds)})"
         ) from None

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from dropsync.adapters.crm.emulator import CrmEmulator
 from dropsync.adapters.emulators.common import EmulatorServer
-from dropsync.adapters.emulators.crm import CrmEmulator
-from dropsync.adapters.emulators.favourites import FavouritesEmulator
-from dropsync.adapters.emulators.registrations import RegistrationsEmulator
+from dropsync.adapters.favourites.emulator import FavouritesEmulator
+from dropsync.adapters.registrations.emulator import RegistrationsEmulator
 
 REGISTRATIONS_PASSWORD = "pa55-w0rd-registrations"
 

@@ -9,10 +9,9 @@ from typing import Any
 import httpx
 import pytest
 from dropsync.adapters.base import OutgoingChange, batch_idempotency_key, change_idempotency_key
-from dropsync.adapters.crm import CrmProvider, parse_options
+from dropsync.adapters.crm.adapter import CrmProvider, parse_options
+from dropsync.adapters.crm.emulator import CrmEmulator
 from dropsync.adapters.emulators.common import EmulatorServer
-from dropsync.adapters.emulators.crm import CrmEmulator
-from dropsync.adapters.emulators.favourites import FavouritesEmulator
 from dropsync.adapters.errors import (
     AuthError,
     PermanentError,
@@ -20,9 +19,10 @@ from dropsync.adapters.errors import (
     ProviderUnavailable,
     RetryableError,
 )
-from dropsync.adapters.favourites import FavouritesProvider
-from dropsync.adapters.favourites import parse_options as favourite_options
-from dropsync.adapters.favourites_tokens import parse_tokens
+from dropsync.adapters.favourites.adapter import FavouritesProvider
+from dropsync.adapters.favourites.adapter import parse_options as favourite_options
+from dropsync.adapters.favourites.emulator import FavouritesEmulator
+from dropsync.adapters.favourites.tokens import parse_tokens
 from dropsync.adapters.http import parse_retry_after
 from dropsync.adapters.options import OptionError
 

@@ -13,10 +13,9 @@ import httpx
 import orjson
 import pytest
 from dropsync.adapters.base import OutgoingChange, change_idempotency_key
-from dropsync.adapters.crm import CrmProvider, parse_options
+from dropsync.adapters.crm.adapter import CrmProvider, parse_options
+from dropsync.adapters.crm.emulator import CrmEmulator
 from dropsync.adapters.emulators.common import EmulatorServer
-from dropsync.adapters.emulators.crm import CrmEmulator
-from dropsync.adapters.emulators.favourites import FavouritesEmulator
 from dropsync.adapters.errors import (
     AuthError,
     PermanentError,
@@ -27,8 +26,9 @@ from dropsync.adapters.errors import (
     RetryableError,
     UnexpectedAnswer,
 )
-from dropsync.adapters.favourites import FavouritesProvider
-from dropsync.adapters.favourites import parse_options as favourite_options
+from dropsync.adapters.favourites.adapter import FavouritesProvider
+from dropsync.adapters.favourites.adapter import parse_options as favourite_options
+from dropsync.adapters.favourites.emulator import FavouritesEmulator
 from dropsync.adapters.http import MAX_RETRY_AFTER_S, Answer, error_for, parse_retry_after
 from dropsync.adapters.options import OptionError
 from dropsync.adapters.redact import Redactor

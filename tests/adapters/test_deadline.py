@@ -22,17 +22,17 @@ import anyio
 import orjson
 import pytest
 from dropsync.adapters.base import FilePart, OutgoingChange, change_idempotency_key
-from dropsync.adapters.churn import ChurnProvider
-from dropsync.adapters.churn import parse_options as churn_options
-from dropsync.adapters.crm import CrmProvider
-from dropsync.adapters.crm import parse_options as crm_options
+from dropsync.adapters.churn.adapter import ChurnProvider
+from dropsync.adapters.churn.adapter import parse_options as churn_options
+from dropsync.adapters.crm.adapter import CrmProvider
+from dropsync.adapters.crm.adapter import parse_options as crm_options
 from dropsync.adapters.errors import ProviderError, ProviderUnavailable
-from dropsync.adapters.favourites import FavouritesProvider
-from dropsync.adapters.favourites import parse_options as favourite_options
+from dropsync.adapters.favourites.adapter import FavouritesProvider
+from dropsync.adapters.favourites.adapter import parse_options as favourite_options
 from dropsync.adapters.options import OptionError
 from dropsync.adapters.registrations import REQUESTS
-from dropsync.adapters.registrations import build as build_registrations
-from dropsync.adapters.registrations import parse_options as registration_options
+from dropsync.adapters.registrations.adapter import build as build_registrations
+from dropsync.adapters.registrations.adapter import parse_options as registration_options
 
 from tests.raw_provider import (
     RawProvider,

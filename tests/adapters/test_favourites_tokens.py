@@ -11,11 +11,12 @@ from pathlib import Path
 import orjson
 import pytest
 from dropsync.adapters.emulators.common import EmulatorServer
-from dropsync.adapters.emulators.favourites import FavouritesEmulator
 from dropsync.adapters.errors import AuthError
-from dropsync.adapters.favourites import FavouritesProvider, build, needs_secret, pushes
-from dropsync.adapters.favourites import parse_options as favourite_options
-from dropsync.adapters.favourites_tokens import TokenFolder
+from dropsync.adapters.favourites import KIND
+from dropsync.adapters.favourites.adapter import FavouritesProvider, build
+from dropsync.adapters.favourites.adapter import parse_options as favourite_options
+from dropsync.adapters.favourites.emulator import FavouritesEmulator
+from dropsync.adapters.favourites.tokens import TokenFolder
 from dropsync.adapters.options import OptionError
 
 pytestmark = pytest.mark.anyio
@@ -118,8 +119,9 @@ def test_reading_again_says_which_users_changed_and_which_are_gone(tmp_path: Pat
 
 
 def test_the_options_say_whether_a_secret_is_needed_and_whether_it_pushes() -> None:
-    assert needs_secret({}) is not None and needs_secret({"tokens_dir": "t"}) is None
-    assert pushes({}) and not pushes({"read_only": True})
+    assert KIND.requires_secret({}) is not None
+    assert KIND.requires_secret({"tokens_dir": "t"}) is None
+    assert KIND.pushes({}) and not KIND.pushes({"read_only": True})
     with pytest.raises(OptionError, match="tokens"):
         build("fav", "http://127.0.0.1:9", {}, None, 5, None)
     for bad in ({"auth_header": "X Token"}, {"auth_scheme": "Bearer token"}, {"auth_scheme": 1}):

@@ -15,16 +15,16 @@ from dropsync.adapters.base import (
     change_idempotency_key,
 )
 from dropsync.adapters.emulators.common import EmulatorServer
-from dropsync.adapters.emulators.registrations import RegistrationsEmulator
 from dropsync.adapters.errors import AuthError, ProviderError, RetryableError
 from dropsync.adapters.options import OptionError
-from dropsync.adapters.registrations import (
-    REQUESTS,
+from dropsync.adapters.registrations import REQUESTS
+from dropsync.adapters.registrations.adapter import (
     RegistrationsProvider,
     build,
     parse_options,
 )
-from dropsync.adapters.registrations_data import load_json, master_sessions, parse_modified
+from dropsync.adapters.registrations.data import load_json, master_sessions, parse_modified
+from dropsync.adapters.registrations.emulator import RegistrationsEmulator
 from dropsync.daemon.config import ProviderConfig
 
 from tests.adapters.conftest import REGISTRATIONS_PASSWORD

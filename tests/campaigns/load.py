@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from dropsync.adapters.emulators.favourites import FavouritesEmulator
-from dropsync.adapters.emulators.registrations import RegistrationsEmulator
+from dropsync.adapters.favourites.emulator import FavouritesEmulator
+from dropsync.adapters.registrations.emulator import RegistrationsEmulator
 
 FAVOURITE_USERS = ("alice", "bob")
 CHURN_BRAND = 15  # the churn provider's fixed brand id

@@ -54,10 +54,10 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from dropsync.adapters.emulators.churn import ChurnEmulator
-from dropsync.adapters.emulators.crm import CrmEmulator
-from dropsync.adapters.emulators.favourites import FavouritesEmulator
-from dropsync.adapters.emulators.registrations import RegistrationsEmulator, parse_iso
+from dropsync.adapters.churn.emulator import ChurnEmulator
+from dropsync.adapters.crm.emulator import CrmEmulator
+from dropsync.adapters.favourites.emulator import FavouritesEmulator
+from dropsync.adapters.registrations.emulator import RegistrationsEmulator, parse_iso
 
 from tests.campaigns.load import (
     CHURN_BRAND,

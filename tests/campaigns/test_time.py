@@ -15,10 +15,10 @@ from pathlib import Path
 
 import anyio
 import pytest
-from dropsync.adapters.crm import CrmProvider
-from dropsync.adapters.crm import parse_options as crm_options
+from dropsync.adapters.crm.adapter import CrmProvider
+from dropsync.adapters.crm.adapter import parse_options as crm_options
+from dropsync.adapters.crm.emulator import CrmEmulator
 from dropsync.adapters.emulators.common import EmulatorServer
-from dropsync.adapters.emulators.crm import CrmEmulator
 from dropsync.daemon.config import ProviderConfig
 from dropsync.daemon.delivery import Flusher
 from dropsync.daemon.documents import FutureLimit, inbox_change

@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from dropsync.adapters.emulators.churn import ChurnEmulator
+from dropsync.adapters.churn.emulator import ChurnEmulator
+from dropsync.adapters.crm.emulator import CrmEmulator
 from dropsync.adapters.emulators.common import Emulator, EmulatorServer
-from dropsync.adapters.emulators.crm import CrmEmulator
-from dropsync.adapters.emulators.favourites import FavouritesEmulator
-from dropsync.adapters.emulators.registrations import RegistrationsEmulator
+from dropsync.adapters.favourites.emulator import FavouritesEmulator
+from dropsync.adapters.registrations.emulator import RegistrationsEmulator
 
 from tests.campaigns import oracle
 from tests.campaigns.load import (

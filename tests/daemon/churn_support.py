@@ -15,7 +15,7 @@ from typing import Any
 import anyio
 import httpx
 import orjson
-from dropsync.adapters.emulators.churn import ChurnEmulator
+from dropsync.adapters.churn.emulator import ChurnEmulator
 from dropsync.daemon.config import Config, parse_config
 from dropsync.daemon.listener import Listener
 from dropsync.daemon.providers import ProviderSupervisor
@@ -167,7 +167,7 @@ async def running(config: Config, port: int) -> AsyncIterator[Running]:
     store = await Store.open(config.store_path)
     supervisor = ProviderSupervisor(store, config)
     listener = Listener(store, config, wake=supervisor.wake, adapter=supervisor.adapter)
-    supervisor.webhook_url = listener.webhook_url
+    supervisor.listener_options = listener.adapter_options
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(supervisor.run)

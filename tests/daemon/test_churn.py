@@ -9,10 +9,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from dropsync.adapters.emulators.churn import ERROR_LOG, ChurnEmulator
+from dropsync.adapters.churn import tables
+from dropsync.adapters.churn.emulator import ERROR_LOG, ChurnEmulator
 from dropsync.adapters.emulators.common import EmulatorServer
 from dropsync.daemon.cli.status import format_status
-from dropsync.store import callbacks
 from dropsync.store.queries import status_summary
 from dropsync.store.readonly import open_readonly
 from structlog.testing import capture_logs
@@ -45,7 +45,7 @@ def churn_of(server: EmulatorServer) -> ChurnEmulator:
 async def map_brands(store: object, mapping: dict[str, int]) -> None:
     for client, ours in mapping.items():
         await store.transact(  # type: ignore[attr-defined]
-            lambda db, c=client, o=ours: callbacks.save_brand(db, "churn", c, o, now=1)
+            lambda db, c=client, o=ours: tables.save_brand(db, "churn", c, o, now=1)
         )
 
 

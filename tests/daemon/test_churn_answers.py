@@ -8,9 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from dropsync.adapters.emulators.churn import ChurnEmulator
+from dropsync.adapters.churn import tables
+from dropsync.adapters.churn.emulator import ChurnEmulator
 from dropsync.adapters.emulators.common import EmulatorServer
-from dropsync.store import callbacks
 
 from tests.daemon.churn_support import (
     CALLBACK_SECRET,
@@ -47,7 +47,7 @@ async def test_an_upload_failure_is_bounded_and_secret_free(
     config = churn_config(tmp_path, emulator.base_url, port)
     emulator.faults.update(status=status, retry_after=retry_after, body=body)
     async with running(config, port) as daemon:
-        await daemon.store.transact(lambda db: callbacks.save_brand(db, "churn", "acme", 15, now=1))
+        await daemon.store.transact(lambda db: tables.save_brand(db, "churn", "acme", 15, now=1))
         await merge(daemon.store, config, [document("users", i, "acme") for i in range(3)])
         daemon.supervisor.wake(["churn"])
         [(state, next_attempt, error)] = await eventually(

@@ -188,8 +188,8 @@ def test_ingest_command_outside_drop_folder(
 def test_resync_dry_run_sends_nothing_and_changes_nothing_then_resync_queues(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from dropsync.adapters.crm.emulator import CrmEmulator
     from dropsync.adapters.emulators.common import EmulatorServer
-    from dropsync.adapters.emulators.crm import CrmEmulator
 
     monkeypatch.setenv("TEST_CRM_TOKEN", "tok-crm")
     with EmulatorServer(CrmEmulator({"acc_1": "tok-crm"})) as server:

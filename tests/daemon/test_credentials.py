@@ -13,7 +13,7 @@ from typing import Any
 import anyio
 import pytest
 from dropsync.adapters.base import CredentialUpdate
-from dropsync.adapters.favourites import FavouritesProvider, build
+from dropsync.adapters.favourites.adapter import FavouritesProvider, build
 from dropsync.daemon.config import ProviderConfig, SecretRef
 from dropsync.daemon.credentials import CredentialWatch
 from structlog.testing import capture_logs

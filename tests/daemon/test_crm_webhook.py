@@ -12,8 +12,8 @@ from typing import Any
 
 import orjson
 import pytest
+from dropsync.adapters.crm.emulator import CrmEmulator
 from dropsync.adapters.emulators.common import EmulatorServer
-from dropsync.adapters.emulators.crm import CrmEmulator
 from dropsync.daemon.config import parse_config
 from dropsync.store.merge import Change
 from structlog.testing import capture_logs
@@ -82,27 +82,28 @@ async def test_a_failed_webhook_fails_the_batch_and_queues_its_records_again_onc
     reason = "the CRM webhook reported failed: all contacts rejected"
     with capture_logs() as logs:
         async with crm_daemon(tmp_path, port, crm) as daemon:
-            # Sent, failed, queued again once, sent again.
+            # Sent, failed, queued again once, sent again: a new request (a new
+            # Idempotency-Key), which the CRM processes as a new job and fails again.
             await eventually(lambda: len(crm.requests("/account")) == 2, "sent again")
             states = await eventually(
                 lambda: daemon.rows(
                     "SELECT state, error, remote_ref FROM deliveries "
-                    "WHERE (SELECT COUNT(*) FROM deliveries WHERE state <> 'sent') = 2 "
+                    "WHERE (SELECT COUNT(*) FROM deliveries WHERE state = 'failed') = 2 "
                     "ORDER BY id"
                 ),
-                "the second sending, recorded",
+                "the second sending's failure, recorded",
             )
-            job = crm.jobs[0]
-            # The emulator honours the Idempotency-Key: the same versions under the same key
-            # are answered with the first job (not processed again, no new webhook).
-            assert states == [("failed", reason, job), ("accepted", None, job)]
+            first, second = crm.requests("/account")
+            assert first.idempotency_key != second.idempotency_key
+            assert len(crm.jobs) == 2
+            assert states == [("failed", reason, crm.jobs[0]), ("failed", reason, crm.jobs[1])]
+            # The second failure does not queue the records a third time: left for resync.
             assert await daemon.rows("SELECT COUNT(*) FROM outbox") == [(0,)]
             assert await daemon.rows("SELECT COUNT(*) FROM crm_contacts") == [(0,)]
-            # The job's failure told again (as a CRM that processed it again would): the
-            # records are not queued a second time; they are left for resync.
-            body = {"_id": job, "status": "failed", "error": "all contacts rejected"}
+            # A failure told again changes nothing more.
+            body = {"_id": crm.jobs[1], "status": "failed", "error": "all contacts rejected"}
             answer = await daemon.post(WEBHOOK, orjson.dumps(body))
-            assert answer.json() == {"ok": True, "outcome": "failed", "deliveries": 1}
+            assert answer.json() == {"ok": True, "outcome": "failed", "deliveries": 0}
             assert await daemon.rows(DELIVERIES) == [("failed", reason)] * 2
             assert await daemon.rows("SELECT COUNT(*) FROM outbox") == [(0,)]
             assert await daemon.rows("SELECT state, requeued FROM delivered") == [
@@ -110,7 +111,7 @@ async def test_a_failed_webhook_fails_the_batch_and_queues_its_records_again_onc
                 ("accepted", 1),
             ]
     failed = [e for e in logs if e["event"] == "webhook_job_failed"]
-    assert [e["queued_again"] for e in failed] == [2, 0]
+    assert [e["queued_again"] for e in failed] == [2, 0, 0]
     assert failed[0]["reason"] == reason
     assert not [e for e in logs if e["event"] == "webhook_confirmed"]
 

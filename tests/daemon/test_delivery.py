@@ -15,14 +15,14 @@ import anyio
 import orjson
 import pytest
 from dropsync.adapters.base import OutgoingChange, PullPage, PushResult
-from dropsync.adapters.crm import CrmProvider
-from dropsync.adapters.crm import parse_options as crm_options
+from dropsync.adapters.crm.adapter import CrmProvider
+from dropsync.adapters.crm.adapter import parse_options as crm_options
+from dropsync.adapters.crm.emulator import CrmEmulator
 from dropsync.adapters.emulators.common import EmulatorServer
-from dropsync.adapters.emulators.crm import CrmEmulator
-from dropsync.adapters.emulators.favourites import FavouritesEmulator
 from dropsync.adapters.errors import ProviderError, ProviderUnavailable
-from dropsync.adapters.favourites import FavouritesProvider
-from dropsync.adapters.favourites import parse_options as favourite_options
+from dropsync.adapters.favourites.adapter import FavouritesProvider
+from dropsync.adapters.favourites.adapter import parse_options as favourite_options
+from dropsync.adapters.favourites.emulator import FavouritesEmulator
 from dropsync.daemon.batches import BatchSender
 from dropsync.daemon.config import ProviderConfig, parse_config
 from dropsync.daemon.delivery import Flusher

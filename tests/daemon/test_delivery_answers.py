@@ -15,10 +15,10 @@ from typing import Any
 import anyio
 import orjson
 import pytest
-from dropsync.adapters.crm import CrmProvider
-from dropsync.adapters.crm import parse_options as crm_options
+from dropsync.adapters.crm.adapter import CrmProvider
+from dropsync.adapters.crm.adapter import parse_options as crm_options
+from dropsync.adapters.crm.emulator import CrmEmulator
 from dropsync.adapters.emulators.common import EmulatorServer
-from dropsync.adapters.emulators.crm import CrmEmulator
 from dropsync.daemon import batches, delivery, filebatch
 from dropsync.daemon.config import ProviderConfig
 from dropsync.daemon.delivery import Flusher

@@ -14,9 +14,9 @@ import anyio
 import orjson
 import pytest
 from dropsync.adapters.emulators.common import EmulatorServer
-from dropsync.adapters.emulators.favourites import FavouritesEmulator
-from dropsync.adapters.favourites import FavouritesProvider
-from dropsync.adapters.favourites import parse_options as favourite_options
+from dropsync.adapters.favourites.adapter import FavouritesProvider
+from dropsync.adapters.favourites.adapter import parse_options as favourite_options
+from dropsync.adapters.favourites.emulator import FavouritesEmulator
 from dropsync.daemon.cli.resync import _resync
 from dropsync.daemon.config import Config, parse_config
 from dropsync.daemon.delivery import Flusher

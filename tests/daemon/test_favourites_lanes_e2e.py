@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from dropsync.adapters.emulators.common import EmulatorServer
-from dropsync.adapters.emulators.favourites import FavouritesEmulator
+from dropsync.adapters.favourites.emulator import FavouritesEmulator
 
 from tests.support import DaemonProcess, drop_json, query, wait_until
 

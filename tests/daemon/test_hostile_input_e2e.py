@@ -18,8 +18,8 @@ from typing import Any
 import anyio
 import orjson
 import pytest
+from dropsync.adapters.crm.emulator import CrmEmulator
 from dropsync.adapters.emulators.common import EmulatorServer
-from dropsync.adapters.emulators.crm import CrmEmulator
 from dropsync.store.handle import Store
 from starlette.requests import Request
 from starlette.responses import Response

@@ -10,8 +10,8 @@ from typing import Any
 
 import orjson
 import pytest
-from dropsync.adapters import churn
 from dropsync.adapters.base import FilePart
+from dropsync.adapters.churn import adapter as churn
 from dropsync.daemon import jsonstream
 from dropsync.daemon.config import parse_config
 from dropsync.daemon.errors import ConfigError, DocumentError

@@ -18,8 +18,8 @@ from typing import Any
 
 import orjson
 import pytest
+from dropsync.adapters.crm.emulator import CrmEmulator
 from dropsync.adapters.emulators.common import EmulatorServer
-from dropsync.adapters.emulators.crm import CrmEmulator
 
 from tests.support import DaemonProcess, query, wait_until
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import anyio
 import httpx
 import pytest
-from dropsync.adapters.churn import callback_signature, signed_payload
-from dropsync.adapters.emulators.churn import ChurnEmulator
+from dropsync.adapters.churn.adapter import callback_signature, signed_payload
+from dropsync.adapters.churn.emulator import ChurnEmulator
+from dropsync.adapters.crm.emulator import CrmEmulator
 from dropsync.adapters.emulators.common import EmulatorServer
-from dropsync.adapters.emulators.crm import CrmEmulator
 from dropsync.daemon.config import parse_config
 from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
-from dropsync.adapters.churn import callback_signature
+from dropsync.adapters.churn.adapter import callback_signature
 from dropsync.adapters.emulators.common import EmulatorServer
 
 from tests.daemon.churn_support import CALLBACK_SECRET, churn_daemon, listener_emulator

@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 import pytest
-from dropsync.adapters.churn import callback_signature
+from dropsync.adapters.churn.adapter import callback_signature
 from dropsync.adapters.emulators.common import EmulatorServer
 from dropsync.daemon.log_repeats import Repeats
 from structlog.testing import capture_logs

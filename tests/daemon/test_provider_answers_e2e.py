@@ -15,9 +15,9 @@ from pathlib import Path
 
 import orjson
 import pytest
+from dropsync.adapters.crm.emulator import CrmEmulator
 from dropsync.adapters.emulators.common import EmulatorServer
-from dropsync.adapters.emulators.crm import CrmEmulator
-from dropsync.adapters.emulators.favourites import FavouritesEmulator
+from dropsync.adapters.favourites.emulator import FavouritesEmulator
 
 from tests.daemon.crm_support import crm_config
 from tests.support import DaemonProcess, drop_json, query, wait_until

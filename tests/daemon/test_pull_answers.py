@@ -9,9 +9,9 @@ from pathlib import Path
 import anyio
 import pytest
 from dropsync.adapters.emulators.common import EmulatorServer
-from dropsync.adapters.emulators.favourites import FavouritesEmulator
-from dropsync.adapters.favourites import FavouritesProvider
-from dropsync.adapters.favourites import parse_options as favourite_options
+from dropsync.adapters.favourites.adapter import FavouritesProvider
+from dropsync.adapters.favourites.adapter import parse_options as favourite_options
+from dropsync.adapters.favourites.emulator import FavouritesEmulator
 from dropsync.daemon.config import Config, parse_config
 from dropsync.daemon.providers import ProviderSupervisor
 from dropsync.store import outbox

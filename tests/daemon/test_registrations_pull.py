@@ -11,10 +11,10 @@ import orjson
 import pytest
 from dropsync.adapters.base import PullStream, StreamPage
 from dropsync.adapters.emulators.common import EmulatorServer
-from dropsync.adapters.emulators.registrations import RegistrationsEmulator
 from dropsync.adapters.errors import ProviderUnavailable
 from dropsync.adapters.options import OptionError
-from dropsync.adapters.registrations import RegistrationsProvider, build, parse_options
+from dropsync.adapters.registrations.adapter import RegistrationsProvider, build, parse_options
+from dropsync.adapters.registrations.emulator import RegistrationsEmulator
 from dropsync.daemon.config import Config, parse_config
 from dropsync.daemon.pulls import StreamPull
 from dropsync.store import cursors

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from dropsync.adapters.emulators.common import EmulatorServer
-from dropsync.adapters.emulators.registrations import RegistrationsEmulator
+from dropsync.adapters.registrations.emulator import RegistrationsEmulator
 
 from tests.support import DaemonProcess, query, wait_until
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from dropsync.adapters.emulators.churn import ChurnEmulator
+from dropsync.adapters.churn.emulator import ChurnEmulator
 from dropsync.adapters.emulators.common import EmulatorServer
 from structlog.testing import capture_logs
 
@@ -58,7 +58,7 @@ async def test_a_callback_before_the_upload_is_recorded_confirms_it_once_recorde
         assert [status for _, _, status in emulator.callbacks_sent] == [200]
         received = [e for e in logs if e["event"] == "sync_status_received"]
         assert received[0]["deliveries"] == 0  # it came before the upload was recorded
-        await daemon.listener.sync_statuses.recheck(final=True)  # its last look
+        await daemon.listener.confirmations.recheck(final=True)  # its last look
         assert await daemon.rows(STATE_SQL) == [("confirmed", "confirmed,confirmed,confirmed")]
         assert not [e for e in logs if e["event"] == "sync_status_unmatched"]
 
@@ -86,7 +86,7 @@ async def test_a_failure_before_the_upload_is_recorded_fails_it_and_queues_it_ag
         await eventually(
             lambda: daemon.rows("SELECT 1 FROM integration_errors"), "the error log fetched"
         )
-        await daemon.listener.sync_statuses.recheck(final=True)
+        await daemon.listener.confirmations.recheck(final=True)
         assert await daemon.rows("SELECT COUNT(*) FROM outbox") == [(0,)]
         assert len(emulator.uploads) == 2
 
@@ -109,14 +109,14 @@ async def test_a_callback_that_matches_nothing_while_held_is_logged_and_let_go(
                 "the hold ends",
             )
         assert unmatched[0]["provider"] == "churn" and unmatched[0]["status"] == 200
-        assert daemon.listener.sync_statuses.held == []
+        assert daemon.listener.confirmations.held == []
         emulator.callback_before_answer = False
         await merge(daemon.store, config, [document("users", 1, "x")])
         daemon.supervisor.wake(["churn"])
         await eventually(
             lambda: daemon.rows("SELECT 1 FROM delivered WHERE state = 'accepted'"), "recorded"
         )
-        await daemon.listener.sync_statuses.recheck(final=True)
+        await daemon.listener.confirmations.recheck(final=True)
         assert await daemon.rows(STATE_SQL) == [("accepted", "accepted")]
 
 
@@ -133,13 +133,13 @@ async def test_a_held_callback_never_covers_an_upload_sent_after_it_arrived(
     async with running(config, port) as daemon:
         ahead = now() + 200_000  # within max_callback_age_s (300 s)
         assert await emulator.send("sync-status", {"status": 200, "timestamp": ahead}) == 200
-        assert len(daemon.listener.sync_statuses.held) == 1
+        assert len(daemon.listener.confirmations.held) == 1
         await merge(daemon.store, config, [document("users", 1, "x")])
         daemon.supervisor.wake(["churn"])
         await eventually(
             lambda: daemon.rows("SELECT 1 FROM delivered WHERE state = 'accepted'"), "recorded"
         )
-        await daemon.listener.sync_statuses.recheck()
+        await daemon.listener.confirmations.recheck()
         assert await daemon.rows(STATE_SQL) == [("accepted", "accepted")]
 
 

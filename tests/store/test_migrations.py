@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
+import anyio
 import pytest
 from dropsync.store import outbox
 from dropsync.store.db import open_store
 from dropsync.store.errors import SchemaTooNew, StoreError
+from dropsync.store.handle import Store
+from dropsync.store.merge import Change, apply_changes
 from dropsync.store.readonly import open_readonly
 from dropsync.store.schema import latest_version, migrations
 
@@ -199,3 +204,168 @@ async def test_migration_6_leaves_old_attempts_finished(tmp_path: Path) -> None:
     [unfinished] = await outbox.unfinished_requests(db, "crm")
     await db.close()
     assert unfinished == outbox.UnfinishedRequest(written, "k2", "sent", [entry])
+
+
+# Rows of a version-6 store: (collection, key, body, updated_at, deleted, origin, digest,
+# change_id, file_id, doc_index, merged_at). Bodies on both sides of the old table's 1 KB
+# spill, a bare delete, keys with bytes SQLite and file systems treat specially, digests as
+# the daemon writes them and as a program may have written them by hand.
+V6_RECORDS = [
+    ("contacts", "a@x", '{"a":1}', 5, 0, "drop", "0f" * 16, None, 1, 0, 6),
+    ("contacts", "big@x", '{"n":"' + "x" * 70_000 + '"}', 7, 0, "sql", "ab" * 16, 3, None, None, 8),
+    (
+        "contacts",
+        "mid@x",
+        '{"n":"' + "y" * 1_200 + '"}',
+        7,
+        0,
+        "crm",
+        "cd" * 16,
+        None,
+        None,
+        None,
+        8,
+    ),
+    ("contacts", "gone@x", None, 9, 1, "sql", "00" * 16, 4, None, None, 10),
+    ("contacts", "k\x00nul/..\\'\"%_*", '{"b":2}', 11, 0, "drop", "d", None, 2, 5, 12),
+    ("contacts", "ключ-\U0001f600", '{"c":3}', 13, 0, "drop", "AB" * 16, None, 2, 6, 14),
+    ("favourites", "u:s", '{"d":4}', 15, 0, "favourites", "e" * 31, None, None, None, 16),
+]
+ALL_RECORDS = "SELECT * FROM records ORDER BY collection, key"
+
+
+async def test_migration_7_keeps_every_record_as_it_was(tmp_path: Path) -> None:
+    path = tmp_path / "v6.db"
+    db = await open_store(path, target=6)
+    await db.executemany(
+        "INSERT INTO records (collection, key, body, updated_at, deleted, origin, digest, "
+        "change_id, file_id, doc_index, merged_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        V6_RECORDS,
+    )
+    await db.commit()
+    before = [tuple(r) for r in await db.execute_fetchall(ALL_RECORDS)]
+    columns = [c[1] for c in await db.execute_fetchall("PRAGMA table_info(records)")]
+    await db.close()
+    assert sorted(before) == sorted(V6_RECORDS)
+
+    db = await open_store(path)
+    after = [tuple(r) for r in await db.execute_fetchall(ALL_RECORDS)]
+    assert [c[1] for c in await db.execute_fetchall("PRAGMA table_info(records)")] == columns
+    one = await db.execute_fetchall(
+        "SELECT body FROM records WHERE collection = 'contacts' AND key = 'k' || char(0) || "
+        "'nul/..\\''\"%_*'"
+    )
+    stored = dict(
+        tuple(r) for r in await db.execute_fetchall("SELECT key, digest FROM record_keys")
+    )
+    await db.close()
+    assert after == before
+    assert [tuple(r) for r in one] == [('{"b":2}',)]
+    # The daemon's digests (32 lowercase hex digits) are kept as their 16 bytes; anything
+    # else as the text it was (the view shows both as they were).
+    assert stored["a@x"] == bytes.fromhex("0f" * 16) and stored["gone@x"] == bytes(16)
+    assert (stored["k\x00nul/..\\'\"%_*"], stored["ключ-\U0001f600"]) == ("d", "AB" * 16)
+    raw = sqlite3.connect(path)
+    assert raw.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    plan = " ".join(
+        str(row[3])
+        for row in raw.execute(
+            "EXPLAIN QUERY PLAN SELECT * FROM records WHERE collection = ? AND key = ?", ("c", "k")
+        )
+    )
+    raw.close()
+    assert "USING PRIMARY KEY (collection=? AND key=?)" in plan
+
+
+async def test_migration_7_versions_keep_their_place_in_last_write_wins(tmp_path: Path) -> None:
+    path = tmp_path / "v6.db"
+    db = await open_store(path, target=6)
+    await db.executemany(
+        "INSERT INTO records (collection, key, body, updated_at, deleted, origin, digest, "
+        "merged_at) VALUES ('contacts', ?, ?, 5, 0, 'drop', ?, 6)",
+        [("low", '{"v":"old"}', "10" * 16), ("high", '{"v":"old"}', "f0" * 16)],
+    )
+    await db.commit()
+    await db.close()
+    # Same timestamp, same operation: the larger digest wins, old version or new.
+    tie = [
+        Change("contacts", key, '{"v":"new"}', 5, False, "drop", "80" * 16)
+        for key in ("low", "high")
+    ]
+    async with await Store.open(path) as store:
+        await store.transact(lambda conn: apply_changes(conn, tie, {}, now=20))
+    raw = sqlite3.connect(path)
+    rows = raw.execute("SELECT key, body, digest FROM records ORDER BY key").fetchall()
+    raw.close()
+    assert rows == [("high", '{"v":"old"}', "f0" * 16), ("low", '{"v":"new"}', "80" * 16)]
+
+
+async def test_a_record_inserted_by_hand_is_read_and_merged_like_any(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    db = await open_store(path)
+    await db.execute(
+        "INSERT INTO records (collection, key, body, updated_at, origin, digest, merged_at) "
+        "VALUES ('contacts', 'a@x', '{\"a\":1}', 5, 'drop', 'd', 6)"
+    )
+    await db.commit()
+    await db.close()
+    newer = Change("contacts", "a@x", '{"a":2}', 7, False, "sql", "0e" * 16)
+    async with await Store.open(path) as store:
+        await store.transact(lambda conn: apply_changes(conn, [newer], {}, now=20))
+    raw = sqlite3.connect(path)
+    rows = raw.execute("SELECT key, body, updated_at, deleted, digest FROM records").fetchall()
+    bodies = raw.execute("SELECT COUNT(*) FROM record_bodies").fetchone()[0]
+    raw.close()
+    assert rows == [("a@x", '{"a":2}', 7, 0, "0e" * 16)]
+    assert bodies == 1  # the key's body row is updated in place
+
+
+# Opens (migrates) the store, then prints its peak resident set in kB (VmHWM: this process
+# image's own, unlike the rusage of a child forked from a big test process).
+MIGRATE_AND_REPORT_PEAK_RSS = """
+import sys
+from pathlib import Path
+import anyio
+from dropsync.store.db import open_store
+
+async def migrate() -> None:
+    db = await open_store(Path(sys.argv[1]))
+    await db.close()
+
+anyio.run(migrate)
+with open("/proc/self/status") as status:
+    print(next(line for line in status if line.startswith("VmHWM:")).split()[1])
+"""
+
+
+def test_migration_7_of_a_big_store_stays_within_the_memory_target(tmp_path: Path) -> None:
+    path = tmp_path / "v6.db"
+
+    async def old_store() -> None:
+        db = await open_store(path, target=6)
+        await db.close()
+
+    anyio.run(old_store)
+    raw = sqlite3.connect(path, isolation_level=None)
+    raw.execute(  # 30,000 documents of 1.2 KB: 140 MB as the version-6 table kept them
+        "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < 30000) "
+        "INSERT INTO records (collection, key, body, updated_at, deleted, origin, digest, "
+        "merged_at) SELECT 'contacts', 'k' || i, printf('{\"n\":\"%.1200c\"}', 'x'), i, 0, "
+        "'drop', printf('%032x', i), i FROM n"
+    )
+    raw.close()
+    assert path.stat().st_size > 130e6
+    done = subprocess.run(
+        [sys.executable, "-c", MIGRATE_AND_REPORT_PEAK_RSS, str(path)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    peak_mb = int(done.stdout.split()[-1]) // 1024
+    assert peak_mb < 100, f"migrating a 140 MB store took {peak_mb} MB"
+    raw = sqlite3.connect(path)
+    assert raw.execute("SELECT COUNT(*), SUM(length(body)) FROM records").fetchone() == (
+        30000,
+        30000 * 1208,
+    )
+    raw.close()

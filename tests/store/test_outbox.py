@@ -272,3 +272,50 @@ async def test_keys_holding_nul_go_through_the_store_byte_for_byte(tmp_path: Pat
     expected = [(k, ts, s) for k in keys for ts, s in ((1000, "superseded"), (2000, "superseded"))]
     expected += [(k, 3000, "applied") for k in keys]
     assert sorted(map(tuple, logged)) == sorted(expected)
+
+
+async def test_a_version_queued_again_is_a_new_request_to_the_provider(tmp_path: Path) -> None:
+    # resync and dead-letters retry queue a version the provider saw before: its idempotency
+    # key must differ, or a provider honouring the key answers the old result (processing
+    # nothing) instead of taking it again.
+    from dropsync.adapters.base import batch_idempotency_key
+    from dropsync.daemon.sending import to_outgoing
+
+    async def key_of_pending(store: Store) -> str:
+        async with store.read() as db:
+            batch = await outbox.take_batch(db, "crm", 10)
+        return batch_idempotency_key([to_outgoing("crm", e) for e in batch])
+
+    async def deliver_pending(store: Store) -> None:
+        async with store.read() as db:
+            batch = await outbox.take_batch(db, "crm", 10)
+        await store.transact(
+            partial(
+                outbox.deliver_batch,
+                provider="crm",
+                entries=batch,
+                batch_id="k",
+                state="accepted",
+                http_status=201,
+                latency_ms=1.0,
+                remote_ref=None,
+                now=1500,
+            )
+        )
+
+    async with await Store.open(tmp_path / "s.db") as store:
+        await store.transact(outbox.register_providers, [("crm", "crm")], now=1)
+        await merge(store, change("a", 1))
+        first = await key_of_pending(store)
+        assert await key_of_pending(store) == first  # the same queued version: the same key
+        await deliver_pending(store)
+        await store.transact(outbox.requeue_collection, "crm", ["contacts"], now=2000)
+        resynced = await key_of_pending(store)
+        assert resynced != first
+        async with store.read() as db:
+            batch = await outbox.take_batch(db, "crm", 10)
+        await store.transact(
+            partial(outbox.dead_letter, reason="no", http_status=400, now=2500), "crm", batch
+        )
+        await store.transact(outbox.retry_dead_letters, provider="crm", ids=[], now=3000)
+        assert await key_of_pending(store) not in (first, resynced)

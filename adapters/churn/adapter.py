@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import sqlite3
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -35,6 +36,7 @@ from dropsync.adapters.base import (
     PushResult,
     Waiting,
 )
+from dropsync.adapters.churn import tables
 from dropsync.adapters.errors import PermanentError, ProviderError
 from dropsync.adapters.http import MAX_REASON, Answer, HttpAdapter, fetch, json_body, make_client
 from dropsync.adapters.multipart import FieldPart, FileUpload, MultipartBody
@@ -225,6 +227,10 @@ class ChurnProvider(HttpAdapter):
             if brand_text(value) is None:
                 return f"record has no brand id (a string or integer) at {self.options.brand_field}"
         return None
+
+    def mapping(self, db: sqlite3.Connection) -> Mapping[str, int]:
+        """Client brand id -> the tool's brand id, as its brand callbacks said."""
+        return tables.brand_map(db, self.name)
 
     def group_of(self, change: OutgoingChange, mapped: Mapping[str, int]) -> Hashable | Waiting:
         """(brand id, tableName); a record of a brand no callback has mapped yet waits."""

@@ -1,22 +1,21 @@
-"""The churn tool's sync-status callbacks, held for a while after they arrive.
+"""Sync statuses (``adapters.inbound.SentBefore``), held for a while after they arrive.
 
-A callback covers every upload sent before its ``data.timestamp``. It can arrive
-before the daemon has recorded the upload it is about: the tool may sync and call
-back before its answer to the upload reaches the daemon, and a big upload is
-recorded a chunk of records per transaction. The document does not say that the tool
-sends a callback again when it is not answered 2xx, so refusing it would lose it.
-So each accepted callback is applied at once to what is recorded, then held (in
-memory) for the provider's ``max_callback_age_s``: every ``RECHECK_S`` seconds it is
-applied again to uploads recorded since that were sent before its timestamp, and
-now and then (``FIXUP_AFTER_S``, doubling) to records of the deliveries it settled
-that were recorded after it settled them. Applying it again changes only what it has
-not settled yet. A callback that settled nothing by the end of its hold is logged
-(``sync_status_unmatched``).
+A provider's sync status covers every upload sent before a moment (a callback's timestamp).
+It can arrive before the daemon has recorded the upload it is about: the provider may sync
+and call back before its answer to the upload reaches the daemon, and a big upload is
+recorded a chunk of records per transaction. A provider may not send its callback again
+when it is not answered 2xx, so refusing it would lose it. So each accepted sync status is
+applied at once to what is recorded, then held (in memory) for its ``hold_s`` (the kind's
+allowed callback age): every ``RECHECK_S`` seconds it is applied again to uploads recorded
+since that were sent before its moment, and now and then (``FIXUP_AFTER_S``, doubling) to
+records of the deliveries it settled that were recorded after it settled them. Applying it
+again changes only what it has not settled yet. One that settled nothing by the end of its
+hold is logged (``sync_status_unmatched``).
 
-Held callbacks are not kept across a restart. An upload whose 2xx the daemon never
-recorded is sent again after a restart (and confirmed by the callback for that
-sending); an upload recorded but not yet matched when the daemon stopped shows as
-``unconfirmed`` after ``confirm_timeout_s`` (``dropsync resync NAME --unconfirmed``).
+Held sync statuses are not kept across a restart. An upload whose 2xx the daemon never
+recorded is sent again after a restart (and confirmed by the callback for that sending); an
+upload recorded but not yet matched when the daemon stopped shows as ``unconfirmed`` after
+``confirm_timeout_s`` (``dropsync resync NAME --unconfirmed``).
 """
 
 from __future__ import annotations
@@ -28,6 +27,7 @@ from typing import Any
 
 import anyio
 import structlog
+from dropsync.adapters.inbound import SentBefore
 from dropsync.daemon.clock import now_ms
 from dropsync.store import callbacks
 from dropsync.store.handle import Store
@@ -38,16 +38,16 @@ RECHECK_S = 1.0
 FIXUP_AFTER_S = 1.0
 MAX_HELD = 1000
 FINAL_RECHECK_S = 2.0
-FAILED_SYNC = "the churn tool reported a failed sync (status 400)"
 
 
 @dataclass
 class HeldCallback:
-    """One accepted sync-status callback, while it is held."""
+    """One accepted sync status, while it is held."""
 
     provider: str
-    before: int  # its data.timestamp: uploads sent at or before it are covered
-    failed: bool  # status 400
+    before: int  # uploads sent at or before it are covered
+    failed: bool  # the sync failed (a callback's status 400)
+    error: str  # the deliveries' error when it failed
     until: float  # monotonic time its hold ends
     settled: list[int] = field(default_factory=list)  # deliveries it confirmed or failed
     fixup_at: float | None = None  # when its settled deliveries' records are looked at again
@@ -56,15 +56,15 @@ class HeldCallback:
 
 @dataclass(frozen=True)
 class Applied:
-    """What applying a callback (or a recheck of the held ones) did, per callback."""
+    """What applying a sync status (or a recheck of the held ones) did, per sync status."""
 
     callback: HeldCallback
     deliveries: int
     queued: int
 
 
-class SyncStatusBook:
-    """Held sync-status callbacks: applied on arrival, applied again while held."""
+class HeldConfirmations:
+    """Held sync statuses: applied on arrival, applied again while held."""
 
     def __init__(self, store: Store, wake: Callable[[list[str]], None]) -> None:
         self.store = store
@@ -74,18 +74,21 @@ class SyncStatusBook:
     async def receive(
         self,
         provider: str,
-        signature: str,
+        status: SentBefore,
         *,
-        before: int,
-        failed: bool,
-        hold_s: float,
+        replay: tuple[str, str] | None,
         now: int,
     ) -> Applied | None:
-        """Apply a verified callback, and hold it; None if its signature was accepted before."""
-        callback = HeldCallback(provider, before, failed, time.monotonic() + hold_s)
+        """Apply a verified sync status, and hold it; None if its ``replay`` key (the route,
+        the call's key) was accepted before."""
+        callback = HeldCallback(
+            provider, status.before, status.failed, status.error, time.monotonic() + status.hold_s
+        )
 
         def apply(db: Any) -> list[Applied] | None:
-            if not callbacks.remember_signature(db, provider, "sync-status", signature, now=now):
+            if replay is not None and not callbacks.remember_signature(
+                db, provider, replay[0], replay[1], now=now
+            ):
                 return None
             # The callbacks held before it first (oldest covering wins): one transaction.
             return self._apply(db, [*self.held, callback], now)
@@ -101,7 +104,7 @@ class SyncStatusBook:
         return mine[0]
 
     async def run(self) -> None:
-        """Apply the held callbacks again every RECHECK_S until cancelled (then once more)."""
+        """Apply the held sync statuses again every RECHECK_S until cancelled (then once more)."""
         try:
             while True:
                 await anyio.sleep(RECHECK_S)
@@ -115,7 +118,8 @@ class SyncStatusBook:
                 await self.recheck(final=True)
 
     async def recheck(self, *, final: bool = False) -> None:
-        """Apply the held callbacks to what was recorded since; end the holds that are over."""
+        """Apply the held sync statuses to what was recorded since; end the holds that are
+        over."""
         if not self.held:
             return
         moment = time.monotonic()
@@ -139,7 +143,7 @@ class SyncStatusBook:
         now: int,
         fixups: list[HeldCallback] | None = None,
     ) -> list[Applied]:
-        """In the store's thread, one transaction: each callback, oldest timestamp first;
+        """In the store's thread, one transaction: each sync status, oldest moment first;
         for those in ``fixups``, also the records of the deliveries they settled before."""
         done = []
         for callback in sorted(held, key=lambda c: c.before):
@@ -148,7 +152,7 @@ class SyncStatusBook:
                 callback.provider,
                 callback.before,
                 failed=callback.failed,
-                error=FAILED_SYNC,
+                error=callback.error,
                 now=now,
             )
             if ids:

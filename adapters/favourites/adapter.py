@@ -2,7 +2,7 @@
 
 "The synchronisation is based on the fact that a user has successfully signed in and the
 3rd party supplier has returned a valid user token": each user has a token of their own
-(``adapters.favourites_tokens``: the provider's secret, a JSON object user -> token, and
+(``adapters.favourites.tokens``: the provider's secret, a JSON object user -> token, and
 ``tokens_dir``, one file per user; both read again when they change). Each user is a lane
 (``adapters.base.Laned``): the engine sends one user's items per request and pulls user by
 user, so a token the provider refuses pauses that user alone.
@@ -47,7 +47,7 @@ from dropsync.adapters.errors import (
     ProviderMisconfigured,
     UnexpectedAnswer,
 )
-from dropsync.adapters.favourites_tokens import (
+from dropsync.adapters.favourites.tokens import (
     TokenFolder,
     parse_tokens,
     secret_problem,
@@ -59,8 +59,6 @@ POST_SUCCESS = (200, 201, 202, 204)
 MAX_LIST_MB = 8  # one user's list is read up to this (max_list_mb)
 # RFC 9110 token characters: what a header's name (and an auth scheme) may hold.
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-# Options that are paths: relative ones are resolved as every path of the config is.
-PATH_OPTIONS = ("tokens_dir",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,18 +99,6 @@ def parse_options(options: Mapping[str, Any]) -> FavouritesOptions:
     )
     read.reject_unknown()
     return parsed
-
-
-def pushes(options: Mapping[str, Any]) -> bool:
-    """Whether a provider with these options sends (``read_only`` ones only pull)."""
-    return not parse_options(options).read_only
-
-
-def needs_secret(options: Mapping[str, Any]) -> str | None:
-    """Why this provider cannot work without a secret (None: ``tokens_dir`` gives tokens)."""
-    if parse_options(options).tokens_dir is not None:
-        return None
-    return "the users' tokens (a JSON object user -> token), or tokens_dir"
 
 
 # The secret's values travel in headers (and so must be printable ASCII).
@@ -244,7 +230,7 @@ class FavouritesProvider(HttpAdapter):
     def reload_credentials(
         self, secret: str | None, *, secret_read: bool, paths: Sequence[Path] | None = None
     ) -> CredentialUpdate:
-        """Read the tokens again (see ``adapters.favourites_tokens``): a source that cannot
+        """Read the tokens again (see ``adapters.favourites.tokens``): a source that cannot
         be read or parsed keeps its previous tokens."""
         problems: list[tuple[str | None, str]] = []
         if secret_read:

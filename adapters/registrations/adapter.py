@@ -47,7 +47,8 @@ from dropsync.adapters.errors import (
 from dropsync.adapters.http import MAX_REASON, Answer, check_answer, fetch, make_client
 from dropsync.adapters.options import OptionError, OptionReader
 from dropsync.adapters.redact import MIN_SECRET, Redactor
-from dropsync.adapters.registrations_data import (
+from dropsync.adapters.registrations import REQUESTS
+from dropsync.adapters.registrations.data import (
     PageError,
     RegistrationRequest,
     find_unrepresentable,
@@ -70,7 +71,6 @@ RESOURCES = {
     "locations": "locations",
     "sessionTags": "session_tags",
 }
-REQUESTS = "registration_requests"
 DEFAULT_PATHS = {
     "login": "/api/v1/login",
     **{resource: f"/api/v1/events/{{eventId}}/{resource}" for resource in RESOURCES},
@@ -179,11 +179,6 @@ def parse_options(options: Mapping[str, Any]) -> RegistrationsOptions:
     )
     read.reject_unknown()
     return parsed
-
-
-def request_collections(options: Mapping[str, Any]) -> tuple[str, ...]:
-    """The collections a provider of this kind takes requests from (routed to it implicitly)."""
-    return (parse_options(options).collection(REQUESTS),)
 
 
 def _provider_time(response: Answer) -> int:

@@ -1,7 +1,7 @@
 """The event-registration provider's data rules, as pure functions (no I/O).
 
 Pages and items as the provider sends them, the participant status rule, master
-sessions for concurrent sessions, and registration requests. ``adapters.registrations``
+sessions for concurrent sessions, and registration requests. ``adapters.registrations.adapter``
 does the talking.
 """
 

@@ -29,7 +29,7 @@ from typing import Any
 
 import httpx
 import orjson
-from dropsync.adapters.churn import callback_signature
+from dropsync.adapters.churn.adapter import callback_signature
 from dropsync.adapters.emulators.common import Emulator
 from starlette.datastructures import UploadFile
 from starlette.requests import Request

@@ -1,0 +1,54 @@
+"""The churn tool's database sync (seed 003): its home.
+
+* ``adapter``: the provider (file uploads, the signature rule, its options);
+* ``callbacks``: its signed callbacks (sync status, brand creation), which confirm its
+  uploads and map brands, verified with a callback secret of its own;
+* ``tables``: its own table, ``brands``;
+* ``emulator``: the tool on loopback, with its signed callbacks;
+* ``demo``: its part of ``dropsync emulate`` and ``dropsync demo``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from dropsync.adapters.registry import AdapterModule, EmulatorHook, Kind, KindSecret
+
+if TYPE_CHECKING:
+    from dropsync.adapters.emulators.demo import DemoPart
+    from dropsync.adapters.inbound import Inbound
+
+
+def _adapter() -> AdapterModule:
+    from dropsync.adapters.churn import adapter
+
+    return adapter
+
+
+def _inbound() -> Inbound:
+    from dropsync.adapters.churn.callbacks import INBOUND
+
+    return INBOUND
+
+
+def _demo() -> DemoPart:
+    from dropsync.adapters.churn.demo import DEMO
+
+    return DEMO
+
+
+KIND = Kind(
+    name="churn",
+    adapter=_adapter,
+    secrets=(
+        KindSecret(
+            "callback_secret",
+            ("callback_secret_env", "callback_secret_file", "callback_credential"),
+            listener_needs="the listener needs the churn tool's callback secret to verify its "
+            "callbacks: set callback_secret_env, callback_secret_file or callback_credential",
+        ),
+    ),
+    inbound=_inbound,
+    confirmed_by_callback=lambda secrets: True,
+    emulator=EmulatorHook("churn tool", 8084, _demo),
+)

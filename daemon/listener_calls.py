@@ -1,0 +1,158 @@
+"""What the daemon does for a call to a kind's inbound route (``adapters.inbound.Call``).
+
+The kind verifies and reads the call; this applies what it says: a sync status through the
+held confirmations (``daemon.held_confirmations``), a job's outcome and the kind's own rows
+in one store transaction, the replay memory (a key accepted before is refused 401), the
+wake of a provider whose records were queued again, background work after the answer, and
+the summarised warnings.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
+from functools import partial
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from dropsync.adapters.base import Provider
+from dropsync.adapters.inbound import InboundProvider, JobDone, Refused, SentBefore, Settled
+from dropsync.daemon.clock import now_ms
+from dropsync.store import callbacks
+from starlette.requests import Request
+
+if TYPE_CHECKING:
+    from dropsync.daemon.listener import Listener
+
+T = TypeVar("T")
+
+REPLAYED = "signature already accepted (replay)"
+
+
+class ListenerCall:
+    """One call to a kind's route, served by ``listener``."""
+
+    def __init__(self, listener: Listener, request: Request, kind: str, route: str) -> None:
+        self._listener = listener
+        self._request = request
+        self.route = route
+        self.path_params: Mapping[str, str] = dict(request.path_params)
+        self.providers: Sequence[InboundProvider] = listener.providers_of(kind)
+
+    async def body(self) -> bytes:
+        """The request's body, within the listener's limits."""
+        return await self._listener.body(self._request)
+
+    async def json(self) -> Any:
+        """The body as JSON text."""
+        return await self._listener.json(self._request)
+
+    def now(self) -> int:
+        """The daemon's clock, epoch ms."""
+        return now_ms()
+
+    async def settle(
+        self,
+        provider: str,
+        confirmation: SentBefore | JobDone,
+        *,
+        replay: str | None = None,
+        then: Callable[[sqlite3.Connection, Settled], None] | None = None,
+    ) -> Settled:
+        """Apply ``confirmation`` (and ``then``) in one transaction; wake the provider when
+        records were queued again."""
+        key = None if replay is None else (self.route, replay)
+        settled: Settled | None
+        if isinstance(confirmation, SentBefore):
+            applied = await self._listener.confirmations.receive(
+                provider, confirmation, replay=key, now=now_ms()
+            )
+            settled = None if applied is None else _settled(applied.deliveries, applied.queued)
+        else:
+            settled = await self._listener.store.transact(
+                _settle_job, provider, confirmation, key, then, now_ms()
+            )
+        if settled is None:
+            raise Refused(401, REPLAYED)
+        if settled.queued:
+            self._listener.wake([provider])
+        return settled
+
+    async def write(
+        self, provider: str, write: Callable[[sqlite3.Connection], T], *, replay: str | None = None
+    ) -> T:
+        """Run ``write`` in one transaction, unless ``replay`` was accepted before."""
+        key = None if replay is None else (self.route, replay)
+        now = now_ms()
+
+        def apply(db: sqlite3.Connection) -> tuple[T] | None:
+            if key is not None and not callbacks.remember_signature(db, provider, *key, now=now):
+                return None
+            return (write(db),)
+
+        written = await self._listener.store.transact(apply)
+        if written is None:
+            raise Refused(401, REPLAYED)
+        return written[0]
+
+    async def save_error_log(
+        self, provider: str, *, url: str | None, body: str | None, error: str | None
+    ) -> None:
+        """Keep an error log the provider offers (or why it could not be had)."""
+        await self._listener.store.transact(
+            partial(
+                callbacks.save_integration_error,
+                provider=provider,
+                url=url,
+                body=body,
+                error=error,
+                now=now_ms(),
+            )
+        )
+
+    def adapter(self, provider: str) -> Provider | None:
+        """The running adapter of ``provider``."""
+        return self._listener.adapter(provider)
+
+    def wake(self, provider: str) -> None:
+        """Nudge the provider's flusher."""
+        self._listener.wake([provider])
+
+    def start(self, work: Callable[[], Awaitable[None]]) -> None:
+        """Run ``work`` in the listener's task group (not when the listener is not serving)."""
+        if self._listener.task_group is not None:
+            self._listener.task_group.start_soon(_run, work)
+
+    def warning(self, event: str, key: Hashable, **fields: Any) -> None:
+        """A warning a caller can cause, summarised when it floods."""
+        self._listener.repeats.warning(event, key, **fields)
+
+
+async def _run(work: Callable[[], Awaitable[None]]) -> None:
+    await work()
+
+
+def _settled(deliveries: int, queued: int) -> Settled:
+    return Settled(carried=deliveries, deliveries=deliveries, queued=queued)
+
+
+def _settle_job(
+    db: sqlite3.Connection,
+    provider: str,
+    job: JobDone,
+    replay: tuple[str, str] | None,
+    then: Callable[[sqlite3.Connection, Settled], None] | None,
+    now: int,
+) -> Settled | None:
+    """In the store's thread, one transaction: the job's batches, then the kind's rows."""
+    if replay is not None and not callbacks.remember_signature(db, provider, *replay, now=now):
+        return None
+    if job.state is None:
+        settled = Settled(len(callbacks.job_deliveries(db, provider, job.job)), 0, 0)
+    else:
+        carried, ids, queued = callbacks.settle_job(
+            db, provider, job.job, failed=job.state == "failed", error=job.error, now=now
+        )
+        settled = Settled(carried, len(ids), queued)
+    if then is not None:
+        then(db, settled)
+    return settled
