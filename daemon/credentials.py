@@ -179,7 +179,9 @@ class CredentialWatch:
                     path.parent == self.secret_file.parent for path in relevant
                 )
                 folder_paths = [path for path in relevant if path.parent in self.folders]
-                if secret_changed or len(folder_paths) != len(relevant):
+                # A secret volume swaps its ..data link: every user's link now leads elsewhere.
+                swapped = any(path.name.startswith("..") for path in folder_paths)
+                if secret_changed or swapped or len(folder_paths) != len(relevant):
                     await self.reload()
                 else:
                     await self.reload(folder_paths)

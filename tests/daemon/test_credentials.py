@@ -147,3 +147,24 @@ async def test_a_secret_file_that_is_not_utf8_is_said_and_the_watch_goes_on(
     (said,) = [e for e in logs if e["event"] == "credentials_unreadable"]
     assert said["file"] == str(secret) and "UTF-8" in str(said["error"])
     assert watched.provider.tokens["alice"] == "tok-alice-1"
+
+
+async def test_a_secret_volume_that_swaps_its_data_link_is_read_again(
+    watched: Watched, tmp_path: Path
+) -> None:
+    # A Kubernetes secret volume: each user a link through ..data, which is swapped whole.
+    folder = tmp_path / "tokens"
+    first = folder / "..2026_01_01"
+    first.mkdir()
+    (first / "heidi").write_text("tok-heidi-1")
+    (folder / "..data").symlink_to(first.name)
+    (folder / "heidi").symlink_to("..data/heidi")
+    await watched.until("heidi", lambda: watched.provider.tokens.get("heidi") == "tok-heidi-1")
+    second = folder / "..2026_01_02"
+    second.mkdir()
+    (second / "heidi").write_text("tok-heidi-2")
+    (folder / "..data_tmp").symlink_to(second.name)
+    os.replace(folder / "..data_tmp", folder / "..data")
+    await watched.until(
+        "heidi's new token", lambda: watched.provider.tokens["heidi"] == "tok-heidi-2"
+    )
