@@ -111,6 +111,8 @@ def format_status(store_path: Path, summary: dict[str, Any]) -> str:
             f"oldest {format_age(row['oldest_enqueued_at'])}  "
             f"dead letters {row['dead_letters']}"
         )
+        if row.get("held"):
+            line += f"  set aside {row['held']} (for paused users)"
         if row["state"] in waiting and row["next_attempt_at"]:
             line += f"  next attempt {format_timestamp(row['next_attempt_at'])}"
         if row.get("unconfirmed"):

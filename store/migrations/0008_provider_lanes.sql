@@ -31,3 +31,37 @@ SELECT l.provider,
        (SELECT COUNT(*) FROM outbox o WHERE o.provider = l.provider AND o.held_lane = l.lane)
            AS pending
 FROM provider_lanes l;
+
+-- The age of a provider's backlog is that of the entries it can be sent now: those set aside
+-- for a paused user wait for that user (provider_users, and a warning of their own), not for
+-- the provider. `held` counts them; `pending` is every entry, as before.
+DROP VIEW pending_by_provider;
+CREATE VIEW pending_by_provider AS
+SELECT p.name AS provider,
+       p.kind,
+       p.state,
+       COALESCE((SELECT c.pending FROM outbox_pending c WHERE c.provider = p.name), 0)
+           AS pending,
+       (SELECT o.enqueued_at FROM outbox o
+         WHERE o.provider = p.name AND o.held_lane IS NULL ORDER BY o.id LIMIT 1)
+           AS oldest_enqueued_at,
+       ((CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER))
+         - (SELECT o.enqueued_at FROM outbox o
+             WHERE o.provider = p.name AND o.held_lane IS NULL ORDER BY o.id LIMIT 1))
+           / 1000.0 AS oldest_age_s,
+       (SELECT COUNT(*) FROM dead_letters d WHERE d.provider = p.name) AS dead_letters,
+       p.next_attempt_at,
+       p.last_error,
+       p.last_ok_at,
+       (SELECT COUNT(*) FROM deliveries d WHERE d.provider = p.name AND d.state = 'accepted'
+          AND p.confirm_timeout_ms IS NOT NULL
+          AND d.attempted_at < (CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER))
+                               - p.confirm_timeout_ms) AS unconfirmed,
+       (SELECT COALESCE(SUM(d.items), 0) FROM deliveries d WHERE d.provider = p.name AND d.state = 'accepted'
+          AND p.confirm_timeout_ms IS NOT NULL
+          AND d.attempted_at < (CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER))
+                               - p.confirm_timeout_ms) AS unconfirmed_items,
+       p.waiting,
+       (SELECT COUNT(*) FROM outbox o WHERE o.provider = p.name AND o.held_lane IS NOT NULL)
+           AS held
+FROM providers p;
