@@ -3,8 +3,9 @@
 A lane is a part of a provider that fails on its own (a user, with a token of
 their own). The daemon keeps the state of each lane it knows here; ``status`` and the
 ``provider_users`` view read it. An outbox entry whose lane may not send is set aside
-(``outbox.held_lane``): the flusher's take (``outbox.take_batch``) skips it through the
-``outbox_lanes`` index, so a paused lane's entries cost nothing until it may send again.
+(``outbox.held_lane``): the flusher's take (``outbox.take_batch``) leaves it out, so a paused
+lane's entries are not taken again and again; the ``outbox_held`` index holds only the
+entries set aside (to count and give back a lane's), so queueing costs what it did.
 
 Plain functions over a ``sqlite3.Connection``, run in the store's thread (``Store.transact``
 for writes, ``Store.call`` for reads).

@@ -16,9 +16,10 @@ CREATE TABLE provider_lanes (
 ) WITHOUT ROWID;
 
 -- An outbox entry whose lane is paused is set aside: `held_lane` names the lane, and the
--- flusher's take skips it (through outbox_lanes) until the lane may send again.
+-- flusher's take skips it until the lane may send again. The index holds only the entries
+-- set aside (counted, given back by lane): an entry queued costs no more than before.
 ALTER TABLE outbox ADD COLUMN held_lane TEXT;
-CREATE INDEX outbox_lanes ON outbox (provider, held_lane, id);
+CREATE INDEX outbox_held ON outbox (provider, held_lane) WHERE held_lane IS NOT NULL;
 
 -- The users of each provider that has lanes (favourites), and what waits for each: `pending`
 -- counts the entries set aside for that user (those of a paused or token-less user).
