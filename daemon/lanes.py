@@ -50,6 +50,7 @@ class LaneHealth:
         self.available: frozenset[str] = frozenset()  # the lanes with credentials
         self._probes: dict[str, set[str]] = {PUSH: set(), PULL: set()}
         self._stale = False
+        self._refusing: set[str] = set()  # refusals read and not stored yet
         self.started = False
         self.pull_soon: set[str] = set()
         self.pull_wanted = anyio.Event()
@@ -85,7 +86,10 @@ class LaneHealth:
         """Read the states again if the store changed since."""
         if self._stale:
             self._stale = False
-            self.paused = await self.store.call(lanes.lane_states, self.name)
+            stored = await self.store.call(lanes.lane_states, self.name)
+            # A refusal being stored stays (it is newer than what was read).
+            stored.update({lane: self.paused[lane] for lane in self._refusing & set(self.paused)})
+            self.paused = stored
 
     # -- asking ------------------------------------------------------------------------------
 
@@ -131,10 +135,12 @@ class LaneHealth:
         anything is awaited (the other flow must not send with them meanwhile)."""
         self.paused[lane] = LaneRow(lane, AUTH_FAILED, now_ms(), error)
         self._probes[flow].discard(lane)  # the other flow keeps its attempt, as a provider's
+        self._refusing.add(lane)
 
     def refused(self, lane: str, error: str, every: bool, flow: str, now: int) -> None:
         """Once the refusal is stored: the lane waits, and it is said."""
         self.paused[lane] = LaneRow(lane, AUTH_FAILED, now, error)
+        self._refusing.discard(lane)
         log.warning("lane_auth_failed", provider=self.name, lane=lane, via=flow, error=error)
         if every:
             log.warning(
