@@ -25,6 +25,7 @@ from dropsync.adapters.base import (
     JSONObject,
     Laned,
     LiveCredentials,
+    NeedsCollections,
     NeedsLookup,
     Provider,
     PullPage,
@@ -104,6 +105,11 @@ def confirm_timeouts(config: Config) -> dict[str, int | None]:
         )
         timeouts[provider.name] = int(provider.confirm_timeout_s * 1000) if confirms else None
     return timeouts
+
+
+def collection_timestamps(config: Config) -> dict[str, str]:
+    """Each configured collection's LWW timestamp field, for the adapters that need it."""
+    return {name: c.timestamp for name, c in config.collections.items() if c.timestamp}
 
 
 def open_provider(
@@ -224,6 +230,8 @@ class ProviderSupervisor:
             return
         if isinstance(provider, NeedsLookup):
             provider.attach_lookup(self._lookup)
+        if isinstance(provider, NeedsCollections):
+            provider.attach_collections(collection_timestamps(self.config))
         if isinstance(provider, Laned) and not self.dry_run:
             await health.lanes.start(provider.lanes())
         async with provider, anyio.create_task_group() as tg:
