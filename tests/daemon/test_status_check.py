@@ -21,6 +21,7 @@ from dropsync.daemon.cli import main
 from dropsync.daemon.instance import InstanceLock
 from dropsync.store.handle import Store
 
+from tests.daemon.plugin_output import problem_lines
 from tests.support import DaemonProcess
 
 
@@ -61,8 +62,10 @@ def now_ms() -> int:
 
 
 def check(config: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> tuple[int, list[str]]:
+    """The exit code and the problem lines: the status line parsed (tests/daemon/
+    plugin_output.py) and written as the lines after it are, ``LEVEL: text``."""
     code = main(["status", "--check", "--config", str(config), *extra])
-    return code, capsys.readouterr().out.splitlines()
+    return code, problem_lines(capsys.readouterr().out)
 
 
 def test_check_is_ok_with_one_line_when_all_is_well(
@@ -187,15 +190,15 @@ def test_every_problem_is_one_line_worst_first(
     assert lines[0].startswith("CRITICAL: daemon: not running")
 
 
-def test_a_store_that_cannot_be_read_is_critical(
+def test_a_store_that_cannot_be_read_is_unknown(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = tmp_path / "dropsync.toml"
     path.write_text(f'[store]\npath = "{tmp_path / "none.db"}"\n')
     code, lines = check(path, capsys)
-    assert code == 2
+    assert code == 3  # the check cannot run: UNKNOWN (more cases in test_status_plugin.py)
     assert len(lines) == 1
-    assert lines[0].startswith(f"CRITICAL: store: store {tmp_path / 'none.db'} does not exist")
+    assert lines[0].startswith(f"UNKNOWN: store: store {tmp_path / 'none.db'} does not exist")
 
 
 def test_watch_shows_the_report_again_until_ctrl_c(config: Path) -> None:
@@ -252,12 +255,13 @@ def test_status_follows_a_real_daemon_running_then_killed(tmp_path: Path) -> Non
             [*status, "--check", *option], capture_output=True, text=True, check=False
         )
         assert checked.returncode == 0, checked.stdout
+        assert problem_lines(checked.stdout)[0].startswith(f"OK: dropsync running (pid {pid})")
         daemon.kill()
         checked = subprocess.run(
             [*status, "--check", *option], capture_output=True, text=True, check=False
         )
         assert checked.returncode == 2
-        assert checked.stdout.startswith("CRITICAL: daemon: not running")
+        assert checked.stdout.startswith("DROPSYNC CRITICAL: daemon: not running")
         shown = subprocess.run([*status, *option], capture_output=True, text=True, check=True)
         assert shown.stdout.startswith("daemon: NOT RUNNING")
     finally:
@@ -353,3 +357,38 @@ def test_a_running_daemon_that_waits_or_went_quiet_is_a_warning(
     assert code == 1
     assert lines[0].startswith("WARNING: daemon (pid 4242): no heartbeat since ")
     runtime.close()
+
+
+def test_a_paused_users_items_are_a_warning_naming_them_not_an_old_backlog(
+    tmp_path: Path, config: Path, running: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # carol's token was refused two hours ago; her items wait for her, the others are sent.
+    two_hours_ago = now_ms() - 2 * 3600 * 1000
+    sql(tmp_path, "INSERT INTO providers (name, kind, updated_at) VALUES ('fav', 'favourites', 0)")
+    sql(
+        tmp_path,
+        "INSERT INTO provider_lanes (provider, lane, state, since, reason, updated_at) "
+        "VALUES ('fav', 'carol', 'auth-failed', ?, 'credentials refused (HTTP 401)', ?)",
+        two_hours_ago,
+        two_hours_ago,
+    )
+    for key in ("carol:s1", "carol:s2"):
+        sql(
+            tmp_path,
+            "INSERT INTO outbox (provider, collection, key, updated_at, enqueued_at, held_lane) "
+            "VALUES ('fav', 'favourites', ?, 1, ?, 'carol')",
+            key,
+            two_hours_ago,
+        )
+    code, lines = check(config, capsys)
+    assert code == 1
+    assert len(lines) == 1 and lines[0].startswith(
+        "WARNING: provider fav: 1 user(s) paused, the others go on: carol (auth-failed since "
+    )
+    assert "2 pending): credentials refused (HTTP 401)" in lines[0]
+    assert main(["status", "--json", "--config", str(config)]) == 0
+    (fav,) = [
+        p for p in orjson.loads(capsys.readouterr().out)["providers"] if p["provider"] == "fav"
+    ]
+    assert (fav["pending"], fav["held"], fav["oldest_age_s"]) == (2, 2, None)
+    assert [u["user"] for u in fav["paused_users"]] == ["carol"]
