@@ -13,9 +13,10 @@ skipped is a dead letter with the provider's message; a file of one document ski
 sent once more as it is (a skip that does not repeat is not the document's fault).
 
 The cost (docs/providers.md, "Skipped files"): a file of n documents with one bad one
-takes ceil(log2 n) more uploads of two files each, carrying less than the file's size
-in all; with k bad ones, at most ceil(log2 n) levels of at most 2k files (in
-ceil(2k / MAX_FILES_AN_UPLOAD) uploads each). A level of at least ``BULK_PIECES``
+takes ceil(log2 n) more uploads of two files each, carrying about twice the file's size
+in all (the first level is the whole file again, each next one half the last); with k bad
+ones, at most ceil(log2 n) levels of at most 2k files (in ceil(2k / MAX_FILES_AN_UPLOAD)
+uploads each), carrying about (log2 k + 2) times the file's size. A level of at least ``BULK_PIECES``
 parts that is skipped whole says the provider refuses (nearly) every document: the
 narrowing stops there and the documents of those parts become dead letters together,
 with the provider's message (``dropsync dead-letters retry`` sends them again once the
