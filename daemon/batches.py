@@ -35,6 +35,7 @@ import anyio
 import structlog
 from dropsync.adapters.base import OutgoingChange, PushResult, batch_idempotency_key
 from dropsync.adapters.errors import PermanentError, ProviderError
+from dropsync.daemon import metrics
 from dropsync.daemon.clock import now_ms
 from dropsync.daemon.sending import Answer, Attempt, to_outgoing
 from dropsync.store import outbox
@@ -343,6 +344,7 @@ class BatchSender:
 
         await loop.write(record)
         if len(entries) == 1:
+            metrics.dead_lettered(loop.name, 1)
             log.warning(
                 "dead_lettered",
                 provider=loop.name,
@@ -366,6 +368,7 @@ class BatchSender:
         assert result is not None
         latency = attempt.latency_ms()
         entries = request.entries
+        oldest = entries[0].enqueued_at  # taken in queue order: the first is the oldest
         record_answer = loop.record_answer
         answers = record_answer is not None and bool(result.outcomes or result.changes)
 
@@ -390,6 +393,8 @@ class BatchSender:
             return record_answer(conn, entries, result, now)
 
         def recorded(merged: MergeResult | None) -> None:
+            confirmed = result.state == "confirmed"
+            metrics.delivered(loop.name, len(entries), confirmed=confirmed, oldest_queued_at=oldest)
             if merged is not None:
                 loop.on_merge(merged)
             log.info(
