@@ -61,7 +61,7 @@ PlatformCollector(registry=REGISTRY)  # python_info
 GCCollector(registry=REGISTRY)  # python_gc_*: the daemon tunes its garbage collector
 
 # Histogram buckets, in seconds (docs/operations.md says why these).
-# One request to a provider: a favourites POST takes milliseconds, a churn upload of 2 GB
+# One request to a provider: a small POST takes milliseconds, an upload of files of 2 GB
 # minutes; the requests' own deadlines (timeout_s) end the long tail.
 REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 # From a record queued to its delivery: a second while online; hours or days while a
