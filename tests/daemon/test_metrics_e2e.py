@@ -6,6 +6,7 @@ names the daemon exports."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 from pathlib import Path
@@ -79,8 +80,16 @@ def test_counters_grow_with_the_work_and_only_grow_across_a_reload(tmp_path: Pat
             bad = [*_docs(10, 1), {"data": {"email": "no-id@example.org"}, "updatedAt": T0}]
             drop_json(tmp_path / "drop/users", "bad", bad)
             drop_json(tmp_path / "drop/extra", "unrouted", _docs(20, 2))  # no config names it
+            # Folder names a label must escape, or cannot hold as they are.
+            drop_json(tmp_path / 'drop/we"ird\\one', "odd", _docs(25, 1))
+            not_utf8 = os.fsencode(tmp_path / "drop") + b"/bad\xff"
+            os.mkdir(not_utf8)
+            with open(not_utf8 + b"/x.json", "wb") as file:
+                file.write(b"[]")
             wait_until(lambda: _delivered(url, 5), what="the second delivery counted")
             daemon.wait_for("file_ingested", file="unrouted.json")
+            daemon.wait_for("file_ingested", file="odd.json")
+            daemon.wait_for("file_ingested", collection="bad\\xff")  # its folder renamed so
             daemon.wait_for("ingest_duplicate", file="again.json")
 
             text = scrape(url)
@@ -94,7 +103,9 @@ def test_counters_grow_with_the_work_and_only_grow_across_a_reload(tmp_path: Pat
             assert value(after, files, collection="users", outcome="duplicate") == 1
             assert value(after, files, collection="users", outcome="quarantined") == 1
             assert value(after, files, collection="extra", outcome="done") == 1
-            assert value(after, "dropsync_ingest_file_duration_seconds_count") == 4
+            assert value(after, docs, collection='we"ird\\one', outcome="applied") == 1
+            assert value(after, files, collection="bad\\xff", outcome="done") == 1
+            assert value(after, "dropsync_ingest_file_duration_seconds_count") == 6
             assert value(after, "dropsync_records_delivered_total", provider="churn") == 5
             assert value(after, "dropsync_records_dead_lettered_total", provider="churn") == 0
             requests = value(
