@@ -5,13 +5,18 @@ ingest tell it when work pauses (``store busy``: another program holds the store
 write lock; ``disk full``) and resumes. It logs each pause once when it starts
 (``work_paused``, a warning) and once when it ends (``work_resumed``), and writes the
 current pauses, the pid and a heartbeat into ``<store>.runtime.json`` (see
-``daemon.runstate``), which ``dropsync status`` shows.
+``daemon.runstate``), which ``dropsync status`` shows, and a reload the daemon refused
+(it runs on its previous config until a reload succeeds). ``on_change`` is told when
+the pauses, the state or the refusal change (systemd's ``STATUS=`` follows), and
+``not_ready`` says why the daemon cannot work now (``GET /readyz``).
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import time
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -41,6 +46,8 @@ class PauseBoard:
         self.state = "starting"
         self.started_at = now_ms()
         self.pauses: dict[tuple[str, str], dict[str, Any]] = {}
+        self.reload_refused: dict[str, Any] | None = None
+        self.on_change: Callable[[], None] | None = None
         self._write_failed = False
 
     def paused(self, work: str, condition: str, detail: str, retry_in_s: float) -> None:
@@ -59,6 +66,8 @@ class PauseBoard:
         current["attempts"] += 1
         current["retry_at"] = now + int(retry_in_s * 1000)
         self.write()
+        if current["attempts"] == 1:
+            self._changed()
 
     def resumed(self, work: str, condition: str) -> None:
         """``work`` got through: forget the pause."""
@@ -72,11 +81,51 @@ class PauseBoard:
                 attempts=pause["attempts"],
             )
             self.write()
+            self._changed()
 
     def set_state(self, state: str) -> None:
         """``starting``, ``running``, ``stopping`` or ``stopped``."""
         self.state = state
         self.write()
+        self._changed()
+
+    def refused_reload(self, error: str | None) -> None:
+        """A reload was refused with ``error`` (None: a reload succeeded, forget any refusal)."""
+        self.reload_refused = None if error is None else {"at": now_ms(), "error": error}
+        self.write()
+        self._changed()
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
+
+    def not_ready(self) -> list[str]:
+        """Why the daemon cannot do its work now (empty: it can): starting or stopping, and
+        each pause (``store busy: ingest paused``; the detail, which names paths, stays in
+        the runtime file). A refused reload is not one: the daemon works on its previous
+        config."""
+        reasons = [] if self.state == "running" else [self.state]
+        for pause in sorted(self.pauses.values(), key=lambda p: (p["since"], p["work"])):
+            reasons.append(f"{pause['condition']}: {pause['work']} paused")
+        return reasons
+
+    def status_text(self) -> str:
+        """The pauses and a refused reload, for systemd's one-line ``STATUS=`` (empty: none).
+
+        Pauses are grouped by condition, e.g. ``store busy: ingest, inbox paused since
+        14:02:11``.
+        """
+        by_condition: dict[str, list[dict[str, Any]]] = {}
+        for pause in sorted(self.pauses.values(), key=lambda p: (p["since"], p["work"])):
+            by_condition.setdefault(pause["condition"], []).append(pause)
+        parts = []
+        for condition, pauses in by_condition.items():
+            works = ", ".join(dict.fromkeys(p["work"] for p in pauses))
+            since = time.strftime("%H:%M:%S", time.localtime(pauses[0]["since"] / 1000))
+            parts.append(f"{condition}: {works} paused since {since}")
+        if self.reload_refused is not None:
+            parts.append(f"reload refused: {self.reload_refused['error']}")
+        return "; ".join(parts)
 
     def snapshot(self) -> dict[str, Any]:
         """What goes into the runtime state file."""
@@ -88,6 +137,7 @@ class PauseBoard:
             "heartbeat_at": now_ms(),
             "heartbeat_s": HEARTBEAT_S,
             "pauses": sorted(self.pauses.values(), key=lambda p: (p["since"], p["work"])),
+            **({"reload_refused": self.reload_refused} if self.reload_refused else {}),
         }
 
     def write(self) -> None:

@@ -9,8 +9,10 @@ event loop). Routes:
   (``daemon.listener_calls``: the store transaction, the replay memory, the held sync
   statuses of ``daemon.held_confirmations``). The kinds' pages in docs/providers.md
   list them.
-* ``GET /healthz`` (200 with each provider's state while the store answers, else
-  503), ``GET /metrics`` (Prometheus text format).
+* ``GET /healthz`` (liveness: 200 with each provider's state while the store answers,
+  else 503), ``GET /readyz`` (readiness: 200 only when the daemon can work now, else 503
+  with the reasons: starting or stopping, a pause, the store's write lock held by another
+  program), ``GET /metrics`` (Prometheus text format).
 
 Bodies over ``MAX_BODY`` are refused (413); a body not received within
 ``request_timeout_s`` is answered 408 (heads and slow connections: see
@@ -60,6 +62,7 @@ from dropsync.daemon.metrics_scrape import render_metrics
 from dropsync.daemon.secrets import read_secret
 from dropsync.store import callbacks
 from dropsync.store.backoff import backoff_s
+from dropsync.store.errors import StoreError, StoreRetryable
 from dropsync.store.handle import PauseListener, Store
 from dropsync.store.readonly import open_readonly
 from starlette.applications import Starlette
@@ -70,6 +73,15 @@ from starlette.routing import Route
 log = structlog.get_logger(__name__)
 
 MAX_BODY = 1 << 20
+# /readyz: how long the store's write lock may be held by another program before the
+# daemon is not ready (the daemon's own transactions are not waited for: see
+# Store.check_writable).
+READY_LOCK_WAIT_S = 0.5
+READY_REUSE_S = 1.0
+_NOT_WRITABLE = {
+    "store busy": "another program holds the store's write lock",
+    "disk full": "the store's disk is full",
+}
 # A JSON escape of a UTF-16 surrogate: json.loads turns an unpaired one into a str that
 # cannot be encoded (nor signed, nor stored).
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89abcdefABCDEF]")
@@ -86,9 +98,14 @@ class Listener:
         wake: Callable[[list[str]], None],
         adapter: Callable[[str], Provider | None],
         pauses: PauseListener | None = None,
+        readiness: Callable[[], list[str]] | None = None,
     ) -> None:
         self.store = store
         self.pauses = pauses
+        # Why the daemon cannot work now (``PauseBoard.not_ready``), for ``/readyz``.
+        self.readiness = readiness
+        self._ready_lock = anyio.Lock()
+        self._ready_checked: tuple[float, list[str]] | None = None  # (when, reasons)
         self.wake = wake
         self.adapter = adapter
         # Each provider as its kind's routes see it: its options, its kind's secrets read.
@@ -151,6 +168,7 @@ class Listener:
             routes=[
                 *routes,
                 Route("/healthz", self.healthz, methods=["GET"]),
+                Route("/readyz", self.readyz, methods=["GET"]),
                 Route("/metrics", self.metrics, methods=["GET"]),
             ]
         )
@@ -284,6 +302,41 @@ class Listener:
             )
             return JSONResponse({"status": "store unavailable"}, status_code=503)
         return JSONResponse({"status": "ok", "providers": states})
+
+    async def readyz(self, request: Request) -> Response:
+        """200 when the daemon can work now; 503 with the reasons (no path, no detail)."""
+        reasons = list(self.readiness()) if self.readiness is not None else []
+        for reason in await self._store_writable():
+            if not any(r.startswith(reason.partition(":")[0] + ":") for r in reasons):
+                reasons.append(reason)
+        if reasons:
+            return JSONResponse({"status": "not ready", "reasons": reasons}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
+    async def _store_writable(self) -> list[str]:
+        """Why the store cannot be written now (empty: it can), for ``/readyz``.
+
+        One check at a time, its answer shared for READY_REUSE_S: requests that come
+        together wait for the check under way (were they to skip it, as the check skips
+        the daemon's own writer, they would be told "ready"), and a flood of requests
+        costs one check a second.
+        """
+        async with self._ready_lock:
+            now = anyio.current_time()
+            if self._ready_checked is not None and now - self._ready_checked[0] < READY_REUSE_S:
+                return self._ready_checked[1]
+            reasons = []
+            try:
+                await self.store.check_writable(READY_LOCK_WAIT_S)
+            except StoreRetryable as exc:
+                why = _NOT_WRITABLE.get(exc.condition, "the store cannot be written")
+                reasons.append(f"{exc.condition}: {why}")
+            except (StoreError, OSError) as exc:
+                reasons.append(
+                    f"store unavailable: it cannot be opened for writing ({type(exc).__name__})"
+                )
+            self._ready_checked = (anyio.current_time(), reasons)
+            return reasons
 
     async def metrics(self, request: Request) -> Response:
         """The Prometheus text format (``daemon.metrics_scrape``): the store's figures, or

@@ -50,8 +50,8 @@ from dropsync.daemon.secrets import check_secrets
 from dropsync.daemon.watcher import DropWatcher, candidate_files
 from dropsync.store import outbox
 from dropsync.store.backoff import backoff_s
-from dropsync.store.errors import StoreRetryable
-from dropsync.store.handle import Store
+from dropsync.store.errors import StoreError, StoreRetryable
+from dropsync.store.handle import Store, run_in_connection_thread
 from dropsync.store.merge import MergeResult
 from dropsync.store.queries import status_summary
 from dropsync.store.states import ProviderState
@@ -59,6 +59,9 @@ from dropsync.store.states import ProviderState
 log = structlog.get_logger(__name__)
 
 STATUS_EVERY_S = 30.0
+# How long the STATUS= update waits for the store's figures before it goes out with the
+# last ones it has (the pauses it names are known without the store).
+STATUS_READ_S = 2.0
 
 
 def summary_line(summary: dict[str, object]) -> str:
@@ -71,6 +74,9 @@ def summary_line(summary: dict[str, object]) -> str:
             parts.append(f"{row['provider']}={row['pending']}")
             if row["state"] != ProviderState.ONLINE:
                 troubled.append(f"{row['provider']} {row['state']}")
+            # Lanes (users) a provider pauses one by one, once the summary counts them.
+            if row.get("paused_users"):
+                troubled.append(f"{row['provider']} {row['paused_users']} user(s) paused")
     text = "pending " + (" ".join(parts) if parts else "none")
     if troubled:
         text += "; " + ", ".join(troubled)
@@ -100,6 +106,9 @@ class Daemon:
         self.on_ready = on_ready
         self.notifier = Notifier.from_environment()
         self.board = PauseBoard(RuntimeFile(config.store_path))
+        self._status_due: anyio.Event | None = None  # made in the status loop (event loop)
+        self.board.on_change = self._status_changed
+        self._summary: dict[str, object] | None = None
         self.exit_code = 0
         self.ready = False
         self._overdue_timer: threading.Timer | None = None
@@ -184,6 +193,7 @@ class Daemon:
                 wake=self.supervisor.wake,
                 adapter=self.supervisor.adapter,
                 pauses=self.board,
+                readiness=self.board.not_ready,
             )
             self.supervisor.listener_options = self.listener.adapter_options
         log.info(
@@ -286,7 +296,8 @@ class Daemon:
             check_secrets(config)  # as check-config does: a secret that cannot work is refused
         except ConfigError as exc:
             log.error("config_reload_failed", error=str(exc))
-            self.notifier.ready(status=f"reload refused: {exc}")
+            self.board.refused_reload(str(exc))  # status, status --check and STATUS= show it
+            self.notifier.ready(status=self._status_text())
             return
         if config.store_path != self.config.store_path:
             log.warning(
@@ -305,13 +316,39 @@ class Daemon:
             self.listener.reload(config)
         self.supervisor.reload(config)
         log.info("config_reloaded", config=config.source, providers=sorted(config.providers))
+        self.board.refused_reload(None)
         self.notifier.ready(status="reloaded")
 
+    def _status_changed(self) -> None:
+        """A pause began or ended, or a reload was refused: STATUS= now, not at the next tick."""
+        if self._status_due is not None:
+            self._status_due.set()
+
+    def _status_text(self) -> str:
+        """STATUS=: what the daemon waits for (pauses, a refused reload), then the figures."""
+        figures = "pending unknown yet" if self._summary is None else summary_line(self._summary)
+        waits = self.board.status_text()
+        return f"{waits}; {figures}" if waits else figures
+
     async def _status_loop(self) -> None:
+        """STATUS= every STATUS_EVERY_S, and at once when the pauses change.
+
+        The figures are read on the store's read-only connection, never behind the writer:
+        while another program holds the store's write lock, the writer waits (and pauses),
+        and the update that names that pause must not wait with it.
+        """
         while True:
-            summary = await self.store.call(status_summary)
-            self.notifier.status(summary_line(summary))
-            await anyio.sleep(STATUS_EVERY_S)
+            self._status_due = due = anyio.Event()
+            with anyio.move_on_after(STATUS_READ_S):
+                try:
+                    async with self.store.snapshot() as reader:
+                        self._summary = await run_in_connection_thread(reader, status_summary)
+                except (StoreError, sqlite3.Error, OSError) as exc:
+                    # The last figures stay; what waits and why is known without them.
+                    log.debug("status_figures_unavailable", error=str(exc))
+            self.notifier.status(self._status_text())
+            with anyio.move_on_after(STATUS_EVERY_S):
+                await due.wait()
 
     async def _exit_when_synced(self) -> None:
         while True:

@@ -1,8 +1,9 @@
 """The daemon's runtime state file: ``<store>.runtime.json``, beside the store.
 
-The running daemon keeps it current: its pid, a heartbeat, and what it is waiting for
-(``store busy``, ``disk full``, with since when and why). ``dropsync status`` reads it,
-because the store itself may be what cannot be written then.
+The running daemon keeps it current: its pid, a heartbeat, what it is waiting for
+(``store busy``, ``disk full``, with since when and why) and a reload it refused (it runs
+on its previous config meanwhile). ``dropsync status`` reads it, because the store itself
+may be what cannot be written then.
 
 It must stay writable on a full disk, so it has a fixed size (``SIZE`` bytes, allocated
 when the daemon starts) and is overwritten in place, never replaced: one line of JSON,
@@ -36,6 +37,9 @@ def runtime_path(store_path: Path) -> Path:
 def encode(state: dict[str, Any]) -> bytes:
     """The file's content for ``state``: one JSON line with its check, padded to SIZE."""
     state = dict(state)
+    refused = state.get("reload_refused")
+    if isinstance(refused, dict):
+        state["reload_refused"] = {**refused, "error": str(refused.get("error", ""))[:_MAX_DETAIL]}
     pauses = [
         {**p, "detail": str(p.get("detail", ""))[:_MAX_DETAIL]} for p in state.get("pauses", [])
     ]
@@ -105,6 +109,12 @@ def describe(state: dict[str, Any] | None, now_ms: int) -> list[str]:
         when = _clock(beat) if isinstance(beat, int) else "never"
         return [f"daemon (pid {pid}): no heartbeat since {when}: not running?"]
     lines = []
+    refused = state.get("reload_refused")
+    if isinstance(refused, dict):
+        lines.append(
+            f"daemon (pid {pid}): reload refused at {_clock(refused.get('at'))}, running on "
+            f"its previous config: {refused.get('error')}"
+        )
     for pause in state.get("pauses", []):
         retry_at = pause.get("retry_at")
         retry = (

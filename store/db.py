@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import stat
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiosqlite
 import anyio
-from dropsync.store.diagnosis import check_openable, explain_open_failure
+from dropsync.store.diagnosis import NOT_A_FILE, check_openable, explain_open_failure
 from dropsync.store.errors import (
     SchemaTooNew,
     StoreBusy,
@@ -82,6 +83,35 @@ WAL_SIZE_LIMIT = 4 << 20
 # while it runs, where the larger cache pays (``Store.bulk``).
 STEADY_CACHE_KIB = 4096
 BULK_CACHE_KIB = 16384
+
+
+def check_writable(path: Path, timeout_s: float) -> None:
+    """Take the store's write lock and give it back at once (nothing is written).
+
+    Raises ``StoreBusy`` if another program holds it for longer than ``timeout_s``, and
+    ``StoreUnavailable`` if the store cannot be opened for writing. For the running
+    daemon: only SQLite opens the files (closing a descriptor of its own would drop the
+    daemon's locks on them, see diagnosis), on a connection of its own, never one the
+    daemon works with (blocking: call it from a worker thread).
+    """
+    try:
+        info = path.stat()
+    except OSError as exc:
+        raise StoreUnavailable(f"store {path}: {exc.strerror}") from exc
+    if not stat.S_ISREG(info.st_mode):
+        raise StoreUnavailable(f"store {path}: {NOT_A_FILE}")  # a FIFO's open would wait
+    db = None
+    try:
+        db = sqlite3.connect(
+            f"{path.resolve().as_uri()}?mode=rw", uri=True, timeout=timeout_s, isolation_level=None
+        )
+        db.execute("BEGIN IMMEDIATE")
+        db.execute("ROLLBACK")
+    except sqlite3.Error as exc:
+        raise (unavailable(exc, path) or StoreUnavailable(f"store {path}: {exc}")) from exc
+    finally:
+        if db is not None:
+            db.close()
 
 
 def set_cache_size(conn: sqlite3.Connection, kib: int) -> None:

@@ -75,6 +75,9 @@ def _probe_create(folder: Path) -> OSError | None:
     return None
 
 
+NOT_A_FILE = "is not a regular file (a FIFO, a socket or a device): point [store] path at the store"
+
+
 def filesystem_cause(path: Path, *, writing: bool, probe: bool = True) -> str | None:
     """What about ``path`` or its folder keeps SQLite from opening it, if anything.
 
@@ -103,17 +106,16 @@ def _filesystem_cause(path: Path, *, writing: bool, probe: bool) -> str | None:
     folder = path.parent
     if path.is_dir():
         return "is a folder, not a file: point [store] path at a file (e.g. dropsync.db in it)"
+    if path.exists() and not path.is_file():
+        # Checked before anything opens it: opening a FIFO waits for a writer, for ever.
+        return NOT_A_FILE
     if not folder.exists():
         return f"its folder {_first_missing(folder)} does not exist"
     if not folder.is_dir():
         return f"{folder} is not a folder"
-    if path.exists():
-        try:
-            with path.open("r+b" if writing else "rb"):
-                pass
-        except OSError as exc:
-            action = "open the file for writing" if writing else "read the file"
-            return f"cannot {action}: {exc.strerror}"
+    if path.exists() and not _accessible(path, writing=writing):
+        action = "open the file for writing" if writing else "read the file"
+        return f"cannot {action}: {_denied(path, writing=writing)}"
     sidecars = [Path(f"{path}-wal"), Path(f"{path}-shm")]
     if writing or not all(p.exists() for p in sidecars):
         # SQLite keeps the -wal and -shm files beside the store, even to read it.
@@ -129,13 +131,30 @@ def _filesystem_cause(path: Path, *, writing: bool, probe: bool) -> str | None:
                 f"keeps {path.name}-wal and {path.name}-shm there, even to read the store)"
             )
     for sidecar in sidecars:
-        if sidecar.exists():
-            try:
-                with sidecar.open("r+b" if writing else "rb"):
-                    pass
-            except OSError as exc:
-                return f"cannot open {sidecar}: {exc.strerror}"
+        if sidecar.exists() and not _accessible(sidecar, writing=writing):
+            return f"cannot open {sidecar}: {_denied(sidecar, writing=writing)}"
     return None
+
+
+# The store and its -wal and -shm are asked about, never opened here: this process may have
+# the store open, and closing any descriptor of a file ends every POSIX lock the process
+# holds on it (fcntl's rule), SQLite's included: another program could then write the store
+# while this one's transaction believes it holds the write lock.
+
+
+def _accessible(path: Path, *, writing: bool) -> bool:
+    return os.access(path, os.R_OK | (os.W_OK if writing else 0))
+
+
+def _denied(path: Path, *, writing: bool) -> str:
+    """Why ``os.access`` said no: a read-only file system, or the permissions."""
+    if writing:
+        try:
+            if os.statvfs(path).f_flag & os.ST_RDONLY:
+                return "Read-only file system"
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return "Permission denied"
 
 
 def explain_open_failure(path: Path, exc: BaseException, *, writing: bool) -> StoreError:

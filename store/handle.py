@@ -23,6 +23,7 @@ from dropsync.store.backoff import backoff_s
 from dropsync.store.db import (
     BULK_CACHE_KIB,
     STEADY_CACHE_KIB,
+    check_writable,
     open_reader,
     open_store,
     set_cache_size,
@@ -201,6 +202,24 @@ class Store:
                     suppress(sqlite3.Error, ValueError, StoreRetryable),
                 ):
                     await self.call(set_cache_size, STEADY_CACHE_KIB)
+
+    async def check_writable(self, timeout_s: float) -> None:
+        """Raise ``StoreBusy`` if another program holds the store's write lock (for longer
+        than ``timeout_s``), another ``StoreError`` if the store cannot be written at all.
+
+        The lock is taken and given back on a connection of its own (``db.check_writable``).
+        Skipped while this store's own writer is at work: that is the daemon working (a
+        writer held up by another program pauses, and says so, by itself). Meanwhile this
+        store's writer waits for the check, so a lock found busy is another program's.
+        """
+        try:
+            self._lock.acquire_nowait()
+        except anyio.WouldBlock:
+            return
+        try:
+            await anyio.to_thread.run_sync(check_writable, self.path, timeout_s)
+        finally:
+            self._lock.release()
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[aiosqlite.Connection]:

@@ -3,22 +3,25 @@
 from __future__ import annotations
 
 import sqlite3
+import stat
 from pathlib import Path
 
-from dropsync.store.diagnosis import explain_open_failure
-from dropsync.store.errors import SchemaTooNew, StoreError
+from dropsync.store.diagnosis import NOT_A_FILE, explain_open_failure
+from dropsync.store.errors import SchemaTooNew, StoreError, StoreUnavailable
 from dropsync.store.schema import latest_version
 
 
 def open_readonly(path: Path) -> sqlite3.Connection:
     """Open the store for reading while the daemon may be writing (WAL readers never block)."""
     try:
-        path.stat()
+        info = path.stat()
     except (FileNotFoundError, NotADirectoryError):
         folder = "" if path.parent.is_dir() else f", nor does its folder {path.parent}"
         raise StoreError(f"store {path} does not exist{folder} (has the daemon run yet?)") from None
     except OSError as exc:
         raise explain_open_failure(path, exc, writing=False) from exc
+    if not stat.S_ISREG(info.st_mode) and not stat.S_ISDIR(info.st_mode):
+        raise StoreUnavailable(f"store {path}: {NOT_A_FILE}")  # a FIFO's open would wait
     try:
         db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5)
     except sqlite3.Error as exc:

@@ -70,9 +70,13 @@ class DaemonProcess:
         env: dict[str, str] | None = None,
         *,
         cwd: Path | None = None,
+        launcher: list[str] | None = None,
     ) -> None:
+        """``launcher``: the command line before the CLI's words (default ``python -m
+        dropsync.daemon.cli``), e.g. ``python -c SCRIPT`` that sets a module constant first."""
         self.workdir = workdir
         self.cwd = cwd or workdir
+        self.launcher = launcher or [sys.executable, "-m", "dropsync.daemon.cli"]
         self.config_path = workdir / "dropsync.toml"
         self.config_path.write_text(config)
         self.log_path = workdir / "daemon.log"
@@ -100,7 +104,7 @@ class DaemonProcess:
         option = ["--config", str(self.config_path)]
         words = [*option, "run", *extra] if config_first else ["run", *option, *extra]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "dropsync.daemon.cli", *words],
+            [*self.launcher, *words],
             cwd=self.cwd,
             stdout=log,
             stderr=subprocess.STDOUT,

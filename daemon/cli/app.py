@@ -67,7 +67,12 @@ EPILOG = (
 
 
 class Command(Protocol):
-    """What a command module declares."""
+    """What a command module declares.
+
+    It may also define ``usage_error(words, message) -> int | None``: told of a usage error
+    in its command line (already reported on stderr), it may print its own answer and
+    return the exit code to use instead of 2 (``status --check``: a plugin's UNKNOWN, 3).
+    """
 
     HELP: str
 
@@ -78,10 +83,19 @@ class Command(Protocol):
         """Run the command; the exit code."""
 
 
+class UsageExit(SystemExit):
+    """A usage error argparse reported (exit 2), with its message."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(EXIT_USAGE)
+        self.message = message
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
-        self.exit(EXIT_USAGE, f"dropsync: error: {message}\n")
+        sys.stderr.write(f"dropsync: error: {message}\n")
+        raise UsageExit(message)
 
 
 class _Version(argparse.Action):
@@ -170,13 +184,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     words = sys.argv[1:] if argv is None else list(argv)
     try:
         args = build_parser(command_in(words)).parse_args(words)
-    except SystemExit:  # --help, --version, a usage error: flush now, quietly if nobody reads
+    except (
+        SystemExit
+    ) as exc:  # --help, --version, a usage error: flush now, quietly if nobody reads
+        code = _usage_error(words, exc.message) if isinstance(exc, UsageExit) else None
         try:
             sys.stdout.flush()
         except BrokenPipeError:
             from dropsync.daemon.cli.outcome import silence_stdout
 
             silence_stdout()
+        if code is not None:
+            return code
         raise
     if args.log_format:
         # Read by daemon.logs whenever logging is configured (a reload too), and by nothing
@@ -184,3 +203,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ["DROPSYNC_LOG_FORMAT"] = args.log_format
     command = load_command(args.command)
     return run_reporting_errors(args.command, command.run, args)
+
+
+def _usage_error(words: list[str], message: str) -> int | None:
+    """The exit code the named command gives a usage error of its own, if it has one."""
+    name = command_in(words)
+    hook = getattr(load_command(name), "usage_error", None) if name is not None else None
+    return hook(words, message) if hook is not None else None

@@ -6,14 +6,16 @@ and imports nothing it does not print with (no event loop, no orjson, not even
 the full config: only ``[store]`` is read), so the whole command takes little
 more than starting Python. ``tests/test_design_rules.py`` holds it to that.
 
-``--check`` answers like a monitoring plugin (``daemon/health_check.py``): one
-line per problem, exit 0 ok, 1 warning, 2 critical. ``--watch`` repeats the
-report until Ctrl-C.
+``--check`` answers like a monitoring plugin (``daemon/health_check.py``): a
+status line with perfdata, one line per further problem, exit 0 ok, 1 warning, 2
+critical, 3 unknown (the check cannot run: a usage error included, see
+``usage_error``). ``--watch`` repeats the report until Ctrl-C.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,18 +25,40 @@ from dropsync.daemon.cli.common import EXIT_OK
 HELP = "is the daemon running; what is pending for each provider and why (read-only)"
 
 
+def _number(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
 def _seconds(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text}")
+    value = _number(text)
+    if value is None or not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}")
     return value
 
 
 def _percent(text: str) -> float:
-    value = float(text)
-    if not 0 <= value <= 100:
-        raise argparse.ArgumentTypeError(f"expected a percentage from 0 to 100, got {text}")
+    value = _number(text)
+    if value is None or not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"expected a percentage from 0 to 100, got {text!r}")
     return value
+
+
+def usage_error(words: list[str], message: str) -> int | None:
+    """``status --check`` with a bad command line: UNKNOWN, exit 3, as a plugin answers.
+
+    Called by the CLI after argparse reported ``message`` on stderr (exit 2 otherwise).
+    """
+    if "--check" not in words:
+        return None
+    from dropsync.daemon.health_check import render_unknown
+
+    text, code = render_unknown(f"usage: {message}")
+    print(text, flush=True)
+    return code
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -54,7 +78,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--check",
         action="store_true",
-        help="monitoring-plugin mode: one line per problem; exit 0 ok, 1 warning, 2 critical",
+        help="monitoring-plugin mode: a status line with perfdata, a line per further problem; "
+        "exit 0 ok, 1 warning, 2 critical, 3 unknown",
     )
     parser.add_argument(
         "--pending-warn",
@@ -187,7 +212,13 @@ def _report(args: argparse.Namespace) -> tuple[str, int]:
     from dropsync.daemon.config_file import store_path_of
 
     if args.check:
-        from dropsync.daemon.health_check import Thresholds, check, render
+        from dropsync.daemon.health_check import (
+            Thresholds,
+            Unknown,
+            check,
+            render,
+            render_unknown,
+        )
 
         thresholds = Thresholds(
             pending_warn_s=args.pending_warn,
@@ -195,7 +226,12 @@ def _report(args: argparse.Namespace) -> tuple[str, int]:
             disk_warn_pct=args.disk_warn,
             disk_crit_pct=args.disk_crit,
         )
-        return render(check(args.config, thresholds))
+        try:
+            return render(check(args.config, thresholds))
+        except Unknown as exc:
+            return render_unknown(str(exc))
+        except Exception as exc:  # a defect: a plugin still answers, UNKNOWN
+            return render_unknown(f"the check failed: {type(exc).__name__}: {exc}")
     store_path = existing_store(args.config, store_path_of(args.config))
     summary = read_status(store_path)
     if args.json:

@@ -21,6 +21,7 @@ from dropsync.daemon.cli import main
 from dropsync.daemon.instance import InstanceLock
 from dropsync.store.handle import Store
 
+from tests.daemon.plugin_output import problem_lines
 from tests.support import DaemonProcess
 
 
@@ -61,8 +62,10 @@ def now_ms() -> int:
 
 
 def check(config: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> tuple[int, list[str]]:
+    """The exit code and the problem lines: the status line parsed (tests/daemon/
+    plugin_output.py) and written as the lines after it are, ``LEVEL: text``."""
     code = main(["status", "--check", "--config", str(config), *extra])
-    return code, capsys.readouterr().out.splitlines()
+    return code, problem_lines(capsys.readouterr().out)
 
 
 def test_check_is_ok_with_one_line_when_all_is_well(
@@ -187,15 +190,15 @@ def test_every_problem_is_one_line_worst_first(
     assert lines[0].startswith("CRITICAL: daemon: not running")
 
 
-def test_a_store_that_cannot_be_read_is_critical(
+def test_a_store_that_cannot_be_read_is_unknown(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = tmp_path / "dropsync.toml"
     path.write_text(f'[store]\npath = "{tmp_path / "none.db"}"\n')
     code, lines = check(path, capsys)
-    assert code == 2
+    assert code == 3  # the check cannot run: UNKNOWN (more cases in test_status_plugin.py)
     assert len(lines) == 1
-    assert lines[0].startswith(f"CRITICAL: store: store {tmp_path / 'none.db'} does not exist")
+    assert lines[0].startswith(f"UNKNOWN: store: store {tmp_path / 'none.db'} does not exist")
 
 
 def test_watch_shows_the_report_again_until_ctrl_c(config: Path) -> None:
@@ -252,12 +255,13 @@ def test_status_follows_a_real_daemon_running_then_killed(tmp_path: Path) -> Non
             [*status, "--check", *option], capture_output=True, text=True, check=False
         )
         assert checked.returncode == 0, checked.stdout
+        assert problem_lines(checked.stdout)[0].startswith(f"OK: dropsync running (pid {pid})")
         daemon.kill()
         checked = subprocess.run(
             [*status, "--check", *option], capture_output=True, text=True, check=False
         )
         assert checked.returncode == 2
-        assert checked.stdout.startswith("CRITICAL: daemon: not running")
+        assert checked.stdout.startswith("DROPSYNC CRITICAL: daemon: not running")
         shown = subprocess.run([*status, *option], capture_output=True, text=True, check=True)
         assert shown.stdout.startswith("daemon: NOT RUNNING")
     finally:

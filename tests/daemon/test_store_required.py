@@ -101,11 +101,11 @@ def test_without_config_the_message_names_the_built_in_default(
     assert list(cwd.iterdir()) == []
 
 
-def test_status_check_on_a_missing_store_is_critical_naming_it(
+def test_status_check_on_a_missing_store_is_unknown_naming_it(
     cwd: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["status", "--check"]) == 2
+    assert main(["status", "--check"]) == 3  # the check cannot run
     out = capsys.readouterr().out
-    assert out.startswith(f"CRITICAL: store: store {cwd / 'dropsync.db'} does not exist; ")
+    assert out.startswith(f"DROPSYNC UNKNOWN: store: store {cwd / 'dropsync.db'} does not exist; ")
     assert "Only 'dropsync run' creates a store" in out
     assert list(cwd.iterdir()) == []

@@ -187,3 +187,38 @@ def test_a_table_dropped_by_hand_is_not_called_damage(tmp_path: Path) -> None:
     message = error_of(done, "status")
     assert "no such table: files_by_status" in message and "changed by hand" in message
     assert "integrity_check" not in message
+
+
+def test_looking_for_the_cause_never_ends_the_locks_this_process_holds(tmp_path: Path) -> None:
+    # The daemon asks why a read-only open failed (/healthz, /metrics) while its own writer
+    # holds the store: closing any descriptor of the store (or its -wal, -shm) ends every
+    # POSIX lock the process has on that file, SQLite's included, and another program could
+    # then write beside a transaction that believes it holds the write lock.
+
+    from dropsync.store.diagnosis import filesystem_cause
+
+    db = tmp_path / "s.db"
+    writer = sqlite3.connect(db, isolation_level=None)
+    writer.execute("PRAGMA journal_mode=WAL")
+    writer.execute("CREATE TABLE t (x)")
+    writer.execute("BEGIN IMMEDIATE")
+    writer.execute("INSERT INTO t VALUES (1)")
+    other = (
+        "import sqlite3, sys\n"
+        "c = sqlite3.connect(sys.argv[1], timeout=0, isolation_level=None)\n"
+        "try:\n    c.execute('BEGIN IMMEDIATE')\n    print('took the write lock')\n"
+        "except sqlite3.OperationalError as e:\n    print(e)\n"
+    )
+
+    def another_program() -> str:
+        done = subprocess.run(
+            [sys.executable, "-c", other, str(db)], capture_output=True, text=True, check=True
+        )
+        return done.stdout.strip()
+
+    assert another_program() == "database is locked"
+    for writing in (True, False):
+        assert filesystem_cause(db, writing=writing) is None
+        assert another_program() == "database is locked"
+    writer.execute("ROLLBACK")
+    writer.close()
