@@ -351,8 +351,12 @@ class Listener:
                 type(exc).__name__,
                 error=f"{type(exc).__name__}: {exc}",
             )
-        pauses = self.pauses.pauses if isinstance(self.pauses, PauseBoard) else {}
-        body, content_type = render_metrics(snapshot, pauses)
+        board = self.pauses if isinstance(self.pauses, PauseBoard) else None
+        body, content_type = render_metrics(
+            snapshot,
+            {} if board is None else board.pauses,
+            reload_refused=board is not None and board.reload_refused is not None,
+        )
         return Response(body, media_type=content_type)
 
     def _read(self, question: Callable[[Any], Any]) -> Any:

@@ -6,7 +6,8 @@ pending entries and the age of the oldest per provider, states, dead letters, de
 files, the inbox, paused users) and the daemon's pauses (``daemon.health.PauseBoard``). A
 provider's state is one series per state, 1 for the current one and 0 for the others
 (node_exporter's way with an enum): a state the provider left reads 0 rather than going
-stale. Each pause condition is a series too, 0 or 1. Should the store not be readable, the
+stale. Each pause condition is a series too, 0 or 1, and so is whether the last reload was
+taken (``dropsync_config_last_reload_successful``). Should the store not be readable, the
 answer is still 200 with every instrument and pause, and ``dropsync_store_readable 0``: the
 daemon is up, its store is the problem (an alert says which).
 """
@@ -129,10 +130,11 @@ def _tables(snap: dict[str, Any]) -> Iterator[Metric]:
 
 
 class _Pauses(Collector):
-    """The daemon's pauses, one series per condition (0 or 1)."""
+    """The daemon's pauses, one series per condition (0 or 1), and its last reload."""
 
-    def __init__(self, pauses: Pauses) -> None:
+    def __init__(self, pauses: Pauses, reload_refused: bool) -> None:
         self.pauses = pauses
+        self.reload_refused = reload_refused
 
     def collect(self) -> Iterator[Metric]:
         current = {pause_label(work, condition) for work, condition in self.pauses}
@@ -143,7 +145,12 @@ class _Pauses(Collector):
         )
         for label in PAUSE_LABELS:
             paused.add_metric([label], 1 if label in current else 0)
-        yield paused
+        reload = GaugeMetricFamily(
+            "dropsync_config_last_reload_successful",
+            "0 while the daemon runs on its previous config, its last reload refused; else 1",
+        )
+        reload.add_metric([], 0 if self.reload_refused else 1)
+        yield from (paused, reload)
 
 
 class _Scrape(Collector):
@@ -157,8 +164,10 @@ class _Scrape(Collector):
             yield from part.collect()
 
 
-def render_metrics(snapshot: dict[str, Any] | None, pauses: Pauses) -> tuple[bytes, str]:
+def render_metrics(
+    snapshot: dict[str, Any] | None, pauses: Pauses, *, reload_refused: bool = False
+) -> tuple[bytes, str]:
     """The exposition text and its content type: the instruments, the store's figures
-    (``snapshot``; None: the store could not be read) and the pauses."""
-    scrape = _Scrape(REGISTRY, _StoreGauges(snapshot), _Pauses(pauses))
+    (``snapshot``; None: the store could not be read), the pauses and the last reload."""
+    scrape = _Scrape(REGISTRY, _StoreGauges(snapshot), _Pauses(pauses, reload_refused))
     return generate_latest(scrape), CONTENT_TYPE_LATEST

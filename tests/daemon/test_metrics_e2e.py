@@ -139,6 +139,23 @@ def test_counters_grow_with_the_work_and_only_grow_across_a_reload(tmp_path: Pat
             reloaded = samples(scrape(url))
             _only_grew(before_reload, reloaded)
             assert value(reloaded, "dropsync_records_delivered_total", provider="churn") == 5
+            assert value(reloaded, "dropsync_config_last_reload_successful") == 1
+
+            # A reload refused: the daemon runs on (its counters too) and says so.
+            good = daemon.config_path.read_text()
+            daemon.config_path.write_text(good + "\n[store\n")
+            daemon.send_signal(signal.SIGHUP)
+            daemon.wait_for("config_reload_failed")
+            refused_reload = samples(scrape(url))
+            assert value(refused_reload, "dropsync_config_last_reload_successful") == 0
+            _only_grew(reloaded, refused_reload)
+            daemon.config_path.write_text(good)
+            daemon.mark_log()
+            daemon.send_signal(signal.SIGHUP)
+            daemon.wait_for("config_reloaded")
+            reloaded = samples(scrape(url))
+            assert value(reloaded, "dropsync_config_last_reload_successful") == 1
+            _only_grew(refused_reload, reloaded)
 
             drop_json(tmp_path / "drop/users", "b", _docs(30, 3))
             wait_until(lambda: _delivered(url, 8), what="a delivery after the reload counted")
