@@ -14,6 +14,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from dropsync.adapters.emulators.common import EmulatorServer
 from dropsync.adapters.errors import (
     AuthError,
     PermanentError,
@@ -24,8 +25,11 @@ from dropsync.adapters.errors import (
     RetryableError,
     UnexpectedAnswer,
 )
+from dropsync.adapters.registrations.emulator import RegistrationsEmulator
 from dropsync.daemon import metrics
+from dropsync.daemon.config import Config, parse_config
 from dropsync.daemon.metrics_scrape import PAUSE_LABELS, render_metrics
+from dropsync.daemon.providers import ProviderSupervisor
 from dropsync.store import callbacks
 from dropsync.store.handle import Store
 from dropsync.store.states import ProviderState
@@ -218,3 +222,60 @@ async def test_a_request_is_counted_by_its_outcome_and_timed(
     text = render_metrics(None, {})[0].decode()
     count = "dropsync_delivery_request_duration_seconds_count"
     assert value(samples(text), count, provider=name) == 2
+
+
+def _registrations(base_url: str) -> Config:
+    return parse_config(
+        {
+            "providers": {
+                "lenos": {
+                    "kind": "registrations",
+                    "base_url": base_url,
+                    "username": "fp-bot",
+                    "event_id": "ev-2026",
+                    "secret_env": "REGISTRATIONS_PASSWORD",
+                    "pull_interval_s": 0.05,
+                    "backoff_base_s": 0.05,
+                    "backoff_cap_s": 0.1,
+                }
+            }
+        },
+        "<test>",
+    )
+
+
+async def test_pulls_count_their_pages_changes_and_failures(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REGISTRATIONS_PASSWORD", "pull-test-password")
+    requests, changes = metrics.PULL_REQUESTS, metrics.PULLED
+    with EmulatorServer(RegistrationsEmulator(password="pull-test-password")) as server:
+        emulator = server.emulator
+        assert isinstance(emulator, RegistrationsEmulator)
+        emulator.seed(participants=40, sessions=3)
+        config = _registrations(server.base_url)
+        ok_before = requests.labels("lenos", "ok")._value.get()
+        changes_before = changes.labels("lenos")._value.get()
+        async with await Store.open(tmp_path / "s.db") as store:
+            supervisor = ProviderSupervisor(store, config)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(supervisor.run)
+                await eventually(
+                    lambda: changes.labels("lenos")._value.get() >= changes_before + 43,
+                    "the first pull counted",
+                )
+                tg.cancel_scope.cancel()
+    # participants and sessions: a page each at least
+    assert requests.labels("lenos", "ok")._value.get() >= ok_before + 2
+
+    closed = _registrations(f"http://127.0.0.1:{free_port()}")
+    failed_before = requests.labels("lenos", "unavailable")._value.get()
+    async with await Store.open(tmp_path / "t.db") as store:
+        supervisor = ProviderSupervisor(store, closed)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(supervisor.run)
+            await eventually(
+                lambda: requests.labels("lenos", "unavailable")._value.get() > failed_before,
+                "a failed pull counted",
+            )
+            tg.cancel_scope.cancel()
