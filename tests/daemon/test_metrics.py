@@ -13,7 +13,9 @@ from typing import Any
 
 import anyio
 import httpx
+import orjson
 import pytest
+from dropsync.adapters.crm.emulator import CrmEmulator
 from dropsync.adapters.emulators.common import EmulatorServer
 from dropsync.adapters.errors import (
     AuthError,
@@ -32,6 +34,7 @@ from dropsync.daemon.metrics_scrape import PAUSE_LABELS, render_metrics
 from dropsync.daemon.providers import ProviderSupervisor
 from dropsync.store import callbacks
 from dropsync.store.handle import Store
+from dropsync.store.merge import Change
 from dropsync.store.states import ProviderState
 
 from tests.daemon.churn_support import churn_config, document, eventually, merge, running
@@ -279,3 +282,56 @@ async def test_pulls_count_their_pages_changes_and_failures(
                 "a failed pull counted",
             )
             tg.cancel_scope.cancel()
+
+
+async def test_records_confirmed_by_a_webhook_are_counted_once(
+    tmp_path: Path, port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CRM_TOKEN", "crm-secret")
+    monkeypatch.setenv("CRM_WEBHOOK_TOKEN", "wh-token-metrics-0123456789")
+    crm = CrmEmulator({"acc_1": "crm-secret"}, webhook_delay_s=0.05)
+    confirmed = metrics.CONFIRMED.labels("crm")
+    before = confirmed._value.get()
+    with EmulatorServer(crm) as server:
+        config = parse_config(
+            {
+                "store": {"path": str(tmp_path / "store.db")},
+                "drop": {"path": str(tmp_path / "drop")},
+                "listener": {"port": port},
+                "collections": {
+                    "contacts": {"key": "email", "timestamp": "updated_at", "providers": ["crm"]}
+                },
+                "providers": {
+                    "crm": {
+                        "kind": "crm",
+                        "base_url": server.base_url,
+                        "account_id": "acc_1",
+                        "secret_env": "CRM_TOKEN",
+                        "webhook_token_env": "CRM_WEBHOOK_TOKEN",
+                    }
+                },
+            },
+            "test.toml",
+        )
+        async with running(config, port) as daemon:
+            contacts = [
+                Change(
+                    "contacts", f"c{i}@x.org", f'{{"email": "c{i}@x.org"}}', 5, False, "drop", ""
+                )
+                for i in range(3)
+            ]
+            await merge(daemon.store, config, contacts)
+            daemon.supervisor.wake(["crm"])
+            await eventually(
+                lambda: daemon.rows("SELECT 1 FROM deliveries WHERE state = 'confirmed'"),
+                "the webhook's confirmation",
+            )
+            assert confirmed._value.get() == before + 3
+            # The same job's success told again confirms nothing more.
+            again = {"_id": crm.jobs[0], "status": "processed"}
+            answer = await daemon.post(
+                "/webhooks/crm/wh-token-metrics-0123456789", orjson.dumps(again)
+            )
+            assert answer.json()["deliveries"] == 0
+            assert confirmed._value.get() == before + 3
+    assert metrics.DELIVERED.labels("crm")._value.get() >= 3
