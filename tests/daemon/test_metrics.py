@@ -30,6 +30,7 @@ from dropsync.adapters.errors import (
 from dropsync.adapters.registrations.emulator import RegistrationsEmulator
 from dropsync.daemon import metrics
 from dropsync.daemon.config import Config, parse_config
+from dropsync.daemon.listener import Listener
 from dropsync.daemon.metrics_scrape import PAUSE_LABELS, render_metrics
 from dropsync.daemon.providers import ProviderSupervisor
 from dropsync.store import callbacks
@@ -115,16 +116,19 @@ async def test_a_store_that_cannot_be_read_is_a_gauge_not_a_failed_scrape(
     tmp_path: Path, port: int
 ) -> None:
     config = churn_config(tmp_path, "http://127.0.0.1:9", port)
-    async with running(config, port) as daemon:
-        assert value(samples(await _scrape(daemon.url)), "dropsync_store_readable") == 1
-        moved = config.store_path.with_suffix(".moved")
-        config.store_path.rename(moved)
-        try:
-            text = await _scrape(daemon.url)
-        finally:
-            moved.rename(config.store_path)
-    found = families(text)
-    assert value(samples(text), "dropsync_store_readable") == 0
+    async with await Store.open(config.store_path) as store:
+        listener = Listener(store, config, wake=lambda names: None, adapter=lambda name: None)
+        transport = httpx.ASGITransport(app=listener.app())
+        async with httpx.AsyncClient(transport=transport, base_url="http://dropsync") as client:
+            answer = await client.get("/metrics")
+            assert answer.status_code == 200
+            assert value(samples(answer.text), "dropsync_store_readable") == 1
+            store.path = tmp_path / "gone.db"  # where the listener reads it: nothing there
+            answer = await client.get("/metrics")
+            store.path = config.store_path
+    assert answer.status_code == 200
+    found = families(answer.text)
+    assert value(samples(answer.text), "dropsync_store_readable") == 0
     assert "dropsync_pending" not in found  # nothing read is shown as if it were
     assert "dropsync_records_delivered" in found and "process_resident_memory_bytes" in found
 
@@ -322,10 +326,9 @@ async def test_records_confirmed_by_a_webhook_are_counted_once(
             ]
             await merge(daemon.store, config, contacts)
             daemon.supervisor.wake(["crm"])
-            await eventually(
-                lambda: daemon.rows("SELECT 1 FROM deliveries WHERE state = 'confirmed'"),
-                "the webhook's confirmation",
-            )
+            # Counted once the webhook's transaction is done (its commit is seen a moment before).
+            await eventually(lambda: confirmed._value.get() >= before + 3, "the confirmation")
+            assert await daemon.rows("SELECT state FROM deliveries") == [("confirmed",)]
             assert confirmed._value.get() == before + 3
             # The same job's success told again confirms nothing more.
             again = {"_id": crm.jobs[0], "status": "processed"}
