@@ -165,6 +165,16 @@ class NeedsLookup(Protocol):
 
 
 @runtime_checkable
+class NeedsCollections(Protocol):
+    """A provider whose requests depend on the collections' own config (given by the daemon
+    before its first request, and again on every reload)."""
+
+    def attach_collections(self, timestamps: Mapping[str, str]) -> None:
+        """Keep each collection's LWW timestamp field (a dotted path), by collection name."""
+        ...
+
+
+@runtime_checkable
 class Probes(Protocol):
     """A provider that can tell whether its credentials work (``dropsync probe``)."""
 

@@ -47,6 +47,7 @@ class DemoView:
         *,
         keeps_running: bool,
         out: IO[str] | None = None,
+        interactive: bool | None = None,
     ) -> None:
         self.directory = directory
         self.config_path = config_path
@@ -58,7 +59,8 @@ class DemoView:
         offline = [(name, part.offline) for name, part in parts.items() if part.offline]
         self.offline: tuple[str, OfflineStep] | None = offline[0] if offline else None
         self.out = out or sys.stdout
-        self.interactive = self.out.isatty()
+        # Live drawing, prompts and log lines kept in a file: only with a terminal to draw on.
+        self.interactive = self.out.isatty() if interactive is None else interactive
         self.prompts = (
             self.interactive and keeps_running and sys.stdin.isatty() and self.offline is not None
         )
@@ -170,27 +172,39 @@ class DemoView:
         self.out.flush()
         self._drawn = len(lines)
 
-    def summary(self, *, synced: bool) -> None:
-        """After the daemon stopped: the summary (unless it was shown already)."""
-        if self._said_synced and self.interactive:
-            return
+    def summary(self, *, synced: bool) -> list[str]:
+        """After the daemon stopped: the summary (unless it was shown already).
+
+        Returns what did not get where it was going (``shortfall_lines``): the demo fails
+        on any, and the last lines it prints name them.
+        """
         try:
             db = open_readonly(self.store_path)
         except Exception:  # the daemon never got as far as creating the store
-            return
+            return []
         try:
             progress = progress_summary(db)
         finally:
             db.close()
-        self.write(self.summary_text(progress, synced=synced))
+        missing = shortfall_lines(progress["shortfalls"])
+        if not (self._said_synced and self.interactive):
+            self.write(self.summary_text(progress, synced=synced))
+        elif missing:
+            self.write("\n".join([_shortfall_heading(synced=True), *missing]) + "\n")
+        return missing
 
     def summary_text(self, progress: dict[str, Any], *, synced: bool) -> str:
         """Where the data went, the status command for this demo, and queries to try."""
         store = self.store_path
         records = progress["records"]
         files = progress["files"]
+        missing = shortfall_lines(progress["shortfalls"])
+        if missing:
+            heading = [_shortfall_heading(synced=synced), *missing]
+        else:
+            heading = ["dropsync demo: " + ("everything is synced." if synced else "stopped.")]
         lines = [
-            "dropsync demo: " + ("everything is synced." if synced else "stopped."),
+            *heading,
             "",
             "Where the data went:",
             f"  {'the store (SQLite)':<24} {store}: {_plural(sum(records.values()), 'record')} in "
@@ -214,6 +228,10 @@ class DemoView:
             "",
             "See for yourself (the demo keeps its config in its folder):",
             f"  dropsync status --config {self.config_path}",
+        ]
+        if progress["shortfalls"]["dead_letters"]:
+            lines.append(f"  dropsync dead-letters list --config {self.config_path}")
+        lines += [
             f"  sqlite3 -readonly {store} \\",
             '    "SELECT provider, state, pending, dead_letters FROM pending_by_provider"',
             f"  sqlite3 -readonly {store} \\",
@@ -225,6 +243,38 @@ class DemoView:
         if self.interactive:
             lines.append(f"Log lines: {self.log_path}")
         return "\n".join(lines) + "\n"
+
+
+def _shortfall_heading(*, synced: bool) -> str:
+    return "dropsync demo: " + ("synced" if synced else "stopped") + ", but not everything arrived:"
+
+
+def _clip(text: str | None, width: int = 160) -> str:
+    text = " ".join((text or "").split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def shortfall_lines(shortfalls: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """One line per provider with dead letters, per file with rejections, per collection
+    with rejected inbox rows (``store.queries.shortfalls``); none when everything arrived."""
+    lines = [
+        f"  {row['provider']}: {_plural(row['count'], 'dead letter')} "
+        f"(latest: {_clip(row['reason'])})"
+        for row in shortfalls["dead_letters"]
+    ]
+    for row in shortfalls["files"]:
+        what = "quarantined"
+        if row["docs_rejected"]:
+            what = f"{_plural(row['docs_rejected'], 'document')} rejected"
+            if row["status"] == "quarantined":
+                what += ", the file quarantined"
+        lines.append(f"  {row['collection']}/{row['name']}: {what} ({_clip(row['error'])})")
+    lines += [
+        f"  inbox {row['collection'] or '(no collection)'}: "
+        f"{_plural(row['count'], 'row')} rejected (latest: {_clip(row['reason'])})"
+        for row in shortfalls["inbox_rejected"]
+    ]
+    return lines
 
 
 def is_synced(progress: Mapping[str, Any], pulled: Collection[str]) -> bool:

@@ -41,7 +41,12 @@ _AT_FDCWD = -100
 
 def is_ignored(path: Path) -> bool:
     """Names starting with ``.`` or ending in ``.tmp``/``.part`` wait until renamed."""
-    return path.name.startswith(".") or path.name.endswith(IGNORED_SUFFIXES)
+    return is_ignored_name(path.name)
+
+
+def is_ignored_name(name: str) -> bool:
+    """``is_ignored`` of a bare name."""
+    return name.startswith(".") or name.endswith(IGNORED_SUFFIXES)
 
 
 class Unreadable(Exception):

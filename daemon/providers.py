@@ -14,7 +14,13 @@ from typing import Any
 
 import anyio
 import structlog
-from dropsync.adapters.base import JSONObject, NeedsLookup, Provider, StreamPuller
+from dropsync.adapters.base import (
+    JSONObject,
+    NeedsCollections,
+    NeedsLookup,
+    Provider,
+    StreamPuller,
+)
 from dropsync.adapters.errors import ProviderError
 from dropsync.adapters.registry import OptionError, build_provider, get_kind, parse_options
 from dropsync.daemon import metrics
@@ -65,6 +71,11 @@ def confirm_timeouts(config: Config) -> dict[str, int | None]:
         )
         timeouts[provider.name] = int(provider.confirm_timeout_s * 1000) if confirms else None
     return timeouts
+
+
+def collection_timestamps(config: Config) -> dict[str, str]:
+    """Each configured collection's LWW timestamp field, for the adapters that need it."""
+    return {name: c.timestamp for name, c in config.collections.items() if c.timestamp}
 
 
 def open_provider(
@@ -185,6 +196,8 @@ class ProviderSupervisor:
             return
         if isinstance(provider, NeedsLookup):
             provider.attach_lookup(self._lookup)
+        if isinstance(provider, NeedsCollections):
+            provider.attach_collections(collection_timestamps(self.config))
         async with provider, anyio.create_task_group() as tg:
             flusher = Flusher(
                 self.store,

@@ -353,7 +353,7 @@ class Daemon:
     async def _exit_when_synced(self) -> None:
         while True:
             await anyio.sleep(0.2)
-            if candidate_files(self.config.drop_path) or any(
+            if candidate_files(self.config.drop_path, limit=1) or any(
                 list_entries(folder / PROCESSING)
                 for folder in collection_folders(self.config.drop_path)
             ):

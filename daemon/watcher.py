@@ -15,10 +15,11 @@ and the folder looked at again (see ``DropWatcher._watch``).
 
 from __future__ import annotations
 
+import heapq
 import os
 import stat
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Container, Iterator
 from pathlib import Path
 
 import anyio
@@ -29,7 +30,7 @@ from dropsync.daemon.dropfiles import (
     collection_folders,
     folders_not_utf8,
     is_ignored,
-    list_entries,
+    is_ignored_name,
     rename_to_text,
 )
 from dropsync.daemon.ingest import IngestReport, only_errors_of
@@ -43,6 +44,10 @@ WATCH_START_S = 0.5  # a look at the whole folder this long after a watch (re)st
 FALLBACK_RESCAN_S = 1.0  # how often the folder is looked at while the watch is down
 RESTART_MIN_S = 0.05  # the least time between two watches (folders that come and go)
 DROP_FOLDER_MISSING = "drop folder missing"
+# Files waiting for the ingestor. The rest wait in the folder: a look takes the oldest of
+# them once the queue is down to half (100,000 files at once would otherwise be 100,000
+# paths in memory, and a list of them all at each look).
+QUEUE_FILES = 10_000
 
 
 def _identity(folder: Path) -> tuple[int, int] | None:
@@ -61,21 +66,41 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def candidate_files(drop: Path, only: str | None = None) -> list[Path]:
-    """Entries waiting in ``<drop>/<collection>/`` (or only that collection), oldest first."""
-    found: list[tuple[float, Path]] = []
+def candidate_files(
+    drop: Path,
+    only: str | None = None,
+    *,
+    limit: int | None = None,
+    skip: Container[str] = (),
+) -> list[Path]:
+    """Entries waiting in ``<drop>/<collection>/`` (or only that collection), oldest first.
+
+    With ``limit``, the oldest ``limit`` of them: the folders are read as a stream and only
+    those are kept, so a folder of 100,000 files costs no more than ``limit`` names. Paths
+    (as text) in ``skip`` are passed over.
+    """
+    waiting = _waiting(drop, only, skip)
+    found = sorted(waiting) if limit is None else heapq.nsmallest(limit, waiting)
+    return [Path(path) for _, path in found]
+
+
+def _waiting(drop: Path, only: str | None, skip: Container[str]) -> Iterator[tuple[int, str]]:
+    """(mtime in ns, path) of each entry waiting, as the folders are read."""
     for folder in collection_folders(drop):
         if only is not None and folder.name != only:
             continue
-        for entry in list_entries(folder):
-            path = Path(entry.path)
-            if is_ignored(path):
-                continue
-            try:
-                found.append((entry.stat(follow_symlinks=False).st_mtime, path))
-            except OSError:
-                continue
-    return [path for _, path in sorted(found)]
+        try:
+            entries = os.scandir(folder)
+        except (FileNotFoundError, NotADirectoryError, PermissionError):
+            continue
+        with entries:
+            for entry in entries:
+                if is_ignored_name(entry.name) or entry.path in skip:
+                    continue
+                try:
+                    yield entry.stat(follow_symlinks=False).st_mtime_ns, entry.path
+                except OSError:
+                    continue
 
 
 class DropWatcher:
@@ -92,21 +117,27 @@ class DropWatcher:
         self.pauses = pauses
         self.ready = anyio.Event()
         self.on_failure: Callable[[], None] | None = None
-        self._send, self._receive = anyio.create_memory_object_stream[Path](max_buffer_size=10_000)
-        self._queued: set[Path] = set()
+        self._room = QUEUE_FILES
+        self._send, self._receive = anyio.create_memory_object_stream[Path](
+            max_buffer_size=self._room
+        )
+        self._queued: set[str] = set()  # the paths in the queue or being ingested
+        self._left_out = False  # a file was left in the folder for want of room
         self._rescan_soon = anyio.Event()
         self._restart = anyio.Event()
         self._watching: tuple[int, int] | None = None  # the drop folder being watched
         self._not_renamed: set[Path] = set()
 
     def _enqueue(self, path: Path) -> None:
-        if path in self._queued:
+        name = str(path)
+        if name in self._queued:
             return
         try:
             self._send.send_nowait(path)
         except anyio.WouldBlock:
-            return  # the periodic rescan finds it again
-        self._queued.add(path)
+            self._left_out = True  # a look finds it again once the queue has room
+            return
+        self._queued.add(name)
 
     def _relevant(self, path: Path) -> bool:
         drop = self.config.drop_path
@@ -144,7 +175,10 @@ class DropWatcher:
                 if self.on_failure is not None:
                     self.on_failure()
             finally:
-                self._queued.discard(path)
+                self._queued.discard(str(path))
+                if self._left_out and len(self._queued) <= self._room // 2:
+                    self._left_out = False
+                    self._rescan_soon.set()
 
     async def _rescan(self) -> None:
         while True:
@@ -158,9 +192,15 @@ class DropWatcher:
                 await self._rescan_soon.wait()
             self._rescan_soon = anyio.Event()
 
-    def _look_everywhere(self) -> None:
-        for path in candidate_files(self.config.drop_path):
+    def _look_everywhere(self, only: str | None = None) -> None:
+        """Queue the oldest files waiting (in ``only`` that collection), as many as fit."""
+        room = max(self._room - len(self._queued), 0)
+        # One more than there is room for: whether any is left out.
+        found = candidate_files(self.config.drop_path, only, limit=room + 1, skip=self._queued)
+        for path in found[:room]:
             self._enqueue(path)
+        if len(found) > room:
+            self._left_out = True
 
     def _rename_folders_not_utf8(self) -> None:
         """A collection folder whose name is not UTF-8 gets its escaped name (said once)."""
@@ -296,8 +336,7 @@ class DropWatcher:
                 ):
                     # A new collection folder: files written into it before the watch on it
                     # is in place would otherwise wait for the rescan.
-                    for entry in candidate_files(drop, only=path.name):
-                        self._enqueue(entry)
+                    self._look_everywhere(only=path.name)
                     changed = True
             if changed:
                 return  # watch again, the new collection folders included

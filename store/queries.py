@@ -136,7 +136,8 @@ def progress_summary(db: sqlite3.Connection) -> dict[str, Any]:
     ``records`` per collection; per provider its ``state``, ``pending``, delivered records
     by state (``accepted``, ``confirmed``) and ``dead_letters``; ``files`` by status;
     ``requests`` (the live records of request collections, ``request_routes``) by status:
-    ``pending`` until their provider decided their current version.
+    ``pending`` until their provider decided their current version; ``shortfalls`` (see
+    ``shortfalls``).
     """
     providers = {
         name: {"kind": kind, "state": state, "pending": 0, "accepted": 0, "confirmed": 0}
@@ -156,6 +157,7 @@ def progress_summary(db: sqlite3.Connection) -> dict[str, Any]:
         if name in providers:
             providers[name]["dead_letters"] = count
     return {
+        "shortfalls": shortfalls(db),
         "records": dict(db.execute("SELECT collection, COUNT(*) FROM records GROUP BY 1")),
         "providers": providers,
         "files": dict(db.execute("SELECT status, files FROM files_by_status")),
@@ -167,4 +169,33 @@ def progress_summary(db: sqlite3.Connection) -> dict[str, Any]:
             "SELECT COUNT(*) FROM deliveries d JOIN providers p ON p.name = d.provider "
             "WHERE d.state IN ('sent', 'accepted') AND p.confirm_timeout_ms IS NOT NULL"
         ).fetchone()[0],
+    }
+
+
+def shortfalls(db: sqlite3.Connection) -> dict[str, list[dict[str, Any]]]:
+    """What did not get where it was going (full scans: meant for small stores, the demo's).
+
+    ``dead_letters``: per provider, the count and the latest reason; ``files``: each file
+    quarantined or with rejected documents, and why; ``inbox_rejected``: per collection, the
+    count of inbox rows refused and the latest reason.
+    """
+    return {
+        "dead_letters": _rows(
+            db,
+            "SELECT provider, COUNT(*) AS count, (SELECT reason FROM dead_letters l "
+            "WHERE l.provider = d.provider ORDER BY l.id DESC LIMIT 1) AS reason "
+            "FROM dead_letters d GROUP BY provider ORDER BY provider",
+        ),
+        "files": _rows(
+            db,
+            "SELECT collection, name, status, docs_rejected, error FROM files "
+            "WHERE status = 'quarantined' OR docs_rejected > 0 ORDER BY id",
+        ),
+        "inbox_rejected": _rows(
+            db,
+            "SELECT collection, COUNT(*) AS count, (SELECT reason FROM inbox r "
+            "WHERE r.status = 'rejected' AND r.collection IS i.collection "
+            "ORDER BY r.id DESC LIMIT 1) AS reason "
+            "FROM inbox i WHERE status = 'rejected' GROUP BY collection ORDER BY collection",
+        ),
     }

@@ -22,7 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--exit-when-synced",
         action="store_true",
-        help="exit 0 once every provider has everything (for scripts and CI)",
+        help="exit once every provider has everything (for scripts and CI): 0, or 1 when a "
+        "record was dead-lettered or a document rejected",
     )
 
 
