@@ -35,6 +35,7 @@ import anyio
 import structlog
 from dropsync.adapters.base import FileBatchProvider, FilePart, Waiting
 from dropsync.adapters.errors import ProviderError
+from dropsync.daemon import metrics
 from dropsync.daemon.clock import now_ms
 from dropsync.daemon.places import SCRATCH_DATABASE
 from dropsync.daemon.sending import Attempt, to_outgoing
@@ -146,6 +147,7 @@ class FileSender:
         self.spool_root = spool_root
         self.folder = spool_root / name
         self._dry_run_after = 0
+        self._oldest = 0  # when the oldest entry of the batch was queued (for /metrics)
 
     async def start(self, loop: Flusher) -> None:
         """Remove what a killed run left, and attach the scratch notes."""
@@ -204,6 +206,7 @@ class FileSender:
                     break
                 after = entries[-1].id
                 if mapped is None:
+                    self._oldest = entries[0].enqueued_at  # taken in queue order
                     # Read after the first take: a mapping committed before an entry was
                     # queued is then always seen with it (a callback then a merge).
                     mapped = await loop.call(provider.mapping)
@@ -266,6 +269,7 @@ class FileSender:
             partial(provider.push_files, parts, idempotency_key=key),
             partial(self._note_failure, loop, batch, everything, key),
         )
+        metrics.uploaded(loop.name, sum(part.size for part in parts))
         if answer.refused is not None:
             await self._record(loop, batch, [NO_FILE], key, None, "confirmed", None)
             refused = answer.refused
@@ -317,6 +321,7 @@ class FileSender:
             partial(provider.push_files, [part], idempotency_key=key),
             partial(self._note_failure, loop, batch, [index], key),
         )
+        metrics.uploaded(loop.name, part.size)
         if answer.refused is not None:
             refused = answer.refused
             await self._dead_letter(
@@ -389,6 +394,12 @@ class FileSender:
                     now=now,
                 )
         if items:
+            oldest = 0
+            if attempt is not None:  # sent: the batch's drop-to-provider time, observed once
+                oldest, self._oldest = self._oldest, 0
+            metrics.delivered(
+                loop.name, items, confirmed=state == "confirmed", oldest_queued_at=oldest
+            )
             log.info(
                 "batch_delivered",
                 provider=loop.name,
@@ -424,6 +435,7 @@ class FileSender:
             return moved
 
         moved = await loop.write(record)
+        metrics.dead_lettered(loop.name, moved)
         log.warning("dead_lettered", provider=loop.name, items=moved, status=status, reason=reason)
 
     def _log_attempt(

@@ -28,6 +28,7 @@ from typing import Any
 import anyio
 import structlog
 from dropsync.adapters.inbound import SentBefore
+from dropsync.daemon import metrics
 from dropsync.daemon.clock import now_ms
 from dropsync.store import callbacks
 from dropsync.store.handle import Store
@@ -61,6 +62,7 @@ class Applied:
     callback: HeldCallback
     deliveries: int
     queued: int
+    confirmed: int = 0  # the records of the deliveries it confirmed now (for /metrics)
 
 
 class HeldConfirmations:
@@ -96,6 +98,7 @@ class HeldConfirmations:
         outcome = await self.store.transact(apply)
         if outcome is None:
             return None
+        _count_confirmed(outcome)
         self.held.append(callback)
         if len(self.held) > MAX_HELD:
             self._release(self.held.pop(0))
@@ -130,6 +133,7 @@ class HeldConfirmations:
             if c.fixup_at is not None and (final or moment >= min(c.fixup_at, c.until))
         ]
         applied = await self.store.transact(lambda db: self._apply(db, held, now_ms(), due))
+        _count_confirmed(applied)
         self._report(applied)
         for callback in held:
             if final or moment >= callback.until:
@@ -165,7 +169,8 @@ class HeldConfirmations:
                 )
                 callback.fixup_every *= 2
                 callback.fixup_at = time.monotonic() + callback.fixup_every
-            done.append(Applied(callback, len(ids), queued))
+            confirmed = 0 if callback.failed else callbacks.delivery_items(db, ids)
+            done.append(Applied(callback, len(ids), queued, confirmed))
         return done
 
     def _report(self, applied: list[Applied]) -> None:
@@ -196,3 +201,8 @@ class HeldConfirmations:
                 reason="no upload sent before its timestamp was recorded while it was held "
                 "(max_callback_age_s): it confirmed nothing",
             )
+
+
+def _count_confirmed(applied: list[Applied]) -> None:
+    for item in applied:
+        metrics.confirmed(item.callback.provider, item.confirmed)
