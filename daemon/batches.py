@@ -41,6 +41,7 @@ import anyio
 import structlog
 from dropsync.adapters.base import OutgoingChange, PushResult, batch_idempotency_key
 from dropsync.adapters.errors import AuthError, PermanentError, ProviderError
+from dropsync.daemon import metrics
 from dropsync.daemon.clock import now_ms
 from dropsync.daemon.lanes import PUSH, hold_db
 from dropsync.daemon.sending import Answer, Attempt, Paused, to_outgoing
@@ -417,6 +418,7 @@ class BatchSender:
 
         await loop.write(record)
         if len(entries) == 1:
+            metrics.dead_lettered(loop.name, 1)
             log.warning(
                 "dead_lettered",
                 provider=loop.name,
@@ -481,6 +483,7 @@ class BatchSender:
         assert result is not None
         latency = attempt.latency_ms()
         entries = request.entries
+        oldest = entries[0].enqueued_at  # taken in queue order: the first is the oldest
         record_answer = loop.record_answer
         answers = record_answer is not None and bool(result.outcomes or result.changes)
         # The lane's attempt after a restart worked: it is active again.
@@ -511,6 +514,8 @@ class BatchSender:
         def recorded(merged: MergeResult | None) -> None:
             if resumed is not None:
                 loop.lanes.accepted(resumed)
+            confirmed = result.state == "confirmed"
+            metrics.delivered(loop.name, len(entries), confirmed=confirmed, oldest_queued_at=oldest)
             if merged is not None:
                 loop.on_merge(merged)
             log.info(

@@ -51,6 +51,7 @@ import anyio
 import structlog
 from dropsync.adapters.base import Laned, Provider
 from dropsync.adapters.errors import AuthError, PermanentError, ProviderError
+from dropsync.daemon import metrics
 from dropsync.daemon.batches import BatchSender
 from dropsync.daemon.clock import now_ms
 from dropsync.daemon.config import ProviderConfig
@@ -217,7 +218,7 @@ class Flusher:
         self.stop_if_held()
         attempt = Attempt(now_ms(), time.perf_counter())
         try:
-            result = await push()
+            result = await metrics.timed_request(self.name, push)
         except PermanentError as exc:
             return Answer(attempt, refused=exc)
         except AuthError as exc:
@@ -271,6 +272,7 @@ class Flusher:
                     http_status=None,
                     now=now_ms(),
                 )
+                metrics.dead_lettered(self.name, len(group))
 
     # -- writing: every write goes through write, which first waits for the recording ----
 

@@ -34,6 +34,7 @@ import anyio
 import structlog
 from dropsync.adapters.base import FileBatchProvider, FilePart, Waiting
 from dropsync.adapters.errors import ProviderError
+from dropsync.daemon import metrics
 from dropsync.daemon.clock import now_ms
 from dropsync.daemon.narrowing import Narrowing
 from dropsync.daemon.places import SCRATCH_DATABASE
@@ -148,6 +149,7 @@ class FileSender:
         self.spool_root = spool_root
         self.folder = spool_root / name
         self._dry_run_after = 0
+        self._oldest = 0  # when the oldest entry of the batch was queued (for /metrics)
 
     async def start(self, loop: Flusher) -> None:
         """Remove what a killed run left, and attach the scratch notes."""
@@ -217,6 +219,7 @@ class FileSender:
                     break
                 after = entries[-1].id
                 if mapped is None:
+                    self._oldest = entries[0].enqueued_at  # taken in queue order
                     # Read after the first take: a mapping committed before an entry was
                     # queued is then always seen with it (a callback then a merge).
                     mapped = await loop.call(provider.mapping)
@@ -281,6 +284,7 @@ class FileSender:
             partial(provider.push_files, parts, idempotency_key=key),
             partial(self.note_failure, loop, batch, everything, key),
         )
+        metrics.uploaded(loop.name, sum(part.size for part in parts))
         narrowing = Narrowing(self, loop, batch, parts, folder, key)
         if answer.refused is not None:
             await self.record(loop, batch, [NO_FILE], key, None, "confirmed", None)
@@ -316,6 +320,7 @@ class FileSender:
             partial(provider.push_files, [part], idempotency_key=key),
             partial(self.note_failure, loop, batch, [index], key),
         )
+        metrics.uploaded(loop.name, part.size)
         if answer.refused is not None:
             refused = answer.refused
             await self.dead_letter(
@@ -386,6 +391,12 @@ class FileSender:
                     now=now,
                 )
         if items:
+            oldest = 0
+            if attempt is not None:  # sent: the batch's drop-to-provider time, observed once
+                oldest, self._oldest = self._oldest, 0
+            metrics.delivered(
+                loop.name, items, confirmed=state == "confirmed", oldest_queued_at=oldest
+            )
             log.info(
                 "batch_delivered",
                 provider=loop.name,
@@ -423,6 +434,7 @@ class FileSender:
             return moved
 
         moved = await loop.write(record)
+        metrics.dead_lettered(loop.name, moved)
         log.warning("dead_lettered", provider=loop.name, items=moved, status=status, reason=reason)
         return moved
 

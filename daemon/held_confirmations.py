@@ -31,6 +31,7 @@ from typing import Any
 import anyio
 import structlog
 from dropsync.adapters.inbound import SentBefore
+from dropsync.daemon import metrics
 from dropsync.daemon.clock import now_ms
 from dropsync.store import callbacks
 from dropsync.store.handle import Store
@@ -66,6 +67,7 @@ class Applied:
     callback: HeldCallback
     deliveries: int
     queued: int
+    confirmed: int = 0  # the records of the deliveries it confirmed now (for /metrics)
 
 
 class HeldConfirmations:
@@ -111,6 +113,7 @@ class HeldConfirmations:
         outcome = await self.store.transact(apply)
         if outcome is None:
             return None
+        _count_confirmed(outcome)
         self.held.append(callback)
         if len(self.held) > MAX_HELD:
             await self._end([self.held.pop(0)])
@@ -177,6 +180,7 @@ class HeldConfirmations:
         marks = await self.store.call(callbacks.accepted_marks, sorted({c.provider for c in held}))
         if due or final or marks != self._marks:
             applied = await self.store.transact(lambda db: self._apply(db, held, now_ms(), due))
+            _count_confirmed(applied)
             self._report(applied)
             self._marks = marks
         over = []
@@ -229,7 +233,8 @@ class HeldConfirmations:
                 )
                 callback.fixup_every *= 2
                 callback.fixup_at = time.monotonic() + callback.fixup_every
-            done.append(Applied(callback, len(ids), queued))
+            confirmed = 0 if callback.failed else callbacks.delivery_items(db, ids)
+            done.append(Applied(callback, len(ids), queued, confirmed))
         return done
 
     def _report(self, applied: list[Applied]) -> None:
@@ -260,3 +265,8 @@ class HeldConfirmations:
                 reason="no upload sent before its timestamp was recorded while it was held "
                 "(max_callback_age_s): it confirmed nothing",
             )
+
+
+def _count_confirmed(applied: list[Applied]) -> None:
+    for item in applied:
+        metrics.confirmed(item.callback.provider, item.confirmed)

@@ -16,6 +16,7 @@ from collections.abc import Callable
 import anyio
 import structlog
 import watchfiles
+from dropsync.daemon import metrics
 from dropsync.daemon.clock import now_ms
 from dropsync.daemon.config import Config
 from dropsync.daemon.documents import FutureLimit, inbox_change
@@ -98,6 +99,7 @@ class InboxApplier:
             if not count:
                 break
             total += count
+            metrics.inbox_rows(merged.applied, merged.unchanged, len(rejected))
             for row_id, reason in rejected[:20]:
                 log.warning("inbox_row_rejected", inbox_id=row_id, reason=reason)
             log.info(

@@ -43,10 +43,12 @@ from dropsync.adapters import inbound
 from dropsync.adapters.base import Provider
 from dropsync.adapters.inbound import InboundProvider, Refused
 from dropsync.adapters.registry import every_kind, get_kind
+from dropsync.daemon import metrics
 from dropsync.daemon.config import Config
 from dropsync.daemon.errors import SecretError
+from dropsync.daemon.health import PauseBoard
 from dropsync.daemon.held_confirmations import HeldConfirmations
-from dropsync.daemon.listener_calls import ListenerCall
+from dropsync.daemon.listener_calls import REPLAYED, ListenerCall
 from dropsync.daemon.listener_server import (
     KEEP_ALIVE_S,
     MAX_HEAD,
@@ -57,7 +59,7 @@ from dropsync.daemon.listener_server import (
     route_uvicorn_logs,
 )
 from dropsync.daemon.log_repeats import Repeats
-from dropsync.daemon.metrics import render_metrics
+from dropsync.daemon.metrics_scrape import render_metrics
 from dropsync.daemon.secrets import read_secret
 from dropsync.daemon.status_page import StatusPage
 from dropsync.store import callbacks
@@ -121,6 +123,7 @@ class Listener:
         """Take a new config: read the kinds' own secrets (callback keys, webhook tokens)
         again."""
         self.config = config
+        metrics.declare(config)
         providers = {}
         for provider in config.providers.values():
             secrets = {}
@@ -152,12 +155,17 @@ class Listener:
         return {} if options is None else options(self.config.listener.public_url, provider)
 
     def app(self) -> Starlette:
-        """The ASGI application: every kind's inbound routes, /healthz, /metrics and /."""
-        routes = [
-            Route(route.path, partial(self._serve, kind.name, route), methods=["POST"])
+        """The ASGI application: every kind's inbound routes, /healthz, /readyz, /metrics and /."""
+        inbound_routes = [
+            (kind.name, route)
             for kind in every_kind()
             if kind.inbound is not None
             for route in kind.inbound().routes
+        ]
+        metrics.declare_routes(route.name for _, route in inbound_routes)
+        routes = [
+            Route(route.path, partial(self._serve, kind, route), methods=["POST"])
+            for kind, route in inbound_routes
         ]
         return Starlette(
             routes=[
@@ -335,7 +343,9 @@ class Listener:
             return reasons
 
     async def metrics(self, request: Request) -> Response:
-        """The Prometheus text format."""
+        """The Prometheus text format (``daemon.metrics_scrape``): the store's figures, or
+        ``dropsync_store_readable 0`` when it cannot be read, with the daemon's own."""
+        snapshot = None
         try:
             with anyio.fail_after(10):
                 snapshot = await anyio.to_thread.run_sync(self._read, callbacks.metrics_snapshot)
@@ -345,8 +355,12 @@ class Listener:
                 type(exc).__name__,
                 error=f"{type(exc).__name__}: {exc}",
             )
-            return Response("store unavailable\n", status_code=503)
-        body, content_type = render_metrics(snapshot)
+        board = self.pauses if isinstance(self.pauses, PauseBoard) else None
+        body, content_type = render_metrics(
+            snapshot,
+            {} if board is None else board.pauses,
+            reload_refused=board is not None and board.reload_refused is not None,
+        )
         return Response(body, media_type=content_type)
 
     def _read(self, question: Callable[[Any], Any]) -> Any:
@@ -360,8 +374,9 @@ class Listener:
         self, request: Request, route: str, handler: Callable[[], Awaitable[Mapping[str, Any]]]
     ) -> Response:
         try:
-            return JSONResponse(dict(await handler()))
+            answer = JSONResponse(dict(await handler()))
         except Refused as refusal:
+            metrics.callback(route, refusal.status, replay=refusal.message == REPLAYED)
             provider = request.path_params.get("provider")
             self.repeats.warning(
                 "callback_refused",
@@ -373,6 +388,7 @@ class Listener:
             )
             return JSONResponse({"error": refusal.message}, status_code=refusal.status)
         except Exception as exc:  # a defect, or the store changed under the daemon
+            metrics.callback(route, 500)
             self.repeats.error(
                 "listener_error",
                 (route, type(exc).__name__),
@@ -381,6 +397,8 @@ class Listener:
                 exc_info=exc,
             )
             return JSONResponse({"error": "internal error"}, status_code=500)
+        metrics.callback(route, answer.status_code)
+        return answer
 
 
 def _address(host: str, port: int) -> str:

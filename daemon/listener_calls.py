@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from dropsync.adapters.base import Provider
 from dropsync.adapters.inbound import InboundProvider, JobDone, Refused, SentBefore, Settled
+from dropsync.daemon import metrics
 from dropsync.daemon.clock import now_ms
 from dropsync.store import callbacks
 from starlette.requests import Request
@@ -73,9 +74,10 @@ class ListenerCall:
             )
             settled = None if applied is None else _settled(applied.deliveries, applied.queued)
         else:
-            settled = await self._listener.store.transact(
+            settled, confirmed = await self._listener.store.transact(
                 _settle_job, provider, confirmation, key, then, now_ms()
             )
+            metrics.confirmed(provider, confirmed)
         if settled is None:
             raise Refused(401, REPLAYED)
         if settled.queued:
@@ -147,10 +149,12 @@ def _settle_job(
     replay: tuple[str, str] | None,
     then: Callable[[sqlite3.Connection, Settled], None] | None,
     now: int,
-) -> Settled | None:
-    """In the store's thread, one transaction: the job's batches, then the kind's rows."""
+) -> tuple[Settled | None, int]:
+    """In the store's thread, one transaction: the job's batches, then the kind's rows.
+    Returns what was settled (None: a replay) and the records confirmed."""
     if replay is not None and not callbacks.remember_signature(db, provider, *replay, now=now):
-        return None
+        return None, 0
+    confirmed = 0
     if job.state is None:
         settled = Settled(len(callbacks.job_deliveries(db, provider, job.job)), 0, 0)
     else:
@@ -158,6 +162,8 @@ def _settle_job(
             db, provider, job.job, failed=job.state == "failed", error=job.error, now=now
         )
         settled = Settled(carried, len(ids), queued)
+        if job.state == "confirmed":
+            confirmed = callbacks.delivery_items(db, ids)
     if then is not None:
         then(db, settled)
-    return settled
+    return settled, confirmed

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, cast
 import anyio
 import structlog
 from dropsync.adapters.base import FileBatchProvider, FilePart
+from dropsync.daemon import metrics
 from dropsync.daemon.clock import now_ms
 from dropsync.daemon.sending import Attempt
 from dropsync.store import spool
@@ -195,6 +196,7 @@ class Narrowing:
             partial(provider.push_files, [self.parts[i] for i in indexes], idempotency_key=key),
             partial(self.sender.note_failure, self.loop, self.batch, indexes, key),
         )
+        metrics.uploaded(self.loop.name, sum(self.parts[i].size for i in indexes))
         if answer.refused is not None:
             refused = answer.refused
             await self._dead_letter(indexes, refused.reason, refused.status, answer.attempt)

@@ -33,6 +33,7 @@ from dropsync.adapters.base import (
 )
 from dropsync.adapters.errors import AuthError, ProviderError
 from dropsync.adapters.registry import OptionError, build_provider, get_kind, parse_options
+from dropsync.daemon import metrics
 from dropsync.daemon.clock import now_ms
 from dropsync.daemon.config import Config, ProviderConfig
 from dropsync.daemon.config_file import resolve_path
@@ -295,6 +296,7 @@ class ProviderSupervisor:
         while True:
             cursor = await self.store.call(cursors.get_cursor, config.name)
             page = await provider.pull(cursor)
+            metrics.pulled(config.name, len(page.changes))
             now = now_ms()
             changes = [
                 change
@@ -341,6 +343,7 @@ class ProviderSupervisor:
                 else:
                     await self.pull_once(config, provider)
             except ProviderError as exc:
+                metrics.pull_failed(config.name, exc)
                 # Shown like a push failure; the pull itself is tried again after
                 # pull_interval_s, or after the provider's Retry-After when that is longer.
                 await self._noted(config, health.pull_failed(exc))

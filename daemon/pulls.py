@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 import anyio
 import structlog
 from dropsync.adapters.base import IncomingChange, PullStream, StreamPage, StreamPuller
+from dropsync.daemon import metrics
 from dropsync.daemon.clock import now_ms
 from dropsync.daemon.config import Config, ProviderConfig
 from dropsync.daemon.documents import FutureLimit, canonical, check_name
@@ -140,6 +141,7 @@ class StreamPull:
                 async for page in receive:
                     pages += 1
                     items += len(page.changes)
+                    metrics.pulled(self.name, len(page.changes))
                     if returned is not None:
                         # Every key the provider returned, taken or not: it is not outdated.
                         returned.update(change.key for change in page.changes)

@@ -251,13 +251,44 @@ def requeue_unconfirmed(db: sqlite3.Connection, provider: str, *, now: int) -> t
     return len(ids), queued
 
 
+def delivery_items(db: sqlite3.Connection, ids: Sequence[int]) -> int:
+    """The records the deliveries ``ids`` carry (``/metrics`` counts those confirmed)."""
+    total = 0
+    for start in range(0, len(ids), _IDS_A_STATEMENT):
+        chunk = ids[start : start + _IDS_A_STATEMENT]
+        marks = ",".join("?" * len(chunk))
+        total += db.execute(
+            f"SELECT COALESCE(SUM(items), 0) FROM deliveries WHERE id IN ({marks})", chunk
+        ).fetchone()[0]
+    return total
+
+
+_IDS_A_STATEMENT = 500
+
+
+def _paused_users(db: sqlite3.Connection) -> list[tuple[str, int]]:
+    """Per provider, its users (lanes) paused as ``status`` lists them: credentials refused,
+    or none while entries wait for them (nothing before the store has lanes)."""
+    has_lanes = db.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'view' AND name = 'provider_users'"
+    ).fetchone()
+    if has_lanes is None:
+        return []
+    return db.execute(
+        "SELECT provider, COUNT(*) FROM provider_users "
+        "WHERE state = 'auth-failed' OR (state <> 'active' AND pending > 0) GROUP BY provider"
+    ).fetchall()
+
+
 def metrics_snapshot(db: sqlite3.Connection) -> dict[str, Any]:
-    """The figures ``/metrics`` exposes, in one read."""
+    """The figures ``/metrics`` exposes, in one read (``paused_users``: per provider, its
+    users paused, from the ``provider_users`` view where the store has it)."""
     return {
         "providers": db.execute(
-            "SELECT provider, state, pending, dead_letters, last_ok_at, unconfirmed "
-            "FROM pending_by_provider"
+            "SELECT provider, state, pending, dead_letters, last_ok_at, unconfirmed, "
+            "oldest_age_s FROM pending_by_provider"
         ).fetchall(),
+        "paused_users": _paused_users(db),
         "deliveries": db.execute(
             "SELECT provider, state, COUNT(*), COALESCE(SUM(items), 0) FROM deliveries "
             "GROUP BY provider, state"
