@@ -16,11 +16,11 @@ The cost (docs/providers.md, "Skipped files"): a file of n documents with one ba
 takes ceil(log2 n) more uploads of two files each, carrying about twice the file's size
 in all (the first level is the whole file again, each next one half the last); with k bad
 ones, at most ceil(log2 n) levels of at most 2k files (in ceil(2k / MAX_FILES_AN_UPLOAD)
-uploads each), carrying about (log2 k + 2) times the file's size. A level of at least ``BULK_PIECES``
-parts that is skipped whole says the provider refuses (nearly) every document: the
-narrowing stops there and the documents of those parts become dead letters together,
-with the provider's message (``dropsync dead-letters retry`` sends them again once the
-cause is fixed). ``skipped_files_narrowed`` in the log says how many uploads it took.
+uploads each), carrying about (log2 k + 2) times the file's size. A level of at least
+``BULK_PIECES`` parts that is skipped whole says the provider refuses (nearly) every
+document: the narrowing stops there and the documents of those parts become dead letters
+together, with the provider's message (``dropsync dead-letters retry`` sends them again once
+the cause is fixed). ``skipped_files_narrowed`` in the log says how many uploads it took.
 
 Kills: every part the provider took is recorded (its entries leave the outbox) or
 dead-lettered in a transaction of its own before the next level is sent; the halves and
