@@ -119,6 +119,11 @@ class Call(Protocol):
         """The daemon's clock, epoch ms."""
         ...
 
+    @property
+    def clock_skew_ms(self) -> int:
+        """How far ahead of the daemon's clock a moment may be (``max_clock_skew_s``)."""
+        ...
+
     async def settle(
         self,
         provider: str,

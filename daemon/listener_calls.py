@@ -51,6 +51,11 @@ class ListenerCall:
         """The daemon's clock, epoch ms."""
         return now_ms()
 
+    @property
+    def clock_skew_ms(self) -> int:
+        """``max_clock_skew_s`` of the daemon's config, in ms."""
+        return self._listener.config.max_clock_skew_ms
+
     async def settle(
         self,
         provider: str,

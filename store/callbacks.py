@@ -85,6 +85,64 @@ def requeue_delivered(
     return max(cursor.rowcount, 0)
 
 
+def hold(
+    db: sqlite3.Connection,
+    provider: str,
+    *,
+    sent_before: int,
+    failed: bool,
+    error: str,
+    now: int,
+    held_until: int,
+) -> int:
+    """Keep a sync status held until ``held_until`` (epoch ms); returns its row's id."""
+    cursor = db.execute(
+        "INSERT INTO held_confirmations (provider, sent_before, failed, error, received_at, "
+        "held_until) VALUES (?, ?, ?, ?, ?, ?)",
+        (provider, sent_before, int(failed), error, now, held_until),
+    )
+    assert cursor.lastrowid is not None
+    return cursor.lastrowid
+
+
+def count_settled(db: sqlite3.Connection, row: int, deliveries: int) -> None:
+    """A held sync status settled ``deliveries`` more."""
+    db.execute(
+        "UPDATE held_confirmations SET settled = settled + ? WHERE id = ?", (deliveries, row)
+    )
+
+
+def held(db: sqlite3.Connection) -> list[tuple[int, str, int, bool, str, int, int]]:
+    """Every held sync status: (id, provider, sent_before, failed, error, held_until, settled),
+    oldest first."""
+    return [
+        (int(r[0]), r[1], int(r[2]), bool(r[3]), r[4], int(r[5]), int(r[6]))
+        for r in db.execute(
+            "SELECT id, provider, sent_before, failed, error, held_until, settled "
+            "FROM held_confirmations ORDER BY id"
+        )
+    ]
+
+
+def unhold(db: sqlite3.Connection, rows: Sequence[int]) -> None:
+    """Their holds are over."""
+    db.executemany("DELETE FROM held_confirmations WHERE id = ?", [(row,) for row in rows])
+
+
+def accepted_marks(db: sqlite3.Connection, providers: Sequence[str]) -> dict[str, tuple[int, int]]:
+    """Per provider, (how many deliveries are ``accepted``, the greatest id of those): when
+    neither moved, no upload was recorded (nor settled) since."""
+    marks = {}
+    for provider in providers:
+        row = db.execute(
+            "SELECT COUNT(*), COALESCE(MAX(id), 0) FROM deliveries "
+            "WHERE provider = ? AND state = 'accepted'",
+            (provider,),
+        ).fetchone()
+        marks[provider] = (int(row[0]), int(row[1]))
+    return marks
+
+
 def _accepted_before(db: sqlite3.Connection, provider: str, before: int) -> list[int]:
     return [
         row[0]

@@ -19,7 +19,7 @@ from dropsync.adapters.crm.adapter import CrmProvider
 from dropsync.adapters.crm.adapter import parse_options as crm_options
 from dropsync.adapters.crm.emulator import CrmEmulator
 from dropsync.adapters.emulators.common import EmulatorServer
-from dropsync.daemon import batches, delivery, filebatch
+from dropsync.daemon import batches, delivery, filebatch, narrowing
 from dropsync.daemon.config import ProviderConfig
 from dropsync.daemon.delivery import Flusher
 from dropsync.store import outbox
@@ -249,7 +249,7 @@ def test_the_flusher_writes_only_through_the_helper_that_settles_first() -> None
         "_record_delivered",
     }
     assert {m for m, op in loop if op == "call"} == {"call"}  # reads, and the scratch spool
-    for sender in (batches.BatchSender, filebatch.FileSender):
+    for sender in (batches.BatchSender, filebatch.FileSender, narrowing.Narrowing):
         assert _store_uses(sender, writers | {"path", "db"}) == []
         assert not [m for m, called in _calls_on(sender, "health") if called != "held_until"]
     health = {called for _, called in _calls_on(delivery.Flusher, "health")}
