@@ -44,7 +44,7 @@ from dropsync.adapters.errors import AuthError, PermanentError, ProviderError
 from dropsync.daemon import metrics
 from dropsync.daemon.clock import now_ms
 from dropsync.daemon.lanes import PUSH, hold_db
-from dropsync.daemon.sending import Answer, Attempt, Paused, to_outgoing
+from dropsync.daemon.sending import Answer, Attempt, Paused, to_outgoing_many
 from dropsync.store import outbox
 from dropsync.store.merge import MergeResult
 
@@ -143,7 +143,13 @@ class BatchSender:
             return False
         unfinished = await loop.unfinished()
         for old in unfinished:
-            self._outgoing.update((e.id, to_outgoing(loop.name, e)) for e in old.entries)
+            self._outgoing.update(
+                zip(
+                    [e.id for e in old.entries],
+                    to_outgoing_many(loop.name, old.entries),
+                    strict=True,
+                )
+            )
             refused = [e for e in old.entries if loop.provider.check(self._outgoing[e.id])]
             lane = self._lane(loop, old.entries)
             if lane is not None and not loop.lanes.may_send(lane, PUSH):
@@ -194,11 +200,13 @@ class BatchSender:
         """Decode the batch, dead-letter what the adapter refuses, cut the rest into
         requests and write them ahead."""
         # Each entry is decoded once; its OutgoingChange rides along through retries and splits.
-        self._outgoing.update((e.id, to_outgoing(loop.name, e)) for e in entries)
+        changes = to_outgoing_many(loop.name, entries)
+        self._outgoing.update(zip([e.id for e in entries], changes, strict=True))
         refused: dict[str, list[outbox.OutboxEntry]] = {}
         sendable = []
-        for entry in entries:
-            reason = loop.provider.check(self._outgoing[entry.id])
+        check = loop.provider.check
+        for entry, change in zip(entries, changes, strict=True):
+            reason = check(change)
             if reason is None:
                 sendable.append(entry)
             else:
