@@ -23,10 +23,10 @@ lane the provider refuses (401, 403) is finished (``failed``: nothing was applie
 entries set aside, and the other lanes' requests go on.
 
 While the outbox has more, it keeps going, three batches at a time: while one batch's
-request is in flight, the next is taken, prepared (decoded, checked, written ahead) and
-the previous one's delivery is recorded (the loop's ``record_in_background``). The next
-batch is taken after the entries in flight, which stay in the outbox until their delivery
-is recorded.
+request is in flight, the next is taken and prepared (decoded, checked, written ahead),
+and the previous one's delivery is recorded in the transaction that writes the next one
+ahead (the loop's ``write``). The next batch is taken after the entries in flight, which
+stay in the outbox until their delivery is recorded.
 """
 
 from __future__ import annotations
@@ -125,8 +125,6 @@ class BatchSender:
             requests = await self._prepare(loop, entries)
             while entries:
                 entries, requests = await self._send_and_prepare_next(loop, entries, requests)
-                # The next batch was taken before this recording starts: no waiting on it.
-                loop.record_in_background()
         finally:
             with anyio.CancelScope(shield=True):
                 await self._discard_unsent(loop)
