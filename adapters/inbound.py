@@ -75,6 +75,10 @@ class Settled:
     carried: int
     deliveries: int
     queued: int
+    # A final outcome of a job no recorded batch carries yet: kept, and applied when a
+    # batch carrying it is recorded (its answer may still be on its way, or the request
+    # be sent again after a stop and answered with the same job).
+    held: bool = False
 
 
 @dataclass(frozen=True, slots=True)

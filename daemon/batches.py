@@ -45,7 +45,7 @@ from dropsync.daemon import metrics
 from dropsync.daemon.clock import now_ms
 from dropsync.daemon.lanes import PUSH, hold_db
 from dropsync.daemon.sending import Answer, Attempt, Paused, to_outgoing
-from dropsync.store import outbox
+from dropsync.store import callbacks, outbox
 from dropsync.store.merge import MergeResult
 
 if TYPE_CHECKING:
@@ -489,7 +489,7 @@ class BatchSender:
         # The lane's attempt after a restart worked: it is active again.
         resumed = request.lane if request.lane and loop.lanes.was_refused(request.lane) else None
 
-        def record(conn: sqlite3.Connection) -> MergeResult | None:
+        def record(conn: sqlite3.Connection) -> tuple[MergeResult | None, tuple[int, int]]:
             now = now_ms()
             outbox.deliver_batch(
                 conn,
@@ -507,11 +507,24 @@ class BatchSender:
             )
             if resumed is not None:
                 loop.lanes.accept_db(conn, resumed, now)
+            # The provider told the job's outcome before this answer was recorded: apply it.
+            held = (0, 0)
+            if result.remote_ref:
+                held = callbacks.settle_held_jobs(conn, loop.name, result.remote_ref, now=now)
             if record_answer is None or not answers:
-                return None
-            return record_answer(conn, entries, result, now)
+                return None, held
+            return record_answer(conn, entries, result, now), held
 
-        def recorded(merged: MergeResult | None) -> None:
+        def recorded(outcome: tuple[MergeResult | None, tuple[int, int]]) -> None:
+            merged, (settled, queued) = outcome
+            if settled:
+                log.info(
+                    "job_outcome_applied_late",
+                    provider=loop.name,
+                    remote_ref=result.remote_ref,
+                    deliveries=settled,
+                    queued_again=queued,
+                )
             if resumed is not None:
                 loop.lanes.accepted(resumed)
             confirmed = result.state == "confirmed"

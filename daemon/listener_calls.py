@@ -155,13 +155,17 @@ def _settle_job(
     if replay is not None and not callbacks.remember_signature(db, provider, *replay, now=now):
         return None, 0
     confirmed = 0
+    failed = job.state == "failed"
     if job.state is None:
         settled = Settled(len(callbacks.job_deliveries(db, provider, job.job)), 0, 0)
     else:
         carried, ids, queued = callbacks.settle_job(
-            db, provider, job.job, failed=job.state == "failed", error=job.error, now=now
+            db, provider, job.job, failed=failed, error=job.error, now=now
         )
         settled = Settled(carried, len(ids), queued)
+        if not carried:
+            callbacks.hold_job(db, provider, job.job, failed=failed, error=job.error, now=now)
+            settled = Settled(0, 0, 0, held=True)
         if job.state == "confirmed":
             confirmed = callbacks.delivery_items(db, ids)
     if then is not None:

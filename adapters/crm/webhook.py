@@ -169,7 +169,10 @@ async def webhook(call: Call) -> Mapping[str, Any]:
 
     settled = await call.settle(name, JobDone(job_text, state, reason), then=keep_returned)
     fields = {"provider": name, "job": job_text[:100]}
-    if not settled.carried:
+    if settled.held:
+        # Its batch's answer is not recorded yet: the outcome is applied when it is.
+        log.info("webhook_job_held", **fields, outcome=outcome)
+    elif not settled.carried:
         call.warning("webhook_unknown_job", name, **fields)
     elif outcome == "confirmed":
         log.info(
