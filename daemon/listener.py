@@ -179,7 +179,7 @@ class Listener:
 
     async def _serve(self, kind: str, route: inbound.Route, request: Request) -> Response:
         """One call to a kind's route."""
-        call = ListenerCall(self, request, kind, route.name)
+        call = ListenerCall(self, request, kind, route.name, route.max_body or MAX_BODY)
         return await self._answer(request, route.name, lambda: route.handler(call))
 
     async def run(self) -> None:
@@ -255,11 +255,11 @@ class Listener:
 
     # -- reading requests ------------------------------------------------------------------
 
-    async def body(self, request: Request) -> bytes:
-        """The request's body (``Refused``: 413 over MAX_BODY, 408 late, 400 gone)."""
+    async def body(self, request: Request, limit: int = MAX_BODY) -> bytes:
+        """The request's body (``Refused``: 413 over ``limit``, 408 late, 400 gone)."""
         length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
-            raise Refused(413, f"request body over {MAX_BODY} bytes")
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            raise Refused(413, f"request body over {limit} bytes")
         settings = self.config.listener
         timeout = settings.request_timeout_s if settings else 10.0
         chunks: list[bytes] = []
@@ -268,8 +268,8 @@ class Listener:
             with anyio.fail_after(timeout):
                 async for chunk in request.stream():
                     size += len(chunk)
-                    if size > MAX_BODY:
-                        raise Refused(413, f"request body over {MAX_BODY} bytes")
+                    if size > limit:
+                        raise Refused(413, f"request body over {limit} bytes")
                     chunks.append(chunk)
         except TimeoutError:
             raise Refused(408, "request body not received in time") from None
@@ -277,9 +277,9 @@ class Listener:
             raise Refused(400, "client went away") from None
         return b"".join(chunks)
 
-    async def json(self, request: Request) -> Any:
+    async def json(self, request: Request, limit: int = MAX_BODY) -> Any:
         """The body as JSON (``Refused`` 400 when it is not, or holds a lone surrogate)."""
-        raw = await self.body(request)
+        raw = await self.body(request, limit)
         try:
             value = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
         except (UnicodeDecodeError, ValueError, RecursionError):

@@ -32,20 +32,23 @@ REPLAYED = "signature already accepted (replay)"
 class ListenerCall:
     """One call to a kind's route, served by ``listener``."""
 
-    def __init__(self, listener: Listener, request: Request, kind: str, route: str) -> None:
+    def __init__(
+        self, listener: Listener, request: Request, kind: str, route: str, max_body: int
+    ) -> None:
         self._listener = listener
         self._request = request
+        self._max_body = max_body
         self.route = route
         self.path_params: Mapping[str, str] = dict(request.path_params)
         self.providers: Sequence[InboundProvider] = listener.providers_of(kind)
 
     async def body(self) -> bytes:
-        """The request's body, within the listener's limits."""
-        return await self._listener.body(self._request)
+        """The request's body, within the route's and the listener's limits."""
+        return await self._listener.body(self._request, self._max_body)
 
     async def json(self) -> Any:
         """The body as JSON text."""
-        return await self._listener.json(self._request)
+        return await self._listener.json(self._request, self._max_body)
 
     def now(self) -> int:
         """The daemon's clock, epoch ms."""

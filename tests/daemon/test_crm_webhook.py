@@ -241,3 +241,26 @@ async def test_a_held_outcome_waits_for_a_batch_that_carries_its_job(tmp_path: P
         assert await store.call(
             lambda db: db.execute("SELECT COUNT(*) FROM held_jobs").fetchall()
         ) == [(0,)]
+
+
+async def test_a_webhook_of_a_full_request_is_taken_past_the_listener_s_megabyte(
+    tmp_path: Path, port: int
+) -> None:
+    # 1000 contacts, each with the fields asked back: over 1 MiB. The token is checked before
+    # the body is read, so a caller without it is refused (404) whatever it sends.
+    crm = CrmEmulator({"acc_1": "crm-secret"}, webhook_delay_s=0.05)
+    async with crm_daemon(tmp_path, port, crm) as daemon:
+        await eventually(lambda: crm.jobs, "the batch sent")
+        await eventually(
+            lambda: daemon.rows("SELECT 1 FROM deliveries WHERE state = 'confirmed'"),
+            "the emulator's own webhook confirmed it",
+        )
+        contacts = [
+            {"_id": f"c{i}", "email": f"guest{i}@example.com", "notes": "x" * 1500}
+            for i in range(1000)
+        ]
+        body = orjson.dumps({"_id": crm.jobs[0], "status": "processed", "contacts": contacts})
+        assert len(body) > 1 << 20
+        answer = await daemon.post(WEBHOOK, body)
+        assert answer.status_code == 200, answer.text
+        assert (await daemon.post("/webhooks/crm/not-the-token", body)).status_code == 404
