@@ -347,10 +347,12 @@ class HttpAdapter:
         headers (``_log_in``); a 401 logs in again and sends the request once more (not a
         streamed upload, which cannot be sent twice).
         """
+        sent: dict[str, Any] = {"max_bytes": max_bytes, "cap": cap, "upload_bytes": upload_bytes}
+        sent.update(kwargs)
         if session:
-            answer = await self._in_session(method, path, max_bytes, cap, upload_bytes, kwargs)
+            answer = await self._in_session(method, path, sent)
         else:
-            answer = await self._fetch(method, path, max_bytes, cap, upload_bytes, kwargs)
+            answer = await self._exchange(method, path, sent)
         if not 200 <= answer.status < 300:
             refused = None if refusal is None else refusal(answer)
             if refused is not None:
@@ -366,47 +368,29 @@ class HttpAdapter:
                 status=answer.status,
             ) from None
 
-    async def _fetch(
-        self,
-        method: str,
-        path: str,
-        max_bytes: int,
-        cap: str,
-        upload_bytes: int | None,
-        kwargs: dict[str, Any],
-    ) -> Answer:
+    async def _exchange(self, method: str, path: str, sent: dict[str, Any]) -> Answer:
         return await fetch(
             self.client,
             method,
             path,
             timeout_s=self.timeout_s,
-            max_bytes=max_bytes,
-            cap=cap,
-            upload_bytes=upload_bytes,
             min_upload_rate=self.min_upload_rate,
             redact=self.redact,
-            **kwargs,
+            **sent,
         )
 
-    async def _in_session(
-        self,
-        method: str,
-        path: str,
-        max_bytes: int,
-        cap: str,
-        upload_bytes: int | None,
-        kwargs: dict[str, Any],
-    ) -> Answer:
+    async def _in_session(self, method: str, path: str, sent: dict[str, Any]) -> Answer:
         """The request with the session's headers, logged in first when there is no session
         or it is due for renewal; a 401 forgets the session and is asked once more."""
-        headers = kwargs.pop("headers", None) or {}
-        again = upload_bytes is None
+        headers = sent.pop("headers", None) or {}
+        again = sent["upload_bytes"] is None
         while True:
             session = self._session
             if session is None or time.monotonic() >= session.renew_at:
                 session = self._session = await self._log_in()
-            sent = {**kwargs, "headers": {**headers, **session.headers}}
-            answer = await self._fetch(method, path, max_bytes, cap, upload_bytes, sent)
+            answer = await self._exchange(
+                method, path, {**sent, "headers": {**headers, **session.headers}}
+            )
             if answer.status != 401 or not again:
                 return answer
             if self._session is session:
