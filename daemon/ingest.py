@@ -22,16 +22,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import pickle
 import sqlite3
-import subprocess
-import sys
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import Callable
 from contextlib import aclosing, nullcontext
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import Any, TypeVar
 
 import anyio
 import orjson
@@ -50,25 +47,17 @@ from dropsync.daemon.dropfiles import (
     free_name,
     is_ignored,
     is_locked,
-    kind_of,
     lock_dropped,
-    not_a_file,
     own_folder,
     processing_place,
     rename_noreplace,
     write_receipt,
 )
+from dropsync.daemon.errors import FileTaken
 from dropsync.daemon.health import file_condition
 from dropsync.daemon.names import is_text, shown
-from dropsync.daemon.parse import (
-    PARSER_ARGS,
-    DocumentFailure,
-    ParsedBatch,
-    ParseJob,
-    ParserProcessError,
-    parse_batches,
-    read_message,
-)
+from dropsync.daemon.parse import DocumentFailure, ParseJob, parse_here
+from dropsync.daemon.parser import parse_in_process
 from dropsync.store import files as ledger
 from dropsync.store.handle import PauseListener, Store, retrying
 from dropsync.store.merge import Change, MergeResult, apply_changes
@@ -123,10 +112,6 @@ class IngestReport:
             "duplicate_of": self.duplicate_of,
             "errors": [f.as_json() for f in self.failures[:MAX_LISTED_ERRORS]],
         }
-
-
-class Taken(Exception):
-    """Another ingest owns the file (``dropsync ingest`` beside the daemon)."""
 
 
 def file_digest(fd: int) -> tuple[str, int]:
@@ -244,11 +229,11 @@ class Ingestor:
     async def ingest_in_place(self, path: Path, collection: str) -> IngestReport:
         """Ingest a file outside the drop folder without moving it (``dropsync ingest``).
 
-        Raises ``Taken`` if another ingest of the same file is under way.
+        Raises ``FileTaken`` if another ingest of the same file is under way.
         """
         claim = claim_in_place(path, collection)
         if claim is None:
-            raise Taken(f"{path}: another ingest of this file is under way")
+            raise FileTaken(f"{path}: another ingest of this file is under way")
         try:
             return await self.ingest_claimed(claim, await self.new_row(claim))
         finally:
@@ -575,78 +560,6 @@ class Ingestor:
         return IngestReport(file_id, collection, name, "quarantined", final, error=error)
 
 
-@dataclass(slots=True)
-class NotIngested:
-    """Why ``dropsync ingest`` did not ingest a file itself, and whether that is a failure."""
-
-    message: str
-    failed: bool
-
-
-async def ingest_named(
-    ingestor: Ingestor, path: Path, collection: str | None
-) -> IngestReport | NotIngested:
-    """``dropsync ingest PATH``: claim and ingest it (inside the drop folder) or read it in place.
-
-    A file of the drop folder that another ingest (the running daemon) took first is
-    not an error: the answer says who took it, and where it is now.
-    """
-    in_drop = None if collection else ingestor.collection_of(path)
-    if in_drop is not None:
-        report = await ingestor.ingest_dropped(path) if os.path.lexists(path) else None
-        if report is not None:
-            return report
-        return await _taken_by_other(ingestor, path, in_drop)
-    problem = not_a_file(path)
-    if problem is not None:
-        return NotIngested(f"{shown(str(path))}: {problem}", failed=True)
-    collection = collection or path.resolve().parent.name
-    if not is_text(collection):
-        return NotIngested(
-            f"{shown(str(path))}: the collection name {shown(collection)} is not UTF-8: "
-            "name the collection with --collection",
-            failed=True,
-        )
-    try:
-        return await ingestor.ingest_in_place(path, collection)
-    except Taken as exc:
-        return NotIngested(str(exc), failed=True)
-
-
-async def _taken_by_other(ingestor: Ingestor, path: Path, collection: str) -> NotIngested:
-    from dropsync.daemon.runstate import is_fresh, read_runtime
-
-    state = read_runtime(ingestor.config.store_path)
-    who = "the running daemon" if state and is_fresh(state, now_ms()) else "another ingest"
-
-    async def recorded() -> NotIngested | None:
-        row = await ingestor.store.call(ledger.latest_named, shown(collection), shown(path.name))
-        if row is None:
-            return None
-        return NotIngested(
-            f"{shown(str(path))}: taken by {who}: file #{row.id} ({row.status}), now {row.path}",
-            failed=row.status == "quarantined",
-        )
-
-    # The other ingest goes forward only: locks the file where it is, commits its row,
-    # moves it into .processing/, files it and lets go. Looked at in that order, one of
-    # the looks sees it wherever it is (its row stays once committed).
-    found = await recorded()
-    if found is not None:
-        return found
-    if is_locked(path):
-        return NotIngested(f"{shown(str(path))}: taken by {who}: being claimed", failed=False)
-    processing = path.parent / PROCESSING
-    stem, suffix = os.path.splitext(path.name)
-    for candidate in sorted(processing.glob(f"{stem}*{suffix}")) if processing.is_dir() else []:
-        if is_locked(candidate):
-            return NotIngested(
-                f"{shown(str(path))}: taken by {who}: being ingested, now {shown(str(candidate))}",
-                failed=False,
-            )
-    return await recorded() or NotIngested(f"{shown(str(path))}: no such file", failed=True)
-
-
 def not_utf8_reason(path: Path, collection: str) -> str:
     """Why an entry whose name (or collection folder's name) is not UTF-8 is not read."""
     what = "its name" if not is_text(path.name) else "its collection folder's name"
@@ -667,98 +580,6 @@ def only_errors_of(exc: BaseException, kinds: tuple[type[BaseException], ...]) -
 def is_locked_path(path: str) -> bool:
     """True if a live ingest holds the file at ``path`` (``ledger.set_content``'s question)."""
     return is_locked(Path(path))
-
-
-def unreadable_reason(path: Path) -> str | None:
-    """Why an entry of a collection folder is not read, or None for a regular file."""
-    try:
-        return kind_of(path, os.lstat(path).st_mode)
-    except OSError:
-        return None
-
-
-async def parse_here(job: ParseJob) -> AsyncGenerator[ParsedBatch, None]:
-    """The file's batches, parsed in this process (the event loop runs between batches)."""
-    for parsed in parse_batches(job):
-        yield parsed
-
-
-async def parse_in_process(job: ParseJob) -> AsyncGenerator[ParsedBatch, None]:
-    """The file's batches, parsed by a parser process (see ``daemon.parse``).
-
-    Should the parser not start, or die, the rest of the file is parsed here, from
-    the last batch received (and a warning says so): a big file never waits for a
-    restart because of its parser.
-    """
-    seen = job.resume_from
-    try:
-        async with aclosing(_parse_by_parser(job)) as batches:
-            async for parsed in batches:
-                seen = parsed.seen
-                yield parsed
-        return
-    except ParserProcessError as exc:
-        log.warning(
-            "parser_process_failed", file=job.path.name, error=str(exc), parse_here_from=seen
-        )
-    async for parsed in parse_here(replace(job, resume_from=seen)):
-        # Documents before `seen` were passed on already, their failures included.
-        yield parsed._replace(failures=[f for f in parsed.failures if f.index >= seen])
-
-
-async def _parse_by_parser(job: ParseJob) -> AsyncGenerator[ParsedBatch, None]:
-    """The batches of a parser process; ParserProcessError if it cannot start or dies.
-
-    The pipe's buffer is the only queue: the parser waits while the daemon is a
-    batch behind, so memory does not grow with the file.
-    """
-    try:
-        process, stream = await anyio.to_thread.run_sync(_start_parser)
-    except OSError as exc:
-        raise ParserProcessError(f"cannot start a parser process: {exc}") from None
-    assert process.stdin is not None
-    try:
-        try:
-            with process.stdin:
-                process.stdin.write(pickle.dumps(job))
-        except OSError as exc:  # it died before reading its job
-            raise ParserProcessError(f"the parser process did not take its job: {exc}") from None
-        while True:
-            try:
-                # Decoded in the reading thread: the event loop only passes batches on.
-                parsed = await anyio.to_thread.run_sync(read_message, stream)
-            except ParserProcessError as exc:  # it died, maybe mid-batch
-                process.kill()
-                code = await anyio.to_thread.run_sync(process.wait)
-                raise ParserProcessError(
-                    f"the parser process ended early (exit code {code}: {exc})"
-                ) from None
-            if parsed is None:
-                return
-            yield parsed
-    finally:
-        if process.poll() is None:
-            process.kill()
-        stream.close()
-        with anyio.CancelScope(shield=True):  # reaped even when the ingest is cancelled
-            await anyio.to_thread.run_sync(process.wait)
-
-
-def _start_parser() -> tuple[subprocess.Popen[bytes], IO[bytes]]:
-    """A new parser process and the pipe its batches come through (see ``daemon.parse``)."""
-    read_end, write_end = os.pipe()
-    try:
-        process = subprocess.Popen(
-            [sys.executable, *PARSER_ARGS, str(write_end)],
-            stdin=subprocess.PIPE,
-            pass_fds=(write_end,),
-        )
-    except BaseException:
-        os.close(read_end)
-        raise
-    finally:
-        os.close(write_end)
-    return process, os.fdopen(read_end, "rb")
 
 
 def _commit_batch(

@@ -113,7 +113,6 @@ class Daemon:
         self.ready = False
         self._overdue_timer: threading.Timer | None = None
         self._work: anyio.CancelScope | None = None  # made in run(): it needs the event loop
-        self._sweep_soon: anyio.Event | None = None
 
     def _merged(self, result: MergeResult) -> None:
         if self.supervisor is not None and result.providers:
@@ -248,7 +247,7 @@ class Daemon:
         """Sweep for interrupted ingests now, then every rescan (sooner after a failure)."""
         at_start = True
         while True:
-            self._sweep_soon = sweep_soon = anyio.Event()
+            sweep_soon = anyio.Event()
             self.watcher.on_failure = sweep_soon.set
             for report in await self.sweeper.sweep(at_start=at_start):
                 self._merged(MergeResult(providers=report.providers))

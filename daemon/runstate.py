@@ -23,7 +23,6 @@ from typing import Any
 
 SUFFIX = ".runtime.json"
 SIZE = 4096
-FORMAT = 1
 HEARTBEAT_S = 5.0
 _CHECK = ',"check":"'
 _MAX_DETAIL = 300

@@ -11,8 +11,6 @@ from __future__ import annotations
 import os
 import sqlite3
 import stat
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiosqlite
@@ -260,22 +258,3 @@ async def rollback_if_open(db: aiosqlite.Connection) -> None:
     """ROLLBACK, unless SQLite already rolled back (it does on SQLITE_FULL, for one)."""
     if db.in_transaction:
         await db.execute("ROLLBACK")
-
-
-@asynccontextmanager
-async def transaction(db: aiosqlite.Connection) -> AsyncIterator[aiosqlite.Connection]:
-    """An IMMEDIATE write transaction: committed on success, rolled back on any error."""
-    await db.execute("BEGIN IMMEDIATE")
-    try:
-        yield db
-    except BaseException:
-        with anyio.CancelScope(shield=True):
-            await rollback_if_open(db)
-        raise
-    try:
-        with anyio.CancelScope(shield=True):
-            await db.execute("COMMIT")
-    except BaseException:
-        with anyio.CancelScope(shield=True):
-            await rollback_if_open(db)
-        raise

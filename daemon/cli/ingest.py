@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 from dropsync.daemon.cli.common import EXIT_FAILURE, EXIT_OK, log_to_stderr, store_of
 
 if TYPE_CHECKING:
-    from dropsync.daemon.ingest import IngestReport, NotIngested
+    from dropsync.daemon.cli.ingest_named import NotIngested
+    from dropsync.daemon.ingest import IngestReport
     from dropsync.store.handle import Store
 
 HELP = (
@@ -57,8 +58,9 @@ def run(args: argparse.Namespace) -> int:
     """Ingest each file; print its report; exit 1 if any was not fully done."""
     import anyio
     import orjson
+    from dropsync.daemon.cli.ingest_named import NotIngested, ingest_named
     from dropsync.daemon.clock import now_ms
-    from dropsync.daemon.ingest import Ingestor, NotIngested, ingest_named
+    from dropsync.daemon.ingest import Ingestor
     from dropsync.daemon.memory import tune_garbage_collector
     from dropsync.store import outbox
     from dropsync.store.handle import Store

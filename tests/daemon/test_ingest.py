@@ -10,9 +10,10 @@ from typing import Any
 import orjson
 import pytest
 from dropsync.daemon import ingest as ingest_module
+from dropsync.daemon.cli.ingest_named import NotIngested, ingest_named
 from dropsync.daemon.config import Config, parse_config
 from dropsync.daemon.dropfiles import lock_dropped
-from dropsync.daemon.ingest import Ingestor, NotIngested, ingest_named
+from dropsync.daemon.ingest import Ingestor
 from dropsync.daemon.parse import iter_documents
 from dropsync.store.db import BULK_CACHE_KIB, STEADY_CACHE_KIB
 from dropsync.store.handle import Store

@@ -12,7 +12,8 @@ from pathlib import Path
 import orjson
 import pytest
 import structlog
-from dropsync.daemon.ingest import Ingestor, IngestReport, ingest_named
+from dropsync.daemon.cli.ingest_named import ingest_named
+from dropsync.daemon.ingest import Ingestor, IngestReport
 from dropsync.daemon.logs import configure_logging
 from dropsync.daemon.names import is_text, shown
 from dropsync.store.handle import Store

@@ -14,14 +14,12 @@ from pathlib import Path
 import anyio
 import orjson
 import pytest
-from dropsync.daemon import ingest as ingest_module
+from dropsync.daemon import parser as parser_module
 from dropsync.daemon.config import CollectionConfig
-from dropsync.daemon.ingest import parse_here, parse_in_process
-from dropsync.daemon.parse import (
-    ParsedBatch,
-    ParseJob,
-    ParserProcessError,
-    parse_batches,
+from dropsync.daemon.errors import ParserProcessError
+from dropsync.daemon.parse import ParsedBatch, ParseJob, parse_batches, parse_here
+from dropsync.daemon.parser import (
+    parse_in_process,
     read_message,
 )
 from structlog.testing import capture_logs
@@ -133,7 +131,7 @@ async def test_a_parser_that_cannot_start_leaves_the_parsing_to_the_daemon(
     def refused() -> None:
         raise PermissionError(1, "Operation not permitted")
 
-    monkeypatch.setattr(ingest_module, "_start_parser", refused)
+    monkeypatch.setattr(parser_module, "_start_parser", refused)
     with capture_logs() as logs:
         batches = await collect(parse_in_process(job(path)))
     assert batches == await collect(parse_here(job(path)))
