@@ -15,15 +15,16 @@ from pathlib import Path
 from typing import Any
 
 from dropsync.adapters.registry import KINDS, get_kind
-from dropsync.daemon.config_file import (
+
+from .config_file import (
     MAX_DAYS,
     Table,
     read_config_file,
     resolve_path,
     store_location,
 )
-from dropsync.daemon.jsontext import DEFAULT_LIMITS, JsonLimits
-from dropsync.daemon.places import check_collection_name, check_places, check_provider_name
+from .jsontext import DEFAULT_LIMITS, JsonLimits
+from .places import check_collection_name, check_places, check_provider_name
 
 # orjson writes at most 254 levels: a deeper document could not get its canonical body.
 MAX_DEPTH_CEILING = 254

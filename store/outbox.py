@@ -16,8 +16,9 @@ from typing import NamedTuple
 
 import aiosqlite
 import orjson
-from dropsync.store.merge import cut_at_nul
-from dropsync.store.states import ProviderState
+
+from .merge import cut_at_nul
+from .states import ProviderState
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@
   cut-off go, except those ``delivered`` still names or that carry an unfinished request
   (``entries``). ``sent`` attempts, and ``accepted`` ones awaiting a confirmation, stay
   until they are settled.
-* Drop files filed in ``.done/`` are removed by the daemon (``daemon.retention``);
+* Drop files filed in ``.done/`` are removed by the daemon (``daemon.process.retention``);
   before one goes, the bodies of its versions the inbox still lists are copied into
   those rows (``keep_bodies``), so no version is lost with the file.
 
@@ -24,7 +24,8 @@ import sqlite3
 from collections.abc import Iterable
 
 import orjson
-from dropsync.store.merge import LOCAL_ORIGINS
+
+from .merge import LOCAL_ORIGINS
 
 
 def prune_inbox(

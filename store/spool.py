@@ -13,8 +13,8 @@ import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 
-from dropsync.store import outbox
-from dropsync.store.removal import remove_inside
+from . import outbox
+from .removal import remove_inside
 
 
 def attach(db: sqlite3.Connection, path: Path) -> None:

@@ -6,7 +6,7 @@ import sys
 from collections.abc import Iterator
 
 import pytest
-from dropsync.daemon.logs import configure_logging
+from dropsync.daemon.process.logs import configure_logging
 
 from tests import support
 

@@ -8,8 +8,8 @@
 * one copy of each rule: one ``now_ms``; the provider kinds come from the adapter registry;
   one canonical body and digest (``documents.canonical``); one future-timestamp check
   (``documents.FutureLimit``); one backoff formula (``store.backoff.backoff_s``);
-* one provider health (``daemon.provider_health``): it alone applies the Retry-After cap and
-  writes a provider's state; the daemon names states by the ``ProviderState`` enum;
+* one provider health (``daemon.delivery.provider_health``): it alone applies the Retry-After cap
+  and writes a provider's state; the daemon names states by the ``ProviderState`` enum;
 * each kind in one home: no file of ``daemon/`` or ``store/`` names a provider kind (the
   daemon dispatches through the ``Kind`` contract), and a kind's declaration is light.
 """
@@ -101,15 +101,15 @@ def test_the_layering_check_sees_imports_of_every_shape(tmp_path: Path) -> None:
         "from typing import TYPE_CHECKING\n"
         "import dropsync.daemon.clock\n"
         "if TYPE_CHECKING:\n    from dropsync.daemon.config import Config\n"
-        "def f():\n    from ..daemon import runner\n"
-        "    importlib.import_module('dropsync.daemon.logs')\n"
+        "def f():\n    from ..daemon.process import runner\n"
+        "    importlib.import_module('dropsync.daemon.process.logs')\n"
     )
     found = imports_of(sample, "dropsync.store.sample")
     assert {
         "dropsync.daemon.clock",
         "dropsync.daemon.config",
-        "dropsync.daemon.runner",
-        "dropsync.daemon.logs",
+        "dropsync.daemon.process.runner",
+        "dropsync.daemon.process.logs",
     } <= found
 
 
@@ -129,9 +129,10 @@ STATUS_MODULES = {
     "dropsync.daemon.clock",
     "dropsync.daemon.config_file",
     "dropsync.daemon.errors",
-    "dropsync.daemon.runstate",  # the daemon's runtime state file (stdlib only)
-    "dropsync.daemon.health_check",
-    "dropsync.daemon.instance",
+    "dropsync.daemon.process",  # the package (its __init__ imports nothing)
+    "dropsync.daemon.process.runstate",  # the daemon's runtime state file (stdlib only)
+    "dropsync.daemon.cli.health_check",
+    "dropsync.daemon.process.instance",
     "dropsync.store",
     "dropsync.store.diagnosis",
     "dropsync.store.errors",
@@ -461,7 +462,7 @@ def test_one_retry_after_cap() -> None:
         )
         if module != "dropsync.daemon.config"
     }
-    assert found == {"dropsync.daemon.provider_health._retry_after"}
+    assert found == {"dropsync.daemon.delivery.provider_health._retry_after"}
 
 
 def test_only_the_provider_health_writes_a_provider_s_state() -> None:
@@ -478,7 +479,7 @@ def test_only_the_provider_health_writes_a_provider_s_state() -> None:
             ),
         )
     }
-    assert found == {"dropsync.daemon.provider_health"}
+    assert found == {"dropsync.daemon.delivery.provider_health"}
 
 
 # --- the README's test command is CI's --------------------------------------------------------

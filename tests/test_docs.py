@@ -9,7 +9,7 @@ import sqlite3
 from pathlib import Path
 
 import anyio
-from dropsync.daemon.runner import STATUS_EVERY_S
+from dropsync.daemon.process.runner import STATUS_EVERY_S
 from dropsync.store.handle import Store
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -22,7 +22,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from dropsync.adapters.base import (
+
+from ..base import (
     IDEMPOTENCY_HEADER,
     IncomingChange,
     OutgoingChange,
@@ -30,9 +31,9 @@ from dropsync.adapters.base import (
     PullPage,
     PushResult,
 )
-from dropsync.adapters.errors import PermanentError, ProviderMisconfigured, UnexpectedAnswer
-from dropsync.adapters.http import Answer, HttpAdapter, json_body
-from dropsync.adapters.options import OptionError, OptionReader
+from ..errors import PermanentError, ProviderMisconfigured, UnexpectedAnswer
+from ..http import Answer, HttpAdapter, json_body
+from ..options import OptionError, OptionReader
 
 POST_SUCCESS = (200, 201, 202, 204)
 MAX_LIST_MB = 8  # one user's list is read up to this (max_list_mb)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from dropsync.daemon.clock import format_timestamp
 from dropsync.store.queries import VersionSeen
+
+from ..clock import format_timestamp
 
 
 def _when(ts: int | None) -> str:

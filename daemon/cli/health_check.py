@@ -201,11 +201,12 @@ def disk_check(store_path: Path, thresholds: Thresholds) -> tuple[list[Problem],
 
 def _read(explicit: str | None) -> tuple[Path, dict[str, Any]]:
     """The store's path and its status summary; Unknown if either cannot be had."""
-    from dropsync.daemon.cli.common import existing_store
-    from dropsync.daemon.cli.status import read_status
-    from dropsync.daemon.config_file import store_path_of
-    from dropsync.daemon.errors import ConfigError, DropsyncError
     from dropsync.store.errors import StoreError
+
+    from ..config_file import store_path_of
+    from ..errors import ConfigError, DropsyncError
+    from .common import existing_store
+    from .status import read_status
 
     try:
         store_path = store_path_of(explicit)
@@ -243,7 +244,7 @@ def check(explicit: str | None, thresholds: Thresholds) -> Result:
     else:
         import time
 
-        from dropsync.daemon.runstate import describe
+        from ..process.runstate import describe
 
         # A busy store or a full disk the daemon waits out, a reload it refused, or a
         # heartbeat gone quiet.

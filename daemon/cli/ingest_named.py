@@ -12,13 +12,14 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from dropsync.daemon.clock import now_ms
-from dropsync.daemon.dropfiles import PROCESSING, is_locked, not_a_file
-from dropsync.daemon.errors import FileTaken
-from dropsync.daemon.ingest import Ingestor, IngestReport
-from dropsync.daemon.names import is_text, shown
-from dropsync.daemon.runstate import is_fresh, read_runtime
 from dropsync.store import files as ledger
+
+from ..clock import now_ms
+from ..errors import FileTaken
+from ..ingest.dropfiles import PROCESSING, is_locked, not_a_file
+from ..ingest.ingestor import Ingestor, IngestReport
+from ..names import is_text, shown
+from ..process.runstate import is_fresh, read_runtime
 
 
 @dataclass(slots=True)

@@ -1,4 +1,4 @@
-"""The batch sender: records sent as requests, each written ahead (``daemon.sending``).
+"""The batch sender: records sent as requests, each written ahead (``daemon.delivery.sending``).
 
 It takes the oldest outbox entries up to the provider's batch limit, drops (to dead
 letters) what the adapter's local check refuses, cuts the rest into requests within the
@@ -35,13 +35,14 @@ import anyio
 import structlog
 from dropsync.adapters.base import OutgoingChange, PushResult, batch_idempotency_key
 from dropsync.adapters.errors import PermanentError, ProviderError
-from dropsync.daemon.clock import now_ms
-from dropsync.daemon.sending import Answer, Attempt, to_outgoing
 from dropsync.store import outbox
 from dropsync.store.merge import MergeResult
 
+from ..clock import now_ms
+from .sending import Answer, Attempt, to_outgoing
+
 if TYPE_CHECKING:
-    from dropsync.daemon.delivery import Flusher
+    from .flusher import Flusher
 
 log = structlog.get_logger(__name__)
 

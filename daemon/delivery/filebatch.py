@@ -1,12 +1,12 @@
 """The file sender: the delivery loop's sender for providers that take files
-(``limits.file_batches``; see ``daemon.sending``).
+(``limits.file_batches``; see ``daemon.delivery.sending``).
 
 A batch can be gigabytes, so nothing of it is held in memory: the pending entries
 are read a page at a time and streamed into JSON-array files on disk (one group of
 files per ``group_of`` value, each at most ``max_file_bytes``), which entry went
 into which file is noted in the scratch database (``store.spool``), and the
 adapter uploads the files, streaming them from disk. The answer is sorted by the
-loop (``daemon.delivery``) as for every other request; a permanent refusal of an
+loop (``daemon.delivery.flusher``) as for every other request; a permanent refusal of an
 upload of several files sends each file alone to find the refused one, and a
 partial success names skipped files: each is checked again locally and sent once
 more on its own, and its records are dead-lettered with the provider's reason if
@@ -35,15 +35,16 @@ import anyio
 import structlog
 from dropsync.adapters.base import FileBatchProvider, FilePart, Waiting
 from dropsync.adapters.errors import ProviderError
-from dropsync.daemon.clock import now_ms
-from dropsync.daemon.places import SCRATCH_DATABASE
-from dropsync.daemon.sending import Attempt, to_outgoing
 from dropsync.store import callbacks, outbox, spool
 from dropsync.store.errors import OutsideFolder
 from dropsync.store.removal import remove_inside
 
+from ..clock import now_ms
+from ..places import SCRATCH_DATABASE
+from .sending import Attempt, to_outgoing
+
 if TYPE_CHECKING:
-    from dropsync.daemon.delivery import Flusher
+    from .flusher import Flusher
 
 log = structlog.get_logger(__name__)
 

@@ -1,11 +1,11 @@
 """The delivery engine: one flusher per provider, written once for every adapter.
 
 A flusher is one loop, whatever the provider takes; what differs between kinds is its
-sender (``daemon.sending.Sender``): the batch sender (``daemon.batches``: requests of
-records, written ahead) or the file sender (``daemon.filebatch``: files uploaded). The
-loop
+sender (``daemon.delivery.sending.Sender``): the batch sender (``daemon.delivery.batches``:
+requests of records, written ahead) or the file sender (``daemon.delivery.filebatch``: files
+uploaded). The loop
 
-* waits for the provider's health (``daemon.provider_health``): its backoff, a
+* waits for the provider's health (``daemon.delivery.provider_health``): its backoff, a
   ``Retry-After``, ``auth-failed``; ``dropsync resync NAME`` ends each of them;
 * lets the sender take the oldest pending entries (``take``) and drop to dead letters
   what the adapter's local check refuses (``dead_letter_refused``);
@@ -48,13 +48,17 @@ import anyio
 import structlog
 from dropsync.adapters.base import Provider
 from dropsync.adapters.errors import PermanentError, ProviderError
-from dropsync.daemon.batches import BatchSender
-from dropsync.daemon.clock import now_ms
-from dropsync.daemon.config import ProviderConfig
-from dropsync.daemon.filebatch import FileSender
-from dropsync.daemon.places import spool_folder
-from dropsync.daemon.provider_health import Failure, Flow, ProviderHealth
-from dropsync.daemon.sending import (
+from dropsync.store import outbox
+from dropsync.store.handle import Store
+from dropsync.store.merge import MergeResult
+
+from ..clock import now_ms
+from ..config import ProviderConfig
+from ..places import spool_folder
+from .batches import BatchSender
+from .filebatch import FileSender
+from .provider_health import Failure, Flow, ProviderHealth
+from .sending import (
     Answer,
     AnswerRecorder,
     Attempt,
@@ -62,9 +66,6 @@ from dropsync.daemon.sending import (
     Paused,
     Sender,
 )
-from dropsync.store import outbox
-from dropsync.store.handle import Store
-from dropsync.store.merge import MergeResult
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")

@@ -1,8 +1,8 @@
 """One provider's health, shared by its pushes and its pulls.
 
 The supervisor keeps one ``ProviderHealth`` per provider for as long as the daemon runs
-(reloads included); the delivery loop (``daemon.delivery``, both its senders) and the pull
-loop (``daemon.providers``) ask it whether they may send and tell it how each failure went.
+(reloads included); the delivery loop (``daemon.delivery.flusher``, both its senders) and the pull
+loop (``daemon.delivery.providers``) ask it whether they may send and tell it how each failure went.
 It is the one place that
 
 * counts a failure and computes the wait after it: the provider's ``Retry-After`` within
@@ -62,12 +62,13 @@ from dropsync.adapters.errors import (
     ProviderUnavailable,
     RetryableError,
 )
-from dropsync.daemon.clock import now_ms
-from dropsync.daemon.config import ProviderConfig
 from dropsync.store import outbox
 from dropsync.store.backoff import backoff_s
 from dropsync.store.handle import Store
 from dropsync.store.states import ProviderState
+
+from ..clock import now_ms
+from ..config import ProviderConfig
 
 log = structlog.get_logger(__name__)
 

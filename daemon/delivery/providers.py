@@ -2,7 +2,7 @@
 
 On reload every provider task is restarted with the new config; the outbox and
 provider states live in the store, so nothing is lost by the restart. Each provider's
-health (``daemon.provider_health``: its state, waits and failures) is kept here for as
+health (``daemon.delivery.provider_health``: its state, waits and failures) is kept here for as
 long as the daemon runs, shared by its flusher and its pull loop, and outlives reloads.
 """
 
@@ -17,18 +17,19 @@ import structlog
 from dropsync.adapters.base import JSONObject, NeedsLookup, Provider, StreamPuller
 from dropsync.adapters.errors import ProviderError
 from dropsync.adapters.registry import OptionError, build_provider, get_kind, parse_options
-from dropsync.daemon.clock import now_ms
-from dropsync.daemon.config import Config, ProviderConfig
-from dropsync.daemon.delivery import Flusher
-from dropsync.daemon.errors import ConfigError, SecretError
-from dropsync.daemon.logs import redact_in_logs
-from dropsync.daemon.provider_health import Flow, ProviderHealth
-from dropsync.daemon.pulls import StreamPull, incoming_to_change
-from dropsync.daemon.requests import answer_recorder, set_routes
-from dropsync.daemon.secrets import load_secret, other_secrets
 from dropsync.store import callbacks, cursors, outbox, pulled
 from dropsync.store.handle import Store
 from dropsync.store.merge import Change, MergeResult, apply_changes
+
+from ..clock import now_ms
+from ..config import Config, ProviderConfig
+from ..errors import ConfigError, SecretError
+from ..process.logs import redact_in_logs
+from ..process.secrets import load_secret, other_secrets
+from .flusher import Flusher
+from .provider_health import Flow, ProviderHealth
+from .pulls import StreamPull, incoming_to_change
+from .requests import answer_recorder, set_routes
 
 __all__ = ["ProviderSupervisor", "check_provider_options", "incoming_to_change", "open_provider"]
 

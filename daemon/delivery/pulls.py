@@ -29,13 +29,14 @@ from collections.abc import Callable, Sequence
 import anyio
 import structlog
 from dropsync.adapters.base import IncomingChange, PullStream, StreamPage, StreamPuller
-from dropsync.daemon.clock import now_ms
-from dropsync.daemon.config import Config, ProviderConfig
-from dropsync.daemon.documents import FutureLimit, canonical, check_name
-from dropsync.daemon.errors import DocumentError
 from dropsync.store import cursors, pulled
 from dropsync.store.handle import Store
 from dropsync.store.merge import Change, MergeResult, apply_changes
+
+from ..clock import now_ms
+from ..config import Config, ProviderConfig
+from ..documents import FutureLimit, canonical, check_name
+from ..errors import DocumentError
 
 log = structlog.get_logger(__name__)
 

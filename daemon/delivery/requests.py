@@ -17,11 +17,12 @@ from collections.abc import Callable, Sequence
 
 import structlog
 from dropsync.adapters.base import PushResult
-from dropsync.daemon.config import Config
-from dropsync.daemon.pulls import to_changes
-from dropsync.daemon.sending import AnswerRecorder
 from dropsync.store import outbox, requests
 from dropsync.store.merge import MergeResult, apply_changes
+
+from ..config import Config
+from .pulls import to_changes
+from .sending import AnswerRecorder
 
 log = structlog.get_logger(__name__)
 

@@ -1,8 +1,8 @@
-"""What the delivery loop (``daemon.delivery.Flusher``) and its senders share.
+"""What the delivery loop (``daemon.delivery.flusher.Flusher``) and its senders share.
 
 A sender is the part of delivery that differs between kinds of provider: the batch sender
-(``daemon.batches``: requests of records, written ahead and sent again as they were) and
-the file sender (``daemon.filebatch``: records streamed into files, uploaded). A sender
+(``daemon.delivery.batches``: requests of records, written ahead and sent again as they were) and
+the file sender (``daemon.delivery.filebatch``: records streamed into files, uploaded). A sender
 forms what is sent and reads the answer's details; the loop does the rest (see its
 module): it waits for the provider's health, takes entries, sends (``Flusher.send`` sorts
 every answer), writes in order, records deliveries and dead letters.
@@ -18,12 +18,13 @@ from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 from dropsync.adapters.base import OutgoingChange, PushResult, change_idempotency_key
 from dropsync.adapters.errors import PermanentError, ProviderError
-from dropsync.daemon.jsontext import load_outgoing
 from dropsync.store import outbox
 from dropsync.store.merge import MergeResult
 
+from ..jsontext import load_outgoing
+
 if TYPE_CHECKING:
-    from dropsync.daemon.delivery import Flusher
+    from .flusher import Flusher
 
 R = TypeVar("R")
 

@@ -28,9 +28,10 @@ from typing import Any
 import anyio
 import structlog
 from dropsync.adapters.inbound import SentBefore
-from dropsync.daemon.clock import now_ms
 from dropsync.store import callbacks
 from dropsync.store.handle import Store
+
+from ..clock import now_ms
 
 log = structlog.get_logger(__name__)
 

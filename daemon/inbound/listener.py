@@ -6,8 +6,8 @@ event loop). Routes:
 * each kind's inbound routes (``Kind.inbound``, ``adapters.inbound``): its signed
   callbacks or its webhook, each a ``POST``. The kind owns the path, verifies the call
   and reads it into a typed confirmation; the daemon applies it
-  (``daemon.listener_calls``: the store transaction, the replay memory, the held sync
-  statuses of ``daemon.held_confirmations``). The kinds' pages in docs/providers.md
+  (``daemon.inbound.listener_calls``: the store transaction, the replay memory, the held sync
+  statuses of ``daemon.inbound.held_confirmations``). The kinds' pages in docs/providers.md
   list them.
 * ``GET /healthz`` (liveness: 200 with each provider's state while the store answers,
   else 503), ``GET /readyz`` (readiness: 200 only when the daemon can work now, else 503
@@ -16,13 +16,13 @@ event loop). Routes:
 
 Bodies over ``MAX_BODY`` are refused (413); a body not received within
 ``request_timeout_s`` is answered 408 (heads and slow connections: see
-``daemon.listener_server``). An address that cannot be had pauses the listener (shown
+``daemon.inbound.listener_server``). An address that cannot be had pauses the listener (shown
 by ``status``) and is tried again; the rest of the daemon goes on. No secret (callback
 key, webhook token, provider token) is ever logged or answered.
 
 What a caller sends is answered 4xx when it cannot be taken (``callback_refused`` in the
 log); only an unexpected error is a 500, logged with its type and traceback
-(``listener_error``). Warnings requests cause are summarised (``daemon.log_repeats``):
+(``listener_error``). Warnings requests cause are summarised (``daemon.inbound.log_repeats``):
 whoever reaches the port must not be able to fill the journal.
 """
 
@@ -42,22 +42,6 @@ from dropsync.adapters import inbound
 from dropsync.adapters.base import Provider
 from dropsync.adapters.inbound import InboundProvider, Refused
 from dropsync.adapters.registry import every_kind, get_kind
-from dropsync.daemon.config import Config
-from dropsync.daemon.errors import SecretError
-from dropsync.daemon.held_confirmations import HeldConfirmations
-from dropsync.daemon.listener_calls import ListenerCall
-from dropsync.daemon.listener_server import (
-    KEEP_ALIVE_S,
-    MAX_HEAD,
-    EmbeddedServer,
-    bind,
-    bind_problem,
-    guarded_protocol,
-    route_uvicorn_logs,
-)
-from dropsync.daemon.log_repeats import Repeats
-from dropsync.daemon.metrics import render_metrics
-from dropsync.daemon.secrets import read_secret
 from dropsync.store import callbacks
 from dropsync.store.backoff import backoff_s
 from dropsync.store.errors import StoreError, StoreRetryable
@@ -67,6 +51,23 @@ from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from ..config import Config
+from ..errors import SecretError
+from ..process.secrets import read_secret
+from .held_confirmations import HeldConfirmations
+from .listener_calls import ListenerCall
+from .listener_server import (
+    KEEP_ALIVE_S,
+    MAX_HEAD,
+    EmbeddedServer,
+    bind,
+    bind_problem,
+    guarded_protocol,
+    route_uvicorn_logs,
+)
+from .log_repeats import Repeats
+from .metrics import render_metrics
 
 log = structlog.get_logger(__name__)
 

@@ -1,7 +1,7 @@
 """What the daemon does for a call to a kind's inbound route (``adapters.inbound.Call``).
 
 The kind verifies and reads the call; this applies what it says: a sync status through the
-held confirmations (``daemon.held_confirmations``), a job's outcome and the kind's own rows
+held confirmations (``daemon.inbound.held_confirmations``), a job's outcome and the kind's own rows
 in one store transaction, the replay memory (a key accepted before is refused 401), the
 wake of a provider whose records were queued again, background work after the answer, and
 the summarised warnings.
@@ -16,12 +16,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from dropsync.adapters.base import Provider
 from dropsync.adapters.inbound import InboundProvider, JobDone, Refused, SentBefore, Settled
-from dropsync.daemon.clock import now_ms
 from dropsync.store import callbacks
 from starlette.requests import Request
 
+from ..clock import now_ms
+
 if TYPE_CHECKING:
-    from dropsync.daemon.listener import Listener
+    from .listener import Listener
 
 T = TypeVar("T")
 

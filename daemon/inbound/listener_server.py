@@ -35,8 +35,8 @@ EOF), what the client still sends is read and dropped for at most ``LINGER_S`` o
 ``LINGER_BYTES``, then the socket is closed (closing with unread data at once would
 reset the connection, and the client could lose the answer).
 
-Bodies are bounded by the application (``daemon.listener``). Refused requests are logged
-as ``listener_request_refused``, summarised (``daemon.log_repeats``).
+Bodies are bounded by the application (``daemon.inbound.listener``). Refused requests are logged
+as ``listener_request_refused``, summarised (``daemon.inbound.log_repeats``).
 """
 
 from __future__ import annotations
@@ -55,8 +55,9 @@ import h11
 import structlog
 import uvicorn
 from anyio.abc import SocketAttribute
-from dropsync.daemon.log_repeats import Repeats
 from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from .log_repeats import Repeats
 
 log = structlog.get_logger(__name__)
 

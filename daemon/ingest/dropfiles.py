@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
-from dropsync.daemon.names import is_text, shown
+
+from ..names import is_text, shown
 
 log = structlog.get_logger(__name__)
 

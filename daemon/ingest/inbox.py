@@ -16,10 +16,6 @@ from collections.abc import Callable
 import anyio
 import structlog
 import watchfiles
-from dropsync.daemon.clock import now_ms
-from dropsync.daemon.config import Config
-from dropsync.daemon.documents import FutureLimit, inbox_change
-from dropsync.daemon.errors import DocumentError
 from dropsync.store.handle import Store
 from dropsync.store.merge import (
     Change,
@@ -29,6 +25,11 @@ from dropsync.store.merge import (
     pending_inbox,
     reject_inbox_rows,
 )
+
+from ..clock import now_ms
+from ..config import Config
+from ..documents import FutureLimit, inbox_change
+from ..errors import DocumentError
 
 log = structlog.get_logger(__name__)
 

@@ -1,9 +1,9 @@
 """Drop-file ingest: claim, stream-parse, merge in batches, and file the result.
 
 A file ``<drop>/<collection>/<name>.json|.ndjson`` is claimed by locking it and
-renaming it into ``<collection>/.processing/`` (see ``daemon.dropfiles``: one ingest
+renaming it into ``<collection>/.processing/`` (see ``daemon.ingest.dropfiles``: one ingest
 owns a file at a time); it gets its ``files`` ledger row at once, then its sha256; its
-documents are parsed as a stream (``daemon.jsonstream``, a block at a time) and
+documents are parsed as a stream (``daemon.ingest.jsonstream``, a block at a time) and
 merged in batches, each batch in one transaction together with the file's progress,
 so a crash resumes after the last committed batch without applying anything twice.
 The policy is per document: good documents are applied, bad ones are listed (index
@@ -15,7 +15,7 @@ be moved is left where it is, said once in the log.
 
 A busy store or a full disk pauses the file's ingest where it is (the store and
 ``_disk`` wait and try again); anything else that interrupts it leaves the file in
-``.processing/`` with its row, and ``daemon.recovery`` takes it up again.
+``.processing/`` with its row, and ``daemon.ingest.recovery`` takes it up again.
 """
 
 from __future__ import annotations
@@ -33,9 +33,16 @@ from typing import Any, TypeVar
 import anyio
 import orjson
 import structlog
-from dropsync.daemon.clock import now_ms
-from dropsync.daemon.config import Config
-from dropsync.daemon.dropfiles import (
+from dropsync.store import files as ledger
+from dropsync.store.handle import PauseListener, Store, retrying
+from dropsync.store.merge import Change, MergeResult, apply_changes
+
+from ..clock import now_ms
+from ..config import Config
+from ..errors import FileTaken
+from ..names import is_text, shown
+from ..process.health import file_condition
+from .dropfiles import (
     DONE,
     PROCESSING,
     QUARANTINE,
@@ -53,14 +60,8 @@ from dropsync.daemon.dropfiles import (
     rename_noreplace,
     write_receipt,
 )
-from dropsync.daemon.errors import FileTaken
-from dropsync.daemon.health import file_condition
-from dropsync.daemon.names import is_text, shown
-from dropsync.daemon.parse import DocumentFailure, ParseJob, parse_here
-from dropsync.daemon.parser import parse_in_process
-from dropsync.store import files as ledger
-from dropsync.store.handle import PauseListener, Store, retrying
-from dropsync.store.merge import Change, MergeResult, apply_changes
+from .parse import DocumentFailure, ParseJob, parse_here
+from .parser import parse_in_process
 
 log = structlog.get_logger(__name__)
 
@@ -240,8 +241,8 @@ class Ingestor:
             claim.close()
 
     async def recover(self) -> list[IngestReport]:
-        """Finish what interrupted ingests left behind (see ``daemon.recovery``)."""
-        from dropsync.daemon.recovery import Sweeper
+        """Finish what interrupted ingests left behind (see ``daemon.ingest.recovery``)."""
+        from .recovery import Sweeper
 
         return await Sweeper(self).sweep(at_start=True)
 
@@ -370,7 +371,7 @@ class Ingestor:
         """Write the receipt, move the file to ``.done/`` or ``.quarantine/``, finish its row.
 
         The row names the destination before the file moves (see ``store.files``), so
-        an ingest killed in between is finished by ``daemon.recovery``.
+        an ingest killed in between is finished by ``daemon.ingest.recovery``.
         """
         applied, unchanged, rejected = counts
         error = None

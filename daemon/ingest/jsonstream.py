@@ -17,8 +17,8 @@ import re
 from collections.abc import Iterator
 from typing import IO
 
-from dropsync.daemon.errors import DocumentError
-from dropsync.daemon.jsontext import (
+from ..errors import DocumentError
+from ..jsontext import (
     Bad,
     JsonLimits,
     decode_error,

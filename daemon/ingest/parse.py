@@ -1,9 +1,9 @@
 """Reading a drop file's documents into batches of changes.
 
-Parsing (splitting the file into documents and reading each, ``daemon.jsonstream``;
+Parsing (splitting the file into documents and reading each, ``daemon.ingest.jsonstream``;
 shape recognition, timestamps, the canonical body and its digest) is most of the
 CPU work of an ingest, and it needs no store. Small files are parsed in the daemon
-itself (``parse_here``); a big one in a parser process (``daemon.parser``), which runs
+itself (``parse_here``); a big one in a parser process (``daemon.ingest.parser``), which runs
 this module's ``parse_batches``: both ways yield exactly the same batches.
 """
 
@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from dropsync.daemon.config import CollectionConfig
-from dropsync.daemon.documents import DocumentReader
-from dropsync.daemon.errors import DocumentError
-from dropsync.daemon.jsonstream import json_documents, ndjson_documents
-from dropsync.daemon.jsontext import DEFAULT_LIMITS, Bad, JsonLimits
 from dropsync.store.merge import Change
+
+from ..config import CollectionConfig
+from ..documents import DocumentReader
+from ..errors import DocumentError
+from ..jsontext import DEFAULT_LIMITS, Bad, JsonLimits
+from .jsonstream import json_documents, ndjson_documents
 
 DOCUMENT_SUFFIXES = (".json", ".ndjson")
 # A batch is cut at batch_size documents or at this many characters of bodies, whichever
@@ -73,7 +74,7 @@ def iter_documents(
     """Yield ``(index, document, line)``; a ``DocumentFailure`` stands in for a bad one.
 
     A bad document costs only itself wherever the file's syntax shows where the
-    next one starts (in NDJSON, always: the next line); see ``daemon.jsonstream``.
+    next one starts (in NDJSON, always: the next line); see ``daemon.ingest.jsonstream``.
     """
     if path.suffix not in DOCUMENT_SUFFIXES:
         yield (

@@ -1,6 +1,6 @@
 """The parser process: a big drop file parsed beside the daemon, and the pipe between them.
 
-Parsing is most of the CPU work of an ingest and needs no store (``daemon.parse``). A
+Parsing is most of the CPU work of an ingest and needs no store (``daemon.ingest.parse``). A
 file of ``parser_process_min_mb`` or more is therefore parsed in a separate process
 (``parser_main``), which streams ready batches to the daemon: the parser uses one core
 while the daemon's store thread writes on the other, instead of the two taking turns
@@ -35,13 +35,14 @@ from contextlib import aclosing
 from dataclasses import replace
 from typing import IO
 
-from dropsync.daemon.errors import ParserProcessError
-from dropsync.daemon.memory import tune_garbage_collector
-from dropsync.daemon.parse import DocumentFailure, ParsedBatch, ParseJob, parse_batches, parse_here
 from dropsync.store.merge import Change
 
+from ..errors import ParserProcessError
+from ..process.memory import tune_garbage_collector
+from .parse import DocumentFailure, ParsedBatch, ParseJob, parse_batches, parse_here
+
 # How the daemon starts a parser process: ``sys.executable``, these, then the pipe's fd.
-PARSER_ARGS = ("-P", "-c", "from dropsync.daemon.parser import parser_main; parser_main()")
+PARSER_ARGS = ("-P", "-c", "from dropsync.daemon.ingest.parser import parser_main; parser_main()")
 
 
 # One message on the parser's pipe: a tag byte and the payload's length, then the payload.
@@ -133,7 +134,7 @@ def parser_main() -> None:
 
 
 async def parse_in_process(job: ParseJob) -> AsyncGenerator[ParsedBatch, None]:
-    """The file's batches, parsed by a parser process (see ``daemon.parse``).
+    """The file's batches, parsed by a parser process (see ``daemon.ingest.parse``).
 
     Should the parser not start, or die, the rest of the file is parsed here, from
     the last batch received (and a warning says so): a big file never waits for a

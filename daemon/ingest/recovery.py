@@ -1,7 +1,7 @@
 """Finishing what interrupted ingests left behind, while the daemon runs.
 
 An ingest can be interrupted by a kill, a crash, or an error it does not expect. What
-it leaves is always one of these (see ``store.files`` and ``daemon.dropfiles``), and
+it leaves is always one of these (see ``store.files`` and ``daemon.ingest.dropfiles``), and
 ``sweep`` finishes each, without restarting anything:
 
 * a file in ``.processing/`` with an unfinished row at that path: ingest resumes after
@@ -31,8 +31,12 @@ from functools import partial
 from pathlib import Path
 
 import structlog
-from dropsync.daemon.clock import now_ms
-from dropsync.daemon.dropfiles import (
+from dropsync.store import files as ledger
+from dropsync.store.backoff import backoff_s
+
+from ..clock import now_ms
+from ..names import is_text
+from .dropfiles import (
     DONE,
     PROCESSING,
     QUARANTINE,
@@ -46,10 +50,7 @@ from dropsync.daemon.dropfiles import (
     rename_noreplace,
     take_over,
 )
-from dropsync.daemon.ingest import VANISHED, Ingestor, IngestReport, not_utf8_reason
-from dropsync.daemon.names import is_text
-from dropsync.store import files as ledger
-from dropsync.store.backoff import backoff_s
+from .ingestor import VANISHED, Ingestor, IngestReport, not_utf8_reason
 
 log = structlog.get_logger(__name__)
 

@@ -25,17 +25,18 @@ from pathlib import Path
 import anyio
 import structlog
 import watchfiles
-from dropsync.daemon.config import Config
-from dropsync.daemon.dropfiles import (
+from dropsync.store.backoff import backoff_s
+from dropsync.store.handle import PauseListener
+
+from ..config import Config
+from .dropfiles import (
     collection_folders,
     folders_not_utf8,
     is_ignored,
     is_ignored_name,
     rename_to_text,
 )
-from dropsync.daemon.ingest import IngestReport, only_errors_of
-from dropsync.store.backoff import backoff_s
-from dropsync.store.handle import PauseListener
+from .ingestor import IngestReport, only_errors_of
 
 log = structlog.get_logger(__name__)
 

@@ -1,7 +1,7 @@
 """Signal handling from the first instant of ``dropsync run``, before the event loop.
 
 Python's default for SIGHUP is to end the process; the daemon's own handling (in
-``daemon.runner``) starts only once its event loop runs. ``install()`` is the first
+``daemon.process.runner``) starts only once its event loop runs. ``install()`` is the first
 thing ``dropsync run`` does: from then on a SIGHUP is remembered (if it came after the
 config was read, the daemon reloads once it is ready; before, it is moot: the config
 is read after it) and a SIGTERM or SIGINT stops the start-up (``StopBeforeStart``,

@@ -5,7 +5,7 @@ ingest tell it when work pauses (``store busy``: another program holds the store
 write lock; ``disk full``) and resumes. It logs each pause once when it starts
 (``work_paused``, a warning) and once when it ends (``work_resumed``), and writes the
 current pauses, the pid and a heartbeat into ``<store>.runtime.json`` (see
-``daemon.runstate``), which ``dropsync status`` shows, and a reload the daemon refused
+``daemon.process.runstate``), which ``dropsync status`` shows, and a reload the daemon refused
 (it runs on its previous config until a reload succeeds). ``on_change`` is told when
 the pauses, the state or the refusal change (systemd's ``STATUS=`` follows), and
 ``not_ready`` says why the daemon cannot work now (``GET /readyz``).
@@ -21,9 +21,10 @@ from typing import Any
 
 import anyio
 import structlog
-from dropsync.daemon.clock import now_ms
-from dropsync.daemon.runstate import HEARTBEAT_S, RuntimeFile
 from dropsync.store.handle import store_condition
+
+from ..clock import now_ms
+from .runstate import HEARTBEAT_S, RuntimeFile
 
 log = structlog.get_logger(__name__)
 

@@ -17,7 +17,7 @@ import os
 import time
 from pathlib import Path
 
-from dropsync.daemon.errors import AlreadyRunning
+from ..errors import AlreadyRunning
 
 SUFFIX = ".lock"
 # A status probe holds a shared lock for a few microseconds; a daemon starting at that

@@ -27,7 +27,8 @@ from typing import TextIO
 import orjson
 import structlog
 from dropsync.adapters.redact import Redactor
-from dropsync.daemon.names import shown
+
+from ..names import shown
 
 _LEVELS = {
     "debug": logging.DEBUG,

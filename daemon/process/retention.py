@@ -15,16 +15,17 @@ from pathlib import Path
 
 import anyio
 import structlog
-from dropsync.daemon.clock import now_ms
-from dropsync.daemon.config import Config
-from dropsync.daemon.documents import canonical
-from dropsync.daemon.dropfiles import DONE
-from dropsync.daemon.errors import DocumentError
-from dropsync.daemon.parse import DocumentFailure, iter_documents
 from dropsync.store import retention
 from dropsync.store.errors import OutsideFolder
 from dropsync.store.handle import Store
 from dropsync.store.removal import remove_inside
+
+from ..clock import now_ms
+from ..config import Config
+from ..documents import canonical
+from ..errors import DocumentError
+from ..ingest.dropfiles import DONE
+from ..ingest.parse import DocumentFailure, iter_documents
 
 log = structlog.get_logger(__name__)
 

@@ -1,10 +1,10 @@
 """``dropsync run``: every part of the daemon under one anyio task group.
 
 Start-up: take over signal handling (before anything else: see
-``daemon.early_signals``), open and migrate the store, start the watcher, the inbox
+``daemon.process.early_signals``), open and migrate the store, start the watcher, the inbox
 applier and the providers, tell systemd ``READY=1``, then finish files a previous run
 left in ``.processing/`` (and keep sweeping for interrupted ingests, see
-``daemon.recovery``). SIGTERM/SIGINT: stop taking work; the transaction in progress
+``daemon.ingest.recovery``). SIGTERM/SIGINT: stop taking work; the transaction in progress
 commits (store writes are shielded from cancellation) and the process exits 0; if
 that takes longer than ``daemon.shutdown_grace_s`` it exits 1. SIGHUP: reload the
 config; a bad one (a secret that cannot be read or could not work
@@ -29,25 +29,6 @@ from pathlib import Path
 
 import anyio
 import structlog
-from dropsync.daemon import early_signals
-from dropsync.daemon.clock import now_ms
-from dropsync.daemon.config import Config, load_config
-from dropsync.daemon.dropfiles import PROCESSING, collection_folders, list_entries
-from dropsync.daemon.errors import ConfigError
-from dropsync.daemon.health import PauseBoard
-from dropsync.daemon.inbox import InboxApplier
-from dropsync.daemon.ingest import Ingestor, IngestReport
-from dropsync.daemon.instance import InstanceLock
-from dropsync.daemon.listener import Listener
-from dropsync.daemon.logs import configure_logging
-from dropsync.daemon.memory import tune_garbage_collector
-from dropsync.daemon.notify import Notifier, run_watchdog
-from dropsync.daemon.providers import ProviderSupervisor, check_provider_options
-from dropsync.daemon.recovery import Sweeper
-from dropsync.daemon.retention import Retention
-from dropsync.daemon.runstate import RuntimeFile
-from dropsync.daemon.secrets import check_secrets
-from dropsync.daemon.watcher import DropWatcher, candidate_files
 from dropsync.store import outbox
 from dropsync.store.backoff import backoff_s
 from dropsync.store.errors import StoreError, StoreRetryable
@@ -55,6 +36,26 @@ from dropsync.store.handle import Store, run_in_connection_thread
 from dropsync.store.merge import MergeResult
 from dropsync.store.queries import status_summary
 from dropsync.store.states import ProviderState
+
+from ..clock import now_ms
+from ..config import Config, load_config
+from ..delivery.providers import ProviderSupervisor, check_provider_options
+from ..errors import ConfigError
+from ..inbound.listener import Listener
+from ..ingest.dropfiles import PROCESSING, collection_folders, list_entries
+from ..ingest.inbox import InboxApplier
+from ..ingest.ingestor import Ingestor, IngestReport
+from ..ingest.recovery import Sweeper
+from ..ingest.watcher import DropWatcher, candidate_files
+from . import early_signals
+from .health import PauseBoard
+from .instance import InstanceLock
+from .logs import configure_logging
+from .memory import tune_garbage_collector
+from .notify import Notifier, run_watchdog
+from .retention import Retention
+from .runstate import RuntimeFile
+from .secrets import check_secrets
 
 log = structlog.get_logger(__name__)
 

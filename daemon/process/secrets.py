@@ -13,8 +13,9 @@ from pathlib import Path
 
 from dropsync.adapters.http import header_problem, secret_problem
 from dropsync.adapters.registry import OptionError, get_kind, secret_in_headers, secret_values
-from dropsync.daemon.config import Config, ProviderConfig, SecretRef
-from dropsync.daemon.errors import ConfigError, SecretError
+
+from ..config import Config, ProviderConfig, SecretRef
+from ..errors import ConfigError, SecretError
 
 # Every secret value this process has read, for the last line of defence: an error that
 # ends a command is reported with these values masked (``daemon.cli.outcome``).

@@ -20,9 +20,9 @@ from dropsync.adapters.registry import KINDS, Kind, emulated, every_kind, get_ki
 from dropsync.daemon import config as config_module
 from dropsync.daemon.cli.app import build_parser
 from dropsync.daemon.config import Config, parse_config
+from dropsync.daemon.delivery.providers import check_provider_options, confirm_timeouts
 from dropsync.daemon.errors import ConfigError
-from dropsync.daemon.providers import check_provider_options, confirm_timeouts
-from dropsync.daemon.secrets import check_secrets
+from dropsync.daemon.process.secrets import check_secrets
 from dropsync.store.merge import Change
 
 from tests.adapters.sample_kind import KIND as SHOP

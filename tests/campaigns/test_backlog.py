@@ -26,8 +26,9 @@ INVARIANTS = (
     "load",
 )
 # Issue 9 item 11 (start-up recovery racing the watcher: two ledger rows, ingest_failed logged)
-# is fixed: every file of the backlog is owned by one ingest (daemon/dropfiles.py). A batch in
-# flight at the kill is sent again as it was (daemon/delivery.py: requests written ahead).
+# is fixed: every file of the backlog is owned by one ingest (daemon/ingest/dropfiles.py). A batch
+# in flight at the kill is sent again as it was (daemon/delivery/flusher.py: requests written
+# ahead).
 
 
 def run(tmp_path_factory: pytest.TempPathFactory, seed: int, *, kill: bool) -> CampaignResult:

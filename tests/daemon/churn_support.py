@@ -17,8 +17,8 @@ import httpx
 import orjson
 from dropsync.adapters.churn.emulator import ChurnEmulator
 from dropsync.daemon.config import Config, parse_config
-from dropsync.daemon.listener import Listener
-from dropsync.daemon.providers import ProviderSupervisor
+from dropsync.daemon.delivery.providers import ProviderSupervisor
+from dropsync.daemon.inbound.listener import Listener
 from dropsync.store.handle import Store
 from dropsync.store.merge import Change, apply_changes
 

@@ -317,7 +317,7 @@ async def test_a_brand_mapped_before_its_records_were_queued_is_seen_by_the_pass
     # A brand callback, then the merge of its records, both landing while a pass is starting:
     # the pass that takes the records must know the mapping (it was read before the take,
     # so the records waited for a brand already mapped, until the next wake).
-    from dropsync.daemon.delivery import Flusher
+    from dropsync.daemon.delivery.flusher import Flusher
 
     config = churn_config(tmp_path, emulator.base_url, port)
     churn = churn_of(emulator)

@@ -16,7 +16,7 @@ import pytest
 from dropsync.daemon.cli import main
 from dropsync.daemon.cli.app import COMMANDS
 from dropsync.daemon.config import load_config
-from dropsync.daemon.ingest import Ingestor
+from dropsync.daemon.ingest.ingestor import Ingestor
 from dropsync.store.handle import Store
 
 from tests.support import DaemonProcess, query

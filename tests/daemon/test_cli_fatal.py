@@ -23,9 +23,9 @@ TOKEN = "tok-9f8e7d6c5b4a-fatal"
 # reads it. An unexpected exception cannot be had on purpose any other way.
 BROKEN_RUN = """
 import sys
-from dropsync.daemon import runner
+from dropsync.daemon.process import runner
 from dropsync.daemon.config import SecretRef
-from dropsync.daemon.secrets import read_secret
+from dropsync.daemon.process.secrets import read_secret
 
 def broken(summary):
     token = read_secret(SecretRef(env="TEST_FATAL_TOKEN"), "crm")

@@ -13,7 +13,7 @@ import orjson
 import pytest
 from dropsync.daemon.cli import main
 from dropsync.daemon.config import parse_config
-from dropsync.daemon.ingest import Ingestor
+from dropsync.daemon.ingest.ingestor import Ingestor
 from dropsync.store.diagnosis import describe_database_error
 from dropsync.store.handle import Store
 

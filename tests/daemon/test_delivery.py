@@ -23,12 +23,12 @@ from dropsync.adapters.errors import ProviderError, ProviderUnavailable
 from dropsync.adapters.favourites.adapter import FavouritesProvider
 from dropsync.adapters.favourites.adapter import parse_options as favourite_options
 from dropsync.adapters.favourites.emulator import FavouritesEmulator
-from dropsync.daemon.batches import BatchSender
 from dropsync.daemon.config import ProviderConfig, parse_config
-from dropsync.daemon.delivery import Flusher
+from dropsync.daemon.delivery.batches import BatchSender
+from dropsync.daemon.delivery.flusher import Flusher
+from dropsync.daemon.delivery.provider_health import Flow, ProviderHealth
+from dropsync.daemon.delivery.providers import ProviderSupervisor
 from dropsync.daemon.documents import DocumentReader
-from dropsync.daemon.provider_health import Flow, ProviderHealth
-from dropsync.daemon.providers import ProviderSupervisor
 from dropsync.store import outbox
 from dropsync.store.handle import Store
 from dropsync.store.merge import Change, apply_changes

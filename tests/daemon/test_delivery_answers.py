@@ -19,9 +19,10 @@ from dropsync.adapters.crm.adapter import CrmProvider
 from dropsync.adapters.crm.adapter import parse_options as crm_options
 from dropsync.adapters.crm.emulator import CrmEmulator
 from dropsync.adapters.emulators.common import EmulatorServer
-from dropsync.daemon import batches, delivery, filebatch
 from dropsync.daemon.config import ProviderConfig
-from dropsync.daemon.delivery import Flusher
+from dropsync.daemon.delivery import batches, filebatch
+from dropsync.daemon.delivery import flusher as delivery
+from dropsync.daemon.delivery.flusher import Flusher
 from dropsync.store import outbox
 from dropsync.store.handle import Store
 from dropsync.store.merge import Change, apply_changes

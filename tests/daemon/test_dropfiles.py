@@ -8,9 +8,10 @@ from pathlib import Path
 
 import orjson
 import pytest
-from dropsync.daemon import dropfiles, runstate
-from dropsync.daemon.ingest import Ingestor
-from dropsync.daemon.watcher import candidate_files
+from dropsync.daemon.ingest import dropfiles
+from dropsync.daemon.ingest.ingestor import Ingestor
+from dropsync.daemon.ingest.watcher import candidate_files
+from dropsync.daemon.process import runstate
 from dropsync.store.handle import Store
 
 from tests.daemon.test_ingest import make_config

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from dropsync.daemon.config import Config, parse_config
-from dropsync.daemon.inbox import InboxApplier
+from dropsync.daemon.ingest.inbox import InboxApplier
 from dropsync.store.handle import Store
 
 pytestmark = pytest.mark.anyio

@@ -9,12 +9,12 @@ from typing import Any
 
 import orjson
 import pytest
-from dropsync.daemon import ingest as ingest_module
 from dropsync.daemon.cli.ingest_named import NotIngested, ingest_named
 from dropsync.daemon.config import Config, parse_config
-from dropsync.daemon.dropfiles import lock_dropped
-from dropsync.daemon.ingest import Ingestor
-from dropsync.daemon.parse import iter_documents
+from dropsync.daemon.ingest import ingestor as ingest_module
+from dropsync.daemon.ingest.dropfiles import lock_dropped
+from dropsync.daemon.ingest.ingestor import Ingestor
+from dropsync.daemon.ingest.parse import iter_documents
 from dropsync.store.db import BULK_CACHE_KIB, STEADY_CACHE_KIB
 from dropsync.store.handle import Store
 from structlog.testing import capture_logs

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import anyio
 import orjson
-from dropsync.daemon.progress import ProgressBar
+from dropsync.daemon.cli.progress import ProgressBar
 from dropsync.store.handle import Store
 
 INGEST = [sys.executable, "-m", "dropsync.daemon.cli", "ingest"]

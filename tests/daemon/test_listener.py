@@ -454,7 +454,7 @@ async def test_a_head_over_16_kb_is_refused(
 async def test_an_address_that_cannot_be_had_is_named_in_words(
     host: str, condition: str, reason: str
 ) -> None:
-    from dropsync.daemon.listener_server import bind, bind_problem
+    from dropsync.daemon.inbound.listener_server import bind, bind_problem
 
     with pytest.raises(OSError) as raised:
         await bind(host, 0)

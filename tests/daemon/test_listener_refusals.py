@@ -13,7 +13,7 @@ import orjson
 import pytest
 from dropsync.adapters.churn.adapter import callback_signature
 from dropsync.adapters.emulators.common import EmulatorServer
-from dropsync.daemon.log_repeats import Repeats
+from dropsync.daemon.inbound.log_repeats import Repeats
 from structlog.testing import capture_logs
 
 from tests.daemon.churn_support import (
@@ -144,7 +144,7 @@ async def test_uvicorn_errors_are_logged_with_their_type_and_traceback() -> None
     """uvicorn's own "Exception in ASGI application" record carries the exception."""
     import logging
 
-    from dropsync.daemon.listener_server import route_uvicorn_logs
+    from dropsync.daemon.inbound.listener_server import route_uvicorn_logs
 
     route_uvicorn_logs()
     try:

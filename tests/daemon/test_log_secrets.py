@@ -7,7 +7,7 @@ import sys
 
 import orjson
 import structlog
-from dropsync.daemon.logs import configure_logging, redact_in_logs
+from dropsync.daemon.process.logs import configure_logging, redact_in_logs
 
 SECRET = "log-secret-7c1d9e"
 

@@ -14,7 +14,7 @@ from typing import TextIO
 import orjson
 import pytest
 import structlog
-from dropsync.daemon.logs import configure_logging
+from dropsync.daemon.process.logs import configure_logging
 
 log = structlog.get_logger("dropsync.test")
 

@@ -15,7 +15,7 @@ import pytest
 from dropsync.daemon.cli import main
 from dropsync.daemon.cli.init import example_config
 from dropsync.daemon.config import load_config
-from dropsync.daemon.instance import InstanceLock
+from dropsync.daemon.process.instance import InstanceLock
 from dropsync.store.db import open_store
 from dropsync.store.handle import Store
 from dropsync.store.schema import latest_version

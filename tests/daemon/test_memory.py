@@ -6,7 +6,7 @@ import gc
 from collections.abc import Iterator
 
 import pytest
-from dropsync.daemon.memory import YOUNG_THRESHOLD, tune_garbage_collector
+from dropsync.daemon.process.memory import YOUNG_THRESHOLD, tune_garbage_collector
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import anyio
 import pytest
-from dropsync.daemon.notify import Notifier, run_watchdog
+from dropsync.daemon.process.notify import Notifier, run_watchdog
 from structlog.testing import capture_logs
 
 

@@ -14,11 +14,11 @@ from pathlib import Path
 import anyio
 import orjson
 import pytest
-from dropsync.daemon import parser as parser_module
 from dropsync.daemon.config import CollectionConfig
 from dropsync.daemon.errors import ParserProcessError
-from dropsync.daemon.parse import ParsedBatch, ParseJob, parse_batches, parse_here
-from dropsync.daemon.parser import (
+from dropsync.daemon.ingest import parser as parser_module
+from dropsync.daemon.ingest.parse import ParsedBatch, ParseJob, parse_batches, parse_here
+from dropsync.daemon.ingest.parser import (
     parse_in_process,
     read_message,
 )

@@ -13,7 +13,7 @@ import pytest
 from dropsync.adapters.errors import AuthError, ProviderThrottled, ProviderUnavailable
 from dropsync.daemon.clock import now_ms
 from dropsync.daemon.config import ProviderConfig
-from dropsync.daemon.provider_health import Flow, ProviderHealth, next_attempt_at
+from dropsync.daemon.delivery.provider_health import Flow, ProviderHealth, next_attempt_at
 from dropsync.store import outbox
 from dropsync.store.handle import Store
 from dropsync.store.states import ProviderState

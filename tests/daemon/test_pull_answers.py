@@ -13,7 +13,7 @@ from dropsync.adapters.favourites.adapter import FavouritesProvider
 from dropsync.adapters.favourites.adapter import parse_options as favourite_options
 from dropsync.adapters.favourites.emulator import FavouritesEmulator
 from dropsync.daemon.config import Config, parse_config
-from dropsync.daemon.providers import ProviderSupervisor
+from dropsync.daemon.delivery.providers import ProviderSupervisor
 from dropsync.store import outbox
 from dropsync.store.handle import Store
 

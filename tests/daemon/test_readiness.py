@@ -12,9 +12,9 @@ from pathlib import Path
 
 import anyio
 import pytest
-from dropsync.daemon.health import PauseBoard
-from dropsync.daemon.runner import summary_line
-from dropsync.daemon.runstate import RuntimeFile, read_runtime
+from dropsync.daemon.process.health import PauseBoard
+from dropsync.daemon.process.runner import summary_line
+from dropsync.daemon.process.runstate import RuntimeFile, read_runtime
 from dropsync.store.errors import StoreBusy, StoreError
 from dropsync.store.handle import Store
 

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import orjson
 import pytest
-from dropsync.daemon import dropfiles
 from dropsync.daemon.config import Config
-from dropsync.daemon.ingest import Ingestor
-from dropsync.daemon.watcher import candidate_files
+from dropsync.daemon.ingest import dropfiles
+from dropsync.daemon.ingest.ingestor import Ingestor
+from dropsync.daemon.ingest.watcher import candidate_files
 from dropsync.store.handle import Store
 
 from tests.daemon.test_ingest import drop, envelope, make_config

@@ -16,7 +16,7 @@ from dropsync.adapters.options import OptionError
 from dropsync.adapters.registrations.adapter import RegistrationsProvider, build, parse_options
 from dropsync.adapters.registrations.emulator import RegistrationsEmulator
 from dropsync.daemon.config import Config, parse_config
-from dropsync.daemon.pulls import StreamPull
+from dropsync.daemon.delivery.pulls import StreamPull
 from dropsync.store import cursors
 from dropsync.store.handle import Store
 from structlog.testing import capture_logs
@@ -184,7 +184,7 @@ async def test_resync_then_full_pull_removes_and_local_records_stay(
                 "('participants', 'local-1', 'upsert', '{}', 1700000000000)"
             )
         )
-        from dropsync.daemon.inbox import InboxApplier
+        from dropsync.daemon.ingest.inbox import InboxApplier
 
         await InboxApplier(store, puller.config, lambda r: None).apply_pending()
         emulator.remove("participants", "p2")

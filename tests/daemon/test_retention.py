@@ -7,10 +7,10 @@ from pathlib import Path
 
 import anyio
 import orjson
-from dropsync.daemon.audit import version_json
+from dropsync.daemon.cli.audit import version_json
 from dropsync.daemon.config import load_config
-from dropsync.daemon.ingest import Ingestor
-from dropsync.daemon.retention import DAY_MS, Retention
+from dropsync.daemon.ingest.ingestor import Ingestor
+from dropsync.daemon.process.retention import DAY_MS, Retention
 from dropsync.store.handle import Store
 from dropsync.store.queries import current_record, versions_seen
 from structlog.testing import capture_logs

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from dropsync.daemon.config import Config, parse_config
 from dropsync.daemon.errors import ConfigError, SecretError
-from dropsync.daemon.secrets import check_secrets, load_secret
+from dropsync.daemon.process.secrets import check_secrets, load_secret
 
 
 def config(tmp_path: Path, kind: str, value: str, **extra: object) -> Config:

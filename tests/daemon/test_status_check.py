@@ -18,7 +18,7 @@ import anyio
 import orjson
 import pytest
 from dropsync.daemon.cli import main
-from dropsync.daemon.instance import InstanceLock
+from dropsync.daemon.process.instance import InstanceLock
 from dropsync.store.handle import Store
 
 from tests.daemon.plugin_output import problem_lines
@@ -326,7 +326,7 @@ def test_an_unreadable_secret_at_start_is_a_config_error_exit_2(
 def test_a_running_daemon_that_waits_or_went_quiet_is_a_warning(
     tmp_path: Path, config: Path, running: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from dropsync.daemon.runstate import RuntimeFile
+    from dropsync.daemon.process.runstate import RuntimeFile
 
     runtime = RuntimeFile(tmp_path / "s.db")
     state = {

@@ -16,8 +16,8 @@ from pathlib import Path
 import anyio
 import pytest
 from dropsync.daemon.cli import main
-from dropsync.daemon.instance import InstanceLock
-from dropsync.daemon.runstate import RuntimeFile
+from dropsync.daemon.process.instance import InstanceLock
+from dropsync.daemon.process.runstate import RuntimeFile
 from dropsync.store.handle import Store
 
 from tests.daemon.plugin_output import parse

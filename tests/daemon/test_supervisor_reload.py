@@ -7,9 +7,9 @@ from typing import Any
 
 import anyio
 import pytest
-from dropsync.daemon import providers
 from dropsync.daemon.config import Config, parse_config
-from dropsync.daemon.providers import ProviderSupervisor
+from dropsync.daemon.delivery import providers
+from dropsync.daemon.delivery.providers import ProviderSupervisor
 from dropsync.store.handle import Store
 
 pytestmark = pytest.mark.anyio

@@ -110,7 +110,7 @@ QUICK_STATUS = [
     sys.executable,
     "-c",
     "import sys\n"
-    "from dropsync.daemon import runner\n"
+    "from dropsync.daemon.process import runner\n"
     "runner.STATUS_EVERY_S = 0.5\n"
     "from dropsync.daemon.cli import main\n"
     "sys.exit(main(sys.argv[1:]))\n",

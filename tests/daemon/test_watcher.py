@@ -9,9 +9,9 @@ from pathlib import Path
 
 import anyio
 import pytest
-from dropsync.daemon import watcher as watcher_module
-from dropsync.daemon.ingest import IngestReport
-from dropsync.daemon.watcher import DropWatcher
+from dropsync.daemon.ingest import watcher as watcher_module
+from dropsync.daemon.ingest.ingestor import IngestReport
+from dropsync.daemon.ingest.watcher import DropWatcher
 
 from tests.daemon.test_ingest import make_config
 

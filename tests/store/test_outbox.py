@@ -289,7 +289,7 @@ async def test_a_version_queued_again_is_a_new_request_to_the_provider(tmp_path:
     # key must differ, or a provider honouring the key answers the old result (processing
     # nothing) instead of taking it again.
     from dropsync.adapters.base import batch_idempotency_key
-    from dropsync.daemon.sending import to_outgoing
+    from dropsync.daemon.delivery.sending import to_outgoing
 
     async def key_of_pending(store: Store) -> str:
         async with store.read() as db:
