@@ -165,6 +165,81 @@ class NeedsLookup(Protocol):
 
 
 @runtime_checkable
+class Laned(Protocol):
+    """A provider whose unit of failure is a lane (favourites: a user, with a token of their
+    own): one lane's refused credentials pause that lane only.
+
+    The engine sends each request with the entries of one lane (``lane_of``), pulls lane by
+    lane (``pull_lane``), and pauses a lane whose request the provider answers with an
+    ``AuthError``; the provider as a whole is ``auth-failed`` only when every lane with
+    credentials is refused. Any other failure is the provider's, as for every kind.
+    """
+
+    def lanes(self) -> Sequence[str]:
+        """The lanes that have credentials now."""
+        ...
+
+    def pull_lanes(self) -> Sequence[str]:
+        """The lanes to pull, in order (those of ``lanes`` the config asks to pull)."""
+        ...
+
+    def lane_of(self, change: OutgoingChange) -> str:
+        """The lane an outbox entry is sent in."""
+        ...
+
+    async def pull_lane(self, lane: str) -> PullPage:
+        """Everything of one lane (the page's cursor is not kept)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class CredentialUpdate:
+    """What reading a provider's credentials again found.
+
+    ``values``: every credential value now in use (to be redacted everywhere before anything
+    is said); ``changed``: lanes with a new or different credential (tried again at once);
+    ``gone``: lanes whose credential was removed; ``problems``: (source, problem) of each
+    source that could not be read or parsed (its previous credentials stay in use); the
+    source is a path, or None for the provider's secret. Never a credential's value.
+    """
+
+    values: tuple[str, ...] = ()
+    changed: frozenset[str] = frozenset()
+    gone: frozenset[str] = frozenset()
+    problems: tuple[tuple[str | None, str], ...] = ()
+
+
+@runtime_checkable
+class LiveCredentials(Protocol):
+    """A provider whose credentials change while it runs (tokens written as users sign in):
+    the daemon watches where they come from and hands them over without a reload."""
+
+    def credential_paths(self) -> Sequence[Path]:
+        """Files and folders the adapter reads credentials from (besides a ``secret_file``,
+        which the daemon reads)."""
+        ...
+
+    def reload_credentials(
+        self, secret: str | None, *, secret_read: bool, paths: Sequence[Path] | None = None
+    ) -> CredentialUpdate:
+        """Read the credentials again; ``secret`` is the provider's secret as read now
+        (``secret_read`` False: it was not read again, or could not be: the previous one
+        stays in use); ``paths``: only these entries of ``credential_paths``' folders
+        changed (None: read everything)."""
+        ...
+
+
+@runtime_checkable
+class NeedsCollections(Protocol):
+    """A provider whose requests depend on the collections' own config (given by the daemon
+    before its first request, and again on every reload)."""
+
+    def attach_collections(self, timestamps: Mapping[str, str]) -> None:
+        """Keep each collection's LWW timestamp field (a dotted path), by collection name."""
+        ...
+
+
+@runtime_checkable
 class Probes(Protocol):
     """A provider that can tell whether its credentials work (``dropsync probe``)."""
 

@@ -222,8 +222,7 @@ class HttpAdapter:
 
     def keep_secret(self, values: Iterable[str]) -> None:
         """Further values this adapter must never say (another secret of its provider)."""
-        for value in values:
-            self.redact.add(value)
+        self.redact.extend(values)
 
     async def __aenter__(self) -> Self:
         return self

@@ -69,6 +69,10 @@ class Redactor:
         """Mask ``secret`` from now on (a token learned at login, say)."""
         self._add([secret])
 
+    def extend(self, secrets: Iterable[str | None]) -> None:
+        """Mask each of ``secrets`` from now on (the index is made again once)."""
+        self._add(secrets)
+
     def _add(self, secrets: Iterable[str | None]) -> None:
         forms = set(self.forms)
         for secret in secrets:

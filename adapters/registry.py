@@ -5,7 +5,8 @@ package's ``__init__``) says what the daemon needs to know of it and names the k
 modules, each imported only when needed (so reading the config stays cheap): its adapter
 (``AdapterModule``: options, the adapter itself, its secret's shape) and the optional
 hooks (secrets of its own, request collections, deliveries confirmed by a callback, inbound
-routes, an emulator with its part of the demo). Its adapter should also have the optional
+routes, an emulator with its part of the demo, a secret that other options can stand in for,
+whether it sends, its options that are paths). Its adapter should also have the optional
 ``probe()`` (``adapters.base.Probes``: one request that checks the credentials and changes
 nothing), which ``dropsync probe`` sends. The daemon asks these and never names a kind
 (``tests/test_design_rules.py`` holds it); ``docs/adding-a-kind.md`` says how to add one:
@@ -130,11 +131,30 @@ class Kind:
     inbound: Callable[[], Inbound] | None = None
     # Its loopback emulator, with the kind's part of `dropsync demo`.
     emulator: EmulatorHook | None = None
+    # Given its options, what the secret is when the provider cannot work without one, for a
+    # kind whose other options can stand in for it (a folder of tokens); else
+    # ``secret_required`` says.
+    secret_needed: Callable[[Mapping[str, Any]], str | None] | None = None
+    # Given its options, whether a provider sends what is routed to it (a read-only one only
+    # pulls: a collection routed to it is a config error). Default: it sends.
+    sends: Callable[[Mapping[str, Any]], bool] | None = None
+    # Options that are paths: relative ones are resolved as every path of the config is.
+    path_options: tuple[str, ...] = ()
 
     def confirms(self, secrets: Collection[str]) -> bool:
         """Whether a provider of this kind with these secrets of its own is confirmed by a
         callback (the listener running)."""
         return self.confirmed_by_callback is not None and self.confirmed_by_callback(secrets)
+
+    def requires_secret(self, options: Mapping[str, Any]) -> str | None:
+        """What the secret is when a provider with these options cannot work without one."""
+        if self.secret_needed is not None:
+            return self.secret_needed(options)
+        return self.secret_required
+
+    def pushes(self, options: Mapping[str, Any]) -> bool:
+        """Whether a provider with these options sends what is routed to it."""
+        return self.sends is None or self.sends(options)
 
 
 def _churn() -> Kind:

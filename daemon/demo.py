@@ -15,6 +15,7 @@ import os
 import signal
 import socket
 import sqlite3
+import sys
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -131,6 +132,9 @@ def run_demo(directory: Path, *, exit_when_synced: bool) -> int:
         urls = {name: server.base_url for name, server in servers.items()}
         config_path.write_text(demo_config(directory, parts, urls, listener_port), encoding="utf-8")
         config = load_config(str(config_path))
+        # Not on a terminal (a pipe, a file), stdout carries the daemon's JSON lines only
+        # (`dropsync demo | jq`); the banner and the summary go to stderr.
+        on_terminal = sys.stdout.isatty()
         view = DemoView(
             directory,
             config_path,
@@ -138,6 +142,8 @@ def run_demo(directory: Path, *, exit_when_synced: bool) -> int:
             servers,
             parts,
             keeps_running=not exit_when_synced,
+            out=None if on_terminal else sys.stderr,
+            interactive=on_terminal,
         )
         if view.interactive:
             configure_logging(config.log_level, view.log_file())

@@ -47,6 +47,7 @@ class DemoView:
         *,
         keeps_running: bool,
         out: IO[str] | None = None,
+        interactive: bool | None = None,
     ) -> None:
         self.directory = directory
         self.config_path = config_path
@@ -58,7 +59,8 @@ class DemoView:
         offline = [(name, part.offline) for name, part in parts.items() if part.offline]
         self.offline: tuple[str, OfflineStep] | None = offline[0] if offline else None
         self.out = out or sys.stdout
-        self.interactive = self.out.isatty()
+        # Live drawing, prompts and log lines kept in a file: only with a terminal to draw on.
+        self.interactive = self.out.isatty() if interactive is None else interactive
         self.prompts = (
             self.interactive and keeps_running and sys.stdin.isatty() and self.offline is not None
         )

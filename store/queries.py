@@ -17,8 +17,17 @@ def _rows(db: sqlite3.Connection, sql: str, params: tuple[Any, ...] = ()) -> lis
     return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
+# The paused users (lanes) ``status`` lists at most; the provider_users view has them all.
+PAUSED_USERS_SHOWN = 100
+
+
 def status_summary(db: sqlite3.Connection) -> dict[str, Any]:
-    """Everything ``dropsync status`` shows; each query uses an index (fast on big stores)."""
+    """Everything ``dropsync status`` shows; each query uses an index (fast on big stores).
+
+    Each provider's ``paused_users``: its users (lanes, ``provider_users``) whose credentials
+    were refused, and those without credentials whose entries wait (at most
+    ``PAUSED_USERS_SHOWN`` in all).
+    """
     providers = _rows(db, "SELECT * FROM pending_by_provider ORDER BY provider")
     inbox = _rows(db, "SELECT COUNT(*) AS pending FROM inbox WHERE status = 'pending'")
     counts = dict(db.execute("SELECT status, files FROM files_by_status").fetchall())
@@ -33,6 +42,19 @@ def status_summary(db: sqlite3.Connection) -> dict[str, Any]:
         "SELECT id, provider, fetched_at, url, substr(body, 1, 500) AS body, error "
         "FROM integration_errors ORDER BY id DESC LIMIT 3",
     )
+    paused = _rows(
+        db,
+        "SELECT provider, user, state, since, reason, pending FROM provider_users "
+        "WHERE state = 'auth-failed' OR (state <> 'active' AND pending > 0) "
+        "ORDER BY provider, state, user LIMIT ?",
+        (PAUSED_USERS_SHOWN,),
+    )
+    for row in providers:
+        row["paused_users"] = [
+            {k: v for k, v in user.items() if k != "provider"}
+            for user in paused
+            if user["provider"] == row["provider"]
+        ]
     return {
         "schema_version": version[0]["user_version"],
         "providers": providers,

@@ -17,3 +17,11 @@ class ProviderState(StrEnum):
     OFFLINE = "offline"  # not reached: connection refused or cut, timeout
     BACKING_OFF = "backing-off"  # answered, but not taken: waits out backoff or Retry-After
     AUTH_FAILED = "auth-failed"  # its credentials refused: waits for a reload, resync, restart
+
+
+class LaneState(StrEnum):
+    """Where a lane of a provider stands (``provider_lanes.state``: a user of it, say)."""
+
+    ACTIVE = "active"  # it has credentials and nothing refused them
+    AUTH_FAILED = "auth-failed"  # the provider refused its credentials: it waits alone
+    NO_TOKEN = "no-token"  # it has no credentials: its entries wait for them

@@ -37,7 +37,7 @@ def test_the_quickstart_runs_as_written(tmp_path: Path) -> None:
         timeout=280,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "dropsync demo: everything is synced." in done.stdout
+    assert "dropsync demo: everything is synced." in done.stderr  # stdout: JSON lines only
     assert "daemon: running (pid " in done.stdout
     assert "ann@example.com|Ann Lee|sql" in done.stdout
     assert "contacts/ann@example.com: current version" in done.stdout

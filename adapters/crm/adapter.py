@@ -1,17 +1,27 @@
 """The hotel CRM bulk-sync adapter (seed 001): push only.
 
 ``POST {base_url}/account/{account_id}/sync_data`` with ``Authorization: Token
-token=<secret>``, at most 1000 contacts a request. A record's body is a contact;
-a ``purchase`` object inside it is taken out and sent as the request's purchase,
-so a record with a purchase travels in a request of its own (the API takes one
-purchase per request). A record whose purchase lacks ``transaction_code``,
-``price``, ``currency`` or the product UUID (``UUID`` or ``product_uuid``) is
-refused locally and never sent. The API has no delete: a tombstone is not sent
-and counts as delivered. Only the documented answer, 201 with a JSON object whose
-``status`` is ``queued`` and whose ``_id`` is the job id, means accepted; the job
-id is kept, and the webhook (when configured) later confirms it, or fails it
-(``webhook_outcome``). Any other answer is an ``UnexpectedAnswer``: the contacts stay
-queued.
+token=<secret>``, at most 1000 contacts a request. A record is one of two shapes:
+
+* a **contact**: its body is the contact, identified by ``email`` or ``user_id`` (one
+  is enough; neither is refused locally). A ``purchase`` object inside it is taken out
+  and sent as the request's purchase, so such a record travels in a request of its own
+  (the API takes one purchase per request);
+* a **booking**: a ``purchase`` object and a ``contacts`` array (1 to 1000 contacts,
+  each with an identity), sent as one request of its own with exactly those contacts
+  and that purchase.
+
+The collection's LWW timestamp field (given by the daemon, ``attach_collections``) is
+left out of what is sent unless ``send_timestamp = true``: the CRM would make a custom
+field of it. A purchase is checked before it is sent: ``transaction_code``, ``price``,
+``currency`` and the product UUID (``UUID`` or ``product_uuid``) present, ``currency``
+three letters, ``status`` (when given) one of the document's list; a failure is a local
+dead letter with the reason. The API has no delete: a tombstone is not sent and counts
+as delivered. Only the documented answer, 201 with a JSON object whose ``status`` is
+``queued`` and whose ``_id`` is the job id, means accepted; the job id is kept, and the
+webhook (when configured) later confirms it, or fails it (``webhook_outcome``);
+``webhook`` reads what it sends back. Any other answer is an
+``UnexpectedAnswer``: the contacts stay queued.
 """
 
 from __future__ import annotations
@@ -29,6 +39,7 @@ from ..base import (
     ProviderLimits,
     PullPage,
     PushResult,
+    batch_idempotency_key,
 )
 from ..errors import PermanentError
 from ..http import Answer, HttpAdapter, json_body
@@ -38,6 +49,22 @@ MAX_CONTACTS = 1000
 # The probe's body: no origin (required) and no contact, so there is nothing to create.
 PROBE_BODY = b'{"contacts":[]}'
 PURCHASE_FIELDS = ("transaction_code", "price", "currency")
+# The document: "please use only the following status".
+PURCHASE_STATUSES = (
+    "add_cart",
+    "purchase",
+    "remove_cart",
+    "product_view",
+    "product_refund",
+    "purchase_failed",
+    "canceled",
+    "no_show",
+    "no_paid",
+    "check_in",
+    "check_out",
+    "reserved",
+    "confirmed",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +79,7 @@ class CrmOptions:
     create_if_no_credit: bool = False
     contacts_extra_fields: tuple[str, ...] = ()
     purchase_extra_fields: tuple[str, ...] = ()
+    send_timestamp: bool = False
 
 
 def parse_options(options: Mapping[str, Any]) -> CrmOptions:
@@ -66,21 +94,85 @@ def parse_options(options: Mapping[str, Any]) -> CrmOptions:
         create_if_no_credit=read.boolean("create_if_no_credit"),
         contacts_extra_fields=read.strings("contacts_extra_fields"),
         purchase_extra_fields=read.strings("purchase_extra_fields"),
+        send_timestamp=read.boolean("send_timestamp"),
     )
     read.reject_unknown()
     return parsed
+
+
+def _given(value: Any) -> bool:
+    return value is not None and value != ""
+
+
+def _shown(value: Any) -> str:
+    """A short JSON rendering of a value, for a reason."""
+    text = orjson.dumps(value).decode()
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def is_identity(value: Any) -> bool:
+    """Whether ``value`` can identify a contact: a non-blank string or a whole number."""
+    if isinstance(value, str):
+        return bool(value.strip())
+    # A whole number beyond 64 bits arrives as an orjson.Fragment of its digits.
+    return (isinstance(value, int) and not isinstance(value, bool)) or isinstance(
+        value, orjson.Fragment
+    )
+
+
+def contact_problem(contact: Any, name: str = "contact") -> str | None:
+    """Why ``contact`` cannot be sent (no identity), or None."""
+    if not isinstance(contact, dict):
+        return f"{name} must be a JSON object"
+    if is_identity(contact.get("email")) or is_identity(contact.get("user_id")):
+        return None
+    return f"{name} has neither email nor user_id (the CRM identifies a contact by one of them)"
 
 
 def purchase_problem(purchase: Any) -> str | None:
     """Why a purchase can never be accepted, or None."""
     if not isinstance(purchase, dict):
         return "purchase must be a JSON object"
-    missing = [f for f in PURCHASE_FIELDS if purchase.get(f) in (None, "")]
-    if not (purchase.get("UUID") or purchase.get("product_uuid")):
+    missing = [f for f in PURCHASE_FIELDS if not _given(purchase.get(f))]
+    if not (_given(purchase.get("UUID")) or _given(purchase.get("product_uuid"))):
         missing.append("product UUID (UUID or product_uuid)")
     if missing:
         return f"purchase is missing required field(s): {', '.join(missing)}"
+    currency = purchase["currency"]
+    if not (isinstance(currency, str) and len(currency) == 3 and currency.isascii()):
+        currency = None
+    if currency is None or not currency.isalpha():
+        return (
+            f"purchase currency {_shown(purchase['currency'])} is not three letters "
+            "(ISO 4217, e.g. USD)"
+        )
+    if "status" in purchase and purchase["status"] not in PURCHASE_STATUSES:
+        return (
+            f"purchase status {_shown(purchase['status'])} is not one of the document's: "
+            f"{', '.join(PURCHASE_STATUSES)}"
+        )
     return None
+
+
+def is_booking(body: Mapping[str, Any]) -> bool:
+    """A booking: a ``contacts`` array and a ``purchase`` (anything else is a contact)."""
+    return isinstance(body.get("contacts"), list) and body.get("purchase") is not None
+
+
+def booking_problem(body: Mapping[str, Any]) -> str | None:
+    """Why a booking can never be accepted, or None."""
+    contacts = body["contacts"]
+    if not contacts:
+        return "a booking needs at least one contact in contacts"
+    if len(contacts) > MAX_CONTACTS:
+        return (
+            f"a booking holds at most {MAX_CONTACTS} contacts (the API's limit for one "
+            f"request); this one has {len(contacts)}"
+        )
+    for index, contact in enumerate(contacts):
+        if problem := contact_problem(contact, f"contacts[{index}]"):
+            return problem
+    return purchase_problem(body["purchase"])
 
 
 def job_id(answer: Answer) -> str:
@@ -140,15 +232,34 @@ def secret_values(secret: str | None) -> list[str]:
     return [] if secret is None else [secret]
 
 
-def _without_purchase(contact: Mapping[str, Any]) -> Mapping[str, Any]:
-    """The contact without its ``purchase`` key (the contact itself when it has none)."""
-    if "purchase" not in contact:
-        return contact
-    return {name: value for name, value in contact.items() if name != "purchase"}
+def without(body: Mapping[str, Any], path: Sequence[str]) -> Mapping[str, Any]:
+    """``body`` without the member at the dotted ``path``; only the objects on the way to
+    it are copied, and ``body`` itself is returned when it has no such member."""
+    name = path[0]
+    if name not in body:
+        return body
+    if len(path) == 1:
+        return {key: value for key, value in body.items() if key != name}
+    inner = body[name]
+    if not isinstance(inner, Mapping):
+        return body
+    trimmed = without(inner, path[1:])
+    return body if trimmed is inner else {**body, name: trimmed}
+
+
+class _Request:
+    """One request of a push: its contacts, its purchase, the changes it carries."""
+
+    __slots__ = ("changes", "contacts", "purchase")
+
+    def __init__(self, purchase: Any = None) -> None:
+        self.contacts: list[Any] = []
+        self.purchase = purchase
+        self.changes: list[OutgoingChange] = []
 
 
 class CrmProvider(HttpAdapter):
-    """Pushes contacts (and purchases) to the CRM."""
+    """Pushes contacts (and purchases, and bookings) to the CRM."""
 
     def __init__(
         self,
@@ -169,17 +280,34 @@ class CrmProvider(HttpAdapter):
             headers["Authorization"] = f"Token token={secret}"
         super().__init__(base_url, timeout_s, secrets=secret_values(secret), headers=headers)
         self.path = f"/account/{options.account_id}/sync_data"
+        self.timestamps: dict[str, tuple[str, ...]] = {}
+
+    def attach_collections(self, timestamps: Mapping[str, str]) -> None:
+        """Keep each collection's timestamp field: it is left out of what is sent."""
+        self.timestamps = {name: tuple(path.split(".")) for name, path in timestamps.items()}
 
     def _check(self, change: OutgoingChange) -> str | None:
-        """Purchases must carry their required fields; contacts need an email."""
+        """Contacts need an identity; purchases and bookings their required fields."""
         if change.deleted:
             return None
         body = change.body or {}
-        if not body.get("email"):
-            return "contact has no email (the CRM requires one)"
-        if "purchase" in body:
+        if is_booking(body):
+            return booking_problem(body)
+        if problem := contact_problem(body):
+            if "contacts" in body and "purchase" in body:
+                problem += "; a booking is a purchase object and a contacts array"
+            return problem
+        if body.get("purchase") is not None:
             return purchase_problem(body["purchase"])
         return None
+
+    def _sent(self, change: OutgoingChange) -> Mapping[str, Any]:
+        """The record's body as it goes out: without the collection's timestamp field."""
+        body = change.body or {}
+        path = self.timestamps.get(change.collection)
+        if path and not self.options.send_timestamp:
+            return without(body, path)
+        return body
 
     def _options(self) -> dict[str, Any]:
         options: dict[str, Any] = {
@@ -197,31 +325,44 @@ class CrmProvider(HttpAdapter):
             }
         return options
 
-    async def _push(self, batch: Sequence[OutgoingChange], *, idempotency_key: str) -> PushResult:
-        """One request for the plain contacts, one for each contact with a purchase."""
-        plain: list[Mapping[str, Any]] = []
-        requests: list[tuple[list[Mapping[str, Any]], Any]] = []
+    def _requests(self, batch: Sequence[OutgoingChange]) -> list[_Request]:
+        """One request for the plain contacts, one for each purchase or booking."""
+        plain = _Request()
+        requests = [plain]
         for change in batch:
             if change.deleted or change.body is None:
                 continue
-            purchase = change.body.get("purchase")
-            if purchase is None:
-                # The common case is sent as is (no copy); a "purchase": null is left out.
-                plain.append(_without_purchase(change.body))
-                continue
-            requests.append(([_without_purchase(change.body)], purchase))
-        if plain:
-            requests.insert(0, (plain, None))
+            body = self._sent(change)
+            if is_booking(body):
+                request = _Request(body["purchase"])
+                request.contacts.extend(body["contacts"])
+            elif body.get("purchase") is None:
+                request = plain
+                # A "purchase": null is no purchase, and is left out.
+                request.contacts.append(without(body, ("purchase",)))
+            else:
+                request = _Request(body["purchase"])
+                request.contacts.append(without(body, ("purchase",)))
+            if request is not plain:
+                requests.append(request)
+            request.changes.append(change)
+        return requests if plain.changes else requests[1:]
+
+    async def _push(self, batch: Sequence[OutgoingChange], *, idempotency_key: str) -> PushResult:
+        """Send each request of the batch (see ``_requests``); the batch's job ids, joined."""
+        requests = self._requests(batch)
         jobs: list[str] = []
-        for number, (contacts, purchase) in enumerate(requests):
+        for request in requests:
             body: dict[str, Any] = {
                 "origin": self.options.origin,
                 "options": self._options(),
-                "contacts": contacts,
+                "contacts": request.contacts,
             }
-            if purchase is not None:
-                body["purchase"] = purchase
-            key = idempotency_key if len(requests) == 1 else f"{idempotency_key}:{number}"
+            if request.purchase is not None:
+                body["purchase"] = request.purchase
+            # Each request's key is made from its own records, so a batch cut in halves
+            # after a refusal sends each purchase again under the key it had.
+            key = idempotency_key if len(requests) == 1 else batch_idempotency_key(request.changes)
             jobs.append(
                 await self.send(
                     "POST",

@@ -2,10 +2,24 @@
 
 ``POST /webhooks/crm/TOKEN``: the CRM signs nothing, so the unguessable TOKEN (the kind's
 ``webhook_token`` secret) is the guard; another path is 404. The body names the job
-(``_id``), its ``status`` and its ``contacts``. Only a success status confirms the job's
-batches (and keeps the CRM's id of each contact, ``tables.crm_contacts``); a failure fails
-them and queues their records again once; any other status leaves them waiting
-(``adapter.webhook_outcome``).
+(``_id``), its ``status``, its ``contacts`` and its ``purchase``. Only a success status
+confirms the job's batches; a failure fails them and queues their records again once; any
+other status leaves them waiting (``adapter.webhook_outcome``).
+
+What a success sends back is kept (``tables``), also for a job not recorded yet (a batch is
+recorded once its last request is answered, and the webhook of its first request can come
+before that). The document names what the webhook sends: for each contact ``_id, user_id,
+email, phone_countrycode, phone_number`` and the ``contacts_extra_fields`` the request asked
+for; for the purchase ``transaction_code, _id`` and the ``purchase_extra_fields``. It does
+not show the body; the shape read here is the 201's job id with those objects::
+
+    {"_id": "<job>", "status": "...",
+     "contacts": [{"_id": "...", "user_id": "...", "email": "...", ...}, ...],
+     "purchase": {"_id": "...", "transaction_code": "...", ...}}
+
+(``purchase`` may also be a list of such objects). A contact is kept by its identity,
+``user_id`` when it has one, else ``email``; a contact with neither, or a purchase without
+a transaction code, is skipped. Each object is kept whole, as JSON text, in ``fields``.
 
 While the listener runs, each CRM provider with a webhook token is told the webhook's URL
 with every batch (``adapter_options``: its ``webhook_url`` option).
@@ -14,9 +28,10 @@ with every batch (``adapter_options``: its ``webhook_url`` option).
 from __future__ import annotations
 
 import hmac
+import json
 import sqlite3
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import structlog
 
@@ -37,21 +52,88 @@ log = structlog.get_logger(__name__)
 PATH = "/webhooks/crm/"
 
 
-def _contacts(body: Mapping[str, Any]) -> list[tuple[str, str | None, str | None]]:
-    """(email, user_id, the CRM's id) of each listed contact that has an email."""
-    contacts = []
-    listed = body.get("contacts")
-    for contact in listed if isinstance(listed, list) else []:
-        if isinstance(contact, dict) and isinstance(contact.get("email"), str):
-            user, crm_id = contact.get("user_id"), contact.get("_id")
-            contacts.append(
-                (
-                    contact["email"],
-                    None if user is None else str(user),
-                    None if crm_id is None else str(crm_id),
-                )
+class ReturnedContact(NamedTuple):
+    """One contact of the webhook: ``contact`` is its ``user_id`` or its ``email``
+    (``identity`` says which)."""
+
+    identity: str
+    contact: str
+    email: str | None
+    user_id: str | None
+    crm_id: str | None
+    fields: str | None
+
+
+class ReturnedPurchase(NamedTuple):
+    """One purchase of the webhook, by its transaction code."""
+
+    transaction_code: str
+    crm_id: str | None
+    fields: str | None
+
+
+def _text(value: Any, *, numbers: bool = True) -> str | None:
+    """A string (or, with ``numbers``, a whole number) as the store keeps it; None for
+    anything else."""
+    if isinstance(value, int) and not isinstance(value, bool) and numbers:
+        return str(value)
+    if not isinstance(value, str) or not value.strip():
+        return None
+    try:
+        value.encode("utf-8")  # a lone surrogate ("\ud800") is not text SQLite can keep
+    except UnicodeEncodeError:
+        return None
+    return value
+
+
+def _json_text(value: dict[str, Any]) -> str | None:
+    """The object as JSON text, with \\u escapes only where UTF-8 cannot hold a character
+    (a lone surrogate); None when it holds what JSON cannot write (a number like 1e400)."""
+    try:
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        if not text.isascii():
+            text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(value, allow_nan=False, separators=(",", ":"))
+    except (ValueError, RecursionError):
+        return None
+    return text
+
+
+def returned_contacts(body: Any) -> list[ReturnedContact]:
+    """The contacts of a webhook body that carry an identity."""
+    listed = body.get("contacts") if isinstance(body, dict) else None
+    found = []
+    for item in listed if isinstance(listed, list) else []:
+        if not isinstance(item, dict):
+            continue
+        email = _text(item.get("email"), numbers=False)
+        user = _text(item.get("user_id"))
+        if user is not None:
+            identity, contact = "user_id", user
+        elif email is not None:
+            identity, contact = "email", email
+        else:
+            continue
+        found.append(
+            ReturnedContact(
+                identity, contact, email, user, _text(item.get("_id")), _json_text(item)
             )
-    return contacts
+        )
+    return found
+
+
+def returned_purchases(body: Any) -> list[ReturnedPurchase]:
+    """The purchases of a webhook body that carry a transaction code."""
+    given = body.get("purchase") if isinstance(body, dict) else None
+    found = []
+    for item in given if isinstance(given, list) else [given]:
+        if not isinstance(item, dict):
+            continue
+        code = _text(item.get("transaction_code"))
+        if code is not None:
+            found.append(ReturnedPurchase(code, _text(item.get("_id")), _json_text(item)))
+    return found
 
 
 def _provider_of(call: Call) -> str:
@@ -74,24 +156,29 @@ async def webhook(call: Call) -> Mapping[str, Any]:
     job = body.get("_id") if isinstance(body, dict) else None
     if not isinstance(job, str | int) or isinstance(job, bool) or not str(job):
         raise Refused(400, "expected {_id, status, contacts}")
-    contacts = _contacts(body)
+    contacts, purchases = returned_contacts(body), returned_purchases(body)
     outcome, reason = webhook_outcome(body)
     job_text, now = str(job), call.now()
     state: Literal["confirmed", "failed"] | None = (
         "confirmed" if outcome == "confirmed" else "failed" if outcome == "failed" else None
     )
 
-    def keep_contacts(db: sqlite3.Connection, settled: Settled) -> None:
-        if settled.carried and state == "confirmed":
+    def keep_returned(db: sqlite3.Connection, settled: Settled) -> None:
+        if state == "confirmed":
             tables.save_contacts(db, name, job_text, contacts, now=now)
+            tables.save_purchases(db, name, job_text, purchases, now=now)
 
-    settled = await call.settle(name, JobDone(job_text, state, reason), then=keep_contacts)
+    settled = await call.settle(name, JobDone(job_text, state, reason), then=keep_returned)
     fields = {"provider": name, "job": job_text[:100]}
     if not settled.carried:
         call.warning("webhook_unknown_job", name, **fields)
     elif outcome == "confirmed":
         log.info(
-            "webhook_confirmed", **fields, deliveries=settled.deliveries, contacts=len(contacts)
+            "webhook_confirmed",
+            **fields,
+            deliveries=settled.deliveries,
+            contacts=len(contacts),
+            purchases=len(purchases),
         )
     elif outcome == "failed":
         call.warning(

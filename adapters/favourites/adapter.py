@@ -1,11 +1,19 @@
-"""The event-app favourites adapter (seed 000): two-way.
+"""The event-app favourites adapter (seed 000): two-way, one lane per user.
 
-Each user has a bearer token: the provider's secret is a JSON object mapping
-user -> token. Records are keyed ``user:item`` with bodies ``{user, item, action,
-actionDate}`` (actionDate GMT ISO-8601 with milliseconds); ``action: DELETE`` is a
-delete. ``push`` sends one ``POST /postUserFavorites`` per user; ``pull`` reads
-``GET /getUserFavorites`` for every user (the API has no "since" parameter, so
-each pull returns everything and the LWW merge keeps only what is newer).
+"The synchronisation is based on the fact that a user has successfully signed in and the
+3rd party supplier has returned a valid user token": each user has a token of their own
+(``adapters.favourites.tokens``: the provider's secret, a JSON object user -> token, and
+``tokens_dir``, one file per user; both read again when they change). Each user is a lane
+(``adapters.base.Laned``): the engine sends one user's items per request and pulls user by
+user, so a token the provider refuses pauses that user alone.
+
+Records are keyed ``user:item`` with bodies ``{user, item, action, actionDate}``
+(actionDate GMT ISO-8601 with milliseconds); ``action: DELETE`` is a delete. A push is one
+``POST /postUserFavorites`` per user; a pull reads ``GET /getUserFavorites`` for a user
+(the API has no "since" parameter, so each pull returns everything and the LWW merge
+keeps only what is newer). The token travels as ``<auth_header>: <auth_scheme> <token>``
+(default ``Authorization: Bearer <token>``; an empty ``auth_scheme`` sends the bare token:
+the document allows "some user identification mechanism" other than Bearer).
 
 The document gives no answer body for either endpoint. Read as: a POST succeeded
 on 200, 201, 202 or 204 with an empty or JSON body (a JSON object with a non-empty
@@ -16,27 +24,42 @@ never a delivery, never "the user has no favourites".
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
 
 from ..base import (
     IDEMPOTENCY_HEADER,
+    CredentialUpdate,
     IncomingChange,
     OutgoingChange,
     ProviderLimits,
     PullPage,
     PushResult,
 )
-from ..errors import PermanentError, ProviderMisconfigured, UnexpectedAnswer
+from ..errors import (
+    AuthError,
+    PermanentError,
+    ProviderMisconfigured,
+    UnexpectedAnswer,
+)
 from ..http import Answer, HttpAdapter, json_body
 from ..options import OptionError, OptionReader
+from .tokens import (
+    TokenFolder,
+    parse_tokens,
+    secret_problem,
+)
 
 POST_SUCCESS = (200, 201, 202, 204)
 MAX_LIST_MB = 8  # one user's list is read up to this (max_list_mb)
+# RFC 9110 token characters: what a header's name (and an auth scheme) may hold.
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,36 +70,36 @@ class FavouritesOptions:
     read_only: bool = False
     users: tuple[str, ...] = ()
     max_list_bytes: int = MAX_LIST_MB << 20
+    tokens_dir: Path | None = None
+    auth_header: str = "Authorization"
+    auth_scheme: str = "Bearer"
 
 
 def parse_options(options: Mapping[str, Any]) -> FavouritesOptions:
     """Validate ``[providers.NAME]`` keys of kind favourites."""
     read = OptionReader(options)
+    tokens_dir = read.string("tokens_dir")
+    auth_header = read.string("auth_header") or "Authorization"
+    if not _TOKEN.fullmatch(auth_header):
+        raise OptionError("auth_header", "expected a header name (letters, digits, '-')")
+    read.used.add("auth_scheme")
+    auth_scheme = options.get("auth_scheme", "Bearer")
+    if not isinstance(auth_scheme, str) or (auth_scheme and not _TOKEN.fullmatch(auth_scheme)):
+        raise OptionError(
+            "auth_scheme",
+            'expected one word (e.g. "Bearer", "Token"), or "" to send the bare token',
+        )
     parsed = FavouritesOptions(
         collection=read.string("collection") or "favourites",
         read_only=read.boolean("read_only"),
         users=read.strings("users"),
         max_list_bytes=read.integer("max_list_mb", MAX_LIST_MB, minimum=1, maximum=1024) << 20,
+        tokens_dir=Path(tokens_dir) if tokens_dir else None,
+        auth_header=auth_header,
+        auth_scheme=auth_scheme,
     )
     read.reject_unknown()
     return parsed
-
-
-def parse_tokens(secret: str | None) -> dict[str, str]:
-    """The user -> token map from the secret (errors never quote the secret)."""
-    if secret is None:
-        raise OptionError("secret_env", "favourites needs a secret: a JSON object user -> token")
-    try:
-        tokens = orjson.loads(secret)
-    except orjson.JSONDecodeError:
-        raise OptionError(
-            "secret_env", "the secret is not a JSON object of user -> token"
-        ) from None
-    if not isinstance(tokens, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in tokens.items()
-    ):
-        raise OptionError("secret_env", "the secret must map each user (text) to a token (text)")
-    return tokens
 
 
 # The secret's values travel in headers (and so must be printable ASCII).
@@ -84,8 +107,9 @@ SECRET_IN_HEADERS = True
 
 
 def secret_values(secret: str | None) -> list[str]:
-    """The values of the secret that travel in requests: each user's token."""
-    return list(parse_tokens(secret).values())
+    """The values of the secret that travel in requests: each user's token (none without a
+    secret: the tokens then come from ``tokens_dir``)."""
+    return list(parse_tokens(secret, required=False).values())
 
 
 def posted(answer: Answer) -> None:
@@ -141,7 +165,7 @@ def to_action_date(ms: int) -> str:
 
 
 class FavouritesProvider(HttpAdapter):
-    """Syncs favourites both ways, one request per user."""
+    """Syncs favourites both ways, one request per user; each user is a lane."""
 
     def __init__(
         self,
@@ -154,7 +178,11 @@ class FavouritesProvider(HttpAdapter):
     ) -> None:
         self.name = name
         self.options = options
-        self.tokens = tokens
+        self.secret_tokens = dict(tokens)
+        self.folder = TokenFolder(options.tokens_dir) if options.tokens_dir else None
+        if self.folder is not None:
+            self.folder.read()  # what cannot be read is said by the daemon's first reload
+        self.tokens = self._merged()
         self.limits = ProviderLimits(
             max_items=min(batch_max_items or 1000, 1000),
             can_push=not options.read_only,
@@ -163,9 +191,13 @@ class FavouritesProvider(HttpAdapter):
         super().__init__(
             base_url,
             timeout_s,
-            secrets=tokens.values(),
+            secrets=self.tokens.values(),
             headers={"Accept": "application/json"},
         )
+
+    def _merged(self) -> dict[str, str]:
+        folder = self.folder.tokens if self.folder is not None else {}
+        return {**self.secret_tokens, **folder}
 
     @staticmethod
     def user_of(change: OutgoingChange) -> str:
@@ -174,18 +206,74 @@ class FavouritesProvider(HttpAdapter):
         user = body.get("user")
         return str(user) if user else change.key.split(":", 1)[0]
 
+    # -- lanes (adapters.base.Laned) ------------------------------------------------------
+
+    def lanes(self) -> Sequence[str]:
+        """The users that have a token now."""
+        return tuple(self.tokens)
+
+    def pull_lanes(self) -> Sequence[str]:
+        """The users pulled: ``users`` when set (those with a token), else every user."""
+        if self.options.users:
+            return tuple(u for u in self.options.users if u in self.tokens)
+        return tuple(self.tokens)
+
+    def lane_of(self, change: OutgoingChange) -> str:
+        """An entry's lane is its user."""
+        return self.user_of(change)
+
+    # -- credentials (adapters.base.LiveCredentials) --------------------------------------
+
+    def credential_paths(self) -> Sequence[Path]:
+        """``tokens_dir``, when set."""
+        return () if self.options.tokens_dir is None else (self.options.tokens_dir,)
+
+    def reload_credentials(
+        self, secret: str | None, *, secret_read: bool, paths: Sequence[Path] | None = None
+    ) -> CredentialUpdate:
+        """Read the tokens again (see ``adapters.favourites.tokens``): a source that cannot
+        be read or parsed keeps its previous tokens."""
+        problems: list[tuple[str | None, str]] = []
+        if secret_read:
+            try:
+                tokens = parse_tokens(secret, required=self.folder is None)
+                problem = secret_problem(tokens)
+                if problem is not None:
+                    raise OptionError("secret_env", problem)
+            except OptionError as exc:
+                problems.append((None, f"{exc.problem}; the tokens read before stay in use"))
+            else:
+                self.secret_tokens = tokens
+        if self.folder is not None:
+            folder = self.folder.folder
+            exact = paths is not None and all(p.parent == folder for p in paths)
+            names = [p.name for p in paths] if paths is not None and exact else None
+            problems.extend(self.folder.read(names))
+        new = self._merged()
+        changed = frozenset(user for user, token in new.items() if self.tokens.get(user) != token)
+        gone = frozenset(set(self.tokens) - set(new))
+        self.keep_secret(new[user] for user in changed)  # before anything can say them
+        self.tokens = new
+        return CredentialUpdate(tuple(new.values()), changed, gone, tuple(problems))
+
+    # -- requests -------------------------------------------------------------------------
+
     def _check(self, change: OutgoingChange) -> str | None:
-        """A token for the user, and an item to name."""
-        user = self.user_of(change)
-        if user not in self.tokens:
-            return f"no token configured for user {user!r}"
+        """A user and an item to name (a user without a token waits for one: its lane)."""
         body = change.body or {}
+        if not self.user_of(change):
+            return "favourite has no user"
         if not body.get("item") and ":" not in change.key:
             return "favourite has no item"
         return None
 
     def _auth(self, user: str) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.tokens[user]}"}
+        token = self.tokens.get(user)
+        if token is None:
+            # Its token was removed since the entry was taken: the user's lane waits.
+            raise AuthError(f"user {user!r} has no token now")
+        scheme = self.options.auth_scheme
+        return {self.options.auth_header: f"{scheme} {token}" if scheme else token}
 
     async def probe(self) -> str:
         """One user's ``GET /getUserFavorites`` (the first of ``users`` with a token, else the
@@ -198,15 +286,12 @@ class FavouritesProvider(HttpAdapter):
         return f"GET /getUserFavorites as user {user}"
 
     async def _push(self, batch: Sequence[OutgoingChange], *, idempotency_key: str) -> PushResult:
-        """POST each user's items."""
+        """POST each user's items (the engine sends one user's per push)."""
         if self.options.read_only:
             raise PermanentError("provider is read-only", reason="provider is read-only")
         by_user: dict[str, list[dict[str, Any]]] = {}
         for change in batch:
             user = self.user_of(change)
-            if user not in self.tokens:
-                reason = f"no token configured for user {user!r}"
-                raise PermanentError(reason, reason=reason)
             body = change.body or {}
             item = body.get("item") or change.key.split(":", 1)[1]
             by_user.setdefault(user, []).append(
@@ -230,37 +315,49 @@ class FavouritesProvider(HttpAdapter):
             )
         return PushResult(state="confirmed", status=200)
 
+    async def pull_lane(self, lane: str) -> PullPage:
+        """Every item of one user (see ``Laned.pull_lane``)."""
+        with self._boundary():
+            return await self._pull_user(lane)
+
     async def _pull(self, cursor: str | None) -> PullPage:
-        """Every item of every (configured) user; unreadable items are skipped and counted."""
+        """Every item of every user pulled (a refused token fails the whole pull: the
+        engine pulls lane by lane instead)."""
         changes: list[IncomingChange] = []
         skipped = 0
-        users = self.options.users or tuple(self.tokens)
-        for user in users:
-            if user not in self.tokens:
-                continue
-            items = await self.send(
-                "GET",
-                "/getUserFavorites",
-                expect=item_list,
-                headers=self._auth(user),
-                max_bytes=self.options.max_list_bytes,
-                cap="one user's list is read up to max_list_mb",
+        for user in self.pull_lanes():
+            page = await self._pull_user(user)
+            changes.extend(page.changes)
+            skipped += page.skipped
+        return PullPage(changes=changes, cursor=None, skipped=skipped)
+
+    async def _pull_user(self, user: str) -> PullPage:
+        """One user's list; unreadable items are skipped and counted."""
+        items = await self.send(
+            "GET",
+            "/getUserFavorites",
+            expect=item_list,
+            headers=self._auth(user),
+            max_bytes=self.options.max_list_bytes,
+            cap="one user's list is read up to max_list_mb",
+        )
+        read = [read_item(user, item) for item in items]
+        if items and not any(read):
+            raise UnexpectedAnswer(
+                f"GET /getUserFavorites: none of the {len(items)} items has the documented "
+                "shape {item, action: ADD|DELETE, actionDate}",
+                status=200,
             )
-            read = [read_item(user, item) for item in items]
-            if items and not any(read):
-                raise UnexpectedAnswer(
-                    f"GET /getUserFavorites: none of the {len(items)} items has the documented "
-                    "shape {item, action: ADD|DELETE, actionDate}",
-                    status=200,
-                )
-            for found in read:
-                if found is None:
-                    skipped += 1
-                    continue
-                name, when, deleted, body = found
-                changes.append(
-                    IncomingChange(self.options.collection, f"{user}:{name}", when, deleted, body)
-                )
+        changes: list[IncomingChange] = []
+        skipped = 0
+        for found in read:
+            if found is None:
+                skipped += 1
+                continue
+            name, when, deleted, body = found
+            changes.append(
+                IncomingChange(self.options.collection, f"{user}:{name}", when, deleted, body)
+            )
         return PullPage(changes=changes, cursor=None, skipped=skipped)
 
 
@@ -273,6 +370,6 @@ def build(
     batch_max_items: int | None,
 ) -> FavouritesProvider:
     """The adapter for a ``kind = "favourites"`` provider."""
-    return FavouritesProvider(
-        name, base_url, parse_options(options), parse_tokens(secret), timeout_s, batch_max_items
-    )
+    parsed = parse_options(options)
+    tokens = parse_tokens(secret, required=parsed.tokens_dir is None)
+    return FavouritesProvider(name, base_url, parsed, tokens, timeout_s, batch_max_items)

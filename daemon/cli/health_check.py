@@ -12,6 +12,7 @@ daemon not running (no process holds the lock)  critical
 a pause of the running daemon, a stale heartbeat warning (see ``runstate.describe``)
 a reload it refused (runs on its old config)    warning
 a provider ``auth-failed``                      critical
+users paused (``provider_users``)              warning (their tokens refused, or none)
 oldest pending entry older than the thresholds  warning / critical (``--pending-warn/-crit``)
 dead letters present                            warning
 batches accepted but not confirmed in time      warning (``unconfirmed``: callback kinds)
@@ -137,6 +138,19 @@ def provider_problems(row: dict[str, Any], thresholds: Thresholds) -> list[Probl
                 level,
                 f"provider {name}: oldest pending entry is {_age(age)} old (over {limit:g} s); "
                 f"{row['pending']} pending, state {row['state']}",
+            )
+        )
+    users = row.get("paused_users") or []
+    if users:
+        from .status import describe_user
+
+        shown = "; ".join(describe_user(user) for user in users[:5])
+        more = f"; and {len(users) - 5} more" if len(users) > 5 else ""
+        found.append(
+            Problem(
+                WARNING,
+                f"provider {name}: {len(users)} user(s) paused, the others go on: {shown}{more}. "
+                f"A new token for a user resumes them (or dropsync resync {name})",
             )
         )
     if row.get("dead_letters"):

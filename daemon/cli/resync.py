@@ -77,12 +77,13 @@ def _resync(
 ) -> int:
     """One transaction: queue everything routed to ``name`` again, forget its cursors (the
     next pull reads everything) and end its waits (the running daemon sees the change and
-    tries at once). Returns the records queued."""
-    from dropsync.store import cursors, outbox
+    tries at once, its refused lanes too). Returns the records queued."""
+    from dropsync.store import cursors, lanes, outbox
 
     outbox.register_providers(db, kinds, now=now)
     queued = outbox.requeue_collection(db, name, collections, now=now)
     outbox.clear_auth_failures(db, name)
+    lanes.resume_refused_lanes(db, name, now=now)  # its users whose tokens were refused
     cursors.reset_cursors(db, name)
     return queued
 

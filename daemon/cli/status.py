@@ -137,6 +137,8 @@ def format_status(store_path: Path, summary: dict[str, Any]) -> str:
             f"oldest {format_age(row['oldest_enqueued_at'])}  "
             f"dead letters {row['dead_letters']}"
         )
+        if row.get("held"):
+            line += f"  set aside {row['held']} (for paused users)"
         if row["state"] in waiting and row["next_attempt_at"]:
             line += f"  next attempt {format_timestamp(row['next_attempt_at'])}"
         if row.get("unconfirmed"):
@@ -148,6 +150,7 @@ def format_status(store_path: Path, summary: dict[str, Any]) -> str:
             line += f"\n{'':20}last error: {row['last_error']}"
         if row.get("waiting"):
             line += f"\n{'':20}waiting: {row['waiting']}"
+        line += _paused_users(row.get("paused_users") or [])
         lines.append(line)
     files = summary["files"]
     lines.append(
@@ -163,6 +166,33 @@ def format_status(store_path: Path, summary: dict[str, Any]) -> str:
             f"{what}"
         )
     return "\n".join(lines)
+
+
+PAUSED_USERS_LISTED = 10  # per provider, in the text report
+MORE_USERS = "SELECT * FROM provider_users WHERE state <> 'active'"
+
+
+def describe_user(user: dict[str, Any]) -> str:
+    """One paused user (a lane of ``provider_users``) in words: who, since when, why, and
+    how many entries wait for them."""
+    from dropsync.store.states import LaneState
+
+    from ..clock import format_timestamp
+
+    since = f" since {format_timestamp(user['since'])}" if user.get("since") else ""
+    state = "no token" if user["state"] == LaneState.NO_TOKEN else user["state"]
+    text = f"{user['user']} ({state}{since}, {user['pending']} pending)"
+    if user["state"] == LaneState.AUTH_FAILED and user.get("reason"):
+        text += f": {user['reason']}"
+    return text
+
+
+def _paused_users(users: list[dict[str, Any]]) -> str:
+    """The lines under a provider naming its paused users."""
+    text = "".join(f"\n{'':20}paused user {describe_user(u)}" for u in users[:PAUSED_USERS_LISTED])
+    if len(users) > PAUSED_USERS_LISTED:
+        text += f"\n{'':20}... {len(users) - PAUSED_USERS_LISTED} more: {MORE_USERS}"
+    return text
 
 
 def _daemon_line(daemon: dict[str, Any] | None) -> str:

@@ -16,6 +16,12 @@ was (same entries and bodies, same key), so the provider applies it once. A newe
 of one of its entries waits in the outbox and goes after it (docs/providers.md, "requests
 are written ahead").
 
+A provider with lanes (``adapters.base.Laned``: a user each, say) gets requests of
+one lane each. An entry whose lane may not send (its credentials refused, or none) is set
+aside (``daemon.lanes``: the take skips it until the lane may send again); a request whose
+lane the provider refuses (401, 403) is finished (``failed``: nothing was applied), its
+entries set aside, and the other lanes' requests go on.
+
 While the outbox has more, it keeps going, three batches at a time: while one batch's
 request is in flight, the next is taken, prepared (decoded, checked, written ahead) and
 the previous one's delivery is recorded (the loop's ``record_in_background``). The next
@@ -34,12 +40,13 @@ from typing import TYPE_CHECKING
 import anyio
 import structlog
 from dropsync.adapters.base import OutgoingChange, PushResult, batch_idempotency_key
-from dropsync.adapters.errors import PermanentError, ProviderError
+from dropsync.adapters.errors import AuthError, PermanentError, ProviderError
 from dropsync.store import outbox
 from dropsync.store.merge import MergeResult
 
 from ..clock import now_ms
-from .sending import Answer, Attempt, to_outgoing
+from ..lanes import PUSH, hold_db
+from .sending import Answer, Attempt, Paused, to_outgoing
 
 if TYPE_CHECKING:
     from .flusher import Flusher
@@ -49,6 +56,10 @@ log = structlog.get_logger(__name__)
 NOT_SENT_AGAIN = (
     "not sent again: the provider's local check now refuses some of its entries (the "
     "config changed); its entries go in new batches"
+)
+LANE_WAITS = (
+    "not sent again: its lane may not send now (its credentials were refused or removed); "
+    "its entries wait for the lane and go in new batches"
 )
 
 
@@ -60,6 +71,7 @@ class _Request:
     entries: list[outbox.OutboxEntry]
     key: str
     delivery_id: int | None = None
+    lane: str | None = None  # the lane of every entry (providers with lanes)
 
 
 def split_by_bytes(
@@ -133,6 +145,21 @@ class BatchSender:
         for old in unfinished:
             self._outgoing.update((e.id, to_outgoing(loop.name, e)) for e in old.entries)
             refused = [e for e in old.entries if loop.provider.check(self._outgoing[e.id])]
+            lane = self._lane(loop, old.entries)
+            if lane is not None and not loop.lanes.may_send(lane, PUSH):
+                # Its lane waits: the request is finished (a refused lane's was not applied);
+                # its entries are set aside when they are taken, and sent once it may send.
+                self._forget(old.entries)
+                await loop.write(outbox.abandon_request, old.delivery_id, reason=LANE_WAITS)
+                log.info(
+                    "request_not_resent",
+                    provider=loop.name,
+                    batch_id=old.batch_id,
+                    items=len(old.entries),
+                    lane=lane,
+                    reason=LANE_WAITS,
+                )
+                continue
             if refused:
                 # The config changed since (a user's token removed, say): the adapter could
                 # not send it. Its entries take the usual way: refused ones dead-lettered.
@@ -157,7 +184,7 @@ class BatchSender:
                 interrupted=old.state == "sent",
             )
             try:
-                await self._send(loop, _Request(old.entries, old.batch_id, delivery_id))
+                await self._send(loop, _Request(old.entries, old.batch_id, delivery_id, lane))
             finally:
                 self._forget(old.entries)
             await loop.settle()  # recorded before the next batch is taken
@@ -177,17 +204,57 @@ class BatchSender:
             else:
                 refused.setdefault(reason, []).append(entry)
         await loop.dead_letter_refused(refused)
-        groups = split_by_bytes(sendable, loop.batch_limit, loop.provider.limits.max_bytes)
-        return await self._requests(loop, groups)
+        max_bytes = loop.provider.limits.max_bytes
+        if loop.laned is None:
+            groups = split_by_bytes(sendable, loop.batch_limit, max_bytes)
+            return await self._requests(loop, [(None, group) for group in groups])
+        by_lane = await self._by_lane(loop, sendable)
+        return await self._requests(
+            loop,
+            [
+                (lane, group)
+                for lane, entries in by_lane.items()
+                for group in split_by_bytes(entries, loop.batch_limit, max_bytes)
+            ],
+        )
+
+    def _lane(self, loop: Flusher, entries: Sequence[outbox.OutboxEntry]) -> str | None:
+        """The lane of these entries (None: the provider has no lanes, or they are not of one
+        lane: a request written before lanes were)."""
+        if loop.laned is None:
+            return None
+        found = {loop.laned.lane_of(self._outgoing[e.id]) for e in entries}
+        return found.pop() if len(found) == 1 else None
+
+    async def _by_lane(
+        self, loop: Flusher, entries: list[outbox.OutboxEntry]
+    ) -> dict[str, list[outbox.OutboxEntry]]:
+        """The entries of each lane that may send, oldest lane first; the others' entries
+        are set aside for their lane."""
+        assert loop.laned is not None
+        by_lane: dict[str, list[outbox.OutboxEntry]] = {}
+        for entry in entries:
+            by_lane.setdefault(loop.laned.lane_of(self._outgoing[entry.id]), []).append(entry)
+        waiting = {
+            lane: group for lane, group in by_lane.items() if not loop.lanes.may_send(lane, PUSH)
+        }
+        if waiting:
+            for group in waiting.values():
+                self._forget(group)
+            if not loop.dry_run:
+                held = {lane: [e.id for e in group] for lane, group in waiting.items()}
+                await loop.write(hold_db, loop.name, held, now_ms())
+        return {lane: group for lane, group in by_lane.items() if lane not in waiting}
 
     async def _requests(
-        self, loop: Flusher, groups: list[list[outbox.OutboxEntry]]
+        self, loop: Flusher, groups: list[tuple[str | None, list[outbox.OutboxEntry]]]
     ) -> list[_Request]:
-        """Requests of these entries, each recorded (``sent``, with its entries) before it
-        can be sent: after a kill, the restarted daemon sends it again as it was."""
+        """Requests of these entries (each of one lane, if the provider has lanes), each
+        recorded (``sent``, with its entries) before it can be sent: after a kill, the
+        restarted daemon sends it again as it was."""
         requests = [
-            _Request(group, batch_idempotency_key([self._outgoing[e.id] for e in group]))
-            for group in groups
+            _Request(group, batch_idempotency_key([self._outgoing[e.id] for e in group]), lane=lane)
+            for lane, group in groups
         ]
         if loop.dry_run or not requests:
             return requests
@@ -257,12 +324,19 @@ class BatchSender:
                 bytes=sum(len(e.body or "") for e in entries),
             )
             return
+        if request.lane is not None and not loop.lanes.may_send(request.lane, PUSH, attempt=True):
+            await self._set_aside(loop, request)  # its lane was refused meanwhile
+            return
         if request.delivery_id is not None:
             self._ahead.pop(request.delivery_id, None)  # from here on it may reach the provider
         answer = await loop.send(
             partial(loop.provider.push, changes, idempotency_key=key),
             partial(self._note_failure, loop, request),
+            lane=request.lane,
         )
+        if answer.lane_refused is not None:
+            await self._lane_refused(loop, request, answer.attempt, answer.lane_refused)
+            return
         if answer.refused is not None:
             await self._rejected(loop, request, answer.attempt, answer.refused)
             return
@@ -355,8 +429,49 @@ class BatchSender:
             return
         middle = len(entries) // 2
         for half in (entries[:middle], entries[middle:]):
-            for part in await self._requests(loop, [half]):
+            for part in await self._requests(loop, [(request.lane, half)]):
                 await self._send(loop, part)
+
+    async def _set_aside(self, loop: Flusher, request: _Request) -> None:
+        """A request whose lane may not send: never sent, its entries set aside."""
+        delivery_id = request.delivery_id
+        if delivery_id is None:
+            return
+        self._ahead.pop(delivery_id, None)
+        assert request.lane is not None
+        held = {request.lane: [e.id for e in request.entries]}
+
+        def record(db: sqlite3.Connection) -> None:
+            outbox.discard_requests(db, [delivery_id])
+            hold_db(db, loop.name, held, now_ms())
+
+        await loop.write(record)
+
+    async def _lane_refused(
+        self, loop: Flusher, request: _Request, attempt: Attempt, exc: AuthError
+    ) -> None:
+        """The provider refused the credentials of the request's lane: the request is
+        finished (nothing was applied), the lane waits with its entries set aside; the
+        other lanes go on, unless every lane is refused now (``Paused``)."""
+        lane = request.lane
+        assert lane is not None
+        error = str(exc)
+        loop.lanes.answered(lane, error, PUSH)
+
+        def record(db: sqlite3.Connection) -> bool:
+            now = now_ms()
+            self._finish_attempt(
+                loop, db, request, attempt, "failed", exc.status, error, final=True, now=now
+            )
+            outbox.count_attempt(db, [e.id for e in request.entries])
+            every = loop.lanes.refuse_db(db, lane, error, now)
+            hold_db(db, loop.name, {lane: [e.id for e in request.entries]}, now)
+            return every
+
+        every = await loop.write(record)
+        loop.lanes.refused(lane, error, every, PUSH, now_ms())
+        if every:
+            raise Paused
 
     def _delivered(self, loop: Flusher, request: _Request, answer: Answer[PushResult]) -> None:
         """The provider took the request: one transaction records the delivery on its row
@@ -369,6 +484,8 @@ class BatchSender:
         entries = request.entries
         record_answer = loop.record_answer
         answers = record_answer is not None and bool(result.outcomes or result.changes)
+        # The lane's attempt after a restart worked: it is active again.
+        resumed = request.lane if request.lane and loop.lanes.was_refused(request.lane) else None
 
         def record(conn: sqlite3.Connection) -> MergeResult | None:
             now = now_ms()
@@ -386,11 +503,15 @@ class BatchSender:
                 attempted_at=attempt.sent_at,
                 held_until=loop.health.held_until(),
             )
+            if resumed is not None:
+                loop.lanes.accept_db(conn, resumed, now)
             if record_answer is None or not answers:
                 return None
             return record_answer(conn, entries, result, now)
 
         def recorded(merged: MergeResult | None) -> None:
+            if resumed is not None:
+                loop.lanes.accepted(resumed)
             if merged is not None:
                 loop.on_merge(merged)
             log.info(

@@ -20,7 +20,10 @@ uploaded). The loop
     (``backoff_base_s`` .. ``backoff_cap_s``); the moment is stored (a restart keeps it,
     ``status`` shows it)
   - AuthError: ``auth-failed``; every entry is kept; a reload, ``dropsync resync``, or a
-    restart (which tries once) resumes
+    restart (which tries once) resumes. For a provider with lanes (``adapters.base.Laned``:
+    a request carries one lane's entries), it is that lane's refusal: returned to the
+    sender, which sets the lane's entries aside (``daemon.lanes``); the pass goes on with
+    the other lanes, and ends only when every lane is refused
   - PermanentError: returned to the sender, which finds the refused records (halves of a
     batch, one file of an upload) and dead-letters them with the provider's reason
 
@@ -46,8 +49,8 @@ from typing import Any, NoReturn, TypeVar
 
 import anyio
 import structlog
-from dropsync.adapters.base import Provider
-from dropsync.adapters.errors import PermanentError, ProviderError
+from dropsync.adapters.base import Laned, Provider
+from dropsync.adapters.errors import AuthError, PermanentError, ProviderError
 from dropsync.store import outbox
 from dropsync.store.handle import Store
 from dropsync.store.merge import MergeResult
@@ -109,6 +112,9 @@ class Flusher:
         # Shared with the provider's pulls, and kept by the supervisor across reloads.
         self.health = health or ProviderHealth(store, config, rng=rng)
         self.sender = sender or sender_for(store.path, provider)
+        # A provider with lanes: each request carries one lane's entries (daemon.lanes).
+        self.laned: Laned | None = provider if isinstance(provider, Laned) else None
+        self.lanes = self.health.lanes
         self.record_answer = record_answer
         self.on_merge = on_merge
         self.batch_limit = min(
@@ -148,6 +154,13 @@ class Flusher:
         self.paused = False
         sent = False
         error: Exception | None = None  # raised as itself, not inside an ExceptionGroup
+        if self.laned is not None:
+            if not self.lanes.started:  # a flusher of its own (the supervisor starts them)
+                if self.dry_run:
+                    self.lanes.available = frozenset(self.laned.lanes())
+                else:
+                    await self.lanes.start(self.laned.lanes())
+            await self.lanes.refresh()  # a resync may have resumed lanes
         async with anyio.create_task_group() as recorder:
             self._recorder = recorder
             try:
@@ -194,17 +207,25 @@ class Flusher:
         if self.health.held():
             raise Paused
 
-    async def send(self, push: Callable[[], Awaitable[R]], note: FailureNote) -> Answer[R]:
+    async def send(
+        self, push: Callable[[], Awaitable[R]], note: FailureNote, *, lane: str | None = None
+    ) -> Answer[R]:
         """Send one request (``push()``) and sort its answer: the provider's result, or its
-        permanent refusal, is returned to the sender; any other failure is stored by the
-        provider's health, with ``note``'s record of the attempt in the same transaction,
-        and ends the pass (``Paused``)."""
+        permanent refusal, is returned to the sender, and so is a refusal of ``lane``'s
+        credentials (a request of one lane); any other failure is stored by the provider's
+        health, with ``note``'s record of the attempt in the same transaction, and ends the
+        pass (``Paused``)."""
         self.stop_if_held()
         attempt = Attempt(now_ms(), time.perf_counter())
         try:
             result = await push()
         except PermanentError as exc:
             return Answer(attempt, refused=exc)
+        except AuthError as exc:
+            if lane is None:
+                await self._failed(attempt, exc, note)
+                raise Paused from exc
+            return Answer(attempt, lane_refused=exc)
         except ProviderError as exc:
             await self._failed(attempt, exc, note)
             raise Paused from exc

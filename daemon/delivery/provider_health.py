@@ -41,8 +41,11 @@ After a restart the copy is made again from the store: pushes wait for the store
 whatever set it; pulls are not held by it (a restart does not know whether the moment is
 a push's backoff, which pulls never waited for).
 
-Per-user lanes (a token per user) will be more ``ProviderHealth``-like states under this one,
-each with its own ``auth-failed`` and waits; the provider's state is then their sum.
+A provider whose unit of failure is smaller than itself (``adapters.base.Laned``: a lane
+per user, each with a token of their own) has its lanes' states under this one (``lanes``,
+a ``daemon.lanes.LaneHealth``): a lane's refused credentials pause that lane alone, and the
+provider is ``auth-failed`` only when every lane with credentials is. Every other failure
+(a lane's request that is not answered, a Retry-After, a 5xx) is the provider's.
 """
 
 from __future__ import annotations
@@ -69,6 +72,7 @@ from dropsync.store.states import ProviderState
 
 from ..clock import now_ms
 from ..config import ProviderConfig
+from ..lanes import LaneHealth
 
 log = structlog.get_logger(__name__)
 
@@ -144,6 +148,7 @@ class ProviderHealth:
         self._hold: _Hold | None = None
         self._probes = set(Flow)
         self._changed = anyio.Event()
+        self.lanes = LaneHealth(store, self.name)
 
     def restarted(self, config: ProviderConfig) -> None:
         """The provider's tasks start (again, after a reload): the new config, and one
@@ -153,6 +158,7 @@ class ProviderHealth:
 
     def store_changed(self) -> None:
         """Another program committed (``dropsync resync`` among them): look again."""
+        self.lanes.store_changed()
         self._changed.set()
         self._changed = anyio.Event()
 

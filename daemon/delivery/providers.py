@@ -4,6 +4,12 @@ On reload every provider task is restarted with the new config; the outbox and
 provider states live in the store, so nothing is lost by the restart. Each provider's
 health (``daemon.delivery.provider_health``: its state, waits and failures) is kept here for as
 long as the daemon runs, shared by its flusher and its pull loop, and outlives reloads.
+
+A provider with lanes (``adapters.base.Laned``) is pulled lane by lane: a lane whose
+credentials are refused waits alone (``daemon.lanes``), a lane whose credentials just
+changed is pulled at once, the others every ``pull_interval_s``. A provider whose
+credentials change while it runs (``adapters.base.LiveCredentials``) has them watched
+(``daemon.credentials``) and handed over without a reload.
 """
 
 from __future__ import annotations
@@ -14,8 +20,18 @@ from typing import Any
 
 import anyio
 import structlog
-from dropsync.adapters.base import JSONObject, NeedsLookup, Provider, StreamPuller
-from dropsync.adapters.errors import ProviderError
+from dropsync.adapters.base import (
+    CredentialUpdate,
+    JSONObject,
+    Laned,
+    LiveCredentials,
+    NeedsCollections,
+    NeedsLookup,
+    Provider,
+    PullPage,
+    StreamPuller,
+)
+from dropsync.adapters.errors import AuthError, ProviderError
 from dropsync.adapters.registry import OptionError, build_provider, get_kind, parse_options
 from dropsync.store import callbacks, cursors, outbox, pulled
 from dropsync.store.handle import Store
@@ -23,9 +39,11 @@ from dropsync.store.merge import Change, MergeResult, apply_changes
 
 from ..clock import now_ms
 from ..config import Config, ProviderConfig
+from ..config_file import resolve_path
+from ..credentials import CredentialWatch
 from ..errors import ConfigError, SecretError
 from ..process.logs import redact_in_logs
-from ..process.secrets import load_secret, other_secrets
+from ..process.secrets import load_secret, other_secrets, remember_secrets
 from .flusher import Flusher
 from .provider_health import Flow, ProviderHealth
 from .pulls import StreamPull, incoming_to_change
@@ -37,7 +55,8 @@ log = structlog.get_logger(__name__)
 
 
 def check_provider_options(config: Config) -> None:
-    """Validate each provider's kind-specific options (raises ConfigError naming the key)."""
+    """Validate each provider's kind-specific options (raises ConfigError naming the key),
+    and that no collection is routed to a provider that never sends."""
     for provider in config.providers.values():
         try:
             parse_options(provider.kind, provider.options)
@@ -45,13 +64,35 @@ def check_provider_options(config: Config) -> None:
             raise ConfigError(
                 config.source, f"providers.{provider.name}.{exc.key}", exc.problem
             ) from None
-        required = get_kind(provider.kind).secret_required
+        required = get_kind(provider.kind).requires_secret(provider.options)
         if provider.secret is None and required is not None:
             raise ConfigError(
                 config.source,
                 f"providers.{provider.name}.secret_env",
                 f"missing; {required} is required (secret_env, secret_file or credential)",
             )
+    for collection in config.collections.values():
+        for name in collection.providers:
+            provider = config.providers[name]
+            if not get_kind(provider.kind).pushes(provider.options):
+                raise ConfigError(
+                    config.source,
+                    f"collections.{collection.name}.providers",
+                    f"routes collection {collection.name!r} to provider {name!r}, which is "
+                    "read_only = true and never sends: its records would stay pending "
+                    f"forever; remove {name!r} from the list (its pulls still land in the "
+                    "store) or set read_only = false",
+                )
+
+
+def provider_options(config: ProviderConfig) -> dict[str, object]:
+    """The provider's kind options, its relative paths resolved as the config's are."""
+    options = dict(config.options)
+    for key in get_kind(config.kind).path_options:
+        value = options.get(key)
+        if isinstance(value, str) and value:
+            options[key] = str(resolve_path(value))
+    return options
 
 
 def confirm_timeouts(config: Config) -> dict[str, int | None]:
@@ -65,6 +106,11 @@ def confirm_timeouts(config: Config) -> dict[str, int | None]:
         )
         timeouts[provider.name] = int(provider.confirm_timeout_s * 1000) if confirms else None
     return timeouts
+
+
+def collection_timestamps(config: Config) -> dict[str, str]:
+    """Each configured collection's LWW timestamp field, for the adapters that need it."""
+    return {name: c.timestamp for name, c in config.collections.items() if c.timestamp}
 
 
 def open_provider(
@@ -81,7 +127,7 @@ def open_provider(
     secret, values = load_secret(config)
     extra = other_secrets(config)
     redact_in_logs([*values, *extra])
-    options = {**config.options, **(listener_options or {})}
+    options = {**provider_options(config), **(listener_options or {})}
     return build_provider(
         name=config.name,
         kind=config.kind,
@@ -185,6 +231,10 @@ class ProviderSupervisor:
             return
         if isinstance(provider, NeedsLookup):
             provider.attach_lookup(self._lookup)
+        if isinstance(provider, NeedsCollections):
+            provider.attach_collections(collection_timestamps(self.config))
+        if isinstance(provider, Laned) and not self.dry_run:
+            await health.lanes.start(provider.lanes())
         async with provider, anyio.create_task_group() as tg:
             flusher = Flusher(
                 self.store,
@@ -200,6 +250,40 @@ class ProviderSupervisor:
             tg.start_soon(flusher.run)
             if provider.limits.can_pull and not self.dry_run:
                 tg.start_soon(self._pull_loop, config, provider)
+            if isinstance(provider, LiveCredentials):
+                watch = CredentialWatch(config, provider, self._credentials_of(config, provider))
+                if watch.sources():
+                    tg.start_soon(watch.run)
+
+    def _credentials_of(
+        self, config: ProviderConfig, provider: Provider
+    ) -> Callable[[CredentialUpdate], Awaitable[None]]:
+        """What to do when the provider's credentials were read again."""
+        health = self.health_of(config)
+
+        async def changed(update: CredentialUpdate) -> None:
+            redact_in_logs(list(update.values))  # before anything can say them
+            remember_secrets(update.values)
+            if not (update.changed or update.gone):
+                return
+            resumed = False
+            if isinstance(provider, Laned) and not self.dry_run:
+                resumed = await health.lanes.credentials(
+                    provider.lanes(), update.changed, update.gone
+                )
+            log.info(
+                "credentials_changed",
+                provider=config.name,
+                changed=len(update.changed),
+                gone=len(update.gone),
+                lanes=sorted(update.changed | update.gone)[:20],
+            )
+            if resumed:
+                log.info("provider_online", provider=config.name, via="credentials")
+            health.store_changed()  # a wait for auth-failed ends
+            self.wake([config.name])
+
+        return changed
 
     async def _lookup(
         self, collection: str, fields: Mapping[str, str]
@@ -239,13 +323,21 @@ class ProviderSupervisor:
 
     async def _pull_loop(self, config: ProviderConfig, provider: Provider) -> None:
         health = self.health_of(config)
+        laned = provider if isinstance(provider, Laned) else None
+        next_round = 0.0
         while True:
             # An auth-failed provider is tried once after a (re)start, then waits for a
             # reload or a resync (repeating refused credentials can lock the account); a
             # Retry-After holds the pull too. A resync ends either wait at once.
             await health.wait_turn(Flow.PULL)
+            # Lanes whose credentials just changed are pulled at once, the others at pace.
+            soon = health.lanes.take_pull_soon()
+            only = soon if laned is not None and anyio.current_time() < next_round else None
+            worked = True
             try:
-                if isinstance(provider, StreamPuller):
+                if laned is not None:
+                    worked = await self.pull_lanes(config, laned, only) > 0
+                elif isinstance(provider, StreamPuller):
                     await StreamPull(self.store, self.config, config, provider, self.on_merge).run()
                 else:
                     await self.pull_once(config, provider)
@@ -258,8 +350,68 @@ class ProviderSupervisor:
                 # committed stays, the cursors did not move, the next tick tries again.
                 log.warning("pull_store_failed", provider=config.name, error=str(exc))
             else:
-                await self._noted(config, health.pull_ok())
-            await anyio.sleep(config.pull_interval_s)
+                if worked:
+                    await self._noted(config, health.pull_ok())
+            if only is None:
+                next_round = anyio.current_time() + config.pull_interval_s
+            if laned is None:
+                await anyio.sleep(config.pull_interval_s)
+                continue
+            with anyio.move_on_after(max(0.0, next_round - anyio.current_time())):
+                await health.lanes.pull_wanted.wait()
+
+    async def pull_lanes(
+        self, config: ProviderConfig, provider: Laned, only: set[str] | None = None
+    ) -> int:
+        """Pull each lane that may be pulled (``only``: just these); returns how many were
+        pulled. A lane whose credentials are refused waits alone; any other failure is the
+        provider's (raised)."""
+        lanes = self.health_of(config).lanes
+        if not lanes.started:  # a pull loop of its own (the provider's task starts them)
+            await lanes.start(provider.lanes())
+        await lanes.refresh()
+        pulled = 0
+        for lane in provider.pull_lanes():
+            if only is not None and lane not in only:
+                continue
+            if not lanes.may_send(lane, Flow.PULL, attempt=True):
+                continue
+            try:
+                page = await provider.pull_lane(lane)
+            except AuthError as exc:
+                if await lanes.refuse(lane, exc, Flow.PULL):
+                    break  # every lane is refused: the provider is auth-failed
+                continue
+            await self._merge_page(config, page, lane)
+            await lanes.accept(lane)
+            pulled += 1
+        return pulled
+
+    async def _merge_page(self, config: ProviderConfig, page: PullPage, lane: str) -> None:
+        """Merge one lane's page (its cursor is not kept)."""
+        now = now_ms()
+        changes = [
+            change
+            for incoming in page.changes
+            if (
+                change := incoming_to_change(
+                    config.name, incoming, max_skew_ms=self.config.max_clock_skew_ms, now=now
+                )
+            )
+            is not None
+        ]
+        merged = await self.store.transact(_merge_lane, changes, self.config.routes(), now)
+        if page.skipped:
+            log.warning("pull_items_skipped", provider=config.name, lane=lane, items=page.skipped)
+        if merged.applied:
+            log.info(
+                "pulled",
+                provider=config.name,
+                lane=lane,
+                changes=len(changes),
+                applied=merged.applied,
+            )
+        self.on_merge(merged)
 
     @staticmethod
     async def _noted(config: ProviderConfig, noting: Awaitable[None]) -> None:
@@ -285,6 +437,13 @@ def _set_up_providers(conn: sqlite3.Connection, config: Config, now: int) -> lis
     callbacks.set_confirm_timeouts(conn, confirm_timeouts(config))
     set_routes(conn, config)
     return clamped
+
+
+def _merge_lane(
+    conn: sqlite3.Connection, changes: list[Change], routes: dict[str, tuple[str, ...]], now: int
+) -> MergeResult:
+    """One transaction: merge one lane's pulled page."""
+    return apply_changes(conn, changes, routes, now=now)
 
 
 def _merge_pulled(

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 from dropsync.adapters.base import OutgoingChange, PushResult, change_idempotency_key
-from dropsync.adapters.errors import PermanentError, ProviderError
+from dropsync.adapters.errors import AuthError, PermanentError, ProviderError
 from dropsync.store import outbox
 from dropsync.store.merge import MergeResult
 
@@ -68,11 +68,14 @@ class Attempt:
 @dataclass(frozen=True, slots=True)
 class Answer(Generic[R]):
     """What a request got: the provider's result, or its permanent refusal (``refused``:
-    the sender finds which records are refused). Failures never get here (``Paused``)."""
+    the sender finds which records are refused), or, for a request of one lane, that
+    lane's refused credentials (``lane_refused``: the sender sets its entries aside).
+    Failures never get here (``Paused``)."""
 
     attempt: Attempt
     result: R | None = None
     refused: PermanentError | None = None
+    lane_refused: AuthError | None = None
 
 
 def to_outgoing(provider: str, entry: outbox.OutboxEntry) -> OutgoingChange:

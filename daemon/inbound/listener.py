@@ -12,7 +12,8 @@ event loop). Routes:
 * ``GET /healthz`` (liveness: 200 with each provider's state while the store answers,
   else 503), ``GET /readyz`` (readiness: 200 only when the daemon can work now, else 503
   with the reasons: starting or stopping, a pause, the store's write lock held by another
-  program), ``GET /metrics`` (Prometheus text format).
+  program), ``GET /metrics`` (Prometheus text format), ``GET /`` (a read-only status page
+  for a person: ``daemon.status_page``).
 
 Bodies over ``MAX_BODY`` are refused (413); a body not received within
 ``request_timeout_s`` is answered 408 (heads and slow connections: see
@@ -55,6 +56,7 @@ from starlette.routing import Route
 from ..config import Config
 from ..errors import SecretError
 from ..process.secrets import read_secret
+from ..status_page import StatusPage
 from .held_confirmations import HeldConfirmations
 from .listener_calls import ListenerCall
 from .listener_server import (
@@ -114,6 +116,7 @@ class Listener:
         self.confirmations = HeldConfirmations(store, wake)
         self.repeats = Repeats(log)
         self.task_group: anyio.abc.TaskGroup | None = None
+        self.status_page = StatusPage(self)
 
     def reload(self, config: Config) -> None:
         """Take a new config: read the kinds' own secrets (callback keys, webhook tokens)
@@ -150,7 +153,7 @@ class Listener:
         return {} if options is None else options(self.config.listener.public_url, provider)
 
     def app(self) -> Starlette:
-        """The ASGI application: every kind's inbound routes, /healthz and /metrics."""
+        """The ASGI application: every kind's inbound routes, /healthz, /metrics and /."""
         routes = [
             Route(route.path, partial(self._serve, kind.name, route), methods=["POST"])
             for kind in every_kind()
@@ -163,6 +166,7 @@ class Listener:
                 Route("/healthz", self.healthz, methods=["GET"]),
                 Route("/readyz", self.readyz, methods=["GET"]),
                 Route("/metrics", self.metrics, methods=["GET"]),
+                Route("/", self.status_page.serve, methods=["GET"]),
             ]
         )
 

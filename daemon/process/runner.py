@@ -75,9 +75,11 @@ def summary_line(summary: dict[str, object]) -> str:
             parts.append(f"{row['provider']}={row['pending']}")
             if row["state"] != ProviderState.ONLINE:
                 troubled.append(f"{row['provider']} {row['state']}")
-            # Lanes (users) a provider pauses one by one, once the summary counts them.
-            if row.get("paused_users"):
-                troubled.append(f"{row['provider']} {row['paused_users']} user(s) paused")
+            # Lanes (users) a provider pauses one by one (``status_summary``'s paused_users).
+            paused = row.get("paused_users")
+            if paused:
+                count = len(paused) if isinstance(paused, list) else paused
+                troubled.append(f"{row['provider']} {count} user(s) paused")
     text = "pending " + (" ".join(parts) if parts else "none")
     if troubled:
         text += "; " + ", ".join(troubled)

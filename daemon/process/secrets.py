@@ -9,6 +9,7 @@ control character, non-ASCII) is refused, at start, on reload and by check-confi
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 from dropsync.adapters.http import header_problem, secret_problem
@@ -25,6 +26,11 @@ _READ: set[str] = set()
 def secrets_read() -> frozenset[str]:
     """The secret values this process has read so far."""
     return frozenset(_READ)
+
+
+def remember_secrets(values: Iterable[str]) -> None:
+    """Secret values learned while running (a user's new token): masked like those read."""
+    _READ.update(value for value in values if value)
 
 
 def read_secret(ref: SecretRef, provider: str) -> str:
@@ -56,6 +62,9 @@ def _read_secret(ref: SecretRef, provider: str) -> str:
         raise SecretError(
             f"provider {provider}: cannot read {ref.describe()}: {exc.strerror}"
         ) from None
+    except UnicodeDecodeError:
+        # Its position and bytes are the secret's: not said.
+        raise SecretError(f"provider {provider}: {ref.describe()} is not UTF-8 text") from None
     if not value:
         raise SecretError(f"provider {provider}: {ref.describe()} is empty")
     return value

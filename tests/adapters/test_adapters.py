@@ -19,9 +19,10 @@ from dropsync.adapters.errors import (
     ProviderUnavailable,
     RetryableError,
 )
-from dropsync.adapters.favourites.adapter import FavouritesProvider, parse_tokens
+from dropsync.adapters.favourites.adapter import FavouritesProvider
 from dropsync.adapters.favourites.adapter import parse_options as favourite_options
 from dropsync.adapters.favourites.emulator import FavouritesEmulator
+from dropsync.adapters.favourites.tokens import parse_tokens
 from dropsync.adapters.http import parse_retry_after
 from dropsync.adapters.options import OptionError
 

@@ -131,8 +131,8 @@ def test_a_reload_after_a_refused_pull_does_not_cut_a_push_retry_after_short(
 ) -> None:
     """Seen in the full-size campaign (seed 1372022552, 18 favourites POSTs up to 1.58 s
     early): a push throttled with a Retry-After, then a pull refused (401: the provider
-    shown auth-failed), then the reload the 401 calls for; the reload resumed the refused
-    credentials and with them cleared the push's wait."""
+    shown auth-failed; now the user whose pull it was), then the reload the 401 calls for;
+    the reload resumed the refused credentials and with them cleared the push's wait."""
     world = make_world(tmp_path, 7, proxies=True, pull_interval_s=0.2)
     try:
         proxy = world.proxy("favourites")
@@ -144,7 +144,8 @@ def test_a_reload_after_a_refused_pull_does_not_cut_a_push_retry_after_short(
         wait_until(lambda: proxy.injected["throttle_delta"] == 1, what="a throttled push")
         world.daemon.mark_log()
         proxy.force_for("GET", "auth_401")
-        world.daemon.wait_for("pull_auth_failed")
+        # A favourites user's pull refused: that user is paused (one lane per user).
+        world.daemon.wait_for("lane_auth_failed", via="pull")
         world.daemon.send_signal(signal.SIGHUP)
         world.daemon.wait_for("config_reloaded")
         wait_until(lambda: len(proxy.seen("POST")) >= 2, what="the push sent again")

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 
 from tests.support import free_port, query, wait_until
@@ -51,8 +52,13 @@ def test_demo_syncs_sample_files_to_the_emulators_and_exits_0(tmp_path: Path) ->
         check=True,
     )
     assert f"store {db} (schema" in status.stdout
-    assert f"dropsync status --config {config}" in done.stdout  # the summary says how
+    assert f"dropsync status --config {config}" in done.stderr  # the summary says how
     assert '"level":"error"' not in done.stdout
+    # Not on a terminal, stdout is the daemon's JSON lines only (`dropsync demo | jq`): the
+    # banner and the summary went to stderr.
+    lines = done.stdout.splitlines()
+    assert lines and all(isinstance(orjson.loads(line), dict) for line in lines)
+    assert "dropsync demo in " in done.stderr
     # The favourite pulled from the emulator is in the store, and was not sent back.
     assert query(db, "SELECT origin FROM records WHERE key = 'alice:session_21982'") == [
         ("favourites",)

@@ -230,7 +230,7 @@ pull_interval_s = 0.2
 
     try:
         daemon.start()
-        daemon.wait_for("pull_auth_failed", provider="fav")
+        daemon.wait_for("lane_auth_failed", provider="fav", lane="alice", via="pull")
         assert fav()[0] == "auth-failed" and "401" in str(fav()[1])
         tokens.write_text(json.dumps({"alice": ALICE_TOKEN}))
         daemon.send_signal(signal.SIGHUP)

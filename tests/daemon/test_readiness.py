@@ -77,8 +77,8 @@ def test_a_refused_reload_is_in_the_runtime_file_and_status_until_one_succeeds(
 def test_summary_line_has_a_place_for_users_a_provider_pauses() -> None:
     row = {"provider": "fav", "pending": 3, "state": "online"}
     assert summary_line({"providers": [row], "inbox_pending": 0}) == "pending fav=3; inbox 0"
-    # Favourites pause users one by one; once the summary counts them, STATUS= names them.
-    row["paused_users"] = 2
+    # Favourites pause users one by one; the summary lists them, STATUS= counts them.
+    row["paused_users"] = [{"user": "carol"}, {"user": "dave"}]
     assert summary_line({"providers": [row], "inbox_pending": 0}) == (
         "pending fav=3; fav 2 user(s) paused; inbox 0"
     )

@@ -357,3 +357,38 @@ def test_a_running_daemon_that_waits_or_went_quiet_is_a_warning(
     assert code == 1
     assert lines[0].startswith("WARNING: daemon (pid 4242): no heartbeat since ")
     runtime.close()
+
+
+def test_a_paused_users_items_are_a_warning_naming_them_not_an_old_backlog(
+    tmp_path: Path, config: Path, running: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # carol's token was refused two hours ago; her items wait for her, the others are sent.
+    two_hours_ago = now_ms() - 2 * 3600 * 1000
+    sql(tmp_path, "INSERT INTO providers (name, kind, updated_at) VALUES ('fav', 'favourites', 0)")
+    sql(
+        tmp_path,
+        "INSERT INTO provider_lanes (provider, lane, state, since, reason, updated_at) "
+        "VALUES ('fav', 'carol', 'auth-failed', ?, 'credentials refused (HTTP 401)', ?)",
+        two_hours_ago,
+        two_hours_ago,
+    )
+    for key in ("carol:s1", "carol:s2"):
+        sql(
+            tmp_path,
+            "INSERT INTO outbox (provider, collection, key, updated_at, enqueued_at, held_lane) "
+            "VALUES ('fav', 'favourites', ?, 1, ?, 'carol')",
+            key,
+            two_hours_ago,
+        )
+    code, lines = check(config, capsys)
+    assert code == 1
+    assert len(lines) == 1 and lines[0].startswith(
+        "WARNING: provider fav: 1 user(s) paused, the others go on: carol (auth-failed since "
+    )
+    assert "2 pending): credentials refused (HTTP 401)" in lines[0]
+    assert main(["status", "--json", "--config", str(config)]) == 0
+    (fav,) = [
+        p for p in orjson.loads(capsys.readouterr().out)["providers"] if p["provider"] == "fav"
+    ]
+    assert (fav["pending"], fav["held"], fav["oldest_age_s"]) == (2, 2, None)
+    assert [u["user"] for u in fav["paused_users"]] == ["carol"]

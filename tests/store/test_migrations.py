@@ -369,3 +369,39 @@ def test_migration_7_of_a_big_store_stays_within_the_memory_target(tmp_path: Pat
         30000 * 1208,
     )
     raw.close()
+
+
+async def test_migration_8_keeps_every_crm_contact_under_its_identity(tmp_path: Path) -> None:
+    """crm_contacts was keyed by (provider, email); now by the contact's identity, its
+    user_id when it has one. Two old rows with one user_id: the newer takes the user_id,
+    the older stays under its email."""
+    path = tmp_path / "v6.db"
+    db = await open_store(path, target=6)
+    await db.executemany(
+        "INSERT INTO crm_contacts (provider, email, user_id, crm_id, job_id, received_at) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        [
+            ("crm", "a@x.io", "u1", "c1", "j1", 10),
+            ("crm", "b@x.io", None, "c2", "j1", 10),
+            ("crm", "c@x.io", "u1", "c3", "j2", 12),
+            ("crm2", "a@x.io", "u1", None, "j3", 13),
+        ],
+    )
+    await db.commit()
+    await db.close()
+    db = await open_store(path)
+    try:
+        rows = await db.execute_fetchall(
+            "SELECT provider, identity, contact, email, user_id, crm_id, fields, job_id, "
+            "received_at FROM crm_contacts ORDER BY provider, identity, contact"
+        )
+        purchases = await db.execute_fetchall("SELECT COUNT(*) FROM crm_purchases")
+    finally:
+        await db.close()
+    assert [tuple(r) for r in rows] == [
+        ("crm", "email", "a@x.io", "a@x.io", "u1", "c1", None, "j1", 10),
+        ("crm", "email", "b@x.io", "b@x.io", None, "c2", None, "j1", 10),
+        ("crm", "user_id", "u1", "c@x.io", "u1", "c3", None, "j2", 12),
+        ("crm2", "user_id", "u1", "a@x.io", "u1", None, None, "j3", 13),
+    ]
+    assert [tuple(r) for r in purchases] == [(0,)]
