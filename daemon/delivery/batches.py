@@ -18,7 +18,7 @@ are written ahead").
 
 A provider with lanes (``adapters.base.Laned``: a user each, say) gets requests of
 one lane each. An entry whose lane may not send (its credentials refused, or none) is set
-aside (``daemon.lanes``: the take skips it until the lane may send again); a request whose
+aside (``daemon.delivery.lanes``: the take skips it until the lane may send again); a request whose
 lane the provider refuses (401, 403) is finished (``failed``: nothing was applied), its
 entries set aside, and the other lanes' requests go on.
 
@@ -45,7 +45,7 @@ from dropsync.store import outbox
 from dropsync.store.merge import MergeResult
 
 from ..clock import now_ms
-from ..lanes import PUSH, hold_db
+from .lanes import PUSH, hold_db
 from .sending import Answer, Attempt, Paused, to_outgoing
 
 if TYPE_CHECKING:

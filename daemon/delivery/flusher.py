@@ -22,7 +22,7 @@ uploaded). The loop
   - AuthError: ``auth-failed``; every entry is kept; a reload, ``dropsync resync``, or a
     restart (which tries once) resumes. For a provider with lanes (``adapters.base.Laned``:
     a request carries one lane's entries), it is that lane's refusal: returned to the
-    sender, which sets the lane's entries aside (``daemon.lanes``); the pass goes on with
+    sender, which sets the lane's entries aside (``daemon.delivery.lanes``); the pass goes on with
     the other lanes, and ends only when every lane is refused
   - PermanentError: returned to the sender, which finds the refused records (halves of a
     batch, one file of an upload) and dead-letters them with the provider's reason
@@ -112,7 +112,7 @@ class Flusher:
         # Shared with the provider's pulls, and kept by the supervisor across reloads.
         self.health = health or ProviderHealth(store, config, rng=rng)
         self.sender = sender or sender_for(store.path, provider)
-        # A provider with lanes: each request carries one lane's entries (daemon.lanes).
+        # A provider with lanes: each request carries one lane's entries (daemon.delivery.lanes).
         self.laned: Laned | None = provider if isinstance(provider, Laned) else None
         self.lanes = self.health.lanes
         self.record_answer = record_answer

@@ -32,7 +32,7 @@ from dropsync.store import lanes, outbox
 from dropsync.store.handle import Store
 from dropsync.store.lanes import ACTIVE, AUTH_FAILED, NO_TOKEN, LaneRow
 
-from .clock import now_ms
+from ..clock import now_ms
 
 log = structlog.get_logger(__name__)
 

@@ -43,7 +43,7 @@ a push's backoff, which pulls never waited for).
 
 A provider whose unit of failure is smaller than itself (``adapters.base.Laned``: a lane
 per user, each with a token of their own) has its lanes' states under this one (``lanes``,
-a ``daemon.lanes.LaneHealth``): a lane's refused credentials pause that lane alone, and the
+a ``daemon.delivery.lanes.LaneHealth``): a lane's refused credentials pause that lane alone, and the
 provider is ``auth-failed`` only when every lane with credentials is. Every other failure
 (a lane's request that is not answered, a Retry-After, a 5xx) is the provider's.
 """
@@ -72,7 +72,7 @@ from dropsync.store.states import ProviderState
 
 from ..clock import now_ms
 from ..config import ProviderConfig
-from ..lanes import LaneHealth
+from .lanes import LaneHealth
 
 log = structlog.get_logger(__name__)
 

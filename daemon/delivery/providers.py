@@ -6,10 +6,10 @@ health (``daemon.delivery.provider_health``: its state, waits and failures) is k
 long as the daemon runs, shared by its flusher and its pull loop, and outlives reloads.
 
 A provider with lanes (``adapters.base.Laned``) is pulled lane by lane: a lane whose
-credentials are refused waits alone (``daemon.lanes``), a lane whose credentials just
+credentials are refused waits alone (``daemon.delivery.lanes``), a lane whose credentials just
 changed is pulled at once, the others every ``pull_interval_s``. A provider whose
 credentials change while it runs (``adapters.base.LiveCredentials``) has them watched
-(``daemon.credentials``) and handed over without a reload.
+(``daemon.process.credentials``) and handed over without a reload.
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ from dropsync.store.merge import Change, MergeResult, apply_changes
 from ..clock import now_ms
 from ..config import Config, ProviderConfig
 from ..config_file import resolve_path
-from ..credentials import CredentialWatch
 from ..errors import ConfigError, SecretError
+from ..process.credentials import CredentialWatch
 from ..process.logs import redact_in_logs
 from ..process.secrets import load_secret, other_secrets, remember_secrets
 from .flusher import Flusher

@@ -13,7 +13,7 @@ event loop). Routes:
   else 503), ``GET /readyz`` (readiness: 200 only when the daemon can work now, else 503
   with the reasons: starting or stopping, a pause, the store's write lock held by another
   program), ``GET /metrics`` (Prometheus text format), ``GET /`` (a read-only status page
-  for a person: ``daemon.status_page``).
+  for a person: ``daemon.inbound.status_page``).
 
 Bodies over ``MAX_BODY`` are refused (413); a body not received within
 ``request_timeout_s`` is answered 408 (heads and slow connections: see
@@ -56,7 +56,6 @@ from starlette.routing import Route
 from ..config import Config
 from ..errors import SecretError
 from ..process.secrets import read_secret
-from ..status_page import StatusPage
 from .held_confirmations import HeldConfirmations
 from .listener_calls import ListenerCall
 from .listener_server import (
@@ -70,6 +69,7 @@ from .listener_server import (
 )
 from .log_repeats import Repeats
 from .metrics import render_metrics
+from .status_page import StatusPage
 
 log = structlog.get_logger(__name__)
 

@@ -1,4 +1,4 @@
-"""The status page's HTML (``daemon.status_page``): one document, no script, no external
+"""The status page's HTML (``daemon.inbound.status_page``): one document, no script, no external
 asset. Its style sheet is inline and allowed by its hash in the Content-Security-Policy
 (``CSP``), which allows nothing else: no script runs even if a text escaped its escaping.
 The chart of deliveries per hour is an inline SVG.
@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 from dropsync.store.activity import HOUR_MS, HourCount
 from dropsync.store.states import ProviderState
 
-from .clock import format_age
-from .names import shown
-from .process.runstate import describe, is_fresh
+from ..clock import format_age
+from ..names import shown
+from ..process.runstate import describe, is_fresh
 
 if TYPE_CHECKING:
     from .status_page import PageData

@@ -14,7 +14,7 @@ read a second or so. It shows no key, no record body, no path, no user name and 
 integration error log (``status`` and ``dead-letters list`` on the box show those; dead
 letters are read without their keys); what it shows of the store (reasons, errors) is
 passed once more through a redactor of the listener's secrets. The HTML is built by
-``daemon.status_html``.
+``daemon.inbound.status_html``.
 """
 
 from __future__ import annotations
@@ -38,12 +38,12 @@ from dropsync.store.readonly import open_readonly
 from starlette.requests import Request
 from starlette.responses import Response
 
-from .clock import now_ms
-from .process.runstate import read_runtime
+from ..clock import now_ms
+from ..process.runstate import read_runtime
 from .status_html import CSP, REASON_CHARS, render
 
 if TYPE_CHECKING:
-    from .inbound.listener import Listener
+    from .listener import Listener
 
 HOURS = 24
 DEAD_LETTERS_SHOWN = 5
@@ -70,7 +70,7 @@ class PageData:
     error: str | None = None  # why the store could not be read
     hours: list[HourCount] = field(default_factory=list)
     dead_letters: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    runtime: dict[str, Any] | None = None  # the daemon's runtime file (daemon.runstate)
+    runtime: dict[str, Any] | None = None  # the daemon's runtime file (daemon.process.runstate)
     retain_days: float = 0.0  # store.retain_days: finished deliveries older go
     refresh_s: int = REFRESH_S
     hours_shown: int = HOURS

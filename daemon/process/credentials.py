@@ -9,7 +9,7 @@ file itself would follow the old one) and hands each change to the adapter at on
 * every new value is added to the redaction of every log line (``redact_in_logs``) and of
   what ends a command, before anything can say it;
 * lanes with new credentials are tried again at once, lanes whose credentials are gone
-  wait (``daemon.lanes``);
+  wait (``daemon.delivery.lanes``);
 * a source that cannot be read or parsed is a warning (``credentials_unreadable``) naming
   the file, never its content; the credentials read before stay in use. Said once, until
   it changes.
@@ -33,9 +33,9 @@ import structlog
 import watchfiles
 from dropsync.adapters.base import CredentialUpdate, LiveCredentials
 
-from .config import ProviderConfig
-from .errors import SecretError
-from .process.secrets import read_secret
+from ..config import ProviderConfig
+from ..errors import SecretError
+from .secrets import read_secret
 
 log = structlog.get_logger(__name__)
 

@@ -15,7 +15,7 @@ import pytest
 from dropsync.adapters.base import CredentialUpdate
 from dropsync.adapters.favourites.adapter import FavouritesProvider, build
 from dropsync.daemon.config import ProviderConfig, SecretRef
-from dropsync.daemon.credentials import CredentialWatch
+from dropsync.daemon.process.credentials import CredentialWatch
 from structlog.testing import capture_logs
 
 pytestmark = pytest.mark.anyio

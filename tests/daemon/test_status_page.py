@@ -20,9 +20,9 @@ import httpx
 import pytest
 from dropsync.daemon.config import Config
 from dropsync.daemon.inbound.listener import Listener
+from dropsync.daemon.inbound.status_html import render
+from dropsync.daemon.inbound.status_page import PageData, hour_start, read_page
 from dropsync.daemon.process.runstate import RuntimeFile
-from dropsync.daemon.status_html import render
-from dropsync.daemon.status_page import PageData, hour_start, read_page
 from dropsync.store.activity import HOUR_MS
 from dropsync.store.handle import Store
 
@@ -227,7 +227,7 @@ async def test_requests_together_share_one_read(
 ) -> None:
     """A flood costs one read of the store a second: the page is built once and served again,
     to requests that come together as to those that follow."""
-    from dropsync.daemon import status_page
+    from dropsync.daemon.inbound import status_page
 
     reads: list[Path] = []
 
@@ -354,7 +354,7 @@ async def test_a_read_that_hangs_is_a_503_page_not_a_hung_request(
     READ_TIMEOUT_S; the read left behind ends by itself."""
     import threading
 
-    from dropsync.daemon import status_page
+    from dropsync.daemon.inbound import status_page
 
     release = threading.Event()
 
