@@ -202,11 +202,12 @@ def absolute_imports_of_their_own(root: Path = ROOT) -> list[str]:
     for folder, package in CODE_FOLDERS.items():
         for path, _module in _modules(folder, root):
             for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
-                names = []
                 if isinstance(node, ast.Import):
                     names = [alias.name for alias in node.names]
                 elif isinstance(node, ast.ImportFrom) and node.level == 0:
                     names = [node.module or ""]
+                else:
+                    continue
                 if any(name == package or name.startswith(package + ".") for name in names):
                     found.append(f"{path.relative_to(root)}:{node.lineno}")
     return found
