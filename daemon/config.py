@@ -34,7 +34,7 @@ TIMESTAMP_UNITS = ("s", "ms", "us")  # a collection's timestamp_unit
 
 # The longest any wait between two attempts may be configured to: 30 days.
 MAX_DELAY_S = 30 * 86400.0
-# The other ranges (docs/config.md, "Ranges of the numbers"; tests/test_config_ranges.py).
+# The other ranges (docs/config.md, "Ranges of the numbers"; tests/daemon/test_config.py).
 HOUR_S = 3600.0
 DAY_S = 86400.0
 MAX_BATCH = 1_000_000  # documents a transaction, records a request

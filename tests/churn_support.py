@@ -1,7 +1,6 @@
 """Shared set-up of the churn and listener tests: the supervisor and the listener on one
 anyio loop (real HTTP on loopback), the churn emulator in its thread, and the daemon as a
-subprocess with the churn provider and its listener (tests/daemon/conftest.py has the
-fixtures)."""
+subprocess with the churn provider and its listener (tests/conftest.py has the fixtures)."""
 
 from __future__ import annotations
 

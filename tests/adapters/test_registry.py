@@ -27,7 +27,7 @@ from dropsync.store.merge import Change
 
 from tests.adapters.sample_kind import KIND as SHOP
 from tests.adapters.sample_kind.emulator import ShopEmulator
-from tests.daemon.churn_support import eventually, merge, running
+from tests.churn_support import eventually, merge, running
 from tests.support import ROOT, free_port
 from tests.test_design_rules import daemon_and_store_files, kind_mentions
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.campaigns.world import SEED_VARIABLE, campaign_seed
+from tests.harness.world import SEED_VARIABLE, campaign_seed
 
 # CI runs each campaign with a fixed seed, so a run can be repeated; set the variable to try
 # others (the bench scripts draw a fresh one each run and print it).

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.campaigns import oracle
-from tests.campaigns.backlog import start_on_backlog
-from tests.campaigns.kill import CampaignResult
+from tests.harness import oracle
+from tests.harness.backlog import start_on_backlog
+from tests.harness.kill import CampaignResult
 
 pytestmark = [pytest.mark.e2e, pytest.mark.campaign, pytest.mark.timeout(600)]
 

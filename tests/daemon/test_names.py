@@ -18,7 +18,7 @@ from dropsync.daemon.names import is_text, shown
 from dropsync.daemon.process.logs import configure_logging
 from dropsync.store.handle import Store
 
-from tests.daemon.test_ingest import envelope, make_config
+from tests.daemon.ingest.test_ingestor import envelope, make_config
 
 BAD = os.fsdecode(b"bad\xff.json")  # as Python hands the name over: 'bad\udcff.json'
 

@@ -10,7 +10,7 @@ import pytest
 from dropsync.adapters.emulators.common import EmulatorServer
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.daemon.churn_support import CALLBACK_SECRET, TOKEN, churn_daemon, listener_emulator
+from tests.churn_support import CALLBACK_SECRET, TOKEN, churn_daemon, listener_emulator
 from tests.support import drop_json, free_port, query, wait_until
 
 pytestmark = pytest.mark.e2e  # a real daemon subprocess: `pytest -m "not e2e"` skips these

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon.crm_support import crm_config
+from tests.e2e.crm_support import crm_config
 from tests.raw_provider import RawProvider, RawRequest, answer, head, trickle, wait_stopped
 from tests.support import DaemonProcess, drop_json, query, wait_until
 

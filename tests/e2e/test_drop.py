@@ -15,7 +15,7 @@ import orjson
 import pytest
 from dropsync.store.handle import Store
 
-from tests.daemon.drop_support import contacts, drop_config, errors
+from tests.e2e.drop_support import contacts, drop_config, errors
 from tests.support import DaemonProcess, query, wait_until
 
 pytestmark = pytest.mark.e2e

@@ -17,7 +17,7 @@ import pytest
 from dropsync.adapters.churn.adapter import callback_signature
 from dropsync.adapters.emulators.common import EmulatorServer
 
-from tests.daemon.churn_support import CALLBACK_SECRET, churn_daemon, listener_emulator
+from tests.churn_support import CALLBACK_SECRET, churn_daemon, listener_emulator
 from tests.support import drop_json, free_port, query, wait_until
 
 pytestmark = pytest.mark.e2e

@@ -11,7 +11,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.daemon.drop_support import contacts
+from tests.e2e.drop_support import contacts
 from tests.support import DaemonProcess, query, wait_until
 
 pytestmark = pytest.mark.e2e

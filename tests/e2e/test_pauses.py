@@ -11,7 +11,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.daemon.drop_support import errors
+from tests.e2e.drop_support import errors
 from tests.support import (
     DaemonProcess,
     SmallFileSystem,

@@ -19,7 +19,7 @@ from dropsync.adapters.crm.emulator import CrmEmulator
 from dropsync.adapters.emulators.common import EmulatorServer
 from dropsync.adapters.favourites.emulator import FavouritesEmulator
 
-from tests.daemon.crm_support import crm_config
+from tests.e2e.crm_support import crm_config
 from tests.support import DaemonProcess, drop_json, query, wait_until
 
 pytestmark = pytest.mark.e2e  # a real daemon subprocess: `pytest -m "not e2e"` skips these

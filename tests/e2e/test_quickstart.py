@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support import ROOT
+
 BLOCK = re.compile(r"^```sh\n(.*?)^```$", re.S | re.M)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]

@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.campaigns.world import make_world
+from tests.harness.world import make_world
 from tests.support import query, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]

@@ -19,8 +19,8 @@ import pytest
 from dropsync.adapters.crm.emulator import CrmEmulator
 from dropsync.adapters.emulators.common import EmulatorServer
 
-from tests.daemon.crm_support import crm_config
-from tests.daemon.test_status_page import HOSTILE, Elements
+from tests.daemon.inbound.test_status_page import HOSTILE, Elements
+from tests.e2e.crm_support import crm_config
 from tests.support import DaemonProcess, drop_json, free_port, query, wait_until
 
 pytestmark = pytest.mark.e2e

@@ -13,7 +13,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.daemon.drop_support import contacts, drop_config, errors
+from tests.e2e.drop_support import contacts, drop_config, errors
 from tests.support import DaemonProcess, query, wait_until
 
 pytestmark = pytest.mark.e2e

@@ -12,10 +12,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from tests.campaigns import oracle
-from tests.campaigns.kill import CampaignResult, finish, lay_backlog
-from tests.campaigns.oracle import Violation
-from tests.campaigns.world import World, make_world
+from tests.harness import oracle
+from tests.harness.kill import CampaignResult, finish, lay_backlog
+from tests.harness.oracle import Violation
+from tests.harness.world import World, make_world
 
 
 def _wait_for_progress(world: World, timeout: float = 60.0) -> bool:

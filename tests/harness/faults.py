@@ -21,10 +21,10 @@ import sqlite3
 import time
 from pathlib import Path
 
-from tests.campaigns.kill import CampaignResult, finish
-from tests.campaigns.oracle import Violation
-from tests.campaigns.proxy import FAULTS, FaultProxy
-from tests.campaigns.world import ALL_KINDS, World, make_world
+from tests.harness.kill import CampaignResult, finish
+from tests.harness.oracle import Violation
+from tests.harness.proxy import FAULTS, FaultProxy
+from tests.harness.world import ALL_KINDS, World, make_world
 
 BACKOFF_CAP_S = 2.0
 RETRY_AFTER_S = (1, 2)  # within the cap: a Retry-After above it is issue 9 item 5's matter

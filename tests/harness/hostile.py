@@ -30,10 +30,10 @@ from typing import BinaryIO
 import orjson
 from dropsync.daemon.names import shown
 
-from tests.campaigns import oracle
-from tests.campaigns.kill import CampaignResult
-from tests.campaigns.oracle import Violation
-from tests.campaigns.world import World, make_world
+from tests.harness import oracle
+from tests.harness.kill import CampaignResult
+from tests.harness.oracle import Violation
+from tests.harness.world import World, make_world
 
 ADDRESS_SPACE_LIMIT = 3 << 30
 SETTLE_GRACE_S = 3.0

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.campaigns import oracle
-from tests.campaigns.oracle import Violation
-from tests.campaigns.world import ALL_KINDS, World, make_world
+from tests.harness import oracle
+from tests.harness.oracle import Violation
+from tests.harness.world import ALL_KINDS, World, make_world
 
 
 @dataclass

@@ -59,7 +59,7 @@ from dropsync.adapters.crm.emulator import CrmEmulator
 from dropsync.adapters.favourites.emulator import FavouritesEmulator
 from dropsync.adapters.registrations.emulator import RegistrationsEmulator, parse_iso
 
-from tests.campaigns.load import (
+from tests.harness.load import (
     CHURN_BRAND,
     REQUESTS,
     DroppedFile,

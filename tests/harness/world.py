@@ -22,8 +22,8 @@ from dropsync.adapters.emulators.common import Emulator, EmulatorServer
 from dropsync.adapters.favourites.emulator import FavouritesEmulator
 from dropsync.adapters.registrations.emulator import RegistrationsEmulator
 
-from tests.campaigns import oracle
-from tests.campaigns.load import (
+from tests.harness import oracle
+from tests.harness.load import (
     CHURN_BRAND,
     FAVOURITE_USERS,
     PARTICIPANTS,
@@ -31,8 +31,8 @@ from tests.campaigns.load import (
     SMALL_SESSIONS,
     Load,
 )
-from tests.campaigns.oracle import Violation
-from tests.campaigns.proxy import FaultProxy
+from tests.harness.oracle import Violation
+from tests.harness.proxy import FaultProxy
 from tests.support import DaemonProcess, free_port
 
 CRM_TOKEN = "crm-campaign-token-5b1e9c"

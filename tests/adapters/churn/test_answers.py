@@ -12,7 +12,7 @@ from dropsync.adapters.churn import tables
 from dropsync.adapters.churn.emulator import ChurnEmulator
 from dropsync.adapters.emulators.common import EmulatorServer
 
-from tests.daemon.churn_support import (
+from tests.churn_support import (
     CALLBACK_SECRET,
     TOKEN,
     churn_config,

@@ -18,7 +18,7 @@ from dropsync.store.queries import status_summary
 from dropsync.store.readonly import open_readonly
 from structlog.testing import capture_logs
 
-from tests.daemon.churn_support import (
+from tests.churn_support import (
     CALLBACK_SECRET,
     TOKEN,
     churn_config,

@@ -18,7 +18,7 @@ from dropsync.daemon.config import parse_config
 from dropsync.store.merge import Change
 from structlog.testing import capture_logs
 
-from tests.daemon.churn_support import WEBHOOK_TOKEN, Running, eventually, merge, running
+from tests.churn_support import WEBHOOK_TOKEN, Running, eventually, merge, running
 
 pytestmark = pytest.mark.anyio
 

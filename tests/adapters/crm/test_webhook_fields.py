@@ -17,7 +17,7 @@ from dropsync.adapters.emulators.common import EmulatorServer
 from dropsync.daemon.config import Config, parse_config
 from dropsync.store.merge import Change
 
-from tests.daemon.churn_support import WEBHOOK_TOKEN, eventually, merge, running
+from tests.churn_support import WEBHOOK_TOKEN, eventually, merge, running
 
 pytestmark = pytest.mark.anyio
 

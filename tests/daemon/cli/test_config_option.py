@@ -6,7 +6,6 @@ defaults, it would look for (or create) ``./dropsync.db`` there.
 
 from __future__ import annotations
 
-import signal
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from dropsync.daemon.config import load_config
 from dropsync.daemon.ingest.ingestor import Ingestor
 from dropsync.store.handle import Store
 
-from tests.support import DaemonProcess, query
+from tests.support import query
 
 Check = Callable[[Path, int, str, str], None]  # (work folder, exit code, stdout, stderr)
 
@@ -27,6 +26,12 @@ Check = Callable[[Path, int, str, str], None]  # (work folder, exit code, stdout
 @pytest.fixture
 def work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A config naming a store with one ingested record, and an empty working directory."""
+    return make_work(tmp_path, monkeypatch)
+
+
+def make_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """What ``work`` gives: the config at ``conf/dropsync.toml``, the working directory
+    changed to the empty ``cwd/``."""
     state = tmp_path / "state"
     config = tmp_path / "conf/dropsync.toml"
     config.parent.mkdir()
@@ -121,22 +126,6 @@ def test_config_before_or_after_the_command_is_the_file_used(
     out, err = capsys.readouterr()
     check(work, code, out, err)
     assert list(Path.cwd().iterdir()) == []  # nothing fell back on ./dropsync.db
-
-
-@pytest.mark.e2e
-@pytest.mark.parametrize("position", ["before", "after"])
-def test_run_with_config_before_or_after_uses_the_file(work: Path, position: str) -> None:
-    config = work / "conf/dropsync.toml"
-    daemon = DaemonProcess(config.parent, config.read_text(), cwd=Path.cwd())
-    try:
-        daemon.start(config_first=position == "before")
-        [started] = [e for e in daemon.events() if e.get("event") == "daemon_starting"]
-        assert started["store"] == str(work / "state/s.db")
-        assert started["config"] == str(config)
-        assert daemon.stop(signal.SIGTERM) == 0
-    finally:
-        daemon.close()
-    assert list(Path.cwd().iterdir()) == []
 
 
 def test_config_given_before_and_after_the_command_the_one_after_wins(

@@ -1,5 +1,5 @@
 """``status --check`` as the Monitoring Plugins guidelines want it: the status line and its
-perfdata parsed with the guidelines' grammar (``tests/daemon/plugin_output.py``), exit 3
+perfdata parsed with the guidelines' grammar (``tests/daemon/cli/plugin_output.py``), exit 3
 UNKNOWN whenever the check itself cannot run, and a reload the daemon refused as a warning.
 """
 
@@ -20,7 +20,7 @@ from dropsync.daemon.process.instance import InstanceLock
 from dropsync.daemon.process.runstate import RuntimeFile
 from dropsync.store.handle import Store
 
-from tests.daemon.plugin_output import parse
+from tests.daemon.cli.plugin_output import parse
 
 STATUS = [sys.executable, "-m", "dropsync.daemon.cli", "status"]
 

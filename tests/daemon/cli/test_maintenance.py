@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import subprocess
 import sys
 from pathlib import Path
 
 import anyio
-import orjson
 import pytest
 from dropsync.daemon.cli import main
 from dropsync.daemon.cli.init import example_config
@@ -20,7 +18,7 @@ from dropsync.store.db import open_store
 from dropsync.store.handle import Store
 from dropsync.store.schema import latest_version
 
-from tests.support import DaemonProcess, query
+from tests.support import ROOT, query
 
 DROPSYNC = [sys.executable, "-m", "dropsync.daemon.cli"]
 
@@ -47,48 +45,6 @@ def integrity(path: Path) -> str:
         db.close()
 
 
-@pytest.mark.e2e
-def test_backup_while_the_daemon_ingests_is_consistent_and_verified(tmp_path: Path) -> None:
-    daemon = DaemonProcess(
-        tmp_path,
-        f'[store]\npath = "{tmp_path / "s.db"}"\n[drop]\npath = "{tmp_path / "drop"}"\n'
-        '[collections.users]\nkey = "id"\ntimestamp = "at"\ntimestamp_unit = "ms"\n',
-    )
-    backups = tmp_path / "backups"
-    backups.mkdir()
-    try:
-        daemon.start()
-        folder = tmp_path / "drop/users"
-        folder.mkdir(parents=True)
-        lines = (orjson.dumps({"id": i, "at": 1 + i}) for i in range(50_000))
-        (folder / "big.ndjson.tmp").write_bytes(b"\n".join(lines))
-        (folder / "big.ndjson.tmp").rename(folder / "big.ndjson")
-        done = subprocess.run(
-            [*DROPSYNC, "backup", str(backups), "--config", str(daemon.config_path)],
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=120,
-        )
-        assert done.returncode == 0, done.stderr
-        [copy] = list(backups.iterdir())
-        assert copy.name.startswith("s-") and copy.suffix == ".db"
-        assert done.stdout.startswith(f"backed up {tmp_path / 's.db'} to {copy} (")
-        assert "integrity_check ok" in done.stdout
-        assert integrity(copy) == "ok"
-        assert query(copy, "PRAGMA user_version") == [(latest_version(),)]
-        assert query(copy, "PRAGMA journal_mode") == [("delete",)]  # one self-contained file
-        daemon.wait_for("file_ingested")
-        assert daemon.stop() == 0
-    finally:
-        daemon.close()
-    # A file there already is not replaced without --force.
-    config = str(daemon.config_path)
-    assert main(["backup", str(copy), "--config", config]) == 2
-    assert main(["backup", str(copy), "--config", config, "--force"]) == 0
-    assert query(copy, "SELECT COUNT(*) FROM records") == [(50_000,)]
-
-
 def test_the_store_is_backed_up_beside_itself_before_a_migration(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     old_store(path, 3)
@@ -108,21 +64,6 @@ def test_the_store_is_backed_up_beside_itself_before_a_migration(tmp_path: Path)
     # Opening a store that needs no migration takes no backup.
     anyio.run(reopen)
     assert len(backups) == 1
-
-
-@pytest.mark.e2e
-def test_the_daemon_logs_where_the_backup_before_its_migration_went(tmp_path: Path) -> None:
-    old_store(tmp_path / "s.db", 2)
-    daemon = DaemonProcess(
-        tmp_path, f'[store]\npath = "{tmp_path / "s.db"}"\n[drop]\npath = "{tmp_path / "d"}"\n'
-    )
-    try:
-        daemon.start()
-        event = daemon.wait_for("store_backed_up_before_migration")
-        assert Path(event["backup"]).exists() and event["store"] == str(tmp_path / "s.db")
-        assert daemon.stop() == 0
-    finally:
-        daemon.close()
 
 
 def test_migrate_dry_run_lists_what_would_be_applied_and_changes_nothing(
@@ -201,7 +142,7 @@ def test_init_force_replaces_only_a_regular_file(
 
 
 def test_systemd_unit_names_the_running_executable(capsys: pytest.CaptureFixture[str]) -> None:
-    shipped = Path(__file__).parents[2] / "systemd"
+    shipped = ROOT / "systemd"
     executable = str(Path(sys.executable).parent / "dropsync")
     assert main(["systemd-unit", "--only", "service"]) == 0
     unit = capsys.readouterr().out

@@ -17,7 +17,7 @@ from dropsync.daemon.ingest.ingestor import Ingestor
 from dropsync.store.diagnosis import describe_database_error
 from dropsync.store.handle import Store
 
-from tests.daemon.test_cli import create_store, write_config
+from tests.daemon.cli.test_commands import create_store, write_config
 
 
 @pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "apply"])

@@ -5,10 +5,7 @@ code."""
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tests.support import DaemonProcess, free_port
+from tests.support import free_port
 
 KINDS = ("registrations", "favourites", "crm", "churn")
 GOOD = {
@@ -297,39 +294,3 @@ def test_usage_and_config_errors_exit_2(
     with pytest.raises(SystemExit) as exited:
         main(["probe", "--config", str(config), "--timeout", "0"])
     assert exited.value.code == 2
-
-
-@pytest.mark.e2e
-def test_probe_works_while_the_daemon_runs(tmp_path: Path) -> None:
-    registrations = emulator("registrations")
-    assert isinstance(registrations, RegistrationsEmulator)
-    registrations.seed(participants=3)
-    with EmulatorServer(registrations) as lenos:
-        config = write_config(tmp_path, {"lenos": ("registrations", lenos.base_url)})
-        env = {"PROBE_LENOS": GOOD["registrations"]}
-        daemon = DaemonProcess(tmp_path, config.read_text(), env=env)
-        try:
-            daemon.start()
-            daemon.wait_for("pulled", stream="participants")
-            for password, code, line in (
-                (GOOD["registrations"], 0, f"lenos: ok (registrations: {ASKED['registrations']})"),
-                (
-                    BAD["registrations"],
-                    1,
-                    "lenos: refused (registrations): login answered HTTP 401",
-                ),
-            ):
-                done = subprocess.run(
-                    [sys.executable, "-m", "dropsync.daemon.cli", "probe", "--config", str(config)],
-                    capture_output=True,
-                    text=True,
-                    check=False,
-                    env={**os.environ, "PROBE_LENOS": password},
-                )
-                assert done.returncode == code, done.stderr
-                assert done.stdout.startswith(line)
-                assert password not in done.stdout + done.stderr
-            assert daemon.process is not None and daemon.process.poll() is None
-            assert daemon.stop() == 0
-        finally:
-            daemon.close()

@@ -9,7 +9,9 @@ import pytest
 from dropsync.daemon.cli import main
 from dropsync.daemon.cli.systemd_unit import hidden_path_warnings
 
-SHIPPED = (Path(__file__).parents[2] / "systemd" / "dropsync.service").read_text()
+from tests.support import ROOT
+
+SHIPPED = (ROOT / "systemd" / "dropsync.service").read_text()
 
 
 def unit(capsys: pytest.CaptureFixture[str], *words: str) -> tuple[str, list[str]]:

@@ -12,7 +12,7 @@ from dropsync.adapters.churn.emulator import ChurnEmulator
 from dropsync.adapters.emulators.common import EmulatorServer
 from structlog.testing import capture_logs
 
-from tests.daemon.churn_support import (
+from tests.churn_support import (
     churn_config,
     document,
     eventually,

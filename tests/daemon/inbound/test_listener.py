@@ -21,7 +21,7 @@ from dropsync.daemon.config import parse_config
 from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
-from tests.daemon.churn_support import (
+from tests.churn_support import (
     CALLBACK_SECRET,
     TOKEN,
     WEBHOOK_TOKEN,

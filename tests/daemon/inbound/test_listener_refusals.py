@@ -16,7 +16,7 @@ from dropsync.adapters.emulators.common import EmulatorServer
 from dropsync.daemon.inbound.log_repeats import Repeats
 from structlog.testing import capture_logs
 
-from tests.daemon.churn_support import (
+from tests.churn_support import (
     CALLBACK_SECRET,
     WEBHOOK_TOKEN,
     churn_config,

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from dropsync.adapters.emulators.common import EmulatorServer
 
-from tests.daemon.churn_support import churn_config, listener_emulator, running
+from tests.churn_support import churn_config, listener_emulator, running
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("churn_secrets")]
 

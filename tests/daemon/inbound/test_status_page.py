@@ -1,7 +1,7 @@
 """The listener's status page (``GET /``) over a real store, without a browser: what it
 shows and escapes, the headers that keep it from being framed or cached, what it never
 shows (keys, paths, secrets), the pauses of the runtime file, a store it cannot read.
-tests/daemon/test_status_page_e2e.py loads it in headless Chromium."""
+tests/e2e/test_status_page.py loads it in headless Chromium."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from dropsync.daemon.process.runstate import RuntimeFile
 from dropsync.store.activity import HOUR_MS
 from dropsync.store.handle import Store
 
-from tests.daemon.churn_support import CALLBACK_SECRET, churn_config
+from tests.churn_support import CALLBACK_SECRET, churn_config
 from tests.support import StoreLockHolder
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("churn_secrets")]

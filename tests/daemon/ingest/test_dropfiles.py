@@ -14,7 +14,7 @@ from dropsync.daemon.ingest.watcher import candidate_files
 from dropsync.daemon.process import runstate
 from dropsync.store.handle import Store
 
-from tests.daemon.test_ingest import make_config
+from tests.daemon.ingest.test_ingestor import make_config
 
 
 def test_a_folder_that_cannot_be_listed_is_skipped_not_an_error(

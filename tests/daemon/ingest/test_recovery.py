@@ -20,7 +20,7 @@ from dropsync.daemon.ingest.ingestor import Ingestor
 from dropsync.daemon.ingest.watcher import candidate_files
 from dropsync.store.handle import Store
 
-from tests.daemon.test_ingest import drop, envelope, make_config
+from tests.daemon.ingest.test_ingestor import drop, envelope, make_config
 
 pytestmark = pytest.mark.anyio
 

@@ -13,7 +13,7 @@ from dropsync.daemon.ingest import watcher as watcher_module
 from dropsync.daemon.ingest.ingestor import IngestReport
 from dropsync.daemon.ingest.watcher import DropWatcher
 
-from tests.daemon.test_ingest import make_config
+from tests.daemon.ingest.test_ingestor import make_config
 
 
 async def _never(path: Path) -> IngestReport | None:
