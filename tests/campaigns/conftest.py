@@ -1,27 +1,16 @@
-"""Campaign fixtures: the seed (printed, and overridable by ``$DROPSYNC_CAMPAIGN_SEED``); the
-campaigns run one after another on one worker when the tests run on several (xdist)."""
+"""Campaign fixtures: the seed (printed, and overridable by ``$DROPSYNC_CAMPAIGN_SEED``).
+
+A campaign's world is module-scoped (it runs once, and its tests read what it found): when
+the tests run on several workers, a module goes to one worker whole (``--dist loadfile``)."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from tests.harness.world import SEED_VARIABLE, campaign_seed
-
-
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups (--dist loadgroup)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Every campaign in one xdist group: each module's campaign runs once (module-scoped
-    fixtures), and no two campaigns run at once, so each keeps the timing it was tuned for
-    (kills that land in timed windows) whatever the number of workers."""
-    here = Path(__file__).parent
-    for item in items:
-        if here in item.path.parents:
-            item.add_marker(pytest.mark.xdist_group("campaigns"))
-
 
 # CI runs each campaign with a fixed seed, so a run can be repeated; set the variable to try
 # others (the bench scripts draw a fresh one each run and print it).
