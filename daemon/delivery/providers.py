@@ -46,10 +46,10 @@ from ..process.logs import redact_in_logs
 from ..process.secrets import load_secret, other_secrets, remember_secrets
 from .flusher import Flusher
 from .provider_health import Flow, ProviderHealth
-from .pulls import StreamPull, incoming_to_change
+from .pulls import StreamPull, to_changes
 from .requests import answer_recorder, set_routes
 
-__all__ = ["ProviderSupervisor", "check_provider_options", "incoming_to_change", "open_provider"]
+__all__ = ["ProviderSupervisor", "check_provider_options", "open_provider"]
 
 log = structlog.get_logger(__name__)
 
@@ -296,19 +296,9 @@ class ProviderSupervisor:
         while True:
             cursor = await self.store.call(cursors.get_cursor, config.name)
             page = await provider.pull(cursor)
-            now = now_ms()
-            changes = [
-                change
-                for incoming in page.changes
-                if (
-                    change := incoming_to_change(
-                        config.name, incoming, max_skew_ms=self.config.max_clock_skew_ms, now=now
-                    )
-                )
-                is not None
-            ]
+            changes = to_changes(config.name, page.changes, self.config)
             merged = await self.store.transact(
-                _merge_pulled, changes, self.config.routes(), config.name, page.cursor, now
+                _merge_pulled, changes, self.config.routes(), config.name, page.cursor, now_ms()
             )
             total += len(changes)
             if page.skipped:
@@ -389,18 +379,8 @@ class ProviderSupervisor:
 
     async def _merge_page(self, config: ProviderConfig, page: PullPage, lane: str) -> None:
         """Merge one lane's page (its cursor is not kept)."""
-        now = now_ms()
-        changes = [
-            change
-            for incoming in page.changes
-            if (
-                change := incoming_to_change(
-                    config.name, incoming, max_skew_ms=self.config.max_clock_skew_ms, now=now
-                )
-            )
-            is not None
-        ]
-        merged = await self.store.transact(_merge_lane, changes, self.config.routes(), now)
+        changes = to_changes(config.name, page.changes, self.config)
+        merged = await self.store.transact(_merge_lane, changes, self.config.routes(), now_ms())
         if page.skipped:
             log.warning("pull_items_skipped", provider=config.name, lane=lane, items=page.skipped)
         if merged.applied:
