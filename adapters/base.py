@@ -58,7 +58,9 @@ class PushResult:
     status: int
     remote_ref: str | None = None
     # A partial success (file batches): (part index, the provider's reason) of each part it
-    # skipped; the engine sends each such part once more on its own, then dead-letters it.
+    # skipped (positions in the upload's parts); the engine uploads their documents again in
+    # halves until the refused ones are isolated, and dead-letters only those
+    # (daemon.narrowing).
     skipped: tuple[tuple[int, str], ...] = ()
     # Request kinds (``RequestOutcome``): what the provider decided about each entry of the
     # batch, and records its answer proves (merged in the same transaction as the delivery).

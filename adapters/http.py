@@ -37,6 +37,7 @@ from typing import Any, Self, TypeVar
 import httpx
 import orjson
 
+from . import early_answer
 from .base import OutgoingChange, ProviderLimits, PullPage, PushResult
 from .body import ACCEPT_ENCODING, read_body
 from .deadline import Deadline, DeadlinePassed
@@ -327,14 +328,17 @@ class HttpAdapter:
 
 def make_client(base_url: str = "", headers: Mapping[str, str] | None = None) -> httpx.AsyncClient:
     """A client with the adapters' settings: no httpx timeouts (each request has its
-    ``Deadline``), no redirects followed, only the encodings ``adapters.body`` can bound."""
-    return httpx.AsyncClient(
+    ``Deadline``), no redirects followed, only the encodings ``adapters.body`` can bound,
+    and an answer sent before the request's body was read is read (``adapters.early_answer``)."""
+    client = httpx.AsyncClient(
         base_url=base_url,
         timeout=httpx.Timeout(None),
         headers={"Accept-Encoding": ACCEPT_ENCODING, **(headers or {})},
         limits=httpx.Limits(max_connections=8, max_keepalive_connections=4),
         follow_redirects=False,
     )
+    early_answer.install(client)
+    return client
 
 
 async def fetch(
@@ -396,6 +400,8 @@ async def _fetch(
         finally:
             await response.aclose()
         answer = Answer(method, path, response.status_code, response.headers, body, complete)
+        if early_answer.answered_early(response) and 200 <= answer.status < 300:
+            problem = "it came before the request was sent whole: not a success"
         return answer, problem
 
     try:

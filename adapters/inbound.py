@@ -75,6 +75,10 @@ class Settled:
     carried: int
     deliveries: int
     queued: int
+    # A final outcome of a job no recorded batch carries yet: kept, and applied when a
+    # batch carrying it is recorded (its answer may still be on its way, or the request
+    # be sent again after a stop and answered with the same job).
+    held: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +110,7 @@ class Call(Protocol):
         ...
 
     async def body(self) -> bytes:
-        """The request's body, at most the listener's cap, within its deadline (else
+        """The request's body, at most the route's cap, within the listener's deadline (else
         ``Refused``: 413, 408)."""
         ...
 
@@ -117,6 +121,11 @@ class Call(Protocol):
 
     def now(self) -> int:
         """The daemon's clock, epoch ms."""
+        ...
+
+    @property
+    def clock_skew_ms(self) -> int:
+        """How far ahead of the daemon's clock a moment may be (``max_clock_skew_s``)."""
         ...
 
     async def settle(
@@ -169,11 +178,14 @@ Handler = Callable[[Call], Awaitable[Mapping[str, Any]]]
 @dataclass(frozen=True, slots=True)
 class Route:
     """One ``POST`` route of a kind: its path (Starlette's syntax, ``{name}`` parameters),
-    its name, its handler."""
+    its name, its handler, and the most bytes its body may have (None: the listener's
+    ``MAX_BODY``, 1 MiB). A larger cap suits a route whose caller the handler checks before
+    it reads the body (an unguessable path), so a stranger never gets past 1 MiB."""
 
     path: str
     name: str
     handler: Handler
+    max_body: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -85,6 +85,64 @@ def requeue_delivered(
     return max(cursor.rowcount, 0)
 
 
+def hold(
+    db: sqlite3.Connection,
+    provider: str,
+    *,
+    sent_before: int,
+    failed: bool,
+    error: str,
+    now: int,
+    held_until: int,
+) -> int:
+    """Keep a sync status held until ``held_until`` (epoch ms); returns its row's id."""
+    cursor = db.execute(
+        "INSERT INTO held_confirmations (provider, sent_before, failed, error, received_at, "
+        "held_until) VALUES (?, ?, ?, ?, ?, ?)",
+        (provider, sent_before, int(failed), error, now, held_until),
+    )
+    assert cursor.lastrowid is not None
+    return cursor.lastrowid
+
+
+def count_settled(db: sqlite3.Connection, row: int, deliveries: int) -> None:
+    """A held sync status settled ``deliveries`` more."""
+    db.execute(
+        "UPDATE held_confirmations SET settled = settled + ? WHERE id = ?", (deliveries, row)
+    )
+
+
+def held(db: sqlite3.Connection) -> list[tuple[int, str, int, bool, str, int, int]]:
+    """Every held sync status: (id, provider, sent_before, failed, error, held_until, settled),
+    oldest first."""
+    return [
+        (int(r[0]), r[1], int(r[2]), bool(r[3]), r[4], int(r[5]), int(r[6]))
+        for r in db.execute(
+            "SELECT id, provider, sent_before, failed, error, held_until, settled "
+            "FROM held_confirmations ORDER BY id"
+        )
+    ]
+
+
+def unhold(db: sqlite3.Connection, rows: Sequence[int]) -> None:
+    """Their holds are over."""
+    db.executemany("DELETE FROM held_confirmations WHERE id = ?", [(row,) for row in rows])
+
+
+def accepted_marks(db: sqlite3.Connection, providers: Sequence[str]) -> dict[str, tuple[int, int]]:
+    """Per provider, (how many deliveries are ``accepted``, the greatest id of those): when
+    neither moved, no upload was recorded (nor settled) since."""
+    marks = {}
+    for provider in providers:
+        row = db.execute(
+            "SELECT COUNT(*), COALESCE(MAX(id), 0) FROM deliveries "
+            "WHERE provider = ? AND state = 'accepted'",
+            (provider,),
+        ).fetchone()
+        marks[provider] = (int(row[0]), int(row[1]))
+    return marks
+
+
 def _accepted_before(db: sqlite3.Connection, provider: str, before: int) -> list[int]:
     return [
         row[0]
@@ -145,6 +203,41 @@ def settle_job(
     return len(rows), ids, settle_records(db, provider, ids, failed=True, now=now)
 
 
+def hold_job(
+    db: sqlite3.Connection, provider: str, job_id: str, *, failed: bool, error: str, now: int
+) -> None:
+    """Keep a job's outcome that came before any delivery carrying the job was recorded;
+    ``settle_held_jobs`` applies it when one is. A failure told once stays a failure."""
+    db.execute(
+        "INSERT INTO held_jobs (provider, job, failed, error, received_at) VALUES (?, ?, ?, ?, ?) "
+        "ON CONFLICT (provider, job) DO UPDATE SET failed = MAX(failed, excluded.failed), "
+        "error = CASE WHEN excluded.failed THEN excluded.error ELSE error END, "
+        "received_at = excluded.received_at",
+        (provider, job_id, failed, error, now),
+    )
+
+
+def settle_held_jobs(
+    db: sqlite3.Connection, provider: str, remote_ref: str, *, now: int
+) -> tuple[int, int]:
+    """A delivery carrying ``remote_ref`` (one job id, or several comma-separated) was just
+    recorded: apply the outcomes held for those jobs (``hold_job``), then forget them.
+    Returns (deliveries settled, records queued again)."""
+    jobs = [job for job in remote_ref.split(",") if job]
+    held = db.execute(
+        f"SELECT job, failed, error FROM held_jobs WHERE provider = ? "
+        f"AND job IN ({', '.join('?' * len(jobs))})",
+        (provider, *jobs),
+    ).fetchall()
+    settled = queued = 0
+    for job, failed, error in held:
+        _, ids, requeued = settle_job(db, provider, job, failed=bool(failed), error=error, now=now)
+        settled += len(ids)
+        queued += requeued
+        db.execute("DELETE FROM held_jobs WHERE provider = ? AND job = ?", (provider, job))
+    return settled, queued
+
+
 def save_integration_error(
     db: sqlite3.Connection,
     provider: str,
@@ -193,13 +286,44 @@ def requeue_unconfirmed(db: sqlite3.Connection, provider: str, *, now: int) -> t
     return len(ids), queued
 
 
+def delivery_items(db: sqlite3.Connection, ids: Sequence[int]) -> int:
+    """The records the deliveries ``ids`` carry (``/metrics`` counts those confirmed)."""
+    total = 0
+    for start in range(0, len(ids), _IDS_A_STATEMENT):
+        chunk = ids[start : start + _IDS_A_STATEMENT]
+        marks = ",".join("?" * len(chunk))
+        total += db.execute(
+            f"SELECT COALESCE(SUM(items), 0) FROM deliveries WHERE id IN ({marks})", chunk
+        ).fetchone()[0]
+    return total
+
+
+_IDS_A_STATEMENT = 500
+
+
+def _paused_users(db: sqlite3.Connection) -> list[tuple[str, int]]:
+    """Per provider, its users (lanes) paused as ``status`` lists them: credentials refused,
+    or none while entries wait for them (nothing before the store has lanes)."""
+    has_lanes = db.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'view' AND name = 'provider_users'"
+    ).fetchone()
+    if has_lanes is None:
+        return []
+    return db.execute(
+        "SELECT provider, COUNT(*) FROM provider_users "
+        "WHERE state = 'auth-failed' OR (state <> 'active' AND pending > 0) GROUP BY provider"
+    ).fetchall()
+
+
 def metrics_snapshot(db: sqlite3.Connection) -> dict[str, Any]:
-    """The figures ``/metrics`` exposes, in one read."""
+    """The figures ``/metrics`` exposes, in one read (``paused_users``: per provider, its
+    users paused, from the ``provider_users`` view where the store has it)."""
     return {
         "providers": db.execute(
-            "SELECT provider, state, pending, dead_letters, last_ok_at, unconfirmed "
-            "FROM pending_by_provider"
+            "SELECT provider, state, pending, dead_letters, last_ok_at, unconfirmed, "
+            "oldest_age_s FROM pending_by_provider"
         ).fetchall(),
+        "paused_users": _paused_users(db),
         "deliveries": db.execute(
             "SELECT provider, state, COUNT(*), COALESCE(SUM(items), 0) FROM deliveries "
             "GROUP BY provider, state"

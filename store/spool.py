@@ -2,15 +2,17 @@
 
 A file batch can hold millions of entries, too many to keep in memory: the
 delivery engine notes them here, in a scratch database attached to the writer's
-connection (``spool``), next to the files themselves. It is not part of the
-store's schema: it is recreated at start and emptied once each outcome is
-recorded. Plain functions over a ``sqlite3.Connection`` (the store's thread).
+connection (``spool``), next to the files themselves, with where each one's document
+is in its file (a file the provider skipped is split in halves by those offsets). It
+is not part of the store's schema: it is recreated at start and emptied once each
+outcome is recorded. Plain functions over a ``sqlite3.Connection`` (the store's thread).
 """
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import outbox
@@ -31,20 +33,22 @@ def attach(db: sqlite3.Connection, path: Path) -> None:
         "CREATE TABLE IF NOT EXISTS spool.entries ("
         "batch INTEGER NOT NULL, part INTEGER NOT NULL, entry_id INTEGER NOT NULL, "
         "collection TEXT NOT NULL, key TEXT NOT NULL, updated_at INTEGER NOT NULL, "
-        "attempts INTEGER NOT NULL)"
+        "attempts INTEGER NOT NULL, doc_offset INTEGER NOT NULL, doc_length INTEGER NOT NULL)"
     )
     db.execute("CREATE INDEX IF NOT EXISTS spool.entries_part ON entries (batch, part)")
 
 
-def add(
-    db: sqlite3.Connection,
-    batch: int,
-    rows: Sequence[tuple[int, int, str, str, int, int]],
-) -> None:
-    """Note (part, entry_id, collection, key, updated_at, attempts) rows of a batch."""
+# (part, entry_id, collection, key, updated_at, attempts, offset, length): where the entry's
+# document is in its part's file (bytes from the file's start, and its length; 0, 0 for an
+# entry that is in no file).
+Row = tuple[int, int, str, str, int, int, int, int]
+
+
+def add(db: sqlite3.Connection, batch: int, rows: Sequence[Row]) -> None:
+    """Note ``Row``s of a batch."""
     db.executemany(
         "INSERT INTO spool.entries (batch, part, entry_id, collection, key, updated_at, "
-        "attempts) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        "attempts, doc_offset, doc_length) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [(batch, *row) for row in rows],
     )
 
@@ -81,16 +85,34 @@ def _deliver_range(
     delivery_id: int,
     now: int,
 ) -> None:
+    # The delivery may be settled already (a callback can come while a big upload's records
+    # are still being moved): its records take that state as they are recorded, so nothing
+    # depends on the callback being applied again after them (nor on the daemon running on).
+    row = db.execute("SELECT state FROM deliveries WHERE id = ?", (delivery_id,)).fetchone()
+    settled = row[0] if row is not None and state == "accepted" else None
+    failed = settled == "failed"  # queued again once: they stay in the outbox
     db.execute(
         "INSERT INTO delivered (provider, collection, key, updated_at, state, "
-        "delivery_id, at) SELECT ?, s.collection, s.key, s.updated_at, ?, ?, ? "
+        "delivery_id, at, requeued) SELECT ?, s.collection, s.key, s.updated_at, ?, ?, ?, ? "
         f"FROM spool.entries s WHERE {_IN_CHUNK} AND 1 "
         "ON CONFLICT (provider, collection, key) DO UPDATE SET "
         "updated_at = excluded.updated_at, state = excluded.state, "
-        "delivery_id = excluded.delivery_id, at = excluded.at",
-        (provider, state, delivery_id, now, batch, part, low, high),
+        "delivery_id = excluded.delivery_id, at = excluded.at, "
+        "requeued = CASE WHEN excluded.requeued THEN 1 ELSE requeued END",
+        (
+            provider,
+            "confirmed" if settled == "confirmed" else state,
+            delivery_id,
+            now,
+            int(failed),
+            batch,
+            part,
+            low,
+            high,
+        ),
     )
-    _delete_sent(db, batch, part, low, high)
+    if not failed:
+        _delete_sent(db, batch, part, low, high)
 
 
 def _delete_sent(db: sqlite3.Connection, batch: int, part: int, low: int, high: int) -> None:
@@ -153,9 +175,7 @@ def forget(db: sqlite3.Connection, batch: int) -> None:
     db.execute("DELETE FROM spool.entries WHERE batch = ?", (batch,))
 
 
-def add_rows(
-    db: sqlite3.Connection, batch: int, rows: Sequence[tuple[int, int, str, str, int, int]]
-) -> None:
+def add_rows(db: sqlite3.Connection, batch: int, rows: Sequence[Row]) -> None:
     """``add`` in one transaction of the scratch database only."""
     db.execute("BEGIN")
     try:
@@ -165,6 +185,57 @@ def add_rows(
         if db.in_transaction:
             db.execute("ROLLBACK")
         raise
+
+
+@dataclass(frozen=True, slots=True)
+class Half:
+    """One half of a split part: its new part number, entries, and the bytes of its
+    documents in the old part's file (``start`` up to ``end``, separators between included)."""
+
+    part: int
+    items: int
+    start: int
+    end: int
+
+
+def split_part(db: sqlite3.Connection, batch: int, part: int, first: int) -> tuple[Half, Half]:
+    """Split the notes of a part of two or more entries in two, in file order: the first
+    half (``items // 2``) becomes part ``first``, the rest part ``first + 1``. Each entry's
+    offset is made relative to its half's own file, which the caller writes as ``[`` and the
+    half's bytes and ``]``. One transaction of the scratch database only."""
+
+    def nth(index: int) -> tuple[int, int, int]:
+        row = db.execute(
+            "SELECT rowid, doc_offset, doc_length FROM spool.entries WHERE batch = ? "
+            "AND part = ? ORDER BY rowid LIMIT 1 OFFSET ?",
+            (batch, part, index),
+        ).fetchone()
+        assert row is not None, "a part is split only while its notes are there"
+        return int(row[0]), int(row[1]), int(row[2])
+
+    items = part_sizes(db, batch).get(part, 0)
+    if items < 2:
+        raise ValueError(f"part {part} of batch {batch} has {items} entries: nothing to split")
+    half = items // 2
+    low, last_low, high, last = nth(0), nth(half - 1), nth(half), nth(items - 1)
+    halves = (
+        Half(first, half, low[1], last_low[1] + last_low[2]),
+        Half(first + 1, items - half, high[1], last[1] + last[2]),
+    )
+    db.execute("BEGIN")
+    try:
+        for piece, below in zip(halves, (high[0], None), strict=True):
+            db.execute(
+                "UPDATE spool.entries SET part = ?, doc_offset = doc_offset - ? + 1 "
+                "WHERE batch = ? AND part = ?" + (" AND rowid < ?" if below else ""),
+                (piece.part, piece.start, batch, part, *((below,) if below else ())),
+            )
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    return halves
 
 
 def record_delivery(

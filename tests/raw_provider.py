@@ -4,7 +4,9 @@ is stopped.
 
 ``RawProvider(handler)`` listens on 127.0.0.1; each request (head and ``Content-Length`` body
 read whole) is passed with its connection to ``handler``, which writes what it likes and
-returns; the connection is then closed. ``requests`` lists what arrived.
+returns; the connection is then closed. With ``read_body=False`` only the head is read (the
+body is the handler's to read, or not: a server answering before the body and closing).
+``requests`` lists what arrived.
 """
 
 from __future__ import annotations
@@ -45,8 +47,9 @@ Handler = Callable[[RawRequest, socket.socket], None]
 class RawProvider:
     """An HTTP/1.1 server on loopback whose answers are written by the test's ``handler``."""
 
-    def __init__(self, handler: Handler) -> None:
+    def __init__(self, handler: Handler, *, read_body: bool = True) -> None:
         self.handler = handler
+        self.read_body = read_body
         self.requests: list[RawRequest] = []
         self.lock = threading.Lock()
         self._listener = socket.create_server(("127.0.0.1", 0))
@@ -93,7 +96,7 @@ class RawProvider:
     def _serve(self, connection: socket.socket) -> None:
         with connection:
             try:
-                request = _read_request(connection)
+                request = _read_request(connection, self.read_body)
             except OSError:
                 return
             if request is None:
@@ -104,7 +107,7 @@ class RawProvider:
                 self.handler(request, connection)
 
 
-def _read_request(connection: socket.socket) -> RawRequest | None:
+def _read_request(connection: socket.socket, read_body: bool = True) -> RawRequest | None:
     data = b""
     while b"\r\n\r\n" not in data:
         chunk = connection.recv(65536)
@@ -118,7 +121,7 @@ def _read_request(connection: socket.socket) -> RawRequest | None:
     for line in lines[1:]:
         name, _, value = line.partition(":")
         headers[name.strip().lower()] = value.strip()
-    length = int(headers.get("content-length", "0"))
+    length = int(headers.get("content-length", "0")) if read_body else 0
     body = bytearray(rest)
     while len(body) < length:
         chunk = connection.recv(1 << 20)

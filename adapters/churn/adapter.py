@@ -7,7 +7,8 @@ JSON array of ``{brandId, tableName}`` for the files, in the same order. The
 engine (``daemon.delivery.filebatch``) writes the files; this adapter says which file a
 record goes into (``group_of``: its brand and table), what one document is, and
 uploads. Answers: 200 ``{statusCode: 200, message}`` accepted; 206 ``{statusCode:
-206, message: "... skipped files: <names>"}`` accepted except the files named; 401
+206, message: "... skipped files: <names>"}`` accepted except the files named (the
+engine narrows those down to the refused documents: ``daemon.delivery.narrowing``); 401
 auth failure; anything else as the other kinds. The tool has no delete: a
 tombstone is not sent and counts as delivered.
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import sqlite3
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,7 +39,12 @@ from ..base import (
     PushResult,
     Waiting,
 )
-from ..errors import PermanentError, ProviderError
+from ..errors import (
+    AuthError,
+    PermanentError,
+    ProviderError,
+    ProviderUnavailable,
+)
 from ..http import MAX_REASON, Answer, HttpAdapter, fetch, json_body, make_client
 from ..multipart import FieldPart, FileUpload, MultipartBody
 from ..options import OptionError, OptionReader
@@ -47,6 +54,10 @@ from . import tables
 MAX_FILE_MB = 2048  # the document's "up to 2GB per file"
 MAX_BRAND_ID = (1 << 63) - 1  # as brands.stop_churn_brand_id, an SQLite INTEGER
 MIN_UPLOAD_KB_S = 64  # an upload is allowed its size at this rate, beyond timeout_s
+PROBE_ABOVE_MB = 1  # an upload larger than this is preceded by a check of the token
+# A sync-status callback can arrive long after the sync (the daemon was down or offline).
+MAX_CALLBACK_AGE_S = 86400.0
+MAX_CALLBACK_AGE_LIMIT_S = 30 * 86400.0  # the replay memory is kept for good: any age is safe
 UPLOAD_PATH = "/client-files"
 ERRORS_PATH = "/client-data/integration-errors"
 
@@ -77,6 +88,17 @@ def signature_valid(secret: str, data: Any, signature: object) -> bool:
     return hmac.compare_digest(expected, signature.lower())
 
 
+def callback_age_problem(timestamp: int, now: int, max_age_s: float, ahead_ms: int) -> str | None:
+    """Why a sync-status callback dated ``timestamp`` (epoch ms) is refused at ``now``, or
+    None: older than ``max_age_s`` (the replay memory keeps every signature longer), or
+    dated further ahead than the clocks may differ (``ahead_ms``: max_clock_skew_s)."""
+    if now - timestamp > max_age_s * 1000:
+        return "data.timestamp is older than max_callback_age_s"
+    if timestamp - now > ahead_ms:
+        return "data.timestamp is in the future, beyond max_clock_skew_s"
+    return None
+
+
 # The secret's values travel in headers (and so must be printable ASCII).
 SECRET_IN_HEADERS = True
 
@@ -100,6 +122,17 @@ def upload_answer(answer: Answer) -> tuple[int, str]:
     return answer.status, message
 
 
+def skipped_parts(message: str, names: Sequence[str]) -> list[int]:
+    """The indexes of ``names`` a 206 message lists as skipped ("... skipped files: a.json,
+    b.json"): the names after the last ``skipped files:``, separated by commas or spaces;
+    when none of ours is there exactly, any of ours the message contains."""
+    _, found, listed = message.lower().rpartition("skipped files:")
+    tail = message[len(message) - len(listed) :] if found else message
+    tokens = {token.strip("\"'[]()") for token in re.split(r"[,\s]+", tail)}
+    exact = [i for i, name in enumerate(names) if name in tokens]
+    return exact or [i for i, name in enumerate(names) if name in message]
+
+
 @dataclass(frozen=True, slots=True)
 class ChurnOptions:
     """The churn kind's own config keys."""
@@ -110,9 +143,10 @@ class ChurnOptions:
     max_file_bytes: int = MAX_FILE_MB << 20
     max_upload_bytes: int = 8 << 30
     auth_scheme: str = "Bearer"
-    max_callback_age_s: float = 300.0
+    max_callback_age_s: float = MAX_CALLBACK_AGE_S
     integration_log_max_bytes: int = 5 << 20
     min_upload_rate: int = MIN_UPLOAD_KB_S << 10
+    probe_above_bytes: int = PROBE_ABOVE_MB << 20
 
 
 def parse_options(options: Mapping[str, Any]) -> ChurnOptions:
@@ -142,12 +176,17 @@ def parse_options(options: Mapping[str, Any]) -> ChurnOptions:
             read.number("max_upload_mb", 8192, minimum=0.001, maximum=1 << 20) * (1 << 20)
         ),
         auth_scheme=read.string("auth_scheme") or "Bearer",
-        max_callback_age_s=read.number("max_callback_age_s", 300.0, minimum=1.0, maximum=86400.0),
+        max_callback_age_s=read.number(
+            "max_callback_age_s", MAX_CALLBACK_AGE_S, minimum=1.0, maximum=MAX_CALLBACK_AGE_LIMIT_S
+        ),
         integration_log_max_bytes=int(
             read.number("integration_log_max_mb", 5.0, minimum=0.001, maximum=64.0) * (1 << 20)
         ),
         min_upload_rate=read.integer("min_upload_kb_s", MIN_UPLOAD_KB_S, minimum=1, maximum=1 << 20)
         << 10,
+        probe_above_bytes=int(
+            read.number("probe_above_mb", PROBE_ABOVE_MB, minimum=0.0, maximum=1 << 20) * (1 << 20)
+        ),
     )
     read.reject_unknown()
     return parsed
@@ -290,19 +329,28 @@ class ChurnProvider(HttpAdapter):
                 *(FileUpload("files", part.path.name, part.path) for part in parts),
             ]
         )
-        status, message = await self.send(
-            "POST",
-            UPLOAD_PATH,
-            expect=upload_answer,
-            content=body.stream(),
-            # No Idempotency-Key: the tool documents none, and a batch sent again after
-            # a failed sync must be processed again (documents are upserts by id).
-            headers=body.headers,
-            upload_bytes=body.length,  # its deadline grows with its size (adapters.deadline)
-        )
+        if body.length > self.options.probe_above_bytes:
+            # A server may read a whole body before it says the token is wrong: not gigabytes.
+            await self._token_check(f"before an upload of {body.length / (1 << 20):.1f} MB")
+        try:
+            status, message = await self.send(
+                "POST",
+                UPLOAD_PATH,
+                expect=upload_answer,
+                content=body.stream(),
+                # No Idempotency-Key: the tool documents none, and a batch sent again after
+                # a failed sync must be processed again (documents are upserts by id).
+                headers=body.headers,
+                upload_bytes=body.length,  # its deadline grows with its size (adapters.deadline)
+            )
+        except ProviderUnavailable:
+            # Cut off without an answer we could read (over TLS, an answer sent before the
+            # body was read can be lost with the connection): was it the token?
+            await self._token_check("after an upload cut off without an answer")
+            raise
         if status == 200:
             return PushResult(state="accepted", status=status)
-        named = [i for i, part in enumerate(parts) if part.path.name in message]
+        named = skipped_parts(message, [part.path.name for part in parts])
         reason = f"HTTP 206: {excerpt(message, self.redact, limit=MAX_REASON)}"
         skipped = named or list(range(len(parts)))
         return PushResult(
@@ -336,16 +384,30 @@ class ChurnProvider(HttpAdapter):
         """``GET /client-data/integration-errors`` (POST when GET answers 405, as when the log
         is fetched): it reads the latest error log's address, changes nothing, and the tool
         refuses it without a valid token (401)."""
-        method = "GET"
         with self._boundary():
-            try:
-                await self.send(method, ERRORS_PATH, expect=_probe_answer)
-            except ProviderError as exc:
-                if exc.status != 405:
-                    raise
-                method = "POST"
-                await self.send(method, ERRORS_PATH, expect=_probe_answer)
+            return await self._probe()
+
+    async def _probe(self) -> str:
+        method = "GET"
+        try:
+            await self.send(method, ERRORS_PATH, expect=_probe_answer)
+        except ProviderError as exc:
+            if exc.status != 405:
+                raise
+            method = "POST"
+            await self.send(method, ERRORS_PATH, expect=_probe_answer)
         return f"{method} {ERRORS_PATH}"
+
+    async def _token_check(self, when: str) -> None:
+        """The probe's request, ``when`` an upload cannot tell: raises ``AuthError`` if the
+        token is refused; any other outcome says nothing about the token (the upload's own
+        answer counts)."""
+        try:
+            await self._probe()
+        except AuthError as exc:
+            raise AuthError(f"{exc}, asked {ERRORS_PATH} {when}", status=exc.status) from None
+        except ProviderError:
+            return
 
     async def _pull(self, cursor: str | None) -> PullPage:
         """The churn tool has nothing to pull."""

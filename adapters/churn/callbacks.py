@@ -8,9 +8,10 @@
 
 NAME is the provider, needed when the config has several churn providers. Each callback is
 ``{data, signature}`` (``adapter.signature_valid``). A wrong or flipped signature, a sync
-status whose ``data.timestamp`` is further than ``max_callback_age_s`` from now, or a
-signature accepted before (a replay, remembered by the daemon) is refused with 401 and
-changes nothing.
+status whose ``data.timestamp`` is older than ``max_callback_age_s`` (a day by default: the
+callback of a sync that ended while the daemon was down comes late) or further ahead than
+the daemon's ``max_clock_skew_s``, or a signature accepted before (a replay, remembered by
+the daemon) is refused with 401 and changes nothing.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from . import tables
 from .adapter import (
     ChurnProvider,
     brand_text,
+    callback_age_problem,
     parse_options,
     signature_valid,
 )
@@ -69,8 +71,9 @@ async def sync_status(call: Call) -> Mapping[str, Any]:
         raise Refused(401, "data.timestamp is missing")
     max_age = parse_options(provider.options).max_callback_age_s
     now = call.now()
-    if abs(now - timestamp) > max_age * 1000:
-        raise Refused(401, "data.timestamp is further from now than max_callback_age_s")
+    problem = callback_age_problem(timestamp, now, max_age, call.clock_skew_ms)
+    if problem is not None:
+        raise Refused(401, problem)
     if status not in (200, 400):
         raise Refused(400, "data.status must be 200 or 400")
     settled = await call.settle(

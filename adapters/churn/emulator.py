@@ -4,11 +4,14 @@
 (parsed by python-multipart, through Starlette) with ``files`` parts and a ``data``
 field, the JSON array of ``{brandId, tableName}`` matching the files in order.
 Each file must be a JSON array of ``{data, createdAt, updatedAt}`` documents; a
-file that is not (or whose name matches ``skip_matching``) is skipped: 206
-``{statusCode: 206, message: "Files uploaded partially, skipped files: a.json,
-b.json"}``; else 200 ``{statusCode: 200, message: "Files Uploaded
-Successfully"}``; 401 as the document shows. With ``sink=True`` files are only
-counted (the bench's multi-GB uploads).
+file that is not, that holds one document with an error (a ``data`` value listed in
+``bad_values``: the tool's table definitions refuse it), or whose name matches
+``skip_matching`` is skipped whole, and named: 206 ``{statusCode: 206, message:
+"Files uploaded partially, skipped files: a.json, b.json"}``; else 200
+``{statusCode: 200, message: "Files Uploaded Successfully"}``; 401 as the document
+shows (with ``early_401``, at once and before reading the body, closing the
+connection: the unread body makes the kernel reset it, as many servers and proxies
+do). With ``sink=True`` files are only counted (the bench's multi-GB uploads).
 
 After an upload it calls ``callback_base + /sync-status`` (when set) after
 ``callback_delay_s`` with ``{data: {status, timestamp}, signature}``, the status
@@ -16,7 +19,11 @@ being ``sync_status`` (200 or 400); with ``callback_before_answer`` it calls bac
 first and answers the upload after. ``POST /_emulator/brand`` sends a brand
 creation callback; ``POST /_emulator/send`` sends any callback, optionally with a
 flipped bit, a wrong key, an old timestamp or as a replay of the last one, and
-answers with the listener's status. ``GET|POST /client-data/integration-errors``
+answers with the listener's status. A callback the listener did not answer 2xx
+(unreachable, or refused with a 5xx) is kept and sent again, as it was (same
+timestamp and signature), by ``POST /_emulator/redeliver`` or, when
+``redeliver_every_s`` is set, by itself at that interval: the late callbacks of a tool
+whose client was down when its sync ended. ``GET|POST /client-data/integration-errors``
 answers the URL of ``GET /_emulator/error-log`` (GET answers 405 when
 ``errors_get_405``).
 """
@@ -34,7 +41,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from ..emulators.common import Emulator
+from ..emulators.common import DroppedConnection, Emulator
 from .adapter import callback_signature
 
 UNAUTHORIZED = {
@@ -78,6 +85,20 @@ class ChurnEmulator(Emulator):
         self.sync_status = sync_status
         self.sink = sink
         self.skip_matching: list[str] = []
+        # A document whose data holds one of these values (as a field's value) has an error
+        # the tool refuses: its whole file is skipped.
+        self.bad_values: list[Any] = []
+        # Answer an unauthorized upload at once, before reading its body, and close.
+        self.early_401 = False
+        # Uploads from this one on (counted from 1) are answered 503 (the tool went away), or
+        # held unanswered, their body unread, until this is set back to None.
+        self.unavailable_from_upload: int | None = None
+        self.stall_from_upload: int | None = None
+        self.upload_attempts = 0
+        # Callbacks not answered 2xx, (kind, body) as first sent, kept to be sent again.
+        self.undelivered: list[tuple[str, dict[str, Any]]] = []
+        self.redeliver_every_s: float | None = None
+        self._redelivering = False
         self.errors_get_405 = False
         # Answer uploads and integration-errors with 400 quoting the request's Authorization.
         self.echo_authorization = False
@@ -98,6 +119,8 @@ class ChurnEmulator(Emulator):
             self.documents.clear()
             self.callbacks_sent.clear()
             self.skip_matching.clear()
+            self.bad_values.clear()
+            self.undelivered.clear()
 
     def routes(self) -> list[Route]:
         """The documented routes, and the controls of the callbacks."""
@@ -109,6 +132,7 @@ class ChurnEmulator(Emulator):
             Route("/_emulator/error-log", self.error_log, methods=["GET"]),
             Route("/_emulator/brand", self.brand_control, methods=["POST"]),
             Route("/_emulator/send", self.send_control, methods=["POST"]),
+            Route("/_emulator/redeliver", self.redeliver_control, methods=["POST"]),
             Route("/_emulator/uploads", self.uploads_seen, methods=["GET"]),
         ]
 
@@ -124,10 +148,26 @@ class ChurnEmulator(Emulator):
     async def client_files(self, request: Request) -> Response:
         """The upload endpoint."""
         if not self.authorized(request):
+            if self.early_401:
+                with self.lock:
+                    self.uploads.append({"files": [], "skipped": [], "refused": 401})
+                return _AnswerAndClose(UNAUTHORIZED, status_code=401)
             async for _ in request.stream():
                 pass
             return JSONResponse(UNAUTHORIZED, status_code=401)
         self.base_url = f"{request.url.scheme}://{request.url.netloc}"
+        with self.lock:
+            self.upload_attempts += 1
+            attempt = self.upload_attempts
+            unavailable = (
+                self.unavailable_from_upload is not None and attempt >= self.unavailable_from_upload
+            )
+        while self.stall_from_upload is not None and attempt >= self.stall_from_upload:  # noqa: ASYNC110 -- set from tests
+            await asyncio.sleep(0.05)
+        if unavailable:
+            async for _ in request.stream():
+                pass
+            return JSONResponse({"statusCode": 503, "message": "unavailable"}, status_code=503)
         if self.echo_authorization:
             async for _ in request.stream():
                 pass
@@ -167,7 +207,7 @@ class ChurnEmulator(Emulator):
                     received.append(entry)
                     continue
                 documents = _documents(await upload.read())
-                if documents is None or not isinstance(about, dict):
+                if documents is None or not isinstance(about, dict) or self._has_bad(documents):
                     skipped.append(name)
                     continue
                 entry["docs"] = len(documents)
@@ -204,6 +244,15 @@ class ChurnEmulator(Emulator):
             }
         return 200, {"statusCode": 200, "message": "Files Uploaded Successfully"}
 
+    def _has_bad(self, documents: list[dict[str, Any]]) -> bool:
+        """Whether a document of the file holds one of ``bad_values`` in its data."""
+        if not self.bad_values:
+            return False
+        bad = [orjson.dumps(value) for value in self.bad_values]
+        return any(
+            orjson.dumps(value) in bad for doc in documents for value in doc["data"].values()
+        )
+
     async def _sync_status_later(self, delay_s: float | None = None) -> None:
         await asyncio.sleep(self.callback_delay_s if delay_s is None else delay_s)
         await self.send("sync-status", {"status": self.sync_status, "timestamp": _now_ms()})
@@ -235,7 +284,37 @@ class ChurnEmulator(Emulator):
             status = 0
         with self.lock:
             self.callbacks_sent.append((kind, body, status))
+            if status == 0 or status >= 500:
+                self.undelivered.append((kind, body))
+                start = self.redeliver_every_s is not None and not self._redelivering
+                self._redelivering = self._redelivering or start
+            else:
+                start = False
+        if start:
+            asyncio.get_running_loop().create_task(self._redeliver_every())
         return status
+
+    async def redeliver(self) -> list[int]:
+        """Send the kept callbacks again, as they were; returns the listener's statuses."""
+        with self.lock:
+            kept, self.undelivered = self.undelivered, []
+        return [await self.send(kind, {}, body=body) for kind, body in kept]
+
+    async def _redeliver_every(self) -> None:
+        try:
+            while self.redeliver_every_s is not None:
+                await asyncio.sleep(self.redeliver_every_s)
+                await self.redeliver()
+                with self.lock:
+                    if not self.undelivered:
+                        return
+        finally:
+            with self.lock:
+                self._redelivering = False
+
+    async def redeliver_control(self, request: Request) -> Response:
+        """Send the kept callbacks again: ``{"statuses": [...]}``."""
+        return JSONResponse({"statuses": await self.redeliver()})
 
     async def brand_control(self, request: Request) -> Response:
         """``{stopChurnBrandId, brandIdFromClient}``: send the brand creation callback."""
@@ -279,6 +358,15 @@ class ChurnEmulator(Emulator):
     async def error_log(self, request: Request) -> Response:
         """The error log itself."""
         return PlainTextResponse(ERROR_LOG)
+
+
+class _AnswerAndClose(JSONResponse):
+    """The whole answer, then the connection closed without reading the request's body (the
+    server raises after its answer: uvicorn closes the transport)."""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await super().__call__(scope, receive, send)
+        raise DroppedConnection("answered before reading the body; closing")
 
 
 def _documents(raw: bytes) -> list[dict[str, Any]] | None:

@@ -41,10 +41,11 @@ import anyio
 import structlog
 from dropsync.adapters.base import OutgoingChange, PushResult, batch_idempotency_key
 from dropsync.adapters.errors import AuthError, PermanentError, ProviderError
-from dropsync.store import outbox
+from dropsync.store import callbacks, outbox
 from dropsync.store.merge import MergeResult
 
 from ..clock import now_ms
+from ..inbound import metrics
 from .lanes import PUSH, hold_db
 from .sending import Answer, Attempt, Paused, to_outgoing
 
@@ -418,6 +419,7 @@ class BatchSender:
 
         await loop.write(record)
         if len(entries) == 1:
+            metrics.dead_lettered(loop.name, 1)
             log.warning(
                 "dead_lettered",
                 provider=loop.name,
@@ -482,12 +484,13 @@ class BatchSender:
         assert result is not None
         latency = attempt.latency_ms()
         entries = request.entries
+        oldest = entries[0].enqueued_at  # taken in queue order: the first is the oldest
         record_answer = loop.record_answer
         answers = record_answer is not None and bool(result.outcomes or result.changes)
         # The lane's attempt after a restart worked: it is active again.
         resumed = request.lane if request.lane and loop.lanes.was_refused(request.lane) else None
 
-        def record(conn: sqlite3.Connection) -> MergeResult | None:
+        def record(conn: sqlite3.Connection) -> tuple[MergeResult | None, tuple[int, int]]:
             now = now_ms()
             outbox.deliver_batch(
                 conn,
@@ -505,13 +508,28 @@ class BatchSender:
             )
             if resumed is not None:
                 loop.lanes.accept_db(conn, resumed, now)
+            # The provider told the job's outcome before this answer was recorded: apply it.
+            held = (0, 0)
+            if result.remote_ref:
+                held = callbacks.settle_held_jobs(conn, loop.name, result.remote_ref, now=now)
             if record_answer is None or not answers:
-                return None
-            return record_answer(conn, entries, result, now)
+                return None, held
+            return record_answer(conn, entries, result, now), held
 
-        def recorded(merged: MergeResult | None) -> None:
+        def recorded(outcome: tuple[MergeResult | None, tuple[int, int]]) -> None:
+            merged, (settled, queued) = outcome
+            if settled:
+                log.info(
+                    "job_outcome_applied_late",
+                    provider=loop.name,
+                    remote_ref=result.remote_ref,
+                    deliveries=settled,
+                    queued_again=queued,
+                )
             if resumed is not None:
                 loop.lanes.accepted(resumed)
+            confirmed = result.state == "confirmed"
+            metrics.delivered(loop.name, len(entries), confirmed=confirmed, oldest_queued_at=oldest)
             if merged is not None:
                 loop.on_merge(merged)
             log.info(

@@ -7,11 +7,11 @@ files per ``group_of`` value, each at most ``max_file_bytes``), which entry went
 into which file is noted in the scratch database (``store.spool``), and the
 adapter uploads the files, streaming them from disk. The answer is sorted by the
 loop (``daemon.delivery.flusher``) as for every other request; a permanent refusal of an
-upload of several files sends each file alone to find the refused one, and a
-partial success names skipped files: each is checked again locally and sent once
-more on its own, and its records are dead-lettered with the provider's reason if
-it is skipped again. Files that cannot be written (a full disk) pause the provider
-with backoff (``spool_failed``); nothing is lost.
+upload of several files sends each file alone to find the refused one, and the files
+a partial success names as skipped are narrowed down to the documents the provider
+refuses, which alone are dead-lettered with its message (``daemon.delivery.narrowing``).
+Files that cannot be written (a full disk) pause the provider with backoff
+(``spool_failed``); nothing is lost.
 
 A record the adapter cannot place yet (``Waiting``: a value no callback has mapped)
 stays in the outbox; ``providers.waiting`` says why. Files are removed once their
@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import sqlite3
-import time
 from collections import Counter
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -40,7 +39,9 @@ from dropsync.store.errors import OutsideFolder
 from dropsync.store.removal import remove_inside
 
 from ..clock import now_ms
+from ..inbound import metrics
 from ..places import SCRATCH_DATABASE
+from .narrowing import Narrowing
 from .sending import Attempt, to_outgoing
 
 if TYPE_CHECKING:
@@ -76,8 +77,9 @@ class SpoolWriter:
     current: dict[Hashable, _OpenFile] = field(default_factory=dict)
     total: int = 0
 
-    def add(self, group: Hashable, document: bytes) -> int:
-        """Append a document to its group's file (a new file when it would pass the cap)."""
+    def add(self, group: Hashable, document: bytes) -> tuple[int, int]:
+        """Append a document to its group's file (a new file when it would pass the cap);
+        returns (the file's index, the document's offset in it)."""
         part = self.current.get(group)
         if part is None and len(self.current) >= MAX_OPEN_FILES:
             for open_part in self.current.values():  # a group may span several files
@@ -98,11 +100,12 @@ class SpoolWriter:
         if part.items:
             part.handle.write(b",\n")
             part.size += 2
+        offset = part.size
         part.handle.write(document)
         part.size += len(document)
         part.items += 1
         self.total += len(document) + 2
-        return part.index
+        return part.index, offset
 
     def _finish(self, part: _OpenFile) -> None:
         if not part.handle.closed:
@@ -136,7 +139,7 @@ def clear(folder: Path, spool: Path) -> None:
 @dataclass
 class _Page:
     refused: dict[str, list[outbox.OutboxEntry]] = field(default_factory=dict)
-    rows: list[tuple[int, int, str, str, int, int]] = field(default_factory=list)
+    rows: list[spool.Row] = field(default_factory=list)
     waiting: Counter[str] = field(default_factory=Counter)
 
 
@@ -147,6 +150,7 @@ class FileSender:
         self.spool_root = spool_root
         self.folder = spool_root / name
         self._dry_run_after = 0
+        self._oldest = 0  # when the oldest entry of the batch was queued (for /metrics)
 
     async def start(self, loop: Flusher) -> None:
         """Remove what a killed run left, and attach the scratch notes."""
@@ -170,16 +174,27 @@ class FileSender:
             if reason is not None:
                 page.refused.setdefault(reason, []).append(entry)
                 continue
-            part = NO_FILE
+            part, offset, length = NO_FILE, 0, 0
             if not change.deleted:
                 group = provider.group_of(change, mapped)
                 if isinstance(group, Waiting):
                     page.waiting[group.reason] += 1
                     continue
-                part = writer.add(group, provider.document(change))
+                document = provider.document(change)
+                part, offset = writer.add(group, document)
+                length = len(document)
             digest.update(change.idempotency_key.encode() + b"\n")
             page.rows.append(
-                (part, entry.id, entry.collection, entry.key, entry.updated_at, entry.attempts)
+                (
+                    part,
+                    entry.id,
+                    entry.collection,
+                    entry.key,
+                    entry.updated_at,
+                    entry.attempts,
+                    offset,
+                    length,
+                )
             )
         return page
 
@@ -205,6 +220,7 @@ class FileSender:
                     break
                 after = entries[-1].id
                 if mapped is None:
+                    self._oldest = entries[0].enqueued_at  # taken in queue order
                     # Read after the first take: a mapping committed before an entry was
                     # queued is then always seen with it (a callback then a merge).
                     mapped = await loop.call(provider.mapping)
@@ -237,7 +253,7 @@ class FileSender:
                 files=len(parts),
                 bytes=sum(part.size for part in parts),
             )
-            await self._upload(loop, batch, parts, digest.hexdigest())
+            await self._upload(loop, batch, parts, writer.folder, digest.hexdigest())
         except OSError as exc:  # the spool folder: disk full, permissions
             reason = f"cannot write the upload files in {self.folder}: {exc.strerror or exc}"
             await loop.pause_locally(reason, "spool_failed")
@@ -257,82 +273,66 @@ class FileSender:
             log.info("records_waiting", provider=loop.name, items=total, reason=reason)
         await loop.write(callbacks.set_waiting, loop.name, reason)
 
-    async def _upload(self, loop: Flusher, batch: int, parts: list[FilePart], key: str) -> None:
+    async def _upload(
+        self, loop: Flusher, batch: int, parts: list[FilePart], folder: Path, key: str
+    ) -> None:
         provider = cast(FileBatchProvider, loop.provider)
         everything = [*range(len(parts)), NO_FILE]
         if not parts:  # only tombstones: nothing to send
-            await self._record(loop, batch, everything, key, None, "confirmed", None)
+            await self.record(loop, batch, everything, key, None, "confirmed", None)
             return
         answer = await loop.send(
             partial(provider.push_files, parts, idempotency_key=key),
-            partial(self._note_failure, loop, batch, everything, key),
+            partial(self.note_failure, loop, batch, everything, key),
         )
+        metrics.uploaded(loop.name, sum(part.size for part in parts))
+        narrowing = Narrowing(self, loop, batch, parts, folder, key)
         if answer.refused is not None:
-            await self._record(loop, batch, [NO_FILE], key, None, "confirmed", None)
+            await self.record(loop, batch, [NO_FILE], key, None, "confirmed", None)
             refused = answer.refused
             if len(parts) == 1:
-                await self._dead_letter(
-                    loop, batch, 0, refused.reason, refused.status, key, answer.attempt
+                await self.dead_letter(
+                    loop, batch, [0], refused.reason, refused.status, key, answer.attempt
                 )
                 return
-            for index, part in enumerate(parts):  # find the refused file(s): each alone
-                await self._send_alone(loop, batch, index, part, f"{key}:{index}", skipped=None)
+            skipped: dict[int, str] = {}
+            for index in range(len(parts)):  # find the refused file(s): each alone
+                reason = await self._send_alone(loop, batch, index, parts[index], f"{key}:{index}")
+                if reason is not None:
+                    skipped[index] = reason
+            await narrowing.run(skipped)
             return
         result = answer.result
         assert result is not None
         skipped = dict(result.skipped)
         taken = [i for i in everything if i not in skipped]
-        await self._record(
+        await self.record(
             loop, batch, taken, key, answer.attempt, result.state, result.status, result.remote_ref
         )
-        for index, reason in skipped.items():
-            log.warning(
-                "file_skipped",
-                provider=loop.name,
-                file=parts[index].path.name,
-                items=parts[index].items,
-                reason=reason,
-            )
-            await self._send_alone(loop, batch, index, parts[index], f"{key}:{index}", reason)
+        await narrowing.run(skipped)
 
     async def _send_alone(
-        self,
-        loop: Flusher,
-        batch: int,
-        index: int,
-        part: FilePart,
-        key: str,
-        skipped: str | None,
-    ) -> None:
-        """Send one part on its own: after a skip (``skipped``: the provider's reason; the
-        file is checked again locally first), or to find which part of a refused upload is
-        the bad one."""
+        self, loop: Flusher, batch: int, index: int, part: FilePart, key: str
+    ) -> str | None:
+        """Send one part of a refused upload on its own, to find the refused one(s): a
+        refused part is dead-lettered; returns the provider's message if it is skipped."""
         provider = cast(FileBatchProvider, loop.provider)
-        if skipped is not None:
-            checked = Attempt(now_ms(), time.perf_counter())
-            problem = await anyio.to_thread.run_sync(provider.verify_file, part)
-            if problem is not None:
-                await self._dead_letter(loop, batch, index, problem, None, key, checked)
-                return
         answer = await loop.send(
             partial(provider.push_files, [part], idempotency_key=key),
-            partial(self._note_failure, loop, batch, [index], key),
+            partial(self.note_failure, loop, batch, [index], key),
         )
+        metrics.uploaded(loop.name, part.size)
         if answer.refused is not None:
             refused = answer.refused
-            await self._dead_letter(
-                loop, batch, index, refused.reason, refused.status, key, answer.attempt
+            await self.dead_letter(
+                loop, batch, [index], refused.reason, refused.status, key, answer.attempt
             )
-            return
+            return None
         result = answer.result
         assert result is not None
         if result.skipped:
-            reason = result.skipped[0][1]
-            if skipped is not None:
-                reason = f"skipped twice; {reason}"
-            await self._dead_letter(loop, batch, index, reason, result.status, key, answer.attempt)
-            return
-        await self._record(
+            return result.skipped[0][1]
+        await self.record(
             loop,
             batch,
             [index],
@@ -342,8 +342,9 @@ class FileSender:
             result.status,
             result.remote_ref,
         )
+        return None
 
-    async def _record(
+    async def record(
         self,
         loop: Flusher,
         batch: int,
@@ -354,7 +355,8 @@ class FileSender:
         status: int | None,
         remote_ref: str | None = None,
     ) -> None:
-        """The provider took these parts (``attempt``: None, nothing was sent for them)."""
+        """The provider took these parts (``attempt``: None, nothing was sent for them):
+        their ``deliveries`` row, then their entries a chunk per transaction."""
         now = now_ms()
         latency = 0.0 if attempt is None else attempt.latency_ms()
 
@@ -390,6 +392,12 @@ class FileSender:
                     now=now,
                 )
         if items:
+            oldest = 0
+            if attempt is not None:  # sent: the batch's drop-to-provider time, observed once
+                oldest, self._oldest = self._oldest, 0
+            metrics.delivered(
+                loop.name, items, confirmed=state == "confirmed", oldest_queued_at=oldest
+            )
             log.info(
                 "batch_delivered",
                 provider=loop.name,
@@ -400,23 +408,25 @@ class FileSender:
                 files=len([p for p in parts if p != NO_FILE]),
             )
 
-    async def _dead_letter(
+    async def dead_letter(
         self,
         loop: Flusher,
         batch: int,
-        index: int,
+        parts: list[int],
         reason: str,
         status: int | None,
         key: str,
         attempt: Attempt,
-    ) -> None:
+    ) -> int:
+        """Move the entries of these parts to dead letters with ``reason``; returns how many."""
+
         def record(db: sqlite3.Connection) -> int:
             now = now_ms()
             moved = spool.dead_letter_parts(
                 db,
                 provider=loop.name,
                 batch=batch,
-                parts=[index],
+                parts=parts,
                 reason=reason,
                 http_status=status,
                 now=now,
@@ -425,7 +435,9 @@ class FileSender:
             return moved
 
         moved = await loop.write(record)
+        metrics.dead_lettered(loop.name, moved)
         log.warning("dead_lettered", provider=loop.name, items=moved, status=status, reason=reason)
+        return moved
 
     def _log_attempt(
         self,
@@ -451,7 +463,7 @@ class FileSender:
             error=error,
         )
 
-    def _note_failure(
+    def note_failure(
         self,
         loop: Flusher,
         batch: int,

@@ -57,6 +57,7 @@ from dropsync.store.merge import MergeResult
 
 from ..clock import now_ms
 from ..config import ProviderConfig
+from ..inbound import metrics
 from ..places import spool_folder
 from .batches import BatchSender
 from .filebatch import FileSender
@@ -218,7 +219,7 @@ class Flusher:
         self.stop_if_held()
         attempt = Attempt(now_ms(), time.perf_counter())
         try:
-            result = await push()
+            result = await metrics.timed_request(self.name, push)
         except PermanentError as exc:
             return Answer(attempt, refused=exc)
         except AuthError as exc:
@@ -272,6 +273,7 @@ class Flusher:
                     http_status=None,
                     now=now_ms(),
                 )
+                metrics.dead_lettered(self.name, len(group))
 
     # -- writing: every write goes through write, which first waits for the recording ----
 

@@ -41,6 +41,7 @@ from ..clock import now_ms
 from ..config import Config, ProviderConfig
 from ..config_file import resolve_path
 from ..errors import ConfigError, SecretError
+from ..inbound import metrics
 from ..process.credentials import CredentialWatch
 from ..process.logs import redact_in_logs
 from ..process.secrets import load_secret, other_secrets, remember_secrets
@@ -296,6 +297,7 @@ class ProviderSupervisor:
         while True:
             cursor = await self.store.call(cursors.get_cursor, config.name)
             page = await provider.pull(cursor)
+            metrics.pulled(config.name, len(page.changes))
             changes = to_changes(config.name, page.changes, self.config)
             merged = await self.store.transact(
                 _merge_pulled, changes, self.config.routes(), config.name, page.cursor, now_ms()
@@ -332,6 +334,7 @@ class ProviderSupervisor:
                 else:
                     await self.pull_once(config, provider)
             except ProviderError as exc:
+                metrics.pull_failed(config.name, exc)
                 # Shown like a push failure; the pull itself is tried again after
                 # pull_interval_s, or after the provider's Retry-After when that is longer.
                 await self._noted(config, health.pull_failed(exc))

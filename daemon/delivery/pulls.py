@@ -37,6 +37,7 @@ from ..clock import now_ms
 from ..config import Config, ProviderConfig
 from ..documents import FutureLimit, canonical, check_name
 from ..errors import DocumentError
+from ..inbound import metrics
 
 log = structlog.get_logger(__name__)
 
@@ -141,6 +142,7 @@ class StreamPull:
                 async for page in receive:
                     pages += 1
                     items += len(page.changes)
+                    metrics.pulled(self.name, len(page.changes))
                     if returned is not None:
                         # Every key the provider returned, taken or not: it is not outdated.
                         returned.update(change.key for change in page.changes)

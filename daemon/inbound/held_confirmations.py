@@ -5,17 +5,20 @@ It can arrive before the daemon has recorded the upload it is about: the provide
 and call back before its answer to the upload reaches the daemon, and a big upload is
 recorded a chunk of records per transaction. A provider may not send its callback again
 when it is not answered 2xx, so refusing it would lose it. So each accepted sync status is
-applied at once to what is recorded, then held (in memory) for its ``hold_s`` (the kind's
-allowed callback age): every ``RECHECK_S`` seconds it is applied again to uploads recorded
+applied at once to what is recorded, then held for its ``hold_s`` (the kind's allowed
+callback age): every ``RECHECK_S`` seconds it is applied again to uploads recorded
 since that were sent before its moment, and now and then (``FIXUP_AFTER_S``, doubling) to
 records of the deliveries it settled that were recorded after it settled them. Applying it
 again changes only what it has not settled yet. One that settled nothing by the end of its
 hold is logged (``sync_status_unmatched``).
 
-Held sync statuses are not kept across a restart. An upload whose 2xx the daemon never
-recorded is sent again after a restart (and confirmed by the callback for that sending); an
-upload recorded but not yet matched when the daemon stopped shows as ``unconfirmed`` after
-``confirm_timeout_s`` (``dropsync resync NAME --unconfirmed``).
+Each hold is also kept in the store (``held_confirmations``), so a stop or a kill does not
+end it: at its next start the daemon holds those rows again and applies them at once, and
+whatever was recorded before the stop that they cover is settled then (a hold whose time ran
+out meanwhile is applied once more, then let go). Records moved after their delivery was
+settled take its state as they are moved (``store.spool``), whether or not the sync status
+is still held. A recheck reads the store and writes only when an upload was recorded since
+the last one (holds last a day by default).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from dropsync.store import callbacks
 from dropsync.store.handle import Store
 
 from ..clock import now_ms
+from . import metrics
 
 log = structlog.get_logger(__name__)
 
@@ -53,6 +57,8 @@ class HeldCallback:
     settled: list[int] = field(default_factory=list)  # deliveries it confirmed or failed
     fixup_at: float | None = None  # when its settled deliveries' records are looked at again
     fixup_every: float = FIXUP_AFTER_S
+    row: int | None = None  # its row in held_confirmations
+    settled_earlier: int = 0  # deliveries it settled in an earlier run of the daemon
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,7 @@ class Applied:
     callback: HeldCallback
     deliveries: int
     queued: int
+    confirmed: int = 0  # the records of the deliveries it confirmed now (for /metrics)
 
 
 class HeldConfirmations:
@@ -71,6 +78,7 @@ class HeldConfirmations:
         self.store = store
         self.wake = wake
         self.held: list[HeldCallback] = []
+        self._marks: dict[str, tuple[int, int]] = {}  # accepted deliveries at the last recheck
 
     async def receive(
         self,
@@ -91,22 +99,37 @@ class HeldConfirmations:
                 db, provider, replay[0], replay[1], now=now
             ):
                 return None
+            callback.row = callbacks.hold(
+                db,
+                provider,
+                sent_before=status.before,
+                failed=status.failed,
+                error=status.error,
+                now=now,
+                held_until=now + int(status.hold_s * 1000),
+            )
             # The callbacks held before it first (oldest covering wins): one transaction.
             return self._apply(db, [*self.held, callback], now)
 
         outcome = await self.store.transact(apply)
         if outcome is None:
             return None
+        _count_confirmed(outcome)
         self.held.append(callback)
         if len(self.held) > MAX_HELD:
-            self._release(self.held.pop(0))
+            await self._end([self.held.pop(0)])
         mine = [a for a in outcome if a.callback is callback]
         self._report([a for a in outcome if a.callback is not callback])
         return mine[0]
 
     async def run(self) -> None:
-        """Apply the held sync statuses again every RECHECK_S until cancelled (then once more)."""
+        """Take up the holds a previous run kept, then apply the held sync statuses again every
+        RECHECK_S until cancelled (then once more)."""
         try:
+            try:
+                await self.resume()
+            except Exception as exc:  # the holds are tried again at the next recheck
+                log.error("sync_status_recheck_failed", error=f"{type(exc).__name__}: {exc}")
             while True:
                 await anyio.sleep(RECHECK_S)
                 try:
@@ -117,6 +140,30 @@ class HeldConfirmations:
             # Once more for uploads recorded meanwhile, but a stop does not wait long for it.
             with anyio.move_on_after(FINAL_RECHECK_S, shield=True):
                 await self.recheck(final=True)
+
+    async def resume(self) -> None:
+        """Hold again the sync statuses a previous run of the daemon held when it stopped (or
+        was killed), and apply them at once; those whose hold ended meanwhile are applied once
+        more, then let go."""
+        now, moment = now_ms(), time.monotonic()
+        rows = await self.store.call(callbacks.held)
+        for row, provider, before, failed, error, until, settled in rows[-MAX_HELD:]:
+            self.held.append(
+                HeldCallback(
+                    provider,
+                    before,
+                    failed,
+                    error,
+                    moment + max(0, until - now) / 1000,
+                    row=row,
+                    settled_earlier=settled,
+                )
+            )
+        if rows[:-MAX_HELD]:
+            await self.store.transact(callbacks.unhold, [r[0] for r in rows[:-MAX_HELD]])
+        if self.held:
+            log.info("sync_status_holds_resumed", held=len(self.held))
+            await self.recheck()
 
     async def recheck(self, *, final: bool = False) -> None:
         """Apply the held sync statuses to what was recorded since; end the holds that are
@@ -130,12 +177,31 @@ class HeldConfirmations:
             for c in held
             if c.fixup_at is not None and (final or moment >= min(c.fixup_at, c.until))
         ]
-        applied = await self.store.transact(lambda db: self._apply(db, held, now_ms(), due))
-        self._report(applied)
+        # Held for a day by default: a recheck writes only when an upload was recorded since.
+        marks = await self.store.call(callbacks.accepted_marks, sorted({c.provider for c in held}))
+        if due or final or marks != self._marks:
+            applied = await self.store.transact(lambda db: self._apply(db, held, now_ms(), due))
+            _count_confirmed(applied)
+            self._report(applied)
+            self._marks = marks
+        over = []
         for callback in held:
-            if final or moment >= callback.until:
+            if moment >= callback.until:
+                over.append(callback)
+            elif final:  # the daemon stops: the hold goes on at its next start (the store has it)
                 self.held.remove(callback)
-                self._release(callback)
+        if over:
+            for callback in over:
+                self.held.remove(callback)
+            await self._end(over)
+
+    async def _end(self, over: list[HeldCallback]) -> None:
+        """The holds of ``over`` are over: forget them (a word for each that settled nothing)."""
+        for callback in over:
+            self._release(callback)
+        rows = [c.row for c in over if c.row is not None]
+        if rows:
+            await self.store.transact(callbacks.unhold, rows)
 
     def _apply(
         self,
@@ -158,6 +224,8 @@ class HeldConfirmations:
             )
             if ids:
                 callback.settled += ids
+                if callback.row is not None:
+                    callbacks.count_settled(db, callback.row, len(ids))
                 callback.fixup_at = time.monotonic() + FIXUP_AFTER_S
                 callback.fixup_every = FIXUP_AFTER_S
             elif fixups and any(c is callback for c in fixups):
@@ -166,7 +234,8 @@ class HeldConfirmations:
                 )
                 callback.fixup_every *= 2
                 callback.fixup_at = time.monotonic() + callback.fixup_every
-            done.append(Applied(callback, len(ids), queued))
+            confirmed = 0 if callback.failed else callbacks.delivery_items(db, ids)
+            done.append(Applied(callback, len(ids), queued, confirmed))
         return done
 
     def _report(self, applied: list[Applied]) -> None:
@@ -188,7 +257,7 @@ class HeldConfirmations:
 
     @staticmethod
     def _release(callback: HeldCallback) -> None:
-        if not callback.settled:
+        if not callback.settled and not callback.settled_earlier:
             log.warning(
                 "sync_status_unmatched",
                 provider=callback.provider,
@@ -197,3 +266,8 @@ class HeldConfirmations:
                 reason="no upload sent before its timestamp was recorded while it was held "
                 "(max_callback_age_s): it confirmed nothing",
             )
+
+
+def _count_confirmed(applied: list[Applied]) -> None:
+    for item in applied:
+        metrics.confirmed(item.callback.provider, item.confirmed)

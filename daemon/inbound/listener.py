@@ -55,9 +55,11 @@ from starlette.routing import Route
 
 from ..config import Config
 from ..errors import SecretError
+from ..process.health import PauseBoard
 from ..process.secrets import read_secret
+from . import metrics
 from .held_confirmations import HeldConfirmations
-from .listener_calls import ListenerCall
+from .listener_calls import REPLAYED, ListenerCall
 from .listener_server import (
     KEEP_ALIVE_S,
     MAX_HEAD,
@@ -68,7 +70,7 @@ from .listener_server import (
     route_uvicorn_logs,
 )
 from .log_repeats import Repeats
-from .metrics import render_metrics
+from .metrics_scrape import render_metrics
 from .status_page import StatusPage
 
 log = structlog.get_logger(__name__)
@@ -122,6 +124,7 @@ class Listener:
         """Take a new config: read the kinds' own secrets (callback keys, webhook tokens)
         again."""
         self.config = config
+        metrics.declare(config)
         providers = {}
         for provider in config.providers.values():
             secrets = {}
@@ -153,12 +156,17 @@ class Listener:
         return {} if options is None else options(self.config.listener.public_url, provider)
 
     def app(self) -> Starlette:
-        """The ASGI application: every kind's inbound routes, /healthz, /metrics and /."""
-        routes = [
-            Route(route.path, partial(self._serve, kind.name, route), methods=["POST"])
+        """The ASGI application: every kind's inbound routes, /healthz, /readyz, /metrics and /."""
+        inbound_routes = [
+            (kind.name, route)
             for kind in every_kind()
             if kind.inbound is not None
             for route in kind.inbound().routes
+        ]
+        metrics.declare_routes(route.name for _, route in inbound_routes)
+        routes = [
+            Route(route.path, partial(self._serve, kind, route), methods=["POST"])
+            for kind, route in inbound_routes
         ]
         return Starlette(
             routes=[
@@ -172,7 +180,7 @@ class Listener:
 
     async def _serve(self, kind: str, route: inbound.Route, request: Request) -> Response:
         """One call to a kind's route."""
-        call = ListenerCall(self, request, kind, route.name)
+        call = ListenerCall(self, request, kind, route.name, route.max_body or MAX_BODY)
         return await self._answer(request, route.name, lambda: route.handler(call))
 
     async def run(self) -> None:
@@ -248,11 +256,11 @@ class Listener:
 
     # -- reading requests ------------------------------------------------------------------
 
-    async def body(self, request: Request) -> bytes:
-        """The request's body (``Refused``: 413 over MAX_BODY, 408 late, 400 gone)."""
+    async def body(self, request: Request, limit: int = MAX_BODY) -> bytes:
+        """The request's body (``Refused``: 413 over ``limit``, 408 late, 400 gone)."""
         length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
-            raise Refused(413, f"request body over {MAX_BODY} bytes")
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            raise Refused(413, f"request body over {limit} bytes")
         settings = self.config.listener
         timeout = settings.request_timeout_s if settings else 10.0
         chunks: list[bytes] = []
@@ -261,8 +269,8 @@ class Listener:
             with anyio.fail_after(timeout):
                 async for chunk in request.stream():
                     size += len(chunk)
-                    if size > MAX_BODY:
-                        raise Refused(413, f"request body over {MAX_BODY} bytes")
+                    if size > limit:
+                        raise Refused(413, f"request body over {limit} bytes")
                     chunks.append(chunk)
         except TimeoutError:
             raise Refused(408, "request body not received in time") from None
@@ -270,9 +278,9 @@ class Listener:
             raise Refused(400, "client went away") from None
         return b"".join(chunks)
 
-    async def json(self, request: Request) -> Any:
+    async def json(self, request: Request, limit: int = MAX_BODY) -> Any:
         """The body as JSON (``Refused`` 400 when it is not, or holds a lone surrogate)."""
-        raw = await self.body(request)
+        raw = await self.body(request, limit)
         try:
             value = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
         except (UnicodeDecodeError, ValueError, RecursionError):
@@ -336,7 +344,9 @@ class Listener:
             return reasons
 
     async def metrics(self, request: Request) -> Response:
-        """The Prometheus text format."""
+        """The Prometheus text format (``daemon.inbound.metrics_scrape``): the store's figures, or
+        ``dropsync_store_readable 0`` when it cannot be read, with the daemon's own."""
+        snapshot = None
         try:
             with anyio.fail_after(10):
                 snapshot = await anyio.to_thread.run_sync(self._read, callbacks.metrics_snapshot)
@@ -346,8 +356,12 @@ class Listener:
                 type(exc).__name__,
                 error=f"{type(exc).__name__}: {exc}",
             )
-            return Response("store unavailable\n", status_code=503)
-        body, content_type = render_metrics(snapshot)
+        board = self.pauses if isinstance(self.pauses, PauseBoard) else None
+        body, content_type = render_metrics(
+            snapshot,
+            {} if board is None else board.pauses,
+            reload_refused=board is not None and board.reload_refused is not None,
+        )
         return Response(body, media_type=content_type)
 
     def _read(self, question: Callable[[Any], Any]) -> Any:
@@ -361,8 +375,9 @@ class Listener:
         self, request: Request, route: str, handler: Callable[[], Awaitable[Mapping[str, Any]]]
     ) -> Response:
         try:
-            return JSONResponse(dict(await handler()))
+            answer = JSONResponse(dict(await handler()))
         except Refused as refusal:
+            metrics.callback(route, refusal.status, replay=refusal.message == REPLAYED)
             provider = request.path_params.get("provider")
             self.repeats.warning(
                 "callback_refused",
@@ -374,6 +389,7 @@ class Listener:
             )
             return JSONResponse({"error": refusal.message}, status_code=refusal.status)
         except Exception as exc:  # a defect, or the store changed under the daemon
+            metrics.callback(route, 500)
             self.repeats.error(
                 "listener_error",
                 (route, type(exc).__name__),
@@ -382,6 +398,8 @@ class Listener:
                 exc_info=exc,
             )
             return JSONResponse({"error": "internal error"}, status_code=500)
+        metrics.callback(route, answer.status_code)
+        return answer
 
 
 def _address(host: str, port: int) -> str:

@@ -20,6 +20,7 @@ from dropsync.store import callbacks
 from starlette.requests import Request
 
 from ..clock import now_ms
+from . import metrics
 
 if TYPE_CHECKING:
     from .listener import Listener
@@ -32,24 +33,32 @@ REPLAYED = "signature already accepted (replay)"
 class ListenerCall:
     """One call to a kind's route, served by ``listener``."""
 
-    def __init__(self, listener: Listener, request: Request, kind: str, route: str) -> None:
+    def __init__(
+        self, listener: Listener, request: Request, kind: str, route: str, max_body: int
+    ) -> None:
         self._listener = listener
         self._request = request
+        self._max_body = max_body
         self.route = route
         self.path_params: Mapping[str, str] = dict(request.path_params)
         self.providers: Sequence[InboundProvider] = listener.providers_of(kind)
 
     async def body(self) -> bytes:
-        """The request's body, within the listener's limits."""
-        return await self._listener.body(self._request)
+        """The request's body, within the route's and the listener's limits."""
+        return await self._listener.body(self._request, self._max_body)
 
     async def json(self) -> Any:
         """The body as JSON text."""
-        return await self._listener.json(self._request)
+        return await self._listener.json(self._request, self._max_body)
 
     def now(self) -> int:
         """The daemon's clock, epoch ms."""
         return now_ms()
+
+    @property
+    def clock_skew_ms(self) -> int:
+        """``max_clock_skew_s`` of the daemon's config, in ms."""
+        return self._listener.config.max_clock_skew_ms
 
     async def settle(
         self,
@@ -69,9 +78,10 @@ class ListenerCall:
             )
             settled = None if applied is None else _settled(applied.deliveries, applied.queued)
         else:
-            settled = await self._listener.store.transact(
+            settled, confirmed = await self._listener.store.transact(
                 _settle_job, provider, confirmation, key, then, now_ms()
             )
+            metrics.confirmed(provider, confirmed)
         if settled is None:
             raise Refused(401, REPLAYED)
         if settled.queued:
@@ -143,17 +153,25 @@ def _settle_job(
     replay: tuple[str, str] | None,
     then: Callable[[sqlite3.Connection, Settled], None] | None,
     now: int,
-) -> Settled | None:
-    """In the store's thread, one transaction: the job's batches, then the kind's rows."""
+) -> tuple[Settled | None, int]:
+    """In the store's thread, one transaction: the job's batches, then the kind's rows.
+    Returns what was settled (None: a replay) and the records confirmed."""
     if replay is not None and not callbacks.remember_signature(db, provider, *replay, now=now):
-        return None
+        return None, 0
+    confirmed = 0
+    failed = job.state == "failed"
     if job.state is None:
         settled = Settled(len(callbacks.job_deliveries(db, provider, job.job)), 0, 0)
     else:
         carried, ids, queued = callbacks.settle_job(
-            db, provider, job.job, failed=job.state == "failed", error=job.error, now=now
+            db, provider, job.job, failed=failed, error=job.error, now=now
         )
         settled = Settled(carried, len(ids), queued)
+        if not carried:
+            callbacks.hold_job(db, provider, job.job, failed=failed, error=job.error, now=now)
+            settled = Settled(0, 0, 0, held=True)
+        if job.state == "confirmed":
+            confirmed = callbacks.delivery_items(db, ids)
     if then is not None:
         then(db, settled)
-    return settled
+    return settled, confirmed

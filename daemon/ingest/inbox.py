@@ -30,6 +30,7 @@ from ..clock import now_ms
 from ..config import Config
 from ..documents import FutureLimit, inbox_change
 from ..errors import DocumentError
+from ..inbound import metrics
 
 log = structlog.get_logger(__name__)
 
@@ -99,6 +100,7 @@ class InboxApplier:
             if not count:
                 break
             total += count
+            metrics.inbox_rows(merged.applied, merged.unchanged, len(rejected))
             for row_id, reason in rejected[:20]:
                 log.warning("inbox_row_rejected", inbox_id=row_id, reason=reason)
             log.info(

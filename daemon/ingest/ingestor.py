@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sqlite3
+import time
 from collections.abc import Callable
 from contextlib import aclosing, nullcontext
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ from dropsync.store.merge import Change, MergeResult, apply_changes
 from ..clock import now_ms
 from ..config import Config
 from ..errors import FileTaken
+from ..inbound import metrics
 from ..names import is_text, shown
 from ..process.health import file_condition
 from .dropfiles import (
@@ -256,14 +258,21 @@ class Ingestor:
         (or whose collection folder was removed) under it is finished as quarantined,
         saying so; what was merged before stays merged.
         """
+        started = time.perf_counter()
         try:
-            return await self._ingest_claimed(claim, file_id, resume)
+            report = await self._ingest_claimed(claim, file_id, resume)
         except Exception as exc:
             if not only_errors_of(exc, (FileNotFoundError, NotADirectoryError)) or (
                 os.path.lexists(claim.path)
             ):
                 raise
-        return await self._vanished(claim, file_id)
+            report = await self._vanished(claim, file_id)
+        outcome = "duplicate" if report.duplicate_of is not None else report.status
+        metrics.file_filed(self._label(claim.collection), outcome, started)
+        return report
+
+    def _label(self, collection: str) -> str:
+        return metrics.collection_label(collection, self.config.collections)
 
     async def _vanished(self, claim: Claim, file_id: int) -> IngestReport:
         """Finish the row of a claimed file that someone deleted while it was ingested."""
@@ -336,6 +345,7 @@ class Ingestor:
         providers: set[str] = set()
         # The store's thread commits one batch while the next is parsed.
         send, receive = anyio.create_memory_object_stream[tuple[list[Change], int, int]](0)
+        label = self._label(claim.collection)
 
         async def commit_batches() -> None:
             nonlocal counts
@@ -345,6 +355,7 @@ class Ingestor:
                         _commit_batch, file_id, changes, routes, seen, counts, rejected
                     )
                     providers.update(merged.providers)
+                    metrics.documents(label, merged.applied, merged.unchanged, rejected)
 
         in_parser_process = size >= config.parser_process_min_bytes
         batches = parse_in_process(job) if in_parser_process else parse_here(job)
@@ -558,6 +569,7 @@ class Ingestor:
         log.warning(
             "file_quarantined", collection=collection, file=name, file_id=file_id, error=error
         )
+        metrics.file_filed(self._label(collection), "quarantined")
         return IngestReport(file_id, collection, name, "quarantined", final, error=error)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import anyio
 import pytest
-from dropsync.store import outbox
+from dropsync.store import callbacks, outbox
 from dropsync.store.db import open_store
 from dropsync.store.errors import SchemaTooNew, StoreError
 from dropsync.store.handle import Store
@@ -327,6 +327,7 @@ import sys
 from pathlib import Path
 import anyio
 from dropsync.store.db import open_store
+from dropsync.store.schema import latest_version
 
 async def migrate() -> None:
     db = await open_store(Path(sys.argv[1]))
@@ -405,3 +406,20 @@ async def test_migration_8_keeps_every_crm_contact_under_its_identity(tmp_path: 
         ("crm2", "user_id", "u1", "a@x.io", "u1", None, None, "j3", 13),
     ]
     assert [tuple(r) for r in purchases] == [(0,)]
+
+
+async def test_migration_10_keeps_sync_statuses_held_across_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "v9.db"
+    db = await open_store(path, target=9)
+    await db.close()
+    db = await open_store(path)
+    await db.close()
+    raw = sqlite3.connect(path, isolation_level=None)
+    row = callbacks.hold(
+        raw, "churn", sent_before=5, failed=True, error="failed", now=6, held_until=7
+    )
+    callbacks.count_settled(raw, row, 2)
+    assert callbacks.held(raw) == [(row, "churn", 5, True, "failed", 7, 2)]
+    callbacks.unhold(raw, [row])
+    assert callbacks.held(raw) == []
+    assert raw.execute("PRAGMA user_version").fetchone()[0] == latest_version()

@@ -139,35 +139,46 @@ async def test_unmapped_brand_waits_until_the_brand_callback_arrives(
         )
 
 
-async def test_206_sends_the_skipped_file_alone_once_then_dead_letters_it(
+async def test_a_file_skipped_for_no_fault_of_its_documents_gets_through_in_halves(
     tmp_path: Path, port: int, emulator: EmulatorServer
 ) -> None:
     config = churn_config(tmp_path, emulator.base_url, port)
     churn = churn_of(emulator)
     async with running(config, port) as daemon:
         await map_brands(daemon.store, {"acme": 15, "globex": 16})
-        # Two files: acme first (file 0001), globex second (file 0002), skipped every time.
+        # Two files: acme first (file 0001), globex second (file 0002), skipped by its name:
+        # its halves (files 0003, 0004) are taken.
         churn.skip_matching.append("-0002.json")
         changes = [document("users", i, "acme") for i in range(3)]
         changes += [document("users", 100 + i, "globex") for i in range(4)]
-        await merge(daemon.store, config, changes)
-        daemon.supervisor.wake(["churn"])
-        await eventually(
-            lambda: daemon.rows("SELECT COUNT(*) FROM dead_letters HAVING COUNT(*) = 4"),
-            "the skipped file's records are dead-lettered",
-        )
-        letters = await daemon.rows("SELECT key, http_status, reason FROM dead_letters")
-        assert sorted(k for k, _, _ in letters) == ["100", "101", "102", "103"]
-        assert all(s == 206 and "skipped twice" in r and "-0002.json" in r for _, s, r in letters)
+        with capture_logs() as logs:
+            await merge(daemon.store, config, changes)
+            daemon.supervisor.wake(["churn"])
+            await eventually(
+                lambda: daemon.rows("SELECT COUNT(*) FROM delivered HAVING COUNT(*) = 7"),
+                "every record is delivered",
+            )
+        assert await daemon.rows("SELECT COUNT(*) FROM dead_letters") == [(0,)]
         assert await daemon.rows("SELECT COUNT(*) FROM outbox") == [(0,)]
-        delivered = await daemon.rows("SELECT key FROM delivered ORDER BY key")
-        assert [k for (k,) in delivered] == ["0", "1", "2"]
+    narrowed = [e for e in logs if e["event"] == "skipped_files_narrowed"]
+    assert narrowed == [
+        {
+            "event": "skipped_files_narrowed",
+            "log_level": "info",
+            "provider": "churn",
+            "files": 1,
+            "items": 4,
+            "uploads": 1,
+            "delivered": 4,
+            "dead_lettered": 0,
+        }
+    ]
     assert len(churn.uploads) == 2
     first, second = churn.uploads
     assert [f["meta"]["brandId"] for f in first["files"]] == [15]
     assert len(first["skipped"]) == 1 and first["skipped"][0].endswith("-0002.json")
-    assert second["files"] == [] and second["skipped"] == first["skipped"]  # only it, again
-    assert sorted(churn.applied.values()) == [1, 1, 1]
+    assert [(f["meta"]["brandId"], f["docs"]) for f in second["files"]] == [(16, 2), (16, 2)]
+    assert sorted(churn.applied.values()) == [1] * 7
 
 
 async def test_sync_status_400_fetches_the_error_log_and_status_shows_it(

@@ -164,3 +164,103 @@ async def test_only_a_success_status_confirms(tmp_path: Path, port: int) -> None
         "status 3",
     ]
     assert all(e["log_level"] == "warning" for e in unknown)
+
+
+@pytest.mark.parametrize("status", ["processed", "failed"])
+async def test_a_webhook_before_its_batch_is_recorded_is_held_and_applied_then(
+    tmp_path: Path, port: int, status: str
+) -> None:
+    # The job finished, and its webhook came, before the 201 naming the job reached the
+    # daemon: a local-first daemon takes it once, when it records the batch, never refuses
+    # it nor lets the batch wait for confirm_timeout_s.
+    crm = CrmEmulator(
+        {"acc_1": "crm-secret"},
+        webhook_status=status,
+        webhook_error="all contacts rejected" if status == "failed" else None,
+        webhook_before_answer=True,
+    )
+    with capture_logs() as logs:
+        async with crm_daemon(tmp_path, port, crm) as daemon:
+            final = "confirmed" if status == "processed" else "failed"
+            await eventually(
+                lambda: daemon.rows(
+                    "SELECT 1 FROM deliveries WHERE remote_ref = ? AND state = ?",
+                    (crm.jobs[0] if crm.jobs else "", final),
+                ),
+                f"the first batch {final} by the webhook held for it",
+            )
+            assert await daemon.rows("SELECT COUNT(*) FROM held_jobs") == [(0,)]
+            if status == "processed":
+                assert await daemon.rows("SELECT DISTINCT state FROM delivered") == [("confirmed",)]
+                assert await daemon.rows("SELECT COUNT(*) FROM crm_contacts") == [(2,)]
+            else:  # queued again once, as a failure told after the recording is
+                await eventually(lambda: len(crm.requests("/account")) == 2, "sent again")
+    events = [e["event"] for e in logs]
+    assert "webhook_job_held" in events and "job_outcome_applied_late" in events
+    assert "webhook_unknown_job" not in events
+
+
+async def test_a_held_outcome_waits_for_a_batch_that_carries_its_job(tmp_path: Path) -> None:
+    from functools import partial
+
+    from dropsync.store import callbacks, outbox
+    from dropsync.store.handle import Store
+    from dropsync.store.merge import apply_changes
+
+    async with await Store.open(tmp_path / "s.db") as store:
+        await store.transact(
+            partial(callbacks.hold_job, provider="crm", job_id="j2", failed=False, error=""),
+            now=1,
+        )
+        await store.transact(
+            partial(callbacks.hold_job, provider="crm", job_id="j2", failed=True, error="no"),
+            now=2,
+        )  # a failure told once stays a failure
+        await store.transact(
+            lambda db: apply_changes(db, [contact("a@x.org")], {"contacts": ("crm",)}, now=3)
+        )
+        async with store.read() as db:
+            entries = await outbox.take_batch(db, "crm", 10)
+
+        def deliver(db: Any, remote_ref: str) -> tuple[int, int]:
+            outbox.deliver_batch(
+                db,
+                provider="crm",
+                entries=entries,
+                batch_id="k",
+                state="accepted",
+                http_status=201,
+                latency_ms=1.0,
+                remote_ref=remote_ref,
+                now=4,
+            )
+            return callbacks.settle_held_jobs(db, "crm", remote_ref, now=4)
+
+        assert await store.transact(deliver, "j1") == (0, 0)  # another job: nothing
+        assert await store.transact(deliver, "j1,j2") == (1, 1)  # failed: queued again once
+        assert await store.call(
+            lambda db: db.execute("SELECT COUNT(*) FROM held_jobs").fetchall()
+        ) == [(0,)]
+
+
+async def test_a_webhook_of_a_full_request_is_taken_past_the_listener_s_megabyte(
+    tmp_path: Path, port: int
+) -> None:
+    # 1000 contacts, each with the fields asked back: over 1 MiB. The token is checked before
+    # the body is read, so a caller without it is refused (404) whatever it sends.
+    crm = CrmEmulator({"acc_1": "crm-secret"}, webhook_delay_s=0.05)
+    async with crm_daemon(tmp_path, port, crm) as daemon:
+        await eventually(lambda: crm.jobs, "the batch sent")
+        await eventually(
+            lambda: daemon.rows("SELECT 1 FROM deliveries WHERE state = 'confirmed'"),
+            "the emulator's own webhook confirmed it",
+        )
+        contacts = [
+            {"_id": f"c{i}", "email": f"guest{i}@example.com", "notes": "x" * 1500}
+            for i in range(1000)
+        ]
+        body = orjson.dumps({"_id": crm.jobs[0], "status": "processed", "contacts": contacts})
+        assert len(body) > 1 << 20
+        answer = await daemon.post(WEBHOOK, body)
+        assert answer.status_code == 200, answer.text
+        assert (await daemon.post("/webhooks/crm/not-the-token", body)).status_code == 404

@@ -20,7 +20,7 @@ from dropsync.adapters.crm.adapter import parse_options as crm_options
 from dropsync.adapters.crm.emulator import CrmEmulator
 from dropsync.adapters.emulators.common import EmulatorServer
 from dropsync.daemon.config import ProviderConfig
-from dropsync.daemon.delivery import batches, filebatch
+from dropsync.daemon.delivery import batches, filebatch, narrowing
 from dropsync.daemon.delivery import flusher as delivery
 from dropsync.daemon.delivery.flusher import Flusher
 from dropsync.store import outbox
@@ -250,7 +250,7 @@ def test_the_flusher_writes_only_through_the_helper_that_settles_first() -> None
         "_record_delivered",
     }
     assert {m for m, op in loop if op == "call"} == {"call"}  # reads, and the scratch spool
-    for sender in (batches.BatchSender, filebatch.FileSender):
+    for sender in (batches.BatchSender, filebatch.FileSender, narrowing.Narrowing):
         assert _store_uses(sender, writers | {"path", "db"}) == []
         assert not [m for m, called in _calls_on(sender, "health") if called != "held_until"]
     health = {called for _, called in _calls_on(delivery.Flusher, "health")}

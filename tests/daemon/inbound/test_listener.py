@@ -91,7 +91,8 @@ async def test_forged_stale_and_replayed_callbacks_are_refused_and_change_nothin
         with capture_logs() as logs:
             assert await send(emulator, kind="sync-status", flip_bit=True) == 401
             assert await send(emulator, kind="sync-status", wrong_key=True) == 401
-            assert await send(emulator, kind="sync-status", age_s=3600) == 401
+            assert await send(emulator, kind="sync-status", age_s=25 * 3600) == 401  # > a day
+            assert await send(emulator, kind="sync-status", age_s=-600) == 401  # 10 min ahead
             assert (
                 await send(
                     emulator,
@@ -103,7 +104,11 @@ async def test_forged_stale_and_replayed_callbacks_are_refused_and_change_nothin
             )
         assert await daemon.rows(STATE_SQL) == before
         refusals = [e for e in logs if e["event"] == "callback_refused"]
-        assert [e["status"] for e in refusals] == [401] * 4
+        assert [e["status"] for e in refusals] == [401] * 5
+        assert [e["reason"] for e in refusals[2:4]] == [
+            "data.timestamp is older than max_callback_age_s",
+            "data.timestamp is in the future, beyond max_clock_skew_s",
+        ]
         assert CALLBACK_SECRET not in repr(logs) and TOKEN not in repr(logs)
         assert await send(emulator, kind="sync-status") == 200
         after = await daemon.rows(STATE_SQL)
@@ -117,6 +122,50 @@ async def test_forged_stale_and_replayed_callbacks_are_refused_and_change_nothin
         assert await daemon.rows("SELECT client_brand_id, stop_churn_brand_id FROM brands") == [
             ("550e8400", 15)
         ]
+
+
+async def test_a_callback_hours_late_confirms_the_uploads_sent_before_its_timestamp(
+    tmp_path: Path, port: int, emulator: EmulatorServer
+) -> None:
+    # The tool's sync ended while the daemon was down: its callback arrives late, signed with
+    # the sync's timestamp. It is taken (up to max_callback_age_s, a day by default) and
+    # confirms the uploads attempted before that timestamp, not those sent after.
+    config = churn_config(
+        tmp_path, emulator.base_url, port, provider={"brand_id": 15, "brand_field": None}
+    )
+    async with running(config, port) as daemon:
+        await merge(daemon.store, config, [document("users", i, "x") for i in range(3)])
+        daemon.supervisor.wake(["churn"])
+        await eventually(
+            lambda: daemon.rows("SELECT 1 FROM outbox_pending WHERE pending = 0"), "recorded"
+        )
+        # That upload was sent three hours ago; a newer one, an hour ago.
+        hour = 3_600_000
+        await daemon.store.transact(
+            lambda db: db.execute(
+                "UPDATE deliveries SET attempted_at = attempted_at - ?", (3 * hour,)
+            )
+        )
+        await merge(daemon.store, config, [document("users", 10, "x", ts=1_800_000_000_000)])
+        daemon.supervisor.wake(["churn"])
+        await eventually(
+            lambda: daemon.rows("SELECT COUNT(*) FROM deliveries HAVING COUNT(*) = 2"), "sent"
+        )
+        await eventually(
+            lambda: daemon.rows("SELECT 1 FROM outbox_pending WHERE pending = 0"), "recorded"
+        )
+        await daemon.store.transact(
+            lambda db: db.execute(
+                "UPDATE deliveries SET attempted_at = attempted_at - ? WHERE id = 2", (hour,)
+            )
+        )
+        assert await send(emulator, kind="sync-status", age_s=2 * 3600) == 200  # 2 h late
+        states = await daemon.rows("SELECT id, state FROM deliveries ORDER BY id")
+        assert states == [(1, "confirmed"), (2, "accepted")]
+        assert await send(emulator, kind="sync-status", replay=True) == 401
+        assert await send(emulator, kind="sync-status", age_s=-120) == 200  # 2 min ahead: ok
+        states = await daemon.rows("SELECT id, state FROM deliveries ORDER BY id")
+        assert states == [(1, "confirmed"), (2, "confirmed")]
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ from dropsync.daemon.cli.audit import version_json
 from dropsync.daemon.config import load_config
 from dropsync.daemon.ingest.ingestor import Ingestor
 from dropsync.daemon.process.retention import DAY_MS, Retention
+from dropsync.store import callbacks
 from dropsync.store.handle import Store
 from dropsync.store.queries import current_record, versions_seen
 from structlog.testing import capture_logs
@@ -146,3 +147,29 @@ def test_only_files_in_a_done_folder_of_the_drop_folder_are_removed(tmp_path: Pa
     anyio.run(run)
     assert mine.is_file()
     assert (elsewhere / "linked.json").is_file()
+
+
+def test_callback_signatures_outlive_any_callback_age(tmp_path: Path) -> None:
+    # The replay memory must be kept at least as long as a callback is taken
+    # (max_callback_age_s, a day by default): retention never removes it.
+    config_path = tmp_path / "dropsync.toml"
+    config_path.write_text(
+        f'[store]\npath = "{tmp_path / "s.db"}"\nretain_days = 1\n'
+        f'[drop]\npath = "{tmp_path / "drop"}"\n'
+    )
+    config = load_config(str(config_path))
+
+    async def run() -> None:
+        async with await Store.open(config.store_path) as store:
+            await store.transact(
+                lambda db: callbacks.remember_signature(
+                    db, "churn", "sync-status", "ab" * 64, now=1
+                )
+            )
+            await Retention(store, config).prune_once(1 + 400 * DAY_MS)
+
+    anyio.run(run)
+    db = sqlite3.connect(config.store_path)
+    assert db.execute("SELECT provider, received_at FROM callback_signatures").fetchall() == [
+        ("churn", 1)
+    ]
