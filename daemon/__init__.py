@@ -10,8 +10,9 @@
 =====================  ========================================================================
 
 Shared by every flow, at this level: ``config`` (and ``config_file``, which ``status`` reads
-alone), ``clock``, ``errors`` (the daemon's one errors module), ``names`` (file names as
-text), ``places`` (where the daemon's own files are), ``documents`` (a document becomes a
+alone), ``clock``, ``errors`` (the daemon's one errors module), ``metrics`` (the instruments
+every flow counts into), ``names`` (file names as text), ``places`` (where the daemon's own
+files are), ``documents`` (a document becomes a
 change: one shape, key, timestamp and canonical body, for drop files, inbox rows and pulls)
 and ``jsontext`` (JSON text to values, one way). The map: ``docs/architecture.md``.
 """

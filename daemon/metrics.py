@@ -46,10 +46,10 @@ from prometheus_client import (
     disable_created_metrics,
 )
 
-from ..clock import now_ms
+from .clock import now_ms
 
 if TYPE_CHECKING:
-    from ..config import Config
+    from .config import Config
 
 T = TypeVar("T")
 

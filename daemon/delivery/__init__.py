@@ -6,7 +6,9 @@
 ``sending``            what the loop and its senders share (``Sender``, ``Attempt``, ``Answer``)
 ``batches``            the batch sender: records sent as requests, each written ahead
 ``filebatch``          the file sender: records sent as files (spooled, uploaded, settled)
+``narrowing``          a file the provider skipped, narrowed down to the refused documents
 ``provider_health``    one provider's health: failures, waits, Retry-After, auth probes
+``lanes``              a provider's lanes (a user each): a refused lane waits alone
 ``pulls``              pulling a provider per stream, page by page (``StreamPull``)
 ``requests``           requests a provider decides one by one, and its answers
 =====================  ========================================================================

@@ -44,8 +44,8 @@ from dropsync.adapters.errors import AuthError, PermanentError, ProviderError
 from dropsync.store import callbacks, outbox
 from dropsync.store.merge import MergeResult
 
+from .. import metrics
 from ..clock import now_ms
-from ..inbound import metrics
 from .lanes import PUSH, hold_db
 from .sending import Answer, Attempt, Paused, to_outgoing
 

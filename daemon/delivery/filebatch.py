@@ -38,8 +38,8 @@ from dropsync.store import callbacks, outbox, spool
 from dropsync.store.errors import OutsideFolder
 from dropsync.store.removal import remove_inside
 
+from .. import metrics
 from ..clock import now_ms
-from ..inbound import metrics
 from ..places import SCRATCH_DATABASE
 from .narrowing import Narrowing
 from .sending import Attempt, to_outgoing

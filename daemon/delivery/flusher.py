@@ -55,9 +55,9 @@ from dropsync.store import outbox
 from dropsync.store.handle import Store
 from dropsync.store.merge import MergeResult
 
+from .. import metrics
 from ..clock import now_ms
 from ..config import ProviderConfig
-from ..inbound import metrics
 from ..places import spool_folder
 from .batches import BatchSender
 from .filebatch import FileSender

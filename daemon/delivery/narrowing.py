@@ -45,8 +45,8 @@ from dropsync.adapters.base import FileBatchProvider, FilePart
 from dropsync.store import spool
 from dropsync.store.removal import remove_inside
 
+from .. import metrics
 from ..clock import now_ms
-from ..inbound import metrics
 from .sending import Attempt
 
 if TYPE_CHECKING:

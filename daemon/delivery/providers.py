@@ -37,11 +37,11 @@ from dropsync.store import callbacks, cursors, outbox, pulled
 from dropsync.store.handle import Store
 from dropsync.store.merge import Change, MergeResult, apply_changes
 
+from .. import metrics
 from ..clock import now_ms
 from ..config import Config, ProviderConfig
 from ..config_file import resolve_path
 from ..errors import ConfigError, SecretError
-from ..inbound import metrics
 from ..process.credentials import CredentialWatch
 from ..process.logs import redact_in_logs
 from ..process.secrets import load_secret, other_secrets, remember_secrets

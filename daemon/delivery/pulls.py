@@ -33,11 +33,11 @@ from dropsync.store import cursors, pulled
 from dropsync.store.handle import Store
 from dropsync.store.merge import Change, MergeResult, apply_changes
 
+from .. import metrics
 from ..clock import now_ms
 from ..config import Config, ProviderConfig
 from ..documents import FutureLimit, canonical, check_name
 from ..errors import DocumentError
-from ..inbound import metrics
 
 log = structlog.get_logger(__name__)
 

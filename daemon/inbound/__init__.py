@@ -6,7 +6,8 @@
 ``listener_calls``       what the daemon does for a call to a kind's route (``ListenerCall``)
 ``held_confirmations``   sync statuses held a while, applied again to what is recorded later
 ``log_repeats``          log lines that may come in floods, summarised
-``metrics``              ``GET /metrics``: the store's figures for Prometheus
+``metrics_scrape``       ``GET /metrics``: the instruments, and the store's figures read then
+``status_page``          ``GET /``: a read-only status page (``status_html`` writes its HTML)
 =======================  ======================================================================
 
 Inbound imports nothing of the insides of ``ingest`` or ``delivery``: only what their

@@ -34,8 +34,8 @@ from dropsync.adapters.inbound import SentBefore
 from dropsync.store import callbacks
 from dropsync.store.handle import Store
 
+from .. import metrics
 from ..clock import now_ms
-from . import metrics
 
 log = structlog.get_logger(__name__)
 

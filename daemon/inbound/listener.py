@@ -53,11 +53,11 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from .. import metrics
 from ..config import Config
 from ..errors import SecretError
 from ..process.health import PauseBoard
 from ..process.secrets import read_secret
-from . import metrics
 from .held_confirmations import HeldConfirmations
 from .listener_calls import REPLAYED, ListenerCall
 from .listener_server import (

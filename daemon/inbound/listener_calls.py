@@ -19,8 +19,8 @@ from dropsync.adapters.inbound import InboundProvider, JobDone, Refused, SentBef
 from dropsync.store import callbacks
 from starlette.requests import Request
 
+from .. import metrics
 from ..clock import now_ms
-from . import metrics
 
 if TYPE_CHECKING:
     from .listener import Listener

@@ -1,4 +1,4 @@
-"""``GET /metrics``: the daemon's instruments (``daemon.inbound.metrics``) and what is read at
+"""``GET /metrics``: the daemon's instruments (``daemon.metrics``) and what is read at
 scrape time, in the Prometheus text format.
 
 Read at scrape time, as gauges: one read of the store (``store.callbacks.metrics_snapshot``:
@@ -23,7 +23,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .metrics import REGISTRY
+from ..metrics import REGISTRY
 
 # A pause's condition (daemon.health, store.errors, daemon.watcher) as a label value; a pause
 # of the listener is "listener" whatever its condition (address in use, not available).

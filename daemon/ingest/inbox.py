@@ -26,11 +26,11 @@ from dropsync.store.merge import (
     reject_inbox_rows,
 )
 
+from .. import metrics
 from ..clock import now_ms
 from ..config import Config
 from ..documents import FutureLimit, inbox_change
 from ..errors import DocumentError
-from ..inbound import metrics
 
 log = structlog.get_logger(__name__)
 

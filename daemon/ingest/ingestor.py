@@ -38,10 +38,10 @@ from dropsync.store import files as ledger
 from dropsync.store.handle import PauseListener, Store, retrying
 from dropsync.store.merge import Change, MergeResult, apply_changes
 
+from .. import metrics
 from ..clock import now_ms
 from ..config import Config
 from ..errors import FileTaken
-from ..inbound import metrics
 from ..names import is_text, shown
 from ..process.health import file_condition
 from .dropfiles import (

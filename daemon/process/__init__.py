@@ -9,6 +9,7 @@
 ``notify``          systemd's ``sd_notify``: READY, STATUS, the watchdog
 ``logs``            structlog set-up; secrets redacted from every line
 ``secrets``         provider secrets from an env var, a file or a systemd credential
+``credentials``     credentials that change while the daemon runs, watched and handed over
 ``memory``          the garbage collector's settings for a streaming process
 ``retention``       the hourly pass that keeps the store's size flat
 ==================  ===========================================================================

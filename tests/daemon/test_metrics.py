@@ -28,9 +28,9 @@ from dropsync.adapters.errors import (
     UnexpectedAnswer,
 )
 from dropsync.adapters.registrations.emulator import RegistrationsEmulator
+from dropsync.daemon import metrics
 from dropsync.daemon.config import Config, parse_config
 from dropsync.daemon.delivery.providers import ProviderSupervisor
-from dropsync.daemon.inbound import metrics
 from dropsync.daemon.inbound.listener import Listener
 from dropsync.daemon.inbound.metrics_scrape import PAUSE_LABELS, render_metrics
 from dropsync.store import callbacks
