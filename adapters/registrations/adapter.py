@@ -22,7 +22,8 @@ from urllib.parse import quote
 
 import orjson
 import structlog
-from dropsync.adapters.base import (
+
+from ..base import (
     IDEMPOTENCY_HEADER,
     IncomingChange,
     JSONObject,
@@ -35,7 +36,7 @@ from dropsync.adapters.base import (
     RequestOutcome,
     StreamPage,
 )
-from dropsync.adapters.errors import (
+from ..errors import (
     AuthError,
     PermanentError,
     ProviderError,
@@ -44,11 +45,11 @@ from dropsync.adapters.errors import (
     RetryableError,
     UnexpectedAnswer,
 )
-from dropsync.adapters.http import MAX_REASON, Answer, check_answer, fetch, make_client
-from dropsync.adapters.options import OptionError, OptionReader
-from dropsync.adapters.redact import MIN_SECRET, Redactor
-from dropsync.adapters.registrations import REQUESTS
-from dropsync.adapters.registrations.data import (
+from ..http import MAX_REASON, Answer, check_answer, fetch, make_client
+from ..options import OptionError, OptionReader
+from ..redact import MIN_SECRET, Redactor
+from . import REQUESTS
+from .data import (
     PageError,
     RegistrationRequest,
     find_unrepresentable,
