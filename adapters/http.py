@@ -42,11 +42,12 @@ from typing import Any, Self, TypeVar
 
 import httpx
 import orjson
-from dropsync.adapters import early_answer
-from dropsync.adapters.base import OutgoingChange, ProviderLimits, PullPage, PushResult
-from dropsync.adapters.body import ACCEPT_ENCODING, read_body
-from dropsync.adapters.deadline import Deadline, DeadlinePassed
-from dropsync.adapters.errors import (
+
+from . import early_answer
+from .base import OutgoingChange, ProviderLimits, PullPage, PushResult
+from .body import ACCEPT_ENCODING, read_body
+from .deadline import Deadline, DeadlinePassed
+from .errors import (
     AuthError,
     PermanentError,
     ProviderError,
@@ -56,8 +57,8 @@ from dropsync.adapters.errors import (
     RetryableError,
     UnexpectedAnswer,
 )
-from dropsync.adapters.options import OptionError
-from dropsync.adapters.redact import MIN_SECRET, Redactor, excerpt
+from .options import OptionError
+from .redact import MIN_SECRET, Redactor, excerpt
 
 T = TypeVar("T")
 

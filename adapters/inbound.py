@@ -1,6 +1,6 @@
 """Inbound routes: what a provider sends the daemon (signed callbacks, webhooks), per kind.
 
-The daemon's listener (``daemon.listener``) owns the HTTP server, the limits on what it
+The daemon's listener (``daemon.inbound.listener``) owns the HTTP server, the limits on what it
 reads, the store transaction, the replay memory and the summaries of the log; a kind owns
 its paths, how a call is verified and how it is read. A kind with inbound routes names their
 module in ``Kind.inbound``; the module's ``INBOUND`` lists them. The listener serves each
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 if TYPE_CHECKING:
-    from dropsync.adapters.base import Provider
+    from .base import Provider
 
 T = TypeVar("T")
 

@@ -12,7 +12,7 @@
   until they are settled.
 * ``held_jobs``: a job's outcome held for a batch that was never recorded goes with the
   deliveries of its time.
-* Drop files filed in ``.done/`` are removed by the daemon (``daemon.retention``);
+* Drop files filed in ``.done/`` are removed by the daemon (``daemon.process.retention``);
   before one goes, the bodies of its versions the inbox still lists are copied into
   those rows (``keep_bodies``), so no version is lost with the file.
 
@@ -26,7 +26,8 @@ import sqlite3
 from collections.abc import Iterable
 
 import orjson
-from dropsync.store.merge import LOCAL_ORIGINS
+
+from .merge import LOCAL_ORIGINS
 
 
 def prune_inbox(

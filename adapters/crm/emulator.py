@@ -31,11 +31,12 @@ from typing import Any
 
 import httpx
 import orjson
-from dropsync.adapters.crm.adapter import PURCHASE_STATUSES
-from dropsync.adapters.emulators.common import Emulator
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from ..emulators.common import Emulator
+from .adapter import PURCHASE_STATUSES
 
 MAX_CONTACTS = 1000
 PURCHASE_FIELDS = ("transaction_code", "price", "currency")

@@ -34,9 +34,8 @@ from collections.abc import Mapping
 from typing import Any, Literal, NamedTuple
 
 import structlog
-from dropsync.adapters.crm import tables
-from dropsync.adapters.crm.adapter import webhook_outcome
-from dropsync.adapters.inbound import (
+
+from ..inbound import (
     Call,
     Inbound,
     InboundProvider,
@@ -45,6 +44,8 @@ from dropsync.adapters.inbound import (
     Route,
     Settled,
 )
+from . import tables
+from .adapter import webhook_outcome
 
 log = structlog.get_logger(__name__)
 

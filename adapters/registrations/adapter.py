@@ -22,7 +22,8 @@ from urllib.parse import quote
 
 import orjson
 import structlog
-from dropsync.adapters.base import (
+
+from ..base import (
     IDEMPOTENCY_HEADER,
     IncomingChange,
     JSONObject,
@@ -35,8 +36,8 @@ from dropsync.adapters.base import (
     RequestOutcome,
     StreamPage,
 )
-from dropsync.adapters.errors import PermanentError, RetryableError
-from dropsync.adapters.http import (
+from ..errors import PermanentError, RetryableError
+from ..http import (
     MAX_REASON,
     MISCONFIGURED,
     TRANSIENT,
@@ -45,11 +46,10 @@ from dropsync.adapters.http import (
     Session,
     json_body,
 )
-from dropsync.adapters.options import OptionError, OptionReader
-from dropsync.adapters.redact import MIN_SECRET
-from dropsync.adapters.registrations import REQUESTS
-from dropsync.adapters.registrations.data import (
-    Page,
+from ..options import OptionError, OptionReader
+from ..redact import MIN_SECRET
+from . import REQUESTS
+from .data import (
     PageError,
     RegistrationRequest,
     find_unrepresentable,

@@ -17,6 +17,6 @@ message names the file and key), 1 any other failure.
 
 from __future__ import annotations
 
-from dropsync.daemon.cli.app import main
+from .app import main
 
 __all__ = ["main"]

@@ -11,15 +11,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from dropsync.daemon.config import Config
+    from ..config import Config
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
 
 def checked_config(args: argparse.Namespace) -> Config:
     """The whole config named by ``--config`` (or its defaults), providers' options checked."""
-    from dropsync.daemon.config import load_config
-    from dropsync.daemon.providers import check_provider_options
+    from ..config import load_config
+    from ..delivery.providers import check_provider_options
 
     config = load_config(args.config)
     check_provider_options(config)
@@ -28,7 +28,7 @@ def checked_config(args: argparse.Namespace) -> Config:
 
 def config_of(args: argparse.Namespace) -> Config:
     """The whole config named by ``--config`` (or its defaults)."""
-    from dropsync.daemon.config import load_config
+    from ..config import load_config
 
     return load_config(args.config)
 
@@ -41,8 +41,8 @@ def existing_store(explicit: str | None, store_path: Path) -> Path:
     """
     if store_path.exists():
         return store_path
-    from dropsync.daemon.config_file import store_origin
-    from dropsync.daemon.errors import StoreMissing
+    from ..config_file import store_origin
+    from ..errors import StoreMissing
 
     folder = "" if store_path.parent.is_dir() else f", nor does its folder {store_path.parent}"
     raise StoreMissing(
@@ -62,7 +62,7 @@ def store_of(args: argparse.Namespace) -> Config:
 def refuse_config(args: argparse.Namespace, command: str, instead: str) -> None:
     """A command that reads no config file refuses ``--config`` rather than ignore it."""
     if args.config:
-        from dropsync.daemon.errors import UsageError
+        from ..errors import UsageError
 
         raise UsageError(
             f"{command} reads no config file (given --config {args.config}): {instead}"
@@ -71,7 +71,7 @@ def refuse_config(args: argparse.Namespace, command: str, instead: str) -> None:
 
 def log_to_stderr() -> None:
     """Log lines of a one-shot command go to stderr: its stdout is its result."""
-    from dropsync.daemon.logs import configure_logging
+    from ..process.logs import configure_logging
 
     configure_logging("info", sys.stderr)
 

@@ -6,7 +6,7 @@ and imports nothing it does not print with (no event loop, no orjson, not even
 the full config: only ``[store]`` is read), so the whole command takes little
 more than starting Python. ``tests/test_design_rules.py`` holds it to that.
 
-``--check`` answers like a monitoring plugin (``daemon/health_check.py``): a
+``--check`` answers like a monitoring plugin (``daemon/cli/health_check.py``): a
 status line with perfdata, one line per further problem, exit 0 ok, 1 warning, 2
 critical, 3 unknown (the check cannot run: a usage error included, see
 ``usage_error``). ``--watch`` repeats the report until Ctrl-C.
@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dropsync.daemon.cli.common import EXIT_OK
+from .common import EXIT_OK
 
 HELP = "is the daemon running; what is pending for each provider and why (read-only)"
 
@@ -54,7 +54,7 @@ def usage_error(words: list[str], message: str) -> int | None:
     """
     if "--check" not in words:
         return None
-    from dropsync.daemon.health_check import render_unknown
+    from .health_check import render_unknown
 
     text, code = render_unknown(f"usage: {message}")
     print(text, flush=True)
@@ -63,7 +63,7 @@ def usage_error(words: list[str], message: str) -> int | None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """``--json``, ``--watch``, ``--check`` and its thresholds."""
-    from dropsync.daemon.health_check import Thresholds
+    from .health_check import Thresholds
 
     default = Thresholds()
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -117,8 +117,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def format_status(store_path: Path, summary: dict[str, Any]) -> str:
     """The human-readable ``status`` report."""
-    from dropsync.daemon.clock import format_age, format_timestamp
     from dropsync.store.states import ProviderState
+
+    from ..clock import format_age, format_timestamp
 
     waiting = (ProviderState.BACKING_OFF, ProviderState.OFFLINE)
 
@@ -174,8 +175,9 @@ MORE_USERS = "SELECT * FROM provider_users WHERE state <> 'active'"
 def describe_user(user: dict[str, Any]) -> str:
     """One paused user (a lane of ``provider_users``) in words: who, since when, why, and
     how many entries wait for them."""
-    from dropsync.daemon.clock import format_timestamp
     from dropsync.store.states import LaneState
+
+    from ..clock import format_timestamp
 
     since = f" since {format_timestamp(user['since'])}" if user.get("since") else ""
     state = "no token" if user["state"] == LaneState.NO_TOKEN else user["state"]
@@ -206,8 +208,8 @@ def _daemon_line(daemon: dict[str, Any] | None) -> str:
 
 def daemon_state(store_path: Path) -> dict[str, Any]:
     """Whether a daemon runs on ``store_path`` (its instance lock), for the report."""
-    from dropsync.daemon.instance import holder, lock_path
-    from dropsync.daemon.runstate import read_runtime
+    from ..process.instance import holder, lock_path
+    from ..process.runstate import read_runtime
 
     pid = holder(store_path)
     return {
@@ -216,7 +218,7 @@ def daemon_state(store_path: Path) -> dict[str, Any]:
         "lock": str(lock_path(store_path)),
         "stale": pid is None,
         # What the daemon waits for (``store busy``, ``disk full``): its runtime state file
-        # (``daemon.runstate``), since the store may be what cannot be written.
+        # (``daemon.process.runstate``), since the store may be what cannot be written.
         "runtime": read_runtime(store_path),
     }
 
@@ -237,11 +239,11 @@ def read_status(store_path: Path) -> dict[str, Any]:
 
 def _report(args: argparse.Namespace) -> tuple[str, int]:
     """The text to print and the exit code, once."""
-    from dropsync.daemon.cli.common import existing_store
-    from dropsync.daemon.config_file import store_path_of
+    from ..config_file import store_path_of
+    from .common import existing_store
 
     if args.check:
-        from dropsync.daemon.health_check import (
+        from .health_check import (
             Thresholds,
             Unknown,
             check,
@@ -274,7 +276,7 @@ def _waiting_lines(daemon: dict[str, Any] | None) -> list[str]:
     """What a running daemon waits for (a busy store, a full disk), from its runtime file."""
     import time
 
-    from dropsync.daemon.runstate import describe
+    from ..process.runstate import describe
 
     if daemon is None or not daemon["running"]:
         return []
@@ -288,7 +290,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             print(text, flush=True)
         except BrokenPipeError:  # `status --check | head -1` keeps the check's exit code
-            from dropsync.daemon.cli.outcome import silence_stdout
+            from .outcome import silence_stdout
 
             silence_stdout()
         return code
