@@ -50,6 +50,7 @@ from ..options import OptionError, OptionReader
 from ..redact import MIN_SECRET
 from . import REQUESTS
 from .data import (
+    Page,
     PageError,
     RegistrationRequest,
     find_unrepresentable,
