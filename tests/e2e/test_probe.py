@@ -33,7 +33,7 @@ def test_probe_works_while_the_daemon_runs(tmp_path: Path) -> None:
                 (
                     BAD["registrations"],
                     1,
-                    "lenos: refused (registrations): login answered HTTP 401",
+                    "lenos: refused (registrations): credentials refused (HTTP 401",
                 ),
             ):
                 done = subprocess.run(

@@ -15,7 +15,14 @@ from dropsync.adapters.base import (
     change_idempotency_key,
 )
 from dropsync.adapters.emulators.common import EmulatorServer
-from dropsync.adapters.errors import AuthError, ProviderError, RetryableError
+from dropsync.adapters.errors import (
+    AuthError,
+    ProviderError,
+    ProviderMisconfigured,
+    RetryableError,
+    UnexpectedAnswer,
+)
+from dropsync.adapters.http import HttpAdapter
 from dropsync.adapters.options import OptionError
 from dropsync.adapters.registrations import REQUESTS
 from dropsync.adapters.registrations.adapter import (
@@ -25,6 +32,7 @@ from dropsync.adapters.registrations.adapter import (
 )
 from dropsync.adapters.registrations.data import load_json, master_sessions, parse_modified
 from dropsync.adapters.registrations.emulator import RegistrationsEmulator
+from dropsync.adapters.registry import build_provider
 from dropsync.daemon.config import ProviderConfig
 
 from tests.adapters.conftest import REGISTRATIONS_PASSWORD
@@ -243,6 +251,45 @@ async def test_a_token_echoed_in_an_error_is_removed(
     assert token not in str(caught.value) and "[redacted]" in str(caught.value)
 
 
+def test_the_provider_speaks_through_the_common_boundary(
+    registrations_server: EmulatorServer,
+) -> None:
+    assert isinstance(provider(registrations_server), HttpAdapter)
+
+
+async def test_another_secret_of_the_provider_echoed_is_never_said(
+    registrations_server: EmulatorServer,
+) -> None:
+    """A secret the daemon hands over (``build_provider(also_secret=...)``), echoed by the
+    provider in an error and in a refusal's reason, as for every kind."""
+    other = "other-secret-5e1f"
+    p = build_provider(
+        name="lenos",
+        kind="registrations",
+        base_url=registrations_server.base_url,
+        options=BASE,
+        secret=REGISTRATIONS_PASSWORD,
+        timeout_s=5,
+        batch_max_items=None,
+        also_secret=[other],
+    )
+    assert isinstance(p, RegistrationsProvider)
+    emulator = seeded(registrations_server)
+    async with p:
+        await pages(p, "locations")  # logged in
+        emulator.queue_raw(500, f"upstream said {other}".encode(), route="GET /sessions")
+        with pytest.raises(RetryableError) as caught:
+            await pages(p, "sessions")
+        emulator.queue_raw(
+            409, f'{{"reason": "no, {other}"}}'.encode(), route="POST /registrations"
+        )
+        result = await p.push(
+            [request_change(1, {"participantId": "p1", "sessionId": "s1"})], idempotency_key="x"
+        )
+    assert other not in str(caught.value) and "[redacted]" in str(caught.value)
+    assert result.outcomes[0].reason == "no, [redacted]"
+
+
 @pytest.mark.parametrize(
     ("status", "body", "headers", "words"),
     [
@@ -287,8 +334,10 @@ async def test_odd_login_answers_are_retryable(
 ) -> None:
     emulator_of(registrations_server).queue_raw(200, login)
     async with provider(registrations_server) as p:
-        with pytest.raises(RetryableError):
+        with pytest.raises(UnexpectedAnswer) as caught:
             await pages(p, "sessions")
+    assert "expected 200 {token, expiresIn}" in str(caught.value)
+    assert "good-token-1" not in str(caught.value) and "def-ghij" not in str(caught.value)
 
 
 async def test_big_integers_keep_their_digits_and_unrepresentable_numbers_skip_the_item(
@@ -485,6 +534,35 @@ async def test_odd_registration_answers_keep_the_request_pending(
     assert token is not None and token not in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    ("status", "kind", "words"),
+    [
+        # The setup's (a wrong path), not the request's: misconfigured, as for every kind.
+        (404, ProviderMisconfigured, "provider misconfigured"),
+        (405, ProviderMisconfigured, "provider misconfigured"),
+        (410, ProviderMisconfigured, "provider misconfigured"),
+        # Not the request's either: no refusal without a reason.
+        (400, RetryableError, "no reason"),
+        (413, RetryableError, "no reason"),
+        (418, RetryableError, "no reason"),
+    ],
+)
+async def test_a_request_answered_a_4xx_without_a_reason_stays_pending(
+    registrations_server: EmulatorServer, status: int, kind: type[Exception], words: str
+) -> None:
+    emulator = seeded(registrations_server)
+    async with provider(registrations_server) as p:
+        emulator.queue_raw(status, b"<html>no</html>", route="POST /registrations")
+        with pytest.raises(RetryableError) as caught:
+            await p.push(
+                [request_change(1, {"participantId": "p1", "sessionId": "s1"})],
+                idempotency_key="x",
+            )
+    assert type(caught.value) is kind
+    assert words in str(caught.value) and f"HTTP {status}" in str(caught.value)
+    assert emulator.registered("p1", "s1") == []
+
+
 async def test_a_refusal_reason_echoing_the_token_is_redacted(
     registrations_server: EmulatorServer,
 ) -> None:
@@ -656,7 +734,7 @@ async def test_odd_cancellation_answers_keep_the_request_pending(
     assert len(emulator.registered("p1", "s1")) == 1
 
 
-@pytest.mark.parametrize("body", [b"", b"{}", b'{"status": "Cancelled"}'])
+@pytest.mark.parametrize("body", [b"", b"{}", b"null", b'{"status": "Cancelled"}'])
 async def test_a_cancellation_answered_200_with_json_or_nothing_is_confirmed(
     registrations_server: EmulatorServer, body: bytes
 ) -> None:
