@@ -236,6 +236,7 @@ STATUS_MODULES = {
     "dropsync.daemon.cli.app",
     "dropsync.daemon.cli.common",
     "dropsync.daemon.cli.outcome",
+    "dropsync.daemon.cli.shortcut",
     "dropsync.daemon.cli.status",
     "dropsync.daemon.clock",
     "dropsync.daemon.config_file",
@@ -314,6 +315,26 @@ def test_status_loads_no_heavy_module_and_nothing_of_the_daemon_runtime(
     assert modules & HEAVY == set()
     assert third_party(modules) == set()
     assert {m for m in modules if m.startswith("dropsync")} <= STATUS_MODULES
+    # The standard library's slow imports too (figures: bench/RESULTS.md, 2026-12-07).
+    assert modules & SLOW_STDLIB == set()
+
+
+# What status's usual command lines (``cli.shortcut``) never import: argparse (with gettext,
+# locale and, as it builds a parser, shutil and its compressors), dataclasses (with inspect,
+# ast, dis, tokenize), ~20 ms together of a status that takes ~60.
+SLOW_STDLIB = {
+    "argparse",
+    "gettext",
+    "locale",
+    "shutil",
+    "bz2",
+    "lzma",
+    "dataclasses",
+    "inspect",
+    "ast",
+    "dis",
+    "tokenize",
+}
 
 
 # What the help of every command may load besides: the kinds' declarations (``emulate`` has

@@ -5,15 +5,20 @@ Imports here are cheap (stdlib only at module level): ``status`` loads this modu
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import argparse
+
     from ..config import Config
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+# ``status --check``'s thresholds unless given (``health_check.Thresholds``, docs/cli.md):
+# here, so that a plain ``status`` has its defaults without importing the check.
+PENDING_WARN_S, PENDING_CRIT_S, DISK_WARN_PCT, DISK_CRIT_PCT = 900.0, 3600.0, 10.0, 5.0
 
 
 def checked_config(args: argparse.Namespace) -> Config:

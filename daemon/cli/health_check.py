@@ -30,13 +30,14 @@ this and must start fast.
 from __future__ import annotations
 
 import math
-import shutil
+import os
 import sqlite3
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from dropsync.store.states import ProviderState
+
+from .common import DISK_CRIT_PCT, DISK_WARN_PCT, PENDING_CRIT_S, PENDING_WARN_S
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 _NAMES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
@@ -47,14 +48,17 @@ class Unknown(Exception):
     """The check cannot run (exit 3): the message says why."""
 
 
-@dataclass(frozen=True, slots=True)
-class Thresholds:
-    """When a finding becomes a warning or critical (defaults documented in docs/cli.md)."""
+class Thresholds(NamedTuple):
+    """When a finding becomes a warning or critical (defaults documented in docs/cli.md).
 
-    pending_warn_s: float = 900.0
-    pending_crit_s: float = 3600.0
-    disk_warn_pct: float = 10.0
-    disk_crit_pct: float = 5.0
+    A NamedTuple, not a dataclass: importing dataclasses (and inspect with it) would
+    cost ``status`` more than its queries.
+    """
+
+    pending_warn_s: float = PENDING_WARN_S
+    pending_crit_s: float = PENDING_CRIT_S
+    disk_warn_pct: float = DISK_WARN_PCT
+    disk_crit_pct: float = DISK_CRIT_PCT
 
     def problem(self) -> str | None:
         """Why these thresholds cannot be used together, or None."""
@@ -190,12 +194,14 @@ def provider_perfdata(row: dict[str, Any], thresholds: Thresholds) -> list[str]:
 def disk_check(store_path: Path, thresholds: Thresholds) -> tuple[list[Problem], list[str]]:
     """Free space on the file system that holds the store: problems and perfdata."""
     try:
-        usage = shutil.disk_usage(store_path.parent)
+        # What shutil.disk_usage reads, without importing shutil (and its compressors).
+        usage = os.statvfs(store_path.parent)
     except OSError as exc:
         return [
             Problem(WARNING, f"disk: cannot see the free space of {store_path.parent}: {exc}")
         ], []
-    free_pct = 100.0 * usage.free / usage.total if usage.total else 100.0
+    free, total = usage.f_bavail * usage.f_frsize, usage.f_blocks * usage.f_frsize
+    free_pct = 100.0 * free / total if total else 100.0
     # A range "W:" alerts below W (the guidelines' syntax), as the check does.
     perfdata = [
         f"{label('disk_free')}={free_pct:.2f}%;{number(thresholds.disk_warn_pct)}:;"
@@ -208,7 +214,7 @@ def disk_check(store_path: Path, thresholds: Thresholds) -> tuple[list[Problem],
     problem = Problem(
         level,
         f"disk: {free_pct:.1f}% free on the file system of {store_path} "
-        f"({usage.free // (1 << 20)} MiB; under {limit:g}%)",
+        f"({free // (1 << 20)} MiB; under {limit:g}%)",
     )
     return [problem], perfdata
 

@@ -15,15 +15,18 @@
 
 from __future__ import annotations
 
-import argparse
 import sqlite3
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from dropsync.store.errors import StoreError
 
 from ..errors import ConfigError, DropsyncError, UsageError
 from .common import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+
+if TYPE_CHECKING:
+    import argparse
 
 
 def run_reporting_errors(

@@ -3,8 +3,9 @@
 Operators run this often, on big stores, while the daemon writes: it opens the
 store read-only, asks only indexed questions (see ``store.queries.status_summary``)
 and imports nothing it does not print with (no event loop, no orjson, not even
-the full config: only ``[store]`` is read), so the whole command takes little
-more than starting Python. ``tests/test_design_rules.py`` holds it to that.
+the full config: only ``[store]`` is read; its usual command lines not even argparse,
+see ``cli.shortcut``), so the whole command takes little more than starting Python.
+``tests/test_design_rules.py`` holds it to that.
 
 ``--check`` answers like a monitoring plugin (``daemon/cli/health_check.py``): a
 status line with perfdata, one line per further problem, exit 0 ok, 1 warning, 2
@@ -14,13 +15,15 @@ critical, 3 unknown (the check cannot run: a usage error included, see
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .common import EXIT_OK
+
+if TYPE_CHECKING:
+    import argparse
 
 HELP = "is the daemon running; what is pending for each provider and why (read-only)"
 
@@ -36,14 +39,18 @@ def _number(text: str) -> float | None:
 def _seconds(text: str) -> float:
     value = _number(text)
     if value is None or not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}")
+        from argparse import ArgumentTypeError
+
+        raise ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}")
     return value
 
 
 def _percent(text: str) -> float:
     value = _number(text)
     if value is None or not 0 <= value <= 100:
-        raise argparse.ArgumentTypeError(f"expected a percentage from 0 to 100, got {text!r}")
+        from argparse import ArgumentTypeError
+
+        raise ArgumentTypeError(f"expected a percentage from 0 to 100, got {text!r}")
     return value
 
 
@@ -65,7 +72,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """``--json``, ``--watch``, ``--check`` and its thresholds."""
     from .health_check import Thresholds
 
-    default = Thresholds()
+    default = Thresholds()  # as cli.shortcut has them
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument(
         "--watch",
