@@ -51,9 +51,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from dropsync.adapters.crm.adapter import CrmProvider
 from dropsync.adapters.crm.adapter import parse_options as crm_options
 from dropsync.daemon.config import ProviderConfig
-from dropsync.daemon.delivery import Flusher
-from dropsync.daemon.logs import configure_logging
-from dropsync.daemon.memory import tune_garbage_collector
+from dropsync.daemon.delivery.flusher import Flusher
+from dropsync.daemon.process.logs import configure_logging
+from dropsync.daemon.process.memory import tune_garbage_collector
 from dropsync.store import outbox
 from dropsync.store.db import open_store
 from dropsync.store.handle import Store

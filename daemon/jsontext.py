@@ -14,7 +14,7 @@ standard library's ``json`` scanner (in C), with one set of rules
   (``"\\ud800"``, caught when the canonical body is written);
 * a document is at most ``max_depth`` levels deep and ``max_bytes`` long.
 
-Drop files are split into documents by ``daemon.jsonstream``, which reads each one
+Drop files are split into documents by ``daemon.ingest.jsonstream``, which reads each one
 with the functions here. Outgoing bodies (``load_outgoing``) keep their long
 integers too.
 """
@@ -27,7 +27,8 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 import orjson
-from dropsync.daemon.errors import DocumentError
+
+from .errors import DocumentError
 
 
 class JsonLimits(NamedTuple):

@@ -16,8 +16,9 @@ from typing import NamedTuple
 
 import aiosqlite
 import orjson
-from dropsync.store.merge import cut_at_nul
-from dropsync.store.states import ProviderState
+
+from .merge import cut_at_nul
+from .states import ProviderState
 
 
 @dataclass(frozen=True, slots=True)
@@ -517,20 +518,6 @@ def requeue_collection(
         )
         total += cursor.rowcount
     return total
-
-
-def confirm_remote(db: sqlite3.Connection, provider: str, remote_ref: str, *, now: int) -> int:
-    """A provider callback confirmed job ``remote_ref``: mark its deliveries confirmed."""
-    cursor = db.execute(
-        "UPDATE deliveries SET state = 'confirmed' WHERE provider = ? AND remote_ref = ?",
-        (provider, remote_ref),
-    )
-    db.execute(
-        "UPDATE delivered SET state = 'confirmed', at = ? WHERE provider = ? AND delivery_id IN "
-        "(SELECT id FROM deliveries WHERE provider = ? AND remote_ref = ?)",
-        (now, provider, provider, remote_ref),
-    )
-    return cursor.rowcount
 
 
 def resume_refused_providers(db: sqlite3.Connection, *, now: int) -> None:

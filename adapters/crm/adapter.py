@@ -32,7 +32,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from dropsync.adapters.base import (
+
+from ..base import (
     IDEMPOTENCY_HEADER,
     OutgoingChange,
     ProviderLimits,
@@ -40,9 +41,9 @@ from dropsync.adapters.base import (
     PushResult,
     batch_idempotency_key,
 )
-from dropsync.adapters.errors import PermanentError
-from dropsync.adapters.http import Answer, HttpAdapter, json_body
-from dropsync.adapters.options import OptionReader
+from ..errors import PermanentError
+from ..http import Answer, HttpAdapter, json_body
+from ..options import OptionReader
 
 MAX_CONTACTS = 1000
 # The probe's body: no origin (required) and no contact, so there is nothing to create.

@@ -12,10 +12,11 @@ import orjson
 import pytest
 from dropsync.adapters.base import FilePart
 from dropsync.adapters.churn import adapter as churn
-from dropsync.daemon import jsonstream
 from dropsync.daemon.config import parse_config
+from dropsync.daemon.delivery.sending import to_outgoing, to_outgoing_many
 from dropsync.daemon.errors import ConfigError, DocumentError
-from dropsync.daemon.jsonstream import json_documents, ndjson_documents
+from dropsync.daemon.ingest import jsonstream
+from dropsync.daemon.ingest.jsonstream import json_documents, ndjson_documents
 from dropsync.daemon.jsontext import (
     Bad,
     JsonLimits,
@@ -24,7 +25,6 @@ from dropsync.daemon.jsontext import (
     load_outgoing,
     load_outgoing_many,
 )
-from dropsync.daemon.sending import to_outgoing, to_outgoing_many
 from dropsync.store.outbox import OutboxEntry
 from hypothesis import given, settings
 from hypothesis import strategies as st

@@ -1,0 +1,94 @@
+"""The drop-folder watcher in process: what it holds while many files wait."""
+
+from __future__ import annotations
+
+import os
+import tracemalloc
+from dataclasses import replace
+from pathlib import Path
+
+import anyio
+import pytest
+from dropsync.daemon.ingest import watcher as watcher_module
+from dropsync.daemon.ingest.ingestor import IngestReport
+from dropsync.daemon.ingest.watcher import DropWatcher
+
+from tests.daemon.ingest.test_ingestor import make_config
+
+
+async def _never(path: Path) -> IngestReport | None:
+    raise AssertionError("not called")
+
+
+@pytest.mark.anyio  # the watcher is made in the daemon's event loop
+async def test_a_look_at_a_folder_of_many_files_holds_only_what_the_queue_takes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 20,000 files waiting, a queue of 100: the look keeps the 100 oldest, not a list of all
+    # (100,000 files at once cost 124 MB of peak RSS that way, kept by the process after).
+    monkeypatch.setattr(watcher_module, "QUEUE_FILES", 100)
+    config = make_config(tmp_path, users={"key": "data.id", "timestamp": "updatedAt"})
+    folder = config.drop_path / "users"
+    folder.mkdir(parents=True)
+    count = 20_000
+    for i in range(count):
+        path = folder / f"u{i:05d}.json"
+        path.write_bytes(b"{}")
+        # The oldest are the last written: the look orders by age, not by name.
+        os.utime(path, ns=(0, (count - i) * 1_000_000_000))
+    (folder / "late.json.part").write_bytes(b"{}")  # ignored until renamed
+    watcher = DropWatcher(config, _never)
+    tracemalloc.start()
+    try:
+        watcher._look_everywhere()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    queued = []
+    while True:
+        try:
+            queued.append(watcher._receive.receive_nowait())
+        except Exception:
+            break
+    assert queued == [folder / f"u{i:05d}.json" for i in range(count - 1, count - 101, -1)]
+    assert len(watcher._queued) == 100
+    # A list of every name with its age is about 24 MB here; the 100 oldest, well under 1.
+    assert peak < 2_000_000, f"{peak / 1e6:.1f} MB at the peak of one look"
+
+
+@pytest.mark.anyio
+async def test_files_left_out_of_a_full_queue_are_taken_once_it_is_half_empty(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No rescan within the test: what the full queue left in the folder is looked for again
+    # once the ingestor has taken half of the queue, not at the next rescan.
+    monkeypatch.setattr(watcher_module, "QUEUE_FILES", 10)
+    config = make_config(tmp_path, users={"key": "data.id", "timestamp": "updatedAt"})
+    config = replace(config, rescan_s=3600.0)
+    folder = config.drop_path / "users"
+    folder.mkdir(parents=True)
+    names = [f"u{i:02d}.json" for i in range(35)]
+    for i, name in enumerate(names):
+        (folder / name).write_bytes(b"{}")
+        os.utime(folder / name, ns=(0, (i + 1) * 1_000_000_000))
+    taken: list[str] = []
+    most_queued = 0
+    all_taken = anyio.Event()
+
+    async def ingest(path: Path) -> IngestReport | None:
+        nonlocal most_queued
+        most_queued = max(most_queued, len(watcher._queued))
+        taken.append(path.name)
+        path.unlink()
+        if len(taken) == len(names):
+            all_taken.set()
+        return None
+
+    watcher = DropWatcher(config, ingest)
+    with anyio.fail_after(60):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(watcher.run)
+            await all_taken.wait()
+            tg.cancel_scope.cancel()
+    assert taken == names  # oldest first
+    assert most_queued <= 10
