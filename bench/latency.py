@@ -24,8 +24,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import emit
-from bench.flush import start_emulator
+from bench.common import emit, start_emulator
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -39,11 +38,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--interval", type=float, default=0.1)
-    parser.add_argument("--port", type=int, default=18082)
     args = parser.parse_args()
+    # A free port, read from the emulator's own output: not another program's server.
+    emulator, urls = start_emulator("crm")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        base_url = f"http://127.0.0.1:{args.port}"
+        base_url = urls["crm"]
         (work / "dropsync.toml").write_text(f"""
 [store]
 path = "{work / "dropsync.db"}"
@@ -61,7 +61,6 @@ secret_env = "BENCH_CRM_TOKEN"
 """)
         folder = work / "drop/contacts"
         folder.mkdir(parents=True)
-        emulator = start_emulator(args.port)
         log = (work / "daemon.log").open("wb")
         daemon = subprocess.Popen(
             [

@@ -23,10 +23,10 @@ lane the provider refuses (401, 403) is finished (``failed``: nothing was applie
 entries set aside, and the other lanes' requests go on.
 
 While the outbox has more, it keeps going, three batches at a time: while one batch's
-request is in flight, the next is taken, prepared (decoded, checked, written ahead) and
-the previous one's delivery is recorded (the loop's ``record_in_background``). The next
-batch is taken after the entries in flight, which stay in the outbox until their delivery
-is recorded.
+request is in flight, the next is taken and prepared (decoded, checked, written ahead),
+and the previous one's delivery is recorded in the transaction that writes the next one
+ahead (the loop's ``write``). The next batch is taken after the entries in flight, which
+stay in the outbox until their delivery is recorded.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from dropsync.store.merge import MergeResult
 from .. import metrics
 from ..clock import now_ms
 from .lanes import PUSH, hold_db
-from .sending import Answer, Attempt, Paused, to_outgoing
+from .sending import Answer, Attempt, Paused, to_outgoing_many
 
 if TYPE_CHECKING:
     from .flusher import Flusher
@@ -126,8 +126,6 @@ class BatchSender:
             requests = await self._prepare(loop, entries)
             while entries:
                 entries, requests = await self._send_and_prepare_next(loop, entries, requests)
-                # The next batch was taken before this recording starts: no waiting on it.
-                loop.record_in_background()
         finally:
             with anyio.CancelScope(shield=True):
                 await self._discard_unsent(loop)
@@ -144,7 +142,13 @@ class BatchSender:
             return False
         unfinished = await loop.unfinished()
         for old in unfinished:
-            self._outgoing.update((e.id, to_outgoing(loop.name, e)) for e in old.entries)
+            self._outgoing.update(
+                zip(
+                    [e.id for e in old.entries],
+                    to_outgoing_many(loop.name, old.entries),
+                    strict=True,
+                )
+            )
             refused = [e for e in old.entries if loop.provider.check(self._outgoing[e.id])]
             lane = self._lane(loop, old.entries)
             if lane is not None and not loop.lanes.may_send(lane, PUSH):
@@ -195,11 +199,13 @@ class BatchSender:
         """Decode the batch, dead-letter what the adapter refuses, cut the rest into
         requests and write them ahead."""
         # Each entry is decoded once; its OutgoingChange rides along through retries and splits.
-        self._outgoing.update((e.id, to_outgoing(loop.name, e)) for e in entries)
+        changes = to_outgoing_many(loop.name, entries)
+        self._outgoing.update(zip([e.id for e in entries], changes, strict=True))
         refused: dict[str, list[outbox.OutboxEntry]] = {}
         sendable = []
-        for entry in entries:
-            reason = loop.provider.check(self._outgoing[entry.id])
+        check = loop.provider.check
+        for entry, change in zip(entries, changes, strict=True):
+            reason = check(change)
             if reason is None:
                 sendable.append(entry)
             else:

@@ -30,12 +30,13 @@ uploaded). The loop
   A failure is stored by the provider's health, in one transaction with the sender's
   note of the attempt, and ends the pass (``Paused``).
 
-The order of writes is a structure: the batch sender records delivered batches in the
-background while the next one is sent; a failure or a dead letter written before that
-recording would be overwritten by it (the provider shown ``online`` after it went down).
-So the loop's store writes are exactly two: ``_record_delivered``, the recording, and
-``write``, which first waits for it (``settle``) and is every other write; senders never
-touch the store but through the loop (a test holds this).
+The order of writes is a structure: the batch sender records a delivered request in the
+transaction of the loop's next write, before that write's own work (mostly the next
+request written ahead: one commit a request); a failure or a dead letter written before
+that recording would be overwritten by it (the provider shown ``online`` after it went
+down). So the loop's store writes all go through ``write``, which records what was
+delivered first (``settle`` records it alone); senders never touch the store but through
+the loop (a test holds this).
 """
 
 from __future__ import annotations
@@ -123,11 +124,8 @@ class Flusher:
         )
         self.paused = False
         self._wake = anyio.Event()
-        # Delivered batches not yet recorded, and the recording under way (see settle).
+        # Delivered requests not recorded yet (see write).
         self._unrecorded: list[_Delivered] = []
-        self._recording: anyio.Event | None = None
-        self._recording_error: Exception | None = None
-        self._recorder: anyio.abc.TaskGroup | None = None
 
     def wake(self) -> None:
         """New entries are waiting (or the store changed): stop idling."""
@@ -162,21 +160,18 @@ class Flusher:
                 else:
                     await self.lanes.start(self.laned.lanes())
             await self.lanes.refresh()  # a resync may have resumed lanes
-        async with anyio.create_task_group() as recorder:
-            self._recorder = recorder
-            try:
-                sent = await self.sender.send_pending(self)
-            except Paused:
-                self.paused = True  # run() goes back to waiting for the provider's health
-            except Exception as exc:
-                error = exc
-            finally:
-                self._recorder = None
-                with anyio.CancelScope(shield=True):
-                    try:
-                        await self.settle()
-                    except Exception as exc:
-                        error = error or exc
+        try:
+            sent = await self.sender.send_pending(self)
+        except Paused:
+            self.paused = True  # run() goes back to waiting for the provider's health
+        except Exception as exc:
+            error = exc
+        finally:
+            with anyio.CancelScope(shield=True):
+                try:
+                    await self.settle()
+                except Exception as exc:
+                    error = error or exc
         if error is not None:
             raise error
         return sent and not self.paused
@@ -275,56 +270,51 @@ class Flusher:
                 )
                 metrics.dead_lettered(self.name, len(group))
 
-    # -- writing: every write goes through write, which first waits for the recording ----
+    # -- writing: every write goes through write, which records the deliveries first ------
 
     def delivered(self, work: Callable[[sqlite3.Connection], T], then: Callable[[T], None]) -> None:
-        """A request was taken: ``work`` records it (one transaction, in the store's thread),
-        then ``then(its result)``; in the background (``record_in_background``) or before
-        the next write, whichever comes first."""
+        """A request was taken: ``work`` records it (in the store's thread), then ``then(its
+        result)``; in the transaction of the next write (before that write's own work), or
+        by ``settle``."""
         self._unrecorded.append((work, then))
 
-    def record_in_background(self) -> None:
-        """Start recording the delivered requests; ``settle`` waits for it."""
-        batches, self._unrecorded = self._unrecorded, []
-        if not batches or self._recorder is None:
-            self._unrecorded = batches
-            return
-        done = self._recording = anyio.Event()
-
-        async def record() -> None:
-            try:
-                await self._record_all(batches)
-            except Exception as exc:  # raised by settle, in the flusher's own flow
-                self._recording_error = exc
-            finally:
-                done.set()
-
-        self._recorder.start_soon(record)
-
     async def settle(self) -> None:
-        """Wait until every delivered request is recorded: called before any other write."""
-        if self._recording is not None:
-            await self._recording.wait()
-            self._recording = None
-        if self._recording_error is not None:
-            error, self._recording_error = self._recording_error, None
-            raise error
-        batches, self._unrecorded = self._unrecorded, []
-        await self._record_all(batches)
-
-    async def _record_all(self, batches: list[_Delivered]) -> None:
-        for work, then in batches:
-            await self._record_delivered(work, then)
-
-    async def _record_delivered(
-        self, work: Callable[[sqlite3.Connection], T], then: Callable[[T], None]
-    ) -> None:
-        then(await self.store.transact(work))
+        """Record every delivered request now (the pass ends, or something is read that
+        must see them)."""
+        if self._unrecorded:
+            await self.write(_nothing)
 
     async def write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """The flusher's one way to write (besides recording deliveries): settle first,
-        then run ``fn(conn, *args, **kwargs)`` whole in the store's thread (tried again
-        whole after a busy store or a full disk). Waiting for the recording keeps every
-        write in the order things happened."""
-        await self.settle()
-        return await self.store.transact(fn, *args, **kwargs)
+        """The flusher's one way to write: ``fn(conn, *args, **kwargs)`` whole in the store's
+        thread (tried again whole after a busy store or a full disk), in one transaction
+        after the recording of every delivered request not recorded yet. So every write
+        comes in the order things happened, and the batch sender's request written ahead
+        commits with the previous request's delivery: one commit a request."""
+        batches, self._unrecorded = self._unrecorded, []
+        if not batches:
+            return await self.store.transact(fn, *args, **kwargs)
+        stage = "waiting"
+
+        def record_then_write(conn: sqlite3.Connection) -> tuple[list[Any], T]:
+            nonlocal stage
+            stage = "recording"
+            recorded = [work(conn) for work, _ in batches]
+            stage = "writing"
+            return recorded, fn(conn, *args, **kwargs)
+
+        try:
+            recorded, result = await self.store.transact(record_then_write)
+        except BaseException:
+            # Not committed. Unless a recording itself failed (raised, as it was before a
+            # write: its request stays unfinished and is sent again), the deliveries wait
+            # for the next write or settle.
+            if stage != "recording":
+                self._unrecorded[:0] = batches
+            raise
+        for (_, then), value in zip(batches, recorded, strict=True):
+            then(value)
+        return result
+
+
+def _nothing(conn: sqlite3.Connection) -> None:
+    """A write of nothing: the recordings before it are the point."""

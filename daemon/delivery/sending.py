@@ -21,7 +21,7 @@ from dropsync.adapters.errors import AuthError, PermanentError, ProviderError
 from dropsync.store import outbox
 from dropsync.store.merge import MergeResult
 
-from ..jsontext import load_outgoing
+from ..jsontext import load_outgoing, load_outgoing_many
 
 if TYPE_CHECKING:
     from .flusher import Flusher
@@ -92,3 +92,22 @@ def to_outgoing(provider: str, entry: outbox.OutboxEntry) -> OutgoingChange:
             provider, entry.collection, entry.key, entry.updated_at, entry.enqueued_at
         ),
     )
+
+
+def to_outgoing_many(provider: str, entries: Sequence[outbox.OutboxEntry]) -> list[OutgoingChange]:
+    """``to_outgoing`` of each entry of a batch, the bodies decoded together."""
+    bodies = load_outgoing_many([entry.body for entry in entries])
+    return [
+        OutgoingChange(
+            entry.id,
+            entry.collection,
+            entry.key,
+            entry.updated_at,
+            entry.deleted,
+            body if isinstance(body, dict) else None,
+            change_idempotency_key(
+                provider, entry.collection, entry.key, entry.updated_at, entry.enqueued_at
+            ),
+        )
+        for entry, body in zip(entries, bodies, strict=True)
+    ]

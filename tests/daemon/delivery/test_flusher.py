@@ -422,13 +422,16 @@ async def test_a_failure_after_a_delivered_batch_is_recorded_after_it(
     # The first batch's delivery is recorded while the second is sent; the second one's
     # failure must still be written last, so the provider ends up offline, not online.
     # The recording is made slow, so that the failure comes first unless it waits.
-    record = Flusher._record_delivered
+    delivered = Flusher.delivered
 
-    async def slow_record(self: Flusher, *args: Any) -> None:
-        await anyio.sleep(0.3)
-        await record(self, *args)
+    def slow_delivered(self: Flusher, work: Callable[[Any], Any], then: Any) -> None:
+        def slow_work(conn: Any) -> Any:
+            time.sleep(0.3)  # in the store's thread
+            return work(conn)
 
-    monkeypatch.setattr(Flusher, "_record_delivered", slow_record)
+        delivered(self, slow_work, then)
+
+    monkeypatch.setattr(Flusher, "delivered", slow_delivered)
     await merge(store, [contact_change(i) for i in range(2500)])
     async with DownOnSecondPush(crm_provider(crm_server)) as provider:
         flusher = Flusher(store, crm_config(crm_server, backoff_base_s=60), provider)

@@ -238,17 +238,15 @@ def _calls_on(cls: type, receiver: str) -> set[tuple[str, str]]:
     return found
 
 
-def test_the_flusher_writes_only_through_the_helper_that_settles_first() -> None:
-    """``Flusher.write`` waits for the delivered batches' recording; ``_record_delivered``
-    is that recording. Any other write during a pass could overtake it: the senders never
-    touch the store (only the loop), and of the provider's health the loop only uses what
-    runs inside its own writes, or between passes (``wait_turn``, in ``run``)."""
+def test_the_flusher_writes_only_through_the_helper_that_records_first() -> None:
+    """``Flusher.write`` records the delivered requests not recorded yet, in its own
+    transaction before its own work. Any other write during a pass could overtake a
+    recording: the senders never touch the store (only the loop), and of the provider's
+    health the loop only uses what runs inside its own writes, or between passes
+    (``wait_turn``, in ``run``)."""
     writers = {"write", "transact", "call", "execute", "executemany", "read", "snapshot"}
     loop = _store_uses(delivery.Flusher, writers)
-    assert {m for m, op in loop if op in {"transact", "execute", "executemany"}} == {
-        "write",
-        "_record_delivered",
-    }
+    assert {m for m, op in loop if op in {"transact", "execute", "executemany"}} == {"write"}
     assert {m for m, op in loop if op == "call"} == {"call"}  # reads, and the scratch spool
     for sender in (batches.BatchSender, filebatch.FileSender, narrowing.Narrowing):
         assert _store_uses(sender, writers | {"path", "db"}) == []
@@ -261,4 +259,4 @@ def test_the_flusher_writes_only_through_the_helper_that_settles_first() -> None
         "run"
     }
     helper = inspect.getsource(delivery.Flusher.write)
-    assert helper.index("await self.settle()") < helper.index("self.store.transact(")
+    assert helper.index("recorded = [work(conn)") < helper.index("return recorded, fn(conn")
