@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import ast
+import os
 import re
 import subprocess
 import sys
@@ -276,8 +277,16 @@ def modules_loaded_by(argv: list[str], tmp_path: Path) -> tuple[int, set[str]]:
         "from dropsync.daemon.cli import main\n"
         f"sys.exit(main({argv!r}))\n"
     )
+    # Without the coverage measurement CI runs the suite under: coverage starts in every
+    # Python subprocess it sees (its environment variables), importing inspect, ast and more.
+    env = {key: value for key, value in os.environ.items() if not key.startswith("COVERAGE")}
     done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=False, timeout=60
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+        env=env,
     )
     return done.returncode, set(listing.read_text().splitlines())
 
