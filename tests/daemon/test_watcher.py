@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tracemalloc
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -92,3 +93,81 @@ async def test_files_left_out_of_a_full_queue_are_taken_once_it_is_half_empty(
             tg.cancel_scope.cancel()
     assert taken == names  # oldest first
     assert most_queued <= 10
+
+
+async def _taking(
+    watcher: DropWatcher, until: anyio.Event, act: Callable[[], Awaitable[None]]
+) -> None:
+    """Run the watcher, do ``act`` once it is ready, and stop once ``until`` is set."""
+    with anyio.fail_after(60):  # bounds a hang only
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(watcher.run)
+            await watcher.ready.wait()
+            await act()
+            await until.wait()
+            tg.cancel_scope.cancel()
+
+
+@pytest.mark.anyio
+async def test_a_file_renamed_in_is_taken_at_once_and_one_settling_holds_up_nothing(
+    tmp_path: Path,
+) -> None:
+    # A minute to settle: a file written in place waits that long; a file renamed in is
+    # whole (write-then-rename, the documented way to drop) and goes without waiting, even
+    # while the file written in place before it settles.
+    config = replace(
+        make_config(tmp_path, users={"key": "data.id", "timestamp": "updatedAt"}),
+        settle_ms=60_000,
+        rescan_s=3600.0,
+    )
+    folder = config.drop_path / "users"
+    folder.mkdir(parents=True)
+    taken: list[str] = []
+    renamed_taken = anyio.Event()
+
+    async def ingest(path: Path) -> IngestReport | None:
+        taken.append(path.name)
+        if path.name == "renamed.json":
+            renamed_taken.set()
+        return None
+
+    async def drop() -> None:
+        (folder / "in-place.json").write_bytes(b"[")  # still being written
+        (folder / ".renamed.json").write_bytes(b"{}")
+        os.rename(folder / ".renamed.json", folder / "renamed.json")
+
+    await _taking(DropWatcher(config, ingest), renamed_taken, drop)
+    assert taken == ["renamed.json"]
+
+
+@pytest.mark.anyio
+async def test_a_file_written_slowly_in_place_is_taken_whole_once_it_stopped_changing(
+    tmp_path: Path,
+) -> None:
+    # No rename: each write comes well within settle_ms of the one before, so the file is
+    # only taken after the last one, whole, and once.
+    config = replace(
+        make_config(tmp_path, users={"key": "data.id", "timestamp": "updatedAt"}),
+        settle_ms=1000,
+        rescan_s=3600.0,
+    )
+    folder = config.drop_path / "users"
+    folder.mkdir(parents=True)
+    parts = [b"[", *(b'{"data":{"id":%d},"updatedAt":1},' % i for i in range(8)), b"{}]"]
+    seen: list[bytes] = []
+    taken = anyio.Event()
+
+    async def ingest(path: Path) -> IngestReport | None:
+        seen.append(path.read_bytes())
+        taken.set()
+        return None
+
+    async def write_slowly() -> None:
+        with (folder / "slow.json").open("wb") as out:
+            for part in parts:
+                out.write(part)
+                out.flush()
+                await anyio.sleep(0.05)
+
+    await _taking(DropWatcher(config, ingest), taken, write_slowly)
+    assert seen == [b"".join(parts)]
