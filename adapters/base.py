@@ -2,7 +2,7 @@
 
 The shape follows httpx's ``AsyncBaseTransport``: one small interface, errors
 mapped at the boundary (see ``adapters.errors``). The delivery engine in
-``daemon.delivery`` is the only caller; batching, retry, backoff and dead
+``daemon.delivery.flusher`` is the only caller; batching, retry, backoff and dead
 letters live there, never in an adapter.
 """
 

@@ -8,6 +8,12 @@ the adapter was given), so no kind can forget it. ``send`` is the only way a kin
 talks to its provider; it names the success answer it expects (``expect``), so an
 answer of any other shape is an ``UnexpectedAnswer``, never a delivery.
 
+Two extension points, for kinds whose API asks for them: a session (``_log_in`` gives a
+``Session``; ``send(..., session=True)`` carries its headers, logs in when there is none
+or it is due for renewal, and logs in again once on a 401), and a request's refusal
+(``send(..., refusal=...)``: the kind reads a non-2xx answer that refuses one request,
+for per-request outcomes).
+
 Every request has one whole deadline (``adapters.deadline``: ``timeout_s`` for connect, send,
 the answer's head and body; httpx's per-operation timeouts are off) and a cap on its answer
 (``adapters.body``: a success answer of at most ``max_bytes`` decoded bytes, the kind's need,
@@ -29,18 +35,19 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
 import httpx
 import orjson
-from dropsync.adapters import early_answer
-from dropsync.adapters.base import OutgoingChange, ProviderLimits, PullPage, PushResult
-from dropsync.adapters.body import ACCEPT_ENCODING, read_body
-from dropsync.adapters.deadline import Deadline, DeadlinePassed
-from dropsync.adapters.errors import (
+
+from . import early_answer
+from .base import OutgoingChange, ProviderLimits, PullPage, PushResult
+from .body import ACCEPT_ENCODING, read_body
+from .deadline import Deadline, DeadlinePassed
+from .errors import (
     AuthError,
     PermanentError,
     ProviderError,
@@ -50,8 +57,8 @@ from dropsync.adapters.errors import (
     RetryableError,
     UnexpectedAnswer,
 )
-from dropsync.adapters.options import OptionError
-from dropsync.adapters.redact import MIN_SECRET, Redactor, excerpt
+from .options import OptionError
+from .redact import MIN_SECRET, Redactor, excerpt
 
 T = TypeVar("T")
 
@@ -63,6 +70,7 @@ MIN_UPLOAD_RATE = 64 << 10  # bytes a second an upload streamed from disk is all
 # Retry-After values past this are read as this; the engine's own ceiling
 # (max_retry_after_s) is far lower, and this keeps every sum within SQLite's int64.
 MAX_RETRY_AFTER_S = 10 * 365 * 86400.0
+MAX_SESSION_S = 366 * 86400.0  # a session said to last longer is renewed after this
 
 MISCONFIGURED = frozenset({404, 405, 406, 410, 415, 426, 428, 431, 501, 505})
 TRANSIENT = frozenset({408, 409, 421, 423, 425})
@@ -114,6 +122,22 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     except Exception:  # any garbage: email.utils raises several types
         return None
     return min(max(0.0, seconds), MAX_RETRY_AFTER_S)
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """What a login gave: the headers that authorise a request, and when to log in again
+    (``time.monotonic()``)."""
+
+    headers: Mapping[str, str]
+    renew_at: float
+
+    @classmethod
+    def lasting(cls, headers: Mapping[str, str], expires_in_s: float) -> Session:
+        """A session the provider says lasts ``expires_in_s`` seconds: renewed a tenth of
+        its life early, at most a minute early (a year at most is believed)."""
+        life = min(expires_in_s, MAX_SESSION_S)
+        return cls(headers, time.monotonic() + life - min(60.0, life / 10))
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,11 +217,14 @@ class HttpAdapter:
     """Base of the HTTP adapters: the client, the redactor, and the boundary methods.
 
     A kind implements ``_push``, ``_pull`` and ``_check`` and talks to its provider
-    only through ``send``; ``secrets`` are every secret value it was configured with.
+    only through ``send``; ``secrets`` are every secret value it was configured with
+    (each travels in a header: a secret that travels only in a body is given to
+    ``keep_secret`` instead). A kind that logs in implements ``_log_in``.
     """
 
     name: str
     limits: ProviderLimits
+    _session: Session | None = None
 
     def __init__(
         self,
@@ -245,7 +272,14 @@ class HttpAdapter:
     async def push(self, batch: Sequence[OutgoingChange], *, idempotency_key: str) -> PushResult:
         """Send one batch (see ``Provider.push``)."""
         with self._boundary():
-            return await self._push(batch, idempotency_key=idempotency_key)
+            result = await self._push(batch, idempotency_key=idempotency_key)
+        if not any(outcome.reason for outcome in result.outcomes):
+            return result
+        # A request's refusal is said in the provider's words, which may echo a secret.
+        outcomes = [
+            replace(o, reason=self.redact(o.reason)) if o.reason else o for o in result.outcomes
+        ]
+        return replace(result, outcomes=outcomes)
 
     async def pull(self, cursor: str | None) -> PullPage:
         """Fetch changes since ``cursor`` (see ``Provider.pull``)."""
@@ -270,6 +304,15 @@ class HttpAdapter:
     def _check(self, change: OutgoingChange) -> str | None:
         return None
 
+    async def _log_in(self) -> Session:
+        """Log in (a kind whose requests carry a session: ``send(..., session=True)``).
+
+        The login is a ``send`` of its own (without ``session``); its ``expect`` gives
+        ``keep_secret`` each secret the answer holds (a token) before it checks anything
+        else, so that no text says it, even that of an answer refused.
+        """
+        raise NotImplementedError
+
     async def _push(self, batch: Sequence[OutgoingChange], *, idempotency_key: str) -> PushResult:
         raise NotImplementedError
 
@@ -282,6 +325,8 @@ class HttpAdapter:
         path: str,
         *,
         expect: Callable[[Answer], T],
+        refusal: Callable[[Answer], T | None] | None = None,
+        session: bool = False,
         max_bytes: int = MAX_ANSWER,
         cap: str = "",
         upload_bytes: int | None = None,
@@ -295,20 +340,24 @@ class HttpAdapter:
         that sets it). ``upload_bytes``: the ``content`` is a body of that size streamed
         from disk (its deadline is the upload's, see ``adapters.deadline``).
         Transport failures and other statuses raise their ``adapters.errors`` type.
+
+        ``refusal`` (a kind with per-request outcomes) reads a non-2xx answer first: it
+        returns the kind's result when the answer refuses this one request (what ``send``
+        returns), None when the status table reads it (``error_for``), or raises the kind's
+        own ``adapters.errors`` type for it. ``session``: the request carries the session's
+        headers (``_log_in``); a 401 logs in again and sends the request once more (not a
+        streamed upload, which cannot be sent twice).
         """
-        answer = await fetch(
-            self.client,
-            method,
-            path,
-            timeout_s=self.timeout_s,
-            max_bytes=max_bytes,
-            cap=cap,
-            upload_bytes=upload_bytes,
-            min_upload_rate=self.min_upload_rate,
-            redact=self.redact,
-            **kwargs,
-        )
+        sent: dict[str, Any] = {"max_bytes": max_bytes, "cap": cap, "upload_bytes": upload_bytes}
+        sent.update(kwargs)
+        if session:
+            answer = await self._in_session(method, path, sent)
+        else:
+            answer = await self._exchange(method, path, sent)
         if not 200 <= answer.status < 300:
+            refused = None if refusal is None else refusal(answer)
+            if refused is not None:
+                return refused
             raise error_for(answer, self.redact)
         try:
             return expect(answer)
@@ -320,9 +369,38 @@ class HttpAdapter:
                 status=answer.status,
             ) from None
 
+    async def _exchange(self, method: str, path: str, sent: dict[str, Any]) -> Answer:
+        return await fetch(
+            self.client,
+            method,
+            path,
+            timeout_s=self.timeout_s,
+            min_upload_rate=self.min_upload_rate,
+            redact=self.redact,
+            **sent,
+        )
 
-# The boundary's one exchange, also for adapters with a boundary of their own (registrations:
-# a login, a session token): the same client settings, deadline, cap and transport errors.
+    async def _in_session(self, method: str, path: str, sent: dict[str, Any]) -> Answer:
+        """The request with the session's headers, logged in first when there is no session
+        or it is due for renewal; a 401 forgets the session and is asked once more."""
+        headers = sent.pop("headers", None) or {}
+        again = sent["upload_bytes"] is None
+        while True:
+            session = self._session
+            if session is None or time.monotonic() >= session.renew_at:
+                session = self._session = await self._log_in()
+            answer = await self._exchange(
+                method, path, {**sent, "headers": {**headers, **session.headers}}
+            )
+            if answer.status != 401 or not again:
+                return answer
+            if self._session is session:
+                self._session = None
+            again = False
+
+
+# The boundary's one exchange, also for requests outside an adapter's provider (churn's
+# download of an error log): the same client settings, deadline, cap and transport errors.
 
 
 def make_client(base_url: str = "", headers: Mapping[str, str] | None = None) -> httpx.AsyncClient:
@@ -433,9 +511,3 @@ async def _fetch(
                 status=answer.status,
             )
     return answer
-
-
-def check_answer(answer: Answer, redact: Redactor | None = None) -> None:
-    """Raise the error type of a non-2xx answer (the status table of ``error_for``)."""
-    if not 200 <= answer.status < 300:
-        raise error_for(answer, redact or Redactor())

@@ -1,6 +1,6 @@
 """Inbound routes: what a provider sends the daemon (signed callbacks, webhooks), per kind.
 
-The daemon's listener (``daemon.listener``) owns the HTTP server, the limits on what it
+The daemon's listener (``daemon.inbound.listener``) owns the HTTP server, the limits on what it
 reads, the store transaction, the replay memory and the summaries of the log; a kind owns
 its paths, how a call is verified and how it is read. A kind with inbound routes names their
 module in ``Kind.inbound``; the module's ``INBOUND`` lists them. The listener serves each
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 if TYPE_CHECKING:
-    from dropsync.adapters.base import Provider
+    from .base import Provider
 
 T = TypeVar("T")
 
@@ -75,6 +75,10 @@ class Settled:
     carried: int
     deliveries: int
     queued: int
+    # A final outcome of a job no recorded batch carries yet: kept, and applied when a
+    # batch carrying it is recorded (its answer may still be on its way, or the request
+    # be sent again after a stop and answered with the same job).
+    held: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +110,7 @@ class Call(Protocol):
         ...
 
     async def body(self) -> bytes:
-        """The request's body, at most the listener's cap, within its deadline (else
+        """The request's body, at most the route's cap, within the listener's deadline (else
         ``Refused``: 413, 408)."""
         ...
 
@@ -174,11 +178,14 @@ Handler = Callable[[Call], Awaitable[Mapping[str, Any]]]
 @dataclass(frozen=True, slots=True)
 class Route:
     """One ``POST`` route of a kind: its path (Starlette's syntax, ``{name}`` parameters),
-    its name, its handler."""
+    its name, its handler, and the most bytes its body may have (None: the listener's
+    ``MAX_BODY``, 1 MiB). A larger cap suits a route whose caller the handler checks before
+    it reads the body (an unguessable path), so a stranger never gets past 1 MiB."""
 
     path: str
     name: str
     handler: Handler
+    max_body: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ import json
 from collections.abc import Iterable
 from urllib.parse import quote, quote_plus
 
-from dropsync.adapters.errors import PermanentError, ProviderError
+from .errors import PermanentError, ProviderError
 
 MASK = "[redacted]"
 # Shorter values would mask ordinary words; a secret this short is refused at load.

@@ -22,12 +22,12 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from dropsync.adapters.options import OptionError
+from .options import OptionError
 
 if TYPE_CHECKING:
-    from dropsync.adapters.base import Provider
-    from dropsync.adapters.emulators.demo import DemoPart
-    from dropsync.adapters.inbound import Inbound
+    from .base import Provider
+    from .emulators.demo import DemoPart
+    from .inbound import Inbound
 
 __all__ = [
     "KINDS",
@@ -120,7 +120,7 @@ class Kind:
     secret_required: str | None = None
     secrets: tuple[KindSecret, ...] = ()
     # Collections whose records are requests a provider of this kind decides, given its
-    # options: routed to it implicitly (``daemon.requests``).
+    # options: routed to it implicitly (``daemon.delivery.requests``).
     request_collections: Callable[[Mapping[str, Any]], tuple[str, ...]] | None = None
     # Whether a provider's accepted batches are confirmed later by a callback the listener
     # receives (then ``unconfirmed`` after confirm_timeout_s), given the names of the kind's
@@ -158,25 +158,25 @@ class Kind:
 
 
 def _churn() -> Kind:
-    from dropsync.adapters.churn import KIND
+    from .churn import KIND
 
     return KIND
 
 
 def _crm() -> Kind:
-    from dropsync.adapters.crm import KIND
+    from .crm import KIND
 
     return KIND
 
 
 def _favourites() -> Kind:
-    from dropsync.adapters.favourites import KIND
+    from .favourites import KIND
 
     return KIND
 
 
 def _registrations() -> Kind:
-    from dropsync.adapters.registrations import KIND
+    from .registrations import KIND
 
     return KIND
 
@@ -244,7 +244,7 @@ def build_provider(
     ``also_secret``: values of the provider's other secrets (a callback key, a webhook
     token that rides in a URL it sends), which the adapter must never say either.
     """
-    from dropsync.adapters.http import HttpAdapter
+    from .http import HttpAdapter
 
     module = get_kind(kind).adapter()
     module.parse_options(options)

@@ -21,12 +21,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import emit
-from tests.campaigns import oracle
-from tests.campaigns.backlog import start_on_backlog
-from tests.campaigns.faults import provider_faults
-from tests.campaigns.hostile import hostile_files
-from tests.campaigns.kill import CampaignResult, kill_anywhere
-from tests.campaigns.world import campaign_seed
+from tests.harness import oracle
+from tests.harness.backlog import start_on_backlog
+from tests.harness.faults import provider_faults
+from tests.harness.hostile import hostile_files
+from tests.harness.kill import CampaignResult, kill_anywhere
+from tests.harness.world import campaign_seed
 
 
 def run(args: argparse.Namespace, root: Path, seed: int) -> CampaignResult:

@@ -54,8 +54,118 @@ def run_child(module: str, *args: str) -> dict[str, Any]:
 
 
 def emit(result: dict[str, Any]) -> None:
-    """Print the one JSON line a bench reports."""
+    """Print the one JSON line a bench reports (with a warning when bytecode was missing)."""
+    problem = bytecode_problem()
+    if problem is not None:
+        warn_bytecode(problem)
+        result = {**result, "bytecode_warning": problem}
     print(json.dumps(result), flush=True)
+
+
+# The checkout's code folders: an editable install imports them from here.
+CODE_FOLDERS = ("adapters", "daemon", "store", "bench")
+
+
+def _bytecode_is_fresh(source: Path) -> bool:
+    """Whether ``source`` has a cached .pyc that Python would use (its header names this
+    source's modification time and size, as the default invalidation mode checks)."""
+    import importlib.util
+
+    try:
+        cached = Path(importlib.util.cache_from_source(str(source)))
+        with cached.open("rb") as handle:
+            header = handle.read(16)
+        stat = source.stat()
+    except OSError:
+        return False
+    if len(header) < 16 or header[:4] != importlib.util.MAGIC_NUMBER:
+        return False
+    if int.from_bytes(header[4:8], "little") != 0:
+        return True  # hash-based (compileall --invalidation-mode): checked by Python itself
+    mtime = int.from_bytes(header[8:12], "little")
+    size = int.from_bytes(header[12:16], "little")
+    return mtime == int(stat.st_mtime) & 0xFFFFFFFF and size == stat.st_size & 0xFFFFFFFF
+
+
+def bytecode_problem() -> str | None:
+    """Why processes of this checkout would compile its modules as they start, or None.
+
+    ``PYTHONDONTWRITEBYTECODE=1`` (set on these machines) keeps Python from writing the
+    ``.pyc`` files, so an editable install compiles every module it imports in every
+    process: ``dropsync status`` took 344 ms instead of 95. bench/README.md says how to run.
+    """
+    script = Path(sys.argv[0]).resolve() if sys.argv and sys.argv[0] else None
+    sources = [
+        path
+        for folder in CODE_FOLDERS
+        for path in (ROOT / folder).rglob("*.py")
+        if path != script  # a script run by its path is compiled each time anyway
+    ]
+    stale = [path for path in sources if not _bytecode_is_fresh(path)]
+    if not stale:
+        return None
+    flag = " and PYTHONDONTWRITEBYTECODE is set" if sys.flags.dont_write_bytecode else ""
+    return (
+        f"{len(stale)} of {len(sources)} modules have no up-to-date bytecode{flag} "
+        f"(e.g. {stale[0].relative_to(ROOT)}): processes compile them as they start; run "
+        "`unset PYTHONDONTWRITEBYTECODE; python -m compileall -q adapters daemon store bench` "
+        "first (bench/README.md)"
+    )
+
+
+def warn_bytecode(problem: str) -> None:
+    """Say on stderr that the figures include compiling modules."""
+    print(f"bench: warning: {problem}", file=sys.stderr, flush=True)
+
+
+def start_emulator(*kinds: str) -> tuple[subprocess.Popen[str], dict[str, str]]:
+    """``dropsync emulate`` with every emulator on a free port, and the URL of each of
+    ``kinds`` as that process printed it (``{"crm": "http://127.0.0.1:PORT"}``).
+
+    The ports are the ones the emulators bound (port 0), read from the process's own
+    output, and each answers ``GET /_emulator/state`` before this returns: the servers a
+    bench measures are the ones it started, not another program on a well-known port.
+    """
+    import re
+    import threading
+    import urllib.request
+
+    from dropsync.adapters.registry import emulated
+
+    process = subprocess.Popen(
+        [
+            *dropsync_command(),
+            "emulate",
+            *(arg for kind, _ in emulated() for arg in (f"--{kind}-port", "0")),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert process.stdout is not None
+    timer = threading.Timer(60, process.kill)  # readline below never waits for ever
+    timer.start()
+    urls: dict[str, str] = {}
+    try:
+        for line in process.stdout:
+            found = re.match(r"(\w+) emulator:\s+(http://\S+)", line)
+            if found:
+                urls[found.group(1).lower()] = found.group(2)
+            if line.startswith("faults:"):  # printed after every emulator's line
+                break
+    finally:
+        timer.cancel()
+    # Whatever it prints later is read and dropped: a full pipe would stop the emulator.
+    threading.Thread(target=process.stdout.read, daemon=True).start()
+    missing = [kind for kind in kinds if kind not in urls]
+    if missing:
+        process.kill()
+        raise RuntimeError(f"emulators did not start: {missing} not announced")
+    for kind in kinds:
+        with urllib.request.urlopen(f"{urls[kind]}/_emulator/state", timeout=10):
+            pass
+    return process, {kind: urls[kind] for kind in kinds}
 
 
 def build_records(

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import anyio
 from dropsync.daemon.config import parse_config
-from dropsync.daemon.ingest import Ingestor
-from dropsync.daemon.memory import tune_garbage_collector
+from dropsync.daemon.ingest.ingestor import Ingestor
+from dropsync.daemon.process.memory import tune_garbage_collector
 from dropsync.store.handle import Store
 
 from bench.common import emit, peak_rss_mb

@@ -43,8 +43,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import emit
-from bench.flush import start_emulator
+from bench.common import emit, start_emulator
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGETS = {"p50_ms": 25.0, "p99_ms": 100.0}
@@ -328,16 +327,16 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=600, help="samples per path and round")
     parser.add_argument("--interval", type=float, default=0.1)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--port", type=int, default=18082)
     parser.add_argument("--no-reference", action="store_true", help="the daemon alone")
     args = parser.parse_args()
-    base_url = f"http://127.0.0.1:{args.port}"
     sides = ["dropsync"] if args.no_reference else ["dropsync", "reference"]
     results: dict[str, dict[str, list[dict[str, Any]]]] = {
         side: {"drop": [], "inbox": []} for side in sides
     }
     load_start = Path("/proc/loadavg").read_text().strip()
-    emulator = start_emulator(args.port)
+    # A free port, read from the emulator's own output: not another program's server.
+    emulator, urls = start_emulator("crm")
+    base_url = urls["crm"]
     try:
         with tempfile.TemporaryDirectory() as tmp:
             for number in range(args.rounds):

@@ -5,8 +5,8 @@
 1. Pull: the registrations emulator (``dropsync emulate``, its own process) holds N
    participants; a full pull into a fresh store, then 1 % of them changed at the provider,
    then an incremental pull. The daemon's path (``bench.registrations_pull real``: the
-   adapter, ``daemon.pulls.StreamPull``, the LWW merge) beside a bare loop fetching the same
-   pages and inserting them with plain sqlite3 (``... bare``), each in a process of its own
+   adapter, ``daemon.delivery.pulls.StreamPull``, the LWW merge) beside a bare loop fetching the
+   same pages and inserting them with plain sqlite3 (``... bare``), each in a process of its own
    (peak RSS), alternating, ``--rounds`` times. Targets: records/s ratio >= 0.7, peak RSS
    <= 100 MB.
 2. Round trip: ``dropsync run`` against the emulator; an app INSERTs a registration request,

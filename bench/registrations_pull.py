@@ -3,7 +3,7 @@
 ``python -m bench.registrations_pull real|bare BASE_URL STORE CHANGED``: a full pull of the
 emulator's participants into a fresh store, then ``CHANGED`` participants are changed at the
 provider (not timed), then an incremental pull. ``real`` is the daemon's path (the adapter,
-``daemon.pulls.StreamPull``, the store's LWW merge); ``bare`` is the reference: the same
+``daemon.delivery.pulls.StreamPull``, the store's LWW merge); ``bare`` is the reference: the same
 pages fetched with httpx and inserted by a plain sqlite3 loop (an upsert per item, a commit
 per page). Prints one JSON line.
 """
@@ -107,8 +107,8 @@ async def real_async(base_url: str, store_path: Path, changed: int) -> dict[str,
     import anyio
     from dropsync.adapters.registrations.adapter import build
     from dropsync.daemon.config import parse_config
-    from dropsync.daemon.memory import tune_garbage_collector
-    from dropsync.daemon.pulls import StreamPull
+    from dropsync.daemon.delivery.pulls import StreamPull
+    from dropsync.daemon.process.memory import tune_garbage_collector
     from dropsync.store.handle import Store
 
     tune_garbage_collector()  # as the daemon does at start
@@ -163,7 +163,7 @@ def main() -> None:
         result = bare(base_url, store, changed)
     else:
         import anyio
-        from dropsync.daemon.logs import configure_logging
+        from dropsync.daemon.process.logs import configure_logging
 
         with open(os.devnull, "w") as devnull:
             configure_logging("info", devnull)  # JSON lines, as the daemon writes them

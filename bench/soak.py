@@ -27,8 +27,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import emit
-from tests.campaigns import oracle
-from tests.campaigns.world import World, campaign_seed, make_world
+from tests.harness import oracle
+from tests.harness.world import World, campaign_seed, make_world
 
 GROWTH_TARGET = 0.05
 STATUS_TARGET_MS = 50.0

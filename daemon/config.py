@@ -15,15 +15,16 @@ from pathlib import Path
 from typing import Any
 
 from dropsync.adapters.registry import KINDS, get_kind
-from dropsync.daemon.config_file import (
+
+from .config_file import (
     MAX_DAYS,
     Table,
     read_config_file,
     resolve_path,
     store_location,
 )
-from dropsync.daemon.jsontext import DEFAULT_LIMITS, JsonLimits
-from dropsync.daemon.places import check_collection_name, check_places, check_provider_name
+from .jsontext import DEFAULT_LIMITS, JsonLimits
+from .places import check_collection_name, check_places, check_provider_name
 
 # orjson writes at most 254 levels: a deeper document could not get its canonical body.
 MAX_DEPTH_CEILING = 254
@@ -33,7 +34,7 @@ TIMESTAMP_UNITS = ("s", "ms", "us")  # a collection's timestamp_unit
 
 # The longest any wait between two attempts may be configured to: 30 days.
 MAX_DELAY_S = 30 * 86400.0
-# The other ranges (docs/config.md, "Ranges of the numbers"; tests/test_config_ranges.py).
+# The other ranges (docs/config.md, "Ranges of the numbers"; tests/daemon/test_config.py).
 HOUR_S = 3600.0
 DAY_S = 86400.0
 MAX_BATCH = 1_000_000  # documents a transaction, records a request

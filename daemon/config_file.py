@@ -13,7 +13,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, overload
 
-from dropsync.daemon.errors import ConfigError
+from .errors import ConfigError
 
 BUILTIN = "<built-in defaults>"
 DEFAULT_STORE = "dropsync.db"

@@ -25,13 +25,14 @@ import orjson
 from dropsync.adapters.emulators.common import EmulatorServer
 from dropsync.adapters.emulators.demo import DemoPart, Samples
 from dropsync.adapters.registry import emulated
-from dropsync.daemon.config import load_config
-from dropsync.daemon.demo_view import DemoView, is_synced
-from dropsync.daemon.errors import UsageError
-from dropsync.daemon.logs import configure_logging
-from dropsync.daemon.runner import Daemon
 from dropsync.store.queries import progress_summary
 from dropsync.store.removal import remove_inside
+
+from .config import load_config
+from .demo_view import DemoView, is_synced
+from .errors import UsageError
+from .process.logs import configure_logging
+from .process.runner import Daemon
 
 MARKER = "# dropsync demo"  # the first line of the demo's config: its folder may be reset
 

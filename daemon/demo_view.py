@@ -131,7 +131,7 @@ class DemoView:
         name, step = self.offline
         if self._step == 0 and self._enter.is_set():
             self._enter.clear()
-            from dropsync.daemon.demo import write_samples
+            from .demo import write_samples
 
             self.servers[name].stop()
             write_samples(self.store_path.parent / "drop", step.late)

@@ -28,11 +28,12 @@ from fractions import Fraction
 from typing import Any, NamedTuple
 
 import orjson
-from dropsync.daemon.clock import format_timestamp
-from dropsync.daemon.config import TIMESTAMP_UNITS, CollectionConfig
-from dropsync.daemon.errors import DocumentError
-from dropsync.daemon.jsontext import DEFAULT_LIMITS, JsonLimits, exact_integers, load_document
 from dropsync.store.merge import Change
+
+from .clock import format_timestamp
+from .config import TIMESTAMP_UNITS, CollectionConfig
+from .errors import DocumentError
+from .jsontext import DEFAULT_LIMITS, JsonLimits, exact_integers, load_document
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MS = timedelta(milliseconds=1)

@@ -7,8 +7,19 @@ DropsyncError                 base; the CLI maps it to exit code 1
 ├── StoreMissing              a command other than ``run`` found no store (names the path
 │                             and where it came from); only ``run`` creates one
 ├── AlreadyRunning            another ``dropsync run`` holds the store (names its pid)
-└── DocumentError             one document of a drop file or inbox row is unusable; the
-                              reason is written to the quarantine receipt or inbox row
+├── DocumentError             one document of a drop file or inbox row is unusable; the
+│                             reason is written to the quarantine receipt or inbox row
+├── FileTaken                 ``dropsync ingest``: another ingest of the file is under way
+└── ParserProcessError        the parser process ended without finishing its file (the
+                              daemon parses the rest itself)
+
+This is the errors module of the whole daemon package, its flow packages (``ingest``,
+``delivery``, ``inbound``, ``process``) and the CLI included: one tree, which the CLI maps
+to exit codes. An exception that is a signal inside one flow, raised and caught there and
+never an error of a command, stays beside its code: ``sending.Paused`` (a provider's
+pause ends a delivery pass), ``dropfiles.Unreadable`` (an entry that is not a regular
+file), ``early_signals.StopBeforeStart`` and ``health_check.Unknown`` (a check that
+cannot run).
 """
 
 from __future__ import annotations
@@ -47,3 +58,11 @@ class DocumentError(DropsyncError):
 
 class UsageError(DropsyncError):
     """The command line was used wrongly; the message says how to use it."""
+
+
+class FileTaken(DropsyncError):
+    """Another ingest owns the file (``dropsync ingest`` beside the daemon)."""
+
+
+class ParserProcessError(DropsyncError):
+    """The parser process ended without finishing its file."""

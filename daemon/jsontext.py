@@ -14,7 +14,7 @@ standard library's ``json`` scanner (in C), with one set of rules
   (``"\\ud800"``, caught when the canonical body is written);
 * a document is at most ``max_depth`` levels deep and ``max_bytes`` long.
 
-Drop files are split into documents by ``daemon.jsonstream``, which reads each one
+Drop files are split into documents by ``daemon.ingest.jsonstream``, which reads each one
 with the functions here. Outgoing bodies (``load_outgoing``) keep their long
 integers too.
 """
@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import orjson
-from dropsync.daemon.errors import DocumentError
+
+from .errors import DocumentError
 
 
 class JsonLimits(NamedTuple):
@@ -188,6 +190,7 @@ def load_document(raw: str | bytes, limits: JsonLimits) -> object:
 # Canonical bodies are orjson's output: no whitespace, so an integer is preceded by one of
 # these. Map them to ":" and digits (and "-") to "0"; 19 zeros after ":" may be a big integer.
 _BIG_INT_HINT = bytes.maketrans(b",[-0123456789", b"::" + b"0" * 11)
+_BIG_INT_MARK = b":0000000000000000000"
 
 
 def load_outgoing(text: str) -> object:
@@ -198,9 +201,22 @@ def load_outgoing(text: str) -> object:
     every adapter's ``orjson.dumps`` writes as is. Bodies without a long run of
     digits (nearly all) take orjson's fast path.
     """
-    if text.encode().translate(_BIG_INT_HINT).find(b":0000000000000000000") < 0:
+    if text.encode().translate(_BIG_INT_HINT).find(_BIG_INT_MARK) < 0:
         return orjson.loads(text)
     return exact_integers(json.loads(text))
+
+
+def load_outgoing_many(texts: Sequence[str | None]) -> list[object]:
+    """``load_outgoing`` of each text of a batch (None stays None), with one look for long
+    integers over the whole batch: when it finds none, each text is orjson's alone."""
+    try:
+        hint = "\x00".join([text or "" for text in texts]).encode().translate(_BIG_INT_HINT)
+    except UnicodeEncodeError:  # a lone surrogate: the text that holds it raises below
+        hint = _BIG_INT_MARK
+    if hint.find(_BIG_INT_MARK) >= 0:
+        return [None if text is None else load_outgoing(text) for text in texts]
+    loads = orjson.loads
+    return [None if text is None else loads(text) for text in texts]
 
 
 _INT64_MIN, _UINT64_MAX = -(1 << 63), (1 << 64) - 1

@@ -9,7 +9,7 @@ again, so a counter read before a reload is never more than one read after it.
 
 The work counts itself where it happens, once per batch, file or request, never per record
 (the delivery loop's cost per record is measured: bench/). What is read from the store at
-scrape time (pending entries, states, pauses) is ``daemon.metrics_scrape``.
+scrape time (pending entries, states, pauses) is ``daemon.inbound.metrics_scrape``.
 
 Collections are names from the config, but a drop folder may also hold folders no config
 names (they are ingested with the shapes every collection takes): the first
@@ -35,7 +35,6 @@ from dropsync.adapters.errors import (
     RetryableError,
     UnexpectedAnswer,
 )
-from dropsync.daemon.clock import now_ms
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -47,8 +46,10 @@ from prometheus_client import (
     disable_created_metrics,
 )
 
+from .clock import now_ms
+
 if TYPE_CHECKING:
-    from dropsync.daemon.config import Config
+    from .config import Config
 
 T = TypeVar("T")
 

@@ -18,7 +18,7 @@ import re
 import unicodedata
 from pathlib import Path
 
-from dropsync.daemon.errors import ConfigError
+from .errors import ConfigError
 
 NAME_MAX = 255  # bytes of one file name on Linux (ext4, xfs, btrfs, tmpfs)
 MAX_STORE_NAME = 200  # bytes: room for the longest name beside it (<name>.before-vN-<time>.bak)

@@ -1,4 +1,4 @@
-"""Read-only questions of the listener's status page (``daemon.status_page``) that
+"""Read-only questions of the listener's status page (``daemon.inbound.status_page``) that
 ``status`` does not ask: deliveries per hour and the newest dead letters' reasons.
 
 Plain functions over a ``sqlite3.Connection`` (the page's own read-only one), each

@@ -2,10 +2,11 @@
 
 Every retry loop of the daemon calls ``backoff_s``: the store's waits for a busy store or a
 full disk (``store.handle.retrying``), the restart of a part of the daemon
-(``daemon.runner``), the listener waiting for its address (``daemon.listener``), the
-watcher's restarts (``daemon.watcher``), the files whose ingest failed
-(``daemon.recovery``) and the providers' backoff (``daemon.provider_health``). It lives in
-``store``, the lowest layer, because ``store`` may not import ``daemon``.
+(``daemon.process.runner``), the listener waiting for its address
+(``daemon.inbound.listener``), the watcher's restarts (``daemon.ingest.watcher``), the files
+whose ingest failed (``daemon.ingest.recovery``) and the providers' backoff
+(``daemon.delivery.provider_health``). It lives in ``store``, the lowest layer, because
+``store`` may not import ``daemon``.
 
 Jitter where many things retry together, none where determinism matters:
 

@@ -203,6 +203,41 @@ def settle_job(
     return len(rows), ids, settle_records(db, provider, ids, failed=True, now=now)
 
 
+def hold_job(
+    db: sqlite3.Connection, provider: str, job_id: str, *, failed: bool, error: str, now: int
+) -> None:
+    """Keep a job's outcome that came before any delivery carrying the job was recorded;
+    ``settle_held_jobs`` applies it when one is. A failure told once stays a failure."""
+    db.execute(
+        "INSERT INTO held_jobs (provider, job, failed, error, received_at) VALUES (?, ?, ?, ?, ?) "
+        "ON CONFLICT (provider, job) DO UPDATE SET failed = MAX(failed, excluded.failed), "
+        "error = CASE WHEN excluded.failed THEN excluded.error ELSE error END, "
+        "received_at = excluded.received_at",
+        (provider, job_id, failed, error, now),
+    )
+
+
+def settle_held_jobs(
+    db: sqlite3.Connection, provider: str, remote_ref: str, *, now: int
+) -> tuple[int, int]:
+    """A delivery carrying ``remote_ref`` (one job id, or several comma-separated) was just
+    recorded: apply the outcomes held for those jobs (``hold_job``), then forget them.
+    Returns (deliveries settled, records queued again)."""
+    jobs = [job for job in remote_ref.split(",") if job]
+    held = db.execute(
+        f"SELECT job, failed, error FROM held_jobs WHERE provider = ? "
+        f"AND job IN ({', '.join('?' * len(jobs))})",
+        (provider, *jobs),
+    ).fetchall()
+    settled = queued = 0
+    for job, failed, error in held:
+        _, ids, requeued = settle_job(db, provider, job, failed=bool(failed), error=error, now=now)
+        settled += len(ids)
+        queued += requeued
+        db.execute("DELETE FROM held_jobs WHERE provider = ? AND job = ?", (provider, job))
+    return settled, queued
+
+
 def save_integration_error(
     db: sqlite3.Connection,
     provider: str,

@@ -11,14 +11,13 @@ from __future__ import annotations
 import os
 import sqlite3
 import stat
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiosqlite
 import anyio
-from dropsync.store.diagnosis import NOT_A_FILE, check_openable, explain_open_failure
-from dropsync.store.errors import (
+
+from .diagnosis import NOT_A_FILE, check_openable, explain_open_failure
+from .errors import (
     SchemaTooNew,
     StoreBusy,
     StoreError,
@@ -26,9 +25,9 @@ from dropsync.store.errors import (
     StoreRetryable,
     StoreUnavailable,
 )
-from dropsync.store.maintenance import backup_to, migration_backup_path
-from dropsync.store.merge import digest_bytes
-from dropsync.store.schema import migrations
+from .maintenance import backup_to, migration_backup_path
+from .merge import digest_bytes
+from .schema import migrations
 
 # Below this much free space, an I/O error writing the store is taken for a full disk.
 NEARLY_FULL_BYTES = 1 << 20
@@ -79,7 +78,7 @@ WAL_SIZE_LIMIT = 4 << 20
 # The writer's page cache, in KiB. SQLite fills a cache up to its size as pages are
 # touched and keeps it: at 16 MiB the daemon's RSS rose for 35 minutes of steady traffic
 # before it was flat (the soak). A steady 4 MiB holds the hot pages of the small units of
-# work; a bulk unit (a file of 64 MiB or more, ``daemon.ingest.BULK_MIN_BYTES``) raises it
+# work; a bulk unit (a file of 64 MiB or more, ``daemon.ingest.ingestor.BULK_MIN_BYTES``) raises it
 # while it runs, where the larger cache pays (``Store.bulk``).
 STEADY_CACHE_KIB = 4096
 BULK_CACHE_KIB = 16384
@@ -260,22 +259,3 @@ async def rollback_if_open(db: aiosqlite.Connection) -> None:
     """ROLLBACK, unless SQLite already rolled back (it does on SQLITE_FULL, for one)."""
     if db.in_transaction:
         await db.execute("ROLLBACK")
-
-
-@asynccontextmanager
-async def transaction(db: aiosqlite.Connection) -> AsyncIterator[aiosqlite.Connection]:
-    """An IMMEDIATE write transaction: committed on success, rolled back on any error."""
-    await db.execute("BEGIN IMMEDIATE")
-    try:
-        yield db
-    except BaseException:
-        with anyio.CancelScope(shield=True):
-            await rollback_if_open(db)
-        raise
-    try:
-        with anyio.CancelScope(shield=True):
-            await db.execute("COMMIT")
-    except BaseException:
-        with anyio.CancelScope(shield=True):
-            await rollback_if_open(db)
-        raise

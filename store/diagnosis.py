@@ -15,7 +15,7 @@ import os
 import sqlite3
 from pathlib import Path
 
-from dropsync.store.errors import StoreBusy, StoreDamaged, StoreError, StoreUnavailable
+from .errors import StoreBusy, StoreDamaged, StoreError, StoreUnavailable
 
 _DAMAGED = ("SQLITE_CORRUPT", "SQLITE_NOTADB")
 

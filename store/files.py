@@ -78,14 +78,6 @@ def latest_named(db: sqlite3.Connection, collection: str, name: str) -> FileRow 
     return _one(db, "collection = ? AND name = ? ORDER BY id DESC", (collection, name))
 
 
-def paths_in(db: sqlite3.Connection, collection: str, status: str) -> set[str]:
-    """The paths of ``collection``'s rows with ``status``."""
-    rows = db.execute(
-        "SELECT path FROM files WHERE collection = ? AND status = ?", (collection, status)
-    )
-    return {row[0] for row in rows}
-
-
 def insert_claimed(
     db: sqlite3.Connection,
     *,

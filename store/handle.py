@@ -19,8 +19,9 @@ from typing import Any, Protocol, TypeVar, cast
 
 import aiosqlite
 import anyio
-from dropsync.store.backoff import backoff_s
-from dropsync.store.db import (
+
+from .backoff import backoff_s
+from .db import (
     BULK_CACHE_KIB,
     STEADY_CACHE_KIB,
     check_writable,
@@ -29,7 +30,7 @@ from dropsync.store.db import (
     set_cache_size,
     unavailable,
 )
-from dropsync.store.errors import StoreRetryable
+from .errors import StoreRetryable
 
 T = TypeVar("T")
 

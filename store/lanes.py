@@ -17,7 +17,7 @@ import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from typing import NamedTuple
 
-from dropsync.store.states import LaneState
+from .states import LaneState
 
 ACTIVE, AUTH_FAILED, NO_TOKEN = LaneState.ACTIVE, LaneState.AUTH_FAILED, LaneState.NO_TOKEN
 LANE_STATES = tuple(LaneState)

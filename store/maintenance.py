@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
-from dropsync.store.diagnosis import explain_open_failure
-from dropsync.store.errors import StoreError
+from .diagnosis import explain_open_failure
+from .errors import StoreError
 
 PARTIAL_PREFIX = ".dropsync-backup-"  # a copy being written (a killed backup leaves it)
 

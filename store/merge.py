@@ -139,10 +139,12 @@ _INSERT_INBOX = (
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 # Parameters: a Change's fields but the body (its digest as bytes), then its body_id;
-# merged_at is the batch's time. The body_id of a key never changes.
+# merged_at is the batch's time. The body_id of a key never changes. file_id, doc_index and
+# change_id are placeholders or NULL (see ``_upsert_key``).
 _UPSERT_KEY = (
     "INSERT INTO record_keys (collection, key, updated_at, deleted, origin, digest, file_id, "
-    "doc_index, change_id, body_id, merged_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {now}) "
+    "doc_index, change_id, body_id, merged_at) "
+    "VALUES (?, ?, ?, ?, ?, ?, {file_id}, {doc_index}, {change_id}, ?, {now}) "
     "ON CONFLICT (collection, key) DO UPDATE SET updated_at = excluded.updated_at, "
     "deleted = excluded.deleted, origin = excluded.origin, digest = excluded.digest, "
     "change_id = excluded.change_id, file_id = excluded.file_id, "
@@ -153,6 +155,22 @@ _UPSERT_BODY = (
     "ON CONFLICT (id) DO UPDATE SET body = excluded.body"
 )
 
+# Which of (file_id, doc_index, change_id) a row has: a drop file's first version has the
+# first two, a logged change the last (and a file's position when it came from one).
+_Shape = tuple[bool, bool, bool]
+
+
+def _upsert_key(shape: _Shape, now: int) -> str:
+    """``_UPSERT_KEY`` with NULL written in for the columns a row of ``shape`` has not.
+
+    Binding None (like bytes and bool) costs the sqlite3 module a lookup for an adapter,
+    about a third of a microsecond each: a literal NULL costs nothing a row.
+    """
+    file_id, doc_index, change_id = ("?" if present else "NULL" for present in shape)
+    return _UPSERT_KEY.format(
+        file_id=file_id, doc_index=doc_index, change_id=change_id, now=int(now)
+    )
+
 
 def _write_records(
     db: sqlite3.Connection,
@@ -162,11 +180,40 @@ def _write_records(
 ) -> None:
     """Write each winner (in order: the last of a key stays) to ``record_keys`` and
     ``record_bodies``. A key seen for the first time gets the next body id (ids grow in
-    the order of arrival, so the bodies table is appended to)."""
+    the order of arrival, so the bodies table is appended to).
+
+    The rows are bound as the sqlite3 module binds fastest (see ``_upsert_key``): the
+    digest as a bytearray (stored as the same BLOB as bytes), ``deleted`` as an int, and
+    one statement per shape of the rows. Should a batch hold rows of more than one shape,
+    only the last winner of each key is written, so that no statement's rows overtake
+    another's: the upsert leaves a key's row as its last winner has it either way.
+    """
     row = db.execute("SELECT COALESCE(MAX(id), 0) FROM record_bodies").fetchone()
-    next_id = int(row[0]) + 1 if row else 1
-    keys: list[tuple[object, ...]] = []
     bodies: list[tuple[int, str | None]] = []
+    rows = _key_rows(winners, body_ids, int(row[0]) + 1 if row else 1, bodies)
+    if len(rows) > 1:
+        last = {(c.collection, c.key): c for c in winners}
+        rows = _key_rows(list(last.values()), body_ids, 0, None)
+    db.executemany(_UPSERT_BODY, bodies)
+    for shape, params in rows.items():
+        db.executemany(_upsert_key(shape, now), params)
+
+
+_FILE_ROW: _Shape = (True, True, False)  # a drop file's version, not logged: the bulk case
+
+
+def _key_rows(
+    winners: Sequence[Change],
+    body_ids: dict[tuple[str, str], int],
+    next_id: int,
+    bodies: list[tuple[int, str | None]] | None,
+) -> dict[_Shape, list[tuple[object, ...]]]:
+    """The ``_upsert_key`` parameters of ``winners``, by shape, each list in order.
+
+    A key not in ``body_ids`` gets ``next_id`` (then the next); ``bodies`` (if given)
+    receives each winner's ``_UPSERT_BODY`` parameters, in order.
+    """
+    rows: dict[_Shape, list[tuple[object, ...]]] = {}
     for change in winners:
         collection, key, body, ts, deleted, origin, digest, file_id, doc_index, inbox_id = change
         ident = (collection, key)
@@ -174,24 +221,32 @@ def _write_records(
         if body_id is None:
             body_id = body_ids[ident] = next_id
             next_id += 1
-        stored = digest_bytes(digest)
-        keys.append(
-            (
-                collection,
-                key,
-                ts,
-                deleted,
-                origin,
-                digest if stored is None else stored,
-                file_id,
-                doc_index,
-                inbox_id,
+        if bodies is not None:
+            bodies.append((body_id, body))
+        stored: object = digest
+        if type(digest) is str:  # lowercase hex is kept as its bytes (``digest_bytes``)
+            try:
+                raw = bytearray.fromhex(digest)
+            except ValueError:
+                pass
+            else:
+                if raw.hex() == digest:
+                    stored = raw
+        if inbox_id is None and file_id is not None and doc_index is not None:
+            shape = _FILE_ROW
+            row: tuple[object, ...] = (
+                collection, key, ts, 1 if deleted else 0, origin, stored, file_id, doc_index,
                 body_id,
-            )
-        )
-        bodies.append((body_id, body))
-    db.executemany(_UPSERT_BODY, bodies)
-    db.executemany(_UPSERT_KEY.format(now=int(now)), keys)
+            )  # fmt: skip
+        else:
+            shape = (file_id is not None, doc_index is not None, inbox_id is not None)
+            present = tuple(v for v in (file_id, doc_index, inbox_id) if v is not None)
+            row = (collection, key, ts, 1 if deleted else 0, origin, stored, *present, body_id)
+        same = rows.get(shape)
+        if same is None:
+            same = rows[shape] = []
+        same.append(row)
+    return rows
 
 
 def _log_row(change: Change, row_id: int, status: str, now: int) -> tuple[object, ...]:
@@ -402,11 +457,7 @@ def _fan_out(
     One statement per (collection, provider), its keys and versions passed as one JSON
     array: SQLite unpacks it far faster than binding a parameter tuple per row.
     """
-    queued: dict[tuple[str, str], list[tuple[str, int]]] = {}
-    for change in winners:
-        for provider in routes.get(change.collection, ()):
-            if provider != change.origin:
-                queued.setdefault((change.collection, provider), []).append((change.key, change.ts))
+    queued = _queued(winners, routes)
     for (collection, provider), versions in queued.items():
         listed = orjson.dumps(versions).decode()
         if cut_at_nul(listed):
@@ -423,6 +474,32 @@ def _fan_out(
                 (provider, collection, now, listed),
             )
         result.providers.add(provider)
+
+
+def _queued(
+    winners: Sequence[Change], routes: Mapping[str, Sequence[str]]
+) -> dict[tuple[str, str], list[tuple[str, int]]]:
+    """(key, version) of each winner to queue, by (collection, provider), each list in
+    order; the pairs in the order of their first entry in ``winners``."""
+    collection = winners[0].collection if winners else ""
+    if any(change.collection != collection for change in winners):
+        queued: dict[tuple[str, str], list[tuple[str, int]]] = {}
+        for change in winners:
+            for provider in routes.get(change.collection, ()):
+                if provider != change.origin:
+                    queued.setdefault((change.collection, provider), []).append(
+                        (change.key, change.ts)
+                    )
+        return queued
+    # One collection (a drop file's batch, most inbox batches): a list per provider at once.
+    pairs = []
+    for provider in routes.get(collection, ()):
+        versions = [(c.key, c.ts) for c in winners if c.origin != provider]
+        if versions:
+            first = next(i for i, c in enumerate(winners) if c.origin != provider)
+            pairs.append((first, provider, versions))
+    pairs.sort(key=lambda pair: pair[0])  # stable: providers' order at the same first entry
+    return {(collection, provider): versions for _, provider, versions in pairs}
 
 
 _QUEUE_CONFLICT = (

@@ -16,8 +16,9 @@ from typing import NamedTuple
 
 import aiosqlite
 import orjson
-from dropsync.store.merge import cut_at_nul
-from dropsync.store.states import ProviderState
+
+from .merge import cut_at_nul
+from .states import ProviderState
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,9 +206,12 @@ async def take_batch(
     """The oldest ``limit`` pending entries of a provider (with id > ``after_id``) and bodies,
     those set aside for a paused lane left out."""
     rows = await db.execute_fetchall(
-        "SELECT o.id, o.collection, o.key, o.updated_at, r.deleted, r.body, o.attempts, "
-        "o.enqueued_at "
-        "FROM outbox o JOIN records r ON r.collection = o.collection AND r.key = o.key "
+        # The tables under the view ``records``: its body is a correlated subquery, which
+        # costs a fifth more a row than the join.
+        "SELECT o.id, o.collection, o.key, o.updated_at, k.deleted, b.body, o.attempts, "
+        "o.enqueued_at FROM outbox o "
+        "JOIN record_keys k ON k.collection = o.collection AND k.key = o.key "
+        "LEFT JOIN record_bodies b ON b.id = k.body_id "
         # Entries set aside for a paused lane (``store.lanes``) are left out: a row lookup
         # each, about 0.25 us (24 ms a take behind 100,000 of them).
         "WHERE o.provider = ? AND o.held_lane IS NULL AND o.id > ? ORDER BY o.id LIMIT ?",
@@ -367,15 +371,18 @@ def deliver_batch(
             "error = NULL, attempted_at = ?, entries = NULL WHERE id = ?",
             (state, http_status, latency_ms, remote_ref, attempted_at or now, delivery_id),
         )
-    # The batch as one JSON array [[id, collection, key, updated_at], ...]: one statement
-    # each for the outbox and the delivery state, instead of a bound row each.
-    versions = orjson.dumps([(e.id, e.collection, e.key, e.updated_at) for e in entries]).decode()
+    # The batch as JSON: one statement each for the outbox and the delivery state, instead
+    # of a bound row each. The outbox's is {"id": updated_at, ...}: json_each gives each
+    # member's name and number as they are (an array's element would be parsed again by
+    # ->>, a fifth of the DELETE's time).
+    sent = orjson.dumps({str(e.id): e.updated_at for e in entries}).decode()
     db.execute(
         # An entry whose version changed while in flight stays: the newer one is still to send.
         "DELETE FROM outbox WHERE id IN (SELECT o.id FROM json_each(?) AS v "
-        "JOIN outbox o ON o.id = v.value ->> 0 AND o.updated_at = v.value ->> 3)",
-        (versions,),
+        "JOIN outbox o ON o.id = CAST(v.key AS INTEGER) AND o.updated_at = v.value)",
+        (sent,),
     )
+    versions = orjson.dumps([(e.collection, e.key, e.updated_at) for e in entries]).decode()
     if cut_at_nul(versions):
         db.executemany(
             "INSERT INTO delivered (provider, collection, key, updated_at, state, delivery_id, "
@@ -388,7 +395,7 @@ def deliver_batch(
     else:
         db.execute(
             "INSERT INTO delivered (provider, collection, key, updated_at, state, delivery_id, "
-            "at) SELECT ?, v.value ->> 1, v.value ->> 2, v.value ->> 3, ?, ?, ? "
+            "at) SELECT ?, v.value ->> 0, v.value ->> 1, v.value ->> 2, ?, ?, ? "
             "FROM json_each(?) AS v WHERE 1 " + _DELIVERED_CONFLICT,
             (provider, state, delivery_id, now, versions),
         )
@@ -511,20 +518,6 @@ def requeue_collection(
         )
         total += cursor.rowcount
     return total
-
-
-def confirm_remote(db: sqlite3.Connection, provider: str, remote_ref: str, *, now: int) -> int:
-    """A provider callback confirmed job ``remote_ref``: mark its deliveries confirmed."""
-    cursor = db.execute(
-        "UPDATE deliveries SET state = 'confirmed' WHERE provider = ? AND remote_ref = ?",
-        (provider, remote_ref),
-    )
-    db.execute(
-        "UPDATE delivered SET state = 'confirmed', at = ? WHERE provider = ? AND delivery_id IN "
-        "(SELECT id FROM deliveries WHERE provider = ? AND remote_ref = ?)",
-        (now, provider, provider, remote_ref),
-    )
-    return cursor.rowcount
 
 
 def resume_refused_providers(db: sqlite3.Connection, *, now: int) -> None:

@@ -6,9 +6,9 @@ import sqlite3
 import stat
 from pathlib import Path
 
-from dropsync.store.diagnosis import NOT_A_FILE, explain_open_failure
-from dropsync.store.errors import SchemaTooNew, StoreError, StoreUnavailable
-from dropsync.store.schema import latest_version
+from .diagnosis import NOT_A_FILE, explain_open_failure
+from .errors import SchemaTooNew, StoreError, StoreUnavailable
+from .schema import latest_version
 
 
 def open_readonly(path: Path) -> sqlite3.Connection:

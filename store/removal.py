@@ -16,7 +16,7 @@ import shutil
 import stat
 from pathlib import Path
 
-from dropsync.store.errors import OutsideFolder
+from .errors import OutsideFolder
 
 
 def place_inside(target: Path, folder: Path) -> Path:

@@ -10,7 +10,9 @@
   cut-off go, except those ``delivered`` still names or that carry an unfinished request
   (``entries``). ``sent`` attempts, and ``accepted`` ones awaiting a confirmation, stay
   until they are settled.
-* Drop files filed in ``.done/`` are removed by the daemon (``daemon.retention``);
+* ``held_jobs``: a job's outcome held for a batch that was never recorded goes with the
+  deliveries of its time.
+* Drop files filed in ``.done/`` are removed by the daemon (``daemon.process.retention``);
   before one goes, the bodies of its versions the inbox still lists are copied into
   those rows (``keep_bodies``), so no version is lost with the file.
 
@@ -24,7 +26,8 @@ import sqlite3
 from collections.abc import Iterable
 
 import orjson
-from dropsync.store.merge import LOCAL_ORIGINS
+
+from .merge import LOCAL_ORIGINS
 
 
 def prune_inbox(
@@ -58,7 +61,9 @@ def prune_inbox(
 
 
 def prune_deliveries(db: sqlite3.Connection, *, before: int, limit: int) -> int:
-    """Delete up to ``limit`` finished delivery attempts made before ``before``."""
+    """Delete up to ``limit`` finished delivery attempts made before ``before``, and the job
+    outcomes held since before then for a batch that was never recorded (``held_jobs``)."""
+    db.execute("DELETE FROM held_jobs WHERE received_at < ?", (before,))
     return db.execute(
         "DELETE FROM deliveries WHERE id IN ("
         " SELECT id FROM deliveries WHERE attempted_at < ?"

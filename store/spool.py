@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from dropsync.store import outbox
-from dropsync.store.removal import remove_inside
+from . import outbox
+from .removal import remove_inside
 
 
 def attach(db: sqlite3.Connection, path: Path) -> None:
@@ -72,23 +72,6 @@ def _chunks(db: sqlite3.Connection, batch: int, part: int) -> list[tuple[int, in
 
 
 _IN_CHUNK = "s.batch = ? AND s.part = ? AND s.rowid BETWEEN ? AND ?"
-
-
-def deliver_parts(
-    db: sqlite3.Connection,
-    provider: str,
-    batch: int,
-    parts: Sequence[int],
-    *,
-    state: str,
-    delivery_id: int,
-    now: int,
-) -> None:
-    """The provider took these parts: their entries leave the outbox (unless a newer version
-    was queued meanwhile) and ``delivered`` records them."""
-    for part in parts:
-        for low, high in _chunks(db, batch, part):
-            _deliver_range(db, provider, batch, part, low, high, state, delivery_id, now)
 
 
 def _deliver_range(
@@ -304,8 +287,10 @@ def deliver_chunks(
     delivery_id: int,
     now: int,
 ) -> None:
-    """Some chunks of ``deliver_parts``, in a transaction of their own, so that recording a
-    multi-GB upload never holds the store for long (a crash between transactions leaves the
-    rest queued: it is sent again, at least once)."""
+    """The provider took these chunks (part, first and last rowid) of its parts: their
+    entries leave the outbox (unless a newer version was queued meanwhile) and ``delivered``
+    records them. A transaction takes some chunks only, so that recording a multi-GB upload
+    never holds the store for long (a crash between transactions leaves the rest queued: it
+    is sent again, at least once)."""
     for part, low, high in chunks:
         _deliver_range(db, provider, batch, part, low, high, state, delivery_id, now)

@@ -22,7 +22,7 @@ from dropsync.adapters.registry import parse_options
 from dropsync.daemon.cli.init import example_config
 from dropsync.daemon.config import parse_config
 from dropsync.daemon.config_file import Table
-from dropsync.daemon.providers import check_provider_options
+from dropsync.daemon.delivery.providers import check_provider_options
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_LINE = re.compile(r"^#(?=[\[a-z])")

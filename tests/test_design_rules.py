@@ -1,15 +1,17 @@
 """The design's rules, held by tests: each fails when its rule is broken.
 
 * layering: ``store`` and ``adapters`` never import ``daemon``; ``store`` never imports
-  ``adapters``;
+  ``adapters``; inside ``daemon``, the flows ``ingest`` and ``delivery`` never import each
+  other, and ``inbound`` imports nothing inside either (only what their ``__init__`` itself
+  offers); each code folder imports its own modules relatively;
 * ``status`` (and ``--help``, ``--version``) stays light: no event loop, no HTTP client,
   no structlog, nothing of the daemon's runtime;
 * ``Change``'s fields are, in order, the columns of the ``records`` upsert;
 * one copy of each rule: one ``now_ms``; the provider kinds come from the adapter registry;
   one canonical body and digest (``documents.canonical``); one future-timestamp check
   (``documents.FutureLimit``); one backoff formula (``store.backoff.backoff_s``);
-* one provider health (``daemon.provider_health``): it alone applies the Retry-After cap and
-  writes a provider's state; the daemon names states by the ``ProviderState`` enum;
+* one provider health (``daemon.delivery.provider_health``): it alone applies the Retry-After cap
+  and writes a provider's state; the daemon names states by the ``ProviderState`` enum;
 * each kind in one home: no file of ``daemon/`` or ``store/`` names a provider kind (the
   daemon dispatches through the ``Kind`` contract), and a kind's declaration is light.
 """
@@ -42,10 +44,10 @@ CODE_FOLDERS = {
 }
 
 
-def _modules(folder: str) -> Iterator[tuple[Path, str]]:
-    """(file, dotted module name) of every module in a code folder."""
-    for path in sorted((ROOT / folder).rglob("*.py")):
-        parts = path.relative_to(ROOT / folder).with_suffix("").parts
+def _modules(folder: str, root: Path = ROOT) -> Iterator[tuple[Path, str]]:
+    """(file, dotted module name) of every module in a code folder (of ``root``)."""
+    for path in sorted((root / folder).rglob("*.py")):
+        parts = path.relative_to(root / folder).with_suffix("").parts
         if parts[-1] == "__init__":
             parts = parts[:-1]
         yield path, ".".join((CODE_FOLDERS[folder], *parts))
@@ -101,16 +103,125 @@ def test_the_layering_check_sees_imports_of_every_shape(tmp_path: Path) -> None:
         "from typing import TYPE_CHECKING\n"
         "import dropsync.daemon.clock\n"
         "if TYPE_CHECKING:\n    from dropsync.daemon.config import Config\n"
-        "def f():\n    from ..daemon import runner\n"
-        "    importlib.import_module('dropsync.daemon.logs')\n"
+        "def f():\n    from ..daemon.process import runner\n"
+        "    importlib.import_module('dropsync.daemon.process.logs')\n"
     )
     found = imports_of(sample, "dropsync.store.sample")
     assert {
         "dropsync.daemon.clock",
         "dropsync.daemon.config",
-        "dropsync.daemon.runner",
-        "dropsync.daemon.logs",
+        "dropsync.daemon.process.runner",
+        "dropsync.daemon.process.logs",
     } <= found
+
+
+# --- the daemon's flows -----------------------------------------------------------------------
+
+FLOWS = ("ingest", "delivery", "inbound", "process")
+# (importing flow, imported flow): what of the imported flow is refused. "all": the package
+# and everything in it; "inside": its modules (a name its __init__ itself defines is its
+# public face, and allowed).
+FLOW_RULES = {
+    ("ingest", "delivery"): "all",
+    ("delivery", "ingest"): "all",
+    ("inbound", "ingest"): "inside",
+    ("inbound", "delivery"): "inside",
+}
+
+
+def flow_of(module: str) -> str | None:
+    """The flow package of ``dropsync.daemon`` a dotted name is in, if any."""
+    parts = module.split(".")
+    if parts[:2] == ["dropsync", "daemon"] and len(parts) > 2 and parts[2] in FLOWS:
+        return parts[2]
+    return None
+
+
+def is_inside(name: str, root: Path = ROOT) -> bool:
+    """Whether ``name`` is a module of a flow package, or a name in one (not in its __init__)."""
+    parts = name.split(".")[2:]  # the flow, then a module or a name of its __init__
+    if len(parts) < 2:
+        return False
+    folder = root / "daemon" / parts[0]
+    return (folder / f"{parts[1]}.py").exists() or (folder / parts[1] / "__init__.py").exists()
+
+
+def flow_violations(root: Path = ROOT) -> list[str]:
+    """``file: imported name`` for every import of one flow by another that its rule refuses."""
+    found = []
+    for path, module in _modules("daemon", root):
+        mine = flow_of(module)
+        for name in sorted(imports_of(path, module)):
+            refused = FLOW_RULES.get((mine or "", flow_of(name) or ""))
+            if refused == "all" or (refused == "inside" and is_inside(name, root)):
+                found.append(f"{path.relative_to(root)}: imports {name}")
+    return found
+
+
+def test_ingest_and_delivery_never_import_each_other_and_inbound_neither_s_insides() -> None:
+    assert flow_violations() == [], "the runner wires the flows together (docs/architecture.md)"
+
+
+def test_the_flow_check_refuses_each_rule_broken(tmp_path: Path) -> None:
+    files = {
+        "daemon/__init__.py": "",
+        "daemon/ingest/__init__.py": "",
+        "daemon/ingest/watcher.py": "from ..delivery.flusher import Flusher\n",
+        "daemon/ingest/inbox.py": "from .. import delivery\nfrom ..clock import now_ms\n",
+        "daemon/delivery/__init__.py": "WAKE = 'wake'\n",
+        "daemon/delivery/flusher.py": "",
+        "daemon/delivery/pulls.py": "import dropsync.daemon.ingest\nfrom ..process import logs\n",
+        "daemon/inbound/__init__.py": "",
+        "daemon/inbound/listener.py": (
+            "from ..delivery import WAKE\n"  # its package's own name: allowed
+            "from ..delivery import flusher\n"
+            "def f():\n    from dropsync.daemon.ingest.inbox import InboxApplier\n"
+        ),
+        "daemon/process/__init__.py": "",
+        "daemon/process/runner.py": "from ..ingest import watcher\nfrom ..delivery import pulls\n",
+    }
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert flow_violations(tmp_path) == [
+        "daemon/delivery/pulls.py: imports dropsync.daemon.ingest",
+        "daemon/inbound/listener.py: imports dropsync.daemon.delivery.flusher",
+        "daemon/inbound/listener.py: imports dropsync.daemon.ingest.inbox",
+        "daemon/inbound/listener.py: imports dropsync.daemon.ingest.inbox.InboxApplier",
+        "daemon/ingest/inbox.py: imports dropsync.daemon.delivery",
+        "daemon/ingest/watcher.py: imports dropsync.daemon.delivery.flusher",
+        "daemon/ingest/watcher.py: imports dropsync.daemon.delivery.flusher.Flusher",
+    ]
+
+
+def absolute_imports_of_their_own(root: Path = ROOT) -> list[str]:
+    """``file:line`` of each import statement that names its own code folder's package
+    absolutely (``dropsync.daemon...`` in ``daemon/``): inside a package, imports are
+    relative, so that any tool reads the structure from the folders alone."""
+    found = []
+    for folder, package in CODE_FOLDERS.items():
+        for path, _module in _modules(folder, root):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+                if isinstance(node, ast.Import):
+                    names = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                    names = [node.module or ""]
+                else:
+                    continue
+                if any(name == package or name.startswith(package + ".") for name in names):
+                    found.append(f"{path.relative_to(root)}:{node.lineno}")
+    return found
+
+
+def test_each_code_folder_imports_its_own_modules_relatively(tmp_path: Path) -> None:
+    assert absolute_imports_of_their_own() == []
+    (tmp_path / "store").mkdir()
+    (tmp_path / "store" / "a.py").write_text(
+        "from . import b\nfrom dropsync.daemon import clock\n"  # another package: absolute
+        "import dropsync.store.b\nfrom dropsync.store.b import c\n"
+        "MODULE = 'dropsync.store.b'\n"  # a string (an import_module name) is left alone
+    )
+    assert absolute_imports_of_their_own(tmp_path) == ["store/a.py:3", "store/a.py:4"]
 
 
 # --- status stays light ----------------------------------------------------------------------
@@ -125,13 +236,15 @@ STATUS_MODULES = {
     "dropsync.daemon.cli.app",
     "dropsync.daemon.cli.common",
     "dropsync.daemon.cli.outcome",
+    "dropsync.daemon.cli.shortcut",
     "dropsync.daemon.cli.status",
     "dropsync.daemon.clock",
     "dropsync.daemon.config_file",
     "dropsync.daemon.errors",
-    "dropsync.daemon.runstate",  # the daemon's runtime state file (stdlib only)
-    "dropsync.daemon.health_check",
-    "dropsync.daemon.instance",
+    "dropsync.daemon.process",  # the package (its __init__ imports nothing)
+    "dropsync.daemon.process.runstate",  # the daemon's runtime state file (stdlib only)
+    "dropsync.daemon.cli.health_check",
+    "dropsync.daemon.process.instance",
     "dropsync.store",
     "dropsync.store.diagnosis",
     "dropsync.store.errors",
@@ -202,6 +315,26 @@ def test_status_loads_no_heavy_module_and_nothing_of_the_daemon_runtime(
     assert modules & HEAVY == set()
     assert third_party(modules) == set()
     assert {m for m in modules if m.startswith("dropsync")} <= STATUS_MODULES
+    # The standard library's slow imports too (figures: bench/RESULTS.md, 2026-12-07).
+    assert modules & SLOW_STDLIB == set()
+
+
+# What status's usual command lines (``cli.shortcut``) never import: argparse (with gettext,
+# locale and, as it builds a parser, shutil and its compressors), dataclasses (with inspect,
+# ast, dis, tokenize), ~20 ms together of a status that takes ~60.
+SLOW_STDLIB = {
+    "argparse",
+    "gettext",
+    "locale",
+    "shutil",
+    "bz2",
+    "lzma",
+    "dataclasses",
+    "inspect",
+    "ast",
+    "dis",
+    "tokenize",
+}
 
 
 # What the help of every command may load besides: the kinds' declarations (``emulate`` has
@@ -461,7 +594,7 @@ def test_one_retry_after_cap() -> None:
         )
         if module != "dropsync.daemon.config"
     }
-    assert found == {"dropsync.daemon.provider_health._retry_after"}
+    assert found == {"dropsync.daemon.delivery.provider_health._retry_after"}
 
 
 def test_only_the_provider_health_writes_a_provider_s_state() -> None:
@@ -478,7 +611,7 @@ def test_only_the_provider_health_writes_a_provider_s_state() -> None:
             ),
         )
     }
-    assert found == {"dropsync.daemon.provider_health"}
+    assert found == {"dropsync.daemon.delivery.provider_health"}
 
 
 # --- the README's test command is CI's --------------------------------------------------------

@@ -4,12 +4,15 @@ is the code's, every message an operator can see is in docs/troubleshooting.md."
 from __future__ import annotations
 
 import ast
+import importlib
+import inspect
 import re
 import sqlite3
 from pathlib import Path
 
 import anyio
-from dropsync.daemon.runner import STATUS_EVERY_S
+import pytest
+from dropsync.daemon.process.runner import STATUS_EVERY_S
 from dropsync.store.handle import Store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,3 +69,66 @@ def test_every_warning_and_error_an_operator_can_see_is_in_troubleshooting() -> 
     assert len(events) > 10
     missing = sorted(e for e in events if f"`{e}`" not in text)
     assert missing == [], f"log events not in docs/troubleshooting.md: {missing}"
+
+
+# --- docs/architecture.md names only what exists -------------------------------------------------
+
+CODE_NAME = re.compile(r"`((?:daemon|store|adapters)(?:\.\w+)+)`")
+# Class.attribute: its class is named in full on the page
+SHORT_NAME = re.compile(r"`([A-Z][a-z]\w*(?:\.[a-z_]\w*)+)`")
+PATH = re.compile(r"`((?:daemon|store|adapters|docs|tests)/[\w./-]*)`")
+
+
+def resolve(dotted: str) -> object:
+    """The object ``dropsync.<dotted>`` names: the longest module prefix, then attributes."""
+    parts = f"dropsync.{dotted}".split(".")
+    for cut in range(len(parts), 1, -1):
+        try:
+            found: object = importlib.import_module(".".join(parts[:cut]))
+        except ModuleNotFoundError:
+            continue
+        for attribute in parts[cut:]:
+            found = getattr(found, attribute)  # AttributeError: the page names what is gone
+        return found
+    raise ModuleNotFoundError(dotted)
+
+
+def architecture_names(text: str) -> tuple[list[str], list[str], list[str]]:
+    """(qualified names, Class.attribute names, paths) the page gives in backticks."""
+    return CODE_NAME.findall(text), SHORT_NAME.findall(text), PATH.findall(text)
+
+
+def test_every_function_docs_architecture_names_exists() -> None:
+    text = (DOCS / "architecture.md").read_text()
+    qualified, short, paths = architecture_names(text)
+    assert len(qualified) >= 40
+    classes = {}
+    for name in qualified:
+        found = resolve(name)
+        if inspect.isclass(found):
+            classes[found.__name__] = found
+        elif inspect.isclass(owner := resolve(name.rpartition(".")[0])):
+            classes[owner.__name__] = owner
+    for name in short:
+        head, *attributes = name.split(".")
+        assert head in classes, f"{name}: name its class in full once on the page"
+        found = classes[head]
+        for attribute in attributes:
+            found = getattr(found, attribute)
+    missing = [path for path in paths if not (ROOT / path.rstrip("/")).exists()]
+    assert missing == []
+
+
+def test_the_architecture_check_refuses_a_name_that_is_gone() -> None:
+    qualified, short, paths = architecture_names(
+        "`daemon.ingest.ingestor.Ingestor.no_such` `Ingestor.gone` `daemon/nowhere.py` `README.md`"
+    )
+    assert (qualified, short, paths) == (
+        ["daemon.ingest.ingestor.Ingestor.no_such"],
+        ["Ingestor.gone"],
+        ["daemon/nowhere.py"],
+    )
+    with pytest.raises(AttributeError):
+        resolve(qualified[0])
+    with pytest.raises(AttributeError):
+        resolve("daemon.no_such_module.f")

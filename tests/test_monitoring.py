@@ -2,7 +2,7 @@
 (``promtool test rules``), and the Grafana dashboard is one well-formed dashboard.
 
 The metric names the dashboard and the rules use are checked against a live ``/metrics`` in
-tests/daemon/test_metrics_e2e.py. promtool comes from Debian's ``prometheus`` package, its one
+tests/e2e/test_metrics.py. promtool comes from Debian's ``prometheus`` package, its one
 file extracted by .ci/run into build/promtool/ (docs/testing.md); without it the promtool tests
 are skipped, except in CI, where they fail.
 """

@@ -12,27 +12,27 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from dropsync.adapters.registry import AdapterModule, EmulatorHook, Kind, KindSecret
+from ..registry import AdapterModule, EmulatorHook, Kind, KindSecret
 
 if TYPE_CHECKING:
-    from dropsync.adapters.emulators.demo import DemoPart
-    from dropsync.adapters.inbound import Inbound
+    from ..emulators.demo import DemoPart
+    from ..inbound import Inbound
 
 
 def _adapter() -> AdapterModule:
-    from dropsync.adapters.churn import adapter
+    from . import adapter
 
     return adapter
 
 
 def _inbound() -> Inbound:
-    from dropsync.adapters.churn.callbacks import INBOUND
+    from .callbacks import INBOUND
 
     return INBOUND
 
 
 def _demo() -> DemoPart:
-    from dropsync.adapters.churn.demo import DEMO
+    from .demo import DEMO
 
     return DEMO
 

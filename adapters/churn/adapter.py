@@ -4,11 +4,11 @@
 ``multipart/form-data`` body: one ``files`` part per JSON file (an array of
 ``{data, createdAt, updatedAt}`` documents, epoch ms) and one ``data`` field, the
 JSON array of ``{brandId, tableName}`` for the files, in the same order. The
-engine (``daemon.filebatch``) writes the files; this adapter says which file a
+engine (``daemon.delivery.filebatch``) writes the files; this adapter says which file a
 record goes into (``group_of``: its brand and table), what one document is, and
 uploads. Answers: 200 ``{statusCode: 200, message}`` accepted; 206 ``{statusCode:
 206, message: "... skipped files: <names>"}`` accepted except the files named (the
-engine narrows those down to the refused documents: ``daemon.narrowing``); 401
+engine narrows those down to the refused documents: ``daemon.delivery.narrowing``); 401
 auth failure; anything else as the other kinds. The tool has no delete: a
 tombstone is not sent and counts as delivered.
 
@@ -30,7 +30,8 @@ from urllib.parse import urljoin, urlsplit
 
 import ijson
 import orjson
-from dropsync.adapters.base import (
+
+from ..base import (
     FilePart,
     OutgoingChange,
     ProviderLimits,
@@ -38,17 +39,17 @@ from dropsync.adapters.base import (
     PushResult,
     Waiting,
 )
-from dropsync.adapters.churn import tables
-from dropsync.adapters.errors import (
+from ..errors import (
     AuthError,
     PermanentError,
     ProviderError,
     ProviderUnavailable,
 )
-from dropsync.adapters.http import MAX_REASON, Answer, HttpAdapter, fetch, json_body, make_client
-from dropsync.adapters.multipart import FieldPart, FileUpload, MultipartBody
-from dropsync.adapters.options import OptionError, OptionReader
-from dropsync.adapters.redact import excerpt
+from ..http import MAX_REASON, Answer, HttpAdapter, fetch, json_body, make_client
+from ..multipart import FieldPart, FileUpload, MultipartBody
+from ..options import OptionError, OptionReader
+from ..redact import excerpt
+from . import tables
 
 MAX_FILE_MB = 2048  # the document's "up to 2GB per file"
 MAX_BRAND_ID = (1 << 63) - 1  # as brands.stop_churn_brand_id, an SQLite INTEGER

@@ -20,15 +20,16 @@ from collections.abc import Mapping
 from typing import Any
 
 import structlog
-from dropsync.adapters.churn import tables
-from dropsync.adapters.churn.adapter import (
+
+from ..inbound import Call, Inbound, InboundProvider, Refused, Route, SentBefore
+from . import tables
+from .adapter import (
     ChurnProvider,
     brand_text,
     callback_age_problem,
     parse_options,
     signature_valid,
 )
-from dropsync.adapters.inbound import Call, Inbound, InboundProvider, Refused, Route, SentBefore
 
 log = structlog.get_logger(__name__)
 

@@ -4,9 +4,9 @@ and confirmed by the tool's signed sync-status callback."""
 
 from __future__ import annotations
 
-from dropsync.adapters.churn.emulator import ChurnEmulator
-from dropsync.adapters.emulators.common import EmulatorServer
-from dropsync.adapters.emulators.demo import DemoPart
+from ..emulators.common import EmulatorServer
+from ..emulators.demo import DemoPart
+from .emulator import ChurnEmulator
 
 DEMO_CHURN = {"token": "demo-churn-token", "callback_secret": "demo-churn-callback-secret"}
 

@@ -36,12 +36,13 @@ from typing import Any
 
 import httpx
 import orjson
-from dropsync.adapters.churn.adapter import callback_signature
-from dropsync.adapters.emulators.common import DroppedConnection, Emulator
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
+
+from ..emulators.common import DroppedConnection, Emulator
+from .adapter import callback_signature
 
 UNAUTHORIZED = {
     "statusCode": 401,

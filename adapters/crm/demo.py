@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from dropsync.adapters.crm.emulator import CrmEmulator
-from dropsync.adapters.emulators.common import EmulatorServer
-from dropsync.adapters.emulators.demo import DemoPart, OfflineStep
+from ..emulators.common import EmulatorServer
+from ..emulators.demo import DemoPart, OfflineStep
+from .emulator import CrmEmulator
 
 DEMO_ACCOUNT = "acc_1"
 DEMO_CRM_TOKEN = "demo-crm-token"

@@ -18,7 +18,8 @@ webhook URL, the emulator POSTs there after ``webhook_delay_s`` (best effort)::
 the default fields the document lists plus the extra fields the request asked for (null
 when the contact has no such field); ``purchase`` only when the request had one.
 ``webhook_status`` (and ``webhook_error``, sent as ``error``) make it report another
-status, such as ``failed``.
+status, such as ``failed``; ``webhook_before_answer`` sends it (and waits for its answer)
+before answering the request itself.
 """
 
 from __future__ import annotations
@@ -30,11 +31,12 @@ from typing import Any
 
 import httpx
 import orjson
-from dropsync.adapters.crm.adapter import PURCHASE_STATUSES
-from dropsync.adapters.emulators.common import Emulator
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from ..emulators.common import Emulator
+from .adapter import PURCHASE_STATUSES
 
 MAX_CONTACTS = 1000
 PURCHASE_FIELDS = ("transaction_code", "price", "currency")
@@ -92,6 +94,7 @@ class CrmEmulator(Emulator):
         *,
         webhook_status: str = "processed",
         webhook_error: str | None = None,
+        webhook_before_answer: bool = False,
     ) -> None:
         super().__init__()
         self.accounts = accounts if accounts is not None else {"acc_1": "crm-secret"}
@@ -105,6 +108,9 @@ class CrmEmulator(Emulator):
         self.webhook_delay_s = webhook_delay_s
         self.webhook_status = webhook_status
         self.webhook_error = webhook_error
+        # The webhook sent (and answered) before the 201 itself: a job that finished before
+        # its answer reached the daemon, which has not recorded the job when the webhook comes.
+        self.webhook_before_answer = webhook_before_answer
 
     def reset(self) -> None:
         """Forget faults, requests and every contact received."""
@@ -178,7 +184,9 @@ class CrmEmulator(Emulator):
         options = body.get("options") or {}
         webhook = options.get("webhook") or {}
         email_validation = options.get("email_validation") or {}
-        if webhook.get("url"):
+        if webhook.get("url") and self.webhook_before_answer:
+            await self._call_webhook(webhook["url"], returned)
+        elif webhook.get("url"):
             asyncio.get_running_loop().create_task(self._call_webhook(webhook["url"], returned))
         return 201, {
             "_id": job,

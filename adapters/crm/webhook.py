@@ -34,9 +34,8 @@ from collections.abc import Mapping
 from typing import Any, Literal, NamedTuple
 
 import structlog
-from dropsync.adapters.crm import tables
-from dropsync.adapters.crm.adapter import webhook_outcome
-from dropsync.adapters.inbound import (
+
+from ..inbound import (
     Call,
     Inbound,
     InboundProvider,
@@ -45,6 +44,8 @@ from dropsync.adapters.inbound import (
     Route,
     Settled,
 )
+from . import tables
+from .adapter import webhook_outcome
 
 log = structlog.get_logger(__name__)
 
@@ -169,7 +170,10 @@ async def webhook(call: Call) -> Mapping[str, Any]:
 
     settled = await call.settle(name, JobDone(job_text, state, reason), then=keep_returned)
     fields = {"provider": name, "job": job_text[:100]}
-    if not settled.carried:
+    if settled.held:
+        # Its batch's answer is not recorded yet: the outcome is applied when it is.
+        log.info("webhook_job_held", **fields, outcome=outcome)
+    elif not settled.carried:
         call.warning("webhook_unknown_job", name, **fields)
     elif outcome == "confirmed":
         log.info(
@@ -208,7 +212,12 @@ def adapter_options(public_url: str, provider: InboundProvider) -> Mapping[str, 
     return {} if token is None else {"webhook_url": f"{public_url}{PATH}{token}"}
 
 
+# A webhook names every contact of its request (up to 1000) with the fields asked back
+# (contacts_extra_fields): more than the listener's 1 MiB. The token in the path is checked
+# before the body is read.
+MAX_WEBHOOK_BODY = 8 << 20
+
 INBOUND = Inbound(
-    routes=(Route(PATH + "{token}", "crm-webhook", webhook),),
+    routes=(Route(PATH + "{token}", "crm-webhook", webhook, max_body=MAX_WEBHOOK_BODY),),
     adapter_options=adapter_options,
 )

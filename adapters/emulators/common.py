@@ -35,11 +35,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import uvicorn
-from dropsync.adapters.base import IDEMPOTENCY_HEADER
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from ..base import IDEMPOTENCY_HEADER
 
 
 @dataclass

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from dropsync.adapters.emulators.common import EmulatorServer
+from .common import EmulatorServer
 
 Samples = Mapping[str, Sequence[Mapping[str, Any]]]
 """Drop files: a path under the drop folder (``<collection>/<name>.json|.ndjson``) -> its

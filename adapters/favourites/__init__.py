@@ -11,20 +11,20 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from dropsync.adapters.registry import AdapterModule, EmulatorHook, Kind
+from ..registry import AdapterModule, EmulatorHook, Kind
 
 if TYPE_CHECKING:
-    from dropsync.adapters.emulators.demo import DemoPart
+    from ..emulators.demo import DemoPart
 
 
 def _adapter() -> AdapterModule:
-    from dropsync.adapters.favourites import adapter
+    from . import adapter
 
     return adapter
 
 
 def _demo() -> DemoPart:
-    from dropsync.adapters.favourites.demo import DEMO
+    from .demo import DEMO
 
     return DEMO
 

@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from dropsync.adapters.base import (
+
+from ..base import (
     IDEMPOTENCY_HEADER,
     CredentialUpdate,
     IncomingChange,
@@ -41,19 +42,19 @@ from dropsync.adapters.base import (
     PullPage,
     PushResult,
 )
-from dropsync.adapters.errors import (
+from ..errors import (
     AuthError,
     PermanentError,
     ProviderMisconfigured,
     UnexpectedAnswer,
 )
-from dropsync.adapters.favourites.tokens import (
+from ..http import Answer, HttpAdapter, json_body
+from ..options import OptionError, OptionReader
+from .tokens import (
     TokenFolder,
     parse_tokens,
     secret_problem,
 )
-from dropsync.adapters.http import Answer, HttpAdapter, json_body
-from dropsync.adapters.options import OptionError, OptionReader
 
 POST_SUCCESS = (200, 201, 202, 204)
 MAX_LIST_MB = 8  # one user's list is read up to this (max_list_mb)

@@ -7,9 +7,10 @@ from collections.abc import Mapping
 from typing import Any
 
 import orjson
-from dropsync.adapters.emulators.common import EmulatorServer
-from dropsync.adapters.emulators.demo import DemoPart, Progress
-from dropsync.adapters.favourites.emulator import FavouritesEmulator
+
+from ..emulators.common import EmulatorServer
+from ..emulators.demo import DemoPart, Progress
+from .emulator import FavouritesEmulator
 
 DEMO_FAVOURITE_TOKENS = {"alice": "demo-token-alice", "bob": "demo-token-bob"}
 

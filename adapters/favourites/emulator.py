@@ -20,10 +20,11 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from dropsync.adapters.emulators.common import Emulator
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from ..emulators.common import Emulator
 
 
 def _when(value: Any) -> datetime | None:

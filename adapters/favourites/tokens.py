@@ -27,8 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
-from dropsync.adapters.http import header_problem
-from dropsync.adapters.options import OptionError
+
+from ..http import header_problem
+from ..options import OptionError
 
 MAX_TOKEN_FILE = 64 << 10
 IGNORED_SUFFIXES = (".tmp", ".part", "~")

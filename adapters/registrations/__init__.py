@@ -15,16 +15,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from dropsync.adapters.registry import AdapterModule, EmulatorHook, Kind
+from ..registry import AdapterModule, EmulatorHook, Kind
 
 if TYPE_CHECKING:
-    from dropsync.adapters.emulators.demo import DemoPart
+    from ..emulators.demo import DemoPart
 
 REQUESTS = "registration_requests"
 
 
 def _adapter() -> AdapterModule:
-    from dropsync.adapters.registrations import adapter
+    from . import adapter
 
     return adapter
 
@@ -37,7 +37,7 @@ def request_collections(options: Mapping[str, Any]) -> tuple[str, ...]:
 
 
 def _demo() -> DemoPart:
-    from dropsync.adapters.registrations.demo import DEMO
+    from .demo import DEMO
 
     return DEMO
 

@@ -10,19 +10,20 @@ from every text that leaves this module (``adapters.redact``).
 
 from __future__ import annotations
 
+import json
 import re
 import string
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 from urllib.parse import quote
 
 import orjson
 import structlog
-from dropsync.adapters.base import (
+
+from ..base import (
     IDEMPOTENCY_HEADER,
     IncomingChange,
     JSONObject,
@@ -35,20 +36,21 @@ from dropsync.adapters.base import (
     RequestOutcome,
     StreamPage,
 )
-from dropsync.adapters.errors import (
-    AuthError,
-    PermanentError,
-    ProviderError,
-    ProviderMisconfigured,
-    ProviderUnavailable,
-    RetryableError,
-    UnexpectedAnswer,
+from ..errors import PermanentError, RetryableError
+from ..http import (
+    MAX_REASON,
+    MISCONFIGURED,
+    TRANSIENT,
+    Answer,
+    HttpAdapter,
+    Session,
+    json_body,
 )
-from dropsync.adapters.http import MAX_REASON, Answer, check_answer, fetch, make_client
-from dropsync.adapters.options import OptionError, OptionReader
-from dropsync.adapters.redact import MIN_SECRET, Redactor
-from dropsync.adapters.registrations import REQUESTS
-from dropsync.adapters.registrations.data import (
+from ..options import OptionError, OptionReader
+from ..redact import MIN_SECRET
+from . import REQUESTS
+from .data import (
+    Page,
     PageError,
     RegistrationRequest,
     find_unrepresentable,
@@ -181,9 +183,9 @@ def parse_options(options: Mapping[str, Any]) -> RegistrationsOptions:
     return parsed
 
 
-def _provider_time(response: Answer) -> int:
+def _provider_time(answer: Answer) -> int:
     """The provider's clock from its ``Date`` header (else ours), in epoch ms."""
-    header = response.headers.get("date")
+    header = answer.headers.get("date")
     if header:
         try:
             return int(parsedate_to_datetime(header).timestamp() * 1000)
@@ -192,8 +194,69 @@ def _provider_time(response: Answer) -> int:
     return int(time.time() * 1000)
 
 
-class RegistrationsProvider:
-    """Pulls an event's five resources; asks the provider about registration requests."""
+def _json_or_none(answer: Answer) -> Any:
+    try:
+        return json_body(answer)
+    except ValueError:
+        return None
+
+
+def _loose_json(raw: bytes) -> Any:
+    """``raw`` read by the standard library's parser, which takes what orjson refuses
+    (``1e400``, ``NaN``): only to find a secret in an answer that is refused anyway."""
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """The provider's answer to one registration request: ``refused`` (its reason), or
+    done (``registration`` and ``state`` for a registration)."""
+
+    status: int
+    at_ms: int = 0  # the provider's clock (``_provider_time``)
+    refused: str | None = None
+    registration: str = ""
+    state: str = ""
+
+
+def registered(answer: Answer) -> Reply:
+    """A registration's success: 201 ``{id, status}``."""
+    body = _json_or_none(answer)
+    reg_id = body.get("id") if isinstance(body, dict) else None
+    state = body.get("status") if isinstance(body, dict) else None
+    if (
+        answer.status != 201
+        or isinstance(reg_id, bool)
+        or not isinstance(reg_id, str | int)
+        or reg_id == ""
+        or not isinstance(state, str)
+    ):
+        raise ValueError("expected 201 {id, status}")
+    return Reply(answer.status, _provider_time(answer), registration=str(reg_id), state=state)
+
+
+def cancelled(answer: Answer) -> Reply:
+    """A cancellation's success: 204, or 200 with an empty or JSON body. A 200 page (HTML,
+    text: a proxy's, say) proves nothing was cancelled, so the request stays pending."""
+    if answer.status == 200 and answer.body.strip():
+        try:
+            json_body(answer)
+        except ValueError:
+            raise ValueError("expected 204, or 200 with an empty or JSON body") from None
+    elif answer.status not in (200, 204):
+        raise ValueError("expected 204, or 200 with an empty or JSON body")
+    return Reply(answer.status, _provider_time(answer))
+
+
+class RegistrationsProvider(HttpAdapter):
+    """Pulls an event's five resources; asks the provider about registration requests.
+
+    Its requests carry a session (``HttpAdapter.send(..., session=True)``): ``_log_in``
+    sends the username and password and keeps the token the provider gives.
+    """
 
     def __init__(
         self,
@@ -206,87 +269,45 @@ class RegistrationsProvider:
         self.name = name
         self.options = options
         self._password = password
-        self.redactor = Redactor([password])
         # One request at a time: a half-answered batch would be asked again as a whole.
         self.limits = ProviderLimits(max_items=1, can_push=True, can_pull=True)
-        self.timeout_s = timeout_s
-        self.client = make_client(base_url, {"Accept": "application/json"})
-        self._token: str | None = None
-        self._token_until = 0.0
+        super().__init__(base_url, timeout_s, secrets=(), headers={"Accept": "application/json"})
+        # The password travels in the login's JSON body, never in a header: any text will do.
+        self.keep_secret([password])
+        self._token: str | None = None  # the last token the provider gave
         self._lookup: Lookup | None = None
         self.requests_collection = options.collection(REQUESTS)
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.client.aclose()
 
     def attach_lookup(self, lookup: Lookup) -> None:
         """The daemon's read of current records (to find a registration to cancel)."""
         self._lookup = lookup
 
-    # ----- the wire -----------------------------------------------------------------------
+    # ----- the session --------------------------------------------------------------------
 
     def _url(self, name: str, **values: str) -> str:
         fields = {"eventId": self.options.event_id, **values}
         return self.options.path(name).format(**{k: quote(v, safe="") for k, v in fields.items()})
 
-    def _clean(self, exc: Exception) -> ProviderError:
-        """Any failure as a provider error whose texts carry no secret."""
-        if isinstance(exc, ProviderError):
-            return self.redactor.error(exc)
-        return RetryableError(f"unexpected failure: {type(exc).__name__}")
-
-    def _answer(self, what: str, response: Answer) -> str:
-        text = response.body[:MAX_REASON].decode("utf-8", "replace")
-        return self.redactor.text(f"{what} answered HTTP {response.status}: {text}")
-
-    async def _fetch(self, method: str, url: str, **kwargs: Any) -> Answer:
-        """One request under the provider's deadline, its answer capped (``adapters.http``)."""
-        return await fetch(self.client, method, url, timeout_s=self.timeout_s, **kwargs)
-
-    def _check(self, what: str, response: Answer, *, request: bool = False) -> None:
-        """Raise for an answer that is not 2xx (3xx and 408 keep everything queued).
-
-        For a request (``request``), a 4xx that is not a refusal (no ``reason``) is not the
-        request's fault but the setup's (a wrong path, say): it stays pending, retried.
-        """
-        status = response.status
-        if 300 <= status < 400:
-            location = self.redactor.text(response.headers.get("location", "")[:500])
-            raise ProviderMisconfigured(
-                f"{what} answered a redirect (HTTP {status} to {location or 'nowhere'}): "
-                "base_url or paths point at the wrong place",
-                status=status,
-            )
-        if status == 408 or (request and 400 <= status < 500 and status not in (401, 403, 429)):
-            raise RetryableError(self._answer(what, response), status=status)
-        check_answer(response)
-
-    async def _login(self) -> str:
-        response = await self._fetch(
+    async def _log_in(self) -> Session:
+        """``POST`` the username and password; the token answered is the session's."""
+        return await self.send(
             "POST",
             self._url("login"),
+            expect=self._session_of,
             content=orjson.dumps({"username": self.options.username, "password": self._password}),
             headers={"Content-Type": "application/json"},
         )
-        if response.status in (401, 403):
-            raise AuthError(self._answer("login", response), status=response.status)
-        self._check("login", response)
-        try:
-            body = orjson.loads(response.body)
-        except orjson.JSONDecodeError:
-            body = None
+
+    def _session_of(self, answer: Answer) -> Session:
+        """The login's success: 200 ``{token, expiresIn}``, a header-safe token."""
+        body = _json_or_none(answer)
+        seen = body if body is not None else _loose_json(answer.body)
+        if isinstance(seen, dict) and isinstance(seen.get("token"), str):
+            self.keep_secret([seen["token"]])  # a secret even in an answer refused below
         token = body.get("token") if isinstance(body, dict) else None
         expires = body.get("expiresIn") if isinstance(body, dict) else None
         if (
-            response.status != 200
+            answer.status != 200
             or not isinstance(token, str)
             or not _HEADER_SAFE.fullmatch(token)
             or len(token) < MIN_SECRET
@@ -294,43 +315,16 @@ class RegistrationsProvider:
             or not isinstance(expires, int | float)
             or not expires > 0
         ):
-            if isinstance(token, str):
-                self.redactor.add(token)
-            raise UnexpectedAnswer(
-                self._answer("login (expected 200 {token, expiresIn})", response),
-                status=response.status,
-            )
-        self.redactor.add(token)
+            raise ValueError("expected 200 {token, expiresIn}")
         self._token = token
-        ttl = min(float(expires), 366 * 86400.0)
-        self._token_until = time.monotonic() + ttl - min(60.0, ttl / 10)
-        return token
+        return Session.lasting({"Authorization": f"Bearer {token}"}, float(expires))
 
     async def probe(self) -> str:
         """Log in, as the document's "check if the credentials are working" does: a refused
         password is ``AuthError``; nothing changes at the provider."""
-        try:
-            await self._login()
-        except Exception as exc:
-            # A connection failure keeps its cause (the socket's words, as http.request does).
-            cause = exc.__cause__ if isinstance(exc, ProviderUnavailable) else None
-            raise self._clean(exc) from cause
+        with self._boundary():
+            self._session = await self._log_in()
         return f"POST {self._url('login')}"
-
-    async def _authorised(
-        self, method: str, url: str, *, headers: Mapping[str, str] | None = None, **kwargs: Any
-    ) -> Answer:
-        """A data request with the session token; a 401 logs in again, once."""
-        retried = False
-        while True:
-            token = self._token
-            if token is None or time.monotonic() >= self._token_until:
-                token = await self._login()
-            sent = {**(headers or {}), "Authorization": f"Bearer {token}"}
-            response = await self._fetch(method, url, headers=sent, **kwargs)
-            if response.status != 401 or retried:
-                return response
-            self._token, retried = None, True
 
     # ----- pull ---------------------------------------------------------------------------
 
@@ -347,7 +341,7 @@ class RegistrationsProvider:
             for resource, collection in RESOURCES.items()
         ]
 
-    async def pull(self, cursor: str | None) -> PullPage:
+    async def _pull(self, cursor: str | None) -> PullPage:
         """Not used: the daemon pulls this kind per stream (``stream_pages``)."""
         raise PermanentError("the registrations kind is pulled per resource")
 
@@ -366,10 +360,8 @@ class RegistrationsProvider:
             params: dict[str, str | int] = {"page": page_number, "pageSize": size}
             if not full and since is not None:
                 params["utcModifiedDate"] = since
-            try:
+            with self._boundary():
                 page, changes, keys, skipped, top = await self._page(stream, url, params)
-            except Exception as exc:
-                raise self._clean(exc) from None
             if total is None:
                 total = page.total
             elif page.total != total:
@@ -396,29 +388,30 @@ class RegistrationsProvider:
                 return
             page_number += 1
 
+    def _listing(self, answer: Answer) -> tuple[Page, bool, bool]:
+        """A page's success: 200 ``{items, total}`` (the page, whether its numbers need the
+        exact parser, whether it echoes a secret)."""
+        try:
+            value, exact = load_json(answer.body)
+            page = parse_page(value)
+        except PageError as exc:
+            raise ValueError(f"expected {{items, total}}: {exc}") from None
+        if answer.status != 200:
+            raise ValueError("expected 200 {items, total}")
+        return page, exact, self.redact.contains(answer.body)
+
     async def _page(
         self, stream: PullStream, url: str, params: Mapping[str, str | int]
-    ) -> tuple[Any, list[IncomingChange], list[str], int, tuple[int, str] | None]:
-        response = await self._authorised(
+    ) -> tuple[Page, list[IncomingChange], list[str], int, tuple[int, str] | None]:
+        page, exact, echoed = await self.send(
             "GET",
             url,
+            session=True,
+            expect=self._listing,
             params=params,
             max_bytes=self.options.max_page_bytes,
             cap="a page is read up to max_page_mb; lower page_size or raise max_page_mb",
         )
-        self._check(stream.name, response)
-        raw = response.body
-        try:
-            value, exact = load_json(raw)
-            page = parse_page(value)
-        except PageError as exc:
-            raise RetryableError(
-                self._answer(f"{stream.name} (expected {{items, total}}: {exc})", response),
-                status=response.status,
-            ) from None
-        if response.status != 200:
-            raise RetryableError(self._answer(f"{stream.name} (expected 200)", response))
-        echoed = self.redactor.contains(raw)
         changes: list[IncomingChange] = []
         keys: list[str] = []
         skipped = 0
@@ -435,7 +428,7 @@ class RegistrationsProvider:
                     "pull_item_skipped",
                     provider=self.name,
                     resource=stream.name,
-                    reason=self.redactor.text(str(exc)),
+                    reason=self.redact(str(exc)),
                 )
                 continue
             keys.append(key)
@@ -449,7 +442,7 @@ class RegistrationsProvider:
 
     def _scrub(self, value: Any) -> Any:
         if isinstance(value, str):
-            return self.redactor.text(value)
+            return self.redact(value)
         if isinstance(value, dict):
             return {self._scrub(k): self._scrub(v) for k, v in value.items()}
         if isinstance(value, list):
@@ -467,7 +460,7 @@ class RegistrationsProvider:
 
     # ----- 2-way registration -------------------------------------------------------------
 
-    def check(self, change: OutgoingChange) -> str | None:
+    def _check(self, change: OutgoingChange) -> str | None:
         """Only registration requests go to this kind."""
         if change.collection != self.requests_collection:
             return (
@@ -476,7 +469,7 @@ class RegistrationsProvider:
             )
         return None
 
-    async def push(self, batch: Sequence[OutgoingChange], *, idempotency_key: str) -> PushResult:
+    async def _push(self, batch: Sequence[OutgoingChange], *, idempotency_key: str) -> PushResult:
         """Ask the provider about each request; each gets an outcome (or the batch raises)."""
         outcomes: list[RequestOutcome] = []
         changes: list[IncomingChange] = []
@@ -490,31 +483,34 @@ class RegistrationsProvider:
                 outcomes.append(RequestOutcome(change.entry_id, "refused", str(exc)))
                 continue
             key = idempotency_key if len(batch) == 1 else f"{idempotency_key}:{change.entry_id}"
-            try:
-                if wanted.action == "register":
-                    outcome, status = await self._register(change, wanted, key, changes)
-                else:
-                    outcome, status = await self._cancel(change, wanted, key, changes)
-            except Exception as exc:
-                raise self._clean(exc) from None
+            if wanted.action == "register":
+                outcome, status = await self._register(change, wanted, key, changes)
+            else:
+                outcome, status = await self._cancel(change, wanted, key, changes)
             outcomes.append(outcome)
         return PushResult(state="confirmed", status=status, outcomes=outcomes, changes=changes)
 
-    def _refusal(self, what: str, response: Answer) -> str | None:
-        """The provider's reason when ``response`` refuses the request, else None."""
-        status = response.status
+    def _refusal(self, answer: Answer) -> Reply | None:
+        """A request refused: 409 or 422, or another 4xx with a JSON ``reason``; None for an
+        answer the status table reads (3xx, 401, 403, 408, 429, 5xx, and without a reason
+        404 and the others of a setup or a moment rather than of the request). Any other 4xx
+        without a reason is not the request's fault either: it stays pending."""
+        status = answer.status
         if not 400 <= status < 500 or status in (401, 403, 408, 429):
             return None
-        try:
-            body = orjson.loads(response.body)
-        except orjson.JSONDecodeError:
-            body = None
+        body = _json_or_none(answer)
         reason = body.get("reason") if isinstance(body, dict) else None
         if isinstance(reason, str) and reason:
-            return self.redactor.text(reason[:MAX_REASON])
+            return Reply(status, refused=self.redact(reason)[:MAX_REASON])
         if status in REFUSING:
-            return self._answer(what, response)
-        return None
+            return Reply(status, refused=answer.describe(self.redact, MAX_REASON))
+        if status in MISCONFIGURED or status in TRANSIENT:
+            return None
+        raise RetryableError(
+            f"{answer.method} {answer.path} answered {answer.describe(self.redact)}: "
+            "not a refusal (no reason); the request stays pending",
+            status=status,
+        )
 
     async def _register(
         self,
@@ -523,55 +519,38 @@ class RegistrationsProvider:
         key: str,
         changes: list[IncomingChange],
     ) -> tuple[RequestOutcome, int]:
-        response = await self._authorised(
+        reply = await self.send(
             "POST",
             self._url("register"),
+            session=True,
+            expect=registered,
+            refusal=self._refusal,
             content=orjson.dumps(
                 {"participantId": wanted.participant, "sessionId": wanted.session}
             ),
             headers={"Content-Type": "application/json", IDEMPOTENCY_HEADER: key},
         )
-        reason = self._refusal("registration", response)
-        if reason is not None:
-            return RequestOutcome(change.entry_id, "refused", reason), response.status
-        self._check("registration", response, request=True)
-        try:
-            body = orjson.loads(response.body)
-        except orjson.JSONDecodeError:
-            body = None
-        reg_id = body.get("id") if isinstance(body, dict) else None
-        state = body.get("status") if isinstance(body, dict) else None
-        if (
-            response.status != 201
-            or isinstance(reg_id, bool)
-            or not isinstance(reg_id, str | int)
-            or reg_id == ""
-            or not isinstance(state, str)
-        ):
-            raise RetryableError(
-                self._answer("registration (expected 201 {id, status})", response),
-                status=response.status,
-            )
-        registration = str(reg_id)
+        if reply.refused is not None:
+            return RequestOutcome(change.entry_id, "refused", reply.refused), reply.status
         # Dated a second before the provider's clock: the registration as the next pull
         # brings it (with the provider's own utcModifiedDate) always wins over this copy.
         changes.append(
             IncomingChange(
                 self.options.collection("registrations"),
-                registration,
-                _provider_time(response) - 1000,
+                reply.registration,
+                reply.at_ms - 1000,
                 False,
                 {
-                    "id": registration,
+                    "id": reply.registration,
                     "participantId": wanted.participant,
                     "sessionId": wanted.session,
-                    "status": self.redactor.text(state),
+                    "status": self.redact(reply.state),
                 },
             )
         )
         return (
-            RequestOutcome(change.entry_id, "confirmed", remote_ref=registration),
-            response.status,
+            RequestOutcome(change.entry_id, "confirmed", remote_ref=reply.registration),
+            reply.status,
         )
 
     async def _find_registration(
@@ -607,15 +586,16 @@ class RegistrationsProvider:
                 f"{wanted.session} is known here (give registrationId, or wait for a pull)"
             )
             return RequestOutcome(change.entry_id, "refused", unknown), 0
-        response = await self._authorised(
-            "DELETE", self._url("cancel", id=registration), headers={IDEMPOTENCY_HEADER: key}
+        reply = await self.send(
+            "DELETE",
+            self._url("cancel", id=registration),
+            session=True,
+            expect=cancelled,
+            refusal=self._refusal,
+            headers={IDEMPOTENCY_HEADER: key},
         )
-        reason = self._refusal("cancellation", response)
-        if reason is not None:
-            return RequestOutcome(change.entry_id, "refused", reason), response.status
-        self._check("cancellation", response, request=True)
-        if not _cancelled_answer(response):
-            raise RetryableError(self._answer("cancellation (expected 204)", response))
+        if reply.refused is not None:
+            return RequestOutcome(change.entry_id, "refused", reply.refused), reply.status
         previous = current[1] if current and current[0] == registration else 0
         body = dict(current[2]) if current and current[0] == registration else {}
         body.update(
@@ -628,31 +608,15 @@ class RegistrationsProvider:
             IncomingChange(
                 self.options.collection("registrations"),
                 registration,
-                max(previous + 1, _provider_time(response) - 1000),
+                max(previous + 1, reply.at_ms - 1000),
                 False,
                 body,
             )
         )
         return (
             RequestOutcome(change.entry_id, "confirmed", remote_ref=registration),
-            response.status,
+            reply.status,
         )
-
-
-def _cancelled_answer(response: Answer) -> bool:
-    """A cancellation's success: 204, or 200 with an empty or JSON body. A 200 page (HTML,
-    text: a proxy's, say) proves nothing was cancelled, so the request stays pending."""
-    if response.status == 204:
-        return True
-    if response.status != 200:
-        return False
-    if not response.body.strip():
-        return True
-    try:
-        orjson.loads(response.body)
-    except orjson.JSONDecodeError:
-        return False
-    return True
 
 
 # The password travels in the login request's JSON body, not in a header.

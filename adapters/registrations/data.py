@@ -15,7 +15,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
-from dropsync.adapters.base import IncomingChange, JSONObject
+
+from ..base import IncomingChange, JSONObject
 
 # An integer of 19 digits or more may not fit 64 bits: such a page is read by the exact
 # parser. Found as 19 zeros in the text with every digit made a zero (a C-speed translation

@@ -7,9 +7,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from dropsync.adapters.emulators.common import EmulatorServer
-from dropsync.adapters.emulators.demo import DemoPart, Progress
-from dropsync.adapters.registrations.emulator import RegistrationsEmulator
+from ..emulators.common import EmulatorServer
+from ..emulators.demo import DemoPart, Progress
+from .emulator import RegistrationsEmulator
 
 DEMO_REGISTRATIONS = {"username": "fp-bot", "password": "demo-lenos-password", "event": "ev-2026"}
 

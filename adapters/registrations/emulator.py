@@ -34,10 +34,11 @@ from functools import lru_cache
 from typing import Any
 
 import orjson
-from dropsync.adapters.emulators.common import Emulator
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from ..emulators.common import Emulator
 
 RESOURCES = ("participants", "sessions", "registrations", "locations", "sessionTags")
 PREFIX = "/api/v1"

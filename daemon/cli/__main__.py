@@ -4,6 +4,6 @@ from __future__ import annotations
 
 import sys
 
-from dropsync.daemon.cli.app import main
+from .shortcut import main
 
 sys.exit(main())

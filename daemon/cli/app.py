@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn, Protocol, cast
 
-from dropsync.daemon.cli.common import EXIT_USAGE
+from .common import EXIT_USAGE
 
 # command name -> its module in dropsync.daemon.cli (imported only when needed)
 COMMANDS: dict[str, str] = {
@@ -179,7 +179,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``dropsync`` console script."""
-    from dropsync.daemon.cli.outcome import run_reporting_errors
+    from .outcome import run_reporting_errors
 
     words = sys.argv[1:] if argv is None else list(argv)
     try:
@@ -191,14 +191,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             sys.stdout.flush()
         except BrokenPipeError:
-            from dropsync.daemon.cli.outcome import silence_stdout
+            from .outcome import silence_stdout
 
             silence_stdout()
         if code is not None:
             return code
         raise
     if args.log_format:
-        # Read by daemon.logs whenever logging is configured (a reload too), and by nothing
+        # Read by daemon.process.logs whenever logging is configured (a reload too), and by nothing
         # else: the environment is the one place both the CLI and the daemon look.
         os.environ["DROPSYNC_LOG_FORMAT"] = args.log_format
     command = load_command(args.command)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dropsync.daemon.cli.common import EXIT_OK
+from .common import EXIT_OK
 
 HELP = "write a consistent copy of the store to PATH (safe while the daemon runs), verified"
 
@@ -24,9 +24,10 @@ def run(args: argparse.Namespace) -> int:
     """Copy with SQLite's online backup API, check it, then move it into place."""
     import time
 
-    from dropsync.daemon.cli.common import existing_store
-    from dropsync.daemon.config_file import drop_path_of, store_path_of
     from dropsync.store.maintenance import backup_to
+
+    from ..config_file import drop_path_of, store_path_of
+    from .common import existing_store
 
     store = existing_store(args.config, store_path_of(args.config))
     target = Path(args.path)
@@ -53,9 +54,9 @@ def check_target(target: Path, store: Path, drop: Path, *, force: bool) -> None:
     """
     import os
 
-    from dropsync.daemon.dropfiles import kind_of
-    from dropsync.daemon.errors import UsageError
-    from dropsync.daemon.places import companions, is_within, real
+    from ..errors import UsageError
+    from ..ingest.dropfiles import kind_of
+    from ..places import companions, is_within, real
 
     place = real(target)
     for what, path in companions(store):

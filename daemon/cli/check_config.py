@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from dropsync.daemon.cli.common import EXIT_OK, checked_config, log_to_stderr
+from .common import EXIT_OK, checked_config, log_to_stderr
 
 HELP = "validate the config file, each provider's options and every secret (readable, usable)"
 
@@ -15,7 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Check everything the daemon would check at start; print a one-line summary."""
-    from dropsync.daemon.secrets import check_secrets
+    from ..process.secrets import check_secrets
 
     log_to_stderr()
     config = checked_config(args)

@@ -5,21 +5,26 @@ Imports here are cheap (stdlib only at module level): ``status`` loads this modu
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from dropsync.daemon.config import Config
+    import argparse
+
+    from ..config import Config
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+# ``status --check``'s thresholds unless given (``health_check.Thresholds``, docs/cli.md):
+# here, so that a plain ``status`` has its defaults without importing the check.
+PENDING_WARN_S, PENDING_CRIT_S, DISK_WARN_PCT, DISK_CRIT_PCT = 900.0, 3600.0, 10.0, 5.0
 
 
 def checked_config(args: argparse.Namespace) -> Config:
     """The whole config named by ``--config`` (or its defaults), providers' options checked."""
-    from dropsync.daemon.config import load_config
-    from dropsync.daemon.providers import check_provider_options
+    from ..config import load_config
+    from ..delivery.providers import check_provider_options
 
     config = load_config(args.config)
     check_provider_options(config)
@@ -28,7 +33,7 @@ def checked_config(args: argparse.Namespace) -> Config:
 
 def config_of(args: argparse.Namespace) -> Config:
     """The whole config named by ``--config`` (or its defaults)."""
-    from dropsync.daemon.config import load_config
+    from ..config import load_config
 
     return load_config(args.config)
 
@@ -41,8 +46,8 @@ def existing_store(explicit: str | None, store_path: Path) -> Path:
     """
     if store_path.exists():
         return store_path
-    from dropsync.daemon.config_file import store_origin
-    from dropsync.daemon.errors import StoreMissing
+    from ..config_file import store_origin
+    from ..errors import StoreMissing
 
     folder = "" if store_path.parent.is_dir() else f", nor does its folder {store_path.parent}"
     raise StoreMissing(
@@ -62,7 +67,7 @@ def store_of(args: argparse.Namespace) -> Config:
 def refuse_config(args: argparse.Namespace, command: str, instead: str) -> None:
     """A command that reads no config file refuses ``--config`` rather than ignore it."""
     if args.config:
-        from dropsync.daemon.errors import UsageError
+        from ..errors import UsageError
 
         raise UsageError(
             f"{command} reads no config file (given --config {args.config}): {instead}"
@@ -71,7 +76,7 @@ def refuse_config(args: argparse.Namespace, command: str, instead: str) -> None:
 
 def log_to_stderr() -> None:
     """Log lines of a one-shot command go to stderr: its stdout is its result."""
-    from dropsync.daemon.logs import configure_logging
+    from ..process.logs import configure_logging
 
     configure_logging("info", sys.stderr)
 

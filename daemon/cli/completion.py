@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import argparse
 
-from dropsync.daemon.cli.common import EXIT_OK, refuse_config
-from dropsync.daemon.cli.parser_walk import (
+from .common import EXIT_OK, refuse_config
+from .parser_walk import (
     Option,
     command_specs,
     split_actions,
@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the script for ``args.shell``."""
-    from dropsync.daemon.cli.app import build_parser
+    from .app import build_parser
 
     refuse_config(args, "completion", "the script is the same for every config")
     make = {"bash": bash_script, "zsh": zsh_script, "fish": fish_script}[args.shell]

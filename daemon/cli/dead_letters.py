@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from dropsync.daemon.cli.common import EXIT_OK, dump_json, log_to_stderr, store_of
+from .common import EXIT_OK, dump_json, log_to_stderr, store_of
 
 HELP = "list, retry or drop what providers refused, with their reasons"
 
@@ -49,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """List (read-only), or retry/drop in one transaction."""
-    from dropsync.daemon.errors import UsageError
+    from ..errors import UsageError
 
     config = store_of(args)
     if args.action != "list" and not (args.ids or args.provider or args.all):
@@ -67,9 +67,10 @@ def run(args: argparse.Namespace) -> int:
         return _print_dead_letters(letters, as_json=args.json)
 
     import anyio
-    from dropsync.daemon.clock import now_ms
     from dropsync.store import outbox
     from dropsync.store.handle import Store
+
+    from ..clock import now_ms
 
     log_to_stderr()
 
@@ -89,8 +90,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_dead_letters(letters: list[dict[str, Any]], *, as_json: bool) -> int:
-    from dropsync.daemon.clock import format_timestamp
-    from dropsync.daemon.names import printable
+    from ..clock import format_timestamp
+    from ..names import printable
 
     if as_json:
         print(dump_json(letters))

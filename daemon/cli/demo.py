@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dropsync.daemon.cli.common import refuse_config
+from .common import refuse_config
 
 HELP = "run the daemon on built-in emulated providers and sample files"
 LOG_STREAM = "stdout"  # the daemon's log lines, and the error that ends it
@@ -30,6 +30,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Start the emulators and run the daemon against them."""
     refuse_config(args, "demo", "it makes its own, with its store and drop folder under --dir")
-    from dropsync.daemon.demo import run_demo
+    from ..demo import run_demo
 
     return run_demo(Path(args.dir), exit_when_synced=args.exit_when_synced)

@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 
 from dropsync.adapters.registry import emulated
-from dropsync.daemon.cli.common import refuse_config
+
+from .common import refuse_config
 
 HELP = "run the provider emulators alone ({})".format(
     ", ".join(f"{hook.title} on {hook.port}" for _, hook in emulated())
@@ -45,8 +46,8 @@ def run(args: argparse.Namespace) -> int:
     refuse_config(args, "emulate", "the emulators take --host and their ports")
     import errno
 
-    from dropsync.daemon.demo import run_emulators
-    from dropsync.daemon.errors import DropsyncError
+    from ..demo import run_emulators
+    from ..errors import DropsyncError
 
     kinds = [kind for kind, _ in emulated()]
     try:

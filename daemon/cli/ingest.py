@@ -9,11 +9,13 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dropsync.daemon.cli.common import EXIT_FAILURE, EXIT_OK, log_to_stderr, store_of
+from .common import EXIT_FAILURE, EXIT_OK, log_to_stderr, store_of
 
 if TYPE_CHECKING:
-    from dropsync.daemon.ingest import IngestReport, NotIngested
     from dropsync.store.handle import Store
+
+    from ..ingest.ingestor import IngestReport
+    from .ingest_named import NotIngested
 
 HELP = (
     "ingest files once through the daemon's ingest path (one JSON report per file; "
@@ -38,8 +40,9 @@ async def _progress(store: Store, path: Path) -> AsyncIterator[None]:
         yield  # plain log lines only
         return
     import anyio
-    from dropsync.daemon.progress import ProgressBar, show_progress
     from dropsync.store.files import documents_in_progress
+
+    from .progress import ProgressBar, show_progress
 
     async def documents() -> int | None:
         async with store.snapshot() as db:
@@ -57,11 +60,13 @@ def run(args: argparse.Namespace) -> int:
     """Ingest each file; print its report; exit 1 if any was not fully done."""
     import anyio
     import orjson
-    from dropsync.daemon.clock import now_ms
-    from dropsync.daemon.ingest import Ingestor, NotIngested, ingest_named
-    from dropsync.daemon.memory import tune_garbage_collector
     from dropsync.store import outbox
     from dropsync.store.handle import Store
+
+    from ..clock import now_ms
+    from ..ingest.ingestor import Ingestor
+    from ..process.memory import tune_garbage_collector
+    from .ingest_named import NotIngested, ingest_named
 
     log_to_stderr()
     config = store_of(args)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from dropsync.daemon.cli.common import EXIT_OK
+from .common import EXIT_OK
 
 HELP = "write a commented example config (every key with its default) and the drop folder"
 
@@ -36,9 +36,9 @@ def run(args: argparse.Namespace) -> int:
     import tempfile
     from pathlib import Path
 
-    from dropsync.daemon.cli.common import refuse_config
-    from dropsync.daemon.dropfiles import kind_of, new_file_mode
-    from dropsync.daemon.errors import UsageError
+    from ..errors import UsageError
+    from ..ingest.dropfiles import kind_of, new_file_mode
+    from .common import refuse_config
 
     refuse_config(args, "init", "it writes one, DIR/dropsync.toml")
     folder = Path(args.dir)

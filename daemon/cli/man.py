@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import argparse
 
-from dropsync.daemon.cli.common import EXIT_OK, refuse_config
-from dropsync.daemon.cli.parser_walk import Option, command_specs, split_actions
+from .common import EXIT_OK, refuse_config
+from .parser_walk import Option, command_specs, split_actions
 
 HELP = "print the manual page (roff): 'dropsync man | man -l -'"
 
@@ -44,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the page."""
-    from dropsync.daemon.cli.app import build_parser
+    from .app import build_parser
 
     refuse_config(args, "man", "the page is the same for every config")
     print(man_page(build_parser(), _version()), end="")

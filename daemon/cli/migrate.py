@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dropsync.daemon.cli.common import EXIT_OK
+from .common import EXIT_OK
 
 HELP = "apply the schema migrations this dropsync has and the store lacks (--dry-run: list them)"
 
@@ -28,11 +28,12 @@ def _summary(sql: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """List, or apply with a backup first (the daemon does the same at start)."""
-    from dropsync.daemon.cli.common import existing_store
-    from dropsync.daemon.config_file import store_path_of
     from dropsync.store.errors import SchemaTooNew
     from dropsync.store.maintenance import migration_backup_path, schema_version_at
     from dropsync.store.schema import migrations
+
+    from ..config_file import store_path_of
+    from .common import existing_store
 
     store = existing_store(args.config, store_path_of(args.config))
     current = schema_version_at(store)
@@ -57,8 +58,9 @@ def run(args: argparse.Namespace) -> int:
 
 def _apply(store: Path, current: int, versions: list[int]) -> int:
     import anyio
-    from dropsync.daemon.instance import InstanceLock
     from dropsync.store.handle import Store
+
+    from ..process.instance import InstanceLock
 
     lock = InstanceLock(store)
     lock.acquire()  # not while a daemon runs (it migrates at its own start anyway)

@@ -15,14 +15,18 @@
 
 from __future__ import annotations
 
-import argparse
 import sqlite3
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from dropsync.daemon.cli.common import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
-from dropsync.daemon.errors import ConfigError, DropsyncError, UsageError
 from dropsync.store.errors import StoreError
+
+from ..errors import ConfigError, DropsyncError, UsageError
+from .common import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+
+if TYPE_CHECKING:
+    import argparse
 
 
 def run_reporting_errors(
@@ -83,7 +87,7 @@ def _known(exc: BaseException) -> tuple[int, str | None]:
 
 def mask_secrets(text: str) -> str:
     """``text`` without any secret value this process has read (the last line of defence)."""
-    secrets = sys.modules.get("dropsync.daemon.secrets")
+    secrets = sys.modules.get("dropsync.daemon.process.secrets")
     if secrets is None:  # no secret was ever read in this process
         return text
     from dropsync.adapters.redact import Redactor
@@ -92,7 +96,7 @@ def mask_secrets(text: str) -> str:
 
 
 def _log_stream(name: str) -> str:
-    from dropsync.daemon.cli.app import load_command
+    from .app import load_command
 
     return str(getattr(load_command(name), "LOG_STREAM", "stderr"))
 
@@ -118,7 +122,8 @@ def describe(exc: BaseException) -> str:
 
 def _log_fatal(name: str, exc: BaseException, message: str | None, code: int, stream: str) -> None:
     import structlog
-    from dropsync.daemon.logs import configure_logging
+
+    from ..process.logs import configure_logging
 
     if not structlog.is_configured():
         configure_logging("info", sys.stdout if stream == "stdout" else sys.stderr)

@@ -13,10 +13,10 @@ import argparse
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from dropsync.daemon.cli.common import EXIT_FAILURE, EXIT_OK, checked_config, log_to_stderr
+from .common import EXIT_FAILURE, EXIT_OK, checked_config, log_to_stderr
 
 if TYPE_CHECKING:
-    from dropsync.daemon.config import Config, ProviderConfig
+    from ..config import Config, ProviderConfig
 
 HELP = "check each provider's credentials with one request that changes nothing"
 DEFAULT_TIMEOUT_S = 10.0
@@ -62,7 +62,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Probe the providers at once; exit 0 only when every one is ok."""
     import anyio
-    from dropsync.daemon.cli.outcome import mask_secrets
+
+    from .outcome import mask_secrets
 
     log_to_stderr()
     config = checked_config(args)
@@ -74,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         print(text, flush=True)
     except BrokenPipeError:  # `probe | head -1` keeps the probe's exit code
-        from dropsync.daemon.cli.outcome import silence_stdout
+        from .outcome import silence_stdout
 
         silence_stdout()
     return code
@@ -92,7 +93,7 @@ def _lines(found: list[Probed]) -> str:
 
 
 def _json(found: list[Probed]) -> str:
-    from dropsync.daemon.cli.common import dump_json
+    from .common import dump_json
 
     return dump_json(
         {
@@ -115,7 +116,7 @@ def _chosen(config: Config, name: str | None) -> list[ProviderConfig]:
     if name is None:
         return list(config.providers.values())
     if name not in config.providers:
-        from dropsync.daemon.errors import UsageError
+        from ..errors import UsageError
 
         configured = ", ".join(sorted(config.providers)) or "none"
         raise UsageError(f"unknown provider {name!r}; configured: {configured}")
@@ -124,8 +125,8 @@ def _chosen(config: Config, name: str | None) -> list[ProviderConfig]:
 
 def _check_secrets(config: Config, providers: list[ProviderConfig]) -> None:
     """A secret that cannot be read, or has not the kind's shape, is a config error."""
-    from dropsync.daemon.errors import ConfigError, SecretError
-    from dropsync.daemon.secrets import load_secret
+    from ..errors import ConfigError, SecretError
+    from ..process.secrets import load_secret
 
     for provider in providers:
         try:
@@ -160,7 +161,8 @@ async def _probe(config: ProviderConfig, timeout_s: float) -> Probed:
         ProviderMisconfigured,
         UnexpectedAnswer,
     )
-    from dropsync.daemon.providers import open_provider
+
+    from ..delivery.providers import open_provider
 
     def result(state: str, detail: str = "", request: str | None = None) -> Probed:
         return Probed(config.name, config.kind, state, request, detail)

@@ -6,11 +6,12 @@ import argparse
 import sqlite3
 from typing import TYPE_CHECKING, Any
 
-from dropsync.daemon.cli.common import EXIT_OK, log_to_stderr, store_of
+from .common import EXIT_OK, log_to_stderr, store_of
 
 if TYPE_CHECKING:
-    from dropsync.daemon.config import Config
     from dropsync.store.handle import Store
+
+    from ..config import Config
 
 HELP = "queue every record routed to a provider again, and clear its pause and cursors"
 
@@ -34,9 +35,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Queue (or, with ``--dry-run``, show) everything routed to the provider."""
     import anyio
-    from dropsync.daemon.clock import now_ms
-    from dropsync.daemon.errors import UsageError
     from dropsync.store.handle import Store
+
+    from ..clock import now_ms
+    from ..errors import UsageError
 
     log_to_stderr()
     config = store_of(args)
@@ -89,10 +91,11 @@ def _resync(
 def _resync_unconfirmed(config: Config, name: str, kinds: list[tuple[str, str]]) -> int:
     """``resync NAME --unconfirmed``: queue again the records of unconfirmed batches only."""
     import anyio
-    from dropsync.daemon.clock import now_ms
-    from dropsync.daemon.providers import confirm_timeouts
     from dropsync.store import callbacks, outbox
     from dropsync.store.handle import Store
+
+    from ..clock import now_ms
+    from ..delivery.providers import confirm_timeouts
 
     async def requeue() -> tuple[int, int]:
         async with await Store.open(config.store_path) as store:
@@ -109,12 +112,13 @@ def _resync_unconfirmed(config: Config, name: str, kinds: list[tuple[str, str]])
 
 async def _dry_run_resync(store: Store, config: Config, name: str, collections: list[str]) -> int:
     """Queue inside a transaction, show the batches through the real flusher, roll back."""
-    from dropsync.daemon.batches import BatchSender
-    from dropsync.daemon.clock import now_ms
-    from dropsync.daemon.delivery import Flusher
-    from dropsync.daemon.providers import open_provider
     from dropsync.store import outbox
     from dropsync.store.handle import Store
+
+    from ..clock import now_ms
+    from ..delivery.batches import BatchSender
+    from ..delivery.flusher import Flusher
+    from ..delivery.providers import open_provider
 
     class _Unlocked(Store):
         """A store view whose read()/snapshot() join the transaction already open."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from dropsync.daemon.cli.common import checked_config
+from .common import checked_config
 
 HELP = "run the daemon in the foreground (what systemd starts)"
 LOG_STREAM = "stdout"  # the daemon's log lines, and the error that ends it
@@ -22,17 +22,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the daemon until SIGTERM/SIGINT; its exit code.
 
-    Signal handling comes first (``daemon.early_signals``): a SIGHUP while starting never
+    Signal handling comes first (``daemon.process.early_signals``): a SIGHUP while starting never
     ends the process, a SIGTERM then stops it (exit 0).
     """
-    from dropsync.daemon import early_signals
+    from ..process import early_signals
 
     early_signals.install()
     try:
         import anyio
-        from dropsync.daemon.logs import configure_logging
-        from dropsync.daemon.runner import Daemon
-        from dropsync.daemon.secrets import check_secrets
+
+        from ..process.logs import configure_logging
+        from ..process.runner import Daemon
+        from ..process.secrets import check_secrets
 
         config = checked_config(args)
         early_signals.config_read()

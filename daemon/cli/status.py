@@ -3,10 +3,11 @@
 Operators run this often, on big stores, while the daemon writes: it opens the
 store read-only, asks only indexed questions (see ``store.queries.status_summary``)
 and imports nothing it does not print with (no event loop, no orjson, not even
-the full config: only ``[store]`` is read), so the whole command takes little
-more than starting Python. ``tests/test_design_rules.py`` holds it to that.
+the full config: only ``[store]`` is read; its usual command lines not even argparse,
+see ``cli.shortcut``), so the whole command takes little more than starting Python.
+``tests/test_design_rules.py`` holds it to that.
 
-``--check`` answers like a monitoring plugin (``daemon/health_check.py``): a
+``--check`` answers like a monitoring plugin (``daemon/cli/health_check.py``): a
 status line with perfdata, one line per further problem, exit 0 ok, 1 warning, 2
 critical, 3 unknown (the check cannot run: a usage error included, see
 ``usage_error``). ``--watch`` repeats the report until Ctrl-C.
@@ -14,13 +15,15 @@ critical, 3 unknown (the check cannot run: a usage error included, see
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from dropsync.daemon.cli.common import EXIT_OK
+from .common import EXIT_OK
+
+if TYPE_CHECKING:
+    import argparse
 
 HELP = "is the daemon running; what is pending for each provider and why (read-only)"
 
@@ -36,14 +39,18 @@ def _number(text: str) -> float | None:
 def _seconds(text: str) -> float:
     value = _number(text)
     if value is None or not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}")
+        from argparse import ArgumentTypeError
+
+        raise ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}")
     return value
 
 
 def _percent(text: str) -> float:
     value = _number(text)
     if value is None or not 0 <= value <= 100:
-        raise argparse.ArgumentTypeError(f"expected a percentage from 0 to 100, got {text!r}")
+        from argparse import ArgumentTypeError
+
+        raise ArgumentTypeError(f"expected a percentage from 0 to 100, got {text!r}")
     return value
 
 
@@ -54,7 +61,7 @@ def usage_error(words: list[str], message: str) -> int | None:
     """
     if "--check" not in words:
         return None
-    from dropsync.daemon.health_check import render_unknown
+    from .health_check import render_unknown
 
     text, code = render_unknown(f"usage: {message}")
     print(text, flush=True)
@@ -63,9 +70,9 @@ def usage_error(words: list[str], message: str) -> int | None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """``--json``, ``--watch``, ``--check`` and its thresholds."""
-    from dropsync.daemon.health_check import Thresholds
+    from .health_check import Thresholds
 
-    default = Thresholds()
+    default = Thresholds()  # as cli.shortcut has them
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument(
         "--watch",
@@ -117,8 +124,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def format_status(store_path: Path, summary: dict[str, Any]) -> str:
     """The human-readable ``status`` report."""
-    from dropsync.daemon.clock import format_age, format_timestamp
     from dropsync.store.states import ProviderState
+
+    from ..clock import format_age, format_timestamp
 
     waiting = (ProviderState.BACKING_OFF, ProviderState.OFFLINE)
 
@@ -174,8 +182,9 @@ MORE_USERS = "SELECT * FROM provider_users WHERE state <> 'active'"
 def describe_user(user: dict[str, Any]) -> str:
     """One paused user (a lane of ``provider_users``) in words: who, since when, why, and
     how many entries wait for them."""
-    from dropsync.daemon.clock import format_timestamp
     from dropsync.store.states import LaneState
+
+    from ..clock import format_timestamp
 
     since = f" since {format_timestamp(user['since'])}" if user.get("since") else ""
     state = "no token" if user["state"] == LaneState.NO_TOKEN else user["state"]
@@ -206,8 +215,8 @@ def _daemon_line(daemon: dict[str, Any] | None) -> str:
 
 def daemon_state(store_path: Path) -> dict[str, Any]:
     """Whether a daemon runs on ``store_path`` (its instance lock), for the report."""
-    from dropsync.daemon.instance import holder, lock_path
-    from dropsync.daemon.runstate import read_runtime
+    from ..process.instance import holder, lock_path
+    from ..process.runstate import read_runtime
 
     pid = holder(store_path)
     return {
@@ -216,7 +225,7 @@ def daemon_state(store_path: Path) -> dict[str, Any]:
         "lock": str(lock_path(store_path)),
         "stale": pid is None,
         # What the daemon waits for (``store busy``, ``disk full``): its runtime state file
-        # (``daemon.runstate``), since the store may be what cannot be written.
+        # (``daemon.process.runstate``), since the store may be what cannot be written.
         "runtime": read_runtime(store_path),
     }
 
@@ -237,11 +246,11 @@ def read_status(store_path: Path) -> dict[str, Any]:
 
 def _report(args: argparse.Namespace) -> tuple[str, int]:
     """The text to print and the exit code, once."""
-    from dropsync.daemon.cli.common import existing_store
-    from dropsync.daemon.config_file import store_path_of
+    from ..config_file import store_path_of
+    from .common import existing_store
 
     if args.check:
-        from dropsync.daemon.health_check import (
+        from .health_check import (
             Thresholds,
             Unknown,
             check,
@@ -274,7 +283,7 @@ def _waiting_lines(daemon: dict[str, Any] | None) -> list[str]:
     """What a running daemon waits for (a busy store, a full disk), from its runtime file."""
     import time
 
-    from dropsync.daemon.runstate import describe
+    from ..process.runstate import describe
 
     if daemon is None or not daemon["running"]:
         return []
@@ -288,7 +297,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             print(text, flush=True)
         except BrokenPipeError:  # `status --check | head -1` keeps the check's exit code
-            from dropsync.daemon.cli.outcome import silence_stdout
+            from .outcome import silence_stdout
 
             silence_stdout()
         return code

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 
-from dropsync.daemon.cli.common import EXIT_OK
+from .common import EXIT_OK
 
 HELP = "print the systemd unit, sysusers and tmpfiles files, ExecStart= naming this dropsync"
 
@@ -140,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
     """Print one file, or all three with where each goes."""
     import sys
 
-    from dropsync.daemon.cli.common import refuse_config
+    from .common import refuse_config
 
     refuse_config(args, "systemd-unit", "the unit names /etc/dropsync/dropsync.toml")
     executable = args.exec or installed_executable()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dropsync.daemon.cli.common import EXIT_FAILURE, EXIT_OK, dump_json, store_of
+from .common import EXIT_FAILURE, EXIT_OK, dump_json, store_of
 
 HELP = "every version of a key seen, where it came from, and why the winner won"
 
@@ -19,11 +19,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Read the audit from the store (read-only) and print it."""
-    from dropsync.daemon.audit import source_of, version_json, why_winner
-    from dropsync.daemon.clock import format_timestamp
-    from dropsync.daemon.names import printable
     from dropsync.store import queries
     from dropsync.store.readonly import open_readonly
+
+    from ..clock import format_timestamp
+    from ..names import printable
+    from .audit import source_of, version_json, why_winner
 
     config = store_of(args)
     db = open_readonly(config.store_path)

@@ -456,7 +456,11 @@ async def test_a_compressed_answer_within_the_cap_is_read(encoding: str, wbits: 
         ("br", b"\x1b\x00", "content encoding 'br', which was not asked for"),
         ("gzip, gzip", b"\x1f\x8b", "content encoding 'gzip, gzip'"),
         ("gzip", b"not gzip at all", "the gzip body is broken"),
-        ("gzip", gzip.compress(b'{"status": "queued", "_id": "j"}')[:-12], "ends before its end"),
+        (
+            "gzip",
+            gzip.compress(b'{"status": "queued", "_id": "j"}', mtime=0)[:-12],
+            "ends before its end",
+        ),
     ],
 )
 async def test_a_success_in_an_encoding_not_asked_for_or_broken_is_unexpected(

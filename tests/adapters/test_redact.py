@@ -65,5 +65,5 @@ def test_no_secrets_changes_nothing() -> None:
 
 
 def test_a_value_too_short_to_tell_from_words_is_not_masked() -> None:
-    # Such a secret is refused when the config is read (see daemon.secrets).
+    # Such a secret is refused when the config is read (see daemon.process.secrets).
     assert Redactor(["abc"])("abc abc") == "abc abc"

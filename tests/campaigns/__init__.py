@@ -1,7 +1,5 @@
 """Reliability campaigns: the running daemon attacked as the world will (see docs/campaigns.md).
 
-Shared parts: ``load`` (a seeded load generator and its ledger of what was produced and
-acknowledged), ``oracle`` (the conservation checks), ``proxy`` (a fault-injecting HTTP proxy in
-front of any provider emulator) and ``world`` (emulators, config and the daemon process).
-The same parts drive the full-size runs in ``bench/campaign_*.py``.
+The tests here run each campaign at CI size; the harness they drive is ``tests.harness``
+(``bench/campaign.py`` runs the same campaigns at full size).
 """

@@ -1,4 +1,7 @@
-"""Campaign fixtures: the seed (printed, and overridable by ``$DROPSYNC_CAMPAIGN_SEED``)."""
+"""Campaign fixtures: the seed (printed, and overridable by ``$DROPSYNC_CAMPAIGN_SEED``).
+
+A campaign's world is module-scoped (it runs once, and its tests read what it found): when
+the tests run on several workers, a module goes to one worker whole (``--dist loadfile``)."""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.campaigns.world import SEED_VARIABLE, campaign_seed
+from tests.harness.world import SEED_VARIABLE, campaign_seed
 
 # CI runs each campaign with a fixed seed, so a run can be repeated; set the variable to try
 # others (the bench scripts draw a fresh one each run and print it).

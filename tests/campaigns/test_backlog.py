@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.campaigns import oracle
-from tests.campaigns.backlog import start_on_backlog
-from tests.campaigns.kill import CampaignResult
+from tests.harness import oracle
+from tests.harness.backlog import start_on_backlog
+from tests.harness.kill import CampaignResult
 
 pytestmark = [pytest.mark.e2e, pytest.mark.campaign, pytest.mark.timeout(600)]
 
@@ -26,8 +26,9 @@ INVARIANTS = (
     "load",
 )
 # Issue 9 item 11 (start-up recovery racing the watcher: two ledger rows, ingest_failed logged)
-# is fixed: every file of the backlog is owned by one ingest (daemon/dropfiles.py). A batch in
-# flight at the kill is sent again as it was (daemon/delivery.py: requests written ahead).
+# is fixed: every file of the backlog is owned by one ingest (daemon/ingest/dropfiles.py). A batch
+# in flight at the kill is sent again as it was (daemon/delivery/flusher.py: requests written
+# ahead).
 
 
 def run(tmp_path_factory: pytest.TempPathFactory, seed: int, *, kill: bool) -> CampaignResult:

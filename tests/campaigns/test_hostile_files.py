@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.campaigns import oracle
-from tests.campaigns.hostile import Case, cases, hostile_files
-from tests.campaigns.kill import CampaignResult
+from tests.harness import oracle
+from tests.harness.hostile import Case, cases, hostile_files
+from tests.harness.kill import CampaignResult
 
 pytestmark = [pytest.mark.e2e, pytest.mark.campaign, pytest.mark.timeout(900)]
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.campaigns.world import World, make_world
+from tests.harness.world import World, make_world
 from tests.support import query, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.campaign, pytest.mark.timeout(300)]

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.campaigns import oracle
-from tests.campaigns.kill import CampaignResult, kill_anywhere
-from tests.campaigns.world import make_world
+from tests.harness import oracle
+from tests.harness.kill import CampaignResult, kill_anywhere
+from tests.harness.world import make_world
 from tests.support import query, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.campaign, pytest.mark.timeout(900)]

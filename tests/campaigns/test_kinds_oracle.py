@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.campaigns import oracle
-from tests.campaigns.load import CHURN_BRAND
-from tests.campaigns.oracle import Violation
-from tests.campaigns.world import ALL_KINDS, World, make_world
+from tests.harness import oracle
+from tests.harness.load import CHURN_BRAND
+from tests.harness.oracle import Violation
+from tests.harness.world import ALL_KINDS, World, make_world
 from tests.support import query, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.campaign, pytest.mark.timeout(300)]

@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 from dropsync.store.db import WAL_SIZE_LIMIT
 
-from tests.campaigns import oracle
-from tests.campaigns.world import World, make_world
+from tests.harness import oracle
+from tests.harness.world import World, make_world
 from tests.support import query, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.campaign, pytest.mark.timeout(300)]

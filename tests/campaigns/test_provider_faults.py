@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.campaigns import oracle
-from tests.campaigns.faults import provider_faults, retry_after_respected
-from tests.campaigns.kill import CampaignResult
-from tests.campaigns.world import make_world
+from tests.harness import oracle
+from tests.harness.faults import provider_faults, retry_after_respected
+from tests.harness.kill import CampaignResult
+from tests.harness.world import make_world
 from tests.support import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.campaign, pytest.mark.timeout(900)]

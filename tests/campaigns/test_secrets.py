@@ -14,8 +14,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.campaigns.faults import resume_auth_failed
-from tests.campaigns.world import CRM_TOKEN, FAVOURITE_TOKENS, World, make_world
+from tests.harness.faults import resume_auth_failed
+from tests.harness.world import CRM_TOKEN, FAVOURITE_TOKENS, World, make_world
 
 pytestmark = [pytest.mark.e2e, pytest.mark.campaign, pytest.mark.timeout(300)]
 

@@ -20,7 +20,7 @@ from dropsync.adapters.crm.adapter import parse_options as crm_options
 from dropsync.adapters.crm.emulator import CrmEmulator
 from dropsync.adapters.emulators.common import EmulatorServer
 from dropsync.daemon.config import ProviderConfig
-from dropsync.daemon.delivery import Flusher
+from dropsync.daemon.delivery.flusher import Flusher
 from dropsync.daemon.documents import FutureLimit, inbox_change
 from dropsync.daemon.errors import DocumentError
 from dropsync.store import outbox

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from dropsync.adapters.base import IncomingChange
 from dropsync.daemon.config import CollectionConfig
+from dropsync.daemon.delivery.pulls import incoming_to_change
 from dropsync.daemon.documents import (
     DocumentReader,
     FutureLimit,
@@ -12,7 +13,6 @@ from dropsync.daemon.documents import (
     parse_timestamp,
 )
 from dropsync.daemon.errors import DocumentError
-from dropsync.daemon.pulls import incoming_to_change
 from structlog.testing import capture_logs
 
 NOW = 1_700_000_000_000

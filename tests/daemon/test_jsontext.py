@@ -12,18 +12,19 @@ import orjson
 import pytest
 from dropsync.adapters.base import FilePart
 from dropsync.adapters.churn import adapter as churn
-from dropsync.daemon import jsonstream
 from dropsync.daemon.config import parse_config
+from dropsync.daemon.delivery.sending import to_outgoing, to_outgoing_many
 from dropsync.daemon.errors import ConfigError, DocumentError
-from dropsync.daemon.jsonstream import json_documents, ndjson_documents
+from dropsync.daemon.ingest import jsonstream
+from dropsync.daemon.ingest.jsonstream import json_documents, ndjson_documents
 from dropsync.daemon.jsontext import (
     Bad,
     JsonLimits,
     exact_integers,
     load_document,
     load_outgoing,
+    load_outgoing_many,
 )
-from dropsync.daemon.sending import to_outgoing
 from dropsync.store.outbox import OutboxEntry
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -161,6 +162,32 @@ def test_stored_bodies_are_sent_with_every_digit() -> None:
     assert orjson.dumps(load_outgoing(stored)) == stored.encode()
     plain = '{"email":"a@x","n":1.5,"phone":"+3816385383921234567890"}'
     assert load_outgoing(plain) == orjson.loads(plain)
+
+
+def test_a_batch_of_stored_bodies_reads_as_each_alone() -> None:
+    big = 123456789012345678901234567890
+    plain = ['{"email":"a@x","n":1.5}', '{"n":18446744073709551615}', "[1,2]", '"text"']
+    with_big = orjson.dumps(exact_integers({"a": [big, -big]})).decode()
+    for texts in (plain, [*plain, with_big], [None, with_big, None], [None], []):
+        # Written back as the adapters write them (a long integer is a Fragment).
+        assert [orjson.dumps(value) for value in load_outgoing_many(texts)] == [
+            orjson.dumps(None if text is None else load_outgoing(text)) for text in texts
+        ]
+    assert orjson.dumps(load_outgoing_many(["{}", with_big])[1]) == with_big.encode()
+    # Bodies meet only in the look for long integers: digits at the end of one and the
+    # start of the next are not one number.
+    assert load_outgoing_many(["1234567890", "1234567890123"]) == [1234567890, 1234567890123]
+    with pytest.raises(UnicodeEncodeError):  # a lone surrogate, as load_outgoing says
+        load_outgoing_many(['{"a":1}', '{"a":"\ud800"}'.encode().decode("unicode_escape")])
+    entries = [
+        OutboxEntry(1, "users", "1", 5, False, with_big, 0, 7),
+        OutboxEntry(2, "users", "2", 6, True, None, 0, 8),
+        OutboxEntry(3, "users", "3", 6, False, "[1]", 0, 8),
+    ]
+    many, each = to_outgoing_many("p", entries), [to_outgoing("p", e) for e in entries]
+    assert [(*change[:5], orjson.dumps(change.body), change[6]) for change in many] == [
+        (*change[:5], orjson.dumps(change.body), change[6]) for change in each
+    ]
 
 
 @pytest.mark.parametrize(

@@ -30,16 +30,16 @@ from dropsync.adapters.errors import (
 from dropsync.adapters.registrations.emulator import RegistrationsEmulator
 from dropsync.daemon import metrics
 from dropsync.daemon.config import Config, parse_config
-from dropsync.daemon.listener import Listener
-from dropsync.daemon.metrics_scrape import PAUSE_LABELS, render_metrics
-from dropsync.daemon.providers import ProviderSupervisor
+from dropsync.daemon.delivery.providers import ProviderSupervisor
+from dropsync.daemon.inbound.listener import Listener
+from dropsync.daemon.inbound.metrics_scrape import PAUSE_LABELS, render_metrics
 from dropsync.store import callbacks
 from dropsync.store.handle import Store
 from dropsync.store.merge import Change
 from dropsync.store.states import ProviderState
 
-from tests.daemon.churn_support import churn_config, document, eventually, merge, running
-from tests.daemon.metrics_support import families, samples, value
+from tests.churn_support import churn_config, document, eventually, merge, running
+from tests.metrics_support import families, samples, value
 from tests.support import free_port
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("churn_secrets")]

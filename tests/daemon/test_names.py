@@ -12,12 +12,13 @@ from pathlib import Path
 import orjson
 import pytest
 import structlog
-from dropsync.daemon.ingest import Ingestor, IngestReport, ingest_named
-from dropsync.daemon.logs import configure_logging
+from dropsync.daemon.cli.ingest_named import ingest_named
+from dropsync.daemon.ingest.ingestor import Ingestor, IngestReport
 from dropsync.daemon.names import is_text, shown
+from dropsync.daemon.process.logs import configure_logging
 from dropsync.store.handle import Store
 
-from tests.daemon.test_ingest import envelope, make_config
+from tests.daemon.ingest.test_ingestor import envelope, make_config
 
 BAD = os.fsdecode(b"bad\xff.json")  # as Python hands the name over: 'bad\udcff.json'
 

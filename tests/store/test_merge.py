@@ -214,3 +214,41 @@ def test_inbox_and_records_only_rows_hold_every_version_seen(
     }
     for key, ts, deleted, digest, origin, body in rows:
         assert body == bodies[(key, ts, deleted, digest, origin)]
+
+
+RECORD_ROW = (
+    "SELECT key, body, updated_at, deleted, origin, digest, (SELECT typeof(k.digest) FROM "
+    "record_keys k WHERE k.collection = r.collection AND k.key = r.key), change_id, file_id, "
+    "doc_index, merged_at FROM records r ORDER BY key"
+)
+
+
+async def test_rows_of_every_shape_in_one_batch_leave_each_key_as_its_last_winner(
+    tmp_path: Path,
+) -> None:
+    # A local change (its inbox row only), a drop file's first version (file_id and
+    # doc_index, no inbox row), a pulled first version (none of them), then a newer version
+    # of each of the last two (logged): one batch, written by shape, where a key's later
+    # winner has a shape met before its first one's.
+    first = change("a", 10)._replace(file_id=1, doc_index=0)
+    newer = change("a", 11)._replace(file_id=1, doc_index=5)
+    pulled = change("b", 10, origin="crm")
+    local = change("c", 10, origin="sql")._replace(inbox_id=None)
+    again = change("b", 12, origin="crm")
+    async with await Store.open(tmp_path / "s.db") as store:
+        await store.transact(
+            lambda c: apply_changes(c, [local, first, pulled, newer, again], ROUTES, now=100)
+        )
+        rows = [tuple(r) for r in await store.db.execute_fetchall(RECORD_ROW)]
+        logged = {
+            r[0]: tuple(r[1:])
+            for r in await store.db.execute_fetchall("SELECT id, key, ts, digest FROM inbox")
+        }
+    assert [r[:7] for r in rows] == [
+        ("a", newer.body, 11, 0, "drop", newer.digest, "blob"),
+        ("b", again.body, 12, 0, "crm", again.digest, "blob"),
+        ("c", local.body, 10, 0, "sql", local.digest, "blob"),
+    ]
+    assert [r[8:] for r in rows] == [(1, 5, 100), (None, None, 100), (None, None, 100)]
+    for key, _, ts, _, _, digest, _, change_id, *_ in rows:
+        assert logged[change_id] == (key, ts, digest)

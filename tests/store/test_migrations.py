@@ -327,6 +327,7 @@ import sys
 from pathlib import Path
 import anyio
 from dropsync.store.db import open_store
+from dropsync.store.schema import latest_version
 
 async def migrate() -> None:
     db = await open_store(Path(sys.argv[1]))
@@ -421,4 +422,4 @@ async def test_migration_10_keeps_sync_statuses_held_across_a_restart(tmp_path: 
     assert callbacks.held(raw) == [(row, "churn", 5, True, "failed", 7, 2)]
     callbacks.unhold(raw, [row])
     assert callbacks.held(raw) == []
-    assert raw.execute("PRAGMA user_version").fetchone()[0] == 10
+    assert raw.execute("PRAGMA user_version").fetchone()[0] == latest_version()

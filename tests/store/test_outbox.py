@@ -11,7 +11,7 @@ from pathlib import Path
 import anyio
 import orjson
 import pytest
-from dropsync.store import outbox
+from dropsync.store import callbacks, outbox
 from dropsync.store.handle import Store
 from dropsync.store.merge import Change, apply_changes
 
@@ -70,7 +70,17 @@ async def test_delivered_entry_leaves_unless_a_newer_version_arrived(tmp_path: P
             )
         assert [(e.key, e.updated_at) for e in left] == [("b", 2)]
         assert [tuple(r) for r in delivered] == [("a", 1, "accepted"), ("b", 1, "accepted")]
-        assert await store.transact(outbox.confirm_remote, "crm", "job1", now=4000) == 1
+        settled = await store.transact(
+            partial(
+                callbacks.settle_job,
+                provider="crm",
+                job_id="job1",
+                failed=False,
+                error="",
+                now=4000,
+            )
+        )
+        assert settled[:2] == (1, [1])
         async with store.read() as db:
             states = await db.execute_fetchall("SELECT DISTINCT state FROM delivered")
         assert [r[0] for r in states] == ["confirmed"]
@@ -279,7 +289,7 @@ async def test_a_version_queued_again_is_a_new_request_to_the_provider(tmp_path:
     # key must differ, or a provider honouring the key answers the old result (processing
     # nothing) instead of taking it again.
     from dropsync.adapters.base import batch_idempotency_key
-    from dropsync.daemon.sending import to_outgoing
+    from dropsync.daemon.delivery.sending import to_outgoing
 
     async def key_of_pending(store: Store) -> str:
         async with store.read() as db:

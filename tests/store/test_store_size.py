@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from dropsync.daemon.config import parse_config
-from dropsync.daemon.ingest import Ingestor
+from dropsync.daemon.ingest.ingestor import Ingestor
 from dropsync.store.handle import Store
 
 pytestmark = pytest.mark.anyio

@@ -1,0 +1,92 @@
+"""What ``dropsync ingest`` does with one file it is named: ingest it, or say who took it.
+
+A file inside the drop folder is claimed as the daemon claims it (``Ingestor.ingest_dropped``);
+one the running daemon (or another ``dropsync ingest``) took first is not an error: the
+answer says who took it and where it is now. A file outside the drop folder is read where it
+is (``Ingestor.ingest_in_place``). Loaded by ``dropsync ingest`` only.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from dropsync.store import files as ledger
+
+from ..clock import now_ms
+from ..errors import FileTaken
+from ..ingest.dropfiles import PROCESSING, is_locked, not_a_file
+from ..ingest.ingestor import Ingestor, IngestReport
+from ..names import is_text, shown
+from ..process.runstate import is_fresh, read_runtime
+
+
+@dataclass(slots=True)
+class NotIngested:
+    """Why ``dropsync ingest`` did not ingest a file itself, and whether that is a failure."""
+
+    message: str
+    failed: bool
+
+
+async def ingest_named(
+    ingestor: Ingestor, path: Path, collection: str | None
+) -> IngestReport | NotIngested:
+    """``dropsync ingest PATH``: claim and ingest it (inside the drop folder) or read it in place.
+
+    A file of the drop folder that another ingest (the running daemon) took first is
+    not an error: the answer says who took it, and where it is now.
+    """
+    in_drop = None if collection else ingestor.collection_of(path)
+    if in_drop is not None:
+        report = await ingestor.ingest_dropped(path) if os.path.lexists(path) else None
+        if report is not None:
+            return report
+        return await _taken_by_other(ingestor, path, in_drop)
+    problem = not_a_file(path)
+    if problem is not None:
+        return NotIngested(f"{shown(str(path))}: {problem}", failed=True)
+    collection = collection or path.resolve().parent.name
+    if not is_text(collection):
+        return NotIngested(
+            f"{shown(str(path))}: the collection name {shown(collection)} is not UTF-8: "
+            "name the collection with --collection",
+            failed=True,
+        )
+    try:
+        return await ingestor.ingest_in_place(path, collection)
+    except FileTaken as exc:
+        return NotIngested(str(exc), failed=True)
+
+
+async def _taken_by_other(ingestor: Ingestor, path: Path, collection: str) -> NotIngested:
+    state = read_runtime(ingestor.config.store_path)
+    who = "the running daemon" if state and is_fresh(state, now_ms()) else "another ingest"
+
+    async def recorded() -> NotIngested | None:
+        row = await ingestor.store.call(ledger.latest_named, shown(collection), shown(path.name))
+        if row is None:
+            return None
+        return NotIngested(
+            f"{shown(str(path))}: taken by {who}: file #{row.id} ({row.status}), now {row.path}",
+            failed=row.status == "quarantined",
+        )
+
+    # The other ingest goes forward only: locks the file where it is, commits its row,
+    # moves it into .processing/, files it and lets go. Looked at in that order, one of
+    # the looks sees it wherever it is (its row stays once committed).
+    found = await recorded()
+    if found is not None:
+        return found
+    if is_locked(path):
+        return NotIngested(f"{shown(str(path))}: taken by {who}: being claimed", failed=False)
+    processing = path.parent / PROCESSING
+    stem, suffix = os.path.splitext(path.name)
+    for candidate in sorted(processing.glob(f"{stem}*{suffix}")) if processing.is_dir() else []:
+        if is_locked(candidate):
+            return NotIngested(
+                f"{shown(str(path))}: taken by {who}: being ingested, now {shown(str(candidate))}",
+                failed=False,
+            )
+    return await recorded() or NotIngested(f"{shown(str(path))}: no such file", failed=True)

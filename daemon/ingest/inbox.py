@@ -1,0 +1,184 @@
+"""The SQL inbox applier: picks up rows other programs INSERT into ``inbox``.
+
+No polling: it reads ``PRAGMA data_version``, which only changes when another
+connection commits, and reads the inbox only then. It looks the moment the store's
+write-ahead log is written to (every commit, by any program, writes there;
+``daemon.ingest.wal_watch``), and on a slow tick (``daemon.inbox_poll_s``) as a safety net for
+file systems without change notification. Bad rows are marked ``rejected`` with a
+reason; nothing raises.
+
+A commit is written to the log before it is published (after the writer's fsync, in the
+log's index): a look at the first write may come too early. So a look after a write that
+finds nothing is made again 1, 4, 16 and 64 ms later; and while writes keep coming that
+are not another program's (the daemon's own), looks are spaced by that growing interval,
+so a busy daemon does not look at every write it makes.
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+from collections.abc import Callable
+
+import anyio
+import structlog
+from dropsync.store.handle import Store
+from dropsync.store.merge import (
+    Change,
+    MergeResult,
+    apply_changes,
+    data_version,
+    pending_inbox,
+    reject_inbox_rows,
+)
+
+from .. import metrics
+from ..clock import now_ms
+from ..config import Config
+from ..documents import FutureLimit, inbox_change
+from ..errors import DocumentError
+from .wal_watch import LogWatch
+
+log = structlog.get_logger(__name__)
+
+# Rows per transaction: small enough that a program inserting into the inbox is rarely kept
+# waiting for the write lock (SQLite's busy handler then sleeps in coarse steps).
+BATCH = 1000
+BATCH_MAX_BYTES = 16 << 20  # of bodies: a batch of large bodies is cut short
+FIRST_RECHECK_S = 0.001  # a look after a write that found nothing is made again this much later,
+RECHECK_FACTOR = 4  # then this many times longer each time,
+LAST_RECHECK_S = 0.064  # up to this: 1, 4, 16, 64 ms
+
+
+class InboxApplier:
+    """Applies pending SQL inbox rows through the one LWW merge."""
+
+    def __init__(
+        self,
+        store: Store,
+        config: Config,
+        on_merge: Callable[[MergeResult], None],
+        on_external_change: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.store = store
+        self.config = config
+        self.on_merge = on_merge
+        # Another program committed (an inbox INSERT, `dropsync resync`, a dead-letter retry).
+        self.on_external_change = on_external_change
+        self._version: int | None = None
+        self._wal_written = anyio.Event()
+
+    def _apply_batch(
+        self, conn: sqlite3.Connection
+    ) -> tuple[int, bool, MergeResult, list[tuple[int, str]]]:
+        """One transaction (in the store's thread): validate and merge up to BATCH rows."""
+        limits = self.config.json_limits
+        rows, more = pending_inbox(
+            conn, BATCH, max_body_bytes=limits.max_bytes, max_total_bytes=BATCH_MAX_BYTES
+        )
+        now = now_ms()
+        future = FutureLimit.at(now, self.config.max_clock_skew_ms)
+        changes: list[Change] = []
+        rejected: list[tuple[int, str]] = []
+        # Collections are read as their stored bytes (see pending_inbox).
+        requests = {name.encode() for name in self.config.request_collections()}
+        units = {c.name.encode(): c.timestamp_unit for c in self.config.collections.values()}
+        for given in rows:
+            # A request without a time is dated when it is read.
+            row = (*given[:5], now) if given[5] is None and given[1] in requests else given
+            # A request dated here has its time in ms; any other row, its collection's unit.
+            collection = given[1]
+            unit = units.get(collection) if isinstance(collection, bytes) else None
+            unit = unit if row is given else "ms"
+            try:
+                changes.append(inbox_change(row, future=future, limits=limits, unit=unit))
+            except DocumentError as exc:
+                row_id = row[0]
+                assert isinstance(row_id, int)
+                rejected.append((row_id, str(exc)))
+        if rejected:
+            reject_inbox_rows(conn, rejected, now=now)
+        merged = apply_changes(conn, changes, self.config.routes(), now=now)
+        return len(rows), more, merged, rejected
+
+    async def apply_pending(self) -> int:
+        """Apply every pending row; returns how many rows were processed."""
+        total = 0
+        while True:
+            count, more, merged, rejected = await self.store.transact(self._apply_batch)
+            if not count:
+                break
+            total += count
+            metrics.inbox_rows(merged.applied, merged.unchanged, len(rejected))
+            for row_id, reason in rejected[:20]:
+                log.warning("inbox_row_rejected", inbox_id=row_id, reason=reason)
+            log.info(
+                "inbox_applied",
+                rows=count,
+                applied=merged.applied,
+                unchanged=merged.unchanged,
+                rejected=len(rejected),
+            )
+            self.on_merge(merged)
+            if not more:
+                break
+        return total
+
+    async def changed(self) -> bool:
+        """True when another connection committed since the last call."""
+        version = await self.store.call(data_version)
+        changed = version != self._version
+        self._version = version
+        return changed
+
+    def _watch_wal(self) -> LogWatch | None:
+        """The watch of the store's write-ahead log (None: the kernel refused it; only the
+        slow tick is left then, logged)."""
+        try:
+            return LogWatch(self.store.path)
+        except OSError as exc:
+            log.warning("inbox_watch_unavailable", error=str(exc), tick_s=self.config.inbox_poll_s)
+            return None
+
+    async def run(self) -> None:
+        """Apply pending rows now, then whenever another process commits."""
+        watch = self._watch_wal()  # in place before the first look: no commit is missed
+        try:
+            # Read the version before applying, so a commit made meanwhile is seen next time.
+            await self.changed()
+            await self.apply_pending()
+            await self._follow(watch)
+        finally:
+            if watch is not None:
+                watch.close()
+
+    async def _follow(self, watch: LogWatch | None) -> None:
+        """Look at each write of the log (spaced while they find nothing), else every tick."""
+        gap = 0.0  # the least time between two looks while looks find nothing
+        last_look = last_write = -math.inf
+        recheck = False  # a write was seen that no look explained yet
+        while True:
+            wait = self.config.inbox_poll_s
+            if recheck:
+                wait = min(wait, last_look + gap - anyio.current_time())
+            if watch is None:
+                await anyio.sleep(wait)
+                written = False
+            else:
+                written = await watch.written(wait)
+            if written:
+                now = anyio.current_time()
+                if now - last_write > gap:
+                    gap = 0.0  # the first write after a quiet spell: look at once
+                last_write = now
+                if now < last_look + gap:
+                    await anyio.sleep(last_look + gap - now)  # writes it does not explain
+            last_look = anyio.current_time()
+            if await self.changed():
+                gap, recheck = 0.0, False
+                self.on_external_change()
+                await self.apply_pending()
+                continue
+            # Nothing published yet, or the daemon's own commit: look again, later each time.
+            recheck = (written or recheck) and gap < LAST_RECHECK_S
+            gap = min(max(RECHECK_FACTOR * gap, FIRST_RECHECK_S), LAST_RECHECK_S)

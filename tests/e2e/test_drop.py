@@ -1,0 +1,262 @@
+"""The drop folder against the daemon as a real subprocess: one owner per file, folders that
+come and go, entries that are not regular files, and ``dropsync ingest`` beside the daemon."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import anyio
+import orjson
+import pytest
+from dropsync.store.handle import Store
+
+from tests.e2e.drop_support import contacts, drop_config, errors
+from tests.support import DaemonProcess, query, wait_until
+
+pytestmark = pytest.mark.e2e
+
+
+def config_text(tmp_path: Path, *, rescan_s: float = 30.0, batch: int = 5000) -> str:
+    return drop_config(tmp_path, rescan_s=rescan_s, batch=batch)
+
+
+def settled(db: Path, drop: Path) -> bool:
+    """Nothing waits in a collection folder or .processing/, and every row is finished."""
+    waiting = [
+        p
+        for folder in drop.iterdir()
+        if folder.is_dir()
+        for p in [*folder.glob("*.json"), *(folder / ".processing").glob("*")]
+    ]
+    return not waiting and query(db, "SELECT 1 FROM files WHERE status = 'processing'") == []
+
+
+def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "dropsync.daemon.cli", *args, "--config", str(config)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_recovery_at_start_and_the_watcher_never_share_a_file(tmp_path: Path) -> None:
+    db, drop = tmp_path / "store.db", tmp_path / "drop"
+    config = config_text(tmp_path, batch=20) + "".join(
+        f'[collections.{name}]\nkey = "email"\ntimestamp = "updated_at"\n' for name in "ab"
+    )
+    daemon = DaemonProcess(tmp_path, config)
+    dropped = 0
+    try:
+        for start in range(3):
+            # A backlog at start: files waiting in b/ (the watcher takes them at once), and
+            # files a killed claim left in a/.processing/ (recovery's, which takes a while).
+            base = 100_000 * start
+            for n in range(2):
+                (drop / "b").mkdir(parents=True, exist_ok=True)
+                (drop / f"b/r{start}-{n}.json").write_bytes(contacts(1500, base + 10_000 * n))
+            (drop / "a/.processing").mkdir(parents=True, exist_ok=True)
+            for n in range(2):
+                orphan = drop / f"a/.processing/k{start}-{n}.json"
+                orphan.write_bytes(contacts(1500, base + 50_000 + 10_000 * n))
+            dropped += 4
+            daemon.start()
+            wait_until(lambda: settled(db, drop), what="backlog filed")
+            assert daemon.stop() == 0
+            assert errors(daemon) == []
+        rows = query(db, "SELECT name, status FROM files ORDER BY name")
+        assert len(rows) == dropped  # one row per file
+        assert {status for _, status in rows} == {"done"}
+        assert query(db, "SELECT status, files FROM files_by_status WHERE files > 0") == [
+            ("done", dropped)
+        ]
+        assert query(db, "SELECT COUNT(*) FROM inbox WHERE status = 'duplicate'") == [(0,)]
+        assert query(db, "SELECT SUM(docs_applied), SUM(docs_unchanged) FROM files") == [
+            (1500 * dropped, 0)
+        ]
+    finally:
+        daemon.close()
+
+
+def test_collection_folders_that_come_and_go_never_stop_the_daemon(tmp_path: Path) -> None:
+    drop = tmp_path / "drop"
+    daemon = DaemonProcess(tmp_path, config_text(tmp_path, rescan_s=0.1))
+    stop = threading.Event()
+
+    def churn() -> None:
+        flicker, plain = drop / "x", drop / "y"
+        while not stop.is_set():
+            for _ in range(50):
+                try:
+                    flicker.mkdir()
+                    (flicker / "f.json").write_bytes(b"{}")
+                    (flicker / "f.json").unlink()
+                    flicker.rmdir()
+                    plain.write_bytes(b"")  # a file where a folder was a moment ago
+                    plain.unlink()
+                    plain.mkdir()
+                    plain.rmdir()
+                except OSError:
+                    pass
+
+    try:
+        daemon.start()
+        thread = threading.Thread(target=churn)
+        thread.start()
+        try:
+            # Long enough for many rescans and watcher events to meet a vanishing folder.
+            for _ in range(3):
+                daemon.wait_for("daemon_ready")
+                wait_until(lambda: daemon.process is not None and daemon.process.poll() is None)
+                threading.Event().wait(1.0)
+        finally:
+            stop.set()
+            thread.join()
+        (drop / "contacts").mkdir(exist_ok=True)
+        (drop / "contacts/after.json").write_bytes(contacts(3))
+        wait_until(
+            lambda: query(tmp_path / "store.db", "SELECT 1 FROM files WHERE status = 'done'")
+        )
+        assert errors(daemon) == []
+        assert daemon.stop() == 0
+    finally:
+        stop.set()
+        daemon.close()
+
+
+def test_links_fifos_sockets_and_folders_are_quarantined_unread(tmp_path: Path) -> None:
+    db, folder = tmp_path / "store.db", tmp_path / "drop/contacts"
+    folder.mkdir(parents=True)
+    outside = tmp_path / "secret.json"
+    outside.write_bytes(contacts(2, 900))
+    (folder / "link.json").symlink_to(outside)
+    (folder / "dangling.json").symlink_to(tmp_path / "nowhere.json")
+    os.mkfifo(folder / "pipe.json")
+    (folder / "dir.json").mkdir()
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(folder / "sock.json"))
+    (folder / "good.json").write_bytes(contacts(2))
+    daemon = DaemonProcess(tmp_path, config_text(tmp_path))
+    try:
+        daemon.start()
+        wait_until(
+            lambda: query(db, "SELECT COUNT(*) FROM files WHERE status != 'processing'") == [(6,)],
+            what="every entry filed",
+        )
+        rows = dict(query(db, "SELECT name, status FROM files"))
+        assert rows == {
+            "good.json": "done",
+            "link.json": "quarantined",
+            "dangling.json": "quarantined",
+            "pipe.json": "quarantined",
+            "dir.json": "quarantined",
+            "sock.json": "quarantined",
+        }
+        quarantine = folder / ".quarantine"
+        assert (quarantine / "link.json").is_symlink()  # the link itself was moved
+        assert os.readlink(quarantine / "link.json") == str(outside)
+        receipt = orjson.loads((quarantine / "link.json.error.json").read_bytes())
+        assert "symbolic link" in receipt["error"] and receipt["read"] is False
+        assert "FIFO" in orjson.loads((quarantine / "pipe.json.error.json").read_bytes())["error"]
+        assert (quarantine / "dir.json").is_dir()
+        # Nothing outside the drop folder was read.
+        assert query(db, "SELECT key FROM records ORDER BY key") == [
+            ("u0@example.com",),
+            ("u1@example.com",),
+        ]
+        assert errors(daemon) == []
+        assert daemon.stop() == 0
+    finally:
+        listener.close()
+        daemon.close()
+
+
+def test_ingest_beside_the_daemon_gets_its_own_row_and_says_what_the_daemon_took(
+    tmp_path: Path,
+) -> None:
+    db, folder = tmp_path / "store.db", tmp_path / "drop/contacts"
+    folder.mkdir(parents=True)
+    content = contacts(20_000)
+    daemon = DaemonProcess(tmp_path, config_text(tmp_path, batch=100))
+    try:
+        daemon.start()
+        (folder / "a.json.tmp").write_bytes(content)
+        (folder / "a.json.tmp").rename(folder / "a.json")
+        wait_until(
+            lambda: query(db, "SELECT 1 FROM files WHERE status = 'processing' AND docs_seen > 0"),
+            what="the daemon is ingesting a.json",
+        )
+        # The same content, ingested by the command while the daemon works on a.json.
+        (folder / "b.json.tmp").write_bytes(content)
+        (folder / "b.json.tmp").rename(folder / "b.json")
+        result = cli(daemon.config_path, "ingest", str(folder / "b.json"))
+        assert result.returncode == 0, result.stderr
+        wait_until(lambda: settled(db, tmp_path / "drop"), what="both filed")
+        rows = query(db, "SELECT id, name, status, duplicate_of, path FROM files ORDER BY id")
+        assert [(name, status) for _, name, status, _, _ in rows] == [
+            ("a.json", "done"),
+            ("b.json", "done"),
+        ]
+        assert rows[1][3] == rows[0][0]  # b is recorded as a duplicate of a
+        assert rows[0][4] == str(folder / ".done/a.json")
+        assert rows[1][4] == str(folder / ".done/b.json")
+        assert query(db, "SELECT docs_applied FROM files ORDER BY id") == [(20_000,), (0,)]
+
+        # A file the daemon took first: the command says so, and where it went.
+        (folder / "c.json").write_bytes(contacts(1, 50_000))
+        wait_until((folder / ".done/c.json").exists, what="c.json filed")
+        result = cli(daemon.config_path, "ingest", str(folder / "c.json"))
+        assert result.returncode == 0
+        assert "taken by the running daemon" in result.stderr
+        assert str(folder / ".done/c.json") in result.stderr
+        assert errors(daemon) == []
+        assert daemon.stop() == 0
+    finally:
+        daemon.close()
+
+
+def create_store(path: Path) -> None:
+    """Create the store at ``path`` as ``dropsync run`` would."""
+
+    async def create() -> None:
+        async with await Store.open(path):
+            pass
+
+    anyio.run(create)
+
+
+def test_two_ingests_of_the_same_path_at_once_never_share_a_row(tmp_path: Path) -> None:
+    db, folder = tmp_path / "store.db", tmp_path / "drop/contacts"
+    folder.mkdir(parents=True)
+    config = tmp_path / "dropsync.toml"
+    config.write_text(config_text(tmp_path))
+    cli(config, "check-config")
+    create_store(db)  # only `run` creates a store; `ingest` needs one
+    for round_ in range(3):
+        path = folder / f"same-{round_}.json"
+        path.write_bytes(contacts(3000, 10_000 * round_))
+        command = [
+            sys.executable,
+            "-m",
+            "dropsync.daemon.cli",
+            "ingest",
+            str(path),
+            "--config",
+            str(config),
+        ]
+        first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        second = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        outputs = [first.communicate(timeout=60), second.communicate(timeout=60)]
+        ingested = [out for out, _ in outputs if out.strip()]
+        assert len(ingested) == 1, outputs  # one did it; the other said who had it
+        assert first.returncode == 0 and second.returncode == 0, outputs
+    assert query(db, "SELECT name, status FROM files ORDER BY name") == [
+        ("same-0.json", "done"),
+        ("same-1.json", "done"),
+        ("same-2.json", "done"),
+    ]
