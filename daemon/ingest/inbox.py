@@ -1,21 +1,27 @@
 """The SQL inbox applier: picks up rows other programs INSERT into ``inbox``.
 
-No busy polling: it reads ``PRAGMA data_version``, which only changes when
-another connection commits, and reads the inbox only then. It looks when the
-store's write-ahead log is written to (every commit, by any program, writes
-there; the file watcher reports it at once), and on a slow tick as a safety net
-for file systems without change notification. Bad rows are marked ``rejected``
-with a reason; nothing raises.
+No polling: it reads ``PRAGMA data_version``, which only changes when another
+connection commits, and reads the inbox only then. It looks the moment the store's
+write-ahead log is written to (every commit, by any program, writes there;
+``daemon.ingest.wal_watch``), and on a slow tick (``daemon.inbox_poll_s``) as a safety net for
+file systems without change notification. Bad rows are marked ``rejected`` with a
+reason; nothing raises.
+
+A commit is written to the log before it is published (after the writer's fsync, in the
+log's index): a look at the first write may come too early. So a look after a write that
+finds nothing is made again 1, 4, 16 and 64 ms later; and while writes keep coming that
+are not another program's (the daemon's own), looks are spaced by that growing interval,
+so a busy daemon does not look at every write it makes.
 """
 
 from __future__ import annotations
 
+import math
 import sqlite3
 from collections.abc import Callable
 
 import anyio
 import structlog
-import watchfiles
 from dropsync.store.handle import Store
 from dropsync.store.merge import (
     Change,
@@ -31,6 +37,7 @@ from ..clock import now_ms
 from ..config import Config
 from ..documents import FutureLimit, inbox_change
 from ..errors import DocumentError
+from .wal_watch import LogWatch
 
 log = structlog.get_logger(__name__)
 
@@ -38,7 +45,9 @@ log = structlog.get_logger(__name__)
 # waiting for the write lock (SQLite's busy handler then sleeps in coarse steps).
 BATCH = 1000
 BATCH_MAX_BYTES = 16 << 20  # of bodies: a batch of large bodies is cut short
-BUSY_POLL_S = 0.05
+FIRST_RECHECK_S = 0.001  # a look after a write that found nothing is made again this much later,
+RECHECK_FACTOR = 4  # then this many times longer each time,
+LAST_RECHECK_S = 0.064  # up to this: 1, 4, 16, 64 ms
 
 
 class InboxApplier:
@@ -122,42 +131,54 @@ class InboxApplier:
         self._version = version
         return changed
 
-    async def _watch_wal(self) -> None:
-        """Wake the applier whenever the store's write-ahead log is written to."""
-        store = self.store.path.resolve()
-        wal = f"{store}-wal"
+    def _watch_wal(self) -> LogWatch | None:
+        """The watch of the store's write-ahead log (None: the kernel refused it; only the
+        slow tick is left then, logged)."""
         try:
-            async for _ in watchfiles.awatch(
-                store.parent,
-                debounce=50,
-                step=100,  # how often the watcher thread looks; each look costs a little CPU
-                rust_timeout=5000,
-                recursive=False,
-                yield_on_timeout=False,
-                watch_filter=lambda change, name: name == wal,
-                ignore_permission_denied=True,
-            ):
-                self._wal_written.set()
-        except (OSError, RuntimeError) as exc:
-            # Only the prompt pick-up is lost: the slow tick still finds every commit.
+            return LogWatch(self.store.path)
+        except OSError as exc:
             log.warning("inbox_watch_unavailable", error=str(exc), tick_s=self.config.inbox_poll_s)
+            return None
 
     async def run(self) -> None:
         """Apply pending rows now, then whenever another process commits."""
-        # Read the version before applying, so a commit made meanwhile is seen next time.
-        await self.changed()
-        await self.apply_pending()
-        busy_until = 0.0
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._watch_wal)
-            while True:
-                # After a commit by another program, look again soon even without a
-                # notification; once it has been quiet a second, back to the slow tick.
-                quick = anyio.current_time() < busy_until
-                with anyio.move_on_after(BUSY_POLL_S if quick else self.config.inbox_poll_s):
-                    await self._wal_written.wait()
-                self._wal_written = anyio.Event()
-                if await self.changed():
-                    busy_until = anyio.current_time() + 1.0
-                    self.on_external_change()
-                    await self.apply_pending()
+        watch = self._watch_wal()  # in place before the first look: no commit is missed
+        try:
+            # Read the version before applying, so a commit made meanwhile is seen next time.
+            await self.changed()
+            await self.apply_pending()
+            await self._follow(watch)
+        finally:
+            if watch is not None:
+                watch.close()
+
+    async def _follow(self, watch: LogWatch | None) -> None:
+        """Look at each write of the log (spaced while they find nothing), else every tick."""
+        gap = 0.0  # the least time between two looks while looks find nothing
+        last_look = last_write = -math.inf
+        recheck = False  # a write was seen that no look explained yet
+        while True:
+            wait = self.config.inbox_poll_s
+            if recheck:
+                wait = min(wait, last_look + gap - anyio.current_time())
+            if watch is None:
+                await anyio.sleep(wait)
+                written = False
+            else:
+                written = await watch.written(wait)
+            if written:
+                now = anyio.current_time()
+                if now - last_write > gap:
+                    gap = 0.0  # the first write after a quiet spell: look at once
+                last_write = now
+                if now < last_look + gap:
+                    await anyio.sleep(last_look + gap - now)  # writes it does not explain
+            last_look = anyio.current_time()
+            if await self.changed():
+                gap, recheck = 0.0, False
+                self.on_external_change()
+                await self.apply_pending()
+                continue
+            # Nothing published yet, or the daemon's own commit: look again, later each time.
+            recheck = (written or recheck) and gap < LAST_RECHECK_S
+            gap = min(max(RECHECK_FACTOR * gap, FIRST_RECHECK_S), LAST_RECHECK_S)

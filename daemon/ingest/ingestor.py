@@ -136,6 +136,9 @@ class Ingestor:
         self.store = store
         self.config = config
         self.pauses = pauses
+        # Told of each committed batch (the daemon wakes the providers it queued for), so
+        # their records go out while the file is still being filed away, or still parsed.
+        self.on_merge: Callable[[MergeResult], None] | None = None
         self._left: set[tuple[str, int, int]] = set()  # entries that could not be moved
 
     def collection_of(self, path: Path) -> str | None:
@@ -356,6 +359,8 @@ class Ingestor:
                     )
                     providers.update(merged.providers)
                     metrics.documents(label, merged.applied, merged.unchanged, rejected)
+                    if self.on_merge is not None and merged.providers:
+                        self.on_merge(merged)
 
         in_parser_process = size >= config.parser_process_min_bytes
         batches = parse_in_process(job) if in_parser_process else parse_here(job)

@@ -1,16 +1,19 @@
 """The drop-folder watcher: finds settled files and hands them to the ingestor.
 
-watchfiles reports changes; a periodic rescan catches anything missed (and the
-files present at start). A file is taken once its size and mtime have not
-changed for ``drop.settle_ms``; write-then-rename is the documented way to drop,
-and names starting with ``.`` or ending in ``.tmp``/``.part`` are ignored. Entries
+An inotify watch (``daemon.ingest.inotify``) of the drop folder and of each collection folder
+reports changes the moment they happen; a periodic rescan catches anything missed (and
+the files present at start). A file renamed into a collection folder is taken at once:
+write-then-rename is the documented way to drop, so it is whole. Any other file (made
+or written in place, or found by a look at the folder) is taken once its size and mtime
+have not changed for ``drop.settle_ms``; while it settles, the files behind it are not
+held up. Names starting with ``.`` or ending in ``.tmp``/``.part`` are ignored. Entries
 that are not regular files are handed on too (the ingestor quarantines them).
 
 Folders come and go under it (``mkdir x; rmdir x`` in a loop): an entry that vanished,
 turned into something else or cannot be read between listing and looking is skipped,
-never an error; the next look sees what is there then. The watch itself fails on a name
-that is not UTF-8 and goes blind when the drop folder is removed: it is started again,
-and the folder looked at again (see ``DropWatcher._watch``).
+never an error; the next look sees what is there then. A watch ends when the drop folder
+is removed: it is started again, and the folder looked at again (see
+``DropWatcher._watch``).
 """
 
 from __future__ import annotations
@@ -24,24 +27,39 @@ from pathlib import Path
 
 import anyio
 import structlog
-import watchfiles
 from dropsync.store.backoff import backoff_s
 from dropsync.store.handle import PauseListener
 
 from ..config import Config
+from ..names import is_text
 from .dropfiles import (
     collection_folders,
     folders_not_utf8,
-    is_ignored,
     is_ignored_name,
     rename_to_text,
 )
 from .ingestor import IngestReport, only_errors_of
+from .inotify import (
+    IN_ATTRIB,
+    IN_CLOSE_WRITE,
+    IN_CREATE,
+    IN_DELETE,
+    IN_DELETE_SELF,
+    IN_DONT_FOLLOW,
+    IN_IGNORED,
+    IN_ISDIR,
+    IN_MOVE_SELF,
+    IN_MOVED_FROM,
+    IN_MOVED_TO,
+    IN_ONLYDIR,
+    IN_Q_OVERFLOW,
+    IN_UNMOUNT,
+    Inotify,
+)
 
 log = structlog.get_logger(__name__)
 
 DROP_FOLDER_POLL_S = 0.5  # how often a drop folder that is gone is looked for
-WATCH_START_S = 0.5  # a look at the whole folder this long after a watch (re)starts
 FALLBACK_RESCAN_S = 1.0  # how often the folder is looked at while the watch is down
 RESTART_MIN_S = 0.05  # the least time between two watches (folders that come and go)
 DROP_FOLDER_MISSING = "drop folder missing"
@@ -49,6 +67,26 @@ DROP_FOLDER_MISSING = "drop folder missing"
 # them once the queue is down to half (100,000 files at once would otherwise be 100,000
 # paths in memory, and a list of them all at each look).
 QUEUE_FILES = 10_000
+# What the watch of a collection folder reports: an entry renamed in (whole: taken at once),
+# made, written and closed, or changed in its attributes in place (it settles first), and
+# the folder itself gone. Not each write: a large file copied in would wake the loop for
+# every block, and the settling looks at its size and mtime anyway.
+FOLDER_EVENTS = (
+    IN_MOVED_TO
+    | IN_CREATE
+    | IN_CLOSE_WRITE
+    | IN_ATTRIB
+    | IN_DELETE_SELF
+    | IN_MOVE_SELF
+    | IN_ONLYDIR
+    | IN_DONT_FOLLOW
+)
+# The drop folder's: collection folders made, renamed or removed, and the folder itself gone.
+DROP_EVENTS = (
+    IN_CREATE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR
+)
+GONE = IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED | IN_UNMOUNT
+MIN_SETTLE_STEP_S = 0.01  # the least wait before a file that is settling is looked at again
 
 
 def _identity(folder: Path) -> tuple[int, int] | None:
@@ -122,53 +160,106 @@ class DropWatcher:
         self._send, self._receive = anyio.create_memory_object_stream[Path](
             max_buffer_size=self._room
         )
-        self._queued: set[str] = set()  # the paths in the queue or being ingested
+        # The paths queued, settling or being ingested.
+        self._queued: set[str] = set()
+        # Queued paths that go without settling: renamed in (whole), or settled already.
+        self._ready: set[str] = set()
+        # Paths settling: (path, its (size, mtime) at the last look, when to look again), the
+        # next due first (each is put at the end when its look is set).
+        self._settling: dict[str, tuple[Path, tuple[int, int], float]] = {}
+        self._settling_added = anyio.Event()
         self._left_out = False  # a file was left in the folder for want of room
         self._rescan_soon = anyio.Event()
         self._restart = anyio.Event()
         self._watching: tuple[int, int] | None = None  # the drop folder being watched
         self._not_renamed: set[Path] = set()
 
-    def _enqueue(self, path: Path) -> None:
+    def _enqueue(self, path: Path, *, ready: bool = False) -> None:
+        """Queue ``path`` for the ingestor; ``ready``: it was renamed in, so it goes without
+        settling. Anything else said of a queued path (written, made again) makes it settle."""
         name = str(path)
+        if ready:
+            self._ready.add(name)
+        else:
+            self._ready.discard(name)
         if name in self._queued:
             return
         try:
             self._send.send_nowait(path)
         except anyio.WouldBlock:
+            self._ready.discard(name)
             self._left_out = True  # a look finds it again once the queue has room
             return
         self._queued.add(name)
 
-    def _relevant(self, path: Path) -> bool:
-        drop = self.config.drop_path
+    def _first_look(self, path: Path) -> tuple[int, int] | bool:
+        """True if ``path`` has settled already (unchanged for ``settle_ms``), False if it
+        is gone; else its (size, mtime), and it waits in ``_settling``."""
         try:
-            parts = path.relative_to(drop).parts
-        except ValueError:
+            info = os.lstat(path)
+        except OSError:  # gone, or its folder is (or is no longer a folder)
             return False
-        return len(parts) == 2 and not parts[0].startswith(".") and not is_ignored(path)
-
-    async def _settle(self, path: Path) -> bool:
-        """Wait until ``path`` stopped changing; False if it disappeared."""
+        age = time.time() - info.st_mtime
         settle = self.config.settle_ms / 1000
-        previous = None
+        if age >= settle:
+            return True
+        current = (info.st_size, info.st_mtime_ns)
+        self._wait_to_settle(path, current, settle - max(age, 0.0))
+        return current
+
+    def _wait_to_settle(self, path: Path, current: tuple[int, int], wait: float) -> None:
+        name = str(path)
+        self._settling.pop(name, None)  # to the end: the order is the order of looks due
+        due = anyio.current_time() + max(wait, MIN_SETTLE_STEP_S)
+        self._settling[name] = (path, current, due)
+        self._settling_added.set()
+
+    async def _settle(self) -> None:
+        """Look again at each settling file when it is due: unchanged since the last look,
+        it goes to the ingestor; changed, it waits again; gone, it is forgotten."""
         while True:
+            if not self._settling:
+                await self._settling_added.wait()
+                self._settling_added = anyio.Event()
+                continue
+            name, (path, previous, due) = next(iter(self._settling.items()))
+            wait = due - anyio.current_time()
+            if wait > 0:
+                await anyio.sleep(wait)
+                continue  # what is first may have changed meanwhile
+            del self._settling[name]
             try:
-                stat = os.lstat(path)
-            except OSError:  # gone, or its folder is (or is no longer a folder)
-                return False
-            current = (stat.st_size, stat.st_mtime_ns)
-            age = time.time() - stat.st_mtime
-            if current == previous or (previous is None and age >= settle):
-                return True
-            previous = current
-            await anyio.sleep(max(settle - max(age, 0.0), 0.01))
+                info = os.lstat(path)
+            except OSError:
+                self._done(name)
+                continue
+            current = (info.st_size, info.st_mtime_ns)
+            if current != previous:
+                age = time.time() - info.st_mtime
+                self._wait_to_settle(path, current, self.config.settle_ms / 1000 - max(age, 0.0))
+                continue
+            self._ready.add(name)
+            await self._send.send(path)  # still counted in _queued: there is room for it
+
+    def _done(self, name: str) -> None:
+        """``name`` left the queue (ingested, or gone while it settled)."""
+        self._queued.discard(name)
+        self._ready.discard(name)
+        if self._left_out and len(self._queued) <= self._room // 2:
+            self._left_out = False
+            self._rescan_soon.set()
 
     async def _consume(self) -> None:
         async for path in self._receive:
+            name = str(path)
+            if name not in self._ready:
+                settled = self._first_look(path)
+                if settled is False:
+                    self._done(name)
+                if settled is not True:
+                    continue  # gone, or settling (``_settle`` queues it again)
             try:
-                if await self._settle(path):
-                    await self.ingest(path)
+                await self.ingest(path)
             except Exception:
                 # Never let one file stop the daemon; it stays in .processing/ with its
                 # ledger row, and the recovery sweep takes it up again.
@@ -176,19 +267,18 @@ class DropWatcher:
                 if self.on_failure is not None:
                     self.on_failure()
             finally:
-                self._queued.discard(str(path))
-                if self._left_out and len(self._queued) <= self._room // 2:
-                    self._left_out = False
-                    self._rescan_soon.set()
+                self._done(name)
 
     async def _rescan(self) -> None:
         while True:
-            self._rename_folders_not_utf8()
+            unsettled = self._rename_folders_not_utf8()
             self._look_everywhere()
             if self._watching is not None and self._watching != _identity(self.config.drop_path):
                 self._restart.set()  # the drop folder was removed (and perhaps made again)
             # While the watch is down, look more often: the rescan is all there is then.
             wait = self.config.rescan_s if self._watching else FALLBACK_RESCAN_S
+            if unsettled is not None:
+                wait = min(wait, unsettled)
             with anyio.move_on_after(min(wait, self.config.rescan_s)):
                 await self._rescan_soon.wait()
             self._rescan_soon = anyio.Event()
@@ -203,9 +293,21 @@ class DropWatcher:
         if len(found) > room:
             self._left_out = True
 
-    def _rename_folders_not_utf8(self) -> None:
-        """A collection folder whose name is not UTF-8 gets its escaped name (said once)."""
+    def _rename_folders_not_utf8(self) -> float | None:
+        """A collection folder whose name is not UTF-8 gets its escaped name (said once),
+        once it has settled as a file does (unchanged for ``settle_ms``: whoever made it may
+        be putting files in). Returns the seconds until the next one settles, if any."""
+        settle = self.config.settle_ms / 1000
+        unsettled: float | None = None
         for folder in folders_not_utf8(self.config.drop_path):
+            try:
+                age = time.time() - os.lstat(folder).st_mtime
+            except OSError:
+                continue
+            if age < settle:
+                left = max(settle - age, MIN_SETTLE_STEP_S)
+                unsettled = left if unsettled is None else min(unsettled, left)
+                continue
             try:
                 renamed = rename_to_text(folder)
             except OSError as exc:
@@ -226,19 +328,17 @@ class DropWatcher:
                 "not UTF-8 as \\xNN), its files are ingested as that collection's; "
                 "rename it to the collection meant",
             )
+        return unsettled
 
     async def _watch(self) -> None:
         """Watch the drop folder; start the watch again whenever it ends or fails.
 
-        The watch covers the drop folder and each collection folder, not deeper (not
-        ``.done/`` and the like): a new collection folder starts the watch again with it
-        included. watchfiles' watcher fails as a whole on a name that is not UTF-8 (its
-        Rust side raises ``WatchfilesRustInternalError``, "Unable to decode path", and
-        the other changes of that moment are lost with it) and on an inotify error; it
-        goes blind when the drop folder is removed. Each time, the watch starts again
-        (at once the first time, then waiting 1 s, 2 s, ... at most ``rescan_s`` while
-        it keeps failing; meanwhile the folder is rescanned every second) and the whole
-        folder is looked at again. A drop folder that is gone is waited for.
+        The watch ends when the drop folder is removed; it fails when the kernel refuses it
+        (the inotify limits: ``fs.inotify.max_user_watches``, ``max_user_instances``). Each
+        time, the watch starts again (at once the first time, then waiting 1 s, 2 s, ... at
+        most ``rescan_s`` while it keeps failing; meanwhile the folder is rescanned every
+        second) and the whole folder is looked at again. A drop folder that is gone is
+        waited for.
         """
         failures = 0
         missing = False
@@ -254,15 +354,13 @@ class DropWatcher:
             if missing:
                 self._back(drop)
                 missing = False
-            self._restart = anyio.Event()
+            self._restart = restart = anyio.Event()
             self._watching = identity
-            folders = [drop, *collection_folders(drop)]
             started = time.monotonic()
             try:
                 async with anyio.create_task_group() as tg:
-                    # What was dropped before the new watch was in place is not missed.
-                    tg.start_soon(self._rescan_after, WATCH_START_S)
-                    await self._watch_events(drop, folders, self._restart)
+                    tg.start_soon(_cancel_when, restart, tg.cancel_scope)
+                    await self._watch_events(drop)
                     tg.cancel_scope.cancel()
             except Exception as exc:  # the watcher's own failures: it is started again
                 self._watching = None
@@ -299,48 +397,61 @@ class DropWatcher:
         else:
             self.pauses.resumed("watcher", DROP_FOLDER_MISSING)
 
-    async def _rescan_after(self, seconds: float) -> None:
-        await anyio.sleep(seconds)
-        self._rescan_soon.set()
+    async def _watch_events(self, drop: Path) -> None:
+        """Pass on the changes in the drop folder and its collection folders; return when
+        the drop folder is gone (removed, moved, unmounted).
 
-    async def _watch_events(self, drop: Path, folders: list[Path], stop: anyio.Event) -> None:
-        """Pass on the changes in ``folders``; return when the set of folders to watch changed."""
-        watched = {folder: _identity(folder) for folder in folders}
-        async for changes in watchfiles.awatch(
-            *folders,
-            debounce=50,
-            step=100,  # how often the watcher thread looks: each look costs idle CPU
-            rust_timeout=1000,  # how soon a stop is noticed by the watcher thread
-            recursive=False,
-            yield_on_timeout=False,
-            watch_filter=lambda change, name: (
-                change != watchfiles.Change.deleted or Path(name) == drop
-            ),
-            ignore_permission_denied=True,
-            stop_event=stop,
-        ):
-            changed = False
-            for change, name in changes:
-                path = Path(name)
-                if path == drop:
-                    if change == watchfiles.Change.deleted:
-                        return  # removed: watch again once it is back
-                    continue
-                if self._relevant(path):
-                    self._enqueue(path)
-                elif (
-                    path.parent == drop
-                    and not path.name.startswith(".")
-                    and os.path.isdir(path)
-                    and not os.path.islink(path)
-                    and watched.get(path) != _identity(path)  # new, or made again
-                ):
-                    # A new collection folder: files written into it before the watch on it
-                    # is in place would otherwise wait for the rescan.
-                    self._look_everywhere(only=path.name)
-                    changed = True
-            if changed:
-                return  # watch again, the new collection folders included
+        One inotify watch for the drop folder (collection folders made, renamed, removed)
+        and one for each collection folder (not deeper: not ``.done/`` and the like). The
+        watches are in place before the folders are looked at, so nothing dropped meanwhile
+        is missed; a new collection folder is watched, then looked at.
+        """
+        with Inotify() as notify:
+            drop_wd = notify.add(drop, DROP_EVENTS)
+            folders: dict[int, Path] = {}
+            self._watch_folders(notify, drop, folders)
+            self._rescan_soon.set()  # what was there before the watches
+            while True:
+                await notify.wait()
+                changed_folders = False
+                for event in notify.read():
+                    if event.mask & IN_Q_OVERFLOW:
+                        self._rescan_soon.set()  # the kernel's queue overflowed: look
+                    elif event.wd == drop_wd:
+                        if event.mask & GONE:
+                            return  # watch again once it is back
+                        if event.mask & IN_ISDIR and not event.name.startswith(b"."):
+                            changed_folders = True
+                            if not is_text(os.fsdecode(event.name)):
+                                self._rescan_soon.set()  # renamed there (not UTF-8)
+                    elif (folder := folders.get(event.wd)) is not None:
+                        if event.mask & GONE:
+                            changed_folders = True
+                        elif event.name and not is_ignored_name(name := os.fsdecode(event.name)):
+                            self._enqueue(folder / name, ready=bool(event.mask & IN_MOVED_TO))
+                if changed_folders:
+                    for folder in self._watch_folders(notify, drop, folders):
+                        # Files written into it before its watch was in place.
+                        self._look_everywhere(only=folder.name)
+
+    def _watch_folders(self, notify: Inotify, drop: Path, folders: dict[int, Path]) -> list[Path]:
+        """Watch each collection folder now in ``drop`` (``folders``: watch -> folder, kept
+        up to date); returns the folders newly watched, or watched under a new name."""
+        present: dict[int, Path] = {}
+        new = []
+        for folder in collection_folders(drop):
+            try:
+                wd = notify.add(folder, FOLDER_EVENTS)
+            except (FileNotFoundError, NotADirectoryError, PermissionError):
+                continue  # gone or replaced meanwhile, or not ours to read: looked at later
+            if folders.get(wd) != folder:
+                new.append(folder)
+            present[wd] = folder
+        for wd in folders.keys() - present.keys():
+            notify.remove(wd)  # removed, or moved out of the drop folder
+        folders.clear()
+        folders.update(present)
+        return new
 
     async def run(self) -> None:
         """Watch, rescan and ingest until cancelled."""
@@ -348,5 +459,11 @@ class DropWatcher:
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._watch)
             tg.start_soon(self._consume)
+            tg.start_soon(self._settle)
             tg.start_soon(self._rescan)
             self.ready.set()
+
+
+async def _cancel_when(event: anyio.Event, scope: anyio.CancelScope) -> None:
+    await event.wait()
+    scope.cancel()

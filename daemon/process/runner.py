@@ -181,6 +181,7 @@ class Daemon:
             self.store, config, dry_run=self.dry_run, on_merge=self._merged
         )
         self.ingestor = Ingestor(self.store, config, pauses=self.board)
+        self.ingestor.on_merge = self._merged
         self.sweeper = Sweeper(self.ingestor)
         self.inbox = InboxApplier(
             self.store, config, self._merged, on_external_change=self.supervisor.wake_all

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from dataclasses import replace
 from pathlib import Path
 
+import anyio
 import pytest
 from dropsync.daemon.config import Config, parse_config
 from dropsync.daemon.ingest.inbox import InboxApplier
@@ -223,3 +225,38 @@ async def test_a_request_without_a_time_is_dated_now_whatever_its_collections_un
     [(stamp,)] = raw.execute("SELECT updated_at FROM records").fetchall()
     raw.close()
     assert before <= stamp <= int(time.time() * 1000)
+
+
+async def test_each_commit_of_another_program_is_applied_without_the_tick(
+    tmp_path: Path,
+) -> None:
+    # The tick an hour away: only the watch of the write-ahead log wakes the applier. The
+    # other program syncs each commit (synchronous = FULL, SQLite's default): its writes to
+    # the log come before the commit is published, so a look at the first write can come
+    # too early, and the looks after it must still find the row. Each row is awaited before
+    # the next is inserted, so no later commit can carry an earlier one along.
+    config = replace(make_config(tmp_path), inbox_poll_s=3600.0)
+    await apply(config)  # creates the store
+    raw = sqlite3.connect(
+        config.store_path, isolation_level=None, timeout=10, check_same_thread=False
+    )
+    raw.execute("PRAGMA synchronous = FULL")
+    merged: list[anyio.Event] = []
+    async with await Store.open(config.store_path) as store:
+        applier = InboxApplier(store, config, lambda result: merged[-1].set())
+        with anyio.fail_after(60):  # bounds a hang only
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(applier.run)
+                for n in range(30):
+                    merged.append(anyio.Event())
+                    # From a thread, as another program: the event loop runs meanwhile.
+                    await anyio.to_thread.run_sync(
+                        raw.execute,
+                        "INSERT INTO inbox (collection, key, op, body, updated_at) "
+                        "VALUES ('contacts', ?, 'upsert', '{}', ?)",
+                        (f"k{n}", TS + n),
+                    )
+                    await merged[-1].wait()
+                tg.cancel_scope.cancel()
+    raw.close()
+    assert outcome(config) == [("applied", None)] * 30

@@ -424,3 +424,29 @@ async def test_epoch_seconds_are_refused_unless_the_collection_says_seconds(
     rows = raw.execute("SELECT collection, updated_at, body FROM records").fetchall()
     raw.close()
     assert rows == [("secs", 1_796_648_449_000, '{"at":1796648449,"email":"a@x","v":"new"}')]
+
+
+async def test_the_providers_are_told_of_each_batch_before_the_file_is_filed_away(
+    tmp_path: Path,
+) -> None:
+    # Their records go out while the file is still parsed or filed away: the daemon wakes
+    # the providers a batch queued for as soon as it is committed, not at the file's end.
+    config = parse_config(
+        {
+            "store": {"path": str(tmp_path / "s.db")},
+            "drop": {"path": str(tmp_path / "drop"), "batch": 3},
+            "providers": {"crm": {"kind": "crm", "base_url": "http://127.0.0.1:9"}},
+            "collections": {"users": {"providers": ["crm"], "timestamp_unit": "ms"}},
+        },
+        "test.toml",
+    )
+    path = drop(config, "users", "a.json", orjson.dumps([envelope(i) for i in range(7)]))
+    told: list[tuple[set[str], bool]] = []
+    async with await Store.open(config.store_path) as store:
+        ingestor = Ingestor(store, config)
+        ingestor.on_merge = lambda merged: told.append(
+            (set(merged.providers), (path.parent / ".processing/a.json").exists())
+        )
+        report = await ingestor.ingest_dropped(path)
+    assert report is not None and report.status == "done" and report.applied == 7
+    assert told == [({"crm"}, True)] * 3  # batches of 3, 3 and 1, each while in .processing/
