@@ -18,6 +18,7 @@ list from here).
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -40,10 +41,24 @@ __all__ = [
     "emulated",
     "every_kind",
     "get_kind",
+    "lazy",
     "parse_options",
     "secret_in_headers",
     "secret_values",
 ]
+
+
+def lazy(package: str, module: str, attribute: str | None = None) -> Callable[[], Any]:
+    """A kind's hook that imports ``module`` (relative to ``package``, the kind's own) when
+    first called, and gives the module or its ``attribute``: ``lazy(__name__, ".adapter")``,
+    ``lazy(__name__, ".webhook", "INBOUND")``. Reading the config loads no kind's code."""
+
+    def load() -> Any:
+        loaded = importlib.import_module(module, package)
+        return loaded if attribute is None else getattr(loaded, attribute)
+
+    load.__qualname__ = f"lazy({module!r}, {attribute!r})"
+    return load
 
 
 class AdapterModule(Protocol):

@@ -10,36 +10,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from ..registry import AdapterModule, EmulatorHook, Kind, KindSecret
-
-if TYPE_CHECKING:
-    from ..emulators.demo import DemoPart
-    from ..inbound import Inbound
-
-
-def _adapter() -> AdapterModule:
-    from . import adapter
-
-    return adapter
-
-
-def _inbound() -> Inbound:
-    from .callbacks import INBOUND
-
-    return INBOUND
-
-
-def _demo() -> DemoPart:
-    from .demo import DEMO
-
-    return DEMO
-
+from ..registry import EmulatorHook, Kind, KindSecret, lazy
 
 KIND = Kind(
     name="churn",
-    adapter=_adapter,
+    adapter=lazy(__name__, ".adapter"),
     secrets=(
         KindSecret(
             "callback_secret",
@@ -48,7 +23,7 @@ KIND = Kind(
             "callbacks: set callback_secret_env, callback_secret_file or callback_credential",
         ),
     ),
-    inbound=_inbound,
+    inbound=lazy(__name__, ".callbacks", "INBOUND"),
     confirmed_by_callback=lambda secrets: True,
-    emulator=EmulatorHook("churn tool", 8084, _demo),
+    emulator=EmulatorHook("churn tool", 8084, lazy(__name__, ".demo", "DEMO")),
 )

@@ -9,36 +9,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from ..registry import AdapterModule, EmulatorHook, Kind, KindSecret
-
-if TYPE_CHECKING:
-    from ..emulators.demo import DemoPart
-    from ..inbound import Inbound
-
-
-def _adapter() -> AdapterModule:
-    from . import adapter
-
-    return adapter
-
-
-def _inbound() -> Inbound:
-    from .webhook import INBOUND
-
-    return INBOUND
-
-
-def _demo() -> DemoPart:
-    from .demo import DEMO
-
-    return DEMO
-
+from ..registry import EmulatorHook, Kind, KindSecret, lazy
 
 KIND = Kind(
     name="crm",
-    adapter=_adapter,
+    adapter=lazy(__name__, ".adapter"),
     secrets=(
         KindSecret(
             "webhook_token",
@@ -46,7 +21,7 @@ KIND = Kind(
             in_url=True,
         ),
     ),
-    inbound=_inbound,
+    inbound=lazy(__name__, ".webhook", "INBOUND"),
     confirmed_by_callback=lambda secrets: "webhook_token" in secrets,
-    emulator=EmulatorHook("CRM", 8081, _demo),
+    emulator=EmulatorHook("CRM", 8081, lazy(__name__, ".demo", "DEMO")),
 )

@@ -9,24 +9,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ..registry import AdapterModule, EmulatorHook, Kind
-
-if TYPE_CHECKING:
-    from ..emulators.demo import DemoPart
-
-
-def _adapter() -> AdapterModule:
-    from . import adapter
-
-    return adapter
-
-
-def _demo() -> DemoPart:
-    from .demo import DEMO
-
-    return DEMO
+from ..registry import EmulatorHook, Kind, lazy
 
 
 def _secret_needed(options: Mapping[str, Any]) -> str | None:
@@ -43,8 +28,8 @@ def _sends(options: Mapping[str, Any]) -> bool:
 
 KIND = Kind(
     name="favourites",
-    adapter=_adapter,
-    emulator=EmulatorHook("favourites", 8082, _demo),
+    adapter=lazy(__name__, ".adapter"),
+    emulator=EmulatorHook("favourites", 8082, lazy(__name__, ".demo", "DEMO")),
     secret_needed=_secret_needed,
     sends=_sends,
     path_options=("tokens_dir",),

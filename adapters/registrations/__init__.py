@@ -13,20 +13,11 @@ shows where each stands (a migration: ``store/migrations/0005_registration_reque
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ..registry import AdapterModule, EmulatorHook, Kind
-
-if TYPE_CHECKING:
-    from ..emulators.demo import DemoPart
+from ..registry import EmulatorHook, Kind, lazy
 
 REQUESTS = "registration_requests"
-
-
-def _adapter() -> AdapterModule:
-    from . import adapter
-
-    return adapter
 
 
 def request_collections(options: Mapping[str, Any]) -> tuple[str, ...]:
@@ -36,16 +27,10 @@ def request_collections(options: Mapping[str, Any]) -> tuple[str, ...]:
     return (f"{prefix if isinstance(prefix, str) else ''}{REQUESTS}",)
 
 
-def _demo() -> DemoPart:
-    from .demo import DEMO
-
-    return DEMO
-
-
 KIND = Kind(
     name="registrations",
-    adapter=_adapter,
+    adapter=lazy(__name__, ".adapter"),
     secret_required="the provider's password",
     request_collections=request_collections,
-    emulator=EmulatorHook("registrations", 8083, _demo),
+    emulator=EmulatorHook("registrations", 8083, lazy(__name__, ".demo", "DEMO")),
 )

@@ -9,41 +9,16 @@ a webhook when a job is done: ``POST /webhooks/shop/TOKEN`` ``{job, ok}``. Its h
 * ``demo``: its part of ``dropsync emulate`` and ``dropsync demo``.
 
 It has no table of its own (that needs a migration of the store). ``tests/adapters/
-test_kinds.py`` registers it beside the real kinds and runs it through the daemon.
+test_registry.py`` registers it beside the real kinds and runs it through the daemon.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from dropsync.adapters.registry import AdapterModule, EmulatorHook, Kind, KindSecret
-
-if TYPE_CHECKING:
-    from dropsync.adapters.emulators.demo import DemoPart
-    from dropsync.adapters.inbound import Inbound
-
-
-def _adapter() -> AdapterModule:
-    from tests.adapters.sample_kind import adapter
-
-    return adapter
-
-
-def _inbound() -> Inbound:
-    from tests.adapters.sample_kind.webhook import INBOUND
-
-    return INBOUND
-
-
-def _demo() -> DemoPart:
-    from tests.adapters.sample_kind.demo import DEMO
-
-    return DEMO
-
+from dropsync.adapters.registry import EmulatorHook, Kind, KindSecret, lazy
 
 KIND = Kind(
     name="shop",
-    adapter=_adapter,
+    adapter=lazy(__name__, ".adapter"),
     secrets=(
         KindSecret(
             "hook_token",
@@ -53,6 +28,6 @@ KIND = Kind(
         ),
     ),
     confirmed_by_callback=lambda secrets: "hook_token" in secrets,
-    inbound=_inbound,
-    emulator=EmulatorHook("shop", 8099, _demo),
+    inbound=lazy(__name__, ".webhook", "INBOUND"),
+    emulator=EmulatorHook("shop", 8099, lazy(__name__, ".demo", "DEMO")),
 )
