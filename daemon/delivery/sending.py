@@ -80,7 +80,17 @@ class Answer(Generic[R]):
 
 def to_outgoing(provider: str, entry: outbox.OutboxEntry) -> OutgoingChange:
     """The adapter's view of an outbox entry."""
-    body = load_outgoing(entry.body) if entry.body is not None else None
+    return _outgoing(provider, entry, load_outgoing(entry.body) if entry.body is not None else None)
+
+
+def to_outgoing_many(provider: str, entries: Sequence[outbox.OutboxEntry]) -> list[OutgoingChange]:
+    """``to_outgoing`` of each entry of a batch, the bodies decoded together."""
+    bodies = load_outgoing_many([entry.body for entry in entries])
+    return [_outgoing(provider, entry, body) for entry, body in zip(entries, bodies, strict=True)]
+
+
+def _outgoing(provider: str, entry: outbox.OutboxEntry, body: object) -> OutgoingChange:
+    """An outbox entry and its decoded body as the adapter sees them."""
     return OutgoingChange(  # positional: thousands are made per batch
         entry.id,
         entry.collection,
@@ -92,22 +102,3 @@ def to_outgoing(provider: str, entry: outbox.OutboxEntry) -> OutgoingChange:
             provider, entry.collection, entry.key, entry.updated_at, entry.enqueued_at
         ),
     )
-
-
-def to_outgoing_many(provider: str, entries: Sequence[outbox.OutboxEntry]) -> list[OutgoingChange]:
-    """``to_outgoing`` of each entry of a batch, the bodies decoded together."""
-    bodies = load_outgoing_many([entry.body for entry in entries])
-    return [
-        OutgoingChange(
-            entry.id,
-            entry.collection,
-            entry.key,
-            entry.updated_at,
-            entry.deleted,
-            body if isinstance(body, dict) else None,
-            change_idempotency_key(
-                provider, entry.collection, entry.key, entry.updated_at, entry.enqueued_at
-            ),
-        )
-        for entry, body in zip(entries, bodies, strict=True)
-    ]
