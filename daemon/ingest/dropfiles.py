@@ -127,6 +127,23 @@ def collection_folders(drop: Path) -> list[Path]:
     return folders
 
 
+def linked_folders(drop: Path) -> list[Path]:
+    """Links directly in ``drop`` (not hidden) that point to a folder: not collections,
+    never followed; listed so that whoever made one is told."""
+    found = []
+    for entry in list_entries(drop):
+        try:
+            if (
+                not entry.name.startswith(".")
+                and entry.is_symlink()
+                and entry.is_dir(follow_symlinks=True)
+            ):
+                found.append(Path(entry.path))
+        except OSError:
+            continue
+    return found
+
+
 def folders_not_utf8(drop: Path) -> list[Path]:
     """Folders directly in ``drop`` whose name is not UTF-8 (links not followed)."""
     found = []

@@ -36,6 +36,7 @@ from .dropfiles import (
     collection_folders,
     folders_not_utf8,
     is_ignored_name,
+    linked_folders,
     rename_to_text,
 )
 from .ingestor import IngestReport, only_errors_of
@@ -173,6 +174,7 @@ class DropWatcher:
         self._restart = anyio.Event()
         self._watching: tuple[int, int] | None = None  # the drop folder being watched
         self._not_renamed: set[Path] = set()
+        self._linked: set[Path] = set()  # links to folders in the drop folder, told once
 
     def _enqueue(self, path: Path, *, ready: bool = False) -> None:
         """Queue ``path`` for the ingestor; ``ready``: it was renamed in, so it goes without
@@ -272,6 +274,7 @@ class DropWatcher:
     async def _rescan(self) -> None:
         while True:
             unsettled = self._rename_folders_not_utf8()
+            self._tell_linked_folders()
             self._look_everywhere()
             if self._watching is not None and self._watching != _identity(self.config.drop_path):
                 self._restart.set()  # the drop folder was removed (and perhaps made again)
@@ -292,6 +295,24 @@ class DropWatcher:
             self._enqueue(path)
         if len(found) > room:
             self._left_out = True
+
+    def _tell_linked_folders(self) -> None:
+        """Say once of each link in the drop folder to a folder that it is not a collection
+        (its files are never read: the link is not followed)."""
+        linked = set(linked_folders(self.config.drop_path))
+        for link in linked - self._linked:
+            try:
+                target = os.readlink(link)
+            except OSError:
+                continue
+            log.warning(
+                "collection_folder_is_link",
+                folder=str(link),
+                target=target,
+                error="a link to a folder is not a collection folder: its files are not "
+                "ingested; move or copy them into a real folder of the drop folder",
+            )
+        self._linked = linked  # a link removed and made again is told again
 
     def _rename_folders_not_utf8(self) -> float | None:
         """A collection folder whose name is not UTF-8 gets its escaped name (said once),

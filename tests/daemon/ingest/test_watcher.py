@@ -13,6 +13,7 @@ import pytest
 from dropsync.daemon.ingest import watcher as watcher_module
 from dropsync.daemon.ingest.ingestor import IngestReport
 from dropsync.daemon.ingest.watcher import DropWatcher
+from structlog.testing import capture_logs
 
 from tests.daemon.ingest.test_ingestor import make_config
 
@@ -247,3 +248,35 @@ async def test_a_collection_folder_renamed_is_watched_under_its_new_name(tmp_pat
 
     await _taking(DropWatcher(config, ingest), both, rename_then_drop)
     assert sorted(taken) == [new / "after.json", new / "before.json"]
+
+
+def test_a_link_to_a_folder_in_the_drop_folder_is_told_once_and_not_followed(
+    tmp_path: Path,
+) -> None:
+    # A link is not a collection folder (its files are never read); whoever made one is told
+    # why nothing happens, once, and again if it is removed and made again.
+    config = make_config(tmp_path, users={"key": "data.id", "timestamp": "updatedAt"})
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "a.json").write_bytes(b"{}")
+    config.drop_path.mkdir(parents=True)
+    link = config.drop_path / "users"
+    link.symlink_to(elsewhere)
+    (config.drop_path / "file-link").symlink_to(elsewhere / "a.json")  # not to a folder
+    watcher = DropWatcher(config, _never)
+    with capture_logs() as logs:
+        for _ in range(2):
+            watcher._tell_linked_folders()
+            watcher._look_everywhere()
+        link.unlink()
+        watcher._tell_linked_folders()
+        link.symlink_to(elsewhere)
+        watcher._tell_linked_folders()
+    told = [entry for entry in logs if entry["event"] == "collection_folder_is_link"]
+    assert [(entry["folder"], entry["target"]) for entry in told] == [
+        (str(link), str(elsewhere)),
+        (str(link), str(elsewhere)),
+    ]
+    assert "not ingested" in told[0]["error"]
+    assert not watcher._queued  # nothing where it points was queued
+    assert (elsewhere / "a.json").exists()
