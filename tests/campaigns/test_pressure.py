@@ -210,10 +210,9 @@ def test_a_full_disk_pauses_ingest_and_delivery_and_they_resume(tmp_path: Path, 
             wait_until(lambda: _ingested(world, 1), what="first file")
             staged = []
             for _ in range(3):  # written now, renamed in once the disk is full
-                dropped = world.load.drop_file("contacts", count=400, bad=False)
-                folder = world.drop / dropped.collection
-                os.rename(folder / dropped.name, folder / f"{dropped.name}.part")
-                staged.append(folder / dropped.name)
+                # (not renamed in: the daemon takes a file renamed in at once)
+                dropped = world.load.drop_file("contacts", count=400, bad=False, staged=True)
+                staged.append(world.drop / dropped.collection / dropped.name)
             world.load.insert_rows(10)  # before: with the disk full no program can insert
             filler = _fill(disk)
             for path in staged:

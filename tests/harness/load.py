@@ -206,11 +206,18 @@ class Load:
     # -- actions ------------------------------------------------------------------------
 
     def drop_file(
-        self, collection: str | None = None, *, count: int | None = None, bad: bool | None = None
+        self,
+        collection: str | None = None,
+        *,
+        count: int | None = None,
+        bad: bool | None = None,
+        staged: bool = False,
     ) -> DroppedFile:
         """Write one file to a temporary name and rename it into its collection folder.
 
         ``count`` documents (default: drawn), one of them bad if ``bad`` (default: drawn).
+        ``staged``: left at its temporary name, ``<name>.part`` in the folder (ignored by the
+        daemon), for the caller to rename in later.
         """
         self._files += 1
         collection = collection or self.rng.choice(("contacts", "contacts", "favourites", "users"))
@@ -252,7 +259,8 @@ class Load:
         dropped = DroppedFile(collection, name, docs)
         with self.ledger.lock:
             self.ledger.files.append(dropped)
-        temporary.rename(folder / name)
+        if not staged:
+            temporary.rename(folder / name)
         return dropped
 
     def _bad_document(self, collection: str) -> dict[str, Any]:
