@@ -97,17 +97,23 @@ def to_outgoing(provider: str, entry: outbox.OutboxEntry) -> OutgoingChange:
 def to_outgoing_many(provider: str, entries: Sequence[outbox.OutboxEntry]) -> list[OutgoingChange]:
     """``to_outgoing`` of each entry of a batch, the bodies decoded together."""
     bodies = load_outgoing_many([entry.body for entry in entries])
+    # tuple.__new__ makes the NamedTuple without the Python frame of its __new__: a third
+    # of this function's time for a batch of 1000.
+    new, key = tuple.__new__, change_idempotency_key
     return [
-        OutgoingChange(
-            entry.id,
-            entry.collection,
-            entry.key,
-            entry.updated_at,
-            entry.deleted,
-            body if isinstance(body, dict) else None,
-            change_idempotency_key(
-                provider, entry.collection, entry.key, entry.updated_at, entry.enqueued_at
+        new(
+            OutgoingChange,
+            (
+                entry_id,
+                collection,
+                record_key,
+                updated_at,
+                deleted,
+                body if isinstance(body, dict) else None,
+                key(provider, collection, record_key, updated_at, enqueued_at),
             ),
         )
-        for entry, body in zip(entries, bodies, strict=True)
+        for (entry_id, collection, record_key, updated_at, deleted, _, _, enqueued_at), body in zip(
+            entries, bodies, strict=True
+        )
     ]
