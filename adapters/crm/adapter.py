@@ -296,6 +296,9 @@ class CrmProvider(HttpAdapter):
         if change.deleted:
             return None
         body = change.body or {}
+        email = body.get("email")
+        if type(email) is str and email.strip() and body.get("purchase") is None:
+            return None  # the common case, in few steps: a contact with an email
         if is_booking(body):
             return booking_problem(body)
         if problem := contact_problem(body):
