@@ -376,7 +376,6 @@ def change_idempotency_key(
 def batch_idempotency_key(batch: Sequence[OutgoingChange]) -> str:
     """The header value for a batch: the same set of queued versions always gives the same
     key (a request sent again after a failure or a kill carries the one stored with it)."""
-    digest = hashlib.sha256()
-    for item_key in sorted(change.idempotency_key for change in batch):
-        digest.update(item_key.encode())
-    return digest.hexdigest()
+    # One update of the keys joined is the digest of updates one key each.
+    keys = sorted([change.idempotency_key for change in batch])
+    return hashlib.sha256("".join(keys).encode()).hexdigest()

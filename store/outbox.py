@@ -12,6 +12,7 @@ import math
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import NamedTuple
 
 import aiosqlite
@@ -217,7 +218,8 @@ async def take_batch(
         "WHERE o.provider = ? AND o.held_lane IS NULL AND o.id > ? ORDER BY o.id LIMIT ?",
         (provider, after_id, limit),
     )
-    return [OutboxEntry(i, c, k, u, bool(d), b, a, q) for i, c, k, u, d, b, a, q in rows]
+    new = tuple.__new__  # the NamedTuple without the Python frame of its __new__
+    return [new(OutboxEntry, (i, c, k, u, bool(d), b, a, q)) for i, c, k, u, d, b, a, q in rows]
 
 
 class UnfinishedRequest(NamedTuple):
@@ -233,9 +235,8 @@ INTERRUPTED = "interrupted: the daemon stopped before the answer was recorded"
 
 
 def _entries_json(entries: Sequence[OutboxEntry]) -> str:
-    return orjson.dumps(
-        [(e.id, e.collection, e.key, e.updated_at, e.deleted, e.body) for e in entries]
-    ).decode()
+    # (id, collection, key, updated_at, deleted, body): the entry's first six fields
+    return orjson.dumps([e[:6] for e in entries]).decode()
 
 
 def open_requests(
@@ -331,6 +332,8 @@ def finish_attempt(
     )
 
 
+_VERSION = itemgetter(1, 2, 3)  # an OutboxEntry's (collection, key, updated_at)
+
 _DELIVERED_CONFLICT = (
     "ON CONFLICT (provider, collection, key) DO UPDATE SET updated_at = excluded.updated_at, "
     "state = excluded.state, delivery_id = excluded.delivery_id, at = excluded.at"
@@ -382,7 +385,7 @@ def deliver_batch(
         "JOIN outbox o ON o.id = CAST(v.key AS INTEGER) AND o.updated_at = v.value)",
         (sent,),
     )
-    versions = orjson.dumps([(e.collection, e.key, e.updated_at) for e in entries]).decode()
+    versions = orjson.dumps(list(map(_VERSION, entries))).decode()
     if cut_at_nul(versions):
         db.executemany(
             "INSERT INTO delivered (provider, collection, key, updated_at, state, delivery_id, "

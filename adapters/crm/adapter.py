@@ -249,6 +249,9 @@ def without(body: Mapping[str, Any], path: Sequence[str]) -> Mapping[str, Any]:
     return body if trimmed is inner else {**body, name: trimmed}
 
 
+_PURCHASE = ("purchase",)
+
+
 class _Request:
     """One request of a push: its contacts, its purchase, the changes it carries."""
 
@@ -293,6 +296,9 @@ class CrmProvider(HttpAdapter):
         if change.deleted:
             return None
         body = change.body or {}
+        email = body.get("email")
+        if type(email) is str and email.strip() and body.get("purchase") is None:
+            return None  # the common case, in few steps: a contact with an email
         if is_booking(body):
             return booking_problem(body)
         if problem := contact_problem(body):
@@ -303,13 +309,9 @@ class CrmProvider(HttpAdapter):
             return purchase_problem(body["purchase"])
         return None
 
-    def _sent(self, change: OutgoingChange) -> Mapping[str, Any]:
-        """The record's body as it goes out: without the collection's timestamp field."""
-        body = change.body or {}
-        path = self.timestamps.get(change.collection)
-        if path and not self.options.send_timestamp:
-            return without(body, path)
-        return body
+    def _dropped(self) -> Mapping[str, tuple[str, ...]]:
+        """Each collection's timestamp path, left out of what is sent (none if it is sent)."""
+        return {} if self.options.send_timestamp else self.timestamps
 
     def _options(self) -> dict[str, Any]:
         options: dict[str, Any] = {
@@ -328,25 +330,30 @@ class CrmProvider(HttpAdapter):
         return options
 
     def _requests(self, batch: Sequence[OutgoingChange]) -> list[_Request]:
-        """One request for the plain contacts, one for each purchase or booking."""
+        """One request for the plain contacts, one for each purchase or booking; each
+        record's body as it goes out: without its collection's timestamp field."""
         plain = _Request()
         requests = [plain]
+        contacts, changes = plain.contacts, plain.changes
+        dropped = self._dropped()
         for change in batch:
-            if change.deleted or change.body is None:
+            body = change.body
+            if change.deleted or body is None:
                 continue
-            body = self._sent(change)
-            if is_booking(body):
-                request = _Request(body["purchase"])
-                request.contacts.extend(body["contacts"])
-            elif body.get("purchase") is None:
-                request = plain
+            if dropped and (path := dropped.get(change.collection)):
+                body = without(body, path)
+            purchase = body.get("purchase")
+            if purchase is None:  # the common case, in few steps: a contact
                 # A "purchase": null is no purchase, and is left out.
-                request.contacts.append(without(body, ("purchase",)))
+                contacts.append(without(body, _PURCHASE) if "purchase" in body else body)
+                changes.append(change)
+                continue
+            request = _Request(purchase)
+            if is_booking(body):
+                request.contacts.extend(body["contacts"])
             else:
-                request = _Request(body["purchase"])
-                request.contacts.append(without(body, ("purchase",)))
-            if request is not plain:
-                requests.append(request)
+                request.contacts.append(without(body, _PURCHASE))
+            requests.append(request)
             request.changes.append(change)
         return requests if plain.changes else requests[1:]
 

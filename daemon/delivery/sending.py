@@ -79,19 +79,9 @@ class Answer(Generic[R]):
 
 
 def to_outgoing(provider: str, entry: outbox.OutboxEntry) -> OutgoingChange:
-    """The adapter's view of an outbox entry."""
-    return _outgoing(provider, entry, load_outgoing(entry.body) if entry.body is not None else None)
-
-
-def to_outgoing_many(provider: str, entries: Sequence[outbox.OutboxEntry]) -> list[OutgoingChange]:
-    """``to_outgoing`` of each entry of a batch, the bodies decoded together."""
-    bodies = load_outgoing_many([entry.body for entry in entries])
-    return [_outgoing(provider, entry, body) for entry, body in zip(entries, bodies, strict=True)]
-
-
-def _outgoing(provider: str, entry: outbox.OutboxEntry, body: object) -> OutgoingChange:
-    """An outbox entry and its decoded body as the adapter sees them."""
-    return OutgoingChange(  # positional: thousands are made per batch
+    """The adapter's view of an outbox entry (``to_outgoing_many`` for a batch)."""
+    body = load_outgoing(entry.body) if entry.body is not None else None
+    return OutgoingChange(
         entry.id,
         entry.collection,
         entry.key,
@@ -102,3 +92,28 @@ def _outgoing(provider: str, entry: outbox.OutboxEntry, body: object) -> Outgoin
             provider, entry.collection, entry.key, entry.updated_at, entry.enqueued_at
         ),
     )
+
+
+def to_outgoing_many(provider: str, entries: Sequence[outbox.OutboxEntry]) -> list[OutgoingChange]:
+    """``to_outgoing`` of each entry of a batch, the bodies decoded together."""
+    bodies = load_outgoing_many([entry.body for entry in entries])
+    # tuple.__new__ makes the NamedTuple without the Python frame of its __new__: a third
+    # of this function's time for a batch of 1000.
+    new, key = tuple.__new__, change_idempotency_key
+    return [
+        new(
+            OutgoingChange,
+            (
+                entry_id,
+                collection,
+                record_key,
+                updated_at,
+                deleted,
+                body if isinstance(body, dict) else None,
+                key(provider, collection, record_key, updated_at, enqueued_at),
+            ),
+        )
+        for (entry_id, collection, record_key, updated_at, deleted, _, _, enqueued_at), body in zip(
+            entries, bodies, strict=True
+        )
+    ]
