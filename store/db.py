@@ -79,9 +79,11 @@ WAL_SIZE_LIMIT = 4 << 20
 # touched and keeps it: at 16 MiB the daemon's RSS rose for 35 minutes of steady traffic
 # before it was flat (the soak). A steady 4 MiB holds the hot pages of the small units of
 # work; a bulk unit (a file of 64 MiB or more, ``daemon.ingest.ingestor.BULK_MIN_BYTES``) raises it
-# while it runs, where the larger cache pays (``Store.bulk``).
+# while it runs (``Store.bulk``). 8 MiB, not 16: ingesting 1M documents peaked at 92-93 MB of
+# RSS (daemon and parser) instead of 100-101, at the same speed within the noise of 3 runs each
+# (bench/RESULTS.md, 2026-12-07).
 STEADY_CACHE_KIB = 4096
-BULK_CACHE_KIB = 16384
+BULK_CACHE_KIB = 8192
 
 
 def check_writable(path: Path, timeout_s: float) -> None:
