@@ -9,56 +9,16 @@ import os
 import sqlite3
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import anyio
 import pytest
 from dropsync.daemon.cli import main
-from dropsync.daemon.process.instance import InstanceLock
 from dropsync.daemon.process.runstate import RuntimeFile
-from dropsync.store.handle import Store
 
+from tests.daemon.cli.conftest import now_ms, sql
 from tests.daemon.cli.plugin_output import parse
 
 STATUS = [sys.executable, "-m", "dropsync.daemon.cli", "status"]
-
-
-@pytest.fixture
-def config(tmp_path: Path) -> Path:
-    """A config naming a migrated store with two providers, crm and churn."""
-    path = tmp_path / "dropsync.toml"
-    path.write_text(f'[store]\npath = "{tmp_path / "s.db"}"\n')
-
-    async def create() -> None:
-        async with await Store.open(tmp_path / "s.db"):
-            pass
-
-    anyio.run(create)
-    sql(tmp_path, "INSERT INTO providers (name, kind, updated_at) VALUES ('crm', 'crm', 0)")
-    sql(tmp_path, "INSERT INTO providers (name, kind, updated_at) VALUES ('churn', 'churn', 0)")
-    return path
-
-
-@pytest.fixture
-def running(tmp_path: Path) -> Iterator[None]:
-    """The daemon's instance lock held, as a running daemon holds it."""
-    lock = InstanceLock(tmp_path / "s.db")
-    lock.acquire()
-    yield
-    lock.release()
-
-
-def sql(tmp_path: Path, statement: str, *params: object) -> None:
-    db = sqlite3.connect(tmp_path / "s.db")
-    db.execute(statement, params)
-    db.commit()
-    db.close()
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def run_check(
