@@ -76,6 +76,31 @@ def churn_config(
     return parse_config(raw, "test.toml")
 
 
+def crm_webhook_config(
+    tmp_path: Path, base_url: str, port: int, *, provider: dict[str, Any] | None = None
+) -> Config:
+    """A config with collection contacts routed to one CRM provider whose webhook (token in
+    CRM_WEBHOOK_TOKEN) comes to the listener on ``port``."""
+    crm = {
+        "kind": "crm",
+        "base_url": base_url,
+        "account_id": "acc_1",
+        "secret_env": "CRM_TOKEN",
+        "webhook_token_env": "CRM_WEBHOOK_TOKEN",
+        **(provider or {}),
+    }
+    raw: dict[str, Any] = {
+        "store": {"path": str(tmp_path / "store.db")},
+        "drop": {"path": str(tmp_path / "drop")},
+        "listener": {"port": port},
+        "collections": {
+            "contacts": {"key": "email", "timestamp": "updated_at", "providers": ["crm"]}
+        },
+        "providers": {"crm": crm},
+    }
+    return parse_config(raw, "test.toml")
+
+
 def daemon_config(tmp_path: Path, base_url: str, port: int) -> str:
     """The config text of a daemon subprocess: collection users to the churn provider at
     ``base_url`` (brand 15), the listener on ``port``."""

@@ -38,7 +38,14 @@ from dropsync.store.handle import Store
 from dropsync.store.merge import Change
 from dropsync.store.states import ProviderState
 
-from tests.churn_support import churn_config, document, eventually, merge, running
+from tests.churn_support import (
+    churn_config,
+    crm_webhook_config,
+    document,
+    eventually,
+    merge,
+    running,
+)
 from tests.metrics_support import families, samples, value
 from tests.support import free_port
 
@@ -302,26 +309,7 @@ async def test_records_confirmed_by_a_webhook_are_counted_once(
     confirmed = metrics.CONFIRMED.labels("crm")
     before = confirmed._value.get()
     with EmulatorServer(crm) as server:
-        config = parse_config(
-            {
-                "store": {"path": str(tmp_path / "store.db")},
-                "drop": {"path": str(tmp_path / "drop")},
-                "listener": {"port": port},
-                "collections": {
-                    "contacts": {"key": "email", "timestamp": "updated_at", "providers": ["crm"]}
-                },
-                "providers": {
-                    "crm": {
-                        "kind": "crm",
-                        "base_url": server.base_url,
-                        "account_id": "acc_1",
-                        "secret_env": "CRM_TOKEN",
-                        "webhook_token_env": "CRM_WEBHOOK_TOKEN",
-                    }
-                },
-            },
-            "test.toml",
-        )
+        config = crm_webhook_config(tmp_path, server.base_url, port)
         async with running(config, port) as daemon:
             contacts = [
                 Change(

@@ -14,11 +14,17 @@ import orjson
 import pytest
 from dropsync.adapters.crm.emulator import CrmEmulator
 from dropsync.adapters.emulators.common import EmulatorServer
-from dropsync.daemon.config import parse_config
 from dropsync.store.merge import Change
 from structlog.testing import capture_logs
 
-from tests.churn_support import WEBHOOK_TOKEN, Running, eventually, merge, running
+from tests.churn_support import (
+    WEBHOOK_TOKEN,
+    Running,
+    crm_webhook_config,
+    eventually,
+    merge,
+    running,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -44,26 +50,9 @@ async def crm_daemon(tmp_path: Path, port: int, crm: CrmEmulator) -> AsyncIterat
     """The supervisor and listener with one CRM provider whose webhook comes to the listener;
     two contacts merged and sent."""
     with EmulatorServer(crm) as server:
-        raw: dict[str, Any] = {
-            "store": {"path": str(tmp_path / "store.db")},
-            "drop": {"path": str(tmp_path / "drop")},
-            "listener": {"port": port},
-            "collections": {
-                "contacts": {"key": "email", "timestamp": "updated_at", "providers": ["crm"]}
-            },
-            "providers": {
-                "crm": {
-                    "kind": "crm",
-                    "base_url": server.base_url,
-                    "account_id": "acc_1",
-                    "secret_env": "CRM_TOKEN",
-                    "webhook_token_env": "CRM_WEBHOOK_TOKEN",
-                    "backoff_base_s": 0.05,
-                    "backoff_cap_s": 0.2,
-                }
-            },
-        }
-        config = parse_config(raw, "test.toml")
+        config = crm_webhook_config(
+            tmp_path, server.base_url, port, provider={"backoff_base_s": 0.05, "backoff_cap_s": 0.2}
+        )
         async with running(config, port) as daemon:
             await merge(daemon.store, config, [contact("a@example.com"), contact("b@x.org")])
             daemon.supervisor.wake(["crm"])

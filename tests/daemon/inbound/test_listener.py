@@ -17,7 +17,6 @@ from dropsync.adapters.churn.adapter import callback_signature, signed_payload
 from dropsync.adapters.churn.emulator import ChurnEmulator
 from dropsync.adapters.crm.emulator import CrmEmulator
 from dropsync.adapters.emulators.common import EmulatorServer
-from dropsync.daemon.config import parse_config
 from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
@@ -26,6 +25,7 @@ from tests.churn_support import (
     TOKEN,
     WEBHOOK_TOKEN,
     churn_config,
+    crm_webhook_config,
     document,
     eventually,
     listener_emulator,
@@ -206,26 +206,7 @@ async def test_any_body_is_answered_and_the_listener_survives(
 async def test_crm_webhook_at_the_token_path_confirms_its_batch(tmp_path: Path, port: int) -> None:
     crm = CrmEmulator({"acc_1": "crm-secret"}, webhook_delay_s=0.05)
     with EmulatorServer(crm) as server:
-        config = parse_config(
-            {
-                "store": {"path": str(tmp_path / "store.db")},
-                "drop": {"path": str(tmp_path / "drop")},
-                "listener": {"port": port},
-                "collections": {
-                    "contacts": {"key": "email", "timestamp": "updated_at", "providers": ["crm"]}
-                },
-                "providers": {
-                    "crm": {
-                        "kind": "crm",
-                        "base_url": server.base_url,
-                        "account_id": "acc_1",
-                        "secret_env": "CRM_TOKEN",
-                        "webhook_token_env": "CRM_WEBHOOK_TOKEN",
-                    }
-                },
-            },
-            "test.toml",
-        )
+        config = crm_webhook_config(tmp_path, server.base_url, port)
         async with running(config, port) as daemon:
             # A wrong token: 404, nothing changes.
             wrong = await daemon.post("/webhooks/crm/not-the-token", b'{"_id": "x"}')
