@@ -224,6 +224,20 @@ def finish_if(
     return cursor.rowcount == 1
 
 
+def forget_unread(db: sqlite3.Connection, file_id: int, *, path: str) -> bool:
+    """Delete the row of a file taken away before any of it was read (False if it was read).
+
+    Only a row still ``processing`` at ``path`` with no hash and no document seen: its
+    file was withdrawn between its claim and its move, so nothing of it is in the store.
+    """
+    cursor = db.execute(
+        "DELETE FROM files WHERE id = ? AND status = 'processing' AND path = ? "
+        "AND sha256 = '' AND docs_seen = 0",
+        (file_id, path),
+    )
+    return cursor.rowcount == 1
+
+
 async def documents_in_progress(db: aiosqlite.Connection) -> int | None:
     """Documents committed so far of the newest file being ingested (None: none is)."""
     row = await (

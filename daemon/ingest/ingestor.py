@@ -213,7 +213,7 @@ class Ingestor:
                 was, place = place, await self.disk(lambda: processing_place(claim))
                 await self._move_row(file_id, str(was), place)
             except (FileNotFoundError, NotADirectoryError):
-                return None  # deleted though locked: the recovery sweep finishes its row
+                return None  # taken away though locked: the recovery sweep forgets its row
         claim.path = place
         return file_id
 

@@ -258,6 +258,13 @@ async def _finish_vanished(
         places.append(folder / row.name)
     if any(os.path.lexists(p) for p in places):
         return None
+    if not row.sha256 and row.docs_seen == 0:
+        # Taken away between its claim and its move (moved back out by its writer, say):
+        # nothing of it was read, so it was never taken, and no row says it was.
+        forgotten = await ingestor.store.transact(ledger.forget_unread, row.id, path=row.path)
+        if forgotten:
+            log.info("file_withdrawn", collection=row.collection, file=row.name, file_id=row.id)
+        return None
     finished = await ingestor.store.transact(
         partial(
             ledger.finish_if,

@@ -19,6 +19,7 @@ from dropsync.daemon.ingest import dropfiles
 from dropsync.daemon.ingest.ingestor import Ingestor
 from dropsync.daemon.ingest.watcher import candidate_files
 from dropsync.store.handle import Store
+from structlog.testing import capture_logs
 
 from tests.daemon.ingest.test_ingestor import drop, envelope, make_config
 
@@ -162,6 +163,29 @@ async def test_a_file_deleted_from_processing_finishes_its_row_saying_so(tmp_pat
         status, error = raw.execute("SELECT status, error FROM files").fetchone()
         raw.close()
     assert status == "quarantined" and "disappeared" in error
+
+
+async def test_a_file_taken_away_before_it_was_read_leaves_no_row(tmp_path: Path) -> None:
+    # Claimed (its row written), then moved back out by its writer before the claim moved it
+    # into .processing/: nothing of it was read. It used to end as "quarantined" though it
+    # was in no .quarantine/ and none of it had been taken.
+    config = make_config(tmp_path)
+    folder = config.drop_path / "users"
+    path = drop(config, "users", "away.json", CONTENT)
+    async with await Store.open(config.store_path) as store:
+        ingestor = Ingestor(store, config)
+        claim = dropfiles.lock_dropped(path, "users")
+        assert claim is not None
+        try:
+            await ingestor.new_row(claim, folder / ".processing/away.json")
+            path.rename(tmp_path / "away.json")  # the writer takes it back
+        finally:
+            claim.close()
+        with capture_logs() as logs:
+            await ingestor.recover()
+    assert ledger(config) == []
+    assert [e["event"] for e in logs if e["log_level"] != "debug"] == ["file_withdrawn"]
+    assert not any(folder.rglob("*.json"))
 
 
 async def test_a_file_an_ingest_holds_is_left_alone(tmp_path: Path) -> None:
