@@ -54,12 +54,46 @@ def run_child(module: str, *args: str) -> dict[str, Any]:
 
 
 def emit(result: dict[str, Any]) -> None:
-    """Print the one JSON line a bench reports (with a warning when bytecode was missing)."""
-    problem = bytecode_problem()
-    if problem is not None:
-        warn_bytecode(problem)
-        result = {**result, "bytecode_warning": problem}
+    """Print the one JSON line a bench reports (with a warning when bytecode was missing or
+    the virtualenv lacks a dependency the checkout names)."""
+    for key, problem in (
+        ("bytecode_warning", bytecode_problem()),
+        ("dependency_warning", dependency_problem()),
+    ):
+        if problem is not None:
+            warn_bytecode(problem)
+            result = {**result, key: problem}
     print(json.dumps(result), flush=True)
+
+
+def dependency_problem() -> str | None:
+    """Which dependencies of this checkout's pyproject.toml the running interpreter lacks.
+
+    An editable install made before a dependency was added still runs the new code, without
+    it: the flush bench ran without sniffio so, and httpcore's failed import of it on every
+    request cost 0.4 ms of CPU a request. bench/README.md says how to run.
+    """
+    import re
+    import tomllib
+    from importlib import metadata
+
+    with (ROOT / "pyproject.toml").open("rb") as handle:
+        wanted = tomllib.load(handle)["project"]["dependencies"]
+    missing = []
+    for requirement in wanted:
+        name = re.match(r"[A-Za-z0-9._-]+", requirement)
+        if name is None:
+            continue
+        try:
+            metadata.version(name.group())
+        except metadata.PackageNotFoundError:
+            missing.append(name.group())
+    if not missing:
+        return None
+    return (
+        f"not installed in this virtualenv: {', '.join(missing)} (the checkout's dependencies "
+        "changed since it was set up): run `.venv/bin/pip install -e '.[dev]'` (bench/README.md)"
+    )
 
 
 # The checkout's code folders: an editable install imports them from here.
@@ -114,7 +148,7 @@ def bytecode_problem() -> str | None:
 
 
 def warn_bytecode(problem: str) -> None:
-    """Say on stderr that the figures include compiling modules."""
+    """Say on stderr why the figures may not be this code's own."""
     print(f"bench: warning: {problem}", file=sys.stderr, flush=True)
 
 
