@@ -267,7 +267,7 @@ def _provider(name: str, table: Table) -> ProviderConfig:
 def parse_config(raw: Mapping[str, Any], source: str) -> Config:
     """Validate a parsed TOML document; ``source`` names it in errors."""
     top = Table(source, "", dict(raw))
-    store_path = store_location(top)
+    store_path = Path(store_location(top))
     retain_days = top.table("store").number("retain_days", 30.0, minimum=0.0, maximum=MAX_DAYS)
     drop = top.table("drop")
     drop_path = resolve_path(drop.string("path", "drop") or "drop")

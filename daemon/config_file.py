@@ -2,38 +2,52 @@
 
 The part of configuration that needs no dataclasses, so that ``dropsync status``
 can find the store without loading the whole daemon configuration (see
-``daemon.config`` for the full, validated ``Config``).
+``daemon.config`` for the full, validated ``Config``). It is on status's fast path too:
+paths are text here (``os.path``, not pathlib: see ``plain``), and the file is read by
+``simple_toml`` (a strict subset of TOML) whenever it can, by tomllib otherwise.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import tomllib
-from pathlib import Path
-from typing import Any, overload
 
 from .errors import ConfigError
+
+TYPE_CHECKING = False  # typing's, without importing typing (status starts fast)
+if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import Any, overload
 
 BUILTIN = "<built-in defaults>"
 DEFAULT_STORE = "dropsync.db"
 
 
-def base_directory() -> Path:
+def plain(path: str) -> str:
+    """``str(pathlib.Path(path))`` without importing pathlib: empty and ``.`` parts and a
+    trailing ``/`` dropped, ``..`` kept (unlike ``os.path.normpath``), ``//`` kept at the
+    start (POSIX)."""
+    parts = path.lstrip("/")
+    slashes = len(path) - len(parts)
+    root = "//" if slashes == 2 else "/" if slashes else ""
+    return root + "/".join(p for p in parts.split("/") if p and p != ".") or "."
+
+
+def base_directory() -> str:
     """Where relative paths point: ``$STATE_DIRECTORY`` under systemd, else the cwd."""
     state = os.environ.get("STATE_DIRECTORY")
     if state:
         # systemd may pass several colon-separated directories; the first is ours.
-        return Path(state.split(":")[0])
-    return Path.cwd()
+        return plain(state.split(":")[0])
+    return plain(os.getcwd())
 
 
-def config_location(explicit: str | None) -> Path | None:
+def config_location(explicit: str | None) -> str | None:
     """The config file to read, or None for the built-in defaults."""
     if explicit:
-        return Path(explicit)
+        return plain(explicit)
     env = os.environ.get("DROPSYNC_CONFIG")
-    return Path(env) if env else None
+    return plain(env) if env else None
 
 
 def read_config_file(explicit: str | None = None) -> tuple[dict[str, Any], str]:
@@ -42,16 +56,144 @@ def read_config_file(explicit: str | None = None) -> tuple[dict[str, Any], str]:
     if path is None:
         return {}, BUILTIN
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
     except FileNotFoundError:
-        raise ConfigError(str(path), "", "file not found") from None
+        raise ConfigError(path, "", "file not found") from None
     except OSError as exc:
-        raise ConfigError(str(path), "", f"cannot read: {exc.strerror}") from None
+        raise ConfigError(path, "", f"cannot read: {exc.strerror}") from None
     except UnicodeDecodeError:
-        raise ConfigError(str(path), "", "not UTF-8 text") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(str(path), "", f"invalid TOML: {exc}") from None
-    return raw, str(path)
+        raise ConfigError(path, "", "not UTF-8 text") from None
+    raw = simple_toml(text)
+    if raw is None:
+        import tomllib
+
+        try:
+            raw = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(path, "", f"invalid TOML: {exc}") from None
+    return raw, path
+
+
+# --- status's fast path: a strict subset of TOML, read without tomllib ---------------------
+# Importing tomllib (with typing, datetime and string) cost ``dropsync status`` more than all
+# of its own modules. ``simple_toml`` reads the plain files people write and returns None
+# for anything else, tomllib's to read: every file gets tomllib's answer, its errors
+# included. tests/daemon/test_config_file.py holds the two to that (a property test). No
+# regular expressions: compiling them would cost as much as the import saved.
+
+_BARE = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
+_WORD = _BARE + "+."  # what a value that is not a string is made of, in this subset
+# TOML allows none of these anywhere (in strings, comments, between tokens); \r only before \n.
+_CONTROL = [chr(code) for code in (*range(9), *range(11, 32), 127)]
+
+
+def simple_toml(text: str) -> dict[str, Any] | None:
+    """``tomllib.loads(text)`` if ``text`` keeps to a plain subset of TOML, else None.
+
+    The subset, one statement a line: blank lines and comments; table headers of bare
+    keys (``[providers.NAME]``); ``key = value`` with a bare key and a value that is a
+    string without escapes (basic or literal), an integer or a decimal number (no
+    exponent, inf, nan, hex, octal or binary), a boolean, or a one-line array of those.
+    None for any other line (multi-line strings and arrays, inline tables, dotted and
+    quoted keys, dates, arrays of tables), for a key or table defined twice or over
+    another, and for a control character anywhere: tomllib reads those, and reports the
+    errors.
+    """
+    text = text.replace("\r\n", "\n")
+    if any(char in text for char in _CONTROL):
+        return None
+    root: dict[str, Any] = {}
+    table = root
+    for raw in text.split("\n"):
+        line = raw.strip(" \t")  # TOML's whitespace (str.strip's is more)
+        if not line or line[0] == "#":
+            continue
+        if line[0] == "[":
+            close = line.find("]")
+            names = [name.strip(" \t") for name in line[1:close].split(".")]
+            if close < 0 or not all(map(_bare, names)) or not _ends(line[close + 1 :]):
+                return None
+            table = root
+            for name in names[:-1]:
+                table = table.setdefault(name, {})
+                if not isinstance(table, dict):
+                    return None
+            if names[-1] in table:  # defined before, or implicitly by a sub-table's header
+                return None
+            new: dict[str, Any] = {}
+            table[names[-1]] = new
+            table = new
+            continue
+        key, equals, rest = line.partition("=")
+        key = key.rstrip(" \t")
+        read = _value(rest.lstrip(" \t")) if equals and _bare(key) else None
+        if read is None or key in table or not _ends(read[1]):
+            return None
+        table[key] = read[0]
+    return root
+
+
+def _bare(key: str) -> bool:
+    return bool(key) and not key.strip(_BARE)
+
+
+def _ends(rest: str) -> bool:
+    """Nothing more on the line but whitespace and a comment."""
+    rest = rest.lstrip(" \t")
+    return not rest or rest[0] == "#"
+
+
+def _value(text: str) -> tuple[object, str] | None:
+    """The value at the start of ``text`` and the text after it; None if not in the subset."""
+    if text[:1] != "[":
+        return _scalar(text)
+    items = []
+    rest = text[1:].lstrip(" \t")
+    while rest[:1] != "]":
+        read = _scalar(rest)
+        if read is None:
+            return None
+        items.append(read[0])
+        rest = read[1].lstrip(" \t")
+        if rest[:1] == ",":
+            rest = rest[1:].lstrip(" \t")
+        elif rest[:1] != "]":
+            return None
+    return items, rest[1:]
+
+
+def _scalar(text: str) -> tuple[object, str] | None:
+    quote = text[:1]
+    if quote in ('"', "'"):
+        end = text.find(quote, 1)
+        if end < 0 or (quote == '"' and "\\" in text[1:end]):  # no escapes
+            return None
+        return text[1:end], text[end + 1 :]
+    word = text[: len(text) - len(text.lstrip(_WORD))]
+    rest = text[len(word) :]
+    if word in ("true", "false"):
+        return word == "true", rest
+    whole, dot, fraction = (word[1:] if word[:1] in ("+", "-") else word).partition(".")
+    if not _digits(whole) or (whole[0] == "0" and len(whole) > 1):
+        return None  # no leading zero
+    if dot and not _digits(fraction):
+        return None
+    try:
+        return (float(word) if dot else int(word)), rest
+    except ValueError:  # more digits than int() converts
+        return None
+
+
+def _digits(text: str) -> bool:
+    """Decimal digits, an underscore only between two."""
+    return (
+        bool(text)
+        and not text.strip("0123456789_")
+        and text[0] != "_"
+        and text[-1] != "_"
+        and "__" not in text
+    )
 
 
 # [store] retain_days and [drop] keep_done_days: 100 years at most (0 keeps everything).
@@ -109,10 +251,15 @@ class Table:
             raise self.fail(name, f"expected a number from {shown(minimum)} to {shown(maximum)}")
         return float(value)
 
-    @overload
-    def integer(self, name: str, default: int, *, minimum: int, maximum: int) -> int: ...
-    @overload
-    def integer(self, name: str, default: None, *, minimum: int, maximum: int) -> int | None: ...
+    if TYPE_CHECKING:  # typing.overload is not imported when the program runs
+
+        @overload
+        def integer(self, name: str, default: int, *, minimum: int, maximum: int) -> int: ...
+        @overload
+        def integer(
+            self, name: str, default: None, *, minimum: int, maximum: int
+        ) -> int | None: ...
+
     def integer(self, name: str, default: int | None, *, minimum: int, maximum: int) -> int | None:
         """A whole number within ``minimum .. maximum`` (docs/config.md, "Ranges")."""
         value = self.get(name)
@@ -146,16 +293,38 @@ class Table:
                 raise self.fail(name, "unknown key")
 
 
+def resolved(value: str) -> str:
+    """A path from the config: ``~`` expanded, relative ones under ``base_directory()``.
+
+    ``str(resolve_path(value))``, made without pathlib (status's fast path).
+    """
+    path = _expanded(value)
+    return path if path.startswith("/") else plain(os.path.join(base_directory(), path))
+
+
+def _expanded(value: str) -> str:
+    """``str(Path(value).expanduser())``."""
+    path = plain(value)
+    if not path.startswith("~"):
+        return path
+    first, _, rest = path.partition("/")
+    home = os.path.expanduser(first)
+    if home.startswith("~"):
+        raise RuntimeError("Could not determine home directory.")  # as pathlib does
+    return plain(os.path.join(home, rest))
+
+
 def resolve_path(value: str) -> Path:
     """A path from the config: ``~`` expanded, relative ones under ``base_directory()``."""
-    path = Path(value).expanduser()
-    return path if path.is_absolute() else base_directory() / path
+    from pathlib import Path
+
+    return Path(resolved(value))
 
 
-def store_location(top: Table) -> Path:
+def store_location(top: Table) -> str:
     """The ``[store]`` table: where the store file is (the table is checked whole)."""
     store = top.table("store")
-    store_path = resolve_path(store.string("path", DEFAULT_STORE) or DEFAULT_STORE)
+    store_path = resolved(store.string("path", DEFAULT_STORE) or DEFAULT_STORE)
     # Checked here too: status reads [store] alone.
     store.number("retain_days", 30.0, minimum=0.0, maximum=MAX_DAYS)
     store.reject_unknown()
@@ -184,16 +353,16 @@ def store_origin(explicit: str | None = None) -> str:
         value = named if isinstance(named, str) and named else DEFAULT_STORE
         key = "[store] path" if value is named else "the default [store] path"
         given = f"{key} {value!r} in {path} (from {how})"
-    if Path(value).expanduser().is_absolute():
+    if _expanded(value).startswith("/"):
         return given
     state = os.environ.get("STATE_DIRECTORY")
     if state:
         return f"{given}, relative to $STATE_DIRECTORY ({base_directory()})"
-    return f"{given}, relative to the working directory ({Path.cwd()})"
+    return f"{given}, relative to the working directory ({plain(os.getcwd())})"
 
 
-def store_path_of(explicit: str | None = None) -> Path:
-    """Where the store is, reading only ``[store]`` of the config file.
+def store_path_of(explicit: str | None = None) -> str:
+    """Where the store is (its path as text), reading only ``[store]`` of the config file.
 
     For the read-only commands: a mistake elsewhere in the file (a provider being
     edited, say) does not stop an operator from seeing what is pending.

@@ -1,14 +1,19 @@
-"""Read-only questions the CLI asks: status, the LWW audit (``why``), dead letters.
+"""Read-only questions the CLI asks: status, the LWW audit (``why``; its versions of a key
+in ``store.history``), dead letters.
 
 Plain functions over a ``sqlite3.Connection``: the CLI runs them on a read-only
-connection of its own (no event loop needed, so ``status`` starts fast); the
-daemon runs them in its store thread with ``Store.call``.
+connection of its own (no event loop needed, so ``status`` starts fast: nothing but
+sqlite3 imported, not even typing); the daemon runs them in its store thread with
+``Store.call``.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from typing import Any, NamedTuple
+
+TYPE_CHECKING = False  # typing's, without importing typing
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def _rows(db: sqlite3.Connection, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
@@ -63,43 +68,6 @@ def status_summary(db: sqlite3.Connection) -> dict[str, Any]:
         "recent_quarantined": quarantined,
         "integration_errors": integration_errors,
     }
-
-
-class VersionSeen(NamedTuple):
-    """One change to a key, as logged in the inbox."""
-
-    inbox_id: int | None  # None: the current version, known from ``records`` only
-    ts: int | None
-    op: str | None
-    origin: str
-    status: str
-    reason: str | None
-    digest: str | None
-    file_name: str | None
-    doc_index: int | None
-    received_at: int
-
-
-def versions_seen(db: sqlite3.Connection, collection: str, key: str) -> list[VersionSeen]:
-    """Every version seen of (collection, key), oldest first.
-
-    That is the inbox log, plus the current version when it is the key's first,
-    from a drop file or a pull, and was never displaced (such versions are
-    described by ``records`` alone; see ``store.merge``).
-    """
-    rows = db.execute(
-        "SELECT i.id, i.ts, i.op, i.origin, i.status, i.reason, i.digest, f.name, i.doc_index, "
-        "i.received_at FROM inbox i LEFT JOIN files f ON f.id = i.file_id "
-        "WHERE i.collection = ? AND i.key = ? "
-        "UNION ALL "
-        "SELECT NULL, r.updated_at, CASE WHEN r.deleted THEN 'delete' ELSE 'upsert' END, "
-        "r.origin, 'applied', NULL, r.digest, f.name, r.doc_index, r.merged_at "
-        "FROM records r LEFT JOIN files f ON f.id = r.file_id "
-        "WHERE r.collection = ? AND r.key = ? AND r.change_id IS NULL "
-        "ORDER BY 10, 1",
-        (collection, key, collection, key),
-    )
-    return [VersionSeen(*row) for row in rows]
 
 
 def current_record(db: sqlite3.Connection, collection: str, key: str) -> dict[str, Any] | None:

@@ -1,36 +1,54 @@
-"""A read-only connection for the CLI's questions: no event loop, no writer, fast to open."""
+"""A read-only connection for the CLI's questions: no event loop, no writer, fast to open.
+
+``dropsync status`` opens the store here, so the way to a connection imports nothing heavy
+(no pathlib: the path is text; ``diagnosis``, which explains a failure, only on one).
+"""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import stat
-from pathlib import Path
 
-from .diagnosis import NOT_A_FILE, explain_open_failure
 from .errors import SchemaTooNew, StoreError, StoreUnavailable
 from .schema import latest_version
 
+# What a file URI keeps unquoted: RFC 3986's unreserved characters and the separator.
+_URI_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~/")
 
-def open_readonly(path: Path) -> sqlite3.Connection:
+
+def file_uri(path: str) -> str:
+    """``pathlib.Path(path).as_uri()`` of an absolute, normal POSIX path (as
+    ``os.path.realpath`` gives it), without pathlib (and urllib): every byte of the path
+    but the unreserved ones and ``/`` as ``%XX``."""
+    quoted = "".join(chr(b) if b in _URI_SAFE else f"%{b:02X}" for b in os.fsencode(path))
+    return f"file://{quoted}"
+
+
+def open_readonly(path: str | os.PathLike[str]) -> sqlite3.Connection:
     """Open the store for reading while the daemon may be writing (WAL readers never block)."""
+    path = os.fspath(path)
     try:
-        info = path.stat()
+        info = os.stat(path)
     except (FileNotFoundError, NotADirectoryError):
-        folder = "" if path.parent.is_dir() else f", nor does its folder {path.parent}"
-        raise StoreError(f"store {path} does not exist{folder} (has the daemon run yet?)") from None
+        folder = os.path.dirname(path) or "."
+        nor = "" if os.path.isdir(folder) else f", nor does its folder {folder}"
+        raise StoreError(f"store {path} does not exist{nor} (has the daemon run yet?)") from None
     except OSError as exc:
-        raise explain_open_failure(path, exc, writing=False) from exc
+        raise _explained(path, exc) from exc
     if not stat.S_ISREG(info.st_mode) and not stat.S_ISDIR(info.st_mode):
+        from .diagnosis import NOT_A_FILE
+
         raise StoreUnavailable(f"store {path}: {NOT_A_FILE}")  # a FIFO's open would wait
     try:
-        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5)
+        db = sqlite3.connect(f"{file_uri(os.path.realpath(path))}?mode=ro", uri=True, timeout=5)
     except sqlite3.Error as exc:
-        raise explain_open_failure(path, exc, writing=False) from exc
+        raise _explained(path, exc) from exc
     try:
         version = int(db.execute("PRAGMA user_version").fetchone()[0])
     except sqlite3.Error as exc:
         db.close()
-        raise explain_open_failure(path, exc, writing=False) from exc
+        raise _explained(path, exc) from exc
     known = latest_version()
     if version > known:
         db.close()
@@ -45,3 +63,11 @@ def open_readonly(path: Path) -> sqlite3.Connection:
             "once to migrate it"
         )
     return db
+
+
+def _explained(path: str, exc: BaseException) -> StoreError:
+    from pathlib import Path
+
+    from .diagnosis import explain_open_failure
+
+    return explain_open_failure(Path(path), exc, writing=False)

@@ -2,39 +2,47 @@
 
 from __future__ import annotations
 
+import os
 import re
-from pathlib import Path
-from typing import NamedTuple
 
 from .errors import StoreError
 
 _MIGRATION_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
 
-class Migration(NamedTuple):
-    """One numbered schema step."""
+class Migration:
+    """One numbered schema step.
 
-    version: int
-    name: str
-    sql: str
+    A plain class, not a NamedTuple: ``dropsync status`` imports this module (for
+    ``latest_version``), and typing would cost it more than its queries do.
+    """
+
+    __slots__ = ("name", "sql", "version")
+
+    def __init__(self, version: int, name: str, sql: str) -> None:
+        self.version = version
+        self.name = name
+        self.sql = sql
 
 
 def migrations() -> list[Migration]:
     """All migrations shipped with this program, in order."""
-    return [
-        Migration(version, name, path.read_text(encoding="utf-8"))
-        for version, name, path in _numbered()
-    ]
+    found = []
+    for version, name, path in _numbered():
+        with open(path, encoding="utf-8") as handle:
+            found.append(Migration(version, name, handle.read()))
+    return found
 
 
-def _numbered() -> list[tuple[int, str, Path]]:
+def _numbered() -> list[tuple[int, str, str]]:
     """(version, name, file) of each migration, in order; StoreError if one is missing."""
     found = []
     # The .sql files ship inside the package (see pyproject's package-data).
-    for entry in (Path(__file__).parent / "migrations").iterdir():
-        match = _MIGRATION_NAME.match(entry.name)
+    folder = os.path.join(os.path.dirname(__file__), "migrations")
+    for entry in os.listdir(folder):  # os, not pathlib: status asks (``latest_version``)
+        match = _MIGRATION_NAME.match(entry)
         if match:
-            found.append((int(match[1]), match[2], entry))
+            found.append((int(match[1]), match[2], os.path.join(folder, entry)))
     found.sort(key=lambda m: m[0])
     expected = list(range(1, len(found) + 1))
     if [m[0] for m in found] != expected:

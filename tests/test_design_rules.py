@@ -268,20 +268,36 @@ HARNESS = (
 )
 
 
-def modules_loaded_by(argv: list[str], tmp_path: Path) -> tuple[int, set[str]]:
-    """Run ``dropsync ARGV`` in a fresh interpreter; its exit code and ``sys.modules`` at exit."""
+def modules_loaded_by(
+    argv: list[str] | None, tmp_path: Path, *, bare: bool = False
+) -> tuple[int, set[str]]:
+    """Run ``dropsync ARGV`` in a fresh interpreter; its exit code and ``sys.modules`` at exit.
+
+    ``argv`` None: nothing, for what the interpreter loads before any command. ``bare``:
+    without site (``python -S``), the checkout's code found through a tree of links, so
+    that what an install's import hook loads at start (an editable install's loads
+    pathlib) is not counted as the command's.
+    """
     listing = tmp_path / "modules.txt"
     script = (
         "import atexit, sys\n"
         f"atexit.register(lambda: open({str(listing)!r}, 'w').write('\\n'.join(sys.modules)))\n"
-        "from dropsync.daemon.cli import main\n"
-        f"sys.exit(main({argv!r}))\n"
     )
+    if bare:
+        tree = tmp_path / "code"
+        (tree / "dropsync").mkdir(parents=True, exist_ok=True)
+        for folder in ("daemon", "store", "adapters"):
+            link = tree / "dropsync" / folder
+            if not link.exists():
+                link.symlink_to(ROOT / folder, target_is_directory=True)
+        script = f"import sys; sys.path.insert(0, {str(tree)!r})\n" + script
+    if argv is not None:
+        script += f"from dropsync.daemon.cli import main\nsys.exit(main({argv!r}))\n"
     # Without the coverage measurement CI runs the suite under: coverage starts in every
     # Python subprocess it sees (its environment variables), importing inspect, ast and more.
     env = {key: value for key, value in os.environ.items() if not key.startswith("COVERAGE")}
     done = subprocess.run(
-        [sys.executable, "-c", script],
+        [sys.executable, *(["-S"] if bare else []), "-c", script],
         capture_output=True,
         text=True,
         check=False,
@@ -324,13 +340,20 @@ def test_status_loads_no_heavy_module_and_nothing_of_the_daemon_runtime(
     assert modules & HEAVY == set()
     assert third_party(modules) == set()
     assert {m for m in modules if m.startswith("dropsync")} <= STATUS_MODULES
-    # The standard library's slow imports too (figures: bench/RESULTS.md, 2026-12-07).
+    # The standard library's slow imports too (figures: bench/RESULTS.md, 2026-12-07), beyond
+    # what the interpreter itself loads (without site: an editable install's hook loads pathlib).
+    code, modules = modules_loaded_by([*words, "--config", str(store_config)], tmp_path, bare=True)
+    assert code == (2 if "--check" in words else 0)
+    _, started_with = modules_loaded_by(None, tmp_path, bare=True)
+    assert started_with & SLOW_STDLIB == set()
     assert modules & SLOW_STDLIB == set()
 
 
 # What status's usual command lines (``cli.shortcut``) never import: argparse (with gettext,
 # locale and, as it builds a parser, shutil and its compressors), dataclasses (with inspect,
-# ast, dis, tokenize), ~20 ms together of a status that takes ~60.
+# ast, dis, tokenize), ~20 ms together of a status that took ~60; then pathlib (with
+# urllib.parse, ipaddress, fnmatch), tomllib (with string; ``config_file.simple_toml`` reads
+# a plain config) and typing (NamedTuple included), ~10 ms of one that took ~40.
 SLOW_STDLIB = {
     "argparse",
     "gettext",
@@ -343,6 +366,13 @@ SLOW_STDLIB = {
     "ast",
     "dis",
     "tokenize",
+    "pathlib",
+    "urllib.parse",
+    "ipaddress",
+    "fnmatch",
+    "tomllib",
+    "string",
+    "typing",
 }
 
 

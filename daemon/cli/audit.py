@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dropsync.store.queries import VersionSeen
+from dropsync.store.history import VersionSeen
 
 from ..clock import format_timestamp
 

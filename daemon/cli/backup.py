@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     from ..config_file import drop_path_of, store_path_of
     from .common import existing_store
 
-    store = existing_store(args.config, store_path_of(args.config))
+    store = Path(existing_store(args.config, store_path_of(args.config)))
     target = Path(args.path)
     if target.is_dir():  # a folder, or a link to one: a new file in it
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())

@@ -1,16 +1,18 @@
 """What the command modules share: exit codes, the checked config, output helpers.
 
-Imports here are cheap (stdlib only at module level): ``status`` loads this module.
+Imports here are cheap (the standard library's lightest only at module level: no pathlib,
+no typing): ``status`` loads this module.
 """
 
 from __future__ import annotations
 
+import os
 import sys
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
+TYPE_CHECKING = False  # typing's, without importing typing (status starts fast)
 if TYPE_CHECKING:
     import argparse
+    from typing import Any
 
     from ..config import Config
 
@@ -38,18 +40,23 @@ def config_of(args: argparse.Namespace) -> Config:
     return load_config(args.config)
 
 
-def existing_store(explicit: str | None, store_path: Path) -> Path:
+def existing_store(explicit: str | None, store_path: str) -> str:
     """``store_path`` if the store exists; else StoreMissing naming where the path came from.
 
     Only ``dropsync run`` creates a store: any other command that found none was most
     likely pointed at the wrong place (no ``--config``, another working directory).
     """
-    if store_path.exists():
+    if os.path.exists(store_path):
         return store_path
+    from pathlib import Path
+
     from ..config_file import store_origin
     from ..errors import StoreMissing
 
-    folder = "" if store_path.parent.is_dir() else f", nor does its folder {store_path.parent}"
+    path = Path(store_path)
+    if path.exists():  # raises what os.path hides (a folder this process may not look into)
+        return store_path
+    folder = "" if path.parent.is_dir() else f", nor does its folder {path.parent}"
     raise StoreMissing(
         f"store {store_path} does not exist{folder}; that path is {store_origin(explicit)}. Only "
         "'dropsync run' creates a store: run the daemon once, or give the --config whose "
@@ -60,7 +67,7 @@ def existing_store(explicit: str | None, store_path: Path) -> Path:
 def store_of(args: argparse.Namespace) -> Config:
     """The whole config, after checking that its store exists (see ``existing_store``)."""
     config = config_of(args)
-    existing_store(args.config, config.store_path)
+    existing_store(args.config, str(config.store_path))
     return config
 
 

@@ -32,12 +32,17 @@ from __future__ import annotations
 import math
 import os
 import sqlite3
-from pathlib import Path
-from typing import Any, NamedTuple
 
 from dropsync.store.states import ProviderState
 
 from .common import DISK_CRIT_PCT, DISK_WARN_PCT, PENDING_CRIT_S, PENDING_WARN_S
+
+TYPE_CHECKING = False  # typing's, without importing typing
+if TYPE_CHECKING:
+    from typing import Any
+
+    # What the check found: the problems, the OK summary, the perfdata items.
+    Result = tuple[list["Problem"], str, list[str]]
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 _NAMES = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
@@ -48,17 +53,26 @@ class Unknown(Exception):
     """The check cannot run (exit 3): the message says why."""
 
 
-class Thresholds(NamedTuple):
+class Thresholds:
     """When a finding becomes a warning or critical (defaults documented in docs/cli.md).
 
-    A NamedTuple, not a dataclass: importing dataclasses (and inspect with it) would
-    cost ``status`` more than its queries.
+    Plain classes here, neither dataclasses (inspect) nor NamedTuples (typing): importing
+    either would cost ``status --check`` more than its queries.
     """
 
-    pending_warn_s: float = PENDING_WARN_S
-    pending_crit_s: float = PENDING_CRIT_S
-    disk_warn_pct: float = DISK_WARN_PCT
-    disk_crit_pct: float = DISK_CRIT_PCT
+    __slots__ = ("disk_crit_pct", "disk_warn_pct", "pending_crit_s", "pending_warn_s")
+
+    def __init__(
+        self,
+        pending_warn_s: float = PENDING_WARN_S,
+        pending_crit_s: float = PENDING_CRIT_S,
+        disk_warn_pct: float = DISK_WARN_PCT,
+        disk_crit_pct: float = DISK_CRIT_PCT,
+    ) -> None:
+        self.pending_warn_s = pending_warn_s
+        self.pending_crit_s = pending_crit_s
+        self.disk_warn_pct = disk_warn_pct
+        self.disk_crit_pct = disk_crit_pct
 
     def problem(self) -> str | None:
         """Why these thresholds cannot be used together, or None."""
@@ -75,19 +89,14 @@ class Thresholds(NamedTuple):
         return None
 
 
-class Problem(NamedTuple):
+class Problem:
     """One finding: its level and one line of text an operator can act on."""
 
-    level: int
-    text: str
+    __slots__ = ("level", "text")
 
-
-class Result(NamedTuple):
-    """What the check found: the problems, the OK summary, the perfdata items."""
-
-    problems: list[Problem]
-    ok: str
-    perfdata: list[str]
+    def __init__(self, level: int, text: str) -> None:
+        self.level = level
+        self.text = text
 
 
 def _age(seconds: float) -> str:
@@ -191,15 +200,16 @@ def provider_perfdata(row: dict[str, Any], thresholds: Thresholds) -> list[str]:
     ]
 
 
-def disk_check(store_path: Path, thresholds: Thresholds) -> tuple[list[Problem], list[str]]:
+def disk_check(
+    store_path: str | os.PathLike[str], thresholds: Thresholds
+) -> tuple[list[Problem], list[str]]:
     """Free space on the file system that holds the store: problems and perfdata."""
+    folder = os.path.dirname(store_path) or "."
     try:
         # What shutil.disk_usage reads, without importing shutil (and its compressors).
-        usage = os.statvfs(store_path.parent)
+        usage = os.statvfs(folder)
     except OSError as exc:
-        return [
-            Problem(WARNING, f"disk: cannot see the free space of {store_path.parent}: {exc}")
-        ], []
+        return [Problem(WARNING, f"disk: cannot see the free space of {folder}: {exc}")], []
     free, total = usage.f_bavail * usage.f_frsize, usage.f_blocks * usage.f_frsize
     free_pct = 100.0 * free / total if total else 100.0
     # A range "W:" alerts below W (the guidelines' syntax), as the check does.
@@ -219,7 +229,7 @@ def disk_check(store_path: Path, thresholds: Thresholds) -> tuple[list[Problem],
     return [problem], perfdata
 
 
-def _read(explicit: str | None) -> tuple[Path, dict[str, Any]]:
+def _read(explicit: str | None) -> tuple[str, dict[str, Any]]:
     """The store's path and its status summary; Unknown if either cannot be had."""
     from dropsync.store.errors import StoreError
 
@@ -285,7 +295,7 @@ def check(explicit: str | None, thresholds: Thresholds) -> Result:
         f"{len(summary['providers'])} provider(s), {pending} pending, none older than "
         f"{thresholds.pending_warn_s:g} s; no dead letters"
     )
-    return Result(found, ok, perfdata)
+    return found, ok, perfdata
 
 
 def render(result: Result) -> tuple[str, int]:

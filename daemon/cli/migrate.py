@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from ..config_file import store_path_of
     from .common import existing_store
 
-    store = existing_store(args.config, store_path_of(args.config))
+    store = Path(existing_store(args.config, store_path_of(args.config)))
     current = schema_version_at(store)
     steps = migrations()
     if current > len(steps):

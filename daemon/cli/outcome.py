@@ -17,16 +17,16 @@ from __future__ import annotations
 
 import sqlite3
 import sys
-from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from dropsync.store.errors import StoreError
 
 from ..errors import ConfigError, DropsyncError, UsageError
 from .common import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 
+TYPE_CHECKING = False  # typing's, without importing typing (status starts fast)
 if TYPE_CHECKING:
     import argparse
+    from collections.abc import Callable
 
 
 def run_reporting_errors(

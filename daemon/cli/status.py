@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import math
 import sys
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from .common import EXIT_OK
 
+TYPE_CHECKING = False  # typing's, without importing typing (status starts fast)
 if TYPE_CHECKING:
     import argparse
+    from os import PathLike
+    from typing import Any
 
 HELP = "is the daemon running; what is pending for each provider and why (read-only)"
 
@@ -122,7 +123,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def format_status(store_path: Path, summary: dict[str, Any]) -> str:
+def format_status(store_path: str | PathLike[str], summary: dict[str, Any]) -> str:
     """The human-readable ``status`` report."""
     from dropsync.store.states import ProviderState
 
@@ -213,7 +214,7 @@ def _daemon_line(daemon: dict[str, Any] | None) -> str:
     )
 
 
-def daemon_state(store_path: Path) -> dict[str, Any]:
+def daemon_state(store_path: str | PathLike[str]) -> dict[str, Any]:
     """Whether a daemon runs on ``store_path`` (its instance lock), for the report."""
     from ..process.instance import holder, lock_path
     from ..process.runstate import read_runtime
@@ -230,7 +231,7 @@ def daemon_state(store_path: Path) -> dict[str, Any]:
     }
 
 
-def read_status(store_path: Path) -> dict[str, Any]:
+def read_status(store_path: str | PathLike[str]) -> dict[str, Any]:
     """Everything the report shows: the store's summary and the daemon's state."""
     from dropsync.store.queries import status_summary
     from dropsync.store.readonly import open_readonly

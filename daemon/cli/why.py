@@ -20,6 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Read the audit from the store (read-only) and print it."""
     from dropsync.store import queries
+    from dropsync.store.history import versions_seen
     from dropsync.store.readonly import open_readonly
 
     from ..clock import format_timestamp
@@ -29,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     config = store_of(args)
     db = open_readonly(config.store_path)
     try:
-        versions = queries.versions_seen(db, args.collection, args.key)
+        versions = versions_seen(db, args.collection, args.key)
         record = queries.current_record(db, args.collection, args.key)
         delivery = queries.outbox_for_key(db, args.collection, args.key)
     finally:

@@ -6,18 +6,21 @@ included), so a stale lock file is never a problem. A second daemon on the same 
 is refused at once, naming the pid that holds it. ``dropsync status`` asks the same
 lock whether a daemon is running (``holder``) without ever blocking the daemon.
 
-Only the standard library here: ``status`` imports this and must start fast.
+Only the standard library's lightest modules here (no pathlib, no typing): ``status``
+imports this and must start fast.
 """
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import os
 import time
-from pathlib import Path
 
 from ..errors import AlreadyRunning
+
+TYPE_CHECKING = False  # typing's, without importing typing
+if TYPE_CHECKING:
+    from pathlib import Path
 
 SUFFIX = ".lock"
 # A status probe holds a shared lock for a few microseconds; a daemon starting at that
@@ -25,9 +28,9 @@ SUFFIX = ".lock"
 _RETRY_S = 1.0
 
 
-def lock_path(store_path: Path) -> Path:
-    """The lock file of the daemon using ``store_path``."""
-    return store_path.with_name(store_path.name + SUFFIX)
+def lock_path(store_path: str | os.PathLike[str]) -> str:
+    """The lock file of the daemon using ``store_path``: ``<store>.lock``, beside it."""
+    return os.fspath(store_path) + SUFFIX
 
 
 def _pid_in(fd: int) -> int | None:
@@ -42,7 +45,9 @@ class InstanceLock:
     """The running daemon's hold on its store (``acquire``, then ``release`` at exit)."""
 
     def __init__(self, store_path: Path) -> None:
-        self.path = lock_path(store_path)
+        from pathlib import Path  # here: status imports this module
+
+        self.path = Path(lock_path(store_path))
         self._fd: int | None = None
 
     def acquire(self) -> None:
@@ -96,13 +101,15 @@ class InstanceLock:
         """Empty the pid and let go (the file stays: removing it would race a new daemon)."""
         if self._fd is None:
             return
+        import contextlib
+
         with contextlib.suppress(OSError):
             os.ftruncate(self._fd, 0)
         os.close(self._fd)
         self._fd = None
 
 
-def holder(store_path: Path) -> int | None:
+def holder(store_path: str | os.PathLike[str]) -> int | None:
     """The pid of the daemon running on ``store_path`` (0 if it cannot be read), else None.
 
     Probes with a shared lock that is dropped at once: it never blocks a running daemon,

@@ -9,7 +9,8 @@ It must stay writable on a full disk, so it has a fixed size (``SIZE`` bytes, al
 when the daemon starts) and is overwritten in place, never replaced: one line of JSON,
 padded with spaces to the size. A reader may catch a write half done; the ``check``
 field (CRC-32 of the line up to it) tells, and the reader reads again. Only the
-standard library here: ``status`` imports this and must start fast.
+standard library's lightest modules here (no pathlib, no typing): ``status`` imports this
+and must start fast.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ import binascii
 import json
 import os
 import time
-from pathlib import Path
-from typing import Any
+
+TYPE_CHECKING = False  # typing's, without importing typing
+if TYPE_CHECKING:
+    from typing import Any
 
 SUFFIX = ".runtime.json"
 SIZE = 4096
@@ -28,9 +31,9 @@ _CHECK = ',"check":"'
 _MAX_DETAIL = 300
 
 
-def runtime_path(store_path: Path) -> Path:
-    """Where the daemon using ``store_path`` keeps its runtime state."""
-    return store_path.with_name(store_path.name + SUFFIX)
+def runtime_path(store_path: str | os.PathLike[str]) -> str:
+    """Where the daemon using ``store_path`` keeps its runtime state: ``<store>.runtime.json``."""
+    return os.fspath(store_path) + SUFFIX
 
 
 def encode(state: dict[str, Any]) -> bytes:
@@ -73,12 +76,12 @@ def decode(data: bytes) -> dict[str, Any] | None:
     return state
 
 
-def read_runtime(store_path: Path) -> dict[str, Any] | None:
+def read_runtime(store_path: str | os.PathLike[str]) -> dict[str, Any] | None:
     """The daemon's last written state for this store, or None if there is none."""
     path = runtime_path(store_path)
     for _ in range(5):
         try:
-            with path.open("rb") as handle:
+            with open(path, "rb") as handle:
                 data = handle.read(SIZE)
         except OSError:
             return None
@@ -137,7 +140,7 @@ def _clock(ms: object) -> str:
 class RuntimeFile:
     """The writer's side: a file of SIZE bytes, allocated once, overwritten in place."""
 
-    def __init__(self, store_path: Path) -> None:
+    def __init__(self, store_path: str | os.PathLike[str]) -> None:
         self.path = runtime_path(store_path)
         self._fd: int | None = None
 

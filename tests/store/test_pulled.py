@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 from dropsync.store.handle import Store
+from dropsync.store.history import versions_seen
 from dropsync.store.merge import apply_changes
 from dropsync.store.pulled import outdated_records
-from dropsync.store.queries import versions_seen
 
 from tests.store.test_merge import ROUTES, change
 

@@ -10,8 +10,8 @@ from typing import Any
 import anyio
 from dropsync.store import retention
 from dropsync.store.handle import Store
+from dropsync.store.history import versions_seen
 from dropsync.store.merge import apply_changes
-from dropsync.store.queries import versions_seen
 
 from tests.store.test_merge import change
 

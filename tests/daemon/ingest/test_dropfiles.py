@@ -90,7 +90,7 @@ def test_runtime_state_round_trips_and_a_torn_write_is_refused(tmp_path: Path) -
 
 
 def runstate_bytes(store: Path) -> bytes:
-    return runstate.runtime_path(store).read_bytes()
+    return Path(runstate.runtime_path(store)).read_bytes()
 
 
 @pytest.mark.anyio

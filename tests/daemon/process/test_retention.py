@@ -13,7 +13,8 @@ from dropsync.daemon.ingest.ingestor import Ingestor
 from dropsync.daemon.process.retention import DAY_MS, Retention
 from dropsync.store import callbacks
 from dropsync.store.handle import Store
-from dropsync.store.queries import current_record, versions_seen
+from dropsync.store.history import versions_seen
+from dropsync.store.queries import current_record
 from structlog.testing import capture_logs
 
 
