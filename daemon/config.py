@@ -20,7 +20,6 @@ from .config_file import (
     MAX_DAYS,
     Table,
     read_config_file,
-    resolve_path,
     store_location,
 )
 from .jsontext import DEFAULT_LIMITS, JsonLimits
@@ -186,7 +185,7 @@ def _secret(
     table: Table, names: tuple[str, str, str] = ("secret_env", "secret_file", "credential")
 ) -> SecretRef | None:
     env = table.string(names[0])
-    file = table.string(names[1])
+    file = table.path(names[1])
     credential = table.string(names[2])
     given = [name for name, v in zip(names, (env, file, credential), strict=True) if v]
     if len(given) > 1:
@@ -196,7 +195,7 @@ def _secret(
         )
     if names[0] != "secret_env":
         return (
-            SecretRef(env=env, file=resolve_path(file) if file else None, credential=credential)
+            SecretRef(env=env, file=Path(file) if file else None, credential=credential)
             if given
             else None
         )
@@ -207,7 +206,7 @@ def _secret(
         )
     if not given:
         return None
-    return SecretRef(env=env, file=resolve_path(file) if file else None, credential=credential)
+    return SecretRef(env=env, file=Path(file) if file else None, credential=credential)
 
 
 def _collection(name: str, table: Table) -> CollectionConfig:
@@ -270,7 +269,7 @@ def parse_config(raw: Mapping[str, Any], source: str) -> Config:
     store_path = Path(store_location(top))
     retain_days = top.table("store").number("retain_days", 30.0, minimum=0.0, maximum=MAX_DAYS)
     drop = top.table("drop")
-    drop_path = resolve_path(drop.string("path", "drop") or "drop")
+    drop_path = Path(drop.path("path", "drop") or "drop")
     check_places(source, store_path, drop_path)
     settle_ms = drop.integer("settle_ms", 50, minimum=0, maximum=3_600_000)
     rescan_s = drop.number("rescan_s", 30.0, minimum=0.1, maximum=DAY_S)

@@ -72,6 +72,8 @@ def read_config_file(explicit: str | None = None) -> tuple[dict[str, Any], str]:
             raw = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(path, "", f"invalid TOML: {exc}") from None
+        except ValueError as exc:  # an integer longer than int() converts (4300 digits)
+            raise ConfigError(path, "", f"invalid TOML: {exc}") from None
     return raw, path
 
 
@@ -271,6 +273,16 @@ class Table:
             )
         return value
 
+    def path(self, name: str, default: str | None = None) -> str | None:
+        """A non-empty string read as a path (``resolved``); None if absent and no default."""
+        value = self.string(name, default)
+        if value is None:
+            return None
+        try:
+            return resolved(value)
+        except ValueError as exc:
+            raise self.fail(name, str(exc)) from None
+
     def strings(self, name: str) -> tuple[str, ...]:
         value = self.get(name)
         if value is None:
@@ -296,7 +308,8 @@ class Table:
 def resolved(value: str) -> str:
     """A path from the config: ``~`` expanded, relative ones under ``base_directory()``.
 
-    ``str(resolve_path(value))``, made without pathlib (status's fast path).
+    ``str(resolve_path(value))``, made without pathlib (status's fast path). Raises
+    ValueError for ``~user`` of no known user (``Table.path`` names the key).
     """
     path = _expanded(value)
     return path if path.startswith("/") else plain(os.path.join(base_directory(), path))
@@ -309,8 +322,8 @@ def _expanded(value: str) -> str:
         return path
     first, _, rest = path.partition("/")
     home = os.path.expanduser(first)
-    if home.startswith("~"):
-        raise RuntimeError("Could not determine home directory.")  # as pathlib does
+    if home.startswith("~"):  # pathlib raises RuntimeError: a config error, said as one
+        raise ValueError(f"{first!r}: no such user, so no home directory to put the path in")
     return plain(os.path.join(home, rest))
 
 
@@ -324,7 +337,7 @@ def resolve_path(value: str) -> Path:
 def store_location(top: Table) -> str:
     """The ``[store]`` table: where the store file is (the table is checked whole)."""
     store = top.table("store")
-    store_path = resolved(store.string("path", DEFAULT_STORE) or DEFAULT_STORE)
+    store_path = store.path("path", DEFAULT_STORE) or resolved(DEFAULT_STORE)
     # Checked here too: status reads [store] alone.
     store.number("retain_days", 30.0, minimum=0.0, maximum=MAX_DAYS)
     store.reject_unknown()
@@ -353,7 +366,11 @@ def store_origin(explicit: str | None = None) -> str:
         value = named if isinstance(named, str) and named else DEFAULT_STORE
         key = "[store] path" if value is named else "the default [store] path"
         given = f"{key} {value!r} in {path} (from {how})"
-    if _expanded(value).startswith("/"):
+    try:
+        absolute = _expanded(value).startswith("/")
+    except ValueError:  # ~user of no known user: the value as given says it all
+        absolute = True
+    if absolute:
         return given
     state = os.environ.get("STATE_DIRECTORY")
     if state:
@@ -379,4 +396,6 @@ def drop_path_of(explicit: str | None = None) -> Path:
     """
     raw, source = read_config_file(explicit)
     drop = Table(source, "", raw).table("drop")
-    return resolve_path(drop.string("path", "drop") or "drop")
+    from pathlib import Path
+
+    return Path(drop.path("path", "drop") or "drop")

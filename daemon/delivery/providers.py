@@ -40,7 +40,7 @@ from dropsync.store.merge import Change, MergeResult, apply_changes
 from .. import metrics
 from ..clock import now_ms
 from ..config import Config, ProviderConfig
-from ..config_file import resolve_path
+from ..config_file import resolved
 from ..errors import ConfigError, SecretError
 from ..process.credentials import CredentialWatch
 from ..process.logs import redact_in_logs
@@ -65,6 +65,15 @@ def check_provider_options(config: Config) -> None:
             raise ConfigError(
                 config.source, f"providers.{provider.name}.{exc.key}", exc.problem
             ) from None
+        for key in get_kind(provider.kind).path_options:
+            value = provider.options.get(key)
+            if isinstance(value, str) and value:
+                try:
+                    resolved(value)
+                except ValueError as exc:
+                    raise ConfigError(
+                        config.source, f"providers.{provider.name}.{key}", str(exc)
+                    ) from None
         required = get_kind(provider.kind).requires_secret(provider.options)
         if provider.secret is None and required is not None:
             raise ConfigError(
@@ -92,7 +101,7 @@ def provider_options(config: ProviderConfig) -> dict[str, object]:
     for key in get_kind(config.kind).path_options:
         value = options.get(key)
         if isinstance(value, str) and value:
-            options[key] = str(resolve_path(value))
+            options[key] = resolved(value)
     return options
 
 

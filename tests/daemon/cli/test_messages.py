@@ -149,3 +149,46 @@ def test_an_unconfigured_collection_folder_is_named_in_nfc(tmp_path: Path) -> No
         "test.toml",
     )
     assert config.collection(unicodedata.normalize("NFD", "na\u00efve")).name == "na\u00efve"
+
+
+@pytest.mark.parametrize(
+    ("toml", "key"),
+    [
+        ('[store]\npath = "~nosuchuser-dropsync/s.db"\n', "store.path"),
+        ('[drop]\npath = "~nosuchuser-dropsync/drop"\n', "drop.path"),
+        (
+            '[providers.c]\nkind = "crm"\nbase_url = "http://127.0.0.1:9"\n'
+            'secret_file = "~nosuchuser-dropsync/token"\n',
+            "providers.c.secret_file",
+        ),
+        (
+            '[providers.f]\nkind = "favourites"\nbase_url = "http://127.0.0.1:9"\n'
+            'tokens_dir = "~nosuchuser-dropsync/tokens"\n',
+            "providers.f.tokens_dir",
+        ),
+    ],
+)
+@pytest.mark.parametrize("command", ["check-config", "status"])
+def test_a_path_in_the_home_of_no_user_is_a_config_error_naming_its_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], toml: str, key: str, command: str
+) -> None:
+    # It was a RuntimeError from pathlib (a traceback, exit 1).
+    config = tmp_path / "c.toml"
+    config.write_text(toml)
+    code = main([command, "--config", str(config)])
+    err = capsys.readouterr().err
+    if command == "status" and not key.startswith("store."):
+        return  # status reads [store] alone
+    assert code == 2
+    assert key in err and "no such user" in err and "Traceback" not in err
+
+
+def test_an_integer_too_long_to_convert_is_invalid_toml(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Python's int() refuses more than 4300 digits; tomllib let its ValueError through.
+    config = tmp_path / "c.toml"
+    config.write_text("[store]\nretain_days = " + "1" * 5000 + "\n")
+    assert main(["check-config", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "invalid TOML" in err and str(config) in err and "Traceback" not in err
