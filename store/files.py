@@ -224,12 +224,18 @@ def finish_if(
     return cursor.rowcount == 1
 
 
-def forget_unread(db: sqlite3.Connection, file_id: int, *, path: str) -> bool:
+def forget_unread(
+    db: sqlite3.Connection, file_id: int, *, path: str, gone: Callable[[], bool]
+) -> bool:
     """Delete the row of a file taken away before any of it was read (False if it was read).
 
     Only a row still ``processing`` at ``path`` with no hash and no document seen: its
     file was withdrawn between its claim and its move, so nothing of it is in the store.
+    ``gone`` is asked inside the transaction: a claim of the same file come back takes the
+    row over in a transaction of its own (``insert_claimed``), so it cannot slip between.
     """
+    if not gone():
+        return False
     cursor = db.execute(
         "DELETE FROM files WHERE id = ? AND status = 'processing' AND path = ? "
         "AND sha256 = '' AND docs_seen = 0",

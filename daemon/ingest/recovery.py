@@ -261,7 +261,12 @@ async def _finish_vanished(
     if not row.sha256 and row.docs_seen == 0:
         # Taken away between its claim and its move (moved back out by its writer, say):
         # nothing of it was read, so it was never taken, and no row says it was.
-        forgotten = await ingestor.store.transact(ledger.forget_unread, row.id, path=row.path)
+        forgotten = await ingestor.store.transact(
+            ledger.forget_unread,
+            row.id,
+            path=row.path,
+            gone=lambda: not any(os.path.lexists(p) for p in places),
+        )
         if forgotten:
             log.info("file_withdrawn", collection=row.collection, file=row.name, file_id=row.id)
         return None
