@@ -378,7 +378,9 @@ def deliver_batch(
     # of a bound row each. The outbox's is {"id": updated_at, ...}: json_each gives each
     # member's name and number as they are (an array's element would be parsed again by
     # ->>, a fifth of the DELETE's time).
-    sent = orjson.dumps({str(e.id): e.updated_at for e in entries}).decode()
+    sent = orjson.dumps(
+        {e.id: e.updated_at for e in entries}, option=orjson.OPT_NON_STR_KEYS
+    ).decode()
     db.execute(
         # An entry whose version changed while in flight stays: the newer one is still to send.
         "DELETE FROM outbox WHERE id IN (SELECT o.id FROM json_each(?) AS v "
