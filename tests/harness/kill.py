@@ -213,6 +213,12 @@ def kill_anywhere(
             result.add(
                 oracle.durable_now(world.store, world.load.ledger), prefix=f"after kill {number}: "
             )
+            if "registrations" in world.kinds:
+                # The mix is random and its pace the machine's (a fast run made 5 changes in
+                # 19 s): one of each a kill holds the registrations provider's share at size.
+                with world.load.busy:
+                    world.load.participant_change()
+                    world.load.ask_registration()
             if number < kills:
                 world.daemon.spawn()
         finish(world, result, settle_timeout=settle_timeout)
