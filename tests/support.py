@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import sqlite3
@@ -36,11 +37,40 @@ def wait_until(predicate: Callable[[], object], *, timeout: float = 30.0, what: 
         time.sleep(0.05)
 
 
+# Below this, the kernel hands no port to bind(0) nor to an outgoing connection.
+_LOWEST_PICK = 10_000
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 nobody listens on right now."""
+    """A TCP port on 127.0.0.1 nobody holds right now, below the kernel's ephemeral range.
+
+    bind(0) and every outgoing connection (each HTTP client of every test worker) take
+    their ports from the ephemeral range, so a port picked there can be taken before the
+    server under test binds it: a CI run's listener found its port "in use by another
+    program" for 30 s. Picked at random below the range (``secrets``: pytest-randomly seeds
+    ``random`` alike in every worker) and checked free by binding it.
+    """
+    first = _ephemeral_range_start()
+    if first > _LOWEST_PICK + 1000:
+        for _ in range(200):
+            port = _LOWEST_PICK + secrets.randbelow(first - _LOWEST_PICK)
+            with socket.socket() as sock:
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            return port
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def _ephemeral_range_start() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as handle:
+            return int(handle.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
 
 
 def drop_json(folder: Path, name: str, documents: object) -> None:
