@@ -14,7 +14,8 @@ file itself would follow the old one) and hands each change to the adapter at on
   the file, never its content; the credentials read before stay in use. Said once, until
   it changes.
 
-The watch sees a change within a fraction of a second. Besides, the roots are looked at
+The watch sees a change within a fraction of a second; everything is read again once each
+watch is on (a change made while it was starting). Besides, the roots are looked at
 every second (a folder removed, made again or appearing: the watch starts again), and
 everything is read again every ``RELOAD_S`` seconds (a change a watch could not see, on a
 network file system say). A watch that fails (a name that is not UTF-8, no inotify
@@ -163,6 +164,7 @@ class CredentialWatch:
                     return
             return
         stop = anyio.Event()
+        caught_up = False
         async for changes in watchfiles.awatch(
             *watched,
             debounce=50,
@@ -175,7 +177,13 @@ class CredentialWatch:
         ):
             paths = [Path(name) for _, name in changes]
             relevant = [path for path in paths if self._relevant(path)]
-            if relevant:
+            if not caught_up:
+                # The watch is on by its first answer (at the latest after rust_timeout):
+                # what changed between the last read and its start (a token renamed in
+                # during the second a failed watch waits) is read now, not RELOAD_S later.
+                caught_up = True
+                await self.reload()
+            elif relevant:
                 secret_changed = self.secret_file is not None and any(
                     path.parent == self.secret_file.parent for path in relevant
                 )
