@@ -288,21 +288,28 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def log_has_event(log: Path, event: str) -> bool:
-    """True once ``log`` (the daemon's JSON lines) holds a line whose ``event`` is ``event``."""
+def log_records(log: Path, event: str) -> list[dict[str, Any]]:
+    """The lines of ``log`` (the daemon's JSON lines) whose ``event`` is ``event``, in order."""
     data = log.read_bytes()
-    if event.encode() not in data:
-        return False
+    needle = event.encode()
+    if needle not in data:
+        return []
+    found = []
     for line in data.splitlines():
-        if event.encode() not in line:
+        if needle not in line:
             continue
         try:
             record = json.loads(line)
         except ValueError:
             continue
         if isinstance(record, dict) and record.get("event") == event:
-            return True
-    return False
+            found.append(record)
+    return found
+
+
+def log_has_event(log: Path, event: str) -> bool:
+    """True once ``log`` (the daemon's JSON lines) holds a line whose ``event`` is ``event``."""
+    return bool(log_records(log, event))
 
 
 def start_dropsync(

@@ -25,7 +25,6 @@ Targets (issue 23): p50 <= 25 ms, p99 <= 100 ms on both paths.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import sqlite3
@@ -43,7 +42,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import emit, start_emulator
+from bench.common import emit, log_records, start_emulator
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGETS = {"p50_ms": 25.0, "p99_ms": 100.0}
@@ -144,17 +143,10 @@ secret_env = "BENCH_CRM_TOKEN"
 
 def log_times(log: Path, event: str) -> list[tuple[float, dict[str, Any]]]:
     """(wall time, line) of each ``event`` line of the daemon's JSON log."""
-    found = []
-    for line in log.read_bytes().splitlines():
-        if event.encode() not in line:
-            continue
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if record.get("event") == event:
-            found.append((datetime.fromisoformat(record["timestamp"]).timestamp(), record))
-    return found
+    return [
+        (datetime.fromisoformat(record["timestamp"]).timestamp(), record)
+        for record in log_records(log, event)
+    ]
 
 
 def stages(
