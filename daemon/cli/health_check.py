@@ -33,7 +33,7 @@ import math
 import os
 import sqlite3
 
-from dropsync.store.states import ProviderState
+from dropsync.store import state_values as states
 
 from .common import DISK_CRIT_PCT, DISK_WARN_PCT, PENDING_CRIT_S, PENDING_WARN_S
 
@@ -134,7 +134,7 @@ def provider_problems(row: dict[str, Any], thresholds: Thresholds) -> list[Probl
     """What is wrong with one ``pending_by_provider`` row."""
     name = row["provider"]
     found = []
-    if row["state"] == ProviderState.AUTH_FAILED:
+    if row["state"] == states.PROVIDER_AUTH_FAILED:
         found.append(
             Problem(
                 CRITICAL,

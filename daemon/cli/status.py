@@ -125,11 +125,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def format_status(store_path: str | PathLike[str], summary: dict[str, Any]) -> str:
     """The human-readable ``status`` report."""
-    from dropsync.store.states import ProviderState
+    from dropsync.store import state_values as states
 
     from ..clock import format_age, format_timestamp
 
-    waiting = (ProviderState.BACKING_OFF, ProviderState.OFFLINE)
+    waiting = (states.PROVIDER_BACKING_OFF, states.PROVIDER_OFFLINE)
 
     lines = [
         _daemon_line(summary.get("daemon")),
@@ -154,7 +154,7 @@ def format_status(store_path: str | PathLike[str], summary: dict[str, Any]) -> s
                 f"  unconfirmed {row['unconfirmed']} batch(es), {row['unconfirmed_items']} "
                 "record(s) (dropsync resync NAME --unconfirmed)"
             )
-        if row["state"] != ProviderState.ONLINE and row["last_error"]:
+        if row["state"] != states.PROVIDER_ONLINE and row["last_error"]:
             line += f"\n{'':20}last error: {row['last_error']}"
         if row.get("waiting"):
             line += f"\n{'':20}waiting: {row['waiting']}"
@@ -183,14 +183,14 @@ MORE_USERS = "SELECT * FROM provider_users WHERE state <> 'active'"
 def describe_user(user: dict[str, Any]) -> str:
     """One paused user (a lane of ``provider_users``) in words: who, since when, why, and
     how many entries wait for them."""
-    from dropsync.store.states import LaneState
+    from dropsync.store import state_values as states
 
     from ..clock import format_timestamp
 
     since = f" since {format_timestamp(user['since'])}" if user.get("since") else ""
-    state = "no token" if user["state"] == LaneState.NO_TOKEN else user["state"]
+    state = "no token" if user["state"] == states.LANE_NO_TOKEN else user["state"]
     text = f"{user['user']} ({state}{since}, {user['pending']} pending)"
-    if user["state"] == LaneState.AUTH_FAILED and user.get("reason"):
+    if user["state"] == states.LANE_AUTH_FAILED and user.get("reason"):
         text += f": {user['reason']}"
     return text
 
@@ -274,9 +274,9 @@ def _report(args: argparse.Namespace) -> tuple[str, int]:
     store_path = existing_store(args.config, store_path_of(args.config))
     summary = read_status(store_path)
     if args.json:
-        import json
+        from ..simple_json import dumps
 
-        return json.dumps(summary, indent=2, default=str), EXIT_OK
+        return dumps(summary), EXIT_OK
     return format_status(store_path, summary), EXIT_OK
 
 

@@ -16,9 +16,10 @@ and must start fast.
 from __future__ import annotations
 
 import binascii
-import json
 import os
 import time
+
+from ..simple_json import loads
 
 TYPE_CHECKING = False  # typing's, without importing typing
 if TYPE_CHECKING:
@@ -38,6 +39,8 @@ def runtime_path(store_path: str | os.PathLike[str]) -> str:
 
 def encode(state: dict[str, Any]) -> bytes:
     """The file's content for ``state``: one JSON line with its check, padded to SIZE."""
+    import json  # the daemon's side: status only reads (``loads``, without json)
+
     state = dict(state)
     refused = state.get("reload_refused")
     if isinstance(refused, dict):
@@ -65,7 +68,7 @@ def decode(data: bytes) -> dict[str, Any] | None:
     if cut < 0:
         return None
     try:
-        state = json.loads(line)
+        state = loads(line)
     except ValueError:
         return None
     if not isinstance(state, dict):

@@ -25,6 +25,13 @@ from tests.support import ROOT
 pytestmark = pytest.mark.e2e  # builds, installs and runs the demo: `-m "not e2e"` skips it
 
 CODE_FOLDERS = ("daemon", "store", "adapters")
+MAKE_STORE = """
+import sys, anyio, pathlib
+from dropsync.store.db import open_store
+async def make():
+    await (await open_store(pathlib.Path(sys.argv[1]))).close()
+anyio.run(make)
+"""
 
 
 def build_wheel(tmp_path: Path) -> Path:
@@ -32,7 +39,7 @@ def build_wheel(tmp_path: Path) -> Path:
     source.mkdir()
     for name in ("pyproject.toml", "README.md", "LICENSE", "MANIFEST.in", "CHANGELOG.md"):
         shutil.copy(ROOT / name, source / name)
-    for folder in CODE_FOLDERS:
+    for folder in (*CODE_FOLDERS, "bin"):
         shutil.copytree(
             ROOT / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__")
         )
@@ -65,7 +72,9 @@ def test_the_wheel_installs_only_dropsync_and_python_daemon_still_works(tmp_path
         names = archive.namelist()
         [top_level] = [n for n in names if n.endswith(".dist-info/top_level.txt")]
         assert archive.read(top_level).decode().split() == ["dropsync"]
-    assert {name.split("/")[0] for name in names} == {"dropsync", top_level.split("/")[0]}
+    data = top_level.split("/")[0].replace(".dist-info", ".data")
+    assert {name.split("/")[0] for name in names} == {"dropsync", top_level.split("/")[0], data}
+    assert [name for name in names if name.startswith(data)] == [f"{data}/scripts/dropsync"]
     # Every module of the code folders is in it (a new subpackage not listed in pyproject
     # would be missing from the wheel while the editable install still finds it).
     shipped = {n for n in names if n.endswith((".py", ".sql"))}
@@ -134,3 +143,35 @@ def test_the_wheel_installs_only_dropsync_and_python_daemon_still_works(tmp_path
     )
     assert demo.returncode == 0, demo.stdout[-2000:] + demo.stderr[-2000:]
     assert '"event":"synced"' in demo.stdout
+    # The installed command is bin/dropsync, not a generated one: pip's imports re, which
+    # (with enum) is a third of what `import sqlite3` costs; status imports neither.
+    script = (venv / "bin/dropsync").read_text()
+    assert script.startswith(f"#!{python}") and "import re" not in script, script
+    config = work / "dropsync.toml"
+    config.write_text(f'[store]\npath = "{work / "demo-store.db"}"\n')
+    made = subprocess.run(  # a store as the daemon leaves it (status makes none)
+        [str(python), "-c", MAKE_STORE, str(work / "demo-store.db")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert made.returncode == 0, made.stderr
+    for words in (["status", "--json"], ["status"], ["status", "--check"]):
+        timed = subprocess.run(
+            [
+                str(python),
+                "-X",
+                "importtime",
+                str(venv / "bin/dropsync"),
+                *words,
+                "--config",
+                str(config),
+            ],
+            cwd=work,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        imported = {line.split("|")[-1].strip() for line in timed.stderr.splitlines()}
+        assert "sqlite3" in imported, timed.stderr[-2000:]
+        assert imported & {"re", "enum", "json", "typing", "pathlib"} == set(), words
