@@ -19,6 +19,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import NamedTuple
 
 import orjson
@@ -97,12 +98,10 @@ def digest_bytes(text: object) -> bytes | None:
 
 
 def _current_versions(
-    db: sqlite3.Connection, changes: Sequence[Change], body_ids: dict[tuple[str, str], int]
+    db: sqlite3.Connection, keys: dict[str, set[str]], body_ids: dict[tuple[str, str], int]
 ) -> dict[tuple[str, str], _Stored | Change]:
-    """The stored current version of each key ``changes`` touch; fills ``body_ids``."""
-    keys: dict[str, set[str]] = {}
-    for change in changes:
-        keys.setdefault(change.collection, set()).add(change.key)
+    """The stored current version of each key of ``keys`` (key names by collection) that
+    has one; fills ``body_ids``."""
     current: dict[tuple[str, str], _Stored | Change] = {}
     for collection, names in keys.items():
         listed = orjson.dumps(list(names)).decode()
@@ -202,6 +201,37 @@ def _write_records(
 _FILE_ROW: _Shape = (True, True, False)  # a drop file's version, not logged: the bulk case
 
 
+def _stored_digest(digest: object) -> object:
+    """``digest`` as ``record_keys`` keeps it: lowercase hex as its bytes (``digest_bytes``),
+    as a bytearray (bound faster than bytes); anything else as it is."""
+    if type(digest) is str:
+        try:
+            raw = bytearray.fromhex(digest)
+        except ValueError:
+            return digest
+        if raw.hex() == digest:
+            return raw
+    return digest
+
+
+def _stored_digests(digests: list[str]) -> list[object]:
+    """``_stored_digest`` of each, converted together when all are lowercase hex of one
+    length (every digest dropsync computes): one ``fromhex`` for the whole batch."""
+    lengths = set(map(len, digests))
+    if len(lengths) == 1:
+        size = lengths.pop()
+        try:
+            joined = "".join(digests)
+            raw = bytearray.fromhex(joined)
+        except (TypeError, ValueError):
+            pass
+        else:
+            if size and size % 2 == 0 and raw.hex() == joined:
+                step = size // 2
+                return [raw[at : at + step] for at in range(0, len(raw), step)]
+    return [_stored_digest(digest) for digest in digests]
+
+
 def _key_rows(
     winners: Sequence[Change],
     body_ids: dict[tuple[str, str], int],
@@ -223,15 +253,7 @@ def _key_rows(
             next_id += 1
         if bodies is not None:
             bodies.append((body_id, body))
-        stored: object = digest
-        if type(digest) is str:  # lowercase hex is kept as its bytes (``digest_bytes``)
-            try:
-                raw = bytearray.fromhex(digest)
-            except ValueError:
-                pass
-            else:
-                if raw.hex() == digest:
-                    stored = raw
+        stored = _stored_digest(digest)
         if inbox_id is None and file_id is not None and doc_index is not None:
             shape = _FILE_ROW
             row: tuple[object, ...] = (
@@ -353,7 +375,13 @@ def apply_changes(
     if not changes:
         return result
     body_ids: dict[tuple[str, str], int] = {}
-    current = _current_versions(db, changes, body_ids)
+    keys = _keys_by_collection(changes)
+    current = _current_versions(db, keys, body_ids)
+    if not current and _first_versions_only(changes, keys):
+        _write_first_versions(db, changes, now)
+        result.applied = len(changes)
+        _fan_out(db, changes, routes, now, result)
+        return result
     winners: list[Change] = []
     fresh: list[Change] = []  # winners with new content: these go to the outbox
     new_rows: list[tuple[object, ...]] = []
@@ -445,6 +473,60 @@ def apply_changes(
     return result
 
 
+# A Change's fields by position, for the batch-wide passes below (map and zip over
+# itemgetter run in C: a bulk batch's thousands of rows are never looped over in Python).
+_COLLECTION, _KEY, _BODY, _TS, _DELETED, _ORIGIN, _DIGEST, _FILE_ID, _DOC_INDEX, _INBOX_ID = (
+    itemgetter(position) for position in range(len(Change._fields))
+)
+
+
+def _keys_by_collection(changes: Sequence[Change]) -> dict[str, set[str]]:
+    """The distinct keys ``changes`` touch, by collection."""
+    collections = set(map(_COLLECTION, changes))
+    if len(collections) == 1:
+        return {collections.pop(): set(map(_KEY, changes))}
+    keys: dict[str, set[str]] = {}
+    for change in changes:
+        keys.setdefault(change.collection, set()).add(change.key)
+    return keys
+
+
+def _first_versions_only(changes: Sequence[Change], keys: dict[str, set[str]]) -> bool:
+    """True if ``changes`` (none of whose keys has a stored version) are first versions
+    from drop files, each of another key: a bulk load's batch, merged by
+    ``_write_first_versions``."""
+    return (
+        sum(map(len, keys.values())) == len(changes)
+        and set(map(_INBOX_ID, changes)) == {None}
+        and None not in set(map(_FILE_ID, changes))
+        and None not in set(map(_DOC_INDEX, changes))
+    )
+
+
+def _write_first_versions(db: sqlite3.Connection, changes: Sequence[Change], now: int) -> None:
+    """``_write_records`` of first versions only (``_first_versions_only``): each wins, gets
+    the next body id and is not logged; the rows built in comprehensions, not one by one."""
+    row = db.execute("SELECT COALESCE(MAX(id), 0) FROM record_bodies").fetchone()
+    first = int(row[0]) + 1 if row else 1
+    ids = range(first, first + len(changes))
+    digests = _stored_digests([change.digest for change in changes])
+    db.executemany(_UPSERT_BODY, zip(ids, map(_BODY, changes), strict=True))
+    columns = (_COLLECTION, _KEY, _TS)
+    db.executemany(
+        _upsert_key(_FILE_ROW, now),
+        zip(
+            *(map(column, changes) for column in columns),
+            map(int, map(_DELETED, changes)),  # an int binds faster than a bool
+            map(_ORIGIN, changes),
+            digests,
+            map(_FILE_ID, changes),
+            map(_DOC_INDEX, changes),
+            ids,
+            strict=True,
+        ),
+    )
+
+
 def _fan_out(
     db: sqlite3.Connection,
     winners: Sequence[Change],
@@ -482,7 +564,7 @@ def _queued(
     """(key, version) of each winner to queue, by (collection, provider), each list in
     order; the pairs in the order of their first entry in ``winners``."""
     collection = winners[0].collection if winners else ""
-    if any(change.collection != collection for change in winners):
+    if len(set(map(_COLLECTION, winners))) > 1:
         queued: dict[tuple[str, str], list[tuple[str, int]]] = {}
         for change in winners:
             for provider in routes.get(change.collection, ()):
@@ -493,7 +575,13 @@ def _queued(
         return queued
     # One collection (a drop file's batch, most inbox batches): a list per provider at once.
     pairs = []
+    origins = set(map(_ORIGIN, winners))
     for provider in routes.get(collection, ()):
+        if provider not in origins:  # each winner (a bulk load's: from drop files)
+            pairs.append(
+                (0, provider, list(zip(map(_KEY, winners), map(_TS, winners), strict=True)))
+            )
+            continue
         versions = [(c.key, c.ts) for c in winners if c.origin != provider]
         if versions:
             first = next(i for i, c in enumerate(winners) if c.origin != provider)

@@ -252,3 +252,89 @@ async def test_rows_of_every_shape_in_one_batch_leave_each_key_as_its_last_winne
     assert [r[8:] for r in rows] == [(1, 5, 100), (None, None, 100), (None, None, 100)]
     for key, _, ts, _, _, digest, _, change_id, *_ in rows:
         assert logged[change_id] == (key, ts, digest)
+
+
+# --- a bulk load's batch: first versions from drop files, merged by columns ---------------------
+
+DIGESTS = st.one_of(
+    st.binary(min_size=16, max_size=16).map(bytes.hex),  # as dropsync computes them
+    st.binary(min_size=32, max_size=32).map(bytes.hex),
+    st.binary(min_size=16, max_size=16).map(lambda raw: raw.hex().upper()),  # 32 characters
+    st.binary(min_size=15, max_size=15).map(lambda raw: raw.hex() + "  "),  # fromhex skips " "
+    st.sampled_from(["ABCDEF00", "abc", "", "not hex!", "ab cd", "0" * 31, "é" * 4]),
+)
+
+
+def file_row(key: str, collection: str, deleted: bool, digest: str, index: int) -> Change:
+    body = None if deleted else orjson.dumps({"k": key}).decode()
+    origin = "drop"
+    return Change(collection, key, body, 1_000 + index, deleted, origin, digest, 7, index)
+
+
+def every_table(path: Path) -> dict[str, list[tuple[object, ...]]]:
+    raw = sqlite3.connect(path)
+    tables = {
+        name: sorted(raw.execute(f"SELECT * FROM {name}").fetchall(), key=repr)
+        for name in ("record_keys", "record_bodies", "outbox", "outbox_pending", "inbox")
+    }
+    tables["typed"] = raw.execute(
+        "SELECT typeof(digest), typeof(deleted), typeof(body_id) FROM record_keys"
+    ).fetchall()
+    raw.close()
+    return tables
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.sampled_from(["a", "b", "c", "d", "e\x00f", "ü"]),
+            st.sampled_from(["contacts", "other"]),
+            st.booleans(),
+            DIGESTS,
+        ),
+        min_size=1,
+        max_size=12,
+    ),
+    already=st.booleans(),
+)
+def test_a_batch_of_first_versions_is_merged_as_row_by_row(
+    rows: list[tuple[str, str, bool, str]], already: bool
+) -> None:
+    """The bulk path (``_first_versions_only``: every change a drop file's first version of
+    its key) leaves every table as the general path does, whatever the digests look like."""
+    from dropsync.store import merge
+
+    batch = [file_row(*row, index) for index, row in enumerate(rows)]
+    earlier = [file_row("a", "contacts", False, "00" * 16, 99)] if already else []
+    found = []
+    for bulk in (True, False):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "s.db"
+            original = merge._first_versions_only
+            if not bulk:
+                merge._first_versions_only = lambda changes, keys: False
+            try:
+                anyio.run(merge_all, path, [earlier, batch])
+            finally:
+                merge._first_versions_only = original
+            found.append(every_table(path))
+    assert found[0] == found[1]
+
+
+def test_the_bulk_path_is_the_one_a_first_load_takes(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dropsync.store import merge
+
+    taken: list[int] = []
+    write = merge._write_first_versions
+
+    def counted(db: sqlite3.Connection, changes: list[Change], now: int) -> None:
+        taken.append(len(changes))
+        write(db, changes, now)
+
+    monkeypatch.setattr(merge, "_write_first_versions", counted)
+    batch = [file_row(key, "contacts", False, "ab" * 16, i) for i, key in enumerate("abc")]
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = anyio.run(merge_all, Path(tmp) / "s.db", [batch, batch])
+    assert taken == [3]  # the second batch finds the keys stored: the general path
+    assert [row[:2] for row in rows] == [("contacts", "a"), ("contacts", "b"), ("contacts", "c")]
