@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
 import signal
@@ -276,3 +277,15 @@ class SmallFileSystem:
     def close(self) -> None:
         """Unmount (lazily: a process may still have a file open there)."""
         subprocess.run(["umount", "-l", str(self.path)], check=False)
+
+
+def typed(value: object) -> object:
+    """``value`` with every scalar's type (1, 1.0 and True are equal in Python, not in a
+    config or a JSON text) and a float's sign and NaN told apart."""
+    if isinstance(value, dict):
+        return {key: typed(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [typed(item) for item in value]
+    if isinstance(value, float):
+        return ("float", repr(value), math.copysign(1.0, value))
+    return (type(value).__name__, value)

@@ -9,7 +9,6 @@ and ``readonly.file_uri`` give what pathlib gave.
 from __future__ import annotations
 
 import ast
-import math
 import os
 import re
 import tomllib
@@ -23,20 +22,8 @@ from dropsync.store.readonly import file_uri
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from tests.support import ROOT
+from tests.support import ROOT, typed
 from tests.test_config_reference import uncommented
-
-
-def typed(value: object) -> object:
-    """``value`` with every scalar's type (1, 1.0 and True are equal in Python, not in a
-    config) and a float's sign and NaN told apart."""
-    if isinstance(value, dict):
-        return {key: typed(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [typed(item) for item in value]
-    if isinstance(value, float):
-        return ("float", repr(value), math.copysign(1.0, value))
-    return (type(value).__name__, value)
 
 
 def assert_as_tomllib(text: str) -> dict[str, Any] | None:

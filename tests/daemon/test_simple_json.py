@@ -9,7 +9,6 @@ not JSON): the text of ``json.dumps(value, indent=2, default=str)``.
 from __future__ import annotations
 
 import json
-import math
 from enum import IntEnum, StrEnum
 from typing import Any
 
@@ -19,6 +18,8 @@ from dropsync.daemon.simple_json import dumps, loads
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from tests.support import typed
+
 
 class Colour(StrEnum):
     RED = "red"
@@ -26,17 +27,6 @@ class Colour(StrEnum):
 
 class Size(IntEnum):
     BIG = 7
-
-
-def typed(value: object) -> object:
-    """``value`` with each scalar's type and a float's sign told apart (1 == 1.0 == True)."""
-    if isinstance(value, dict):
-        return {key: typed(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [typed(item) for item in value]
-    if isinstance(value, float):
-        return ("float", repr(value), math.copysign(1.0, value))
-    return (type(value).__name__, value)
 
 
 scalars = st.one_of(
