@@ -49,11 +49,14 @@ class Bad(NamedTuple):
 
 _INF = float("inf")
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
+_SPACES = frozenset(" \t\n\r")
 _NONZERO_MANTISSA = re.compile(r"-?0*\.?0*[1-9]")
 
 
 def skip_whitespace(text: str, pos: int = 0) -> int:
     """The position of the first character at or after ``pos`` that is not JSON whitespace."""
+    if pos == len(text) or (0 <= pos < len(text) and text[pos] not in _SPACES):
+        return pos  # the usual cases (a document's first character, a line's end): no regex
     found = _WHITESPACE.match(text, pos)
     assert found is not None  # the pattern matches the empty string
     return found.end()

@@ -24,6 +24,7 @@ from dropsync.daemon.jsontext import (
     load_document,
     load_outgoing,
     load_outgoing_many,
+    skip_whitespace,
 )
 from dropsync.store.outbox import OutboxEntry
 from hypothesis import given, settings
@@ -221,3 +222,11 @@ def test_a_churn_file_carries_integers_past_64_bits_and_passes_its_check(tmp_pat
     written.write_bytes(b"[" + provider.document(change) + b"]")
     assert b'"n":%d' % big in written.read_bytes()
     assert provider.verify_file(FilePart(written, {}, 1, written.stat().st_size)) is None
+
+
+@given(st.text(alphabet=" \t\n\r\x0b\x0ca{é", max_size=8), st.integers(min_value=-3, max_value=11))
+def test_skip_whitespace_finds_what_the_pattern_finds(text: str, pos: int) -> None:
+    """Its shortcut (no regex when ``pos`` is at a non-space or at the end) changes nothing."""
+    found = re.compile(r"[ \t\n\r]*").match(text, pos)
+    assert found is not None
+    assert skip_whitespace(text, pos) == found.end()
