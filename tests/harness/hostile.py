@@ -407,7 +407,7 @@ def hostile_files(
         code = world.stop()
         if code != 0:
             result.add([Violation("daemon_survives", f"SIGTERM ended the daemon with exit {code}")])
-        result.add([Violation("error_logs", str(e)[:400]) for e in world.error_lines()])
+        result.add([oracle.error_log_violation(e) for e in world.error_lines()])
         for path in (world.store, world.root / "store.db-wal"):
             if path.exists() and SECRET_OUTSIDE.encode() in path.read_bytes():
                 result.add([Violation("not_read", "the file the symlink points at was read")])

@@ -96,7 +96,7 @@ def finish(
     if code != 0:
         result.add([Violation("daemon_survives", f"SIGTERM ended the daemon with exit {code}")])
     result.add(world.final_violations())
-    result.add([Violation("error_logs", str(e)[:400]) for e in world.error_lines()])
+    result.add([oracle.error_log_violation(e) for e in world.error_lines()])
     files, rows, remote = world.load.ledger.snapshot()
     result.figures.update(
         files=len(files),

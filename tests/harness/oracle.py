@@ -94,6 +94,17 @@ def summarise(violations: Iterable[Violation]) -> dict[str, int]:
     return counts
 
 
+def error_log_violation(line: dict[str, Any]) -> Violation:
+    """An ``error_logs`` violation for one error line: its fields, and of a traceback its
+    last frames and the error itself (which a cut from the front would lose)."""
+    fields = {key: value for key, value in line.items() if key != "exception"}
+    detail = str(fields)[:400]
+    exception = str(line.get("exception") or "")
+    if exception:
+        detail += " exception: ..." + exception[-1200:]
+    return Violation("error_logs", detail)
+
+
 def report(violations: list[Violation], seed: int, *, most: int = MAX_DETAILS) -> str:
     """Text for an assertion message: the seed, the counts and the first ``most`` of each."""
     lines = [f"seed {seed}: {len(violations)} violation(s) {summarise(violations)}"]
