@@ -132,6 +132,11 @@ def _next_inbox_id(db: sqlite3.Connection) -> int:
     return int(row[0]) + 1 if row else 1
 
 
+def _next_body_id(db: sqlite3.Connection) -> int:
+    row = db.execute("SELECT COALESCE(MAX(id), 0) FROM record_bodies").fetchone()
+    return int(row[0]) + 1 if row else 1
+
+
 _INSERT_INBOX = (
     "INSERT INTO inbox (id, collection, key, op, body, updated_at, origin, file_id, doc_index, "
     "received_at, status, digest, ts, processed_at) "
@@ -187,9 +192,8 @@ def _write_records(
     only the last winner of each key is written, so that no statement's rows overtake
     another's: the upsert leaves a key's row as its last winner has it either way.
     """
-    row = db.execute("SELECT COALESCE(MAX(id), 0) FROM record_bodies").fetchone()
     bodies: list[tuple[int, str | None]] = []
-    rows = _key_rows(winners, body_ids, int(row[0]) + 1 if row else 1, bodies)
+    rows = _key_rows(winners, body_ids, _next_body_id(db), bodies)
     if len(rows) > 1:
         last = {(c.collection, c.key): c for c in winners}
         rows = _key_rows(list(last.values()), body_ids, 0, None)
@@ -507,8 +511,7 @@ def _write_first_versions(db: sqlite3.Connection, changes: Sequence[Change], now
     """``_write_records`` of first versions only (``_first_versions_only``): each wins, gets
     the next body id and is not logged; the rows are zipped from the changes' columns in C,
     not built one by one (a property test holds the two to the same tables)."""
-    row = db.execute("SELECT COALESCE(MAX(id), 0) FROM record_bodies").fetchone()
-    first = int(row[0]) + 1 if row else 1
+    first = _next_body_id(db)
     ids = range(first, first + len(changes))
     digests = _stored_digests([change.digest for change in changes])
     db.executemany(_UPSERT_BODY, zip(ids, map(_BODY, changes), strict=True))
