@@ -140,6 +140,20 @@ class Ingestor:
         # their records go out while the file is still being filed away, or still parsed.
         self.on_merge: Callable[[MergeResult], None] | None = None
         self._left: set[tuple[str, int, int]] = set()  # entries that could not be moved
+        self._held: dict[int, Claim] = {}  # ledger rows whose file a claim of ours holds
+
+    def holds(self, file_id: int) -> bool:
+        """True while a claim of this process holds the file of ledger row ``file_id``.
+
+        The recovery sweep asks this before finishing a row whose file is nowhere: a file
+        deleted under a live ingest can no longer be seen locked by its path, and its row
+        is that ingest's to finish (``file_vanished``), not the sweep's to forget.
+        """
+        claim = self._held.get(file_id)
+        if claim is not None and claim.fd < 0:  # its ingest is over: the lock is released
+            self._held.pop(file_id, None)
+            return False
+        return claim is not None
 
     def collection_of(self, path: Path) -> str | None:
         """The collection of an entry directly inside ``<drop>/<collection>/``, else None.
@@ -205,21 +219,29 @@ class Ingestor:
         """
         place = await self.disk(lambda: processing_place(claim))
         file_id = await self.new_row(claim, place)
-        while True:
-            try:
-                await self.disk(lambda: rename_noreplace(claim.path, place))  # noqa: B023
-                break
-            except FileExistsError:  # another ingest took that name meanwhile
-                was, place = place, await self.disk(lambda: processing_place(claim))
-                await self._move_row(file_id, str(was), place)
-            except (FileNotFoundError, NotADirectoryError):
-                return None  # taken away though locked: the recovery sweep forgets its row
+        try:
+            while True:
+                try:
+                    await self.disk(lambda: rename_noreplace(claim.path, place))  # noqa: B023
+                    break
+                except FileExistsError:  # another ingest took that name meanwhile
+                    was, place = place, await self.disk(lambda: processing_place(claim))
+                    await self._move_row(file_id, str(was), place)
+        except (FileNotFoundError, NotADirectoryError):
+            self._held.pop(file_id, None)
+            return None  # taken away though locked: the recovery sweep forgets its row
+        except BaseException:
+            self._held.pop(file_id, None)
+            raise
         claim.path = place
         return file_id
 
     async def new_row(self, claim: Claim, place: Path | None = None) -> int:
-        """The ledger row of a locked file (at ``place`` once moved; hashed later)."""
-        return await self.store.transact(
+        """The ledger row of a locked file (at ``place`` once moved; hashed later).
+
+        The row is held (``holds``) until the claim is closed or its ingest is over.
+        """
+        file_id: int = await self.store.transact(
             partial(
                 ledger.insert_claimed,
                 collection=shown(claim.collection),
@@ -231,6 +253,8 @@ class Ingestor:
                 exists=os.path.lexists if claim.move else lambda path: True,
             )
         )
+        self._held[file_id] = claim
+        return file_id
 
     async def ingest_in_place(self, path: Path, collection: str) -> IngestReport:
         """Ingest a file outside the drop folder without moving it (``dropsync ingest``).
@@ -262,6 +286,7 @@ class Ingestor:
         saying so; what was merged before stays merged.
         """
         started = time.perf_counter()
+        self._held[file_id] = claim
         try:
             report = await self._ingest_claimed(claim, file_id, resume)
         except Exception as exc:
@@ -270,6 +295,8 @@ class Ingestor:
             ):
                 raise
             report = await self._vanished(claim, file_id)
+        finally:
+            self._held.pop(file_id, None)
         outcome = "duplicate" if report.duplicate_of is not None else report.status
         metrics.file_filed(self._label(claim.collection), outcome, started)
         return report

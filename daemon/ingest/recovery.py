@@ -17,7 +17,9 @@ it leaves is always one of these (see ``store.files`` and ``daemon.ingest.dropfi
   quarantining an unreadable entry): its row and receipt.
 
 Every file it takes up, it locks first; a file a live ingest holds is left alone, so
-the watcher, ``dropsync ingest`` and the sweep never work on the same file. A file
+the watcher, ``dropsync ingest`` and the sweep never work on the same file. A row whose
+file was deleted under a live ingest of this daemon is left to that ingest too
+(``Ingestor.holds``: such a file's lock can no longer be seen by its path). A file
 whose ingest fails is tried again later, waiting longer each time (1 s doubling, at
 most ``MAX_RETRY_S``).
 """
@@ -251,6 +253,8 @@ async def _finish_vanished(
     ingestor: Ingestor, row: ledger.FileRow, folder: Path, place: str, name: str
 ) -> IngestReport | None:
     """Finish a row whose file is in none of the places it can be."""
+    if ingestor.holds(row.id):
+        return None  # deleted under a live ingest, which finishes its row itself
     places = [Path(row.path), folder / PROCESSING / name]
     if not row.sha256:
         # Killed between its row and its move: the file still waits in the collection
@@ -265,7 +269,7 @@ async def _finish_vanished(
             ledger.forget_unread,
             row.id,
             path=row.path,
-            gone=lambda: not any(os.path.lexists(p) for p in places),
+            gone=lambda: not ingestor.holds(row.id) and not any(os.path.lexists(p) for p in places),
         )
         if forgotten:
             log.info("file_withdrawn", collection=row.collection, file=row.name, file_id=row.id)

@@ -16,7 +16,7 @@ import orjson
 import pytest
 from dropsync.daemon.config import Config
 from dropsync.daemon.ingest import dropfiles
-from dropsync.daemon.ingest.ingestor import Ingestor
+from dropsync.daemon.ingest.ingestor import VANISHED, Ingestor
 from dropsync.daemon.ingest.watcher import candidate_files
 from dropsync.store.handle import Store
 from structlog.testing import capture_logs
@@ -186,6 +186,66 @@ async def test_a_file_taken_away_before_it_was_read_leaves_no_row(tmp_path: Path
     assert ledger(config) == []
     assert [e["event"] for e in logs if e["log_level"] != "debug"] == ["file_withdrawn"]
     assert not any(folder.rglob("*.json"))
+
+
+async def test_a_sweep_leaves_the_row_of_a_file_deleted_under_a_live_ingest_to_that_ingest(
+    tmp_path: Path,
+) -> None:
+    # Claimed and moved into .processing/, then deleted before it was hashed: its lock can no
+    # longer be seen by path, so a sweep running then took the row for a withdrawn file's and
+    # deleted it, and the live ingest failed on the missing row (`ingest_failed`, once in a
+    # CI run of the hostile-files campaign).
+    config = make_config(tmp_path)
+    folder = config.drop_path / "users"
+    path = drop(config, "users", "gone.json", CONTENT)
+    async with await Store.open(config.store_path) as store:
+        ingestor = Ingestor(store, config)
+        claim = dropfiles.lock_dropped(path, "users")
+        assert claim is not None
+        try:
+            place = folder / ".processing/gone.json"
+            file_id = await ingestor.new_row(claim, place)
+            place.parent.mkdir(exist_ok=True)
+            path.rename(place)
+            claim.path = place
+            place.unlink()  # deleted by someone else, under the ingest
+            with capture_logs() as logs:
+                assert await ingestor.recover() == []
+                assert [row[0] for row in ledger(config)] == [file_id]
+                report = await ingestor.ingest_claimed(claim, file_id)
+        finally:
+            claim.close()
+    assert report.status == "quarantined" and "disappeared" in (report.error or "")
+    assert [(name, status) for _, name, status, _, _ in ledger(config)] == [
+        ("gone.json", "quarantined")
+    ]
+    assert [e["event"] for e in logs if e["log_level"] in ("warning", "error")] == ["file_vanished"]
+
+
+async def test_a_row_whose_file_is_deleted_while_read_is_finished_by_its_ingest_not_a_sweep(
+    tmp_path: Path,
+) -> None:
+    config = make_config(tmp_path)
+    path = put(config, ".processing/read.json", CONTENT)
+    async with await Store.open(config.store_path) as store:
+        ingestor = Ingestor(store, config)
+        claim = dropfiles.take_over(path, "users", "read.json")
+        assert claim is not None
+        try:
+            file_id = await ingestor.new_row(claim)
+            execute(
+                config, "UPDATE files SET sha256 = 'ab', docs_seen = 2 WHERE id = ?", (file_id,)
+            )
+            path.unlink()
+            with capture_logs() as logs:
+                assert await ingestor.recover() == []
+            assert [row[2] for row in ledger(config)] == ["processing"]
+            assert not [e for e in logs if e["event"] == "file_vanished"]
+        finally:
+            claim.close()
+        # Once its ingest is over (here: it let go without finishing), the sweep finishes it.
+        assert [r.error for r in await ingestor.recover()] == [VANISHED]
+    assert [row[2] for row in ledger(config)] == ["quarantined"]
 
 
 async def test_a_file_an_ingest_holds_is_left_alone(tmp_path: Path) -> None:
