@@ -87,13 +87,15 @@ def insert_claimed(
     size: int,
     now: int,
     exists: Callable[[str], bool],
+    held: Callable[[int], bool] = lambda file_id: False,
 ) -> int:
     """The row of a file about to be moved to ``path`` in ``.processing/``; returns its id.
 
     Written before the move (so no file is ever in ``.processing/`` without a row), with
     status ``processing`` and no hash yet. An earlier row of a file of that name that
     never got further (its ingest was killed before the move: no hash, nothing at its
-    path) is the same file's: it is taken over instead of adding a second row.
+    path) is the same file's: it is taken over instead of adding a second row. A row a
+    live ingest still ``held`` is never taken over (its file was deleted under it).
     """
     stale = db.execute(
         "SELECT id, path FROM files WHERE status = 'processing' AND sha256 = '' "
@@ -101,7 +103,7 @@ def insert_claimed(
         (collection, name),
     ).fetchall()
     for file_id, old_path in stale:
-        if not exists(old_path):
+        if not held(file_id) and not exists(old_path):
             db.execute("UPDATE files SET path = ?, size = ? WHERE id = ?", (path, size, file_id))
             return int(file_id)
     return insert_file(

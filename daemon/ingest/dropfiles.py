@@ -22,6 +22,7 @@ import os
 import shlex
 import stat
 import tempfile
+from collections.abc import Container
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -258,22 +259,27 @@ def same_file(fd: int, path: Path) -> bool:
     return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
 
 
-def free_name(collection: Path, name: str) -> str:
+def free_name(collection: Path, name: str, reserved: Container[str] = ()) -> str:
     """``name``, or ``stem-N.suffix``, unused in ``.processing/``, ``.done/`` and ``.quarantine/``.
 
     A file keeps the name it gets here from its claim until it is filed, so it can never
     be moved onto another file's name, and an interrupted move is found by name. The name
     leaves room for its receipt (``<name>.error.json``) within the file system's limit for
-    one name: a longer one is shortened (``fitted``).
+    one name: a longer one is shortened (``fitted``). ``reserved``: names taken though
+    nothing is there (those of live ingests whose files were deleted under them).
     """
     limit = name_max(collection) - len(RECEIPT_SUFFIX)
     number = 0
     while True:
         candidate = fitted(name, number, limit)
-        if not any(
-            os.path.lexists(collection / folder / candidate)
-            for folder in (PROCESSING, DONE, QUARANTINE)
-        ) and not os.path.lexists(collection / QUARANTINE / (candidate + RECEIPT_SUFFIX)):
+        if (
+            candidate not in reserved
+            and not any(
+                os.path.lexists(collection / folder / candidate)
+                for folder in (PROCESSING, DONE, QUARANTINE)
+            )
+            and not os.path.lexists(collection / QUARANTINE / (candidate + RECEIPT_SUFFIX))
+        ):
             return candidate
         number += 1
 
@@ -440,10 +446,11 @@ def lock_dropped(path: Path, collection: str) -> Claim | None:
     return Claim(fd, path, collection, path.name)
 
 
-def processing_place(claim: Claim) -> Path:
-    """A free place in ``.processing/`` for a locked file still in its collection folder."""
+def processing_place(claim: Claim, reserved: Container[str] = ()) -> Path:
+    """A free place in ``.processing/`` for a locked file still in its collection folder
+    (``reserved``: as for ``free_name``)."""
     folder = claim.path.parent
-    return own_folder(folder, PROCESSING) / free_name(folder, claim.name)
+    return own_folder(folder, PROCESSING) / free_name(folder, claim.name, reserved)
 
 
 def claim_in_place(path: Path, collection: str) -> Claim | None:

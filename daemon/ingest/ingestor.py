@@ -155,6 +155,15 @@ class Ingestor:
             return False
         return claim is not None
 
+    def reserved_names(self, folder: Path) -> set[str]:
+        """The names live ingests of this process hold in collection folder ``folder``'s
+        own folders, their files there or not (``free_name`` gives none of them)."""
+        return {
+            claim.path.name
+            for claim in list(self._held.values())
+            if claim.fd >= 0 and claim.folder == folder
+        }
+
     def collection_of(self, path: Path) -> str | None:
         """The collection of an entry directly inside ``<drop>/<collection>/``, else None.
 
@@ -217,7 +226,8 @@ class Ingestor:
         The row comes first: should the store be busy or the disk full, the file waits
         where it was dropped, and no file is in ``.processing/`` without a row.
         """
-        place = await self.disk(lambda: processing_place(claim))
+        reserved = self.reserved_names(claim.path.parent)
+        place = await self.disk(partial(processing_place, claim, reserved))
         file_id = await self.new_row(claim, place)
         try:
             while True:
@@ -225,7 +235,8 @@ class Ingestor:
                     await self.disk(lambda: rename_noreplace(claim.path, place))  # noqa: B023
                     break
                 except FileExistsError:  # another ingest took that name meanwhile
-                    was, place = place, await self.disk(lambda: processing_place(claim))
+                    reserved = self.reserved_names(claim.path.parent)
+                    was, place = place, await self.disk(partial(processing_place, claim, reserved))
                     await self._move_row(file_id, str(was), place)
         except (FileNotFoundError, NotADirectoryError):
             self._held.pop(file_id, None)
@@ -251,6 +262,7 @@ class Ingestor:
                 now=now_ms(),
                 # In place: never another file's row (those are for drop-folder claims).
                 exists=os.path.lexists if claim.move else lambda path: True,
+                held=self.holds,
             )
         )
         self._held[file_id] = claim
@@ -430,7 +442,8 @@ class Ingestor:
             )
             name = claim.path.name  # free in every folder since the claim (see free_name)
             if status == "quarantined" and not fits_receipt(claim.folder, name):
-                name = free_name(claim.folder, claim.name)  # claimed by an older version
+                # claimed by an older version
+                name = free_name(claim.folder, claim.name, self.reserved_names(claim.folder))
             row_path = str(claim.path)
             while True:
                 final = folder / name
@@ -444,7 +457,7 @@ class Ingestor:
                 except FileExistsError:  # put there by someone else meanwhile
                     await self._move_row(file_id, row_path, claim.path)
                     row_path = str(claim.path)
-                    name = free_name(claim.folder, claim.name)
+                    name = free_name(claim.folder, claim.name, self.reserved_names(claim.folder))
             claim.path = final
         finished = await self.store.transact(
             partial(

@@ -222,6 +222,46 @@ async def test_a_sweep_leaves_the_row_of_a_file_deleted_under_a_live_ingest_to_t
     assert [e["event"] for e in logs if e["log_level"] in ("warning", "error")] == ["file_vanished"]
 
 
+async def test_a_file_dropped_again_under_the_name_of_one_deleted_under_its_ingest_is_its_own(
+    tmp_path: Path,
+) -> None:
+    # x.json claimed, moved into .processing/ and deleted there before it was hashed; a new
+    # x.json dropped meanwhile took the first one's row (a row of that name with no hash
+    # and nothing at its path looked like the same file's) and its place in .processing/,
+    # where the first ingest, which goes by path, read it and filed it away as its own.
+    config = make_config(tmp_path)
+    folder = config.drop_path / "users"
+    first = drop(config, "users", "x.json", CONTENT)
+    async with await Store.open(config.store_path) as store:
+        ingestor = Ingestor(store, config)
+        claim_a = dropfiles.lock_dropped(first, "users")
+        assert claim_a is not None
+        claim_b = None
+        try:
+            place = folder / ".processing/x.json"
+            id_a = await ingestor.new_row(claim_a, place)
+            place.parent.mkdir(exist_ok=True)
+            first.rename(place)
+            claim_a.path = place
+            place.unlink()
+            second = drop(config, "users", "x.json", orjson.dumps([envelope(i) for i in range(9)]))
+            claim_b = dropfiles.lock_dropped(second, "users")
+            assert claim_b is not None
+            id_b = await ingestor._claim(claim_b)  # the watcher's claim, up to the move
+            assert id_b is not None and id_b != id_a
+            assert claim_b.path != place
+            report_a = await ingestor.ingest_claimed(claim_a, id_a)
+            report_b = await ingestor.ingest_claimed(claim_b, id_b)
+        finally:
+            claim_a.close()
+            if claim_b is not None:
+                claim_b.close()
+    assert report_a.status == "quarantined" and "disappeared" in (report_a.error or "")
+    assert (report_b.status, report_b.applied) == ("done", 9)
+    assert [(row[0], row[2]) for row in ledger(config)] == [(id_a, "quarantined"), (id_b, "done")]
+    assert [p.name for p in (folder / ".done").iterdir()] == [report_b.path.name]
+
+
 async def test_a_row_whose_file_is_deleted_while_read_is_finished_by_its_ingest_not_a_sweep(
     tmp_path: Path,
 ) -> None:
