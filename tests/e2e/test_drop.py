@@ -260,3 +260,67 @@ def test_two_ingests_of_the_same_path_at_once_never_share_a_row(tmp_path: Path) 
         ("same-1.json", "done"),
         ("same-2.json", "done"),
     ]
+
+
+def test_ingest_of_a_file_in_the_daemons_own_folders_is_refused_and_adds_no_row(
+    tmp_path: Path,
+) -> None:
+    """A file in a collection's ``.done/``, ``.quarantine/`` or ``.processing/`` is the
+    daemon's (it has its row): ``dropsync ingest`` used to read it in place as a collection
+    named ``.done`` (or ``.processing``), a second row for the file, quarantined."""
+    db, folder = tmp_path / "store.db", tmp_path / "drop/contacts"
+    folder.mkdir(parents=True)
+    (folder / "ok.json").write_bytes(contacts(3))
+    (folder / "bad.json").write_bytes(b"[{")
+    daemon = DaemonProcess(tmp_path, config_text(tmp_path))
+    try:
+        daemon.start()
+        wait_until(lambda: settled(db, tmp_path / "drop"), what="both filed")
+        assert dict(query(db, "SELECT name, status FROM files")) == {
+            "ok.json": "done",
+            "bad.json": "quarantined",
+        }
+        link = tmp_path / "link.json"
+        link.symlink_to(folder / ".done/ok.json")
+        for path, extra in [
+            (folder / ".done/ok.json", ()),
+            (folder / ".done/ok.json", ("--collection", "contacts")),
+            (folder / ".quarantine/bad.json", ()),
+            (folder / ".quarantine/bad.json.error.json", ()),
+            (link, ()),
+        ]:
+            result = cli(daemon.config_path, "ingest", str(path), *extra)
+            assert result.returncode == 1, (path, result)
+            assert result.stdout == "", (path, result.stdout)
+            line = result.stderr.strip()
+            assert len(line.splitlines()) == 1 and line.startswith("dropsync: "), line
+            assert "not ingested" in line and str(folder) in line, line
+        # A file still being written (its temporary name) is there: not "no such file".
+        for name in ("part.json.tmp", "part.json.part", ".part.json"):
+            (folder / name).write_bytes(b'[{"email": "w@example.com"')
+            result = cli(daemon.config_path, "ingest", str(folder / name))
+            assert result.returncode == 1, (name, result)
+            line = result.stderr.strip()
+            assert "not ingested" in line and "rename" in line, line
+            assert "no such file" not in line, line
+            (folder / name).unlink()  # it was there all along
+        assert query(db, "SELECT COUNT(*) FROM files") == [(2,)]
+        assert errors(daemon) == []
+        assert daemon.stop() == 0
+
+        # A file an interrupted ingest left in .processing/: the daemon's sweep finishes it.
+        left = folder / ".processing/left.json"
+        left.write_bytes(contacts(2, 100))
+        result = cli(daemon.config_path, "ingest", str(left))
+        assert result.returncode == 1, result
+        assert "not ingested" in result.stderr and "recovery" in result.stderr, result.stderr
+        assert query(db, "SELECT COUNT(*) FROM files") == [(2,)]
+        daemon.start()
+        wait_until(lambda: settled(db, tmp_path / "drop"), what="left.json filed")
+        assert query(db, "SELECT collection, name, status FROM files WHERE id > 2") == [
+            ("contacts", "left.json", "done")
+        ]
+        assert errors(daemon) == []
+        assert daemon.stop() == 0
+    finally:
+        daemon.close()
