@@ -10,7 +10,7 @@ import os
 import sqlite3
 import stat
 
-from .errors import SchemaTooNew, StoreError, StoreUnavailable
+from .errors import SchemaTooNew, SchemaTooOld, StoreError, StoreUnavailable
 from .schema import latest_version
 
 # What a file URI keeps unquoted: RFC 3986's unreserved characters and the separator.
@@ -58,9 +58,11 @@ def open_readonly(path: str | os.PathLike[str]) -> sqlite3.Connection:
         )
     if version < known:
         db.close()
-        raise StoreError(
+        raise SchemaTooOld(
             f"store {path} has schema version {version}, older than {known}: start the daemon "
-            "once to migrate it"
+            "once (or run 'dropsync migrate') to migrate it",
+            version=version,
+            latest=known,
         )
     return db
 
