@@ -60,6 +60,7 @@ from .dropfiles import (
     own_folder,
     processing_place,
     rename_noreplace,
+    same_file,
     write_receipt,
 )
 from .parse import DocumentFailure, ParseJob, parse_here
@@ -273,10 +274,18 @@ class Ingestor:
 
         Raises ``FileTaken`` if another ingest of the same file is under way.
         """
+        given = path
+        path = Path(os.path.abspath(path))  # its row names it from any working directory
         claim = claim_in_place(path, collection)
         if claim is None:
-            raise FileTaken(f"{path}: another ingest of this file is under way")
+            raise FileTaken(f"{given}: another ingest of this file is under way")
         try:
+            # A row left ``processing`` at this path is a dead ingest's (this claim holds
+            # the file's lock): go on from where it stopped, under that row.
+            places = list(dict.fromkeys([shown(str(path)), shown(str(given))]))
+            row = await self.store.call(ledger.processing_at, places)
+            if row is not None and row.collection == shown(collection):
+                return await self.ingest_claimed(claim, row.id, resume=row)
             return await self.ingest_claimed(claim, await self.new_row(claim))
         finally:
             claim.close()
@@ -356,7 +365,12 @@ class Ingestor:
             log.warning("ingest_restart_changed_file", file=str(claim.path), file_id=file_id)
             resume = None  # its content changed since: start over, keeping nothing
         duplicate = await self.store.transact(
-            ledger.set_content, file_id, sha256, size, is_locked_path
+            # The file this claim locks is no other live ingest's, whatever row names it.
+            ledger.set_content,
+            file_id,
+            sha256,
+            size,
+            lambda path: not same_file(claim.fd, Path(path)) and is_locked_path(path),
         )
         if duplicate is not None and (resume is None or resume.docs_seen == 0):
             log.info(

@@ -324,3 +324,49 @@ def test_ingest_of_a_file_in_the_daemons_own_folders_is_refused_and_adds_no_row(
         assert daemon.stop() == 0
     finally:
         daemon.close()
+
+
+def test_ingest_in_place_again_after_a_kill_applies_the_rest_under_the_same_row(
+    tmp_path: Path,
+) -> None:
+    """A ``dropsync ingest`` of a file outside the drop folder killed half-way left its row
+    ``processing``; run again on the same file, the command took that dead row for a live
+    ingest of the same content (its own lock on the file) and recorded the file as its
+    duplicate: the documents after the kill were never applied, and the run said done."""
+    db, folder = tmp_path / "store.db", tmp_path / "drop/contacts"
+    folder.mkdir(parents=True)
+    outside = tmp_path / "exports/people.ndjson"
+    outside.parent.mkdir()
+    count = 60_000
+    outside.write_bytes(
+        b"\n".join(
+            orjson.dumps({"email": f"p{i}@example.com", "updated_at": 1_700_000_000_000 + i})
+            for i in range(count)
+        )
+    )
+    daemon = DaemonProcess(tmp_path, config_text(tmp_path, batch=200))
+    try:
+        daemon.start()
+        command = [sys.executable, "-m", "dropsync.daemon.cli", "ingest", str(outside)]
+        command += ["--collection", "contacts", "--config", str(daemon.config_path)]
+        first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            wait_until(
+                lambda: query(db, "SELECT 1 FROM files WHERE docs_seen > 0"),
+                what="the first run is under way",
+            )
+        finally:
+            first.kill()
+            first.communicate(timeout=30)
+        [(seen,)] = query(db, "SELECT docs_seen FROM files")
+        assert 0 < seen < count, seen
+        result = cli(daemon.config_path, "ingest", str(outside), "--collection", "contacts")
+        assert result.returncode == 0, result.stderr
+        report = orjson.loads(result.stdout)
+        assert report["status"] == "done" and report["duplicate_of"] is None, report
+        assert query(db, "SELECT COUNT(*) FROM records WHERE key LIKE 'p%'") == [(count,)]
+        assert query(db, "SELECT status, docs_seen FROM files") == [("done", count)]
+        assert errors(daemon) == []
+        assert daemon.stop() == 0
+    finally:
+        daemon.close()
