@@ -421,9 +421,12 @@ class Ingestor:
         async with bulk, anyio.create_task_group() as tg, aclosing(batches):
             tg.start_soon(commit_batches)
             async with send:
-                async for parsed in batches:
-                    failures.extend(parsed.failures)
-                    await send.send((parsed.changes, parsed.seen, parsed.rejected))
+                try:
+                    async for parsed in batches:
+                        failures.extend(parsed.failures)
+                        await send.send((parsed.changes, parsed.seen, parsed.rejected))
+                except anyio.BrokenResourceError:
+                    pass  # the committer stopped: the task group raises why, alone
         status = "quarantined" if failures or counts[2] else "done"
         report = await self._file_away(claim, file_id, status, failures, counts)
         report.providers = providers

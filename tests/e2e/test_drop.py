@@ -16,7 +16,7 @@ import pytest
 from dropsync.store.handle import Store
 
 from tests.e2e.drop_support import contacts, drop_config, errors
-from tests.support import DaemonProcess, query, wait_until
+from tests.support import DaemonProcess, StoreLockHolder, query, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -366,6 +366,56 @@ def test_ingest_in_place_again_after_a_kill_applies_the_rest_under_the_same_row(
         assert report["status"] == "done" and report["duplicate_of"] is None, report
         assert query(db, "SELECT COUNT(*) FROM records WHERE key LIKE 'p%'") == [(count,)]
         assert query(db, "SELECT status, docs_seen FROM files") == [("done", count)]
+        assert errors(daemon) == []
+        assert daemon.stop() == 0
+    finally:
+        daemon.close()
+
+
+def test_ingest_in_place_cut_by_a_busy_store_says_so_in_one_line_and_resumes(
+    tmp_path: Path,
+) -> None:
+    """Another program holding the store's write lock while ``dropsync ingest`` commits a
+    batch of a file: the command ended with a ``fatal_error`` (an exception group of the
+    store's ``StoreBusy`` and the parser's broken stream, with its frames), not the one line
+    every other command gives for a busy store."""
+    db, folder = tmp_path / "store.db", tmp_path / "drop/contacts"
+    folder.mkdir(parents=True)
+    outside = tmp_path / "exports/people.ndjson"
+    outside.parent.mkdir()
+    count = 300_000
+    outside.write_bytes(
+        b"\n".join(
+            orjson.dumps({"email": f"p{i}@example.com", "updated_at": 1_700_000_000_000 + i})
+            for i in range(count)
+        )
+    )
+    daemon = DaemonProcess(tmp_path, config_text(tmp_path, batch=100))
+    try:
+        daemon.start()
+        command = [sys.executable, "-m", "dropsync.daemon.cli", "ingest", str(outside)]
+        command += ["--collection", "contacts", "--config", str(daemon.config_path)]
+        first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            wait_until(
+                lambda: query(db, "SELECT 1 FROM files WHERE docs_seen > 0"),
+                what="the first run is under way",
+            )
+            holder = StoreLockHolder(db)
+            try:
+                _, err = first.communicate(timeout=120)
+            finally:
+                holder.release()
+        finally:
+            if first.poll() is None:
+                first.kill()
+        assert first.returncode == 1, err
+        assert err.splitlines()[-1].startswith(f"dropsync: store {db} is busy"), err
+        assert "fatal_error" not in err, err
+        result = cli(daemon.config_path, "ingest", str(outside), "--collection", "contacts")
+        assert result.returncode == 0, result.stderr
+        assert query(db, "SELECT status, docs_seen FROM files") == [("done", count)]
+        assert query(db, "SELECT COUNT(*) FROM records WHERE key LIKE 'p%'") == [(count,)]
         assert errors(daemon) == []
         assert daemon.stop() == 0
     finally:
