@@ -48,6 +48,10 @@ async def ingest_named(
     owned = _in_daemons_folder(ingestor, path)
     if owned is not None:
         return await _daemons_file(ingestor, path, *owned)
+    if not collection and os.path.islink(path) and ingestor.collection_of(path) is None:
+        real = Path(os.path.realpath(path))  # a link from elsewhere to a file dropped
+        if ingestor.collection_of(real) is not None:
+            path = real
     in_drop = None if collection else ingestor.collection_of(path)
     if in_drop is not None and is_ignored(path) and os.path.lexists(path):
         problem = not_a_file(path)

@@ -275,7 +275,9 @@ class Ingestor:
         Raises ``FileTaken`` if another ingest of the same file is under way.
         """
         given = path
-        path = Path(os.path.abspath(path))  # its row names it from any working directory
+        # The file itself (a link to one is taken as the file, never locked in its place),
+        # named from any working directory in its row.
+        path = Path(os.path.realpath(path))
         claim = claim_in_place(path, collection)
         if claim is None:
             raise FileTaken(f"{given}: another ingest of this file is under way")

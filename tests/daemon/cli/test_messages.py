@@ -95,6 +95,25 @@ def test_ingest_of_what_is_not_a_regular_file_says_what_it_is(
     assert "not ingested: a directory" in capsys.readouterr().err
 
 
+def test_ingest_of_a_link_to_a_file_outside_the_drop_folder_reads_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A link to a regular file is taken like the file, as the docs say; it ended with a
+    ``fatal_error`` (``Unreadable: a symbolic link``: the lock was taken without following
+    links)."""
+    config = write_config(tmp_path)
+    create_store(config)
+    target = tmp_path / "exports/people.json"
+    target.parent.mkdir()
+    target.write_bytes(orjson.dumps([{"email": "a@x.org", "at": 1_700_000_000_000}]))
+    link = tmp_path / "latest.json"
+    link.symlink_to(target)
+    assert main(["ingest", "--config", str(config), "--collection", "contacts", str(link)]) == 0
+    report = orjson.loads(capsys.readouterr().out)
+    assert (report["status"], report["applied"], report["path"]) == ("done", 1, str(target))
+    assert link.is_symlink() and target.is_file()  # neither moved nor replaced
+
+
 def test_a_collection_folder_in_another_unicode_form_is_the_configured_collection(
     tmp_path: Path,
 ) -> None:
