@@ -26,6 +26,7 @@ from ..ingest.dropfiles import (
 )
 from ..ingest.ingestor import Ingestor, IngestReport
 from ..names import is_text, shown
+from ..places import companions, is_within, real
 from ..process.runstate import is_fresh, read_runtime
 
 
@@ -45,13 +46,19 @@ async def ingest_named(
     A file of the drop folder that another ingest (the running daemon) took first is
     not an error: the answer says who took it, and where it is now.
     """
+    for what, place in companions(ingestor.config.store_path):
+        if is_within(real(path), real(place)):  # read as a drop file, and locked meanwhile
+            return NotIngested(
+                f"{shown(str(path))}: not ingested: it is {what} ({shown(str(place))})",
+                failed=True,
+            )
     owned = _in_daemons_folder(ingestor, path)
     if owned is not None:
         return await _daemons_file(ingestor, path, *owned)
     if not collection and os.path.islink(path) and ingestor.collection_of(path) is None:
-        real = Path(os.path.realpath(path))  # a link from elsewhere to a file dropped
-        if ingestor.collection_of(real) is not None:
-            path = real
+        target = real(path)  # a link from elsewhere to a file dropped
+        if ingestor.collection_of(target) is not None:
+            path = target
     in_drop = None if collection else ingestor.collection_of(path)
     if in_drop is not None and is_ignored(path) and os.path.lexists(path):
         problem = not_a_file(path)

@@ -114,6 +114,27 @@ def test_ingest_of_a_link_to_a_file_outside_the_drop_folder_reads_the_file(
     assert link.is_symlink() and target.is_file()  # neither moved nor replaced
 
 
+def test_ingest_of_the_store_or_a_file_beside_it_is_refused_unread(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The store, its ``-wal``, the daemon's instance lock: each was read as a drop file
+    (its lock taken meanwhile: a daemon starting then was refused) and recorded quarantined,
+    a row in the ledger and one more quarantined file in ``status`` for good."""
+    config = write_config(tmp_path)
+    create_store(config)
+    store = tmp_path / "s.db"
+    (tmp_path / "s.db.lock").write_text("")
+    reader = sqlite3.connect(store)  # its -wal is there while a connection is open
+    reader.execute("SELECT COUNT(*) FROM files").fetchone()
+    for path in (store, tmp_path / "s.db-wal", tmp_path / "s.db.lock"):
+        assert path.exists()
+        assert main(["ingest", "--config", str(config), "--collection", "c", str(path)]) == 1
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"dropsync: {path}: not ingested: it is ") and "\n" not in err, err
+    assert reader.execute("SELECT COUNT(*) FROM files").fetchone() == (0,)
+    reader.close()
+
+
 def test_a_collection_folder_in_another_unicode_form_is_the_configured_collection(
     tmp_path: Path,
 ) -> None:
