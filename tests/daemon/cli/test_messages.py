@@ -67,6 +67,38 @@ def test_dead_letters_with_the_largest_id_finds_none(
     assert "re-queued 0 dead letter(s)" in capsys.readouterr().out
 
 
+def test_dead_letters_of_a_provider_not_in_the_config_are_not_retried_into_a_dead_end(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A provider removed from the config has no sender: ``retry`` moved its dead letters
+    (and their reasons) into outbox entries no daemon would ever send nor dead-letter."""
+    config = write_config(tmp_path)
+    create_store(config)
+    raw = sqlite3.connect(tmp_path / "s.db")
+    raw.execute(
+        "INSERT INTO records (collection, key, body, updated_at, origin, digest, merged_at) "
+        "VALUES ('contacts', 'a@x.org', '{}', 5, 'drop', 'd', 5)"
+    )
+    raw.execute(
+        "INSERT INTO dead_letters (provider, collection, key, updated_at, reason, attempts, "
+        "created_at) VALUES ('gone', 'contacts', 'a@x.org', 5, 'HTTP 422', 1, 1)"
+    )
+    raw.commit()
+    assert main(["dead-letters", "retry", "--all", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("re-queued 0 dead letter(s)") and "gone" in out, out
+    assert main(["dead-letters", "retry", "--provider", "gone", "--config", str(config)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "gone" in err and "not in the config" in err, err
+    assert raw.execute("SELECT COUNT(*) FROM outbox").fetchone() == (0,)
+    assert raw.execute("SELECT provider, reason FROM dead_letters").fetchall() == [
+        ("gone", "HTTP 422")
+    ]
+    assert main(["dead-letters", "drop", "--provider", "gone", "--config", str(config)]) == 0
+    assert "dropped 1 dead letter(s)" in capsys.readouterr().out
+    raw.close()
+
+
 def test_ingest_of_what_is_not_a_regular_file_says_what_it_is(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
