@@ -57,9 +57,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.action == "list":
         from dropsync.store import queries
-        from dropsync.store.readonly import open_readonly
 
-        db = open_readonly(config.store_path)
+        from .status import open_for_reading
+
+        db = open_for_reading(config.store_path)
         try:
             letters = queries.dead_letters(db, args.provider, limit=1000)
         finally:

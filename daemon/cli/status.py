@@ -23,6 +23,7 @@ from .common import EXIT_OK
 TYPE_CHECKING = False  # typing's, without importing typing (status starts fast)
 if TYPE_CHECKING:
     import argparse
+    import sqlite3
     from os import PathLike
     from typing import Any
 
@@ -233,20 +234,27 @@ def daemon_state(store_path: str | PathLike[str]) -> dict[str, Any]:
 
 def read_status(store_path: str | PathLike[str]) -> dict[str, Any]:
     """Everything the report shows: the store's summary and the daemon's state."""
-    from dropsync.store.errors import SchemaTooOld
     from dropsync.store.queries import status_summary
-    from dropsync.store.readonly import open_readonly
 
-    try:
-        db = open_readonly(store_path)
-    except SchemaTooOld as exc:
-        raise _being_migrated(store_path, exc) or exc from None
+    db = open_for_reading(store_path)
     try:
         summary = status_summary(db)
     finally:
         db.close()
     summary["daemon"] = daemon_state(store_path)
     return summary
+
+
+def open_for_reading(store_path: str | PathLike[str]) -> sqlite3.Connection:
+    """The store opened read-only (``store.readonly``); an older schema that a process is
+    migrating now is said to be, with that process's pid."""
+    from dropsync.store.errors import SchemaTooOld
+    from dropsync.store.readonly import open_readonly
+
+    try:
+        return open_readonly(store_path)
+    except SchemaTooOld as exc:
+        raise _being_migrated(store_path, exc) or exc from None
 
 
 def _being_migrated(store_path: str | PathLike[str], exc: Any) -> Exception | None:

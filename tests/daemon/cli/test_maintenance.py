@@ -114,6 +114,9 @@ def test_status_during_a_migration_says_who_migrates_the_store(
         assert main(["status", "--check", "--config", str(config)]) == 3
         out = capsys.readouterr().out.strip()
         assert out.startswith("DROPSYNC UNKNOWN: ") and "being migrated" in out, out
+        for command in (["why", "contacts", "a@x"], ["dead-letters", "list"]):
+            assert main([*command, "--config", str(config)]) == 1
+            assert "being migrated from schema version 6" in capsys.readouterr().err
     finally:
         lock.release()
     # Nobody migrates it: run the migration.
