@@ -12,15 +12,23 @@ from __future__ import annotations
 import math
 import os
 
-from .errors import ConfigError
-
 TYPE_CHECKING = False  # typing's, without importing typing (status starts fast)
 if TYPE_CHECKING:
     from pathlib import Path
     from typing import Any, overload
 
+    from .errors import ConfigError
+
 BUILTIN = "<built-in defaults>"
 DEFAULT_STORE = "dropsync.db"
+
+
+def config_error(source: str, key: str, problem: str) -> ConfigError:
+    """The ``ConfigError`` naming ``source`` and ``key``; the errors module is imported only
+    when there is one (``status``'s way imports no error class)."""
+    from .errors import ConfigError
+
+    return ConfigError(source, key, problem)
 
 
 def plain(path: str) -> str:
@@ -59,11 +67,11 @@ def read_config_file(explicit: str | None = None) -> tuple[dict[str, Any], str]:
         with open(path, encoding="utf-8") as handle:
             text = handle.read()
     except FileNotFoundError:
-        raise ConfigError(path, "", "file not found") from None
+        raise config_error(path, "", "file not found") from None
     except OSError as exc:
-        raise ConfigError(path, "", f"cannot read: {exc.strerror}") from None
+        raise config_error(path, "", f"cannot read: {exc.strerror}") from None
     except UnicodeDecodeError:
-        raise ConfigError(path, "", "not UTF-8 text") from None
+        raise config_error(path, "", "not UTF-8 text") from None
     raw = simple_toml(text)
     if raw is None:
         import tomllib
@@ -71,9 +79,9 @@ def read_config_file(explicit: str | None = None) -> tuple[dict[str, Any], str]:
         try:
             raw = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(path, "", f"invalid TOML: {exc}") from None
+            raise config_error(path, "", f"invalid TOML: {exc}") from None
         except ValueError as exc:  # an integer longer than int() converts (4300 digits)
-            raise ConfigError(path, "", f"invalid TOML: {exc}") from None
+            raise config_error(path, "", f"invalid TOML: {exc}") from None
     return raw, path
 
 
@@ -214,7 +222,7 @@ class Table:
 
     def __init__(self, source: str, prefix: str, raw: object) -> None:
         if not isinstance(raw, dict):
-            raise ConfigError(source, prefix, "expected a table")
+            raise config_error(source, prefix, "expected a table")
         self.source = source
         self.prefix = prefix
         self.raw: dict[str, Any] = raw
@@ -224,7 +232,7 @@ class Table:
         return f"{self.prefix}.{name}" if self.prefix else name
 
     def fail(self, name: str, problem: str) -> ConfigError:
-        return ConfigError(self.source, self.key(name), problem)
+        return config_error(self.source, self.key(name), problem)
 
     def get(self, name: str) -> Any:
         self.used.add(name)
@@ -357,6 +365,8 @@ def store_origin(explicit: str | None = None) -> str:
         value = DEFAULT_STORE
     else:
         how = "--config" if explicit else "$DROPSYNC_CONFIG"
+        from .errors import ConfigError
+
         try:
             raw, _ = read_config_file(explicit)
         except ConfigError:

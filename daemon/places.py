@@ -4,7 +4,8 @@ A provider's name names its spool folder (``<spool>/<provider>/``, removed and m
 again at each start) and a collection's name is a folder of the drop folder: each is
 checked before it is used (``check_provider_name``, ``check_collection_name``). The
 store, its companion files and its spool folder are never inside the drop folder, where
-anything found is taken for a dropped file and moved away (``check_places``).
+anything found is taken for a dropped file and moved away (``check_places``); nor are the
+files and folders providers read (``check_outside_drop``: secret files, a kind's folders).
 
 Only the standard library here: ``dropsync backup`` reads this to know what it may
 never replace.
@@ -133,6 +134,27 @@ def check_places(source: str, store_path: Path, drop_path: Path) -> None:
                 "drop.path",
                 f"the drop folder {drop_path} would be inside {what} ({path}): put the drop "
                 "folder beside the store, not in its files",
+            )
+
+
+def check_outside_drop(source: str, key: str, what: str, path: Path, drop_path: Path) -> None:
+    """ConfigError naming ``key`` if ``path`` (a file or folder a provider reads: a secret
+    file, a kind's folder of credentials) is in the drop folder, at any depth.
+
+    The daemon takes every entry there for a dropped file and moves it away: a secret kept
+    there went to ``.quarantine/``, and its provider lost it at the next reload or start.
+    The entry itself counts (a link there is moved as well) and so does where it leads.
+    """
+    drop = real(drop_path)
+    for place in (real(path.parent) / path.name, real(path)):
+        if is_within(place, drop):
+            raise ConfigError(
+                source,
+                key,
+                f"{what} {path} is inside the drop folder {drop_path}"
+                + ("" if place == path else f" (as {place})")
+                + ", where the daemon takes every file for a dropped one and moves it away: "
+                "keep it outside the drop folder",
             )
 
 

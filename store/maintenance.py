@@ -58,7 +58,30 @@ def backup_to(source: Path, target: Path) -> Backup:
             f"backup of {source}: cannot write in {target.parent}: {exc.strerror}"
         ) from exc
     os.close(handle)
-    partial = Path(name)
+    try:
+        return _copy_verified(reader, source, Path(name), target)
+    finally:
+        reader.close()
+
+
+def keep_copy(db: sqlite3.Connection, source: Path, target: Path) -> Backup:
+    """Copy the store open as ``db`` to ``target`` (a new file), verified; raises StoreError.
+
+    Through the daemon's own connection: it still reads the file it opened when ``source``
+    names another one, or none (the store removed or replaced while the daemon ran).
+    """
+    try:
+        handle, name = tempfile.mkstemp(prefix=PARTIAL_PREFIX, suffix=".part", dir=target.parent)
+    except OSError as exc:
+        raise StoreError(
+            f"copy of {source}: cannot write in {target.parent}: {exc.strerror}"
+        ) from exc
+    os.close(handle)
+    return _copy_verified(db, source, Path(name), target)
+
+
+def _copy_verified(reader: sqlite3.Connection, source: Path, partial: Path, target: Path) -> Backup:
+    """``reader``'s database written to ``partial``, checked, synced and renamed to ``target``."""
     try:
         copy = sqlite3.connect(partial, isolation_level=None)
         try:
@@ -72,8 +95,6 @@ def backup_to(source: Path, target: Path) -> Backup:
         with contextlib.suppress(FileNotFoundError):
             partial.unlink()
         raise StoreError(f"backup of {source} to {target} failed: {exc}") from exc
-    finally:
-        reader.close()
     if problems != ["ok"]:
         partial.unlink()
         raise StoreError(

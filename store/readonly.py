@@ -10,8 +10,11 @@ import os
 import sqlite3
 import stat
 
-from .errors import SchemaTooNew, SchemaTooOld, StoreError, StoreUnavailable
 from .schema import latest_version
+
+TYPE_CHECKING = False  # typing's, without importing typing
+if TYPE_CHECKING:
+    from .errors import StoreError
 
 # What a file URI keeps unquoted: RFC 3986's unreserved characters and the separator.
 _URI_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~/")
@@ -33,11 +36,14 @@ def open_readonly(path: str | os.PathLike[str]) -> sqlite3.Connection:
     except (FileNotFoundError, NotADirectoryError):
         folder = os.path.dirname(path) or "."
         nor = "" if os.path.isdir(folder) else f", nor does its folder {folder}"
+        from .errors import StoreError  # here: the way to a connection imports no error
+
         raise StoreError(f"store {path} does not exist{nor} (has the daemon run yet?)") from None
     except OSError as exc:
         raise _explained(path, exc) from exc
     if not stat.S_ISREG(info.st_mode) and not stat.S_ISDIR(info.st_mode):
         from .diagnosis import NOT_A_FILE
+        from .errors import StoreUnavailable
 
         raise StoreUnavailable(f"store {path}: {NOT_A_FILE}")  # a FIFO's open would wait
     try:
@@ -50,21 +56,26 @@ def open_readonly(path: str | os.PathLike[str]) -> sqlite3.Connection:
         db.close()
         raise _explained(path, exc) from exc
     known = latest_version()
-    if version > known:
+    if version != known:
         db.close()
-        raise SchemaTooNew(
+        raise _unknown_version(path, version, known)
+    return db
+
+
+def _unknown_version(path: str, version: int, known: int) -> StoreError:
+    from .errors import SchemaTooNew, SchemaTooOld
+
+    if version > known:
+        return SchemaTooNew(
             f"store {path} has schema version {version}, but this dropsync knows versions up "
             f"to {known}: it was written by a newer dropsync. Upgrade dropsync."
         )
-    if version < known:
-        db.close()
-        raise SchemaTooOld(
-            f"store {path} has schema version {version}, older than {known}: start the daemon "
-            "once (or run 'dropsync migrate') to migrate it",
-            version=version,
-            latest=known,
-        )
-    return db
+    return SchemaTooOld(
+        f"store {path} has schema version {version}, older than {known}: start the daemon "
+        "once (or run 'dropsync migrate') to migrate it",
+        version=version,
+        latest=known,
+    )
 
 
 def _explained(path: str, exc: BaseException) -> StoreError:

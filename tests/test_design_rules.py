@@ -341,6 +341,8 @@ def test_status_loads_no_heavy_module_and_nothing_of_the_daemon_runtime(
     assert modules & HEAVY == set()
     assert third_party(modules) == set()
     assert {m for m in modules if m.startswith("dropsync")} <= STATUS_MODULES
+    if "--check" not in words:  # a status that finds nothing wrong makes no error class
+        assert {"dropsync.daemon.errors", "dropsync.store.errors"} & modules == set()
     # The standard library's slow imports too (figures: bench/RESULTS.md, 2026-12-07), beyond
     # what the interpreter itself loads (without site: an editable install's hook loads pathlib).
     code, modules = modules_loaded_by([*words, "--config", str(store_config)], tmp_path, bare=True)

@@ -18,9 +18,6 @@ from __future__ import annotations
 import sqlite3
 import sys
 
-from dropsync.store.errors import StoreError
-
-from ..errors import ConfigError, DropsyncError, UsageError
 from .common import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 
 TYPE_CHECKING = False  # typing's, without importing typing (status starts fast)
@@ -74,6 +71,11 @@ def sole_exception(exc: BaseException) -> BaseException:
 
 def _known(exc: BaseException) -> tuple[int, str | None]:
     """(exit code, message) of an error the user can act on; (1, None) for a defect."""
+    # Imported here, when an error is reported: ``status`` starts without them.
+    from dropsync.store.errors import StoreError
+
+    from ..errors import ConfigError, DropsyncError, UsageError
+
     if isinstance(exc, ConfigError | UsageError):
         return EXIT_USAGE, str(exc)
     if isinstance(exc, StoreError | DropsyncError):

@@ -248,13 +248,16 @@ def read_status(store_path: str | PathLike[str]) -> dict[str, Any]:
 def open_for_reading(store_path: str | PathLike[str]) -> sqlite3.Connection:
     """The store opened read-only (``store.readonly``); an older schema that a process is
     migrating now is said to be, with that process's pid."""
-    from dropsync.store.errors import SchemaTooOld
     from dropsync.store.readonly import open_readonly
 
     try:
         return open_readonly(store_path)
-    except SchemaTooOld as exc:
-        raise _being_migrated(store_path, exc) or exc from None
+    except Exception as exc:
+        from dropsync.store.errors import SchemaTooOld  # on a failure only: status starts fast
+
+        if isinstance(exc, SchemaTooOld):
+            raise _being_migrated(store_path, exc) or exc from None
+        raise
 
 
 def _being_migrated(store_path: str | PathLike[str], exc: Any) -> Exception | None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -42,6 +43,7 @@ from ..clock import now_ms
 from ..config import Config, ProviderConfig
 from ..config_file import resolved
 from ..errors import ConfigError, SecretError
+from ..places import check_outside_drop
 from ..process.credentials import CredentialWatch
 from ..process.logs import redact_in_logs
 from ..process.secrets import load_secret, other_secrets, remember_secrets
@@ -65,15 +67,24 @@ def check_provider_options(config: Config) -> None:
             raise ConfigError(
                 config.source, f"providers.{provider.name}.{exc.key}", exc.problem
             ) from None
-        for key in get_kind(provider.kind).path_options:
+        prefix = f"providers.{provider.name}"
+        kind = get_kind(provider.kind)
+        for key in kind.path_options:
             value = provider.options.get(key)
             if isinstance(value, str) and value:
                 try:
-                    resolved(value)
+                    folder = Path(resolved(value))
                 except ValueError as exc:
-                    raise ConfigError(
-                        config.source, f"providers.{provider.name}.{key}", str(exc)
-                    ) from None
+                    raise ConfigError(config.source, f"{prefix}.{key}", str(exc)) from None
+                check_outside_drop(config.source, f"{prefix}.{key}", key, folder, config.drop_path)
+        secret_files = [(provider.secret, "secret_file")] + [
+            (provider.kind_secrets.get(secret.name), secret.keys[1]) for secret in kind.secrets
+        ]
+        for ref, key in secret_files:
+            if ref is not None and ref.file is not None:
+                check_outside_drop(
+                    config.source, f"{prefix}.{key}", key, ref.file, config.drop_path
+                )
         required = get_kind(provider.kind).requires_secret(provider.options)
         if provider.secret is None and required is not None:
             raise ConfigError(

@@ -16,8 +16,6 @@ import fcntl
 import os
 import time
 
-from ..errors import AlreadyRunning
-
 TYPE_CHECKING = False  # typing's, without importing typing
 if TYPE_CHECKING:
     from pathlib import Path
@@ -75,6 +73,8 @@ class InstanceLock:
                 pid = _pid_in(fd)
                 if pid is not None or time.monotonic() > deadline:
                     os.close(fd)
+                    from ..errors import AlreadyRunning
+
                     raise AlreadyRunning(
                         f"another dropsync daemon (pid {pid if pid is not None else 'unknown'}) "
                         f"is running on this store: it holds {self.path}. Stop it first "

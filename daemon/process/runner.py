@@ -56,6 +56,7 @@ from .notify import Notifier, run_watchdog
 from .retention import Retention
 from .runstate import RuntimeFile
 from .secrets import check_secrets
+from .store_file import file_identity, wait_until_replaced
 
 log = structlog.get_logger(__name__)
 
@@ -116,6 +117,7 @@ class Daemon:
         self.ready = False
         self._overdue_timer: threading.Timer | None = None
         self._work: anyio.CancelScope | None = None  # made in run(): it needs the event loop
+        self._opened: tuple[int, int] | None = None  # the store file opened (store_file)
 
     def _merged(self, result: MergeResult) -> None:
         if self.supervisor is not None and result.providers:
@@ -161,6 +163,10 @@ class Daemon:
             self.board.set_state("starting")
             backups: list[Path] = []
             self.store = await Store.open(config.store_path, pauses=self.board, backups=backups)
+            try:
+                self._opened = file_identity(config.store_path)
+            except OSError:
+                self._opened = None
             for backup in backups:
                 log.info(
                     "store_backed_up_before_migration",
@@ -209,6 +215,7 @@ class Daemon:
         )
         async with anyio.create_task_group() as tg:
             tg.start_soon(self.board.heartbeat)
+            tg.start_soon(self._stop_when_store_replaced)
             tg.start_soon(self._keep, "watcher", self.watcher.run)
             tg.start_soon(self._keep, "inbox", self.inbox.run)
             tg.start_soon(self._keep, "providers", self.supervisor.run)
@@ -279,6 +286,13 @@ class Daemon:
                 self._stop(signal.Signals(signum).name)
             else:
                 log.info("daemon_already_stopping", signal=signal.Signals(signum).name)
+
+    async def _stop_when_store_replaced(self) -> None:
+        """Stop, exit code 2 (not restarted), once the store's path names another file or
+        none (``store_file``: a copy of what the daemon holds is kept beside it)."""
+        await wait_until_replaced(self.store, self.config.store_path, self._opened)
+        self.exit_code = 2
+        self._stop("the store file was removed or replaced")
 
     def _stop(self, reason: str) -> None:
         self.notifier.stopping()

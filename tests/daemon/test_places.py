@@ -75,3 +75,46 @@ def test_a_store_name_with_no_room_for_the_names_made_from_it_is_exit_2(
     assert code == 2 and "store.path: the store's file name is longer than 200 bytes" in err
     code, err = check(write(tmp_path, "", store="s" * 197 + ".db"), capsys)
     assert (code, err) == (0, "")
+
+
+CRM = '[providers.c]\nkind = "crm"\nbase_url = "http://127.0.0.1:9"\naccount_id = "a"\n'
+FAVOURITES = '[providers.f]\nkind = "favourites"\nbase_url = "http://127.0.0.1:9"\n'
+CHURN = (
+    '[providers.u]\nkind = "churn"\nbase_url = "http://127.0.0.1:9"\nsecret_env = "HOME"\n'
+    "brand_id = 1\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("body", "key"),
+    [
+        (CRM + 'secret_file = "{drop}/keys/crm.token"\n', "providers.c.secret_file"),
+        (FAVOURITES + 'tokens_dir = "{drop}/tokens"\n', "providers.f.tokens_dir"),
+        (FAVOURITES + 'tokens_dir = "{drop}"\n', "providers.f.tokens_dir"),
+        (CHURN + 'callback_secret_file = "{drop}/u/hook"\n', "providers.u.callback_secret_file"),
+        (CRM + 'secret_file = "{tmp}/link/keys/crm.token"\n', "providers.c.secret_file"),
+    ],
+)
+def test_a_file_a_provider_reads_inside_the_drop_folder_is_exit_2_naming_the_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], body: str, key: str
+) -> None:
+    # The daemon takes every file there for a dropped one: it moved its own secret into
+    # .quarantine/, and the provider lost its credentials at the next reload or start.
+    for secret in ("keys/crm.token", "u/hook"):
+        (tmp_path / "drop" / secret).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "drop" / secret).write_text("s3cret\n")
+    (tmp_path / "link").symlink_to(tmp_path / "drop")
+    config = write(tmp_path, body.format(drop=tmp_path / "drop", tmp=tmp_path))
+    code, err = check(config, capsys)
+    assert code == 2 and f"{key}: " in err and "inside the drop folder" in err, err
+
+
+def test_a_file_a_provider_reads_beside_the_drop_folder_is_accepted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "keys").mkdir()
+    (tmp_path / "keys/crm.token").write_text("s3cret\n")
+    body = CRM + f'secret_file = "{tmp_path}/keys/crm.token"\n'
+    body += FAVOURITES + f'tokens_dir = "{tmp_path}/drop-tokens"\n'
+    code, err = check(write(tmp_path, body), capsys)
+    assert (code, err) == (0, "")

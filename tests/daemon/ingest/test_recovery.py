@@ -188,6 +188,23 @@ async def test_a_file_taken_away_before_it_was_read_leaves_no_row(tmp_path: Path
     assert not any(folder.rglob("*.json"))
 
 
+async def claimed_then_deleted(
+    ingestor: Ingestor, config: Config, name: str
+) -> tuple[dropfiles.Claim, int]:
+    """A file dropped, claimed as the watcher claims it (its row, then moved into
+    .processing/), then deleted there by someone else, before its ingest hashed it."""
+    path = drop(config, "users", name, CONTENT)
+    claim = dropfiles.lock_dropped(path, "users")
+    assert claim is not None
+    place = config.drop_path / "users" / ".processing" / name
+    file_id = await ingestor.new_row(claim, place)
+    place.parent.mkdir(exist_ok=True)
+    path.rename(place)
+    claim.path = place
+    place.unlink()
+    return claim, file_id
+
+
 async def test_a_sweep_leaves_the_row_of_a_file_deleted_under_a_live_ingest_to_that_ingest(
     tmp_path: Path,
 ) -> None:
@@ -196,19 +213,10 @@ async def test_a_sweep_leaves_the_row_of_a_file_deleted_under_a_live_ingest_to_t
     # deleted it, and the live ingest failed on the missing row (`ingest_failed`, once in a
     # CI run of the hostile-files campaign).
     config = make_config(tmp_path)
-    folder = config.drop_path / "users"
-    path = drop(config, "users", "gone.json", CONTENT)
     async with await Store.open(config.store_path) as store:
         ingestor = Ingestor(store, config)
-        claim = dropfiles.lock_dropped(path, "users")
-        assert claim is not None
+        claim, file_id = await claimed_then_deleted(ingestor, config, "gone.json")
         try:
-            place = folder / ".processing/gone.json"
-            file_id = await ingestor.new_row(claim, place)
-            place.parent.mkdir(exist_ok=True)
-            path.rename(place)
-            claim.path = place
-            place.unlink()  # deleted by someone else, under the ingest
             with capture_logs() as logs:
                 assert await ingestor.recover() == []
                 assert [row[0] for row in ledger(config)] == [file_id]
@@ -231,19 +239,12 @@ async def test_a_file_dropped_again_under_the_name_of_one_deleted_under_its_inge
     # where the first ingest, which goes by path, read it and filed it away as its own.
     config = make_config(tmp_path)
     folder = config.drop_path / "users"
-    first = drop(config, "users", "x.json", CONTENT)
     async with await Store.open(config.store_path) as store:
         ingestor = Ingestor(store, config)
-        claim_a = dropfiles.lock_dropped(first, "users")
-        assert claim_a is not None
+        claim_a, id_a = await claimed_then_deleted(ingestor, config, "x.json")
+        place = claim_a.path
         claim_b = None
         try:
-            place = folder / ".processing/x.json"
-            id_a = await ingestor.new_row(claim_a, place)
-            place.parent.mkdir(exist_ok=True)
-            first.rename(place)
-            claim_a.path = place
-            place.unlink()
             second = drop(config, "users", "x.json", orjson.dumps([envelope(i) for i in range(9)]))
             claim_b = dropfiles.lock_dropped(second, "users")
             assert claim_b is not None
