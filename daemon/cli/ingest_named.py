@@ -55,11 +55,19 @@ async def ingest_named(
     owned = _in_daemons_folder(ingestor, path)
     if owned is not None:
         return await _daemons_file(ingestor, path, *owned)
-    if not collection and os.path.islink(path) and ingestor.collection_of(path) is None:
+    if os.path.islink(path) and ingestor.collection_of(path) is None:
         target = real(path)  # a link from elsewhere to a file dropped
         if ingestor.collection_of(target) is not None:
             path = target
-    in_drop = None if collection else ingestor.collection_of(path)
+    in_drop = ingestor.collection_of(path)
+    if in_drop is not None and collection is not None and not _same_name(collection, in_drop):
+        return NotIngested(
+            f"{shown(str(path))}: not ingested: it is in the collection folder of "
+            f"{shown(in_drop)}, whose files are that collection's; --collection names the "
+            "collection of a file outside the drop folder (move the file into the folder "
+            "of the collection it belongs to)",
+            failed=True,
+        )
     if in_drop is not None and is_ignored(path) and os.path.lexists(path):
         problem = not_a_file(path)
         return NotIngested(
@@ -91,6 +99,13 @@ async def ingest_named(
         return await ingestor.ingest_in_place(path, collection)
     except FileTaken as exc:
         return NotIngested(str(exc), failed=True)
+
+
+def _same_name(one: str, other: str) -> bool:
+    """Whether two collection names are one (a folder's name may come in NFD, from macOS)."""
+    from unicodedata import normalize
+
+    return normalize("NFC", one) == normalize("NFC", other)
 
 
 def _in_daemons_folder(ingestor: Ingestor, path: Path) -> tuple[Path, str, Path] | None:

@@ -167,6 +167,31 @@ def test_ingest_of_the_store_or_a_file_beside_it_is_refused_unread(
     reader.close()
 
 
+def test_ingest_with_collection_of_a_dropped_file_claims_it_as_the_daemon_would(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--collection`` (the collection of files outside the drop folder) made a file of a
+    collection folder be read in place: the daemon then claimed it too, a second row."""
+    config = write_config(tmp_path)
+    create_store(config)
+    folder = tmp_path / "drop/contacts"
+    folder.mkdir(parents=True)
+    dropped = folder / "c.json"
+    dropped.write_bytes(orjson.dumps([{"email": "a@x.org", "at": 1_700_000_000_000}]))
+    given = ["ingest", "--config", str(config), "--collection"]
+    assert main([*given, "other", str(dropped)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"dropsync: {dropped}: not ingested: ") and "contacts" in err, err
+    assert dropped.is_file()
+    assert main([*given, "contacts", str(dropped)]) == 0
+    report = orjson.loads(capsys.readouterr().out)
+    assert report["path"] == str(folder / ".done/c.json") and report["applied"] == 1, report
+    assert not dropped.exists()
+    raw = sqlite3.connect(tmp_path / "s.db")
+    assert raw.execute("SELECT COUNT(*) FROM files").fetchone() == (1,)
+    raw.close()
+
+
 def test_a_collection_folder_in_another_unicode_form_is_the_configured_collection(
     tmp_path: Path,
 ) -> None:
