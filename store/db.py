@@ -199,11 +199,26 @@ async def _check_and_migrate(
     goal = len(steps) if target is None else target
     if current >= goal:
         return
+    begun = False
     if current > 0:
         # A migration rewrites tables in place: keep the file as it was, checked, first.
-        taken = await anyio.to_thread.run_sync(
-            backup_to, path, migration_backup_path(path, current)
-        )
+        # The write lock is taken before the copy and kept for the first step: a store
+        # another program holds is not copied again at each try (the daemon tries every
+        # few seconds), and nothing is written between the copy and the migration.
+        await _begin(db, path)
+        begun = True
+        try:
+            current = await schema_version(db)  # another dropsync may have migrated it
+            if current >= goal:
+                await db.execute("ROLLBACK")
+                return
+            taken = await anyio.to_thread.run_sync(
+                backup_to, path, migration_backup_path(path, current)
+            )
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await rollback_if_open(db)
+            raise
         if backups is not None:
             backups.append(taken.path)
     # Migration 7 stores digests as bytes; SQLite before 3.41 has no unhex() of its own.
@@ -213,10 +228,9 @@ async def _check_and_migrate(
         " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)"
     )
     for step in steps[current:goal]:
-        try:
-            await db.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise (unavailable(exc, path) or exc) from exc
+        if not begun:
+            await _begin(db, path)
+        begun = False
         try:
             if await schema_version(db) >= step.version:
                 # Another program (a second dropsync) migrated it while this one waited.
@@ -238,6 +252,14 @@ async def _check_and_migrate(
             with anyio.CancelScope(shield=True):
                 await rollback_if_open(db)
             raise
+
+
+async def _begin(db: aiosqlite.Connection, path: Path) -> None:
+    """``BEGIN IMMEDIATE``: the write lock, or ``StoreBusy`` (retryable) after busy_timeout."""
+    try:
+        await db.execute("BEGIN IMMEDIATE")
+    except sqlite3.Error as exc:
+        raise (unavailable(exc, path) or exc) from exc
 
 
 def _statements(script: str) -> list[str]:

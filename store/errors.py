@@ -2,6 +2,7 @@
 
 StoreError              base: the store file cannot be used
 ├── SchemaTooNew        the file was written by a newer dropsync; refuse to touch it
+├── SchemaTooOld        a read-only open of a file an older dropsync wrote (not migrated yet)
 ├── StoreUnavailable    the file or its folder cannot be opened: the message names the
 │                       path and the cause (missing folder, permissions, a folder, disk full)
 ├── StoreDamaged        SQLite reports the file damaged or not a database
@@ -25,6 +26,15 @@ class StoreError(Exception):
 
 class SchemaTooNew(StoreError):
     """The store's schema version is newer than this program knows."""
+
+
+class SchemaTooOld(StoreError):
+    """A read-only open of a store whose schema is older than this program's: not migrated."""
+
+    def __init__(self, message: str, *, version: int, latest: int) -> None:
+        super().__init__(message)
+        self.version = version
+        self.latest = latest
 
 
 class StoreUnavailable(StoreError):

@@ -472,7 +472,13 @@ def dead_letter(
     )
 
 
-def _selection(provider: str | None, ids: Sequence[int]) -> tuple[str, list[object]]:
+def _selection(
+    provider: str | None,
+    ids: Sequence[int],
+    providers: Sequence[str] | None = None,
+    *,
+    among: bool = True,
+) -> tuple[str, list[object]]:
     clauses: list[str] = []
     params: list[object] = []
     if provider:
@@ -481,14 +487,26 @@ def _selection(provider: str | None, ids: Sequence[int]) -> tuple[str, list[obje
     if ids:
         clauses.append(f"id IN ({', '.join('?' * len(ids))})")
         params.extend(ids)
+    if providers is not None:
+        clauses.append(f"provider {'' if among else 'NOT '}IN ({', '.join('?' * len(providers))})")
+        params.extend(providers)
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 
 def retry_dead_letters(
-    db: sqlite3.Connection, *, provider: str | None, ids: Sequence[int], now: int
+    db: sqlite3.Connection,
+    *,
+    provider: str | None,
+    ids: Sequence[int],
+    now: int,
+    providers: Sequence[str] | None = None,
 ) -> int:
-    """Put dead letters back in the outbox (at their record's current version); returns count."""
-    where, params = _selection(provider, ids)
+    """Put dead letters back in the outbox (at their record's current version); returns count.
+
+    ``providers``: only the dead letters of these (the configured ones: a provider without
+    a sender would keep the entries pending for ever, their reasons gone).
+    """
+    where, params = _selection(provider, ids, providers)
     cursor = db.execute(
         "INSERT INTO outbox (provider, collection, key, updated_at, enqueued_at) "
         "SELECT d.provider, d.collection, d.key, r.updated_at, ? FROM dead_letters d "
@@ -499,6 +517,18 @@ def retry_dead_letters(
     moved = cursor.rowcount
     db.execute(f"DELETE FROM dead_letters{where}", params)
     return moved
+
+
+def dead_letters_of_others(
+    db: sqlite3.Connection, *, ids: Sequence[int], providers: Sequence[str]
+) -> list[tuple[str, int]]:
+    """(provider, dead letters) of the providers not in ``providers`` (among ``ids``)."""
+    where, params = _selection(None, ids, providers, among=False)
+    rows = db.execute(
+        f"SELECT provider, COUNT(*) FROM dead_letters{where} GROUP BY provider ORDER BY provider",
+        params,
+    ).fetchall()
+    return [(str(name), int(count)) for name, count in rows]
 
 
 def drop_dead_letters(db: sqlite3.Connection, *, provider: str | None, ids: Sequence[int]) -> int:

@@ -63,16 +63,18 @@ def open_readonly(path: str | os.PathLike[str]) -> sqlite3.Connection:
 
 
 def _unknown_version(path: str, version: int, known: int) -> StoreError:
-    from .errors import SchemaTooNew, StoreError
+    from .errors import SchemaTooNew, SchemaTooOld
 
     if version > known:
         return SchemaTooNew(
             f"store {path} has schema version {version}, but this dropsync knows versions up "
             f"to {known}: it was written by a newer dropsync. Upgrade dropsync."
         )
-    return StoreError(
+    return SchemaTooOld(
         f"store {path} has schema version {version}, older than {known}: start the daemon "
-        "once to migrate it"
+        "once (or run 'dropsync migrate') to migrate it",
+        version=version,
+        latest=known,
     )
 
 

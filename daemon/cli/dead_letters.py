@@ -57,14 +57,17 @@ def run(args: argparse.Namespace) -> int:
 
     if args.action == "list":
         from dropsync.store import queries
-        from dropsync.store.readonly import open_readonly
 
-        db = open_readonly(config.store_path)
+        from .status import open_for_reading
+
+        db = open_for_reading(config.store_path)
         try:
             letters = queries.dead_letters(db, args.provider, limit=1000)
         finally:
             db.close()
         return _print_dead_letters(letters, as_json=args.json)
+
+    import sqlite3
 
     import anyio
     from dropsync.store import outbox
@@ -74,18 +77,40 @@ def run(args: argparse.Namespace) -> int:
 
     log_to_stderr()
 
+    configured = sorted(config.providers)
+    if args.action == "retry" and args.provider and args.provider not in configured:
+        raise UsageError(
+            f"provider {args.provider!r} is not in the config, so nothing would send its "
+            f"dead letters: drop them (dead-letters drop --provider {args.provider}); "
+            f"configured: {', '.join(configured) or 'none'}"
+        )
+    left: list[tuple[str, int]] = []
+
     async def act() -> int:
         async with await Store.open(config.store_path) as store:
             if args.action == "retry":
-                return await store.transact(
-                    outbox.retry_dead_letters, provider=args.provider, ids=args.ids, now=now_ms()
-                )
+
+                def retry(db: sqlite3.Connection) -> int:
+                    left.extend(
+                        outbox.dead_letters_of_others(db, ids=args.ids, providers=configured)
+                    )
+                    return outbox.retry_dead_letters(
+                        db, provider=args.provider, ids=args.ids, now=now_ms(), providers=configured
+                    )
+
+                return await store.transact(retry)
             return await store.transact(
                 outbox.drop_dead_letters, provider=args.provider, ids=args.ids
             )
 
     result = anyio.run(act)
     print(f"{'re-queued' if args.action == 'retry' else 'dropped'} {result} dead letter(s)")
+    if left:
+        kept = ", ".join(f"{count} of {name}" for name, count in left)
+        print(
+            f"kept {kept}: not in the config, nothing would send them "
+            "(dead-letters drop --provider NAME drops them)"
+        )
     return EXIT_OK
 
 

@@ -23,6 +23,7 @@ from .common import EXIT_OK
 TYPE_CHECKING = False  # typing's, without importing typing (status starts fast)
 if TYPE_CHECKING:
     import argparse
+    import sqlite3
     from os import PathLike
     from typing import Any
 
@@ -234,15 +235,46 @@ def daemon_state(store_path: str | PathLike[str]) -> dict[str, Any]:
 def read_status(store_path: str | PathLike[str]) -> dict[str, Any]:
     """Everything the report shows: the store's summary and the daemon's state."""
     from dropsync.store.queries import status_summary
-    from dropsync.store.readonly import open_readonly
 
-    db = open_readonly(store_path)
+    db = open_for_reading(store_path)
     try:
         summary = status_summary(db)
     finally:
         db.close()
     summary["daemon"] = daemon_state(store_path)
     return summary
+
+
+def open_for_reading(store_path: str | PathLike[str]) -> sqlite3.Connection:
+    """The store opened read-only (``store.readonly``); an older schema that a process is
+    migrating now is said to be, with that process's pid."""
+    from dropsync.store.readonly import open_readonly
+
+    try:
+        return open_readonly(store_path)
+    except Exception as exc:
+        from dropsync.store.errors import SchemaTooOld  # on a failure only: status starts fast
+
+        if isinstance(exc, SchemaTooOld):
+            raise _being_migrated(store_path, exc) or exc from None
+        raise
+
+
+def _being_migrated(store_path: str | PathLike[str], exc: Any) -> Exception | None:
+    """The error to show when the process holding the store's lock (``dropsync migrate``,
+    or the daemon at its start) is migrating its older schema; None if nobody holds it."""
+    from dropsync.store.errors import StoreError
+
+    from ..process.instance import holder, lock_path
+
+    pid = holder(store_path)
+    if pid is None:
+        return None
+    return StoreError(
+        f"store {store_path} is being migrated from schema version {exc.version} to "
+        f"{exc.latest} by pid {pid or 'unknown'} (it holds {lock_path(store_path)}): "
+        "ask again when it is done"
+    )
 
 
 def _report(args: argparse.Namespace) -> tuple[str, int]:
@@ -305,14 +337,32 @@ def run(args: argparse.Namespace) -> int:
     return _watch(args)
 
 
+def _passing(exc: Exception) -> bool:
+    """Whether ``exc`` is the store (or its config) failing to answer, not a defect."""
+    from dropsync.store.errors import StoreError
+
+    from ..errors import DropsyncError
+
+    return isinstance(exc, (StoreError, DropsyncError, OSError))
+
+
 def _watch(args: argparse.Namespace) -> int:
     """The report again every ``args.watch`` seconds; Ctrl-C ends it (exit 0)."""
     import time
 
     clear = sys.stdout.isatty()
+    shown = False
     try:
         while True:
-            text, _ = _report(args)
+            try:
+                text, _ = _report(args)
+            except Exception as exc:
+                # After a first report, what cannot be read now (a migration under way, a
+                # store being restored) is this turn's report: watching goes on.
+                if not shown or not _passing(exc):
+                    raise
+                text = f"dropsync: {exc}"
+            shown = True
             stamp = time.strftime("%H:%M:%S")
             header = f"dropsync status, every {args.watch:g} s (Ctrl-C to stop), {stamp}"
             if clear:

@@ -21,14 +21,14 @@ def run(args: argparse.Namespace) -> int:
     """Read the audit from the store (read-only) and print it."""
     from dropsync.store import queries
     from dropsync.store.history import versions_seen
-    from dropsync.store.readonly import open_readonly
 
     from ..clock import format_timestamp
     from ..names import printable
     from .audit import source_of, version_json, why_winner
+    from .status import open_for_reading
 
     config = store_of(args)
-    db = open_readonly(config.store_path)
+    db = open_for_reading(config.store_path)
     try:
         versions = versions_seen(db, args.collection, args.key)
         record = queries.current_record(db, args.collection, args.key)

@@ -60,6 +60,7 @@ from .dropfiles import (
     own_folder,
     processing_place,
     rename_noreplace,
+    same_file,
     write_receipt,
 )
 from .parse import DocumentFailure, ParseJob, parse_here
@@ -273,10 +274,20 @@ class Ingestor:
 
         Raises ``FileTaken`` if another ingest of the same file is under way.
         """
+        given = path
+        # The file itself (a link to one is taken as the file, never locked in its place),
+        # named from any working directory in its row.
+        path = Path(os.path.realpath(path))
         claim = claim_in_place(path, collection)
         if claim is None:
-            raise FileTaken(f"{path}: another ingest of this file is under way")
+            raise FileTaken(f"{given}: another ingest of this file is under way")
         try:
+            # A row left ``processing`` at this path is a dead ingest's (this claim holds
+            # the file's lock): go on from where it stopped, under that row.
+            places = list(dict.fromkeys([shown(str(path)), shown(str(given))]))
+            row = await self.store.call(ledger.processing_at, places)
+            if row is not None and row.collection == shown(collection):
+                return await self.ingest_claimed(claim, row.id, resume=row)
             return await self.ingest_claimed(claim, await self.new_row(claim))
         finally:
             claim.close()
@@ -356,7 +367,12 @@ class Ingestor:
             log.warning("ingest_restart_changed_file", file=str(claim.path), file_id=file_id)
             resume = None  # its content changed since: start over, keeping nothing
         duplicate = await self.store.transact(
-            ledger.set_content, file_id, sha256, size, is_locked_path
+            # The file this claim locks is no other live ingest's, whatever row names it.
+            ledger.set_content,
+            file_id,
+            sha256,
+            size,
+            lambda path: not same_file(claim.fd, Path(path)) and is_locked_path(path),
         )
         if duplicate is not None and (resume is None or resume.docs_seen == 0):
             log.info(
@@ -407,9 +423,12 @@ class Ingestor:
         async with bulk, anyio.create_task_group() as tg, aclosing(batches):
             tg.start_soon(commit_batches)
             async with send:
-                async for parsed in batches:
-                    failures.extend(parsed.failures)
-                    await send.send((parsed.changes, parsed.seen, parsed.rejected))
+                try:
+                    async for parsed in batches:
+                        failures.extend(parsed.failures)
+                        await send.send((parsed.changes, parsed.seen, parsed.rejected))
+                except anyio.BrokenResourceError:
+                    pass  # the committer stopped: the task group raises why, alone
         status = "quarantined" if failures or counts[2] else "done"
         report = await self._file_away(claim, file_id, status, failures, counts)
         report.providers = providers

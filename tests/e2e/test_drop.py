@@ -16,7 +16,7 @@ import pytest
 from dropsync.store.handle import Store
 
 from tests.e2e.drop_support import contacts, drop_config, errors
-from tests.support import DaemonProcess, query, wait_until
+from tests.support import DaemonProcess, StoreLockHolder, query, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -260,3 +260,163 @@ def test_two_ingests_of_the_same_path_at_once_never_share_a_row(tmp_path: Path) 
         ("same-1.json", "done"),
         ("same-2.json", "done"),
     ]
+
+
+def test_ingest_of_a_file_in_the_daemons_own_folders_is_refused_and_adds_no_row(
+    tmp_path: Path,
+) -> None:
+    """A file in a collection's ``.done/``, ``.quarantine/`` or ``.processing/`` is the
+    daemon's (it has its row): ``dropsync ingest`` used to read it in place as a collection
+    named ``.done`` (or ``.processing``), a second row for the file, quarantined."""
+    db, folder = tmp_path / "store.db", tmp_path / "drop/contacts"
+    folder.mkdir(parents=True)
+    (folder / "ok.json").write_bytes(contacts(3))
+    (folder / "bad.json").write_bytes(b"[{")
+    daemon = DaemonProcess(tmp_path, config_text(tmp_path))
+    try:
+        daemon.start()
+        wait_until(lambda: settled(db, tmp_path / "drop"), what="both filed")
+        assert dict(query(db, "SELECT name, status FROM files")) == {
+            "ok.json": "done",
+            "bad.json": "quarantined",
+        }
+        link = tmp_path / "link.json"
+        link.symlink_to(folder / ".done/ok.json")
+        for path, extra in [
+            (folder / ".done/ok.json", ()),
+            (folder / ".done/ok.json", ("--collection", "contacts")),
+            (folder / ".quarantine/bad.json", ()),
+            (folder / ".quarantine/bad.json.error.json", ()),
+            (link, ()),
+        ]:
+            result = cli(daemon.config_path, "ingest", str(path), *extra)
+            assert result.returncode == 1, (path, result)
+            assert result.stdout == "", (path, result.stdout)
+            line = result.stderr.strip()
+            assert len(line.splitlines()) == 1 and line.startswith("dropsync: "), line
+            assert "not ingested" in line and str(folder) in line, line
+        # A file still being written (its temporary name) is there: not "no such file".
+        for name in ("part.json.tmp", "part.json.part", ".part.json"):
+            (folder / name).write_bytes(b'[{"email": "w@example.com"')
+            result = cli(daemon.config_path, "ingest", str(folder / name))
+            assert result.returncode == 1, (name, result)
+            line = result.stderr.strip()
+            assert "not ingested" in line and "rename" in line, line
+            assert "no such file" not in line, line
+            (folder / name).unlink()  # it was there all along
+        assert query(db, "SELECT COUNT(*) FROM files") == [(2,)]
+        assert errors(daemon) == []
+        assert daemon.stop() == 0
+
+        # A file an interrupted ingest left in .processing/: the daemon's sweep finishes it.
+        left = folder / ".processing/left.json"
+        left.write_bytes(contacts(2, 100))
+        result = cli(daemon.config_path, "ingest", str(left))
+        assert result.returncode == 1, result
+        assert "not ingested" in result.stderr and "recovery" in result.stderr, result.stderr
+        assert query(db, "SELECT COUNT(*) FROM files") == [(2,)]
+        daemon.start()
+        wait_until(lambda: settled(db, tmp_path / "drop"), what="left.json filed")
+        assert query(db, "SELECT collection, name, status FROM files WHERE id > 2") == [
+            ("contacts", "left.json", "done")
+        ]
+        assert errors(daemon) == []
+        assert daemon.stop() == 0
+    finally:
+        daemon.close()
+
+
+def test_ingest_in_place_again_after_a_kill_applies_the_rest_under_the_same_row(
+    tmp_path: Path,
+) -> None:
+    """A ``dropsync ingest`` of a file outside the drop folder killed half-way left its row
+    ``processing``; run again on the same file, the command took that dead row for a live
+    ingest of the same content (its own lock on the file) and recorded the file as its
+    duplicate: the documents after the kill were never applied, and the run said done."""
+    db, folder = tmp_path / "store.db", tmp_path / "drop/contacts"
+    folder.mkdir(parents=True)
+    outside = tmp_path / "exports/people.ndjson"
+    outside.parent.mkdir()
+    count = 60_000
+    outside.write_bytes(
+        b"\n".join(
+            orjson.dumps({"email": f"p{i}@example.com", "updated_at": 1_700_000_000_000 + i})
+            for i in range(count)
+        )
+    )
+    daemon = DaemonProcess(tmp_path, config_text(tmp_path, batch=200))
+    try:
+        daemon.start()
+        command = [sys.executable, "-m", "dropsync.daemon.cli", "ingest", str(outside)]
+        command += ["--collection", "contacts", "--config", str(daemon.config_path)]
+        first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            wait_until(
+                lambda: query(db, "SELECT 1 FROM files WHERE docs_seen > 0"),
+                what="the first run is under way",
+            )
+        finally:
+            first.kill()
+            first.communicate(timeout=30)
+        [(seen,)] = query(db, "SELECT docs_seen FROM files")
+        assert 0 < seen < count, seen
+        result = cli(daemon.config_path, "ingest", str(outside), "--collection", "contacts")
+        assert result.returncode == 0, result.stderr
+        report = orjson.loads(result.stdout)
+        assert report["status"] == "done" and report["duplicate_of"] is None, report
+        assert query(db, "SELECT COUNT(*) FROM records WHERE key LIKE 'p%'") == [(count,)]
+        assert query(db, "SELECT status, docs_seen FROM files") == [("done", count)]
+        assert errors(daemon) == []
+        assert daemon.stop() == 0
+    finally:
+        daemon.close()
+
+
+def test_ingest_in_place_cut_by_a_busy_store_says_so_in_one_line_and_resumes(
+    tmp_path: Path,
+) -> None:
+    """Another program holding the store's write lock while ``dropsync ingest`` commits a
+    batch of a file: the command ended with a ``fatal_error`` (an exception group of the
+    store's ``StoreBusy`` and the parser's broken stream, with its frames), not the one line
+    every other command gives for a busy store."""
+    db, folder = tmp_path / "store.db", tmp_path / "drop/contacts"
+    folder.mkdir(parents=True)
+    outside = tmp_path / "exports/people.ndjson"
+    outside.parent.mkdir()
+    count = 300_000
+    outside.write_bytes(
+        b"\n".join(
+            orjson.dumps({"email": f"p{i}@example.com", "updated_at": 1_700_000_000_000 + i})
+            for i in range(count)
+        )
+    )
+    daemon = DaemonProcess(tmp_path, config_text(tmp_path, batch=100))
+    try:
+        daemon.start()
+        command = [sys.executable, "-m", "dropsync.daemon.cli", "ingest", str(outside)]
+        command += ["--collection", "contacts", "--config", str(daemon.config_path)]
+        first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            wait_until(
+                lambda: query(db, "SELECT 1 FROM files WHERE docs_seen > 0"),
+                what="the first run is under way",
+            )
+            holder = StoreLockHolder(db)
+            try:
+                _, err = first.communicate(timeout=120)
+            finally:
+                holder.release()
+        finally:
+            if first.poll() is None:
+                first.kill()
+        assert first.returncode == 1, err
+        assert err.splitlines()[-1].startswith(f"dropsync: store {db} is busy"), err
+        assert "fatal_error" not in err, err
+        result = cli(daemon.config_path, "ingest", str(outside), "--collection", "contacts")
+        assert result.returncode == 0, result.stderr
+        assert query(db, "SELECT status, docs_seen FROM files") == [("done", count)]
+        assert query(db, "SELECT COUNT(*) FROM records WHERE key LIKE 'p%'") == [(count,)]
+        assert errors(daemon) == []
+        assert daemon.stop() == 0
+    finally:
+        daemon.close()

@@ -423,3 +423,33 @@ async def test_migration_10_keeps_sync_statuses_held_across_a_restart(tmp_path: 
     callbacks.unhold(raw, [row])
     assert callbacks.held(raw) == []
     assert raw.execute("PRAGMA user_version").fetchone()[0] == latest_version()
+
+
+async def test_a_store_locked_by_another_program_is_not_copied_before_each_try(
+    tmp_path: Path,
+) -> None:
+    """The backup before a migration was written before the write lock was asked: while
+    another program held it, each try (the daemon tries again every few seconds) left one
+    more full copy of the store beside it, until the disk was full."""
+    from dropsync.store.errors import StoreBusy
+
+    from tests.support import StoreLockHolder
+
+    path = tmp_path / "old.db"
+    db = await open_store(path, target=6)
+    await db.close()
+    holder = StoreLockHolder(path)
+    try:
+        for _ in range(2):
+            with pytest.raises(StoreBusy):
+                await open_store(path)
+        assert list(tmp_path.glob("*.bak")) == []
+    finally:
+        holder.release()
+    backups: list[Path] = []
+    db = await open_store(path, backups=backups)
+    await db.close()
+    assert len(backups) == 1 and list(tmp_path.glob("*.bak")) == backups
+    raw = sqlite3.connect(backups[0])
+    assert raw.execute("PRAGMA user_version").fetchone() == (6,)
+    raw.close()

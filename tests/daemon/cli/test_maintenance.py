@@ -93,6 +93,38 @@ def test_migrate_dry_run_lists_what_would_be_applied_and_changes_nothing(
     assert "nothing to apply" in capsys.readouterr().out
 
 
+def test_status_during_a_migration_says_who_migrates_the_store(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A store at an older schema whose lock a process holds is being migrated (by
+    ``dropsync migrate`` or the daemon at its start): status used to advise starting the
+    daemon to migrate it, which that lock refuses."""
+    path = tmp_path / "s.db"
+    old_store(path, 6)
+    config = tmp_path / "dropsync.toml"
+    config.write_text(f'[store]\npath = "{path}"\n')
+    lock = InstanceLock(path)
+    lock.acquire()
+    try:
+        assert main(["status", "--config", str(config)]) == 1
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1, err
+        assert f"being migrated from schema version 6 to {latest_version()}" in err, err
+        assert f"pid {os.getpid()}" in err and "start the daemon" not in err, err
+        assert main(["status", "--check", "--config", str(config)]) == 3
+        out = capsys.readouterr().out.strip()
+        assert out.startswith("DROPSYNC UNKNOWN: ") and "being migrated" in out, out
+        for command in (["why", "contacts", "a@x"], ["dead-letters", "list"]):
+            assert main([*command, "--config", str(config)]) == 1
+            assert "being migrated from schema version 6" in capsys.readouterr().err
+    finally:
+        lock.release()
+    # Nobody migrates it: run the migration.
+    assert main(["status", "--config", str(config)]) == 1
+    err = capsys.readouterr().err
+    assert "older than" in err and "dropsync migrate" in err, err
+
+
 def test_init_writes_the_example_config_and_the_drop_folder(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

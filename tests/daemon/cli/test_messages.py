@@ -67,6 +67,38 @@ def test_dead_letters_with_the_largest_id_finds_none(
     assert "re-queued 0 dead letter(s)" in capsys.readouterr().out
 
 
+def test_dead_letters_of_a_provider_not_in_the_config_are_not_retried_into_a_dead_end(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A provider removed from the config has no sender: ``retry`` moved its dead letters
+    (and their reasons) into outbox entries no daemon would ever send nor dead-letter."""
+    config = write_config(tmp_path)
+    create_store(config)
+    raw = sqlite3.connect(tmp_path / "s.db")
+    raw.execute(
+        "INSERT INTO records (collection, key, body, updated_at, origin, digest, merged_at) "
+        "VALUES ('contacts', 'a@x.org', '{}', 5, 'drop', 'd', 5)"
+    )
+    raw.execute(
+        "INSERT INTO dead_letters (provider, collection, key, updated_at, reason, attempts, "
+        "created_at) VALUES ('gone', 'contacts', 'a@x.org', 5, 'HTTP 422', 1, 1)"
+    )
+    raw.commit()
+    assert main(["dead-letters", "retry", "--all", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("re-queued 0 dead letter(s)") and "gone" in out, out
+    assert main(["dead-letters", "retry", "--provider", "gone", "--config", str(config)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "gone" in err and "not in the config" in err, err
+    assert raw.execute("SELECT COUNT(*) FROM outbox").fetchone() == (0,)
+    assert raw.execute("SELECT provider, reason FROM dead_letters").fetchall() == [
+        ("gone", "HTTP 422")
+    ]
+    assert main(["dead-letters", "drop", "--provider", "gone", "--config", str(config)]) == 0
+    assert "dropped 1 dead letter(s)" in capsys.readouterr().out
+    raw.close()
+
+
 def test_ingest_of_what_is_not_a_regular_file_says_what_it_is(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -93,6 +125,71 @@ def test_ingest_of_what_is_not_a_regular_file_says_what_it_is(
         assert f"dropsync: {message}\n" in err, err
     assert main(["ingest", "--config", str(config), str(folder)]) == 1
     assert "not ingested: a directory" in capsys.readouterr().err
+
+
+def test_ingest_of_a_link_to_a_file_outside_the_drop_folder_reads_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A link to a regular file is taken like the file, as the docs say; it ended with a
+    ``fatal_error`` (``Unreadable: a symbolic link``: the lock was taken without following
+    links)."""
+    config = write_config(tmp_path)
+    create_store(config)
+    target = tmp_path / "exports/people.json"
+    target.parent.mkdir()
+    target.write_bytes(orjson.dumps([{"email": "a@x.org", "at": 1_700_000_000_000}]))
+    link = tmp_path / "latest.json"
+    link.symlink_to(target)
+    assert main(["ingest", "--config", str(config), "--collection", "contacts", str(link)]) == 0
+    report = orjson.loads(capsys.readouterr().out)
+    assert (report["status"], report["applied"], report["path"]) == ("done", 1, str(target))
+    assert link.is_symlink() and target.is_file()  # neither moved nor replaced
+
+
+def test_ingest_of_the_store_or_a_file_beside_it_is_refused_unread(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The store, its ``-wal``, the daemon's instance lock: each was read as a drop file
+    (its lock taken meanwhile: a daemon starting then was refused) and recorded quarantined,
+    a row in the ledger and one more quarantined file in ``status`` for good."""
+    config = write_config(tmp_path)
+    create_store(config)
+    store = tmp_path / "s.db"
+    (tmp_path / "s.db.lock").write_text("")
+    reader = sqlite3.connect(store)  # its -wal is there while a connection is open
+    reader.execute("SELECT COUNT(*) FROM files").fetchone()
+    for path in (store, tmp_path / "s.db-wal", tmp_path / "s.db.lock"):
+        assert path.exists()
+        assert main(["ingest", "--config", str(config), "--collection", "c", str(path)]) == 1
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"dropsync: {path}: not ingested: it is ") and "\n" not in err, err
+    assert reader.execute("SELECT COUNT(*) FROM files").fetchone() == (0,)
+    reader.close()
+
+
+def test_ingest_with_collection_of_a_dropped_file_claims_it_as_the_daemon_would(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--collection`` (the collection of files outside the drop folder) made a file of a
+    collection folder be read in place: the daemon then claimed it too, a second row."""
+    config = write_config(tmp_path)
+    create_store(config)
+    folder = tmp_path / "drop/contacts"
+    folder.mkdir(parents=True)
+    dropped = folder / "c.json"
+    dropped.write_bytes(orjson.dumps([{"email": "a@x.org", "at": 1_700_000_000_000}]))
+    given = ["ingest", "--config", str(config), "--collection"]
+    assert main([*given, "other", str(dropped)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"dropsync: {dropped}: not ingested: ") and "contacts" in err, err
+    assert dropped.is_file()
+    assert main([*given, "contacts", str(dropped)]) == 0
+    report = orjson.loads(capsys.readouterr().out)
+    assert report["path"] == str(folder / ".done/c.json") and report["applied"] == 1, report
+    assert not dropped.exists()
+    raw = sqlite3.connect(tmp_path / "s.db")
+    assert raw.execute("SELECT COUNT(*) FROM files").fetchone() == (1,)
+    raw.close()
 
 
 def test_a_collection_folder_in_another_unicode_form_is_the_configured_collection(

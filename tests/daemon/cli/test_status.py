@@ -14,6 +14,7 @@ from pathlib import Path
 import orjson
 import pytest
 from dropsync.daemon.cli import main
+from dropsync.store.schema import latest_version
 
 from tests.daemon.cli.conftest import now_ms, sql
 from tests.daemon.cli.plugin_output import problem_lines
@@ -194,6 +195,40 @@ def test_watch_shows_the_report_again_until_ctrl_c(config: Path) -> None:
         if process.poll() is None:
             process.kill()
     assert headers >= 3  # shown again, and the change made meanwhile appeared
+
+
+def test_watch_goes_on_through_a_migration_and_says_so(config: Path, running: None) -> None:
+    """The store's schema older than this dropsync's while its lock is held: a migration
+    under way (``dropsync migrate``, a restarted daemon). ``--watch`` used to end there,
+    exit 1, advising to start the daemon; it shows who migrates and goes on."""
+    command = [sys.executable, "-m", "dropsync.daemon.cli", "status", "--config", str(config)]
+    process = subprocess.Popen(
+        [*command, "--watch", "0.05"],
+        stdout=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # noqa: PLW1509
+    )
+    assert process.stdout is not None
+    headers, migrating, migrated = 0, False, False
+    try:
+        for line in process.stdout:
+            headers += line.startswith("dropsync status, every 0.05 s")
+            if headers == 2 and not migrating:
+                migrating = True
+                sql(config.parent, "PRAGMA user_version = 6")
+            if "is being migrated from schema version 6" in line and not migrated:
+                assert line.startswith("dropsync: store ") and "start the daemon" not in line
+                migrated = True
+                sql(config.parent, f"PRAGMA user_version = {latest_version()}")
+            if migrated and line.startswith("  crm "):
+                break
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=30)
+        assert migrated, "the watch ended at the migration"
+        assert process.returncode == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
 
 
 def test_a_running_daemon_that_waits_or_went_quiet_is_a_warning(
