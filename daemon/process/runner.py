@@ -267,7 +267,10 @@ class Daemon:
     async def _signals(self, signals: AsyncIterator[int]) -> None:
         async for signum in signals:
             if signum == signal.SIGHUP:
-                if self.ready:
+                if self._overdue_timer is not None:
+                    # Stopping: the parts are ending and the store is closing under a reload.
+                    log.info("config_reload_skipped", reason="the daemon is stopping")
+                elif self.ready:
                     await self._reload()
                 else:
                     log.info("config_reload_deferred", reason="the daemon is still starting")
