@@ -215,6 +215,7 @@ class Daemon:
             if self.listener is not None:
                 tg.start_soon(self._keep, "listener", self.listener.run)
             await self.watcher.ready.wait()
+            await self._note_unconfigured()
             self.ready = True
             self.board.set_state("running")
             self.notifier.ready(status="started")
@@ -321,9 +322,16 @@ class Daemon:
         if self.listener is not None:
             self.listener.reload(config)
         self.supervisor.reload(config)
+        await self._note_unconfigured()
         log.info("config_reloaded", config=config.source, providers=sorted(config.providers))
         self.board.refused_reload(None)
         self.notifier.ready(status="reloaded")
+
+    async def _note_unconfigured(self) -> None:
+        """Tell status which providers the store has entries for and the config no longer
+        names (removed or renamed): their entries stay queued, nothing sends them."""
+        names = await self.store.call(outbox.provider_names)
+        self.board.providers_unconfigured([n for n in names if n not in self.config.providers])
 
     def _status_changed(self) -> None:
         """A pause began or ended, or a reload was refused: STATUS= now, not at the next tick."""
