@@ -330,8 +330,17 @@ class Daemon:
     async def _note_unconfigured(self) -> None:
         """Tell status which providers the store has entries for and the config no longer
         names (removed or renamed): their entries stay queued, nothing sends them."""
-        names = await self.store.call(outbox.provider_names)
-        self.board.providers_unconfigured([n for n in names if n not in self.config.providers])
+        # On the read-only connection, as the status figures: never behind a held write lock.
+        names = None
+        with anyio.move_on_after(STATUS_READ_S):
+            try:
+                async with self.store.snapshot() as reader:
+                    names = await run_in_connection_thread(reader, outbox.provider_names)
+            except (StoreError, sqlite3.Error, OSError) as exc:
+                log.debug("provider_names_unavailable", error=str(exc))
+        if names is not None:
+            configured = self.config.providers
+            self.board.providers_unconfigured([n for n in names if n not in configured])
 
     def _status_changed(self) -> None:
         """A pause began or ended, or a reload was refused: STATUS= now, not at the next tick."""
@@ -356,7 +365,15 @@ class Daemon:
             with anyio.move_on_after(STATUS_READ_S):
                 try:
                     async with self.store.snapshot() as reader:
-                        self._summary = await run_in_connection_thread(reader, status_summary)
+                        summary = await run_in_connection_thread(reader, status_summary)
+                    self._summary = summary
+                    self.board.providers_unconfigured(
+                        [
+                            row["provider"]
+                            for row in summary["providers"]
+                            if row["provider"] not in self.config.providers
+                        ]
+                    )
                 except (StoreError, sqlite3.Error, OSError) as exc:
                     # The last figures stay; what waits and why is known without them.
                     log.debug("status_figures_unavailable", error=str(exc))
