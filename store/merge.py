@@ -316,6 +316,37 @@ def _displaced_file_row(
     )
 
 
+def _keep_bodies_of_removed_files(
+    db: sqlite3.Connection, displaced: Sequence[tuple[int, int, str, str]]
+) -> None:
+    """Copy the body from ``records`` into the log rows of displaced drop-file versions
+    whose file retention removed (``files.removed_at``): the file can no longer give it.
+
+    ``displaced`` is (inbox id, file id, collection, key); run before the records upsert
+    overwrites the bodies. One query finds the removed files among those the batch names.
+    """
+    file_ids = sorted({file_id for _, file_id, _, _ in displaced})
+    removed = {
+        int(row[0])
+        for row in db.execute(
+            "SELECT id FROM files WHERE removed_at IS NOT NULL "
+            "AND id IN (SELECT value FROM json_each(?))",
+            (orjson.dumps(file_ids).decode(),),
+        )
+    }
+    if not removed:
+        return
+    db.executemany(
+        "UPDATE inbox SET body = (SELECT r.body FROM records r WHERE r.collection = ? "
+        "AND r.key = ?) WHERE id = ?",
+        [
+            (collection, key, row_id)
+            for row_id, file_id, collection, key in displaced
+            if file_id in removed
+        ],
+    )
+
+
 # The current versions of (inbox id, collection, key) as superseded log rows, received when
 # they were merged; parameters: the time the merge processes them, a JSON array.
 _COPY_RECORDS_TO_INBOX = (
@@ -390,6 +421,7 @@ def apply_changes(
     fresh: list[Change] = []  # winners with new content: these go to the outbox
     new_rows: list[tuple[object, ...]] = []
     copied: list[tuple[int, str, str]] = []  # (inbox id, collection, key): log the records row
+    displaced: list[tuple[int, int, str, str]] = []  # (inbox id, file id, collection, key)
     updated_rows: list[tuple[object, ...]] = []
     next_id = _next_inbox_id(db)
     applied = 0
@@ -425,6 +457,7 @@ def apply_changes(
                     new_rows.append(_log_row(unlogged, next_id, "superseded", now))
                 elif isinstance(unlogged, tuple):
                     new_rows.append(_displaced_file_row(change, best, unlogged, next_id, now))
+                    displaced.append((next_id, unlogged[0], change.collection, change.key))
                 else:
                     copied.append((next_id, change.collection, change.key))
                 next_id += 1
@@ -456,6 +489,8 @@ def apply_changes(
     result.unchanged = len(changes) - applied
     if new_rows:
         db.executemany(_INSERT_INBOX, new_rows)
+    if displaced:
+        _keep_bodies_of_removed_files(db, displaced)
     if copied:
         # Before the records upsert below overwrites them.
         listed = orjson.dumps(copied).decode()

@@ -60,6 +60,11 @@ def register_providers(
     )
 
 
+def provider_names(db: sqlite3.Connection) -> list[str]:
+    """Every provider that has a state row: configured now or at some time before."""
+    return [str(row[0]) for row in db.execute("SELECT name FROM providers ORDER BY name")]
+
+
 def provider_state(db: sqlite3.Connection, name: str) -> ProviderRow | None:
     """The state row of one provider."""
     row = db.execute(

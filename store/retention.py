@@ -13,8 +13,10 @@
 * ``held_jobs``: a job's outcome held for a batch that was never recorded goes with the
   deliveries of its time.
 * Drop files filed in ``.done/`` are removed by the daemon (``daemon.process.retention``);
-  before one goes, the bodies of its versions the inbox still lists are copied into
-  those rows (``keep_bodies``), so no version is lost with the file.
+  before one goes, it is marked (``files.removed_at``) and the bodies of its versions the
+  inbox still lists are copied into those rows (``keep_bodies``); a version of it still
+  current then is logged with its body from ``records`` when a later one displaces it
+  (``store.merge``), so no version is lost with the file.
 
 Sync functions on the connection, run in the store's thread; each call deletes at
 most ``limit`` rows, so the writer is never held for long.
@@ -83,10 +85,18 @@ def done_files_before(
     """(id, path) of files filed as ``done`` before ``before``, ids above ``after_id``."""
     rows = db.execute(
         "SELECT id, path FROM files WHERE id > ? AND status = 'done' AND finished_at < ? "
+        "AND removed_at IS NULL "
         "ORDER BY id LIMIT ?",
         (after_id, before, limit),
     ).fetchall()
     return [(int(file_id), str(path)) for file_id, path in rows]
+
+
+def mark_removed(db: sqlite3.Connection, file_id: int, *, now: int | None) -> None:
+    """Note that the file is about to be removed from ``.done/`` (``now``), or was kept
+    after all (None). Marked before its versions' bodies are copied: a version displaced
+    from then on takes its body from ``records`` in the merge (``store.merge``)."""
+    db.execute("UPDATE files SET removed_at = ? WHERE id = ?", (now, file_id))
 
 
 def versions_without_body(db: sqlite3.Connection, file_id: int) -> dict[int, int]:

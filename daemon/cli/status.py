@@ -141,14 +141,16 @@ def format_status(store_path: str | PathLike[str], summary: dict[str, Any]) -> s
     if not providers:
         lines.append("providers: none configured")
     for row in providers:
+        unconfigured = row.get("configured") is False
+        state = "unconfigured" if unconfigured else row["state"]
         line = (
-            f"  {row['provider']:<16} {row['state']:<12} pending {row['pending']:>8}  "
+            f"  {row['provider']:<16} {state:<12} pending {row['pending']:>8}  "
             f"oldest {format_age(row['oldest_enqueued_at'])}  "
             f"dead letters {row['dead_letters']}"
         )
         if row.get("held"):
             line += f"  set aside {row['held']} (for paused users)"
-        if row["state"] in waiting and row["next_attempt_at"]:
+        if row["state"] in waiting and row["next_attempt_at"] and not unconfigured:
             line += f"  next attempt {format_timestamp(row['next_attempt_at'])}"
         if row.get("unconfirmed"):
             line += (
@@ -159,6 +161,11 @@ def format_status(store_path: str | PathLike[str], summary: dict[str, Any]) -> s
             line += f"\n{'':20}last error: {row['last_error']}"
         if row.get("waiting"):
             line += f"\n{'':20}waiting: {row['waiting']}"
+        if unconfigured:
+            line += (
+                f"\n{'':20}not configured in the running daemon (removed or renamed): its "
+                "entries stay queued until a provider of this name is configured again"
+            )
         line += _paused_users(row.get("paused_users") or [])
         lines.append(line)
     files = summary["files"]
@@ -242,6 +249,7 @@ def read_status(store_path: str | PathLike[str]) -> dict[str, Any]:
     finally:
         db.close()
     summary["daemon"] = daemon_state(store_path)
+    _mark_configured(summary)
     return summary
 
 
@@ -275,6 +283,22 @@ def _being_migrated(store_path: str | PathLike[str], exc: Any) -> Exception | No
         f"{exc.latest} by pid {pid or 'unknown'} (it holds {lock_path(store_path)}): "
         "ask again when it is done"
     )
+
+
+def _mark_configured(summary: dict[str, Any]) -> None:
+    """``configured`` on each provider row while a daemon runs: False for a provider its
+    running config no longer names (removed or renamed by a reload), None if not listed."""
+    daemon = summary["daemon"]
+    runtime = daemon.get("runtime")
+    if not daemon["running"] or not isinstance(runtime, dict):
+        return
+    unconfigured = runtime.get("unconfigured") or []
+    more = bool(runtime.get("unconfigured_not_listed"))
+    for row in summary["providers"]:
+        if row["provider"] in unconfigured:
+            row["configured"] = False
+        else:
+            row["configured"] = None if more else True
 
 
 def _report(args: argparse.Namespace) -> tuple[str, int]:

@@ -142,8 +142,11 @@ def render(data: PageData, redact: Redact) -> str:
     alerts = _alerts(data, redact)
     attention = bool(alerts) or summary is None
     providers: list[dict[str, Any]] = [] if summary is None else summary["providers"]
+    unconfigured = (data.runtime or {}).get("unconfigured") or []
     if any(row["state"] != ProviderState.ONLINE for row in providers):
         attention = True
+    if any(row["provider"] in unconfigured and row["pending"] for row in providers):
+        attention = True  # entries nothing sends
     verdict = (
         '<span class="badge warn">needs attention</span>'
         if attention
@@ -268,7 +271,9 @@ def _provider(
     data: PageData,
     redact: Redact,
 ) -> str:
-    state = str(row["state"])
+    runtime = data.runtime or {}
+    unconfigured = row["provider"] in (runtime.get("unconfigured") or [])
+    state = "unconfigured" if unconfigured else str(row["state"])
     badge = STATES.get(state, "off")
     out = [
         f'<article class="card provider" data-provider="{_e(row["provider"])}">',
@@ -281,6 +286,11 @@ def _provider(
         f'<div><b class="dead-letters">{row["dead_letters"]:,}</b><span>dead letters</span></div>',
         "</div>",
     ]
+    if unconfigured:
+        out.append(
+            '<p class="note"><b>not configured in the running daemon</b> (removed or renamed): '
+            "its entries stay queued until a provider of this name is configured again</p>"
+        )
     waiting = state in (ProviderState.BACKING_OFF, ProviderState.OFFLINE)
     if waiting and isinstance(row.get("next_attempt_at"), int):
         wait = max(0, round((row["next_attempt_at"] - data.now) / 1000))

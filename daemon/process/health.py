@@ -30,6 +30,9 @@ log = structlog.get_logger(__name__)
 
 DISK_FULL = "disk full"
 _FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
+# Unconfigured providers named in the runtime file (a provider name is up to 64 characters:
+# 20 of them keep it well within its size); the others are counted.
+UNCONFIGURED_LISTED = 20
 
 
 def file_condition(exc: BaseException) -> str | None:
@@ -48,6 +51,8 @@ class PauseBoard:
         self.started_at = now_ms()
         self.pauses: dict[tuple[str, str], dict[str, Any]] = {}
         self.reload_refused: dict[str, Any] | None = None
+        # Providers with a state row in the store that the running config does not name.
+        self.unconfigured: list[str] = []
         self.on_change: Callable[[], None] | None = None
         self._write_failed = False
 
@@ -96,6 +101,13 @@ class PauseBoard:
         self.write()
         self._changed()
 
+    def providers_unconfigured(self, names: list[str]) -> None:
+        """The providers the store knows and the running config does not (status shows
+        them as not configured: their entries wait for a provider of that name)."""
+        if names != self.unconfigured:
+            self.unconfigured = names
+            self.write()
+
     def _changed(self) -> None:
         if self.on_change is not None:
             self.on_change()
@@ -139,6 +151,14 @@ class PauseBoard:
             "heartbeat_s": HEARTBEAT_S,
             "pauses": sorted(self.pauses.values(), key=lambda p: (p["since"], p["work"])),
             **({"reload_refused": self.reload_refused} if self.reload_refused else {}),
+            **(
+                {
+                    "unconfigured": self.unconfigured[:UNCONFIGURED_LISTED],
+                    "unconfigured_not_listed": max(0, len(self.unconfigured) - UNCONFIGURED_LISTED),
+                }
+                if self.unconfigured
+                else {}
+            ),
         }
 
     def write(self) -> None:

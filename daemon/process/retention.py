@@ -110,11 +110,11 @@ class Retention:
                     break
         if self.config.keep_done_days > 0:
             pruned.done_files = await self._remove_done_files(
-                now - int(self.config.keep_done_days * DAY_MS)
+                now - int(self.config.keep_done_days * DAY_MS), now
             )
         return pruned
 
-    async def _remove_done_files(self, before: int) -> int:
+    async def _remove_done_files(self, before: int, now: int) -> int:
         removed = 0
         while True:
             files = await self.store.call(
@@ -128,6 +128,9 @@ class Retention:
                 path = Path(name)
                 folder = self._done_folder(path)
                 if folder is not None and path.is_file():
+                    # Marked first: a version this file holds that an ingest displaces from
+                    # now on is logged with its body (store.merge), the others are copied here.
+                    await self.store.transact(retention.mark_removed, file_id, now=now)
                     await self._keep_versions(file_id, path)
                     try:
                         if os.path.islink(folder):  # not the folder the daemon made
@@ -137,6 +140,7 @@ class Retention:
                             )
                         remove_inside(path, folder)
                     except OutsideFolder as exc:
+                        await self.store.transact(retention.mark_removed, file_id, now=None)
                         log.warning("done_file_kept", file_id=file_id, path=name, error=str(exc))
                     else:
                         removed += 1

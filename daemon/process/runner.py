@@ -222,6 +222,7 @@ class Daemon:
             if self.listener is not None:
                 tg.start_soon(self._keep, "listener", self.listener.run)
             await self.watcher.ready.wait()
+            await self._note_unconfigured()
             self.ready = True
             self.board.set_state("running")
             self.notifier.ready(status="started")
@@ -274,7 +275,10 @@ class Daemon:
     async def _signals(self, signals: AsyncIterator[int]) -> None:
         async for signum in signals:
             if signum == signal.SIGHUP:
-                if self.ready:
+                if self._overdue_timer is not None:
+                    # Stopping: the parts are ending and the store is closing under a reload.
+                    log.info("config_reload_skipped", reason="the daemon is stopping")
+                elif self.ready:
                     await self._reload()
                 else:
                     log.info("config_reload_deferred", reason="the daemon is still starting")
@@ -332,9 +336,25 @@ class Daemon:
         if self.listener is not None:
             self.listener.reload(config)
         self.supervisor.reload(config)
+        await self._note_unconfigured()
         log.info("config_reloaded", config=config.source, providers=sorted(config.providers))
         self.board.refused_reload(None)
         self.notifier.ready(status="reloaded")
+
+    async def _note_unconfigured(self) -> None:
+        """Tell status which providers the store has entries for and the config no longer
+        names (removed or renamed): their entries stay queued, nothing sends them."""
+        # On the read-only connection, as the status figures: never behind a held write lock.
+        names = None
+        with anyio.move_on_after(STATUS_READ_S):
+            try:
+                async with self.store.snapshot() as reader:
+                    names = await run_in_connection_thread(reader, outbox.provider_names)
+            except (StoreError, sqlite3.Error, OSError) as exc:
+                log.debug("provider_names_unavailable", error=str(exc))
+        if names is not None:
+            configured = self.config.providers
+            self.board.providers_unconfigured([n for n in names if n not in configured])
 
     def _status_changed(self) -> None:
         """A pause began or ended, or a reload was refused: STATUS= now, not at the next tick."""
@@ -359,7 +379,15 @@ class Daemon:
             with anyio.move_on_after(STATUS_READ_S):
                 try:
                     async with self.store.snapshot() as reader:
-                        self._summary = await run_in_connection_thread(reader, status_summary)
+                        summary = await run_in_connection_thread(reader, status_summary)
+                    self._summary = summary
+                    self.board.providers_unconfigured(
+                        [
+                            row["provider"]
+                            for row in summary["providers"]
+                            if row["provider"] not in self.config.providers
+                        ]
+                    )
                 except (StoreError, sqlite3.Error, OSError) as exc:
                     # The last figures stay; what waits and why is known without them.
                     log.debug("status_figures_unavailable", error=str(exc))

@@ -106,3 +106,28 @@ def test_sighup_from_the_moment_handling_is_in_place_never_ends_the_daemon(
             assert daemon.stop() == 0
     finally:
         daemon.close()
+
+
+def test_sighup_after_sigterm_does_not_reload_a_stopping_daemon(tmp_path: Path) -> None:
+    """A reload that came after the stop used to meet the store being closed: exit 1 with a
+    fatal_error ("no active connection") instead of a clean stop."""
+    daemon = DaemonProcess(tmp_path, config_text(tmp_path))
+    try:
+        for _ in range(3):
+            daemon.start()
+            assert daemon.process is not None
+            daemon.send_signal(signal.SIGTERM)
+            while daemon.process.poll() is None:  # SIGHUPs until it has exited
+                daemon.send_signal(signal.SIGHUP)
+                time.sleep(0.002)
+            # Or ended by a SIGHUP in its last instant: between asyncio giving the signals
+            # back to their default and the daemon ignoring them (after the store is closed).
+            assert daemon.process.returncode in (0, -signal.SIGHUP), daemon.log_path.read_text()[
+                -2000:
+            ]
+            events = [e["event"] for e in daemon.events()]
+            assert "fatal_error" not in events
+            stopping = events.index("daemon_stopping")
+            assert "config_reloaded" not in events[stopping:]
+    finally:
+        daemon.close()

@@ -3,6 +3,8 @@ cannot read (the rest: tests/daemon/cli/test_status.py)."""
 
 from __future__ import annotations
 
+import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.daemon.cli.plugin_output import problem_lines
-from tests.support import DaemonProcess
+from tests.support import DaemonProcess, drop_json, free_port, query, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -93,5 +95,43 @@ def test_an_unreadable_secret_at_start_is_a_config_error_exit_2(
             f"{daemon.config_path}: providers.crm.{source}: provider crm: "
         )
         assert not (tmp_path / "s.db").exists()  # refused before anything was created
+    finally:
+        daemon.close()
+
+
+def test_a_provider_renamed_by_a_reload_is_shown_as_not_configured(tmp_path: Path) -> None:
+    """Its entries stay queued under the old name; status used to show it ``online``, as if
+    they were on their way."""
+    port = free_port()  # nothing listens: the entries stay pending
+    text = (
+        f'[store]\npath = "{tmp_path / "s.db"}"\n[drop]\npath = "{tmp_path / "d"}"\n'
+        'settle_ms = 10\n[collections.contacts]\nkey = "email"\ntimestamp = "at"\n'
+        'providers = ["crm"]\n[providers.crm]\nkind = "crm"\n'
+        f'base_url = "http://127.0.0.1:{port}"\naccount_id = "a"\nsecret_env = "CRM_TOKEN"\n'
+        "backoff_base_s = 3600\n"
+    )
+    daemon = DaemonProcess(tmp_path, text, env={"CRM_TOKEN": "crm-token-1"})
+    status = [sys.executable, "-m", "dropsync.daemon.cli", "status"]
+    option = ["--config", str(daemon.config_path)]
+    try:
+        daemon.start()
+        drop_json(tmp_path / "d/contacts", "a", [{"email": "a@x", "at": 1_700_000_000_000}])
+        wait_until(lambda: query(tmp_path / "s.db", "SELECT COUNT(*) FROM outbox") == [(1,)])
+        daemon.mark_log()
+        renamed = text.replace('["crm"]', '["crm2"]').replace("[providers.crm]", "[providers.crm2]")
+        daemon.config_path.write_text(renamed)
+        daemon.send_signal(signal.SIGHUP)
+        daemon.wait_for("config_reloaded")
+        shown = subprocess.run([*status, *option], capture_output=True, text=True, check=True)
+        lines = shown.stdout.splitlines()
+        [at] = [i for i, x in enumerate(lines) if x.startswith("  crm ")]
+        assert lines[at].split()[1:4] == ["unconfigured", "pending", "1"], shown.stdout
+        assert "next attempt" not in lines[at]
+        assert any("not configured in the running daemon" in x for x in lines[at:]), lines
+        as_json = subprocess.run(
+            [*status, "--json", *option], capture_output=True, text=True, check=True
+        )
+        rows = {row["provider"]: row for row in json.loads(as_json.stdout)["providers"]}
+        assert rows["crm"]["configured"] is False and rows["crm2"]["configured"] is True
     finally:
         daemon.close()

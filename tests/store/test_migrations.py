@@ -453,3 +453,22 @@ async def test_a_store_locked_by_another_program_is_not_copied_before_each_try(
     raw = sqlite3.connect(backups[0])
     assert raw.execute("PRAGMA user_version").fetchone() == (6,)
     raw.close()
+
+
+async def test_migration_12_marks_no_file_removed(tmp_path: Path) -> None:
+    path = tmp_path / "v11.db"
+    db = await open_store(path, target=11)
+    await db.execute(
+        "INSERT INTO files (collection, name, path, sha256, size, status, received_at, "
+        "finished_at) VALUES ('contacts', 'a.json', 'drop/contacts/.done/a.json', 'x', 1, "
+        "'done', 1, 2)"
+    )
+    await db.commit()
+    await db.close()
+    db = await open_store(path)
+    await db.close()
+    raw = sqlite3.connect(path)
+    assert raw.execute("SELECT name, status, removed_at FROM files").fetchall() == [
+        ("a.json", "done", None)
+    ]
+    assert raw.execute("PRAGMA user_version").fetchone()[0] == latest_version()

@@ -370,3 +370,41 @@ async def test_a_read_that_hangs_is_a_503_page_not_a_hung_request(
         release.set()
     assert answer.status_code == 503
     assert "the store did not answer in time" in answer.text
+
+
+def test_a_provider_the_running_config_does_not_name_is_shown_unconfigured(
+    tmp_path: Path,
+) -> None:
+    """Removed or renamed by a reload: its entries wait, nothing sends them (not ``offline``
+    with a next attempt, as if they were on their way)."""
+    now = int(time.time() * 1000)
+    row = {
+        "kind": "crm",
+        "state": "offline",
+        "pending": 3,
+        "oldest_enqueued_at": now - 5000,
+        "next_attempt_at": now + 60_000,
+        "dead_letters": 0,
+    }
+    rows = [{**row, "provider": "crm"}, {**row, "provider": "crm2"}]
+    summary = {
+        "providers": rows,
+        "inbox_pending": 0,
+        "files": {"processing": 0, "quarantined": 0, "done": 0},
+        "recent_quarantined": [],
+    }
+    runtime = {"state": "running", "unconfigured": ["crm"], "unconfigured_not_listed": 0}
+    data = PageData(now=now, start=hour_start(now) - 23 * HOUR_MS, summary=summary, runtime=runtime)
+    page = render(data, lambda text, complete=True: text)
+    start = page.index('<article class="card provider" data-provider="crm"')
+    split = page.index('<article class="card provider" data-provider="crm2"')
+    old, new = page[start:split], page[split:]
+    assert "unconfigured</span>" in old and "next attempt" not in old
+    assert "not configured in the running daemon" in old
+    assert "offline</span>" in new and "next attempt" in new
+    online = {**summary, "providers": [{**r, "state": "online"} for r in rows]}
+    page = render(
+        PageData(now=now, start=data.start, summary=online, runtime=runtime),
+        lambda text, complete=True: text,
+    )
+    assert "needs attention" in page

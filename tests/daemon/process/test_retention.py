@@ -174,3 +174,82 @@ def test_callback_signatures_outlive_any_callback_age(tmp_path: Path) -> None:
     assert db.execute("SELECT provider, received_at FROM callback_signatures").fetchall() == [
         ("churn", 1)
     ]
+
+
+def test_a_version_whose_file_went_keeps_its_body_when_displaced_later(tmp_path: Path) -> None:
+    """A file's version still current when the file goes lives on in ``records``; a later
+    version that displaces it logs it with that body, since the file is no longer there."""
+    config_path = tmp_path / "dropsync.toml"
+    config_path.write_text(
+        f'[store]\npath = "{tmp_path / "s.db"}"\nretain_days = 0\n'
+        f'[drop]\npath = "{tmp_path / "drop"}"\nkeep_done_days = 7\n'
+        '[collections.contacts]\nkey = "email"\ntimestamp = "at"\ntimestamp_unit = "ms"\n'
+    )
+    config = load_config(str(config_path))
+    folder = config.drop_path / "contacts"
+    folder.mkdir(parents=True)
+    first = {"email": "a@x", "at": 100, "name": "Ann"}
+    second = {"email": "a@x", "at": 200, "name": "Ann Lee"}
+
+    async def run() -> None:
+        async with await Store.open(config.store_path) as store:
+            ingestor = Ingestor(store, config)
+            (folder / "one.json").write_bytes(orjson.dumps([first]))
+            await ingestor.ingest_dropped(folder / "one.json")
+            pruned = await Retention(store, config).prune_once(now_ms_at(config.store_path, days=8))
+            assert pruned.done_files == 1
+            (folder / "two.json").write_bytes(orjson.dumps([second]))
+            await ingestor.ingest_dropped(folder / "two.json")
+
+    anyio.run(run)
+    assert not (folder / ".done/one.json").exists()
+    db = sqlite3.connect(config.store_path)
+    [(body,)] = db.execute(
+        "SELECT body FROM inbox WHERE key = 'a@x' AND status = 'superseded'"
+    ).fetchall()
+    db.close()
+    assert body is not None and orjson.loads(body) == first
+
+
+def test_a_version_displaced_while_its_file_is_being_removed_keeps_its_body(
+    tmp_path: Path,
+) -> None:
+    """An ingest that commits after the pass copied the file's bodies, before the file goes
+    (the pass and the ingests share the store, one transaction at a time)."""
+    config_path = tmp_path / "dropsync.toml"
+    config_path.write_text(
+        f'[store]\npath = "{tmp_path / "s.db"}"\nretain_days = 0\n'
+        f'[drop]\npath = "{tmp_path / "drop"}"\nkeep_done_days = 7\n'
+        '[collections.contacts]\nkey = "email"\ntimestamp = "at"\ntimestamp_unit = "ms"\n'
+    )
+    config = load_config(str(config_path))
+    folder = config.drop_path / "contacts"
+    folder.mkdir(parents=True)
+    first = {"email": "a@x", "at": 100, "name": "Ann"}
+    second = {"email": "a@x", "at": 200, "name": "Ann Lee"}
+
+    async def run() -> None:
+        async with await Store.open(config.store_path) as store:
+            ingestor = Ingestor(store, config)
+
+            class IngestMeanwhile(Retention):
+                async def _keep_versions(self, file_id: int, path: Path) -> None:
+                    await super()._keep_versions(file_id, path)
+                    if path.name == "one.json":
+                        (folder / "two.json").write_bytes(orjson.dumps([second]))
+                        await ingestor.ingest_dropped(folder / "two.json")
+
+            (folder / "one.json").write_bytes(orjson.dumps([first]))
+            await ingestor.ingest_dropped(folder / "one.json")
+            pruned = await IngestMeanwhile(store, config).prune_once(
+                now_ms_at(config.store_path, days=8)
+            )
+            assert pruned.done_files == 2  # two.json, filed meanwhile, is past the cut-off too
+
+    anyio.run(run)
+    db = sqlite3.connect(config.store_path)
+    [(body,)] = db.execute(
+        "SELECT body FROM inbox WHERE key = 'a@x' AND status = 'superseded'"
+    ).fetchall()
+    db.close()
+    assert body is not None and orjson.loads(body) == first
