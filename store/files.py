@@ -150,36 +150,29 @@ def insert_file(
     return cursor.lastrowid
 
 
-def set_content(
-    db: sqlite3.Connection,
-    file_id: int,
-    sha256: str,
-    size: int,
-    is_live: Callable[[str], bool],
-) -> int | None:
+def set_content(db: sqlite3.Connection, file_id: int, sha256: str, size: int) -> int | None:
     """Record a claimed file's hash; return the id of an earlier file with that content.
 
-    That earlier file counts if it was ingested (``done``), or is being ingested right
-    now by a live ingest (``is_live(path)``): its documents are, or will be, applied.
-    A file left unfinished by a dead ingest, or quarantined, does not count.
+    That earlier file counts only if it was ingested (``done``): its documents are applied.
+    One being ingested right now does not, though it will most likely apply them too: it
+    may yet end without having applied them all (deleted under its ingest, or its row
+    finished by a kill), and this one would then have been filed with nothing applied.
+    Merging the same documents twice changes nothing (last-write-wins), so this file is
+    ingested itself.
     """
     row = get_file(db, file_id)
     assert row is not None
-    earlier = None
-    candidates = db.execute(
-        "SELECT id, status, path FROM files WHERE sha256 = ? AND collection = ? AND id != ? "
-        "AND status IN ('done', 'processing') ORDER BY id DESC",
+    earlier = db.execute(
+        "SELECT id FROM files WHERE sha256 = ? AND collection = ? AND id != ? "
+        "AND status = 'done' ORDER BY id DESC LIMIT 1",
         (sha256, row.collection, file_id),
-    )
-    for other_id, status, path in candidates.fetchall():
-        if status == "done" or is_live(path):
-            earlier = other_id
-            break
+    ).fetchone()
+    duplicate = int(earlier[0]) if earlier is not None else None
     db.execute(
         "UPDATE files SET sha256 = ?, size = ?, duplicate_of = ? WHERE id = ?",
-        (sha256, size, earlier, file_id),
+        (sha256, size, duplicate, file_id),
     )
-    return int(earlier) if earlier is not None else None
+    return duplicate
 
 
 def record_progress(

@@ -55,12 +55,10 @@ from .dropfiles import (
     fits_receipt,
     free_name,
     is_ignored,
-    is_locked,
     lock_dropped,
     own_folder,
     processing_place,
     rename_noreplace,
-    same_file,
     write_receipt,
 )
 from .parse import DocumentFailure, ParseJob, parse_here
@@ -366,14 +364,7 @@ class Ingestor:
         if resume is not None and resume.sha256 not in ("", sha256):
             log.warning("ingest_restart_changed_file", file=str(claim.path), file_id=file_id)
             resume = None  # its content changed since: start over, keeping nothing
-        duplicate = await self.store.transact(
-            # The file this claim locks is no other live ingest's, whatever row names it.
-            ledger.set_content,
-            file_id,
-            sha256,
-            size,
-            lambda path: not same_file(claim.fd, Path(path)) and is_locked_path(path),
-        )
+        duplicate = await self.store.transact(ledger.set_content, file_id, sha256, size)
         if duplicate is not None and (resume is None or resume.docs_seen == 0):
             log.info(
                 "ingest_duplicate",
@@ -652,11 +643,6 @@ def only_errors_of(exc: BaseException, kinds: tuple[type[BaseException], ...]) -
     if isinstance(exc, BaseExceptionGroup):
         return all(only_errors_of(inner, kinds) for inner in exc.exceptions)
     return isinstance(exc, kinds)
-
-
-def is_locked_path(path: str) -> bool:
-    """True if a live ingest holds the file at ``path`` (``ledger.set_content``'s question)."""
-    return is_locked(Path(path))
 
 
 def _commit_batch(

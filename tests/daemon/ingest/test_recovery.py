@@ -16,8 +16,9 @@ import orjson
 import pytest
 from dropsync.daemon.config import Config
 from dropsync.daemon.ingest import dropfiles
-from dropsync.daemon.ingest.ingestor import VANISHED, Ingestor
+from dropsync.daemon.ingest.ingestor import VANISHED, Ingestor, file_digest
 from dropsync.daemon.ingest.watcher import candidate_files
+from dropsync.store import files
 from dropsync.store.handle import Store
 from structlog.testing import capture_logs
 
@@ -189,10 +190,11 @@ async def test_a_file_taken_away_before_it_was_read_leaves_no_row(tmp_path: Path
 
 
 async def claimed_then_deleted(
-    ingestor: Ingestor, config: Config, name: str
+    ingestor: Ingestor, config: Config, name: str, *, delete: bool = True
 ) -> tuple[dropfiles.Claim, int]:
     """A file dropped, claimed as the watcher claims it (its row, then moved into
-    .processing/), then deleted there by someone else, before its ingest hashed it."""
+    .processing/), then (``delete``) deleted there by someone else, before its ingest hashed
+    it."""
     path = drop(config, "users", name, CONTENT)
     claim = dropfiles.lock_dropped(path, "users")
     assert claim is not None
@@ -201,7 +203,8 @@ async def claimed_then_deleted(
     place.parent.mkdir(exist_ok=True)
     path.rename(place)
     claim.path = place
-    place.unlink()
+    if delete:
+        place.unlink()
     return claim, file_id
 
 
@@ -261,6 +264,33 @@ async def test_a_file_dropped_again_under_the_name_of_one_deleted_under_its_inge
     assert (report_b.status, report_b.applied) == ("done", 9)
     assert [(row[0], row[2]) for row in ledger(config)] == [(id_a, "quarantined"), (id_b, "done")]
     assert [p.name for p in (folder / ".done").iterdir()] == [report_b.path.name]
+
+
+async def test_a_file_with_the_content_of_one_being_ingested_is_applied_itself(
+    tmp_path: Path,
+) -> None:
+    # b.json has the content of a.json, which a live ingest holds: b was recorded as its
+    # duplicate and filed with nothing applied ("its documents will be"). a.json was then
+    # deleted under its ingest before the end: what it had not applied yet was never applied
+    # by either file, though b.json, a good file, was filed in .done/.
+    config = make_config(tmp_path)
+    async with await Store.open(config.store_path) as store:
+        ingestor = Ingestor(store, config)
+        claim_a, id_a = await claimed_then_deleted(ingestor, config, "a.json", delete=False)
+        try:
+            sha, size = file_digest(claim_a.fd)  # a.json hashed by its ingest, then read...
+            await store.transact(files.set_content, id_a, sha, size)
+            report_b = await ingestor.ingest_dropped(drop(config, "users", "b.json", CONTENT))
+            claim_a.path.unlink()  # ...and deleted before its ingest applied anything
+            report_a = await ingestor.ingest_claimed(claim_a, id_a)
+        finally:
+            claim_a.close()
+    assert report_b is not None and report_b.duplicate_of is None
+    assert (report_b.status, report_b.applied) == ("done", 5)
+    assert report_a.status == "quarantined"
+    raw = sqlite3.connect(config.store_path)
+    assert raw.execute("SELECT COUNT(*) FROM records").fetchone() == (5,)
+    raw.close()
 
 
 async def test_a_row_whose_file_is_deleted_while_read_is_finished_by_its_ingest_not_a_sweep(
