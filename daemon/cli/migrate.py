@@ -62,7 +62,7 @@ def _apply(store: Path, current: int, versions: list[int]) -> int:
 
     from ..process.instance import InstanceLock
 
-    lock = InstanceLock(store)
+    lock = InstanceLock(store, purpose="migrate")
     lock.acquire()  # not while a daemon runs (it migrates at its own start anyway)
     try:
         backups: list[Path] = []

@@ -31,21 +31,31 @@ def lock_path(store_path: str | os.PathLike[str]) -> str:
     return os.fspath(store_path) + SUFFIX
 
 
-def _pid_in(fd: int) -> int | None:
+def _holder_in(fd: int) -> tuple[int | None, str]:
+    """The pid in a lock file, and what it holds the store for: ``run`` (a daemon; a file
+    with the pid alone, as older versions wrote it too) or ``migrate``."""
     try:
-        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        words = os.pread(fd, 64, 0).decode("ascii", "replace").split()
     except OSError:
-        return None
-    return int(text) if text.isdigit() else None
+        return None, "run"
+    pid = int(words[0]) if words and words[0].isdigit() else None
+    return pid, words[1] if len(words) > 1 else "run"
+
+
+def _pid_in(fd: int) -> int | None:
+    return _holder_in(fd)[0]
 
 
 class InstanceLock:
     """The running daemon's hold on its store (``acquire``, then ``release`` at exit)."""
 
-    def __init__(self, store_path: Path) -> None:
+    def __init__(self, store_path: Path, purpose: str = "run") -> None:
+        """``purpose``: ``run`` (a daemon) or ``migrate``, written after the pid, so that
+        whoever finds the lock taken is told which holds it."""
         from pathlib import Path  # here: status imports this module
 
         self.path = Path(lock_path(store_path))
+        self.purpose = purpose
         self._fd: int | None = None
 
     def acquire(self) -> None:
@@ -70,11 +80,16 @@ class InstanceLock:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
-                pid = _pid_in(fd)
+                pid, purpose = _holder_in(fd)
                 if pid is not None or time.monotonic() > deadline:
                     os.close(fd)
                     from ..errors import AlreadyRunning
 
+                    if purpose == "migrate":
+                        raise AlreadyRunning(
+                            f"dropsync migrate (pid {pid}) is migrating this store: it holds "
+                            f"{self.path}. Wait for it to finish, then try again"
+                        ) from None
                     raise AlreadyRunning(
                         f"another dropsync daemon (pid {pid if pid is not None else 'unknown'}) "
                         f"is running on this store: it holds {self.path}. Stop it first "
@@ -83,7 +98,8 @@ class InstanceLock:
                     ) from None
                 time.sleep(0.02)  # a status probe (shared lock, no pid yet): a moment
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        mark = "" if self.purpose == "run" else f" {self.purpose}"
+        os.pwrite(fd, f"{os.getpid()}{mark}\n".encode(), 0)
         self._fd = fd
 
     def _cannot_lock(self, exc: OSError) -> Exception:

@@ -13,7 +13,7 @@ import pytest
 from dropsync.daemon.cli import main
 from dropsync.daemon.cli.init import example_config
 from dropsync.daemon.config import load_config
-from dropsync.daemon.process.instance import InstanceLock
+from dropsync.daemon.process.instance import InstanceLock, holder
 from dropsync.store.db import open_store
 from dropsync.store.handle import Store
 from dropsync.store.schema import latest_version
@@ -91,6 +91,27 @@ def test_migrate_dry_run_lists_what_would_be_applied_and_changes_nothing(
     assert query(path, "PRAGMA user_version") == [(latest_version(),)]
     assert main(["migrate", "--dry-run", "--config", str(config)]) == 0
     assert "nothing to apply" in capsys.readouterr().out
+
+
+def test_a_second_migrate_or_a_daemon_beside_a_migrate_is_told_a_migration_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The lock a ``dropsync migrate`` holds was reported as "another dropsync daemon", with
+    the advice to kill that pid (a migration under way)."""
+    path = tmp_path / "s.db"
+    old_store(path, 6)
+    config = tmp_path / "dropsync.toml"
+    config.write_text(f'[store]\npath = "{path}"\n')
+    lock = InstanceLock(path, purpose="migrate")
+    lock.acquire()
+    try:
+        assert holder(path) == os.getpid()
+        assert main(["migrate", "--config", str(config)]) == 1
+        err = capsys.readouterr().err
+        assert f"dropsync migrate (pid {os.getpid()}) is migrating this store" in err, err
+        assert "another dropsync daemon" not in err and "kill" not in err, err
+    finally:
+        lock.release()
 
 
 def test_status_during_a_migration_says_who_migrates_the_store(
