@@ -8,6 +8,8 @@ path still names the file it opened (device and inode, links followed); when it 
 it copies what it holds, through its own connection, to ``<store>.kept-<time>.db`` beside
 the path (verified, as ``dropsync backup`` does) and stops with exit code 2, which systemd
 does not restart (``RestartPreventExitStatus=2``): a person decides which file is the store.
+Until that copy can be written (a full disk, the folder removed with the store), the daemon
+keeps the file open and works on, trying again every ``CHECK_S`` seconds.
 docs/operations.md, "The store file was removed or replaced", says what to do.
 """
 
@@ -61,10 +63,16 @@ async def wait_until_replaced(
         if now != opened:
             break
     found = "nothing" if now is None else "another file"
-    target = kept_copy_path(store_path)
-    try:
-        kept = await store.call(keep_copy, store_path, target)
-    except (StoreError, OSError) as exc:
-        log.error("store_replaced", store=str(store_path), found=found, kept=None, error=str(exc))
-        return
+    failed = False
+    while True:
+        try:
+            kept = await store.call(keep_copy, store_path, kept_copy_path(store_path))
+            break
+        except (StoreError, OSError) as exc:
+            # A full disk, or the folder gone with the store: the daemon keeps the file open
+            # (all it wrote is there) and tries again, rather than stop and lose it.
+            if not failed:
+                log.error("store_copy_failed", store=str(store_path), found=found, error=str(exc))
+            failed = True
+            await anyio.sleep(every_s)
     log.error("store_replaced", store=str(store_path), found=found, kept=str(kept.path))
