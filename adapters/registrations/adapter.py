@@ -54,6 +54,7 @@ from .data import (
     PageError,
     RegistrationRequest,
     find_unrepresentable,
+    format_modified,
     item_identity,
     load_json,
     master_sessions,
@@ -251,6 +252,36 @@ def cancelled(answer: Answer) -> Reply:
     return Reply(answer.status, _provider_time(answer))
 
 
+# How far before a pull's start (this machine's clock) the next pull may have to ask from:
+# the provider's clock may be behind ours by up to this (docs/providers.md, "Cursors").
+CURSOR_OVERLAP_MS = 300_000
+
+
+def safe_cursor(
+    greatest: tuple[int, str] | None,
+    first_top: tuple[int, str] | None,
+    pages_read: int,
+    started_ms: int,
+) -> tuple[int, str] | None:
+    """The cursor a pull of ``pages_read`` pages ends with: what the next pull asks from.
+
+    The newest ``utcModifiedDate`` read (``greatest``) is safe only for a pull of one page.
+    Over several, an item of a page already read may change meanwhile, before an item of a
+    later page whose new date is read: asking from that date next time would never see the
+    first change. A change made after the first page was listed is dated after the newest
+    date on that page (``first_top``: the provider listed it with those dates), and after
+    the pull's start less ``CURSOR_OVERLAP_MS``; the next pull asks from the later of the
+    two (``utcModifiedDate`` is inclusive: what is read again merges as unchanged).
+    """
+    if pages_read == 1 or greatest is None:
+        return greatest
+    floor = started_ms - CURSOR_OVERLAP_MS
+    start = first_top if first_top is not None and first_top[0] >= floor else None
+    if start is None:
+        start = (floor, format_modified(floor))
+    return start if start[0] < greatest[0] else greatest
+
+
 class RegistrationsProvider(HttpAdapter):
     """Pulls an event's five resources; asks the provider about registration requests.
 
@@ -356,6 +387,8 @@ class RegistrationsProvider(HttpAdapter):
         page_number, read, total = 1, 0, None
         previous: list[str] = []  # the last page's ids (memory stays one page deep)
         settled = True
+        first_top: tuple[int, str] | None = None
+        started_ms = int(time.time() * 1000)
         while True:
             params: dict[str, str | int] = {"page": page_number, "pageSize": size}
             if not full and since is not None:
@@ -369,17 +402,21 @@ class RegistrationsProvider(HttpAdapter):
             settled = settled and not skipped
             if top is not None and (greatest is None or top[0] > greatest[0]):
                 greatest = top
+            if page_number == 1:
+                first_top = top
             read += len(page.items)
             last = not page.items or read >= page.total
             if keys and keys == previous:
                 # The same page again: the provider ignores `page` (or loops). Stop.
                 last, settled = True, False
             previous = keys
+            cursor = greatest
             if last:
                 settled = settled and read == total
+                cursor = safe_cursor(greatest, first_top, page_number, started_ms)
             yield StreamPage(
                 changes=changes,
-                cursor=None if greatest is None else greatest[1],
+                cursor=None if cursor is None else cursor[1],
                 last=last,
                 settled=settled,
                 full=full,

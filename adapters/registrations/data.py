@@ -101,6 +101,12 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
 
 
+def format_modified(ms: int) -> str:
+    """Epoch ms as ``utcModifiedDate`` text: ISO-8601 UTC with milliseconds and ``Z``."""
+    moment = datetime.fromtimestamp(ms // 1000, tz=UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
 def parse_modified(value: str) -> int | None:
     """``utcModifiedDate`` to epoch ms (an ISO-8601 text; no offset means UTC), or None."""
     try:

@@ -39,15 +39,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..emulators.common import Emulator
+from .data import format_modified
 
 RESOURCES = ("participants", "sessions", "registrations", "locations", "sessionTags")
 PREFIX = "/api/v1"
-
-
-def iso_ms(ms: int) -> str:
-    """Epoch ms as ISO-8601 UTC with milliseconds and ``Z``."""
-    moment = datetime.fromtimestamp(ms // 1000, tz=UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
 
 
 @lru_cache(maxsize=65536)
@@ -106,7 +101,7 @@ class RegistrationsEmulator(Emulator):
         for item in items:
             stamped = dict(item)
             if "utcModifiedDate" not in stamped:
-                stamped["utcModifiedDate"] = iso_ms(self.now_ms())
+                stamped["utcModifiedDate"] = format_modified(self.now_ms())
             with self.lock:
                 table[str(stamped["id"])] = stamped
 
@@ -131,7 +126,7 @@ class RegistrationsEmulator(Emulator):
                     "email": f"p{n}@example.com",
                     "company": "Example Ltd",
                     "RegistrationStatus": "Registered",
-                    "utcModifiedDate": iso_ms(base + n),
+                    "utcModifiedDate": format_modified(base + n),
                 }
             sessions_table = self.items["sessions"]
             for n in range(1, sessions + 1):
@@ -141,7 +136,7 @@ class RegistrationsEmulator(Emulator):
                     "startTime": f"2026-06-01T{9 + n % 8:02d}:00:00Z",
                     "in_slot": False,
                     "capacity": 100,
-                    "utcModifiedDate": iso_ms(base + n),
+                    "utcModifiedDate": format_modified(base + n),
                 }
             self.clock_ms = max(self.clock_ms, base + max(participants, sessions))
 
@@ -344,7 +339,7 @@ class RegistrationsEmulator(Emulator):
                 if isinstance(capacity, int) and len(active) >= capacity:
                     return 409, {"reason": "session is full"}
                 reg_id = f"r{len(self.items['registrations']) + 1}"
-            stamp = iso_ms(self.now_ms())
+            stamp = format_modified(self.now_ms())
             with self.lock:
                 self.items["registrations"][reg_id] = {
                     "id": reg_id,
@@ -379,7 +374,7 @@ class RegistrationsEmulator(Emulator):
                 current = self.items["registrations"].get(reg_id)
             if current is None:
                 return 404, {"reason": f"no registration {reg_id}"}
-            stamp = iso_ms(self.now_ms())
+            stamp = format_modified(self.now_ms())
             with self.lock:
                 self.items["registrations"][reg_id] = {
                     **current,

@@ -26,11 +26,18 @@ from dropsync.adapters.http import HttpAdapter
 from dropsync.adapters.options import OptionError
 from dropsync.adapters.registrations import REQUESTS
 from dropsync.adapters.registrations.adapter import (
+    CURSOR_OVERLAP_MS,
     RegistrationsProvider,
     build,
     parse_options,
+    safe_cursor,
 )
-from dropsync.adapters.registrations.data import load_json, master_sessions, parse_modified
+from dropsync.adapters.registrations.data import (
+    format_modified,
+    load_json,
+    master_sessions,
+    parse_modified,
+)
 from dropsync.adapters.registrations.emulator import RegistrationsEmulator
 from dropsync.adapters.registry import build_provider
 from dropsync.daemon.config import ProviderConfig
@@ -371,6 +378,47 @@ async def test_a_listing_that_moves_while_paged_is_not_settled(
             if len(seen) == 1:
                 emulator.remove("participants", "p1")  # total drops to 599 mid-pull
     assert seen[-1].last and not seen[-1].settled
+
+
+async def test_a_change_made_while_an_incremental_pull_pages_is_pulled_the_next_time(
+    registrations_server: EmulatorServer,
+) -> None:
+    # The cursor was the newest utcModifiedDate read. p2, on the first page, changed after
+    # that page was read; p28, on the last page, changed after p2: its date was read, the
+    # cursor moved past p2's new one, and p2's change was never pulled (the listing held
+    # still: the pull counted as settled). Once in a CI run of the kinds campaign.
+    emulator = emulator_of(registrations_server)
+    emulator.seed(participants=30)
+    async with provider(registrations_server, page_size=10) as p:
+        cursor = (await pages(p, "participants"))[-1].cursor
+        emulator.put(
+            "participants", [{"id": f"p{n}", "firstName": "Changed"} for n in range(1, 31)]
+        )
+        seen: list[StreamPage] = []
+        async for page in p.stream_pages(stream(p, "participants"), cursor):
+            seen.append(page)
+            if len(seen) == 1:
+                emulator.put("participants", [{"id": "p2", "firstName": "Later"}])
+                emulator.put("participants", [{"id": "p28", "firstName": "Latest"}])
+        assert len(seen) == 3 and seen[-1].settled
+        again = await pages(p, "participants", seen[-1].cursor)
+    bodies = {c.key: c.body for page in again for c in page.changes}
+    assert bodies["p2"] is not None and bodies["p2"]["firstName"] == "Later"
+
+
+def test_a_pull_of_several_pages_ends_at_its_first_page_or_its_start_less_the_overlap() -> None:
+    start = 1_800_000_000_000
+    floor = start - CURSOR_OVERLAP_MS
+    newest = (start + 5, format_modified(start + 5))
+    recent_first = (start - 10, format_modified(start - 10))
+    old_first = (start - 86_400_000, format_modified(start - 86_400_000))
+    assert safe_cursor(newest, recent_first, 1, start) == newest  # one page: all of it
+    assert safe_cursor(newest, recent_first, 3, start) == recent_first
+    # A first page of old items says little: the pull's start less the overlap, then.
+    assert safe_cursor(newest, old_first, 3, start) == (floor, format_modified(floor))
+    assert parse_modified(format_modified(floor)) == floor
+    older = (floor - 1, format_modified(floor - 1))  # nothing read after the floor
+    assert safe_cursor(older, old_first, 3, start) == older
 
 
 async def test_a_provider_repeating_one_page_is_not_settled(
