@@ -59,7 +59,7 @@ from .errors import (
     UnexpectedAnswer,
 )
 from .options import OptionError
-from .proxy import proxy_problem, through
+from .proxy import proxy_problem, proxy_secrets, through
 from .redact import MIN_SECRET, Redactor, excerpt
 
 T = TypeVar("T")
@@ -253,7 +253,7 @@ class HttpAdapter:
                 # Checked when the config is read; here so that no adapter is ever built with
                 # one (httpx's own error would quote the header).
                 raise OptionError("secret", problem)
-        self.redact = Redactor(secrets)
+        self.redact = Redactor([*secrets, *proxy_secrets()])
         self.timeout_s = timeout_s
         self.min_upload_rate = min_upload_rate
         self.client = make_client(base_url, headers)

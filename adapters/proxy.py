@@ -12,11 +12,12 @@ proxy and which variable it went through, and checks the variables before a clie
 (``proxy_problem``): httpx builds a transport for each of them at once and raises for one it
 cannot use (``socks5://`` without the ``socksio`` package, ``ftp://``), which would end the
 daemon; the providers pause with the reason instead. A proxy is always said without its user
-and password.
+and password, and its credentials are secrets of every adapter (``proxy_secrets``).
 """
 
 from __future__ import annotations
 
+import base64
 import importlib.util
 import os
 from collections.abc import Mapping
@@ -67,6 +68,23 @@ def proxy_problem(environ: Mapping[str, str] | None = None) -> tuple[str, str] |
             f"{why}; correct or unset it and restart the daemon"
         )
     return None
+
+
+def proxy_secrets(environ: Mapping[str, str] | None = None) -> list[str]:
+    """The credentials of the proxies the environment names, as a request carries them (the
+    password, ``user:password`` and its ``Proxy-Authorization: Basic`` form): a proxy's
+    error page may quote them, and no text an adapter lets out may."""
+    found: list[str] = []
+    for _, value in proxy_variables(environ).values():
+        try:
+            url = httpx.URL(value if "://" in value else f"http://{value}")
+        except Exception:  # not a URL: httpx will not send it either
+            continue
+        if not url.password:
+            continue
+        pair = f"{url.username}:{url.password}"
+        found += [url.password, pair, base64.b64encode(pair.encode()).decode()]
+    return found
 
 
 def through(url: httpx.URL | str) -> str | None:

@@ -5,12 +5,16 @@ for credentials of its own (never a dead letter), and a variable httpx cannot us
 
 from __future__ import annotations
 
+import base64
 import http.server
 import threading
 from collections.abc import Iterator
 
 import pytest
-from dropsync.adapters.errors import ProviderMisconfigured, ProviderUnavailable
+from dropsync.adapters.base import OutgoingChange
+from dropsync.adapters.crm.adapter import CrmProvider
+from dropsync.adapters.crm.adapter import parse_options as crm_options
+from dropsync.adapters.errors import ProviderMisconfigured, ProviderUnavailable, RetryableError
 from dropsync.adapters.http import fetch, make_client
 from dropsync.adapters.options import OptionError
 from dropsync.adapters.proxy import proxy_problem, proxy_variables, shown, through
@@ -18,6 +22,7 @@ from dropsync.adapters.proxy import proxy_problem, proxy_variables, shown, throu
 from tests.support import free_port
 
 PASSWORD = "pr0xy-pass-77e1"
+CONTACT = OutgoingChange(1, "contacts", "a@example.com", 1, False, {"email": "a@example.com"}, "k")
 VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
 
 
@@ -136,3 +141,49 @@ async def test_a_proxy_refusing_to_connect_with_407_is_a_misconfiguration(
             await fetch(client, "POST", "/x", timeout_s=10, content=b"{}")
     assert raised.value.status == 407
     assert f"the proxy http://{proxy_407} (HTTPS_PROXY)" in str(raised.value)
+
+
+class _Echoes(http.server.BaseHTTPRequestHandler):
+    """A proxy whose error page quotes the request's headers (its Proxy-Authorization too)."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        body = f"<pre>bad gateway\n{self.headers}</pre>".encode()
+        self.send_response(502)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.mark.anyio
+async def test_the_proxy_s_credentials_echoed_back_never_leave_the_adapter(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Echoes)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv(
+            "HTTP_PROXY", f"http://corp-user:{PASSWORD}@127.0.0.1:{server.server_port}"
+        )
+        provider = CrmProvider(
+            "crm",
+            f"http://127.0.0.1:{free_port()}",
+            crm_options({"account_id": "acc_1"}),
+            "crm-token-0c1d2e3f",
+            5,
+            None,
+        )
+        async with provider:
+            with pytest.raises(RetryableError) as raised:
+                await provider.push([CONTACT], idempotency_key="k")
+    finally:
+        server.shutdown()
+        server.server_close()
+    said = str(raised.value)
+    assert "HTTP 502" in said and "Proxy-Authorization" in said  # the page was quoted
+    basic = base64.b64encode(f"corp-user:{PASSWORD}".encode()).decode()
+    assert basic not in said and PASSWORD not in said
