@@ -25,7 +25,8 @@ What each status means (docs/providers.md has the table):
   ``UnexpectedAnswer`` (retryable; the entries stay)
 * 3xx (redirects are not followed), 404, 405, 406, 410, 415, 426, 428, 431, 501, 505:
   ``ProviderMisconfigured`` (retryable; nothing is the records' fault)
-* 401, 403: ``AuthError``
+* 401, 403: ``AuthError``; 407 (a proxy on the way wants credentials of its own):
+  ``ProviderMisconfigured``
 * 429, 503: ``ProviderThrottled``; 408, 409, 421, 423, 425 and other 5xx: ``RetryableError``
 * other 4xx: ``PermanentError`` (the engine isolates and dead-letters the records)
 """
@@ -58,6 +59,7 @@ from .errors import (
     UnexpectedAnswer,
 )
 from .options import OptionError
+from .proxy import proxy_problem, proxy_secrets, through
 from .redact import MIN_SECRET, Redactor, excerpt
 
 T = TypeVar("T")
@@ -191,6 +193,15 @@ def error_for(answer: Answer, redact: Redactor) -> ProviderError:
             status=status,
             retry_after=parse_retry_after(answer.headers.get("retry-after")),
         )
+    if status == 407:
+        # A proxy's answer, not the provider's: no record is at fault (never a dead letter).
+        return ProviderMisconfigured(
+            f"provider misconfigured: {where} answered {answer.describe(redact)}: a proxy on "
+            "the way asks for credentials of its own (HTTP 407); put them in the proxy "
+            "variable of the service's environment (http://user:password@host:port), or name "
+            "the provider's host in NO_PROXY",
+            status=status,
+        )
     if status in (401, 403):
         return AuthError(f"credentials refused ({answer.describe(redact)})", status=status)
     if status < 200 or status > 599:
@@ -242,7 +253,7 @@ class HttpAdapter:
                 # Checked when the config is read; here so that no adapter is ever built with
                 # one (httpx's own error would quote the header).
                 raise OptionError("secret", problem)
-        self.redact = Redactor(secrets)
+        self.redact = Redactor([*secrets, *proxy_secrets()])
         self.timeout_s = timeout_s
         self.min_upload_rate = min_upload_rate
         self.client = make_client(base_url, headers)
@@ -406,7 +417,14 @@ class HttpAdapter:
 def make_client(base_url: str = "", headers: Mapping[str, str] | None = None) -> httpx.AsyncClient:
     """A client with the adapters' settings: no httpx timeouts (each request has its
     ``Deadline``), no redirects followed, only the encodings ``adapters.body`` can bound,
-    and an answer sent before the request's body was read is read (``adapters.early_answer``)."""
+    and an answer sent before the request's body was read is read (``adapters.early_answer``).
+
+    The environment's proxy variables are honoured (``adapters.proxy``); one httpx cannot
+    use is an ``OptionError`` naming it (the provider pauses), never an exception of httpx's.
+    """
+    problem = proxy_problem()
+    if problem is not None:
+        raise OptionError(*problem)
     client = httpx.AsyncClient(
         base_url=base_url,
         timeout=httpx.Timeout(None),
@@ -484,15 +502,27 @@ async def _fetch(
     try:
         answer, problem = await deadline.run(exchange)
     except DeadlinePassed as exc:
-        raise ProviderUnavailable(f"{method} {path}: {exc}") from None
+        raise ProviderUnavailable(f"{method} {path}: {exc}{_via(request)}") from None
     except (httpx.TimeoutException, httpx.NetworkError) as exc:
         # Their texts come from the socket layer, never from a header: the cause is kept.
         detail = redact(str(exc)) or "no detail"
-        raise ProviderUnavailable(f"{type(exc).__name__}: {detail}") from exc
+        raise ProviderUnavailable(f"{type(exc).__name__}: {detail}{_via(request)}") from exc
+    except httpx.ProxyError as exc:
+        # The proxy refused to open the way (its status and reason phrase, redacted).
+        said = excerpt(str(exc), redact, limit=MAX_EXCERPT)
+        where = through(request.url) or "the proxy"
+        text = f"{method} {path}: {where} refused to connect to the provider: {said}"
+        if said.startswith("407"):
+            raise ProviderMisconfigured(
+                f"provider misconfigured: {text}; put the proxy's credentials in its variable "
+                "(http://user:password@host:port), or name the provider's host in NO_PROXY",
+                status=407,
+            ) from None
+        raise ProviderUnavailable(text) from None
     except httpx.RemoteProtocolError as exc:
         # h11 quotes the provider's bytes, which may echo a secret: redacted, not chained.
         raise ProviderUnavailable(
-            f"RemoteProtocolError: {excerpt(str(exc), redact, limit=MAX_EXCERPT)}"
+            f"RemoteProtocolError: {excerpt(str(exc), redact, limit=MAX_EXCERPT)}{_via(request)}"
         ) from None
     except httpx.HTTPError as exc:
         # E.g. LocalProtocolError: its text quotes our own request's headers: only the type.
@@ -511,3 +541,10 @@ async def _fetch(
                 status=answer.status,
             )
     return answer
+
+
+def _via(request: httpx.Request) -> str:
+    """`` (through the proxy http://host:port (HTTP_PROXY))`` when the request went through
+    one the environment names: a failure on the way may be the proxy's."""
+    proxy = through(request.url)
+    return "" if proxy is None else f" (through {proxy})"

@@ -529,11 +529,11 @@ class RegistrationsProvider(HttpAdapter):
 
     def _refusal(self, answer: Answer) -> Reply | None:
         """A request refused: 409 or 422, or another 4xx with a JSON ``reason``; None for an
-        answer the status table reads (3xx, 401, 403, 408, 429, 5xx, and without a reason
+        answer the status table reads (3xx, 401, 403, 407, 408, 429, 5xx, and without a reason
         404 and the others of a setup or a moment rather than of the request). Any other 4xx
         without a reason is not the request's fault either: it stays pending."""
         status = answer.status
-        if not 400 <= status < 500 or status in (401, 403, 408, 429):
+        if not 400 <= status < 500 or status in (401, 403, 407, 408, 429):
             return None
         body = _json_or_none(answer)
         reason = body.get("reason") if isinstance(body, dict) else None

@@ -161,13 +161,18 @@ async def _probe(config: ProviderConfig, timeout_s: float) -> Probed:
         ProviderMisconfigured,
         UnexpectedAnswer,
     )
+    from dropsync.adapters.options import OptionError
 
     from ..delivery.providers import open_provider
 
     def result(state: str, detail: str = "", request: str | None = None) -> Probed:
         return Probed(config.name, config.kind, state, request, detail)
 
-    async with open_provider(config) as adapter:
+    try:
+        provider = open_provider(config)
+    except OptionError as exc:  # e.g. a proxy variable of the environment that cannot be used
+        return result("misconfigured", str(exc))
+    async with provider as adapter:
         if not isinstance(adapter, Probes):
             return result("unknown", "this provider kind has no probe request")
         try:

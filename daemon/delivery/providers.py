@@ -33,6 +33,7 @@ from dropsync.adapters.base import (
     StreamPuller,
 )
 from dropsync.adapters.errors import AuthError, ProviderError
+from dropsync.adapters.proxy import proxy_secrets
 from dropsync.adapters.registry import OptionError, build_provider, get_kind, parse_options
 from dropsync.store import callbacks, cursors, outbox, pulled
 from dropsync.store.handle import Store
@@ -147,7 +148,7 @@ def open_provider(
     """
     secret, values = load_secret(config)
     extra = other_secrets(config)
-    redact_in_logs([*values, *extra])
+    redact_in_logs([*values, *extra, *proxy_secrets()])
     options = {**provider_options(config), **(listener_options or {})}
     return build_provider(
         name=config.name,

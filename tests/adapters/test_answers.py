@@ -224,6 +224,7 @@ async def test_a_redirect_is_a_misconfiguration_naming_the_location(
         (501, ProviderMisconfigured),
         (401, AuthError),
         (403, AuthError),
+        (407, ProviderMisconfigured),
         (400, PermanentError),
         (413, PermanentError),
         (422, PermanentError),

@@ -589,6 +589,8 @@ async def test_odd_registration_answers_keep_the_request_pending(
         (404, ProviderMisconfigured, "provider misconfigured"),
         (405, ProviderMisconfigured, "provider misconfigured"),
         (410, ProviderMisconfigured, "provider misconfigured"),
+        # A proxy's, on the way: never the request's.
+        (407, ProviderMisconfigured, "a proxy on the way"),
         # Not the request's either: no refusal without a reason.
         (400, RetryableError, "no reason"),
         (413, RetryableError, "no reason"),

@@ -294,3 +294,15 @@ def test_usage_and_config_errors_exit_2(
     with pytest.raises(SystemExit) as exited:
         main(["probe", "--config", str(config), "--timeout", "0"])
     assert exited.value.code == 2
+
+
+def test_a_proxy_variable_that_cannot_be_used_is_misconfigured_not_a_crash(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PROBE_P", secret("crm", GOOD["crm"]))
+    monkeypatch.setenv("ALL_PROXY", "socks5://user:proxy-pass-31f@127.0.0.1:1080")
+    config = write_config(tmp_path, {"p": ("crm", f"http://127.0.0.1:{free_port()}")})
+    code, out, err = probe(config, capsys)
+    assert code == 1, err
+    assert out.startswith("p: misconfigured (crm): ALL_PROXY: ")
+    assert "proxy-pass-31f" not in out + err
