@@ -437,18 +437,29 @@ def _probe_answer(answer: Answer) -> None:
         _url_in(answer)
 
 
+def download_refusal(url: str, host: str | None, secure: bool) -> str | None:
+    """Why ``url`` (the error log's, or a redirect's target) is not downloaded, or None: only
+    http(s), only ``host``, and never from https back to http (the log's URL is signed)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        return f"refusing to download a {parts.scheme or 'relative'} URL"
+    if parts.hostname != host:
+        return f"refusing a redirect to another host ({parts.hostname})"
+    if secure and parts.scheme != "https":
+        return "refusing a redirect from https to http (the log's signed URL would travel in clear)"
+    return None
+
+
 async def download(url: str, max_bytes: int, *, timeout_s: float, max_redirects: int = 5) -> str:
     """GET ``url`` without credentials: http(s) only, redirects only to the same host, at most
     ``max_bytes`` (decoded), each request within ``timeout_s`` (raises ValueError saying why
     not)."""
-    host = urlsplit(url).hostname
+    first = urlsplit(url)
     async with make_client() as client:
         for _ in range(max_redirects + 1):
-            parts = urlsplit(url)
-            if parts.scheme not in ("http", "https"):
-                raise ValueError(f"refusing to download a {parts.scheme or 'relative'} URL")
-            if parts.hostname != host:
-                raise ValueError(f"refusing a redirect to another host ({parts.hostname})")
+            refusal = download_refusal(url, first.hostname, first.scheme == "https")
+            if refusal is not None:
+                raise ValueError(refusal)
             try:
                 answer = await fetch(
                     client,
