@@ -127,9 +127,32 @@ def _current_versions(
     return current
 
 
-def _next_inbox_id(db: sqlite3.Connection) -> int:
-    row = db.execute("SELECT COALESCE(MAX(id), 0) FROM inbox").fetchone()
-    return int(row[0]) + 1 if row else 1
+LARGEST_ID = 2**63 - 1  # SQLite's largest rowid; the smallest is -LARGEST_ID - 1
+
+
+def _next_inbox_id(db: sqlite3.Connection, need: int) -> int:
+    """The first of ``need`` consecutive inbox ids no row has: after the largest id.
+
+    Other programs choose ids too (docs/schema.md, "inbox"): one may hold an id so near
+    SQLite's largest that no ``need`` ids follow it. Then the ids before the smallest are
+    taken, and failing those, the first gap wide enough (found by a scan of the ids).
+    """
+    low, high = db.execute("SELECT MIN(id), MAX(id) FROM inbox").fetchone()
+    if high is None:
+        return 1
+    if high <= LARGEST_ID - need:
+        return int(high) + 1
+    if low - need >= -LARGEST_ID - 1:
+        return int(low) - need
+    row = db.execute(
+        "SELECT id + 1 FROM inbox AS a WHERE id < :last AND NOT EXISTS "
+        "(SELECT 1 FROM inbox AS b WHERE b.id > a.id AND b.id <= a.id + :need) "
+        "ORDER BY id LIMIT 1",
+        {"need": need, "last": LARGEST_ID - need},
+    ).fetchone()
+    if row is None:
+        raise sqlite3.DataError(f"the inbox has no {need} free ids in a row")
+    return int(row[0])
 
 
 def _next_body_id(db: sqlite3.Connection) -> int:
@@ -423,7 +446,7 @@ def apply_changes(
     copied: list[tuple[int, str, str]] = []  # (inbox id, collection, key): log the records row
     displaced: list[tuple[int, int, str, str]] = []  # (inbox id, file id, collection, key)
     updated_rows: list[tuple[object, ...]] = []
-    next_id = _next_inbox_id(db)
+    next_id = _next_inbox_id(db, 2 * len(changes))  # a displaced version and the change
     applied = 0
     for change in changes:
         ident = (change.collection, change.key)

@@ -1,0 +1,105 @@
+"""The running daemon against the ways real programs write its ``inbox`` (docs/schema.md).
+
+Each program here is the standard ``sqlite3`` module, as a user's would be: explicit ids
+(up to the largest SQLite allows), values of every storage class, triggers of its own.
+The daemon must apply or reject every row, and never exit.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support import DaemonProcess, drop_json, query, wait_until
+
+pytestmark = pytest.mark.e2e  # a real daemon subprocess: `pytest -m "not e2e"` skips these
+TS = 1_700_000_000_000
+LARGEST_ID = 2**63 - 1  # the largest rowid SQLite takes
+
+
+def config_text(tmp_path: Path) -> str:
+    return f"""
+[store]
+path = "{tmp_path / "store.db"}"
+[drop]
+path = "{tmp_path / "drop"}"
+settle_ms = 10
+[daemon]
+inbox_poll_s = 0.1
+[collections.contacts]
+key = "email"
+timestamp = "updated_at"
+"""
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[DaemonProcess]:
+    process = DaemonProcess(tmp_path, config_text(tmp_path))
+    yield process
+    process.close()
+
+
+def write(db: Path, sql: str, *params: tuple[object, ...]) -> None:
+    """A user's program: one transaction of ``sql`` with each of ``params``."""
+    raw = sqlite3.connect(db, timeout=30)
+    try:
+        raw.executemany(sql, params or [()])
+        raw.commit()
+    finally:
+        raw.close()
+
+
+def settled(db: Path) -> list[tuple[Any, ...]] | None:
+    """``(id, key, status, reason)`` of every inbox row, once none is pending."""
+    if query(db, "SELECT 1 FROM inbox WHERE status = 'pending'"):
+        return None
+    return query(db, "SELECT id, key, status, reason FROM inbox ORDER BY id")
+
+
+def alive(daemon: DaemonProcess) -> None:
+    """The daemon still runs and logged no error."""
+    assert daemon.process is not None and daemon.process.poll() is None
+    errors = [e for e in daemon.events() if e.get("level") in ("error", "critical")]
+    assert not errors, errors
+
+
+INSERT = "INSERT INTO inbox (id, collection, key, op, body, updated_at) VALUES (?, ?, ?, ?, ?, ?)"
+
+
+def test_an_inbox_row_with_the_largest_id_is_applied_and_the_daemon_logs_after_it(
+    daemon: DaemonProcess, tmp_path: Path
+) -> None:
+    """The daemon numbers the versions it logs after the largest id; a user's row may hold
+    the largest SQLite allows (2^63 - 1), and the next number does not exist."""
+    daemon.start()
+    db = tmp_path / "store.db"
+    drop_json(tmp_path / "drop/contacts", "first", [{"email": "a@x", "updated_at": TS, "v": 1}])
+    wait_until(lambda: query(db, "SELECT 1 FROM records WHERE key = 'a@x'"), what="drop file")
+    # Displaces the drop file's version, which is logged then: it needs an id of its own.
+    write(db, INSERT, (LARGEST_ID, "contacts", "a@x", "upsert", '{"v": 2}', TS + 1))
+    rows = wait_until(lambda: settled(db), what="the row applied")
+    assert (LARGEST_ID, "a@x", "applied", None) in rows
+    assert [status for _, _, status, _ in rows] == ["superseded", "applied"]
+    # More of both doors after it: a later drop file and rows without an id.
+    drop_json(tmp_path / "drop/contacts", "second", [{"email": "a@x", "updated_at": TS + 2}])
+    write(db, INSERT.replace("id, ", "").replace("?, ", "", 1),
+          ("contacts", "a@x", "upsert", '{"v": 4}', TS + 3),
+          ("contacts", "b@x", "upsert", '{"v": 5}', TS))  # fmt: skip
+    wait_until(
+        lambda: (
+            query(db, "SELECT updated_at FROM records WHERE key = 'a@x'") == [(TS + 3,)]
+            and settled(db)
+        ),
+        what="the later versions merged",
+    )
+    assert query(db, "SELECT key, body FROM records ORDER BY key") == [
+        ("a@x", '{"v":4}'),
+        ("b@x", '{"v":5}'),
+    ]
+    assert len(settled(db) or []) == 5  # the drop files' two versions, the three rows
+    alive(daemon)
+    assert daemon.stop() == 0
