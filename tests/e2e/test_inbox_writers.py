@@ -8,6 +8,8 @@ The daemon must apply or reject every row, and never exit.
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -102,4 +104,43 @@ def test_an_inbox_row_with_the_largest_id_is_applied_and_the_daemon_logs_after_i
     ]
     assert len(settled(db) or []) == 5  # the drop files' two versions, the three rows
     alive(daemon)
+    assert daemon.stop() == 0
+
+
+@pytest.mark.parametrize("version", [0, 5, 99])
+def test_a_user_version_another_program_set_is_put_back_at_the_next_start(
+    daemon: DaemonProcess, tmp_path: Path, version: int
+) -> None:
+    """``PRAGMA user_version`` is the schema's version; a user's program may use it for its
+    own. ``schema_migrations`` still lists what was applied: the daemon starts on that."""
+    daemon.start()
+    db = tmp_path / "store.db"
+    latest = query(db, "PRAGMA user_version")[0][0]
+    write(db, f"PRAGMA user_version = {version}")
+    write(db, INSERT, (None, "contacts", "a@x", "upsert", '{"v": 1}', TS))
+    wait_until(lambda: settled(db), what="the row applied while the version is changed")
+    status = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dropsync.daemon.cli",
+            "status",
+            "--config",
+            str(daemon.config_path),
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert status.returncode == 0, status.stdout + status.stderr  # reads the store as it is
+    assert daemon.stop() == 0
+    daemon.start()
+    warning = daemon.wait_for("store_version_restored")
+    assert (warning["found"], warning["version"]) == (version, latest)
+    assert query(db, "PRAGMA user_version") == [(latest,)]
+    write(db, INSERT, (None, "contacts", "b@x", "upsert", '{"v": 2}', TS))
+    rows = wait_until(lambda: settled(db), what="a row applied after the restart")
+    assert [status for _, _, status, _ in rows] == ["applied", "applied"]
+    assert not list(tmp_path.glob("store.db.before-*"))  # nothing to migrate, no backup
     assert daemon.stop() == 0
