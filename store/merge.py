@@ -705,6 +705,17 @@ def reject_inbox_rows(
     )
 
 
+def inbox_triggers(db: sqlite3.Connection) -> list[str]:
+    """The names of the triggers on ``inbox``: other programs' (dropsync makes none)."""
+    return [
+        str(row[0])
+        for row in db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'inbox' "
+            "ORDER BY name"
+        )
+    ]
+
+
 def data_version(db: sqlite3.Connection) -> int:
     """``PRAGMA data_version``: changes when another connection commits."""
     row = db.execute("PRAGMA data_version").fetchone()

@@ -22,12 +22,15 @@ from collections.abc import Callable
 
 import anyio
 import structlog
-from dropsync.store.handle import Store
+from dropsync.store.db import unavailable
+from dropsync.store.errors import InboxTriggerFailed
+from dropsync.store.handle import PauseListener, Store, retrying
 from dropsync.store.merge import (
     Change,
     MergeResult,
     apply_changes,
     data_version,
+    inbox_triggers,
     pending_inbox,
     reject_inbox_rows,
 )
@@ -48,6 +51,25 @@ BATCH_MAX_BYTES = 16 << 20  # of bodies: a batch of large bodies is cut short
 FIRST_RECHECK_S = 0.001  # a look after a write that found nothing is made again this much later,
 RECHECK_FACTOR = 4  # then this many times longer each time,
 LAST_RECHECK_S = 0.064  # up to this: 1, 4, 16, 64 ms
+
+
+class _Unreported:
+    """Pauses no one is told about (a ``Store`` opened without a listener: tests)."""
+
+    def paused(self, work: str, condition: str, detail: str, retry_in_s: float) -> None:
+        """Not reported."""
+
+    def resumed(self, work: str, condition: str) -> None:
+        """Not reported."""
+
+
+_NO_PAUSES: PauseListener = _Unreported()
+
+
+def _trigger_failed(exc: BaseException) -> str | None:
+    """The inbox waits out a trigger of another program's that fails (until it is fixed or
+    dropped: each try finds out), with backoff, said in ``status``."""
+    return exc.condition if isinstance(exc, InboxTriggerFailed) else None
 
 
 class InboxApplier:
@@ -71,7 +93,28 @@ class InboxApplier:
     def _apply_batch(
         self, conn: sqlite3.Connection
     ) -> tuple[int, bool, MergeResult, list[tuple[int, str]]]:
-        """One transaction (in the store's thread): validate and merge up to BATCH rows."""
+        """One transaction (in the store's thread): validate and merge up to BATCH rows.
+
+        A trigger another program put on ``inbox`` that fails on these writes is an
+        ``InboxTriggerFailed`` naming it (the batch is rolled back whole).
+        """
+        try:
+            return self._merge_batch(conn)
+        except (sqlite3.OperationalError, sqlite3.IntegrityError) as exc:
+            if unavailable(exc, self.store.path) is not None:
+                raise  # a busy store, a full disk: the store waits those out
+            triggers = inbox_triggers(conn)
+            if not triggers:
+                raise
+            raise InboxTriggerFailed(
+                f"inbox trigger {', '.join(triggers)} failed on the daemon's own write to "
+                f"the inbox ({exc}); no inbox row is applied while it does: make it work on "
+                'any connection, or DROP TRIGGER it (docs/schema.md, "inbox")'
+            ) from exc
+
+    def _merge_batch(
+        self, conn: sqlite3.Connection
+    ) -> tuple[int, bool, MergeResult, list[tuple[int, str]]]:
         limits = self.config.json_limits
         rows, more = pending_inbox(
             conn, BATCH, max_body_bytes=limits.max_bytes, max_total_bytes=BATCH_MAX_BYTES
@@ -105,7 +148,12 @@ class InboxApplier:
         """Apply every pending row; returns how many rows were processed."""
         total = 0
         while True:
-            count, more, merged, rejected = await self.store.transact(self._apply_batch)
+            count, more, merged, rejected = await retrying(
+                lambda: self.store.transact(self._apply_batch),
+                self.store.pauses or _NO_PAUSES,
+                "inbox",
+                _trigger_failed,
+            )
             if not count:
                 break
             total += count

@@ -69,6 +69,27 @@ def alive(daemon: DaemonProcess) -> None:
     assert not errors, errors
 
 
+def status(daemon: DaemonProcess) -> str:
+    """``dropsync status``'s output; it must succeed."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dropsync.daemon.cli",
+            "status",
+            "--config",
+            str(daemon.config_path),
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode in (0, 1), done.stdout + done.stderr  # 1: needs attention
+    assert "dropsync: " not in done.stderr, done.stderr
+    return done.stdout
+
+
 INSERT = "INSERT INTO inbox (id, collection, key, op, body, updated_at) VALUES (?, ?, ?, ?, ?, ?)"
 
 
@@ -119,21 +140,7 @@ def test_a_user_version_another_program_set_is_put_back_at_the_next_start(
     write(db, f"PRAGMA user_version = {version}")
     write(db, INSERT, (None, "contacts", "a@x", "upsert", '{"v": 1}', TS))
     wait_until(lambda: settled(db), what="the row applied while the version is changed")
-    status = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "dropsync.daemon.cli",
-            "status",
-            "--config",
-            str(daemon.config_path),
-        ],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert status.returncode == 0, status.stdout + status.stderr  # reads the store as it is
+    status(daemon)  # reads the store as the version schema_migrations lists (exit 0)
     assert daemon.stop() == 0
     daemon.start()
     warning = daemon.wait_for("store_version_restored")
@@ -143,4 +150,43 @@ def test_a_user_version_another_program_set_is_put_back_at_the_next_start(
     rows = wait_until(lambda: settled(db), what="a row applied after the restart")
     assert [status for _, _, status, _ in rows] == ["applied", "applied"]
     assert not list(tmp_path.glob("store.db.before-*"))  # nothing to migrate, no backup
+    assert daemon.stop() == 0
+
+
+@pytest.mark.parametrize(
+    "trigger",
+    [
+        # A program's own function, which only its connection knows.
+        "CREATE TRIGGER inbox_notify AFTER UPDATE OF status ON inbox "
+        "BEGIN SELECT notify(NEW.id); END",
+        # An append-only log, as an auditor would want it.
+        "CREATE TRIGGER inbox_append_only BEFORE UPDATE ON inbox "
+        "BEGIN SELECT RAISE(ABORT, 'the inbox is append-only'); END",
+    ],
+)
+def test_an_inbox_trigger_the_daemon_cannot_run_pauses_the_inbox_until_it_is_dropped(
+    daemon: DaemonProcess, tmp_path: Path, trigger: str
+) -> None:
+    daemon.start()
+    db = tmp_path / "store.db"
+    name = trigger.split()[2]
+    write(db, INSERT, (None, "contacts", "before@x", "upsert", '{"v": 0}', TS))
+    wait_until(lambda: settled(db), what="a row applied before the trigger")
+    write(db, trigger)
+    write(db, INSERT, (None, "contacts", "a@x", "upsert", '{"v": 1}', TS))
+    paused = daemon.wait_for("work_paused", work="inbox")
+    assert paused["condition"] == "inbox trigger failed"
+    assert name in paused["error"] and "DROP TRIGGER" in paused["error"], paused["error"]
+    assert query(db, "SELECT status FROM inbox WHERE key = 'a@x'") == [("pending",)]
+    shown = wait_until(
+        lambda: "inbox trigger failed" in (out := status(daemon)) and out, what="in status"
+    )
+    assert name in shown
+    assert daemon.process is not None and daemon.process.poll() is None
+    write(db, f"DROP TRIGGER {name}")
+    rows = wait_until(lambda: settled(db), what="the row applied once the trigger is dropped")
+    assert [status for _, _, status, _ in rows] == ["applied", "applied"]
+    daemon.wait_for("work_resumed", work="inbox")
+    assert daemon.process.poll() is None
+    assert not [e for e in daemon.events() if e.get("event") == "fatal_error"]
     assert daemon.stop() == 0
