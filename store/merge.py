@@ -130,14 +130,15 @@ def _current_versions(
 LARGEST_ID = 2**63 - 1  # SQLite's largest rowid; the smallest is -LARGEST_ID - 1
 
 
-def _next_inbox_id(db: sqlite3.Connection, need: int) -> int:
-    """The first of ``need`` consecutive inbox ids no row has: after the largest id.
+def _free_ids(db: sqlite3.Connection, table: str, need: int) -> int:
+    """The first of ``need`` consecutive ids no row of ``table`` (``inbox`` or
+    ``record_bodies``) has: after the largest id.
 
     Other programs choose ids too (docs/schema.md, "inbox"): one may hold an id so near
     SQLite's largest that no ``need`` ids follow it. Then the ids before the smallest are
     taken, and failing those, the first gap wide enough (found by a scan of the ids).
     """
-    low, high = db.execute("SELECT MIN(id), MAX(id) FROM inbox").fetchone()
+    low, high = db.execute(f"SELECT MIN(id), MAX(id) FROM {table}").fetchone()
     if high is None:
         return 1
     if high <= LARGEST_ID - need:
@@ -145,19 +146,22 @@ def _next_inbox_id(db: sqlite3.Connection, need: int) -> int:
     if low - need >= -LARGEST_ID - 1:
         return int(low) - need
     row = db.execute(
-        "SELECT id + 1 FROM inbox AS a WHERE id < :last AND NOT EXISTS "
-        "(SELECT 1 FROM inbox AS b WHERE b.id > a.id AND b.id <= a.id + :need) "
+        f"SELECT id + 1 FROM {table} AS a WHERE id < :last AND NOT EXISTS "
+        f"(SELECT 1 FROM {table} AS b WHERE b.id > a.id AND b.id <= a.id + :need) "
         "ORDER BY id LIMIT 1",
         {"need": need, "last": LARGEST_ID - need},
     ).fetchone()
     if row is None:
-        raise sqlite3.DataError(f"the inbox has no {need} free ids in a row")
+        raise sqlite3.DataError(f"{table} has no {need} free ids in a row")
     return int(row[0])
 
 
-def _next_body_id(db: sqlite3.Connection) -> int:
-    row = db.execute("SELECT COALESCE(MAX(id), 0) FROM record_bodies").fetchone()
-    return int(row[0]) + 1 if row else 1
+def _next_inbox_id(db: sqlite3.Connection, need: int) -> int:
+    return _free_ids(db, "inbox", need)
+
+
+def _next_body_id(db: sqlite3.Connection, need: int) -> int:
+    return _free_ids(db, "record_bodies", need)
 
 
 _INSERT_INBOX = (
@@ -216,7 +220,7 @@ def _write_records(
     another's: the upsert leaves a key's row as its last winner has it either way.
     """
     bodies: list[tuple[int, str | None]] = []
-    rows = _key_rows(winners, body_ids, _next_body_id(db), bodies)
+    rows = _key_rows(winners, body_ids, _next_body_id(db, len(winners)), bodies)
     if len(rows) > 1:
         last = {(c.collection, c.key): c for c in winners}
         rows = _key_rows(list(last.values()), body_ids, 0, None)
@@ -569,7 +573,7 @@ def _write_first_versions(db: sqlite3.Connection, changes: Sequence[Change], now
     """``_write_records`` of first versions only (``_first_versions_only``): each wins, gets
     the next body id and is not logged; the rows are zipped from the changes' columns in C,
     not built one by one (a property test holds the two to the same tables)."""
-    first = _next_body_id(db)
+    first = _next_body_id(db, len(changes))
     ids = range(first, first + len(changes))
     digests = _stored_digests([change.digest for change in changes])
     db.executemany(_UPSERT_BODY, zip(ids, map(_BODY, changes), strict=True))

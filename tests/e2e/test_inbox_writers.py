@@ -190,3 +190,24 @@ def test_an_inbox_trigger_the_daemon_cannot_run_pauses_the_inbox_until_it_is_dro
     assert daemon.process.poll() is None
     assert not [e for e in daemon.events() if e.get("event") == "fatal_error"]
     assert daemon.stop() == 0
+
+
+@pytest.mark.parametrize("door", ["inbox", "drop"])
+def test_a_body_row_written_by_hand_with_the_largest_id_stops_no_merge(
+    daemon: DaemonProcess, tmp_path: Path, door: str
+) -> None:
+    """``record_bodies`` is the daemon's, but a program may write it all the same; a new
+    key's body is numbered after the largest id, which may be SQLite's largest."""
+    daemon.start()
+    db = tmp_path / "store.db"
+    write(db, "INSERT INTO record_bodies (id, body) VALUES (?, '{}')", (LARGEST_ID,))
+    if door == "inbox":
+        write(db, INSERT, (None, "contacts", "new@x", "upsert", '{"email": "new@x"}', TS))
+    else:
+        drop_json(tmp_path / "drop/contacts", "new", [{"email": "new@x", "updated_at": TS}])
+    wait_until(
+        lambda: query(db, "SELECT json_extract(body, '$.email') FROM records") == [("new@x",)],
+        what="the new key merged",
+    )
+    alive(daemon)
+    assert daemon.stop() == 0
