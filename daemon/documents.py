@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -319,6 +320,12 @@ _DATA_ID = _getter("data.id")
 _UPDATED_AT = _getter("updatedAt")
 
 
+BOM, BOM_BYTES = "\ufeff", b"\xef\xbb\xbf"
+# An integer or decimal literal, as SQLite's NUMERIC affinity reads one (spaces around it).
+NUMBER_TEXT = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*", re.ASCII)
+NOT_INTEGER = re.compile(r"[.eE]")
+
+
 def _column_text(value: object, column: str) -> object:
     """An inbox column read as UTF-8 bytes, as text; other values as they are."""
     if not isinstance(value, bytes):
@@ -356,9 +363,16 @@ def inbox_change(
         raise DocumentError("key is empty; expected the record's identity as text")
     check_name(key, "key")
     op = _column_text(raw_op, "op")
+    if op is None:
+        raise DocumentError(
+            "op is NULL; expected 'upsert' or 'delete' (leave the column out: 'upsert')"
+        )
     if op not in ("upsert", "delete"):
         raise DocumentError(f"op = {str(op)[:32]!r}; expected 'upsert' or 'delete'")
     updated_at = _column_text(raw_updated_at, "updated_at")
+    if isinstance(updated_at, str) and NUMBER_TEXT.fullmatch(updated_at):
+        # A number that reached the column as bytes (text SQLite would have made a number).
+        updated_at = float(updated_at) if NOT_INTEGER.search(updated_at) else int(updated_at)
     ts = future.check(parse_timestamp(updated_at, "updated_at", unit), "updated_at")
     if type(body) is int:
         raise DocumentError(
@@ -368,6 +382,11 @@ def inbox_change(
     if body is None:
         document: object = None
     elif isinstance(body, str | bytes):
+        # A byte order mark before the text is skipped, as at the start of a drop file.
+        if body[:3] == BOM_BYTES:
+            body = body[3:]
+        elif body[:1] == BOM:
+            body = body[1:]
         try:
             document = load_document(body, limits)
         except DocumentError as exc:

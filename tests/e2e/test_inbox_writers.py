@@ -211,3 +211,45 @@ def test_a_body_row_written_by_hand_with_the_largest_id_stops_no_merge(
     )
     alive(daemon)
     assert daemon.stop() == 0
+
+
+def test_bodies_with_a_byte_order_mark_and_numbers_bound_as_bytes_are_taken(
+    daemon: DaemonProcess, tmp_path: Path
+) -> None:
+    """What programs bind: text read from a file saved with a BOM, a number as bytes; and a
+    NULL op, which is refused in words that say so (the column's default is for a row that
+    leaves it out)."""
+    daemon.start()
+    db = tmp_path / "store.db"
+    write(
+        db,
+        INSERT,
+        (None, "contacts", "bom@x", "upsert", '\ufeff{"v": 1}', TS),
+        (None, "contacts", "bom-bytes@x", "upsert", b'\xef\xbb\xbf{"v": 2}', TS),
+        (None, "contacts", "ts-bytes@x", "upsert", '{"v": 3}', b"1700000000001"),
+        (None, "contacts", "ts-real-bytes@x", "upsert", '{"v": 4}', b"1.700000000002e12"),
+        (None, "contacts", "op-null@x", None, '{"v": 5}', TS),
+        (None, "contacts", "ts-word@x", "upsert", '{"v": 6}', b"nan"),
+    )
+    rows = wait_until(lambda: settled(db), what="the rows processed")
+    assert [(key, status) for _, key, status, _ in rows] == [
+        ("bom@x", "applied"),
+        ("bom-bytes@x", "applied"),
+        ("ts-bytes@x", "applied"),
+        ("ts-real-bytes@x", "applied"),
+        ("op-null@x", "rejected"),
+        ("ts-word@x", "rejected"),
+    ]
+    reasons = [reason for _, _, _, reason in rows]
+    assert (
+        reasons[4] == "op is NULL; expected 'upsert' or 'delete' (leave the column out: 'upsert')"
+    )
+    assert "not ISO-8601" in reasons[5]
+    assert query(db, "SELECT key, body, updated_at FROM records ORDER BY body") == [
+        ("bom@x", '{"v":1}', TS),
+        ("bom-bytes@x", '{"v":2}', TS),
+        ("ts-bytes@x", '{"v":3}', TS + 1),
+        ("ts-real-bytes@x", '{"v":4}', TS + 2),
+    ]
+    alive(daemon)
+    assert daemon.stop() == 0
