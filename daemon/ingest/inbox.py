@@ -38,7 +38,7 @@ from dropsync.store.merge import (
 from .. import metrics
 from ..clock import now_ms
 from ..config import Config
-from ..documents import FutureLimit, inbox_change
+from ..documents import NUL, FutureLimit, inbox_change
 from ..errors import DocumentError
 from .wal_watch import LogWatch
 
@@ -123,18 +123,21 @@ class InboxApplier:
         future = FutureLimit.at(now, self.config.max_clock_skew_ms)
         changes: list[Change] = []
         rejected: list[tuple[int, str]] = []
-        # Collections are read as their stored bytes (see pending_inbox).
-        requests = {name.encode() for name in self.config.request_collections()}
-        units = {c.name.encode(): c.timestamp_unit for c in self.config.collections.values()}
+        requests = set(self.config.request_collections())
+        names: dict[object, str | None] = {}
         for given in rows:
+            name = names.get(given[1], "")
+            if name == "":
+                name = names[given[1]] = self._collection_name(given[1])
             # A request without a time is dated when it is read.
-            row = (*given[:5], now) if given[5] is None and given[1] in requests else given
+            row = (*given[:5], now) if given[5] is None and name in requests else given
             # A request dated here has its time in ms; any other row, its collection's unit.
-            collection = given[1]
-            unit = units.get(collection) if isinstance(collection, bytes) else None
+            unit = self.config.collection(name).timestamp_unit if name is not None else None
             unit = unit if row is given else "ms"
             try:
-                changes.append(inbox_change(row, future=future, limits=limits, unit=unit))
+                change = inbox_change(row, future=future, limits=limits, unit=unit)
+                changes.append(change if name in (None, change.collection) else
+                               change._replace(collection=name))  # fmt: skip
             except DocumentError as exc:
                 row_id = row[0]
                 assert isinstance(row_id, int)
@@ -143,6 +146,23 @@ class InboxApplier:
             reject_inbox_rows(conn, rejected, now=now)
         merged = apply_changes(conn, changes, self.config.routes(), now=now)
         return len(rows), more, merged, rejected
+
+    def _collection_name(self, stored: object) -> str | None:
+        """The collection a row's ``collection`` (its stored bytes, see ``pending_inbox``)
+        names: the text itself, or the configured collection it is in another Unicode form
+        (compared in NFC, as a drop folder's name: ``Config.collection``). None for bytes
+        that are not UTF-8 and for no text at all (``inbox_change`` says why the row is
+        refused)."""
+        if not isinstance(stored, bytes):
+            return None
+        try:
+            text = stored.decode()
+        except UnicodeDecodeError:
+            return None
+        if not text or NUL in text:
+            return None
+        configured = self.config.collection(text).name
+        return configured if configured in self.config.collections else text
 
     async def apply_pending(self) -> int:
         """Apply every pending row; returns how many rows were processed."""

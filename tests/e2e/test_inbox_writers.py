@@ -253,3 +253,58 @@ def test_bodies_with_a_byte_order_mark_and_numbers_bound_as_bytes_are_taken(
     ]
     alive(daemon)
     assert daemon.stop() == 0
+
+
+def test_a_collection_named_in_another_unicode_form_is_the_configured_one(
+    tmp_path: Path,
+) -> None:
+    """Collection names are compared in NFC (docs/config.md, "Names and places"): a folder
+    ``café`` in NFD is the configured ``café``, and so is an inbox row's collection; the
+    name of a collection the config does not name is kept as it is (docs/drop-folder.md)."""
+    nfc, nfd = "caf\u00e9", "cafe\u0301"
+    config = f"""
+[store]
+path = "{tmp_path / "store.db"}"
+[drop]
+path = "{tmp_path / "drop"}"
+[daemon]
+inbox_poll_s = 0.1
+[collections."{nfc}"]
+key = "id"
+timestamp = "at"
+timestamp_unit = "s"
+providers = ["crm"]
+[providers.crm]
+kind = "crm"
+base_url = "http://127.0.0.1:9"
+account_id = "acc_1"
+secret_env = "CRM_TOKEN"
+"""
+    daemon = DaemonProcess(tmp_path, config, env={"CRM_TOKEN": "crm-token"})
+    try:
+        daemon.start()
+        db = tmp_path / "store.db"
+        write(
+            db,
+            INSERT,
+            (None, nfd, "a", "upsert", '{"id": "a"}', 1_700_000_000),  # seconds: its unit
+            (None, nfc, "b", "upsert", '{"id": "b"}', 1_700_000_001),
+            (None, "th\u00e9", "c", "upsert", "{}", TS),  # not configured, in NFC
+            (None, "the\u0301", "c", "upsert", "{}", TS),  # another collection: NFD
+        )
+        rows = wait_until(lambda: settled(db), what="the rows processed")
+        assert [status for _, _, status, _ in rows] == ["applied"] * 4, rows
+        records = "SELECT collection, key, updated_at FROM records ORDER BY key, collection"
+        assert query(db, records) == [
+            (nfc, "a", TS),
+            (nfc, "b", TS + 1000),
+            ("the\u0301", "c", TS),
+            ("th\u00e9", "c", TS),
+        ]
+        # Routed to the provider: queued, or refused by its check before sending (no email).
+        routed = "SELECT collection, key FROM outbox UNION SELECT collection, key FROM dead_letters"
+        assert query(db, routed + " ORDER BY key") == [(nfc, "a"), (nfc, "b")]
+        alive(daemon)
+        assert daemon.stop() == 0
+    finally:
+        daemon.close()
