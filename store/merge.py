@@ -120,9 +120,11 @@ def _current_versions(
             unlogged: _Unlogged = None
             if change_id is None:
                 unlogged = IN_RECORDS if file_id is None else (file_id, doc_index)
-            # The tie-break compares the hex text, as the records view shows it.
-            digest = stored.hex() if isinstance(stored, bytes) else stored
-            current[(collection, key)] = ((updated_at, deleted, digest, origin), unlogged)
+            if type(updated_at) is int and type(deleted) is int and type(stored) is bytes:
+                version = (updated_at, deleted, stored.hex(), origin)  # the daemon's own rows
+            else:
+                version = _stored_version(updated_at, deleted, stored, origin)
+            current[(collection, key)] = (version, unlogged)
             body_ids[(collection, key)] = body
     return current
 
@@ -154,6 +156,24 @@ def _free_ids(db: sqlite3.Connection, table: str, need: int) -> int:
     if row is None:
         raise sqlite3.DataError(f"{table} has no {need} free ids in a row")
     return int(row[0])
+
+
+# Below every version a change can have (its time is from 1970 on).
+_UNUSABLE: Version = (-1, 0, "", "")
+
+
+def _stored_version(updated_at: object, deleted: object, digest: object, origin: object) -> Version:
+    """A ``record_keys`` row's version, to compare with changes' (``_version``).
+
+    The tie-break compares the digest's hex text, as the records view shows it; a digest of
+    another type (``INSERT INTO records`` by hand keeps what it is given) as its text. A
+    time or delete flag that is not a number (ISO text written by hand) orders the version
+    below every change: the next one displaces it.
+    """
+    if not isinstance(updated_at, int | float) or not isinstance(deleted, int | float):
+        return _UNUSABLE
+    text = digest.hex() if isinstance(digest, bytes) else digest
+    return (updated_at, deleted, str(text), str(origin))  # type: ignore[return-value]
 
 
 def _next_inbox_id(db: sqlite3.Connection, need: int) -> int:

@@ -308,3 +308,51 @@ secret_env = "CRM_TOKEN"
         assert daemon.stop() == 0
     finally:
         daemon.close()
+
+
+def test_a_record_written_by_hand_with_values_of_other_types_is_displaced(
+    daemon: DaemonProcess, tmp_path: Path
+) -> None:
+    """``INSERT INTO records`` is a door for programs that build a store by hand
+    (docs/schema.md, "records"); SQLite keeps what it is given. A version whose time or
+    delete flag is not a number is older than any change; a digest of another type is
+    compared as its text."""
+    daemon.start()
+    db = tmp_path / "store.db"
+    hand = (
+        "INSERT INTO records (collection, key, body, updated_at, deleted, origin, digest, "
+        "merged_at) VALUES ('contacts', ?, '{}', ?, ?, 'sql', ?, 0)"
+    )
+    write(
+        db,
+        hand,
+        ("iso@x", "2024-01-01T00:00:00Z", 0, "abc"),
+        ("flag@x", TS, "no", "abc"),
+        ("digest@x", TS, 0, 0),  # "0": below any digest of 32 hex digits, the change wins
+        ("kept@x", TS + 1, 0, 7),  # newer: stays
+    )
+    write(
+        db,
+        INSERT,
+        *[(None, "contacts", key, "upsert", '{"v": 1}', TS) for key in
+          ("iso@x", "flag@x", "digest@x", "kept@x")],
+    )  # fmt: skip
+    rows = wait_until(lambda: settled(db), what="the rows processed")
+    assert [(key, status) for _, key, status, _ in rows] == [
+        ("iso@x", "applied"),
+        ("flag@x", "applied"),
+        ("digest@x", "applied"),
+        ("kept@x", "superseded"),
+        # The displaced versions, logged as every displaced version is.
+        ("iso@x", "superseded"),
+        ("flag@x", "superseded"),
+        ("digest@x", "superseded"),
+    ]
+    assert query(db, "SELECT key, body, updated_at FROM records ORDER BY key") == [
+        ("digest@x", '{"v":1}', TS),
+        ("flag@x", '{"v":1}', TS),
+        ("iso@x", '{"v":1}', TS),
+        ("kept@x", "{}", TS + 1),
+    ]
+    alive(daemon)
+    assert daemon.stop() == 0
