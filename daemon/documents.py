@@ -29,7 +29,7 @@ from fractions import Fraction
 from typing import Any, NamedTuple
 
 import orjson
-from dropsync.store.merge import Change
+from dropsync.store.merge import MAX_TIME_BYTES, Change
 
 from .clock import format_timestamp
 from .config import TIMESTAMP_UNITS, CollectionConfig
@@ -326,6 +326,13 @@ NUMBER_TEXT = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*", re.ASCI
 NOT_INTEGER = re.compile(r"[.eE]")
 
 
+def _too_long(column: str, size: int, limits: JsonLimits) -> str:
+    return (
+        f"{column} is {size:,} bytes, longer than the limit of {limits.max_bytes:,} "
+        "(drop.max_document_mb)"
+    )
+
+
 def _column_text(value: object, column: str) -> object:
     """An inbox column read as UTF-8 bytes, as text; other values as they are."""
     if not isinstance(value, bytes):
@@ -354,6 +361,14 @@ def inbox_change(
     ``timestamp_unit``, for a number in ``updated_at``.
     """
     row_id, raw_collection, raw_key, raw_op, body, raw_updated_at = row
+    for column, value in (("collection", raw_collection), ("key", raw_key), ("op", raw_op)):
+        if type(value) is int:  # longer than a document may be: not read (pending_inbox)
+            raise DocumentError(_too_long(column, value, limits))
+    if isinstance(raw_updated_at, bytes) and len(raw_updated_at) > MAX_TIME_BYTES:
+        raise DocumentError(
+            f"updated_at is longer than {MAX_TIME_BYTES:,} bytes; expected an epoch number or "
+            "ISO-8601 text"
+        )
     collection = _column_text(raw_collection, "collection")
     if not isinstance(collection, str) or not collection:
         raise DocumentError("collection is empty; expected the collection name")
@@ -375,10 +390,7 @@ def inbox_change(
         updated_at = float(updated_at) if NOT_INTEGER.search(updated_at) else int(updated_at)
     ts = future.check(parse_timestamp(updated_at, "updated_at", unit), "updated_at")
     if type(body) is int:
-        raise DocumentError(
-            f"body is {body:,} bytes, longer than the limit of {limits.max_bytes:,} "
-            "(drop.max_document_mb)"
-        )
+        raise DocumentError(_too_long("body", body, limits))
     if body is None:
         document: object = None
     elif isinstance(body, str | bytes):

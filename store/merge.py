@@ -140,11 +140,13 @@ def _free_ids(db: sqlite3.Connection, table: str, need: int) -> int:
     SQLite's largest that no ``need`` ids follow it. Then the ids before the smallest are
     taken, and failing those, the first gap wide enough (found by a scan of the ids).
     """
-    low, high = db.execute(f"SELECT MIN(id), MAX(id) FROM {table}").fetchone()
+    # One aggregate a statement: SQLite reads MAX(id) off the b-tree's end, not the table.
+    (high,) = db.execute(f"SELECT MAX(id) FROM {table}").fetchone()
     if high is None:
         return 1
     if high <= LARGEST_ID - need:
         return int(high) + 1
+    (low,) = db.execute(f"SELECT MIN(id) FROM {table}").fetchone()
     if low - need >= -LARGEST_ID - 1:
         return int(low) - need
     row = db.execute(
@@ -686,10 +688,17 @@ def _as_bytes(column: str) -> str:
     return f"CASE WHEN typeof({column}) = 'text' THEN CAST({column} AS BLOB) ELSE {column} END"
 
 
+def _capped(column: str) -> str:
+    # A text column (TEXT affinity: never an integer) longer than the limit as its length.
+    length = f"length(CAST({column} AS BLOB))"
+    return f"CASE WHEN {length} > :max_body THEN {length} ELSE {_as_bytes(column)} END"
+
+
+MAX_TIME_BYTES = 4096  # of an updated_at read as text: an ISO-8601 time is far shorter
 _PENDING_INBOX = (
-    f"SELECT id, {_as_bytes('collection')}, {_as_bytes('key')}, {_as_bytes('op')}, "
-    "CASE WHEN length(CAST(body AS BLOB)) > :max_body THEN length(CAST(body AS BLOB)) "
-    f"ELSE {_as_bytes('body')} END, {_as_bytes('updated_at')} "
+    f"SELECT id, {_capped('collection')}, {_capped('key')}, {_capped('op')}, "
+    f"{_capped('body')}, CASE WHEN typeof(updated_at) IN ('text', 'blob') "
+    f"THEN substr(CAST(updated_at AS BLOB), 1, {MAX_TIME_BYTES + 1}) ELSE updated_at END "
     "FROM inbox WHERE status = 'pending' ORDER BY id LIMIT :limit"
 )
 
@@ -702,17 +711,17 @@ def pending_inbox(
 
     Text columns come as their stored bytes, undecoded (another program may have
     written text that is not UTF-8; the caller rejects such a row, it is no error
-    here). A body longer than ``max_body_bytes`` comes as its length (an integer,
-    which a TEXT body never is), so it is never read into memory. Rows stop at
-    ``limit``, or once their bodies reach ``max_total_bytes``.
+    here). A collection, key, op or body longer than ``max_body_bytes`` comes as its
+    length (an integer, which a column of TEXT affinity never holds), so it is never
+    read into memory; an ``updated_at`` text as its first ``MAX_TIME_BYTES`` + 1 bytes.
+    Rows stop at ``limit``, or once what they hold reaches ``max_total_bytes``.
     """
     cursor = db.execute(_PENDING_INBOX, {"max_body": max_body_bytes, "limit": limit})
     rows: list[tuple[object, ...]] = []
     total = 0
     for row in cursor:
         rows.append(tuple(row))
-        body = row[4]
-        total += len(body) if isinstance(body, bytes) else 0
+        total += sum(len(value) for value in row[1:] if isinstance(value, bytes))
         if total >= max_total_bytes:
             cursor.close()
             return rows, True

@@ -356,3 +356,36 @@ def test_a_record_written_by_hand_with_values_of_other_types_is_displaced(
     ]
     alive(daemon)
     assert daemon.stop() == 0
+
+
+def test_columns_longer_than_a_document_are_rejected_unread(
+    daemon: DaemonProcess, tmp_path: Path
+) -> None:
+    """A program's bug may put a whole file in ``key`` (a body is capped at
+    ``drop.max_document_mb``, 1 MB); a batch of such rows would be read whole (a thousand
+    rows of 5 MB keys: 5 GB). Every column is capped, and counts toward a batch's bytes."""
+    daemon.start()
+    db = tmp_path / "store.db"
+    long = "x" * (3 << 19)  # 1.5 MB
+    write(
+        db,
+        INSERT,
+        (None, "contacts", long, "upsert", "{}", TS),
+        (None, long, "k@x", "upsert", "{}", TS),
+        (None, "contacts", "op@x", long, "{}", TS),
+        (None, "contacts", "ts@x", "upsert", "{}", "2024-01-01T00:00:00." + "0" * 5000 + "Z"),
+        (None, "contacts", "after@x", "upsert", "{}", TS),
+    )
+    rows = wait_until(lambda: settled(db), what="the rows processed")
+    assert [status for _, _, status, _ in rows] == ["rejected"] * 4 + ["applied"]
+    reasons = [reason for _, _, _, reason in rows]
+    for column, reason in zip(["key", "collection", "op"], reasons, strict=False):
+        assert reason == (
+            f"{column} is 1,572,864 bytes, longer than the limit of 1,048,576 "
+            "(drop.max_document_mb)"
+        )
+    assert reasons[3] == (
+        "updated_at is longer than 4,096 bytes; expected an epoch number or ISO-8601 text"
+    )
+    alive(daemon)
+    assert daemon.stop() == 0
