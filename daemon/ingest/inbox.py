@@ -124,15 +124,17 @@ class InboxApplier:
         changes: list[Change] = []
         rejected: list[tuple[int, str]] = []
         requests = set(self.config.request_collections())
-        names: dict[object, str | None] = {}
+        seen: dict[object, tuple[str | None, str | None]] = {}  # stored -> (name, unit)
         for given in rows:
-            name = names.get(given[1], "")
-            if name == "":
-                name = names[given[1]] = self._collection_name(given[1])
+            known = seen.get(given[1])
+            if known is None:
+                name = self._collection_name(given[1])
+                unit = None if name is None else self.config.collection(name).timestamp_unit
+                known = seen[given[1]] = (name, unit)
+            name, unit = known
             # A request without a time is dated when it is read.
             row = (*given[:5], now) if given[5] is None and name in requests else given
             # A request dated here has its time in ms; any other row, its collection's unit.
-            unit = self.config.collection(name).timestamp_unit if name is not None else None
             unit = unit if row is given else "ms"
             try:
                 change = inbox_change(row, future=future, limits=limits, unit=unit)
