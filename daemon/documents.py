@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -28,7 +29,7 @@ from fractions import Fraction
 from typing import Any, NamedTuple
 
 import orjson
-from dropsync.store.merge import Change
+from dropsync.store.merge import MAX_TIME_BYTES, Change
 
 from .clock import format_timestamp
 from .config import TIMESTAMP_UNITS, CollectionConfig
@@ -319,6 +320,19 @@ _DATA_ID = _getter("data.id")
 _UPDATED_AT = _getter("updatedAt")
 
 
+BOM, BOM_BYTES = "\ufeff", b"\xef\xbb\xbf"
+# An integer or decimal literal, as SQLite's NUMERIC affinity reads one (spaces around it).
+NUMBER_TEXT = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*", re.ASCII)
+NOT_INTEGER = re.compile(r"[.eE]")
+
+
+def _too_long(column: str, size: int, limits: JsonLimits) -> str:
+    return (
+        f"{column} is {size:,} bytes, longer than the limit of {limits.max_bytes:,} "
+        "(drop.max_document_mb)"
+    )
+
+
 def _column_text(value: object, column: str) -> object:
     """An inbox column read as UTF-8 bytes, as text; other values as they are."""
     if not isinstance(value, bytes):
@@ -347,6 +361,14 @@ def inbox_change(
     ``timestamp_unit``, for a number in ``updated_at``.
     """
     row_id, raw_collection, raw_key, raw_op, body, raw_updated_at = row
+    for column, value in (("collection", raw_collection), ("key", raw_key), ("op", raw_op)):
+        if type(value) is int:  # longer than a document may be: not read (pending_inbox)
+            raise DocumentError(_too_long(column, value, limits))
+    if isinstance(raw_updated_at, bytes) and len(raw_updated_at) > MAX_TIME_BYTES:
+        raise DocumentError(
+            f"updated_at is longer than {MAX_TIME_BYTES:,} bytes; expected an epoch number or "
+            "ISO-8601 text"
+        )
     collection = _column_text(raw_collection, "collection")
     if not isinstance(collection, str) or not collection:
         raise DocumentError("collection is empty; expected the collection name")
@@ -356,18 +378,27 @@ def inbox_change(
         raise DocumentError("key is empty; expected the record's identity as text")
     check_name(key, "key")
     op = _column_text(raw_op, "op")
+    if op is None:
+        raise DocumentError(
+            "op is NULL; expected 'upsert' or 'delete' (leave the column out: 'upsert')"
+        )
     if op not in ("upsert", "delete"):
         raise DocumentError(f"op = {str(op)[:32]!r}; expected 'upsert' or 'delete'")
     updated_at = _column_text(raw_updated_at, "updated_at")
+    if isinstance(updated_at, str) and NUMBER_TEXT.fullmatch(updated_at):
+        # A number that reached the column as bytes (text SQLite would have made a number).
+        updated_at = float(updated_at) if NOT_INTEGER.search(updated_at) else int(updated_at)
     ts = future.check(parse_timestamp(updated_at, "updated_at", unit), "updated_at")
     if type(body) is int:
-        raise DocumentError(
-            f"body is {body:,} bytes, longer than the limit of {limits.max_bytes:,} "
-            "(drop.max_document_mb)"
-        )
+        raise DocumentError(_too_long("body", body, limits))
     if body is None:
         document: object = None
     elif isinstance(body, str | bytes):
+        # A byte order mark before the text is skipped, as at the start of a drop file.
+        if body[:3] == BOM_BYTES:
+            body = body[3:]
+        elif body[:1] == BOM:
+            body = body[1:]
         try:
             document = load_document(body, limits)
         except DocumentError as exc:

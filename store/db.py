@@ -15,6 +15,7 @@ from pathlib import Path
 
 import aiosqlite
 import anyio
+import structlog
 
 from .diagnosis import NOT_A_FILE, check_openable, explain_open_failure
 from .errors import (
@@ -27,7 +28,9 @@ from .errors import (
 )
 from .maintenance import backup_to, migration_backup_path
 from .merge import digest_bytes
-from .schema import migrations
+from .schema import Migration, migrations, version_in_use
+
+log = structlog.get_logger(__name__)
 
 # Below this much free space, an I/O error writing the store is taken for a full disk.
 NEARLY_FULL_BYTES = 1 << 20
@@ -189,7 +192,7 @@ async def _check_and_migrate(
     db: aiosqlite.Connection, path: Path, *, target: int | None, backups: list[Path] | None
 ) -> None:
     steps = migrations()
-    current = await schema_version(db)
+    current = await _restore_version(db, path, steps, await schema_version(db))
     if current > len(steps):
         raise SchemaTooNew(
             f"store {path} has schema version {current}, but this dropsync knows versions up to "
@@ -252,6 +255,32 @@ async def _check_and_migrate(
             with anyio.CancelScope(shield=True):
                 await rollback_if_open(db)
             raise
+
+
+async def _restore_version(
+    db: aiosqlite.Connection, path: Path, steps: list[Migration], current: int
+) -> int:
+    """The store's schema version (``schema.version_in_use``); when another program set
+    ``PRAGMA user_version`` to a value of its own, it is set back first, with a warning."""
+    try:
+        rows = await db.execute_fetchall("SELECT version, name FROM schema_migrations")
+    except sqlite3.OperationalError:  # no such table: a new store
+        return current
+    shipped = [(step.version, step.name) for step in steps]
+    version = version_in_use(current, [(row[0], row[1]) for row in rows], shipped)
+    if version == current:
+        return current
+    await _begin(db, path)
+    try:
+        if await schema_version(db) == current:  # not another dropsync migrating meanwhile
+            await db.execute(f"PRAGMA user_version = {version}")
+        await db.execute("COMMIT")
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await rollback_if_open(db)
+        raise
+    log.warning("store_version_restored", store=str(path), found=current, version=version)
+    return await schema_version(db)
 
 
 async def _begin(db: aiosqlite.Connection, path: Path) -> None:

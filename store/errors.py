@@ -9,6 +9,8 @@ StoreError              base: the store file cannot be used
 └── StoreRetryable      the store cannot be written now; it may be later (``condition`` says why)
     ├── StoreBusy       another program holds the store's write lock longer than busy_timeout
     └── StoreFull       the disk (or file system) holding the store is full
+InboxTriggerFailed      a trigger another program created on ``inbox`` failed on the daemon's
+                        own write: the inbox waits until it works or is dropped
 
 OutsideFolder           a removal refused: its target is not inside the folder made for it
                         (``store.removal``); nothing was removed
@@ -61,6 +63,14 @@ class StoreFull(StoreRetryable):
     """The disk holding the store is full."""
 
     condition = "disk full"
+
+
+class InboxTriggerFailed(StoreError):
+    """A trigger another program created on ``inbox`` failed on the daemon's own write (it
+    calls a function only that program defines, or refuses the change with RAISE). Not a
+    ``StoreRetryable``: the rest of the store works; the inbox waits (``daemon.ingest.inbox``)."""
+
+    condition = "inbox trigger failed"
 
 
 class OutsideFolder(Exception):

@@ -20,6 +20,7 @@ from typing import NamedTuple
 
 from .diagnosis import explain_open_failure
 from .errors import StoreError
+from .schema import migrations, version_in_use
 
 PARTIAL_PREFIX = ".dropsync-backup-"  # a copy being written (a killed backup leaves it)
 
@@ -122,11 +123,27 @@ def schema_version_at(path: Path) -> int:
     except sqlite3.Error as exc:
         raise explain_open_failure(path, exc, writing=False) from exc
     try:
-        return int(db.execute("PRAGMA user_version").fetchone()[0])
+        return version_of(db)
     except sqlite3.Error as exc:
         raise explain_open_failure(path, exc, writing=False) from exc
     finally:
         db.close()
+
+
+def listed_migrations(db: sqlite3.Connection) -> list[tuple[int, str]]:
+    """(version, name) of each row of ``schema_migrations``; none in a new store."""
+    try:
+        rows = db.execute("SELECT version, name FROM schema_migrations").fetchall()
+    except sqlite3.OperationalError:  # no such table
+        return []
+    return [(int(version), str(name)) for version, name in rows]
+
+
+def version_of(db: sqlite3.Connection) -> int:
+    """The store's schema version (``schema.version_in_use``), as read on ``db``."""
+    user_version = int(db.execute("PRAGMA user_version").fetchone()[0])
+    shipped = [(step.version, step.name) for step in migrations()]
+    return version_in_use(user_version, listed_migrations(db), shipped)
 
 
 def migration_backup_path(store: Path, version: int) -> Path:

@@ -120,21 +120,70 @@ def _current_versions(
             unlogged: _Unlogged = None
             if change_id is None:
                 unlogged = IN_RECORDS if file_id is None else (file_id, doc_index)
-            # The tie-break compares the hex text, as the records view shows it.
-            digest = stored.hex() if isinstance(stored, bytes) else stored
-            current[(collection, key)] = ((updated_at, deleted, digest, origin), unlogged)
+            if type(updated_at) is int and type(deleted) is int and type(stored) is bytes:
+                version = (updated_at, deleted, stored.hex(), origin)  # the daemon's own rows
+            else:
+                version = _stored_version(updated_at, deleted, stored, origin)
+            current[(collection, key)] = (version, unlogged)
             body_ids[(collection, key)] = body
     return current
 
 
-def _next_inbox_id(db: sqlite3.Connection) -> int:
-    row = db.execute("SELECT COALESCE(MAX(id), 0) FROM inbox").fetchone()
-    return int(row[0]) + 1 if row else 1
+LARGEST_ID = 2**63 - 1  # SQLite's largest rowid; the smallest is -LARGEST_ID - 1
 
 
-def _next_body_id(db: sqlite3.Connection) -> int:
-    row = db.execute("SELECT COALESCE(MAX(id), 0) FROM record_bodies").fetchone()
-    return int(row[0]) + 1 if row else 1
+def _free_ids(db: sqlite3.Connection, table: str, need: int) -> int:
+    """The first of ``need`` consecutive ids no row of ``table`` (``inbox`` or
+    ``record_bodies``) has: after the largest id.
+
+    Other programs choose ids too (docs/schema.md, "inbox"): one may hold an id so near
+    SQLite's largest that no ``need`` ids follow it. Then the ids before the smallest are
+    taken, and failing those, the first gap wide enough (found by a scan of the ids).
+    """
+    # One aggregate a statement: SQLite reads MAX(id) off the b-tree's end, not the table.
+    (high,) = db.execute(f"SELECT MAX(id) FROM {table}").fetchone()
+    if high is None:
+        return 1
+    if high <= LARGEST_ID - need:
+        return int(high) + 1
+    (low,) = db.execute(f"SELECT MIN(id) FROM {table}").fetchone()
+    if low - need >= -LARGEST_ID - 1:
+        return int(low) - need
+    row = db.execute(
+        f"SELECT id + 1 FROM {table} AS a WHERE id < :last AND NOT EXISTS "
+        f"(SELECT 1 FROM {table} AS b WHERE b.id > a.id AND b.id <= a.id + :need) "
+        "ORDER BY id LIMIT 1",
+        {"need": need, "last": LARGEST_ID - need},
+    ).fetchone()
+    if row is None:
+        raise sqlite3.DataError(f"{table} has no {need} free ids in a row")
+    return int(row[0])
+
+
+# Below every version a change can have (its time is from 1970 on).
+_UNUSABLE: Version = (-1, 0, "", "")
+
+
+def _stored_version(updated_at: object, deleted: object, digest: object, origin: object) -> Version:
+    """A ``record_keys`` row's version, to compare with changes' (``_version``).
+
+    The tie-break compares the digest's hex text, as the records view shows it; a digest of
+    another type (``INSERT INTO records`` by hand keeps what it is given) as its text. A
+    time or delete flag that is not a number (ISO text written by hand) orders the version
+    below every change: the next one displaces it.
+    """
+    if not isinstance(updated_at, int | float) or not isinstance(deleted, int | float):
+        return _UNUSABLE
+    text = digest.hex() if isinstance(digest, bytes) else digest
+    return (updated_at, deleted, str(text), str(origin))  # type: ignore[return-value]
+
+
+def _next_inbox_id(db: sqlite3.Connection, need: int) -> int:
+    return _free_ids(db, "inbox", need)
+
+
+def _next_body_id(db: sqlite3.Connection, need: int) -> int:
+    return _free_ids(db, "record_bodies", need)
 
 
 _INSERT_INBOX = (
@@ -193,7 +242,7 @@ def _write_records(
     another's: the upsert leaves a key's row as its last winner has it either way.
     """
     bodies: list[tuple[int, str | None]] = []
-    rows = _key_rows(winners, body_ids, _next_body_id(db), bodies)
+    rows = _key_rows(winners, body_ids, _next_body_id(db, len(winners)), bodies)
     if len(rows) > 1:
         last = {(c.collection, c.key): c for c in winners}
         rows = _key_rows(list(last.values()), body_ids, 0, None)
@@ -423,7 +472,7 @@ def apply_changes(
     copied: list[tuple[int, str, str]] = []  # (inbox id, collection, key): log the records row
     displaced: list[tuple[int, int, str, str]] = []  # (inbox id, file id, collection, key)
     updated_rows: list[tuple[object, ...]] = []
-    next_id = _next_inbox_id(db)
+    next_id = _next_inbox_id(db, 2 * len(changes))  # a displaced version and the change
     applied = 0
     for change in changes:
         ident = (change.collection, change.key)
@@ -546,7 +595,7 @@ def _write_first_versions(db: sqlite3.Connection, changes: Sequence[Change], now
     """``_write_records`` of first versions only (``_first_versions_only``): each wins, gets
     the next body id and is not logged; the rows are zipped from the changes' columns in C,
     not built one by one (a property test holds the two to the same tables)."""
-    first = _next_body_id(db)
+    first = _next_body_id(db, len(changes))
     ids = range(first, first + len(changes))
     digests = _stored_digests([change.digest for change in changes])
     db.executemany(_UPSERT_BODY, zip(ids, map(_BODY, changes), strict=True))
@@ -639,10 +688,17 @@ def _as_bytes(column: str) -> str:
     return f"CASE WHEN typeof({column}) = 'text' THEN CAST({column} AS BLOB) ELSE {column} END"
 
 
+def _capped(column: str) -> str:
+    # A text column (TEXT affinity: never an integer) longer than the limit as its length.
+    length = f"length(CAST({column} AS BLOB))"
+    return f"CASE WHEN {length} > :max_body THEN {length} ELSE {_as_bytes(column)} END"
+
+
+MAX_TIME_BYTES = 4096  # of an updated_at read as text: an ISO-8601 time is far shorter
 _PENDING_INBOX = (
-    f"SELECT id, {_as_bytes('collection')}, {_as_bytes('key')}, {_as_bytes('op')}, "
-    "CASE WHEN length(CAST(body AS BLOB)) > :max_body THEN length(CAST(body AS BLOB)) "
-    f"ELSE {_as_bytes('body')} END, {_as_bytes('updated_at')} "
+    f"SELECT id, {_capped('collection')}, {_capped('key')}, {_capped('op')}, "
+    f"{_capped('body')}, CASE WHEN typeof(updated_at) IN ('text', 'blob') "
+    f"THEN substr(CAST(updated_at AS BLOB), 1, {MAX_TIME_BYTES + 1}) ELSE updated_at END "
     "FROM inbox WHERE status = 'pending' ORDER BY id LIMIT :limit"
 )
 
@@ -655,17 +711,17 @@ def pending_inbox(
 
     Text columns come as their stored bytes, undecoded (another program may have
     written text that is not UTF-8; the caller rejects such a row, it is no error
-    here). A body longer than ``max_body_bytes`` comes as its length (an integer,
-    which a TEXT body never is), so it is never read into memory. Rows stop at
-    ``limit``, or once their bodies reach ``max_total_bytes``.
+    here). A collection, key, op or body longer than ``max_body_bytes`` comes as its
+    length (an integer, which a column of TEXT affinity never holds), so it is never
+    read into memory; an ``updated_at`` text as its first ``MAX_TIME_BYTES`` + 1 bytes.
+    Rows stop at ``limit``, or once what they hold reaches ``max_total_bytes``.
     """
     cursor = db.execute(_PENDING_INBOX, {"max_body": max_body_bytes, "limit": limit})
     rows: list[tuple[object, ...]] = []
     total = 0
     for row in cursor:
         rows.append(tuple(row))
-        body = row[4]
-        total += len(body) if isinstance(body, bytes) else 0
+        total += sum(len(value) for value in row[1:] if isinstance(value, bytes))
         if total >= max_total_bytes:
             cursor.close()
             return rows, True
@@ -680,6 +736,17 @@ def reject_inbox_rows(
         "UPDATE inbox SET status = 'rejected', reason = ?, processed_at = ? WHERE id = ?",
         [(reason, now, row_id) for row_id, reason in rejected],
     )
+
+
+def inbox_triggers(db: sqlite3.Connection) -> list[str]:
+    """The names of the triggers on ``inbox``: other programs' (dropsync makes none)."""
+    return [
+        str(row[0])
+        for row in db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'inbox' "
+            "ORDER BY name"
+        )
+    ]
 
 
 def data_version(db: sqlite3.Connection) -> int:

@@ -57,6 +57,14 @@ def open_readonly(path: str | os.PathLike[str]) -> sqlite3.Connection:
         raise _explained(path, exc) from exc
     known = latest_version()
     if version != known:
+        from .maintenance import version_of  # a store of another version: rare
+
+        try:
+            version = version_of(db)  # another program may have set user_version
+        except sqlite3.Error as exc:
+            db.close()
+            raise _explained(path, exc) from exc
+    if version != known:
         db.close()
         raise _unknown_version(path, version, known)
     return db

@@ -29,35 +29,41 @@ from collections.abc import Iterable
 
 import orjson
 
-from .merge import LOCAL_ORIGINS
+from .merge import LARGEST_ID, LOCAL_ORIGINS
+
+SMALLEST_ID = -LARGEST_ID - 1  # SQLite's smallest rowid
+BEFORE_FIRST_ID = SMALLEST_ID - 1  # ``prune_inbox`` from the first id (never bound)
 
 
 def prune_inbox(
     db: sqlite3.Connection, *, before: int, after_id: int, limit: int
 ) -> tuple[int, int]:
-    """Delete up to ``limit`` prunable inbox rows with ids above ``after_id``.
+    """Delete up to ``limit`` prunable inbox rows with ids above ``after_id``
+    (``BEFORE_FIRST_ID``: every id; other programs may give rows any id, negative too).
 
     Returns (rows deleted, the highest id looked at): the next call starts after it.
     Rows kept are looked at again only in a later pass from the start.
     """
+    # SQLite takes no integer below its smallest id: "from the smallest, included" instead.
+    above, low = (">", after_id) if after_id >= SMALLEST_ID else (">=", SMALLEST_ID)
     window = db.execute(
-        "SELECT MAX(id) FROM (SELECT id FROM inbox WHERE id > ? AND received_at < ? "
+        f"SELECT MAX(id) FROM (SELECT id FROM inbox WHERE id {above} ? AND received_at < ? "
         "ORDER BY id LIMIT ?)",
-        (after_id, before, limit),
+        (low, before, limit),
     ).fetchone()
     upto = window[0] if window else None
     if upto is None:
         return 0, after_id
     deleted = db.execute(
         "DELETE FROM inbox WHERE id IN ("
-        " SELECT i.id FROM inbox i WHERE i.id > ? AND i.id <= ? AND i.received_at < ?"
+        f" SELECT i.id FROM inbox i WHERE i.id {above} ? AND i.id <= ? AND i.received_at < ?"
         " AND i.status <> 'pending'"
         " AND NOT EXISTS (SELECT 1 FROM records r WHERE r.collection = i.collection"
         "  AND r.key = i.key AND r.change_id = i.id)"
         " AND (i.status = 'rejected' OR i.origin IN (SELECT value FROM json_each(?))"
         "  OR EXISTS (SELECT 1 FROM inbox j WHERE j.collection = i.collection"
         "   AND j.key = i.key AND j.origin = i.origin AND j.id > i.id)))",
-        (after_id, upto, before, orjson.dumps(LOCAL_ORIGINS).decode()),
+        (low, upto, before, orjson.dumps(LOCAL_ORIGINS).decode()),
     ).rowcount
     return deleted, int(upto)
 

@@ -66,6 +66,27 @@ def _numbered() -> list[tuple[int, str, str]]:
     return found
 
 
+def version_in_use(
+    user_version: int, listed: list[tuple[int, str]], shipped: list[tuple[int, str]]
+) -> int:
+    """The schema version of a store: its ``PRAGMA user_version``, unless another program
+    set that to a value of its own (docs/schema.md, "Versioning").
+
+    ``listed`` is what ``schema_migrations`` lists (version, name), ``shipped`` this
+    program's migrations. When the listing is this program's first migrations in order,
+    it is the version where ``user_version`` is lower (those migrations were applied: their
+    tables exist) or past every shipped migration (a newer dropsync lists its own too).
+    A listing shorter than ``user_version`` (rows deleted by hand) changes nothing.
+    """
+    listed = sorted(listed)
+    recorded = len(listed)
+    if not listed or listed != shipped[:recorded]:
+        return user_version
+    if recorded > user_version or user_version > len(shipped):
+        return recorded
+    return user_version
+
+
 # The number of the last migration file; ``tests/store/test_schema.py`` holds the two
 # together. A constant: ``status`` asks on every run, and listing the folder costs it more.
 LATEST_VERSION = 12

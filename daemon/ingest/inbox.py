@@ -22,12 +22,15 @@ from collections.abc import Callable
 
 import anyio
 import structlog
-from dropsync.store.handle import Store
+from dropsync.store.db import unavailable
+from dropsync.store.errors import InboxTriggerFailed
+from dropsync.store.handle import PauseListener, Store, retrying
 from dropsync.store.merge import (
     Change,
     MergeResult,
     apply_changes,
     data_version,
+    inbox_triggers,
     pending_inbox,
     reject_inbox_rows,
 )
@@ -35,7 +38,7 @@ from dropsync.store.merge import (
 from .. import metrics
 from ..clock import now_ms
 from ..config import Config
-from ..documents import FutureLimit, inbox_change
+from ..documents import NUL, FutureLimit, inbox_change
 from ..errors import DocumentError
 from .wal_watch import LogWatch
 
@@ -48,6 +51,25 @@ BATCH_MAX_BYTES = 16 << 20  # of bodies: a batch of large bodies is cut short
 FIRST_RECHECK_S = 0.001  # a look after a write that found nothing is made again this much later,
 RECHECK_FACTOR = 4  # then this many times longer each time,
 LAST_RECHECK_S = 0.064  # up to this: 1, 4, 16, 64 ms
+
+
+class _Unreported:
+    """Pauses no one is told about (a ``Store`` opened without a listener: tests)."""
+
+    def paused(self, work: str, condition: str, detail: str, retry_in_s: float) -> None:
+        """Not reported."""
+
+    def resumed(self, work: str, condition: str) -> None:
+        """Not reported."""
+
+
+_NO_PAUSES: PauseListener = _Unreported()
+
+
+def _trigger_failed(exc: BaseException) -> str | None:
+    """The inbox waits out a trigger of another program's that fails (until it is fixed or
+    dropped: each try finds out), with backoff, said in ``status``."""
+    return exc.condition if isinstance(exc, InboxTriggerFailed) else None
 
 
 class InboxApplier:
@@ -71,7 +93,28 @@ class InboxApplier:
     def _apply_batch(
         self, conn: sqlite3.Connection
     ) -> tuple[int, bool, MergeResult, list[tuple[int, str]]]:
-        """One transaction (in the store's thread): validate and merge up to BATCH rows."""
+        """One transaction (in the store's thread): validate and merge up to BATCH rows.
+
+        A trigger another program put on ``inbox`` that fails on these writes is an
+        ``InboxTriggerFailed`` naming it (the batch is rolled back whole).
+        """
+        try:
+            return self._merge_batch(conn)
+        except (sqlite3.OperationalError, sqlite3.IntegrityError) as exc:
+            if unavailable(exc, self.store.path) is not None:
+                raise  # a busy store, a full disk: the store waits those out
+            triggers = inbox_triggers(conn)
+            if not triggers:
+                raise
+            raise InboxTriggerFailed(
+                f"inbox trigger {', '.join(triggers)} failed on the daemon's own write to "
+                f"the inbox ({exc}); no inbox row is applied while it does: make it work on "
+                'any connection, or DROP TRIGGER it (docs/schema.md, "inbox")'
+            ) from exc
+
+    def _merge_batch(
+        self, conn: sqlite3.Connection
+    ) -> tuple[int, bool, MergeResult, list[tuple[int, str]]]:
         limits = self.config.json_limits
         rows, more = pending_inbox(
             conn, BATCH, max_body_bytes=limits.max_bytes, max_total_bytes=BATCH_MAX_BYTES
@@ -80,18 +123,23 @@ class InboxApplier:
         future = FutureLimit.at(now, self.config.max_clock_skew_ms)
         changes: list[Change] = []
         rejected: list[tuple[int, str]] = []
-        # Collections are read as their stored bytes (see pending_inbox).
-        requests = {name.encode() for name in self.config.request_collections()}
-        units = {c.name.encode(): c.timestamp_unit for c in self.config.collections.values()}
+        requests = set(self.config.request_collections())
+        seen: dict[object, tuple[str | None, str | None]] = {}  # stored -> (name, unit)
         for given in rows:
+            known = seen.get(given[1])
+            if known is None:
+                name = self._collection_name(given[1])
+                unit = None if name is None else self.config.collection(name).timestamp_unit
+                known = seen[given[1]] = (name, unit)
+            name, unit = known
             # A request without a time is dated when it is read.
-            row = (*given[:5], now) if given[5] is None and given[1] in requests else given
+            row = (*given[:5], now) if given[5] is None and name in requests else given
             # A request dated here has its time in ms; any other row, its collection's unit.
-            collection = given[1]
-            unit = units.get(collection) if isinstance(collection, bytes) else None
             unit = unit if row is given else "ms"
             try:
-                changes.append(inbox_change(row, future=future, limits=limits, unit=unit))
+                change = inbox_change(row, future=future, limits=limits, unit=unit)
+                changes.append(change if name in (None, change.collection) else
+                               change._replace(collection=name))  # fmt: skip
             except DocumentError as exc:
                 row_id = row[0]
                 assert isinstance(row_id, int)
@@ -101,11 +149,33 @@ class InboxApplier:
         merged = apply_changes(conn, changes, self.config.routes(), now=now)
         return len(rows), more, merged, rejected
 
+    def _collection_name(self, stored: object) -> str | None:
+        """The collection a row's ``collection`` (its stored bytes, see ``pending_inbox``)
+        names: the text itself, or the configured collection it is in another Unicode form
+        (compared in NFC, as a drop folder's name: ``Config.collection``). None for bytes
+        that are not UTF-8 and for no text at all (``inbox_change`` says why the row is
+        refused)."""
+        if not isinstance(stored, bytes):
+            return None
+        try:
+            text = stored.decode()
+        except UnicodeDecodeError:
+            return None
+        if not text or NUL in text:
+            return None
+        configured = self.config.collection(text).name
+        return configured if configured in self.config.collections else text
+
     async def apply_pending(self) -> int:
         """Apply every pending row; returns how many rows were processed."""
         total = 0
         while True:
-            count, more, merged, rejected = await self.store.transact(self._apply_batch)
+            count, more, merged, rejected = await retrying(
+                lambda: self.store.transact(self._apply_batch),
+                self.store.pauses or _NO_PAUSES,
+                "inbox",
+                _trigger_failed,
+            )
             if not count:
                 break
             total += count

@@ -90,7 +90,7 @@ class Retention:
         pruned = Pruned()
         if self.config.retain_days > 0:
             before = now - int(self.config.retain_days * DAY_MS)
-            after = 0
+            after = retention.BEFORE_FIRST_ID  # programs may give rows any id
             while True:
                 deleted, upto = await self.store.transact(
                     lambda db, a=after: retention.prune_inbox(

@@ -338,3 +338,30 @@ def test_the_bulk_path_is_the_one_a_first_load_takes(monkeypatch: pytest.MonkeyP
         rows = anyio.run(merge_all, Path(tmp) / "s.db", [batch, batch])
     assert taken == [3]  # the second batch finds the keys stored: the general path
     assert [row[:2] for row in rows] == [("contacts", "a"), ("contacts", "b"), ("contacts", "c")]
+
+
+@pytest.mark.parametrize(
+    ("taken", "expected"),
+    [
+        ([2**63 - 1], [2**63 - 3, 2**63 - 2]),  # before the smallest
+        ([-(2**63), -(2**63) + 2, 2**63 - 1], [3 - 2**63, 4 - 2**63]),  # the first gap of two
+    ],
+)
+async def test_versions_are_logged_under_free_ids_when_none_follow_the_largest(
+    tmp_path: Path, taken: list[int], expected: list[int]
+) -> None:
+    """Other programs choose inbox ids too; one may hold SQLite's largest (docs/schema.md)."""
+    async with await Store.open(tmp_path / "s.db") as store:
+        first = change("a", 10, origin="crm")  # in records only, logged once displaced
+        await store.transact(lambda c: apply_changes(c, [first], ROUTES, now=100))
+        await store.db.executemany(
+            "INSERT INTO inbox (id, collection, key, status) VALUES (?, 'other', 'x', 'rejected')",
+            [(row_id,) for row_id in taken],
+        )
+        await store.db.commit()
+        await store.transact(lambda c: apply_changes(c, [change("a", 20)], ROUTES, now=200))
+        logged = await store.db.execute_fetchall(INBOX_VERSION, ("a",))
+    assert [(row[0], row[1], row[6]) for row in logged] == [
+        (expected[0], 10, "superseded"),
+        (expected[1], 20, "applied"),
+    ]

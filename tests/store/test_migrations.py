@@ -16,6 +16,7 @@ from dropsync.store.handle import Store
 from dropsync.store.merge import Change, apply_changes
 from dropsync.store.readonly import open_readonly
 from dropsync.store.schema import latest_version, migrations
+from structlog.testing import capture_logs
 
 pytestmark = pytest.mark.anyio
 
@@ -106,13 +107,54 @@ async def test_migration_3_counts_files_by_status_and_keeps_counting(tmp_path: P
     )
 
 
+def newer(path: Path, version: int) -> None:
+    """Make the store at ``path`` look migrated to ``version`` by a newer dropsync."""
+    raw = sqlite3.connect(path)
+    for step in range(latest_version() + 1, version + 1):
+        raw.execute(
+            "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, 0)",
+            (step, f"future_{step}"),
+        )
+    raw.execute(f"PRAGMA user_version = {version}")
+    raw.commit()
+    raw.close()
+
+
+async def test_a_user_version_set_by_another_program_is_put_back(tmp_path: Path) -> None:
+    """``schema_migrations`` lists what was applied: a ``user_version`` a program set to a
+    number of its own is neither migrated from nor refused (docs/schema.md, "Versioning")."""
+    path = tmp_path / "s.db"
+    db = await open_store(path)
+    await db.close()
+    for other in (0, 3, latest_version() + 1):
+        raw = sqlite3.connect(path)
+        raw.execute(f"PRAGMA user_version = {other}")
+        raw.close()
+        open_readonly(path).close()  # status reads it as it is
+        backups: list[Path] = []
+        with capture_logs() as logs:
+            db = await open_store(path, backups=backups)
+        version = await (await db.execute("PRAGMA user_version")).fetchone()
+        await db.close()
+        assert version is not None and version[0] == latest_version()
+        assert backups == []
+        assert [(e["event"], e["found"]) for e in logs] == [("store_version_restored", other)]
+    # Rows deleted from schema_migrations by hand: user_version is kept, nothing is applied.
+    raw = sqlite3.connect(path)
+    raw.execute("DELETE FROM schema_migrations WHERE version > 3")
+    raw.commit()
+    raw.close()
+    db = await open_store(path)
+    version = await (await db.execute("PRAGMA user_version")).fetchone()
+    await db.close()
+    assert version is not None and version[0] == latest_version()
+
+
 async def test_newer_store_is_refused_with_a_clear_message(tmp_path: Path) -> None:
     path = tmp_path / "new.db"
     db = await open_store(path)
     await db.close()
-    raw = sqlite3.connect(path)
-    raw.execute(f"PRAGMA user_version = {latest_version() + 3}")
-    raw.close()
+    newer(path, latest_version() + 3)
     with pytest.raises(SchemaTooNew, match="newer dropsync"):
         await open_store(path)
 
@@ -131,9 +173,7 @@ async def test_readonly_open_refuses_newer_and_older_schemas(tmp_path: Path) -> 
     new = tmp_path / "new.db"
     db = await open_store(new)
     await db.close()
-    raw = sqlite3.connect(new)
-    raw.execute(f"PRAGMA user_version = {latest_version() + 1}")
-    raw.close()
+    newer(new, latest_version() + 1)
     with pytest.raises(SchemaTooNew):
         open_readonly(new)
 

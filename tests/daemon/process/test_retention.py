@@ -253,3 +253,31 @@ def test_a_version_displaced_while_its_file_is_being_removed_keeps_its_body(
     ).fetchall()
     db.close()
     assert body is not None and orjson.loads(body) == first
+
+
+def test_old_inbox_rows_go_whatever_their_ids(tmp_path: Path) -> None:
+    """Programs may give inbox rows ids of their own, 0 and negative ones too
+    (docs/schema.md, "`inbox`"): retention looks at every id."""
+    config_path = tmp_path / "dropsync.toml"
+    config_path.write_text(
+        f'[store]\npath = "{tmp_path / "s.db"}"\nretain_days = 1\n'
+        f'[drop]\npath = "{tmp_path / "drop"}"\n'
+    )
+    config = load_config(str(config_path))
+    ids = [-(2**63), -5, 0, 5, 2**63 - 1]
+
+    async def run() -> int:
+        async with await Store.open(config.store_path) as store:
+            await store.db.executemany(
+                "INSERT INTO inbox (id, collection, key, status, reason, received_at) "
+                "VALUES (?, 'contacts', 'a@x', 'rejected', 'bad', 1000)",
+                [(row_id,) for row_id in ids],
+            )
+            await store.db.commit()
+            pruned = await Retention(store, config).prune_once(1000 + 2 * DAY_MS)
+            return pruned.inbox
+
+    assert anyio.run(run) == len(ids)
+    db = sqlite3.connect(config.store_path)
+    assert db.execute("SELECT id FROM inbox").fetchall() == []
+    db.close()
