@@ -8,7 +8,7 @@ from pathlib import Path
 import anyio
 import orjson
 from dropsync.daemon.cli.audit import version_json
-from dropsync.daemon.config import load_config
+from dropsync.daemon.config import Config, load_config
 from dropsync.daemon.ingest.ingestor import Ingestor
 from dropsync.daemon.process.retention import DAY_MS, Retention
 from dropsync.store import callbacks
@@ -18,7 +18,8 @@ from dropsync.store.queries import current_record
 from structlog.testing import capture_logs
 
 
-def test_old_done_files_are_removed_and_their_versions_kept(tmp_path: Path) -> None:
+def contacts_config(tmp_path: Path) -> tuple[Config, Path]:
+    """A config keeping done files 7 days and no delivery history, and its contacts folder."""
     config_path = tmp_path / "dropsync.toml"
     config_path.write_text(
         f'[store]\npath = "{tmp_path / "s.db"}"\nretain_days = 0\n'
@@ -28,6 +29,11 @@ def test_old_done_files_are_removed_and_their_versions_kept(tmp_path: Path) -> N
     config = load_config(str(config_path))
     folder = config.drop_path / "contacts"
     folder.mkdir(parents=True)
+    return config, folder
+
+
+def test_old_done_files_are_removed_and_their_versions_kept(tmp_path: Path) -> None:
+    config, folder = contacts_config(tmp_path)
     first = {"email": "a@x", "at": 100, "name": "Ann"}
     second = {"email": "a@x", "at": 200, "name": "Ann Lee"}
 
@@ -179,15 +185,7 @@ def test_callback_signatures_outlive_any_callback_age(tmp_path: Path) -> None:
 def test_a_version_whose_file_went_keeps_its_body_when_displaced_later(tmp_path: Path) -> None:
     """A file's version still current when the file goes lives on in ``records``; a later
     version that displaces it logs it with that body, since the file is no longer there."""
-    config_path = tmp_path / "dropsync.toml"
-    config_path.write_text(
-        f'[store]\npath = "{tmp_path / "s.db"}"\nretain_days = 0\n'
-        f'[drop]\npath = "{tmp_path / "drop"}"\nkeep_done_days = 7\n'
-        '[collections.contacts]\nkey = "email"\ntimestamp = "at"\ntimestamp_unit = "ms"\n'
-    )
-    config = load_config(str(config_path))
-    folder = config.drop_path / "contacts"
-    folder.mkdir(parents=True)
+    config, folder = contacts_config(tmp_path)
     first = {"email": "a@x", "at": 100, "name": "Ann"}
     second = {"email": "a@x", "at": 200, "name": "Ann Lee"}
 
@@ -216,15 +214,7 @@ def test_a_version_displaced_while_its_file_is_being_removed_keeps_its_body(
 ) -> None:
     """An ingest that commits after the pass copied the file's bodies, before the file goes
     (the pass and the ingests share the store, one transaction at a time)."""
-    config_path = tmp_path / "dropsync.toml"
-    config_path.write_text(
-        f'[store]\npath = "{tmp_path / "s.db"}"\nretain_days = 0\n'
-        f'[drop]\npath = "{tmp_path / "drop"}"\nkeep_done_days = 7\n'
-        '[collections.contacts]\nkey = "email"\ntimestamp = "at"\ntimestamp_unit = "ms"\n'
-    )
-    config = load_config(str(config_path))
-    folder = config.drop_path / "contacts"
-    folder.mkdir(parents=True)
+    config, folder = contacts_config(tmp_path)
     first = {"email": "a@x", "at": 100, "name": "Ann"}
     second = {"email": "a@x", "at": 200, "name": "Ann Lee"}
 
