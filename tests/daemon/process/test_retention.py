@@ -18,6 +18,18 @@ from dropsync.store.queries import current_record
 from structlog.testing import capture_logs
 
 
+def superseded_body(store_path: Path) -> object:
+    """The body the inbox keeps of a@x's displaced version (None: it has none)."""
+    db = sqlite3.connect(store_path)
+    try:
+        [(body,)] = db.execute(
+            "SELECT body FROM inbox WHERE key = 'a@x' AND status = 'superseded'"
+        ).fetchall()
+    finally:
+        db.close()
+    return None if body is None else orjson.loads(body)
+
+
 def contacts_config(tmp_path: Path) -> tuple[Config, Path]:
     """A config keeping done files 7 days and no delivery history, and its contacts folder."""
     config_path = tmp_path / "dropsync.toml"
@@ -107,12 +119,7 @@ def test_a_version_is_kept_whatever_rules_the_config_has_now(tmp_path: Path) -> 
             assert pruned.done_files == 2
 
     anyio.run(run)
-    db = sqlite3.connect(then.store_path)
-    [(body,)] = db.execute(
-        "SELECT body FROM inbox WHERE key = 'a@x' AND status = 'superseded'"
-    ).fetchall()
-    db.close()
-    assert body is not None and orjson.loads(body) == first
+    assert superseded_body(then.store_path) == first
 
 
 def test_only_files_in_a_done_folder_of_the_drop_folder_are_removed(tmp_path: Path) -> None:
@@ -201,12 +208,7 @@ def test_a_version_whose_file_went_keeps_its_body_when_displaced_later(tmp_path:
 
     anyio.run(run)
     assert not (folder / ".done/one.json").exists()
-    db = sqlite3.connect(config.store_path)
-    [(body,)] = db.execute(
-        "SELECT body FROM inbox WHERE key = 'a@x' AND status = 'superseded'"
-    ).fetchall()
-    db.close()
-    assert body is not None and orjson.loads(body) == first
+    assert superseded_body(config.store_path) == first
 
 
 def test_a_version_displaced_while_its_file_is_being_removed_keeps_its_body(
@@ -237,12 +239,7 @@ def test_a_version_displaced_while_its_file_is_being_removed_keeps_its_body(
             assert pruned.done_files == 2  # two.json, filed meanwhile, is past the cut-off too
 
     anyio.run(run)
-    db = sqlite3.connect(config.store_path)
-    [(body,)] = db.execute(
-        "SELECT body FROM inbox WHERE key = 'a@x' AND status = 'superseded'"
-    ).fetchall()
-    db.close()
-    assert body is not None and orjson.loads(body) == first
+    assert superseded_body(config.store_path) == first
 
 
 def test_old_inbox_rows_go_whatever_their_ids(tmp_path: Path) -> None:
