@@ -149,19 +149,18 @@ class Ingestor:
         is that ingest's to finish (``file_vanished``), not the sweep's to forget.
         """
         claim = self._held.get(file_id)
-        if claim is not None and claim.fd < 0:  # its ingest is over: the lock is released
-            self._held.pop(file_id, None)
-            return False
-        return claim is not None
+        return claim is not None and claim.fd >= 0  # a closed claim released its lock
 
     def reserved_names(self, folder: Path) -> set[str]:
         """The names live ingests of this process hold in collection folder ``folder``'s
-        own folders, their files there or not (``free_name`` gives none of them)."""
-        return {
-            claim.path.name
-            for claim in list(self._held.values())
-            if claim.fd >= 0 and claim.folder == folder
-        }
+        own folders, their files there or not (``free_name`` gives none of them).
+
+        Asked at each claim, it forgets the claims closed since (their ingests are over).
+        """
+        for file_id, claim in list(self._held.items()):
+            if claim.fd < 0:
+                del self._held[file_id]
+        return {claim.path.name for claim in self._held.values() if claim.folder == folder}
 
     def collection_of(self, path: Path) -> str | None:
         """The collection of an entry directly inside ``<drop>/<collection>/``, else None.
@@ -228,21 +227,16 @@ class Ingestor:
         reserved = self.reserved_names(claim.path.parent)
         place = await self.disk(partial(processing_place, claim, reserved))
         file_id = await self.new_row(claim, place)
-        try:
-            while True:
-                try:
-                    await self.disk(lambda: rename_noreplace(claim.path, place))  # noqa: B023
-                    break
-                except FileExistsError:  # another ingest took that name meanwhile
-                    reserved = self.reserved_names(claim.path.parent)
-                    was, place = place, await self.disk(partial(processing_place, claim, reserved))
-                    await self._move_row(file_id, str(was), place)
-        except (FileNotFoundError, NotADirectoryError):
-            self._held.pop(file_id, None)
-            return None  # taken away though locked: the recovery sweep forgets its row
-        except BaseException:
-            self._held.pop(file_id, None)
-            raise
+        while True:
+            try:
+                await self.disk(lambda: rename_noreplace(claim.path, place))  # noqa: B023
+                break
+            except FileExistsError:  # another ingest took that name meanwhile
+                reserved = self.reserved_names(claim.path.parent)
+                was, place = place, await self.disk(partial(processing_place, claim, reserved))
+                await self._move_row(file_id, str(was), place)
+            except (FileNotFoundError, NotADirectoryError):
+                return None  # taken away though locked: the recovery sweep forgets its row
         claim.path = place
         return file_id
 
